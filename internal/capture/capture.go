@@ -1,0 +1,165 @@
+// Package capture installs and removes ibex's change capture on a source database: per
+// sync and table, a change table in schema ibex that a row trigger fills with the key of
+// every inserted, updated or deleted row, the writing transaction's id (xid8) and the
+// time of the change. Rows applied by ibex run with session_replication_role = replica
+// (or ibex.applying = on), so the trigger does not capture them again.
+package capture
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ibexrepl/ibex/internal/catalog"
+)
+
+// Column names of a change table besides the key columns.
+const (
+	TxidCol = "$txid"
+	AtCol   = "$at"
+)
+
+// Schema is the schema ibex creates on source databases.
+const Schema = "ibex"
+
+// Name returns the name of the change table (and trigger function) of a sync's table.
+func Name(sync, schema, table string) string {
+	base := sync + "." + schema + "." + table
+	if len(base) <= 60 {
+		return base
+	}
+	h := sha256.Sum256([]byte(base))
+	cut := 50
+	for cut > 0 && !utf8.RuneStart(base[cut]) {
+		cut--
+	}
+	return base[:cut] + "~" + hex.EncodeToString(h[:4])
+}
+
+// ChangeTable is the quoted identifier of the change table.
+func ChangeTable(sync, schema, table string) pgx.Identifier {
+	return pgx.Identifier{Schema, Name(sync, schema, table)}
+}
+
+// TriggerName is the name of the capture trigger a sync puts on each of its tables.
+func TriggerName(sync string) string { return "ibex_" + sync }
+
+// KickTriggerName is the name of the autokick statement trigger.
+func KickTriggerName(sync string) string { return "ibex_kick_" + sync }
+
+// KickChannel is the NOTIFY channel autokick triggers signal; the payload is the sync name.
+const KickChannel = "ibex_kick"
+
+func qi(s string) string { return pgx.Identifier{s}.Sanitize() }
+
+func dollarTag(body string) string {
+	tag := "$ibex$"
+	for i := 0; strings.Contains(body, tag); i++ {
+		tag = fmt.Sprintf("$ibex%d$", i)
+	}
+	return tag
+}
+
+// DDL returns the statements that install capture of table t for sync on a source.
+func DDL(sync string, t *catalog.Table, autokick bool) []string {
+	ct := ChangeTable(sync, t.Schema, t.Name).Sanitize()
+	fn := ct // the trigger function has the change table's name
+	typeOf := map[string]string{}
+	for _, c := range t.Columns {
+		typeOf[c.Name] = c.Type
+	}
+	var colDefs, cols, newVals, oldVals []string
+	for _, k := range t.KeyCols {
+		colDefs = append(colDefs, qi(k)+" "+typeOf[k])
+		cols = append(cols, qi(k))
+		newVals = append(newVals, "NEW."+qi(k))
+		oldVals = append(oldVals, "OLD."+qi(k))
+	}
+	colList := strings.Join(cols, ", ")
+	ins := func(vals []string) string {
+		return fmt.Sprintf("INSERT INTO %s (%s) VALUES (%s);", ct, colList, strings.Join(vals, ", "))
+	}
+	body := fmt.Sprintf(`
+BEGIN
+  IF current_setting('ibex.applying', true) = 'on' THEN
+    RETURN NULL;
+  END IF;
+  IF TG_OP = 'INSERT' THEN
+    %s
+  ELSIF TG_OP = 'UPDATE' THEN
+    %s
+    IF (%s) IS DISTINCT FROM (%s) THEN
+      %s
+    END IF;
+  ELSE
+    %s
+  END IF;
+  RETURN NULL;
+END`, ins(newVals), ins(oldVals), strings.Join(oldVals, ", ")+",NULL", strings.Join(newVals, ", ")+",NULL", ins(newVals), ins(oldVals))
+	tag := dollarTag(body)
+	tbl := t.Ident().Sanitize()
+	stmts := []string{
+		`CREATE SCHEMA IF NOT EXISTS ibex`,
+		`GRANT USAGE ON SCHEMA ibex TO PUBLIC`,
+		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (%s xid8 NOT NULL DEFAULT pg_current_xact_id(), %s timestamptz NOT NULL DEFAULT clock_timestamp(), %s)`,
+			ct, qi(TxidCol), qi(AtCol), strings.Join(colDefs, ", ")),
+		fmt.Sprintf(`COMMENT ON TABLE %s IS %s`, ct, quoteLiteral(fmt.Sprintf("ibex change table of sync %s for table %s", sync, tbl))),
+		fmt.Sprintf(`GRANT INSERT ON %s TO PUBLIC`, ct),
+		fmt.Sprintf(`CREATE OR REPLACE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql AS %s%s%s`, fn, tag, body, tag),
+		fmt.Sprintf(`CREATE OR REPLACE TRIGGER %s AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION %s()`,
+			qi(TriggerName(sync)), tbl, fn),
+	}
+	if autokick {
+		stmts = append(stmts,
+			fmt.Sprintf(`CREATE OR REPLACE FUNCTION ibex.%s() RETURNS trigger LANGUAGE plpgsql AS $k$BEGIN PERFORM pg_notify(%s, %s); RETURN NULL; END$k$`,
+				qi("kick."+sync), quoteLiteral(KickChannel), quoteLiteral(sync)),
+			fmt.Sprintf(`CREATE OR REPLACE TRIGGER %s AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH STATEMENT EXECUTE FUNCTION ibex.%s()`,
+				qi(KickTriggerName(sync)), tbl, qi("kick."+sync)))
+	} else {
+		stmts = append(stmts, fmt.Sprintf(`DROP TRIGGER IF EXISTS %s ON %s`, qi(KickTriggerName(sync)), tbl))
+	}
+	return stmts
+}
+
+// DropDDL returns the statements that remove capture of table t for sync.
+func DropDDL(sync string, t catalog.QualName) []string {
+	tbl := pgx.Identifier{t.Schema, t.Name}.Sanitize()
+	ct := ChangeTable(sync, t.Schema, t.Name).Sanitize()
+	return []string{
+		fmt.Sprintf(`DO $d$ BEGIN IF to_regclass(%s) IS NOT NULL THEN EXECUTE %s; EXECUTE %s; END IF; END $d$`,
+			quoteLiteral(tbl),
+			quoteLiteral(fmt.Sprintf(`DROP TRIGGER IF EXISTS %s ON %s`, qi(TriggerName(sync)), tbl)),
+			quoteLiteral(fmt.Sprintf(`DROP TRIGGER IF EXISTS %s ON %s`, qi(KickTriggerName(sync)), tbl))),
+		fmt.Sprintf(`DROP FUNCTION IF EXISTS %s()`, ct),
+		fmt.Sprintf(`DROP TABLE IF EXISTS %s`, ct),
+	}
+}
+
+// DropSyncDDL removes objects of a sync that are not per table.
+func DropSyncDDL(sync string) []string {
+	return []string{fmt.Sprintf(`DROP FUNCTION IF EXISTS ibex.%s() CASCADE`, qi("kick."+sync))}
+}
+
+func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+
+// Installed reports whether the capture trigger and change table of sync exist for t, and
+// whether the change table's key columns match t's key.
+func Installed(ctx context.Context, q catalog.Querier, sync string, t *catalog.Table) (bool, error) {
+	ct := ChangeTable(sync, t.Schema, t.Name).Sanitize()
+	var trig bool
+	var cols []string
+	err := q.QueryRow(ctx, `
+SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = $2 AND tgenabled <> 'D'),
+       coalesce((SELECT array_agg(attname::text ORDER BY attnum) FROM pg_attribute WHERE attrelid = to_regclass($3) AND attnum > 2 AND NOT attisdropped), '{}')`,
+		t.Ident().Sanitize(), TriggerName(sync), ct).Scan(&trig, &cols)
+	if err != nil {
+		return false, fmt.Errorf("checking capture of %s: %w", t.Ident().Sanitize(), err)
+	}
+	return trig && strings.Join(cols, "\x00") == strings.Join(t.KeyCols, "\x00"), nil
+}

@@ -1,0 +1,257 @@
+// Package catalog reads what ibex needs to know about user tables from a database's
+// catalogs: columns, types and the key used to identify rows.
+package catalog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// ErrNoTable is returned when a table does not exist.
+var ErrNoTable = errors.New("no such table")
+
+// Key kinds.
+const (
+	KeyPrimary = "primary key"
+	KeyUnique  = "unique index"
+	KeyNone    = "none"
+)
+
+// Column is one column of a table.
+type Column struct {
+	Name    string
+	Type    string // format_type() text
+	NotNull bool
+}
+
+// Table is a table's description.
+type Table struct {
+	Schema  string
+	Name    string
+	Columns []Column
+	KeyCols []string
+	KeyKind string
+}
+
+// Ident returns the quoted, schema-qualified name.
+func (t *Table) Ident() pgx.Identifier { return pgx.Identifier{t.Schema, t.Name} }
+
+// QualName is a schema-qualified table name.
+type QualName struct{ Schema, Name string }
+
+func (q QualName) String() string { return q.Schema + "." + q.Name }
+
+// Querier is what catalog needs from a connection.
+type Querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// ListTables returns every ordinary or partitioned table outside the system schemas and
+// ibex's own schema, ordered by schema and name.
+func ListTables(ctx context.Context, q Querier) ([]QualName, error) {
+	rows, err := q.Query(ctx, `
+SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'ibex') AND n.nspname NOT LIKE 'pg\_%'
+ORDER BY 1, 2`)
+	if err != nil {
+		return nil, fmt.Errorf("listing tables: %w", err)
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (QualName, error) {
+		var q QualName
+		err := r.Scan(&q.Schema, &q.Name)
+		return q, err
+	})
+}
+
+// Resolve expands a user's table argument into qualified names: "all", a glob with * or
+// ?, "schema.table" or a bare "table" (schema public). Dots inside quoted parts are kept:
+// `"my.schema"."t"`.
+func Resolve(ctx context.Context, q Querier, arg string) ([]QualName, error) {
+	if arg == "all" || strings.ContainsAny(arg, "*?[") {
+		all, err := ListTables(ctx, q)
+		if err != nil {
+			return nil, err
+		}
+		if arg == "all" {
+			return all, nil
+		}
+		pat := arg
+		if !strings.Contains(pat, ".") {
+			pat = "public." + pat
+		}
+		var out []QualName
+		for _, t := range all {
+			if ok, _ := path.Match(pat, t.String()); ok {
+				out = append(out, t)
+			}
+		}
+		if len(out) == 0 {
+			return nil, fmt.Errorf("table pattern %q matches no table", arg)
+		}
+		return out, nil
+	}
+	qn, err := ParseName(arg)
+	if err != nil {
+		return nil, err
+	}
+	return []QualName{qn}, nil
+}
+
+// ParseName splits "schema.table" (parts optionally double-quoted) or "table" (schema
+// public).
+func ParseName(s string) (QualName, error) {
+	parts, err := splitIdent(s)
+	if err != nil {
+		return QualName{}, err
+	}
+	switch len(parts) {
+	case 1:
+		return QualName{"public", parts[0]}, nil
+	case 2:
+		return QualName{parts[0], parts[1]}, nil
+	}
+	return QualName{}, fmt.Errorf("table name %q: expected table or schema.table", s)
+}
+
+func splitIdent(s string) ([]string, error) {
+	var parts []string
+	var cur strings.Builder
+	inQ := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case inQ && c == '"' && i+1 < len(s) && s[i+1] == '"':
+			cur.WriteByte('"')
+			i++
+		case c == '"':
+			inQ = !inQ
+		case c == '.' && !inQ:
+			parts = append(parts, cur.String())
+			cur.Reset()
+		default:
+			cur.WriteByte(c)
+		}
+	}
+	if inQ {
+		return nil, fmt.Errorf("table name %q: unbalanced double quote", s)
+	}
+	parts = append(parts, cur.String())
+	for _, p := range parts {
+		if p == "" {
+			return nil, fmt.Errorf("table name %q: empty part", s)
+		}
+	}
+	return parts, nil
+}
+
+// Describe reads a table's columns and key: its primary key, or failing that the
+// narrowest valid, non-partial unique index over NOT NULL columns.
+func Describe(ctx context.Context, q Querier, name QualName) (*Table, error) {
+	var oid uint32
+	var ok bool
+	if err := q.QueryRow(ctx, `SELECT coalesce(to_regclass($1)::oid, 0), to_regclass($1) IS NOT NULL`,
+		pgx.Identifier{name.Schema, name.Name}.Sanitize()).Scan(&oid, &ok); err != nil {
+		return nil, fmt.Errorf("looking up table %s: %w", name, err)
+	}
+	if !ok {
+		return nil, fmt.Errorf("table %s: %w", name, ErrNoTable)
+	}
+	t := &Table{Schema: name.Schema, Name: name.Name, KeyKind: KeyNone}
+	rows, err := q.Query(ctx, `
+SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull
+FROM pg_attribute a WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+ORDER BY a.attnum`, oid)
+	if err != nil {
+		return nil, fmt.Errorf("reading columns of %s: %w", name, err)
+	}
+	t.Columns, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Column, error) {
+		var c Column
+		err := r.Scan(&c.Name, &c.Type, &c.NotNull)
+		return c, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading columns of %s: %w", name, err)
+	}
+	var primary bool
+	var cols []string
+	err = q.QueryRow(ctx, `
+SELECT i.indisprimary, array_agg(a.attname ORDER BY k.ord)
+FROM pg_index i
+CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+WHERE i.indrelid = $1 AND i.indisunique AND i.indisvalid AND i.indimmediate
+  AND i.indpred IS NULL AND i.indexprs IS NULL
+GROUP BY i.indexrelid, i.indisprimary
+HAVING bool_and(a.attnotnull)
+ORDER BY i.indisprimary DESC, count(*), i.indexrelid
+LIMIT 1`, oid).Scan(&primary, &cols)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+	case err != nil:
+		return nil, fmt.Errorf("reading the key of %s: %w", name, err)
+	default:
+		t.KeyCols = cols
+		t.KeyKind = KeyUnique
+		if primary {
+			t.KeyKind = KeyPrimary
+		}
+	}
+	return t, nil
+}
+
+// ColumnNames returns the table's column names in order.
+func (t *Table) ColumnNames() []string {
+	out := make([]string, len(t.Columns))
+	for i, c := range t.Columns {
+		out[i] = c.Name
+	}
+	return out
+}
+
+// Compare returns a description of how other differs from t (missing or extra columns,
+// changed types), or "" when both have the same columns and types. dbA and dbB name the
+// two sides in the message.
+func Compare(t, other *Table, dbA, dbB string) string {
+	var diffs []string
+	byName := map[string]Column{}
+	for _, c := range other.Columns {
+		byName[c.Name] = c
+	}
+	for _, c := range t.Columns {
+		o, ok := byName[c.Name]
+		if !ok {
+			diffs = append(diffs, fmt.Sprintf("column %q is on db %s but not on db %s", c.Name, dbA, dbB))
+			continue
+		}
+		if o.Type != c.Type && !(compatible(o.Type, c.Type)) {
+			diffs = append(diffs, fmt.Sprintf("column %q is %s on db %s but %s on db %s", c.Name, c.Type, dbA, o.Type, dbB))
+		}
+		delete(byName, c.Name)
+	}
+	for _, c := range other.Columns {
+		if _, extra := byName[c.Name]; extra {
+			diffs = append(diffs, fmt.Sprintf("column %q is on db %s but not on db %s", c.Name, dbB, dbA))
+		}
+	}
+	if len(diffs) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("table %s.%s differs: %s", t.Schema, t.Name, strings.Join(diffs, "; "))
+}
+
+func compatible(a, b string) bool {
+	norm := func(s string) string {
+		if s == "text" || strings.HasPrefix(s, "character varying") {
+			return "text"
+		}
+		return s
+	}
+	return norm(a) == norm(b)
+}

@@ -1,0 +1,884 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ibexrepl/ibex/internal/catalog"
+	"github.com/ibexrepl/ibex/internal/conflict"
+	"github.com/ibexrepl/ibex/internal/control"
+	"github.com/ibexrepl/ibex/internal/dbconn"
+	"github.com/ibexrepl/ibex/internal/schedule"
+	"github.com/ibexrepl/ibex/job"
+)
+
+const objectsHelp = `Objects: db, table (tables), herd (relgroup), dbgroup, sync.`
+
+func (a *app) addCmd() *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "add OBJECT NAME [key=value ...]",
+		Short: "Add a db, table, herd, dbgroup or sync",
+		Long: objectsHelp + `
+
+  ibex add db t1 dbname=btest1 [host= port= user= pass=env:VAR|file:PATH sslmode= ...]
+  ibex add table pgbench_accounts pgbench_branches db=t1 herd=therd   (also: all, public.*)
+  ibex add herd therd [table ...]
+  ibex add dbgroup tgroup t1:source t2:source t3:target
+  ibex add sync foobar herd=therd dbs=tgroup [conflict_strategy=latest|source|abort|skip|"t2 t1"]
+       [autokick=false] [onetimecopy=0|1|2] [schedule=30s|"*/5 * * * *"] [status=active] [batch_size=N]
+
+add db tests the connection first (--force skips that). A password is never stored: give
+pass=env:VAR or pass=file:PATH, or use PGPASSWORD or ~/.pgpass. add table reads each
+table's primary key (or a unique index over NOT NULL columns) from db=; a table with
+neither is refused unless keyless=fullcopy is given (it can then only be in fullcopy
+syncs). add sync installs change capture (triggers) on the sync's sources.`,
+		Args: cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.objectCmd(cmd.Context(), "add", args, force)
+		},
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "add db: do not test the connection")
+	return cmd
+}
+
+func (a *app) updateCmd() *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "update OBJECT NAME key=value ...",
+		Short: "Change a db, table, herd, dbgroup or sync",
+		Long: objectsHelp + `
+
+  ibex update db t1 host=db1.example.com sslmode=verify-full   (key= removes a key)
+  ibex update table public.t db=t2 [herd=h2]      (re-reads the key; herd= adds to a herd)
+  ibex update herd therd t1 t2 ...                 (sets its tables)
+  ibex update dbgroup tgroup t1:source t2:target   (sets its members)
+  ibex update sync foobar conflict_strategy="t2 t1" status=inactive ...
+
+update sync re-validates the sync and updates its capture.`,
+		Args: cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.objectCmd(cmd.Context(), "update", args, force)
+		},
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "update db: do not test the connection")
+	return cmd
+}
+
+func (a *app) removeCmd() *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "remove OBJECT NAME ...",
+		Short: "Remove dbs, tables, herds, dbgroups or syncs",
+		Long: objectsHelp + `
+
+Objects still used are refused (remove the sync first). remove sync also removes its
+triggers, functions and change tables from every db; --force skips dbs that cannot be
+reached (their capture is left behind).`,
+		Args: cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.objectCmd(cmd.Context(), "remove", args, force)
+		},
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "remove sync: skip unreachable dbs")
+	return cmd
+}
+
+func normKind(k string) (string, error) {
+	switch strings.ToLower(k) {
+	case "db", "dbs", "database", "databases":
+		return "db", nil
+	case "table", "tables", "relation", "relations":
+		return "table", nil
+	case "herd", "herds", "relgroup", "relgroups":
+		return "herd", nil
+	case "dbgroup", "dbgroups":
+		return "dbgroup", nil
+	case "sync", "syncs":
+		return "sync", nil
+	}
+	return "", usageErr("unknown object %q: use db, table, herd (relgroup), dbgroup or sync", k)
+}
+
+func (a *app) objectCmd(ctx context.Context, verb string, args []string, force bool) error {
+	kind, err := normKind(args[0])
+	if err != nil {
+		return err
+	}
+	store, err := a.open(ctx, true)
+	if err != nil {
+		return err
+	}
+	p := parseKV(args[1:])
+	if len(p.words) == 0 && kind != "table" {
+		return usageErr("%s %s: give the %s's name", verb, kind, kind)
+	}
+	switch verb + " " + kind {
+	case "add db", "update db":
+		return a.putDB(ctx, store, verb == "add", p, force)
+	case "add table":
+		return a.addTables(ctx, store, p)
+	case "update table":
+		return a.updateTables(ctx, store, p)
+	case "add herd", "update herd":
+		return a.putHerd(ctx, store, verb == "add", p)
+	case "add dbgroup", "update dbgroup":
+		return a.putDBGroup(ctx, store, verb == "add", p)
+	case "add sync", "update sync":
+		return a.putSync(ctx, store, verb == "add", p)
+	}
+	// remove
+	if rest := p.rest(); len(rest) > 0 {
+		return usageErr("remove %s takes only names, not %s=", kind, rest[0])
+	}
+	return a.remove(ctx, store, kind, p.words, force)
+}
+
+// ---- db
+
+var dbAliases = map[string]string{"dbhost": "host", "dbport": "port", "dbuser": "user", "dbpass": "pass", "db": "dbname", "dbservice": "service", "password": "pass"}
+
+func (a *app) putDB(ctx context.Context, store *control.Store, create bool, p kv, force bool) error {
+	if len(p.words) != 1 {
+		return usageErr("give one db name, then key=value settings (got %q)", strings.Join(p.words, " "))
+	}
+	name := p.words[0]
+	d := &control.DB{Name: name, Conn: map[string]string{}, Status: "active"}
+	if !create {
+		cur, err := control.GetDB(ctx, store.Q(), name)
+		if err != nil {
+			return err
+		}
+		d = cur
+	}
+	for _, k := range p.keys {
+		v := p.vals[k]
+		if al, ok := dbAliases[k]; ok {
+			k = al
+		}
+		switch {
+		case k == "pass":
+			if err := dbconn.CheckPass(v); err != nil {
+				return usageErr("db %s: %v", name, err)
+			}
+			d.Pass = v
+		case k == "status":
+			if v != "active" && v != "inactive" {
+				return usageErr("db %s: status must be active or inactive, not %q", name, v)
+			}
+			d.Status = v
+		case dbconn.ValidKey(k):
+			if v == "" {
+				delete(d.Conn, k)
+			} else {
+				d.Conn[k] = v
+			}
+		default:
+			return usageErr("db %s: unknown setting %q (use %s, pass or status)", name, k, strings.Join(dbconn.Keys, ", "))
+		}
+	}
+	if create && d.Conn["dbname"] == "" {
+		return usageErr("db %s: dbname= is required (the database's name on its server)", name)
+	}
+	if !force {
+		conn, err := dbconn.Connect(ctx, name, d.Conn, d.Pass)
+		if err != nil {
+			return fmt.Errorf("%w; fix the settings, or add --force to save them untested", err)
+		}
+		_ = conn.Close(ctx)
+	}
+	if err := control.PutDB(ctx, store.Q(), d, create); err != nil {
+		return err
+	}
+	if create {
+		a.say("Added db %s", name)
+	} else {
+		a.say("Updated db %s", name)
+	}
+	return nil
+}
+
+// ---- tables
+
+func (a *app) readDB(ctx context.Context, store *control.Store, name string) (*control.DB, error) {
+	if name == "" {
+		dbs, err := control.DBs(ctx, store.Q())
+		if err != nil {
+			return nil, err
+		}
+		if len(dbs) != 1 {
+			return nil, usageErr("say which db to read the tables from with db=NAME")
+		}
+		return &dbs[0], nil
+	}
+	return control.GetDB(ctx, store.Q(), name)
+}
+
+func keylessMsg(t string) error {
+	return fmt.Errorf("table %s has no primary key and no unique index over NOT NULL columns, so its rows cannot be identified: add a primary key, or add it with keyless=fullcopy to use it only in fullcopy syncs", t)
+}
+
+func (a *app) addTables(ctx context.Context, store *control.Store, p kv) error {
+	dbName, _ := p.take("db")
+	herd, hasHerd := p.take("herd", "relgroup")
+	keyless, _ := p.take("keyless")
+	if rest := p.rest(); len(rest) > 0 {
+		return usageErr("add table: unknown setting %q (use db=, herd= or keyless=fullcopy)", rest[0])
+	}
+	if keyless != "" && keyless != "fullcopy" {
+		return usageErr("add table: keyless takes only the value fullcopy")
+	}
+	if len(p.words) == 0 {
+		return usageErr("add table: name the tables (or all, or a pattern such as public.*)")
+	}
+	d, err := a.readDB(ctx, store, dbName)
+	if err != nil {
+		return err
+	}
+	conn, err := dbconn.Connect(ctx, d.Name, d.Conn, d.Pass)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	var rels []*control.Relation
+	var skipped []string
+	for _, w := range p.words {
+		names, err := catalog.Resolve(ctx, conn, w)
+		if err != nil {
+			return err
+		}
+		pattern := len(names) != 1 || w == "all" || strings.ContainsAny(w, "*?[")
+		for _, n := range names {
+			t, err := catalog.Describe(ctx, conn, n)
+			if errors.Is(err, catalog.ErrNoTable) {
+				return fmt.Errorf("table %s does not exist in db %s (dbname %s): check the name or say db=", n, d.Name, d.Conn["dbname"])
+			}
+			if err != nil {
+				return err
+			}
+			if t.KeyKind == catalog.KeyNone && keyless == "" {
+				if pattern {
+					skipped = append(skipped, n.String())
+					continue
+				}
+				return keylessMsg(n.String())
+			}
+			rels = append(rels, &control.Relation{Schema: n.Schema, Name: n.Name, DB: d.Name, KeyCols: t.KeyCols, KeyKind: t.KeyKind})
+		}
+	}
+	err = store.InTx(ctx, func(q control.Querier) error {
+		if hasHerd {
+			if herd == "" {
+				return usageErr("herd= needs a name")
+			}
+			if err := control.EnsureHerd(ctx, q, herd); err != nil {
+				return err
+			}
+		}
+		for _, r := range rels {
+			if _, err := control.GetRelation(ctx, q, r.Schema, r.Name); err == nil {
+				return fmt.Errorf("table %s %w: use 'ibex update table %s herd=...' to put it in a herd", r.QualName(), control.ErrExists, r.QualName())
+			}
+			id, err := control.PutRelation(ctx, q, r)
+			if err != nil {
+				return err
+			}
+			if hasHerd {
+				if err := control.AddToHerd(ctx, q, herd, id); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, r := range rels {
+		key := r.KeyKind
+		if len(r.KeyCols) > 0 {
+			key += " (" + strings.Join(r.KeyCols, ", ") + ")"
+		}
+		a.say("Added table %s: %s", r.QualName(), key)
+	}
+	for _, s := range skipped {
+		a.say("Skipped table %s: no primary key or unique index", s)
+	}
+	if hasHerd {
+		a.say("Herd %s has the tables", herd)
+	}
+	return nil
+}
+
+func (a *app) updateTables(ctx context.Context, store *control.Store, p kv) error {
+	dbName, hasDB := p.take("db")
+	herd, hasHerd := p.take("herd", "relgroup")
+	if rest := p.rest(); len(rest) > 0 {
+		return usageErr("update table: unknown setting %q (use db= or herd=)", rest[0])
+	}
+	return store.InTx(ctx, func(q control.Querier) error {
+		for _, w := range p.words {
+			n, err := catalog.ParseName(w)
+			if err != nil {
+				return err
+			}
+			rel, err := control.GetRelation(ctx, q, n.Schema, n.Name)
+			if err != nil {
+				return err
+			}
+			if hasDB || rel.DB != "" {
+				if !hasDB {
+					dbName = rel.DB
+				}
+				d, err := control.GetDB(ctx, q, dbName)
+				if err != nil {
+					return err
+				}
+				conn, err := dbconn.Connect(ctx, d.Name, d.Conn, d.Pass)
+				if err != nil {
+					return err
+				}
+				t, err := catalog.Describe(ctx, conn, n)
+				_ = conn.Close(ctx)
+				if err != nil {
+					return err
+				}
+				if t.KeyKind == catalog.KeyNone && rel.KeyKind != catalog.KeyNone {
+					return keylessMsg(n.String())
+				}
+				rel.DB, rel.KeyCols, rel.KeyKind = d.Name, t.KeyCols, t.KeyKind
+			}
+			id, err := control.PutRelation(ctx, q, rel)
+			if err != nil {
+				return err
+			}
+			if hasHerd {
+				if err := control.EnsureHerd(ctx, q, herd); err != nil {
+					return err
+				}
+				if err := control.AddToHerd(ctx, q, herd, id); err != nil {
+					return err
+				}
+			}
+			a.say("Updated table %s", rel.QualName())
+		}
+		return nil
+	})
+}
+
+// ---- herds
+
+func (a *app) putHerd(ctx context.Context, store *control.Store, create bool, p kv) error {
+	name := p.words[0]
+	tables := p.words[1:]
+	if v, ok := p.take("tables"); ok {
+		tables = append(tables, splitList(v)...)
+	}
+	if rest := p.rest(); len(rest) > 0 {
+		return usageErr("%s herd: unknown setting %q (list the tables after the name)", map[bool]string{true: "add", false: "update"}[create], rest[0])
+	}
+	return store.InTx(ctx, func(q control.Querier) error {
+		if create {
+			if err := control.CreateHerd(ctx, q, name); err != nil {
+				return err
+			}
+		} else {
+			ok, err := control.HerdExists(ctx, q, name)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return fmt.Errorf("herd %q %w: see 'ibex list herds'", name, control.ErrNotFound)
+			}
+			if err := control.ClearHerd(ctx, q, name); err != nil {
+				return err
+			}
+		}
+		for _, t := range tables {
+			n, err := catalog.ParseName(t)
+			if err != nil {
+				return err
+			}
+			rel, err := control.GetRelation(ctx, q, n.Schema, n.Name)
+			if err != nil {
+				return fmt.Errorf("%w (add it first with 'ibex add table %s db=...')", err, t)
+			}
+			if err := control.AddToHerd(ctx, q, name, rel.ID); err != nil {
+				return err
+			}
+		}
+		a.say("%s herd %s (%d tables)", map[bool]string{true: "Added", false: "Updated"}[create], name, len(tables))
+		return nil
+	})
+}
+
+func splitList(v string) []string {
+	return strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' })
+}
+
+// ---- dbgroups
+
+var roleAliases = map[string]string{
+	"source": control.RoleSource, "master": control.RoleSource, "primary": control.RoleSource,
+	"target": control.RoleTarget, "slave": control.RoleTarget, "replica": control.RoleTarget, "standby": control.RoleTarget,
+	"fullcopy": control.RoleFullcopy,
+}
+
+// parseMembers reads db:role words; a db without a role is a source when first, else a target.
+func parseMembers(group string, words []string) ([]control.Member, error) {
+	var ms []control.Member
+	for i, w := range words {
+		for _, part := range splitList(w) {
+			db, role, ok := strings.Cut(part, ":")
+			if !ok {
+				role = control.RoleTarget
+				if i == 0 && len(ms) == 0 {
+					role = control.RoleSource
+				}
+			}
+			r, known := roleAliases[strings.ToLower(role)]
+			if !known {
+				return nil, usageErr("dbgroup %s: unknown role %q for db %s: use source, target or fullcopy", group, role, db)
+			}
+			ms = append(ms, control.Member{DB: db, Role: r})
+		}
+	}
+	return ms, checkMembers(group, ms)
+}
+
+func checkMembers(group string, ms []control.Member) error {
+	var sources, targets, full int
+	for _, m := range ms {
+		switch m.Role {
+		case control.RoleSource:
+			sources++
+		case control.RoleTarget:
+			targets++
+		case control.RoleFullcopy:
+			full++
+		}
+	}
+	switch {
+	case len(ms) == 0:
+		return usageErr("dbgroup %s: list its dbs as name:role (source, target or fullcopy)", group)
+	case sources == 0:
+		return usageErr("dbgroup %s has no source: give at least one db the role source", group)
+	case full > 0 && (sources != 1 || targets > 0):
+		return usageErr("dbgroup %s: a fullcopy dbgroup has exactly one source and only fullcopy dbs besides", group)
+	}
+	return nil
+}
+
+func (a *app) putDBGroup(ctx context.Context, store *control.Store, create bool, p kv) error {
+	name := p.words[0]
+	if rest := p.rest(); len(rest) > 0 {
+		return usageErr("dbgroup %s: unknown setting %q (list dbs as name:role)", name, rest[0])
+	}
+	ms, err := parseMembers(name, p.words[1:])
+	if err != nil {
+		return err
+	}
+	return store.InTx(ctx, func(q control.Querier) error {
+		if err := control.PutDBGroup(ctx, q, &control.DBGroup{Name: name, Members: ms}, create); err != nil {
+			return err
+		}
+		if !create {
+			if err := a.revalidateUsers(ctx, store, q, "dbgroup", name); err != nil {
+				return err
+			}
+		}
+		a.say("%s dbgroup %s: %s", map[bool]string{true: "Added", false: "Updated"}[create], name, describeMembers(ms))
+		return nil
+	})
+}
+
+func describeMembers(ms []control.Member) string {
+	var parts []string
+	for _, m := range ms {
+		parts = append(parts, m.DB+":"+m.Role)
+	}
+	return strings.Join(parts, " ")
+}
+
+// revalidateUsers re-validates the syncs using a changed herd or dbgroup.
+func (a *app) revalidateUsers(ctx context.Context, store *control.Store, q control.Querier, kind, name string) error {
+	syncs, err := control.Syncs(ctx, q)
+	if err != nil {
+		return err
+	}
+	for _, s := range syncs {
+		if (kind == "dbgroup" && s.DBGroup == name) || (kind == "herd" && s.Herd == name) {
+			if err := a.checkSync(ctx, q, &s); err != nil {
+				return err
+			}
+			if _, err := job.Validate(ctx, store, q, s.Name, a.logger); err != nil {
+				return fmt.Errorf("sync %s: %w", s.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// ---- syncs
+
+func parseBool(name, k, v string) (bool, error) {
+	switch strings.ToLower(v) {
+	case "1", "t", "true", "yes", "on":
+		return true, nil
+	case "0", "f", "false", "no", "off":
+		return false, nil
+	}
+	return false, usageErr("sync %s: %s must be true or false, not %q", name, k, v)
+}
+
+// applySyncOptions sets options from key=value pairs.
+func applySyncOptions(s *control.Sync, p *kv) error {
+	for _, k := range p.keys {
+		v, ok := p.vals[k]
+		if !ok {
+			continue
+		}
+		var err error
+		switch k {
+		case "conflict_strategy", "standard_conflict", "conflict":
+			s.ConflictStrategy = conflict.Normalize(v)
+		case "autokick", "ping":
+			s.Autokick, err = parseBool(s.Name, k, v)
+		case "onetimecopy":
+			n, e := strconv.Atoi(v)
+			if e != nil || n < 0 || n > 2 {
+				return usageErr("sync %s: onetimecopy must be 0, 1 or 2, not %q", s.Name, v)
+			}
+			s.Onetimecopy = n
+		case "schedule", "checktime":
+			if err := schedule.Check(v); err != nil {
+				return usageErr("sync %s: %v", s.Name, err)
+			}
+			s.Schedule = v
+		case "status":
+			if v != "active" && v != "inactive" {
+				return usageErr("sync %s: status must be active or inactive, not %q", s.Name, v)
+			}
+			s.Status = v
+		case "batch_size":
+			n, e := strconv.Atoi(v)
+			if e != nil || n < 0 {
+				return usageErr("sync %s: batch_size must be a whole number of rows, not %q", s.Name, v)
+			}
+			s.BatchSize = n
+		case "herd", "relgroup", "dbs", "dbgroup", "tables":
+			continue
+		default:
+			return usageErr("sync %s: unknown option %q (use herd, tables, dbs, conflict_strategy, autokick, onetimecopy, schedule, status, batch_size)", s.Name, k)
+		}
+		if err != nil {
+			return err
+		}
+		delete(p.vals, k)
+	}
+	return nil
+}
+
+// checkSync validates a sync's definition against its dbgroup and herd.
+func (a *app) checkSync(ctx context.Context, q control.Querier, s *control.Sync) error {
+	g, err := control.GetDBGroup(ctx, q, s.DBGroup)
+	if err != nil {
+		return err
+	}
+	if err := checkMembers(g.Name, g.Members); err != nil {
+		return err
+	}
+	var dbs, sources []string
+	for _, m := range g.Members {
+		dbs = append(dbs, m.DB)
+		if m.Role == control.RoleSource {
+			sources = append(sources, m.DB)
+		}
+	}
+	if _, err := conflict.Parse(s.ConflictStrategy, dbs, sources); err != nil {
+		return usageErr("sync %s: %v", s.Name, err)
+	}
+	return nil
+}
+
+func (a *app) putSync(ctx context.Context, store *control.Store, create bool, p kv) error {
+	if len(p.words) != 1 {
+		return usageErr("give one sync name, then key=value options (got %q)", strings.Join(p.words, " "))
+	}
+	name := p.words[0]
+	s := &control.Sync{Name: name, ConflictStrategy: conflict.Latest, Status: "active"}
+	if !create {
+		cur, err := control.GetSync(ctx, store.Q(), name)
+		if err != nil {
+			return err
+		}
+		s = cur
+	}
+	herd, hasHerd := p.take("herd", "relgroup")
+	tables, hasTables := p.take("tables")
+	dbs, hasDBs := p.take("dbs", "dbgroup")
+	if err := applySyncOptions(s, &p); err != nil {
+		return err
+	}
+	if rest := p.rest(); len(rest) > 0 {
+		return usageErr("sync %s: unknown option %q", name, rest[0])
+	}
+	if hasHerd && hasTables {
+		return usageErr("sync %s: give herd= or tables=, not both", name)
+	}
+	if create && !hasHerd && !hasTables {
+		return usageErr("sync %s: say which tables with herd=NAME or tables=a,b", name)
+	}
+	if create && !hasDBs {
+		return usageErr("sync %s: say which dbs with dbs=DBGROUP or dbs=t1:source,t2:target", name)
+	}
+	var res *job.ValidateResult
+	err := store.InTx(ctx, func(q control.Querier) error {
+		if hasTables {
+			// Bucardo: tables= makes a herd named after the sync.
+			if err := control.EnsureHerd(ctx, q, name); err != nil {
+				return err
+			}
+			if err := control.ClearHerd(ctx, q, name); err != nil {
+				return err
+			}
+			for _, t := range splitList(tables) {
+				n, err := catalog.ParseName(t)
+				if err != nil {
+					return err
+				}
+				rel, err := control.GetRelation(ctx, q, n.Schema, n.Name)
+				if err != nil {
+					return fmt.Errorf("sync %s: %w (add it first with 'ibex add table %s db=...')", name, err, t)
+				}
+				if err := control.AddToHerd(ctx, q, name, rel.ID); err != nil {
+					return err
+				}
+			}
+			herd = name
+		}
+		if herd != "" {
+			ok, err := control.HerdExists(ctx, q, herd)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return fmt.Errorf("sync %s: herd %q %w: add it with 'ibex add herd %s' or use tables=", name, herd, control.ErrNotFound, herd)
+			}
+			s.Herd = herd
+		}
+		if hasDBs {
+			if strings.ContainsAny(dbs, ":,") || len(strings.Fields(dbs)) > 1 {
+				ms, err := parseMembers(name, []string{dbs})
+				if err != nil {
+					return err
+				}
+				g := &control.DBGroup{Name: name, Members: ms}
+				_, gerr := control.GetDBGroup(ctx, q, name)
+				if err := control.PutDBGroup(ctx, q, g, gerr != nil); err != nil {
+					return err
+				}
+				dbs = name
+			} else if _, err := control.GetDBGroup(ctx, q, dbs); err != nil {
+				return fmt.Errorf("sync %s: %w", name, err)
+			}
+			s.DBGroup = dbs
+		}
+		if err := a.checkSync(ctx, q, s); err != nil {
+			return err
+		}
+		if err := control.PutSync(ctx, q, s, create); err != nil {
+			return err
+		}
+		var err error
+		res, err = job.Validate(ctx, store, q, name, a.logger)
+		return err
+	})
+	if err != nil {
+		if create {
+			// Leave nothing behind on the dbs the failed validation may have reached.
+			_ = err
+		}
+		return err
+	}
+	verb := map[bool]string{true: "Added", false: "Updated"}[create]
+	a.say("%s sync %s: herd %s, dbgroup %s, conflict_strategy %s, capture on %d tables", verb, name, s.Herd, s.DBGroup, s.ConflictStrategy, len(res.Installed))
+	return nil
+}
+
+// ---- remove
+
+func (a *app) remove(ctx context.Context, store *control.Store, kind string, names []string, force bool) error {
+	for _, n := range names {
+		var err error
+		switch kind {
+		case "db":
+			err = control.RemoveDB(ctx, store.Q(), n)
+		case "table":
+			var q catalog.QualName
+			if q, err = catalog.ParseName(n); err == nil {
+				err = control.RemoveRelation(ctx, store.Q(), q.Schema, q.Name)
+			}
+		case "herd":
+			err = control.RemoveHerd(ctx, store.Q(), n)
+		case "dbgroup":
+			err = control.RemoveDBGroup(ctx, store.Q(), n)
+		case "sync":
+			var removed []string
+			if removed, err = job.RemoveCapture(ctx, store, n, force, a.logger); err == nil {
+				err = control.RemoveSync(ctx, store.Q(), n)
+				if err == nil {
+					a.logger.Info("removed capture", "sync", n, "tables", len(removed))
+				}
+			}
+		}
+		if err != nil {
+			return err
+		}
+		a.say("Removed %s %s", kind, n)
+	}
+	return nil
+}
+
+// ---- list
+
+func (a *app) listCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "list dbs|tables|herds|dbgroups|syncs [NAME ...]",
+		Short: "List dbs, tables, herds, dbgroups or syncs",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			kind, err := normKind(args[0])
+			if err != nil {
+				return err
+			}
+			store, err := a.open(cmd.Context(), true)
+			if err != nil {
+				return err
+			}
+			return a.list(cmd.Context(), store, kind, args[1:])
+		},
+	}
+	cmd.Flags().BoolVar(&a.jsonOut, "json", false, "print JSON")
+	return cmd
+}
+
+func want(names []string, n string) bool { return len(names) == 0 || slices.Contains(names, n) }
+
+func (a *app) list(ctx context.Context, store *control.Store, kind string, names []string) error {
+	q := store.Q()
+	var headers []string
+	var rows [][]string
+	var data any
+	switch kind {
+	case "db":
+		dbs, err := control.DBs(ctx, q)
+		if err != nil {
+			return err
+		}
+		var out []control.DB
+		headers = []string{"Name", "Status", "Connection", "Password"}
+		for _, d := range dbs {
+			if !want(names, d.Name) {
+				continue
+			}
+			out = append(out, d)
+			pass := d.Pass
+			if pass == "" {
+				pass = "(PGPASSWORD/.pgpass)"
+			}
+			rows = append(rows, []string{d.Name, d.Status, dbconn.ConnString(d.Conn), pass})
+		}
+		data = out
+	case "table":
+		rels, err := control.Relations(ctx, q)
+		if err != nil {
+			return err
+		}
+		var out []control.Relation
+		headers = []string{"Table", "Key", "DB", "Herds"}
+		for _, r := range rels {
+			if !want(names, r.QualName()) && !want(names, r.Name) {
+				continue
+			}
+			out = append(out, r)
+			key := r.KeyKind
+			if len(r.KeyCols) > 0 {
+				key += " (" + strings.Join(r.KeyCols, ", ") + ")"
+			}
+			rows = append(rows, []string{r.QualName(), key, r.DB, strings.Join(r.Herds, ", ")})
+		}
+		data = out
+	case "herd":
+		hs, err := control.Herds(ctx, q)
+		if err != nil {
+			return err
+		}
+		var out []control.Herd
+		headers = []string{"Herd", "Tables"}
+		for _, h := range hs {
+			if want(names, h.Name) {
+				out = append(out, h)
+				rows = append(rows, []string{h.Name, strings.Join(h.Tables, ", ")})
+			}
+		}
+		data = out
+	case "dbgroup":
+		gs, err := control.DBGroups(ctx, q)
+		if err != nil {
+			return err
+		}
+		var out []control.DBGroup
+		headers = []string{"Dbgroup", "Members"}
+		for _, g := range gs {
+			if want(names, g.Name) {
+				out = append(out, g)
+				rows = append(rows, []string{g.Name, describeMembers(g.Members)})
+			}
+		}
+		data = out
+	case "sync":
+		ss, err := control.Syncs(ctx, q)
+		if err != nil {
+			return err
+		}
+		var out []control.Sync
+		headers = []string{"Sync", "Status", "Herd", "Dbgroup", "Conflict", "Autokick", "Onetimecopy", "Schedule"}
+		for _, s := range ss {
+			if want(names, s.Name) {
+				out = append(out, s)
+				sched := s.Schedule
+				if sched == "" {
+					sched = "none"
+				}
+				rows = append(rows, []string{s.Name, s.Status, s.Herd, s.DBGroup, s.ConflictStrategy, yesNo(s.Autokick), strconv.Itoa(s.Onetimecopy), sched})
+			}
+		}
+		data = out
+	}
+	if a.jsonOut {
+		return a.printJSON(data)
+	}
+	if len(rows) == 0 {
+		if len(names) > 0 {
+			return fmt.Errorf("no %s named %s: see 'ibex list %ss'", kind, strings.Join(names, ", "), kind)
+		}
+		a.say("No %ss", kind)
+		return nil
+	}
+	printTable(a.stdout, headers, rows)
+	return nil
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}

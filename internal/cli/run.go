@@ -1,0 +1,444 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ibexrepl/ibex/internal/control"
+	"github.com/ibexrepl/ibex/job"
+)
+
+func (a *app) installCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "install",
+		Short: "Create the ibex control schema in the IBEX_DSN database (or upgrade it)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			store, err := a.open(cmd.Context(), false)
+			if err != nil {
+				return err
+			}
+			applied, err := store.Migrate(cmd.Context(), true)
+			if err != nil {
+				return err
+			}
+			if len(applied) == 0 {
+				a.say("The ibex control schema is already installed (version %d)", control.SchemaVersion())
+				return nil
+			}
+			a.say("Installed the ibex control schema (version %d)", control.SchemaVersion())
+			return nil
+		},
+	}
+}
+
+func (a *app) upgradeCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "upgrade",
+		Short: "Migrate the ibex control schema to this binary's version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			store, err := a.open(cmd.Context(), false)
+			if err != nil {
+				return err
+			}
+			applied, err := store.Migrate(cmd.Context(), false)
+			if err != nil {
+				return err
+			}
+			if len(applied) == 0 {
+				a.say("The ibex control schema is up to date (version %d)", control.SchemaVersion())
+				return nil
+			}
+			a.say("Upgraded the ibex control schema to version %d (applied %v)", control.SchemaVersion(), applied)
+			return nil
+		},
+	}
+}
+
+func (a *app) validateCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "validate SYNC|all ...",
+		Short: "Check a sync's tables on all its dbs and install or repair its capture",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			store, err := a.open(ctx, true)
+			if err != nil {
+				return err
+			}
+			names, err := a.syncNames(ctx, store, args)
+			if err != nil {
+				return err
+			}
+			for _, n := range names {
+				res, err := job.Validate(ctx, store, store.Q(), n, a.logger)
+				if err != nil {
+					return err
+				}
+				a.say("Validated sync %s: capture on %d tables; removed stale capture from %d", n, len(res.Installed), len(res.Removed))
+			}
+			return nil
+		},
+	}
+}
+
+func (a *app) syncNames(ctx context.Context, store *control.Store, args []string) ([]string, error) {
+	if len(args) == 1 && args[0] == "all" {
+		ss, err := control.Syncs(ctx, store.Q())
+		if err != nil {
+			return nil, err
+		}
+		var out []string
+		for _, s := range ss {
+			out = append(out, s.Name)
+		}
+		return out, nil
+	}
+	return args, nil
+}
+
+func (a *app) kickCmd() *cobra.Command {
+	var timeout time.Duration
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "kick SYNC ...",
+		Short: "Run syncs now, in this process, and print what they did",
+		Long: `kick runs each sync once, waits for it and prints rows inserted and deleted, conflicts
+and time. It exits 0 when every run was good, empty or already running elsewhere, and 1
+when one failed.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			if timeout > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, timeout)
+				defer cancel()
+			}
+			store, err := a.open(ctx, true)
+			if err != nil {
+				return err
+			}
+			var failed []string
+			var results []*job.Result
+			for _, n := range args {
+				res, err := job.Run(ctx, store, n, job.Options{Logger: a.logger, Force: force})
+				if res == nil {
+					return err
+				}
+				results = append(results, res)
+				if !a.jsonOut {
+					a.printKick(res)
+				}
+				if err != nil {
+					failed = append(failed, n)
+				}
+			}
+			if a.jsonOut {
+				if err := a.printJSON(results); err != nil {
+					return err
+				}
+			}
+			if len(failed) > 0 {
+				return &ExitError{Code: 1, Err: fmt.Errorf("sync %s failed: see 'ibex status %s'", strings.Join(failed, ", "), failed[0])}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&a.jsonOut, "json", false, "print the results as JSON")
+	cmd.Flags().DurationVar(&timeout, "timeout", 0, "give up after this long (0: no limit)")
+	cmd.Flags().BoolVar(&force, "force", false, "run even if the sync is inactive")
+	return cmd
+}
+
+func (a *app) printKick(r *job.Result) {
+	if r.AlreadyRunning {
+		a.say("Kick %s: already running elsewhere; nothing to do", r.Sync)
+		return
+	}
+	a.say("Kick %s: %s. Inserts %d, deletes %d, conflicts %d. Time %s",
+		r.Sync, strings.ToUpper(r.State[:1])+r.State[1:], r.Inserts, r.Deletes, r.Conflicts, r.Duration.Round(time.Millisecond))
+	for db, why := range r.Skipped {
+		a.say("  skipped db %s: %s", db, why)
+	}
+	if r.Partial {
+		a.say("  stopped before its deadline: the next run goes on")
+	}
+	if r.Error != "" && r.State == control.StateBad && len(r.Skipped) == 0 {
+		a.say("  error: %s", r.Error)
+	}
+}
+
+// ---- status
+
+type syncStatus struct {
+	Name      string       `json:"name"`
+	State     string       `json:"state"`
+	Status    string       `json:"status"`
+	Herd      string       `json:"herd"`
+	DBGroup   string       `json:"dbgroup"`
+	DBs       []string     `json:"dbs"`
+	Tables    []string     `json:"tables"`
+	Conflict  string       `json:"conflict_strategy"`
+	Schedule  string       `json:"schedule"`
+	Autokick  bool         `json:"autokick"`
+	Onetime   int          `json:"onetimecopy"`
+	LastGood  *control.Run `json:"last_good,omitempty"`
+	LastBad   *control.Run `json:"last_bad,omitempty"`
+	LastRun   *control.Run `json:"last_run,omitempty"`
+	LastError string       `json:"last_error,omitempty"`
+}
+
+func (a *app) loadStatus(ctx context.Context, store *control.Store, s control.Sync) (*syncStatus, error) {
+	q := store.Q()
+	st := &syncStatus{Name: s.Name, Status: s.Status, Herd: s.Herd, DBGroup: s.DBGroup, Conflict: s.ConflictStrategy,
+		Schedule: s.Schedule, Autokick: s.Autokick, Onetime: s.Onetimecopy}
+	var err error
+	if st.LastGood, err = control.LastRun(ctx, q, s.Name, control.StateGood, control.StateEmpty); err != nil {
+		return nil, err
+	}
+	if st.LastBad, err = control.LastRun(ctx, q, s.Name, control.StateBad); err != nil {
+		return nil, err
+	}
+	if st.LastRun, err = control.LastRun(ctx, q, s.Name, control.StateGood, control.StateEmpty, control.StateBad, control.StateRunning); err != nil {
+		return nil, err
+	}
+	switch {
+	case st.LastRun == nil:
+		st.State = "No records found"
+	case st.LastRun.State == control.StateRunning:
+		st.State = "Running"
+	case st.LastRun.State == control.StateBad:
+		st.State = "Bad"
+	default:
+		st.State = "Good"
+	}
+	if st.LastBad != nil {
+		st.LastError = st.LastBad.Error
+	}
+	if g, err := control.GetDBGroup(ctx, q, s.DBGroup); err == nil {
+		for _, m := range g.Members {
+			st.DBs = append(st.DBs, m.DB+":"+m.Role)
+		}
+	}
+	if hs, err := control.Herds(ctx, q); err == nil {
+		for _, h := range hs {
+			if h.Name == s.Herd {
+				st.Tables = h.Tables
+			}
+		}
+	}
+	return st, nil
+}
+
+func (a *app) statusCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "status [SYNC ...]",
+		Short: "Show the state of every sync, or the details of some",
+		Long: `Without arguments: one line per sync with Bucardo's columns (Name, State, Last good, Time
+since, Last I/D/C = inserts/deletes/conflicts of the last good run, Last bad, Time since).
+With sync names: the detail view of each.`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			store, err := a.open(ctx, true)
+			if err != nil {
+				return err
+			}
+			syncs, err := control.Syncs(ctx, store.Q())
+			if err != nil {
+				return err
+			}
+			var sts []*syncStatus
+			for _, n := range args {
+				found := false
+				for _, s := range syncs {
+					if s.Name == n {
+						found = true
+					}
+				}
+				if !found {
+					return fmt.Errorf("sync %q %w: see 'ibex list syncs'", n, control.ErrNotFound)
+				}
+			}
+			for _, s := range syncs {
+				if !want(args, s.Name) {
+					continue
+				}
+				st, err := a.loadStatus(ctx, store, s)
+				if err != nil {
+					return err
+				}
+				sts = append(sts, st)
+			}
+			if a.jsonOut {
+				if len(args) == 1 && len(sts) == 1 {
+					return a.printJSON(sts[0])
+				}
+				return a.printJSON(sts)
+			}
+			if len(args) == 0 {
+				a.statusAll(sts)
+				return nil
+			}
+			for _, st := range sts {
+				a.statusDetail(st)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&a.jsonOut, "json", false, "print JSON")
+	return cmd
+}
+
+func when(t time.Time) string {
+	t = t.Local()
+	now := time.Now()
+	if t.Year() == now.Year() && t.YearDay() == now.YearDay() {
+		return t.Format("15:04:05")
+	}
+	return t.Format("Jan 02, 2006 15:04:05")
+}
+
+// pretty renders a duration as Bucardo's compressed pretty_time: 3d12h6m3s.
+func pretty(d time.Duration) string {
+	if d < time.Second {
+		return fmt.Sprintf("%.3fs", d.Seconds())
+	}
+	d = d.Round(time.Second)
+	days := d / (24 * time.Hour)
+	d -= days * 24 * time.Hour
+	h := d / time.Hour
+	d -= h * time.Hour
+	m := d / time.Minute
+	d -= m * time.Minute
+	s := d / time.Second
+	var b strings.Builder
+	if days > 0 {
+		fmt.Fprintf(&b, "%dd", days)
+	}
+	if h > 0 {
+		fmt.Fprintf(&b, "%dh", h)
+	}
+	if m > 0 {
+		fmt.Fprintf(&b, "%dm", m)
+	}
+	if s > 0 || b.Len() == 0 {
+		fmt.Fprintf(&b, "%ds", s)
+	}
+	return b.String()
+}
+
+func (a *app) statusAll(sts []*syncStatus) {
+	if len(sts) == 0 {
+		a.say("No syncs: add one with 'ibex add sync NAME herd=... dbs=...'")
+		return
+	}
+	var rows [][]string
+	for _, st := range sts {
+		row := []string{st.Name, st.State, "", "", "", "none", ""}
+		if st.Status == "inactive" {
+			row[1] += " (inactive)"
+		}
+		if g := st.LastGood; g != nil && g.Ended != nil {
+			row[2] = when(*g.Ended)
+			row[3] = pretty(time.Since(*g.Ended))
+			row[4] = fmt.Sprintf("%d/%d/%d", g.Inserts, g.Deletes, g.Conflicts)
+		}
+		if b := st.LastBad; b != nil && b.Ended != nil {
+			row[5] = when(*b.Ended)
+			row[6] = pretty(time.Since(*b.Ended))
+		}
+		rows = append(rows, row)
+	}
+	printTable(a.stdout, []string{"Name", "State", "Last good", "Time", "Last I/D/C", "Last bad", "Time"}, rows)
+}
+
+func (a *app) statusDetail(st *syncStatus) {
+	line := strings.Repeat("=", 70)
+	a.say("%s", line)
+	field := func(k, v string) { a.say("%-33s: %s", k, v) }
+	if g := st.LastGood; g != nil && g.Ended != nil {
+		field("Last good", fmt.Sprintf("%s (time to run: %s)", when(*g.Ended), pretty(g.Duration())))
+		field("Rows inserted/deleted/conflicts", fmt.Sprintf("%d / %d / %d", g.Inserts, g.Deletes, g.Conflicts))
+	} else {
+		field("Last good", "none")
+	}
+	if b := st.LastBad; b != nil && b.Ended != nil {
+		field("Last bad", fmt.Sprintf("%s (time until fail: %s)", when(*b.Ended), pretty(b.Duration())))
+	} else {
+		field("Last bad", "none")
+	}
+	field("Sync name", st.Name)
+	field("Current state", st.State)
+	field("Herd/dbs", st.Herd+" / "+st.DBGroup+" ("+strings.Join(st.DBs, " ")+")")
+	field("Tables in sync", fmt.Sprintf("%d", len(st.Tables)))
+	field("Status", strings.ToUpper(st.Status[:1])+st.Status[1:])
+	field("Conflict strategy", st.Conflict)
+	sched := st.Schedule
+	if sched == "" {
+		sched = "None (kick only)"
+	}
+	field("Schedule", sched)
+	field("Autokick", map[bool]string{true: "Yes", false: "No"}[st.Autokick])
+	field("Onetimecopy", map[int]string{0: "No", 1: "Yes (all targets)", 2: "Yes (empty targets)"}[st.Onetime])
+	if st.LastError != "" {
+		field("Last error", st.LastError)
+	}
+	a.say("%s", line)
+}
+
+// ---- conflicts
+
+func (a *app) conflictsCmd() *cobra.Command {
+	var limit int
+	cmd := &cobra.Command{
+		Use:   "conflicts SYNC",
+		Short: "Show a sync's conflict log: key, the dbs that changed it, the winner, the strategy",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			store, err := a.open(ctx, true)
+			if err != nil {
+				return err
+			}
+			if _, err := control.GetSync(ctx, store.Q(), args[0]); err != nil {
+				if !errors.Is(err, control.ErrNotFound) {
+					return err
+				}
+				// A removed sync keeps its log; say so only if it has none.
+			}
+			cs, err := control.Conflicts(ctx, store.Q(), args[0], limit)
+			if err != nil {
+				return err
+			}
+			if a.jsonOut {
+				if cs == nil {
+					cs = []control.Conflict{}
+				}
+				return a.printJSON(cs)
+			}
+			if len(cs) == 0 {
+				a.say("No conflicts recorded for sync %s", args[0])
+				return nil
+			}
+			var rows [][]string
+			for _, c := range cs {
+				w := c.Winner
+				if w == "" {
+					w = "(none)"
+				}
+				rows = append(rows, []string{fmt.Sprint(c.Run), when(c.At), c.Table, c.Key, strings.Join(c.DBs, ","), w, c.Strategy, c.Resolution})
+			}
+			printTable(a.stdout, []string{"Run", "At", "Table", "Key", "DBs", "Winner", "Strategy", "Resolution"}, rows)
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&limit, "limit", 100, "show at most this many, newest first")
+	cmd.Flags().BoolVar(&a.jsonOut, "json", false, "print JSON")
+	return cmd
+}

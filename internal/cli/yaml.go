@@ -1,0 +1,127 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ibexrepl/ibex/internal/config"
+	"github.com/ibexrepl/ibex/internal/control"
+	"github.com/ibexrepl/ibex/job"
+)
+
+func (a *app) exportCmd() *cobra.Command {
+	var out string
+	cmd := &cobra.Command{
+		Use:   "export [-o FILE]",
+		Short: "Write the whole configuration (dbs, tables, herds, dbgroups, syncs) as YAML",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			store, err := a.open(ctx, true)
+			if err != nil {
+				return err
+			}
+			f, err := config.Export(ctx, store.Q())
+			if err != nil {
+				return err
+			}
+			b, err := config.Marshal(f)
+			if err != nil {
+				return err
+			}
+			if out == "" || out == "-" {
+				_, err = a.stdout.Write(b)
+				return err
+			}
+			return os.WriteFile(out, b, 0o644)
+		},
+	}
+	cmd.Flags().StringVarP(&out, "output", "o", "", "write to FILE instead of standard output")
+	return cmd
+}
+
+func (a *app) applyCmd() *cobra.Command {
+	var file string
+	var dryRun bool
+	cmd := &cobra.Command{
+		Use:   "apply -f FILE [--dry-run]",
+		Short: "Make the control database match a YAML configuration",
+		Long: `apply reads FILE (or - for standard input) strictly: an unknown key or a wrong type is
+refused with its line. It then adds, updates and removes objects so that the control
+database matches the file, in one transaction, and installs or removes capture for the
+syncs it changes. Applying the same file twice changes nothing. --dry-run only prints
+what would change.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			if file == "" {
+				return usageErr("apply: give the file with -f FILE")
+			}
+			r := os.Stdin
+			if file != "-" {
+				fh, err := os.Open(file)
+				if err != nil {
+					return usageErr("apply: %v", err)
+				}
+				defer fh.Close()
+				r = fh
+			}
+			want, err := config.Parse(file, r)
+			if err != nil {
+				return &ExitError{Code: 2, Err: err}
+			}
+			store, err := a.open(ctx, true)
+			if err != nil {
+				return err
+			}
+			cur, err := config.Export(ctx, store.Q())
+			if err != nil {
+				return err
+			}
+			changes := config.Diff(cur, want)
+			if len(changes) == 0 {
+				a.say("No changes: the control database already matches %s", file)
+				return nil
+			}
+			if dryRun {
+				for _, c := range changes {
+					a.say("would %s", c)
+				}
+				return nil
+			}
+			// Capture of removed syncs goes first (it reads their definitions).
+			for _, c := range changes {
+				if c.Op == "remove" && c.Kind == "sync" {
+					if _, err := job.RemoveCapture(ctx, store, c.Name, false, a.logger); err != nil {
+						return err
+					}
+				}
+			}
+			err = store.InTx(ctx, func(q control.Querier) error {
+				if err := config.Apply(ctx, q, cur, want, changes); err != nil {
+					return err
+				}
+				for _, c := range changes {
+					if c.Kind == "sync" && c.Op != "remove" {
+						if _, err := job.Validate(ctx, store, q, c.Name, a.logger); err != nil {
+							return fmt.Errorf("sync %s: %w", c.Name, err)
+						}
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			for _, c := range changes {
+				a.say("%s", c)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&file, "file", "f", "", "the YAML file (- for standard input)")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print what would change, change nothing")
+	return cmd
+}

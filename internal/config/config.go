@@ -1,0 +1,207 @@
+// Package config reads and writes ibex's configuration as YAML: the same dbs, tables,
+// herds, dbgroups and syncs the command line manages. Reading is strict: unknown keys and
+// wrong types are refused with their line.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sort"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/ibexrepl/ibex/internal/catalog"
+	"github.com/ibexrepl/ibex/internal/conflict"
+	"github.com/ibexrepl/ibex/internal/control"
+	"github.com/ibexrepl/ibex/internal/dbconn"
+	"github.com/ibexrepl/ibex/internal/schedule"
+)
+
+// File is a whole configuration.
+type File struct {
+	DBs      map[string]DB       `yaml:"dbs,omitempty"`
+	Tables   map[string]Table    `yaml:"tables,omitempty"`
+	Herds    map[string][]string `yaml:"herds,omitempty"`
+	DBGroups map[string][]string `yaml:"dbgroups,omitempty"` // "db:role", in order
+	Syncs    map[string]Sync     `yaml:"syncs,omitempty"`
+}
+
+// DB is a db's libpq keywords plus pass (a reference) and status.
+type DB map[string]string
+
+// UnmarshalYAML refuses unknown keys with their line.
+func (d *DB) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.MappingNode {
+		return fmt.Errorf("line %d: a db is a mapping of connection settings", n.Line)
+	}
+	out := DB{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if !dbconn.ValidKey(k.Value) && k.Value != "pass" && k.Value != "status" {
+			return fmt.Errorf("line %d: unknown db setting %q (known: %s, pass, status)", k.Line, k.Value, strings.Join(dbconn.Keys, ", "))
+		}
+		if v.Kind != yaml.ScalarNode {
+			return fmt.Errorf("line %d: db setting %q must be a single value", v.Line, k.Value)
+		}
+		if k.Value == "pass" {
+			if err := dbconn.CheckPass(v.Value); err != nil {
+				return fmt.Errorf("line %d: %v", v.Line, err)
+			}
+		}
+		out[k.Value] = v.Value
+	}
+	*d = out
+	return nil
+}
+
+// Table is a replicated table.
+type Table struct {
+	DB      string   `yaml:"db,omitempty"`
+	Key     []string `yaml:"key,flow"`
+	KeyKind string   `yaml:"keykind"`
+}
+
+// Sync is a sync's definition.
+type Sync struct {
+	Herd             string `yaml:"herd"`
+	DBs              string `yaml:"dbs"`
+	ConflictStrategy string `yaml:"conflict_strategy"`
+	Autokick         bool   `yaml:"autokick"`
+	Onetimecopy      int    `yaml:"onetimecopy"`
+	Schedule         string `yaml:"schedule,omitempty"`
+	Status           string `yaml:"status"`
+	BatchSize        int    `yaml:"batch_size,omitempty"`
+}
+
+// Parse reads a configuration strictly and checks that its objects refer to each other
+// correctly. name is used in messages.
+func Parse(name string, r io.Reader) (*File, error) {
+	dec := yaml.NewDecoder(r)
+	dec.KnownFields(true)
+	var f File
+	if err := dec.Decode(&f); err != nil {
+		if errors.Is(err, io.EOF) {
+			return &File{}, nil
+		}
+		msg := strings.TrimPrefix(err.Error(), "yaml: ")
+		msg = strings.ReplaceAll(msg, "unmarshal errors:\n  ", "")
+		return nil, fmt.Errorf("%s: %s", name, msg)
+	}
+	if err := f.check(); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return &f, nil
+}
+
+var keyKinds = []string{catalog.KeyPrimary, catalog.KeyUnique, catalog.KeyNone}
+
+func (f *File) check() error {
+	for n, d := range f.DBs {
+		if d["dbname"] == "" {
+			return fmt.Errorf("db %s: dbname is required", n)
+		}
+		if s := d["status"]; s != "" && s != "active" && s != "inactive" {
+			return fmt.Errorf("db %s: status must be active or inactive, not %q", n, s)
+		}
+	}
+	for n, t := range f.Tables {
+		if _, err := catalog.ParseName(n); err != nil {
+			return err
+		}
+		if !slices.Contains(keyKinds, t.KeyKind) {
+			return fmt.Errorf("table %s: keykind must be one of %s", n, strings.Join(keyKinds, ", "))
+		}
+		if (t.KeyKind == catalog.KeyNone) != (len(t.Key) == 0) {
+			return fmt.Errorf("table %s: key and keykind disagree", n)
+		}
+		if t.DB != "" {
+			if _, ok := f.DBs[t.DB]; !ok {
+				return fmt.Errorf("table %s: db %q is not among the dbs", n, t.DB)
+			}
+		}
+	}
+	for h, ts := range f.Herds {
+		for _, t := range ts {
+			if _, ok := f.Tables[t]; !ok {
+				return fmt.Errorf("herd %s: table %q is not among the tables", h, t)
+			}
+		}
+	}
+	for g, ms := range f.DBGroups {
+		sources := 0
+		for _, m := range ms {
+			db, role, ok := strings.Cut(m, ":")
+			if !ok || (role != control.RoleSource && role != control.RoleTarget && role != control.RoleFullcopy) {
+				return fmt.Errorf("dbgroup %s: member %q must be db:source, db:target or db:fullcopy", g, m)
+			}
+			if _, ok := f.DBs[db]; !ok {
+				return fmt.Errorf("dbgroup %s: db %q is not among the dbs", g, db)
+			}
+			if role == control.RoleSource {
+				sources++
+			}
+		}
+		if sources == 0 {
+			return fmt.Errorf("dbgroup %s has no source", g)
+		}
+	}
+	for n, s := range f.Syncs {
+		if _, ok := f.Herds[s.Herd]; !ok {
+			return fmt.Errorf("sync %s: herd %q is not among the herds", n, s.Herd)
+		}
+		ms, ok := f.DBGroups[s.DBs]
+		if !ok {
+			return fmt.Errorf("sync %s: dbgroup %q is not among the dbgroups", n, s.DBs)
+		}
+		var dbs, sources []string
+		for _, m := range ms {
+			db, role, _ := strings.Cut(m, ":")
+			dbs = append(dbs, db)
+			if role == control.RoleSource {
+				sources = append(sources, db)
+			}
+		}
+		if _, err := conflict.Parse(s.ConflictStrategy, dbs, sources); err != nil {
+			return fmt.Errorf("sync %s: %w", n, err)
+		}
+		if err := schedule.Check(s.Schedule); err != nil {
+			return fmt.Errorf("sync %s: %w", n, err)
+		}
+		if s.Status != "" && s.Status != "active" && s.Status != "inactive" {
+			return fmt.Errorf("sync %s: status must be active or inactive", n)
+		}
+		if s.Onetimecopy < 0 || s.Onetimecopy > 2 {
+			return fmt.Errorf("sync %s: onetimecopy must be 0, 1 or 2", n)
+		}
+	}
+	return nil
+}
+
+// Marshal renders a configuration as YAML (keys sorted, so the text is stable).
+func Marshal(f *File) ([]byte, error) {
+	var b bytes.Buffer
+	b.WriteString("# ibex configuration: apply with 'ibex apply -f FILE'\n")
+	enc := yaml.NewEncoder(&b)
+	enc.SetIndent(2)
+	if err := enc.Encode(f); err != nil {
+		return nil, err
+	}
+	if err := enc.Close(); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+// sortedKeys returns a map's keys in order.
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,248 @@
+package config
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"reflect"
+	"slices"
+	"strings"
+
+	"github.com/ibexrepl/ibex/internal/catalog"
+	"github.com/ibexrepl/ibex/internal/conflict"
+	"github.com/ibexrepl/ibex/internal/control"
+)
+
+// Export reads the whole configuration from the control database.
+func Export(ctx context.Context, q control.Querier) (*File, error) {
+	f := &File{DBs: map[string]DB{}, Tables: map[string]Table{}, Herds: map[string][]string{}, DBGroups: map[string][]string{}, Syncs: map[string]Sync{}}
+	dbs, err := control.DBs(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range dbs {
+		m := DB(maps.Clone(d.Conn))
+		if m == nil {
+			m = DB{}
+		}
+		if d.Pass != "" {
+			m["pass"] = d.Pass
+		}
+		if d.Status != "active" {
+			m["status"] = d.Status
+		}
+		f.DBs[d.Name] = m
+	}
+	rels, err := control.Relations(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range rels {
+		key := r.KeyCols
+		if key == nil {
+			key = []string{}
+		}
+		f.Tables[r.QualName()] = Table{DB: r.DB, Key: key, KeyKind: r.KeyKind}
+	}
+	herds, err := control.Herds(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	for _, h := range herds {
+		ts := h.Tables
+		if ts == nil {
+			ts = []string{}
+		}
+		f.Herds[h.Name] = ts
+	}
+	groups, err := control.DBGroups(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	for _, g := range groups {
+		ms := []string{}
+		for _, m := range g.Members {
+			ms = append(ms, m.DB+":"+m.Role)
+		}
+		f.DBGroups[g.Name] = ms
+	}
+	syncs, err := control.Syncs(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range syncs {
+		f.Syncs[s.Name] = Sync{Herd: s.Herd, DBs: s.DBGroup, ConflictStrategy: s.ConflictStrategy, Autokick: s.Autokick,
+			Onetimecopy: s.Onetimecopy, Schedule: s.Schedule, Status: s.Status, BatchSize: s.BatchSize}
+	}
+	return f, nil
+}
+
+// Change is one difference between the control database and a file.
+type Change struct {
+	Op   string // add, update, remove
+	Kind string // db, table, herd, dbgroup, sync
+	Name string
+}
+
+func (c Change) String() string { return fmt.Sprintf("%s %s %s", c.Op, c.Kind, c.Name) }
+
+func diffMap[V any](kind string, cur, want map[string]V, out *[]Change) {
+	for _, n := range sortedKeys(want) {
+		old, ok := cur[n]
+		switch {
+		case !ok:
+			*out = append(*out, Change{"add", kind, n})
+		case !reflect.DeepEqual(old, want[n]):
+			*out = append(*out, Change{"update", kind, n})
+		}
+	}
+	for _, n := range sortedKeys(cur) {
+		if _, ok := want[n]; !ok {
+			*out = append(*out, Change{"remove", kind, n})
+		}
+	}
+}
+
+func normalize(f *File) {
+	for n, s := range f.Syncs {
+		s.ConflictStrategy = conflict.Normalize(s.ConflictStrategy)
+		if s.Status == "" {
+			s.Status = "active"
+		}
+		f.Syncs[n] = s
+	}
+	for n, d := range f.DBs {
+		if d["status"] == "active" {
+			delete(d, "status")
+		}
+		f.DBs[n] = d
+	}
+	for n, t := range f.Tables {
+		if t.Key == nil {
+			t.Key = []string{}
+		}
+		f.Tables[n] = t
+	}
+}
+
+// Diff lists what applying want to the control database would change.
+func Diff(cur, want *File) []Change {
+	normalize(want)
+	var out []Change
+	diffMap("db", cur.DBs, want.DBs, &out)
+	diffMap("table", cur.Tables, want.Tables, &out)
+	diffMap("herd", cur.Herds, want.Herds, &out)
+	diffMap("dbgroup", cur.DBGroups, want.DBGroups, &out)
+	diffMap("sync", cur.Syncs, want.Syncs, &out)
+	return out
+}
+
+// Apply makes the control database match want, in the transaction q. changes is Diff's
+// result; syncs that are added or updated are returned so the caller can validate them
+// (install capture) inside the same transaction, and removed syncs so it can remove theirs.
+func Apply(ctx context.Context, q control.Querier, cur, want *File, changes []Change) error {
+	has := func(op, kind, name string) bool {
+		return slices.Contains(changes, Change{op, kind, name})
+	}
+	// Removals, users first.
+	for _, c := range changes {
+		if c.Op == "remove" && c.Kind == "sync" {
+			if err := control.RemoveSync(ctx, q, c.Name); err != nil {
+				return err
+			}
+		}
+	}
+	// Dbs and tables first (others refer to them).
+	for _, n := range sortedKeys(want.DBs) {
+		if !has("add", "db", n) && !has("update", "db", n) {
+			continue
+		}
+		d := &control.DB{Name: n, Conn: map[string]string{}, Status: "active"}
+		for k, v := range want.DBs[n] {
+			switch k {
+			case "pass":
+				d.Pass = v
+			case "status":
+				d.Status = v
+			default:
+				d.Conn[k] = v
+			}
+		}
+		if err := control.PutDB(ctx, q, d, has("add", "db", n)); err != nil {
+			return err
+		}
+	}
+	relIDs := map[string]int64{}
+	for _, n := range sortedKeys(want.Tables) {
+		t := want.Tables[n]
+		qn, _ := catalog.ParseName(n)
+		id, err := control.PutRelation(ctx, q, &control.Relation{Schema: qn.Schema, Name: qn.Name, DB: t.DB, KeyCols: t.Key, KeyKind: t.KeyKind})
+		if err != nil {
+			return err
+		}
+		relIDs[n] = id
+	}
+	for _, n := range sortedKeys(want.Herds) {
+		if !has("add", "herd", n) && !has("update", "herd", n) {
+			continue
+		}
+		if err := control.EnsureHerd(ctx, q, n); err != nil {
+			return err
+		}
+		if err := control.ClearHerd(ctx, q, n); err != nil {
+			return err
+		}
+		for i, t := range want.Herds[n] {
+			if _, err := q.Exec(ctx, `INSERT INTO ibex.herdmap (herd, relation, priority) VALUES ($1, $2, $3)`, n, relIDs[t], len(want.Herds[n])-i); err != nil {
+				return err
+			}
+		}
+	}
+	for _, n := range sortedKeys(want.DBGroups) {
+		if !has("add", "dbgroup", n) && !has("update", "dbgroup", n) {
+			continue
+		}
+		g := &control.DBGroup{Name: n}
+		for _, m := range want.DBGroups[n] {
+			db, role, _ := strings.Cut(m, ":")
+			g.Members = append(g.Members, control.Member{DB: db, Role: role})
+		}
+		if err := control.PutDBGroup(ctx, q, g, has("add", "dbgroup", n)); err != nil {
+			return err
+		}
+	}
+	for _, n := range sortedKeys(want.Syncs) {
+		if !has("add", "sync", n) && !has("update", "sync", n) {
+			continue
+		}
+		s := want.Syncs[n]
+		if err := control.PutSync(ctx, q, &control.Sync{Name: n, Herd: s.Herd, DBGroup: s.DBs, ConflictStrategy: s.ConflictStrategy,
+			Autokick: s.Autokick, Onetimecopy: s.Onetimecopy, Schedule: s.Schedule, Status: s.Status, BatchSize: s.BatchSize}, has("add", "sync", n)); err != nil {
+			return err
+		}
+	}
+	// Remaining removals, users before what they use.
+	for _, kind := range []string{"dbgroup", "herd", "table", "db"} {
+		for _, c := range changes {
+			if c.Op != "remove" || c.Kind != kind {
+				continue
+			}
+			var err error
+			switch kind {
+			case "dbgroup":
+				err = control.RemoveDBGroup(ctx, q, c.Name)
+			case "herd":
+				err = control.RemoveHerd(ctx, q, c.Name)
+			case "table":
+				qn, _ := catalog.ParseName(c.Name)
+				err = control.RemoveRelation(ctx, q, qn.Schema, qn.Name)
+			case "db":
+				err = control.RemoveDB(ctx, q, c.Name)
+			}
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,209 @@
+// Package control owns the ibex control database: its versioned schema (embedded SQL
+// migrations applied by Install/Upgrade) and every query against it. Nothing else in ibex
+// writes SQL for the control database.
+package control
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/ibexrepl/ibex/internal/dbconn"
+)
+
+//go:embed migration/*.sql
+var migrationFS embed.FS
+
+// Sentinel errors callers branch on.
+var (
+	ErrNotInstalled = errors.New("the ibex control schema is not installed")
+	ErrSchemaOld    = errors.New("the ibex control schema is older than this ibex")
+	ErrSchemaNew    = errors.New("the ibex control schema is newer than this ibex")
+	ErrNotFound     = errors.New("not found")
+	ErrExists       = errors.New("already exists")
+	ErrInUse        = errors.New("in use")
+)
+
+// lockKeyMigrate is the advisory lock key held while migrating (two-int form, namespace 0x1be).
+const lockNamespace = 0x1be0
+
+type migration struct {
+	version int
+	name    string
+	sql     string
+}
+
+func loadMigrations() []migration {
+	entries, err := fs.ReadDir(migrationFS, "migration")
+	if err != nil {
+		panic(err)
+	}
+	var ms []migration
+	for _, e := range entries {
+		n, _, ok := strings.Cut(e.Name(), "_")
+		if !ok {
+			continue
+		}
+		v, err := strconv.Atoi(n)
+		if err != nil {
+			panic("bad migration name " + e.Name())
+		}
+		b, err := migrationFS.ReadFile("migration/" + e.Name())
+		if err != nil {
+			panic(err)
+		}
+		ms = append(ms, migration{version: v, name: e.Name(), sql: string(b)})
+	}
+	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
+	return ms
+}
+
+// SchemaVersion is the control schema version this binary expects.
+func SchemaVersion() int {
+	ms := loadMigrations()
+	return ms[len(ms)-1].version
+}
+
+// Store is the control database.
+type Store struct {
+	Pool   *pgxpool.Pool
+	logger *slog.Logger
+}
+
+// Open connects to the control database named by dsn (libpq conninfo or URL; empty means
+// the PG* environment variables). It does not check the schema version.
+func Open(ctx context.Context, dsn string, logger *slog.Logger) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("control database: invalid IBEX_DSN: %w", err)
+	}
+	if _, ok := cfg.ConnConfig.RuntimeParams["application_name"]; !ok {
+		cfg.ConnConfig.RuntimeParams["application_name"] = "ibex"
+	}
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		cfg.ConnConfig.ConnectTimeout = dbconn.DefaultConnectTimeout
+	}
+	cfg.MaxConns = 4
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("control database: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("control database %s: cannot connect: %w", describe(cfg.ConnConfig), err)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Store{Pool: pool, logger: logger}, nil
+}
+
+func describe(c *pgx.ConnConfig) string {
+	return fmt.Sprintf("(host=%s port=%d dbname=%s user=%s)", c.Host, c.Port, c.Database, c.User)
+}
+
+// Close releases the pool.
+func (s *Store) Close() { s.Pool.Close() }
+
+// installedVersion returns 0 when the schema is absent.
+func installedVersion(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}) (int, error) {
+	var exists bool
+	if err := q.QueryRow(ctx, `SELECT to_regclass('ibex.schema_version') IS NOT NULL`).Scan(&exists); err != nil {
+		return 0, fmt.Errorf("reading control schema version: %w", err)
+	}
+	if !exists {
+		return 0, nil
+	}
+	var v int
+	if err := q.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM ibex.schema_version`).Scan(&v); err != nil {
+		return 0, fmt.Errorf("reading control schema version: %w", err)
+	}
+	return v, nil
+}
+
+// Version returns the installed schema version (0: not installed).
+func (s *Store) Version(ctx context.Context) (int, error) { return installedVersion(ctx, s.Pool) }
+
+// Check returns nil when the installed schema matches this binary, else an error wrapping
+// ErrNotInstalled, ErrSchemaOld or ErrSchemaNew that says which command fixes it.
+func (s *Store) Check(ctx context.Context) error {
+	v, err := s.Version(ctx)
+	if err != nil {
+		return err
+	}
+	want := SchemaVersion()
+	switch {
+	case v == 0:
+		return fmt.Errorf("%w in this database: run 'ibex install' first", ErrNotInstalled)
+	case v < want:
+		return fmt.Errorf("%w (schema version %d, ibex needs %d): run 'ibex upgrade'", ErrSchemaOld, v, want)
+	case v > want:
+		return fmt.Errorf("%w (schema version %d, this ibex knows up to %d): use a newer ibex binary", ErrSchemaNew, v, want)
+	}
+	return nil
+}
+
+// Migrate applies every pending migration, each in its own transaction, under a session
+// advisory lock so concurrent installs serialise. It returns the versions applied.
+func (s *Store) Migrate(ctx context.Context, installing bool) ([]int, error) {
+	conn, err := s.Pool.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1, 0)`, lockNamespace); err != nil {
+		return nil, fmt.Errorf("taking the migration lock: %w", err)
+	}
+	defer func() { _, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1, 0)`, lockNamespace) }()
+
+	cur, err := installedVersion(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	if cur == 0 && !installing {
+		return nil, fmt.Errorf("%w in this database: run 'ibex install' first", ErrNotInstalled)
+	}
+	if cur > SchemaVersion() {
+		return nil, fmt.Errorf("%w (schema version %d, this ibex knows up to %d): use a newer ibex binary", ErrSchemaNew, cur, SchemaVersion())
+	}
+	if cur == 0 {
+		_, err := conn.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS ibex;
+CREATE TABLE IF NOT EXISTS ibex.schema_version (
+    version int PRIMARY KEY,
+    name    text NOT NULL,
+    applied timestamptz NOT NULL DEFAULT now())`)
+		if err != nil {
+			return nil, fmt.Errorf("creating schema ibex: %w", err)
+		}
+	}
+	var applied []int
+	for _, m := range loadMigrations() {
+		if m.version <= cur {
+			continue
+		}
+		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, m.sql); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, `INSERT INTO ibex.schema_version (version, name) VALUES ($1, $2)`, m.version, m.name)
+			return err
+		})
+		if err != nil {
+			return applied, fmt.Errorf("applying control schema migration %s: %w", m.name, err)
+		}
+		s.logger.InfoContext(ctx, "applied migration", slog.Int("version", m.version), slog.String("name", m.name))
+		applied = append(applied, m.version)
+	}
+	return applied, nil
+}

@@ -1,0 +1,463 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Roles of a db in a dbgroup.
+const (
+	RoleSource   = "source"
+	RoleTarget   = "target"
+	RoleFullcopy = "fullcopy"
+)
+
+// DB is a named connection to a database.
+type DB struct {
+	Name   string
+	Conn   map[string]string // libpq keywords, never a password
+	Pass   string            // "", env:VAR or file:PATH
+	Status string
+}
+
+// Relation is a replicated table (Bucardo's goat).
+type Relation struct {
+	ID      int64
+	Schema  string
+	Name    string
+	DB      string
+	KeyCols []string
+	KeyKind string
+	Herds   []string
+}
+
+// QualName is schema.table as users type it.
+func (r *Relation) QualName() string { return r.Schema + "." + r.Name }
+
+// Herd is a named group of tables.
+type Herd struct {
+	Name   string
+	Tables []string // schema.table, in priority then id order
+}
+
+// Member is a db with its role in a dbgroup.
+type Member struct {
+	DB   string
+	Role string
+}
+
+// DBGroup is a named list of dbs with roles.
+type DBGroup struct {
+	Name    string
+	Members []Member
+}
+
+// Sync is a herd replicated across a dbgroup.
+type Sync struct {
+	Name             string
+	Herd             string
+	DBGroup          string
+	ConflictStrategy string
+	Autokick         bool
+	Onetimecopy      int
+	Schedule         string
+	Status           string
+	BatchSize        int
+}
+
+// Querier is satisfied by *pgxpool.Pool, *pgx.Conn and pgx.Tx.
+type Querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// Q is the store's default querier (the pool).
+func (s *Store) Q() Querier { return s.Pool }
+
+// InTx runs fn in a transaction.
+func (s *Store) InTx(ctx context.Context, fn func(q Querier) error) error {
+	return pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error { return fn(tx) })
+}
+
+func notFound(kind, name string) error {
+	return fmt.Errorf("%s %q %w: see 'ibex list %ss'", kind, name, ErrNotFound, kind)
+}
+
+func translate(err error, kind, name string) error {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch pe.Code {
+		case "23505":
+			return fmt.Errorf("%s %q %w: use 'ibex update %s %s ...' to change it", kind, name, ErrExists, kind, name)
+		case "23503":
+			return fmt.Errorf("%s %q is %w (%s): remove what uses it first", kind, name, ErrInUse, pe.Detail)
+		case "23514":
+			return fmt.Errorf("%s %q: invalid value (%s)", kind, name, pe.ConstraintName)
+		}
+	}
+	return err
+}
+
+// ---- dbs
+
+// DBs lists dbs by name.
+func DBs(ctx context.Context, q Querier) ([]DB, error) {
+	rows, err := q.Query(ctx, `SELECT name, conn, coalesce(pass, ''), status FROM ibex.db ORDER BY name`)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (DB, error) {
+		var d DB
+		err := r.Scan(&d.Name, &d.Conn, &d.Pass, &d.Status)
+		return d, err
+	})
+}
+
+// GetDB returns one db.
+func GetDB(ctx context.Context, q Querier, name string) (*DB, error) {
+	d := DB{Name: name}
+	err := q.QueryRow(ctx, `SELECT conn, coalesce(pass, ''), status FROM ibex.db WHERE name = $1`, name).Scan(&d.Conn, &d.Pass, &d.Status)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, notFound("db", name)
+	}
+	return &d, err
+}
+
+// PutDB inserts (create) or replaces a db.
+func PutDB(ctx context.Context, q Querier, d *DB, create bool) error {
+	var pass any
+	if d.Pass != "" {
+		pass = d.Pass
+	}
+	status := d.Status
+	if status == "" {
+		status = "active"
+	}
+	var err error
+	if create {
+		_, err = q.Exec(ctx, `INSERT INTO ibex.db (name, conn, pass, status) VALUES ($1, $2, $3, $4)`, d.Name, d.Conn, pass, status)
+	} else {
+		var tag pgconn.CommandTag
+		tag, err = q.Exec(ctx, `UPDATE ibex.db SET conn = $2, pass = $3, status = $4 WHERE name = $1`, d.Name, d.Conn, pass, status)
+		if err == nil && tag.RowsAffected() == 0 {
+			return notFound("db", d.Name)
+		}
+	}
+	return translate(err, "db", d.Name)
+}
+
+// RemoveDB deletes a db that no dbgroup uses.
+func RemoveDB(ctx context.Context, q Querier, name string) error {
+	var groups []string
+	if err := q.QueryRow(ctx, `SELECT coalesce(array_agg(dbgroup ORDER BY dbgroup), '{}') FROM ibex.dbmap WHERE db = $1`, name).Scan(&groups); err != nil {
+		return err
+	}
+	if len(groups) > 0 {
+		return fmt.Errorf("db %q is %w by dbgroup %s: remove it from the dbgroup first", name, ErrInUse, strings.Join(groups, ", "))
+	}
+	tag, err := q.Exec(ctx, `DELETE FROM ibex.db WHERE name = $1`, name)
+	if err == nil && tag.RowsAffected() == 0 {
+		return notFound("db", name)
+	}
+	return translate(err, "db", name)
+}
+
+// ---- tables
+
+// Relations lists tables with their herds.
+func Relations(ctx context.Context, q Querier) ([]Relation, error) {
+	rows, err := q.Query(ctx, `
+SELECT r.id, r.schemaname, r.tablename, coalesce(r.db, ''), r.keycols, r.keykind,
+       coalesce((SELECT array_agg(m.herd ORDER BY m.herd) FROM ibex.herdmap m WHERE m.relation = r.id), '{}')
+FROM ibex.relation r ORDER BY r.schemaname, r.tablename`)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, scanRelation)
+}
+
+func scanRelation(r pgx.CollectableRow) (Relation, error) {
+	var x Relation
+	err := r.Scan(&x.ID, &x.Schema, &x.Name, &x.DB, &x.KeyCols, &x.KeyKind, &x.Herds)
+	return x, err
+}
+
+// GetRelation returns one table.
+func GetRelation(ctx context.Context, q Querier, schema, name string) (*Relation, error) {
+	rows, err := q.Query(ctx, `
+SELECT r.id, r.schemaname, r.tablename, coalesce(r.db, ''), r.keycols, r.keykind,
+       coalesce((SELECT array_agg(m.herd ORDER BY m.herd) FROM ibex.herdmap m WHERE m.relation = r.id), '{}')
+FROM ibex.relation r WHERE r.schemaname = $1 AND r.tablename = $2`, schema, name)
+	if err != nil {
+		return nil, err
+	}
+	x, err := pgx.CollectExactlyOneRow(rows, scanRelation)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, notFound("table", schema+"."+name)
+	}
+	return &x, err
+}
+
+// PutRelation inserts or updates a table by schema and name; returns its id.
+func PutRelation(ctx context.Context, q Querier, r *Relation) (int64, error) {
+	var db any
+	if r.DB != "" {
+		db = r.DB
+	}
+	var id int64
+	err := q.QueryRow(ctx, `
+INSERT INTO ibex.relation (schemaname, tablename, db, keycols, keykind) VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (schemaname, tablename) DO UPDATE SET db = excluded.db, keycols = excluded.keycols, keykind = excluded.keykind
+RETURNING id`, r.Schema, r.Name, db, r.KeyCols, r.KeyKind).Scan(&id)
+	return id, translate(err, "table", r.QualName())
+}
+
+// RemoveRelation deletes a table no sync uses.
+func RemoveRelation(ctx context.Context, q Querier, schema, name string) error {
+	var syncs []string
+	if err := q.QueryRow(ctx, `
+SELECT coalesce(array_agg(DISTINCT s.name ORDER BY s.name), '{}') FROM ibex.sync s JOIN ibex.herdmap m ON m.herd = s.herd
+JOIN ibex.relation r ON r.id = m.relation WHERE r.schemaname = $1 AND r.tablename = $2`, schema, name).Scan(&syncs); err != nil {
+		return err
+	}
+	if len(syncs) > 0 {
+		return fmt.Errorf("table %s.%s is %w by sync %s: remove it from the herd or remove the sync first", schema, name, ErrInUse, strings.Join(syncs, ", "))
+	}
+	tag, err := q.Exec(ctx, `DELETE FROM ibex.relation WHERE schemaname = $1 AND tablename = $2`, schema, name)
+	if err == nil && tag.RowsAffected() == 0 {
+		return notFound("table", schema+"."+name)
+	}
+	return err
+}
+
+// ---- herds
+
+// Herds lists herds with their tables.
+func Herds(ctx context.Context, q Querier) ([]Herd, error) {
+	rows, err := q.Query(ctx, `
+SELECT h.name, coalesce(array_agg(r.schemaname || '.' || r.tablename ORDER BY m.priority DESC, r.id) FILTER (WHERE r.id IS NOT NULL), '{}')
+FROM ibex.herd h LEFT JOIN ibex.herdmap m ON m.herd = h.name LEFT JOIN ibex.relation r ON r.id = m.relation
+GROUP BY h.name ORDER BY h.name`)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Herd, error) {
+		var h Herd
+		err := r.Scan(&h.Name, &h.Tables)
+		return h, err
+	})
+}
+
+// EnsureHerd creates a herd if missing.
+func EnsureHerd(ctx context.Context, q Querier, name string) error {
+	_, err := q.Exec(ctx, `INSERT INTO ibex.herd (name) VALUES ($1) ON CONFLICT DO NOTHING`, name)
+	return translate(err, "herd", name)
+}
+
+// CreateHerd creates a herd, refusing an existing one.
+func CreateHerd(ctx context.Context, q Querier, name string) error {
+	_, err := q.Exec(ctx, `INSERT INTO ibex.herd (name) VALUES ($1)`, name)
+	return translate(err, "herd", name)
+}
+
+// HerdExists reports whether a herd exists.
+func HerdExists(ctx context.Context, q Querier, name string) (bool, error) {
+	var ok bool
+	err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM ibex.herd WHERE name = $1)`, name).Scan(&ok)
+	return ok, err
+}
+
+// AddToHerd adds a table to a herd (no-op if present).
+func AddToHerd(ctx context.Context, q Querier, herd string, relID int64) error {
+	_, err := q.Exec(ctx, `INSERT INTO ibex.herdmap (herd, relation) VALUES ($1, $2) ON CONFLICT DO NOTHING`, herd, relID)
+	return translate(err, "herd", herd)
+}
+
+// ClearHerd removes every table from a herd.
+func ClearHerd(ctx context.Context, q Querier, herd string) error {
+	_, err := q.Exec(ctx, `DELETE FROM ibex.herdmap WHERE herd = $1`, herd)
+	return err
+}
+
+// RemoveFromHerd removes a table from a herd.
+func RemoveFromHerd(ctx context.Context, q Querier, herd string, relID int64) error {
+	_, err := q.Exec(ctx, `DELETE FROM ibex.herdmap WHERE herd = $1 AND relation = $2`, herd, relID)
+	return err
+}
+
+// RemoveHerd deletes a herd no sync uses.
+func RemoveHerd(ctx context.Context, q Querier, name string) error {
+	var syncs []string
+	if err := q.QueryRow(ctx, `SELECT coalesce(array_agg(name ORDER BY name), '{}') FROM ibex.sync WHERE herd = $1`, name).Scan(&syncs); err != nil {
+		return err
+	}
+	if len(syncs) > 0 {
+		return fmt.Errorf("herd %q is %w by sync %s: remove the sync first", name, ErrInUse, strings.Join(syncs, ", "))
+	}
+	tag, err := q.Exec(ctx, `DELETE FROM ibex.herd WHERE name = $1`, name)
+	if err == nil && tag.RowsAffected() == 0 {
+		return notFound("herd", name)
+	}
+	return err
+}
+
+// ---- dbgroups
+
+// DBGroups lists dbgroups with members in order.
+func DBGroups(ctx context.Context, q Querier) ([]DBGroup, error) {
+	rows, err := q.Query(ctx, `
+SELECT g.name, coalesce(array_agg(m.db ORDER BY m.position) FILTER (WHERE m.db IS NOT NULL), '{}'),
+       coalesce(array_agg(m.role ORDER BY m.position) FILTER (WHERE m.db IS NOT NULL), '{}')
+FROM ibex.dbgroup g LEFT JOIN ibex.dbmap m ON m.dbgroup = g.name GROUP BY g.name ORDER BY g.name`)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (DBGroup, error) {
+		var g DBGroup
+		var dbs, roles []string
+		err := r.Scan(&g.Name, &dbs, &roles)
+		for i := range dbs {
+			g.Members = append(g.Members, Member{DB: dbs[i], Role: roles[i]})
+		}
+		return g, err
+	})
+}
+
+// GetDBGroup returns one dbgroup.
+func GetDBGroup(ctx context.Context, q Querier, name string) (*DBGroup, error) {
+	all, err := DBGroups(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	for i := range all {
+		if all[i].Name == name {
+			return &all[i], nil
+		}
+	}
+	return nil, notFound("dbgroup", name)
+}
+
+// PutDBGroup creates or replaces a dbgroup's members.
+func PutDBGroup(ctx context.Context, q Querier, g *DBGroup, create bool) error {
+	if create {
+		if _, err := q.Exec(ctx, `INSERT INTO ibex.dbgroup (name) VALUES ($1)`, g.Name); err != nil {
+			return translate(err, "dbgroup", g.Name)
+		}
+	} else {
+		tag, err := q.Exec(ctx, `DELETE FROM ibex.dbmap WHERE dbgroup = $1`, g.Name)
+		if err != nil {
+			return err
+		}
+		var ok bool
+		if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM ibex.dbgroup WHERE name = $1)`, g.Name).Scan(&ok); err != nil {
+			return err
+		}
+		if !ok {
+			return notFound("dbgroup", g.Name)
+		}
+		_ = tag
+	}
+	for i, m := range g.Members {
+		if _, err := q.Exec(ctx, `INSERT INTO ibex.dbmap (dbgroup, db, role, position) VALUES ($1, $2, $3, $4)`, g.Name, m.DB, m.Role, i+1); err != nil {
+			var pe *pgconn.PgError
+			if errors.As(err, &pe) && pe.Code == "23503" {
+				return fmt.Errorf("dbgroup %q: %w", g.Name, notFound("db", m.DB))
+			}
+			if errors.As(err, &pe) && pe.Code == "23505" {
+				return fmt.Errorf("dbgroup %q: db %q is listed twice", g.Name, m.DB)
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// RemoveDBGroup deletes a dbgroup no sync uses.
+func RemoveDBGroup(ctx context.Context, q Querier, name string) error {
+	var syncs []string
+	if err := q.QueryRow(ctx, `SELECT coalesce(array_agg(name ORDER BY name), '{}') FROM ibex.sync WHERE dbgroup = $1`, name).Scan(&syncs); err != nil {
+		return err
+	}
+	if len(syncs) > 0 {
+		return fmt.Errorf("dbgroup %q is %w by sync %s: remove the sync first", name, ErrInUse, strings.Join(syncs, ", "))
+	}
+	tag, err := q.Exec(ctx, `DELETE FROM ibex.dbgroup WHERE name = $1`, name)
+	if err == nil && tag.RowsAffected() == 0 {
+		return notFound("dbgroup", name)
+	}
+	return err
+}
+
+// ---- syncs
+
+const syncCols = `name, herd, dbgroup, conflict_strategy, autokick, onetimecopy, schedule, status, batch_size`
+
+func scanSync(r pgx.CollectableRow) (Sync, error) {
+	var s Sync
+	err := r.Scan(&s.Name, &s.Herd, &s.DBGroup, &s.ConflictStrategy, &s.Autokick, &s.Onetimecopy, &s.Schedule, &s.Status, &s.BatchSize)
+	return s, err
+}
+
+// Syncs lists syncs by name.
+func Syncs(ctx context.Context, q Querier) ([]Sync, error) {
+	rows, err := q.Query(ctx, `SELECT `+syncCols+` FROM ibex.sync ORDER BY name`)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, scanSync)
+}
+
+// GetSync returns one sync.
+func GetSync(ctx context.Context, q Querier, name string) (*Sync, error) {
+	rows, err := q.Query(ctx, `SELECT `+syncCols+` FROM ibex.sync WHERE name = $1`, name)
+	if err != nil {
+		return nil, err
+	}
+	s, err := pgx.CollectExactlyOneRow(rows, scanSync)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, notFound("sync", name)
+	}
+	return &s, err
+}
+
+// PutSync inserts (create) or replaces a sync.
+func PutSync(ctx context.Context, q Querier, s *Sync, create bool) error {
+	args := []any{s.Name, s.Herd, s.DBGroup, s.ConflictStrategy, s.Autokick, s.Onetimecopy, s.Schedule, s.Status, s.BatchSize}
+	var err error
+	if create {
+		_, err = q.Exec(ctx, `INSERT INTO ibex.sync (`+syncCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`, args...)
+	} else {
+		var tag pgconn.CommandTag
+		tag, err = q.Exec(ctx, `UPDATE ibex.sync SET herd = $2, dbgroup = $3, conflict_strategy = $4, autokick = $5,
+onetimecopy = $6, schedule = $7, status = $8, batch_size = $9 WHERE name = $1`, args...)
+		if err == nil && tag.RowsAffected() == 0 {
+			return notFound("sync", s.Name)
+		}
+	}
+	return translate(err, "sync", s.Name)
+}
+
+// RemoveSync deletes a sync and its watermarks; its run history stays.
+func RemoveSync(ctx context.Context, q Querier, name string) error {
+	tag, err := q.Exec(ctx, `DELETE FROM ibex.sync WHERE name = $1`, name)
+	if err == nil && tag.RowsAffected() == 0 {
+		return notFound("sync", name)
+	}
+	if err != nil {
+		return err
+	}
+	_, err = q.Exec(ctx, `DELETE FROM ibex.watermark WHERE sync = $1`, name)
+	return err
+}
+
+// SetOnetimecopy sets a sync's onetimecopy flag.
+func SetOnetimecopy(ctx context.Context, q Querier, name string, v int) error {
+	_, err := q.Exec(ctx, `UPDATE ibex.sync SET onetimecopy = $2 WHERE name = $1`, name, v)
+	return err
+}

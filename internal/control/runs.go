@@ -1,0 +1,170 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Run states.
+const (
+	StateRunning = "running"
+	StateGood    = "good"
+	StateBad     = "bad"
+	StateEmpty   = "empty"
+)
+
+// Run is one row of the run history.
+type Run struct {
+	ID        int64          `json:"id"`
+	Sync      string         `json:"sync"`
+	State     string         `json:"state"`
+	Started   time.Time      `json:"started"`
+	Ended     *time.Time     `json:"ended,omitempty"`
+	Inserts   int64          `json:"inserts"`
+	Deletes   int64          `json:"deletes"`
+	Conflicts int64          `json:"conflicts"`
+	Details   map[string]any `json:"details,omitempty"`
+	Error     string         `json:"error,omitempty"`
+}
+
+// Duration is the run's wall time (0 while running).
+func (r *Run) Duration() time.Duration {
+	if r.Ended == nil {
+		return 0
+	}
+	return r.Ended.Sub(r.Started)
+}
+
+// StartRun records a running run and returns its id. Runs of the same sync left
+// "running" by a process that died (its backend is gone) are closed as bad first.
+func StartRun(ctx context.Context, q Querier, sync, host string, pid int) (int64, error) {
+	if _, err := q.Exec(ctx, `
+UPDATE ibex.run SET state = 'bad', ended = clock_timestamp(), error = 'the process running it died before it ended'
+WHERE sync = $1 AND state = 'running' AND backend_pid NOT IN (SELECT pid FROM pg_stat_activity)`, sync); err != nil {
+		return 0, err
+	}
+	var id int64
+	err := q.QueryRow(ctx, `INSERT INTO ibex.run (sync, host, pid) VALUES ($1, $2, $3) RETURNING id`, sync, host, pid).Scan(&id)
+	return id, err
+}
+
+// EndRun records the outcome of a run.
+func EndRun(ctx context.Context, q Querier, r *Run) error {
+	details := r.Details
+	if details == nil {
+		details = map[string]any{}
+	}
+	_, err := q.Exec(ctx, `UPDATE ibex.run SET state = $2, ended = clock_timestamp(), inserts = $3, deletes = $4,
+conflicts = $5, details = $6, error = $7 WHERE id = $1`, r.ID, r.State, r.Inserts, r.Deletes, r.Conflicts, details, r.Error)
+	return err
+}
+
+const runCols = `id, sync, state, started, ended, inserts, deletes, conflicts, details, error`
+
+func scanRun(r pgx.CollectableRow) (Run, error) {
+	var x Run
+	err := r.Scan(&x.ID, &x.Sync, &x.State, &x.Started, &x.Ended, &x.Inserts, &x.Deletes, &x.Conflicts, &x.Details, &x.Error)
+	return x, err
+}
+
+// LastRun returns the latest run of a sync in one of the given states, or nil.
+func LastRun(ctx context.Context, q Querier, sync string, states ...string) (*Run, error) {
+	rows, err := q.Query(ctx, `SELECT `+runCols+` FROM ibex.run WHERE sync = $1 AND state = ANY($2) ORDER BY id DESC LIMIT 1`, sync, states)
+	if err != nil {
+		return nil, err
+	}
+	r, err := pgx.CollectExactlyOneRow(rows, scanRun)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	return &r, err
+}
+
+// Runs returns the latest runs of a sync, newest first.
+func Runs(ctx context.Context, q Querier, sync string, limit int) ([]Run, error) {
+	rows, err := q.Query(ctx, `SELECT `+runCols+` FROM ibex.run WHERE sync = $1 ORDER BY id DESC LIMIT $2`, sync, limit)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, scanRun)
+}
+
+// Conflict is one row of the conflict log.
+type Conflict struct {
+	ID         int64     `json:"id"`
+	Run        int64     `json:"run"`
+	Sync       string    `json:"sync"`
+	Table      string    `json:"table"`
+	Key        string    `json:"key"`
+	DBs        []string  `json:"dbs"`
+	Winner     string    `json:"winner,omitempty"`
+	Strategy   string    `json:"strategy"`
+	Resolution string    `json:"resolution"`
+	At         time.Time `json:"at"`
+}
+
+// RecordConflicts appends conflicts to the log with COPY.
+func RecordConflicts(ctx context.Context, tx pgx.Tx, cs []Conflict) error {
+	if len(cs) == 0 {
+		return nil
+	}
+	_, err := tx.CopyFrom(ctx, pgx.Identifier{"ibex", "conflict"},
+		[]string{"run", "sync", "relation", "key", "dbs", "winner", "strategy", "resolution"},
+		pgx.CopyFromSlice(len(cs), func(i int) ([]any, error) {
+			c := cs[i]
+			var w any
+			if c.Winner != "" {
+				w = c.Winner
+			}
+			return []any{c.Run, c.Sync, c.Table, c.Key, c.DBs, w, c.Strategy, c.Resolution}, nil
+		}))
+	return err
+}
+
+// Conflicts returns the latest conflicts of a sync, newest first.
+func Conflicts(ctx context.Context, q Querier, sync string, limit int) ([]Conflict, error) {
+	rows, err := q.Query(ctx, `SELECT id, run, sync, relation, key, dbs, coalesce(winner, ''), strategy, resolution, at
+FROM ibex.conflict WHERE sync = $1 ORDER BY id DESC LIMIT $2`, sync, limit)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Conflict, error) {
+		var c Conflict
+		err := r.Scan(&c.ID, &c.Run, &c.Sync, &c.Table, &c.Key, &c.DBs, &c.Winner, &c.Strategy, &c.Resolution, &c.At)
+		return c, err
+	})
+}
+
+// Watermarks returns snap by (source, receiver) for a sync.
+func Watermarks(ctx context.Context, q Querier, sync string) (map[[2]string]string, error) {
+	rows, err := q.Query(ctx, `SELECT source, receiver, snap FROM ibex.watermark WHERE sync = $1`, sync)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[[2]string]string{}
+	for rows.Next() {
+		var s, r, snap string
+		if err := rows.Scan(&s, &r, &snap); err != nil {
+			return nil, err
+		}
+		out[[2]string{s, r}] = snap
+	}
+	return out, rows.Err()
+}
+
+// SetWatermark records that receiver has applied every change of source visible in snap.
+func SetWatermark(ctx context.Context, q Querier, sync, source, receiver, snap string) error {
+	_, err := q.Exec(ctx, `INSERT INTO ibex.watermark (sync, source, receiver, snap) VALUES ($1, $2, $3, $4)
+ON CONFLICT (sync, source, receiver) DO UPDATE SET snap = excluded.snap, updated = clock_timestamp()`, sync, source, receiver, snap)
+	return err
+}
+
+// ClearWatermarks forgets a sync's watermarks (its change tables were recreated).
+func ClearWatermarks(ctx context.Context, q Querier, sync string) error {
+	_, err := q.Exec(ctx, `DELETE FROM ibex.watermark WHERE sync = $1`, sync)
+	return err
+}

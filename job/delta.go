@@ -1,0 +1,574 @@
+package job
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/ibexrepl/ibex/internal/conflict"
+	"github.com/ibexrepl/ibex/internal/control"
+)
+
+// errRetryBatch means a db that sends rows failed mid-batch: every db rolled the batch
+// back and the batch runs again without it.
+var errRetryBatch = errors.New("retry batch")
+
+// keyState is what a batch knows of one changed key.
+type keyState struct {
+	changes []conflict.Change
+	changer uint64 // members that changed the key (bit per member index)
+	need    uint64 // members some changer's pending change has not reached yet
+	recv    uint64 // members that receive the winner's row
+	winner  int    // member index, -1: none (skip)
+}
+
+func bit(i int) uint64 { return 1 << uint(i) }
+
+func (r *runner) runDelta(ctx context.Context) error {
+	for _, m := range r.alive() {
+		if !m.isSource() {
+			continue
+		}
+		var snap string
+		if err := m.conn.QueryRow(ctx, `SELECT pg_current_snapshot()::text`).Scan(&snap); err != nil {
+			r.drop(m, fmt.Errorf("db %s: reading its snapshot: %w", m.name, err))
+			continue
+		}
+		if !snapRe.MatchString(snap) {
+			return fmt.Errorf("db %s: unexpected snapshot %q", m.name, snap)
+		}
+		m.snap = snap
+	}
+	if r.strategy.Kind == conflict.Abort {
+		if err := r.abortCheck(ctx); err != nil {
+			return err
+		}
+	}
+	for _, t := range r.tables {
+		nb, err := r.buckets(ctx, t)
+		if err != nil {
+			return err
+		}
+		for b := 0; b < nb; b++ {
+			if r.deadlinePassed() {
+				r.res.Partial = true
+				r.logger.WarnContext(ctx, "deadline near: stopping before the next batch", slog.String("table", t.name))
+				return nil
+			}
+			for {
+				st, conflicts, err := r.batch(ctx, t, b, nb)
+				if errors.Is(err, errRetryBatch) {
+					continue
+				}
+				if err != nil {
+					return err
+				}
+				if err := r.recordConflicts(ctx, conflicts); err != nil {
+					return err
+				}
+				r.res.add(t.name, st)
+				break
+			}
+		}
+	}
+	return r.advance(ctx)
+}
+
+// pending is the SQL condition selecting a source's change rows this run handles: visible
+// in the run's snapshot and not yet applied by every live receiver.
+func (r *runner) pending(a *member, alias string) string {
+	cond := fmt.Sprintf(`pg_visible_in_snapshot(%s"$txid", '%s')`, alias, a.snap)
+	var applied []string
+	for _, m := range r.members {
+		if m == a || !m.alive() {
+			continue
+		}
+		wm, ok := r.wm[[2]string{a.name, m.name}]
+		if !ok {
+			return cond
+		}
+		applied = append(applied, fmt.Sprintf(`pg_visible_in_snapshot(%s"$txid", '%s')`, alias, wm))
+	}
+	if len(applied) == 0 {
+		return "false"
+	}
+	return cond + " AND NOT (" + strings.Join(applied, " AND ") + ")"
+}
+
+func (r *runner) bucketCond(t *table, alias string, b, nb int) string {
+	if nb <= 1 {
+		return "true"
+	}
+	return fmt.Sprintf(`(hashtextextended(ROW(%s)::text, 0) & 9223372036854775807) %% %d = %d`, quoteCols(alias, t.keyCols), nb, b)
+}
+
+// buckets decides how many batches a table's backlog needs.
+func (r *runner) buckets(ctx context.Context, t *table) (int, error) {
+	batch := r.opts.BatchSize
+	if batch <= 0 {
+		batch = r.sync.BatchSize
+	}
+	if batch <= 0 {
+		batch = DefaultBatchSize
+	}
+	var total int64
+	for _, a := range r.alive() {
+		if !a.isSource() {
+			continue
+		}
+		var n int64
+		if err := a.conn.QueryRow(ctx, `SELECT count(*) FROM `+t.change+` d WHERE `+r.pending(a, "d.")).Scan(&n); err != nil {
+			r.drop(a, fmt.Errorf("db %s: counting changes of %s: %w", a.name, t.name, err))
+			continue
+		}
+		total += n
+	}
+	nb := int((total + int64(batch) - 1) / int64(batch))
+	if nb < 1 {
+		nb = 1
+	}
+	if total > 0 {
+		r.logger.Debug("backlog", slog.String("table", t.name), slog.Int64("changes", total), slog.Int("batches", nb))
+	}
+	return nb, nil
+}
+
+// readKeys reads the pending keys of every live source for one bucket (phase 1).
+func (r *runner) readKeys(ctx context.Context, t *table, b, nb int) (map[string]*keyState, error) {
+	nk := len(t.keyCols)
+	type part struct {
+		keys []string
+		at   []int64
+		need []uint64
+	}
+	parts := make([]*part, len(r.members))
+	errs := make([]error, len(r.members))
+	var wg sync.WaitGroup
+	for _, a := range r.alive() {
+		if !a.isSource() {
+			continue
+		}
+		var recvs []*member
+		var flags []string
+		for _, m := range r.members {
+			if m == a || !m.alive() {
+				continue
+			}
+			recvs = append(recvs, m)
+			if wm, ok := r.wm[[2]string{a.name, m.name}]; ok {
+				flags = append(flags, fmt.Sprintf(`bool_or(NOT pg_visible_in_snapshot(d."$txid", '%s'))`, wm))
+			} else {
+				flags = append(flags, "true")
+			}
+		}
+		if len(recvs) == 0 {
+			continue
+		}
+		keys := quoteCols("d.", t.keyCols)
+		sql := fmt.Sprintf(`COPY (SELECT %s, (extract(epoch FROM max(d."$at")) * 1000000)::bigint, %s FROM %s d WHERE %s AND %s GROUP BY %s) TO STDOUT`,
+			keys, strings.Join(flags, ", "), t.change, r.pending(a, "d."), r.bucketCond(t, "d.", b, nb), keys)
+		p := &part{}
+		parts[a.idx] = p
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lw := &lineWriter{fn: func(line []byte) error {
+				f := bytes.Split(line, []byte{'\t'})
+				if len(f) != nk+1+len(recvs) {
+					return fmt.Errorf("unexpected change row with %d fields", len(f))
+				}
+				at, err := strconv.ParseInt(string(f[nk]), 10, 64)
+				if err != nil {
+					return err
+				}
+				var need uint64
+				for i, m := range recvs {
+					if len(f[nk+1+i]) == 1 && f[nk+1+i][0] == 't' {
+						need |= bit(m.idx)
+					}
+				}
+				p.keys = append(p.keys, string(bytes.Join(f[:nk], []byte{'\t'})))
+				p.at = append(p.at, at)
+				p.need = append(p.need, need)
+				return nil
+			}}
+			_, err := a.conn.PgConn().CopyTo(ctx, lw, sql)
+			if err == nil {
+				err = lw.err
+			}
+			errs[a.idx] = err
+		}()
+	}
+	wg.Wait()
+	keys := map[string]*keyState{}
+	for _, a := range r.members {
+		if errs[a.idx] != nil {
+			r.drop(a, fmt.Errorf("db %s: reading changes of %s: %w", a.name, t.name, errs[a.idx]))
+			continue
+		}
+		p := parts[a.idx]
+		if p == nil {
+			continue
+		}
+		for i, k := range p.keys {
+			ks := keys[k]
+			if ks == nil {
+				ks = &keyState{winner: -1}
+				keys[k] = ks
+			}
+			ks.changes = append(ks.changes, conflict.Change{DB: a.name, At: p.at[i]})
+			ks.changer |= bit(a.idx)
+			ks.need |= p.need[i]
+		}
+	}
+	return keys, nil
+}
+
+func (r *runner) memberByName(name string) *member {
+	for _, m := range r.members {
+		if m.name == name {
+			return m
+		}
+	}
+	return nil
+}
+
+// resolve picks each key's winner and receivers; it returns the conflicts.
+func (r *runner) resolve(t *table, keys map[string]*keyState) []control.Conflict {
+	var out []control.Conflict
+	for k, ks := range keys {
+		if len(ks.changes) == 1 {
+			ks.winner = r.memberByName(ks.changes[0].DB).idx
+		} else {
+			w := r.strategy.Winner(ks.changes)
+			c := control.Conflict{Sync: r.sync.Name, Table: t.name, Key: keyText(t, k), Strategy: r.strategy.String(), Resolution: "applied"}
+			for _, ch := range ks.changes {
+				c.DBs = append(c.DBs, ch.DB)
+			}
+			if w == "" {
+				c.Resolution = "skipped"
+				if r.strategy.Kind == conflict.Abort {
+					c.Resolution = "aborted"
+				}
+			} else {
+				c.Winner = w
+				ks.winner = r.memberByName(w).idx
+			}
+			out = append(out, c)
+		}
+		if ks.winner < 0 {
+			continue
+		}
+		for _, m := range r.members {
+			if m.idx == ks.winner || !m.alive() {
+				continue
+			}
+			if ks.changer&bit(m.idx) != 0 || ks.need&bit(m.idx) != 0 {
+				ks.recv |= bit(m.idx)
+			}
+		}
+	}
+	return out
+}
+
+// keyText renders a key for the conflict log: col=value pairs.
+func keyText(t *table, k string) string {
+	f := strings.Split(k, "\t")
+	parts := make([]string, len(f))
+	for i := range f {
+		parts[i] = t.keyCols[i] + "=" + f[i]
+	}
+	return strings.Join(parts, ", ")
+}
+
+// batch applies one bucket of one table. It returns errRetryBatch when a sending db
+// failed and the batch must run again without it.
+func (r *runner) batch(ctx context.Context, t *table, b, nb int) (Stats, []control.Conflict, error) {
+	var st Stats
+	keys, err := r.readKeys(ctx, t, b, nb)
+	if err != nil || len(keys) == 0 {
+		return st, nil, err
+	}
+	conflicts := r.resolve(t, keys)
+	st.Conflicts = int64(len(conflicts))
+
+	// Receivers and what each gets from each winner.
+	recvKeys := make([][]string, len(r.members))
+	fromWinner := make([]uint64, len(r.members)) // winner idx -> receivers
+	for k, ks := range keys {
+		if ks.winner < 0 {
+			continue
+		}
+		for _, m := range r.members {
+			if ks.recv&bit(m.idx) != 0 {
+				recvKeys[m.idx] = append(recvKeys[m.idx], k)
+				fromWinner[ks.winner] |= bit(m.idx)
+			}
+		}
+	}
+
+	// Phase 2: each receiver locks the keys it will overwrite, drops those its own
+	// application changed since the run's snapshot (they win next run), and deletes the rest.
+	deletes := make([]int64, len(r.members))
+	late := make([][]string, len(r.members))
+	errs := make([]error, len(r.members))
+	var wg sync.WaitGroup
+	for _, m := range r.alive() {
+		if len(recvKeys[m.idx]) == 0 {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			deletes[m.idx], late[m.idx], errs[m.idx] = r.prepareReceiver(ctx, m, t, recvKeys[m.idx])
+		}()
+	}
+	wg.Wait()
+	for _, m := range r.members {
+		if errs[m.idx] != nil {
+			r.rollback(m)
+			r.drop(m, fmt.Errorf("db %s: applying %s: %w", m.name, t.name, errs[m.idx]))
+			if fromWinner[m.idx] != 0 {
+				return r.retry(st)
+			}
+		}
+		for _, k := range late[m.idx] {
+			keys[k].recv &^= bit(m.idx)
+		}
+	}
+
+	// Phase 3: stream each winner's current rows to the receivers that need them.
+	inserts := make([]int64, len(r.members))
+	for _, w := range r.members {
+		if fromWinner[w.idx] == 0 || !w.alive() {
+			continue
+		}
+		var recvs []*member
+		for _, m := range r.alive() {
+			if fromWinner[w.idx]&bit(m.idx) != 0 {
+				recvs = append(recvs, m)
+			}
+		}
+		if len(recvs) == 0 {
+			continue
+		}
+		sql := fmt.Sprintf(`COPY (SELECT %s FROM %s t WHERE EXISTS (SELECT 1 FROM %s d WHERE %s AND %s AND %s)) TO STDOUT`,
+			quoteCols("t.", t.cols), t.ident, t.change, keyJoin("d", "t", t.keyCols), r.pending(w, "d."), r.bucketCond(t, "d.", b, nb))
+		route := func(key string) uint64 {
+			ks := keys[key]
+			if ks == nil || ks.winner != w.idx {
+				return 0
+			}
+			return ks.recv
+		}
+		n, rerrs, werr := r.fanout(ctx, w, recvs, sql, t, len(t.keyCols), route)
+		if werr != nil {
+			r.rollbackAll()
+			r.drop(w, fmt.Errorf("db %s: reading rows of %s: %w", w.name, t.name, werr))
+			return r.retry(st)
+		}
+		for _, m := range recvs {
+			if rerrs[m.idx] != nil {
+				r.rollback(m)
+				r.drop(m, fmt.Errorf("db %s: writing rows of %s: %w", m.name, t.name, rerrs[m.idx]))
+				continue
+			}
+			inserts[m.idx] += n[m.idx]
+		}
+	}
+
+	// Commit everywhere.
+	for _, m := range r.alive() {
+		if !m.tx {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[m.idx] = r.commit(ctx, m)
+		}()
+	}
+	wg.Wait()
+	for _, m := range r.members {
+		if errs[m.idx] != nil && m.alive() {
+			r.drop(m, fmt.Errorf("db %s: committing %s: %w", m.name, t.name, errs[m.idx]))
+			continue
+		}
+		if m.alive() {
+			st.Inserts += inserts[m.idx]
+			st.Deletes += deletes[m.idx]
+		}
+	}
+	r.logger.Debug("batch applied", slog.String("table", t.name), slog.Int("bucket", b), slog.Int("keys", len(keys)),
+		slog.Int64("inserts", st.Inserts), slog.Int64("deletes", st.Deletes), slog.Int64("conflicts", st.Conflicts))
+	return st, conflicts, nil
+}
+
+func (r *runner) retry(st Stats) (Stats, []control.Conflict, error) {
+	r.rollbackAll()
+	return st, nil, errRetryBatch
+}
+
+func (r *runner) rollbackAll() {
+	for _, m := range r.members {
+		r.rollback(m)
+	}
+}
+
+// prepareReceiver runs phase 2 on one receiver.
+func (r *runner) prepareReceiver(ctx context.Context, m *member, t *table, keys []string) (int64, []string, error) {
+	if err := r.begin(ctx, m); err != nil {
+		return 0, nil, err
+	}
+	keyCols := quoteCols("", t.keyCols)
+	if _, err := m.conn.Exec(ctx, fmt.Sprintf(`DROP TABLE IF EXISTS pg_temp.ibex_k; CREATE TEMP TABLE ibex_k ON COMMIT DROP AS SELECT %s FROM %s LIMIT 0`, keyCols, t.ident)); err != nil {
+		return 0, nil, err
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		bw := newBufWriter(pw)
+		for _, k := range keys {
+			bw.WriteString(k)
+			bw.WriteByte('\n')
+		}
+		pw.CloseWithError(bw.Flush())
+	}()
+	if _, err := m.conn.PgConn().CopyFrom(ctx, pr, fmt.Sprintf(`COPY pg_temp.ibex_k (%s) FROM STDIN`, keyCols)); err != nil {
+		pr.CloseWithError(err)
+		return 0, nil, err
+	}
+	if _, err := m.conn.Exec(ctx, fmt.Sprintf(`SELECT count(*) FROM (SELECT 1 FROM %s t JOIN pg_temp.ibex_k k ON %s ORDER BY %s FOR UPDATE OF t) x`,
+		t.ident, keyJoin("t", "k", t.keyCols), quoteCols("t.", t.keyCols))); err != nil {
+		return 0, nil, err
+	}
+	var late []string
+	if m.isSource() && m.snap != "" {
+		lw := &lineWriter{fn: func(line []byte) error { late = append(late, string(line)); return nil }}
+		_, err := m.conn.PgConn().CopyTo(ctx, lw, fmt.Sprintf(`COPY (DELETE FROM pg_temp.ibex_k k USING %s d WHERE %s AND NOT pg_visible_in_snapshot(d."$txid", '%s') RETURNING %s) TO STDOUT`,
+			t.change, keyJoin("k", "d", t.keyCols), m.snap, quoteCols("k.", t.keyCols)))
+		if err != nil {
+			return 0, nil, err
+		}
+		if len(late) > 0 {
+			r.logger.Debug("keys changed on a receiver since the run began are left for the next run", slog.String("db", m.name), slog.String("table", t.name), slog.Int("keys", len(late)))
+		}
+	}
+	tag, err := m.conn.Exec(ctx, fmt.Sprintf(`DELETE FROM %s t USING pg_temp.ibex_k k WHERE %s`, t.ident, keyJoin("t", "k", t.keyCols)))
+	if err != nil {
+		return 0, nil, err
+	}
+	return tag.RowsAffected(), late, nil
+}
+
+func (r *runner) recordConflicts(ctx context.Context, cs []control.Conflict) error {
+	if len(cs) == 0 {
+		return nil
+	}
+	for i := range cs {
+		cs[i].Run = r.res.RunID
+	}
+	tx, err := r.store.Pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if err := control.RecordConflicts(ctx, tx, cs); err != nil {
+		return fmt.Errorf("recording conflicts: %w", err)
+	}
+	return tx.Commit(ctx)
+}
+
+// abortCheck reads every pending key (no writes) and fails the run if any row was changed
+// on more than one source.
+func (r *runner) abortCheck(ctx context.Context) error {
+	var all []control.Conflict
+	for _, t := range r.tables {
+		nb, err := r.buckets(ctx, t)
+		if err != nil {
+			return err
+		}
+		for b := 0; b < nb; b++ {
+			keys, err := r.readKeys(ctx, t, b, nb)
+			if err != nil {
+				return err
+			}
+			all = append(all, r.resolve(t, keys)...)
+		}
+	}
+	if len(all) == 0 {
+		return nil
+	}
+	if err := r.recordConflicts(ctx, all); err != nil {
+		return err
+	}
+	r.res.Conflicts = int64(len(all))
+	var ex []string
+	for i, c := range all {
+		if i == 5 {
+			ex = append(ex, "...")
+			break
+		}
+		ex = append(ex, fmt.Sprintf("%s %s (changed on %s)", c.Table, c.Key, strings.Join(c.DBs, ", ")))
+	}
+	return fmt.Errorf("conflict_strategy abort: %d rows were changed on more than one source, nothing was applied: %s; see 'ibex conflicts %s'",
+		len(all), strings.Join(ex, "; "), r.sync.Name)
+}
+
+// advance records the watermarks of every source and receiver that took part in the whole
+// run, then purges change rows every receiver of the sync has applied.
+func (r *runner) advance(ctx context.Context) error {
+	tx, err := r.store.Pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	for _, a := range r.alive() {
+		if !a.isSource() || a.snap == "" {
+			continue
+		}
+		for _, m := range r.alive() {
+			if m == a {
+				continue
+			}
+			if err := control.SetWatermark(ctx, tx, r.sync.Name, a.name, m.name, a.snap); err != nil {
+				return fmt.Errorf("recording watermarks: %w", err)
+			}
+			r.wm[[2]string{a.name, m.name}] = a.snap
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("recording watermarks: %w", err)
+	}
+	for _, a := range r.alive() {
+		if !a.isSource() {
+			continue
+		}
+		var conds []string
+		for _, m := range r.members {
+			if m == a {
+				continue
+			}
+			wm, ok := r.wm[[2]string{a.name, m.name}]
+			if !ok {
+				conds = nil
+				break
+			}
+			conds = append(conds, fmt.Sprintf(`pg_visible_in_snapshot("$txid", '%s')`, wm))
+		}
+		if len(conds) == 0 {
+			continue
+		}
+		for _, t := range r.tables {
+			if _, err := a.conn.Exec(ctx, `DELETE FROM `+t.change+` WHERE `+strings.Join(conds, " AND ")); err != nil {
+				r.logger.WarnContext(ctx, "purging applied changes failed", slog.String("db", a.name), slog.String("table", t.name), slog.String("error", err.Error()))
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,190 @@
+// Package job runs a sync once: the stateless, idempotent job every entry point (ibex
+// kick, runonce, the scheduler, the Lambda handler) calls.
+//
+// A run of sync S takes an advisory lock for S on the control database (if another run
+// holds it, Run returns at once with AlreadyRunning), reads S's definition, connects to
+// every db of S, checks that their tables agree, and then, table by table and in bounded
+// batches, drains the captured changes of every source, resolves conflicts and applies the
+// winning rows to every other db. It records the run in the control database and
+// releases the lock. No state lives in the process between runs: what has been applied is
+// kept as per (source, receiver) snapshot watermarks in the control database.
+package job
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/ibexrepl/ibex/internal/control"
+)
+
+// DefaultBatchSize is the number of changed keys per batch when the sync sets none.
+const DefaultBatchSize = 50000
+
+// lockNamespace is the first key of the two-int advisory lock a run holds.
+const lockNamespace = 0x1be1
+
+// ErrInactive is returned for a sync whose status is inactive.
+var ErrInactive = errors.New("sync is inactive")
+
+// Options tune a run. The zero value is usable.
+type Options struct {
+	// Logger receives progress; nil discards.
+	Logger *slog.Logger
+	// BatchSize overrides the sync's batch_size (changed keys per batch).
+	BatchSize int
+	// Deadline, when set, makes the run stop taking new batches once less than
+	// DeadlineMargin remains (the Lambda's deadline).
+	Deadline       time.Time
+	DeadlineMargin time.Duration
+	// Force runs an inactive sync.
+	Force bool
+}
+
+// Result is what a run did.
+type Result struct {
+	Sync           string            `json:"sync"`
+	RunID          int64             `json:"run_id,omitempty"`
+	State          string            `json:"state"` // good, empty, bad, already running
+	AlreadyRunning bool              `json:"already_running,omitempty"`
+	Inserts        int64             `json:"inserts"`
+	Deletes        int64             `json:"deletes"`
+	Conflicts      int64             `json:"conflicts"`
+	Tables         map[string]Stats  `json:"tables,omitempty"`
+	Skipped        map[string]string `json:"skipped,omitempty"` // db -> reason
+	Partial        bool              `json:"partial,omitempty"`
+	Started        time.Time         `json:"started"`
+	Duration       time.Duration     `json:"duration_ns"`
+	Error          string            `json:"error,omitempty"`
+}
+
+// Stats counts one table's work.
+type Stats struct {
+	Inserts   int64 `json:"inserts"`
+	Deletes   int64 `json:"deletes"`
+	Conflicts int64 `json:"conflicts"`
+}
+
+func (r *Result) add(table string, s Stats) {
+	if r.Tables == nil {
+		r.Tables = map[string]Stats{}
+	}
+	t := r.Tables[table]
+	t.Inserts += s.Inserts
+	t.Deletes += s.Deletes
+	t.Conflicts += s.Conflicts
+	r.Tables[table] = t
+	r.Inserts += s.Inserts
+	r.Deletes += s.Deletes
+	r.Conflicts += s.Conflicts
+}
+
+// Summary is the one-line human form of a result.
+func (r *Result) Summary() string {
+	if r.AlreadyRunning {
+		return fmt.Sprintf("sync %s is already running: nothing to do", r.Sync)
+	}
+	s := fmt.Sprintf("sync %s: %s, inserts %d, deletes %d, conflicts %d, time %s",
+		r.Sync, r.State, r.Inserts, r.Deletes, r.Conflicts, r.Duration.Round(time.Millisecond))
+	if len(r.Skipped) > 0 {
+		var parts []string
+		for db, why := range r.Skipped {
+			parts = append(parts, db+" ("+why+")")
+		}
+		s += "; skipped " + strings.Join(parts, ", ")
+	}
+	if r.Error != "" && r.State == control.StateBad {
+		s += "; error: " + r.Error
+	}
+	return s
+}
+
+// Run runs sync once. A returned error means the run could not start (unknown sync,
+// control database unreachable) or failed; the Result says which and is recorded.
+func Run(ctx context.Context, store *control.Store, syncName string, opts Options) (*Result, error) {
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	res := &Result{Sync: syncName, Started: time.Now()}
+	if err := store.Check(ctx); err != nil {
+		return nil, err
+	}
+	sync, err := control.GetSync(ctx, store.Q(), syncName)
+	if err != nil {
+		return nil, err
+	}
+	if sync.Status != "active" && !opts.Force {
+		return nil, fmt.Errorf("sync %q: %w: run 'ibex update sync %s status=active' first", syncName, ErrInactive, syncName)
+	}
+
+	lockConn, err := store.Pool.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("control database: %w", err)
+	}
+	defer lockConn.Release()
+	var got bool
+	if err := lockConn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, hashtext($2))`, lockNamespace, syncName).Scan(&got); err != nil {
+		return nil, fmt.Errorf("taking the lock of sync %s: %w", syncName, err)
+	}
+	if !got {
+		res.State = "already running"
+		res.AlreadyRunning = true
+		res.Duration = time.Since(res.Started)
+		logger.InfoContext(ctx, "sync is already running", slog.String("sync", syncName))
+		return res, nil
+	}
+	defer func() {
+		// A lost connection releases the lock by itself; otherwise unlock on the same session.
+		_, _ = lockConn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1, hashtext($2))`, lockNamespace, syncName)
+	}()
+
+	host, _ := os.Hostname()
+	runID, err := control.StartRun(ctx, lockConn, syncName, host, os.Getpid())
+	if err != nil {
+		return nil, fmt.Errorf("recording the run of sync %s: %w", syncName, err)
+	}
+	res.RunID = runID
+	logger.InfoContext(ctx, "run started", slog.String("sync", syncName), slog.Int64("run", runID))
+
+	r := &runner{store: store, sync: sync, opts: opts, logger: logger.With(slog.String("sync", syncName)), res: res}
+	runErr := r.run(ctx)
+	res.Duration = time.Since(res.Started)
+
+	rec := &control.Run{ID: runID, Inserts: res.Inserts, Deletes: res.Deletes, Conflicts: res.Conflicts,
+		Details: map[string]any{"tables": res.Tables, "skipped": res.Skipped, "partial": res.Partial}}
+	switch {
+	case runErr != nil:
+		res.State = control.StateBad
+		res.Error = runErr.Error()
+	case len(res.Skipped) > 0:
+		res.State = control.StateBad
+		var parts []string
+		for db, why := range res.Skipped {
+			parts = append(parts, "db "+db+" skipped: "+why)
+		}
+		res.Error = strings.Join(parts, "; ")
+	case res.Inserts+res.Deletes+res.Conflicts == 0:
+		res.State = control.StateEmpty
+	default:
+		res.State = control.StateGood
+	}
+	rec.State, rec.Error = res.State, res.Error
+	if err := control.EndRun(context.WithoutCancel(ctx), lockConn, rec); err != nil {
+		logger.ErrorContext(ctx, "recording the end of the run failed", slog.String("error", err.Error()))
+	}
+	logger.InfoContext(ctx, "run ended", slog.String("sync", syncName), slog.Int64("run", runID), slog.String("state", res.State),
+		slog.Int64("inserts", res.Inserts), slog.Int64("deletes", res.Deletes), slog.Int64("conflicts", res.Conflicts),
+		slog.Duration("duration", res.Duration))
+	if runErr != nil {
+		return res, runErr
+	}
+	if res.State == control.StateBad {
+		return res, errors.New(res.Error)
+	}
+	return res, nil
+}

@@ -1,0 +1,366 @@
+package job
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ibexrepl/ibex/internal/capture"
+	"github.com/ibexrepl/ibex/internal/catalog"
+	"github.com/ibexrepl/ibex/internal/conflict"
+	"github.com/ibexrepl/ibex/internal/control"
+	"github.com/ibexrepl/ibex/internal/dbconn"
+)
+
+// member is one db of the sync during a run.
+type member struct {
+	idx     int
+	name    string
+	role    string
+	db      *control.DB
+	conn    *pgx.Conn
+	dead    error // why this db left the run; nil while it takes part
+	snap    string
+	tx      bool // a batch transaction is open
+	replica bool // session_replication_role = replica is in effect
+}
+
+func (m *member) alive() bool { return m.dead == nil && m.conn != nil }
+func (m *member) isSource() bool {
+	return m.role == control.RoleSource
+}
+
+// table is one replicated table during a run.
+type table struct {
+	rel     control.Relation
+	desc    *catalog.Table
+	name    string // schema.table for messages
+	ident   string // quoted
+	keyCols []string
+	cols    []string // keys first, then the other columns
+	change  string   // quoted change table
+}
+
+type runner struct {
+	store    *control.Store
+	sync     *control.Sync
+	opts     Options
+	logger   *slog.Logger
+	res      *Result
+	members  []*member
+	tables   []*table
+	strategy conflict.Strategy
+	wm       map[[2]string]string
+	fullcopy bool
+	// validating: capture may be missing (validate installs it)
+	validating bool
+}
+
+var snapRe = regexp.MustCompile(`^[0-9]+:[0-9]+:[0-9,]*$`)
+
+func (r *runner) run(ctx context.Context) error {
+	defer r.closeAll()
+	if err := r.loadFrom(ctx, r.store.Q()); err != nil {
+		return err
+	}
+	r.connect(ctx)
+	if err := r.checkSchemas(ctx); err != nil {
+		return err
+	}
+	if r.fullcopy {
+		return r.runFullcopy(ctx)
+	}
+	if r.sync.Onetimecopy > 0 {
+		if err := r.runOnetimecopy(ctx); err != nil {
+			return err
+		}
+	}
+	return r.runDelta(ctx)
+}
+
+// errNoTables is returned by loadFrom when the herd is empty.
+var errNoTables = errors.New("herd has no tables")
+
+func (r *runner) loadFrom(ctx context.Context, q control.Querier) error {
+	group, err := control.GetDBGroup(ctx, q, r.sync.DBGroup)
+	if err != nil {
+		return err
+	}
+	var names, sources []string
+	for i, m := range group.Members {
+		db, err := control.GetDB(ctx, q, m.DB)
+		if err != nil {
+			return err
+		}
+		r.members = append(r.members, &member{idx: i, name: m.DB, role: m.Role, db: db})
+		names = append(names, m.DB)
+		if m.Role == control.RoleSource {
+			sources = append(sources, m.DB)
+		}
+		if m.Role == control.RoleFullcopy {
+			r.fullcopy = true
+		}
+	}
+	if len(sources) == 0 {
+		return fmt.Errorf("dbgroup %s has no source: add one with 'ibex update dbgroup %s NAME:source ...'", group.Name, group.Name)
+	}
+	r.strategy, err = conflict.Parse(r.sync.ConflictStrategy, names, sources)
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", r.sync.Name, err)
+	}
+	herds, err := control.Herds(ctx, q)
+	if err != nil {
+		return err
+	}
+	rels, err := control.Relations(ctx, q)
+	if err != nil {
+		return err
+	}
+	byName := map[string]control.Relation{}
+	for _, rel := range rels {
+		byName[rel.QualName()] = rel
+	}
+	for _, h := range herds {
+		if h.Name != r.sync.Herd {
+			continue
+		}
+		for _, tn := range h.Tables {
+			rel := byName[tn]
+			if len(rel.KeyCols) == 0 && !r.fullcopy {
+				return fmt.Errorf("table %s has no primary key or unique index: it can only be in a fullcopy sync", tn)
+			}
+			r.tables = append(r.tables, &table{rel: rel, name: tn, ident: pgx.Identifier{rel.Schema, rel.Name}.Sanitize(),
+				change: capture.ChangeTable(r.sync.Name, rel.Schema, rel.Name).Sanitize()})
+		}
+	}
+	if len(r.tables) == 0 {
+		return fmt.Errorf("%w: herd %s of sync %s is empty: add tables with 'ibex add table ... herd=%s'", errNoTables, r.sync.Herd, r.sync.Name, r.sync.Herd)
+	}
+	r.wm, err = control.Watermarks(ctx, q, r.sync.Name)
+	return err
+}
+
+// connect opens one connection per db, in parallel. An unreachable db leaves the run.
+func (r *runner) connect(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, m := range r.members {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := dbconn.Connect(ctx, m.name, m.db.Conn, m.db.Pass)
+			if err != nil {
+				m.dead = err
+				return
+			}
+			m.conn = conn
+			// Rows ibex applies must not fire capture, user triggers or FK checks.
+			if _, err := conn.Exec(ctx, `SET session_replication_role = replica`); err == nil {
+				m.replica = true
+			} else if _, err := conn.Exec(ctx, `SET ibex.applying = 'on'`); err != nil {
+				m.dead = fmt.Errorf("db %s: %w", m.name, err)
+			}
+			_, _ = conn.Exec(ctx, `SET lock_timeout = '60s'`)
+		}()
+	}
+	wg.Wait()
+	for _, m := range r.members {
+		if m.dead != nil {
+			r.drop(m, m.dead)
+		} else if !m.replica {
+			r.logger.WarnContext(ctx, "cannot set session_replication_role: user triggers and foreign keys fire for applied rows (GRANT SET ON PARAMETER session_replication_role to the role to avoid it)",
+				slog.String("db", m.name))
+		}
+	}
+}
+
+func (r *runner) drop(m *member, err error) {
+	if m.dead == nil {
+		m.dead = err
+	}
+	if r.res.Skipped == nil {
+		r.res.Skipped = map[string]string{}
+	}
+	msg := err.Error()
+	if _, ok := r.res.Skipped[m.name]; !ok {
+		r.res.Skipped[m.name] = msg
+		r.logger.Warn("db leaves this run", slog.String("db", m.name), slog.String("reason", msg))
+	}
+	if m.conn != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = m.conn.Close(ctx)
+		cancel()
+		m.conn = nil
+	}
+}
+
+func (r *runner) closeAll() {
+	for _, m := range r.members {
+		if m.conn != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = m.conn.Close(ctx)
+			cancel()
+		}
+	}
+}
+
+func (r *runner) alive() []*member {
+	var out []*member
+	for _, m := range r.members {
+		if m.alive() {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// checkSchemas describes every table on every reachable db and refuses to go on when
+// they disagree (schema drift) or when capture is missing on a source.
+func (r *runner) checkSchemas(ctx context.Context) error {
+	alive := r.alive()
+	if len(alive) == 0 {
+		return errors.New("no db of the sync is reachable")
+	}
+	descs := make([][]*catalog.Table, len(r.members))
+	errs := make([]error, len(r.members))
+	var wg sync.WaitGroup
+	for _, m := range alive {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, t := range r.tables {
+				d, err := catalog.Describe(ctx, m.conn, catalog.QualName{Schema: t.rel.Schema, Name: t.rel.Name})
+				if err != nil {
+					if errors.Is(err, catalog.ErrNoTable) {
+						errs[m.idx] = fmt.Errorf("table %s does not exist on db %s: create it there (with the same columns) and run 'ibex validate %s'", t.name, m.name, r.sync.Name)
+					} else {
+						errs[m.idx] = fmt.Errorf("db %s: %w", m.name, err)
+					}
+					return
+				}
+				descs[m.idx] = append(descs[m.idx], d)
+				if m.isSource() && !r.fullcopy && !r.validating {
+					ok, err := capture.Installed(ctx, m.conn, r.sync.Name, d)
+					if err != nil {
+						errs[m.idx] = fmt.Errorf("db %s: %w", m.name, err)
+						return
+					}
+					if !ok {
+						errs[m.idx] = fmt.Errorf("capture of table %s is missing or outdated on db %s: run 'ibex validate %s'", t.name, m.name, r.sync.Name)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for _, m := range alive {
+		if err := errs[m.idx]; err != nil {
+			if m.conn.IsClosed() {
+				r.drop(m, err)
+				continue
+			}
+			return err
+		}
+	}
+	var ref *member
+	for _, m := range r.alive() {
+		if ref == nil {
+			ref = m
+			continue
+		}
+		for i := range r.tables {
+			if d := catalog.Compare(descs[ref.idx][i], descs[m.idx][i], ref.name, m.name); d != "" {
+				return fmt.Errorf("schema drift: %s; make the tables agree, then run the sync again", d)
+			}
+		}
+	}
+	if ref == nil {
+		return errors.New("no db of the sync is reachable")
+	}
+	for i, t := range r.tables {
+		d := descs[ref.idx][i]
+		t.desc = d
+		if !r.fullcopy && strings.Join(d.KeyCols, ",") != strings.Join(t.rel.KeyCols, ",") && len(d.KeyCols) > 0 {
+			return fmt.Errorf("the key of table %s changed (ibex has %s, db %s has %s): run 'ibex update table %s db=%s' and 'ibex validate %s'",
+				t.name, strings.Join(t.rel.KeyCols, ","), ref.name, strings.Join(d.KeyCols, ","), t.name, ref.name, r.sync.Name)
+		}
+		t.keyCols = t.rel.KeyCols
+		t.cols = slices.Clone(t.keyCols)
+		for _, c := range d.Columns {
+			if !slices.Contains(t.keyCols, c.Name) {
+				t.cols = append(t.cols, c.Name)
+			}
+		}
+	}
+	return nil
+}
+
+func quoteCols(prefix string, cols []string) string {
+	out := make([]string, len(cols))
+	for i, c := range cols {
+		out[i] = prefix + pgx.Identifier{c}.Sanitize()
+	}
+	return strings.Join(out, ", ")
+}
+
+func keyJoin(a, b string, cols []string) string {
+	out := make([]string, len(cols))
+	for i, c := range cols {
+		q := pgx.Identifier{c}.Sanitize()
+		out[i] = a + "." + q + " = " + b + "." + q
+	}
+	return strings.Join(out, " AND ")
+}
+
+func literal(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// begin opens the batch transaction of a member if none is open.
+func (r *runner) begin(ctx context.Context, m *member) error {
+	if m.tx {
+		return nil
+	}
+	if _, err := m.conn.Exec(ctx, `BEGIN`); err != nil {
+		return err
+	}
+	m.tx = true
+	return nil
+}
+
+func (r *runner) rollback(m *member) {
+	if !m.tx || m.conn == nil {
+		m.tx = false
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, _ = m.conn.Exec(ctx, `ROLLBACK`)
+	m.tx = false
+}
+
+func (r *runner) commit(ctx context.Context, m *member) error {
+	if !m.tx {
+		return nil
+	}
+	m.tx = false
+	_, err := m.conn.Exec(ctx, `COMMIT`)
+	return err
+}
+
+func (r *runner) deadlinePassed() bool {
+	if r.opts.Deadline.IsZero() {
+		return false
+	}
+	margin := r.opts.DeadlineMargin
+	if margin == 0 {
+		margin = 10 * time.Second
+	}
+	return time.Until(r.opts.Deadline) < margin
+}
