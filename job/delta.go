@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/ibexrepl/ibex/internal/conflict"
 	"github.com/ibexrepl/ibex/internal/control"
@@ -291,6 +292,7 @@ func keyText(t *table, k string) string {
 // failed and the batch must run again without it.
 func (r *runner) batch(ctx context.Context, t *table, b, nb int) (Stats, []control.Conflict, error) {
 	var st Stats
+	t0 := time.Now()
 	keys, err := r.readKeys(ctx, t, b, nb)
 	if err != nil || len(keys) == 0 {
 		return st, nil, err
@@ -313,6 +315,7 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int) (Stats, []contr
 		}
 	}
 
+	t1 := time.Now()
 	// Phase 2: each receiver locks the keys it will overwrite, drops those its own
 	// application changed since the run's snapshot (they win next run), and deletes the rest.
 	deletes := make([]int64, len(r.members))
@@ -343,6 +346,7 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int) (Stats, []contr
 		}
 	}
 
+	t2 := time.Now()
 	// Phase 3: stream each winner's current rows to the receivers that need them.
 	inserts := make([]int64, len(r.members))
 	for _, w := range r.members {
@@ -383,6 +387,7 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int) (Stats, []contr
 		}
 	}
 
+	t3 := time.Now()
 	// Commit everywhere.
 	for _, m := range r.alive() {
 		if !m.tx {
@@ -406,7 +411,8 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int) (Stats, []contr
 		}
 	}
 	r.logger.Debug("batch applied", slog.String("table", t.name), slog.Int("bucket", b), slog.Int("keys", len(keys)),
-		slog.Int64("inserts", st.Inserts), slog.Int64("deletes", st.Deletes), slog.Int64("conflicts", st.Conflicts))
+		slog.Int64("inserts", st.Inserts), slog.Int64("deletes", st.Deletes), slog.Int64("conflicts", st.Conflicts),
+		slog.Duration("read", t1.Sub(t0)), slog.Duration("delete", t2.Sub(t1)), slog.Duration("copy", t3.Sub(t2)), slog.Duration("commit", time.Since(t3)))
 	return st, conflicts, nil
 }
 
@@ -443,27 +449,45 @@ func (r *runner) prepareReceiver(ctx context.Context, m *member, t *table, keys 
 		pr.CloseWithError(err)
 		return 0, nil, err
 	}
-	if _, err := m.conn.Exec(ctx, fmt.Sprintf(`SELECT count(*) FROM (SELECT 1 FROM %s t JOIN pg_temp.ibex_k k ON %s ORDER BY %s FOR UPDATE OF t) x`,
-		t.ident, keyJoin("t", "k", t.keyCols), quoteCols("t.", t.keyCols))); err != nil {
-		return 0, nil, err
-	}
-	var late []string
-	if m.isSource() && m.snap != "" {
-		lw := &lineWriter{fn: func(line []byte) error { late = append(late, string(line)); return nil }}
-		_, err := m.conn.PgConn().CopyTo(ctx, lw, fmt.Sprintf(`COPY (DELETE FROM pg_temp.ibex_k k USING %s d WHERE %s AND NOT pg_visible_in_snapshot(d."$txid", '%s') RETURNING %s) TO STDOUT`,
-			t.change, keyJoin("k", "d", t.keyCols), m.snap, quoteCols("k.", t.keyCols)))
+	join := keyJoin("t", "k", t.keyCols)
+	if !m.isSource() || m.snap == "" {
+		tag, err := m.conn.Exec(ctx, fmt.Sprintf(`DELETE FROM %s t USING pg_temp.ibex_k k WHERE %s`, t.ident, join))
 		if err != nil {
 			return 0, nil, err
 		}
-		if len(late) > 0 {
-			r.logger.Debug("keys changed on a receiver since the run began are left for the next run", slog.String("db", m.name), slog.String("table", t.name), slog.Int("keys", len(late)))
-		}
+		return tag.RowsAffected(), nil, nil
 	}
-	tag, err := m.conn.Exec(ctx, fmt.Sprintf(`DELETE FROM %s t USING pg_temp.ibex_k k WHERE %s`, t.ident, keyJoin("t", "k", t.keyCols)))
+	// On a source, the delete keeps the old rows aside: once the rows are locked by it, keys
+	// this db's own application changed since the run's snapshot are found and their rows
+	// put back, so that change is not overwritten (it wins next run).
+	cols := quoteCols("", t.cols)
+	tag, err := m.conn.Exec(ctx, fmt.Sprintf(`CREATE TEMP TABLE ibex_old ON COMMIT DROP AS SELECT %s FROM %s LIMIT 0;
+WITH gone AS (DELETE FROM %s t USING pg_temp.ibex_k k WHERE %s RETURNING %s) INSERT INTO pg_temp.ibex_old SELECT * FROM gone`,
+		cols, t.ident, t.ident, join, quoteCols("t.", t.cols)))
 	if err != nil {
 		return 0, nil, err
 	}
-	return tag.RowsAffected(), late, nil
+	deleted := tag.RowsAffected()
+	var late []string
+	lw := &lineWriter{fn: func(line []byte) error { late = append(late, string(line)); return nil }}
+	_, err = m.conn.PgConn().CopyTo(ctx, lw, fmt.Sprintf(`COPY (DELETE FROM pg_temp.ibex_k k USING %s d WHERE %s AND NOT pg_visible_in_snapshot(d."$txid", '%s') RETURNING %s) TO STDOUT`,
+		t.change, keyJoin("k", "d", t.keyCols), m.snap, quoteCols("k.", t.keyCols)))
+	if err != nil {
+		return 0, nil, err
+	}
+	if len(late) > 0 {
+		tag, err := m.conn.Exec(ctx, fmt.Sprintf(`INSERT INTO %s (%s) SELECT %s FROM pg_temp.ibex_old o WHERE NOT EXISTS (SELECT 1 FROM pg_temp.ibex_k k WHERE %s)`,
+			t.ident, cols, quoteCols("o.", t.cols), keyJoin("o", "k", t.keyCols)))
+		if err != nil {
+			return 0, nil, err
+		}
+		deleted -= tag.RowsAffected()
+		r.logger.Debug("keys changed on a receiver since the run began are left for the next run", slog.String("db", m.name), slog.String("table", t.name), slog.Int("keys", len(late)))
+	}
+	if _, err := m.conn.Exec(ctx, `DROP TABLE pg_temp.ibex_old`); err != nil {
+		return 0, nil, err
+	}
+	return deleted, late, nil
 }
 
 func (r *runner) recordConflicts(ctx context.Context, cs []control.Conflict) error {

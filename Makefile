@@ -1,0 +1,43 @@
+# ibex: run `make help` for the targets.
+.DEFAULT_GOAL := help
+GO ?= go
+export PGHOST ?= 127.0.0.1
+export PGPORT ?= 5432
+export PGUSER ?= postgres
+
+.PHONY: help
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_\/-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## build ibex, runonce and scheduler into bin/
+	$(GO) build -o bin/ ./cmd/...
+
+.PHONY: demo
+demo: ## the seed demo end to end on the local PostgreSQL (5 dbs, 4 x 10,000 pgbench tx, one kick)
+	./scripts/demo.sh
+
+.PHONY: test
+test: ## the whole test suite against the local PostgreSQL (unit, integration, fault tests)
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 40m ./...
+
+.PHONY: bench
+bench: ## the benchmark table: ibex vs raw COPY floor (and Bucardo where installed)
+	$(GO) run ./bench $(BENCH_ARGS)
+
+.PHONY: lint
+lint: ## gofmt, go vet and terraform fmt
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+	@if command -v terraform >/dev/null; then terraform fmt -check -recursive terraform; else echo "terraform not installed: skipping terraform fmt"; fi
+
+.PHONY: lambda
+lambda: ## the AWS Lambda bootstrap for provided.al2023 (linux/arm64) in dist/ibex-lambda.zip
+	mkdir -p dist
+	GOOS=linux GOARCH=arm64 CGO_ENABLED=0 $(GO) build -tags lambda.norpc -trimpath -ldflags='-s -w' -o dist/bootstrap ./lambda
+	cd dist && rm -f ibex-lambda.zip && (command -v zip >/dev/null && zip -q ibex-lambda.zip bootstrap || python3 -c "import zipfile; z=zipfile.ZipFile('ibex-lambda.zip','w',zipfile.ZIP_DEFLATED); z.write('bootstrap'); z.close()")
+
+.PHONY: clean
+clean: ## remove build output
+	rm -rf bin dist
