@@ -95,10 +95,10 @@ func (r *runner) copyTables(ctx context.Context, src *member, dsts []*member, on
 			continue
 		}
 		sql := fmt.Sprintf(`COPY (SELECT %s FROM ONLY %s) TO STDOUT`, quoteCols("", t.cols), t.ident)
-		n, rerrs, serr := r.fanout(ctx, src, recvs, sql, t, 0, nil)
-		if serr != nil {
+		n, rerrs, serrs := r.fanout(ctx, t, 0, []sender{{m: src, conn: src.conn, sql: sql}}, recvs)
+		if serrs != nil {
 			r.rollbackAll()
-			return fmt.Errorf("db %s: reading %s: %w", src.name, t.name, serr)
+			return fmt.Errorf("db %s: reading %s: %w", src.name, t.name, serrs[src.idx])
 		}
 		for _, m := range recvs {
 			if rerrs[m.idx] != nil {

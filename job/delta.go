@@ -12,6 +12,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
 	"github.com/ibexrepl/ibex/internal/conflict"
 	"github.com/ibexrepl/ibex/internal/control"
 )
@@ -347,34 +350,37 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int) (Stats, []contr
 	}
 
 	t2 := time.Now()
-	// Phase 3: stream each winner's current rows to the receivers that need them.
-	inserts := make([]int64, len(r.members))
+	// Phase 3: stream the winners' current rows, all winners at once, to the receivers.
+	var senders []sender
 	for _, w := range r.members {
 		if fromWinner[w.idx] == 0 || !w.alive() {
 			continue
 		}
-		var recvs []*member
-		for _, m := range r.alive() {
-			if fromWinner[w.idx]&bit(m.idx) != 0 {
-				recvs = append(recvs, m)
-			}
-		}
-		if len(recvs) == 0 {
-			continue
-		}
 		sql := fmt.Sprintf(`COPY (SELECT %s FROM %s t WHERE EXISTS (SELECT 1 FROM %s d WHERE %s AND %s AND %s)) TO STDOUT`,
 			quoteCols("t.", t.cols), t.ident, t.change, keyJoin("d", "t", t.keyCols), r.pending(w, "d."), r.bucketCond(t, "d.", b, nb))
-		route := func(key string) uint64 {
+		widx := w.idx
+		senders = append(senders, sender{m: w, conn: w.rconn, sql: sql, route: func(key string) uint64 {
 			ks := keys[key]
-			if ks == nil || ks.winner != w.idx {
+			if ks == nil || ks.winner != widx {
 				return 0
 			}
 			return ks.recv
+		}})
+	}
+	var recvs []*member
+	for _, m := range r.alive() {
+		if len(recvKeys[m.idx]) > 0 {
+			recvs = append(recvs, m)
 		}
-		n, rerrs, werr := r.fanout(ctx, w, recvs, sql, t, len(t.keyCols), route)
-		if werr != nil {
+	}
+	inserts := make([]int64, len(r.members))
+	if len(senders) > 0 && len(recvs) > 0 {
+		n, rerrs, serrs := r.fanout(ctx, t, len(t.keyCols), senders, recvs)
+		if serrs != nil {
 			r.rollbackAll()
-			r.drop(w, fmt.Errorf("db %s: reading rows of %s: %w", w.name, t.name, werr))
+			for idx, err := range serrs {
+				r.drop(r.members[idx], fmt.Errorf("db %s: reading rows of %s: %w", r.members[idx].name, t.name, err))
+			}
 			return r.retry(st)
 		}
 		for _, m := range recvs {
@@ -383,7 +389,7 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int) (Stats, []contr
 				r.drop(m, fmt.Errorf("db %s: writing rows of %s: %w", m.name, t.name, rerrs[m.idx]))
 				continue
 			}
-			inserts[m.idx] += n[m.idx]
+			inserts[m.idx] = n[m.idx]
 		}
 	}
 
@@ -410,6 +416,7 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int) (Stats, []contr
 			st.Deletes += deletes[m.idx]
 		}
 	}
+	r.consume(ctx, t, b, nb)
 	r.logger.Debug("batch applied", slog.String("table", t.name), slog.Int("bucket", b), slog.Int("keys", len(keys)),
 		slog.Int64("inserts", st.Inserts), slog.Int64("deletes", st.Deletes), slog.Int64("conflicts", st.Conflicts),
 		slog.Duration("read", t1.Sub(t0)), slog.Duration("delete", t2.Sub(t1)), slog.Duration("copy", t3.Sub(t2)), slog.Duration("commit", time.Since(t3)))
@@ -451,7 +458,7 @@ func (r *runner) prepareReceiver(ctx context.Context, m *member, t *table, keys 
 	}
 	join := keyJoin("t", "k", t.keyCols)
 	if !m.isSource() || m.snap == "" {
-		tag, err := m.conn.Exec(ctx, fmt.Sprintf(`DELETE FROM %s t USING pg_temp.ibex_k k WHERE %s`, t.ident, join))
+		tag, err := execIndexed(ctx, m.conn, fmt.Sprintf(`DELETE FROM %s t USING pg_temp.ibex_k k WHERE %s`, t.ident, join))
 		if err != nil {
 			return 0, nil, err
 		}
@@ -461,9 +468,11 @@ func (r *runner) prepareReceiver(ctx context.Context, m *member, t *table, keys 
 	// this db's own application changed since the run's snapshot are found and their rows
 	// put back, so that change is not overwritten (it wins next run).
 	cols := quoteCols("", t.cols)
-	tag, err := m.conn.Exec(ctx, fmt.Sprintf(`CREATE TEMP TABLE ibex_old ON COMMIT DROP AS SELECT %s FROM %s LIMIT 0;
-WITH gone AS (DELETE FROM %s t USING pg_temp.ibex_k k WHERE %s RETURNING %s) INSERT INTO pg_temp.ibex_old SELECT * FROM gone`,
-		cols, t.ident, t.ident, join, quoteCols("t.", t.cols)))
+	if _, err := m.conn.Exec(ctx, fmt.Sprintf(`CREATE TEMP TABLE ibex_old ON COMMIT DROP AS SELECT %s FROM %s LIMIT 0`, cols, t.ident)); err != nil {
+		return 0, nil, err
+	}
+	tag, err := execIndexed(ctx, m.conn, fmt.Sprintf(`WITH gone AS (DELETE FROM %s t USING pg_temp.ibex_k k WHERE %s RETURNING %s) INSERT INTO pg_temp.ibex_old SELECT * FROM gone`,
+		t.ident, join, quoteCols("t.", t.cols)))
 	if err != nil {
 		return 0, nil, err
 	}
@@ -488,6 +497,40 @@ WITH gone AS (DELETE FROM %s t USING pg_temp.ibex_k k WHERE %s RETURNING %s) INS
 		return 0, nil, err
 	}
 	return deleted, late, nil
+}
+
+// consume deletes the change rows a committed batch applied when every db of the sync took
+// part in it, so that the progress of a run killed or stopped later is kept.
+func (r *runner) consume(ctx context.Context, t *table, b, nb int) {
+	for _, m := range r.members {
+		if !m.alive() {
+			return
+		}
+	}
+	for _, a := range r.members {
+		if !a.isSource() || a.snap == "" {
+			continue
+		}
+		sql := fmt.Sprintf(`DELETE FROM %s d WHERE pg_visible_in_snapshot(d."$txid", '%s') AND %s`, t.change, a.snap, r.bucketCond(t, "d.", b, nb))
+		if _, err := a.conn.Exec(ctx, sql); err != nil {
+			r.logger.WarnContext(ctx, "removing applied changes failed", slog.String("db", a.name), slog.String("table", t.name), slog.String("error", err.Error()))
+		}
+	}
+}
+
+// execIndexed runs a statement joining the key list to a user table so that it probes the
+// table's key index: its cost then follows the number of changed keys, never the table's
+// size, whatever the planner guesses about the key list.
+func execIndexed(ctx context.Context, conn *pgx.Conn, stmt string) (pgconn.CommandTag, error) {
+	if _, err := conn.Exec(ctx, `SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off`); err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	tag, err := conn.Exec(ctx, stmt)
+	if err != nil {
+		return tag, err
+	}
+	_, err = conn.Exec(ctx, `SET LOCAL enable_hashjoin = on; SET LOCAL enable_mergejoin = on`)
+	return tag, err
 }
 
 func (r *runner) recordConflicts(ctx context.Context, cs []control.Conflict) error {

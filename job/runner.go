@@ -27,7 +27,8 @@ type member struct {
 	role    string
 	db      *control.DB
 	conn    *pgx.Conn
-	dead    error // why this db left the run; nil while it takes part
+	rconn   *pgx.Conn // sources: a second session that reads rows while conn receives
+	dead    error     // why this db left the run; nil while it takes part
 	snap    string
 	tx      bool // a batch transaction is open
 	replica bool // session_replication_role = replica is in effect
@@ -168,6 +169,11 @@ func (r *runner) connect(ctx context.Context) {
 				m.dead = fmt.Errorf("db %s: %w", m.name, err)
 			}
 			_, _ = conn.Exec(ctx, `SET lock_timeout = '60s'`)
+			if m.isSource() && !r.validating {
+				if m.rconn, err = dbconn.Connect(ctx, m.name, m.db.Conn, m.db.Pass); err != nil {
+					m.dead = err
+				}
+			}
 		}()
 	}
 	wg.Wait()
@@ -193,21 +199,23 @@ func (r *runner) drop(m *member, err error) {
 		r.res.Skipped[m.name] = msg
 		r.logger.Warn("db leaves this run", slog.String("db", m.name), slog.String("reason", msg))
 	}
-	if m.conn != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_ = m.conn.Close(ctx)
-		cancel()
-		m.conn = nil
+	m.close()
+}
+
+func (m *member) close() {
+	for _, c := range []*pgx.Conn{m.conn, m.rconn} {
+		if c != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = c.Close(ctx)
+			cancel()
+		}
 	}
+	m.conn, m.rconn = nil, nil
 }
 
 func (r *runner) closeAll() {
 	for _, m := range r.members {
-		if m.conn != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			_ = m.conn.Close(ctx)
-			cancel()
-		}
+		m.close()
 	}
 }
 

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"sync"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // lineWriter splits a COPY TO stream into lines (without the newline) and hands each to fn.
@@ -44,34 +46,55 @@ func (w *lineWriter) Write(p []byte) (int, error) {
 
 func newBufWriter(w io.Writer) *bufio.Writer { return bufio.NewWriterSize(w, 64<<10) }
 
-// receiverPipe feeds one receiver's COPY FROM.
+// receiverPipe feeds one receiver's COPY FROM; several senders write whole lines to it.
 type receiverPipe struct {
-	m    *member
-	pw   *io.PipeWriter
-	bw   *bufio.Writer
-	rows int64
-	err  error // the receiver's COPY failed: stop writing to it
+	mu  sync.Mutex
+	pw  *io.PipeWriter
+	bw  *bufio.Writer
+	err error // the receiver's COPY failed: stop writing to it
 }
 
-// fanout runs sql (a COPY ... TO STDOUT) on the sender and writes each row to the
-// receivers that route(key) selects (a bit per member index; route nil: every receiver),
-// each through its own COPY ... FROM STDIN into t. It returns rows written per receiver
-// (by member index), the receivers' errors, and the sender's error.
-func (r *runner) fanout(ctx context.Context, sender *member, recvs []*member, sql string, t *table, nk int, route func(key string) uint64) ([]int64, []error, error) {
+func (p *receiverPipe) writeLine(line []byte) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.err != nil {
+		return
+	}
+	if _, err := p.bw.Write(line); err != nil {
+		p.err = err
+		return
+	}
+	if err := p.bw.WriteByte('\n'); err != nil {
+		p.err = err
+	}
+}
+
+// sender is one COPY ... TO STDOUT whose rows go to receivers.
+type sender struct {
+	m     *member
+	conn  *pgx.Conn
+	sql   string
+	route func(key string) uint64 // receivers of a row's key (bit per member index); nil: all
+}
+
+// fanout runs every sender's COPY at once and writes each row to the receivers its route
+// selects, each receiver through a single COPY ... FROM STDIN into t. It returns rows
+// written per receiver and the receivers' errors (by member index), and the senders'
+// errors (by member index, nil when all succeeded).
+func (r *runner) fanout(ctx context.Context, t *table, nk int, senders []sender, recvs []*member) ([]int64, []error, map[int]error) {
 	pipes := make([]*receiverPipe, len(r.members))
 	rows := make([]int64, len(r.members))
 	rerrs := make([]error, len(r.members))
-	var wg sync.WaitGroup
+	var rwg sync.WaitGroup
 	copyIn := fmt.Sprintf(`COPY %s (%s) FROM STDIN`, t.ident, quoteCols("", t.cols))
 	for _, m := range recvs {
 		pr, pw := io.Pipe()
-		p := &receiverPipe{m: m, pw: pw, bw: newBufWriter(pw)}
-		pipes[m.idx] = p
-		wg.Add(1)
+		pipes[m.idx] = &receiverPipe{pw: pw, bw: newBufWriter(pw)}
+		rwg.Add(1)
 		go func() {
-			defer wg.Done()
+			defer rwg.Done()
 			tag, err := m.conn.PgConn().CopyFrom(ctx, pr, copyIn)
-			// Unblock the writer if the receiver stopped reading early.
+			// Unblock the senders if the receiver stopped reading early.
 			pr.CloseWithError(fmt.Errorf("receiver %s stopped", m.name))
 			rerrs[m.idx] = err
 			if err == nil {
@@ -79,59 +102,70 @@ func (r *runner) fanout(ctx context.Context, sender *member, recvs []*member, sq
 			}
 		}()
 	}
-	write := func(p *receiverPipe, line []byte) {
-		if p.err != nil {
-			return
-		}
-		if _, err := p.bw.Write(line); err != nil {
-			p.err = err
-			return
-		}
-		if err := p.bw.WriteByte('\n'); err != nil {
-			p.err = err
-		}
-	}
-	lw := &lineWriter{fn: func(line []byte) error {
-		if route == nil {
-			for _, m := range recvs {
-				write(pipes[m.idx], line)
-			}
-			return nil
-		}
-		// The key is the first nk tab-separated fields, exactly as the change rows print it.
-		end, seen := 0, 0
-		for end < len(line) {
-			if line[end] == '\t' {
-				seen++
-				if seen == nk {
-					break
+	var smu sync.Mutex
+	serrs := map[int]error{}
+	var swg sync.WaitGroup
+	for _, s := range senders {
+		swg.Add(1)
+		go func() {
+			defer swg.Done()
+			lw := &lineWriter{fn: func(line []byte) error {
+				if s.route == nil {
+					for _, m := range recvs {
+						pipes[m.idx].writeLine(line)
+					}
+					return nil
 				}
+				// The key is the first nk tab-separated fields, as the change rows print it.
+				end, seen := 0, 0
+				for end < len(line) {
+					if line[end] == '\t' {
+						seen++
+						if seen == nk {
+							break
+						}
+					}
+					end++
+				}
+				to := s.route(string(line[:end]))
+				if to == 0 {
+					return nil
+				}
+				for _, m := range recvs {
+					if to&bit(m.idx) != 0 {
+						pipes[m.idx].writeLine(line)
+					}
+				}
+				return nil
+			}}
+			if _, err := s.conn.PgConn().CopyTo(ctx, lw, s.sql); err != nil {
+				smu.Lock()
+				serrs[s.m.idx] = err
+				smu.Unlock()
 			}
-			end++
-		}
-		to := route(string(line[:end]))
-		if to == 0 {
-			return nil
-		}
-		for _, m := range recvs {
-			if to&bit(m.idx) != 0 {
-				write(pipes[m.idx], line)
-			}
-		}
-		return nil
-	}}
-	_, serr := sender.conn.PgConn().CopyTo(ctx, lw, sql)
+		}()
+	}
+	swg.Wait()
+	var serr error
+	for _, e := range serrs {
+		serr = e
+	}
 	for _, m := range recvs {
 		p := pipes[m.idx]
+		p.mu.Lock()
 		if serr != nil {
 			p.pw.CloseWithError(serr)
-			continue
+		} else {
+			if p.err == nil {
+				p.err = p.bw.Flush()
+			}
+			p.pw.CloseWithError(p.err)
 		}
-		if p.err == nil {
-			p.err = p.bw.Flush()
-		}
-		p.pw.CloseWithError(p.err)
+		p.mu.Unlock()
 	}
-	wg.Wait()
-	return rows, rerrs, serr
+	rwg.Wait()
+	if len(serrs) == 0 {
+		serrs = nil
+	}
+	return rows, rerrs, serrs
 }

@@ -1,0 +1,379 @@
+package pgtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// ClusterOptions configure a throwaway cluster.
+type ClusterOptions struct {
+	// Password, when set, is the superuser's (postgres) password, and TCP connections
+	// must authenticate with scram-sha-256. Unix-socket connections stay trust. Without
+	// it every connection is trust.
+	Password string
+	// HBA lines are added to pg_hba.conf before the default rules, so they take
+	// precedence (pg_hba.conf is first match).
+	HBA []string
+	// Settings are extra server settings (-c name=value).
+	Settings map[string]string
+}
+
+// Cluster is a PostgreSQL cluster of its own, in a temporary directory, listening on a
+// free port of 127.0.0.1 and on a Unix socket in that directory. It is stopped and
+// removed when the test ends. Use it for node-level faults (a server that stops,
+// crashes or restarts), server settings, or authentication; plain databases are
+// cheaper with NewDB.
+type Cluster struct {
+	t        testing.TB
+	Port     int
+	Dir      string // the temporary directory: socket and log
+	DataDir  string
+	Password string // the superuser's password ("" for trust)
+	bin      string
+	opts     ClusterOptions
+	cred     *syscall.Credential
+
+	mu      sync.Mutex
+	running bool
+}
+
+// BinDir finds the PostgreSQL server binaries: PG_BINDIR, pg_config --bindir, then the
+// newest /usr/lib/postgresql/*/bin.
+func BinDir() (string, error) {
+	ok := func(d string) bool {
+		_, err := os.Stat(filepath.Join(d, "pg_ctl"))
+		return err == nil
+	}
+	if d := os.Getenv("PG_BINDIR"); d != "" {
+		if ok(d) {
+			return d, nil
+		}
+		return "", fmt.Errorf("PG_BINDIR=%s has no pg_ctl", d)
+	}
+	if out, err := exec.Command("pg_config", "--bindir").Output(); err == nil {
+		if d := strings.TrimSpace(string(out)); ok(d) {
+			return d, nil
+		}
+	}
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	sort.Slice(dirs, func(i, j int) bool {
+		vi, _ := strconv.Atoi(filepath.Base(filepath.Dir(dirs[i])))
+		vj, _ := strconv.Atoi(filepath.Base(filepath.Dir(dirs[j])))
+		return vi > vj
+	})
+	for _, d := range dirs {
+		if ok(d) {
+			return d, nil
+		}
+	}
+	if p, err := exec.LookPath("pg_ctl"); err == nil {
+		return filepath.Dir(p), nil
+	}
+	return "", errors.New("no PostgreSQL server binaries found (set PG_BINDIR)")
+}
+
+func clusterFail(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("IBEX_TEST_SKIP_DB") == "1" {
+		t.Skipf(format, args...)
+	}
+	t.Fatalf(format, args...)
+}
+
+// StartCluster creates and starts a cluster (about 0.7 s). Running as root, initdb and
+// the server run as the postgres user.
+func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
+	t.Helper()
+	bin, err := BinDir()
+	if err != nil {
+		clusterFail(t, "starting a cluster: %v", err)
+	}
+	dir, err := os.MkdirTemp("", "ibex-pg-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Cluster{t: t, Dir: dir, DataDir: filepath.Join(dir, "data"), Password: opts.Password, bin: bin, opts: opts}
+	t.Cleanup(c.destroy)
+	if os.Geteuid() == 0 {
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			clusterFail(t, "running as root, the cluster needs the postgres user: %v", err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		c.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+		if err := os.Chown(dir, uid, gid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+
+	args := []string{"-D", c.DataDir, "--no-sync", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-instructions"}
+	if opts.Password != "" {
+		pwfile := filepath.Join(dir, "pwfile")
+		if err := os.WriteFile(pwfile, []byte(opts.Password+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if c.cred != nil {
+			_ = os.Chown(pwfile, int(c.cred.Uid), int(c.cred.Gid))
+		}
+		args = append(args, "--auth-local=trust", "--auth-host=scram-sha-256", "--pwfile="+pwfile)
+		defer os.Remove(pwfile)
+	} else {
+		args = append(args, "-A", "trust")
+	}
+	if out, err := c.command("initdb", args...).CombinedOutput(); err != nil {
+		clusterFail(t, "initdb: %v\n%s", err, out)
+	}
+	if len(opts.HBA) > 0 {
+		hba := filepath.Join(c.DataDir, "pg_hba.conf")
+		old, err := os.ReadFile(hba)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// os.WriteFile keeps the file's owner (postgres) and mode.
+		content := "# added by pgtest.StartCluster\n" + strings.Join(opts.HBA, "\n") + "\n\n" + string(old)
+		if err := os.WriteFile(hba, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var lastErr error
+	for range 5 {
+		port, err := freePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Port = port
+		if lastErr = c.start(); lastErr == nil {
+			return c
+		}
+	}
+	clusterFail(t, "starting the cluster: %v", lastErr)
+	return nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// command runs a server binary as the cluster's user, in its own process group, with a
+// clean PG* environment.
+func (c *Cluster) command(name string, args ...string) *exec.Cmd {
+	cmd := exec.Command(filepath.Join(c.bin, name), args...)
+	cmd.Dir = c.Dir
+	var env []string
+	for _, e := range os.Environ() {
+		if !strings.HasPrefix(e, "PG") && !strings.HasPrefix(e, "LC_") && !strings.HasPrefix(e, "LANG") {
+			env = append(env, e)
+		}
+	}
+	cmd.Env = append(env, "LC_ALL=C")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: c.cred}
+	return cmd
+}
+
+func (c *Cluster) serverOptions() string {
+	settings := map[string]string{
+		"listen_addresses":        "127.0.0.1",
+		"port":                    strconv.Itoa(c.Port),
+		"unix_socket_directories": c.Dir,
+		"fsync":                   "off",
+		"full_page_writes":        "off",
+		"max_connections":         "200",
+		"shared_buffers":          "32MB",
+		"max_wal_size":            "1GB",
+		"checkpoint_timeout":      "30min",
+		"logging_collector":       "off",
+		"log_min_messages":        "warning",
+		"log_min_error_statement": "panic",
+	}
+	for k, v := range c.opts.Settings {
+		settings[k] = v
+	}
+	keys := make([]string, 0, len(settings))
+	for k := range settings {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, " -c %s='%s'", k, strings.ReplaceAll(settings[k], `'`, `\'`))
+	}
+	return b.String()
+}
+
+func (c *Cluster) start() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.running {
+		return nil
+	}
+	cmd := c.command("pg_ctl", "start", "-w", "-t", "60", "-D", c.DataDir, "-l", filepath.Join(c.Dir, "server.log"), "-o", c.serverOptions())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		log, _ := os.ReadFile(filepath.Join(c.Dir, "server.log"))
+		return fmt.Errorf("pg_ctl start on port %d: %v\n%s\n%s", c.Port, err, out, tail(string(log), 2000))
+	}
+	c.running = true
+	return nil
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+func (c *Cluster) stop(mode string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.running {
+		return nil
+	}
+	out, err := c.command("pg_ctl", "stop", "-w", "-t", "60", "-m", mode, "-D", c.DataDir).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("pg_ctl stop -m %s: %v\n%s", mode, err, out)
+	}
+	c.running = false
+	return nil
+}
+
+// Start starts a stopped cluster again, on the same port.
+func (c *Cluster) Start() {
+	c.t.Helper()
+	if err := c.start(); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// Stop shuts the cluster down cleanly (fast mode: sessions are ended, committed work kept).
+func (c *Cluster) Stop() {
+	c.t.Helper()
+	if err := c.stop("fast"); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// Kill stops the cluster like a crash (immediate mode: no checkpoint; the next Start
+// recovers from the WAL). synchronous_commit stays on (fsync is off), so every
+// acknowledged commit survives a Kill, as on a server whose process crashed.
+func (c *Cluster) Kill() {
+	c.t.Helper()
+	if err := c.stop("immediate"); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// Running reports whether the cluster is started.
+func (c *Cluster) Running() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.running
+}
+
+func (c *Cluster) destroy() {
+	_ = c.stop("immediate")
+	if err := os.RemoveAll(c.Dir); err != nil {
+		c.t.Logf("removing cluster directory %s: %v", c.Dir, err)
+	}
+}
+
+// Log returns the end of the server log (for failure messages).
+func (c *Cluster) Log() string {
+	b, _ := os.ReadFile(filepath.Join(c.Dir, "server.log"))
+	return tail(string(b), 4000)
+}
+
+// Conn returns libpq keywords to reach dbname as the superuser over TCP, without the
+// password (as an ibex db would carry them).
+func (c *Cluster) Conn(dbname string) map[string]string {
+	return map[string]string{"host": "127.0.0.1", "port": strconv.Itoa(c.Port), "user": "postgres", "dbname": dbname}
+}
+
+// DSN is a conninfo string that reaches dbname as the superuser over TCP, with its
+// password when the cluster has one.
+func (c *Cluster) DSN(dbname string) string {
+	s := fmt.Sprintf("host=127.0.0.1 port=%d user=postgres dbname='%s'", c.Port, strings.ReplaceAll(dbname, `'`, `\'`))
+	if c.Password != "" {
+		s += " password='" + strings.ReplaceAll(c.Password, `'`, `\'`) + "'"
+	}
+	return s
+}
+
+// SocketDSN reaches dbname as the superuser over the cluster's Unix socket (always trust).
+func (c *Cluster) SocketDSN(dbname string) string {
+	return fmt.Sprintf("host=%s port=%d user=postgres dbname='%s'", c.Dir, c.Port, strings.ReplaceAll(dbname, `'`, `\'`))
+}
+
+// Exec runs SQL as the superuser in dbname on a short-lived connection.
+func (c *Cluster) Exec(dbname, sql string, args ...any) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, c.SocketDSN(dbname))
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	_, err = conn.Exec(ctx, sql, args...)
+	return err
+}
+
+// MustExec is Exec that fails the test on error.
+func (c *Cluster) MustExec(dbname, sql string, args ...any) {
+	c.t.Helper()
+	if err := c.Exec(dbname, sql, args...); err != nil {
+		c.t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+// CreateDB creates database name (owned by the superuser) and returns it as a DB whose
+// DSN and Conn reach it over TCP. It is dropped with the cluster.
+func (c *Cluster) CreateDB(name string) *DB {
+	c.t.Helper()
+	c.MustExec("postgres", "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
+	return &DB{Name: name, DSN: c.DSN(name), Conn: c.Conn(name)}
+}
+
+// Pgbench runs pgbench against dbname with args, as the superuser over the Unix socket.
+func (c *Cluster) Pgbench(dbname string, args ...string) string {
+	c.t.Helper()
+	out, err := c.PgbenchCmd(dbname, args...).CombinedOutput()
+	if err != nil {
+		c.t.Fatalf("pgbench %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// PgbenchCmd returns an unstarted pgbench command against dbname (for writers that run
+// in the background).
+func (c *Cluster) PgbenchCmd(dbname string, args ...string) *exec.Cmd {
+	pgbench := filepath.Join(c.bin, "pgbench")
+	if _, err := os.Stat(pgbench); err != nil {
+		pgbench = "pgbench"
+	}
+	cmd := exec.Command(pgbench, append(args, dbname)...)
+	cmd.Env = append(os.Environ(), "PGHOST="+c.Dir, "PGPORT="+strconv.Itoa(c.Port), "PGUSER=postgres")
+	return cmd
+}
