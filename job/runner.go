@@ -87,6 +87,9 @@ func (r *runner) run(ctx context.Context) error {
 	return r.runDelta(ctx)
 }
 
+// errInactiveDB marks a db whose status is inactive: runs leave it out.
+var errInactiveDB = errors.New("db is inactive")
+
 // errNoTables is returned by loadFrom when the herd is empty.
 var errNoTables = errors.New("herd has no tables")
 
@@ -153,6 +156,11 @@ func (r *runner) loadFrom(ctx context.Context, q control.Querier) error {
 func (r *runner) connect(ctx context.Context) {
 	var wg sync.WaitGroup
 	for _, m := range r.members {
+		if m.db.Status == "inactive" {
+			m.dead = errInactiveDB
+			r.logger.InfoContext(ctx, "db is inactive: left out of this run", slog.String("db", m.name))
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -178,6 +186,9 @@ func (r *runner) connect(ctx context.Context) {
 	}
 	wg.Wait()
 	for _, m := range r.members {
+		if errors.Is(m.dead, errInactiveDB) {
+			continue
+		}
 		if m.dead != nil {
 			r.drop(m, m.dead)
 		} else if !m.replica {

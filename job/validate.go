@@ -43,7 +43,7 @@ func Validate(ctx context.Context, store *control.Store, q control.Querier, sync
 	}
 	r.connect(ctx)
 	for _, m := range r.members {
-		if m.dead != nil {
+		if m.dead != nil && !errors.Is(m.dead, errInactiveDB) {
 			return nil, fmt.Errorf("sync %s: %w", syncName, m.dead)
 		}
 	}
@@ -52,6 +52,9 @@ func Validate(ctx context.Context, store *control.Store, q control.Querier, sync
 	}
 	res := &ValidateResult{Sync: syncName}
 	for _, m := range r.members {
+		if !m.alive() {
+			continue
+		}
 		wanted := map[string]bool{}
 		if m.isSource() && !r.fullcopy {
 			if err := pgx.BeginFunc(ctx, m.conn, func(tx pgx.Tx) error {

@@ -38,12 +38,13 @@ func (r *Run) Duration() time.Duration {
 	return r.Ended.Sub(r.Started)
 }
 
-// StartRun records a running run and returns its id. Runs of the same sync left
-// "running" by a process that died (its backend is gone) are closed as bad first.
+// StartRun records a running run and returns its id. The caller holds the sync's lock, so
+// runs of the same sync still marked running were left by a process that died: they are
+// closed as bad first.
 func StartRun(ctx context.Context, q Querier, sync, host string, pid int) (int64, error) {
 	if _, err := q.Exec(ctx, `
-UPDATE ibex.run SET state = 'bad', ended = clock_timestamp(), error = 'the process running it died before it ended'
-WHERE sync = $1 AND state = 'running' AND backend_pid NOT IN (SELECT pid FROM pg_stat_activity)`, sync); err != nil {
+UPDATE ibex.run SET state = 'bad', ended = clock_timestamp(), error = 'the process running it died before it ended (killed, timed out or lost its connection)'
+WHERE sync = $1 AND state = 'running'`, sync); err != nil {
 		return 0, err
 	}
 	var id int64
