@@ -392,6 +392,24 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int) (Stats, []contr
 			inserts[m.idx] = n[m.idx]
 		}
 	}
+	// Phase 4: sources write their staged rows.
+	for _, m := range recvs {
+		if !m.alive() || !m.isSource() || m.snap == "" {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			inserts[m.idx], deletes[m.idx], errs[m.idx] = r.applySource(ctx, m, t)
+		}()
+	}
+	wg.Wait()
+	for _, m := range recvs {
+		if errs[m.idx] != nil {
+			r.rollback(m)
+			r.drop(m, fmt.Errorf("db %s: applying %s: %w", m.name, t.name, errs[m.idx]))
+		}
+	}
 
 	t3 := time.Now()
 	// Commit everywhere.
@@ -458,45 +476,102 @@ func (r *runner) prepareReceiver(ctx context.Context, m *member, t *table, keys 
 	}
 	join := keyJoin("t", "k", t.keyCols)
 	if !m.isSource() || m.snap == "" {
+		// A target: no application writes here, so delete now and COPY straight in.
 		tag, err := execIndexed(ctx, m.conn, fmt.Sprintf(`DELETE FROM %s t USING pg_temp.ibex_k k WHERE %s`, t.ident, join))
 		if err != nil {
 			return 0, nil, err
 		}
 		return tag.RowsAffected(), nil, nil
 	}
-	// On a source, the delete keeps the old rows aside: once the rows are locked by it, keys
-	// this db's own application changed since the run's snapshot are found and their rows
-	// put back, so that change is not overwritten (it wins next run).
-	cols := quoteCols("", t.cols)
-	if _, err := m.conn.Exec(ctx, fmt.Sprintf(`CREATE TEMP TABLE ibex_old ON COMMIT DROP AS SELECT %s FROM %s LIMIT 0`, cols, t.ident)); err != nil {
-		return 0, nil, err
-	}
-	tag, err := execIndexed(ctx, m.conn, fmt.Sprintf(`WITH gone AS (DELETE FROM %s t USING pg_temp.ibex_k k WHERE %s RETURNING %s) INSERT INTO pg_temp.ibex_old SELECT * FROM gone`,
-		t.ident, join, quoteCols("t.", t.cols)))
+	// A source: keys its own application changed since the run's snapshot are left to the
+	// next run (that change is newer), and rows arrive in a stage table: applySource writes
+	// them with UPDATE semantics so that an application transaction waiting on one of
+	// those rows applies its change on top instead of losing it.
+	late, err := r.dropLate(ctx, m, t)
 	if err != nil {
 		return 0, nil, err
 	}
-	deleted := tag.RowsAffected()
+	if _, err := m.conn.Exec(ctx, fmt.Sprintf(`CREATE TEMP TABLE ibex_s ON COMMIT DROP AS SELECT %s FROM %s LIMIT 0`, quoteCols("", t.cols), t.ident)); err != nil {
+		return 0, nil, err
+	}
+	return 0, late, nil
+}
+
+// dropLate removes from the key list the keys this source's application changed since the
+// run's snapshot, and returns them.
+func (r *runner) dropLate(ctx context.Context, m *member, t *table) ([]string, error) {
 	var late []string
 	lw := &lineWriter{fn: func(line []byte) error { late = append(late, string(line)); return nil }}
-	_, err = m.conn.PgConn().CopyTo(ctx, lw, fmt.Sprintf(`COPY (DELETE FROM pg_temp.ibex_k k USING %s d WHERE %s AND NOT pg_visible_in_snapshot(d."$txid", '%s') RETURNING %s) TO STDOUT`,
+	_, err := m.conn.PgConn().CopyTo(ctx, lw, fmt.Sprintf(`COPY (DELETE FROM pg_temp.ibex_k k USING %s d WHERE %s AND NOT pg_visible_in_snapshot(d."$txid", '%s') RETURNING %s) TO STDOUT`,
 		t.change, keyJoin("k", "d", t.keyCols), m.snap, quoteCols("k.", t.keyCols)))
-	if err != nil {
-		return 0, nil, err
-	}
 	if len(late) > 0 {
-		tag, err := m.conn.Exec(ctx, fmt.Sprintf(`INSERT INTO %s (%s) SELECT %s FROM pg_temp.ibex_old o WHERE NOT EXISTS (SELECT 1 FROM pg_temp.ibex_k k WHERE %s)`,
-			t.ident, cols, quoteCols("o.", t.cols), keyJoin("o", "k", t.keyCols)))
-		if err != nil {
-			return 0, nil, err
-		}
-		deleted -= tag.RowsAffected()
 		r.logger.Debug("keys changed on a receiver since the run began are left for the next run", slog.String("db", m.name), slog.String("table", t.name), slog.Int("keys", len(late)))
 	}
-	if _, err := m.conn.Exec(ctx, `DROP TABLE pg_temp.ibex_old`); err != nil {
-		return 0, nil, err
+	return late, err
+}
+
+// applySource writes the staged rows into a source's table: an upsert for rows the winner
+// has, a delete for keys it no longer has. Under a savepoint, it then checks that the
+// application changed none of those keys between dropLate and the writes (the writes hold
+// the rows now); if it did, it rolls back to the savepoint, leaves those keys out and
+// writes again. It returns rows written and keys applied.
+func (r *runner) applySource(ctx context.Context, m *member, t *table) (int64, int64, error) {
+	cols := quoteCols("", t.cols)
+	var sets []string
+	for _, c := range t.cols[len(t.keyCols):] {
+		q := pgx.Identifier{c}.Sanitize()
+		sets = append(sets, q+" = excluded."+q)
 	}
-	return deleted, late, nil
+	onConflict := "DO NOTHING"
+	if len(sets) > 0 {
+		onConflict = "DO UPDATE SET " + strings.Join(sets, ", ")
+	}
+	upsert := fmt.Sprintf(`INSERT INTO %s (%s) SELECT %s FROM pg_temp.ibex_s s WHERE EXISTS (SELECT 1 FROM pg_temp.ibex_k k WHERE %s) ON CONFLICT (%s) %s`,
+		t.ident, cols, quoteCols("s.", t.cols), keyJoin("s", "k", t.keyCols), quoteCols("", t.keyCols), onConflict)
+	gone := fmt.Sprintf(`DROP TABLE IF EXISTS pg_temp.ibex_gone; CREATE TEMP TABLE ibex_gone ON COMMIT DROP AS SELECT %s FROM pg_temp.ibex_k k WHERE NOT EXISTS (SELECT 1 FROM pg_temp.ibex_s s WHERE %s)`,
+		quoteCols("k.", t.keyCols), keyJoin("s", "k", t.keyCols))
+	del := fmt.Sprintf(`DELETE FROM %s t USING pg_temp.ibex_gone k WHERE %s`, t.ident, keyJoin("t", "k", t.keyCols))
+	check := fmt.Sprintf(`SELECT count(*) FROM pg_temp.ibex_k k JOIN %s d ON %s WHERE NOT pg_visible_in_snapshot(d."$txid", '%s')`,
+		t.change, keyJoin("k", "d", t.keyCols), m.snap)
+	for attempt := 0; ; attempt++ {
+		if _, err := m.conn.Exec(ctx, `SAVEPOINT ibex_apply`); err != nil {
+			return 0, 0, err
+		}
+		tag, err := m.conn.Exec(ctx, upsert)
+		if err != nil {
+			return 0, 0, err
+		}
+		written := tag.RowsAffected()
+		if _, err := m.conn.Exec(ctx, gone); err != nil {
+			return 0, 0, err
+		}
+		if _, err := execIndexed(ctx, m.conn, del); err != nil {
+			return 0, 0, err
+		}
+		var changed int
+		if err := m.conn.QueryRow(ctx, check).Scan(&changed); err != nil {
+			return 0, 0, err
+		}
+		if changed == 0 {
+			var applied int64
+			if _, err := m.conn.Exec(ctx, `RELEASE SAVEPOINT ibex_apply`); err != nil {
+				return 0, 0, err
+			}
+			if err := m.conn.QueryRow(ctx, `SELECT count(*) FROM pg_temp.ibex_k`).Scan(&applied); err != nil {
+				return 0, 0, err
+			}
+			return written, applied, nil
+		}
+		if attempt == 5 {
+			return 0, 0, fmt.Errorf("the application keeps changing the rows of %s being applied: try again later", t.name)
+		}
+		if _, err := m.conn.Exec(ctx, `ROLLBACK TO SAVEPOINT ibex_apply`); err != nil {
+			return 0, 0, err
+		}
+		if _, err := r.dropLate(ctx, m, t); err != nil {
+			return 0, 0, err
+		}
+	}
 }
 
 // consume deletes the change rows a committed batch applied when every db of the sync took

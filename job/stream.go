@@ -86,8 +86,12 @@ func (r *runner) fanout(ctx context.Context, t *table, nk int, senders []sender,
 	rows := make([]int64, len(r.members))
 	rerrs := make([]error, len(r.members))
 	var rwg sync.WaitGroup
-	copyIn := fmt.Sprintf(`COPY %s (%s) FROM STDIN`, t.ident, quoteCols("", t.cols))
 	for _, m := range recvs {
+		into := t.ident
+		if m.isSource() && m.snap != "" && nk > 0 {
+			into = "pg_temp.ibex_s" // applySource writes it into the table
+		}
+		copyIn := fmt.Sprintf(`COPY %s (%s) FROM STDIN`, into, quoteCols("", t.cols))
 		pr, pw := io.Pipe()
 		pipes[m.idx] = &receiverPipe{pw: pw, bw: newBufWriter(pw)}
 		rwg.Add(1)
