@@ -147,7 +147,6 @@ func DropSyncDDL(sync string) []string {
 
 func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
-
 // Installed reports whether the capture trigger and change table of sync exist for t, and
 // whether the change table's key columns match t's key.
 func Installed(ctx context.Context, q catalog.Querier, sync string, t *catalog.Table) (bool, error) {

@@ -165,7 +165,9 @@ func (s *Store) Migrate(ctx context.Context, installing bool) ([]int, error) {
 	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1, 0)`, lockNamespace); err != nil {
 		return nil, fmt.Errorf("taking the migration lock: %w", err)
 	}
-	defer func() { _, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1, 0)`, lockNamespace) }()
+	defer func() {
+		_, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1, 0)`, lockNamespace)
+	}()
 
 	cur, err := installedVersion(ctx, conn)
 	if err != nil {
