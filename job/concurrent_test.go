@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -176,6 +177,7 @@ func TestConvergenceUnderConcurrentWrites(t *testing.T) {
 	}
 	var outcomes []outcome
 	var rwg sync.WaitGroup
+	var completedRuns atomic.Int32
 	for g := 0; g < 2; g++ {
 		store, err := control.Open(ctx, c.ctl.DSN, nil)
 		if err != nil {
@@ -192,6 +194,9 @@ func TestConvergenceUnderConcurrentWrites(t *testing.T) {
 				default:
 				}
 				res, err := job.Run(ctx, store, c.sync, job.Options{BatchSize: 400})
+				if res != nil && !res.AlreadyRunning {
+					completedRuns.Add(1)
+				}
 				mu.Lock()
 				outcomes = append(outcomes, outcome{res, err})
 				mu.Unlock()
@@ -200,7 +205,14 @@ func TestConvergenceUnderConcurrentWrites(t *testing.T) {
 		}()
 	}
 
+	// Writers go on until pgbench is done and at least 3 runs have completed under load
+	// (the machine may be slow), at most 40 s.
 	pwg.Wait()
+	for deadline := time.Now().Add(40 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if completedRuns.Load() >= 3 {
+			break
+		}
+	}
 	close(stop)
 	wwg.Wait()
 	rwg.Wait()

@@ -77,6 +77,9 @@ func (r *runner) runDelta(ctx context.Context) error {
 					return err
 				}
 				r.res.add(t.name, st)
+				if r.opts.Progress != nil {
+					r.opts.Progress(t.name, b+1, nb)
+				}
 				break
 			}
 		}

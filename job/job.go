@@ -43,6 +43,8 @@ type Options struct {
 	DeadlineMargin time.Duration
 	// Force runs an inactive sync.
 	Force bool
+	// Progress, when set, is called after each batch and each copied table.
+	Progress func(table string, done, total int)
 }
 
 // Result is what a run did.

@@ -642,6 +642,9 @@ func (a *app) putSync(ctx context.Context, store *control.Store, create bool, p 
 	err := store.InTx(ctx, func(q control.Querier) error {
 		if hasTables {
 			// Bucardo: tables= makes a herd named after the sync.
+			if err := notSharedWith(ctx, q, name, "herd", "tables="+tables); err != nil {
+				return err
+			}
 			if err := control.EnsureHerd(ctx, q, name); err != nil {
 				return err
 			}
@@ -679,6 +682,9 @@ func (a *app) putSync(ctx context.Context, store *control.Store, create bool, p 
 				if err != nil {
 					return err
 				}
+				if err := notSharedWith(ctx, q, name, "dbgroup", "dbs="+dbs); err != nil {
+					return err
+				}
 				g := &control.DBGroup{Name: name, Members: ms}
 				_, gerr := control.GetDBGroup(ctx, q, name)
 				if err := control.PutDBGroup(ctx, q, g, gerr != nil); err != nil {
@@ -709,6 +715,26 @@ func (a *app) putSync(ctx context.Context, store *control.Store, create bool, p 
 	}
 	verb := map[bool]string{true: "Added", false: "Updated"}[create]
 	a.say("%s sync %s: herd %s, dbgroup %s, conflict_strategy %s, capture on %d tables", verb, name, s.Herd, s.DBGroup, s.ConflictStrategy, len(res.Installed))
+	return nil
+}
+
+// notSharedWith refuses to replace the herd or dbgroup named after sync name (what
+// tables= and an inline dbs= do) when another sync uses it: that sync's capture would no
+// longer match its definition.
+func notSharedWith(ctx context.Context, q control.Querier, name, kind, arg string) error {
+	syncs, err := control.Syncs(ctx, q)
+	if err != nil {
+		return err
+	}
+	var others []string
+	for _, s := range syncs {
+		if s.Name != name && ((kind == "herd" && s.Herd == name) || (kind == "dbgroup" && s.DBGroup == name)) {
+			others = append(others, s.Name)
+		}
+	}
+	if len(others) > 0 {
+		return fmt.Errorf("sync %s: %s would replace %s %s, which sync %s uses: give the sync another name or name a %s", name, arg, kind, name, strings.Join(others, ", "), kind)
+	}
 	return nil
 }
 

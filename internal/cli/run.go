@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -127,7 +128,16 @@ when one failed.`,
 			var failed []string
 			var results []*job.Result
 			for _, n := range args {
-				res, err := job.Run(ctx, store, n, job.Options{Logger: a.logger, Force: force})
+				opts := job.Options{Logger: a.logger, Force: force}
+				if fi, err := os.Stderr.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 && !a.jsonOut {
+					opts.Progress = func(table string, done, total int) {
+						fmt.Fprintf(os.Stderr, "\r%s: %s batch %d/%d\033[K", n, table, done, total)
+						if done == total {
+							fmt.Fprint(os.Stderr, "\r\033[K")
+						}
+					}
+				}
+				res, err := job.Run(ctx, store, n, opts)
 				if res == nil {
 					return err
 				}

@@ -1,0 +1,247 @@
+package cli_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ibexrepl/ibex/internal/cli"
+	"github.com/ibexrepl/ibex/internal/pgtest"
+)
+
+// The tests run the ibex command line in-process with cli.Main. They pass the control
+// database with --dsn rather than IBEX_DSN so that they can run in parallel (t.Setenv
+// forbids t.Parallel); TestIBEXDSN checks that IBEX_DSN works the same.
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	dropPgbenchTemplate()
+	os.Exit(code)
+}
+
+// result is what one ibex command did.
+type result struct {
+	Out, Err string
+	Code     int
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("exit %d\n--- stdout:\n%s--- stderr:\n%s", r.Code, r.Out, r.Err)
+}
+
+// ibex runs one ibex command against the control database dsn.
+func ibex(t testing.TB, dsn string, args ...string) result {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := cli.Main(append([]string{"--dsn", dsn}, args...), &out, &errb)
+	return result{Out: out.String(), Err: errb.String(), Code: code}
+}
+
+// mainNoDSN runs ibex without --dsn (IBEX_DSN or PG* name the control database).
+func mainNoDSN(a []string, stdout, stderr io.Writer) int { return cli.Main(a, stdout, stderr) }
+
+// ok runs an ibex command that must succeed and returns its standard output.
+func ok(t testing.TB, dsn string, args ...string) string {
+	t.Helper()
+	r := ibex(t, dsn, args...)
+	if r.Code != 0 {
+		t.Fatalf("ibex %s: %s", strings.Join(args, " "), r)
+	}
+	return r.Out
+}
+
+// refused runs an ibex command that must fail with exit code code and an error message
+// containing every one of parts; it returns the message.
+func refused(t testing.TB, dsn string, code int, args []string, parts ...string) string {
+	t.Helper()
+	r := ibex(t, dsn, args...)
+	if r.Code != code {
+		t.Errorf("ibex %s: want exit %d, got %s", strings.Join(args, " "), code, r)
+		return r.Err
+	}
+	if !strings.HasPrefix(r.Err, "ibex: ") {
+		t.Errorf("ibex %s: the error should start with \"ibex: \": %q", strings.Join(args, " "), r.Err)
+	}
+	for _, p := range parts {
+		if !strings.Contains(r.Err, p) {
+			t.Errorf("ibex %s: the error should contain %q:\n%s", strings.Join(args, " "), p, r.Err)
+		}
+	}
+	return r.Err
+}
+
+func args(a ...string) []string { return a }
+
+// newControl makes a control database with the ibex schema installed.
+func newControl(t testing.TB) *pgtest.DB {
+	t.Helper()
+	db := pgtest.NewDB(t, "")
+	ok(t, db.DSN, "install")
+	return db
+}
+
+// newDB makes a database and runs sql in it.
+func newDB(t testing.TB, sql string) *pgtest.DB {
+	t.Helper()
+	db := pgtest.NewDB(t, "")
+	if sql != "" {
+		pgtest.Exec(t, db.DSN, sql)
+	}
+	return db
+}
+
+// dbArgs are the settings of 'ibex add db NAME ...' for a test database.
+func dbArgs(name string, db *pgtest.DB, extra ...string) []string {
+	a := []string{"add", "db", name, "dbname=" + db.Name, "host=" + db.Conn["host"], "port=" + db.Conn["port"], "user=" + db.Conn["user"]}
+	return append(a, extra...)
+}
+
+// rows runs a query whose columns are all text and returns its rows.
+func rows(t testing.TB, dsn, sql string, a ...any) [][]string {
+	t.Helper()
+	c := pgtest.Conn(t, dsn)
+	rs, err := c.Query(context.Background(), sql, a...)
+	if err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	out, err := pgx.CollectRows(rs, func(r pgx.CollectableRow) ([]string, error) {
+		vals := make([]string, len(r.FieldDescriptions()))
+		ptrs := make([]any, len(vals))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		err := r.Scan(ptrs...)
+		return vals, err
+	})
+	if err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	if out == nil {
+		out = [][]string{}
+	}
+	return out
+}
+
+// one runs a query returning one text value.
+func one(t testing.TB, dsn, sql string, a ...any) string {
+	t.Helper()
+	r := rows(t, dsn, sql, a...)
+	if len(r) != 1 || len(r[0]) != 1 {
+		t.Fatalf("%s: want one value, got %v", sql, r)
+	}
+	return r[0][0]
+}
+
+// controlDump is the whole content of the control schema as text, table by table.
+func controlDump(t testing.TB, dsn string) string {
+	t.Helper()
+	tables := rows(t, dsn, `SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = 'ibex' AND c.relkind = 'r' ORDER BY 1`)
+	var b strings.Builder
+	for _, tb := range tables {
+		fmt.Fprintf(&b, "== %s\n", tb[0])
+		for _, r := range rows(t, dsn, fmt.Sprintf(`SELECT x::text FROM ibex.%s x ORDER BY 1`, pgx.Identifier{tb[0]}.Sanitize())) {
+			b.WriteString(r[0] + "\n")
+		}
+	}
+	return b.String()
+}
+
+// state is what "changes nothing" compares: ibex export and every control table.
+func state(t testing.TB, dsn string) string {
+	t.Helper()
+	return ok(t, dsn, "export") + controlDump(t, dsn)
+}
+
+// unchanged fails the test when the control database's state differs from before.
+func unchanged(t testing.TB, dsn, before, what string) {
+	t.Helper()
+	if after := state(t, dsn); after != before {
+		t.Errorf("%s changed the control database:\n--- before\n%s\n--- after\n%s", what, before, after)
+	}
+}
+
+// triggers lists "table trigger" of the user triggers in a database.
+func triggers(t testing.TB, dsn string) []string {
+	t.Helper()
+	var out []string
+	for _, r := range rows(t, dsn, `SELECT tgrelid::regclass::text || ' ' || tgname FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1`) {
+		out = append(out, r[0])
+	}
+	return out
+}
+
+// ibexTables lists the tables in schema ibex of a (non-control) database.
+func ibexTables(t testing.TB, dsn string) []string {
+	t.Helper()
+	var out []string
+	for _, r := range rows(t, dsn, `SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = 'ibex' AND c.relkind = 'r' ORDER BY 1`) {
+		out = append(out, r[0])
+	}
+	return out
+}
+
+// ---- a pgbench -i template, made once per test process and cloned by pgbenchDB
+
+var pgbenchTpl struct {
+	once sync.Once
+	name string
+	err  error
+}
+
+// pgbenchDB makes a database as 'pgbench -i -s 1' leaves it (a clone of a template made
+// once with pgtest.Pgbench's settings).
+func pgbenchDB(t testing.TB) *pgtest.DB {
+	t.Helper()
+	pgbenchTpl.once.Do(func() {
+		ctx := context.Background()
+		c, err := pgx.Connect(ctx, pgtest.AdminDSN())
+		if err != nil {
+			pgbenchTpl.err = err
+			return
+		}
+		defer c.Close(ctx)
+		b := make([]byte, 4)
+		_, _ = rand.Read(b)
+		name := "ibt_cli_pgbench_tpl_" + hex.EncodeToString(b)
+		if _, err := c.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+			pgbenchTpl.err = err
+			return
+		}
+		pgbenchTpl.name = name
+		cfg := c.Config()
+		cmd := exec.Command("pgbench", "-i", "-q", "-s", "1", name)
+		cmd.Env = append(os.Environ(), "PGHOST="+cfg.Host, fmt.Sprintf("PGPORT=%d", cfg.Port), "PGUSER="+cfg.User)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			pgbenchTpl.err = fmt.Errorf("pgbench -i: %v\n%s", err, out)
+		}
+	})
+	if pgbenchTpl.err != nil {
+		t.Fatalf("making the pgbench template: %v", pgbenchTpl.err)
+	}
+	return pgtest.NewDB(t, pgbenchTpl.name)
+}
+
+func dropPgbenchTemplate() {
+	if pgbenchTpl.name == "" {
+		return
+	}
+	ctx := context.Background()
+	c, err := pgx.Connect(ctx, pgtest.AdminDSN())
+	if err != nil {
+		return
+	}
+	defer c.Close(ctx)
+	_, _ = c.Exec(ctx, "DROP DATABASE IF EXISTS "+pgbenchTpl.name+" WITH (FORCE)")
+}
