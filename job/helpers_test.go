@@ -3,11 +3,14 @@ package job_test
 import (
 	"bytes"
 	"context"
+	crand "crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,16 +23,19 @@ import (
 	"github.com/ibexrepl/ibex/job"
 )
 
-// cluster is one test's control database plus the dbs of one sync.
+// cluster is what one test works with: a control database, the dbs of its sync, and the
+// schema its tables are in. Its herd and dbgroup are named like its sync.
 type cluster struct {
-	t     *testing.T
-	ctl   *pgtest.DB
-	store *control.Store
-	sync  string
-	dbs   map[string]*pgtest.DB // by ibex db name
-	names []string              // ibex db names in the order they were added
-	conns map[string]*pgx.Conn  // cached, main test goroutine only
-	start time.Time
+	t      *testing.T
+	ctl    *pgtest.DB
+	store  *control.Store
+	sync   string
+	schema string                // where the test's tables are ("public" on dbs of its own)
+	farm   *farm                 // nil: the test has databases of its own
+	dbs    map[string]*pgtest.DB // by ibex db name
+	names  []string              // ibex db names of the test, in order
+	conns  map[string]*pgx.Conn  // cached, main test goroutine only
+	start  time.Time
 }
 
 // logf logs with the time since the test began (to see where time goes).
@@ -42,24 +48,116 @@ func (c *cluster) logf(format string, args ...any) {
 // its own, so tests can run in parallel (the CLI gets --dsn, not IBEX_DSN).
 func newCluster(t *testing.T, sync string) *cluster {
 	t.Helper()
-	c := &cluster{start: time.Now(), t: t, ctl: pgtest.NewDB(t, ""), sync: sync, dbs: map[string]*pgtest.DB{}, conns: map[string]*pgx.Conn{}}
+	c := &cluster{start: time.Now(), t: t, ctl: pgtest.NewDB(t, ""), sync: sync, schema: "public", dbs: map[string]*pgtest.DB{}, conns: map[string]*pgx.Conn{}}
 	c.ibex("install")
+	c.open()
+	return c
+}
+
+func (c *cluster) open() {
 	store, err := control.Open(context.Background(), c.ctl.DSN, nil)
 	if err != nil {
-		t.Fatal(err)
+		c.t.Fatal(err)
 	}
-	t.Cleanup(store.Close)
+	c.t.Cleanup(store.Close)
 	c.store = store
-	t.Cleanup(func() {
+	c.t.Cleanup(func() {
 		for _, cn := range c.conns {
 			_ = cn.Close(context.Background())
 		}
 	})
+}
+
+// farm is a control database and four dbs t1..t4 shared by the tests that need only
+// tables of their own: each works in a schema of its own, with its own herd, dbgroup and
+// sync. The dbs t2 and t3 have default settings (datestyle, timezone, bytea_output,
+// intervalstyle, extra_float_digits) that print values differently from t1 and t4.
+type farm struct {
+	ctl *pgtest.DB
+	dbs map[string]*pgtest.DB
+	// role is a plain role (not superuser) with CREATE on the dbs and on their schema ibex.
+	role string
+	// mu serialises the commands that install capture (concurrent GRANTs on the same
+	// schema can fail with "tuple concurrently updated").
+	mu sync.Mutex
+}
+
+func newFarm(t *testing.T) *farm {
+	var rb [4]byte
+	_, _ = crand.Read(rb[:])
+	role := "ibt_owner_" + hex.EncodeToString(rb[:])
+	admin := pgtest.Conn(t, pgtest.AdminDSN())
+	if _, err := admin.Exec(context.Background(), `CREATE ROLE `+role+` LOGIN`); err != nil {
+		t.Fatal(err)
+	}
+	// Registered before the databases are created, so it runs after they are dropped.
+	t.Cleanup(func() {
+		cn, err := pgx.Connect(context.Background(), pgtest.AdminDSN())
+		if err != nil {
+			return
+		}
+		defer cn.Close(context.Background())
+		_, _ = cn.Exec(context.Background(), `DROP ROLE IF EXISTS `+role)
+	})
+	f := &farm{ctl: pgtest.NewDB(t, ""), dbs: map[string]*pgtest.DB{}, role: role}
+	c := &cluster{t: t, ctl: f.ctl, schema: "public", dbs: map[string]*pgtest.DB{}, conns: map[string]*pgx.Conn{}}
+	c.ibex("install")
+	for i := 1; i <= 4; i++ {
+		name := fmt.Sprintf("t%d", i)
+		db := pgtest.NewDB(t, "")
+		ident := pgx.Identifier{db.Name}.Sanitize()
+		c.exec(db, `CREATE SCHEMA ibex; GRANT CREATE ON DATABASE `+ident+` TO `+role+`; GRANT CREATE ON SCHEMA ibex TO `+role)
+		if i == 2 || i == 3 {
+			c.exec(db, `ALTER DATABASE `+ident+` SET datestyle = 'SQL, DMY'; ALTER DATABASE `+ident+` SET timezone = 'Asia/Kolkata';
+ALTER DATABASE `+ident+` SET bytea_output = 'escape'; ALTER DATABASE `+ident+` SET intervalstyle = 'sql_standard';
+ALTER DATABASE `+ident+` SET extra_float_digits = -3`)
+		}
+		c.addDB(name, db)
+		f.dbs[name] = db
+	}
+	return f
+}
+
+// cluster gives a test of the farm its schema (named like the test, also its sync's
+// name) on dbs t1..tn.
+func (f *farm) cluster(t *testing.T, name string, n int) *cluster {
+	t.Helper()
+	c := &cluster{start: time.Now(), t: t, ctl: f.ctl, sync: name, schema: name, farm: f, dbs: map[string]*pgtest.DB{}, conns: map[string]*pgx.Conn{}}
+	c.open()
+	for i := 1; i <= n; i++ {
+		db := fmt.Sprintf("t%d", i)
+		c.dbs[db] = f.dbs[db]
+		c.names = append(c.names, db)
+		c.on(db, `CREATE SCHEMA `+pgx.Identifier{name}.Sanitize())
+	}
 	return c
+}
+
+// q qualifies a table name (as typed on the command line) with the test's schema.
+func (c *cluster) q(table string) string {
+	if c.schema == "public" {
+		return table
+	}
+	return c.schema + "." + table
+}
+
+// qual is the table name as ibex reports it (schema.table).
+func (c *cluster) qual(table string) string { return c.schema + "." + table }
+
+// onAll runs sql on every db of the test.
+func (c *cluster) onAll(sql string, args ...any) {
+	c.t.Helper()
+	for _, n := range c.names {
+		c.on(n, sql, args...)
+	}
 }
 
 // ibexCmd runs one ibex command in process and returns its exit code and output.
 func (c *cluster) ibexCmd(args ...string) (int, string, string) {
+	if c.farm != nil && len(args) > 1 && (args[0] == "add" || args[0] == "update" || args[0] == "validate" || args[0] == "remove") {
+		c.farm.mu.Lock()
+		defer c.farm.mu.Unlock()
+	}
 	var out, errb bytes.Buffer
 	code := cli.Main(append([]string{"--dsn", c.ctl.DSN}, args...), &out, &errb)
 	return code, out.String(), errb.String()
@@ -96,13 +194,21 @@ func (c *cluster) addDB(name string, db *pgtest.DB) {
 	c.names = append(c.names, name)
 }
 
-// configure adds tables (read on the first db) to herd h, dbgroup g with members and the
-// sync with options.
+// configure adds tables (in the test's schema, read on its first db) to a herd, a
+// dbgroup with members and the sync with options, all three named like the sync.
 func (c *cluster) configure(tables, members []string, opts ...string) {
 	c.t.Helper()
-	c.ibex(append(append([]string{"add", "table"}, tables...), "db="+c.names[0], "herd=h")...)
-	c.ibex(append([]string{"add", "dbgroup", "g"}, members...)...)
-	c.ibex(append([]string{"add", "sync", c.sync, "herd=h", "dbs=g", "autokick=false"}, opts...)...)
+	var qs []string
+	for _, tb := range tables {
+		if strings.Contains(tb, `"."`) || (!strings.Contains(tb, `"`) && strings.Contains(tb, ".")) {
+			qs = append(qs, tb) // already qualified
+		} else {
+			qs = append(qs, c.q(tb))
+		}
+	}
+	c.ibex(append(append([]string{"add", "table"}, qs...), "db="+c.names[0], "herd="+c.sync)...)
+	c.ibex(append([]string{"add", "dbgroup", c.sync}, members...)...)
+	c.ibex(append([]string{"add", "sync", c.sync, "herd=" + c.sync, "dbs=" + c.sync, "autokick=false"}, opts...)...)
 }
 
 // conn is a cached connection to db name (for the test goroutine only).
@@ -115,7 +221,9 @@ func (c *cluster) conn(name string) *pgx.Conn {
 	if db == nil {
 		c.t.Fatalf("no db %s", name)
 	}
-	cn, err := pgx.Connect(context.Background(), db.DSN)
+	// Values print the same way on every db whatever its own settings; unqualified table
+	// names are the test's.
+	cn, err := pgx.Connect(context.Background(), db.DSN+" timezone=UTC datestyle='ISO, MDY' intervalstyle=postgres bytea_output=hex extra_float_digits=3 search_path="+c.schema)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -243,9 +351,9 @@ func clip(s string) string {
 	return s
 }
 
-// changeTable is the quoted change table of a table of the cluster's sync.
-func (c *cluster) changeTable(schema, table string) string {
-	return capture.ChangeTable(c.sync, schema, table).Sanitize()
+// changeTable is the quoted change table of a table (in the test's schema) of its sync.
+func (c *cluster) changeTable(table string) string {
+	return capture.ChangeTable(c.sync, c.schema, table).Sanitize()
 }
 
 // run runs the sync once.

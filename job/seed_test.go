@@ -61,7 +61,7 @@ func TestSeedDemoSmall(t *testing.T) {
 	for _, tb := range pgbenchTables {
 		by := map[string]int{}
 		for _, s := range sources {
-			for _, k := range c.strs(s, fmt.Sprintf(`SELECT DISTINCT %s::text FROM %s`, tb.key, c.changeTable("public", tb.name))) {
+			for _, k := range c.strs(s, fmt.Sprintf(`SELECT DISTINCT %s::text FROM %s`, tb.key, c.changeTable(tb.name))) {
 				by[k]++
 			}
 		}
@@ -109,7 +109,7 @@ func TestSeedDemoSmall(t *testing.T) {
 	}
 	for _, s := range sources {
 		for _, tb := range pgbenchTables {
-			if n := c.int(s, `SELECT count(*) FROM `+c.changeTable("public", tb.name)); n != 0 {
+			if n := c.int(s, `SELECT count(*) FROM `+c.changeTable(tb.name)); n != 0 {
 				t.Errorf("db %s: change table of %s has %d rows after the second run, want 0", s, tb.name, n)
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -24,6 +26,14 @@ import (
 // forbids t.Parallel); TestIBEXDSN checks that IBEX_DSN works the same.
 
 func TestMain(m *testing.M) {
+	// The tests mostly wait for PostgreSQL (CREATE DATABASE, DDL, commits), not the CPU:
+	// unless -parallel is given, run more of them at once than GOMAXPROCS.
+	flag.Parse()
+	given := false
+	flag.Visit(func(f *flag.Flag) { given = given || f.Name == "test.parallel" })
+	if !given {
+		_ = flag.Set("test.parallel", "4")
+	}
 	code := m.Run()
 	dropPgbenchTemplate()
 	os.Exit(code)
@@ -43,7 +53,11 @@ func (r result) String() string {
 func ibex(t testing.TB, dsn string, args ...string) result {
 	t.Helper()
 	var out, errb bytes.Buffer
+	st := time.Now()
 	code := cli.Main(append([]string{"--dsn", dsn}, args...), &out, &errb)
+	if os.Getenv("IBEX_TEST_TIMING") != "" {
+		t.Logf("%6.0fms ibex %s", float64(time.Since(st).Microseconds())/1000, strings.Join(args, " "))
+	}
 	return result{Out: out.String(), Err: errb.String(), Code: code}
 }
 
@@ -69,8 +83,10 @@ func refused(t testing.TB, dsn string, code int, args []string, parts ...string)
 		t.Errorf("ibex %s: want exit %d, got %s", strings.Join(args, " "), code, r)
 		return r.Err
 	}
-	if !strings.HasPrefix(r.Err, "ibex: ") {
-		t.Errorf("ibex %s: the error should start with \"ibex: \": %q", strings.Join(args, " "), r.Err)
+	// The error is the last line (log lines may come before it).
+	lines := strings.Split(strings.TrimSuffix(r.Err, "\n"), "\n")
+	if !strings.HasPrefix(lines[len(lines)-1], "ibex: ") {
+		t.Errorf("ibex %s: the error should be a line starting with \"ibex: \": %q", strings.Join(args, " "), r.Err)
 	}
 	for _, p := range parts {
 		if !strings.Contains(r.Err, p) {
@@ -81,6 +97,32 @@ func refused(t testing.TB, dsn string, code int, args []string, parts ...string)
 }
 
 func args(a ...string) []string { return a }
+
+// refusal is a command that must be refused (see refused).
+type refusal struct {
+	code  int
+	args  []string
+	parts []string
+}
+
+func rf(code int, a []string, parts ...string) refusal { return refusal{code, a, parts} }
+
+// refuseAll runs refused commands a few at a time: they change nothing (the callers check
+// that after), so their order does not matter, and each mostly waits for the server.
+func refuseAll(t testing.TB, dsn string, rs ...refusal) {
+	t.Helper()
+	sem := make(chan struct{}, 4)
+	var wg sync.WaitGroup
+	for _, r := range rs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			refused(t, dsn, r.code, r.args, r.parts...)
+		}()
+	}
+	wg.Wait()
+}
 
 // newControl makes a control database with the ibex schema installed.
 func newControl(t testing.TB) *pgtest.DB {
@@ -95,7 +137,7 @@ func newDB(t testing.TB, sql string) *pgtest.DB {
 	t.Helper()
 	db := pgtest.NewDB(t, "")
 	if sql != "" {
-		pgtest.Exec(t, db.DSN, sql)
+		execSQL(t, db.DSN, sql)
 	}
 	return db
 }
@@ -109,8 +151,13 @@ func dbArgs(name string, db *pgtest.DB, extra ...string) []string {
 // rows runs a query whose columns are all text and returns its rows.
 func rows(t testing.TB, dsn, sql string, a ...any) [][]string {
 	t.Helper()
-	c := pgtest.Conn(t, dsn)
-	rs, err := c.Query(context.Background(), sql, a...)
+	ctx := context.Background()
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatalf("connecting to %s: %v", dsn, err)
+	}
+	defer c.Close(ctx)
+	rs, err := c.Query(ctx, sql, a...)
 	if err != nil {
 		t.Fatalf("%s: %v", sql, err)
 	}
@@ -132,6 +179,21 @@ func rows(t testing.TB, dsn, sql string, a ...any) [][]string {
 	return out
 }
 
+// execSQL runs SQL on dsn (one short connection, unlike pgtest.Exec's, which stays open
+// until the test ends).
+func execSQL(t testing.TB, dsn, sql string, a ...any) {
+	t.Helper()
+	ctx := context.Background()
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatalf("connecting to %s: %v", dsn, err)
+	}
+	defer c.Close(ctx)
+	if _, err := c.Exec(ctx, sql, a...); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
 // one runs a query returning one text value.
 func one(t testing.TB, dsn, sql string, a ...any) string {
 	t.Helper()
@@ -145,17 +207,49 @@ func one(t testing.TB, dsn, sql string, a ...any) string {
 // controlDump is the whole content of the control schema as text, table by table.
 func controlDump(t testing.TB, dsn string) string {
 	t.Helper()
-	tables := rows(t, dsn, `SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+	ctx := context.Background()
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatalf("connecting to %s: %v", dsn, err)
+	}
+	defer c.Close(ctx)
+	rs, err := c.Query(ctx, `SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = 'ibex' AND c.relkind = 'r' ORDER BY 1`)
-	var b strings.Builder
+	if err != nil {
+		t.Fatal(err)
+	}
+	tables, err := pgx.CollectRows(rs, pgx.RowTo[string])
+	if err != nil || len(tables) == 0 {
+		t.Fatalf("listing the control tables: %v %v", tables, err)
+	}
+	var parts []string
 	for _, tb := range tables {
-		fmt.Fprintf(&b, "== %s\n", tb[0])
-		for _, r := range rows(t, dsn, fmt.Sprintf(`SELECT x::text FROM ibex.%s x ORDER BY 1`, pgx.Identifier{tb[0]}.Sanitize())) {
-			b.WriteString(r[0] + "\n")
+		parts = append(parts, fmt.Sprintf(`SELECT %s AS t, x::text AS r FROM ibex.%s x`, quoteLit(tb), pgx.Identifier{tb}.Sanitize()))
+	}
+	rs, err = c.Query(ctx, strings.Join(parts, " UNION ALL ")+" ORDER BY 1, 2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	last := ""
+	for rs.Next() {
+		var tb, r string
+		if err := rs.Scan(&tb, &r); err != nil {
+			t.Fatal(err)
 		}
+		if tb != last {
+			fmt.Fprintf(&b, "== %s\n", tb)
+			last = tb
+		}
+		b.WriteString(r + "\n")
+	}
+	if err := rs.Err(); err != nil {
+		t.Fatal(err)
 	}
 	return b.String()
 }
+
+func quoteLit(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 // state is what "changes nothing" compares: ibex export and every control table.
 func state(t testing.TB, dsn string) string {

@@ -518,7 +518,7 @@ func (a *app) revalidateUsers(ctx context.Context, store *control.Store, q contr
 				return err
 			}
 			if _, err := job.Validate(ctx, store, q, s.Name, a.logger); err != nil {
-				return fmt.Errorf("sync %s: %w", s.Name, err)
+				return syncErr(s.Name, err)
 			}
 		}
 	}

@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -106,7 +107,7 @@ what would change.`,
 				for _, c := range changes {
 					if c.Kind == "sync" && c.Op != "remove" {
 						if _, err := job.Validate(ctx, store, q, c.Name, a.logger); err != nil {
-							return fmt.Errorf("sync %s: %w", c.Name, err)
+							return syncErr(c.Name, err)
 						}
 					}
 				}
@@ -124,4 +125,13 @@ what would change.`,
 	cmd.Flags().StringVarP(&file, "file", "f", "", "the YAML file (- for standard input)")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print what would change, change nothing")
 	return cmd
+}
+
+// syncErr names the sync in err, unless err already starts with it (job.Validate's often
+// do): "sync s: sync s: ..." says it twice.
+func syncErr(name string, err error) error {
+	if strings.HasPrefix(err.Error(), "sync "+name+": ") {
+		return err
+	}
+	return fmt.Errorf("sync %s: %w", name, err)
 }

@@ -80,12 +80,20 @@ type Sync struct {
 // Parse reads a configuration strictly and checks that its objects refer to each other
 // correctly. name is used in messages.
 func Parse(name string, r io.Reader) (*File, error) {
-	dec := yaml.NewDecoder(r)
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	var f File
 	if err := dec.Decode(&f); err != nil {
 		if errors.Is(err, io.EOF) {
 			return &File{}, nil
+		}
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			return nil, fmt.Errorf("%s: %s", name, strings.Join(withKeys(b, te.Errors), "; "))
 		}
 		msg := strings.TrimPrefix(err.Error(), "yaml: ")
 		msg = strings.ReplaceAll(msg, "unmarshal errors:\n  ", "")
@@ -95,6 +103,62 @@ func Parse(name string, r io.Reader) (*File, error) {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return &f, nil
+}
+
+// withKeys puts the key a decoding error is about after its line number:
+// "line 69: syncs.foobar.autokick: cannot unmarshal !!str `maybe` into bool".
+func withKeys(src []byte, msgs []string) []string {
+	var root yaml.Node
+	_ = yaml.Unmarshal(src, &root)
+	paths := map[int]string{}
+	var walk func(n *yaml.Node, path string)
+	walk = func(n *yaml.Node, path string) {
+		if _, ok := paths[n.Line]; !ok && path != "" && n.Style&yaml.FlowStyle != 0 {
+			paths[n.Line] = path // a flow collection: {a: 1} or [a, b] is one value
+		}
+		switch n.Kind {
+		case yaml.DocumentNode:
+			for _, c := range n.Content {
+				walk(c, path)
+			}
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k, v := n.Content[i], n.Content[i+1]
+				p := strings.TrimPrefix(path+"."+k.Value, ".")
+				if _, ok := paths[k.Line]; !ok {
+					paths[k.Line] = p
+				}
+				walk(v, p)
+			}
+		case yaml.SequenceNode:
+			for i, c := range n.Content {
+				walk(c, fmt.Sprintf("%s[%d]", path, i))
+			}
+		default:
+			if _, ok := paths[n.Line]; !ok && path != "" {
+				paths[n.Line] = path
+			}
+		}
+	}
+	walk(&root, "")
+	out := make([]string, len(msgs))
+	for i, m := range msgs {
+		out[i] = m
+		var line int
+		if _, err := fmt.Sscanf(m, "line %d:", &line); err != nil {
+			continue
+		}
+		p, ok := paths[line]
+		if !ok {
+			continue
+		}
+		_, rest, _ := strings.Cut(m, ": ")
+		if f, _, ok := strings.Cut(strings.TrimPrefix(rest, "field "), " not found in type "); ok && strings.HasPrefix(rest, "field ") {
+			rest = fmt.Sprintf("unknown key %q", f)
+		}
+		out[i] = fmt.Sprintf("line %d: %s: %s", line, p, rest)
+	}
+	return out
 }
 
 var keyKinds = []string{catalog.KeyPrimary, catalog.KeyUnique, catalog.KeyNone}

@@ -37,21 +37,26 @@ func Export(ctx context.Context, q control.Querier) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
+	names := map[string]string{} // schema.table as control.Herds spells it -> as the file spells it
 	for _, r := range rels {
 		key := r.KeyCols
 		if key == nil {
 			key = []string{}
 		}
-		f.Tables[r.QualName()] = Table{DB: r.DB, Key: key, KeyKind: r.KeyKind}
+		names[r.QualName()] = TableName(r.Schema, r.Name)
+		f.Tables[TableName(r.Schema, r.Name)] = Table{DB: r.DB, Key: key, KeyKind: r.KeyKind}
 	}
 	herds, err := control.Herds(ctx, q)
 	if err != nil {
 		return nil, err
 	}
 	for _, h := range herds {
-		ts := h.Tables
-		if ts == nil {
-			ts = []string{}
+		ts := []string{}
+		for _, t := range h.Tables {
+			if n, ok := names[t]; ok {
+				t = n
+			}
+			ts = append(ts, t)
 		}
 		f.Herds[h.Name] = ts
 	}
@@ -75,6 +80,18 @@ func Export(ctx context.Context, q control.Querier) (*File, error) {
 			Onetimecopy: s.Onetimecopy, Schedule: s.Schedule, Status: s.Status, BatchSize: s.BatchSize}
 	}
 	return f, nil
+}
+
+// TableName spells schema.table so that catalog.ParseName reads it back: a part with a
+// dot or a double quote is double-quoted.
+func TableName(schema, name string) string {
+	quote := func(s string) string {
+		if strings.ContainsAny(s, `."`) {
+			return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
+		}
+		return s
+	}
+	return quote(schema) + "." + quote(name)
 }
 
 // Change is one difference between the control database and a file.

@@ -164,7 +164,15 @@ func Reason(err error) string {
 	var ce *pgconn.ConnectError
 	if errors.As(err, &ce) {
 		if u := errors.Unwrap(ce); u != nil {
-			return u.Error()
+			// pgx joins one error per attempt (sslmode=prefer tries TLS, then plain):
+			// say each distinct reason once, on one line.
+			var lines []string
+			for _, l := range strings.Split(u.Error(), "\n") {
+				if l = strings.TrimSpace(l); l != "" && !slices.Contains(lines, l) {
+					lines = append(lines, l)
+				}
+			}
+			return strings.Join(lines, "; ")
 		}
 	}
 	return err.Error()

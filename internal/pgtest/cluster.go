@@ -2,6 +2,8 @@ package pgtest
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -125,22 +127,8 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 		t.Fatal(err)
 	}
 
-	args := []string{"-D", c.DataDir, "--no-sync", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-instructions"}
-	if opts.Password != "" {
-		pwfile := filepath.Join(dir, "pwfile")
-		if err := os.WriteFile(pwfile, []byte(opts.Password+"\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if c.cred != nil {
-			_ = os.Chown(pwfile, int(c.cred.Uid), int(c.cred.Gid))
-		}
-		args = append(args, "--auth-local=trust", "--auth-host=scram-sha-256", "--pwfile="+pwfile)
-		defer os.Remove(pwfile)
-	} else {
-		args = append(args, "-A", "trust")
-	}
-	if out, err := c.command("initdb", args...).CombinedOutput(); err != nil {
-		clusterFail(t, "initdb: %v\n%s", err, out)
+	if err := c.initdb(); err != nil {
+		clusterFail(t, "%v", err)
 	}
 	if len(opts.HBA) > 0 {
 		hba := filepath.Join(c.DataDir, "pg_hba.conf")
@@ -166,6 +154,59 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 		}
 	}
 	clusterFail(t, "starting the cluster: %v", lastErr)
+	return nil
+}
+
+// initdb fills c.DataDir. initdb takes 0.4-2 s, so its output is kept as a template
+// (per binaries and superuser password) in $TMPDIR/ibex-pgtest-initdb-* and copied.
+func (c *Cluster) initdb() error {
+	h := sha256.Sum256([]byte(c.bin + "\x00" + c.Password))
+	tpl := filepath.Join(os.TempDir(), fmt.Sprintf("ibex-pgtest-initdb-%d-%s", os.Geteuid(), hex.EncodeToString(h[:6])))
+	if _, err := os.Stat(filepath.Join(tpl, "data", "PG_VERSION")); err != nil {
+		if err := c.makeTemplate(tpl); err != nil {
+			return err
+		}
+	}
+	if out, err := exec.Command("cp", "-a", filepath.Join(tpl, "data"), c.DataDir).CombinedOutput(); err != nil {
+		return fmt.Errorf("copying the initdb template %s: %v\n%s", tpl, err, out)
+	}
+	return nil
+}
+
+func (c *Cluster) makeTemplate(tpl string) error {
+	tmp, err := os.MkdirTemp(os.TempDir(), "ibex-pgtest-initdb-tmp-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	if c.cred != nil {
+		if err := os.Chown(tmp, int(c.cred.Uid), int(c.cred.Gid)); err != nil {
+			return err
+		}
+	}
+	args := []string{"-D", filepath.Join(tmp, "data"), "--no-sync", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-instructions"}
+	if c.Password != "" {
+		pwfile := filepath.Join(tmp, "pwfile")
+		if err := os.WriteFile(pwfile, []byte(c.Password+"\n"), 0o600); err != nil {
+			return err
+		}
+		if c.cred != nil {
+			_ = os.Chown(pwfile, int(c.cred.Uid), int(c.cred.Gid))
+		}
+		args = append(args, "--auth-local=trust", "--auth-host=scram-sha-256", "--pwfile="+pwfile)
+	} else {
+		args = append(args, "-A", "trust")
+	}
+	if out, err := c.command("initdb", args...).CombinedOutput(); err != nil {
+		return fmt.Errorf("initdb: %v\n%s", err, out)
+	}
+	_ = os.Remove(filepath.Join(tmp, "pwfile"))
+	// Another process may have made the same template meanwhile: keep the first.
+	if err := os.Rename(tmp, tpl); err != nil {
+		if _, serr := os.Stat(filepath.Join(tpl, "data", "PG_VERSION")); serr != nil {
+			return fmt.Errorf("saving the initdb template: %w", err)
+		}
+	}
 	return nil
 }
 

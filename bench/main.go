@@ -1,0 +1,251 @@
+// Command bench is ibex's benchmark: it measures, on the local PostgreSQL, the figures a
+// user comparing ibex with Bucardo 5 will measure (the seed demo's kick-to-done and sync
+// time, the raw SQL floor for the same rows, capture overhead on pgbench, growth with table
+// size, a large backlog) and prints them as one table. See bench/README.md.
+//
+//	go run ./bench [-quick] [-repeats N] [-sections seed,floor,capture,growth,backlog] ...
+//
+// Every database it creates is named ibex_bench_* and is dropped at the end unless -keep.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type config struct {
+	scale          int
+	tx             int
+	sources        int
+	targets        int
+	repeats        int
+	sections       map[string]bool
+	growthScales   []int
+	growthTx       int
+	growthRepeats  int
+	backlogRows    int
+	backlogRepeats int
+	captureSeconds int
+	keep           bool
+	quick          bool
+	ibexBin        string
+}
+
+var allSections = []string{"seed", "floor", "bucardo", "capture", "growth", "backlog"}
+
+func parseFlags(args []string) (*config, error) {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	c := &config{}
+	var sections, growthScales string
+	fs.IntVar(&c.scale, "scale", 1, "pgbench scale of the seed demo databases")
+	fs.IntVar(&c.tx, "tx", 10000, "pgbench transactions per source in the seed demo")
+	fs.IntVar(&c.sources, "sources", 4, "source databases in the seed demo")
+	fs.IntVar(&c.targets, "targets", 1, "target databases in the seed demo")
+	fs.IntVar(&c.repeats, "repeats", 3, "repeats of the seed demo and of the capture pairs")
+	fs.StringVar(&sections, "sections", "seed,floor,capture,growth,backlog", "comma list of sections: "+strings.Join(allSections, ", "))
+	fs.StringVar(&growthScales, "growth-scales", "1,10,100", "pgbench scales of the growth section")
+	fs.IntVar(&c.growthTx, "growth-tx", 2000, "pgbench transactions on the source in the growth section (1 source + 1 target)")
+	fs.IntVar(&c.growthRepeats, "growth-repeats", 2, "repeats per scale in the growth section")
+	fs.IntVar(&c.backlogRows, "backlog-rows", 1000000, "pending changed rows in the backlog section")
+	fs.IntVar(&c.backlogRepeats, "backlog-repeats", 2, "repeats of the backlog section")
+	fs.IntVar(&c.captureSeconds, "capture-seconds", 10, "length of each pgbench -T run in the capture section")
+	fs.BoolVar(&c.keep, "keep", false, "keep the ibex_bench_* databases (those of each section's last repeat)")
+	fs.StringVar(&c.ibexBin, "ibex", "", "use this ibex binary instead of building ./cmd/ibex (e.g. to compare two builds)")
+	fs.BoolVar(&c.quick, "quick", false, "skip the heavy sections (growth, backlog)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: go run ./bench [flags]   (or: make bench BENCH_ARGS=\"...\")\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	for _, v := range []struct {
+		name string
+		n    int
+	}{{"-scale", c.scale}, {"-tx", c.tx}, {"-sources", c.sources}, {"-repeats", c.repeats}, {"-growth-tx", c.growthTx},
+		{"-growth-repeats", c.growthRepeats}, {"-backlog-rows", c.backlogRows}, {"-backlog-repeats", c.backlogRepeats},
+		{"-capture-seconds", c.captureSeconds}} {
+		if v.n < 1 {
+			return nil, fmt.Errorf("%s must be at least 1", v.name)
+		}
+	}
+	if c.targets < 0 || c.sources+c.targets < 2 {
+		return nil, fmt.Errorf("-sources + -targets must be at least 2 (and -targets >= 0)")
+	}
+	c.sections = map[string]bool{}
+	for _, s := range strings.Split(sections, ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		ok := false
+		for _, a := range allSections {
+			ok = ok || a == s
+		}
+		if !ok {
+			return nil, fmt.Errorf("unknown section %q in -sections (known: %s)", s, strings.Join(allSections, ", "))
+		}
+		c.sections[s] = true
+	}
+	for _, s := range strings.Split(growthScales, ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("bad scale %q in -growth-scales", s)
+		}
+		c.growthScales = append(c.growthScales, n)
+	}
+	if c.sections["growth"] && len(c.growthScales) == 0 {
+		return nil, errors.New("-growth-scales is empty")
+	}
+	if c.quick {
+		for _, s := range []string{"growth", "backlog"} {
+			if c.sections[s] {
+				delete(c.sections, s)
+				progress("-quick: skipping section %s", s)
+			}
+		}
+	}
+	if len(c.sections) == 0 {
+		return nil, errors.New("no section to run")
+	}
+	return c, nil
+}
+
+var start = time.Now()
+
+// progress prints a progress line on stderr.
+func progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "[%7.1fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
+}
+
+func commandLine() string {
+	var b strings.Builder
+	if strings.Contains(os.Args[0], "go-build") {
+		b.WriteString("go run ./bench")
+	} else {
+		b.WriteString(os.Args[0])
+	}
+	for _, a := range os.Args[1:] {
+		b.WriteByte(' ')
+		if a == "" || strings.ContainsAny(a, " \t\"'$\\|&;<>()*?") {
+			a = strconv.Quote(a)
+		}
+		b.WriteString(a)
+	}
+	return b.String()
+}
+
+func main() {
+	cfg, err := parseFlags(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench: "+err.Error())
+		os.Exit(2)
+	}
+	os.Exit(run(cfg))
+}
+
+func run(cfg *config) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	env, err := newEnv(ctx, cfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench: FAILED: "+err.Error())
+		return 1
+	}
+	rep := &report{}
+	failed := ""
+	b := &bench{cfg: cfg, env: env, rep: rep}
+	err = b.runSections(ctx)
+	if err != nil {
+		failed = err.Error()
+		if ctx.Err() != nil {
+			failed = "interrupted: " + failed
+		}
+	}
+	env.cleanup(cfg.keep)
+
+	fmt.Println()
+	fmt.Println("ibex benchmark")
+	fmt.Printf("command:    %s\n", commandLine())
+	fmt.Printf("machine:    %d cores (runtime.NumCPU), %s/%s, load average at start %s\n", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, env.loadAtStart)
+	fmt.Printf("postgresql: %s at %s\n", env.pgVersion, env.where())
+	fmt.Printf("workload:   seed demo = %d source(s) + %d target(s), pgbench scale %d, %d transactions per source; %d repeats\n",
+		cfg.sources, cfg.targets, cfg.scale, cfg.tx, cfg.repeats)
+	fmt.Printf("            median / min / max over the repeats; ratios are paired per repeat (same run, same dbs)\n")
+	fmt.Println()
+	rep.print(os.Stdout)
+	if env.ibexVersion != "" {
+		fmt.Printf("\nibex: %s\n", env.ibexVersion)
+	}
+	code := 0
+	if len(rep.failures) > 0 {
+		fmt.Println()
+		for _, f := range rep.failures {
+			fmt.Println("FAIL: " + f)
+		}
+		code = 1
+	}
+	if failed != "" {
+		fmt.Println()
+		fmt.Println("bench: FAILED: " + failed)
+		fmt.Fprintln(os.Stderr, "bench: FAILED: "+failed)
+		code = 1
+	}
+	return code
+}
+
+type bench struct {
+	cfg *config
+	env *env
+	rep *report
+	// seed figures kept for the bucardo comparison
+	seedKick, seedSync []float64
+}
+
+func (b *bench) runSections(ctx context.Context) error {
+	s := b.cfg.sections
+	if s["seed"] || s["floor"] {
+		if err := b.seed(ctx); err != nil {
+			return fmt.Errorf("seed: %w", err)
+		}
+	}
+	if s["seed"] || s["floor"] || s["bucardo"] {
+		b.bucardo()
+	}
+	if s["capture"] {
+		if err := b.capture(ctx); err != nil {
+			return fmt.Errorf("capture: %w", err)
+		}
+	}
+	if s["growth"] {
+		if err := b.growth(ctx); err != nil {
+			return fmt.Errorf("growth: %w", err)
+		}
+	}
+	if s["backlog"] {
+		if err := b.backlog(ctx); err != nil {
+			return fmt.Errorf("backlog: %w", err)
+		}
+	}
+	return nil
+}

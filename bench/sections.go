@@ -1,0 +1,396 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"strconv"
+	"time"
+)
+
+func secs(d time.Duration) float64 { return d.Seconds() }
+
+func mib(kib int64) float64 { return float64(kib) / 1024 }
+
+// pairRun is one kick of a sync and, optionally, the floor for the same rows.
+type pairRun struct {
+	kick  kickResult
+	floor floorResult
+}
+
+// kickAndFloor reads the changed keys of the sources, kicks the sync, checks that all
+// dbs converged and, when withFloor, times the raw floor for the same rows.
+// sources are indexes into dbs.
+func (b *bench) kickAndFloor(ctx context.Context, label, ctl string, dbs []string, sources []int, withFloor bool) (pairRun, error) {
+	var pr pairRun
+	var perSource []keySet
+	if withFloor {
+		for _, s := range sources {
+			ks, err := b.env.readKeys(ctx, dbs[s])
+			if err != nil {
+				return pr, err
+			}
+			perSource = append(perSource, ks)
+		}
+	}
+	if err := b.env.checkpoint(ctx); err != nil {
+		return pr, err
+	}
+	progress("%s: ibex kick %s", label, syncName)
+	kr, err := b.env.kick(ctx, ctl)
+	if err != nil {
+		return pr, err
+	}
+	pr.kick = kr
+	progress("%s: kick to done %.3f s, sync %.3f s, inserts %d, deletes %d, conflicts %d, peak RSS %.1f MiB",
+		label, secs(kr.wall), secs(kr.sync), kr.inserts, kr.deletes, kr.conflicts, mib(kr.rssKiB))
+	ok, detail, err := b.env.converged(ctx, dbs)
+	if err != nil {
+		return pr, fmt.Errorf("checking convergence: %w", err)
+	}
+	if !ok {
+		b.rep.fail("%s: the databases did NOT converge after the kick: %s", label, detail)
+		return pr, nil
+	}
+	progress("%s: converged (all %d databases identical)", label, len(dbs))
+	if !withFloor {
+		return pr, nil
+	}
+	owned := ownKeys(perSource)
+	if err := b.env.checkpoint(ctx); err != nil {
+		return pr, err
+	}
+	progress("%s: raw floor (DELETE + COPY of the same rows, plain SQL)", label)
+	fr, err := b.env.floor(ctx, dbs, sources, owned)
+	if err != nil {
+		return pr, err
+	}
+	pr.floor = fr
+	progress("%s: floor %.3f s (%d rows deleted, %d copied)", label, secs(fr.dur), fr.deleted, fr.wrote)
+	ok, detail, err = b.env.converged(ctx, dbs)
+	if err != nil {
+		return pr, fmt.Errorf("checking convergence after the floor: %w", err)
+	}
+	if !ok {
+		return pr, fmt.Errorf("%s: the floor run broke convergence (a harness bug): %s", label, detail)
+	}
+	return pr, nil
+}
+
+// ---- 1 + 2: the seed demo and its raw floor
+
+func (b *bench) seed(ctx context.Context) error {
+	cfg := b.cfg
+	withFloor := cfg.sections["floor"]
+	n := cfg.sources + cfg.targets
+	var dbs, roles, srcNames []string
+	var sources []int
+	for i := 1; i <= n; i++ {
+		dbs = append(dbs, fmt.Sprintf("%s%d", prefix, i))
+		if i <= cfg.sources {
+			roles = append(roles, "source")
+			sources = append(sources, i-1)
+			srcNames = append(srcNames, dbs[i-1])
+		} else {
+			roles = append(roles, "target")
+		}
+	}
+	ctl := prefix + "ctl"
+	var wall, sync, rate, rss, ins, del, conf, tps, floor, floorRate, floorRows, kickFloor, syncFloor []float64
+	fails := len(b.rep.failures)
+	for r := 1; r <= cfg.repeats; r++ {
+		label := fmt.Sprintf("seed repeat %d/%d", r, cfg.repeats)
+		progress("%s: creating %d databases (pgbench -i -s %d, then TEMPLATE copies) and control db %s", label, n, cfg.scale, ctl)
+		if err := b.env.create(ctx, dbs[0], "", false); err != nil {
+			return err
+		}
+		if err := b.env.pgbenchInit(ctx, dbs[0], cfg.scale); err != nil {
+			return err
+		}
+		for _, db := range dbs[1:] {
+			if err := b.env.create(ctx, db, dbs[0], false); err != nil {
+				return err
+			}
+		}
+		if err := b.env.setupSync(ctx, ctl, dbs, roles); err != nil {
+			return fmt.Errorf("configuring the sync: %w", err)
+		}
+		if err := b.env.checkpoint(ctx); err != nil {
+			return err
+		}
+		progress("%s: pgbench -n -t %d on %d sources (concurrently)", label, cfg.tx, cfg.sources)
+		t, err := b.env.pgbenchAll(ctx, srcNames, cfg.tx)
+		if err != nil {
+			return err
+		}
+		tps = append(tps, t...)
+		pr, err := b.kickAndFloor(ctx, label, ctl, dbs, sources, withFloor)
+		if err != nil {
+			return err
+		}
+		k := pr.kick
+		wall, sync, rate, rss = append(wall, secs(k.wall)), append(sync, secs(k.sync)), append(rate, k.rowsPerSec()), append(rss, mib(k.rssKiB))
+		ins, del, conf = append(ins, float64(k.inserts)), append(del, float64(k.deletes)), append(conf, float64(k.conflicts))
+		if withFloor && pr.floor.dur > 0 {
+			floor, floorRate, floorRows = append(floor, secs(pr.floor.dur)), append(floorRate, pr.floor.rowsPerSec()), append(floorRows, float64(pr.floor.wrote))
+			kickFloor, syncFloor = append(kickFloor, secs(k.wall)/secs(pr.floor.dur)), append(syncFloor, secs(k.sync)/secs(pr.floor.dur))
+		}
+	}
+	b.seedKick, b.seedSync = wall, sync
+	sec := "seed"
+	demo := fmt.Sprintf("%d src + %d tgt, scale %d, %d tx/src", cfg.sources, cfg.targets, cfg.scale, cfg.tx)
+	b.rep.add(sec, "kick to done (exec to exit)", uSec, wall, demo)
+	b.rep.add(sec, "sync time (duration_ns)", uSec, sync, "")
+	b.rep.add(sec, "rows applied/s, (ins+del)/sync", uRate, rate, "")
+	b.rep.add(sec, "peak RSS of the kick process", uMiB, rss, "")
+	b.rep.add(sec, "inserts", uRows, ins, "")
+	b.rep.add(sec, "deletes", uRows, del, "")
+	b.rep.add(sec, "conflicts", uRows, conf, "Bucardo: ~4.8k at the reference workload")
+	b.rep.add(sec, "pgbench on sources, capture on", uTPS, tps, "per source, during the load")
+	conv := fmt.Sprintf("yes %d/%d", len(wall), cfg.repeats)
+	note := "md5 fingerprint of every table equal in all dbs"
+	if f := len(b.rep.failures) - fails; f > 0 {
+		conv = fmt.Sprintf("FAIL (%d of %d)", f, cfg.repeats)
+		note = "NOT CONVERGED: see FAIL lines below"
+	}
+	b.rep.text(sec, "converged", conv, note)
+	if withFloor {
+		sec = "floor"
+		b.rep.add(sec, "raw floor: DELETE+COPY, dbs serially", uSec, floor, "same rows, same dbs, after the kick; Bucardo report: ~0.74 s")
+		b.rep.add(sec, "floor rows written", uRows, floorRows, "each changed row into every db but its source")
+		b.rep.add(sec, "floor rows/s, (del+copy)/time", uRate, floorRate, "")
+		b.rep.add(sec, "ibex kick to done / floor", uRatio, kickFloor, "Bucardo: ~3.2 s / 0.74 s = 4.3x")
+		b.rep.add(sec, "ibex sync / floor", uRatio, syncFloor, "Bucardo: ~2.06 s / 0.74 s = 2.8x")
+	}
+	return nil
+}
+
+// ---- 3: Bucardo
+
+// Reference figures from /work/shared/reference/bucardo-bench-report.md (final run, 5 repeats).
+var (
+	refBucardoCLIWall  = []float64{3.202, 3.216, 4.210, 3.203, 3.206}
+	refBucardoKickDone = []float64{3.005, 2.695, 2.850, 2.933, 2.580}
+	refBucardoSyncrun  = []float64{2.186, 2.085, 2.056, 2.024, 1.954}
+)
+
+const refBucardoWall = 3.2
+
+func (b *bench) bucardo() {
+	sec := "bucardo"
+	if p, err := exec.LookPath("bucardo"); err == nil {
+		b.rep.text(sec, "bucardo is installed ("+p+")", "-", "run /work/shared/reference/bucardo-bench.sh for its figures (it needs its own cluster)")
+		return
+	}
+	ref := "reference, not measured in this run"
+	b.rep.add(sec, "Bucardo 5.6 kick to done (CLI wall)", uSec, refBucardoCLIWall, ref)
+	b.rep.add(sec, "Bucardo 5.6 kick to commit", uSec, refBucardoKickDone, ref)
+	b.rep.add(sec, "Bucardo 5.6 sync (syncrun)", uSec, refBucardoSyncrun, ref+" (earlier run: median 1.78 s)")
+	cfg := b.cfg
+	if len(b.seedKick) == 0 {
+		return
+	}
+	if cfg.scale != 1 || cfg.tx != 10000 || cfg.sources != 4 || cfg.targets != 1 {
+		b.rep.text(sec, "ibex vs Bucardo reference", "-", "not comparable: the reference is 4 src + 1 tgt, scale 1, 10000 tx/src")
+		return
+	}
+	b.rep.add(sec, "ibex kick to done / 3.2 s (reference)", uRatio, scaled(b.seedKick, 1/refBucardoWall), "against the reference, not a same-run baseline")
+	b.rep.add(sec, "ibex sync / 2.056 s (reference)", uRatio, scaled(b.seedSync, 1/median(refBucardoSyncrun)), "against the reference, not a same-run baseline")
+}
+
+// ---- 4: capture overhead on pgbench
+
+func (b *bench) capture(ctx context.Context) error {
+	cfg := b.cfg
+	plain, capt, tgt, ctl := prefix+"cap_plain", prefix+"cap_capture", prefix+"cap_target", prefix+"cap_ctl"
+	progress("capture: creating %s (pgbench -i -s %d), %s and %s from it, and a sync %s -> %s", plain, cfg.scale, capt, tgt, capt, tgt)
+	if err := b.env.create(ctx, plain, "", false); err != nil {
+		return err
+	}
+	if err := b.env.pgbenchInit(ctx, plain, cfg.scale); err != nil {
+		return err
+	}
+	for _, db := range []string{capt, tgt} {
+		if err := b.env.create(ctx, db, plain, false); err != nil {
+			return err
+		}
+	}
+	if err := b.env.setupSync(ctx, ctl, []string{capt, tgt}, []string{"source", "target"}); err != nil {
+		return fmt.Errorf("configuring the sync: %w", err)
+	}
+	args := []string{"-n", "-T", strconv.Itoa(cfg.captureSeconds), "-c", "2", "-j", "2"}
+	progress("capture: warm-up (pgbench -n -T 3 -c 2 -j 2 on each, not recorded)")
+	for _, db := range []string{plain, capt} {
+		if _, err := b.env.pgbench(ctx, db, "-n", "-T", "3", "-c", "2", "-j", "2"); err != nil {
+			return err
+		}
+	}
+	var without, with []float64
+	for r := 1; r <= cfg.repeats; r++ {
+		order := []string{plain, capt}
+		if r%2 == 0 {
+			order = []string{capt, plain}
+		}
+		for _, db := range order {
+			if err := b.env.checkpoint(ctx); err != nil {
+				return err
+			}
+			tps, err := b.env.pgbench(ctx, db, args...)
+			if err != nil {
+				return err
+			}
+			progress("capture pair %d/%d: pgbench -T %d -c 2 -j 2 on %s: %.1f tps", r, cfg.repeats, cfg.captureSeconds, db, tps)
+			if db == plain {
+				without = append(without, tps)
+			} else {
+				with = append(with, tps)
+			}
+		}
+	}
+	sec := "capture"
+	note := fmt.Sprintf("pgbench -n -T %d -c 2 -j 2, scale %d, interleaved pairs", cfg.captureSeconds, cfg.scale)
+	b.rep.add(sec, "pgbench without capture", uTPS, without, note)
+	b.rep.add(sec, "pgbench with ibex capture", uTPS, with, "")
+	b.rep.add(sec, "TPS ratio with / without", uRatio, ratios(with, without), "target >= 0.90; Bucardo's triggers: 0.74-0.86")
+	return b.env.dropNow(ctx, cfg.keep, ctl, capt, tgt, plain)
+}
+
+// ---- 5: growth with table size
+
+func (b *bench) growth(ctx context.Context) error {
+	cfg := b.cfg
+	type perScale struct {
+		scale             int
+		wall, sync, floor []float64
+		rows              []float64
+	}
+	var all []perScale
+	for _, scale := range cfg.growthScales {
+		ps := perScale{scale: scale}
+		tmpl := fmt.Sprintf("%sg%d_tmpl", prefix, scale)
+		src, tgt, ctl := fmt.Sprintf("%sg%d_src", prefix, scale), fmt.Sprintf("%sg%d_tgt", prefix, scale), fmt.Sprintf("%sg%d_ctl", prefix, scale)
+		progress("growth scale %d: pgbench -i -s %d into %s (%d accounts rows; scale 100 takes minutes)", scale, scale, tmpl, scale*100000)
+		if err := b.env.create(ctx, tmpl, "", false); err != nil {
+			return err
+		}
+		if err := b.env.pgbenchInit(ctx, tmpl, scale); err != nil {
+			return err
+		}
+		for r := 1; r <= cfg.growthRepeats; r++ {
+			label := fmt.Sprintf("growth scale %d repeat %d/%d", scale, r, cfg.growthRepeats)
+			progress("%s: %s and %s from %s (FILE_COPY), sync 1 source -> 1 target", label, src, tgt, tmpl)
+			for _, db := range []string{src, tgt} {
+				if err := b.env.create(ctx, db, tmpl, true); err != nil {
+					return err
+				}
+			}
+			dbs := []string{src, tgt}
+			if err := b.env.setupSync(ctx, ctl, dbs, []string{"source", "target"}); err != nil {
+				return fmt.Errorf("configuring the sync: %w", err)
+			}
+			if err := b.env.checkpoint(ctx); err != nil {
+				return err
+			}
+			progress("%s: pgbench -n -t %d on %s", label, cfg.growthTx, src)
+			if _, err := b.env.pgbenchAll(ctx, []string{src}, cfg.growthTx); err != nil {
+				return err
+			}
+			pr, err := b.kickAndFloor(ctx, label, ctl, dbs, []int{0}, true)
+			if err != nil {
+				return err
+			}
+			if pr.floor.dur == 0 { // not converged: reported as FAIL
+				continue
+			}
+			ps.wall, ps.sync = append(ps.wall, secs(pr.kick.wall)), append(ps.sync, secs(pr.kick.sync))
+			ps.floor, ps.rows = append(ps.floor, secs(pr.floor.dur)), append(ps.rows, float64(pr.kick.inserts))
+		}
+		all = append(all, ps)
+		if err := b.env.dropNow(ctx, cfg.keep, ctl, src, tgt, tmpl); err != nil {
+			return err
+		}
+	}
+	sec := "growth"
+	base := all[0]
+	for _, ps := range all {
+		note := fmt.Sprintf("1 src + 1 tgt, %d tx, %d accounts rows", cfg.growthTx, ps.scale*100000)
+		b.rep.add(sec, fmt.Sprintf("scale %d: ibex sync", ps.scale), uSec, ps.sync, note)
+		b.rep.add(sec, fmt.Sprintf("scale %d: ibex kick to done", ps.scale), uSec, ps.wall, "")
+		b.rep.add(sec, fmt.Sprintf("scale %d: rows inserted", ps.scale), uRows, ps.rows, "")
+		b.rep.add(sec, fmt.Sprintf("scale %d: raw floor", ps.scale), uSec, ps.floor, "same rows, plain SQL")
+		b.rep.add(sec, fmt.Sprintf("scale %d: ibex sync / floor", ps.scale), uRatio, ratios(ps.sync, ps.floor), "")
+	}
+	for _, ps := range all[1:] {
+		target := ""
+		if ps.scale == 100*base.scale {
+			target = "target <= 1.2"
+		}
+		b.rep.add(sec, fmt.Sprintf("sync scale %d / scale %d", ps.scale, base.scale), uRatio, ratios(ps.sync, base.sync), target+" (paired by repeat)")
+		b.rep.add(sec, fmt.Sprintf("floor scale %d / scale %d", ps.scale, base.scale), uRatio, ratios(ps.floor, base.floor), "PostgreSQL's own growth")
+	}
+	return nil
+}
+
+// ---- 6: a large backlog
+
+func (b *bench) backlog(ctx context.Context) error {
+	cfg := b.cfg
+	const chunk = 100000
+	scale := max(10, (cfg.backlogRows+chunk-1)/chunk)
+	tmpl, src, tgt, ctl := prefix+"bl_tmpl", prefix+"bl_src", prefix+"bl_tgt", prefix+"bl_ctl"
+	progress("backlog: pgbench -i -s %d into %s (%d accounts rows)", scale, tmpl, scale*100000)
+	if err := b.env.create(ctx, tmpl, "", false); err != nil {
+		return err
+	}
+	if err := b.env.pgbenchInit(ctx, tmpl, scale); err != nil {
+		return err
+	}
+	var wall, sync, rss, rate, floor, floorRate, ins []float64
+	for r := 1; r <= cfg.backlogRepeats; r++ {
+		label := fmt.Sprintf("backlog repeat %d/%d", r, cfg.backlogRepeats)
+		progress("%s: %s and %s from %s (FILE_COPY), sync 1 source -> 1 target", label, src, tgt, tmpl)
+		for _, db := range []string{src, tgt} {
+			if err := b.env.create(ctx, db, tmpl, true); err != nil {
+				return err
+			}
+		}
+		dbs := []string{src, tgt}
+		if err := b.env.setupSync(ctx, ctl, dbs, []string{"source", "target"}); err != nil {
+			return fmt.Errorf("configuring the sync: %w", err)
+		}
+		c, err := b.env.connect(ctx, src)
+		if err != nil {
+			return err
+		}
+		for lo := 0; lo < cfg.backlogRows; lo += chunk {
+			hi := min(lo+chunk, cfg.backlogRows)
+			progress("%s: UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid in (%d, %d] on %s", label, lo, hi, src)
+			if _, err := c.Exec(ctx, `UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid > $1 AND aid <= $2`, lo, hi); err != nil {
+				_ = c.Close(ctx)
+				return fmt.Errorf("UPDATE pgbench_accounts on %s: %w", src, err)
+			}
+		}
+		_ = c.Close(ctx)
+		pr, err := b.kickAndFloor(ctx, label, ctl, dbs, []int{0}, true)
+		if err != nil {
+			return err
+		}
+		if pr.floor.dur == 0 {
+			continue
+		}
+		k := pr.kick
+		wall, sync, rss, rate = append(wall, secs(k.wall)), append(sync, secs(k.sync)), append(rss, mib(k.rssKiB)), append(rate, k.rowsPerSec())
+		floor, floorRate, ins = append(floor, secs(pr.floor.dur)), append(floorRate, pr.floor.rowsPerSec()), append(ins, float64(k.inserts))
+	}
+	sec := "backlog"
+	b.rep.add(sec, "ibex kick to done", uSec, wall, fmt.Sprintf("1 src + 1 tgt, scale %d, %d pending changed rows", scale, cfg.backlogRows))
+	b.rep.add(sec, "ibex sync", uSec, sync, "")
+	b.rep.add(sec, "rows inserted", uRows, ins, "")
+	b.rep.add(sec, "peak RSS of the kick process", uMiB, rss, "target <= 200 MB")
+	b.rep.add(sec, "ibex rows/s, (ins+del)/sync", uRate, rate, "")
+	b.rep.add(sec, "raw floor: DELETE+COPY", uSec, floor, "same rows, plain SQL")
+	b.rep.add(sec, "floor rows/s, (del+copy)/time", uRate, floorRate, "")
+	b.rep.add(sec, "ibex sync / floor", uRatio, ratios(sync, floor), "target <= 2 (throughput within 2x of the floor)")
+	b.rep.add(sec, "ibex kick to done / floor", uRatio, ratios(wall, floor), "")
+	return b.env.dropNow(ctx, cfg.keep, ctl, src, tgt, tmpl)
+}

@@ -1,0 +1,277 @@
+package faults
+
+import (
+	"context"
+	"maps"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	toxiproxy "github.com/Shopify/toxiproxy/v2"
+	"github.com/rs/zerolog"
+
+	"github.com/ibexrepl/ibex/internal/control"
+	"github.com/ibexrepl/ibex/internal/pgtest"
+	"github.com/ibexrepl/ibex/job"
+)
+
+// netFixture is a sync s over dbs a, b and c (all sources) on one cluster, where ibex
+// reaches one of them through an in-process toxiproxy.
+type netFixture struct {
+	e       *env
+	dbs     map[string]*pgtest.DB // direct connections, for the test's own checks
+	dsns    map[string]string
+	proxy   *toxiproxy.Proxy
+	proxied string
+	s       *control.Store
+}
+
+func newProxy(t *testing.T, upstream string) *toxiproxy.Proxy {
+	t.Helper()
+	srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(nil), zerolog.Nop())
+	p := toxiproxy.NewProxy(srv, "pg", "127.0.0.1:0", upstream)
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	return p
+}
+
+func addToxic(t *testing.T, p *toxiproxy.Proxy, json string) {
+	t.Helper()
+	if _, err := p.Toxics.AddToxicJson(strings.NewReader(json)); err != nil {
+		t.Fatalf("adding toxic %s: %v", json, err)
+	}
+}
+
+func removeToxic(t *testing.T, p *toxiproxy.Proxy, name string) {
+	t.Helper()
+	if err := p.Toxics.RemoveToxic(context.Background(), name); err != nil {
+		t.Fatalf("removing toxic %s: %v", name, err)
+	}
+}
+
+// newNetFixture sets up the sync and gives a a backlog of n new rows in table big.
+func newNetFixture(t *testing.T, proxied string, n int) *netFixture {
+	t.Helper()
+	f := &netFixture{e: newEnv(t, pgtest.ClusterOptions{}), dbs: map[string]*pgtest.DB{}, dsns: map[string]string{}, proxied: proxied}
+	for _, name := range []string{"a", "b", "c"} {
+		d := f.e.ctl.CreateDB(name)
+		f.dbs[name], f.dsns[name] = d, d.DSN
+		execSQL(t, d.DSN, `CREATE TABLE big (id int PRIMARY KEY, v text NOT NULL)`)
+		conn := maps.Clone(d.Conn)
+		if name == proxied {
+			f.proxy = newProxy(t, net.JoinHostPort(conn["host"], conn["port"]))
+			host, port, _ := net.SplitHostPort(f.proxy.Listen)
+			conn["host"], conn["port"] = host, port
+		}
+		conn["connect_timeout"] = "2"
+		f.e.must(append([]string{"add", "db", name}, dbArgs(conn)...)...)
+	}
+	f.e.must("add", "table", "big", "db=a", "herd=h")
+	f.e.must("add", "sync", "s", "herd=h", "dbs=a:source,b:source,c:source")
+	f.s = f.e.store()
+	mustState(t, f.s, "s", job.Options{}, control.StateEmpty)
+	execSQL(t, f.dbs["a"].DSN, `INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, $1) g`, n)
+	return f
+}
+
+func count(t testing.TB, dsn, table string) int {
+	t.Helper()
+	n, err := strconv.Atoi(queryOne(t, dsn, "SELECT count(*)::text FROM "+table))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// subsetOfA fails unless every row of big on db is also on a (no half-written or foreign
+// row), and returns how many rows db has.
+func (f *netFixture) subsetOfA(t *testing.T, db string) int {
+	t.Helper()
+	a := map[string]bool{}
+	for _, r := range rows(t, f.dsns["a"], "big") {
+		a[r] = true
+	}
+	got := rows(t, f.dsns[db], "big")
+	for _, r := range got {
+		if !a[r] {
+			t.Fatalf("db %s has row %s that a does not have", db, r)
+		}
+	}
+	return len(got)
+}
+
+// startRun runs the sync in the background.
+func (f *netFixture) startRun(ctx context.Context, opts job.Options) <-chan runOutcome {
+	ch := make(chan runOutcome, 1)
+	go func() {
+		t0 := time.Now()
+		res, err := job.Run(ctx, f.s, "s", opts)
+		ch <- runOutcome{res, err, time.Since(t0)}
+	}()
+	return ch
+}
+
+type runOutcome struct {
+	res *job.Result
+	err error
+	dur time.Duration
+}
+
+// TestNetworkFaults proves invariants 3 and 5 against faults of the network between
+// ibex and one db, injected by toxiproxy: a connection cut in the middle of a long run
+// (on a receiving db and on the sending db), a db that stops answering (blackhole) at
+// connect time and in the middle of a run, and a slow link. Every run ends within its
+// timeouts, no db is left with a half-applied batch (every db's rows are a subset of the
+// source's, whole batches only), and once the fault is gone one run converges every db
+// to the exact expected content.
+func TestNetworkFaults(t *testing.T) {
+	t.Parallel()
+	const n = 40000
+	const batch = 1000
+
+	// The connection to a receiving db is cut while batches are being applied: c leaves
+	// the run, a and b go on to the end; the next run gives c everything it missed.
+	t.Run("cut receiver", func(t *testing.T) {
+		t.Parallel()
+		f := newNetFixture(t, "c", n)
+		done := f.startRun(context.Background(), job.Options{BatchSize: batch})
+		waitFor(t, "c to receive a first batch", 60*time.Second, func() bool { return count(t, f.dsns["c"], "big") > 0 })
+		f.proxy.Stop()
+		out := <-done
+		if out.res == nil || out.res.State != control.StateBad || !slices.Equal(slices.Sorted(maps.Keys(out.res.Skipped)), []string{"c"}) {
+			t.Fatalf("run cut from c: %+v, err %v; want state bad, c skipped", out.res, out.err)
+		}
+		if got := count(t, f.dsns["b"], "big"); got != n {
+			t.Errorf("b has %d rows after the run that lost c, want all %d", got, n)
+		}
+		partial := f.subsetOfA(t, "c")
+		if partial == 0 || partial == n {
+			t.Errorf("c has %d of %d rows: the cut was not in the middle of the run", partial, n)
+		}
+		t.Logf("c had %d of %d rows when its connection was cut; the run took %s", partial, n, out.dur)
+		if err := f.proxy.Start(); err != nil {
+			t.Fatal(err)
+		}
+		res := mustState(t, f.s, "s", job.Options{BatchSize: batch}, control.StateGood)
+		if res.Inserts != n || res.Deletes != int64(partial) {
+			t.Errorf("catch-up run: inserts %d deletes %d, want %d and %d (c gets every key again, nothing goes to b)", res.Inserts, res.Deletes, n, partial)
+		}
+		if s := sameEverywhere(t, "big", f.dsns); s.Count != n {
+			t.Errorf("%d rows, want %d", s.Count, n)
+		}
+		mustState(t, f.s, "s", job.Options{}, control.StateEmpty)
+	})
+
+	// The connection to the db that sends the rows is reset mid-run: it leaves the run,
+	// the batch in flight is rolled back everywhere; the next run finishes the work.
+	t.Run("cut sender", func(t *testing.T) {
+		t.Parallel()
+		f := newNetFixture(t, "a", n)
+		done := f.startRun(context.Background(), job.Options{BatchSize: batch})
+		waitFor(t, "b to receive a first batch", 60*time.Second, func() bool { return count(t, f.dsns["b"], "big") > 0 })
+		addToxic(t, f.proxy, `{"name":"reset","type":"reset_peer","stream":"upstream","attributes":{"timeout":0}}`)
+		out := <-done
+		if out.res == nil || out.res.State != control.StateBad || !slices.Equal(slices.Sorted(maps.Keys(out.res.Skipped)), []string{"a"}) {
+			t.Fatalf("run cut from a: %+v, err %v; want state bad, a skipped", out.res, out.err)
+		}
+		pb, pc := f.subsetOfA(t, "b"), f.subsetOfA(t, "c")
+		if pb == n && pc == n {
+			t.Errorf("b and c have every row: the reset was not in the middle of the run")
+		}
+		t.Logf("b had %d and c %d of %d rows when a's connection was reset", pb, pc, n)
+		removeToxic(t, f.proxy, "reset")
+		res := mustState(t, f.s, "s", job.Options{BatchSize: batch}, control.StateGood)
+		if res.Inserts != 2*n || res.Deletes != int64(pb+pc) {
+			t.Errorf("catch-up run: inserts %d deletes %d, want %d and %d", res.Inserts, res.Deletes, 2*n, pb+pc)
+		}
+		if s := sameEverywhere(t, "big", f.dsns); s.Count != n {
+			t.Errorf("%d rows, want %d", s.Count, n)
+		}
+	})
+
+	// A db that accepts the TCP connection and then never answers: connect_timeout=2
+	// bounds the attempt; the others are served.
+	t.Run("stall at connect", func(t *testing.T) {
+		t.Parallel()
+		f := newNetFixture(t, "c", 2000)
+		addToxic(t, f.proxy, `{"name":"hole","type":"timeout","stream":"downstream","attributes":{"timeout":0}}`)
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		out := <-f.startRun(ctx, job.Options{})
+		if out.dur < 2*time.Second || out.dur > 10*time.Second {
+			t.Errorf("the run with c blackholed took %s, want 2s (connect_timeout) to 10s", out.dur)
+		}
+		if out.res == nil || out.res.State != control.StateBad || !contains(out.res.Skipped["c"], "cannot connect to db c") {
+			t.Fatalf("run with c blackholed: %+v, err %v", out.res, out.err)
+		}
+		if got := count(t, f.dsns["b"], "big"); got != 2000 {
+			t.Errorf("b has %d rows, want 2000", got)
+		}
+		removeToxic(t, f.proxy, "hole")
+		mustState(t, f.s, "s", job.Options{}, control.StateGood)
+		if s := sameEverywhere(t, "big", f.dsns); s.Count != 2000 {
+			t.Errorf("%d rows, want 2000", s.Count)
+		}
+	})
+
+	// c stops answering in the middle of the run. Nothing in a run bounds one statement
+	// on one db, so the run waits for it until the caller's deadline; then it ends, bad,
+	// recorded, and every db keeps whole batches only.
+	t.Run("stall mid-run", func(t *testing.T) {
+		t.Parallel()
+		f := newNetFixture(t, "c", n)
+		const deadline = 6 * time.Second
+		ctx, cancel := context.WithTimeout(context.Background(), deadline)
+		defer cancel()
+		done := f.startRun(ctx, job.Options{BatchSize: batch})
+		waitFor(t, "c to receive a first batch", 60*time.Second, func() bool { return count(t, f.dsns["c"], "big") > 0 })
+		addToxic(t, f.proxy, `{"name":"hole","type":"timeout","stream":"downstream","attributes":{"timeout":0}}`)
+		out := <-done
+		t.Logf("the run with c stalled returned after %s: %v", out.dur, out.err)
+		if out.dur > deadline+20*time.Second {
+			t.Errorf("the run took %s after its %s deadline", out.dur, deadline)
+		}
+		if out.res == nil || out.res.State != control.StateBad {
+			t.Fatalf("run with c stalled: %+v, err %v", out.res, out.err)
+		}
+		for _, r := range runRows(t, f.e.dsn, "s") {
+			if r.State == control.StateRunning {
+				t.Errorf("run %d is still recorded as running", r.ID)
+			}
+		}
+		pb, pc := f.subsetOfA(t, "b"), f.subsetOfA(t, "c")
+		t.Logf("b had %d and c %d of %d rows", pb, pc, n)
+		removeToxic(t, f.proxy, "hole")
+		res := mustState(t, f.s, "s", job.Options{BatchSize: batch}, control.StateGood)
+		if res.Inserts != 2*n || res.Deletes != int64(pb+pc) {
+			t.Errorf("catch-up run: inserts %d deletes %d, want %d and %d", res.Inserts, res.Deletes, 2*n, pb+pc)
+		}
+		if s := sameEverywhere(t, "big", f.dsns); s.Count != n {
+			t.Errorf("%d rows, want %d", s.Count, n)
+		}
+	})
+
+	// 50 ms each way between ibex and c: the run is slower and correct.
+	t.Run("slow", func(t *testing.T) {
+		t.Parallel()
+		const m = 5000
+		f := newNetFixture(t, "c", m)
+		execSQL(t, f.dsns["c"], `INSERT INTO big SELECT g, 'c' || g FROM generate_series($1 + 1, $1 + 500) g`, m)
+		addToxic(t, f.proxy, `{"name":"lat_down","type":"latency","stream":"downstream","attributes":{"latency":50}}`)
+		addToxic(t, f.proxy, `{"name":"lat_up","type":"latency","stream":"upstream","attributes":{"latency":50}}`)
+		t0 := time.Now()
+		res := mustState(t, f.s, "s", job.Options{BatchSize: 1000}, control.StateGood)
+		t.Logf("run over a 2x50 ms link: %s", time.Since(t0))
+		if want := int64(2*m + 2*500); res.Inserts != want || res.Deletes != 0 {
+			t.Errorf("inserts %d deletes %d, want %d and 0", res.Inserts, res.Deletes, want)
+		}
+		if s := sameEverywhere(t, "big", f.dsns); s.Count != m+500 {
+			t.Errorf("%d rows, want %d", s.Count, m+500)
+		}
+	})
+}

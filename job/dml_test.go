@@ -1,0 +1,244 @@
+package job_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/ibexrepl/ibex/internal/control"
+	"github.com/ibexrepl/ibex/job"
+)
+
+// testInsertsKeyChangesDeletes: inserts, updates that change the key (the old key goes
+// away on the other dbs, the new one appears), a key changed away and back, a row
+// inserted and deleted in one transaction, deletes, and a key moved away on one source
+// while another source updates the old key later.
+func testInsertsKeyChangesDeletes(t *testing.T, f *farm) {
+	c, _ := f.itemCluster(t, "dml", 3, []string{"t1:source", "t2:source", "t3:target"})
+	c.on("t1", `INSERT INTO item VALUES (100, 't1:100')`)
+	c.on("t1", `UPDATE item SET id = id + 1000 WHERE id = 5`)
+	c.on("t1", `DELETE FROM item WHERE id = 7`)
+	c.on("t1", `UPDATE item SET id = 2010 WHERE id = 10`)
+	c.on("t1", `UPDATE item SET id = 10, v = 't1:10' WHERE id = 2010`)
+	c.on("t1", `BEGIN; INSERT INTO item VALUES (500, 'gone'); DELETE FROM item WHERE id = 500; COMMIT`)
+	c.on("t1", `UPDATE item SET id = 1006 WHERE id = 6`)
+	c.on("t2", `UPDATE item SET v = 't2:6' WHERE id = 6`) // later than t1's move: t2's 6 wins
+	c.on("t2", `INSERT INTO item VALUES (200, 't2:200')`)
+	c.on("t2", `UPDATE item SET id = id + 1000 WHERE id = 8`)
+	c.on("t2", `DELETE FROM item WHERE id = 9`)
+
+	res := c.mustRun(control.StateGood, job.Options{})
+	want := []string{"(1,init)", "(2,init)", "(3,init)", "(4,init)", "(6,t2:6)", "(10,t1:10)", "(100,t1:100)", "(200,t2:200)",
+		"(1005,init)", "(1006,init)", "(1008,init)"}
+	for _, db := range c.names {
+		if diff := cmp.Diff(want, c.rows(db, "item", "id")); diff != "" {
+			t.Errorf("db %s (-want +got):\n%s", db, diff)
+		}
+	}
+	// Keys 100 1005 10 6 1006 200 1008 are copied to 2 dbs each; 5 7 10 6(t3) 8 9 had rows
+	// on the receivers: 2+2+2+1+2+2 deletes; key 6 is the one conflict.
+	if got, want := countsOf(res), (counts{I: 14, D: 11, C: 1}); got != want {
+		t.Errorf("I/D/C %+v, want %+v", got, want)
+	}
+	c.mustRun(control.StateEmpty, job.Options{})
+}
+
+// testNoEcho: rows a run applies on a source are not captured there again, so the next run
+// has nothing to do.
+func testNoEcho(t *testing.T, f *farm) {
+	c, _ := f.itemCluster(t, "echo", 3, []string{"t1:source", "t2:source", "t3:target"})
+	c.on("t1", `UPDATE item SET v = 't1' WHERE id <= 5`)
+	c.on("t1", `INSERT INTO item VALUES (20, 't1')`)
+	c.on("t2", `UPDATE item SET v = 't2' WHERE id BETWEEN 6 AND 8`)
+	c.on("t2", `DELETE FROM item WHERE id = 9`)
+	res := c.mustRun(control.StateGood, job.Options{})
+	if got, want := countsOf(res), (counts{I: 18, D: 18}); got != want {
+		t.Errorf("I/D/C %+v, want %+v", got, want)
+	}
+	ct := c.changeTable("item")
+	if n := c.int("t2", `SELECT count(*) FROM `+ct+` WHERE id <= 5 OR id = 20`); n != 0 {
+		t.Errorf("t2 captured %d change rows for the keys it received from t1", n)
+	}
+	if n := c.int("t1", `SELECT count(*) FROM `+ct+` WHERE id BETWEEN 6 AND 9`); n != 0 {
+		t.Errorf("t1 captured %d change rows for the keys it received from t2", n)
+	}
+	for _, db := range []string{"t1", "t2"} {
+		if n := c.int(db, `SELECT count(*) FROM `+ct); n != 0 {
+			t.Errorf("db %s: %d change rows left after the run", db, n)
+		}
+	}
+	c.mustRun(control.StateEmpty, job.Options{})
+	c.sameEverywhere("item", "id")
+}
+
+// testSchemaDrift: a column added on one db only makes the run fail, naming the table and
+// the column, with nothing applied anywhere; once every db has it the run goes through.
+// A type that differs is refused the same way.
+func testSchemaDrift(t *testing.T, f *farm) {
+	c, m := f.itemCluster(t, "drift", 3, []string{"t1:source", "t2:source", "t3:target"})
+	c.apply(m, []write{{"t1", "update", 1}, {"t2", "update", 2}})
+	c.on("t2", `ALTER TABLE item ADD COLUMN extra int`)
+	res := c.mustRun(control.StateBad, job.Options{})
+	for _, s := range []string{c.qual("item"), `"extra"`, "t2"} {
+		if !strings.Contains(res.Error, s) {
+			t.Errorf("error %q does not name %s", res.Error, s)
+		}
+	}
+	c.check(m) // nothing applied
+
+	c.on("t1", `ALTER TABLE item ADD COLUMN extra int`)
+	c.on("t3", `ALTER TABLE item ADD COLUMN extra int`)
+	c.on("t1", `UPDATE item SET extra = 42 WHERE id = 3`)
+	res = c.mustRun(control.StateGood, job.Options{})
+	if got, want := countsOf(res), (counts{I: 6, D: 6}); got != want {
+		t.Errorf("I/D/C %+v, want %+v", got, want)
+	}
+	rows := c.sameEverywhere("item", "id")
+	if diff := cmp.Diff([]string{"(1,t1:1,)", "(2,t2:2,)", "(3,init,42)"}, rows[:3]); diff != "" {
+		t.Errorf("rows (-want +got):\n%s", diff)
+	}
+
+	c.on("t3", `ALTER TABLE item ALTER COLUMN extra TYPE bigint`)
+	c.on("t1", `UPDATE item SET extra = 43 WHERE id = 4`)
+	res = c.mustRun(control.StateBad, job.Options{})
+	for _, s := range []string{c.qual("item"), `"extra"`, "bigint", "t3"} {
+		if !strings.Contains(res.Error, s) {
+			t.Errorf("error %q does not name %s", res.Error, s)
+		}
+	}
+	if got := c.strs("t3", `SELECT extra::text FROM item WHERE id = 4`); got[0] != "<NULL>" {
+		t.Errorf("t3 received id 4 despite the drift: extra = %s", got[0])
+	}
+}
+
+// logCounter counts log records by message.
+type logCounter struct {
+	mu   sync.Mutex
+	msgs map[string]int
+	keys []int64 // "keys" of each "batch applied"
+}
+
+func (l *logCounter) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logCounter) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.msgs[r.Message]++
+	if r.Message == "batch applied" {
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "keys" {
+				l.keys = append(l.keys, a.Value.Int64())
+			}
+			return true
+		})
+	}
+	return nil
+}
+func (l *logCounter) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *logCounter) WithGroup(string) slog.Handler      { return l }
+
+// testBatching: a backlog of 5,000 changed keys (5,500 change rows) with BatchSize 700
+// goes in several bounded batches, converges, and the counts are exact.
+func testBatching(t *testing.T, f *farm) {
+	c := f.cluster(t, "batch", 3)
+	c.onAll(`CREATE TABLE item (id int PRIMARY KEY, v text); INSERT INTO item SELECT g, 'init' FROM generate_series(1, 6000) g`)
+	c.configure([]string{"item"}, []string{"t1:source", "t2:source", "t3:target"})
+	c.on("t1", `UPDATE item SET v = 't1' WHERE id <= 3000`)
+	c.on("t2", `UPDATE item SET v = 't2' WHERE id > 2500 AND id <= 5000`)
+
+	lc := &logCounter{msgs: map[string]int{}}
+	res := c.mustRun(control.StateGood, job.Options{BatchSize: 700, Logger: slog.New(lc)})
+	if got, want := countsOf(res), (counts{I: 10000, D: 10000, C: 500}); got != want {
+		t.Errorf("I/D/C %+v, want %+v", got, want)
+	}
+	if diff := cmp.Diff(map[string]job.Stats{c.qual("item"): {Inserts: 10000, Deletes: 10000, Conflicts: 500}}, res.Tables); diff != "" {
+		t.Errorf("per-table counts (-want +got):\n%s", diff)
+	}
+	if n := len(lc.keys); n < 5500/700 {
+		t.Errorf("%d batches for 5,500 changes with BatchSize 700", n)
+	}
+	var total int64
+	for _, k := range lc.keys {
+		total += k
+		if k > 2*700 {
+			t.Errorf("a batch of %d keys with BatchSize 700", k)
+		}
+	}
+	if total != 5000 {
+		t.Errorf("batches handled %d keys in all, want 5000 (%v)", total, lc.keys)
+	}
+	t.Logf("%d batches: %v", len(lc.keys), lc.keys)
+	rows := c.sameEverywhere("item", "id")
+	for i, r := range rows {
+		id := i + 1
+		want := fmt.Sprintf("(%d,init)", id)
+		switch {
+		case id <= 2500:
+			want = fmt.Sprintf("(%d,t1)", id)
+		case id <= 5000:
+			want = fmt.Sprintf("(%d,t2)", id)
+		}
+		if r != want {
+			t.Fatalf("row %d is %s, want %s", id, r, want)
+		}
+	}
+	if len(rows) != 6000 {
+		t.Errorf("%d rows, want 6000", len(rows))
+	}
+	// The sync's own batch_size is used when the run sets none.
+	c.ibex("update", "sync", c.sync, "batch_size=300")
+	c.on("t2", `UPDATE item SET v = 'again' WHERE id <= 1000`)
+	lc = &logCounter{msgs: map[string]int{}}
+	res = c.mustRun(control.StateGood, job.Options{Logger: slog.New(lc)})
+	if got, want := countsOf(res), (counts{I: 2000, D: 2000}); got != want {
+		t.Errorf("second backlog: I/D/C %+v, want %+v", got, want)
+	}
+	if n := len(lc.keys); n < 1000/300 {
+		t.Errorf("%d batches for 1,000 changes with batch_size=300", n)
+	}
+	c.sameEverywhere("item", "id")
+	c.mustRun(control.StateEmpty, job.Options{})
+}
+
+// testLeastPrivilege: with the dbs reached as a role that is not superuser and owns the
+// tables (so session_replication_role cannot be set and ibex.applying is used instead),
+// the sync is added, replicates, and applied rows are not captured again.
+func testLeastPrivilege(t *testing.T, f *farm) {
+	c := f.cluster(t, "lp", 0)
+	for i := 1; i <= 3; i++ {
+		db := f.dbs[fmt.Sprintf("t%d", i)]
+		as := *db
+		as.Conn = map[string]string{"dbname": db.Name, "host": db.Conn["host"], "port": db.Conn["port"], "user": f.role}
+		as.DSN = strings.Replace(db.DSN, "user="+db.Conn["user"], "user="+f.role, 1)
+		name := fmt.Sprintf("o%d", i)
+		c.ibex("add", "db", name, "dbname="+db.Name, "host="+db.Conn["host"], "port="+db.Conn["port"], "user="+f.role)
+		c.dbs[name] = &as
+		c.names = append(c.names, name)
+		c.on(name, `CREATE SCHEMA lp; CREATE TABLE item (id int PRIMARY KEY, v text); INSERT INTO item SELECT g, 'init' FROM generate_series(1, 10) g`)
+	}
+	if n := c.int("o1", `SELECT count(*) FROM pg_roles WHERE rolname = current_user AND NOT rolsuper`); n != 1 {
+		t.Fatalf("the dbs are not reached as a plain role")
+	}
+	c.configure([]string{"item"}, []string{"o1:source", "o2:source", "o3:target"})
+	c.on("o1", `UPDATE item SET v = 'o1' WHERE id <= 5`)
+	c.on("o2", `UPDATE item SET v = 'o2' WHERE id > 5`)
+	res := c.mustRun(control.StateGood, job.Options{})
+	if got, want := countsOf(res), (counts{I: 20, D: 20}); got != want {
+		t.Errorf("I/D/C %+v, want %+v", got, want)
+	}
+	ct := c.changeTable("item")
+	for _, db := range []string{"o1", "o2"} {
+		if n := c.int(db, `SELECT count(*) FROM `+ct); n != 0 {
+			t.Errorf("db %s: %d change rows after the run (echo of applied rows?)", db, n)
+		}
+	}
+	c.mustRun(control.StateEmpty, job.Options{})
+	rows := c.sameEverywhere("item", "id")
+	if len(rows) != 10 || rows[0] != "(1,o1)" || rows[9] != "(10,o2)" {
+		t.Errorf("rows %v", rows)
+	}
+}
