@@ -36,6 +36,7 @@ lint: ## gofmt, go vet and terraform fmt
 lambda: ## the AWS Lambda bootstrap for provided.al2023 (linux/arm64) in dist/ibex-lambda.zip
 	mkdir -p dist
 	GOOS=linux GOARCH=arm64 CGO_ENABLED=0 $(GO) build -tags lambda.norpc -trimpath -ldflags='-s -w' -o dist/bootstrap ./lambda
+	touch -d @0 dist/bootstrap
 	cd dist && rm -f ibex-lambda.zip && (command -v zip >/dev/null && zip -q ibex-lambda.zip bootstrap || python3 -c "import zipfile; z=zipfile.ZipFile('ibex-lambda.zip','w',zipfile.ZIP_DEFLATED); z.write('bootstrap'); z.close()")
 
 .PHONY: clean

@@ -15,7 +15,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/ibexrepl/ibex/internal/control"
-	"github.com/ibexrepl/ibex/internal/pgtest"
 	"github.com/ibexrepl/ibex/job"
 )
 
@@ -111,22 +110,14 @@ func (lw *ledgerWriter) loop(ctx context.Context, stop <-chan struct{}) error {
 	}
 }
 
-// TestConvergenceUnderConcurrentWrites runs pgbench and ledger writers on three sources
+// testConvergenceUnderConcurrentWrites runs pgbench and ledger writers on three sources
 // while two goroutines race runs of the sync in a loop. Runs never overlap (the loser of
 // the race says AlreadyRunning), every run ends well, and after the writers stop one run
 // makes every db identical, with exactly every committed ledger row: no change is lost.
-func TestConvergenceUnderConcurrentWrites(t *testing.T) {
-	t.Parallel()
-	c := newCluster(t, "conc")
-	db1 := pgtest.NewDB(t, "")
-	if err := pgbench(db1, "-i", "-q", "-s", "1"); err != nil {
-		t.Fatal(err)
-	}
-	c.exec(db1, `CREATE TABLE ledger (id text PRIMARY KEY, n int NOT NULL, note text)`)
-	c.addDB("t1", db1)
-	for i := 2; i <= 4; i++ {
-		c.addDB(fmt.Sprintf("t%d", i), pgtest.NewDB(t, db1.Name))
-	}
+func testConvergenceUnderConcurrentWrites(t *testing.T, f *farm) {
+	c := f.cluster(t, "conc", 4)
+	c.pgbenchInit()
+	c.onAll(`CREATE TABLE ledger (id text PRIMARY KEY, n int NOT NULL, note text)`)
 	c.configure([]string{"pgbench_accounts", "pgbench_branches", "pgbench_tellers", "ledger"},
 		[]string{"t1:source", "t2:source", "t3:source", "t4:target"})
 	sources := []string{"t1", "t2", "t3"}
@@ -148,7 +139,7 @@ func TestConvergenceUnderConcurrentWrites(t *testing.T) {
 	var wwg sync.WaitGroup
 	for _, s := range sources {
 		for w := 0; w < 2; w++ {
-			lw := &ledgerWriter{db: s, w: w, dsn: c.dbs[s].DSN, rows: map[string]int{}}
+			lw := &ledgerWriter{db: s, w: w, dsn: c.dbs[s].DSN + " search_path=" + c.schema, rows: map[string]int{}}
 			writers = append(writers, lw)
 			wwg.Add(1)
 			go func() {
@@ -164,7 +155,7 @@ func TestConvergenceUnderConcurrentWrites(t *testing.T) {
 		pwg.Add(1)
 		go func() {
 			defer pwg.Done()
-			if err := pgbench(c.dbs[s], "-n", "-T", "6", "-c", "2", "--max-tries=50"); err != nil {
+			if err := pgbench(c.dbs[s], c.schema, "-n", "-T", "6", "-c", "2", "--max-tries=50"); err != nil {
 				fail(err)
 			}
 		}()

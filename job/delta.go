@@ -35,8 +35,22 @@ type keyState struct {
 func bit(i int) uint64 { return 1 << uint(i) }
 
 func (r *runner) runDelta(ctx context.Context) error {
+	if err := r.takeSnapshots(ctx); err != nil {
+		return err
+	}
+	if r.strategy.Kind == conflict.Abort {
+		if err := r.abortCheck(ctx); err != nil {
+			return err
+		}
+	}
+	return r.applyTables(ctx)
+}
+
+// takeSnapshots records each live source's snapshot (once per run): the changes a run
+// handles are those visible in it.
+func (r *runner) takeSnapshots(ctx context.Context) error {
 	for _, m := range r.alive() {
-		if !m.isSource() {
+		if !m.isSource() || m.snap != "" {
 			continue
 		}
 		var snap string
@@ -49,11 +63,10 @@ func (r *runner) runDelta(ctx context.Context) error {
 		}
 		m.snap = snap
 	}
-	if r.strategy.Kind == conflict.Abort {
-		if err := r.abortCheck(ctx); err != nil {
-			return err
-		}
-	}
+	return nil
+}
+
+func (r *runner) applyTables(ctx context.Context) error {
 	for _, t := range r.tables {
 		nb, err := r.buckets(ctx, t)
 		if err != nil {
@@ -362,7 +375,13 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int) (Stats, []contr
 		sql := fmt.Sprintf(`COPY (SELECT %s FROM %s t WHERE EXISTS (SELECT 1 FROM %s d WHERE %s AND %s AND %s)) TO STDOUT`,
 			quoteCols("t.", t.cols), t.ident, t.change, keyJoin("d", "t", t.keyCols), r.pending(w, "d."), r.bucketCond(t, "d.", b, nb))
 		widx := w.idx
-		senders = append(senders, sender{m: w, conn: w.rconn, sql: sql, route: func(key string) uint64 {
+		rc, err := r.readConn(ctx, w)
+		if err != nil {
+			r.rollbackAll()
+			r.drop(w, err)
+			return r.retry(st)
+		}
+		senders = append(senders, sender{m: w, conn: rc, sql: sql, route: func(key string) uint64 {
 			ks := keys[key]
 			if ks == nil || ks.winner != widx {
 				return 0

@@ -2,8 +2,9 @@ package job_test
 
 import "testing"
 
-// TestFarm runs the tests that need only tables of their own, in parallel, on one shared
-// set of databases (creating and dropping databases is what costs most in these tests).
+// TestFarm runs the job tests in parallel on one shared set of databases, each test with
+// a schema, herd, dbgroup and sync of its own (creating and dropping databases would
+// otherwise cost more than the tests themselves). Run one with -run 'TestFarm/NAME$'.
 func TestFarm(t *testing.T) {
 	t.Parallel()
 	f := newFarm(t)
@@ -11,6 +12,8 @@ func TestFarm(t *testing.T) {
 		name string
 		fn   func(*testing.T, *farm)
 	}{
+		{"SeedDemoSmall", testSeedDemoSmall},
+		{"ConvergenceUnderConcurrentWrites", testConvergenceUnderConcurrentWrites},
 		{"ConflictLatest", conflictStrategyTest("latest")},
 		{"ConflictList", conflictStrategyTest("list")},
 		{"ConflictSource", conflictStrategyTest("source")},
@@ -19,6 +22,10 @@ func TestFarm(t *testing.T) {
 		{"ConflictOneKeyAbort", testConflictOneKeyAbort},
 		{"InsertsKeyChangesDeletes", testInsertsKeyChangesDeletes},
 		{"NoEcho", testNoEcho},
+		{"InFlightTransactions", testInFlightTransactions},
+		{"LateChangeOnReceiver", testLateChangeOnReceiver},
+		{"LatestTie", testLatestTie},
+		{"InactiveReceiver", testInactiveReceiver},
 		{"LeastPrivilege", testLeastPrivilege},
 		{"SchemaDrift", testSchemaDrift},
 		{"Batching", testBatching},

@@ -30,8 +30,8 @@ type cluster struct {
 	ctl    *pgtest.DB
 	store  *control.Store
 	sync   string
-	schema string                // where the test's tables are ("public" on dbs of its own)
-	farm   *farm                 // nil: the test has databases of its own
+	schema string                // where the test's tables are
+	farm   *farm                 // the shared databases
 	dbs    map[string]*pgtest.DB // by ibex db name
 	names  []string              // ibex db names of the test, in order
 	conns  map[string]*pgx.Conn  // cached, main test goroutine only
@@ -42,16 +42,6 @@ type cluster struct {
 func (c *cluster) logf(format string, args ...any) {
 	c.t.Helper()
 	c.t.Logf("%6.2fs "+format, append([]any{time.Since(c.start).Seconds()}, args...)...)
-}
-
-// newCluster creates a control database with the ibex schema installed. Every test gets
-// its own, so tests can run in parallel (the CLI gets --dsn, not IBEX_DSN).
-func newCluster(t *testing.T, sync string) *cluster {
-	t.Helper()
-	c := &cluster{start: time.Now(), t: t, ctl: pgtest.NewDB(t, ""), sync: sync, schema: "public", dbs: map[string]*pgtest.DB{}, conns: map[string]*pgx.Conn{}}
-	c.ibex("install")
-	c.open()
-	return c
 }
 
 func (c *cluster) open() {
@@ -68,14 +58,15 @@ func (c *cluster) open() {
 	})
 }
 
-// farm is a control database and four dbs t1..t4 shared by the tests that need only
+// farm is a control database and five dbs t1..t5 shared by the tests that need only
 // tables of their own: each works in a schema of its own, with its own herd, dbgroup and
 // sync. The dbs t2 and t3 have default settings (datestyle, timezone, bytea_output,
-// intervalstyle, extra_float_digits) that print values differently from t1 and t4.
+// intervalstyle, extra_float_digits) that print values differently from the others.
 type farm struct {
 	ctl *pgtest.DB
 	dbs map[string]*pgtest.DB
-	// role is a plain role (not superuser) with CREATE on the dbs and on their schema ibex.
+	// role is a plain role (not superuser) with CREATE on the dbs and USAGE, CREATE on their
+	// schema ibex (as if it had created it).
 	role string
 	// mu serialises the commands that install capture (concurrent GRANTs on the same
 	// schema can fail with "tuple concurrently updated").
@@ -102,11 +93,11 @@ func newFarm(t *testing.T) *farm {
 	f := &farm{ctl: pgtest.NewDB(t, ""), dbs: map[string]*pgtest.DB{}, role: role}
 	c := &cluster{t: t, ctl: f.ctl, schema: "public", dbs: map[string]*pgtest.DB{}, conns: map[string]*pgx.Conn{}}
 	c.ibex("install")
-	for i := 1; i <= 4; i++ {
+	for i := 1; i <= 5; i++ {
 		name := fmt.Sprintf("t%d", i)
 		db := pgtest.NewDB(t, "")
 		ident := pgx.Identifier{db.Name}.Sanitize()
-		c.exec(db, `CREATE SCHEMA ibex; GRANT CREATE ON DATABASE `+ident+` TO `+role+`; GRANT CREATE ON SCHEMA ibex TO `+role)
+		c.exec(db, `CREATE SCHEMA ibex; GRANT CREATE ON DATABASE `+ident+` TO `+role+`; GRANT USAGE, CREATE ON SCHEMA ibex TO `+role)
 		if i == 2 || i == 3 {
 			c.exec(db, `ALTER DATABASE `+ident+` SET datestyle = 'SQL, DMY'; ALTER DATABASE `+ident+` SET timezone = 'Asia/Kolkata';
 ALTER DATABASE `+ident+` SET bytea_output = 'escape'; ALTER DATABASE `+ident+` SET intervalstyle = 'sql_standard';
@@ -116,6 +107,27 @@ ALTER DATABASE `+ident+` SET extra_float_digits = -3`)
 		f.dbs[name] = db
 	}
 	return f
+}
+
+// pgbenchInit runs pgbench -i -s 1 in the test's schema on each of its dbs, at once: the
+// same deterministic content everywhere.
+func (c *cluster) pgbenchInit() {
+	c.t.Helper()
+	var wg sync.WaitGroup
+	errs := make([]error, len(c.names))
+	for i, n := range c.names {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = pgbench(c.dbs[n], c.schema, "-i", "-q", "-s", "1", "-I", "dtGvp")
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			c.t.Fatal(err)
+		}
+	}
 }
 
 // cluster gives a test of the farm its schema (named like the test, also its sync's
@@ -171,18 +183,6 @@ func (c *cluster) ibex(args ...string) string {
 		c.t.Fatalf("ibex %q: exit %d\n%s%s", args, code, out, errs)
 	}
 	return out
-}
-
-// newDB creates a database (from template when not empty), runs setup on it and adds it
-// to ibex as name.
-func (c *cluster) newDB(name, template string, setup ...string) *pgtest.DB {
-	c.t.Helper()
-	db := pgtest.NewDB(c.t, template)
-	for _, s := range setup {
-		c.exec(db, s)
-	}
-	c.addDB(name, db)
-	return db
 }
 
 func (c *cluster) addDB(name string, db *pgtest.DB) {
@@ -395,11 +395,12 @@ func (c *cluster) runningRuns() int64 {
 	return n
 }
 
-// pgbench runs pgbench and returns its error with its output (usable off the test goroutine).
-func pgbench(db *pgtest.DB, args ...string) error {
+// pgbench runs pgbench with its tables in schema (and commits that do not wait for the
+// disk), and returns its error with its output (usable off the test goroutine).
+func pgbench(db *pgtest.DB, schema string, args ...string) error {
 	cmd := exec.Command("pgbench", append(args, db.Name)...)
 	cmd.Env = append(os.Environ(), "PGHOST="+db.Conn["host"], "PGPORT="+db.Conn["port"], "PGUSER="+db.Conn["user"],
-		"PGOPTIONS=-c synchronous_commit=off")
+		"PGOPTIONS=-c synchronous_commit=off -c search_path="+schema)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("pgbench %s: %v\n%s", strings.Join(args, " "), err, out)

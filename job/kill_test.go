@@ -83,8 +83,8 @@ func (c *cluster) completingRun() *job.Result {
 	}
 }
 
-// cancelAfter is a log handler that cancels the run's context delay after its n-th
-// batch is applied (n = 0: never), so that cancellations land inside later batches.
+// cancelAfter is a log handler that cancels the run's context a delay after the run's
+// n-th batch is applied (n = 0: never), so that cancellations land inside later batches.
 type cancelAfter struct {
 	n      int32
 	delay  time.Duration
@@ -117,6 +117,7 @@ func testCancelledRuns(t *testing.T, f *farm) {
 		{0, 1, 0}, {0, 2, 3 * time.Millisecond}, {0, 4, 10 * time.Millisecond}, {0, 6, 25 * time.Millisecond}} {
 		ctx, cancel := context.WithCancel(context.Background())
 		if k.timeout > 0 {
+			cancel()
 			ctx, cancel = context.WithTimeout(context.Background(), k.timeout)
 		}
 		h := &cancelAfter{n: k.batch, delay: k.delay, cancel: cancel}

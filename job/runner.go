@@ -73,6 +73,10 @@ func (r *runner) run(ctx context.Context) error {
 		return err
 	}
 	r.connect(ctx)
+	if !r.fullcopy && r.sync.Onetimecopy == 0 && r.nothingPending(ctx) {
+		r.logger.DebugContext(ctx, "no changes pending")
+		return nil
+	}
 	if err := r.checkSchemas(ctx); err != nil {
 		return err
 	}
@@ -92,6 +96,40 @@ var errInactiveDB = errors.New("db is inactive")
 
 // errNoTables is returned by loadFrom when the herd is empty.
 var errNoTables = errors.New("herd has no tables")
+
+// nothingPending takes the sources' snapshots and reports whether no source has a change
+// to apply, so that an idle run ends at once. Any error answers false: the full path then
+// reports it properly.
+func (r *runner) nothingPending(ctx context.Context) bool {
+	if err := r.takeSnapshots(ctx); err != nil {
+		return false
+	}
+	for _, a := range r.alive() {
+		if !a.isSource() {
+			continue
+		}
+		for _, t := range r.tables {
+			var any bool
+			if err := a.conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+t.change+` d WHERE `+r.pending(a, "d.")+`)`).Scan(&any); err != nil || any {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// readConn returns the second session of a source, used to read rows while its first
+// session receives; it is opened on first use.
+func (r *runner) readConn(ctx context.Context, m *member) (*pgx.Conn, error) {
+	if m.rconn == nil {
+		c, err := dbconn.Connect(ctx, m.name, m.db.Conn, m.db.Pass)
+		if err != nil {
+			return nil, err
+		}
+		m.rconn = c
+	}
+	return m.rconn, nil
+}
 
 func (r *runner) loadFrom(ctx context.Context, q control.Querier) error {
 	group, err := control.GetDBGroup(ctx, q, r.sync.DBGroup)
@@ -177,11 +215,6 @@ func (r *runner) connect(ctx context.Context) {
 				m.dead = fmt.Errorf("db %s: %w", m.name, err)
 			}
 			_, _ = conn.Exec(ctx, `SET lock_timeout = '60s'`)
-			if m.isSource() && !r.validating {
-				if m.rconn, err = dbconn.Connect(ctx, m.name, m.db.Conn, m.db.Pass); err != nil {
-					m.dead = err
-				}
-			}
 		}()
 	}
 	wg.Wait()

@@ -17,20 +17,21 @@ var pgbenchTables = []struct{ name, key string }{
 	{"pgbench_accounts", "aid"}, {"pgbench_branches", "bid"}, {"pgbench_tellers", "tid"},
 }
 
-// TestSeedDemoSmall is the seed demo at a small scale: five dbs from pgbench -i, four
-// sources and a target, 500 pgbench transactions on each source, one run, and all five
-// identical. The result counts are exact: every changed key is written to the four other
-// dbs, and a key changed on two or more sources is one conflict.
-func TestSeedDemoSmall(t *testing.T) {
-	t.Parallel()
-	c := newCluster(t, "foobar")
-	db1 := pgtest.NewDB(t, "")
-	if err := pgbench(db1, "-i", "-q", "-s", "1"); err != nil {
-		t.Fatal(err)
-	}
-	c.addDB("t1", db1)
-	for i := 2; i <= 5; i++ {
-		c.addDB(fmt.Sprintf("t%d", i), pgtest.NewDB(t, db1.Name))
+// testSeedDemoSmall is the seed demo at a small scale: five dbs from pgbench -i (each
+// initialised by pgbench -i -s 1 in the test's schema: the same content as copies of the
+// first), four sources and a target, 500 pgbench transactions on each source, one run,
+// and all five identical. The result counts are exact: every changed key is written to
+// the four other dbs, and a key changed on two or more sources is one conflict.
+func testSeedDemoSmall(t *testing.T, f *farm) {
+	c := f.cluster(t, "foobar", 5)
+	c.pgbenchInit()
+	for _, tb := range pgbenchTables {
+		ref := c.sum("t1", tb.name, tb.key)
+		for _, n := range c.names[1:] {
+			if got := c.sum(n, tb.name, tb.key); got != ref {
+				t.Fatalf("%s differs between t1 and %s before any change", tb.name, n)
+			}
+		}
 	}
 	c.configure([]string{"pgbench_accounts", "pgbench_branches", "pgbench_tellers"},
 		[]string{"t1:source", "t2:source", "t3:source", "t4:source", "t5:target"})
@@ -43,7 +44,7 @@ func TestSeedDemoSmall(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = pgbench(c.dbs[s], "-n", "-t", "500")
+			errs[i] = pgbench(c.dbs[s], c.schema, "-n", "-t", "500")
 		}()
 	}
 	wg.Wait()
@@ -76,7 +77,7 @@ func TestSeedDemoSmall(t *testing.T) {
 		if len(by) == 0 {
 			t.Fatalf("no change captured for %s", tb.name)
 		}
-		wantTables["public."+tb.name] = st
+		wantTables[c.qual(tb.name)] = st
 		want.I += st.Inserts
 		want.D += st.Deletes
 		want.C += st.Conflicts
@@ -95,9 +96,9 @@ func TestSeedDemoSmall(t *testing.T) {
 	t.Logf("first run: %s", res.Summary())
 
 	for _, tb := range pgbenchTables {
-		ref := pgtest.TableSum(t, c.dbs["t1"].DSN, tb.name, tb.key)
+		ref := pgtest.TableSum(t, c.dbs["t1"].DSN, c.qual(tb.name), tb.key)
 		for _, n := range c.names[1:] {
-			if got := pgtest.TableSum(t, c.dbs[n].DSN, tb.name, tb.key); got != ref {
+			if got := pgtest.TableSum(t, c.dbs[n].DSN, c.qual(tb.name), tb.key); got != ref {
 				t.Errorf("%s differs between t1 and %s after the run", tb.name, n)
 			}
 		}
