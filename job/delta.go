@@ -86,10 +86,13 @@ func (r *runner) applyTables(ctx context.Context) error {
 				if err != nil {
 					return err
 				}
+				r.res.add(t.name, st)
+				// The conflicts are recorded before the batch's change rows are consumed:
+				// a run that dies in between finds them again next time.
 				if err := r.recordConflicts(ctx, conflicts); err != nil {
 					return err
 				}
-				r.res.add(t.name, st)
+				r.consume(ctx, t, b, nb)
 				if r.opts.Progress != nil {
 					r.opts.Progress(t.name, b+1, nb)
 				}
@@ -190,9 +193,16 @@ func (r *runner) readKeys(ctx context.Context, t *table, b, nb int) (map[string]
 		if len(recvs) == 0 {
 			continue
 		}
-		keys := quoteCols("d.", t.keyCols)
+		// Group by the keys' text: equal values that print differently (1.5, 1.50) are
+		// different keys to the run, which matches rows by their text.
+		var pick, group []string
+		for _, k := range t.keyCols {
+			q := pgx.Identifier{k}.Sanitize()
+			pick = append(pick, "(array_agg(d."+q+"))[1]")
+			group = append(group, "d."+q+"::text")
+		}
 		sql := fmt.Sprintf(`COPY (SELECT %s, (extract(epoch FROM max(d."$at")) * 1000000)::bigint, %s FROM %s d WHERE %s AND %s GROUP BY %s) TO STDOUT`,
-			keys, strings.Join(flags, ", "), t.change, r.pending(a, "d."), r.bucketCond(t, "d.", b, nb), keys)
+			strings.Join(pick, ", "), strings.Join(flags, ", "), t.change, r.pending(a, "d."), r.bucketCond(t, "d.", b, nb), strings.Join(group, ", "))
 		p := &part{}
 		parts[a.idx] = p
 		wg.Add(1)
@@ -456,7 +466,6 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int) (Stats, []contr
 			st.Deletes += deletes[m.idx]
 		}
 	}
-	r.consume(ctx, t, b, nb)
 	r.logger.Debug("batch applied", slog.String("table", t.name), slog.Int("bucket", b), slog.Int("keys", len(keys)),
 		slog.Int64("inserts", st.Inserts), slog.Int64("deletes", st.Deletes), slog.Int64("conflicts", st.Conflicts),
 		slog.Duration("read", t1.Sub(t0)), slog.Duration("delete", t2.Sub(t1)), slog.Duration("copy", t3.Sub(t2)), slog.Duration("commit", time.Since(t3)))
@@ -536,11 +545,20 @@ func (r *runner) dropLate(ctx context.Context, m *member, t *table) ([]string, e
 // has, a delete for keys it no longer has. Under a savepoint, it then checks that the
 // application changed none of those keys between dropLate and the writes (the writes hold
 // the rows now); if it did, it rolls back to the savepoint, leaves those keys out and
-// writes again. It returns rows written and keys applied.
+// writes again. It returns rows written and rows deleted or replaced.
 func (r *runner) applySource(ctx context.Context, m *member, t *table) (int64, int64, error) {
 	cols := quoteCols("", t.cols)
+	// Key columns are set too: 1.50 replaces an equal 1.5 (identity-always columns, which
+	// cannot be updated, are integers and print one way only).
+	identity := map[string]bool{}
+	for _, c := range t.desc.Columns {
+		identity[c.Name] = c.IdentityAlways
+	}
 	var sets []string
-	for _, c := range t.cols[len(t.keyCols):] {
+	for _, c := range t.cols {
+		if identity[c] {
+			continue
+		}
 		q := pgx.Identifier{c}.Sanitize()
 		sets = append(sets, q+" = excluded."+q)
 	}
@@ -548,8 +566,14 @@ func (r *runner) applySource(ctx context.Context, m *member, t *table) (int64, i
 	if len(sets) > 0 {
 		onConflict = "DO UPDATE SET " + strings.Join(sets, ", ")
 	}
-	upsert := fmt.Sprintf(`INSERT INTO %s (%s) SELECT %s FROM pg_temp.ibex_s s WHERE EXISTS (SELECT 1 FROM pg_temp.ibex_k k WHERE %s) ON CONFLICT (%s) %s`,
-		t.ident, cols, quoteCols("s.", t.cols), keyJoin("s", "k", t.keyCols), quoteCols("", t.keyCols), onConflict)
+	staged := fmt.Sprintf(`SELECT %s FROM pg_temp.ibex_s s WHERE EXISTS (SELECT 1 FROM pg_temp.ibex_k k WHERE %s)`, quoteCols("s.", t.cols), keyJoin("s", "k", t.keyCols))
+	// xmax <> 0 tells an updated row (it replaced one) from an inserted one.
+	upsert := fmt.Sprintf(`WITH w AS (INSERT INTO %s AS t (%s) OVERRIDING SYSTEM VALUE %s ON CONFLICT (%s) %s RETURNING t.xmax <> 0 AS replaced)
+SELECT count(*), count(*) FILTER (WHERE replaced) FROM w`, t.ident, cols, staged, quoteCols("", t.keyCols), onConflict)
+	// When the upsert cannot be used (rows swap the values of another unique column, which
+	// a row-by-row update trips over), delete the keys and insert the rows instead.
+	replace := fmt.Sprintf(`DELETE FROM %s t USING pg_temp.ibex_k k WHERE %s`, t.ident, keyJoin("t", "k", t.keyCols))
+	insert := fmt.Sprintf(`INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE %s`, t.ident, cols, staged)
 	gone := fmt.Sprintf(`DROP TABLE IF EXISTS pg_temp.ibex_gone; CREATE TEMP TABLE ibex_gone ON COMMIT DROP AS SELECT %s FROM pg_temp.ibex_k k WHERE NOT EXISTS (SELECT 1 FROM pg_temp.ibex_s s WHERE %s)`,
 		quoteCols("k.", t.keyCols), keyJoin("s", "k", t.keyCols))
 	del := fmt.Sprintf(`DELETE FROM %s t USING pg_temp.ibex_gone k WHERE %s`, t.ident, keyJoin("t", "k", t.keyCols))
@@ -559,30 +583,42 @@ func (r *runner) applySource(ctx context.Context, m *member, t *table) (int64, i
 		if _, err := m.conn.Exec(ctx, `SAVEPOINT ibex_apply`); err != nil {
 			return 0, 0, err
 		}
-		tag, err := m.conn.Exec(ctx, upsert)
-		if err != nil {
+		var written, replaced int64
+		err := m.conn.QueryRow(ctx, upsert).Scan(&written, &replaced)
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && pe.Code == "23505" {
+			if _, err := m.conn.Exec(ctx, `ROLLBACK TO SAVEPOINT ibex_apply`); err != nil {
+				return 0, 0, err
+			}
+			tag, err := execIndexed(ctx, m.conn, replace)
+			if err != nil {
+				return 0, 0, err
+			}
+			replaced = tag.RowsAffected()
+			if tag, err = m.conn.Exec(ctx, insert); err != nil {
+				return 0, 0, err
+			}
+			written = tag.RowsAffected()
+		} else if err != nil {
 			return 0, 0, err
 		}
-		written := tag.RowsAffected()
 		if _, err := m.conn.Exec(ctx, gone); err != nil {
 			return 0, 0, err
 		}
-		if _, err := execIndexed(ctx, m.conn, del); err != nil {
+		tag, err := execIndexed(ctx, m.conn, del)
+		if err != nil {
 			return 0, 0, err
 		}
+		deleted := replaced + tag.RowsAffected()
 		var changed int
 		if err := m.conn.QueryRow(ctx, check).Scan(&changed); err != nil {
 			return 0, 0, err
 		}
 		if changed == 0 {
-			var applied int64
 			if _, err := m.conn.Exec(ctx, `RELEASE SAVEPOINT ibex_apply`); err != nil {
 				return 0, 0, err
 			}
-			if err := m.conn.QueryRow(ctx, `SELECT count(*) FROM pg_temp.ibex_k`).Scan(&applied); err != nil {
-				return 0, 0, err
-			}
-			return written, applied, nil
+			return written, deleted, nil
 		}
 		if attempt == 5 {
 			return 0, 0, fmt.Errorf("the application keeps changing the rows of %s being applied: try again later", t.name)

@@ -344,6 +344,11 @@ func (r *runner) checkSchemas(ctx context.Context) error {
 			return fmt.Errorf("the key of table %s changed (ibex has %s, db %s has %s): run 'ibex update table %s db=%s' and 'ibex validate %s'",
 				t.name, strings.Join(t.rel.KeyCols, ","), ref.name, strings.Join(d.KeyCols, ","), t.name, ref.name, r.sync.Name)
 		}
+		for _, k := range t.rel.KeyCols {
+			if k == capture.TxidCol || k == capture.AtCol {
+				return fmt.Errorf("table %s has a key column named %q, a name ibex's change tables use for themselves: rename the column", t.name, k)
+			}
+		}
 		t.keyCols = t.rel.KeyCols
 		t.cols = slices.Clone(t.keyCols)
 		for _, c := range d.Columns {

@@ -73,12 +73,16 @@ func DDL(sync string, t *catalog.Table, autokick bool) []string {
 	for _, c := range t.Columns {
 		typeOf[c.Name] = c.Type
 	}
-	var colDefs, cols, newVals, oldVals []string
+	var colDefs, cols, newVals, oldVals, newText, oldText []string
 	for _, k := range t.KeyCols {
 		colDefs = append(colDefs, qi(k)+" "+typeOf[k])
 		cols = append(cols, qi(k))
 		newVals = append(newVals, "NEW."+qi(k))
 		oldVals = append(oldVals, "OLD."+qi(k))
+		// Keys are compared as text: 1.5 and 1.50 are equal numerics but different rows'
+		// text, and a run matches rows by their text.
+		newText = append(newText, "NEW."+qi(k)+"::text")
+		oldText = append(oldText, "OLD."+qi(k)+"::text")
 	}
 	colList := strings.Join(cols, ", ")
 	ins := func(vals []string) string {
@@ -100,7 +104,7 @@ BEGIN
     %s
   END IF;
   RETURN NULL;
-END`, ins(newVals), ins(oldVals), strings.Join(oldVals, ", ")+",NULL", strings.Join(newVals, ", ")+",NULL", ins(newVals), ins(oldVals))
+END`, ins(newVals), ins(oldVals), strings.Join(oldText, ", ")+",NULL", strings.Join(newText, ", ")+",NULL", ins(newVals), ins(oldVals))
 	tag := dollarTag(body)
 	tbl := t.Ident().Sanitize()
 	stmts := []string{

@@ -27,6 +27,8 @@ type Column struct {
 	Name    string
 	Type    string // format_type() text
 	NotNull bool
+	// IdentityAlways is set for GENERATED ALWAYS AS IDENTITY columns.
+	IdentityAlways bool
 }
 
 // Table is a table's description.
@@ -165,7 +167,7 @@ func Describe(ctx context.Context, q Querier, name QualName) (*Table, error) {
 	}
 	t := &Table{Schema: name.Schema, Name: name.Name, KeyKind: KeyNone}
 	rows, err := q.Query(ctx, `
-SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull
+SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, a.attidentity = 'a'
 FROM pg_attribute a WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
 ORDER BY a.attnum`, oid)
 	if err != nil {
@@ -173,7 +175,7 @@ ORDER BY a.attnum`, oid)
 	}
 	t.Columns, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Column, error) {
 		var c Column
-		err := r.Scan(&c.Name, &c.Type, &c.NotNull)
+		err := r.Scan(&c.Name, &c.Type, &c.NotNull, &c.IdentityAlways)
 		return c, err
 	})
 	if err != nil {

@@ -48,7 +48,7 @@ func dbNames(t *testing.T, dsn string) []string {
 func TestAddUpdateRemoveDB(t *testing.T) {
 	t.Parallel()
 	ctl := newControl(t)
-	db := newDB(t, "")
+	db := ctl // the control database is the db too
 	conn := map[string]string{"dbname": db.Name, "host": db.Conn["host"], "port": db.Conn["port"], "user": db.Conn["user"]}
 
 	if out := ok(t, ctl.DSN, dbArgs("t1", db)...); out != "Added db t1\n" {
@@ -173,7 +173,7 @@ func silentServer(t *testing.T) string {
 func TestAddDBTestsTheConnection(t *testing.T) {
 	t.Parallel()
 	ctl := newControl(t)
-	db := newDB(t, "")
+	db := ctl // the control database is the db too
 	before := state(t, ctl.DSN)
 
 	// Nothing listens on port 1: the network's reason, said once, on one line.

@@ -109,6 +109,8 @@ func rf(code int, a []string, parts ...string) refusal { return refusal{code, a,
 
 // refuseAll runs refused commands a few at a time: they change nothing (the callers check
 // that after), so their order does not matter, and each mostly waits for the server.
+// Commands whose transactions write the same rows before they fail must not be run
+// together (they could deadlock): give those to refused one by one.
 func refuseAll(t testing.TB, dsn string, rs ...refusal) {
 	t.Helper()
 	sem := make(chan struct{}, 4)
@@ -128,6 +130,16 @@ func refuseAll(t testing.TB, dsn string, rs ...refusal) {
 func newControl(t testing.TB) *pgtest.DB {
 	t.Helper()
 	db := pgtest.NewDB(t, "")
+	ok(t, db.DSN, "install")
+	return db
+}
+
+// newControlWith makes a control database that also holds user tables (sql): databases
+// cost the server much (creating, and dropping above all), and a test that installs no
+// capture can read its tables from the control database itself.
+func newControlWith(t testing.TB, sql string) *pgtest.DB {
+	t.Helper()
+	db := newDB(t, sql)
 	ok(t, db.DSN, "install")
 	return db
 }

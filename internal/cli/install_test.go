@@ -156,7 +156,8 @@ func setSchemaVersion(t *testing.T, dsn string, v int) {
 	execSQL(t, dsn, `UPDATE ibex.schema_version SET version = $1 WHERE version = (SELECT max(version) FROM ibex.schema_version)`, v)
 }
 
-func TestCommandsRefuseNewerSchema(t *testing.T) {
+// TestCommandsRefuseOtherSchemaVersions: a schema newer or older than the binary.
+func TestCommandsRefuseOtherSchemaVersions(t *testing.T) {
 	t.Parallel()
 	ctl := newControl(t)
 	ok(t, ctl.DSN, "add", "herd", "h1")
@@ -173,20 +174,6 @@ func TestCommandsRefuseNewerSchema(t *testing.T) {
 	if after := controlDump(t, ctl.DSN); after != before {
 		t.Errorf("refused commands changed the control database:\n%s\n---\n%s", before, after)
 	}
-	// Back at this binary's version, everything works again and nothing was added.
-	setSchemaVersion(t, ctl.DSN, v)
-	if got := ok(t, ctl.DSN, "list", "herds"); got != "Herd   Tables\nh1   |\n" {
-		t.Errorf("list herds: %q", got)
-	}
-	if got := ok(t, ctl.DSN, "list", "dbs"); got != "No dbs\n" {
-		t.Errorf("list dbs: %q", got)
-	}
-}
-
-func TestCommandsRefuseOlderSchema(t *testing.T) {
-	t.Parallel()
-	ctl := newControl(t)
-	v := control.SchemaVersion()
 	// A schema one version behind. With a single migration there is no real older
 	// version (0 reads as "not installed"), so any version below is used: Check only
 	// compares numbers.
@@ -195,8 +182,8 @@ func TestCommandsRefuseOlderSchema(t *testing.T) {
 		older = -1
 	}
 	setSchemaVersion(t, ctl.DSN, older)
-	before := controlDump(t, ctl.DSN)
-	msg := fmt.Sprintf("ibex: the ibex control schema is older than this ibex (schema version %d, ibex needs %d): run 'ibex upgrade'\n", older, v)
+	before = controlDump(t, ctl.DSN)
+	msg = fmt.Sprintf("ibex: the ibex control schema is older than this ibex (schema version %d, ibex needs %d): run 'ibex upgrade'\n", older, v)
 	for _, c := range someGuardedCommands(t) {
 		r := ibex(t, ctl.DSN, c...)
 		if r.Code != 1 || r.Err != msg || r.Out != "" {
@@ -205,6 +192,15 @@ func TestCommandsRefuseOlderSchema(t *testing.T) {
 	}
 	if after := controlDump(t, ctl.DSN); after != before {
 		t.Errorf("refused commands changed the control database:\n%s\n---\n%s", before, after)
+	}
+
+	// Back at this binary's version, everything works again and nothing was added.
+	setSchemaVersion(t, ctl.DSN, v)
+	if got := ok(t, ctl.DSN, "list", "herds"); got != "Herd   Tables\nh1   |\n" {
+		t.Errorf("list herds: %q", got)
+	}
+	if got := ok(t, ctl.DSN, "list", "dbs"); got != "No dbs\n" {
+		t.Errorf("list dbs: %q", got)
 	}
 }
 
@@ -233,5 +229,28 @@ func TestIBEXDSN(t *testing.T) {
 	if code := mainNoDSN([]string{"list", "dbs"}, &out, &errb); code != 1 ||
 		!strings.Contains(errb.String(), "control database (host=127.0.0.1 port=1 dbname=nowhere user=postgres): cannot connect") {
 		t.Errorf("unreachable IBEX_DSN: exit %d %q", code, errb.String())
+	}
+}
+
+// TestHelp: every command has --help, which needs no database.
+func TestHelp(t *testing.T) {
+	t.Parallel()
+	const nowhere = "host=127.0.0.1 port=1 dbname=nowhere connect_timeout=1"
+	for _, c := range []string{"", "install", "upgrade", "add", "update", "remove", "list", "validate", "kick", "status", "conflicts", "export", "apply"} {
+		a := append(strings.Fields(c), "--help")
+		r := ibex(t, nowhere, a...)
+		if r.Code != 0 || !strings.Contains(r.Out, "Usage:") || r.Err != "" {
+			t.Errorf("ibex %s --help: %s", c, r)
+		}
+	}
+	r := ibex(t, nowhere, "frobnicate")
+	if r.Code != 1 || !strings.Contains(r.Err, `unknown command "frobnicate" for "ibex"`) {
+		t.Errorf("an unknown command: %s", r)
+	}
+	for _, k := range []string{"bogus", "user"} {
+		r := ibex(t, nowhere, "add", k, "x")
+		if r.Code != 2 || r.Err != `ibex: unknown object "`+k+`": use db, table, herd (relgroup), dbgroup or sync`+"\n" {
+			t.Errorf("add %s: %s", k, r)
+		}
 	}
 }

@@ -365,6 +365,13 @@ func (a *app) updateTables(ctx context.Context, store *control.Store, p kv) erro
 				if err := control.AddToHerd(ctx, q, herd, id); err != nil {
 					return err
 				}
+				rel.Herds = append(rel.Herds, herd)
+			}
+			// The syncs of its herds capture the table (by its key): update their capture.
+			for _, h := range rel.Herds {
+				if err := a.revalidateUsers(ctx, store, q, "herd", h); err != nil {
+					return err
+				}
 			}
 			a.say("Updated table %s", rel.QualName())
 		}
@@ -410,6 +417,12 @@ func (a *app) putHerd(ctx context.Context, store *control.Store, create bool, p 
 				return fmt.Errorf("%w (add it first with 'ibex add table %s db=...')", err, t)
 			}
 			if err := control.AddToHerd(ctx, q, name, rel.ID); err != nil {
+				return err
+			}
+		}
+		if !create {
+			// The syncs of this herd capture its tables: move their capture along.
+			if err := a.revalidateUsers(ctx, store, q, "herd", name); err != nil {
 				return err
 			}
 		}
@@ -741,32 +754,53 @@ func notSharedWith(ctx context.Context, q control.Querier, name, kind, arg strin
 // ---- remove
 
 func (a *app) remove(ctx context.Context, store *control.Store, kind string, names []string, force bool) error {
-	for _, n := range names {
-		var err error
-		switch kind {
-		case "db":
-			err = control.RemoveDB(ctx, store.Q(), n)
-		case "table":
-			var q catalog.QualName
-			if q, err = catalog.ParseName(n); err == nil {
-				err = control.RemoveRelation(ctx, store.Q(), q.Schema, q.Name)
+	if kind == "sync" {
+		// Every name must be a sync before any capture goes.
+		for _, n := range names {
+			if _, err := control.GetSync(ctx, store.Q(), n); err != nil {
+				return err
 			}
-		case "herd":
-			err = control.RemoveHerd(ctx, store.Q(), n)
-		case "dbgroup":
-			err = control.RemoveDBGroup(ctx, store.Q(), n)
-		case "sync":
-			var removed []string
-			if removed, err = job.RemoveCapture(ctx, store, n, force, a.logger); err == nil {
+		}
+		for _, n := range names {
+			removed, err := job.RemoveCapture(ctx, store, n, force, a.logger)
+			if err == nil {
 				err = control.RemoveSync(ctx, store.Q(), n)
-				if err == nil {
-					a.logger.Info("removed capture", "sync", n, "tables", len(removed))
+			}
+			if err != nil {
+				return err
+			}
+			a.logger.Info("removed capture", "sync", n, "tables", len(removed))
+			a.say("Removed %s %s", kind, n)
+		}
+		return nil
+	}
+	// One transaction: when one name is refused (unknown or in use), none is removed.
+	err := store.InTx(ctx, func(q control.Querier) error {
+		for _, n := range names {
+			var err error
+			switch kind {
+			case "db":
+				err = control.RemoveDB(ctx, q, n)
+			case "table":
+				var qn catalog.QualName
+				if qn, err = catalog.ParseName(n); err == nil {
+					err = control.RemoveRelation(ctx, q, qn.Schema, qn.Name)
 				}
+			case "herd":
+				err = control.RemoveHerd(ctx, q, n)
+			case "dbgroup":
+				err = control.RemoveDBGroup(ctx, q, n)
+			}
+			if err != nil {
+				return err
 			}
 		}
-		if err != nil {
-			return err
-		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
 		a.say("Removed %s %s", kind, n)
 	}
 	return nil

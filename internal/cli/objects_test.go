@@ -18,14 +18,18 @@ CREATE TABLE public.other (id int PRIMARY KEY);
 `
 
 // threeDBs makes a control database with dbs t1, t2, t3 (smallSQL) and tables accounts,
-// branches and other read from t1. Unless distinct, the three are one database (enough
-// where no capture is installed).
+// branches and other read from t1. Unless distinct, the three are the control database
+// (enough where no capture is installed).
 func threeDBs(t *testing.T, distinct bool) (ctl *pgtest.DB, dbs []*pgtest.DB) {
 	t.Helper()
-	ctl = newControl(t)
-	var db *pgtest.DB
+	if distinct {
+		ctl = newControl(t)
+	} else {
+		ctl = newControlWith(t, smallSQL)
+	}
 	for _, n := range []string{"t1", "t2", "t3"} {
-		if db == nil || distinct {
+		db := ctl
+		if distinct {
 			db = newDB(t, smallSQL)
 		}
 		ok(t, ctl.DSN, dbArgs(n, db)...)
@@ -67,6 +71,8 @@ func TestHerds(t *testing.T) {
 		rf(1, args("remove", "herd", "nosuch"), `herd "nosuch" not found`),
 		rf(1, args("add", "herd"), "requires at least 2 arg(s)"),
 	)
+	// Alone: its transaction and update herd h1's write the same rows.
+	refused(t, ctl.DSN, 1, args("remove", "herd", "h2", "h1", "nosuch"), `herd "nosuch" not found`) // nothing removed, h1 and h2 included
 	unchanged(t, ctl.DSN, before, "refused herd commands")
 
 	if out := ok(t, ctl.DSN, "update", "herd", "h2", "other", "tables=accounts"); out != "Updated herd h2 (2 tables)\n" {
@@ -132,6 +138,7 @@ func TestDBGroups(t *testing.T) {
 		rf(2, args("update", "dbgroup", "g1", "t1:target", "t3:target"), "dbgroup g1 has no source"),
 		rf(1, args("update", "dbgroup", "nosuch", "t1:source"), `dbgroup "nosuch" not found: see 'ibex list dbgroups'`),
 		rf(1, args("remove", "dbgroup", "nosuch"), `dbgroup "nosuch" not found`),
+		rf(1, args("remove", "dbgroup", "g2", "nosuch"), `dbgroup "nosuch" not found`), // nothing removed, g2 included
 		rf(1, args("remove", "db", "t3"), `db "t3" is in use by dbgroup g1, g2, g4, gf: remove it from the dbgroup first`),
 	)
 	unchanged(t, ctl.DSN, before, "refused dbgroup commands")
@@ -259,6 +266,7 @@ s_skip           | active   | h1   | g2      | skip     | no       | 0          
 		rf(2, args("update", "sync", "s4", "dbs=g2"), `ibex: sync s4: invalid conflict_strategy "t3 t2": "t3" is not a db of this sync (its dbs: t1 t2)`),
 		rf(1, args("update", "sync", "nosuch", "autokick=true"), `sync "nosuch" not found: see 'ibex list syncs'`),
 		rf(1, args("remove", "sync", "nosuch"), `sync "nosuch" not found`),
+		rf(1, args("remove", "sync", "s3", "nosuch"), `sync "nosuch" not found`), // nothing removed, s3 included
 	)
 	// Objects in use.
 	refuseAll(t, ctl.DSN,
@@ -314,6 +322,16 @@ func TestSyncCaptureFollowsUpdates(t *testing.T) {
 		t.Errorf("s1 on t1 after herd=h2: %v %v", trigs, cts)
 	}
 
+	// update herd and update table herd=: the capture of the herd's syncs follows.
+	ok(t, ctl.DSN, "update", "herd", "h2", "branches")
+	if trigs, cts := captureOf(t, t1, "s1"); !cmp.Equal(trigs, []string{"branches ibex_s1"}) || !cmp.Equal(cts, []string{"s1.public.branches"}) {
+		t.Errorf("s1 on t1 after update herd h2 branches: %v %v", trigs, cts)
+	}
+	ok(t, ctl.DSN, "update", "table", "other", "herd=h2")
+	if trigs, cts := captureOf(t, t1, "s1"); !cmp.Equal(trigs, []string{"branches ibex_s1", "other ibex_s1"}) || !cmp.Equal(cts, []string{"s1.public.branches", "s1.public.other"}) {
+		t.Errorf("s1 on t1 after update table other herd=h2: %v %v", trigs, cts)
+	}
+
 	// remove sync: its triggers, functions and change tables go from every db; others stay.
 	if out := ok(t, ctl.DSN, "remove", "sync", "s1", "s2"); out != "Removed sync s1\nRemoved sync s2\n" {
 		t.Errorf("remove sync said %q", out)
@@ -340,6 +358,17 @@ WHERE n.nspname = 'ibex' AND (p.proname LIKE 's1.%' OR p.proname LIKE 's2.%' OR 
 	if diff := cmp.Diff([]string{"s4"}, names); diff != "" {
 		t.Errorf("syncs after remove (-want +got):\n%s", diff)
 	}
+	// update dbgroup: t1 is now a target of s4, its capture goes; t2 keeps its own.
+	ok(t, ctl.DSN, "update", "dbgroup", "g1", "t2:source", "t1:target", "t3:target")
+	if trigs, cts := captureOf(t, t1, "s4"); len(trigs)+len(cts) != 0 {
+		t.Errorf("t1 is a target of s4 now but keeps %v %v", trigs, cts)
+	}
+	if trigs, _ := captureOf(t, t2, "s4"); !slices.Equal(trigs, []string{"accounts ibex_s4", "branches ibex_s4"}) {
+		t.Errorf("s4 on its source t2: %v", trigs)
+	}
+	before := state(t, ctl.DSN)
+	refused(t, ctl.DSN, 2, args("update", "dbgroup", "g1", "t2:target", "t1:target"), "dbgroup g1 has no source")
+	unchanged(t, ctl.DSN, before, "a refused update dbgroup")
 }
 
 func TestSyncInlineDBsAndTables(t *testing.T) {

@@ -41,8 +41,8 @@ FROM ibex.herd h LEFT JOIN ibex.herdmap m ON m.herd = h.name LEFT JOIN ibex.rela
 
 func TestAddTables(t *testing.T) {
 	t.Parallel()
-	ctl := newControl(t)
-	db := newDB(t, tablesSQL)
+	ctl := newControlWith(t, tablesSQL)
+	db := ctl // the tables are in the control database
 	ok(t, ctl.DSN, dbArgs("t1", db)...)
 
 	out := ok(t, ctl.DSN, "add", "table", "accounts", "public.branches", "db=t1", "herd=h1")
@@ -140,8 +140,8 @@ s2.b                   | unique index (code)           | t1 | h3
 
 func TestAddTableAllAndWhichDB(t *testing.T) {
 	t.Parallel()
-	ctl := newControl(t)
-	db := newDB(t, tablesSQL)
+	ctl := newControlWith(t, tablesSQL)
+	db := ctl // the tables are in the control database
 	other := newDB(t, `CREATE TABLE public.only_here (id int PRIMARY KEY)`)
 	ok(t, ctl.DSN, dbArgs("t1", db)...)
 

@@ -2,7 +2,9 @@ package cli
 
 import (
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -104,11 +106,9 @@ what would change.`,
 				if err := config.Apply(ctx, q, cur, want, changes); err != nil {
 					return err
 				}
-				for _, c := range changes {
-					if c.Kind == "sync" && c.Op != "remove" {
-						if _, err := job.Validate(ctx, store, q, c.Name, a.logger); err != nil {
-							return syncErr(c.Name, err)
-						}
+				for _, n := range syncsToValidate(want, changes) {
+					if _, err := job.Validate(ctx, store, q, n, a.logger); err != nil {
+						return syncErr(n, err)
 					}
 				}
 				return nil
@@ -134,4 +134,25 @@ func syncErr(name string, err error) error {
 		return err
 	}
 	return fmt.Errorf("sync %s: %w", name, err)
+}
+
+// syncsToValidate lists, in order, the syncs of want whose capture apply may have changed:
+// those added or updated, and those whose herd, dbgroup or tables changed.
+func syncsToValidate(want *config.File, changes []config.Change) []string {
+	changed := map[string]bool{}
+	for _, c := range changes {
+		changed[c.Kind+" "+c.Name] = true
+	}
+	var out []string
+	for _, n := range slices.Sorted(maps.Keys(want.Syncs)) {
+		s := want.Syncs[n]
+		use := changed["sync "+n] || changed["herd "+s.Herd] || changed["dbgroup "+s.DBs]
+		for _, t := range want.Herds[s.Herd] {
+			use = use || changed["table "+t]
+		}
+		if use {
+			out = append(out, n)
+		}
+	}
+	return out
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -147,6 +148,23 @@ would add sync s2
 		t.Errorf("apply removed sync s2 but its capture stays on t2: %v %v", trigs, cts)
 	}
 
+	// Only a herd changes: the capture of its sync follows.
+	if trigs, _ := captureOf(t, db1, "s1"); !slices.Contains(trigs, "s2.b ibex_s1") {
+		t.Fatalf("s1 does not capture s2.b on t1: %v", trigs)
+	}
+	changed2 := strings.Replace(changed, "    - s2.b\n", "", 1)
+	if changed2 == changed {
+		t.Fatalf("could not take s2.b out of herd hall:\n%s", changed)
+	}
+	changedFile2 := writeFile(t, "changed2.yaml", changed2)
+	if out := ok(t, ctl2.DSN, "apply", "-f", changedFile2); out != "update herd hall\n" {
+		t.Errorf("apply of a herd change said %q", out)
+	}
+	trigs, cts := captureOf(t, db1, "s1")
+	if slices.Contains(trigs, "s2.b ibex_s1") || slices.Contains(cts, "s1.s2.b") || !slices.Contains(trigs, "s2.a ibex_s1") {
+		t.Errorf("s2.b left herd hall of sync s1, but the capture on t1 is: %v %v", trigs, cts)
+	}
+
 	// An empty file removes everything, capture included.
 	empty := writeFile(t, "empty.yaml", "# nothing\n{}\n")
 	ok(t, ctl2.DSN, "apply", "-f", empty)
@@ -276,8 +294,8 @@ func TestApplyRefusesBadFiles(t *testing.T) {
 // is refused as a whole.
 func TestApplyIsAllOrNothing(t *testing.T) {
 	t.Parallel()
-	ctl := newControl(t)
-	db := newDB(t, smallSQL)
+	ctl := newControlWith(t, smallSQL)
+	db := ctl // the tables are in the control database
 	ok(t, ctl.DSN, "add", "herd", "already_here")
 	before := state(t, ctl.DSN)
 	text := fmt.Sprintf(`dbs:

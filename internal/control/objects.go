@@ -210,11 +210,15 @@ func PutRelation(ctx context.Context, q Querier, r *Relation) (int64, error) {
 	if r.DB != "" {
 		db = r.DB
 	}
+	keys := r.KeyCols
+	if keys == nil {
+		keys = []string{}
+	}
 	var id int64
 	err := q.QueryRow(ctx, `
 INSERT INTO ibex.relation (schemaname, tablename, db, keycols, keykind) VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT (schemaname, tablename) DO UPDATE SET db = excluded.db, keycols = excluded.keycols, keykind = excluded.keykind
-RETURNING id`, r.Schema, r.Name, db, r.KeyCols, r.KeyKind).Scan(&id)
+RETURNING id`, r.Schema, r.Name, db, keys, r.KeyKind).Scan(&id)
 	return id, translate(err, "table", r.QualName())
 }
 
