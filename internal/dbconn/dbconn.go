@@ -22,7 +22,7 @@ var Keys = []string{
 	"application_name", "channel_binding", "connect_timeout", "dbname", "host", "hostaddr",
 	"keepalives", "keepalives_count", "keepalives_idle", "keepalives_interval", "options",
 	"passfile", "port", "require_auth", "service", "sslcert", "sslcrl", "sslkey", "sslmode",
-	"sslnegotiation", "sslpassword", "sslrootcert", "sslsni", "target_session_attrs", "user",
+	"sslnegotiation", "sslrootcert", "sslsni", "target_session_attrs", "user",
 }
 
 // ErrLiteralPassword is returned for pass=<literal>.
