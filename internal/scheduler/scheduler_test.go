@@ -157,12 +157,17 @@ func TestScheduleRunsSync(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("/healthz: %s", resp.Status)
 	}
-	resp, err = http.Get(base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	// The data is visible before the run that applied it has ended and been counted.
+	var body []byte
+	synctest.WaitFor(5*time.Second, func() bool {
+		resp, err := http.Get(base + "/metrics")
+		if err != nil {
+			return false
+		}
+		body, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return strings.Contains(string(body), `ibex_runs_total{state="good",sync="s"}`) && value(s.Metrics().Rows.WithLabelValues("s", "inserted")) >= 1
+	})
 	for _, want := range []string{
 		`ibex_runs_total{state="empty",sync="s"}`,
 		`ibex_runs_total{state="good",sync="s"}`,
