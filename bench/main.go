@@ -189,8 +189,10 @@ func run(cfg *config) int {
 	fmt.Printf("command:    %s\n", commandLine())
 	fmt.Printf("machine:    %d cores (runtime.NumCPU), %s/%s, load average at start %s\n", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, env.loadAtStart)
 	fmt.Printf("postgresql: %s at %s\n", env.pgVersion, env.where())
-	fmt.Printf("workload:   seed demo = %d source(s) + %d target(s), pgbench scale %d, %d transactions per source; %d repeats\n",
-		cfg.sources, cfg.targets, cfg.scale, cfg.tx, cfg.repeats)
+	if cfg.sections["seed"] || cfg.sections["floor"] {
+		fmt.Printf("workload:   seed demo = %d source(s) + %d target(s), pgbench scale %d, %d transactions per source; %d repeats\n",
+			cfg.sources, cfg.targets, cfg.scale, cfg.tx, cfg.repeats)
+	}
 	fmt.Printf("            median / min / max over the repeats; ratios are paired per repeat (same run, same dbs)\n")
 	fmt.Println()
 	rep.print(os.Stdout)

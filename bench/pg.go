@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -569,7 +570,7 @@ func (e *env) floor(ctx context.Context, dbs []string, srcIdx []int, owned []key
 				continue
 			}
 			steps = append(steps, step{src: srcIdx[s], table: t.name, keys: ks[t.name],
-				del:     `DELETE FROM ` + tbl + ` WHERE ` + key + ` = ANY($1)`,
+				del: `DELETE FROM ` + tbl + ` WHERE ` + key + ` = ANY($1)`,
 				// ARRAY(SELECT unnest(literal)) rather than the bare literal: the planner then
 				// sees one runtime array instead of estimating every element of a 10k-element
 				// constant, which here costs about 3x the copy itself.
@@ -579,6 +580,13 @@ func (e *env) floor(ctx context.Context, dbs []string, srcIdx []int, owned []key
 	}
 	t0 := time.Now()
 	for r, rc := range conns {
+		receives := false
+		for _, st := range steps {
+			receives = receives || st.src != r
+		}
+		if !receives {
+			continue
+		}
 		if _, err := rc.Exec(ctx, `BEGIN`); err != nil {
 			return fr, fmt.Errorf("floor: BEGIN in %s: %w", dbs[r], err)
 		}
@@ -627,7 +635,13 @@ func pipeCopy(ctx context.Context, src, dst *pgx.Conn, copyOut, copyIn string) (
 	pr, pw := io.Pipe()
 	errc := make(chan error, 1)
 	go func() {
-		_, err := src.PgConn().CopyTo(ctx, pw, copyOut)
+		// CopyTo writes one row per Write and CopyFrom sends one CopyData message (a
+		// syscall) per Read: without a buffer, a million rows are a million tiny writes.
+		bw := bufio.NewWriterSize(pw, 64<<10)
+		_, err := src.PgConn().CopyTo(ctx, bw, copyOut)
+		if err == nil {
+			err = bw.Flush()
+		}
 		_ = pw.CloseWithError(err) // nil: the reader sees EOF
 		errc <- err
 	}()
