@@ -9,7 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-		"strings"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
