@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -86,6 +87,13 @@ func newEnv(t testing.TB, opts pgtest.ClusterOptions) *env {
 	return e
 }
 
+// as returns the env reporting to t (a fuzz target's T, a subtest).
+func (e *env) as(t testing.TB) *env {
+	c := *e
+	c.t = t
+	return &c
+}
+
 // run runs one ibex command in process against the control database and returns its
 // output and exit code.
 func (e *env) run(args ...string) (stdout, stderr string, code int) {
@@ -134,7 +142,7 @@ func kick(t testing.TB, ctx context.Context, s *control.Store, sync string, opts
 	return res, err
 }
 
-// mustGood runs a sync and fails unless its state is want (good or empty).
+// mustState runs a sync in process and fails unless its state is want.
 func mustState(t testing.TB, s *control.Store, sync string, opts job.Options, want string) *job.Result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
@@ -206,6 +214,16 @@ func queryOne(t testing.TB, dsn, sql string, args ...any) string {
 		t.Fatalf("%s: %d rows, want 1", sql, len(r))
 	}
 	return r[0]
+}
+
+// count returns the number of rows of table (a quoted identifier, or more SQL after it).
+func count(t testing.TB, dsn, table string) int {
+	t.Helper()
+	n, err := strconv.Atoi(queryOne(t, dsn, "SELECT count(*)::text FROM "+table))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // rows returns a table's rows as text, ordered. table is a quoted identifier.

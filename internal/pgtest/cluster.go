@@ -126,6 +126,7 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 	if err := os.Chmod(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
+	c.watchdog()
 
 	if err := c.initdb(); err != nil {
 		clusterFail(t, "%v", err)
@@ -260,9 +261,48 @@ func (c *Cluster) serverOptions() string {
 	sort.Strings(keys)
 	var b strings.Builder
 	for _, k := range keys {
-		fmt.Fprintf(&b, " -c %s='%s'", k, strings.ReplaceAll(settings[k], `'`, `\'`))
+		fmt.Fprintf(&b, " -c %s=%s", k, shellQuote(settings[k])) // pg_ctl runs postgres through the shell
 	}
 	return b.String()
+}
+
+// watchdog starts a process that outlives this one and, once this process is gone
+// without having removed the cluster (killed, go test -timeout, a fuzz worker stopped by
+// its coordinator), stops the server and removes the directory.
+func (c *Cluster) watchdog() {
+	script := fmt.Sprintf(`while [ -d /proc/%d ] && [ -d %[2]s ]; do sleep 1; done
+if [ -d %[2]s ]; then
+  [ -f %[2]s/data/postmaster.pid ] && %[3]s stop -D %[2]s/data -m immediate -w -t 30 >/dev/null 2>&1
+  rm -rf %[2]s
+fi`, os.Getpid(), shellQuote(c.Dir), shellQuote(filepath.Join(c.bin, "pg_ctl")))
+	cmd := exec.Command("/bin/sh", "-c", script)
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: c.cred}
+	closeOnExec()
+	if err := cmd.Start(); err != nil {
+		c.t.Logf("no watchdog for cluster %s: %v", c.Dir, err)
+		return
+	}
+	go func() { _ = cmd.Wait() }()
+}
+
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+// closeOnExec marks every inherited descriptor above stderr close-on-exec, so that the
+// server (a daemon that outlives pg_ctl) does not keep them open: a go test -fuzz worker
+// talks to its coordinator over inherited pipes (fds 3 and 4) that are not
+// close-on-exec, and a server holding them would hang the coordinator when the worker
+// exits.
+func closeOnExec() {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			syscall.CloseOnExec(fd)
+		}
+	}
 }
 
 func (c *Cluster) start() error {
@@ -271,6 +311,7 @@ func (c *Cluster) start() error {
 	if c.running {
 		return nil
 	}
+	closeOnExec()
 	cmd := c.command("pg_ctl", "start", "-w", "-t", "60", "-D", c.DataDir, "-l", filepath.Join(c.Dir, "server.log"), "-o", c.serverOptions())
 	if out, err := cmd.CombinedOutput(); err != nil {
 		log, _ := os.ReadFile(filepath.Join(c.Dir, "server.log"))
@@ -353,19 +394,24 @@ func (c *Cluster) Conn(dbname string) map[string]string {
 	return map[string]string{"host": "127.0.0.1", "port": strconv.Itoa(c.Port), "user": "postgres", "dbname": dbname}
 }
 
+// quoteConnValue quotes a conninfo value.
+func quoteConnValue(v string) string {
+	return "'" + strings.ReplaceAll(strings.ReplaceAll(v, `\`, `\\`), `'`, `\'`) + "'"
+}
+
 // DSN is a conninfo string that reaches dbname as the superuser over TCP, with its
 // password when the cluster has one.
 func (c *Cluster) DSN(dbname string) string {
-	s := fmt.Sprintf("host=127.0.0.1 port=%d user=postgres dbname='%s'", c.Port, strings.ReplaceAll(dbname, `'`, `\'`))
+	s := fmt.Sprintf("host=127.0.0.1 port=%d user=postgres dbname=%s", c.Port, quoteConnValue(dbname))
 	if c.Password != "" {
-		s += " password='" + strings.ReplaceAll(c.Password, `'`, `\'`) + "'"
+		s += " password=" + quoteConnValue(c.Password)
 	}
 	return s
 }
 
 // SocketDSN reaches dbname as the superuser over the cluster's Unix socket (always trust).
 func (c *Cluster) SocketDSN(dbname string) string {
-	return fmt.Sprintf("host=%s port=%d user=postgres dbname='%s'", c.Dir, c.Port, strings.ReplaceAll(dbname, `'`, `\'`))
+	return fmt.Sprintf("host=%s port=%d user=postgres dbname=%s", quoteConnValue(c.Dir), c.Port, quoteConnValue(dbname))
 }
 
 // Exec runs SQL as the superuser in dbname on a short-lived connection.

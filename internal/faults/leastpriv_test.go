@@ -1,0 +1,241 @@
+package faults
+
+// Least privilege: what the role ibex connects as needs (PostgreSQL 15). Measured by
+// TestLeastPrivilege below, on a scram-sha-256 cluster, with a role created as
+//
+//	CREATE ROLE app LOGIN PASSWORD '...' NOSUPERUSER NOCREATEDB NOCREATEROLE;
+//
+// and databases owned by the superuser, not by app.
+//
+// Control database (IBEX_DSN):
+//	GRANT CREATE ON DATABASE ctl TO app;   -- ibex install creates schema ibex; app then
+//	                                       -- owns the schema and everything in it.
+//	(Owning the database works too; nothing else is needed: advisory locks and
+//	pg_stat_activity are open to every role.)
+//
+// Each source db (its tables are captured, and receive the other sources' rows):
+//	GRANT CREATE ON DATABASE a TO app;     -- add sync / validate create schema ibex
+//	                                       -- (needed even if an admin pre-created schema
+//	                                       -- ibex for app: ibex runs CREATE SCHEMA IF NOT
+//	                                       -- EXISTS, which checks CREATE first)
+//	ALTER TABLE ... OWNER TO app;          -- for every replicated table
+//	(TEMPORARY on the database, which PUBLIC has by default, is used by every run.)
+//	Ownership can be replaced by GRANT SELECT, INSERT, UPDATE, DELETE, TRIGGER ON ...
+//	for adding a sync and running it, but then 'ibex remove sync' cannot drop its
+//	triggers ("must be owner of relation"). they stay until the owner drops them.
+//	Application roles that write the tables need nothing more: ibex grants USAGE on
+//	schema ibex and INSERT on its change tables to PUBLIC (the capture trigger runs as
+//	the writing role).
+//
+// Each target db (receives only):
+//	GRANT SELECT, INSERT, DELETE ON <each replicated table> TO app;
+//	(TEMPORARY on the database, PUBLIC's by default. No CREATE, no ownership, no UPDATE.)
+//
+// session_replication_role:
+//	GRANT SET ON PARAMETER session_replication_role TO app;   -- PostgreSQL 15+
+//	is optional. With it, rows ibex applies fire no user trigger and no foreign-key
+//	check (as with Bucardo). Without it, ibex warns ("cannot set
+//	session_replication_role") and falls back to SET ibex.applying = on, which only its
+//	own capture triggers honour: ordinary user triggers fire for every applied row
+//	(an audit trigger on a receiver records ibex's writes), and foreign keys between
+//	replicated tables are checked as each table's batch is applied, so a child table
+//	applied before its parent (herd order) fails with a foreign-key violation on every
+//	run until the grant is given (or the parent table comes first in the herd).
+//
+// The superuser is never needed.
+
+import (
+	"maps"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/ibexrepl/ibex/internal/pgtest"
+)
+
+// TestLeastPrivilege proves invariant 7: ibex installs, is configured and runs as a
+// plain role with only the privileges listed at the top of this file, first without and
+// then with SET on session_replication_role, and reports what changes between the two.
+func TestLeastPrivilege(t *testing.T) {
+	c := pgtest.StartCluster(t, pgtest.ClusterOptions{Password: "lp-superuser-pw"})
+	const appPW = "lp-app-pw"
+	c.MustExec("postgres", `CREATE ROLE app LOGIN PASSWORD '`+appPW+`' NOSUPERUSER NOCREATEDB NOCREATEROLE;
+CREATE ROLE writer LOGIN NOSUPERUSER`)
+	for _, db := range []string{"ctl", "a", "b", "c", "d"} {
+		c.CreateDB(db)
+	}
+	c.MustExec("ctl", `GRANT CREATE ON DATABASE ctl TO app`)
+	audit := `CREATE TABLE audit (who text, tbl text, op text);
+GRANT INSERT ON audit TO PUBLIC;
+CREATE FUNCTION audit() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN
+  INSERT INTO audit VALUES (session_user, TG_TABLE_NAME, TG_OP); RETURN NULL; END$$;
+CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON pgbench_branches FOR EACH ROW EXECUTE FUNCTION audit();
+CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON pgbench_accounts FOR EACH ROW EXECUTE FUNCTION audit();
+CREATE TABLE parent (id int PRIMARY KEY);
+CREATE TABLE child (id int PRIMARY KEY, pid int NOT NULL REFERENCES parent);
+CREATE TABLE kv (id int PRIMARY KEY, v text)`
+	for _, db := range []string{"a", "b", "c"} {
+		c.Pgbench(db, "-i", "-s", "1", "--no-vacuum", "-q")
+		c.MustExec(db, audit)
+	}
+	for _, db := range []string{"a", "b"} { // sources: tables owned by app, CREATE on the db
+		c.MustExec(db, `GRANT CREATE ON DATABASE `+db+` TO app;
+ALTER TABLE pgbench_accounts OWNER TO app; ALTER TABLE pgbench_branches OWNER TO app; ALTER TABLE pgbench_tellers OWNER TO app;
+ALTER TABLE parent OWNER TO app; ALTER TABLE child OWNER TO app;
+GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO writer`)
+	}
+	// The target: tables owned by the superuser, three grants.
+	c.MustExec("c", `GRANT SELECT, INSERT, DELETE ON pgbench_accounts, pgbench_branches, pgbench_tellers, kv TO app`)
+	// A source whose table app does not own, with grants instead.
+	c.MustExec("d", `CREATE TABLE kv (id int PRIMARY KEY, v text);
+GRANT CREATE ON DATABASE d TO app; GRANT SELECT, INSERT, UPDATE, DELETE, TRIGGER ON kv TO app`)
+	if got := queryOne(t, c.DSN("postgres"), `SELECT rolsuper::text FROM pg_roles WHERE rolname = 'app'`); got != "false" {
+		t.Fatal("app is a superuser")
+	}
+
+	dsns := map[string]string{}
+	for _, db := range []string{"a", "b", "c"} {
+		dsns[db] = c.DSN(db)
+	}
+	t.Setenv("IBEX_DSN", "host=127.0.0.1 port="+strconv.Itoa(c.Port)+" dbname=ctl user=app password="+appPW)
+	t.Setenv("IBEX_APP_PW", appPW)
+	ibex := func(args ...string) (string, string) {
+		t.Helper()
+		out, errOut, code := runCLI("", args...)
+		if code != 0 {
+			t.Fatalf("ibex %s: exit %d\n%s%s", strings.Join(args, " "), code, out, errOut)
+		}
+		return out, errOut
+	}
+	ibex("install")
+	for _, db := range []string{"a", "b", "c", "d"} {
+		conn := maps.Clone(c.Conn(db))
+		conn["user"] = "app"
+		ibex(append([]string{"add", "db", db, "pass=env:IBEX_APP_PW"}, dbArgs(conn)...)...)
+	}
+	ibex("add", "table", "pgbench_accounts", "pgbench_branches", "pgbench_tellers", "db=a", "herd=h")
+	ibex("add", "dbgroup", "g", "a:source", "b:source", "c:target")
+	ibex("add", "sync", "s", "herd=h", "dbs=g")
+	// The foreign-key pair, child first.
+	ibex("add", "table", "child", "parent", "db=a", "herd=fk")
+	ibex("add", "sync", "sfk", "herd=fk", "dbs=a:source,b:source")
+	ibex("add", "table", "kv", "db=d", "herd=hkv")
+	ibex("add", "sync", "skv", "herd=hkv", "dbs=d:source,c:target")
+	ibex("kick", "s", "sfk", "skv")
+
+	writes := func() {
+		t.Helper()
+		for _, db := range []string{"a", "b"} {
+			cmd := c.PgbenchCmd(db, "-n", "-t", "100", "-c", "2")
+			cmd.Env = append(cmd.Env, "PGUSER=writer")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("pgbench as writer on %s: %v\n%s", db, err, out)
+			}
+		}
+	}
+	appliedAudits := func(db string) int {
+		n, _ := strconv.Atoi(queryOne(t, dsns[db], `SELECT count(*)::text FROM audit WHERE who = 'app'`))
+		return n
+	}
+	converged := func() {
+		t.Helper()
+		for _, tbl := range []string{"pgbench_accounts", "pgbench_branches", "pgbench_tellers"} {
+			sameEverywhere(t, tbl, dsns)
+		}
+	}
+
+	t.Run("without SET on session_replication_role", func(t *testing.T) {
+		writes()
+		out, errOut := ibex("kick", "s")
+		if !strings.HasPrefix(out, "Kick s: Good.") {
+			t.Fatalf("kick: %s%s", out, errOut)
+		}
+		if !strings.Contains(errOut, "cannot set session_replication_role") {
+			t.Errorf("no warning about session_replication_role: %q", errOut)
+		}
+		converged()
+		if appliedAudits("b") == 0 || appliedAudits("c") == 0 {
+			t.Errorf("user triggers did not fire for applied rows without the grant (b %d, c %d)", appliedAudits("b"), appliedAudits("c"))
+		}
+		if n := count(t, dsns["a"], `audit WHERE who = 'app'`); n == 0 {
+			t.Errorf("a's trigger did not fire for rows applied there")
+		}
+		status, _ := ibex("status")
+		if !strings.Contains(status, "s ") || !strings.Contains(status, "Good") {
+			t.Errorf("status: %s", status)
+		}
+		ibex("status", "s")
+
+		// Foreign keys: the child table's batch is applied before its parent's.
+		c.MustExec("a", `INSERT INTO parent VALUES (1); INSERT INTO child VALUES (1, 1)`)
+		out, errOut, code := runCLI("", "kick", "sfk")
+		if code != 1 || !strings.Contains(out+errOut, "violates foreign key constraint") {
+			t.Errorf("kick sfk without the grant: exit %d %s%s; want a foreign-key violation", code, out, errOut)
+		}
+		t.Logf("without the grant, the foreign-key sync: %s", strings.TrimSpace(out))
+
+		// A source whose table app does not own.
+		c.MustExec("d", `INSERT INTO kv VALUES (1, 'd')`)
+		if out, _ := ibex("kick", "skv"); !strings.HasPrefix(out, "Kick skv: Good.") {
+			t.Errorf("kick skv: %s", out)
+		}
+		if got := rows(t, dsns["c"], "kv"); len(got) != 1 || got[0] != "(1,d)" {
+			t.Errorf("c's kv: %v", got)
+		}
+	})
+
+	c.MustExec("postgres", `GRANT SET ON PARAMETER session_replication_role TO app`)
+
+	t.Run("with SET on session_replication_role", func(t *testing.T) {
+		before := map[string]int{"b": appliedAudits("b"), "c": appliedAudits("c")}
+		writes()
+		out, errOut := ibex("kick", "s")
+		if !strings.HasPrefix(out, "Kick s: Good.") {
+			t.Fatalf("kick: %s%s", out, errOut)
+		}
+		if strings.Contains(errOut, "session_replication_role") {
+			t.Errorf("warning despite the grant: %q", errOut)
+		}
+		converged()
+		for db, n := range before {
+			if got := appliedAudits(db); got != n {
+				t.Errorf("db %s: user triggers fired for %d applied rows despite the grant", db, got-n)
+			}
+		}
+		if out, _ := ibex("kick", "sfk"); !strings.HasPrefix(out, "Kick sfk: Good.") {
+			t.Errorf("kick sfk with the grant: %s", out)
+		}
+		if got := rows(t, dsns["b"], "child"); len(got) != 1 || got[0] != "(1,1)" {
+			t.Errorf("b's child: %v", got)
+		}
+		ibex("status", "--json")
+		ibex("remove", "sync", "sfk")
+	})
+
+	t.Run("validate needs CREATE on a source db", func(t *testing.T) {
+		// Even with schema ibex already there (owned by app), validate runs CREATE SCHEMA
+		// IF NOT EXISTS, which checks CREATE on the database first.
+		c.MustExec("a", `REVOKE CREATE ON DATABASE a FROM app`)
+		_, errOut, code := runCLI("", "validate", "s")
+		if code == 0 || !contains(errOut, "db a", "permission denied for database a", "CREATE on the database") {
+			t.Errorf("validate without CREATE on a: exit %d %q; want a refusal naming db a and the privilege", code, errOut)
+		}
+		c.MustExec("a", `GRANT CREATE ON DATABASE a TO app`)
+		ibex("validate", "s")
+	})
+
+	t.Run("remove sync needs table ownership", func(t *testing.T) {
+		_, errOut, code := runCLI("", "remove", "sync", "skv")
+		if code == 0 || !strings.Contains(errOut, "must be owner of relation kv") {
+			t.Fatalf("remove sync skv (kv not owned by app): exit %d %s; want it refused: must be owner", code, errOut)
+		}
+		if n := queryOne(t, c.DSN("d"), `SELECT count(*)::text FROM pg_trigger WHERE tgname = 'ibex_skv'`); n != "1" {
+			t.Errorf("%s capture triggers of skv left on d, want 1 (nothing removed)", n)
+		}
+		c.MustExec("d", `ALTER TABLE kv OWNER TO app`)
+		ibex("remove", "sync", "skv")
+		if n := queryOne(t, c.DSN("d"), `SELECT count(*)::text FROM pg_trigger WHERE tgname = 'ibex_skv'`); n != "0" {
+			t.Errorf("%s capture triggers of skv left on d after remove", n)
+		}
+	})
+}
