@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/ibexrepl/ibex/internal/control"
+	"github.com/ibexrepl/ibex/internal/flagset"
 	"github.com/ibexrepl/ibex/internal/logging"
 	"github.com/ibexrepl/ibex/job"
 )
@@ -55,25 +56,18 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
-}
-
 func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("runonce", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	syncName := fs.String("sync", os.Getenv("IBEX_SYNC"), "the sync to run (IBEX_SYNC)")
 	timeout := fs.Duration("timeout", 0, "stop taking new batches shortly before this much time has passed, and cancel the run at it (0: no limit)")
-	logLevel := fs.String("log-level", envOr("IBEX_LOG_LEVEL", "terse"), "log level: terse, normal, verbose or debug (IBEX_LOG_LEVEL)")
-	logFormat := fs.String("log-format", envOr("IBEX_LOG_FORMAT", "text"), "log format: text or json (IBEX_LOG_FORMAT)")
+	logLevel := fs.String("log-level", flagset.EnvOr("IBEX_LOG_LEVEL", "terse"), "log level: terse, normal, verbose or debug (IBEX_LOG_LEVEL)")
+	logFormat := fs.String("log-format", flagset.EnvOr("IBEX_LOG_FORMAT", "text"), "log format: text or json (IBEX_LOG_FORMAT)")
 	jsonOut := fs.Bool("json", false, "print the result as JSON")
 	force := fs.Bool("force", false, "run the sync even if it is inactive")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
-		printFlags(fs)
+		flagset.Print(fs)
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -161,20 +155,4 @@ func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
-}
-
-// printFlags lists the flags GNU-style (--name), as users type them.
-func printFlags(fs *flag.FlagSet) {
-	fs.VisitAll(func(f *flag.Flag) {
-		name, help := flag.UnquoteUsage(f)
-		line := "  --" + f.Name
-		if name != "" {
-			line += " " + name
-		}
-		fmt.Fprintf(fs.Output(), "%s\n      %s", line, help)
-		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0s" {
-			fmt.Fprintf(fs.Output(), " (default %q)", f.DefValue)
-		}
-		fmt.Fprintln(fs.Output())
-	})
 }

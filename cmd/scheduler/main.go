@@ -19,6 +19,7 @@ import (
 	"syscall"
 
 	"github.com/ibexrepl/ibex/internal/control"
+	"github.com/ibexrepl/ibex/internal/flagset"
 	"github.com/ibexrepl/ibex/internal/logging"
 	"github.com/ibexrepl/ibex/internal/scheduler"
 )
@@ -49,25 +50,18 @@ func main() {
 	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
-}
-
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("scheduler", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dsn := fs.String("dsn", "", "control database conninfo or URL (default IBEX_DSN, then the PG* variables)")
-	listen := fs.String("listen", envOr("IBEX_LISTEN", scheduler.DefaultListen), "address of /metrics and /healthz; empty: none (IBEX_LISTEN)")
+	listen := fs.String("listen", flagset.EnvOr("IBEX_LISTEN", scheduler.DefaultListen), "address of /metrics and /healthz; empty: none (IBEX_LISTEN)")
 	reload := fs.Duration("reload", scheduler.DefaultReload, "how often to read the sync list again")
 	shutdown := fs.Duration("shutdown-timeout", scheduler.DefaultShutdownTimeout, "on SIGTERM, how long running runs may go on before they are cancelled")
-	logLevel := fs.String("log-level", envOr("IBEX_LOG_LEVEL", "normal"), "log level: terse, normal, verbose or debug (IBEX_LOG_LEVEL)")
-	logFormat := fs.String("log-format", envOr("IBEX_LOG_FORMAT", "text"), "log format: text or json (IBEX_LOG_FORMAT)")
+	logLevel := fs.String("log-level", flagset.EnvOr("IBEX_LOG_LEVEL", "normal"), "log level: terse, normal, verbose or debug (IBEX_LOG_LEVEL)")
+	logFormat := fs.String("log-format", flagset.EnvOr("IBEX_LOG_FORMAT", "text"), "log format: text or json (IBEX_LOG_FORMAT)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
-		printFlags(fs)
+		flagset.Print(fs)
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -109,20 +103,4 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
-}
-
-// printFlags lists the flags GNU-style (--name), as users type them.
-func printFlags(fs *flag.FlagSet) {
-	fs.VisitAll(func(f *flag.Flag) {
-		name, help := flag.UnquoteUsage(f)
-		line := "  --" + f.Name
-		if name != "" {
-			line += " " + name
-		}
-		fmt.Fprintf(fs.Output(), "%s\n      %s", line, help)
-		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0s" {
-			fmt.Fprintf(fs.Output(), " (default %q)", f.DefValue)
-		}
-		fmt.Fprintln(fs.Output())
-	})
 }
