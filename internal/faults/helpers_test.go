@@ -29,30 +29,29 @@ import (
 	"github.com/ibexrepl/ibex/job"
 )
 
-var binDir string // where ibexBinary builds the ibex command
-
-func TestMain(m *testing.M) {
-	d, err := os.MkdirTemp("", "ibex-faults-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binDir = d
-	code := m.Run()
-	_ = os.RemoveAll(d)
-	os.Exit(code)
-}
-
 var (
 	buildOnce sync.Once
+	binDir    string // where ibexBinary built the ibex command; removed by TestMain
 	buildPath string
 	buildErr  error
 )
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		_ = os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
 
 // ibexBinary builds cmd/ibex once per test process and returns its path.
 func ibexBinary(t *testing.T) string {
 	t.Helper()
 	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "ibex-faults-bin-")
+		if buildErr != nil {
+			return
+		}
 		goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
 		if _, err := os.Stat(goBin); err != nil {
 			goBin = "go"
@@ -229,7 +228,7 @@ func count(t testing.TB, dsn, table string) int {
 // rows returns a table's rows as text, ordered. table is a quoted identifier.
 func rows(t testing.TB, dsn, table string) []string {
 	t.Helper()
-	return query(t, dsn, fmt.Sprintf(`SELECT x::text FROM %s x ORDER BY x::text COLLATE "C"`, table))
+	return query(t, dsn, fmt.Sprintf(`SELECT ROW(x.*)::text FROM %s x ORDER BY ROW(x.*)::text COLLATE "C"`, table))
 }
 
 // summary is a table's row count and content digest on one db.
@@ -248,7 +247,7 @@ func sum(t testing.TB, dsn, table string) summary {
 	}
 	defer c.Close(context.Background())
 	var s summary
-	err = c.QueryRow(ctx, fmt.Sprintf(`SELECT count(*), md5(coalesce(string_agg(x::text, '|' ORDER BY x::text COLLATE "C"), '')) FROM %s x`, table)).Scan(&s.Count, &s.MD5)
+	err = c.QueryRow(ctx, fmt.Sprintf(`SELECT count(*), md5(coalesce(string_agg(ROW(x.*)::text, '|' ORDER BY ROW(x.*)::text COLLATE "C"), '')) FROM %s x`, table)).Scan(&s.Count, &s.MD5)
 	if err != nil {
 		t.Fatalf("summing %s: %v", table, err)
 	}

@@ -21,11 +21,14 @@ package faults
 //	ALTER TABLE ... OWNER TO app;          -- for every replicated table
 //	(TEMPORARY on the database, which PUBLIC has by default, is used by every run.)
 //	Ownership can be replaced by GRANT SELECT, INSERT, UPDATE, DELETE, TRIGGER ON ...
-//	for adding a sync and running it, but then 'ibex remove sync' cannot drop its
-//	triggers ("must be owner of relation"). they stay until the owner drops them.
-//	Application roles that write the tables need nothing more: ibex grants USAGE on
-//	schema ibex and INSERT on its change tables to PUBLIC (the capture trigger runs as
-//	the writing role).
+//	(UPDATE because a receiving source is written with INSERT ... ON CONFLICT DO
+//	UPDATE): add sync, validate and runs work, but 'ibex remove sync' then fails
+//	("must be owner of relation kv") and leaves the sync and its trigger in place
+//	until the table's owner changes.
+//	Application roles that write the tables need nothing more than their own grants
+//	(tested: pgbench as a role with SELECT, INSERT, UPDATE only): ibex grants USAGE on
+//	schema ibex and INSERT on its change tables to PUBLIC, and the capture trigger runs
+//	as the writing role.
 //
 // Each target db (receives only):
 //	GRANT SELECT, INSERT, DELETE ON <each replicated table> TO app;
@@ -38,9 +41,10 @@ package faults
 //	session_replication_role") and falls back to SET ibex.applying = on, which only its
 //	own capture triggers honour: ordinary user triggers fire for every applied row
 //	(an audit trigger on a receiver records ibex's writes), and foreign keys between
-//	replicated tables are checked as each table's batch is applied, so a child table
-//	applied before its parent (herd order) fails with a foreign-key violation on every
-//	run until the grant is given (or the parent table comes first in the herd).
+//	replicated tables are checked as each table's batch is applied (each table commits
+//	on its own, in herd order): a new child row whose table comes before its parent's
+//	in the herd fails with a foreign-key violation, the receiving db leaves every run,
+//	and the sync stays bad until the grant is given.
 //
 // The superuser is never needed.
 

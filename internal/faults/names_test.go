@@ -247,7 +247,7 @@ func FuzzIdentifiers(f *testing.F) {
 		check := func(want []string) {
 			t.Helper()
 			for db := range dsns {
-				rs, err := conns[db].Query(ctx, fmt.Sprintf("SELECT x::text FROM %s x ORDER BY %s", tbl, c))
+				rs, err := conns[db].Query(ctx, fmt.Sprintf("SELECT ROW(x.*)::text FROM %s x ORDER BY %s", tbl, c))
 				if err != nil {
 					t.Fatal(err)
 				}

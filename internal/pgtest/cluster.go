@@ -131,17 +131,19 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 	if err := c.initdb(); err != nil {
 		clusterFail(t, "%v", err)
 	}
-	if len(opts.HBA) > 0 {
-		hba := filepath.Join(c.DataDir, "pg_hba.conf")
-		old, err := os.ReadFile(hba)
-		if err != nil {
-			t.Fatal(err)
-		}
-		// os.WriteFile keeps the file's owner (postgres) and mode.
-		content := "# added by pgtest.StartCluster\n" + strings.Join(opts.HBA, "\n") + "\n\n" + string(old)
-		if err := os.WriteFile(hba, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
+	// pg_hba.conf: the test's lines first (first match wins), then trust on the socket
+	// and trust or scram-sha-256 over TCP.
+	hostAuth := "trust"
+	if opts.Password != "" {
+		hostAuth = "scram-sha-256"
+	}
+	hba := "# written by pgtest.StartCluster\n" + strings.Join(opts.HBA, "\n") + "\n" +
+		"local all all trust\n" +
+		"host all all 127.0.0.1/32 " + hostAuth + "\n" +
+		"host all all ::1/128 " + hostAuth + "\n"
+	// os.WriteFile keeps the file's owner (postgres).
+	if err := os.WriteFile(filepath.Join(c.DataDir, "pg_hba.conf"), []byte(hba), 0o600); err != nil {
+		t.Fatal(err)
 	}
 	var lastErr error
 	for range 5 {
@@ -151,6 +153,10 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 		}
 		c.Port = port
 		if lastErr = c.start(); lastErr == nil {
+			if opts.Password != "" {
+				// The template has no password; password_encryption is scram-sha-256.
+				c.MustExec("postgres", "ALTER ROLE postgres PASSWORD "+pgQuote(opts.Password))
+			}
 			return c
 		}
 	}
@@ -159,9 +165,9 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 }
 
 // initdb fills c.DataDir. initdb takes 0.4-2 s, so its output is kept as a template
-// (per binaries and superuser password) in $TMPDIR/ibex-pgtest-initdb-* and copied.
+// (one per server binaries) in $TMPDIR/ibex-pgtest-initdb-* and copied.
 func (c *Cluster) initdb() error {
-	h := sha256.Sum256([]byte(c.bin + "\x00" + c.Password))
+	h := sha256.Sum256([]byte(c.bin))
 	tpl := filepath.Join(os.TempDir(), fmt.Sprintf("ibex-pgtest-initdb-%d-%s", os.Geteuid(), hex.EncodeToString(h[:6])))
 	if _, err := os.Stat(filepath.Join(tpl, "data", "PG_VERSION")); err != nil {
 		if err := c.makeTemplate(tpl); err != nil {
@@ -186,22 +192,10 @@ func (c *Cluster) makeTemplate(tpl string) error {
 		}
 	}
 	args := []string{"-D", filepath.Join(tmp, "data"), "--no-sync", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-instructions"}
-	if c.Password != "" {
-		pwfile := filepath.Join(tmp, "pwfile")
-		if err := os.WriteFile(pwfile, []byte(c.Password+"\n"), 0o600); err != nil {
-			return err
-		}
-		if c.cred != nil {
-			_ = os.Chown(pwfile, int(c.cred.Uid), int(c.cred.Gid))
-		}
-		args = append(args, "--auth-local=trust", "--auth-host=scram-sha-256", "--pwfile="+pwfile)
-	} else {
-		args = append(args, "-A", "trust")
-	}
+	args = append(args, "-A", "trust")
 	if out, err := c.command("initdb", args...).CombinedOutput(); err != nil {
 		return fmt.Errorf("initdb: %v\n%s", err, out)
 	}
-	_ = os.Remove(filepath.Join(tmp, "pwfile"))
 	// Another process may have made the same template meanwhile: keep the first.
 	if err := os.Rename(tmp, tpl); err != nil {
 		if _, serr := os.Stat(filepath.Join(tpl, "data", "PG_VERSION")); serr != nil {
@@ -285,6 +279,8 @@ fi`, os.Getpid(), shellQuote(c.Dir), shellQuote(filepath.Join(c.bin, "pg_ctl")))
 	}
 	go func() { _ = cmd.Wait() }()
 }
+
+func pgQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
