@@ -89,7 +89,8 @@ func Parse(name string, r io.Reader) (*File, error) {
 	var f File
 	if err := dec.Decode(&f); err != nil {
 		if errors.Is(err, io.EOF) {
-			return &File{}, nil
+			// An empty document would remove every object: say {} to mean that.
+			return nil, fmt.Errorf("%s is empty: refusing to remove the whole configuration (write {} if that is what you want)", name)
 		}
 		var te *yaml.TypeError
 		if errors.As(err, &te) {

@@ -55,10 +55,17 @@ func TestDemoYAMLParses(t *testing.T) {
 
 func TestParseEmpty(t *testing.T) {
 	t.Parallel()
-	for _, in := range []string{"", "# only a comment\n", "{}\n"} {
-		f, err := config.Parse("f.yaml", strings.NewReader(in))
-		if err != nil || len(f.DBs)+len(f.Tables)+len(f.Herds)+len(f.DBGroups)+len(f.Syncs) != 0 {
-			t.Errorf("Parse(%q) = %+v, %v", in, f, err)
+	// {} says "no objects"; a file with no document at all is refused, since applying it
+	// would silently remove the whole configuration.
+	f, err := config.Parse("f.yaml", strings.NewReader("{}\n"))
+	if err != nil || len(f.DBs)+len(f.Tables)+len(f.Herds)+len(f.DBGroups)+len(f.Syncs) != 0 {
+		t.Errorf("Parse({}) = %+v, %v", f, err)
+	}
+	for _, in := range []string{"", "# only a comment\n"} {
+		_, err := config.Parse("f.yaml", strings.NewReader(in))
+		want := "f.yaml is empty: refusing to remove the whole configuration (write {} if that is what you want)"
+		if err == nil || err.Error() != want {
+			t.Errorf("Parse(%q) error = %v, want %q", in, err, want)
 		}
 	}
 }
