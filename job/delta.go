@@ -17,6 +17,7 @@ import (
 
 	"github.com/ibexrepl/ibex/internal/conflict"
 	"github.com/ibexrepl/ibex/internal/control"
+	"github.com/ibexrepl/ibex/internal/dbconn"
 )
 
 // errRetryBatch means a db that sends rows failed mid-batch: every db rolled the batch
@@ -92,7 +93,9 @@ func (r *runner) applyTables(ctx context.Context) error {
 				if err := r.recordConflicts(ctx, conflicts); err != nil {
 					return err
 				}
-				r.consume(ctx, t, b, nb)
+				if nb > 1 {
+					r.consume(ctx, t, b, nb)
+				}
 				if r.opts.Progress != nil {
 					r.opts.Progress(t.name, b+1, nb)
 				}
@@ -140,17 +143,19 @@ func (r *runner) buckets(ctx context.Context, t *table) (int, error) {
 	if batch <= 0 {
 		batch = DefaultBatchSize
 	}
-	var total int64
-	for _, a := range r.alive() {
-		if !a.isSource() {
-			continue
+	total, counted := r.pendingN[t]
+	if !counted {
+		for _, a := range r.alive() {
+			if !a.isSource() {
+				continue
+			}
+			var n int64
+			if err := a.conn.QueryRow(ctx, `SELECT count(*) FROM `+t.change+` d WHERE `+r.pending(a, "d.")).Scan(&n); err != nil {
+				r.drop(a, fmt.Errorf("db %s: counting changes of %s: %w", a.name, t.name, err))
+				continue
+			}
+			total += n
 		}
-		var n int64
-		if err := a.conn.QueryRow(ctx, `SELECT count(*) FROM `+t.change+` d WHERE `+r.pending(a, "d.")).Scan(&n); err != nil {
-			r.drop(a, fmt.Errorf("db %s: counting changes of %s: %w", a.name, t.name, err))
-			continue
-		}
-		total += n
 	}
 	nb := int((total + int64(batch) - 1) / int64(batch))
 	if nb < 1 {
@@ -345,6 +350,23 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int) (Stats, []contr
 	}
 
 	t1 := time.Now()
+	// The winners' read sessions open while phase 2 runs.
+	var winners []*member
+	for _, w := range r.members {
+		if fromWinner[w.idx] != 0 && w.alive() && w.rconn == nil {
+			winners = append(winners, w)
+		}
+	}
+	rconnErrs := make([]error, len(r.members))
+	var owg sync.WaitGroup
+	for _, w := range winners {
+		owg.Add(1)
+		go func() {
+			defer owg.Done()
+			c, err := dbconn.Connect(ctx, w.name, w.db.Conn, w.db.Pass)
+			w.rconn, rconnErrs[w.idx] = c, err
+		}()
+	}
 	// Phase 2: each receiver locks the keys it will overwrite, drops those its own
 	// application changed since the run's snapshot (they win next run), and deletes the rest.
 	deletes := make([]int64, len(r.members))
@@ -362,7 +384,11 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int) (Stats, []contr
 		}()
 	}
 	wg.Wait()
+	owg.Wait()
 	for _, m := range r.members {
+		if errs[m.idx] == nil && rconnErrs[m.idx] != nil {
+			errs[m.idx] = rconnErrs[m.idx]
+		}
 		if errs[m.idx] != nil {
 			r.rollback(m)
 			r.drop(m, fmt.Errorf("db %s: applying %s: %w", m.name, t.name, errs[m.idx]))
@@ -424,6 +450,7 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int) (Stats, []contr
 			inserts[m.idx] = n[m.idx]
 		}
 	}
+	t25 := time.Now()
 	// Phase 4: sources write their staged rows.
 	for _, m := range recvs {
 		if !m.alive() || !m.isSource() || m.snap == "" {
@@ -468,7 +495,7 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int) (Stats, []contr
 	}
 	r.logger.Debug("batch applied", slog.String("table", t.name), slog.Int("bucket", b), slog.Int("keys", len(keys)),
 		slog.Int64("inserts", st.Inserts), slog.Int64("deletes", st.Deletes), slog.Int64("conflicts", st.Conflicts),
-		slog.Duration("read", t1.Sub(t0)), slog.Duration("delete", t2.Sub(t1)), slog.Duration("copy", t3.Sub(t2)), slog.Duration("commit", time.Since(t3)))
+		slog.Duration("read", t1.Sub(t0)), slog.Duration("delete", t2.Sub(t1)), slog.Duration("copy", t25.Sub(t2)), slog.Duration("apply", t3.Sub(t25)), slog.Duration("commit", time.Since(t3)))
 	return st, conflicts, nil
 }
 
@@ -489,7 +516,13 @@ func (r *runner) prepareReceiver(ctx context.Context, m *member, t *table, keys 
 		return 0, nil, err
 	}
 	keyCols := quoteCols("", t.keyCols)
-	if _, err := m.conn.Exec(ctx, fmt.Sprintf(`DROP TABLE IF EXISTS pg_temp.ibex_k; CREATE TEMP TABLE ibex_k ON COMMIT DROP AS SELECT %s FROM %s LIMIT 0`, keyCols, t.ident)); err != nil {
+	source := m.isSource() && m.snap != ""
+	temps := fmt.Sprintf(`DROP TABLE IF EXISTS pg_temp.ibex_k; CREATE TEMP TABLE ibex_k ON COMMIT DROP AS SELECT %s FROM %s LIMIT 0`, keyCols, t.ident)
+	if source {
+		// Rows for a source arrive in a stage table (see below).
+		temps += fmt.Sprintf(`; DROP TABLE IF EXISTS pg_temp.ibex_s; CREATE TEMP TABLE ibex_s ON COMMIT DROP AS SELECT %s FROM %s LIMIT 0`, quoteCols("", t.cols), t.ident)
+	}
+	if _, err := execAll(ctx, m.conn, temps); err != nil {
 		return 0, nil, err
 	}
 	pr, pw := io.Pipe()
@@ -506,7 +539,7 @@ func (r *runner) prepareReceiver(ctx context.Context, m *member, t *table, keys 
 		return 0, nil, err
 	}
 	join := keyJoin("t", "k", t.keyCols)
-	if !m.isSource() || m.snap == "" {
+	if !source {
 		// A target: no application writes here, so delete now and COPY straight in.
 		tag, err := execIndexed(ctx, m.conn, fmt.Sprintf(`DELETE FROM %s t USING pg_temp.ibex_k k WHERE %s`, t.ident, join))
 		if err != nil {
@@ -520,9 +553,6 @@ func (r *runner) prepareReceiver(ctx context.Context, m *member, t *table, keys 
 	// those rows applies its change on top instead of losing it.
 	late, err := r.dropLate(ctx, m, t)
 	if err != nil {
-		return 0, nil, err
-	}
-	if _, err := m.conn.Exec(ctx, fmt.Sprintf(`CREATE TEMP TABLE ibex_s ON COMMIT DROP AS SELECT %s FROM %s LIMIT 0`, quoteCols("", t.cols), t.ident)); err != nil {
 		return 0, nil, err
 	}
 	return 0, late, nil
@@ -579,45 +609,44 @@ SELECT count(*), count(*) FILTER (WHERE replaced) FROM w`, t.ident, cols, staged
 	del := fmt.Sprintf(`DELETE FROM %s t USING pg_temp.ibex_gone k WHERE %s`, t.ident, keyJoin("t", "k", t.keyCols))
 	check := fmt.Sprintf(`SELECT count(*) FROM pg_temp.ibex_k k JOIN %s d ON %s WHERE NOT pg_visible_in_snapshot(d."$txid", '%s')`,
 		t.change, keyJoin("k", "d", t.keyCols), m.snap)
+	// The rest after the upsert: delete the keys the winner no longer has, then count the
+	// keys the application changed meanwhile.
+	rest := gone + "; " + indexed(del) + "; " + check
 	for attempt := 0; ; attempt++ {
-		if _, err := m.conn.Exec(ctx, `SAVEPOINT ibex_apply`); err != nil {
-			return 0, 0, err
-		}
-		var written, replaced int64
-		err := m.conn.QueryRow(ctx, upsert).Scan(&written, &replaced)
+		var written, replaced, deleted, changed int64
+		res, err := execAll(ctx, m.conn, `SAVEPOINT ibex_apply; `+upsert+`; `+rest)
 		var pe *pgconn.PgError
 		if errors.As(err, &pe) && pe.Code == "23505" {
 			if _, err := m.conn.Exec(ctx, `ROLLBACK TO SAVEPOINT ibex_apply`); err != nil {
 				return 0, 0, err
 			}
-			tag, err := execIndexed(ctx, m.conn, replace)
-			if err != nil {
+			if res, err = execAll(ctx, m.conn, indexed(replace)+"; "+insert+"; "+rest); err != nil {
 				return 0, 0, err
 			}
-			replaced = tag.RowsAffected()
-			if tag, err = m.conn.Exec(ctx, insert); err != nil {
-				return 0, 0, err
-			}
-			written = tag.RowsAffected()
+			replaced = res[2].CommandTag.RowsAffected()
+			written = res[5].CommandTag.RowsAffected()
+			res = res[6:]
 		} else if err != nil {
 			return 0, 0, err
+		} else {
+			if written, err = scalar(res[1], 0); err != nil {
+				return 0, 0, err
+			}
+			if replaced, err = scalar(res[1], 1); err != nil {
+				return 0, 0, err
+			}
+			res = res[2:]
 		}
-		if _, err := m.conn.Exec(ctx, gone); err != nil {
-			return 0, 0, err
+		// res: DROP, CREATE (gone), SET, SET, DELETE, SET, SET, check
+		if len(res) != 8 {
+			return 0, 0, fmt.Errorf("applying %s: %d results, expected 8", t.name, len(res))
 		}
-		tag, err := execIndexed(ctx, m.conn, del)
-		if err != nil {
-			return 0, 0, err
-		}
-		deleted := replaced + tag.RowsAffected()
-		var changed int
-		if err := m.conn.QueryRow(ctx, check).Scan(&changed); err != nil {
+		deleted = replaced + res[4].CommandTag.RowsAffected()
+		if changed, err = scalar(res[7], 0); err != nil {
 			return 0, 0, err
 		}
 		if changed == 0 {
-			if _, err := m.conn.Exec(ctx, `RELEASE SAVEPOINT ibex_apply`); err != nil {
-				return 0, 0, err
-			}
+			// The savepoint stays until the batch commits.
 			return written, deleted, nil
 		}
 		if attempt == 5 {
@@ -640,30 +669,52 @@ func (r *runner) consume(ctx context.Context, t *table, b, nb int) {
 			return
 		}
 	}
+	var wg sync.WaitGroup
 	for _, a := range r.members {
 		if !a.isSource() || a.snap == "" {
 			continue
 		}
 		sql := fmt.Sprintf(`DELETE FROM %s d WHERE pg_visible_in_snapshot(d."$txid", '%s') AND %s`, t.change, a.snap, r.bucketCond(t, "d.", b, nb))
-		if _, err := a.conn.Exec(ctx, sql); err != nil {
-			r.logger.WarnContext(ctx, "removing applied changes failed", slog.String("db", a.name), slog.String("table", t.name), slog.String("error", err.Error()))
-		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := a.conn.Exec(ctx, sql); err != nil {
+				r.logger.WarnContext(ctx, "removing applied changes failed", slog.String("db", a.name), slog.String("table", t.name), slog.String("error", err.Error()))
+			}
+		}()
 	}
+	wg.Wait()
 }
 
-// execIndexed runs a statement joining the key list to a user table so that it probes the
+// indexed wraps a statement joining the key list to a user table so that it probes the
 // table's key index: its cost then follows the number of changed keys, never the table's
-// size, whatever the planner guesses about the key list.
+// size, whatever the planner guesses about the key list. It must run in a transaction.
+func indexed(stmt string) string {
+	return `SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; ` + stmt +
+		`; SET LOCAL enable_hashjoin = on; SET LOCAL enable_mergejoin = on`
+}
+
+// execIndexed runs indexed(stmt) in one round trip and returns the statement's tag.
 func execIndexed(ctx context.Context, conn *pgx.Conn, stmt string) (pgconn.CommandTag, error) {
-	if _, err := conn.Exec(ctx, `SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off`); err != nil {
+	res, err := execAll(ctx, conn, indexed(stmt))
+	if err != nil {
 		return pgconn.CommandTag{}, err
 	}
-	tag, err := conn.Exec(ctx, stmt)
-	if err != nil {
-		return tag, err
+	return res[2].CommandTag, nil
+}
+
+// execAll sends several statements (no parameters: values are literals) in one round
+// trip and returns every statement's result.
+func execAll(ctx context.Context, conn *pgx.Conn, sql string) ([]*pgconn.Result, error) {
+	return conn.PgConn().Exec(ctx, sql).ReadAll()
+}
+
+// scalar reads the single integer a result holds.
+func scalar(res *pgconn.Result, col int) (int64, error) {
+	if len(res.Rows) != 1 || len(res.Rows[0]) <= col {
+		return 0, fmt.Errorf("unexpected result of %d rows", len(res.Rows))
 	}
-	_, err = conn.Exec(ctx, `SET LOCAL enable_hashjoin = on; SET LOCAL enable_mergejoin = on`)
-	return tag, err
+	return strconv.ParseInt(string(res.Rows[0][col]), 10, 64)
 }
 
 func (r *runner) recordConflicts(ctx context.Context, cs []control.Conflict) error {
@@ -745,6 +796,7 @@ func (r *runner) advance(ctx context.Context) error {
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("recording watermarks: %w", err)
 	}
+	var wg sync.WaitGroup
 	for _, a := range r.alive() {
 		if !a.isSource() {
 			continue
@@ -764,11 +816,18 @@ func (r *runner) advance(ctx context.Context) error {
 		if len(conds) == 0 {
 			continue
 		}
+		var stmts []string
 		for _, t := range r.tables {
-			if _, err := a.conn.Exec(ctx, `DELETE FROM `+t.change+` WHERE `+strings.Join(conds, " AND ")); err != nil {
-				r.logger.WarnContext(ctx, "purging applied changes failed", slog.String("db", a.name), slog.String("table", t.name), slog.String("error", err.Error()))
-			}
+			stmts = append(stmts, `DELETE FROM `+t.change+` WHERE `+strings.Join(conds, " AND "))
 		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := execAll(ctx, a.conn, strings.Join(stmts, "; ")); err != nil {
+				r.logger.WarnContext(ctx, "purging applied changes failed", slog.String("db", a.name), slog.String("error", err.Error()))
+			}
+		}()
 	}
+	wg.Wait()
 	return nil
 }

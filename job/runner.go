@@ -63,6 +63,9 @@ type runner struct {
 	fullcopy bool
 	// validating: capture may be missing (validate installs it)
 	validating bool
+	// pendingN counts each table's pending changes over all sources, taken once per run
+	// by countPending (nil: not taken).
+	pendingN map[*table]int64
 }
 
 var snapRe = regexp.MustCompile(`^[0-9]+:[0-9]+:[0-9,]*$`)
@@ -73,9 +76,11 @@ func (r *runner) run(ctx context.Context) error {
 		return err
 	}
 	r.connect(ctx)
-	if !r.fullcopy && r.sync.Onetimecopy == 0 && r.nothingPending(ctx) {
-		r.logger.DebugContext(ctx, "no changes pending")
-		return nil
+	if !r.fullcopy && r.sync.Onetimecopy == 0 {
+		if n, err := r.countPending(ctx); err == nil && n == 0 {
+			r.logger.DebugContext(ctx, "no changes pending")
+			return nil
+		}
 	}
 	if err := r.checkSchemas(ctx); err != nil {
 		return err
@@ -97,25 +102,45 @@ var errInactiveDB = errors.New("db is inactive")
 // errNoTables is returned by loadFrom when the herd is empty.
 var errNoTables = errors.New("herd has no tables")
 
-// nothingPending takes the sources' snapshots and reports whether no source has a change
-// to apply, so that an idle run ends at once. Any error answers false: the full path then
-// reports it properly.
-func (r *runner) nothingPending(ctx context.Context) bool {
+// countPending takes the sources' snapshots and counts each table's pending changes, one
+// query per source, all sources at once. A source that fails is left for the full path to
+// report (the counts are then taken again table by table).
+func (r *runner) countPending(ctx context.Context) (total int64, err error) {
 	if err := r.takeSnapshots(ctx); err != nil {
-		return false
+		return 0, err
 	}
+	var srcs []*member
 	for _, a := range r.alive() {
-		if !a.isSource() {
-			continue
-		}
-		for _, t := range r.tables {
-			var any bool
-			if err := a.conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+t.change+` d WHERE `+r.pending(a, "d.")+`)`).Scan(&any); err != nil || any {
-				return false
-			}
+		if a.isSource() {
+			srcs = append(srcs, a)
 		}
 	}
-	return true
+	counts := make([][]int64, len(srcs))
+	errs := make([]error, len(srcs))
+	var wg sync.WaitGroup
+	for i, a := range srcs {
+		var parts []string
+		for _, t := range r.tables {
+			parts = append(parts, `(SELECT count(*) FROM `+t.change+` d WHERE `+r.pending(a, "d.")+`)`)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = a.conn.QueryRow(ctx, `SELECT ARRAY[`+strings.Join(parts, ", ")+`]::int8[]`).Scan(&counts[i])
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return 0, err
+	}
+	r.pendingN = map[*table]int64{}
+	for i := range srcs {
+		for j, t := range r.tables {
+			r.pendingN[t] += counts[i][j]
+			total += counts[i][j]
+		}
+	}
+	return total, nil
 }
 
 // readConn returns the second session of a source, used to read rows while its first
@@ -209,12 +234,11 @@ func (r *runner) connect(ctx context.Context) {
 			}
 			m.conn = conn
 			// Rows ibex applies must not fire capture, user triggers or FK checks.
-			if _, err := conn.Exec(ctx, `SET session_replication_role = replica`); err == nil {
+			if _, err := execAll(ctx, conn, `SET lock_timeout = '60s'; SET session_replication_role = replica`); err == nil {
 				m.replica = true
-			} else if _, err := conn.Exec(ctx, `SET ibex.applying = 'on'`); err != nil {
+			} else if _, err := execAll(ctx, conn, `SET lock_timeout = '60s'; SET ibex.applying = 'on'`); err != nil {
 				m.dead = fmt.Errorf("db %s: %w", m.name, err)
 			}
-			_, _ = conn.Exec(ctx, `SET lock_timeout = '60s'`)
 		}()
 	}
 	wg.Wait()
