@@ -17,7 +17,6 @@ import (
 
 	"github.com/ibexrepl/ibex/internal/conflict"
 	"github.com/ibexrepl/ibex/internal/control"
-	"github.com/ibexrepl/ibex/internal/dbconn"
 )
 
 // errRetryBatch means a db that sends rows failed mid-batch: every db rolled the batch
@@ -73,10 +72,17 @@ func (r *runner) applyTables(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		// Buckets [consumed, b) are applied but their change rows are still there; they
+		// are consumed every consumeEvery (a scan of the change table each time) so that a
+		// run killed later keeps its progress, and by the purge at the end.
+		consumed, lastConsume := 0, time.Now()
 		for b := 0; b < nb; b++ {
 			if r.deadlinePassed() {
 				r.res.Partial = true
 				r.logger.WarnContext(ctx, "deadline near: stopping before the next batch", slog.String("table", t.name))
+				if consumed < b {
+					r.consume(ctx, t, consumed, b-1, nb)
+				}
 				return nil
 			}
 			for {
@@ -93,8 +99,9 @@ func (r *runner) applyTables(ctx context.Context) error {
 				if err := r.recordConflicts(ctx, conflicts); err != nil {
 					return err
 				}
-				if nb > 1 {
-					r.consume(ctx, t, b, nb)
+				if nb > 1 && time.Since(lastConsume) >= consumeEvery {
+					r.consume(ctx, t, consumed, b, nb)
+					consumed, lastConsume = b+1, time.Now()
 				}
 				if r.opts.Progress != nil {
 					r.opts.Progress(t.name, b+1, nb)
@@ -128,11 +135,23 @@ func (r *runner) pending(a *member, alias string) string {
 }
 
 func (r *runner) bucketCond(t *table, alias string, b, nb int) string {
-	if nb <= 1 {
+	return r.bucketsCond(t, alias, b, b, nb)
+}
+
+// bucketsCond selects buckets lo to hi of nb.
+func (r *runner) bucketsCond(t *table, alias string, lo, hi, nb int) string {
+	if nb <= 1 || (lo == 0 && hi == nb-1) {
 		return "true"
 	}
-	return fmt.Sprintf(`(hashtextextended(ROW(%s)::text, 0) & 9223372036854775807) %% %d = %d`, quoteCols(alias, t.keyCols), nb, b)
+	h := fmt.Sprintf(`(hashtextextended(ROW(%s)::text, 0) & 9223372036854775807) %% %d`, quoteCols(alias, t.keyCols), nb)
+	if lo == hi {
+		return fmt.Sprintf(`%s = %d`, h, lo)
+	}
+	return fmt.Sprintf(`%s BETWEEN %d AND %d`, h, lo, hi)
 }
+
+// consumeEvery is how often a multi-batch table's applied change rows are deleted.
+const consumeEvery = 5 * time.Second
 
 // buckets decides how many batches a table's backlog needs.
 func (r *runner) buckets(ctx context.Context, t *table) (int, error) {
@@ -350,21 +369,23 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int) (Stats, []contr
 	}
 
 	t1 := time.Now()
-	// The winners' read sessions open while phase 2 runs.
-	var winners []*member
-	for _, w := range r.members {
-		if fromWinner[w.idx] != 0 && w.alive() && w.rconn == nil {
-			winners = append(winners, w)
-		}
-	}
+	// While phase 2 runs, each winner's read session opens and receives the keys it sends.
 	rconnErrs := make([]error, len(r.members))
 	var owg sync.WaitGroup
-	for _, w := range winners {
+	for _, w := range r.members {
+		if fromWinner[w.idx] == 0 || !w.alive() {
+			continue
+		}
+		var send []string
+		for k, ks := range keys {
+			if ks.winner == w.idx && ks.recv != 0 {
+				send = append(send, k)
+			}
+		}
 		owg.Add(1)
 		go func() {
 			defer owg.Done()
-			c, err := dbconn.Connect(ctx, w.name, w.db.Conn, w.db.Pass)
-			w.rconn, rconnErrs[w.idx] = c, err
+			rconnErrs[w.idx] = r.shipKeys(ctx, w, t, send)
 		}()
 	}
 	// Phase 2: each receiver locks the keys it will overwrite, drops those its own
@@ -408,16 +429,12 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int) (Stats, []contr
 		if fromWinner[w.idx] == 0 || !w.alive() {
 			continue
 		}
-		sql := fmt.Sprintf(`COPY (SELECT %s FROM %s t WHERE EXISTS (SELECT 1 FROM %s d WHERE %s AND %s AND %s)) TO STDOUT`,
-			quoteCols("t.", t.cols), t.ident, t.change, keyJoin("d", "t", t.keyCols), r.pending(w, "d."), r.bucketCond(t, "d.", b, nb))
+		// The keys in their order (DISTINCT also folds equal keys that print differently,
+		// which would match one row twice): the index and the table are read in order.
+		sql := fmt.Sprintf(`COPY (SELECT %s FROM %s w JOIN %s t ON %s) TO STDOUT`,
+			quoteCols("t.", t.cols), orderedKeys("pg_temp.ibex_w", t, true), t.ident, keyJoin("w", "t", t.keyCols))
 		widx := w.idx
-		rc, err := r.readConn(ctx, w)
-		if err != nil {
-			r.rollbackAll()
-			r.drop(w, err)
-			return r.retry(st)
-		}
-		senders = append(senders, sender{m: w, conn: rc, sql: sql, route: func(key string) uint64 {
+		senders = append(senders, sender{m: w, conn: w.rconn, sql: sql, route: func(key string) uint64 {
 			ks := keys[key]
 			if ks == nil || ks.winner != widx {
 				return 0
@@ -504,6 +521,48 @@ func (r *runner) retry(st Stats) (Stats, []control.Conflict, error) {
 	return st, nil, errRetryBatch
 }
 
+// orderedKeys is a subquery listing the key columns of a temp key table in key order, so
+// that a nested loop over it probes the user table's index (and heap) in order.
+func orderedKeys(from string, t *table, distinct bool) string {
+	d := ""
+	if distinct {
+		d = "DISTINCT "
+	}
+	cols := quoteCols("", t.keyCols)
+	return fmt.Sprintf(`(SELECT %s%s FROM %s ORDER BY %s)`, d, cols, from, cols)
+}
+
+// shipKeys opens w's read session if needed and loads the keys it sends in this batch
+// into its temp table ibex_w.
+func (r *runner) shipKeys(ctx context.Context, w *member, t *table, keys []string) error {
+	rc, err := r.readConn(ctx, w)
+	if err != nil {
+		return err
+	}
+	keyCols := quoteCols("", t.keyCols)
+	if _, err := execAll(ctx, rc, fmt.Sprintf(`DROP TABLE IF EXISTS pg_temp.ibex_w; CREATE TEMP TABLE ibex_w AS SELECT %s FROM %s LIMIT 0`, keyCols, t.ident)); err != nil {
+		return err
+	}
+	return copyKeys(ctx, rc, "pg_temp.ibex_w", keyCols, keys)
+}
+
+// copyKeys loads keys (tab-separated COPY text, as the change rows print them) into a
+// temp table.
+func copyKeys(ctx context.Context, conn *pgx.Conn, into, keyCols string, keys []string) error {
+	pr, pw := io.Pipe()
+	go func() {
+		bw := newBufWriter(pw)
+		for _, k := range keys {
+			bw.WriteString(k)
+			bw.WriteByte('\n')
+		}
+		pw.CloseWithError(bw.Flush())
+	}()
+	_, err := conn.PgConn().CopyFrom(ctx, pr, fmt.Sprintf(`COPY %s (%s) FROM STDIN`, into, keyCols))
+	pr.CloseWithError(err)
+	return err
+}
+
 func (r *runner) rollbackAll() {
 	for _, m := range r.members {
 		r.rollback(m)
@@ -525,23 +584,13 @@ func (r *runner) prepareReceiver(ctx context.Context, m *member, t *table, keys 
 	if _, err := execAll(ctx, m.conn, temps); err != nil {
 		return 0, nil, err
 	}
-	pr, pw := io.Pipe()
-	go func() {
-		bw := newBufWriter(pw)
-		for _, k := range keys {
-			bw.WriteString(k)
-			bw.WriteByte('\n')
-		}
-		pw.CloseWithError(bw.Flush())
-	}()
-	if _, err := m.conn.PgConn().CopyFrom(ctx, pr, fmt.Sprintf(`COPY pg_temp.ibex_k (%s) FROM STDIN`, keyCols)); err != nil {
-		pr.CloseWithError(err)
+	if err := copyKeys(ctx, m.conn, "pg_temp.ibex_k", keyCols, keys); err != nil {
 		return 0, nil, err
 	}
 	join := keyJoin("t", "k", t.keyCols)
 	if !source {
 		// A target: no application writes here, so delete now and COPY straight in.
-		tag, err := execIndexed(ctx, m.conn, fmt.Sprintf(`DELETE FROM %s t USING pg_temp.ibex_k k WHERE %s`, t.ident, join))
+		tag, err := execIndexed(ctx, m.conn, fmt.Sprintf(`DELETE FROM %s t USING %s k WHERE %s`, t.ident, orderedKeys("pg_temp.ibex_k", t, false), join))
 		if err != nil {
 			return 0, nil, err
 		}
@@ -596,17 +645,18 @@ func (r *runner) applySource(ctx context.Context, m *member, t *table) (int64, i
 	if len(sets) > 0 {
 		onConflict = "DO UPDATE SET " + strings.Join(sets, ", ")
 	}
-	staged := fmt.Sprintf(`SELECT %s FROM pg_temp.ibex_s s WHERE EXISTS (SELECT 1 FROM pg_temp.ibex_k k WHERE %s)`, quoteCols("s.", t.cols), keyJoin("s", "k", t.keyCols))
+	staged := fmt.Sprintf(`SELECT %s FROM pg_temp.ibex_s s WHERE EXISTS (SELECT 1 FROM pg_temp.ibex_k k WHERE %s) ORDER BY %s`,
+		quoteCols("s.", t.cols), keyJoin("s", "k", t.keyCols), quoteCols("s.", t.keyCols))
 	// xmax <> 0 tells an updated row (it replaced one) from an inserted one.
 	upsert := fmt.Sprintf(`WITH w AS (INSERT INTO %s AS t (%s) OVERRIDING SYSTEM VALUE %s ON CONFLICT (%s) %s RETURNING t.xmax <> 0 AS replaced)
 SELECT count(*), count(*) FILTER (WHERE replaced) FROM w`, t.ident, cols, staged, quoteCols("", t.keyCols), onConflict)
 	// When the upsert cannot be used (rows swap the values of another unique column, which
 	// a row-by-row update trips over), delete the keys and insert the rows instead.
-	replace := fmt.Sprintf(`DELETE FROM %s t USING pg_temp.ibex_k k WHERE %s`, t.ident, keyJoin("t", "k", t.keyCols))
+	replace := fmt.Sprintf(`DELETE FROM %s t USING %s k WHERE %s`, t.ident, orderedKeys("pg_temp.ibex_k", t, false), keyJoin("t", "k", t.keyCols))
 	insert := fmt.Sprintf(`INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE %s`, t.ident, cols, staged)
 	gone := fmt.Sprintf(`DROP TABLE IF EXISTS pg_temp.ibex_gone; CREATE TEMP TABLE ibex_gone ON COMMIT DROP AS SELECT %s FROM pg_temp.ibex_k k WHERE NOT EXISTS (SELECT 1 FROM pg_temp.ibex_s s WHERE %s)`,
 		quoteCols("k.", t.keyCols), keyJoin("s", "k", t.keyCols))
-	del := fmt.Sprintf(`DELETE FROM %s t USING pg_temp.ibex_gone k WHERE %s`, t.ident, keyJoin("t", "k", t.keyCols))
+	del := fmt.Sprintf(`DELETE FROM %s t USING %s k WHERE %s`, t.ident, orderedKeys("pg_temp.ibex_gone", t, false), keyJoin("t", "k", t.keyCols))
 	check := fmt.Sprintf(`SELECT count(*) FROM pg_temp.ibex_k k JOIN %s d ON %s WHERE NOT pg_visible_in_snapshot(d."$txid", '%s')`,
 		t.change, keyJoin("k", "d", t.keyCols), m.snap)
 	// The rest after the upsert: delete the keys the winner no longer has, then count the
@@ -661,9 +711,9 @@ SELECT count(*), count(*) FILTER (WHERE replaced) FROM w`, t.ident, cols, staged
 	}
 }
 
-// consume deletes the change rows a committed batch applied when every db of the sync took
-// part in it, so that the progress of a run killed or stopped later is kept.
-func (r *runner) consume(ctx context.Context, t *table, b, nb int) {
+// consume deletes the change rows of committed batches (buckets lo to hi) when every db of
+// the sync took part in them, so that the progress of a run killed or stopped later is kept.
+func (r *runner) consume(ctx context.Context, t *table, lo, hi, nb int) {
 	for _, m := range r.members {
 		if !m.alive() {
 			return
@@ -674,7 +724,7 @@ func (r *runner) consume(ctx context.Context, t *table, b, nb int) {
 		if !a.isSource() || a.snap == "" {
 			continue
 		}
-		sql := fmt.Sprintf(`DELETE FROM %s d WHERE pg_visible_in_snapshot(d."$txid", '%s') AND %s`, t.change, a.snap, r.bucketCond(t, "d.", b, nb))
+		sql := fmt.Sprintf(`DELETE FROM %s d WHERE pg_visible_in_snapshot(d."$txid", '%s') AND %s`, t.change, a.snap, r.bucketsCond(t, "d.", lo, hi, nb))
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -97,7 +97,7 @@ func newFarm(t *testing.T) *farm {
 		name := fmt.Sprintf("t%d", i)
 		db := pgtest.NewDB(t, "")
 		ident := pgx.Identifier{db.Name}.Sanitize()
-		c.exec(db, `CREATE SCHEMA ibex; GRANT CREATE ON DATABASE `+ident+` TO `+role+`; GRANT USAGE, CREATE ON SCHEMA ibex TO `+role)
+		c.exec(db, `CREATE SCHEMA ibex; GRANT CREATE ON DATABASE `+ident+` TO `+role+`; GRANT USAGE, CREATE ON SCHEMA ibex TO `+role+`; GRANT USAGE ON SCHEMA ibex TO PUBLIC`)
 		if i == 2 || i == 3 {
 			c.exec(db, `ALTER DATABASE `+ident+` SET datestyle = 'SQL, DMY'; ALTER DATABASE `+ident+` SET timezone = 'Asia/Kolkata';
 ALTER DATABASE `+ident+` SET bytea_output = 'escape'; ALTER DATABASE `+ident+` SET intervalstyle = 'sql_standard';

@@ -144,12 +144,17 @@ func (r *runner) countPending(ctx context.Context) (total int64, err error) {
 }
 
 // readConn returns the second session of a source, used to read rows while its first
-// session receives; it is opened on first use.
+// session receives; it is opened on first use. Its reads join a short key list to a user
+// table, so hash and merge joins are off: they probe the table's key index instead.
 func (r *runner) readConn(ctx context.Context, m *member) (*pgx.Conn, error) {
 	if m.rconn == nil {
 		c, err := dbconn.Connect(ctx, m.name, m.db.Conn, m.db.Pass)
 		if err != nil {
 			return nil, err
+		}
+		if _, err := execAll(ctx, c, `SET enable_hashjoin = off; SET enable_mergejoin = off`); err != nil {
+			_ = c.Close(ctx)
+			return nil, fmt.Errorf("db %s: %w", m.name, err)
 		}
 		m.rconn = c
 	}

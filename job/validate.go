@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"regexp"
 	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/ibexrepl/ibex/internal/capture"
 	"github.com/ibexrepl/ibex/internal/catalog"
@@ -51,6 +53,10 @@ func Validate(ctx context.Context, store *control.Store, q control.Querier, sync
 		return nil, err
 	}
 	res := &ValidateResult{Sync: syncName}
+	// newSource: a source on which none of the sync's change tables existed (a db added
+	// to the dbgroup, or whose settings now reach another database). Watermarks kept
+	// under its name are snapshots of another database's transactions: forget them.
+	newSource := false
 	for _, m := range r.members {
 		if !m.alive() {
 			continue
@@ -58,7 +64,10 @@ func Validate(ctx context.Context, store *control.Store, q control.Querier, sync
 		wanted := map[string]bool{}
 		if m.isSource() && !r.fullcopy {
 			if err := pgx.BeginFunc(ctx, m.conn, func(tx pgx.Tx) error {
+				fresh := 0
+				defer func() { newSource = newSource || (fresh > 0 && fresh == len(r.tables)) }()
 				for _, t := range r.tables {
+					qn := catalog.QualName{Schema: t.rel.Schema, Name: t.rel.Name}
 					ok, err := capture.Installed(ctx, tx, syncName, t.desc)
 					if err != nil {
 						return err
@@ -70,17 +79,19 @@ func Validate(ctx context.Context, store *control.Store, q control.Querier, sync
 						}
 						if exists {
 							// Key columns changed: the old change table cannot be kept.
-							for _, s := range capture.DropDDL(syncName, catalog.QualName{Schema: t.rel.Schema, Name: t.rel.Name}) {
+							for _, s := range capture.DropDDL(syncName, qn) {
 								if _, err := tx.Exec(ctx, s); err != nil {
-									return err
+									return fmt.Errorf("resetting capture of %s: %w", t.name, privilegeHint(err, m, qn))
 								}
 							}
 							res.Reset = append(res.Reset, m.name)
+						} else {
+							fresh++
 						}
 					}
 					for _, s := range capture.DDL(syncName, t.desc, sync.Autokick) {
 						if _, err := tx.Exec(ctx, s); err != nil {
-							return fmt.Errorf("installing capture of %s: %w", t.name, err)
+							return fmt.Errorf("installing capture of %s: %w", t.name, privilegeHint(err, m, qn))
 						}
 					}
 					wanted[t.ident] = true
@@ -88,18 +99,18 @@ func Validate(ctx context.Context, store *control.Store, q control.Querier, sync
 				}
 				return nil
 			}); err != nil {
-				return nil, fmt.Errorf("db %s: %w", m.name, privilegeHint(err))
+				return nil, fmt.Errorf("db %s: %w", m.name, err)
 			}
 		}
-		removed, err := removeStale(ctx, m.conn, syncName, wanted)
+		removed, err := removeStale(ctx, m, syncName, wanted)
 		if err != nil {
-			return nil, fmt.Errorf("db %s: %w", m.name, privilegeHint(err))
+			return nil, fmt.Errorf("db %s: %w", m.name, err)
 		}
 		for _, t := range removed {
 			res.Removed = append(res.Removed, m.name+": "+t)
 		}
 	}
-	if len(res.Reset) > 0 {
+	if len(res.Reset) > 0 || newSource {
 		if err := control.ClearWatermarks(ctx, q, syncName); err != nil {
 			return nil, err
 		}
@@ -107,15 +118,65 @@ func Validate(ctx context.Context, store *control.Store, q control.Querier, sync
 	return res, nil
 }
 
-func privilegeHint(err error) error {
-	if err != nil && strings.Contains(err.Error(), "permission denied") {
-		return fmt.Errorf("%w (ibex needs to own the replicated tables and have CREATE on the database; see the README's 'Privileges')", err)
+// insufficientPrivilege is the SQLSTATE of "permission denied for ..." and "must be owner
+// of ...".
+const insufficientPrivilege = "42501"
+
+// privilegeHint adds to an insufficient_privilege error (SQLSTATE 42501: "permission
+// denied for ..." and "must be owner of ...") raised by capture DDL on m what ibex's role
+// lacks there and the statement that gives it. t is the table the DDL was for.
+func privilegeHint(err error, m *member, t catalog.QualName) error {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != insufficientPrivilege {
+		return err
 	}
-	return err
+	role, dbname := roleAndDB(m)
+	var fix string
+	switch msg := pe.Message; {
+	case strings.HasPrefix(msg, "permission denied for database"):
+		fix = fmt.Sprintf("schema ibex is missing and role %s may not create it: GRANT CREATE ON DATABASE %s TO %s, or have a DBA run CREATE SCHEMA ibex AUTHORIZATION %s",
+			role, sqlName(dbname), role, role)
+	case strings.HasPrefix(msg, "permission denied for schema "+capture.Schema):
+		fix = fmt.Sprintf("role %s needs USAGE and CREATE on schema ibex: GRANT USAGE, CREATE ON SCHEMA ibex TO %s, or ALTER SCHEMA ibex OWNER TO %s", role, role, role)
+	case strings.HasPrefix(msg, "permission denied for schema"):
+		fix = fmt.Sprintf("GRANT USAGE ON SCHEMA %s TO %s", sqlName(t.Schema), role)
+	case t.Name != "":
+		fix = ownerFix(role, t)
+	default:
+		fix = fmt.Sprintf("role %s needs more privileges", role)
+	}
+	return fmt.Errorf("%w: %s, on db %s (dbname %s); see the README's \"Privileges\"", err, fix, m.name, dbname)
+}
+
+// ownerFix says how to let role create and drop ibex's triggers on table t.
+func ownerFix(role string, t catalog.QualName) string {
+	return fmt.Sprintf("role %s must own table %s to create and drop ibex's triggers on it: as its owner or a superuser, run ALTER TABLE %s.%s OWNER TO %s",
+		role, t, sqlName(t.Schema), sqlName(t.Name), role)
+}
+
+// roleAndDB are the role a member's session runs as and its database's real name.
+func roleAndDB(m *member) (role, dbname string) {
+	role, dbname = "ibex's role", m.name
+	if m.conn != nil {
+		cfg := m.conn.Config()
+		role, dbname = sqlName(cfg.User), cfg.Database
+	}
+	return role, dbname
+}
+
+var plainName = regexp.MustCompile(`^[a-z_][a-z0-9_$]*$`)
+
+// sqlName writes an identifier as SQL reads it back: bare when it can be, else quoted.
+func sqlName(s string) string {
+	if plainName.MatchString(s) {
+		return s
+	}
+	return pgx.Identifier{s}.Sanitize()
 }
 
 // removeStale drops this sync's capture from tables of db that are not in wanted.
-func removeStale(ctx context.Context, conn *pgx.Conn, syncName string, wanted map[string]bool) ([]string, error) {
+func removeStale(ctx context.Context, m *member, syncName string, wanted map[string]bool) ([]string, error) {
+	conn := m.conn
 	rows, err := conn.Query(ctx, `SELECT n.nspname, c.relname FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace WHERE g.tgname IN ($1, $2) ORDER BY 1, 2`, capture.TriggerName(syncName), capture.KickTriggerName(syncName))
 	if err != nil {
@@ -137,7 +198,7 @@ JOIN pg_namespace n ON n.oid = c.relnamespace WHERE g.tgname IN ($1, $2) ORDER B
 		}
 		for _, s := range capture.DropDDL(syncName, t) {
 			if _, err := conn.Exec(ctx, s); err != nil {
-				return removed, err
+				return removed, fmt.Errorf("removing capture of %s: %w", t, privilegeHint(err, m, t))
 			}
 		}
 		removed = append(removed, t.String())
@@ -145,7 +206,7 @@ JOIN pg_namespace n ON n.oid = c.relnamespace WHERE g.tgname IN ($1, $2) ORDER B
 	if len(wanted) == 0 {
 		for _, s := range capture.DropSyncDDL(syncName) {
 			if _, err := conn.Exec(ctx, s); err != nil && !isUndefinedSchema(err) {
-				return removed, err
+				return removed, privilegeHint(err, m, catalog.QualName{})
 			}
 		}
 	}
@@ -181,8 +242,23 @@ func RemoveCapture(ctx context.Context, store *control.Store, syncName string, f
 	if len(unreachable) > 0 && !force {
 		return nil, fmt.Errorf("cannot remove the capture of sync %s: %s; fix it or use --force to leave its triggers there", syncName, strings.Join(unreachable, "; "))
 	}
+	// Tables whose triggers ibex's role cannot drop are refused before anything goes.
+	var notOwned []string
 	for _, m := range r.alive() {
-		got, err := removeStale(ctx, m.conn, syncName, map[string]bool{})
+		tabs, err := notOwnedCaptured(ctx, m.conn, syncName)
+		if err != nil {
+			return nil, fmt.Errorf("db %s: %w", m.name, err)
+		}
+		role, dbname := roleAndDB(m)
+		for _, t := range tabs {
+			notOwned = append(notOwned, fmt.Sprintf("on db %s (dbname %s), %s", m.name, dbname, ownerFix(role, t)))
+		}
+	}
+	if len(notOwned) > 0 {
+		return nil, fmt.Errorf("cannot remove the capture of sync %s, nothing was removed: %s; see the README's \"Privileges\"", syncName, strings.Join(notOwned, "; "))
+	}
+	for _, m := range r.alive() {
+		got, err := removeStale(ctx, m, syncName, map[string]bool{})
 		if err != nil {
 			return removed, fmt.Errorf("db %s: %w", m.name, err)
 		}
@@ -191,4 +267,21 @@ func RemoveCapture(ctx context.Context, store *control.Store, syncName string, f
 		}
 	}
 	return removed, nil
+}
+
+// notOwnedCaptured lists the tables carrying sync's triggers on conn's database that the
+// session's role does not own (nor is a member of the owning role): DROP TRIGGER needs
+// ownership, whatever was granted.
+func notOwnedCaptured(ctx context.Context, conn *pgx.Conn, syncName string) ([]catalog.QualName, error) {
+	rows, err := conn.Query(ctx, `SELECT DISTINCT n.nspname, c.relname FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace WHERE g.tgname IN ($1, $2) AND NOT pg_has_role(c.relowner, 'USAGE') ORDER BY 1, 2`,
+		capture.TriggerName(syncName), capture.KickTriggerName(syncName))
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (catalog.QualName, error) {
+		var q catalog.QualName
+		err := r.Scan(&q.Schema, &q.Name)
+		return q, err
+	})
 }

@@ -24,6 +24,10 @@ import (
 // new batches, so that it can commit and record itself (IBEX_DEADLINE_MARGIN overrides).
 const DefaultDeadlineMargin = 10 * time.Second
 
+// maxGrace bounds the time kept, after a run's deadline margin, to roll back a batch the
+// deadline cuts and record the run (half the margin, at most this).
+const maxGrace = 5 * time.Second
+
 // secretTTL is how long a secret read from Secrets Manager is reused by warm invocations.
 const secretTTL = 5 * time.Minute
 
@@ -109,10 +113,31 @@ func (h *handler) Handle(ctx context.Context, event json.RawMessage) (*job.Resul
 	}
 	defer store.Close()
 	opts := job.Options{Logger: logger, DeadlineMargin: margin}
+	runCtx := ctx
 	if dl, ok := ctx.Deadline(); ok {
 		opts.Deadline = dl
+		// The run takes no new batch once less than margin remains; a batch still under
+		// way when only the grace remains is cut, so that it is rolled back, the run
+		// recorded and its lock released while the invocation lives: at its deadline
+		// Lambda freezes the process, connections and lock included.
+		var cancel context.CancelFunc
+		runCtx, cancel = context.WithDeadline(ctx, dl.Add(-min(margin/2, maxGrace)))
+		defer cancel()
 	}
-	res, err := job.Run(ctx, store, name, opts)
+	res, err := job.Run(runCtx, store, name, opts)
+	cut := errors.Is(runCtx.Err(), context.DeadlineExceeded) && (err != nil || res != nil && res.State == control.StateBad)
+	if cut && res != nil && res.RunID != 0 {
+		// Cut by the deadline: the batches committed before it keep their progress and the
+		// next invocation goes on from there. Only a run that got nothing done is an error.
+		res.Partial = true
+		if res.Inserts+res.Deletes+res.Conflicts == 0 {
+			logger.Error(res.Summary(), slog.String("sync", name), slog.Int64("run", res.RunID), slog.Bool("partial", true))
+			return nil, fmt.Errorf("%s: the invocation's deadline came before the first batch was done: raise the function's timeout or IBEX_DEADLINE_MARGIN, or lower the sync's batch_size", res.Summary())
+		}
+		logger.Warn("the invocation's deadline cut the run: its committed batches are kept, the next run goes on", slog.String("sync", name),
+			slog.Int64("run", res.RunID), slog.Bool("partial", true), slog.Int64("inserts", res.Inserts), slog.Int64("deletes", res.Deletes))
+		return res, nil
+	}
 	if res == nil {
 		if errors.Is(err, job.ErrInactive) {
 			logger.Info("sync is inactive: not run", slog.String("sync", name))

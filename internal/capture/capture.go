@@ -65,6 +65,32 @@ func dollarTag(body string) string {
 	return tag
 }
 
+// ensureSchema creates schema ibex only when it is missing: CREATE SCHEMA IF NOT EXISTS
+// checks CREATE on the database even when the schema exists, and a DBA may have created
+// it for ibex's role (owned by it, or with USAGE and CREATE granted) instead of granting
+// CREATE on the database. The capture trigger runs as the writing role, so PUBLIC needs
+// USAGE on the schema: ibex grants it when its role owns the schema, and refuses a schema
+// someone else owns without that grant (every application write would fail). Two
+// sessions creating the schema at once: the second finds it made.
+const ensureSchema = `DO $s$
+BEGIN
+  IF to_regnamespace('ibex') IS NULL THEN
+    BEGIN
+      CREATE SCHEMA ibex;
+    EXCEPTION WHEN duplicate_schema OR unique_violation THEN
+      NULL;
+    END;
+  END IF;
+  IF pg_has_role((SELECT nspowner FROM pg_namespace WHERE nspname = 'ibex'), 'USAGE') THEN
+    GRANT USAGE ON SCHEMA ibex TO PUBLIC;
+  ELSIF NOT EXISTS (SELECT 1 FROM pg_namespace n, aclexplode(n.nspacl) a
+                    WHERE n.nspname = 'ibex' AND a.grantee = 0 AND a.privilege_type = 'USAGE') THEN
+    RAISE EXCEPTION 'schema ibex belongs to role %, and PUBLIC has no USAGE on it: the capture trigger, which runs as the role writing a table, could not record changes; as its owner run GRANT USAGE ON SCHEMA ibex TO PUBLIC and GRANT USAGE, CREATE ON SCHEMA ibex TO %, or ALTER SCHEMA ibex OWNER TO %',
+      (SELECT nspowner::regrole FROM pg_namespace WHERE nspname = 'ibex'), quote_ident(current_user), quote_ident(current_user);
+  END IF;
+END
+$s$`
+
 // DDL returns the statements that install capture of table t for sync on a source.
 func DDL(sync string, t *catalog.Table, autokick bool) []string {
 	ct := ChangeTable(sync, t.Schema, t.Name).Sanitize()
@@ -108,8 +134,7 @@ END`, ins(newVals), ins(oldVals), strings.Join(oldText, ", ")+",NULL", strings.J
 	tag := dollarTag(body)
 	tbl := t.Ident().Sanitize()
 	stmts := []string{
-		`CREATE SCHEMA IF NOT EXISTS ibex`,
-		`GRANT USAGE ON SCHEMA ibex TO PUBLIC`,
+		ensureSchema,
 		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (%s xid8 NOT NULL DEFAULT pg_current_xact_id(), %s timestamptz NOT NULL DEFAULT clock_timestamp(), %s)`,
 			ct, qi(TxidCol), qi(AtCol), strings.Join(colDefs, ", ")),
 		fmt.Sprintf(`COMMENT ON TABLE %s IS %s`, ct, quoteLiteral(fmt.Sprintf("ibex change table of sync %s for table %s", sync, tbl))),

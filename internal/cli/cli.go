@@ -35,6 +35,7 @@ func (e *ExitError) Unwrap() error { return e.Err }
 
 type app struct {
 	stdout, stderr io.Writer
+	started        bool // a command's own code began (cobra's parsing and checks passed)
 	logLevel       string
 	logFormat      string
 	dsn            string
@@ -52,18 +53,25 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	err := root.ExecuteContext(ctx)
+	cmd, err := root.ExecuteContextC(ctx)
 	if a.store != nil {
 		a.store.Close()
 	}
 	if err == nil {
 		return 0
 	}
-	fmt.Fprintln(stderr, "ibex: "+err.Error())
 	var ee *ExitError
-	if errors.As(err, &ee) {
+	switch {
+	case errors.As(err, &ee):
+		fmt.Fprintln(stderr, "ibex: "+err.Error())
 		return ee.Code
+	case !a.started:
+		// cobra's own usage errors (unknown command or flag, wrong number of arguments)
+		// come before any command runs: bad usage, exit 2 like ibex's own.
+		fmt.Fprintf(stderr, "ibex: %v (see '%s --help')\n", err, cmd.CommandPath())
+		return 2
 	}
+	fmt.Fprintln(stderr, "ibex: "+err.Error())
 	return 1
 }
 
@@ -81,6 +89,7 @@ The control database is named by IBEX_DSN (libpq conninfo or URL; PG* variables 
 		SilenceErrors: true,
 		Version:       Version,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			a.started = true
 			l, err := logging.New(a.stderr, a.logLevel, a.logFormat)
 			if err != nil {
 				return &ExitError{Code: 2, Err: err}

@@ -75,7 +75,7 @@ func TestAddUpdateRemoveDB(t *testing.T) {
 		rf(2, args("add", "db", "t2", "host=127.0.0.1"), "db t2: dbname= is required"),
 		rf(2, args("add", "db", "t2", "t3", "dbname=x"), "give one db name"),
 	)
-	refused(t, ctl.DSN, 1, args("add", "db"), "requires at least 2 arg(s), only received 1") // cobra's own usage errors exit 1
+	refused(t, ctl.DSN, 2, args("add", "db"), "requires at least 2 arg(s), only received 1") // cobra's own usage errors exit 2 too
 	refuseAll(t, ctl.DSN,
 		rf(2, dbArgs("t2", db, "status=maybe"), `status must be active or inactive, not "maybe"`),
 		rf(1, args("add", "db", "bad name", "dbname=x", "--force"), `db "bad name": invalid value`),

@@ -243,9 +243,20 @@ func TestHelp(t *testing.T) {
 			t.Errorf("ibex %s --help: %s", c, r)
 		}
 	}
-	r := ibex(t, nowhere, "frobnicate")
-	if r.Code != 1 || !strings.Contains(r.Err, `unknown command "frobnicate" for "ibex"`) {
-		t.Errorf("an unknown command: %s", r)
+	// cobra's own usage errors exit 2, as ibex's own do, and point at the command's help.
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"frobnicate"}, `ibex: unknown command "frobnicate" for "ibex" (see 'ibex --help')` + "\n"},
+		{[]string{"kick", "--bogus", "s"}, "ibex: unknown flag: --bogus (see 'ibex kick --help')\n"},
+		{[]string{"add", "db"}, "ibex: requires at least 2 arg(s), only received 1 (see 'ibex add --help')\n"},
+		{[]string{"export", "extra"}, `ibex: unknown command "extra" for "ibex export" (see 'ibex export --help')` + "\n"},
+	} {
+		r := ibex(t, nowhere, c.args...)
+		if r.Code != 2 || r.Err != c.want || r.Out != "" {
+			t.Errorf("ibex %s: %s\nwant exit 2 and %q", strings.Join(c.args, " "), r, c.want)
+		}
 	}
 	for _, k := range []string{"bogus", "user"} {
 		r := ibex(t, nowhere, "add", k, "x")

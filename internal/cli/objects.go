@@ -248,6 +248,7 @@ func (a *app) addTables(ctx context.Context, store *control.Store, p kv) error {
 	defer conn.Close(ctx)
 	var rels []*control.Relation
 	var skipped []string
+	fromPattern := map[*control.Relation]bool{} // found by all or a pattern, not named
 	for _, w := range p.words {
 		names, err := catalog.Resolve(ctx, conn, w)
 		if err != nil {
@@ -269,9 +270,12 @@ func (a *app) addTables(ctx context.Context, store *control.Store, p kv) error {
 				}
 				return keylessMsg(n.String())
 			}
-			rels = append(rels, &control.Relation{Schema: n.Schema, Name: n.Name, DB: d.Name, KeyCols: t.KeyCols, KeyKind: t.KeyKind})
+			r := &control.Relation{Schema: n.Schema, Name: n.Name, DB: d.Name, KeyCols: t.KeyCols, KeyKind: t.KeyKind}
+			fromPattern[r] = pattern
+			rels = append(rels, r)
 		}
 	}
+	var added, known []*control.Relation
 	err = store.InTx(ctx, func(q control.Querier) error {
 		if hasHerd {
 			if herd == "" {
@@ -282,9 +286,21 @@ func (a *app) addTables(ctx context.Context, store *control.Store, p kv) error {
 			}
 		}
 		for _, r := range rels {
-			if _, err := control.GetRelation(ctx, q, r.Schema, r.Name); err == nil {
-				return fmt.Errorf("table %s %w: use 'ibex update table %s herd=...' to put it in a herd", r.QualName(), control.ErrExists, r.QualName())
+			if cur, err := control.GetRelation(ctx, q, r.Schema, r.Name); err == nil {
+				if !fromPattern[r] {
+					return fmt.Errorf("table %s %w: use 'ibex update table %s herd=...' to put it in a herd", r.QualName(), control.ErrExists, r.QualName())
+				}
+				// all and patterns add what is new: a table added before (by an earlier
+				// pattern, or twice in this one) keeps its settings and herds.
+				same := func(k *control.Relation) bool { return k.QualName() == cur.QualName() }
+				if !slices.ContainsFunc(added, same) && !slices.ContainsFunc(known, same) {
+					known = append(known, cur)
+				}
+				continue
+			} else if !errors.Is(err, control.ErrNotFound) {
+				return err
 			}
+			added = append(added, r)
 			id, err := control.PutRelation(ctx, q, r)
 			if err != nil {
 				return err
@@ -300,12 +316,19 @@ func (a *app) addTables(ctx context.Context, store *control.Store, p kv) error {
 	if err != nil {
 		return err
 	}
-	for _, r := range rels {
+	for _, r := range added {
 		key := r.KeyKind
 		if len(r.KeyCols) > 0 {
 			key += " (" + strings.Join(r.KeyCols, ", ") + ")"
 		}
 		a.say("Added table %s: %s", r.QualName(), key)
+	}
+	for _, r := range known {
+		hint := ""
+		if hasHerd && !slices.Contains(r.Herds, herd) {
+			hint = fmt.Sprintf(" (use 'ibex update table %s herd=%s' to put it in herd %s)", tableArg(r.Schema, r.Name), herd, herd)
+		}
+		a.say("Skipped table %s: already added (db %s)%s", r.QualName(), r.DB, hint)
 	}
 	for _, s := range skipped {
 		a.say("Skipped table %s: no primary key or unique index", s)
@@ -314,6 +337,18 @@ func (a *app) addTables(ctx context.Context, store *control.Store, p kv) error {
 		a.say("Herd %s has the tables", herd)
 	}
 	return nil
+}
+
+// tableArg writes a table's name as the table commands read it back: schema.table, a
+// part double-quoted when it holds a dot or a double quote.
+func tableArg(schema, name string) string {
+	part := func(s string) string {
+		if strings.ContainsAny(s, `."`) {
+			return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
+		}
+		return s
+	}
+	return part(schema) + "." + part(name)
 }
 
 func (a *app) updateTables(ctx context.Context, store *control.Store, p kv) error {

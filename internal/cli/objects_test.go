@@ -69,7 +69,7 @@ func TestHerds(t *testing.T) {
 		rf(1, args("update", "herd", "nosuch", "accounts"), `herd "nosuch" not found: see 'ibex list herds'`),
 		rf(1, args("update", "herd", "h1", "accounts", "nosuch"), `table "public.nosuch" not found`),
 		rf(1, args("remove", "herd", "nosuch"), `herd "nosuch" not found`),
-		rf(1, args("add", "herd"), "requires at least 2 arg(s)"),
+		rf(2, args("add", "herd"), "requires at least 2 arg(s)"),
 	)
 	// Alone: its transaction and update herd h1's write the same rows.
 	refused(t, ctl.DSN, 1, args("remove", "herd", "h2", "h1", "nosuch"), `herd "nosuch" not found`) // nothing removed, h1 and h2 included

@@ -1,6 +1,7 @@
 package cli_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -183,4 +184,40 @@ Herd everything has the tables
 	if got := len(relationRows(t, ctl.DSN)); got != 9 {
 		t.Errorf("%d tables, want 9", got)
 	}
+
+	// all again, after a new table appeared: the tables already added are skipped (and
+	// said so), the new one is added; a table in another herd gets a hint.
+	execSQL(t, db.DSN, `CREATE TABLE public.newer (id int PRIMARY KEY)`)
+	out = ok(t, ctl.DSN, "add", "table", "all", "db=t1", "herd=everything")
+	want = `Added table public.newer: primary key (id)
+Skipped table Sales Dept.Order Lines: already added (db t1)
+Skipped table public.MixedCase: already added (db t1)
+Skipped table public.accounts: already added (db t1)
+Skipped table public.branches: already added (db t1)
+Skipped table public.dotted.name: already added (db t1)
+Skipped table public.ünï "q" 'tbl': already added (db t1)
+Skipped table s2.a: already added (db t1)
+Skipped table s2.b: already added (db t1)
+Skipped table public.history: no primary key or unique index
+Skipped table public.nullable_uq: no primary key or unique index
+Skipped table public.partial_uq: no primary key or unique index
+Skipped table s2.nokey: no primary key or unique index
+Herd everything has the tables
+`
+	if out != want {
+		t.Errorf("add table all, again, said:\n%s\nwant:\n%s", out, want)
+	}
+	if got := herdRows(t, ctl.DSN)[0]; got[0] != "everything" || !strings.Contains(got[1], "public.newer") {
+		t.Errorf("herd everything: %v, want public.newer in it", got)
+	}
+	want = `Skipped table public.dotted.name: already added (db t1) (use 'ibex update table public."dotted.name" herd=h5' to put it in herd h5)
+Herd h5 has the tables
+`
+	if r := ibex(t, ctl.DSN, "add", "table", "public.dotted*", "db=t1", "herd=h5"); r.Code != 0 || r.Out != want {
+		t.Errorf("add table public.dotted* herd=h5: %s\nwant:\n%s", r, want)
+	}
+	// Named tables are still refused when known: nothing is added.
+	before = state(t, ctl.DSN)
+	refused(t, ctl.DSN, 1, args("add", "table", "newer", "s2.a", "db=t1"), "table public.newer already exists")
+	unchanged(t, ctl.DSN, before, "refused add table of a known table")
 }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"os"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/ibexrepl/ibex/internal/config"
 	"github.com/ibexrepl/ibex/internal/control"
+	"github.com/ibexrepl/ibex/internal/dbconn"
 	"github.com/ibexrepl/ibex/job"
 )
 
@@ -47,7 +49,7 @@ func (a *app) exportCmd() *cobra.Command {
 
 func (a *app) applyCmd() *cobra.Command {
 	var file string
-	var dryRun bool
+	var dryRun, force bool
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE [--dry-run]",
 		Short: "Make the control database match a YAML configuration",
@@ -55,7 +57,12 @@ func (a *app) applyCmd() *cobra.Command {
 refused with its line. It then adds, updates and removes objects so that the control
 database matches the file, in one transaction, and installs or removes capture for the
 syncs it changes. Applying the same file twice changes nothing. --dry-run only prints
-what would change.`,
+what would change.
+
+As 'ibex add db' and 'ibex update db' do, apply first tests the connection of every db it
+adds or changes (inactive dbs excepted): when one fails, nothing is changed. It then
+re-validates the syncs that use those dbs, installing capture on new or moved sources.
+--force skips both: the settings are saved untested (run 'ibex validate SYNC' later).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -94,6 +101,12 @@ what would change.`,
 				}
 				return nil
 			}
+			if !force {
+				// Before anything changes: capture removal below already reaches dbs.
+				if err := testDBs(ctx, want, changes, file); err != nil {
+					return err
+				}
+			}
 			// Capture of removed syncs goes first (it reads their definitions).
 			for _, c := range changes {
 				if c.Op == "remove" && c.Kind == "sync" {
@@ -106,7 +119,7 @@ what would change.`,
 				if err := config.Apply(ctx, q, cur, want, changes); err != nil {
 					return err
 				}
-				for _, n := range syncsToValidate(want, changes) {
+				for _, n := range syncsToValidate(want, changes, !force) {
 					if _, err := job.Validate(ctx, store, q, n, a.logger); err != nil {
 						return syncErr(n, err)
 					}
@@ -124,7 +137,43 @@ what would change.`,
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", "the YAML file (- for standard input)")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print what would change, change nothing")
+	cmd.Flags().BoolVar(&force, "force", false, "do not test the connections of added or changed dbs, nor re-validate the syncs using them")
 	return cmd
+}
+
+// testDBs connects to every db that changes adds or updates, unless it is inactive, each
+// attempt bounded by its connect_timeout (dbconn's default when unset). It returns one
+// error naming every db that could not be reached.
+func testDBs(ctx context.Context, want *config.File, changes []config.Change, file string) error {
+	var failed []string
+	for _, c := range changes {
+		if c.Kind != "db" || c.Op == "remove" {
+			continue
+		}
+		d := want.DBs[c.Name]
+		if d["status"] == "inactive" {
+			continue
+		}
+		conn := map[string]string{}
+		for k, v := range d {
+			if k != "pass" && k != "status" {
+				conn[k] = v
+			}
+		}
+		pc, err := dbconn.Connect(ctx, c.Name, conn, d["pass"])
+		if err != nil {
+			if ctx.Err() != nil {
+				return err
+			}
+			failed = append(failed, err.Error())
+			continue
+		}
+		_ = pc.Close(ctx)
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("apply %s: nothing changed: %s; fix the settings in the file, or add --force to apply them untested", file, strings.Join(failed, "; "))
+	}
+	return nil
 }
 
 // syncErr names the sync in err, unless err already starts with it (job.Validate's often
@@ -137,11 +186,14 @@ func syncErr(name string, err error) error {
 }
 
 // syncsToValidate lists, in order, the syncs of want whose capture apply may have changed:
-// those added or updated, and those whose herd, dbgroup or tables changed.
-func syncsToValidate(want *config.File, changes []config.Change) []string {
+// those added or updated, those whose herd, dbgroup or tables changed and, with dbs,
+// those using a db that was added or changed (its connection may now reach another
+// database, which needs capture).
+func syncsToValidate(want *config.File, changes []config.Change, dbs bool) []string {
 	changed := map[string]bool{}
 	for _, c := range changes {
 		changed[c.Kind+" "+c.Name] = true
+		changed[c.Op+" "+c.Kind+" "+c.Name] = true
 	}
 	var out []string
 	for _, n := range slices.Sorted(maps.Keys(want.Syncs)) {
@@ -149,6 +201,10 @@ func syncsToValidate(want *config.File, changes []config.Change) []string {
 		use := changed["sync "+n] || changed["herd "+s.Herd] || changed["dbgroup "+s.DBs]
 		for _, t := range want.Herds[s.Herd] {
 			use = use || changed["table "+t]
+		}
+		for _, m := range want.DBGroups[s.DBs] {
+			db, _, _ := strings.Cut(m, ":")
+			use = use || (dbs && (changed["update db "+db] || changed["add db "+db]))
 		}
 		if use {
 			out = append(out, n)

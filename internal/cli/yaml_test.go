@@ -321,13 +321,82 @@ syncs:
     dbs: g
 `, db.Name, db.Conn["host"], db.Conn["port"], db.Conn["user"])
 	file := writeFile(t, "down.yaml", text)
-	msg := refused(t, ctl.DSN, 1, args("apply", "-f", file), "\nibex: sync s: cannot connect to db down (host=127.0.0.1 port=1 dbname=nowhere user=postgres)", "connection refused")
+	// The new db's connection is tested first.
+	refused(t, ctl.DSN, 1, args("apply", "-f", file), "ibex: apply "+file+": nothing changed: cannot connect to db down (host=127.0.0.1 port=1 dbname=nowhere user=postgres)",
+		"connection refused", "fix the settings in the file, or add --force to apply them untested")
+	unchanged(t, ctl.DSN, before, "a refused apply")
+	// --force saves it untested, but sync s cannot be validated without it: all refused.
+	msg := refused(t, ctl.DSN, 1, args("apply", "-f", file, "--force"), "\nibex: sync s: cannot connect to db down (host=127.0.0.1 port=1 dbname=nowhere user=postgres)", "connection refused")
 	if strings.Count(msg, "ibex: sync s:") != 1 || strings.Contains(msg, "sync s: sync s:") {
 		t.Errorf("the error should name the sync once: %q", msg)
 	}
 	unchanged(t, ctl.DSN, before, "a refused apply")
 	if got := triggers(t, db.DSN); len(got) != 0 {
 		t.Errorf("a refused apply left triggers: %v", got)
+	}
+}
+
+// TestApplyTestsChangedDBs: apply tests the connection of every db it adds or changes
+// before it changes anything, and re-validates the syncs using a changed db, as
+// 'ibex update db' and 'ibex validate' do.
+func TestApplyTestsChangedDBs(t *testing.T) {
+	t.Parallel()
+	ctl := newControlWith(t, smallSQL)
+	src := ctl // the source's tables are in the control database
+	dst := newDB(t, smallSQL)
+	ok(t, ctl.DSN, dbArgs("a", src)...)
+	ok(t, ctl.DSN, dbArgs("b", dst)...)
+	ok(t, ctl.DSN, "add", "table", "accounts", "db=a", "herd=h")
+	ok(t, ctl.DSN, "add", "sync", "s", "herd=h", "dbs=a:source,b:target")
+	exported := ok(t, ctl.DSN, "export")
+	before := state(t, ctl.DSN)
+	dstTrigs := triggers(t, dst.DSN)
+
+	// b moved to a port where nothing listens: refused, naming the db; nothing changes.
+	portB := "port: \"" + dst.Conn["port"] + "\""
+	moved := strings.Replace(exported, "dbname: "+dst.Name+"\n    host: "+dst.Conn["host"]+"\n    "+portB, "dbname: "+dst.Name+"\n    host: 127.0.0.1\n    port: \"1\"", 1)
+	if moved == exported {
+		t.Fatalf("could not move db b in the export:\n%s", exported)
+	}
+	file := writeFile(t, "moved.yaml", moved)
+	refused(t, ctl.DSN, 1, args("apply", "-f", file), "ibex: apply "+file+": nothing changed: cannot connect to db b (host=127.0.0.1 port=1 dbname="+dst.Name,
+		"connection refused", "or add --force to apply them untested")
+	if got := ok(t, ctl.DSN, "export"); got != exported {
+		t.Errorf("a refused apply changed the export:\n%s\nthen:\n%s", exported, got)
+	}
+	unchanged(t, ctl.DSN, before, "a refused apply")
+	if diff := cmp.Diff(dstTrigs, triggers(t, dst.DSN)); diff != "" {
+		t.Errorf("a refused apply changed b's triggers (-before +after):\n%s", diff)
+	}
+	// --dry-run connects to nothing and says what would change.
+	if out := ok(t, ctl.DSN, "apply", "-f", file, "--dry-run"); out != "would update db b\n" {
+		t.Errorf("apply --dry-run said %q", out)
+	}
+
+	// a's dbname now names another database: capture is installed there.
+	newSrc := newDB(t, smallSQL)
+	if got := triggers(t, newSrc.DSN); len(got) != 0 {
+		t.Fatalf("the new database already has triggers: %v", got)
+	}
+	renamed := strings.Replace(exported, "dbname: "+src.Name+"\n", "dbname: "+newSrc.Name+"\n", 1)
+	if renamed == exported {
+		t.Fatalf("could not change a's dbname in the export:\n%s", exported)
+	}
+	if out := ok(t, ctl.DSN, "apply", "-f", writeFile(t, "renamed.yaml", renamed)); out != "update db a\n" {
+		t.Errorf("apply of a's new dbname said %q", out)
+	}
+	if got := ok(t, ctl.DSN, "export"); got != renamed {
+		t.Errorf("export after the apply:\n%s\nwant:\n%s", got, renamed)
+	}
+	if trigs, cts := captureOf(t, newSrc, "s"); !slices.Contains(trigs, "accounts ibex_s") || !slices.Contains(cts, "s.public.accounts") {
+		t.Errorf("sync s has no capture on a's new database: %v %v", trigs, cts)
+	}
+	execSQL(t, newSrc.DSN, `INSERT INTO accounts (id) VALUES (424242)`)
+	if out := ok(t, ctl.DSN, "kick", "s"); !strings.HasPrefix(out, "Kick s: Good.") {
+		t.Errorf("kick after the move: %s", out)
+	}
+	if n := rows(t, dst.DSN, `SELECT id::text FROM accounts WHERE id = 424242`); len(n) != 1 {
+		t.Errorf("the row written on a's new database did not reach b: %v", n)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"slices"
 	"sort"
@@ -17,22 +18,66 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// Keys are the libpq connection keywords a db may carry, besides pass.
+// Keys are the connection keywords a db may carry, besides pass: libpq's (less hostaddr
+// and sslcrl, see unsupportedKeys), with libpq's meaning, and reply_timeout, ibex's own.
+// keepalives, keepalives_idle, keepalives_interval, keepalives_count and
+// tcp_user_timeout are applied by ibex to the socket (pgx does not know them);
+// reply_timeout bounds how long a connection waits for a reply that is due.
 var Keys = []string{
-	"application_name", "channel_binding", "connect_timeout", "dbname", "host", "hostaddr",
+	"application_name", "channel_binding", "connect_timeout", "dbname", "host",
 	"keepalives", "keepalives_count", "keepalives_idle", "keepalives_interval", "options",
-	"passfile", "port", "require_auth", "service", "sslcert", "sslcrl", "sslkey", "sslmode",
-	"sslnegotiation", "sslrootcert", "sslsni", "target_session_attrs", "user",
+	"passfile", "port", "reply_timeout", "require_auth", "service", "sslcert", "sslkey", "sslmode",
+	"sslnegotiation", "sslrootcert", "sslsni", "target_session_attrs", "tcp_user_timeout", "user",
 }
+
+// unsupportedKeys are libpq keywords ibex refuses, with what to do instead: pgx does not
+// implement them, and passing them on would make the server refuse every connection
+// (unrecognized configuration parameter) or, worse, drop a security check silently.
+var unsupportedKeys = map[string]string{
+	"hostaddr": "give the address as host= instead (with sslmode=verify-full the server certificate must then name that address)",
+	"sslcrl":   "ibex does not check certificate revocation lists; remove the revoked certificate from the server, or trust a CA that no longer covers it",
+}
+
+// socketKeys are the keywords ibex applies itself: they are never handed to pgx, which
+// would send them to the server as session parameters.
+var socketKeys = []string{"keepalives", "keepalives_count", "keepalives_idle", "keepalives_interval", "reply_timeout", "tcp_user_timeout"}
 
 // ErrLiteralPassword is returned for pass=<literal>.
 var ErrLiteralPassword = errors.New("a literal password is never stored: use pass=env:VAR or pass=file:PATH, or PGPASSWORD or ~/.pgpass")
 
-// DefaultConnectTimeout bounds every connection attempt when the db sets no connect_timeout.
-const DefaultConnectTimeout = 10 * time.Second
+// Defaults for a db that does not set the keyword (libpq's keyword in parentheses).
+const (
+	// DefaultConnectTimeout bounds every connection attempt (connect_timeout).
+	DefaultConnectTimeout = 10 * time.Second
+	// DefaultTCPUserTimeout is how long data sent may stay unacknowledged before the
+	// kernel drops the connection (tcp_user_timeout; Linux only).
+	DefaultTCPUserTimeout = 30 * time.Second
+	// DefaultKeepalivesIdle, DefaultKeepalivesInterval and DefaultKeepalivesCount make
+	// the kernel drop an idle connection whose peer has gone within about a minute
+	// (keepalives_idle, keepalives_interval, keepalives_count).
+	DefaultKeepalivesIdle     = 30 * time.Second
+	DefaultKeepalivesInterval = 10 * time.Second
+	DefaultKeepalivesCount    = 3
+	// DefaultReplyTimeout is how long Connect's connections wait for a server that
+	// sends nothing while a reply is due (reply_timeout, ibex's own). It must exceed the
+	// longest legitimate statement, lock waits included.
+	DefaultReplyTimeout = 10 * time.Minute
+)
 
 // ValidKey reports whether k is an accepted connection keyword.
 func ValidKey(k string) bool { return slices.Contains(Keys, k) }
+
+// CheckKey returns nil for an accepted connection keyword, else an error that says why
+// not and, for a libpq keyword ibex refuses, what to do instead.
+func CheckKey(k string) error {
+	if ValidKey(k) {
+		return nil
+	}
+	if why, ok := unsupportedKeys[k]; ok {
+		return fmt.Errorf("connection keyword %q is not supported: %s", k, why)
+	}
+	return fmt.Errorf("unknown connection keyword %q (known: %s)", k, strings.Join(Keys, ", "))
+}
 
 // CheckPass validates a password reference without reading it.
 func CheckPass(ref string) error {
@@ -109,27 +154,63 @@ var sessionParams = map[string]string{
 }
 
 // Config builds the pgx configuration of a db. PG* variables and .pgpass fill what the db
-// leaves unset, as with libpq.
+// leaves unset, as with libpq. Its DialFunc applies tcp_user_timeout and the keepalives
+// (ibex's defaults when the db sets none). It does not apply reply_timeout, which only
+// Connect does: a connection that waits for notifications (LISTEN) legitimately reads
+// for ever.
 func Config(name string, conn map[string]string, pass string) (*pgx.ConnConfig, error) {
+	cfg, _, err := config(name, conn, pass)
+	return cfg, err
+}
+
+func config(name string, conn map[string]string, pass string) (*pgx.ConnConfig, sockOpts, error) {
+	var so sockOpts
 	for k := range conn {
-		if !ValidKey(k) {
-			return nil, fmt.Errorf("db %s: unknown connection keyword %q (known: %s)", name, k, strings.Join(Keys, ", "))
+		if err := CheckKey(k); err != nil {
+			return nil, so, fmt.Errorf("db %s: %w", name, err)
 		}
 	}
-	cfg, err := pgx.ParseConfig(ConnString(conn))
+	libpq := make(map[string]string, len(conn))
+	for k, v := range conn {
+		if !slices.Contains(socketKeys, k) {
+			libpq[k] = v
+		}
+	}
+	cfg, err := pgx.ParseConfig(ConnString(libpq))
 	if err != nil {
-		return nil, fmt.Errorf("db %s: invalid connection settings: %w", name, err)
+		return nil, so, fmt.Errorf("db %s: invalid connection settings: %w", name, err)
+	}
+	// A service file may carry any libpq keyword: pgx hands the ones it does not know to
+	// the server. Take ibex's from there (the db's own win), and refuse the others.
+	for k := range unsupportedKeys {
+		if _, ok := cfg.RuntimeParams[k]; ok {
+			return nil, so, fmt.Errorf("db %s (in its service file): %w", name, CheckKey(k))
+		}
+	}
+	settings := map[string]string{}
+	for _, k := range socketKeys {
+		if v, ok := cfg.RuntimeParams[k]; ok {
+			settings[k] = v
+			delete(cfg.RuntimeParams, k)
+		}
+		if v, ok := conn[k]; ok {
+			settings[k] = v
+		}
+	}
+	if so, err = parseSockOpts(settings); err != nil {
+		return nil, so, fmt.Errorf("db %s: %w", name, err)
 	}
 	if pass != "" {
 		pw, err := ResolvePass(pass)
 		if err != nil {
-			return nil, fmt.Errorf("db %s: %w", name, err)
+			return nil, so, fmt.Errorf("db %s: %w", name, err)
 		}
 		cfg.Password = pw
 	}
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = DefaultConnectTimeout
 	}
+	cfg.DialFunc = so.dialer(cfg.ConnectTimeout).DialContext
 	for k, v := range sessionParams {
 		if k == "application_name" {
 			if _, ok := conn[k]; ok {
@@ -138,14 +219,27 @@ func Config(name string, conn map[string]string, pass string) (*pgx.ConnConfig, 
 		}
 		cfg.RuntimeParams[k] = v
 	}
-	return cfg, nil
+	return cfg, so, nil
 }
 
 // Connect opens a connection to a db; the error names the db and the server's reason.
+// The connection fails when the server sends nothing for reply_timeout while a reply is
+// due (see DefaultReplyTimeout).
 func Connect(ctx context.Context, name string, conn map[string]string, pass string) (*pgx.Conn, error) {
-	cfg, err := Config(name, conn, pass)
+	cfg, so, err := config(name, conn, pass)
 	if err != nil {
 		return nil, err
+	}
+	if so.replyTimeout > 0 {
+		// Below TLS, so that pgx still sees the *tls.Conn (channel binding needs it).
+		dial := cfg.DialFunc
+		cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dial(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return &replyGuard{Conn: c, timeout: so.replyTimeout}, nil
+		}
 	}
 	c, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {

@@ -197,6 +197,11 @@ func TestApplyMalformed(t *testing.T) {
 	if withZ == before || !strings.HasSuffix(withZ, "status: active\n") {
 		t.Fatalf("unexpected export layout:\n%s", before)
 	}
+	// a's own settings changed to a port where nothing listens.
+	movedA := strings.Replace(before, "port: \""+d.Conn["port"]+"\"", "port: \"1\"", 1)
+	if movedA == before {
+		t.Fatalf("unexpected export layout:\n%s", before)
+	}
 	cases := []struct {
 		name, yaml string
 		code       int
@@ -211,8 +216,10 @@ func TestApplyMalformed(t *testing.T) {
 		{"dangling herd", "dbs:\n  a:\n    dbname: a\ndbgroups:\n  g: [\"a:source\"]\nsyncs:\n  s:\n    herd: nope\n    dbs: g\n", 2, []string{"sync s", `herd "nope"`}},
 		{"no source", "dbs:\n  a:\n    dbname: a\ndbgroups:\n  g: [\"a:target\"]\n", 2, []string{"dbgroup g has no source"}},
 		{"literal password", "dbs:\n  a:\n    dbname: a\n    pass: hunter2\n", 2, []string{"line 4", "literal password"}},
+		// The connection of every added or changed db is tested before anything changes.
 		{"new sync on an unreachable db", withZ + "  s2:\n    herd: h\n    dbs: g2\n    conflict_strategy: latest\n    status: active\n",
-			1, []string{"sync s2", "cannot connect to db z"}},
+			1, []string{"nothing changed: cannot connect to db z (host=127.0.0.1 port=1", "connection refused", "--force"}},
+		{"a db moved where nothing listens", movedA, 1, []string{"nothing changed: cannot connect to db a (", "port=1 ", "connection refused", "--force"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

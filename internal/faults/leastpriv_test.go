@@ -15,16 +15,19 @@ package faults
 //
 // Each source db (its tables are captured, and receive the other sources' rows):
 //	GRANT CREATE ON DATABASE a TO app;     -- add sync / validate create schema ibex
-//	                                       -- (needed even if an admin pre-created schema
-//	                                       -- ibex for app: ibex runs CREATE SCHEMA IF NOT
-//	                                       -- EXISTS, which checks CREATE first)
+//	                                       -- when it is missing; instead, a DBA may
+//	                                       -- pre-create it:
+//	CREATE SCHEMA ibex AUTHORIZATION app;  -- or, owned by someone else:
+//	GRANT USAGE, CREATE ON SCHEMA ibex TO app; GRANT USAGE ON SCHEMA ibex TO PUBLIC;
+//	                                       -- (ibex refuses such a schema without PUBLIC's
+//	                                       -- USAGE: the capture trigger runs as the writer)
 //	ALTER TABLE ... OWNER TO app;          -- for every replicated table
 //	(TEMPORARY on the database, which PUBLIC has by default, is used by every run.)
 //	Ownership can be replaced by GRANT SELECT, INSERT, UPDATE, DELETE, TRIGGER ON ...
 //	(UPDATE because a receiving source is written with INSERT ... ON CONFLICT DO
-//	UPDATE): add sync, validate and runs work, but 'ibex remove sync' then fails
-//	("must be owner of relation kv") and leaves the sync and its trigger in place
-//	until the table's owner changes.
+//	UPDATE): add sync, validate and runs work, but 'ibex remove sync' is then refused
+//	before it removes anything, naming the table and the ALTER TABLE ... OWNER TO fix.
+//	Without TRIGGER (nor ownership) add sync is refused the same way.
 //	Application roles that write the tables need nothing more than their own grants
 //	(tested: pgbench as a role with SELECT, INSERT, UPDATE only): ibex grants USAGE on
 //	schema ibex and INSERT on its change tables to PUBLIC, and the capture trigger runs
@@ -65,7 +68,7 @@ func TestLeastPrivilege(t *testing.T) {
 	const appPW = "lp-app-pw"
 	c.MustExec("postgres", `CREATE ROLE app LOGIN PASSWORD '`+appPW+`' NOSUPERUSER NOCREATEDB NOCREATEROLE;
 CREATE ROLE writer LOGIN NOSUPERUSER`)
-	for _, db := range []string{"ctl", "a", "b", "c", "d"} {
+	for _, db := range []string{"ctl", "a", "b", "c", "d", "pre1", "pre2", "noschema"} {
 		c.CreateDB(db)
 	}
 	c.MustExec("ctl", `GRANT CREATE ON DATABASE ctl TO app`)
@@ -216,22 +219,106 @@ GRANT CREATE ON DATABASE d TO app; GRANT SELECT, INSERT, UPDATE, DELETE, TRIGGER
 		ibex("remove", "sync", "sfk")
 	})
 
-	t.Run("validate needs CREATE on a source db", func(t *testing.T) {
-		// Even with schema ibex already there (owned by app), validate runs CREATE SCHEMA
-		// IF NOT EXISTS, which checks CREATE on the database first.
+	t.Run("validate needs no CREATE on a db once schema ibex is there", func(t *testing.T) {
+		// Schema ibex exists (app made it): validate and runs need no CREATE on the database.
 		c.MustExec("a", `REVOKE CREATE ON DATABASE a FROM app`)
-		_, errOut, code := runCLI("", "validate", "s")
-		if code == 0 || !contains(errOut, "db a", "permission denied for database a", "CREATE on the database") {
-			t.Errorf("validate without CREATE on a: exit %d %q; want a refusal naming db a and the privilege", code, errOut)
-		}
-		c.MustExec("a", `GRANT CREATE ON DATABASE a TO app`)
 		ibex("validate", "s")
+		c.MustExec("a", `UPDATE pgbench_branches SET bbalance = bbalance + 1 WHERE bid = 1`)
+		if out, _ := ibex("kick", "s"); !strings.HasPrefix(out, "Kick s: Good.") {
+			t.Errorf("kick s without CREATE on a: %s", out)
+		}
+		converged()
+		c.MustExec("a", `GRANT CREATE ON DATABASE a TO app`)
+	})
+
+	t.Run("schema ibex pre-created by a DBA instead of CREATE on the database", func(t *testing.T) {
+		// No CREATE on these databases for app. pre1: the DBA made schema ibex for app.
+		// pre2: the DBA owns it and grants app USAGE and CREATE (then PUBLIC needs USAGE).
+		// noschema: nothing, so capture cannot be installed.
+		pre := `CREATE TABLE pre (id int PRIMARY KEY, v text)`
+		for _, db := range []string{"pre1", "pre2", "noschema"} {
+			c.MustExec(db, pre+`; ALTER TABLE pre OWNER TO app; GRANT SELECT, INSERT, UPDATE ON pre TO writer`)
+			conn := maps.Clone(c.Conn(db))
+			conn["user"] = "app"
+			ibex(append([]string{"add", "db", db, "pass=env:IBEX_APP_PW"}, dbArgs(conn)...)...)
+		}
+		c.MustExec("c", pre+`; GRANT SELECT, INSERT, DELETE ON pre TO app`)
+		c.MustExec("pre1", `CREATE SCHEMA ibex AUTHORIZATION app`)
+		c.MustExec("pre2", `CREATE SCHEMA ibex; GRANT USAGE, CREATE ON SCHEMA ibex TO app`)
+		for _, db := range []string{"pre1", "pre2", "noschema"} {
+			if got := queryOne(t, c.DSN(db), `SELECT has_database_privilege('app', current_database(), 'CREATE')::text`); got != "false" {
+				t.Fatalf("app has CREATE on %s", db)
+			}
+		}
+		ibex("add", "table", "pre", "db=pre1", "herd=hpre")
+		writeAs := func(db, sql string) {
+			t.Helper()
+			execSQL(t, c.SocketDSN(db)+" user=writer", sql)
+		}
+
+		ibex("add", "sync", "spre1", "herd=hpre", "dbs=pre1:source,c:target")
+		writeAs("pre1", `INSERT INTO pre VALUES (1, 'pre1')`)
+		if out, _ := ibex("kick", "spre1"); !strings.HasPrefix(out, "Kick spre1: Good.") {
+			t.Errorf("kick spre1: %s", out)
+		}
+
+		// pre2 before PUBLIC may use the schema: refused, naming the fix; nothing changes.
+		before, _ := ibex("export")
+		_, errOut, code := runCLI("", "add", "sync", "spre2", "herd=hpre", "dbs=pre2:source,c:target")
+		if code != 1 || !contains(errOut, "db pre2", "schema ibex belongs to role postgres, and PUBLIC has no USAGE on it",
+			"GRANT USAGE ON SCHEMA ibex TO PUBLIC") {
+			t.Errorf("add sync spre2 (schema ibex without PUBLIC USAGE): exit %d %q", code, errOut)
+		}
+		if after, _ := ibex("export"); after != before {
+			t.Errorf("the refused add sync changed the configuration:\n%s\nthen\n%s", before, after)
+		}
+		if n := queryOne(t, c.DSN("pre2"), `SELECT count(*)::text FROM pg_class WHERE relnamespace = 'ibex'::regnamespace`); n != "0" {
+			t.Errorf("the refused add sync left %s objects in pre2's schema ibex", n)
+		}
+		c.MustExec("pre2", `GRANT USAGE ON SCHEMA ibex TO PUBLIC`)
+		ibex("add", "sync", "spre2", "herd=hpre", "dbs=pre2:source,c:target")
+		writeAs("pre2", `INSERT INTO pre VALUES (2, 'pre2')`)
+		if out, _ := ibex("kick", "spre2"); !strings.HasPrefix(out, "Kick spre2: Good.") {
+			t.Errorf("kick spre2: %s", out)
+		}
+		if got := rows(t, dsns["c"], "pre"); strings.Join(got, " ") != "(1,pre1) (2,pre2)" {
+			t.Errorf("c's pre: %v", got)
+		}
+
+		// No schema, no CREATE: refused, naming the db and both fixes.
+		_, errOut, code = runCLI("", "add", "sync", "snoschema", "herd=hpre", "dbs=noschema:source,c:target")
+		if code != 1 || !contains(errOut, "db noschema", "permission denied for database noschema",
+			"GRANT CREATE ON DATABASE noschema TO app, or have a DBA run CREATE SCHEMA ibex AUTHORIZATION app") {
+			t.Errorf("add sync snoschema: exit %d %q", code, errOut)
+		}
+		ibex("remove", "sync", "spre1", "spre2")
+	})
+
+	t.Run("capture DDL on a table app does not own", func(t *testing.T) {
+		// Without TRIGGER (nor ownership), add sync is refused, naming table, db and fix.
+		c.MustExec("d", `CREATE TABLE kv2 (id int PRIMARY KEY, v text); GRANT SELECT, INSERT, UPDATE, DELETE ON kv2 TO app`)
+		c.MustExec("c", `CREATE TABLE kv2 (id int PRIMARY KEY, v text); GRANT SELECT, INSERT, DELETE ON kv2 TO app`)
+		ibex("add", "table", "kv2", "db=d", "herd=hkv2")
+		before, _ := ibex("export")
+		_, errOut, code := runCLI("", "add", "sync", "skv2", "herd=hkv2", "dbs=d:source,c:target")
+		if code != 1 || !contains(errOut, "db d: installing capture of public.kv2: ", "permission denied for table kv2",
+			"role app must own table public.kv2", "ALTER TABLE public.kv2 OWNER TO app, on db d (dbname d)", `README's "Privileges"`) {
+			t.Errorf("add sync skv2 (kv2 neither owned nor with TRIGGER): exit %d %q", code, errOut)
+		}
+		if after, _ := ibex("export"); after != before {
+			t.Errorf("the refused add sync changed the configuration")
+		}
 	})
 
 	t.Run("remove sync needs table ownership", func(t *testing.T) {
+		before, _ := ibex("export")
 		_, errOut, code := runCLI("", "remove", "sync", "skv")
-		if code == 0 || !strings.Contains(errOut, "must be owner of relation kv") {
-			t.Fatalf("remove sync skv (kv not owned by app): exit %d %s; want it refused: must be owner", code, errOut)
+		want := `ibex: cannot remove the capture of sync skv, nothing was removed: on db d (dbname d), role app must own table public.kv to create and drop ibex's triggers on it: as its owner or a superuser, run ALTER TABLE public.kv OWNER TO app; see the README's "Privileges"` + "\n"
+		if code != 1 || errOut != want {
+			t.Fatalf("remove sync skv (kv not owned by app): exit %d %q\nwant %q", code, errOut, want)
+		}
+		if after, _ := ibex("export"); after != before {
+			t.Errorf("the refused remove sync changed the configuration")
 		}
 		if n := queryOne(t, c.DSN("d"), `SELECT count(*)::text FROM pg_trigger WHERE tgname = 'ibex_skv'`); n != "1" {
 			t.Errorf("%s capture triggers of skv left on d, want 1 (nothing removed)", n)

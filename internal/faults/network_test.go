@@ -2,10 +2,12 @@ package faults
 
 import (
 	"context"
+	"log/slog"
 	"maps"
 	"net"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -127,6 +129,24 @@ func (f *netFixture) startRun(ctx context.Context, opts job.Options) <-chan runO
 	return ch
 }
 
+// logBuffer collects a job's log lines, written from several goroutines.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
 type runOutcome struct {
 	res *job.Result
 	err error
@@ -230,9 +250,9 @@ func TestNetworkFaults(t *testing.T) {
 		}
 	})
 
-	// c stops answering in the middle of the run. Nothing in a run bounds one statement
-	// on one db, so the run waits for it until the caller's deadline; then it ends, bad,
-	// recorded, and every db keeps whole batches only.
+	// c stops answering in the middle of the run. With the default reply_timeout (10
+	// min) the caller's deadline comes first: the run ends, bad, recorded, and every db
+	// keeps whole batches only.
 	t.Run("stall mid-run", func(t *testing.T) {
 		t.Parallel()
 		f := newNetFixture(t, "c", n)
@@ -262,6 +282,67 @@ func TestNetworkFaults(t *testing.T) {
 		if s := sameEverywhere(t, "big", f.dsns); s.Count != n {
 			t.Errorf("%d rows, want %d", s.Count, n)
 		}
+	})
+
+	// c stops answering in the middle of the run, and its reply_timeout is 3 s: c's
+	// connection fails 3 s into the silence, c leaves the run and a and b are served to
+	// the end, without any deadline from the caller. Keepalives could not see this stall:
+	// the proxy's (like a hung server's) kernel answers them.
+	t.Run("stall mid-run, reply_timeout", func(t *testing.T) {
+		t.Parallel()
+		f := newNetFixture(t, "c", n)
+		f.e.must("update", "db", "c", "reply_timeout=3")
+		var logs logBuffer
+		done := f.startRun(context.Background(), job.Options{BatchSize: batch, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		waitFor(t, "c to receive a first batch", 60*time.Second, func() bool { return count(t, f.dsns["c"], "big") > 0 })
+		addToxic(t, f.proxy, `{"name":"hole","type":"timeout","stream":"downstream","attributes":{"timeout":0}}`)
+		t0 := time.Now()
+		var out runOutcome
+		select {
+		case out = <-done:
+		case <-time.After(120 * time.Second):
+			t.Fatal("the run with c stalled did not end within 120s")
+		}
+		stalled := time.Since(t0)
+		t.Logf("the run with c stalled ended %s after the stall (%s in all): %v", stalled, out.dur, out.err)
+		if stalled > 30*time.Second {
+			t.Errorf("the run ended %s after c stalled, want < 30s (reply_timeout=3)", stalled)
+		}
+		if out.res == nil || out.res.State != control.StateBad || !slices.Equal(slices.Sorted(maps.Keys(out.res.Skipped)), []string{"c"}) {
+			t.Fatalf("run with c stalled: %+v, err %v; want state bad, c skipped", out.res, out.err)
+		}
+		// The skip reason is the first error of c the run did not shrug off: when the
+		// stall hits the (best-effort) removal of applied changes, that error is only
+		// logged, and the skip reason is the next statement's "conn closed".
+		if why := out.res.Skipped["c"]; !strings.HasPrefix(why, "db c: ") ||
+			!strings.Contains(why+logs.String(), "the server sent nothing for 3s while a reply was due (reply_timeout=3)") {
+			t.Errorf("c skipped for %q; log:\n%s\nwant the reason or the log to name reply_timeout", why, logs.String())
+		}
+		for _, r := range runRows(t, f.e.dsn, "s") {
+			if r.State == control.StateRunning {
+				t.Errorf("run %d is still recorded as running", r.ID)
+			}
+		}
+		if got := count(t, f.dsns["b"], "big"); got != n {
+			t.Errorf("b has %d rows after the run that lost c, want all %d", got, n)
+		}
+		partial := f.subsetOfA(t, "c")
+		if partial == n {
+			t.Errorf("c has every row: the stall was not in the middle of the run")
+		}
+		t.Logf("c had %d of %d rows when it stalled", partial, n)
+		removeToxic(t, f.proxy, "hole")
+		left := f.pending(t)
+		res := mustState(t, f.s, "s", job.Options{BatchSize: batch}, control.StateGood)
+		// As after a cut: batches every db committed before the stall are consumed; c gets
+		// the rest (replacing those of them it has), b gets nothing again.
+		if want := int64(partial - (n - left)); res.Inserts != int64(left) || res.Deletes != want {
+			t.Errorf("catch-up run: inserts %d deletes %d, want %d and %d", res.Inserts, res.Deletes, left, want)
+		}
+		if s := sameEverywhere(t, "big", f.dsns); s.Count != n {
+			t.Errorf("%d rows, want %d", s.Count, n)
+		}
+		mustState(t, f.s, "s", job.Options{}, control.StateEmpty)
 	})
 
 	// 50 ms each way between ibex and c: the run is slower and correct.

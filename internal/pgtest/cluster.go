@@ -33,6 +33,11 @@ type ClusterOptions struct {
 	HBA []string
 	// Settings are extra server settings (-c name=value).
 	Settings map[string]string
+	// Files are written into the data directory before the server starts, owned by the
+	// server's user with mode 0600 (as the server wants a private key), e.g. server.crt
+	// and server.key for Settings ssl=on (relative paths are relative to the data
+	// directory).
+	Files map[string][]byte
 }
 
 // Cluster is a PostgreSQL cluster of its own, in a temporary directory, listening on a
@@ -144,6 +149,17 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 	// os.WriteFile keeps the file's owner (postgres).
 	if err := os.WriteFile(filepath.Join(c.DataDir, "pg_hba.conf"), []byte(hba), 0o600); err != nil {
 		t.Fatal(err)
+	}
+	for name, content := range opts.Files {
+		p := filepath.Join(c.DataDir, name)
+		if err := os.WriteFile(p, content, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if c.cred != nil {
+			if err := os.Chown(p, int(c.cred.Uid), int(c.cred.Gid)); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	var lastErr error
 	for range 5 {

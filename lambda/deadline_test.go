@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-lambda-go/lambdacontext"
+
+	"github.com/ibexrepl/ibex/internal/pgtest"
+	"github.com/ibexrepl/ibex/internal/scheduler/synctest"
+	"github.com/ibexrepl/ibex/job"
+)
+
+// syncLockNamespace is the first key of a sync's advisory lock (job's lockNamespace).
+const syncLockNamespace = 0x1be1
+
+// TestHandlerDeadlineMidRun: the invocation's deadline arrives while a run of many batches
+// is under way. Whether the run stops between batches (the deadline margin) or the
+// deadline cuts a batch (a margin shorter than a batch), the handler returns a result
+// marked partial, no run is left "running", the sync's lock is free, and the following
+// runs converge to exactly equal tables.
+func TestHandlerDeadlineMidRun(t *testing.T) {
+	f := synctest.New(t, 2)
+	f.AddSync(t, "s", "batch_size=500")
+	env := map[string]string{"IBEX_DSN": f.DSN()}
+	h := newTestHandler(env, nil)
+
+	// How long one whole run of the backlog takes here (the machine may be loaded).
+	const rows = 30000
+	backlog := func() {
+		t.Helper()
+		pgtest.Exec(t, f.DBs[0].DSN, `UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= 30000`)
+	}
+	backlog()
+	start := time.Now()
+	res, err := h.Handle(context.Background(), json.RawMessage(`{"sync":"s"}`))
+	if err != nil || res.Partial || res.Inserts != rows {
+		t.Fatalf("a whole run: %+v, %v", res, err)
+	}
+	whole := time.Since(start)
+	t.Logf("a whole run of %d rows in batches of 500: %s", rows, whole.Round(time.Millisecond))
+
+	check := func(t *testing.T, what string) {
+		t.Helper()
+		if n := queryOne(t, f.DSN(), `SELECT count(*)::text FROM ibex.run WHERE sync = 's' AND (state = 'running' OR ended IS NULL)`); n != "0" {
+			t.Errorf("%s: %s runs left running", what, n)
+		}
+		free := queryOne(t, f.DSN(), fmt.Sprintf(`SELECT pg_try_advisory_lock(%d, hashtext('s'))::text`, syncLockNamespace))
+		if free != "true" {
+			t.Errorf("%s: the lock of sync s is still held", what)
+		}
+		// The lock goes with queryOne's session.
+	}
+	converge := func(t *testing.T) {
+		t.Helper()
+		for i := 0; ; i++ {
+			res, err := h.Handle(context.Background(), json.RawMessage(`{"sync":"s"}`))
+			if err != nil {
+				t.Fatalf("the run after the partial one: %v", err)
+			}
+			if !res.Partial && res.State == "empty" {
+				break
+			}
+			if i > 3 {
+				t.Fatalf("no convergence after %d runs: %+v", i, res)
+			}
+		}
+		if ok, which := f.Same(t); !ok {
+			t.Fatalf("not the same after the following runs: %s", which)
+		}
+	}
+	invoke := func(t *testing.T, timeout time.Duration) (*job.Result, error) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		ctx = lambdacontext.NewContext(ctx, &lambdacontext.LambdaContext{AwsRequestID: "deadline"})
+		start := time.Now()
+		res, err := h.Handle(ctx, json.RawMessage(`{"sync":"s"}`))
+		t.Logf("invocation with %s: returned after %s: %+v, %v", timeout, time.Since(start).Round(time.Millisecond), res, err)
+		if d := time.Since(start); d > timeout+time.Second {
+			t.Errorf("the handler returned %s after its deadline", d-timeout)
+		}
+		return res, err
+	}
+	// A third of a whole run (a following run may well be faster), and at least enough
+	// to start it and apply a batch or two.
+	third := max(whole/3, 500*time.Millisecond)
+
+	t.Run("stops between batches", func(t *testing.T) {
+		backlog()
+		env["IBEX_DEADLINE_MARGIN"] = (third / 2).String()
+		res, err := invoke(t, third+third/2)
+		if err != nil {
+			t.Fatalf("a run stopped by the deadline margin is no error: %v", err)
+		}
+		if !res.Partial || res.Inserts == 0 || res.Inserts >= rows || res.State != "good" {
+			t.Errorf("result %+v: want partial and good, with some but not all rows applied", res)
+		}
+		check(t, "after the run stopped by the margin")
+		delete(env, "IBEX_DEADLINE_MARGIN")
+		converge(t)
+	})
+
+	t.Run("deadline cuts a batch", func(t *testing.T) {
+		// A margin far shorter than a batch: the deadline arrives while one is applied.
+		backlog()
+		env["IBEX_DEADLINE_MARGIN"] = "1ms"
+		res, err := invoke(t, third)
+		if err != nil {
+			t.Fatalf("a run cut by the deadline after committed batches: %v; want a partial result", err)
+		}
+		if !res.Partial || res.Inserts == 0 || res.Inserts >= rows {
+			t.Errorf("result %+v: want partial, with the committed batches' rows", res)
+		}
+		check(t, "after the run cut by the deadline")
+		delete(env, "IBEX_DEADLINE_MARGIN")
+		converge(t)
+	})
+}
+
+// queryOne returns the one value sql selects, on a connection of its own.
+func queryOne(t testing.TB, dsn, sql string) string {
+	t.Helper()
+	c := pgtest.Conn(t, dsn)
+	defer c.Close(context.Background())
+	var s string
+	if err := c.QueryRow(context.Background(), sql).Scan(&s); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return s
+}
