@@ -2,11 +2,13 @@ package job
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -143,6 +145,18 @@ func (r *runner) bucketsCond(t *table, alias string, lo, hi, nb int) string {
 	if nb <= 1 || (lo == 0 && hi == nb-1) {
 		return "true"
 	}
+	if t.bounds != nil {
+		// Key ranges: bucket b holds keys in [bounds[b-1], bounds[b]).
+		k := alias + pgx.Identifier{t.keyCols[0]}.Sanitize()
+		var conds []string
+		if lo > 0 {
+			conds = append(conds, fmt.Sprintf("%s >= %d", k, t.bounds[lo-1]))
+		}
+		if hi < nb-1 {
+			conds = append(conds, fmt.Sprintf("%s < %d", k, t.bounds[hi]))
+		}
+		return strings.Join(conds, " AND ")
+	}
 	h := fmt.Sprintf(`(hashtextextended(ROW(%s)::text, 0) & 9223372036854775807) %% %d`, quoteCols(alias, t.keyCols), nb)
 	if lo == hi {
 		return fmt.Sprintf(`%s = %d`, h, lo)
@@ -180,10 +194,103 @@ func (r *runner) buckets(ctx context.Context, t *table) (int, error) {
 	if nb < 1 {
 		nb = 1
 	}
+	t.bounds = nil
+	if nb > 1 && len(t.keyCols) == 1 && integerKey(t) {
+		bounds, err := r.keyRanges(ctx, t, nb)
+		if err != nil {
+			return 0, err
+		}
+		if bounds != nil {
+			t.bounds, nb = bounds, len(bounds)+1
+		}
+	}
 	if total > 0 {
 		r.logger.Debug("backlog", slog.String("table", t.name), slog.Int64("changes", total), slog.Int("batches", nb))
 	}
 	return nb, nil
+}
+
+// integerKey reports whether t's key is one integer column: its batches are then ranges
+// of keys, whose rows sit together in the key index (and, often, in the table), instead
+// of hash buckets spread over every page.
+func integerKey(t *table) bool {
+	for _, c := range t.desc.Columns {
+		if c.Name == t.keyCols[0] {
+			return c.Type == "smallint" || c.Type == "integer" || c.Type == "bigint"
+		}
+	}
+	return false
+}
+
+// keyRanges splits the pending changes of t into about nb ranges of its integer key, of
+// about equal numbers of change rows: each source gives its own quantiles, weighted by its
+// number of changes. It returns the nb-1 (or fewer) bounds, or nil when there is nothing
+// to split.
+func (r *runner) keyRanges(ctx context.Context, t *table, nb int) ([]int64, error) {
+	type point struct {
+		v int64
+		w float64
+	}
+	var srcs []*member
+	for _, a := range r.alive() {
+		if a.isSource() {
+			srcs = append(srcs, a)
+		}
+	}
+	fracs := make([]string, nb-1)
+	for i := range fracs {
+		fracs[i] = strconv.FormatFloat(float64(i+1)/float64(nb), 'f', -1, 64)
+	}
+	k := "d." + pgx.Identifier{t.keyCols[0]}.Sanitize()
+	counts := make([]int64, len(srcs))
+	qs := make([][]*int64, len(srcs))
+	errs := make([]error, len(srcs))
+	var wg sync.WaitGroup
+	for i, a := range srcs {
+		sql := fmt.Sprintf(`SELECT count(*), percentile_disc(ARRAY[%s]::float8[]) WITHIN GROUP (ORDER BY %s)::int8[] FROM %s d WHERE %s`,
+			strings.Join(fracs, ","), k, t.change, r.pending(a, "d."))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = a.conn.QueryRow(ctx, sql).Scan(&counts[i], &qs[i])
+		}()
+	}
+	wg.Wait()
+	var points []point
+	var total float64
+	for i, a := range srcs {
+		if errs[i] != nil {
+			r.drop(a, fmt.Errorf("db %s: splitting the changes of %s: %w", a.name, t.name, errs[i]))
+			continue
+		}
+		if counts[i] == 0 {
+			continue
+		}
+		w := float64(counts[i]) / float64(nb)
+		for _, q := range qs[i] {
+			if q != nil {
+				points = append(points, point{*q, w})
+			}
+		}
+		total += float64(counts[i])
+	}
+	if len(points) == 0 {
+		return nil, nil
+	}
+	slices.SortFunc(points, func(a, b point) int { return cmp.Compare(a.v, b.v) })
+	var bounds []int64
+	var acc float64
+	next := 1
+	for _, p := range points {
+		acc += p.w
+		for next < nb && acc >= float64(next)*total/float64(nb) {
+			next++
+			if len(bounds) == 0 || bounds[len(bounds)-1] < p.v {
+				bounds = append(bounds, p.v)
+			}
+		}
+	}
+	return bounds, nil
 }
 
 // readKeys reads the pending keys of every live source for one bucket (phase 1).
