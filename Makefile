@@ -26,6 +26,10 @@ test: ## the whole test suite against the local PostgreSQL (unit, integration, f
 bench: ## the benchmark table: ibex vs raw COPY floor (and Bucardo where installed)
 	$(GO) run ./bench $(BENCH_ARGS)
 
+.PHONY: bench-latency
+bench-latency: ## autokick commit-to-visible latency under pgbench -R 300 (IBEX_BENCH_TPS, IBEX_BENCH_SECONDS)
+	IBEX_BENCH=1 $(GO) test -count=1 -run TestAutokickLatency -v ./internal/scheduler/ 2>&1 | grep -E 'latency_test.go|^(ok|FAIL|---)'
+
 .PHONY: lint
 lint: ## gofmt, go vet and terraform fmt
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }

@@ -827,6 +827,7 @@ func (r *runner) consume(ctx context.Context, t *table, lo, hi, nb int) {
 		}
 	}
 	var wg sync.WaitGroup
+	errs := make([]error, len(r.members))
 	for _, a := range r.members {
 		if !a.isSource() || a.snap == "" {
 			continue
@@ -837,10 +838,18 @@ func (r *runner) consume(ctx context.Context, t *table, lo, hi, nb int) {
 			defer wg.Done()
 			if _, err := a.conn.Exec(ctx, sql); err != nil {
 				r.logger.WarnContext(ctx, "removing applied changes failed", slog.String("db", a.name), slog.String("table", t.name), slog.String("error", err.Error()))
+				errs[a.idx] = err
 			}
 		}()
 	}
 	wg.Wait()
+	// A db whose connection broke here leaves the run with this error (the changes it
+	// keeps are applied again next run, which is harmless).
+	for _, a := range r.members {
+		if errs[a.idx] != nil && a.conn != nil && a.conn.IsClosed() {
+			r.drop(a, fmt.Errorf("db %s: removing applied changes of %s: %w", a.name, t.name, errs[a.idx]))
+		}
+	}
 }
 
 // indexed wraps a statement joining the key list to a user table so that it probes the

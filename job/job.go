@@ -156,6 +156,12 @@ func Run(ctx context.Context, store *control.Store, syncName string, opts Option
 	r := &runner{store: store, sync: sync, opts: opts, logger: logger.With(slog.String("sync", syncName)), res: res}
 	runErr := r.run(ctx)
 	res.Duration = time.Since(res.Started)
+	if ctx.Err() != nil {
+		// Cancelled (a deadline, a signal) before it finished: batches committed before
+		// are kept, the rest is pending for the next run.
+		res.Partial = true
+		runErr = fmt.Errorf("the run was stopped before it finished (%w): the batches it committed are kept, the next run goes on", context.Cause(ctx))
+	}
 
 	rec := &control.Run{ID: runID, Inserts: res.Inserts, Deletes: res.Deletes, Conflicts: res.Conflicts,
 		Details: map[string]any{"tables": res.Tables, "skipped": res.Skipped, "partial": res.Partial}}

@@ -64,6 +64,8 @@ type runner struct {
 	fullcopy bool
 	// validating: capture may be missing (validate installs it)
 	validating bool
+	// ctx is the run's context: a db failing after it ended is not recorded as skipped.
+	ctx context.Context
 	// pendingN counts each table's pending changes over all sources, taken once per run
 	// by countPending (nil: not taken).
 	pendingN map[*table]int64
@@ -72,6 +74,7 @@ type runner struct {
 var snapRe = regexp.MustCompile(`^[0-9]+:[0-9]+:[0-9,]*$`)
 
 func (r *runner) run(ctx context.Context) error {
+	r.ctx = ctx
 	defer r.closeAll()
 	if err := r.loadFrom(ctx, r.store.Q()); err != nil {
 		return err
@@ -264,6 +267,11 @@ func (r *runner) connect(ctx context.Context) {
 func (r *runner) drop(m *member, err error) {
 	if m.dead == nil {
 		m.dead = err
+	}
+	if r.ctx != nil && r.ctx.Err() != nil {
+		// The run was cancelled (a deadline, a signal): the db is not to blame.
+		m.close()
+		return
 	}
 	if r.res.Skipped == nil {
 		r.res.Skipped = map[string]string{}
