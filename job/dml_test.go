@@ -242,3 +242,66 @@ func testLeastPrivilege(t *testing.T, f *farm) {
 		t.Errorf("rows %v", rows)
 	}
 }
+
+// testBatchingSkewAndTextKey: batches of an integer key are ranges split at quantiles
+// merged across sources; a skewed backlog (a dense run of keys on one source, far-away
+// new keys and a conflict zone on the other) still goes in bounded batches with exact
+// counts and winners; a text key goes in hash buckets.
+func testBatchingSkewAndTextKey(t *testing.T, f *farm) {
+	c := f.cluster(t, "skew", 3)
+	c.onAll(`CREATE TABLE item (id bigint PRIMARY KEY, v text); INSERT INTO item SELECT g, 'init' FROM generate_series(1, 4000) g;
+CREATE TABLE word (k text PRIMARY KEY, v text); INSERT INTO word SELECT 'w' || g, 'init' FROM generate_series(1, 3000) g`)
+	c.configure([]string{"item", "word"}, []string{"t1:source", "t2:source", "t3:target"})
+	c.on("t1", `UPDATE item SET v = 't1' WHERE id <= 3000`)
+	c.on("t2", `INSERT INTO item SELECT 1000000000000 + g, 'far' FROM generate_series(1, 200) g`)
+	c.on("t2", `UPDATE item SET v = 't2' WHERE id > 2900 AND id <= 3100`)
+	c.on("t1", `UPDATE word SET v = 't1' WHERE substr(k, 2)::int <= 2000`)
+
+	lc := &logCounter{msgs: map[string]int{}}
+	res := c.mustRun(control.StateGood, job.Options{BatchSize: 500, Logger: slog.New(lc)})
+	want := map[string]job.Stats{
+		c.qual("item"): {Inserts: 2 * 3300, Deletes: 2 * 3100, Conflicts: 100},
+		c.qual("word"): {Inserts: 2 * 2000, Deletes: 2 * 2000},
+	}
+	if diff := cmp.Diff(want, res.Tables); diff != "" {
+		t.Errorf("per-table counts (-want +got):\n%s", diff)
+	}
+	var total int64
+	for _, k := range lc.keys {
+		total += k
+		if k > 2*500 {
+			t.Errorf("a batch of %d keys with BatchSize 500", k)
+		}
+	}
+	if total != 3300+2000 || len(lc.keys) < (3300+2000)/500 {
+		t.Errorf("%d batches handled %d keys in all, want at least %d batches and 5300 keys (%v)", len(lc.keys), total, (3300+2000)/500, lc.keys)
+	}
+	t.Logf("%d batches: %v", len(lc.keys), lc.keys)
+	for _, r := range c.sameEverywhere("item", "id") {
+		var id int64
+		var v string
+		if _, err := fmt.Sscanf(strings.NewReplacer("(", "", ")", "", ",", " ").Replace(r), "%d %s", &id, &v); err != nil {
+			t.Fatalf("row %s: %v", r, err)
+		}
+		want := "init"
+		switch {
+		case id > 1000000000000:
+			want = "far"
+		case id <= 2900:
+			want = "t1"
+		case id <= 3000:
+			want = "t2" // changed on both: t2's change is the later one
+		case id <= 3100:
+			want = "t2"
+		case id > 3100 && id <= 4000:
+			want = "init"
+		}
+		if v != want {
+			t.Fatalf("row %s, want v = %s", r, want)
+		}
+	}
+	if n := len(c.sameEverywhere("word", "k")); n != 3000 {
+		t.Errorf("word has %d rows, want 3000", n)
+	}
+	c.mustRun(control.StateEmpty, job.Options{})
+}

@@ -29,6 +29,7 @@ func TestFarm(t *testing.T) {
 		{"LeastPrivilege", testLeastPrivilege},
 		{"SchemaDrift", testSchemaDrift},
 		{"Batching", testBatching},
+		{"BatchingSkewAndTextKey", testBatchingSkewAndTextKey},
 		{"KeyTypesAndHostileNames", testKeyTypesAndHostileNames},
 		{"KeyRewrittenToEqualValue", testKeyRewrittenToEqualValue},
 		{"KeyColumnsNamedLikeChangeColumns", testKeyColumnsNamedLikeChangeColumns},
