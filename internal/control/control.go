@@ -89,8 +89,8 @@ func Open(ctx context.Context, dsn string, logger *slog.Logger) (*Store, error) 
 	if _, ok := cfg.ConnConfig.RuntimeParams["application_name"]; !ok {
 		cfg.ConnConfig.RuntimeParams["application_name"] = "ibex"
 	}
-	if cfg.ConnConfig.ConnectTimeout == 0 {
-		cfg.ConnConfig.ConnectTimeout = dbconn.DefaultConnectTimeout
+	if err := dbconn.Harden(&cfg.ConnConfig.Config); err != nil {
+		return nil, fmt.Errorf("control database: IBEX_DSN: %w", err)
 	}
 	cfg.MaxConns = 4
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)

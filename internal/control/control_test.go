@@ -103,6 +103,28 @@ func TestOpenErrors(t *testing.T) {
 	}
 }
 
+// TestOpenSocketSettings: libpq's keepalive keywords, tcp_user_timeout and ibex's
+// reply_timeout in IBEX_DSN are applied by ibex (pgx would send them to the server, which
+// refuses them); keywords ibex does not support are refused by name.
+func TestOpenSocketSettings(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t, "")
+	s := open(t, db.DSN+" keepalives=1 keepalives_idle=5 keepalives_interval=2 keepalives_count=2 tcp_user_timeout=5000 reply_timeout=30")
+	var one int
+	if err := s.Pool.QueryRow(ctx, `SELECT 1`).Scan(&one); err != nil || one != 1 {
+		t.Errorf("a query on a control database opened with socket settings: %v", err)
+	}
+	_, err := control.Open(ctx, db.DSN+" sslcrl=/tmp/crl.pem", nil)
+	if err == nil || !strings.Contains(err.Error(), `connection keyword "sslcrl" is not supported`) {
+		t.Errorf("Open with sslcrl: %v", err)
+	}
+	_, err = control.Open(ctx, db.DSN+" keepalives_idle=soon", nil)
+	if err == nil || !strings.Contains(err.Error(), "keepalives_idle must be a whole number of seconds") {
+		t.Errorf("Open with a bad keepalives_idle: %v", err)
+	}
+}
+
 func TestObjects(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()

@@ -248,6 +248,44 @@ func Connect(ctx context.Context, name string, conn map[string]string, pass stri
 	return c, nil
 }
 
+// Harden applies to a connection configuration parsed elsewhere (the control database's
+// IBEX_DSN) what Connect applies to a db's: the socket settings (keepalives*,
+// tcp_user_timeout, reply_timeout, with ibex's defaults), taken out of the parameters pgx
+// would otherwise send to the server, and the refusal of keywords ibex does not support.
+func Harden(cfg *pgconn.Config) error {
+	for k := range unsupportedKeys {
+		if _, ok := cfg.RuntimeParams[k]; ok {
+			return CheckKey(k)
+		}
+	}
+	settings := map[string]string{}
+	for _, k := range socketKeys {
+		if v, ok := cfg.RuntimeParams[k]; ok {
+			settings[k] = v
+			delete(cfg.RuntimeParams, k)
+		}
+	}
+	so, err := parseSockOpts(settings)
+	if err != nil {
+		return err
+	}
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = DefaultConnectTimeout
+	}
+	dial := so.dialer(cfg.ConnectTimeout).DialContext
+	cfg.DialFunc = dial
+	if so.replyTimeout > 0 {
+		cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dial(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return &replyGuard{Conn: c, timeout: so.replyTimeout}, nil
+		}
+	}
+	return nil
+}
+
 // Reason extracts the server's or network's reason from a connect error, without the
 // connection string.
 func Reason(err error) string {
