@@ -147,7 +147,9 @@ END`, ins(newVals), ins(oldVals), strings.Join(oldText, ", ")+",NULL", strings.J
 		stmts = append(stmts,
 			fmt.Sprintf(`CREATE OR REPLACE FUNCTION ibex.%s() RETURNS trigger LANGUAGE plpgsql AS $k$BEGIN PERFORM pg_notify(%s, %s); RETURN NULL; END$k$`,
 				qi("kick."+sync), quoteLiteral(KickChannel), quoteLiteral(sync)),
-			fmt.Sprintf(`CREATE OR REPLACE TRIGGER %s AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH STATEMENT EXECUTE FUNCTION ibex.%s()`,
+			// Not for ibex's own writes when it runs with ibex.applying rather than
+			// session_replication_role (which keeps every trigger from firing).
+			fmt.Sprintf(`CREATE OR REPLACE TRIGGER %s AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH STATEMENT WHEN (current_setting('ibex.applying', true) IS DISTINCT FROM 'on') EXECUTE FUNCTION ibex.%s()`,
 				qi(KickTriggerName(sync)), tbl, qi("kick."+sync)))
 	} else {
 		stmts = append(stmts, fmt.Sprintf(`DROP TRIGGER IF EXISTS %s ON %s`, qi(KickTriggerName(sync)), tbl))
