@@ -1,9 +1,11 @@
 // Command bench is ibex's benchmark: it measures, on the local PostgreSQL, the figures a
 // user comparing ibex with Bucardo 5 will measure (the seed demo's kick-to-done and sync
 // time, the raw SQL floor for the same rows, capture overhead on pgbench, growth with table
-// size, a large backlog) and prints them as one table. See bench/README.md.
+// size, a large backlog) and prints them as one table. With Bucardo 5.6 installed (or
+// -bucardo install), it also runs Bucardo on the seed workload in a private throwaway
+// cluster and reports ibex's ratio to it. See bench/README.md.
 //
-//	go run ./bench [-quick] [-repeats N] [-sections seed,floor,capture,growth,backlog] ...
+//	go run ./bench [-quick] [-repeats N] [-sections seed,floor,capture,growth,backlog] [-bucardo auto|install|off] ...
 //
 // Every database it creates is named ibex_bench_* and is dropped at the end unless -keep.
 package main
@@ -38,6 +40,7 @@ type config struct {
 	keep           bool
 	quick          bool
 	ibexBin        string
+	bucardoMode    string
 }
 
 var allSections = []string{"seed", "floor", "bucardo", "capture", "growth", "backlog"}
@@ -61,6 +64,8 @@ func parseFlags(args []string) (*config, error) {
 	fs.BoolVar(&c.keep, "keep", false, "keep the ibex_bench_* databases (those of each section's last repeat)")
 	fs.StringVar(&c.ibexBin, "ibex", "", "use this ibex binary instead of building ./cmd/ibex (e.g. to compare two builds)")
 	fs.BoolVar(&c.quick, "quick", false, "skip the heavy sections (growth, backlog)")
+	fs.StringVar(&c.bucardoMode, "bucardo", "auto", "bucardo section: auto (measure Bucardo 5.6 in a private cluster when bucardo and PL/Perl "+pgMajor+
+		" are installed, else print reference figures), install (apt-get install -y bucardo postgresql-plperl-"+pgMajor+" first when missing; needs root), off (reference figures only)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: go run ./bench [flags]   (or: make bench BENCH_ARGS=\"...\")\n\n")
 		fs.PrintDefaults()
@@ -80,6 +85,11 @@ func parseFlags(args []string) (*config, error) {
 		if v.n < 1 {
 			return nil, fmt.Errorf("%s must be at least 1", v.name)
 		}
+	}
+	switch c.bucardoMode {
+	case "auto", "install", "off":
+	default:
+		return nil, fmt.Errorf("-bucardo must be auto, install or off, not %q", c.bucardoMode)
 	}
 	if c.targets < 0 || c.sources+c.targets < 2 {
 		return nil, fmt.Errorf("-sources + -targets must be at least 2 (and -targets >= 0)")
@@ -189,7 +199,7 @@ func run(cfg *config) int {
 	fmt.Printf("command:    %s\n", commandLine())
 	fmt.Printf("machine:    %d cores (runtime.NumCPU), %s/%s, load average at start %s\n", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, env.loadAtStart)
 	fmt.Printf("postgresql: %s at %s\n", env.pgVersion, env.where())
-	if cfg.sections["seed"] || cfg.sections["floor"] {
+	if cfg.sections["seed"] || cfg.sections["floor"] || cfg.sections["bucardo"] {
 		fmt.Printf("workload:   seed demo = %d source(s) + %d target(s), pgbench scale %d, %d transactions per source; %d repeats\n",
 			cfg.sources, cfg.targets, cfg.scale, cfg.tx, cfg.repeats)
 	}
@@ -232,7 +242,10 @@ func (b *bench) runSections(ctx context.Context) error {
 		}
 	}
 	if s["seed"] || s["floor"] || s["bucardo"] {
-		b.bucardo()
+		b.bucardo(ctx)
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("bucardo: %w", err)
+		}
 	}
 	if s["capture"] {
 		if err := b.capture(ctx); err != nil {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os/exec"
 	"strconv"
 	"time"
 )
@@ -165,38 +164,7 @@ func (b *bench) seed(ctx context.Context) error {
 	return nil
 }
 
-// ---- 3: Bucardo
-
-// Reference figures from /work/shared/reference/bucardo-bench-report.md (final run, 5 repeats).
-var (
-	refBucardoCLIWall  = []float64{3.202, 3.216, 4.210, 3.203, 3.206}
-	refBucardoKickDone = []float64{3.005, 2.695, 2.850, 2.933, 2.580}
-	refBucardoSyncrun  = []float64{2.186, 2.085, 2.056, 2.024, 1.954}
-)
-
-const refBucardoWall = 3.2
-
-func (b *bench) bucardo() {
-	sec := "bucardo"
-	if p, err := exec.LookPath("bucardo"); err == nil {
-		b.rep.text(sec, "bucardo is installed ("+p+")", "-", "run /work/shared/reference/bucardo-bench.sh for its figures (it needs its own cluster)")
-		return
-	}
-	ref := "reference, not measured in this run"
-	b.rep.add(sec, "Bucardo 5.6 kick to done (CLI wall)", uSec, refBucardoCLIWall, ref)
-	b.rep.add(sec, "Bucardo 5.6 kick to commit", uSec, refBucardoKickDone, ref)
-	b.rep.add(sec, "Bucardo 5.6 sync (syncrun)", uSec, refBucardoSyncrun, ref+" (earlier run: median 1.78 s)")
-	cfg := b.cfg
-	if len(b.seedKick) == 0 {
-		return
-	}
-	if cfg.scale != 1 || cfg.tx != 10000 || cfg.sources != 4 || cfg.targets != 1 {
-		b.rep.text(sec, "ibex vs Bucardo reference", "-", "not comparable: the reference is 4 src + 1 tgt, scale 1, 10000 tx/src")
-		return
-	}
-	b.rep.add(sec, "ibex kick to done / 3.2 s (reference)", uRatio, scaled(b.seedKick, 1/refBucardoWall), "against the reference, not a same-run baseline")
-	b.rep.add(sec, "ibex sync / 2.056 s (reference)", uRatio, scaled(b.seedSync, 1/median(refBucardoSyncrun)), "against the reference, not a same-run baseline")
-}
+// ---- 3: Bucardo: bucardo.go
 
 // ---- 4: capture overhead on pgbench
 
