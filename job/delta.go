@@ -51,19 +51,32 @@ func (r *runner) runDelta(ctx context.Context) error {
 // takeSnapshots records each live source's snapshot (once per run): the changes a run
 // handles are those visible in it.
 func (r *runner) takeSnapshots(ctx context.Context) error {
+	var srcs []*member
 	for _, m := range r.alive() {
-		if !m.isSource() || m.snap != "" {
+		if m.isSource() && m.snap == "" {
+			srcs = append(srcs, m)
+		}
+	}
+	snaps := make([]string, len(srcs))
+	errs := make([]error, len(srcs))
+	var wg sync.WaitGroup
+	for i, m := range srcs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = m.conn.QueryRow(ctx, `SELECT pg_current_snapshot()::text`).Scan(&snaps[i])
+		}()
+	}
+	wg.Wait()
+	for i, m := range srcs {
+		if errs[i] != nil {
+			r.drop(m, fmt.Errorf("db %s: reading its snapshot: %w", m.name, errs[i]))
 			continue
 		}
-		var snap string
-		if err := m.conn.QueryRow(ctx, `SELECT pg_current_snapshot()::text`).Scan(&snap); err != nil {
-			r.drop(m, fmt.Errorf("db %s: reading its snapshot: %w", m.name, err))
-			continue
+		if !snapRe.MatchString(snaps[i]) {
+			return fmt.Errorf("db %s: unexpected snapshot %q", m.name, snaps[i])
 		}
-		if !snapRe.MatchString(snap) {
-			return fmt.Errorf("db %s: unexpected snapshot %q", m.name, snap)
-		}
-		m.snap = snap
+		m.snap = snaps[i]
 	}
 	return nil
 }

@@ -76,19 +76,24 @@ var snapRe = regexp.MustCompile(`^[0-9]+:[0-9]+:[0-9,]*$`)
 func (r *runner) run(ctx context.Context) error {
 	r.ctx = ctx
 	defer r.closeAll()
+	t0 := time.Now()
 	if err := r.loadFrom(ctx, r.store.Q()); err != nil {
 		return err
 	}
+	t1 := time.Now()
 	r.connect(ctx)
+	t2 := time.Now()
 	if !r.fullcopy && r.sync.Onetimecopy == 0 {
 		if n, err := r.countPending(ctx); err == nil && n == 0 {
-			r.logger.DebugContext(ctx, "no changes pending")
+			r.logger.DebugContext(ctx, "no changes pending", slog.Duration("load", t1.Sub(t0)), slog.Duration("connect", t2.Sub(t1)), slog.Duration("count", time.Since(t2)))
 			return nil
 		}
 	}
+	t3 := time.Now()
 	if err := r.checkSchemas(ctx); err != nil {
 		return err
 	}
+	r.logger.DebugContext(ctx, "ready", slog.Duration("load", t1.Sub(t0)), slog.Duration("connect", t2.Sub(t1)), slog.Duration("count", t3.Sub(t2)), slog.Duration("schemas", time.Since(t3)))
 	if r.fullcopy {
 		return r.runFullcopy(ctx)
 	}

@@ -156,53 +156,53 @@ func splitIdent(s string) ([]string, error) {
 // Describe reads a table's columns and key: its primary key, or failing that the
 // narrowest valid, non-partial unique index over NOT NULL columns.
 func Describe(ctx context.Context, q Querier, name QualName) (*Table, error) {
-	var oid uint32
-	var ok bool
-	if err := q.QueryRow(ctx, `SELECT coalesce(to_regclass($1)::oid, 0), to_regclass($1) IS NOT NULL`,
-		pgx.Identifier{name.Schema, name.Name}.Sanitize()).Scan(&oid, &ok); err != nil {
-		return nil, fmt.Errorf("looking up table %s: %w", name, err)
+	// One round trip: the columns (in order, generated ones left out), and the preferred key:
+	// the primary key, else the narrowest valid, immediate, non-partial unique index on
+	// plain NOT NULL columns (its key columns, not its INCLUDE ones).
+	var found bool
+	var names, types []string
+	var notNull, identity []bool
+	var primary *bool
+	var keyCols []string
+	err := q.QueryRow(ctx, `
+WITH t AS (SELECT to_regclass($1)::oid AS oid),
+c AS (
+  SELECT a.attnum, a.attname::text AS name, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull, a.attidentity = 'a' AS ident
+  FROM pg_attribute a, t WHERE a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+)
+SELECT t.oid IS NOT NULL,
+  coalesce((SELECT array_agg(name ORDER BY attnum) FROM c), '{}'),
+  coalesce((SELECT array_agg(type ORDER BY attnum) FROM c), '{}'),
+  coalesce((SELECT array_agg(attnotnull ORDER BY attnum) FROM c), '{}'),
+  coalesce((SELECT array_agg(ident ORDER BY attnum) FROM c), '{}'),
+  k.indisprimary, k.cols
+FROM t LEFT JOIN LATERAL (
+  SELECT i.indisprimary, array_agg(a.attname::text ORDER BY k.ord) AS cols
+  FROM pg_index i
+  CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+  WHERE i.indrelid = t.oid AND i.indisunique AND i.indisvalid AND i.indimmediate
+    AND i.indpred IS NULL AND i.indexprs IS NULL
+    AND k.ord <= i.indnkeyatts -- the key columns, not INCLUDE columns
+  GROUP BY i.indexrelid, i.indisprimary
+  HAVING bool_and(a.attnotnull)
+  ORDER BY i.indisprimary DESC, count(*), i.indexrelid
+  LIMIT 1
+) k ON true`, pgx.Identifier{name.Schema, name.Name}.Sanitize()).Scan(&found, &names, &types, &notNull, &identity, &primary, &keyCols)
+	if err != nil {
+		return nil, fmt.Errorf("describing table %s: %w", name, err)
 	}
-	if !ok {
+	if !found {
 		return nil, fmt.Errorf("table %s: %w", name, ErrNoTable)
 	}
 	t := &Table{Schema: name.Schema, Name: name.Name, KeyKind: KeyNone}
-	rows, err := q.Query(ctx, `
-SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, a.attidentity = 'a'
-FROM pg_attribute a WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
-ORDER BY a.attnum`, oid)
-	if err != nil {
-		return nil, fmt.Errorf("reading columns of %s: %w", name, err)
+	for i := range names {
+		t.Columns = append(t.Columns, Column{Name: names[i], Type: types[i], NotNull: notNull[i], IdentityAlways: identity[i]})
 	}
-	t.Columns, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Column, error) {
-		var c Column
-		err := r.Scan(&c.Name, &c.Type, &c.NotNull, &c.IdentityAlways)
-		return c, err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("reading columns of %s: %w", name, err)
-	}
-	var primary bool
-	var cols []string
-	err = q.QueryRow(ctx, `
-SELECT i.indisprimary, array_agg(a.attname ORDER BY k.ord)
-FROM pg_index i
-CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
-JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-WHERE i.indrelid = $1 AND i.indisunique AND i.indisvalid AND i.indimmediate
-  AND i.indpred IS NULL AND i.indexprs IS NULL
-  AND k.ord <= i.indnkeyatts -- the key columns, not INCLUDE columns
-GROUP BY i.indexrelid, i.indisprimary
-HAVING bool_and(a.attnotnull)
-ORDER BY i.indisprimary DESC, count(*), i.indexrelid
-LIMIT 1`, oid).Scan(&primary, &cols)
-	switch {
-	case errors.Is(err, pgx.ErrNoRows):
-	case err != nil:
-		return nil, fmt.Errorf("reading the key of %s: %w", name, err)
-	default:
-		t.KeyCols = cols
+	if primary != nil {
+		t.KeyCols = keyCols
 		t.KeyKind = KeyUnique
-		if primary {
+		if *primary {
 			t.KeyKind = KeyPrimary
 		}
 	}

@@ -211,6 +211,9 @@ func config(name string, conn map[string]string, pass string) (*pgx.ConnConfig, 
 		cfg.ConnectTimeout = DefaultConnectTimeout
 	}
 	cfg.DialFunc = so.dialer(cfg.ConnectTimeout).DialContext
+	// A run's statements are each sent a few times at most: one round trip each, instead
+	// of a prepare and an execute.
+	cfg.DefaultQueryExecMode = pgx.QueryExecModeExec
 	for k, v := range sessionParams {
 		if k == "application_name" {
 			if _, ok := conn[k]; ok {
