@@ -37,6 +37,7 @@ type config struct {
 	backlogRows    int
 	backlogRepeats int
 	captureSeconds int
+	capturePairs   int
 	keep           bool
 	quick          bool
 	ibexBin        string
@@ -53,7 +54,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.IntVar(&c.tx, "tx", 10000, "pgbench transactions per source in the seed demo")
 	fs.IntVar(&c.sources, "sources", 4, "source databases in the seed demo")
 	fs.IntVar(&c.targets, "targets", 1, "target databases in the seed demo")
-	fs.IntVar(&c.repeats, "repeats", 3, "repeats of the seed demo and of the capture pairs")
+	fs.IntVar(&c.repeats, "repeats", 3, "repeats of the seed demo (and of Bucardo's)")
 	fs.StringVar(&sections, "sections", "seed,floor,capture,growth,backlog", "comma list of sections: "+strings.Join(allSections, ", "))
 	fs.StringVar(&growthScales, "growth-scales", "1,10,100", "pgbench scales of the growth section")
 	fs.IntVar(&c.growthTx, "growth-tx", 2000, "pgbench transactions on the source in the growth section (1 source + 1 target)")
@@ -61,6 +62,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.IntVar(&c.backlogRows, "backlog-rows", 1000000, "pending changed rows in the backlog section")
 	fs.IntVar(&c.backlogRepeats, "backlog-repeats", 2, "repeats of the backlog section")
 	fs.IntVar(&c.captureSeconds, "capture-seconds", 10, "length of each pgbench -T run in the capture section")
+	fs.IntVar(&c.capturePairs, "capture-pairs", 5, "interleaved pairs (without, with capture) in the capture section")
 	fs.BoolVar(&c.keep, "keep", false, "keep the ibex_bench_* databases (those of each section's last repeat)")
 	fs.StringVar(&c.ibexBin, "ibex", "", "use this ibex binary instead of building ./cmd/ibex (e.g. to compare two builds)")
 	fs.BoolVar(&c.quick, "quick", false, "skip the heavy sections (growth, backlog)")
@@ -81,7 +83,7 @@ func parseFlags(args []string) (*config, error) {
 		n    int
 	}{{"-scale", c.scale}, {"-tx", c.tx}, {"-sources", c.sources}, {"-repeats", c.repeats}, {"-growth-tx", c.growthTx},
 		{"-growth-repeats", c.growthRepeats}, {"-backlog-rows", c.backlogRows}, {"-backlog-repeats", c.backlogRepeats},
-		{"-capture-seconds", c.captureSeconds}} {
+		{"-capture-seconds", c.captureSeconds}, {"-capture-pairs", c.capturePairs}} {
 		if v.n < 1 {
 			return nil, fmt.Errorf("%s must be at least 1", v.name)
 		}

@@ -194,7 +194,7 @@ func (b *bench) capture(ctx context.Context) error {
 		}
 	}
 	var without, with []float64
-	for r := 1; r <= cfg.repeats; r++ {
+	for r := 1; r <= cfg.capturePairs; r++ {
 		order := []string{plain, capt}
 		if r%2 == 0 {
 			order = []string{capt, plain}
@@ -207,7 +207,7 @@ func (b *bench) capture(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			progress("capture pair %d/%d: pgbench -T %d -c 2 -j 2 on %s: %.1f tps", r, cfg.repeats, cfg.captureSeconds, db, tps)
+			progress("capture pair %d/%d: pgbench -T %d -c 2 -j 2 on %s: %.1f tps", r, cfg.capturePairs, cfg.captureSeconds, db, tps)
 			if db == plain {
 				without = append(without, tps)
 			} else {

@@ -305,3 +305,42 @@ CREATE TABLE word (k text PRIMARY KEY, v text); INSERT INTO word SELECT 'w' || g
 	}
 	c.mustRun(control.StateEmpty, job.Options{})
 }
+
+// testAddSyncAllOrNothing: a sync whose capture cannot be installed on one source (its
+// table belongs to another role) is refused, and no source keeps a trigger or a change
+// table from the attempt; once the owner is fixed, the same add works.
+func testAddSyncAllOrNothing(t *testing.T, f *farm) {
+	c := f.cluster(t, "aon", 0)
+	for i := 1; i <= 2; i++ {
+		db := f.dbs[fmt.Sprintf("t%d", i)]
+		as := *db
+		as.Conn = map[string]string{"dbname": db.Name, "host": db.Conn["host"], "port": db.Conn["port"], "user": f.role}
+		as.DSN = strings.Replace(db.DSN, "user="+db.Conn["user"], "user="+f.role, 1)
+		name := fmt.Sprintf("a%d", i)
+		c.ibex("add", "db", name, "dbname="+db.Name, "host="+db.Conn["host"], "port="+db.Conn["port"], "user="+f.role)
+		c.dbs[name] = &as
+		c.names = append(c.names, name)
+	}
+	c.on("a1", `CREATE SCHEMA aon; CREATE TABLE item (id int PRIMARY KEY, v text)`)
+	// On a2 the table belongs to the superuser: ibex's role may read it but not add triggers.
+	c.exec(f.dbs["t2"], `CREATE SCHEMA aon; CREATE TABLE aon.item (id int PRIMARY KEY, v text); GRANT USAGE ON SCHEMA aon TO `+f.role+`; GRANT SELECT, INSERT, UPDATE, DELETE ON aon.item TO `+f.role)
+	c.ibex("add", "table", c.q("item"), "db=a1", "herd="+c.sync)
+	c.ibex("add", "dbgroup", c.sync, "a1:source", "a2:source")
+	code, _, errs := c.ibexCmd("add", "sync", c.sync, "herd="+c.sync, "dbs="+c.sync, "autokick=false")
+	if code == 0 || !strings.Contains(errs, "must own table aon.item") {
+		t.Fatalf("add sync with a table the role does not own on a2: exit %d, %s", code, errs)
+	}
+	for _, db := range []string{"a1", "a2"} {
+		if n := c.int(db, `SELECT count(*) FROM pg_trigger WHERE tgrelid = 'aon.item'::regclass AND tgname LIKE 'ibex%'`); n != 0 {
+			t.Errorf("db %s keeps %d ibex triggers after the refused add sync", db, n)
+		}
+		if n := c.int(db, `SELECT count(*) FROM pg_class WHERE relname = $1`, "aon.aon.item"); n != 0 {
+			t.Errorf("db %s keeps a change table after the refused add sync", db)
+		}
+	}
+	c.exec(f.dbs["t2"], `ALTER TABLE aon.item OWNER TO `+f.role)
+	c.ibex("add", "sync", c.sync, "herd="+c.sync, "dbs="+c.sync, "autokick=false")
+	c.on("a1", `INSERT INTO item VALUES (1, 'one')`)
+	c.mustRun(control.StateGood, job.Options{})
+	c.sameEverywhere("item", "id")
+}

@@ -27,6 +27,7 @@ func TestFarm(t *testing.T) {
 		{"LatestTie", testLatestTie},
 		{"InactiveReceiver", testInactiveReceiver},
 		{"LeastPrivilege", testLeastPrivilege},
+		{"AddSyncAllOrNothing", testAddSyncAllOrNothing},
 		{"SchemaDrift", testSchemaDrift},
 		{"Batching", testBatching},
 		{"BatchingSkewAndTextKey", testBatchingSkewAndTextKey},

@@ -57,65 +57,111 @@ func Validate(ctx context.Context, store *control.Store, q control.Querier, sync
 	// to the dbgroup, or whose settings now reach another database). Watermarks kept
 	// under its name are snapshots of another database's transactions: forget them.
 	newSource := false
-	for _, m := range r.members {
-		if !m.alive() {
-			continue
-		}
-		wanted := map[string]bool{}
-		if m.isSource() && !r.fullcopy {
-			if err := pgx.BeginFunc(ctx, m.conn, func(tx pgx.Tx) error {
-				fresh := 0
-				defer func() { newSource = newSource || (fresh > 0 && fresh == len(r.tables)) }()
-				for _, t := range r.tables {
-					qn := catalog.QualName{Schema: t.rel.Schema, Name: t.rel.Name}
-					ok, err := capture.Installed(ctx, tx, syncName, t.desc)
-					if err != nil {
-						return err
-					}
-					if !ok {
-						var exists bool
-						if err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, t.change).Scan(&exists); err != nil {
+	// Capture installed afresh by this call, per db: removed again when a later db
+	// refuses, so that a refused add or validate leaves no db with half of it. (Each db
+	// commits on its own: one transaction across dbs would wait on itself when two members
+	// reach the same database.)
+	var undo []freshCapture
+	if err := func() error {
+		for _, m := range r.members {
+			if !m.alive() {
+				continue
+			}
+			wanted := map[string]bool{}
+			if m.isSource() && !r.fullcopy {
+				var made []catalog.QualName
+				if err := pgx.BeginFunc(ctx, m.conn, func(tx pgx.Tx) error {
+					fresh := 0
+					defer func() { newSource = newSource || (fresh > 0 && fresh == len(r.tables)) }()
+					for _, t := range r.tables {
+						qn := catalog.QualName{Schema: t.rel.Schema, Name: t.rel.Name}
+						ok, err := capture.Installed(ctx, tx, syncName, t.desc)
+						if err != nil {
 							return err
 						}
-						if exists {
-							// Key columns changed: the old change table cannot be kept.
-							for _, s := range capture.DropDDL(syncName, qn) {
-								if _, err := tx.Exec(ctx, s); err != nil {
-									return fmt.Errorf("resetting capture of %s: %w", t.name, privilegeHint(err, m, qn))
-								}
+						if !ok {
+							var exists bool
+							if err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, t.change).Scan(&exists); err != nil {
+								return err
 							}
-							res.Reset = append(res.Reset, m.name)
-						} else {
-							fresh++
+							if exists {
+								// Key columns changed: the old change table cannot be kept.
+								for _, s := range capture.DropDDL(syncName, qn) {
+									if _, err := tx.Exec(ctx, s); err != nil {
+										return fmt.Errorf("resetting capture of %s: %w", t.name, privilegeHint(err, m, qn))
+									}
+								}
+								res.Reset = append(res.Reset, m.name)
+							} else {
+								fresh++
+								made = append(made, qn)
+							}
 						}
-					}
-					for _, s := range capture.DDL(syncName, t.desc, sync.Autokick) {
-						if _, err := tx.Exec(ctx, s); err != nil {
-							return fmt.Errorf("installing capture of %s: %w", t.name, privilegeHint(err, m, qn))
+						for _, s := range capture.DDL(syncName, t.desc, sync.Autokick) {
+							if _, err := tx.Exec(ctx, s); err != nil {
+								return fmt.Errorf("installing capture of %s: %w", t.name, privilegeHint(err, m, qn))
+							}
 						}
+						wanted[t.ident] = true
+						res.Installed = append(res.Installed, m.name+": "+t.name)
 					}
-					wanted[t.ident] = true
-					res.Installed = append(res.Installed, m.name+": "+t.name)
+					return nil
+				}); err != nil {
+					return fmt.Errorf("db %s: %w", m.name, err)
 				}
-				return nil
-			}); err != nil {
-				return nil, fmt.Errorf("db %s: %w", m.name, err)
+				if len(made) > 0 {
+					undo = append(undo, freshCapture{m: m, tables: made, all: len(made) == len(r.tables)})
+				}
+			}
+			removed, err := removeStale(ctx, m, syncName, wanted)
+			if err != nil {
+				return fmt.Errorf("db %s: %w", m.name, err)
+			}
+			for _, t := range removed {
+				res.Removed = append(res.Removed, m.name+": "+t)
 			}
 		}
-		removed, err := removeStale(ctx, m, syncName, wanted)
-		if err != nil {
-			return nil, fmt.Errorf("db %s: %w", m.name, err)
+		if len(res.Reset) > 0 || newSource {
+			if err := control.ClearWatermarks(ctx, q, syncName); err != nil {
+				return err
+			}
 		}
-		for _, t := range removed {
-			res.Removed = append(res.Removed, m.name+": "+t)
+		return nil
+	}(); err != nil {
+		for _, u := range undo {
+			u.remove(ctx, syncName, logger)
 		}
-	}
-	if len(res.Reset) > 0 || newSource {
-		if err := control.ClearWatermarks(ctx, q, syncName); err != nil {
-			return nil, err
-		}
+		return nil, err
 	}
 	return res, nil
+}
+
+// freshCapture is capture a Validate call installed on a db where it did not exist.
+type freshCapture struct {
+	m      *member
+	tables []catalog.QualName
+	all    bool // the sync had no capture at all on this db before
+}
+
+// remove drops it again (best effort: a failure is logged).
+func (u freshCapture) remove(ctx context.Context, syncName string, logger *slog.Logger) {
+	if u.m.conn == nil || u.m.conn.IsClosed() {
+		return
+	}
+	var stmts []string
+	for _, t := range u.tables {
+		stmts = append(stmts, capture.DropDDL(syncName, t)...)
+	}
+	if u.all {
+		stmts = append(stmts, capture.DropSyncDDL(syncName)...)
+	}
+	for _, s := range stmts {
+		if _, err := u.m.conn.Exec(context.WithoutCancel(ctx), s); err != nil {
+			logger.Warn("removing the capture this refused change installed failed: run 'ibex validate' once the cause is fixed",
+				slog.String("db", u.m.name), slog.String("error", err.Error()))
+			return
+		}
+	}
 }
 
 // insufficientPrivilege is the SQLSTATE of "permission denied for ..." and "must be owner
