@@ -266,6 +266,18 @@ func isUndefinedSchema(err error) bool {
 // RemoveCapture removes every capture object of a sync from its dbs. Unreachable dbs are
 // reported in the error unless force is set, in which case they are skipped.
 func RemoveCapture(ctx context.Context, store *control.Store, syncName string, force bool, logger *slog.Logger) ([]string, error) {
+	return removeCapture(ctx, store, syncName, force, logger, false)
+}
+
+// CheckRemoveCapture makes the checks RemoveCapture makes before it removes anything (every
+// db reachable unless force, every captured table owned by ibex's role), and removes
+// nothing: a command removing several syncs checks them all first.
+func CheckRemoveCapture(ctx context.Context, store *control.Store, syncName string, force bool, logger *slog.Logger) error {
+	_, err := removeCapture(ctx, store, syncName, force, logger, true)
+	return err
+}
+
+func removeCapture(ctx context.Context, store *control.Store, syncName string, force bool, logger *slog.Logger, checkOnly bool) ([]string, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -302,6 +314,9 @@ func RemoveCapture(ctx context.Context, store *control.Store, syncName string, f
 	}
 	if len(notOwned) > 0 {
 		return nil, fmt.Errorf("cannot remove the capture of sync %s, nothing was removed: %s; see the README's \"Privileges\"", syncName, strings.Join(notOwned, "; "))
+	}
+	if checkOnly {
+		return nil, nil
 	}
 	for _, m := range r.alive() {
 		got, err := removeStale(ctx, m, syncName, map[string]bool{})

@@ -790,10 +790,17 @@ func notSharedWith(ctx context.Context, q control.Querier, name, kind, arg strin
 
 func (a *app) remove(ctx context.Context, store *control.Store, kind string, names []string, force bool) error {
 	if kind == "sync" {
-		// Every name must be a sync before any capture goes.
+		// Every name must be a sync, and every sync's capture removable, before any goes.
 		for _, n := range names {
 			if _, err := control.GetSync(ctx, store.Q(), n); err != nil {
 				return err
+			}
+		}
+		if len(names) > 1 {
+			for _, n := range names {
+				if err := job.CheckRemoveCapture(ctx, store, n, force, a.logger); err != nil {
+					return err
+				}
 			}
 		}
 		for _, n := range names {

@@ -320,6 +320,17 @@ GRANT CREATE ON DATABASE d TO app; GRANT SELECT, INSERT, UPDATE, DELETE, TRIGGER
 		if after, _ := ibex("export"); after != before {
 			t.Errorf("the refused remove sync changed the configuration")
 		}
+		// Several syncs at once: all are checked before any goes.
+		_, errOut, code = runCLI("", "remove", "sync", "s", "skv")
+		if code != 1 || !strings.Contains(errOut, "cannot remove the capture of sync skv, nothing was removed") {
+			t.Errorf("remove sync s skv: exit %d %q", code, errOut)
+		}
+		if after, _ := ibex("export"); after != before {
+			t.Errorf("the refused remove sync s skv changed the configuration")
+		}
+		if n := queryOne(t, c.DSN("a"), `SELECT count(*)::text FROM pg_trigger WHERE tgname = 'ibex_s'`); n == "0" {
+			t.Errorf("s's capture was removed by the refused remove sync s skv")
+		}
 		if n := queryOne(t, c.DSN("d"), `SELECT count(*)::text FROM pg_trigger WHERE tgname = 'ibex_skv'`); n != "1" {
 			t.Errorf("%s capture triggers of skv left on d, want 1 (nothing removed)", n)
 		}
