@@ -129,8 +129,14 @@ func Run(ctx context.Context, store *control.Store, syncName string, opts Option
 		return nil, fmt.Errorf("control database: %w", err)
 	}
 	defer lockConn.Release()
+	// Taking the lock and recording the run are not cut by the caller's context: a query
+	// cancelled there closes its session, whose lock the server then drops only when it
+	// notices, so that the next run could find the sync "already running" for a moment.
+	// The run itself stops at once when the context has ended.
+	lctx, lcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer lcancel()
 	var got bool
-	if err := lockConn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, hashtext($2))`, lockNamespace, syncName).Scan(&got); err != nil {
+	if err := lockConn.QueryRow(lctx, `SELECT pg_try_advisory_lock($1, hashtext($2))`, lockNamespace, syncName).Scan(&got); err != nil {
 		return nil, fmt.Errorf("taking the lock of sync %s: %w", syncName, err)
 	}
 	if !got {
@@ -146,7 +152,7 @@ func Run(ctx context.Context, store *control.Store, syncName string, opts Option
 	}()
 
 	host, _ := os.Hostname()
-	runID, err := control.StartRun(ctx, lockConn, syncName, host, os.Getpid())
+	runID, err := control.StartRun(lctx, lockConn, syncName, host, os.Getpid())
 	if err != nil {
 		return nil, fmt.Errorf("recording the run of sync %s: %w", syncName, err)
 	}
