@@ -33,6 +33,7 @@ type config struct {
 	sections       map[string]bool
 	growthScales   []int
 	growthTx       int
+	growthScript   string
 	growthRepeats  int
 	backlogRows    int
 	backlogRepeats int
@@ -58,6 +59,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&sections, "sections", "seed,floor,capture,growth,backlog", "comma list of sections: "+strings.Join(allSections, ", "))
 	fs.StringVar(&growthScales, "growth-scales", "1,10,100", "pgbench scales of the growth section")
 	fs.IntVar(&c.growthTx, "growth-tx", 2000, "pgbench transactions on the source in the growth section (1 source + 1 target)")
+	fs.StringVar(&c.growthScript, "growth-script", "simple-update", "pgbench built-in script of the growth section: simple-update (one accounts row per transaction, so the changed rows are the same at every scale) or tpcb-like (also one of 10 x scale tellers and one of scale branches)")
 	fs.IntVar(&c.growthRepeats, "growth-repeats", 2, "repeats per scale in the growth section")
 	fs.IntVar(&c.backlogRows, "backlog-rows", 1000000, "pending changed rows in the backlog section")
 	fs.IntVar(&c.backlogRepeats, "backlog-repeats", 2, "repeats of the backlog section")
@@ -87,6 +89,9 @@ func parseFlags(args []string) (*config, error) {
 		if v.n < 1 {
 			return nil, fmt.Errorf("%s must be at least 1", v.name)
 		}
+	}
+	if c.growthScript != "simple-update" && c.growthScript != "tpcb-like" {
+		return nil, fmt.Errorf("-growth-script must be simple-update or tpcb-like, not %q", c.growthScript)
 	}
 	switch c.bucardoMode {
 	case "auto", "install", "off":

@@ -296,7 +296,7 @@ func (e *env) pgbench(ctx context.Context, db string, args ...string) (float64, 
 }
 
 // pgbenchAll runs pgbench -n -t tx on every db concurrently and returns their TPS.
-func (e *env) pgbenchAll(ctx context.Context, dbs []string, tx int) ([]float64, error) {
+func (e *env) pgbenchAll(ctx context.Context, dbs []string, tx int, extra ...string) ([]float64, error) {
 	tps := make([]float64, len(dbs))
 	errs := make([]error, len(dbs))
 	var wg sync.WaitGroup
@@ -304,7 +304,7 @@ func (e *env) pgbenchAll(ctx context.Context, dbs []string, tx int) ([]float64, 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			tps[i], errs[i] = e.pgbench(ctx, db, "-n", "-t", strconv.Itoa(tx))
+			tps[i], errs[i] = e.pgbench(ctx, db, append([]string{"-n", "-t", strconv.Itoa(tx)}, extra...)...)
 		}()
 	}
 	wg.Wait()

@@ -259,8 +259,8 @@ func (b *bench) growth(ctx context.Context) error {
 			if err := b.env.checkpoint(ctx); err != nil {
 				return err
 			}
-			progress("%s: pgbench -n -t %d on %s", label, cfg.growthTx, src)
-			if _, err := b.env.pgbenchAll(ctx, []string{src}, cfg.growthTx); err != nil {
+			progress("%s: pgbench -n -t %d -b %s on %s", label, cfg.growthTx, cfg.growthScript, src)
+			if _, err := b.env.pgbenchAll(ctx, []string{src}, cfg.growthTx, "-b", cfg.growthScript); err != nil {
 				return err
 			}
 			pr, err := b.kickAndFloor(ctx, label, ctl, dbs, []int{0}, true)
@@ -281,7 +281,7 @@ func (b *bench) growth(ctx context.Context) error {
 	sec := "growth"
 	base := all[0]
 	for _, ps := range all {
-		note := fmt.Sprintf("1 src + 1 tgt, %d tx, %d accounts rows", cfg.growthTx, ps.scale*100000)
+		note := fmt.Sprintf("1 src + 1 tgt, %d tx -b %s, %d accounts rows", cfg.growthTx, cfg.growthScript, ps.scale*100000)
 		b.rep.add(sec, fmt.Sprintf("scale %d: ibex sync", ps.scale), uSec, ps.sync, note)
 		b.rep.add(sec, fmt.Sprintf("scale %d: ibex kick to done", ps.scale), uSec, ps.wall, "")
 		b.rep.add(sec, fmt.Sprintf("scale %d: rows inserted", ps.scale), uRows, ps.rows, "")
@@ -295,6 +295,7 @@ func (b *bench) growth(ctx context.Context) error {
 		}
 		b.rep.add(sec, fmt.Sprintf("sync scale %d / scale %d", ps.scale, base.scale), uRatio, ratios(ps.sync, base.sync), note)
 		b.rep.add(sec, fmt.Sprintf("floor scale %d / scale %d", ps.scale, base.scale), uRatio, ratios(ps.floor, base.floor), "PostgreSQL's own growth")
+		b.rep.add(sec, fmt.Sprintf("sync per row, scale %d / scale %d", ps.scale, base.scale), uRatio, ratios(ratios(ps.sync, ps.rows), ratios(base.sync, base.rows)), "time per row inserted, paired by repeat")
 	}
 	return nil
 }
