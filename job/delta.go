@@ -587,7 +587,7 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int) (Stats, []contr
 			inserts[m.idx] = n[m.idx]
 		}
 	}
-	t25 := time.Now()
+	tApply := time.Now()
 	// Phase 4: sources write their staged rows.
 	for _, m := range recvs {
 		if !m.alive() || !m.isSource() || m.snap == "" {
@@ -632,7 +632,7 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int) (Stats, []contr
 	}
 	r.logger.Debug("batch applied", slog.String("table", t.name), slog.Int("bucket", b), slog.Int("keys", len(keys)),
 		slog.Int64("inserts", st.Inserts), slog.Int64("deletes", st.Deletes), slog.Int64("conflicts", st.Conflicts),
-		slog.Duration("read", t1.Sub(t0)), slog.Duration("delete", t2.Sub(t1)), slog.Duration("copy", t25.Sub(t2)), slog.Duration("apply", t3.Sub(t25)), slog.Duration("commit", time.Since(t3)))
+		slog.Duration("read", t1.Sub(t0)), slog.Duration("delete", t2.Sub(t1)), slog.Duration("copy", tApply.Sub(t2)), slog.Duration("apply", t3.Sub(tApply)), slog.Duration("commit", time.Since(t3)))
 	return st, conflicts, nil
 }
 
