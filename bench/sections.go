@@ -18,9 +18,14 @@ type pairRun struct {
 }
 
 // kickAndFloor reads the changed keys of the sources, kicks the sync, checks that all
-// dbs converged and, when withFloor, times the raw floor for the same rows.
-// sources are indexes into dbs.
-func (b *bench) kickAndFloor(ctx context.Context, label, ctl string, dbs []string, sources []int, withFloor bool) (pairRun, error) {
+// dbs converged and, when withFloor, times the raw floor for the same rows. sources are
+// indexes into dbs. floorDBs, when not nil, are a copy of dbs that went through the same
+// changes: the floor runs there, as cold in shared_buffers as the kick was, instead of on
+// dbs right after the kick (where it finds the pages the kick just read).
+func (b *bench) kickAndFloor(ctx context.Context, label, ctl string, dbs []string, sources []int, withFloor bool, floorDBs []string) (pairRun, error) {
+	if floorDBs == nil {
+		floorDBs = dbs
+	}
 	var pr pairRun
 	var perSource []keySet
 	if withFloor {
@@ -60,13 +65,13 @@ func (b *bench) kickAndFloor(ctx context.Context, label, ctl string, dbs []strin
 		return pr, err
 	}
 	progress("%s: raw floor (DELETE + COPY of the same rows, plain SQL)", label)
-	fr, err := b.env.floor(ctx, dbs, sources, owned)
+	fr, err := b.env.floor(ctx, floorDBs, sources, owned)
 	if err != nil {
 		return pr, err
 	}
 	pr.floor = fr
 	progress("%s: floor %.3f s (%d rows deleted, %d copied)", label, secs(fr.dur), fr.deleted, fr.wrote)
-	ok, detail, err = b.env.converged(ctx, dbs)
+	ok, detail, err = b.env.converged(ctx, floorDBs)
 	if err != nil {
 		return pr, fmt.Errorf("checking convergence after the floor: %w", err)
 	}
@@ -123,7 +128,7 @@ func (b *bench) seed(ctx context.Context) error {
 			return err
 		}
 		tps = append(tps, t...)
-		pr, err := b.kickAndFloor(ctx, label, ctl, dbs, sources, withFloor)
+		pr, err := b.kickAndFloor(ctx, label, ctl, dbs, sources, withFloor, nil)
 		if err != nil {
 			return err
 		}
@@ -237,6 +242,7 @@ func (b *bench) growth(ctx context.Context) error {
 		ps := perScale{scale: scale}
 		tmpl := fmt.Sprintf("%sg%d_tmpl", prefix, scale)
 		src, tgt, ctl := fmt.Sprintf("%sg%d_src", prefix, scale), fmt.Sprintf("%sg%d_tgt", prefix, scale), fmt.Sprintf("%sg%d_ctl", prefix, scale)
+		fsrc, ftgt := fmt.Sprintf("%sg%d_fsrc", prefix, scale), fmt.Sprintf("%sg%d_ftgt", prefix, scale)
 		progress("growth scale %d: pgbench -i -s %d into %s (%d accounts rows; scale 100 takes minutes)", scale, scale, tmpl, scale*100000)
 		if err := b.env.create(ctx, tmpl, "", false); err != nil {
 			return err
@@ -246,8 +252,8 @@ func (b *bench) growth(ctx context.Context) error {
 		}
 		for r := 1; r <= cfg.growthRepeats; r++ {
 			label := fmt.Sprintf("growth scale %d repeat %d/%d", scale, r, cfg.growthRepeats)
-			progress("%s: %s and %s from %s (FILE_COPY), sync 1 source -> 1 target", label, src, tgt, tmpl)
-			for _, db := range []string{src, tgt} {
+			progress("%s: %s and %s from %s (FILE_COPY), sync 1 source -> 1 target; %s and %s for the floor", label, src, tgt, tmpl, fsrc, ftgt)
+			for _, db := range []string{src, tgt, fsrc, ftgt} {
 				if err := b.env.create(ctx, db, tmpl, true); err != nil {
 					return err
 				}
@@ -259,11 +265,15 @@ func (b *bench) growth(ctx context.Context) error {
 			if err := b.env.checkpoint(ctx); err != nil {
 				return err
 			}
-			progress("%s: pgbench -n -t %d -b %s on %s", label, cfg.growthTx, cfg.growthScript, src)
-			if _, err := b.env.pgbenchAll(ctx, []string{src}, cfg.growthTx, "-b", cfg.growthScript); err != nil {
-				return err
+			// One client and a fixed seed: the same changes on the floor's copy.
+			seed := strconv.Itoa(1000 + r)
+			progress("%s: pgbench -n -t %d -b %s --random-seed %s on %s and %s", label, cfg.growthTx, cfg.growthScript, seed, src, fsrc)
+			for _, db := range []string{src, fsrc} {
+				if _, err := b.env.pgbenchAll(ctx, []string{db}, cfg.growthTx, "-b", cfg.growthScript, "--random-seed", seed); err != nil {
+					return err
+				}
 			}
-			pr, err := b.kickAndFloor(ctx, label, ctl, dbs, []int{0}, true)
+			pr, err := b.kickAndFloor(ctx, label, ctl, dbs, []int{0}, true, []string{fsrc, ftgt})
 			if err != nil {
 				return err
 			}
@@ -274,7 +284,7 @@ func (b *bench) growth(ctx context.Context) error {
 			ps.floor, ps.rows = append(ps.floor, secs(pr.floor.dur)), append(ps.rows, float64(pr.kick.inserts))
 		}
 		all = append(all, ps)
-		if err := b.env.dropNow(ctx, cfg.keep, ctl, src, tgt, tmpl); err != nil {
+		if err := b.env.dropNow(ctx, cfg.keep, ctl, src, tgt, fsrc, ftgt, tmpl); err != nil {
 			return err
 		}
 	}
@@ -285,7 +295,7 @@ func (b *bench) growth(ctx context.Context) error {
 		b.rep.add(sec, fmt.Sprintf("scale %d: ibex sync", ps.scale), uSec, ps.sync, note)
 		b.rep.add(sec, fmt.Sprintf("scale %d: ibex kick to done", ps.scale), uSec, ps.wall, "")
 		b.rep.add(sec, fmt.Sprintf("scale %d: rows inserted", ps.scale), uRows, ps.rows, "")
-		b.rep.add(sec, fmt.Sprintf("scale %d: raw floor", ps.scale), uSec, ps.floor, "same rows, plain SQL")
+		b.rep.add(sec, fmt.Sprintf("scale %d: raw floor", ps.scale), uSec, ps.floor, "same rows, plain SQL, on a copy that went through the same changes")
 		b.rep.add(sec, fmt.Sprintf("scale %d: ibex sync / floor", ps.scale), uRatio, ratios(ps.sync, ps.floor), "")
 	}
 	for _, ps := range all[1:] {
@@ -307,6 +317,7 @@ func (b *bench) backlog(ctx context.Context) error {
 	const chunk = 100000
 	scale := max(10, (cfg.backlogRows+chunk-1)/chunk)
 	tmpl, src, tgt, ctl := prefix+"bl_tmpl", prefix+"bl_src", prefix+"bl_tgt", prefix+"bl_ctl"
+	fsrc, ftgt := prefix+"bl_fsrc", prefix+"bl_ftgt"
 	progress("backlog: pgbench -i -s %d into %s (%d accounts rows)", scale, tmpl, scale*100000)
 	if err := b.env.create(ctx, tmpl, "", false); err != nil {
 		return err
@@ -317,8 +328,8 @@ func (b *bench) backlog(ctx context.Context) error {
 	var wall, sync, rss, rate, floor, floorRate, ins []float64
 	for r := 1; r <= cfg.backlogRepeats; r++ {
 		label := fmt.Sprintf("backlog repeat %d/%d", r, cfg.backlogRepeats)
-		progress("%s: %s and %s from %s (FILE_COPY), sync 1 source -> 1 target", label, src, tgt, tmpl)
-		for _, db := range []string{src, tgt} {
+		progress("%s: %s and %s from %s (FILE_COPY), sync 1 source -> 1 target; %s and %s for the floor", label, src, tgt, tmpl, fsrc, ftgt)
+		for _, db := range []string{src, tgt, fsrc, ftgt} {
 			if err := b.env.create(ctx, db, tmpl, true); err != nil {
 				return err
 			}
@@ -327,20 +338,23 @@ func (b *bench) backlog(ctx context.Context) error {
 		if err := b.env.setupSync(ctx, ctl, dbs, []string{"source", "target"}); err != nil {
 			return fmt.Errorf("configuring the sync: %w", err)
 		}
-		c, err := b.env.connect(ctx, src)
-		if err != nil {
-			return err
-		}
-		for lo := 0; lo < cfg.backlogRows; lo += chunk {
-			hi := min(lo+chunk, cfg.backlogRows)
-			progress("%s: UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid in (%d, %d] on %s", label, lo, hi, src)
-			if _, err := c.Exec(ctx, `UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid > $1 AND aid <= $2`, lo, hi); err != nil {
-				_ = c.Close(ctx)
-				return fmt.Errorf("UPDATE pgbench_accounts on %s: %w", src, err)
+		// The same changes on the source and on the floor's copy of it.
+		for _, db := range []string{src, fsrc} {
+			c, err := b.env.connect(ctx, db)
+			if err != nil {
+				return err
 			}
+			for lo := 0; lo < cfg.backlogRows; lo += chunk {
+				hi := min(lo+chunk, cfg.backlogRows)
+				progress("%s: UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid in (%d, %d] on %s", label, lo, hi, db)
+				if _, err := c.Exec(ctx, `UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid > $1 AND aid <= $2`, lo, hi); err != nil {
+					_ = c.Close(ctx)
+					return fmt.Errorf("UPDATE pgbench_accounts on %s: %w", db, err)
+				}
+			}
+			_ = c.Close(ctx)
 		}
-		_ = c.Close(ctx)
-		pr, err := b.kickAndFloor(ctx, label, ctl, dbs, []int{0}, true)
+		pr, err := b.kickAndFloor(ctx, label, ctl, dbs, []int{0}, true, []string{fsrc, ftgt})
 		if err != nil {
 			return err
 		}
@@ -357,9 +371,9 @@ func (b *bench) backlog(ctx context.Context) error {
 	b.rep.add(sec, "rows inserted", uRows, ins, "")
 	b.rep.add(sec, "peak RSS of the kick process", uMiB, rss, "target <= 200 MB")
 	b.rep.add(sec, "ibex rows/s, (ins+del)/sync", uRate, rate, "")
-	b.rep.add(sec, "raw floor: DELETE+COPY", uSec, floor, "same rows, plain SQL")
+	b.rep.add(sec, "raw floor: DELETE+COPY", uSec, floor, "same rows, plain SQL, on a copy that went through the same changes")
 	b.rep.add(sec, "floor rows/s, (del+copy)/time", uRate, floorRate, "")
 	b.rep.add(sec, "ibex sync / floor", uRatio, ratios(sync, floor), "target <= 2 (throughput within 2x of the floor)")
 	b.rep.add(sec, "ibex kick to done / floor", uRatio, ratios(wall, floor), "")
-	return b.env.dropNow(ctx, cfg.keep, ctl, src, tgt, tmpl)
+	return b.env.dropNow(ctx, cfg.keep, ctl, src, tgt, fsrc, ftgt, tmpl)
 }

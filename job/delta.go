@@ -339,14 +339,25 @@ func (r *runner) readKeys(ctx context.Context, t *table, b, nb int) (map[string]
 		}
 		// Group by the keys' text: equal values that print differently (1.5, 1.50) are
 		// different keys to the run, which matches rows by their text.
+		// (An integer key prints one way only: it is grouped as it is.)
 		var pick, group []string
 		for _, k := range t.keyCols {
 			q := pgx.Identifier{k}.Sanitize()
+			if t.bounds != nil {
+				pick, group = append(pick, "d."+q), append(group, "d."+q)
+				continue
+			}
 			pick = append(pick, "(array_agg(d."+q+"))[1]")
 			group = append(group, "d."+q+"::text")
 		}
-		sql := fmt.Sprintf(`COPY (SELECT %s, (extract(epoch FROM max(d."$at")) * 1000000)::bigint, %s FROM %s d WHERE %s AND %s GROUP BY %s) TO STDOUT`,
-			strings.Join(pick, ", "), strings.Join(flags, ", "), t.change, r.pending(a, "d."), r.bucketCond(t, "d.", b, nb), strings.Join(group, ", "))
+		// The key range first: it is cheaper than the visibility checks and leaves out most
+		// rows of a large backlog. (The planner keeps the order of equally cheap quals.)
+		where := r.pending(a, "d.") + " AND " + r.bucketCond(t, "d.", b, nb)
+		if t.bounds != nil {
+			where = r.bucketCond(t, "d.", b, nb) + " AND " + r.pending(a, "d.")
+		}
+		sql := fmt.Sprintf(`COPY (SELECT %s, (extract(epoch FROM max(d."$at")) * 1000000)::bigint, %s FROM %s d WHERE %s GROUP BY %s) TO STDOUT`,
+			strings.Join(pick, ", "), strings.Join(flags, ", "), t.change, where, strings.Join(group, ", "))
 		p := &part{}
 		parts[a.idx] = p
 		wg.Add(1)
@@ -845,7 +856,7 @@ func (r *runner) consume(ctx context.Context, t *table, lo, hi, nb int) {
 		if !a.isSource() || a.snap == "" {
 			continue
 		}
-		sql := fmt.Sprintf(`DELETE FROM %s d WHERE pg_visible_in_snapshot(d."$txid", '%s') AND %s`, t.change, a.snap, r.bucketsCond(t, "d.", lo, hi, nb))
+		sql := fmt.Sprintf(`DELETE FROM %s d WHERE %s AND pg_visible_in_snapshot(d."$txid", '%s')`, t.change, r.bucketsCond(t, "d.", lo, hi, nb), a.snap)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
