@@ -19,6 +19,7 @@ import (
 
 	"github.com/ibexrepl/ibex/internal/conflict"
 	"github.com/ibexrepl/ibex/internal/control"
+	"github.com/ibexrepl/ibex/internal/dbconn"
 )
 
 // errRetryBatch means a db that sends rows failed mid-batch: every db rolled the batch
@@ -101,7 +102,21 @@ func (r *runner) applyTables(ctx context.Context) error {
 				return nil
 			}
 			for {
-				st, conflicts, err := r.batch(ctx, t, b, nb)
+				// This bucket's keys may have been read ahead, while the previous batch was
+				// applied; they hold if the same dbs are still taking part.
+				var pre map[string]*keyState
+				if kr := r.ahead; kr != nil && kr.t == t && kr.b == b {
+					r.ahead = nil
+					if kr.alive == r.aliveMask() {
+						pre = r.finishKeyRead(kr)
+					} else {
+						kr.wg.Wait()
+					}
+				}
+				if b+1 < nb && r.ahead == nil {
+					r.readAhead(ctx, t, b+1, nb)
+				}
+				st, conflicts, err := r.batch(ctx, t, b, nb, pre)
 				if errors.Is(err, errRetryBatch) {
 					continue
 				}
@@ -308,15 +323,42 @@ func (r *runner) keyRanges(ctx context.Context, t *table, nb int) ([]int64, erro
 
 // readKeys reads the pending keys of every live source for one bucket (phase 1).
 func (r *runner) readKeys(ctx context.Context, t *table, b, nb int) (map[string]*keyState, error) {
-	nk := len(t.keyCols)
-	type part struct {
-		keys []string
-		at   []int64
-		need []uint64
+	return r.finishKeyRead(r.startKeyRead(ctx, t, b, nb, false)), nil
+}
+
+// keyPart is what one source sent of a bucket's pending keys.
+type keyPart struct {
+	keys []string
+	at   []int64
+	need []uint64
+}
+
+// keyRead is a read of one bucket's pending keys from every live source, under way.
+type keyRead struct {
+	t     *table
+	b     int
+	alive uint64 // the members alive when it started (the flags it reads depend on them)
+	parts []*keyPart
+	errs  []error
+	wg    sync.WaitGroup
+}
+
+// aliveMask has a bit for every member taking part.
+func (r *runner) aliveMask() uint64 {
+	var m uint64
+	for _, x := range r.alive() {
+		m |= bit(x.idx)
 	}
-	parts := make([]*part, len(r.members))
-	errs := make([]error, len(r.members))
-	var wg sync.WaitGroup
+	return m
+}
+
+// startKeyRead starts reading the pending keys of bucket b of t from every live source, on
+// their first sessions, or on their key sessions when ahead (reading the next bucket while
+// this one is applied: the rows it reads are not touched by that). Only the SQL is built
+// here, from the run's state; the goroutines touch nothing but their sessions.
+func (r *runner) startKeyRead(ctx context.Context, t *table, b, nb int, ahead bool) *keyRead {
+	nk := len(t.keyCols)
+	kr := &keyRead{t: t, b: b, alive: r.aliveMask(), parts: make([]*keyPart, len(r.members)), errs: make([]error, len(r.members))}
 	for _, a := range r.alive() {
 		if !a.isSource() {
 			continue
@@ -358,11 +400,15 @@ func (r *runner) readKeys(ctx context.Context, t *table, b, nb int) (map[string]
 		}
 		sql := fmt.Sprintf(`COPY (SELECT %s, (extract(epoch FROM max(d."$at")) * 1000000)::bigint, %s FROM %s d WHERE %s GROUP BY %s) TO STDOUT`,
 			strings.Join(pick, ", "), strings.Join(flags, ", "), t.change, where, strings.Join(group, ", "))
-		p := &part{}
-		parts[a.idx] = p
-		wg.Add(1)
+		conn := a.conn
+		if ahead {
+			conn = a.kconn
+		}
+		p := &keyPart{}
+		kr.parts[a.idx] = p
+		kr.wg.Add(1)
 		go func() {
-			defer wg.Done()
+			defer kr.wg.Done()
 			lw := &lineWriter{fn: func(line []byte) error {
 				f := bytes.Split(line, []byte{'\t'})
 				if len(f) != nk+1+len(recvs) {
@@ -383,21 +429,27 @@ func (r *runner) readKeys(ctx context.Context, t *table, b, nb int) (map[string]
 				p.need = append(p.need, need)
 				return nil
 			}}
-			_, err := a.conn.PgConn().CopyTo(ctx, lw, sql)
+			_, err := conn.PgConn().CopyTo(ctx, lw, sql)
 			if err == nil {
 				err = lw.err
 			}
-			errs[a.idx] = err
+			kr.errs[a.idx] = err
 		}()
 	}
-	wg.Wait()
+	return kr
+}
+
+// finishKeyRead waits for a key read and merges what the sources sent; a source that failed
+// leaves the run.
+func (r *runner) finishKeyRead(kr *keyRead) map[string]*keyState {
+	kr.wg.Wait()
 	keys := map[string]*keyState{}
 	for _, a := range r.members {
-		if errs[a.idx] != nil {
-			r.drop(a, fmt.Errorf("db %s: reading changes of %s: %w", a.name, t.name, errs[a.idx]))
+		if kr.errs[a.idx] != nil {
+			r.drop(a, fmt.Errorf("db %s: reading changes of %s: %w", a.name, kr.t.name, kr.errs[a.idx]))
 			continue
 		}
-		p := parts[a.idx]
+		p := kr.parts[a.idx]
 		if p == nil {
 			continue
 		}
@@ -412,7 +464,35 @@ func (r *runner) readKeys(ctx context.Context, t *table, b, nb int) (map[string]
 			ks.need |= p.need[i]
 		}
 	}
-	return keys, nil
+	return keys
+}
+
+// readAhead starts reading bucket b of t on the sources' key sessions (opened here, in
+// parallel, on first use). It returns nil when a key session cannot be opened: the bucket
+// is then read when its turn comes.
+func (r *runner) readAhead(ctx context.Context, t *table, b, nb int) *keyRead {
+	var need []*member
+	for _, a := range r.alive() {
+		if a.isSource() && a.kconn == nil {
+			need = append(need, a)
+		}
+	}
+	errs := make([]error, len(need))
+	var wg sync.WaitGroup
+	for i, a := range need {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.kconn, errs[i] = dbconn.Connect(ctx, a.name, a.db.Conn, a.db.Pass)
+		}()
+	}
+	wg.Wait()
+	if errors.Join(errs...) != nil {
+		return nil
+	}
+	kr := r.startKeyRead(ctx, t, b, nb, true)
+	r.ahead = kr
+	return kr
 }
 
 func (r *runner) memberByName(name string) *member {
@@ -474,12 +554,17 @@ func keyText(t *table, k string) string {
 
 // batch applies one bucket of one table. It returns errRetryBatch when a sending db
 // failed and the batch must run again without it.
-func (r *runner) batch(ctx context.Context, t *table, b, nb int) (Stats, []control.Conflict, error) {
+func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string]*keyState) (Stats, []control.Conflict, error) {
 	var st Stats
 	t0 := time.Now()
-	keys, err := r.readKeys(ctx, t, b, nb)
-	if err != nil || len(keys) == 0 {
-		return st, nil, err
+	if keys == nil {
+		var err error
+		if keys, err = r.readKeys(ctx, t, b, nb); err != nil {
+			return st, nil, err
+		}
+	}
+	if len(keys) == 0 {
+		return st, nil, nil
 	}
 	conflicts := r.resolve(t, keys)
 	st.Conflicts = int64(len(conflicts))

@@ -28,6 +28,7 @@ type member struct {
 	db      *control.DB
 	conn    *pgx.Conn
 	rconn   *pgx.Conn // sources: a second session that reads rows while conn receives
+	kconn   *pgx.Conn // sources of a multi-batch table: reads the next batch's keys ahead
 	dead    error     // why this db left the run; nil while it takes part
 	snap    string
 	tx      bool // a batch transaction is open
@@ -66,6 +67,8 @@ type runner struct {
 	validating bool
 	// ctx is the run's context: a db failing after it ended is not recorded as skipped.
 	ctx context.Context
+	// ahead is the key read of the next batch under way, if any.
+	ahead *keyRead
 	// pendingN counts each table's pending changes over all sources, taken once per run
 	// by countPending (nil: not taken).
 	pendingN map[*table]int64
@@ -301,8 +304,19 @@ func (m *member) close() {
 }
 
 func (r *runner) closeAll() {
+	if r.ahead != nil {
+		r.ahead.wg.Wait()
+		r.ahead = nil
+	}
 	for _, m := range r.members {
 		m.close()
+		// The key session is closed only here, once no read ahead can be using it.
+		if m.kconn != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = m.kconn.Close(ctx)
+			cancel()
+			m.kconn = nil
+		}
 	}
 }
 
