@@ -2,17 +2,10 @@ package dbconn_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"maps"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -28,42 +21,6 @@ import (
 	"github.com/ibexrepl/ibex/internal/pgtest"
 )
 
-// writeCertPair writes a self-signed certificate (a CA) and its key as PEM files in dir
-// and returns their paths.
-func writeCertPair(t *testing.T, dir, name string) (cert, key string) {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, &k.PublicKey, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, key = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
-	if err := os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(key, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return cert, key
-}
-
 // TestKeysConnect connects for real with every accepted keyword: none of them reaches the
 // server as a session parameter (which would refuse the connection), and those ibex
 // applies to the socket are applied. Not parallel: a row sets PGSERVICEFILE.
@@ -74,8 +31,10 @@ func TestKeysConnect(t *testing.T) {
 	if err := os.WriteFile(passfile, []byte("*:*:*:*:unused\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ca, _ := writeCertPair(t, dir, "ca")
-	clientCert, clientKey := writeCertPair(t, dir, "client")
+	testCA := pgtest.NewCA(t, "ca")
+	ca := pgtest.WriteFile(t, dir, "ca.crt", testCA.PEM)
+	crt, key := testCA.ClientPair(t, "client")
+	clientCert, clientKey := pgtest.WriteFile(t, dir, "client.crt", crt), pgtest.WriteFile(t, dir, "client.key", key)
 	services := filepath.Join(dir, "pg_service.conf")
 	svc := "[ibexkeys]\nhost=" + db.Conn["host"] + "\nport=" + db.Conn["port"] + "\nkeepalives_idle=21\ntcp_user_timeout=4321\n" +
 		"[crl]\nsslcrl=/etc/ssl/crl.pem\n"

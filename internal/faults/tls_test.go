@@ -2,19 +2,11 @@ package faults
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"maps"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
-	"time"
 
 	"github.com/ibexrepl/ibex/internal/control"
 	"github.com/ibexrepl/ibex/internal/dbconn"
@@ -22,79 +14,19 @@ import (
 	"github.com/ibexrepl/ibex/job"
 )
 
-// testCA is a certificate authority made for one test.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
-
-func newTestCA(t *testing.T, name string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-// serverPair issues a server certificate for dnsNames and returns it and its key as PEM.
-func (ca *testCA) serverPair(t *testing.T, dnsNames ...string) (cert, key []byte) {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: dnsNames[0]},
-		DNSNames:     dnsNames,
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tpl, ca.cert, &k.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
-}
-
 // TestTLS proves that sslmode and the certificates given as libpq keywords are honoured,
 // by dbconn.Connect, by 'ibex add db' and by a run: against a cluster with ssl=on whose
 // pg_hba.conf refuses connections without TLS, and whose certificate (for localhost
 // only) is issued by a CA made here.
 func TestTLS(t *testing.T) {
 	t.Parallel()
-	ca, wrong := newTestCA(t, "ibex test CA"), newTestCA(t, "another CA")
-	crt, key := ca.serverPair(t, "localhost")
+	ca, wrong := pgtest.NewCA(t, "ibex test CA"), pgtest.NewCA(t, "another CA")
+	crt, key := ca.ServerPair(t, "localhost")
 	dir := t.TempDir()
 	caFile, wrongFile := filepath.Join(dir, "ca.crt"), filepath.Join(dir, "wrong-ca.crt")
 	const password = "tls-Secret-4b2c"
 	pass := "file:" + filepath.Join(dir, "pw")
-	for p, b := range map[string][]byte{caFile: ca.pem, wrongFile: wrong.pem, pass[len("file:"):]: []byte(password + "\n")} {
+	for p, b := range map[string][]byte{caFile: ca.PEM, wrongFile: wrong.PEM, pass[len("file:"):]: []byte(password + "\n")} {
 		if err := os.WriteFile(p, b, 0o644); err != nil {
 			t.Fatal(err)
 		}
