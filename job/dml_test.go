@@ -209,15 +209,7 @@ func testBatching(t *testing.T, f *farm) {
 // the sync is added, replicates, and applied rows are not captured again.
 func testLeastPrivilege(t *testing.T, f *farm) {
 	c := f.cluster(t, "lp", 0)
-	for i := 1; i <= 3; i++ {
-		db := f.dbs[fmt.Sprintf("t%d", i)]
-		as := *db
-		as.Conn = map[string]string{"dbname": db.Name, "host": db.Conn["host"], "port": db.Conn["port"], "user": f.role}
-		as.DSN = strings.Replace(db.DSN, "user="+db.Conn["user"], "user="+f.role, 1)
-		name := fmt.Sprintf("o%d", i)
-		c.ibex("add", "db", name, "dbname="+db.Name, "host="+db.Conn["host"], "port="+db.Conn["port"], "user="+f.role)
-		c.dbs[name] = &as
-		c.names = append(c.names, name)
+	for _, name := range c.addAsRole(f, "o", 3) {
 		c.on(name, `CREATE SCHEMA lp; CREATE TABLE item (id int PRIMARY KEY, v text); INSERT INTO item SELECT g, 'init' FROM generate_series(1, 10) g`)
 	}
 	if n := c.int("o1", `SELECT count(*) FROM pg_roles WHERE rolname = current_user AND NOT rolsuper`); n != 1 {
@@ -311,16 +303,7 @@ CREATE TABLE word (k text PRIMARY KEY, v text); INSERT INTO word SELECT 'w' || g
 // table from the attempt; once the owner is fixed, the same add works.
 func testAddSyncAllOrNothing(t *testing.T, f *farm) {
 	c := f.cluster(t, "aon", 0)
-	for i := 1; i <= 2; i++ {
-		db := f.dbs[fmt.Sprintf("t%d", i)]
-		as := *db
-		as.Conn = map[string]string{"dbname": db.Name, "host": db.Conn["host"], "port": db.Conn["port"], "user": f.role}
-		as.DSN = strings.Replace(db.DSN, "user="+db.Conn["user"], "user="+f.role, 1)
-		name := fmt.Sprintf("a%d", i)
-		c.ibex("add", "db", name, "dbname="+db.Name, "host="+db.Conn["host"], "port="+db.Conn["port"], "user="+f.role)
-		c.dbs[name] = &as
-		c.names = append(c.names, name)
-	}
+	c.addAsRole(f, "a", 2)
 	c.on("a1", `CREATE SCHEMA aon; CREATE TABLE item (id int PRIMARY KEY, v text)`)
 	// On a2 the table belongs to the superuser: ibex's role may read it but not add triggers.
 	c.exec(f.dbs["t2"], `CREATE SCHEMA aon; CREATE TABLE aon.item (id int PRIMARY KEY, v text); GRANT USAGE ON SCHEMA aon TO `+f.role+`; GRANT SELECT, INSERT, UPDATE, DELETE ON aon.item TO `+f.role)

@@ -194,6 +194,25 @@ func (c *cluster) addDB(name string, db *pgtest.DB) {
 	c.names = append(c.names, name)
 }
 
+// addAsRole adds the farm's dbs t1..tn to ibex as prefix1..prefixn, reached as the farm's
+// plain role (not superuser), and returns their names.
+func (c *cluster) addAsRole(f *farm, prefix string, n int) []string {
+	c.t.Helper()
+	var names []string
+	for i := 1; i <= n; i++ {
+		db := f.dbs[fmt.Sprintf("t%d", i)]
+		as := *db
+		as.Conn = map[string]string{"dbname": db.Name, "host": db.Conn["host"], "port": db.Conn["port"], "user": f.role}
+		as.DSN = strings.Replace(db.DSN, "user="+db.Conn["user"], "user="+f.role, 1)
+		name := fmt.Sprintf("%s%d", prefix, i)
+		c.ibex("add", "db", name, "dbname="+db.Name, "host="+db.Conn["host"], "port="+db.Conn["port"], "user="+f.role)
+		c.dbs[name] = &as
+		c.names = append(c.names, name)
+		names = append(names, name)
+	}
+	return names
+}
+
 // configure adds tables (in the test's schema, read on its first db) to a herd, a
 // dbgroup with members and the sync with options, all three named like the sync.
 func (c *cluster) configure(tables, members []string, opts ...string) {
