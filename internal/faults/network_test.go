@@ -118,6 +118,22 @@ func (f *netFixture) checkCatchUp(t *testing.T, batch, pb, pc int) {
 	}
 }
 
+// checkReceiverCatchUp runs the sync after c left a run holding partial of a's n rows:
+// batches every db committed before c left are consumed; c gets the rest (replacing those
+// of them it has), b gets nothing again; then every db is equal and a further run is empty.
+func (f *netFixture) checkReceiverCatchUp(t *testing.T, batch, n, partial int) {
+	t.Helper()
+	left := f.pending(t)
+	res := mustState(t, f.s, "s", job.Options{BatchSize: batch}, control.StateGood)
+	if want := int64(partial - (n - left)); res.Inserts != int64(left) || res.Deletes != want {
+		t.Errorf("catch-up run: inserts %d deletes %d, want %d and %d", res.Inserts, res.Deletes, left, want)
+	}
+	if s := sameEverywhere(t, "big", f.dsns); s.Count != int64(n) {
+		t.Errorf("%d rows, want %d", s.Count, n)
+	}
+	mustState(t, f.s, "s", job.Options{}, control.StateEmpty)
+}
+
 // startRun runs the sync in the background.
 func (f *netFixture) startRun(ctx context.Context, opts job.Options) <-chan runOutcome {
 	ch := make(chan runOutcome, 1)
@@ -188,17 +204,7 @@ func TestNetworkFaults(t *testing.T) {
 		if err := f.proxy.Start(); err != nil {
 			t.Fatal(err)
 		}
-		left := f.pending(t)
-		res := mustState(t, f.s, "s", job.Options{BatchSize: batch}, control.StateGood)
-		// Batches every db committed before the cut are consumed; c gets the rest (some of
-		// which it may have: those are replaced), b gets nothing again.
-		if want := int64(partial - (n - left)); res.Inserts != int64(left) || res.Deletes != want {
-			t.Errorf("catch-up run: inserts %d deletes %d, want %d and %d", res.Inserts, res.Deletes, left, want)
-		}
-		if s := sameEverywhere(t, "big", f.dsns); s.Count != n {
-			t.Errorf("%d rows, want %d", s.Count, n)
-		}
-		mustState(t, f.s, "s", job.Options{}, control.StateEmpty)
+		f.checkReceiverCatchUp(t, batch, n, partial)
 	})
 
 	// The connection to the db that sends the rows is reset mid-run: it leaves the run,
@@ -332,17 +338,7 @@ func TestNetworkFaults(t *testing.T) {
 		}
 		t.Logf("c had %d of %d rows when it stalled", partial, n)
 		removeToxic(t, f.proxy, "hole")
-		left := f.pending(t)
-		res := mustState(t, f.s, "s", job.Options{BatchSize: batch}, control.StateGood)
-		// As after a cut: batches every db committed before the stall are consumed; c gets
-		// the rest (replacing those of them it has), b gets nothing again.
-		if want := int64(partial - (n - left)); res.Inserts != int64(left) || res.Deletes != want {
-			t.Errorf("catch-up run: inserts %d deletes %d, want %d and %d", res.Inserts, res.Deletes, left, want)
-		}
-		if s := sameEverywhere(t, "big", f.dsns); s.Count != n {
-			t.Errorf("%d rows, want %d", s.Count, n)
-		}
-		mustState(t, f.s, "s", job.Options{}, control.StateEmpty)
+		f.checkReceiverCatchUp(t, batch, n, partial)
 	})
 
 	// 50 ms each way between ibex and c: the run is slower and correct.
