@@ -211,7 +211,7 @@ func (r *runner) buckets(ctx context.Context, t *table) (int, error) {
 				continue
 			}
 			var n int64
-			if err := a.conn.QueryRow(ctx, `SELECT count(*) FROM `+t.change+` d WHERE `+r.pending(a, "d.")).Scan(&n); err != nil {
+			if err := a.conn.QueryRow(ctx, r.countSQL(t, a)).Scan(&n); err != nil {
 				r.drop(a, fmt.Errorf("db %s: counting changes of %s: %w", a.name, t.name, err))
 				continue
 			}

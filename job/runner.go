@@ -114,6 +114,11 @@ var errInactiveDB = errors.New("db is inactive")
 // errNoTables is returned by loadFrom when the herd is empty.
 var errNoTables = errors.New("herd has no tables")
 
+// countSQL counts the pending changes of t on source a.
+func (r *runner) countSQL(t *table, a *member) string {
+	return `SELECT count(*) FROM ` + t.change + ` d WHERE ` + r.pending(a, "d.")
+}
+
 // countPending takes the sources' snapshots and counts each table's pending changes, one
 // query per source, all sources at once. A source that fails is left for the full path to
 // report (the counts are then taken again table by table).
@@ -133,7 +138,7 @@ func (r *runner) countPending(ctx context.Context) (total int64, err error) {
 	for i, a := range srcs {
 		var parts []string
 		for _, t := range r.tables {
-			parts = append(parts, `(SELECT count(*) FROM `+t.change+` d WHERE `+r.pending(a, "d.")+`)`)
+			parts = append(parts, `(`+r.countSQL(t, a)+`)`)
 		}
 		wg.Add(1)
 		go func() {
