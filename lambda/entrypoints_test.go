@@ -18,8 +18,6 @@ import (
 
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-lambda-go/lambdacontext"
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/ibexrepl/ibex/internal/control"
 	"github.com/ibexrepl/ibex/internal/metrics"
@@ -172,7 +170,7 @@ AND classid = $1::int4::oid AND objid = hashtext($2)::oid AND objsubid = 2`, syn
 			m := map[string]float64{}
 			for _, st := range []string{control.StateGood, control.StateEmpty, control.StateBad,
 				metrics.StateAlreadyRunning, metrics.StateInactive, metrics.StateError} {
-				if v := metricValue(met.Runs.WithLabelValues(syncName, st)); v != 0 {
+				if v := synctest.Value(met.Runs.WithLabelValues(syncName, st)); v != 0 {
 					m[st] = v
 				}
 			}
@@ -281,9 +279,9 @@ AND classid = $1::int4::oid AND objid = hashtext($2)::oid AND objsubid = 2`, syn
 			}
 		} else {
 			o.res = &job.Result{Sync: syncName, State: control.StateGood,
-				Inserts:   int64(metricValue(met.Rows.WithLabelValues(syncName, "inserted"))),
-				Deletes:   int64(metricValue(met.Rows.WithLabelValues(syncName, "deleted"))),
-				Conflicts: int64(metricValue(met.Conflicts.WithLabelValues(syncName)))}
+				Inserts:   int64(synctest.Value(met.Rows.WithLabelValues(syncName, "inserted"))),
+				Deletes:   int64(synctest.Value(met.Rows.WithLabelValues(syncName, "deleted"))),
+				Conflicts: int64(synctest.Value(met.Conflicts.WithLabelValues(syncName)))}
 		}
 
 		// Exactly one did the work; the others were already running.
@@ -387,16 +385,4 @@ func buildEntryPoints(t *testing.T) string {
 		t.Fatalf("go build ./cmd/ibex ./cmd/runonce: %v\n%s", err, out)
 	}
 	return dir
-}
-
-// metricValue reads a counter or gauge.
-func metricValue(m prometheus.Metric) float64 {
-	var d dto.Metric
-	if err := m.Write(&d); err != nil {
-		panic(err)
-	}
-	if d.Counter != nil {
-		return d.Counter.GetValue()
-	}
-	return d.Gauge.GetValue()
 }

@@ -37,7 +37,7 @@ func TestAutokickLatency(t *testing.T) {
 	f.AddSync(t, "s", "autokick=true")
 	s := start(t, f, "a", scheduler.Config{})
 	if _, ok := synctest.WaitFor(10*time.Second, func() bool {
-		return value(s.Metrics().Listening.WithLabelValues("t1")) == 1
+		return synctest.Value(s.Metrics().Listening.WithLabelValues("t1")) == 1
 	}); !ok {
 		t.Fatal("not listening on t1")
 	}
@@ -129,7 +129,7 @@ func TestAutokickLatency(t *testing.T) {
 	if len(runs) > 0 {
 		t.Logf("%d runs, mean %s each, busy %.0f%% of the time; %v notifications", len(runs),
 			(busy / time.Duration(len(runs))).Round(time.Millisecond), 100*busy.Seconds()/float64(secs),
-			value(s.Metrics().Kicks.WithLabelValues("s")))
+			synctest.Value(s.Metrics().Kicks.WithLabelValues("s")))
 	}
 	if err := s.stop(); err != nil {
 		t.Fatal(err)

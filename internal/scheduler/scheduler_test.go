@@ -13,9 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
-
 	"github.com/ibexrepl/ibex/internal/pgtest"
 	"github.com/ibexrepl/ibex/internal/scheduler"
 	"github.com/ibexrepl/ibex/internal/scheduler/synctest"
@@ -49,18 +46,6 @@ func testLogger(t testing.TB, name string) *slog.Logger {
 		level = slog.LevelDebug
 	}
 	return slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: level})).With(slog.String("scheduler", name))
-}
-
-// value reads a counter or gauge.
-func value(m prometheus.Metric) float64 {
-	var d dto.Metric
-	if err := m.Write(&d); err != nil {
-		panic(err)
-	}
-	if d.Counter != nil {
-		return d.Counter.GetValue()
-	}
-	return d.Gauge.GetValue()
 }
 
 // started is a running scheduler; stop ends it and returns Run's error.
@@ -166,7 +151,7 @@ func TestScheduleRunsSync(t *testing.T) {
 		}
 		body, _ = io.ReadAll(resp.Body)
 		resp.Body.Close()
-		return strings.Contains(string(body), `ibex_runs_total{state="good",sync="s"}`) && value(s.Metrics().Rows.WithLabelValues("s", "inserted")) >= 1
+		return strings.Contains(string(body), `ibex_runs_total{state="good",sync="s"}`) && synctest.Value(s.Metrics().Rows.WithLabelValues("s", "inserted")) >= 1
 	})
 	for _, want := range []string{
 		`ibex_runs_total{state="empty",sync="s"}`,
@@ -181,7 +166,7 @@ func TestScheduleRunsSync(t *testing.T) {
 			t.Errorf("/metrics lacks %s", want)
 		}
 	}
-	if got := value(s.Metrics().Rows.WithLabelValues("s", "inserted")); got < 1 {
+	if got := synctest.Value(s.Metrics().Rows.WithLabelValues("s", "inserted")); got < 1 {
 		t.Errorf("ibex_rows_total inserted = %v, want >= 1", got)
 	}
 	if err := s.stop(); err != nil {
@@ -194,8 +179,8 @@ func TestAutokick(t *testing.T) {
 	f.AddSync(t, "s", "autokick=true") // no schedule
 	s := start(t, f, "a", scheduler.Config{})
 	listening := func() bool {
-		return value(s.Metrics().Listening.WithLabelValues("t1")) == 1 &&
-			value(s.Metrics().Listening.WithLabelValues("t2")) == 1
+		return synctest.Value(s.Metrics().Listening.WithLabelValues("t1")) == 1 &&
+			synctest.Value(s.Metrics().Listening.WithLabelValues("t2")) == 1
 	}
 	if _, ok := synctest.WaitFor(5*time.Second, listening); !ok {
 		t.Fatal("not listening on t1 and t2")
@@ -231,7 +216,7 @@ func TestAutokick(t *testing.T) {
 	}
 	time.Sleep(500 * time.Millisecond)
 	runs := len(f.Runs(t, "s")) - before
-	kicks := value(s.Metrics().Kicks.WithLabelValues("s"))
+	kicks := synctest.Value(s.Metrics().Kicks.WithLabelValues("s"))
 	t.Logf("burst of 200 commits: %d runs (%v notifications so far)", runs, kicks)
 	if runs > 40 {
 		t.Errorf("200 notifications gave %d runs: not coalesced", runs)
@@ -310,11 +295,11 @@ func TestReplicasNeverOverlap(t *testing.T) {
 	ma, mb := a.Metrics(), b.Metrics()
 	var ranA, ranB, busy float64
 	for _, st := range []string{"good", "empty", "bad"} {
-		ranA += value(ma.Runs.WithLabelValues("s", st))
-		ranB += value(mb.Runs.WithLabelValues("s", st))
+		ranA += synctest.Value(ma.Runs.WithLabelValues("s", st))
+		ranB += synctest.Value(mb.Runs.WithLabelValues("s", st))
 	}
-	busy = value(ma.Runs.WithLabelValues("s", "already_running")) + value(mb.Runs.WithLabelValues("s", "already_running"))
-	bad := value(ma.Runs.WithLabelValues("s", "bad")) + value(mb.Runs.WithLabelValues("s", "bad"))
+	busy = synctest.Value(ma.Runs.WithLabelValues("s", "already_running")) + synctest.Value(mb.Runs.WithLabelValues("s", "already_running"))
+	bad := synctest.Value(ma.Runs.WithLabelValues("s", "bad")) + synctest.Value(mb.Runs.WithLabelValues("s", "bad"))
 	t.Logf("runs: a %v, b %v, found the lock taken %v times", ranA, ranB, busy)
 	if bad > 0 {
 		t.Errorf("%v bad runs", bad)
@@ -382,7 +367,7 @@ func TestRemovedSyncStops(t *testing.T) {
 	if n := runsAfter(t, f, "other", mark); n < 1 {
 		t.Errorf("sync other stopped too (%d runs)", n)
 	}
-	if got := value(s.Metrics().Runs.WithLabelValues("other", "empty")); got == 0 {
+	if got := synctest.Value(s.Metrics().Runs.WithLabelValues("other", "empty")); got == 0 {
 		t.Error("no run metrics for sync other")
 	}
 

@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/ibexrepl/ibex/internal/cli"
 	"github.com/ibexrepl/ibex/internal/control"
 	"github.com/ibexrepl/ibex/internal/pgtest"
@@ -153,4 +156,16 @@ func WaitFor(timeout time.Duration, cond func() bool) (time.Duration, bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// Value reads a Prometheus counter or gauge (a scheduler's metrics).
+func Value(m prometheus.Metric) float64 {
+	var d dto.Metric
+	if err := m.Write(&d); err != nil {
+		panic(err)
+	}
+	if d.Counter != nil {
+		return d.Counter.GetValue()
+	}
+	return d.Gauge.GetValue()
 }
