@@ -19,6 +19,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/ibexrepl/ibex/internal/dbconn"
 )
 
 // debug (IBEX_BENCH_DEBUG=1) prints the floor's steps.
@@ -586,6 +588,11 @@ func (e *env) floor(ctx context.Context, dbs []string, srcIdx []int, owned []key
 		}
 		if !receives {
 			continue
+		}
+		// The same session settings as ibex's apply sessions: compressed WAL where the
+		// role may set it.
+		if _, err := rc.Exec(ctx, dbconn.WALCompressionSQL(dbconn.ServerMajor(rc.PgConn()))); err != nil {
+			return fr, fmt.Errorf("floor: wal_compression in %s: %w", dbs[r], err)
 		}
 		if _, err := rc.Exec(ctx, `BEGIN`); err != nil {
 			return fr, fmt.Errorf("floor: BEGIN in %s: %w", dbs[r], err)

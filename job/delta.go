@@ -156,7 +156,9 @@ func (r *runner) pending(a *member, alias string) string {
 		if !ok {
 			return cond
 		}
-		applied = append(applied, fmt.Sprintf(`pg_visible_in_snapshot(%s"$txid", '%s')`, alias, wm))
+		if c := fmt.Sprintf(`pg_visible_in_snapshot(%s"$txid", '%s')`, alias, wm); !slices.Contains(applied, c) {
+			applied = append(applied, c)
+		}
 	}
 	if len(applied) == 0 {
 		return "false"
@@ -1086,7 +1088,10 @@ func (r *runner) advance(ctx context.Context) error {
 				conds = nil
 				break
 			}
-			conds = append(conds, fmt.Sprintf(`pg_visible_in_snapshot("$txid", '%s')`, wm))
+			// Receivers that took part in the same runs share a watermark: said once.
+			if c := fmt.Sprintf(`pg_visible_in_snapshot("$txid", '%s')`, wm); !slices.Contains(conds, c) {
+				conds = append(conds, c)
+			}
 		}
 		if len(conds) == 0 {
 			continue

@@ -255,10 +255,12 @@ func (r *runner) connect(ctx context.Context) {
 				return
 			}
 			m.conn = conn
-			// Rows ibex applies must not fire capture, user triggers or FK checks.
-			if _, err := execAll(ctx, conn, `SET lock_timeout = '60s'; SET session_replication_role = replica`); err == nil {
+			// Rows ibex applies must not fire capture, user triggers or FK checks; and their
+			// WAL is compressed where the role may ask for it (dbconn.WALCompressionSQL).
+			wal := dbconn.WALCompressionSQL(dbconn.ServerMajor(conn.PgConn()))
+			if _, err := execAll(ctx, conn, `SET lock_timeout = '60s'; SET session_replication_role = replica; `+wal); err == nil {
 				m.replica = true
-			} else if _, err := execAll(ctx, conn, `SET lock_timeout = '60s'; SET ibex.applying = 'on'`); err != nil {
+			} else if _, err := execAll(ctx, conn, `SET lock_timeout = '60s'; SET ibex.applying = 'on'; `+wal); err != nil {
 				m.dead = fmt.Errorf("db %s: %w", m.name, err)
 			}
 		}()

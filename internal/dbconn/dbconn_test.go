@@ -2,8 +2,11 @@ package dbconn_test
 
 import (
 	"context"
+	crand "crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -221,5 +224,79 @@ func TestTargetAndReason(t *testing.T) {
 	var tz, app string
 	if err := c.QueryRow(ctx, `SELECT current_setting('TimeZone'), current_setting('application_name')`).Scan(&tz, &app); err != nil || tz != "UTC" || app != "ibex" {
 		t.Errorf("session: TimeZone %q application_name %q %v", tz, app, err)
+	}
+}
+
+// TestWALCompression: the session turns wal_compression on where the role may set it, and
+// leaves it (without an error) where it may not.
+func TestWALCompression(t *testing.T) {
+	ctx := context.Background()
+	db := pgtest.NewDB(t, "")
+	admin := pgtest.Conn(t, pgtest.AdminDSN())
+	var server string
+	if err := admin.QueryRow(ctx, `SHOW wal_compression`).Scan(&server); err != nil {
+		t.Fatal(err)
+	}
+	if server != "off" {
+		t.Skipf("the server already has wal_compression = %s", server)
+	}
+	var rb [4]byte
+	_, _ = crand.Read(rb[:])
+	role := "ibt_walc_" + hex.EncodeToString(rb[:])
+	if _, err := admin.Exec(ctx, `CREATE ROLE `+role+` LOGIN`); err != nil {
+		t.Fatal(err)
+	}
+	major := dbconn.ServerMajor(admin.PgConn())
+	if major < 13 {
+		t.Fatalf("ServerMajor = %d from server_version %q", major, admin.PgConn().ParameterStatus("server_version"))
+	}
+	t.Cleanup(func() {
+		if major >= 15 {
+			_, _ = admin.Exec(ctx, `REVOKE SET ON PARAMETER wal_compression FROM `+role)
+		}
+		_, _ = admin.Exec(ctx, `DROP ROLE IF EXISTS `+role)
+	})
+	setting := func(user string) string {
+		t.Helper()
+		conn := maps.Clone(db.Conn)
+		conn["user"] = user
+		c, err := dbconn.Connect(ctx, "t1", conn, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close(ctx)
+		if _, err := c.Exec(ctx, dbconn.WALCompressionSQL(dbconn.ServerMajor(c.PgConn()))); err != nil {
+			t.Fatalf("as %s: %v", user, err)
+		}
+		var v string
+		if err := c.QueryRow(ctx, `SHOW wal_compression`).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	want := "on"
+	if major >= 15 {
+		want = "lz4"
+		var lz4 bool
+		if err := admin.QueryRow(ctx, `SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'wal_compression'`).Scan(&lz4); err != nil {
+			t.Fatal(err)
+		}
+		if !lz4 {
+			want = "pglz"
+		}
+	}
+	if got := setting(db.Conn["user"]); got != want {
+		t.Errorf("as the superuser %s: wal_compression = %s, want %s", db.Conn["user"], got, want)
+	}
+	if got := setting(role); got != "off" {
+		t.Errorf("as %s, without the right to set it: wal_compression = %s, want off", role, got)
+	}
+	if major >= 15 {
+		if _, err := admin.Exec(ctx, `GRANT SET ON PARAMETER wal_compression TO `+role); err != nil {
+			t.Fatal(err)
+		}
+		if got := setting(role); got != want {
+			t.Errorf("as %s, granted SET ON PARAMETER wal_compression: wal_compression = %s, want %s", role, got, want)
+		}
 	}
 }
