@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -226,5 +227,55 @@ func TestAddDBDefaultConnectTimeout(t *testing.T) {
 	d := time.Since(start)
 	if d < dbconn.DefaultConnectTimeout-time.Second || d > dbconn.DefaultConnectTimeout+5*time.Second {
 		t.Errorf("a silent server was given up after %s, want about %s", d, dbconn.DefaultConnectTimeout)
+	}
+}
+
+// TestUpdateDBRevalidates: 'ibex update db' re-validates the syncs using the db, so that a
+// db whose dbname now names another database gets capture there; when that fails, the db
+// keeps its settings. --force saves untested and validates nothing.
+func TestUpdateDBRevalidates(t *testing.T) {
+	t.Parallel()
+	ctl := newControlWith(t, smallSQL)
+	src, dst := newDB(t, smallSQL), newDB(t, smallSQL)
+	ok(t, ctl.DSN, dbArgs("a", src)...)
+	ok(t, ctl.DSN, dbArgs("b", dst)...)
+	ok(t, ctl.DSN, "add", "table", "accounts", "db=a", "herd=h")
+	ok(t, ctl.DSN, "add", "sync", "s", "herd=h", "dbs=a:source,b:target")
+
+	// a's dbname now names another database: capture is installed there.
+	moved := newDB(t, smallSQL)
+	if out := ok(t, ctl.DSN, "update", "db", "a", "dbname="+moved.Name); out != "Updated db a\n" {
+		t.Errorf("update db said %q", out)
+	}
+	if trigs, cts := captureOf(t, moved, "s"); !slices.Contains(trigs, "accounts ibex_s") || !slices.Contains(cts, "s.public.accounts") {
+		t.Errorf("sync s has no capture on a's new database: %v %v", trigs, cts)
+	}
+	execSQL(t, moved.DSN, `INSERT INTO accounts (id) VALUES (424242)`)
+	if out := ok(t, ctl.DSN, "kick", "s"); !strings.HasPrefix(out, "Kick s: Good.") {
+		t.Errorf("kick after the move: %s", out)
+	}
+	if n := rows(t, dst.DSN, `SELECT id::text FROM accounts WHERE id = 424242`); len(n) != 1 {
+		t.Errorf("the row written on a's new database did not reach b: %v", n)
+	}
+
+	// A database without the sync's table: refused, naming the sync; a keeps its dbname and
+	// the empty database gets no capture.
+	empty := newDB(t, "")
+	before := state(t, ctl.DSN)
+	refused(t, ctl.DSN, 1, args("update", "db", "a", "dbname="+empty.Name), "sync s", "public.accounts")
+	unchanged(t, ctl.DSN, before, "a refused update db")
+	if got := getDBRow(t, ctl.DSN, "a").Conn["dbname"]; got != moved.Name {
+		t.Errorf("a refused update changed a's dbname to %s", got)
+	}
+	if got := triggers(t, empty.DSN); len(got) != 0 {
+		t.Errorf("a refused update left triggers: %v", got)
+	}
+
+	// --force: saved untested, nothing validated.
+	if out := ok(t, ctl.DSN, "update", "db", "a", "dbname="+empty.Name, "--force"); out != "Updated db a\n" {
+		t.Errorf("update db --force said %q", out)
+	}
+	if got := getDBRow(t, ctl.DSN, "a").Conn["dbname"]; got != empty.Name {
+		t.Errorf("update --force left a's dbname at %s", got)
 	}
 }

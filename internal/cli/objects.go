@@ -61,13 +61,15 @@ func (a *app) updateCmd() *cobra.Command {
   ibex update dbgroup tgroup t1:source t2:target   (sets its members)
   ibex update sync foobar conflict_strategy="t2 t1" status=inactive ...
 
-update sync re-validates the sync and updates its capture.`,
+update sync, update herd, update dbgroup and update db re-validate the syncs they touch
+and update their capture (a db whose settings now reach another database gets it there);
+when that fails, nothing changes.`,
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.objectCmd(cmd.Context(), "update", args, force)
 		},
 	}
-	cmd.Flags().BoolVar(&force, "force", false, "update db: do not test the connection")
+	cmd.Flags().BoolVar(&force, "force", false, "update db: do not test the connection, nor re-validate the syncs using the db (run 'ibex validate SYNC' later)")
 	return cmd
 }
 
@@ -193,7 +195,18 @@ func (a *app) putDB(ctx context.Context, store *control.Store, create bool, p kv
 		}
 		_ = conn.Close(ctx)
 	}
-	if err := control.PutDB(ctx, store.Q(), d, create); err != nil {
+	err := store.InTx(ctx, func(q control.Querier) error {
+		if err := control.PutDB(ctx, q, d, create); err != nil {
+			return err
+		}
+		if create || force {
+			return nil
+		}
+		// Its settings may now reach another database, which needs the capture of the
+		// syncs using it; when that fails, nothing changes.
+		return a.revalidateUsers(ctx, store, q, "db", name)
+	})
+	if err != nil {
 		return err
 	}
 	if create {
@@ -554,14 +567,22 @@ func describeMembers(ms []control.Member) string {
 	return strings.Join(parts, " ")
 }
 
-// revalidateUsers re-validates the syncs using a changed herd or dbgroup.
+// revalidateUsers re-validates the syncs using a changed herd, dbgroup or db.
 func (a *app) revalidateUsers(ctx context.Context, store *control.Store, q control.Querier, kind, name string) error {
 	syncs, err := control.Syncs(ctx, q)
 	if err != nil {
 		return err
 	}
 	for _, s := range syncs {
-		if (kind == "dbgroup" && s.DBGroup == name) || (kind == "herd" && s.Herd == name) {
+		uses := (kind == "dbgroup" && s.DBGroup == name) || (kind == "herd" && s.Herd == name)
+		if kind == "db" {
+			g, err := control.GetDBGroup(ctx, q, s.DBGroup)
+			if err != nil {
+				return err
+			}
+			uses = slices.ContainsFunc(g.Members, func(m control.Member) bool { return m.DB == name })
+		}
+		if uses {
 			if err := a.checkSync(ctx, q, &s); err != nil {
 				return err
 			}
