@@ -53,31 +53,24 @@ func (r *runner) runDelta(ctx context.Context) error {
 // handles are those visible in it.
 func (r *runner) takeSnapshots(ctx context.Context) error {
 	var srcs []*member
-	for _, m := range r.alive() {
-		if m.isSource() && m.snap == "" {
+	for _, m := range r.sources() {
+		if m.snap == "" {
 			srcs = append(srcs, m)
 		}
 	}
-	snaps := make([]string, len(srcs))
-	errs := make([]error, len(srcs))
-	var wg sync.WaitGroup
-	for i, m := range srcs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = m.conn.QueryRow(ctx, `SELECT pg_current_snapshot()::text`).Scan(&snaps[i])
-		}()
-	}
-	wg.Wait()
-	for i, m := range srcs {
-		if errs[i] != nil {
-			r.drop(m, fmt.Errorf("db %s: reading its snapshot: %w", m.name, errs[i]))
+	snaps := make([]string, len(r.members))
+	errs := r.each(srcs, func(m *member) error {
+		return m.conn.QueryRow(ctx, `SELECT pg_current_snapshot()::text`).Scan(&snaps[m.idx])
+	})
+	for _, m := range srcs {
+		if err := errs[m.idx]; err != nil {
+			r.drop(m, fmt.Errorf("db %s: reading its snapshot: %w", m.name, err))
 			continue
 		}
-		if !snapRe.MatchString(snaps[i]) {
-			return fmt.Errorf("db %s: unexpected snapshot %q", m.name, snaps[i])
+		if !snapRe.MatchString(snaps[m.idx]) {
+			return fmt.Errorf("db %s: unexpected snapshot %q", m.name, snaps[m.idx])
 		}
-		m.snap = snaps[i]
+		m.snap = snaps[m.idx]
 	}
 	return nil
 }
@@ -146,7 +139,12 @@ func (r *runner) applyTables(ctx context.Context) error {
 // pending is the SQL condition selecting a source's change rows this run handles: visible
 // in the run's snapshot and not yet applied by every live receiver.
 func (r *runner) pending(a *member, alias string) string {
-	cond := fmt.Sprintf(`pg_visible_in_snapshot(%s"$txid", '%s')`, alias, a.snap)
+	return r.pendingAt(a, alias, "'"+a.snap+"'")
+}
+
+// pendingAt is pending as of snap, an SQL expression of type pg_snapshot.
+func (r *runner) pendingAt(a *member, alias, snap string) string {
+	cond := fmt.Sprintf(`pg_visible_in_snapshot(%s"$txid", %s)`, alias, snap)
 	var applied []string
 	for _, m := range r.members {
 		if m == a || !m.alive() {
@@ -213,7 +211,7 @@ func (r *runner) buckets(ctx context.Context, t *table) (int, error) {
 				continue
 			}
 			var n int64
-			if err := a.conn.QueryRow(ctx, r.countSQL(t, a)).Scan(&n); err != nil {
+			if err := a.conn.QueryRow(ctx, r.countSQL(t, a, "'"+a.snap+"'")).Scan(&n); err != nil {
 				r.drop(a, fmt.Errorf("db %s: counting changes of %s: %w", a.name, t.name, err))
 				continue
 			}
@@ -261,48 +259,36 @@ func (r *runner) keyRanges(ctx context.Context, t *table, nb int) ([]int64, erro
 		v int64
 		w float64
 	}
-	var srcs []*member
-	for _, a := range r.alive() {
-		if a.isSource() {
-			srcs = append(srcs, a)
-		}
-	}
+	srcs := r.sources()
 	fracs := make([]string, nb-1)
 	for i := range fracs {
 		fracs[i] = strconv.FormatFloat(float64(i+1)/float64(nb), 'f', -1, 64)
 	}
 	k := "d." + pgx.Identifier{t.keyCols[0]}.Sanitize()
-	counts := make([]int64, len(srcs))
-	qs := make([][]*int64, len(srcs))
-	errs := make([]error, len(srcs))
-	var wg sync.WaitGroup
-	for i, a := range srcs {
+	counts := make([]int64, len(r.members))
+	qs := make([][]*int64, len(r.members))
+	errs := r.each(srcs, func(a *member) error {
 		sql := fmt.Sprintf(`SELECT count(*), percentile_disc(ARRAY[%s]::float8[]) WITHIN GROUP (ORDER BY %s)::int8[] FROM %s d WHERE %s`,
 			strings.Join(fracs, ","), k, t.change, r.pending(a, "d."))
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = a.conn.QueryRow(ctx, sql).Scan(&counts[i], &qs[i])
-		}()
-	}
-	wg.Wait()
+		return a.conn.QueryRow(ctx, sql).Scan(&counts[a.idx], &qs[a.idx])
+	})
 	var points []point
 	var total float64
-	for i, a := range srcs {
-		if errs[i] != nil {
-			r.drop(a, fmt.Errorf("db %s: splitting the changes of %s: %w", a.name, t.name, errs[i]))
+	for _, a := range srcs {
+		if err := errs[a.idx]; err != nil {
+			r.drop(a, fmt.Errorf("db %s: splitting the changes of %s: %w", a.name, t.name, err))
 			continue
 		}
-		if counts[i] == 0 {
+		if counts[a.idx] == 0 {
 			continue
 		}
-		w := float64(counts[i]) / float64(nb)
-		for _, q := range qs[i] {
+		w := float64(counts[a.idx]) / float64(nb)
+		for _, q := range qs[a.idx] {
 			if q != nil {
 				points = append(points, point{*q, w})
 			}
 		}
-		total += float64(counts[i])
+		total += float64(counts[a.idx])
 	}
 	if len(points) == 0 {
 		return nil, nil
@@ -474,21 +460,15 @@ func (r *runner) finishKeyRead(kr *keyRead) map[string]*keyState {
 // is then read when its turn comes.
 func (r *runner) readAhead(ctx context.Context, t *table, b, nb int) *keyRead {
 	var need []*member
-	for _, a := range r.alive() {
-		if a.isSource() && a.kconn == nil {
+	for _, a := range r.sources() {
+		if a.kconn == nil {
 			need = append(need, a)
 		}
 	}
-	errs := make([]error, len(need))
-	var wg sync.WaitGroup
-	for i, a := range need {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			a.kconn, errs[i] = dbconn.Connect(ctx, a.name, a.db.Conn, a.db.Pass)
-		}()
-	}
-	wg.Wait()
+	errs := r.each(need, func(a *member) (err error) {
+		a.kconn, err = dbconn.Connect(ctx, a.name, a.db.Conn, a.db.Pass)
+		return err
+	})
 	if errors.Join(errs...) != nil {
 		return nil
 	}
@@ -588,42 +568,38 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 
 	t1 := time.Now()
 	// While phase 2 runs, each winner's read session opens and receives the keys it sends.
-	rconnErrs := make([]error, len(r.members))
-	var owg sync.WaitGroup
-	for _, w := range r.members {
-		if fromWinner[w.idx] == 0 || !w.alive() {
+	var winners []*member
+	send := make([][]string, len(r.members))
+	for _, w := range r.alive() {
+		if fromWinner[w.idx] == 0 {
 			continue
 		}
-		var send []string
+		winners = append(winners, w)
 		for k, ks := range keys {
 			if ks.winner == w.idx && ks.recv != 0 {
-				send = append(send, k)
+				send[w.idx] = append(send[w.idx], k)
 			}
 		}
-		owg.Add(1)
-		go func() {
-			defer owg.Done()
-			rconnErrs[w.idx] = r.shipKeys(ctx, w, t, send)
-		}()
 	}
+	shipped := make(chan []error, 1)
+	go func() {
+		shipped <- r.each(winners, func(w *member) error { return r.shipKeys(ctx, w, t, send[w.idx]) })
+	}()
 	// Phase 2: each receiver locks the keys it will overwrite, drops those its own
 	// application changed since the run's snapshot (they win next run), and deletes the rest.
+	var receivers []*member
+	for _, m := range r.alive() {
+		if len(recvKeys[m.idx]) > 0 {
+			receivers = append(receivers, m)
+		}
+	}
 	deletes := make([]int64, len(r.members))
 	late := make([][]string, len(r.members))
-	errs := make([]error, len(r.members))
-	var wg sync.WaitGroup
-	for _, m := range r.alive() {
-		if len(recvKeys[m.idx]) == 0 {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			deletes[m.idx], late[m.idx], errs[m.idx] = r.prepareReceiver(ctx, m, t, recvKeys[m.idx])
-		}()
-	}
-	wg.Wait()
-	owg.Wait()
+	errs := r.each(receivers, func(m *member) (err error) {
+		deletes[m.idx], late[m.idx], err = r.prepareReceiver(ctx, m, t, recvKeys[m.idx])
+		return err
+	})
+	rconnErrs := <-shipped
 	for _, m := range r.members {
 		if errs[m.idx] == nil && rconnErrs[m.idx] != nil {
 			errs[m.idx] = rconnErrs[m.idx]
@@ -687,18 +663,17 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 	}
 	tApply := time.Now()
 	// Phase 4: sources write their staged rows.
+	var appliers []*member
 	for _, m := range recvs {
-		if !m.alive() || !m.isSource() || m.snap == "" {
-			continue
+		if m.alive() && m.isSource() && m.snap != "" {
+			appliers = append(appliers, m)
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			inserts[m.idx], deletes[m.idx], errs[m.idx] = r.applySource(ctx, m, t)
-		}()
 	}
-	wg.Wait()
-	for _, m := range recvs {
+	errs = r.each(appliers, func(m *member) (err error) {
+		inserts[m.idx], deletes[m.idx], err = r.applySource(ctx, m, t)
+		return err
+	})
+	for _, m := range appliers {
 		if errs[m.idx] != nil {
 			r.rollback(m)
 			r.drop(m, fmt.Errorf("db %s: applying %s: %w", m.name, t.name, errs[m.idx]))
@@ -707,17 +682,13 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 
 	t3 := time.Now()
 	// Commit everywhere.
+	var open []*member
 	for _, m := range r.alive() {
-		if !m.tx {
-			continue
+		if m.tx {
+			open = append(open, m)
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[m.idx] = r.commit(ctx, m)
-		}()
 	}
-	wg.Wait()
+	errs = r.each(open, func(m *member) error { return r.commit(ctx, m) })
 	for _, m := range r.members {
 		if errs[m.idx] != nil && m.alive() {
 			r.drop(m, fmt.Errorf("db %s: committing %s: %w", m.name, t.name, errs[m.idx]))
@@ -937,23 +908,20 @@ func (r *runner) consume(ctx context.Context, t *table, lo, hi, nb int) {
 			return
 		}
 	}
-	var wg sync.WaitGroup
-	errs := make([]error, len(r.members))
-	for _, a := range r.members {
-		if !a.isSource() || a.snap == "" {
-			continue
+	var srcs []*member
+	for _, a := range r.sources() {
+		if a.snap != "" {
+			srcs = append(srcs, a)
 		}
-		sql := fmt.Sprintf(`DELETE FROM %s d WHERE %s AND pg_visible_in_snapshot(d."$txid", '%s')`, t.change, r.bucketsCond(t, "d.", lo, hi, nb), a.snap)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if _, err := a.conn.Exec(ctx, sql); err != nil {
-				r.logger.WarnContext(ctx, "removing applied changes failed", slog.String("db", a.name), slog.String("table", t.name), slog.String("error", err.Error()))
-				errs[a.idx] = err
-			}
-		}()
 	}
-	wg.Wait()
+	errs := r.each(srcs, func(a *member) error {
+		sql := fmt.Sprintf(`DELETE FROM %s d WHERE %s AND pg_visible_in_snapshot(d."$txid", '%s')`, t.change, r.bucketsCond(t, "d.", lo, hi, nb), a.snap)
+		_, err := a.conn.Exec(ctx, sql)
+		if err != nil {
+			r.logger.WarnContext(ctx, "removing applied changes failed", slog.String("db", a.name), slog.String("table", t.name), slog.String("error", err.Error()))
+		}
+		return err
+	})
 	// A db whose connection broke here leaves the run with this error (the changes it
 	// keeps are applied again next run, which is harmless).
 	for _, a := range r.members {
@@ -1073,11 +1041,9 @@ func (r *runner) advance(ctx context.Context) error {
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("recording watermarks: %w", err)
 	}
-	var wg sync.WaitGroup
-	for _, a := range r.alive() {
-		if !a.isSource() {
-			continue
-		}
+	var srcs []*member
+	purge := make([]string, len(r.members))
+	for _, a := range r.sources() {
 		var conds []string
 		for _, m := range r.members {
 			if m == a {
@@ -1100,14 +1066,13 @@ func (r *runner) advance(ctx context.Context) error {
 		for _, t := range r.tables {
 			stmts = append(stmts, `DELETE FROM `+t.change+` WHERE `+strings.Join(conds, " AND "))
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if _, err := execAll(ctx, a.conn, strings.Join(stmts, "; ")); err != nil {
-				r.logger.WarnContext(ctx, "purging applied changes failed", slog.String("db", a.name), slog.String("error", err.Error()))
-			}
-		}()
+		srcs, purge[a.idx] = append(srcs, a), strings.Join(stmts, "; ")
 	}
-	wg.Wait()
+	r.each(srcs, func(a *member) error {
+		if _, err := execAll(ctx, a.conn, purge[a.idx]); err != nil {
+			r.logger.WarnContext(ctx, "purging applied changes failed", slog.String("db", a.name), slog.String("error", err.Error()))
+		}
+		return nil
+	})
 	return nil
 }

@@ -114,47 +114,40 @@ var errInactiveDB = errors.New("db is inactive")
 // errNoTables is returned by loadFrom when the herd is empty.
 var errNoTables = errors.New("herd has no tables")
 
-// countSQL counts the pending changes of t on source a.
-func (r *runner) countSQL(t *table, a *member) string {
-	return `SELECT count(*) FROM ` + t.change + ` d WHERE ` + r.pending(a, "d.")
+// countSQL counts the pending changes of t on source a as of snap, an SQL expression of
+// type pg_snapshot.
+func (r *runner) countSQL(t *table, a *member, snap string) string {
+	return `SELECT count(*) FROM ` + t.change + ` d WHERE ` + r.pendingAt(a, "d.", snap)
 }
 
-// countPending takes the sources' snapshots and counts each table's pending changes, one
-// query per source, all sources at once. A source that fails is left for the full path to
-// report (the counts are then taken again table by table).
+// countPending takes the sources' snapshots and counts each table's pending changes as of
+// them: one query per source, all sources at once. A source that fails is left for the
+// full path to report (which takes the snapshots that are missing and counts again).
 func (r *runner) countPending(ctx context.Context) (total int64, err error) {
-	if err := r.takeSnapshots(ctx); err != nil {
-		return 0, err
-	}
-	var srcs []*member
-	for _, a := range r.alive() {
-		if a.isSource() {
-			srcs = append(srcs, a)
-		}
-	}
-	counts := make([][]int64, len(srcs))
-	errs := make([]error, len(srcs))
-	var wg sync.WaitGroup
-	for i, a := range srcs {
+	counts := make([][]int64, len(r.members))
+	snaps := make([]string, len(r.members))
+	errs := r.each(r.sources(), func(a *member) error {
 		var parts []string
 		for _, t := range r.tables {
-			parts = append(parts, `(`+r.countSQL(t, a)+`)`)
+			parts = append(parts, `(`+r.countSQL(t, a, "x.s")+`)`)
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = a.conn.QueryRow(ctx, `SELECT ARRAY[`+strings.Join(parts, ", ")+`]::int8[]`).Scan(&counts[i])
-		}()
-	}
-	wg.Wait()
+		err := a.conn.QueryRow(ctx, `SELECT x.s::text, ARRAY[`+strings.Join(parts, ", ")+`]::int8[] FROM (SELECT pg_current_snapshot() AS s) x`).Scan(&snaps[a.idx], &counts[a.idx])
+		if err == nil && !snapRe.MatchString(snaps[a.idx]) {
+			err = fmt.Errorf("db %s: unexpected snapshot %q", a.name, snaps[a.idx])
+		}
+		if err == nil {
+			a.snap = snaps[a.idx]
+		}
+		return err
+	})
 	if err := errors.Join(errs...); err != nil {
 		return 0, err
 	}
 	r.pendingN = map[*table]int64{}
-	for i := range srcs {
+	for _, a := range r.sources() {
 		for j, t := range r.tables {
-			r.pendingN[t] += counts[i][j]
-			total += counts[i][j]
+			r.pendingN[t] += counts[a.idx][j]
+			total += counts[a.idx][j]
 		}
 	}
 	return total, nil
@@ -239,39 +232,34 @@ func (r *runner) loadFrom(ctx context.Context, q control.Querier) error {
 
 // connect opens one connection per db, in parallel. An unreachable db leaves the run.
 func (r *runner) connect(ctx context.Context) {
-	var wg sync.WaitGroup
+	var active []*member
 	for _, m := range r.members {
 		if m.db.Status == "inactive" {
 			m.dead = errInactiveDB
 			r.logger.InfoContext(ctx, "db is inactive: left out of this run", slog.String("db", m.name))
 			continue
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			conn, err := dbconn.Connect(ctx, m.name, m.db.Conn, m.db.Pass)
-			if err != nil {
-				m.dead = err
-				return
-			}
-			m.conn = conn
-			// Rows ibex applies must not fire capture, user triggers or FK checks; and their
-			// WAL is compressed where the role may ask for it (dbconn.WALCompressionSQL).
-			wal := dbconn.WALCompressionSQL(dbconn.ServerMajor(conn.PgConn()))
-			if _, err := execAll(ctx, conn, `SET lock_timeout = '60s'; SET session_replication_role = replica; `+wal); err == nil {
-				m.replica = true
-			} else if _, err := execAll(ctx, conn, `SET lock_timeout = '60s'; SET ibex.applying = 'on'; `+wal); err != nil {
-				m.dead = fmt.Errorf("db %s: %w", m.name, err)
-			}
-		}()
+		active = append(active, m)
 	}
-	wg.Wait()
-	for _, m := range r.members {
-		if errors.Is(m.dead, errInactiveDB) {
-			continue
+	errs := r.each(active, func(m *member) error {
+		conn, err := dbconn.Connect(ctx, m.name, m.db.Conn, m.db.Pass)
+		if err != nil {
+			return err
 		}
-		if m.dead != nil {
-			r.drop(m, m.dead)
+		m.conn = conn
+		// Rows ibex applies must not fire capture, user triggers or FK checks; and their
+		// WAL is compressed where the role may ask for it (dbconn.WALCompressionSQL).
+		wal := dbconn.WALCompressionSQL(dbconn.ServerMajor(conn.PgConn()))
+		if _, err := execAll(ctx, conn, `SET lock_timeout = '60s'; SET session_replication_role = replica; `+wal); err == nil {
+			m.replica = true
+		} else if _, err := execAll(ctx, conn, `SET lock_timeout = '60s'; SET ibex.applying = 'on'; `+wal); err != nil {
+			return fmt.Errorf("db %s: %w", m.name, err)
+		}
+		return nil
+	})
+	for _, m := range active {
+		if err := errs[m.idx]; err != nil {
+			r.drop(m, err)
 		} else if !m.replica {
 			r.logger.WarnContext(ctx, "cannot set session_replication_role: user triggers and foreign keys fire for applied rows (GRANT SET ON PARAMETER session_replication_role to the role to avoid it)",
 				slog.String("db", m.name))
@@ -337,6 +325,29 @@ func (r *runner) alive() []*member {
 	return out
 }
 
+// sources lists the live sources.
+func (r *runner) sources() []*member {
+	var out []*member
+	for _, m := range r.alive() {
+		if m.isSource() {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// each runs fn for every member of ms at once and returns the errors by member idx (nil
+// for the members not in ms).
+func (r *runner) each(ms []*member, fn func(m *member) error) []error {
+	errs := make([]error, len(r.members))
+	var wg sync.WaitGroup
+	for _, m := range ms {
+		wg.Go(func() { errs[m.idx] = fn(m) })
+	}
+	wg.Wait()
+	return errs
+}
+
 // checkSchemas describes every table on every reachable db and refuses to go on when
 // they disagree (schema drift) or when capture is missing on a source.
 func (r *runner) checkSchemas(ctx context.Context) error {
@@ -345,38 +356,27 @@ func (r *runner) checkSchemas(ctx context.Context) error {
 		return errors.New("no db of the sync is reachable")
 	}
 	descs := make([][]*catalog.Table, len(r.members))
-	errs := make([]error, len(r.members))
-	var wg sync.WaitGroup
-	for _, m := range alive {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for _, t := range r.tables {
-				d, err := catalog.Describe(ctx, m.conn, catalog.QualName{Schema: t.rel.Schema, Name: t.rel.Name})
+	errs := r.each(alive, func(m *member) error {
+		for _, t := range r.tables {
+			d, err := catalog.Describe(ctx, m.conn, catalog.QualName{Schema: t.rel.Schema, Name: t.rel.Name})
+			if errors.Is(err, catalog.ErrNoTable) {
+				return fmt.Errorf("table %s does not exist on db %s: create it there (with the same columns) and run 'ibex validate %s'", t.name, m.name, r.sync.Name)
+			} else if err != nil {
+				return fmt.Errorf("db %s: %w", m.name, err)
+			}
+			descs[m.idx] = append(descs[m.idx], d)
+			if m.isSource() && !r.fullcopy && !r.validating {
+				ok, err := capture.Installed(ctx, m.conn, r.sync.Name, d)
 				if err != nil {
-					if errors.Is(err, catalog.ErrNoTable) {
-						errs[m.idx] = fmt.Errorf("table %s does not exist on db %s: create it there (with the same columns) and run 'ibex validate %s'", t.name, m.name, r.sync.Name)
-					} else {
-						errs[m.idx] = fmt.Errorf("db %s: %w", m.name, err)
-					}
-					return
+					return fmt.Errorf("db %s: %w", m.name, err)
 				}
-				descs[m.idx] = append(descs[m.idx], d)
-				if m.isSource() && !r.fullcopy && !r.validating {
-					ok, err := capture.Installed(ctx, m.conn, r.sync.Name, d)
-					if err != nil {
-						errs[m.idx] = fmt.Errorf("db %s: %w", m.name, err)
-						return
-					}
-					if !ok {
-						errs[m.idx] = fmt.Errorf("capture of table %s is missing or outdated on db %s: run 'ibex validate %s'", t.name, m.name, r.sync.Name)
-						return
-					}
+				if !ok {
+					return fmt.Errorf("capture of table %s is missing or outdated on db %s: run 'ibex validate %s'", t.name, m.name, r.sync.Name)
 				}
 			}
-		}()
-	}
-	wg.Wait()
+		}
+		return nil
+	})
 	for _, m := range alive {
 		if err := errs[m.idx]; err != nil {
 			if m.conn.IsClosed() {
