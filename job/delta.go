@@ -178,10 +178,10 @@ func (r *runner) bucketsCond(t *table, alias string, lo, hi, nb int) string {
 		k := alias + pgx.Identifier{t.keyCols[0]}.Sanitize()
 		var conds []string
 		if lo > 0 {
-			conds = append(conds, fmt.Sprintf("%s >= %d", k, t.bounds[lo-1]))
+			conds = append(conds, k+" >= "+t.bounds[lo-1])
 		}
 		if hi < nb-1 {
-			conds = append(conds, fmt.Sprintf("%s < %d", k, t.bounds[hi]))
+			conds = append(conds, k+" < "+t.bounds[hi])
 		}
 		return strings.Join(conds, " AND ")
 	}
@@ -223,40 +223,60 @@ func (r *runner) buckets(ctx context.Context, t *table) (int, error) {
 		nb = 1
 	}
 	t.bounds = nil
-	if nb > 1 && len(t.keyCols) == 1 && integerKey(t) {
-		bounds, err := r.keyRanges(ctx, t, nb)
+	split := "hash buckets"
+	if kind := rangeKind(t); nb > 1 && kind != noRanges {
+		bounds, err := r.keyRanges(ctx, t, nb, kind)
 		if err != nil {
 			return 0, err
 		}
 		if bounds != nil {
-			t.bounds, nb = bounds, len(bounds)+1
+			t.bounds, nb, split = bounds, len(bounds)+1, "key ranges"
 		}
 	}
 	if total > 0 {
-		r.logger.Debug("backlog", slog.String("table", t.name), slog.Int64("changes", total), slog.Int("batches", nb))
+		r.logger.Debug("backlog", slog.String("table", t.name), slog.Int64("changes", total), slog.Int("batches", nb), slog.String("split", split))
 	}
 	return nb, nil
 }
 
-// integerKey reports whether t's key is one integer column: its batches are then ranges
-// of keys, whose rows sit together in the key index (and, often, in the table), instead
-// of hash buckets spread over every page.
-func integerKey(t *table) bool {
+// keyKind tells how a key's values sort, for key-range batches.
+type keyKind int
+
+const (
+	noRanges   keyKind = iota // hash buckets
+	integerKey                // sorts as int64
+	uuidKey                   // sorts as its canonical text (PostgreSQL compares the bytes)
+)
+
+// rangeKind reports whether t's batches can be ranges of its key: one column whose values
+// print one way and sort in Go as PostgreSQL sorts them, without a collation (integers,
+// uuid). Rows in a key range sit together in the key index (and, when keys grow with time
+// as serials and version 7 uuids do, in the table), where a hash bucket touches every page.
+func rangeKind(t *table) keyKind {
+	if len(t.keyCols) != 1 {
+		return noRanges
+	}
 	for _, c := range t.desc.Columns {
 		if c.Name == t.keyCols[0] {
-			return c.Type == "smallint" || c.Type == "integer" || c.Type == "bigint"
+			switch c.Type {
+			case "smallint", "integer", "bigint":
+				return integerKey
+			case "uuid":
+				return uuidKey
+			}
 		}
 	}
-	return false
+	return noRanges
 }
 
-// keyRanges splits the pending changes of t into about nb ranges of its integer key, of
-// about equal numbers of change rows: each source gives its own quantiles, weighted by its
-// number of changes. It returns the nb-1 (or fewer) bounds, or nil when there is nothing
-// to split.
-func (r *runner) keyRanges(ctx context.Context, t *table, nb int) ([]int64, error) {
+// keyRanges splits the pending changes of t into about nb ranges of its key, of about equal
+// numbers of change rows: each source gives its own quantiles, weighted by its number of
+// changes. It returns the nb-1 (or fewer) bounds as SQL literals, or nil when there is
+// nothing to split.
+func (r *runner) keyRanges(ctx context.Context, t *table, nb int, kind keyKind) ([]string, error) {
 	type point struct {
-		v int64
+		v string // as PostgreSQL prints it
+		n int64  // integerKey: the value
 		w float64
 	}
 	srcs := r.sources()
@@ -266,9 +286,9 @@ func (r *runner) keyRanges(ctx context.Context, t *table, nb int) ([]int64, erro
 	}
 	k := "d." + pgx.Identifier{t.keyCols[0]}.Sanitize()
 	counts := make([]int64, len(r.members))
-	qs := make([][]*int64, len(r.members))
+	qs := make([][]*string, len(r.members))
 	errs := r.each(srcs, func(a *member) error {
-		sql := fmt.Sprintf(`SELECT count(*), percentile_disc(ARRAY[%s]::float8[]) WITHIN GROUP (ORDER BY %s)::int8[] FROM %s d WHERE %s`,
+		sql := fmt.Sprintf(`SELECT count(*), percentile_disc(ARRAY[%s]::float8[]) WITHIN GROUP (ORDER BY %s)::text[] FROM %s d WHERE %s`,
 			strings.Join(fracs, ","), k, t.change, r.pending(a, "d."))
 		return a.conn.QueryRow(ctx, sql).Scan(&counts[a.idx], &qs[a.idx])
 	})
@@ -284,25 +304,46 @@ func (r *runner) keyRanges(ctx context.Context, t *table, nb int) ([]int64, erro
 		}
 		w := float64(counts[a.idx]) / float64(nb)
 		for _, q := range qs[a.idx] {
-			if q != nil {
-				points = append(points, point{*q, w})
+			if q == nil {
+				continue
 			}
+			p := point{v: *q, w: w}
+			if kind == integerKey {
+				n, err := strconv.ParseInt(p.v, 10, 64)
+				if err != nil {
+					return nil, fmt.Errorf("db %s: a key of %s: %w", a.name, t.name, err)
+				}
+				p.n = n
+			}
+			points = append(points, p)
 		}
 		total += float64(counts[a.idx])
 	}
 	if len(points) == 0 {
 		return nil, nil
 	}
-	slices.SortFunc(points, func(a, b point) int { return cmp.Compare(a.v, b.v) })
-	var bounds []int64
+	order := func(a, b point) int {
+		if kind == integerKey {
+			return cmp.Compare(a.n, b.n)
+		}
+		return strings.Compare(a.v, b.v)
+	}
+	slices.SortFunc(points, order)
+	var bounds []string
+	var last *point
 	var acc float64
 	next := 1
 	for _, p := range points {
 		acc += p.w
 		for next < nb && acc >= float64(next)*total/float64(nb) {
 			next++
-			if len(bounds) == 0 || bounds[len(bounds)-1] < p.v {
-				bounds = append(bounds, p.v)
+			if last == nil || order(*last, p) < 0 {
+				last = &p
+				if kind == integerKey {
+					bounds = append(bounds, p.v)
+				} else {
+					bounds = append(bounds, "'"+p.v+"'::uuid")
+				}
 			}
 		}
 	}
@@ -369,7 +410,7 @@ func (r *runner) startKeyRead(ctx context.Context, t *table, b, nb int, ahead bo
 		}
 		// Group by the keys' text: equal values that print differently (1.5, 1.50) are
 		// different keys to the run, which matches rows by their text.
-		// (An integer key prints one way only: it is grouped as it is.)
+		// (A key split in ranges, integer or uuid, prints one way only: it is grouped as it is.)
 		var pick, group []string
 		for _, k := range t.keyCols {
 			q := pgx.Identifier{k}.Sanitize()

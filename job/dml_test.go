@@ -118,9 +118,10 @@ func testSchemaDrift(t *testing.T, f *farm) {
 
 // logCounter counts log records by message.
 type logCounter struct {
-	mu   sync.Mutex
-	msgs map[string]int
-	keys []int64 // "keys" of each "batch applied"
+	mu    sync.Mutex
+	msgs  map[string]int
+	keys  []int64           // "keys" of each "batch applied"
+	split map[string]string // "split" of each table's "backlog"
 }
 
 func (l *logCounter) Enabled(context.Context, slog.Level) bool { return true }
@@ -128,6 +129,22 @@ func (l *logCounter) Handle(_ context.Context, r slog.Record) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.msgs[r.Message]++
+	if r.Message == "backlog" {
+		var table, split string
+		r.Attrs(func(a slog.Attr) bool {
+			switch a.Key {
+			case "table":
+				table = a.Value.String()
+			case "split":
+				split = a.Value.String()
+			}
+			return true
+		})
+		if l.split == nil {
+			l.split = map[string]string{}
+		}
+		l.split[table] = split
+	}
 	if r.Message == "batch applied" {
 		r.Attrs(func(a slog.Attr) bool {
 			if a.Key == "keys" {
@@ -235,28 +252,39 @@ func testLeastPrivilege(t *testing.T, f *farm) {
 	}
 }
 
-// testBatchingSkewAndTextKey: batches of an integer key are ranges split at quantiles
-// merged across sources; a skewed backlog (a dense run of keys on one source, far-away
-// new keys and a conflict zone on the other) still goes in bounded batches with exact
-// counts and winners; a text key goes in hash buckets.
+// testBatchingSkewAndTextKey: batches of an integer or uuid key are ranges split at
+// quantiles merged across sources; a skewed backlog (a dense run of keys on one source,
+// far-away new keys and a conflict zone on the other) still goes in bounded batches with
+// exact counts and winners; a text key goes in hash buckets.
 func testBatchingSkewAndTextKey(t *testing.T, f *farm) {
 	c := f.cluster(t, "skew", 3)
 	c.onAll(`CREATE TABLE item (id bigint PRIMARY KEY, v text); INSERT INTO item SELECT g, 'init' FROM generate_series(1, 4000) g;
-CREATE TABLE word (k text PRIMARY KEY, v text); INSERT INTO word SELECT 'w' || g, 'init' FROM generate_series(1, 3000) g`)
-	c.configure([]string{"item", "word"}, []string{"t1:source", "t2:source", "t3:target"})
+CREATE TABLE word (k text PRIMARY KEY, v text); INSERT INTO word SELECT 'w' || g, 'init' FROM generate_series(1, 3000) g;
+CREATE TABLE tok (id uuid PRIMARY KEY, v text); INSERT INTO tok SELECT md5('k' || g)::uuid, 'init' FROM generate_series(1, 3000) g`)
+	c.configure([]string{"item", "word", "tok"}, []string{"t1:source", "t2:source", "t3:target"})
 	c.on("t1", `UPDATE item SET v = 't1' WHERE id <= 3000`)
 	c.on("t2", `INSERT INTO item SELECT 1000000000000 + g, 'far' FROM generate_series(1, 200) g`)
 	c.on("t2", `UPDATE item SET v = 't2' WHERE id > 2900 AND id <= 3100`)
 	c.on("t1", `UPDATE word SET v = 't1' WHERE substr(k, 2)::int <= 2000`)
+	// uuid keys: t1 changes those below 8, t2 those from 6 to a (6 and 7 on both).
+	tokChanged := c.int("t3", `SELECT count(*) FROM tok WHERE id < 'a0000000-0000-0000-0000-000000000000'`)
+	tokBoth := c.int("t3", `SELECT count(*) FROM tok WHERE id >= '60000000-0000-0000-0000-000000000000' AND id < '80000000-0000-0000-0000-000000000000'`)
+	c.on("t1", `UPDATE tok SET v = 't1' WHERE id < '80000000-0000-0000-0000-000000000000'`)
+	c.on("t2", `UPDATE tok SET v = 't2' WHERE id >= '60000000-0000-0000-0000-000000000000' AND id < 'a0000000-0000-0000-0000-000000000000'`)
 
 	lc := &logCounter{msgs: map[string]int{}}
 	res := c.mustRun(control.StateGood, job.Options{BatchSize: 500, Logger: slog.New(lc)})
 	want := map[string]job.Stats{
 		c.qual("item"): {Inserts: 2 * 3300, Deletes: 2 * 3100, Conflicts: 100},
 		c.qual("word"): {Inserts: 2 * 2000, Deletes: 2 * 2000},
+		c.qual("tok"):  {Inserts: 2 * tokChanged, Deletes: 2 * tokChanged, Conflicts: tokBoth},
 	}
 	if diff := cmp.Diff(want, res.Tables); diff != "" {
 		t.Errorf("per-table counts (-want +got):\n%s", diff)
+	}
+	wantSplit := map[string]string{c.qual("item"): "key ranges", c.qual("tok"): "key ranges", c.qual("word"): "hash buckets"}
+	if diff := cmp.Diff(wantSplit, lc.split); diff != "" {
+		t.Errorf("how each backlog was split (-want +got):\n%s", diff)
 	}
 	var total int64
 	for _, k := range lc.keys {
@@ -265,8 +293,8 @@ CREATE TABLE word (k text PRIMARY KEY, v text); INSERT INTO word SELECT 'w' || g
 			t.Errorf("a batch of %d keys with BatchSize 500", k)
 		}
 	}
-	if total != 3300+2000 || len(lc.keys) < (3300+2000)/500 {
-		t.Errorf("%d batches handled %d keys in all, want at least %d batches and 5300 keys (%v)", len(lc.keys), total, (3300+2000)/500, lc.keys)
+	if wantKeys := 3300 + 2000 + tokChanged; total != wantKeys || int64(len(lc.keys)) < wantKeys/500 {
+		t.Errorf("%d batches handled %d keys in all, want at least %d batches and %d keys (%v)", len(lc.keys), total, wantKeys/500, wantKeys, lc.keys)
 	}
 	t.Logf("%d batches: %v", len(lc.keys), lc.keys)
 	for _, r := range c.sameEverywhere("item", "id") {
@@ -294,6 +322,12 @@ CREATE TABLE word (k text PRIMARY KEY, v text); INSERT INTO word SELECT 'w' || g
 	}
 	if n := len(c.sameEverywhere("word", "k")); n != 3000 {
 		t.Errorf("word has %d rows, want 3000", n)
+	}
+	c.sameEverywhere("tok", "id")
+	got := c.int("t3", `SELECT count(*) FROM tok WHERE v = CASE WHEN id < '60000000-0000-0000-0000-000000000000' THEN 't1'
+  WHEN id < 'a0000000-0000-0000-0000-000000000000' THEN 't2' ELSE 'init' END`)
+	if got != 3000 {
+		t.Errorf("%d of 3000 tok rows have the winning value", got)
 	}
 	c.mustRun(control.StateEmpty, job.Options{})
 }

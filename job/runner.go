@@ -49,7 +49,7 @@ type table struct {
 	keyCols []string
 	cols    []string // keys first, then the other columns
 	change  string   // quoted change table
-	bounds  []int64  // batches are key ranges split at these values (nil: hash buckets)
+	bounds  []string // batches are key ranges split at these SQL literals (nil: hash buckets)
 }
 
 type runner struct {
