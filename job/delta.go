@@ -223,7 +223,10 @@ func (r *runner) buckets(ctx context.Context, t *table) (int, error) {
 		nb = 1
 	}
 	t.bounds = nil
-	split := "hash buckets"
+	split := "one batch"
+	if nb > 1 {
+		split = "hash buckets"
+	}
 	if kind := rangeKind(t); nb > 1 && kind != noRanges {
 		bounds, err := r.keyRanges(ctx, t, nb, kind)
 		if err != nil {
