@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"slices"
 	"strings"
 
@@ -181,11 +180,11 @@ func privilegeHint(err error, m *member, t catalog.QualName) error {
 	switch msg := pe.Message; {
 	case strings.HasPrefix(msg, "permission denied for database"):
 		fix = fmt.Sprintf("schema ibex is missing and role %s may not create it: GRANT CREATE ON DATABASE %s TO %s, or have a DBA run CREATE SCHEMA ibex AUTHORIZATION %s",
-			role, sqlName(dbname), role, role)
+			role, catalog.SQLName(dbname), role, role)
 	case strings.HasPrefix(msg, "permission denied for schema "+capture.Schema):
 		fix = fmt.Sprintf("role %s needs USAGE and CREATE on schema ibex: GRANT USAGE, CREATE ON SCHEMA ibex TO %s, or ALTER SCHEMA ibex OWNER TO %s", role, role, role)
 	case strings.HasPrefix(msg, "permission denied for schema"):
-		fix = fmt.Sprintf("GRANT USAGE ON SCHEMA %s TO %s", sqlName(t.Schema), role)
+		fix = fmt.Sprintf("GRANT USAGE ON SCHEMA %s TO %s", catalog.SQLName(t.Schema), role)
 	case t.Name != "":
 		fix = ownerFix(role, t)
 	default:
@@ -197,7 +196,7 @@ func privilegeHint(err error, m *member, t catalog.QualName) error {
 // ownerFix says how to let role create and drop ibex's triggers on table t.
 func ownerFix(role string, t catalog.QualName) string {
 	return fmt.Sprintf("role %s must own table %s to create and drop ibex's triggers on it: as its owner or a superuser, run ALTER TABLE %s.%s OWNER TO %s",
-		role, t, sqlName(t.Schema), sqlName(t.Name), role)
+		role, t, catalog.SQLName(t.Schema), catalog.SQLName(t.Name), role)
 }
 
 // roleAndDB are the role a member's session runs as and its database's real name.
@@ -205,19 +204,9 @@ func roleAndDB(m *member) (role, dbname string) {
 	role, dbname = "ibex's role", m.name
 	if m.conn != nil {
 		cfg := m.conn.Config()
-		role, dbname = sqlName(cfg.User), cfg.Database
+		role, dbname = catalog.SQLName(cfg.User), cfg.Database
 	}
 	return role, dbname
-}
-
-var plainName = regexp.MustCompile(`^[a-z_][a-z0-9_$]*$`)
-
-// sqlName writes an identifier as SQL reads it back: bare when it can be, else quoted.
-func sqlName(s string) string {
-	if plainName.MatchString(s) {
-		return s
-	}
-	return pgx.Identifier{s}.Sanitize()
 }
 
 // removeStale drops this sync's capture from tables of db that are not in wanted.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"regexp"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -120,6 +121,17 @@ func ParseName(s string) (QualName, error) {
 		return QualName{parts[0], parts[1]}, nil
 	}
 	return QualName{}, fmt.Errorf("table name %q: expected table or schema.table", s)
+}
+
+var plainName = regexp.MustCompile(`^[a-z_][a-z0-9_$]*$`)
+
+// SQLName writes an identifier as SQL reads it back, for statements quoted in messages:
+// bare when it can be, else quoted.
+func SQLName(s string) string {
+	if plainName.MatchString(s) {
+		return s
+	}
+	return pgx.Identifier{s}.Sanitize()
 }
 
 func splitIdent(s string) ([]string, error) {

@@ -15,8 +15,10 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/ibexrepl/ibex/internal/catalog"
 	"github.com/ibexrepl/ibex/internal/dbconn"
 )
 
@@ -114,6 +116,32 @@ func describe(c *pgx.ConnConfig) string {
 // Close releases the pool.
 func (s *Store) Close() { s.Pool.Close() }
 
+// createSchema creates schema ibex and its version table. The schema is created only when
+// missing: CREATE SCHEMA IF NOT EXISTS checks CREATE on the database even when the schema
+// exists, and a DBA may have created it for ibex's role instead of granting that. A
+// missing privilege is reported with the statement that grants it.
+func createSchema(ctx context.Context, conn *pgx.Conn) error {
+	cfg := conn.Config()
+	db, role := catalog.SQLName(cfg.Database), catalog.SQLName(cfg.User)
+	var pe *pgconn.PgError
+	_, err := conn.Exec(ctx, `DO $d$ BEGIN IF to_regnamespace('ibex') IS NULL THEN CREATE SCHEMA ibex; END IF; END $d$`)
+	if errors.As(err, &pe) && pe.Code == "42501" {
+		return fmt.Errorf("creating schema ibex: %s: GRANT CREATE ON DATABASE %s TO %s, or have a DBA run CREATE SCHEMA ibex AUTHORIZATION %s", pe.Message, db, role, role)
+	} else if err != nil {
+		return fmt.Errorf("creating schema ibex: %w", err)
+	}
+	_, err = conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS ibex.schema_version (
+    version int PRIMARY KEY,
+    name    text NOT NULL,
+    applied timestamptz NOT NULL DEFAULT now())`)
+	if errors.As(err, &pe) && pe.Code == "42501" {
+		return fmt.Errorf("creating the control tables in schema ibex: %s: as the schema's owner run GRANT USAGE, CREATE ON SCHEMA ibex TO %s, or ALTER SCHEMA ibex OWNER TO %s", pe.Message, role, role)
+	} else if err != nil {
+		return fmt.Errorf("creating the control tables in schema ibex: %w", err)
+	}
+	return nil
+}
+
 // installedVersion returns 0 when the schema is absent.
 func installedVersion(ctx context.Context, q interface {
 	QueryRow(context.Context, string, ...any) pgx.Row
@@ -180,13 +208,8 @@ func (s *Store) Migrate(ctx context.Context, installing bool) ([]int, error) {
 		return nil, fmt.Errorf("%w (schema version %d, this ibex knows up to %d): use a newer ibex binary", ErrSchemaNew, cur, SchemaVersion())
 	}
 	if cur == 0 {
-		_, err := conn.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS ibex;
-CREATE TABLE IF NOT EXISTS ibex.schema_version (
-    version int PRIMARY KEY,
-    name    text NOT NULL,
-    applied timestamptz NOT NULL DEFAULT now())`)
-		if err != nil {
-			return nil, fmt.Errorf("creating schema ibex: %w", err)
+		if err := createSchema(ctx, conn.Conn()); err != nil {
+			return nil, err
 		}
 	}
 	var applied []int

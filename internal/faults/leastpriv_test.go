@@ -10,7 +10,8 @@ package faults
 // Control database (IBEX_DSN):
 //	GRANT CREATE ON DATABASE ctl TO app;   -- ibex install creates schema ibex; app then
 //	                                       -- owns the schema and everything in it.
-//	(Owning the database works too; nothing else is needed: advisory locks and
+//	(Owning the database works too, and so does a schema a DBA made for app instead:
+//	CREATE SCHEMA ibex AUTHORIZATION app. Nothing else is needed: advisory locks and
 //	pg_stat_activity are open to every role.)
 //
 // Each source db (its tables are captured, and receive the other sources' rows):
@@ -68,7 +69,7 @@ func TestLeastPrivilege(t *testing.T) {
 	const appPW = "lp-app-pw"
 	c.MustExec("postgres", `CREATE ROLE app LOGIN PASSWORD '`+appPW+`' NOSUPERUSER NOCREATEDB NOCREATEROLE;
 CREATE ROLE writer LOGIN NOSUPERUSER`)
-	for _, db := range []string{"ctl", "a", "b", "c", "d", "pre1", "pre2", "noschema"} {
+	for _, db := range []string{"ctl", "a", "b", "c", "d", "pre1", "pre2", "noschema", "ctlpre", "ctlnone", "ctlshut"} {
 		c.CreateDB(db)
 	}
 	c.MustExec("ctl", `GRANT CREATE ON DATABASE ctl TO app`)
@@ -292,6 +293,35 @@ GRANT CREATE ON DATABASE d TO app; GRANT SELECT, INSERT, UPDATE, DELETE, TRIGGER
 			t.Errorf("add sync snoschema: exit %d %q", code, errOut)
 		}
 		ibex("remove", "sync", "spre1", "spre2")
+	})
+
+	t.Run("control database: schema ibex pre-created by a DBA instead of CREATE on it", func(t *testing.T) {
+		// ctlpre: the DBA made schema ibex for app. ctlnone: nothing. ctlshut: a schema app
+		// may use but not create in.
+		c.MustExec("ctlpre", `CREATE SCHEMA ibex AUTHORIZATION app`)
+		c.MustExec("ctlshut", `CREATE SCHEMA ibex; GRANT USAGE ON SCHEMA ibex TO app`)
+		dsn := func(db string) string {
+			return "host=127.0.0.1 port=" + strconv.Itoa(c.Port) + " dbname=" + db + " user=app password=" + appPW
+		}
+		if out, errOut, code := runCLI(dsn("ctlpre"), "install"); code != 0 {
+			t.Errorf("install in ctlpre (schema ibex made for app, no CREATE on the database): exit %d %s%s", code, out, errOut)
+		}
+		if got := queryOne(t, c.DSN("ctlpre"), `SELECT count(*)::text FROM ibex.schema_version`); got == "0" {
+			t.Errorf("install in ctlpre recorded no schema version")
+		}
+		_, errOut, code := runCLI(dsn("ctlnone"), "install")
+		if code != 1 || !contains(errOut, "creating schema ibex: permission denied for database ctlnone",
+			"GRANT CREATE ON DATABASE ctlnone TO app, or have a DBA run CREATE SCHEMA ibex AUTHORIZATION app") {
+			t.Errorf("install in ctlnone: exit %d %q", code, errOut)
+		}
+		if got := queryOne(t, c.DSN("ctlnone"), `SELECT (to_regnamespace('ibex') IS NULL)::text`); got != "true" {
+			t.Errorf("the refused install left schema ibex in ctlnone")
+		}
+		_, errOut, code = runCLI(dsn("ctlshut"), "install")
+		if code != 1 || !contains(errOut, "permission denied for schema ibex",
+			"as the schema's owner run GRANT USAGE, CREATE ON SCHEMA ibex TO app, or ALTER SCHEMA ibex OWNER TO app") {
+			t.Errorf("install in ctlshut: exit %d %q", code, errOut)
+		}
 	})
 
 	t.Run("capture DDL on a table app does not own", func(t *testing.T) {
