@@ -6,7 +6,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -247,16 +246,7 @@ func TestUpdateDBRevalidates(t *testing.T) {
 	if out := ok(t, ctl.DSN, "update", "db", "a", "dbname="+moved.Name); out != "Updated db a\n" {
 		t.Errorf("update db said %q", out)
 	}
-	if trigs, cts := captureOf(t, moved, "s"); !slices.Contains(trigs, "accounts ibex_s") || !slices.Contains(cts, "s.public.accounts") {
-		t.Errorf("sync s has no capture on a's new database: %v %v", trigs, cts)
-	}
-	execSQL(t, moved.DSN, `INSERT INTO accounts (id) VALUES (424242)`)
-	if out := ok(t, ctl.DSN, "kick", "s"); !strings.HasPrefix(out, "Kick s: Good.") {
-		t.Errorf("kick after the move: %s", out)
-	}
-	if n := rows(t, dst.DSN, `SELECT id::text FROM accounts WHERE id = 424242`); len(n) != 1 {
-		t.Errorf("the row written on a's new database did not reach b: %v", n)
-	}
+	checkMovedSource(t, ctl, moved, dst)
 
 	// A database without the sync's table: refused, naming the sync; a keeps its dbname and
 	// the empty database gets no capture.

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -350,4 +351,20 @@ func dropPgbenchTemplate() {
 	}
 	defer c.Close(ctx)
 	_, _ = c.Exec(ctx, "DROP DATABASE IF EXISTS "+pgbenchTpl.name+" WITH (FORCE)")
+}
+
+// checkMovedSource checks that sync s (table accounts, source a, target dst) captures on
+// moved, the database db a was moved to: a row written there reaches dst with a kick.
+func checkMovedSource(t *testing.T, ctl, moved, dst *pgtest.DB) {
+	t.Helper()
+	if trigs, cts := captureOf(t, moved, "s"); !slices.Contains(trigs, "accounts ibex_s") || !slices.Contains(cts, "s.public.accounts") {
+		t.Errorf("sync s has no capture on a's new database: %v %v", trigs, cts)
+	}
+	execSQL(t, moved.DSN, `INSERT INTO accounts (id) VALUES (424242)`)
+	if out := ok(t, ctl.DSN, "kick", "s"); !strings.HasPrefix(out, "Kick s: Good.") {
+		t.Errorf("kick after the move: %s", out)
+	}
+	if n := rows(t, dst.DSN, `SELECT id::text FROM accounts WHERE id = 424242`); len(n) != 1 {
+		t.Errorf("the row written on a's new database did not reach b: %v", n)
+	}
 }

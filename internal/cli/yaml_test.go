@@ -388,16 +388,7 @@ func TestApplyTestsChangedDBs(t *testing.T) {
 	if got := ok(t, ctl.DSN, "export"); got != renamed {
 		t.Errorf("export after the apply:\n%s\nwant:\n%s", got, renamed)
 	}
-	if trigs, cts := captureOf(t, newSrc, "s"); !slices.Contains(trigs, "accounts ibex_s") || !slices.Contains(cts, "s.public.accounts") {
-		t.Errorf("sync s has no capture on a's new database: %v %v", trigs, cts)
-	}
-	execSQL(t, newSrc.DSN, `INSERT INTO accounts (id) VALUES (424242)`)
-	if out := ok(t, ctl.DSN, "kick", "s"); !strings.HasPrefix(out, "Kick s: Good.") {
-		t.Errorf("kick after the move: %s", out)
-	}
-	if n := rows(t, dst.DSN, `SELECT id::text FROM accounts WHERE id = 424242`); len(n) != 1 {
-		t.Errorf("the row written on a's new database did not reach b: %v", n)
-	}
+	checkMovedSource(t, ctl, newSrc, dst)
 }
 
 // TestDemoYAML: configs/demo.yaml is the seed demo's configuration and exactly what
