@@ -725,6 +725,7 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 	}
 
 	t3 := time.Now()
+	r.logger.Debug("batch written, committing", slog.String("table", t.name), slog.Int("bucket", b))
 	// Commit everywhere.
 	var open []*member
 	for _, m := range r.alive() {

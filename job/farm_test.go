@@ -24,6 +24,7 @@ func TestFarm(t *testing.T) {
 		{"NoEcho", testNoEcho},
 		{"InFlightTransactions", testInFlightTransactions},
 		{"LateChangeOnReceiver", testLateChangeOnReceiver},
+		{"AppWaitsOnAppliedRow", testAppWaitsOnAppliedRow},
 		{"LatestTie", testLatestTie},
 		{"InactiveReceiver", testInactiveReceiver},
 		{"LeastPrivilege", testLeastPrivilege},

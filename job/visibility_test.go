@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/jackc/pgx/v5"
@@ -117,6 +118,51 @@ func testLateChangeOnReceiver(t *testing.T, f *farm) {
 	for _, db := range c.names {
 		if got, want := [2]string{c.v(db, 5), c.v(db, 6)}, [2]string{"t2 late", "t1"}; got != want {
 			t.Errorf("db %s after the second run: %v, want %v", db, got, want)
+		}
+	}
+	c.mustRun(control.StateEmpty, job.Options{})
+}
+
+// testAppWaitsOnAppliedRow: an application transaction that updates a row while a run is
+// writing it on that source waits for the run, then applies its change on top of the
+// run's version (UPDATE semantics: a delete and insert would leave it nothing to update),
+// and the next run sends the result everywhere.
+func testAppWaitsOnAppliedRow(t *testing.T, f *farm) {
+	c, _ := f.itemCluster(t, "appwait", 3, []string{"t1:source", "t2:source", "t3:target"})
+	c.on("t1", `UPDATE item SET v = 't1' WHERE id = 5`)
+	appDone := make(chan error, 1)
+	h := &hook{msg: "batch written, committing", fn: func() {
+		// The run holds item 5 on t2: the application's update waits for its commit.
+		go func() {
+			tx := c.tx("t2", `SET lock_timeout = '30s'`)
+			_, err := tx.Exec(context.Background(), `UPDATE item SET v = v || ' +app' WHERE id = 5`)
+			if err == nil {
+				err = tx.Commit(context.Background())
+			}
+			appDone <- err
+		}()
+		for i := 0; ; i++ {
+			if c.int("t2", `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'UPDATE item SET v = v || %'`) == 1 {
+				return
+			}
+			if i == 500 {
+				t.Error("the application's update never waited on the run's lock")
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}}
+	c.mustRun(control.StateGood, job.Options{Logger: slog.New(h)})
+	if err := <-appDone; err != nil {
+		t.Fatalf("the application's update: %v", err)
+	}
+	if got := c.v("t2", 5); got != "t1 +app" {
+		t.Fatalf("t2's item 5 = %q, want %q: the application's change belongs on top of the run's", got, "t1 +app")
+	}
+	c.mustRun(control.StateGood, job.Options{})
+	for _, db := range c.names {
+		if got := c.v(db, 5); got != "t1 +app" {
+			t.Errorf("db %s after the second run: item 5 = %q, want %q", db, got, "t1 +app")
 		}
 	}
 	c.mustRun(control.StateEmpty, job.Options{})
