@@ -24,7 +24,7 @@ const syncLockNamespace = 0x1be1
 // runs converge to exactly equal tables.
 func TestHandlerDeadlineMidRun(t *testing.T) {
 	f := synctest.New(t, 2)
-	f.AddSync(t, "s", "batch_size=500")
+	f.AddSync(t, "s", "batch_size=250")
 	env := map[string]string{"IBEX_DSN": f.DSN()}
 	h := newTestHandler(env, nil)
 
@@ -34,14 +34,21 @@ func TestHandlerDeadlineMidRun(t *testing.T) {
 		t.Helper()
 		pgtest.Exec(t, f.DBs[0].DSN, `UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= 30000`)
 	}
-	backlog()
-	start := time.Now()
-	res, err := h.Handle(context.Background(), json.RawMessage(`{"sync":"s"}`))
-	if err != nil || res.Partial || res.Inserts != rows {
-		t.Fatalf("a whole run: %+v, %v", res, err)
+	// The faster of two: the first runs on cold pages, and load may drop later on (a
+	// following run that is much faster than the measure would finish in its time).
+	var whole time.Duration
+	for i := 0; i < 2; i++ {
+		backlog()
+		start := time.Now()
+		res, err := h.Handle(context.Background(), json.RawMessage(`{"sync":"s"}`))
+		if err != nil || res.Partial || res.Inserts != rows {
+			t.Fatalf("a whole run: %+v, %v", res, err)
+		}
+		if d := time.Since(start); i == 0 || d < whole {
+			whole = d
+		}
 	}
-	whole := time.Since(start)
-	t.Logf("a whole run of %d rows in batches of 500: %s", rows, whole.Round(time.Millisecond))
+	t.Logf("a whole run of %d rows in batches of 250: %s", rows, whole.Round(time.Millisecond))
 
 	check := func(t *testing.T, what string) {
 		t.Helper()
@@ -85,14 +92,13 @@ func TestHandlerDeadlineMidRun(t *testing.T) {
 		}
 		return res, err
 	}
-	// A third of a whole run (a following run may well be faster), and at least enough
-	// to start it and apply a batch or two.
-	third := max(whole/3, 500*time.Millisecond)
+	// A quarter of a whole run, and at least enough to start it and apply a batch or two.
+	part := max(whole/4, 500*time.Millisecond)
 
 	t.Run("stops between batches", func(t *testing.T) {
 		backlog()
-		env["IBEX_DEADLINE_MARGIN"] = (third / 2).String()
-		res, err := invoke(t, third+third/2)
+		env["IBEX_DEADLINE_MARGIN"] = (part / 2).String()
+		res, err := invoke(t, part+part/2)
 		if err != nil {
 			t.Fatalf("a run stopped by the deadline margin is no error: %v", err)
 		}
@@ -108,7 +114,7 @@ func TestHandlerDeadlineMidRun(t *testing.T) {
 		// A margin far shorter than a batch: the deadline arrives while one is applied.
 		backlog()
 		env["IBEX_DEADLINE_MARGIN"] = "1ms"
-		res, err := invoke(t, third)
+		res, err := invoke(t, part)
 		if err != nil {
 			t.Fatalf("a run cut by the deadline after committed batches: %v; want a partial result", err)
 		}
