@@ -31,8 +31,9 @@ bench: ## the benchmark table: ibex vs raw COPY floor and Bucardo (measured when
 	PGHOST=$(BENCH_PGHOST) $(GO) run ./bench $(BENCH_ARGS)
 
 .PHONY: bench-latency
-bench-latency: ## autokick commit-to-visible latency under pgbench -R 300 (IBEX_BENCH_TPS, IBEX_BENCH_SECONDS)
+bench-latency: ## autokick commit-to-visible latency under pgbench -R 300 (IBEX_BENCH_TPS, IBEX_BENCH_SECONDS), and a run's round trips over a 10 ms network
 	IBEX_BENCH=1 $(GO) test -count=1 -run TestAutokickLatency -v ./internal/scheduler/ 2>&1 | grep -E 'latency_test.go|^(ok|FAIL|---)'
+	IBEX_BENCH=1 $(GO) test -count=1 -run TestRemoteRunLatency -v ./internal/faults/ 2>&1 | grep -E 'remote_test.go|^(ok|FAIL|---)'
 
 .PHONY: lint
 lint: ## gofmt, go vet and terraform fmt

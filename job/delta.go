@@ -77,6 +77,11 @@ func (r *runner) takeSnapshots(ctx context.Context) error {
 
 func (r *runner) applyTables(ctx context.Context) error {
 	for _, t := range r.tables {
+		if n, counted := r.pendingN[t]; counted && n == 0 {
+			// Nothing pending when the run began (a db leaving since only makes less so):
+			// not even the round trip per source that reads no keys.
+			continue
+		}
 		nb, err := r.buckets(ctx, t)
 		if err != nil {
 			return err

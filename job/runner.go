@@ -357,24 +357,36 @@ func (r *runner) checkSchemas(ctx context.Context) error {
 	}
 	descs := make([][]*catalog.Table, len(r.members))
 	errs := r.each(alive, func(m *member) error {
-		for _, t := range r.tables {
-			d, err := catalog.Describe(ctx, m.conn, catalog.QualName{Schema: t.rel.Schema, Name: t.rel.Name})
-			if errors.Is(err, catalog.ErrNoTable) {
-				return fmt.Errorf("table %s does not exist on db %s: create it there (with the same columns) and run 'ibex validate %s'", t.name, m.name, r.sync.Name)
-			} else if err != nil {
-				return fmt.Errorf("db %s: %w", m.name, err)
-			}
-			descs[m.idx] = append(descs[m.idx], d)
+		// Every table's description and capture state in one round trip.
+		b := &pgx.Batch{}
+		ds := make([]*catalog.Table, len(r.tables))
+		derrs := make([]error, len(r.tables))
+		states := make([]*capture.State, len(r.tables))
+		for i, t := range r.tables {
+			catalog.QueueDescribe(b, catalog.QualName{Schema: t.rel.Schema, Name: t.rel.Name}, &ds[i], &derrs[i])
 			if m.isSource() && !r.fullcopy && !r.validating {
-				ok, err := capture.Installed(ctx, m.conn, r.sync.Name, d)
-				if err != nil {
-					return fmt.Errorf("db %s: %w", m.name, err)
+				states[i] = capture.QueueInstalled(b, r.sync.Name, t.rel.Schema, t.rel.Name)
+			}
+		}
+		if err := m.conn.SendBatch(ctx, b).Close(); err != nil {
+			return fmt.Errorf("db %s: describing the tables: %w", m.name, err)
+		}
+		for i, t := range r.tables {
+			if errors.Is(derrs[i], catalog.ErrNoTable) {
+				return fmt.Errorf("table %s does not exist on db %s: create it there (with the same columns) and run 'ibex validate %s'", t.name, m.name, r.sync.Name)
+			} else if derrs[i] != nil {
+				return fmt.Errorf("db %s: %w", m.name, derrs[i])
+			}
+			if st := states[i]; st != nil {
+				if st.Err != nil {
+					return fmt.Errorf("db %s: %w", m.name, st.Err)
 				}
-				if !ok {
+				if !st.Matches(ds[i]) {
 					return fmt.Errorf("capture of table %s is missing or outdated on db %s: run 'ibex validate %s'", t.name, m.name, r.sync.Name)
 				}
 			}
 		}
+		descs[m.idx] = ds
 		return nil
 	})
 	for _, m := range alive {

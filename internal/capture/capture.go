@@ -181,15 +181,44 @@ func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''
 // Installed reports whether the capture trigger and change table of sync exist for t, and
 // whether the change table's key columns match t's key.
 func Installed(ctx context.Context, q catalog.Querier, sync string, t *catalog.Table) (bool, error) {
-	ct := ChangeTable(sync, t.Schema, t.Name).Sanitize()
-	var trig bool
-	var cols []string
-	err := q.QueryRow(ctx, `
-SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = $2 AND tgenabled <> 'D'),
-       coalesce((SELECT array_agg(attname::text ORDER BY attnum) FROM pg_attribute WHERE attrelid = to_regclass($3) AND attnum > 2 AND NOT attisdropped), '{}')`,
-		t.Ident().Sanitize(), TriggerName(sync), ct).Scan(&trig, &cols)
-	if err != nil {
+	c := &State{}
+	if err := q.QueryRow(ctx, installedSQL, installedArgs(sync, t.Schema, t.Name)...).Scan(&c.trigger, &c.cols); err != nil {
 		return false, fmt.Errorf("checking capture of %s: %w", t.Ident().Sanitize(), err)
 	}
-	return trig && strings.Join(cols, "\x00") == strings.Join(t.KeyCols, "\x00"), nil
+	return c.Matches(t), nil
+}
+
+// State is what a db has of a sync's capture on one table, read by QueueInstalled.
+type State struct {
+	trigger bool
+	cols    []string // the change table's key columns
+	Err     error
+}
+
+// Matches reports whether the capture read is installed and current for t (its trigger
+// enabled, its change table holding t's key columns).
+func (c *State) Matches(t *catalog.Table) bool {
+	return c.trigger && strings.Join(c.cols, "\x00") == strings.Join(t.KeyCols, "\x00")
+}
+
+// QueueInstalled queues Installed's query for table schema.name on b, so that it goes in
+// the same round trip as the table's description (catalog.QueueDescribe). The result is
+// in the returned state once the batch's results are read.
+func QueueInstalled(b *pgx.Batch, sync, schema, name string) *State {
+	c := &State{}
+	b.Queue(installedSQL, installedArgs(sync, schema, name)...).QueryRow(func(row pgx.Row) error {
+		if err := row.Scan(&c.trigger, &c.cols); err != nil {
+			c.Err = fmt.Errorf("checking capture of %s: %w", pgx.Identifier{schema, name}.Sanitize(), err)
+		}
+		return nil
+	})
+	return c
+}
+
+const installedSQL = `
+SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = $2 AND tgenabled <> 'D'),
+       coalesce((SELECT array_agg(attname::text ORDER BY attnum) FROM pg_attribute WHERE attrelid = to_regclass($3) AND attnum > 2 AND NOT attisdropped), '{}')`
+
+func installedArgs(sync, schema, name string) []any {
+	return []any{pgx.Identifier{schema, name}.Sanitize(), TriggerName(sync), ChangeTable(sync, schema, name).Sanitize()}
 }

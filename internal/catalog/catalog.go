@@ -168,15 +168,24 @@ func splitIdent(s string) ([]string, error) {
 // Describe reads a table's columns and key: its primary key, or failing that the
 // narrowest valid, non-partial unique index over NOT NULL columns.
 func Describe(ctx context.Context, q Querier, name QualName) (*Table, error) {
-	// One round trip: the columns (in order, generated ones left out), and the preferred key:
-	// the primary key, else the narrowest valid, immediate, non-partial unique index on
-	// plain NOT NULL columns (its key columns, not its INCLUDE ones).
-	var found bool
-	var names, types []string
-	var notNull, identity []bool
-	var primary *bool
-	var keyCols []string
-	err := q.QueryRow(ctx, `
+	return scanTable(q.QueryRow(ctx, describeSQL, pgx.Identifier{name.Schema, name.Name}.Sanitize()), name)
+}
+
+// QueueDescribe queues Describe's query for name on b, so that the tables of a db are
+// described in one round trip. Once the batch's results are read, *t holds the description
+// or *err the error (ErrNoTable when the table does not exist).
+func QueueDescribe(b *pgx.Batch, name QualName, t **Table, err *error) {
+	b.Queue(describeSQL, pgx.Identifier{name.Schema, name.Name}.Sanitize()).QueryRow(func(row pgx.Row) error {
+		*t, *err = scanTable(row, name)
+		return nil
+	})
+}
+
+// describeSQL reads, in one query, the columns of table $1 (in order, generated ones left
+// out) and its preferred key: the primary key, else the narrowest valid, immediate,
+// non-partial unique index on plain NOT NULL columns (its key columns, not its INCLUDE
+// ones).
+const describeSQL = `
 WITH t AS (SELECT to_regclass($1)::oid AS oid),
 c AS (
   SELECT a.attnum, a.attname::text AS name, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull, a.attidentity = 'a' AS ident
@@ -200,8 +209,15 @@ FROM t LEFT JOIN LATERAL (
   HAVING bool_and(a.attnotnull)
   ORDER BY i.indisprimary DESC, count(*), i.indexrelid
   LIMIT 1
-) k ON true`, pgx.Identifier{name.Schema, name.Name}.Sanitize()).Scan(&found, &names, &types, &notNull, &identity, &primary, &keyCols)
-	if err != nil {
+) k ON true`
+
+func scanTable(row pgx.Row, name QualName) (*Table, error) {
+	var found bool
+	var names, types []string
+	var notNull, identity []bool
+	var primary *bool
+	var keyCols []string
+	if err := row.Scan(&found, &names, &types, &notNull, &identity, &primary, &keyCols); err != nil {
 		return nil, fmt.Errorf("describing table %s: %w", name, err)
 	}
 	if !found {
