@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"maps"
 	"net"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -23,9 +22,7 @@ import (
 //
 //	IBEX_BENCH=1 go test ./internal/faults -run TestRemoteRunLatency -v
 func TestRemoteRunLatency(t *testing.T) {
-	if os.Getenv("IBEX_BENCH") != "1" {
-		t.Skip("a benchmark: set IBEX_BENCH=1 to run it")
-	}
+	pgtest.Benchmark(t)
 	const tables, delay = 20, 10 * time.Millisecond
 	e := newEnv(t, pgtest.ClusterOptions{})
 	dsns := map[string]string{}

@@ -19,6 +19,15 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
+// Benchmark skips t unless IBEX_BENCH=1: tests that measure rather than check stay out of
+// make test.
+func Benchmark(t testing.TB) {
+	t.Helper()
+	if os.Getenv("IBEX_BENCH") != "1" {
+		t.Skip("a benchmark: set IBEX_BENCH=1 to run it")
+	}
+}
+
 // AdminDSN is the conninfo of the test server's maintenance database.
 func AdminDSN() string {
 	if v := os.Getenv("IBEX_TEST_DSN"); v != "" {

@@ -23,9 +23,7 @@ import (
 //
 // IBEX_BENCH_TPS and IBEX_BENCH_SECONDS change the load (default 300 and 10).
 func TestAutokickLatency(t *testing.T) {
-	if os.Getenv("IBEX_BENCH") != "1" {
-		t.Skip("a benchmark: set IBEX_BENCH=1 to run it")
-	}
+	pgtest.Benchmark(t)
 	tps, secs := 300, 10
 	if v, err := strconv.Atoi(os.Getenv("IBEX_BENCH_TPS")); err == nil && v > 0 {
 		tps = v
