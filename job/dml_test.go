@@ -156,7 +156,25 @@ func (l *logCounter) Handle(_ context.Context, r slog.Record) error {
 	return nil
 }
 func (l *logCounter) WithAttrs([]slog.Attr) slog.Handler { return l }
-func (l *logCounter) WithGroup(string) slog.Handler      { return l }
+
+// checkBatches fails t unless every batch logged kept to about batchSize keys (at most
+// twice: a batch is a key range or hash bucket, not an exact cut), there were at least
+// minBatches, and they handled wantKeys keys in all.
+func (l *logCounter) checkBatches(t *testing.T, batchSize, minBatches, wantKeys int64) {
+	t.Helper()
+	var total int64
+	for _, k := range l.keys {
+		total += k
+		if k > 2*batchSize {
+			t.Errorf("a batch of %d keys with BatchSize %d", k, batchSize)
+		}
+	}
+	if total != wantKeys || int64(len(l.keys)) < minBatches {
+		t.Errorf("%d batches handled %d keys in all, want at least %d batches and %d keys (%v)", len(l.keys), total, minBatches, wantKeys, l.keys)
+	}
+	t.Logf("%d batches: %v", len(l.keys), l.keys)
+}
+func (l *logCounter) WithGroup(string) slog.Handler { return l }
 
 // testBatching: a backlog of 5,000 changed keys (5,500 change rows) with BatchSize 700
 // goes in several bounded batches, converges, and the counts are exact.
@@ -175,20 +193,7 @@ func testBatching(t *testing.T, f *farm) {
 	if diff := cmp.Diff(map[string]job.Stats{c.qual("item"): {Inserts: 10000, Deletes: 10000, Conflicts: 500}}, res.Tables); diff != "" {
 		t.Errorf("per-table counts (-want +got):\n%s", diff)
 	}
-	if n := len(lc.keys); n < 5500/700 {
-		t.Errorf("%d batches for 5,500 changes with BatchSize 700", n)
-	}
-	var total int64
-	for _, k := range lc.keys {
-		total += k
-		if k > 2*700 {
-			t.Errorf("a batch of %d keys with BatchSize 700", k)
-		}
-	}
-	if total != 5000 {
-		t.Errorf("batches handled %d keys in all, want 5000 (%v)", total, lc.keys)
-	}
-	t.Logf("%d batches: %v", len(lc.keys), lc.keys)
+	lc.checkBatches(t, 700, 5500/700, 5000)
 	rows := c.sameEverywhere("item", "id")
 	for i, r := range rows {
 		id := i + 1
@@ -286,17 +291,8 @@ CREATE TABLE tok (id uuid PRIMARY KEY, v text); INSERT INTO tok SELECT md5('k' |
 	if diff := cmp.Diff(wantSplit, lc.split); diff != "" {
 		t.Errorf("how each backlog was split (-want +got):\n%s", diff)
 	}
-	var total int64
-	for _, k := range lc.keys {
-		total += k
-		if k > 2*500 {
-			t.Errorf("a batch of %d keys with BatchSize 500", k)
-		}
-	}
-	if wantKeys := 3300 + 2000 + tokChanged; total != wantKeys || int64(len(lc.keys)) < wantKeys/500 {
-		t.Errorf("%d batches handled %d keys in all, want at least %d batches and %d keys (%v)", len(lc.keys), total, wantKeys/500, wantKeys, lc.keys)
-	}
-	t.Logf("%d batches: %v", len(lc.keys), lc.keys)
+	wantKeys := 3300 + 2000 + tokChanged
+	lc.checkBatches(t, 500, wantKeys/500, wantKeys)
 	for _, r := range c.sameEverywhere("item", "id") {
 		var id int64
 		var v string
