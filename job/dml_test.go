@@ -156,6 +156,7 @@ func (l *logCounter) Handle(_ context.Context, r slog.Record) error {
 	return nil
 }
 func (l *logCounter) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *logCounter) WithGroup(string) slog.Handler      { return l }
 
 // checkBatches fails t unless every batch logged kept to about batchSize keys (at most
 // twice: a batch is a key range or hash bucket, not an exact cut), there were at least
@@ -174,7 +175,6 @@ func (l *logCounter) checkBatches(t *testing.T, batchSize, minBatches, wantKeys 
 	}
 	t.Logf("%d batches: %v", len(l.keys), l.keys)
 }
-func (l *logCounter) WithGroup(string) slog.Handler { return l }
 
 // testBatching: a backlog of 5,000 changed keys (5,500 change rows) with BatchSize 700
 // goes in several bounded batches, converges, and the counts are exact.
