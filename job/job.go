@@ -25,9 +25,6 @@ import (
 // DefaultBatchSize is the number of changed keys per batch when the sync sets none.
 const DefaultBatchSize = 50000
 
-// lockNamespace is the first key of the two-int advisory lock a run holds.
-const lockNamespace = 0x1be1
-
 // ErrInactive is returned for a sync whose status is inactive.
 var ErrInactive = errors.New("sync is inactive")
 
@@ -135,9 +132,9 @@ func Run(ctx context.Context, store *control.Store, syncName string, opts Option
 	// The run itself stops at once when the context has ended.
 	lctx, lcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer lcancel()
-	var got bool
-	if err := lockConn.QueryRow(lctx, `SELECT pg_try_advisory_lock($1, hashtext($2))`, lockNamespace, syncName).Scan(&got); err != nil {
-		return nil, fmt.Errorf("taking the lock of sync %s: %w", syncName, err)
+	got, err := control.TryLockSync(lctx, lockConn, sync)
+	if err != nil {
+		return nil, err
 	}
 	if !got {
 		res.State = "already running"
@@ -148,7 +145,7 @@ func Run(ctx context.Context, store *control.Store, syncName string, opts Option
 	}
 	defer func() {
 		// A lost connection releases the lock by itself; otherwise unlock on the same session.
-		_, _ = lockConn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1, hashtext($2))`, lockNamespace, syncName)
+		_ = control.UnlockSync(context.WithoutCancel(ctx), lockConn, sync)
 	}()
 
 	host, _ := os.Hostname()

@@ -9,13 +9,11 @@ import (
 
 	"github.com/aws/aws-lambda-go/lambdacontext"
 
+	"github.com/ibexrepl/ibex/internal/control"
 	"github.com/ibexrepl/ibex/internal/pgtest"
 	"github.com/ibexrepl/ibex/internal/scheduler/synctest"
 	"github.com/ibexrepl/ibex/job"
 )
-
-// syncLockNamespace is the first key of a sync's advisory lock (job's lockNamespace).
-const syncLockNamespace = 0x1be1
 
 // TestHandlerDeadlineMidRun: the invocation's deadline arrives while a run of many batches
 // is under way. Whether the run stops between batches (the deadline margin) or the
@@ -55,7 +53,7 @@ func TestHandlerDeadlineMidRun(t *testing.T) {
 		if n := queryOne(t, f.DSN(), `SELECT count(*)::text FROM ibex.run WHERE sync = 's' AND (state = 'running' OR ended IS NULL)`); n != "0" {
 			t.Errorf("%s: %s runs left running", what, n)
 		}
-		free := queryOne(t, f.DSN(), fmt.Sprintf(`SELECT pg_try_advisory_lock(%d, hashtext('s'))::text`, syncLockNamespace))
+		free := queryOne(t, f.DSN(), fmt.Sprintf(`SELECT pg_try_advisory_lock(%d, id)::text FROM ibex.sync WHERE name = 's'`, control.SyncLockNamespace))
 		if free != "true" {
 			t.Errorf("%s: the lock of sync s is still held", what)
 		}

@@ -84,7 +84,7 @@ func TestEntryPointsRaceForOneSync(t *testing.T) {
 		t.Helper()
 		return q(`SELECT count(*)::int FROM pg_locks WHERE locktype = 'advisory' AND granted
 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-AND classid = $1::int4::oid AND objid = hashtext($2)::oid AND objsubid = 2`, syncLockNamespace, syncName)
+AND classid = $1::int4::oid AND objid = (SELECT id FROM ibex.sync WHERE name = $2)::oid AND objsubid = 2`, control.SyncLockNamespace, syncName)
 	}
 	runCount := func() int {
 		t.Helper()

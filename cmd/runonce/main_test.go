@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ibexrepl/ibex/internal/control"
 	"github.com/ibexrepl/ibex/internal/pgtest"
 	"github.com/ibexrepl/ibex/internal/scheduler/synctest"
 	"github.com/ibexrepl/ibex/job"
@@ -69,14 +70,14 @@ func TestRunonce(t *testing.T) {
 
 	// Another run holds the lock: exit 0, nothing done.
 	c := pgtest.Conn(t, f.DSN())
-	if _, err := c.Exec(context.Background(), `SELECT pg_advisory_lock(x'1be1'::int, hashtext('s'))`); err != nil {
+	if _, err := c.Exec(context.Background(), `SELECT pg_advisory_lock($1, id) FROM ibex.sync WHERE name = 's'`, control.SyncLockNamespace); err != nil {
 		t.Fatal(err)
 	}
 	out, errOut, code = runonce()
 	if code != 0 || !strings.Contains(out, "already running") {
 		t.Errorf("lock held: exit %d\n%s%s", code, out, errOut)
 	}
-	if _, err := c.Exec(context.Background(), `SELECT pg_advisory_unlock(x'1be1'::int, hashtext('s'))`); err != nil {
+	if _, err := c.Exec(context.Background(), `SELECT pg_advisory_unlock($1, id) FROM ibex.sync WHERE name = 's'`, control.SyncLockNamespace); err != nil {
 		t.Fatal(err)
 	}
 

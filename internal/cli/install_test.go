@@ -151,8 +151,11 @@ func TestCommandsRefuseMissingSchema(t *testing.T) {
 	}
 }
 
+// setSchemaVersion makes the control schema read version v: the latest row of
+// ibex.schema_version becomes v, and the rows between go (their versions must stay unique).
 func setSchemaVersion(t *testing.T, dsn string, v int) {
 	t.Helper()
+	execSQL(t, dsn, `DELETE FROM ibex.schema_version WHERE version >= $1 AND version < (SELECT max(version) FROM ibex.schema_version)`, v)
 	execSQL(t, dsn, `UPDATE ibex.schema_version SET version = $1 WHERE version = (SELECT max(version) FROM ibex.schema_version)`, v)
 }
 

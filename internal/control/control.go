@@ -35,7 +35,8 @@ var (
 	ErrInUse        = errors.New("in use")
 )
 
-// lockKeyMigrate is the advisory lock key held while migrating (two-int form, namespace 0x1be).
+// lockNamespace is the first key of the two-int advisory lock held while migrating (the
+// second is 0). SyncLockNamespace, the next one, is the runs' of syncs.
 const lockNamespace = 0x1be0
 
 type migration struct {

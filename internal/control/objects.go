@@ -59,6 +59,7 @@ type DBGroup struct {
 
 // Sync is a herd replicated across a dbgroup.
 type Sync struct {
+	ID               int32 // given by the control database, never reused; keys the run lock
 	Name             string
 	Herd             string
 	DBGroup          string
@@ -404,13 +405,13 @@ const syncCols = `name, herd, dbgroup, conflict_strategy, autokick, onetimecopy,
 
 func scanSync(r pgx.CollectableRow) (Sync, error) {
 	var s Sync
-	err := r.Scan(&s.Name, &s.Herd, &s.DBGroup, &s.ConflictStrategy, &s.Autokick, &s.Onetimecopy, &s.Schedule, &s.Status, &s.BatchSize)
+	err := r.Scan(&s.ID, &s.Name, &s.Herd, &s.DBGroup, &s.ConflictStrategy, &s.Autokick, &s.Onetimecopy, &s.Schedule, &s.Status, &s.BatchSize)
 	return s, err
 }
 
 // Syncs lists syncs by name.
 func Syncs(ctx context.Context, q Querier) ([]Sync, error) {
-	rows, err := q.Query(ctx, `SELECT `+syncCols+` FROM ibex.sync ORDER BY name`)
+	rows, err := q.Query(ctx, `SELECT id, `+syncCols+` FROM ibex.sync ORDER BY name`)
 	if err != nil {
 		return nil, err
 	}
@@ -419,7 +420,7 @@ func Syncs(ctx context.Context, q Querier) ([]Sync, error) {
 
 // GetSync returns one sync.
 func GetSync(ctx context.Context, q Querier, name string) (*Sync, error) {
-	rows, err := q.Query(ctx, `SELECT `+syncCols+` FROM ibex.sync WHERE name = $1`, name)
+	rows, err := q.Query(ctx, `SELECT id, `+syncCols+` FROM ibex.sync WHERE name = $1`, name)
 	if err != nil {
 		return nil, err
 	}
@@ -430,12 +431,12 @@ func GetSync(ctx context.Context, q Querier, name string) (*Sync, error) {
 	return &s, err
 }
 
-// PutSync inserts (create) or replaces a sync.
+// PutSync inserts (create) or replaces a sync (s.ID is the control database's to give).
 func PutSync(ctx context.Context, q Querier, s *Sync, create bool) error {
 	args := []any{s.Name, s.Herd, s.DBGroup, s.ConflictStrategy, s.Autokick, s.Onetimecopy, s.Schedule, s.Status, s.BatchSize}
 	var err error
 	if create {
-		_, err = q.Exec(ctx, `INSERT INTO ibex.sync (`+syncCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`, args...)
+		err = q.QueryRow(ctx, `INSERT INTO ibex.sync (`+syncCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id`, args...).Scan(&s.ID)
 	} else {
 		var tag pgconn.CommandTag
 		tag, err = q.Exec(ctx, `UPDATE ibex.sync SET herd = $2, dbgroup = $3, conflict_strategy = $4, autokick = $5,

@@ -1,0 +1,120 @@
+package control_test
+
+import (
+	"context"
+	"os"
+	"slices"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ibexrepl/ibex/internal/control"
+	"github.com/ibexrepl/ibex/internal/pgtest"
+)
+
+// twoSyncs makes syncs s14208 and s189525 (whose names have the same hashtext) on a herd
+// and a dbgroup of their own.
+func twoSyncs(t *testing.T, q control.Querier) []*control.Sync {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := q.Exec(ctx, `INSERT INTO ibex.db (name) VALUES ('a'); INSERT INTO ibex.herd (name) VALUES ('h');
+INSERT INTO ibex.dbgroup (name) VALUES ('g'); INSERT INTO ibex.dbmap VALUES ('g', 'a', 'source', 1)`); err != nil {
+		t.Fatal(err)
+	}
+	var out []*control.Sync
+	for _, n := range []string{"s14208", "s189525"} {
+		s := &control.Sync{Name: n, Herd: "h", DBGroup: "g", ConflictStrategy: "latest", Status: "active"}
+		if err := control.PutSync(ctx, q, s, true); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// TestSyncLock: each sync has an id of its own that keys its run lock, so syncs whose
+// names hash alike do not keep each other out.
+func TestSyncLock(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t, "")
+	s := open(t, db.DSN)
+	if _, err := s.Migrate(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	syncs := twoSyncs(t, s.Q())
+	for i, sy := range syncs {
+		got, err := control.GetSync(ctx, s.Q(), sy.Name)
+		if err != nil || got.ID == 0 || got.ID != sy.ID {
+			t.Fatalf("GetSync(%s): id %v (PutSync gave %d), %v", sy.Name, got, sy.ID, err)
+		}
+		if i > 0 && sy.ID == syncs[0].ID {
+			t.Fatalf("syncs %s and %s have the same id %d", syncs[0].Name, sy.Name, sy.ID)
+		}
+	}
+
+	c1, c2 := pgtest.Conn(t, db.DSN), pgtest.Conn(t, db.DSN)
+	try := func(c *pgx.Conn, sy *control.Sync, want bool) {
+		t.Helper()
+		if got, err := control.TryLockSync(ctx, c, sy); err != nil || got != want {
+			t.Errorf("TryLockSync(%s) = %v, %v; want %v", sy.Name, got, err, want)
+		}
+	}
+	try(c1, syncs[0], true)
+	try(c2, syncs[1], true)  // the other name with the same hash
+	try(c2, syncs[0], false) // the same sync
+	if err := control.UnlockSync(ctx, c1, syncs[0]); err != nil {
+		t.Fatal(err)
+	}
+	try(c2, syncs[0], true)
+}
+
+// TestUpgradeNumbersSyncs: the syncs of a control schema of version 1 get their ids when
+// 'ibex upgrade' adds the column.
+func TestUpgradeNumbersSyncs(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t, "")
+	v1, err := os.ReadFile("migration/001_init.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := pgtest.Conn(t, db.DSN)
+	if _, err := c.Exec(ctx, `CREATE SCHEMA ibex; CREATE TABLE ibex.schema_version (version int PRIMARY KEY, name text NOT NULL,
+applied timestamptz NOT NULL DEFAULT now()); INSERT INTO ibex.schema_version (version, name) VALUES (1, '001_init.sql')`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Exec(ctx, string(v1)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Exec(ctx, `INSERT INTO ibex.db (name) VALUES ('a'); INSERT INTO ibex.herd (name) VALUES ('h');
+INSERT INTO ibex.dbgroup (name) VALUES ('g');
+INSERT INTO ibex.sync (name, herd, dbgroup) VALUES ('s14208', 'h', 'g'), ('s189525', 'h', 'g')`); err != nil {
+		t.Fatal(err)
+	}
+
+	s := open(t, db.DSN)
+	applied, err := s.Migrate(ctx, false)
+	if err != nil || len(applied) == 0 || applied[0] != 2 {
+		t.Fatalf("upgrade from version 1: applied %v, %v", applied, err)
+	}
+	syncs, err := control.Syncs(ctx, s.Q())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []int32
+	for _, sy := range syncs {
+		ids = append(ids, sy.ID)
+	}
+	if len(ids) != 2 || slices.Contains(ids, 0) || ids[0] == ids[1] {
+		t.Errorf("sync ids after the upgrade: %v, want two different ones", ids)
+	}
+	// A sync added afterwards gets a new id too.
+	sy := &control.Sync{Name: "s3", Herd: "h", DBGroup: "g", ConflictStrategy: "latest", Status: "active"}
+	if err := control.PutSync(ctx, s.Q(), sy, true); err != nil {
+		t.Fatal(err)
+	}
+	if sy.ID == 0 || slices.Contains(ids, sy.ID) {
+		t.Errorf("id of a sync added after the upgrade: %d (others %v)", sy.ID, ids)
+	}
+}

@@ -1,0 +1,111 @@
+package job_test
+
+import (
+	"bytes"
+	"context"
+	stdsync "sync"
+	"testing"
+	"time"
+
+	"github.com/ibexrepl/ibex/internal/cli"
+	"github.com/ibexrepl/ibex/internal/control"
+	"github.com/ibexrepl/ibex/internal/pgtest"
+	"github.com/ibexrepl/ibex/job"
+)
+
+// TestRunLockPerSync: the run lock of a sync is its own. s14208 and s189525 have the same
+// hashtext, which keyed the lock until 2.1: while a run of one held its lock, a run of the
+// other said "already running" and did nothing.
+func TestRunLockPerSync(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	ctl, src, dst := pgtest.NewDB(t, ""), pgtest.NewDB(t, ""), pgtest.NewDB(t, "")
+	ibex := func(args ...string) {
+		t.Helper()
+		var out, errb bytes.Buffer
+		if code := cli.Main(append([]string{"--dsn", ctl.DSN}, args...), &out, &errb); code != 0 {
+			t.Fatalf("ibex %q: exit %d\n%s%s", args, code, out.String(), errb.String())
+		}
+	}
+	ibex("install")
+	for name, db := range map[string]*pgtest.DB{"src": src, "dst": dst} {
+		pgtest.Exec(t, db.DSN, `CREATE TABLE ta (id int PRIMARY KEY, v text); CREATE TABLE tb (id int PRIMARY KEY, v text)`)
+		ibex("add", "db", name, "dbname="+db.Name, "host="+db.Conn["host"], "port="+db.Conn["port"], "user="+db.Conn["user"])
+	}
+	ibex("add", "table", "public.ta", "db=src", "herd=ha")
+	ibex("add", "table", "public.tb", "db=src", "herd=hb")
+	ibex("add", "dbgroup", "g", "src:source", "dst:target")
+	ibex("add", "sync", "s14208", "herd=ha", "dbs=g", "autokick=false")
+	ibex("add", "sync", "s189525", "herd=hb", "dbs=g", "autokick=false")
+	pgtest.Exec(t, src.DSN, `INSERT INTO ta VALUES (1, 'a'); INSERT INTO tb VALUES (1, 'b')`)
+
+	// Two stores, as two processes would have.
+	stores := make([]*control.Store, 2)
+	for i := range stores {
+		s, err := control.Open(ctx, ctl.DSN, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(s.Close)
+		stores[i] = s
+	}
+
+	// holdRun starts a run of sync that stops in its first batch, holding its lock, until
+	// release is called; release returns the run's outcome.
+	type outcome struct {
+		res *job.Result
+		err error
+	}
+	holdRun := func(store *control.Store, sync string) (release func() outcome) {
+		t.Helper()
+		inBatch, unblock := make(chan struct{}), make(chan struct{})
+		var once, unblockOnce stdsync.Once
+		done := make(chan outcome, 1)
+		go func() {
+			res, err := job.Run(ctx, store, sync, job.Options{Progress: func(string, int, int) {
+				once.Do(func() { close(inBatch); <-unblock })
+			}})
+			done <- outcome{res, err}
+		}()
+		release = func() outcome {
+			unblockOnce.Do(func() { close(unblock) })
+			return <-done
+		}
+		t.Cleanup(func() { unblockOnce.Do(func() { close(unblock) }) })
+		select {
+		case <-inBatch:
+		case o := <-done:
+			t.Fatalf("the run of %s ended before its first batch: %+v, %v", sync, o.res, o.err)
+		case <-time.After(time.Minute):
+			t.Fatalf("the run of %s did not reach its first batch in a minute", sync)
+		}
+		return release
+	}
+	summary := func(res *job.Result) string {
+		if res == nil {
+			return "no result"
+		}
+		return res.Summary()
+	}
+
+	release := holdRun(stores[0], "s14208")
+	res, err := job.Run(ctx, stores[1], "s189525", job.Options{})
+	a := release()
+	if err != nil || res == nil || res.AlreadyRunning || res.State != control.StateGood || res.Inserts != 1 {
+		t.Errorf("the run of s189525 while a run of s14208 holds its lock: %s (error %v), want good with 1 insert", summary(res), err)
+	}
+	if a.err != nil || a.res == nil || a.res.State != control.StateGood || a.res.Inserts != 1 {
+		t.Errorf("the run of s14208: %s (error %v), want good with 1 insert", summary(a.res), a.err)
+	}
+
+	// A sync's lock still keeps a second run of the same sync out.
+	pgtest.Exec(t, src.DSN, `UPDATE ta SET v = 'a2'`)
+	release = holdRun(stores[0], "s14208")
+	res, err = job.Run(ctx, stores[1], "s14208", job.Options{})
+	if a := release(); a.err != nil || a.res == nil || a.res.State != control.StateGood {
+		t.Errorf("the held run of s14208: %s (error %v)", summary(a.res), a.err)
+	}
+	if err != nil || res == nil || !res.AlreadyRunning {
+		t.Errorf("a run of s14208 while another holds its lock: %s (error %v), want already running", summary(res), err)
+	}
+}
