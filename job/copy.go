@@ -2,8 +2,11 @@ package job
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"time"
 
 	"github.com/ibexrepl/ibex/internal/control"
 )
@@ -27,7 +30,9 @@ func (r *runner) runFullcopy(ctx context.Context) error {
 }
 
 // runOnetimecopy copies every table from the first source to the target dbs (mode 2:
-// only into targets whose table is empty), then lets the run go on with deltas.
+// only into targets whose table is empty), then lets the run go on with deltas. The
+// sync's onetimecopy goes back to 0 only when every target took the copy: one that was
+// unreachable or failed gets it on the next run.
 func (r *runner) runOnetimecopy(ctx context.Context) error {
 	var src *member
 	var dsts []*member
@@ -35,7 +40,7 @@ func (r *runner) runOnetimecopy(ctx context.Context) error {
 		if m.role == control.RoleSource && src == nil {
 			src = m
 		}
-		if m.role == control.RoleTarget && m.alive() {
+		if m.role == control.RoleTarget {
 			dsts = append(dsts, m)
 		}
 	}
@@ -45,6 +50,12 @@ func (r *runner) runOnetimecopy(ctx context.Context) error {
 	if err := r.copyTables(ctx, src, dsts, r.sync.Onetimecopy == 2); err != nil {
 		return err
 	}
+	for _, m := range dsts {
+		if m.dead != nil && !errors.Is(m.dead, errInactiveDB) {
+			r.logger.WarnContext(ctx, "onetimecopy stays on: a target did not take the copy", slog.String("db", m.name))
+			return nil
+		}
+	}
 	if err := control.SetOnetimecopy(ctx, r.store.Q(), r.sync.Name, 0); err != nil {
 		return fmt.Errorf("clearing onetimecopy of sync %s: %w", r.sync.Name, err)
 	}
@@ -52,68 +63,143 @@ func (r *runner) runOnetimecopy(ctx context.Context) error {
 	return nil
 }
 
-// copyTables copies whole tables from src to dsts, each table in one transaction per
-// destination, read from one repeatable-read snapshot of the source.
+// only is "ONLY " unless the table is partitioned on that db: a partitioned parent's rows
+// are in its partitions, while an ordinary table's children (inheritance) are tables of
+// their own.
+func (t *table) only(m *member) string {
+	if t.partitioned[m.idx] {
+		return ""
+	}
+	return "ONLY "
+}
+
+// copyTables copies whole tables from src to dsts, read from one repeatable-read snapshot
+// of the source. Each destination takes all the tables in one transaction, so that a
+// failure on any table rolls back its whole copy; one that wrote another number of rows
+// than the source sent fails. A destination whose transaction failed with a serialization
+// failure or a deadlock is copied again from the same snapshot once the others committed.
 func (r *runner) copyTables(ctx context.Context, src *member, dsts []*member, onlyEmpty bool) error {
 	if _, err := src.conn.Exec(ctx, `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`); err != nil {
 		return fmt.Errorf("db %s: %w", src.name, err)
 	}
 	defer func() { _, _ = src.conn.Exec(context.WithoutCancel(ctx), `COMMIT`) }()
+	counts := map[*table][]Stats{}
 	for _, t := range r.tables {
-		var recvs []*member
-		var st Stats
+		counts[t] = make([]Stats, len(r.members))
+	}
+	for {
+		if err := r.copyInto(ctx, src, dsts, onlyEmpty, counts); err != nil {
+			return err
+		}
+		var open, redo []*member
 		for _, m := range dsts {
-			if !m.alive() {
+			if m.alive() && m.tx {
+				open = append(open, m)
+			}
+		}
+		errs := r.each(open, func(m *member) error { return r.commit(ctx, m) })
+		for _, m := range open {
+			if errs[m.idx] != nil {
+				r.fail(ctx, m, fmt.Errorf("db %s: committing the copy: %w", m.name, errs[m.idx]))
 				continue
 			}
-			if err := r.begin(ctx, m); err != nil {
-				r.drop(m, fmt.Errorf("db %s: %w", m.name, err))
-				continue
+			for _, t := range r.tables {
+				r.res.add(t.name, counts[t][m.idx])
 			}
+		}
+		attempt := 0
+		for _, m := range dsts {
+			if m.alive() && m.retry != nil {
+				m.retry = nil
+				redo, attempt = append(redo, m), max(attempt, m.attempts)
+			}
+		}
+		if len(redo) == 0 {
+			break
+		}
+		wait := retryBackoff << (attempt - 1)
+		select {
+		case <-time.After(wait + rand.N(wait/2)):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		dsts = redo
+	}
+	for _, m := range r.members {
+		m.attempts = 0
+	}
+	return nil
+}
+
+// copyInto runs one attempt of copyTables on dsts, leaving their transactions open, and
+// sets counts (by table and member index) for them.
+func (r *runner) copyInto(ctx context.Context, src *member, dsts []*member, onlyEmpty bool, counts map[*table][]Stats) error {
+	var live []*member
+	for _, m := range dsts {
+		if m.alive() {
+			live = append(live, m)
+		}
+	}
+	errs := r.each(live, func(m *member) error { return r.begin(ctx, m) })
+	for _, m := range live {
+		if errs[m.idx] != nil {
+			r.fail(ctx, m, fmt.Errorf("db %s: %w", m.name, errs[m.idx]))
+		}
+	}
+	for _, t := range r.tables {
+		var ready []*member
+		for _, m := range dsts {
+			if m.alive() && m.tx {
+				ready = append(ready, m)
+			}
+			counts[t][m.idx] = Stats{}
+		}
+		skip := make([]bool, len(r.members))
+		errs := r.each(ready, func(m *member) error {
 			if onlyEmpty {
 				var has bool
 				if err := m.conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+t.ident+`)`).Scan(&has); err != nil {
-					r.rollback(m)
-					r.drop(m, fmt.Errorf("db %s: %w", m.name, err))
-					continue
+					return err
 				}
 				if has {
-					r.rollback(m)
-					continue
+					skip[m.idx] = true
+					return nil
 				}
 			}
-			tag, err := m.conn.Exec(ctx, `DELETE FROM `+t.ident)
+			tag, err := m.conn.Exec(ctx, `DELETE FROM `+t.only(m)+t.ident)
 			if err != nil {
-				r.rollback(m)
-				r.drop(m, fmt.Errorf("db %s: emptying %s: %w", m.name, t.name, err))
-				continue
+				return fmt.Errorf("emptying %s: %w", t.name, err)
 			}
-			st.Deletes += tag.RowsAffected()
-			recvs = append(recvs, m)
+			counts[t][m.idx].Deletes = tag.RowsAffected()
+			return nil
+		})
+		var recvs []*member
+		for _, m := range ready {
+			if errs[m.idx] != nil {
+				r.fail(ctx, m, fmt.Errorf("db %s: %w", m.name, errs[m.idx]))
+			} else if !skip[m.idx] {
+				recvs = append(recvs, m)
+			}
 		}
 		if len(recvs) == 0 {
 			continue
 		}
-		sql := fmt.Sprintf(`COPY (SELECT %s FROM ONLY %s) TO STDOUT`, quoteCols("", t.cols), t.ident)
-		n, rerrs, serrs := r.fanout(ctx, t, 0, []sender{{m: src, conn: src.conn, sql: sql}}, recvs)
-		if serrs != nil {
+		sql := fmt.Sprintf(`COPY (SELECT %s FROM %s%s) TO STDOUT`, quoteCols("", t.cols), t.only(src), t.ident)
+		out := r.fanout(ctx, t, 0, []sender{{m: src, conn: src.conn, sql: sql}}, recvs)
+		if out.senderErrs != nil {
 			r.rollbackAll()
-			return fmt.Errorf("db %s: reading %s: %w", src.name, t.name, serrs[src.idx])
+			return fmt.Errorf("db %s: reading %s: %w", src.name, t.name, out.senderErrs[src.idx])
 		}
+		var rows int64
 		for _, m := range recvs {
-			if rerrs[m.idx] != nil {
-				r.rollback(m)
-				r.drop(m, fmt.Errorf("db %s: copying %s: %w", m.name, t.name, rerrs[m.idx]))
+			if err := out.check(m, src.name); err != nil {
+				r.fail(ctx, m, fmt.Errorf("db %s: copying %s: %w", m.name, t.name, err))
 				continue
 			}
-			if err := r.commit(ctx, m); err != nil {
-				r.drop(m, fmt.Errorf("db %s: committing %s: %w", m.name, t.name, err))
-				continue
-			}
-			st.Inserts += n[m.idx]
+			counts[t][m.idx].Inserts = out.written[m.idx]
+			rows = out.sent[m.idx]
 		}
-		r.res.add(t.name, st)
-		r.logger.InfoContext(ctx, "table copied", slog.String("table", t.name), slog.String("from", src.name), slog.Int("to", len(recvs)), slog.Int64("rows", st.Inserts))
+		r.logger.InfoContext(ctx, "table copied", slog.String("table", t.name), slog.String("from", src.name), slog.Int("to", len(recvs)), slog.Int64("rows", rows))
 	}
 	return nil
 }

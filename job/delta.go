@@ -75,72 +75,6 @@ func (r *runner) takeSnapshots(ctx context.Context) error {
 	return nil
 }
 
-func (r *runner) applyTables(ctx context.Context) error {
-	for _, t := range r.tables {
-		if n, counted := r.pendingN[t]; counted && n == 0 {
-			// Nothing pending when the run began (a db leaving since only makes less so):
-			// not even the round trip per source that reads no keys.
-			continue
-		}
-		nb, err := r.buckets(ctx, t)
-		if err != nil {
-			return err
-		}
-		// Buckets [consumed, b) are applied but their change rows are still there; they
-		// are consumed every consumeEvery (a scan of the change table each time) so that a
-		// run killed later keeps its progress, and by the purge at the end.
-		consumed, lastConsume := 0, time.Now()
-		for b := 0; b < nb; b++ {
-			if r.deadlinePassed() {
-				r.res.Partial = true
-				r.logger.WarnContext(ctx, "deadline near: stopping before the next batch", slog.String("table", t.name))
-				if consumed < b {
-					r.consume(ctx, t, consumed, b-1, nb)
-				}
-				return nil
-			}
-			for {
-				// This bucket's keys may have been read ahead, while the previous batch was
-				// applied; they hold if the same dbs are still taking part.
-				var pre map[string]*keyState
-				if kr := r.ahead; kr != nil && kr.t == t && kr.b == b {
-					r.ahead = nil
-					if kr.alive == r.aliveMask() {
-						pre = r.finishKeyRead(kr)
-					} else {
-						kr.wg.Wait()
-					}
-				}
-				if b+1 < nb && r.ahead == nil {
-					r.readAhead(ctx, t, b+1, nb)
-				}
-				st, conflicts, err := r.batch(ctx, t, b, nb, pre)
-				if errors.Is(err, errRetryBatch) {
-					continue
-				}
-				if err != nil {
-					return err
-				}
-				r.res.add(t.name, st)
-				// The conflicts are recorded before the batch's change rows are consumed:
-				// a run that dies in between finds them again next time.
-				if err := r.recordConflicts(ctx, conflicts); err != nil {
-					return err
-				}
-				if nb > 1 && time.Since(lastConsume) >= consumeEvery {
-					r.consume(ctx, t, consumed, b, nb)
-					consumed, lastConsume = b+1, time.Now()
-				}
-				if r.opts.Progress != nil {
-					r.opts.Progress(t.name, b+1, nb)
-				}
-				break
-			}
-		}
-	}
-	return r.advance(ctx)
-}
-
 // pending is the SQL condition selecting a source's change rows this run handles: visible
 // in the run's snapshot and not yet applied by every live receiver.
 func (r *runner) pending(a *member, alias string) string {
@@ -202,13 +136,7 @@ const consumeEvery = 5 * time.Second
 
 // buckets decides how many batches a table's backlog needs.
 func (r *runner) buckets(ctx context.Context, t *table) (int, error) {
-	batch := r.opts.BatchSize
-	if batch <= 0 {
-		batch = r.sync.BatchSize
-	}
-	if batch <= 0 {
-		batch = DefaultBatchSize
-	}
+	batch := r.batchSize()
 	total, counted := r.pendingN[t]
 	if !counted {
 		for _, a := range r.alive() {
@@ -241,6 +169,7 @@ func (r *runner) buckets(ctx context.Context, t *table) (int, error) {
 			t.bounds, nb, split = bounds, len(bounds)+1, "key ranges"
 		}
 	}
+	t.nb, t.committed, t.consumed = nb, 0, 0
 	if total > 0 {
 		r.logger.Debug("backlog", slog.String("table", t.name), slog.Int64("changes", total), slog.Int("batches", nb), slog.String("split", split))
 	}
@@ -562,7 +491,7 @@ func (r *runner) resolve(t *table, keys map[string]*keyState) []control.Conflict
 			continue
 		}
 		for _, m := range r.members {
-			if m.idx == ks.winner || !m.alive() {
+			if m.idx == ks.winner || !m.alive() || !r.receives(m) {
 				continue
 			}
 			if ks.changer&bit(m.idx) != 0 || ks.need&bit(m.idx) != 0 {
@@ -583,22 +512,33 @@ func keyText(t *table, k string) string {
 	return strings.Join(parts, ", ")
 }
 
-// batch applies one bucket of one table. It returns errRetryBatch when a sending db
-// failed and the batch must run again without it.
-func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string]*keyState) (Stats, []control.Conflict, error) {
-	var st Stats
+// batchResult is what one batch wrote on each receiver (by member index), not yet
+// committed, and the conflicts it resolved.
+type batchResult struct {
+	keys             int
+	inserts, deletes []int64
+	conflicts        []control.Conflict
+}
+
+// batch applies one bucket of one table in the receivers' open transactions (the unit
+// commits them). It returns errRetryBatch when a sending db failed: every receiver's
+// transaction was rolled back and the unit must run again without it. A receiver that
+// fails leaves the batch through fail (rolled back; retried with the unit or left out of
+// the run); the others go on.
+func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string]*keyState) (batchResult, error) {
+	res := batchResult{inserts: make([]int64, len(r.members)), deletes: make([]int64, len(r.members))}
 	t0 := time.Now()
 	if keys == nil {
 		var err error
 		if keys, err = r.readKeys(ctx, t, b, nb); err != nil {
-			return st, nil, err
+			return res, err
 		}
 	}
 	if len(keys) == 0 {
-		return st, nil, nil
+		return res, nil
 	}
-	conflicts := r.resolve(t, keys)
-	st.Conflicts = int64(len(conflicts))
+	res.keys = len(keys)
+	res.conflicts = r.resolve(t, keys)
 
 	// Receivers and what each gets from each winner.
 	recvKeys := make([][]string, len(r.members))
@@ -642,22 +582,23 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 			receivers = append(receivers, m)
 		}
 	}
-	deletes := make([]int64, len(r.members))
 	late := make([][]string, len(r.members))
 	errs := r.each(receivers, func(m *member) (err error) {
-		deletes[m.idx], late[m.idx], err = r.prepareReceiver(ctx, m, t, recvKeys[m.idx])
+		res.deletes[m.idx], late[m.idx], err = r.prepareReceiver(ctx, m, t, recvKeys[m.idx])
 		return err
 	})
-	rconnErrs := <-shipped
+	shipErrs := <-shipped
 	for _, m := range r.members {
-		if errs[m.idx] == nil && rconnErrs[m.idx] != nil {
-			errs[m.idx] = rconnErrs[m.idx]
+		if shipErrs[m.idx] != nil {
+			// A winner that cannot send: it leaves the run, and the batch runs without it.
+			r.rollback(m)
+			r.drop(m, fmt.Errorf("db %s: reading rows of %s: %w", m.name, t.name, shipErrs[m.idx]))
+			return r.retry(res)
 		}
 		if errs[m.idx] != nil {
-			r.rollback(m)
-			r.drop(m, fmt.Errorf("db %s: applying %s: %w", m.name, t.name, errs[m.idx]))
-			if fromWinner[m.idx] != 0 {
-				return r.retry(st)
+			r.fail(ctx, m, fmt.Errorf("db %s: applying %s: %w", m.name, t.name, errs[m.idx]))
+			if !m.alive() && fromWinner[m.idx] != 0 {
+				return r.retry(res)
 			}
 		}
 		for _, k := range late[m.idx] {
@@ -687,77 +628,62 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 	}
 	var recvs []*member
 	for _, m := range r.alive() {
-		if len(recvKeys[m.idx]) > 0 {
+		if len(recvKeys[m.idx]) > 0 && m.tx {
 			recvs = append(recvs, m)
 		}
 	}
-	inserts := make([]int64, len(r.members))
 	if len(senders) > 0 && len(recvs) > 0 {
-		n, rerrs, serrs := r.fanout(ctx, t, len(t.keyCols), senders, recvs)
-		if serrs != nil {
+		out := r.fanout(ctx, t, len(t.keyCols), senders, recvs)
+		if out.senderErrs != nil {
 			r.rollbackAll()
-			for idx, err := range serrs {
+			for idx, err := range out.senderErrs {
 				r.drop(r.members[idx], fmt.Errorf("db %s: reading rows of %s: %w", r.members[idx].name, t.name, err))
 			}
-			return r.retry(st)
+			return r.retry(res)
 		}
 		for _, m := range recvs {
-			if rerrs[m.idx] != nil {
-				r.rollback(m)
-				r.drop(m, fmt.Errorf("db %s: writing rows of %s: %w", m.name, t.name, rerrs[m.idx]))
+			if err := out.check(m, ""); err != nil {
+				r.fail(ctx, m, fmt.Errorf("db %s: writing rows of %s: %w", m.name, t.name, err))
 				continue
 			}
-			inserts[m.idx] = n[m.idx]
+			res.inserts[m.idx] = out.written[m.idx]
 		}
 	}
 	tApply := time.Now()
 	// Phase 4: sources write their staged rows.
 	var appliers []*member
 	for _, m := range recvs {
-		if m.alive() && m.isSource() && m.snap != "" {
+		if m.alive() && m.tx && m.isSource() && m.snap != "" {
 			appliers = append(appliers, m)
 		}
 	}
 	errs = r.each(appliers, func(m *member) (err error) {
-		inserts[m.idx], deletes[m.idx], err = r.applySource(ctx, m, t)
+		res.inserts[m.idx], res.deletes[m.idx], err = r.applySource(ctx, m, t)
 		return err
 	})
 	for _, m := range appliers {
 		if errs[m.idx] != nil {
-			r.rollback(m)
-			r.drop(m, fmt.Errorf("db %s: applying %s: %w", m.name, t.name, errs[m.idx]))
+			r.fail(ctx, m, fmt.Errorf("db %s: applying %s: %w", m.name, t.name, errs[m.idx]))
 		}
 	}
-
-	t3 := time.Now()
-	r.logger.Debug("batch written, committing", slog.String("table", t.name), slog.Int("bucket", b))
-	// Commit everywhere.
-	var open []*member
-	for _, m := range r.alive() {
-		if m.tx {
-			open = append(open, m)
-		}
-	}
-	errs = r.each(open, func(m *member) error { return r.commit(ctx, m) })
+	var st Stats
 	for _, m := range r.members {
-		if errs[m.idx] != nil && m.alive() {
-			r.drop(m, fmt.Errorf("db %s: committing %s: %w", m.name, t.name, errs[m.idx]))
-			continue
+		if !m.tx {
+			// Rolled back (or not a receiver): what it wrote is gone.
+			res.inserts[m.idx], res.deletes[m.idx] = 0, 0
 		}
-		if m.alive() {
-			st.Inserts += inserts[m.idx]
-			st.Deletes += deletes[m.idx]
-		}
+		st.Inserts += res.inserts[m.idx]
+		st.Deletes += res.deletes[m.idx]
 	}
 	r.logger.Debug("batch applied", slog.String("table", t.name), slog.Int("bucket", b), slog.Int("keys", len(keys)),
-		slog.Int64("inserts", st.Inserts), slog.Int64("deletes", st.Deletes), slog.Int64("conflicts", st.Conflicts),
-		slog.Duration("read", t1.Sub(t0)), slog.Duration("delete", t2.Sub(t1)), slog.Duration("copy", tApply.Sub(t2)), slog.Duration("apply", t3.Sub(tApply)), slog.Duration("commit", time.Since(t3)))
-	return st, conflicts, nil
+		slog.Int64("inserts", st.Inserts), slog.Int64("deletes", st.Deletes), slog.Int("conflicts", len(res.conflicts)),
+		slog.Duration("read", t1.Sub(t0)), slog.Duration("delete", t2.Sub(t1)), slog.Duration("copy", tApply.Sub(t2)), slog.Duration("apply", time.Since(tApply)))
+	return res, nil
 }
 
-func (r *runner) retry(st Stats) (Stats, []control.Conflict, error) {
+func (r *runner) retry(res batchResult) (batchResult, error) {
 	r.rollbackAll()
-	return st, nil, errRetryBatch
+	return res, errRetryBatch
 }
 
 // orderedKeys is a subquery listing the key columns of a temp key table in key order, so
@@ -884,15 +810,18 @@ func (r *runner) applySource(ctx context.Context, m *member, t *table) (int64, i
 	if len(sets) > 0 {
 		onConflict = "DO UPDATE SET " + strings.Join(sets, ", ")
 	}
+	// The rows to write, and their number: every one must be written (a trigger or rule
+	// dropping some would leave the receiver in a state no source had).
+	nStaged := fmt.Sprintf(`SELECT count(*) FROM pg_temp.ibex_s s WHERE EXISTS (SELECT 1 FROM pg_temp.ibex_k k WHERE %s)`, keyJoin("s", "k", t.keyCols))
 	staged := fmt.Sprintf(`SELECT %s FROM pg_temp.ibex_s s WHERE EXISTS (SELECT 1 FROM pg_temp.ibex_k k WHERE %s) ORDER BY %s`,
 		quoteCols("s.", t.cols), keyJoin("s", "k", t.keyCols), quoteCols("s.", t.keyCols))
 	// xmax <> 0 tells an updated row (it replaced one) from an inserted one.
 	upsert := fmt.Sprintf(`WITH w AS (INSERT INTO %s AS t (%s) OVERRIDING SYSTEM VALUE %s ON CONFLICT (%s) %s RETURNING t.xmax <> 0 AS replaced)
-SELECT count(*), count(*) FILTER (WHERE replaced) FROM w`, t.ident, cols, staged, quoteCols("", t.keyCols), onConflict)
+SELECT count(*), count(*) FILTER (WHERE replaced), (%s) FROM w`, t.ident, cols, staged, quoteCols("", t.keyCols), onConflict, nStaged)
 	// When the upsert cannot be used (rows swap the values of another unique column, which
 	// a row-by-row update trips over), delete the keys and insert the rows instead.
 	replace := fmt.Sprintf(`DELETE FROM %s t USING %s k WHERE %s`, t.ident, orderedKeys("pg_temp.ibex_k", t, false), keyJoin("t", "k", t.keyCols))
-	insert := fmt.Sprintf(`INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE %s`, t.ident, cols, staged)
+	insert := fmt.Sprintf(`WITH w AS (INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE %s RETURNING 1) SELECT count(*), (%s) FROM w`, t.ident, cols, staged, nStaged)
 	gone := fmt.Sprintf(`DROP TABLE IF EXISTS pg_temp.ibex_gone; CREATE TEMP TABLE ibex_gone ON COMMIT DROP AS SELECT %s FROM pg_temp.ibex_k k WHERE NOT EXISTS (SELECT 1 FROM pg_temp.ibex_s s WHERE %s)`,
 		quoteCols("k.", t.keyCols), keyJoin("s", "k", t.keyCols))
 	del := fmt.Sprintf(`DELETE FROM %s t USING %s k WHERE %s`, t.ident, orderedKeys("pg_temp.ibex_gone", t, false), keyJoin("t", "k", t.keyCols))
@@ -902,7 +831,7 @@ SELECT count(*), count(*) FILTER (WHERE replaced) FROM w`, t.ident, cols, staged
 	// keys the application changed meanwhile.
 	rest := gone + "; " + indexed(del) + "; " + check
 	for attempt := 0; ; attempt++ {
-		var written, replaced, deleted, changed int64
+		var written, replaced, deleted, changed, want int64
 		res, err := execAll(ctx, m.conn, `SAVEPOINT ibex_apply; `+upsert+`; `+rest)
 		var pe *pgconn.PgError
 		if errors.As(err, &pe) && pe.Code == "23505" {
@@ -913,7 +842,12 @@ SELECT count(*), count(*) FILTER (WHERE replaced) FROM w`, t.ident, cols, staged
 				return 0, 0, err
 			}
 			replaced = res[2].CommandTag.RowsAffected()
-			written = res[5].CommandTag.RowsAffected()
+			if written, err = scalar(res[5], 0); err != nil {
+				return 0, 0, err
+			}
+			if want, err = scalar(res[5], 1); err != nil {
+				return 0, 0, err
+			}
 			res = res[6:]
 		} else if err != nil {
 			return 0, 0, err
@@ -924,6 +858,12 @@ SELECT count(*), count(*) FILTER (WHERE replaced) FROM w`, t.ident, cols, staged
 			if replaced, err = scalar(res[1], 1); err != nil {
 				return 0, 0, err
 			}
+			if want, err = scalar(res[1], 2); err != nil {
+				return 0, 0, err
+			}
+			if len(sets) == 0 {
+				want = written // DO NOTHING: a row already there is left as it is
+			}
 			res = res[2:]
 		}
 		// res: DROP, CREATE (gone), SET, SET, DELETE, SET, SET, check
@@ -933,6 +873,9 @@ SELECT count(*), count(*) FILTER (WHERE replaced) FROM w`, t.ident, cols, staged
 		deleted = replaced + res[4].CommandTag.RowsAffected()
 		if changed, err = scalar(res[7], 0); err != nil {
 			return 0, 0, err
+		}
+		if written != want {
+			return 0, 0, &rowCountError{db: m.name, written: written, sent: want}
 		}
 		if changed == 0 {
 			// The savepoint stays until the batch commits.

@@ -43,6 +43,14 @@ func TestFarm(t *testing.T) {
 		{"Fullcopy", testFullcopy},
 		{"CancelledRuns", testCancelledRuns},
 		{"KilledRuns", testKilledRuns},
+		{"FullcopyPartitioned", testFullcopyPartitioned},
+		{"OnetimecopyPartitioned", testOnetimecopyPartitioned},
+		{"CopyRowCountMismatch", testCopyRowCountMismatch},
+		{"DeltaRowCountMismatch", testDeltaRowCountMismatch},
+		{"OnetimecopyStaysOn", testOnetimecopyStaysOn},
+		{"FailedRunRollsBackReceiver", testFailedRunRollsBackReceiver},
+		{"ReceiverRetries", testReceiverRetries},
+		{"TransactionsPerRun", testTransactionsPerRun},
 	} {
 		t.Run(ft.name, func(t *testing.T) {
 			t.Parallel()

@@ -31,8 +31,13 @@ type member struct {
 	kconn   *pgx.Conn // sources of a multi-batch table: reads the next batch's keys ahead
 	dead    error     // why this db left the run; nil while it takes part
 	snap    string
-	tx      bool // a batch transaction is open
+	tx      bool // the unit's transaction is open
 	replica bool // session_replication_role = replica is in effect
+	// retry is set while the member waits for the unit to be applied to it again (its
+	// transaction failed with a serialization failure or a deadlock); attempts counts
+	// its failed attempts in the unit.
+	retry    error
+	attempts int
 }
 
 func (m *member) alive() bool { return m.dead == nil && m.conn != nil }
@@ -50,6 +55,11 @@ type table struct {
 	cols    []string // keys first, then the other columns
 	change  string   // quoted change table
 	bounds  []string // batches are key ranges split at these SQL literals (nil: hash buckets)
+	// nb is the number of batches of the run's backlog; batches [0, committed) are
+	// committed everywhere, and the change rows of [0, consumed) deleted.
+	nb, committed, consumed int
+	// partitioned tells, by member index, whether the db's table is a partitioned parent.
+	partitioned []bool
 }
 
 type runner struct {
@@ -72,6 +82,11 @@ type runner struct {
 	// pendingN counts each table's pending changes over all sources, taken once per run
 	// by countPending (nil: not taken).
 	pendingN map[*table]int64
+	// only, when not 0, limits the receivers written to these members (a unit applied
+	// again to the receivers whose transaction failed).
+	only uint64
+	// lastConsume is when committed change rows were last consumed.
+	lastConsume time.Time
 }
 
 var snapRe = regexp.MustCompile(`^[0-9]+:[0-9]+:[0-9,]*$`)
@@ -416,6 +431,10 @@ func (r *runner) checkSchemas(ctx context.Context) error {
 	for i, t := range r.tables {
 		d := descs[ref.idx][i]
 		t.desc = d
+		t.partitioned = make([]bool, len(r.members))
+		for _, m := range r.alive() {
+			t.partitioned[m.idx] = descs[m.idx][i].Partitioned
+		}
 		if !r.fullcopy && strings.Join(d.KeyCols, ",") != strings.Join(t.rel.KeyCols, ",") && len(d.KeyCols) > 0 {
 			return fmt.Errorf("the key of table %s changed (ibex has %s, db %s has %s): run 'ibex update table %s db=%s' and 'ibex validate %s'",
 				t.name, strings.Join(t.rel.KeyCols, ","), ref.name, strings.Join(d.KeyCols, ","), t.name, ref.name, r.sync.Name)

@@ -48,10 +48,11 @@ func newBufWriter(w io.Writer) *bufio.Writer { return bufio.NewWriterSize(w, 64<
 
 // receiverPipe feeds one receiver's COPY FROM; several senders write whole lines to it.
 type receiverPipe struct {
-	mu  sync.Mutex
-	pw  *io.PipeWriter
-	bw  *bufio.Writer
-	err error // the receiver's COPY failed: stop writing to it
+	mu    sync.Mutex
+	pw    *io.PipeWriter
+	bw    *bufio.Writer
+	err   error // the receiver's COPY failed: stop writing to it
+	lines int64 // rows written to it
 }
 
 func (p *receiverPipe) writeLine(line []byte) {
@@ -66,7 +67,9 @@ func (p *receiverPipe) writeLine(line []byte) {
 	}
 	if err := p.bw.WriteByte('\n'); err != nil {
 		p.err = err
+		return
 	}
+	p.lines++
 }
 
 // sender is one COPY ... TO STDOUT whose rows go to receivers.
@@ -77,11 +80,44 @@ type sender struct {
 	route func(key string) uint64 // receivers of a row's key (bit per member index); nil: all
 }
 
+// fanoutResult is what a fanout did, by member index.
+type fanoutResult struct {
+	sent       []int64       // rows sent to each receiver
+	written    []int64       // rows each receiver's COPY wrote
+	recvErrs   []error       // each receiver's COPY error
+	senderErrs map[int]error // nil when every sender succeeded
+}
+
+// rowCountError is a receiver that wrote another number of rows than it was sent: a
+// trigger or a rule there dropped some. Its transaction is rolled back.
+type rowCountError struct {
+	db, from        string
+	written, sent int64
+}
+
+func (e *rowCountError) Error() string {
+	from := ""
+	if e.from != "" {
+		from = " from db " + e.from
+	}
+	return fmt.Sprintf("%d rows written, %d read%s (a trigger or rule on db %s dropped rows?): rolled back", e.written, e.sent, from, e.db)
+}
+
+// check returns receiver m's error: its COPY's, or a rowCountError when it wrote another
+// number of rows than it was sent (from names the single sender, or is empty).
+func (f *fanoutResult) check(m *member, from string) error {
+	if err := f.recvErrs[m.idx]; err != nil {
+		return err
+	}
+	if f.written[m.idx] != f.sent[m.idx] {
+		return &rowCountError{db: m.name, from: from, written: f.written[m.idx], sent: f.sent[m.idx]}
+	}
+	return nil
+}
+
 // fanout runs every sender's COPY at once and writes each row to the receivers its route
-// selects, each receiver through a single COPY ... FROM STDIN into t. It returns rows
-// written per receiver and the receivers' errors (by member index), and the senders'
-// errors (by member index, nil when all succeeded).
-func (r *runner) fanout(ctx context.Context, t *table, nk int, senders []sender, recvs []*member) ([]int64, []error, map[int]error) {
+// selects, each receiver through a single COPY ... FROM STDIN into t.
+func (r *runner) fanout(ctx context.Context, t *table, nk int, senders []sender, recvs []*member) *fanoutResult {
 	pipes := make([]*receiverPipe, len(r.members))
 	rows := make([]int64, len(r.members))
 	rerrs := make([]error, len(r.members))
@@ -171,5 +207,9 @@ func (r *runner) fanout(ctx context.Context, t *table, nk int, senders []sender,
 	if len(serrs) == 0 {
 		serrs = nil
 	}
-	return rows, rerrs, serrs
+	sent := make([]int64, len(r.members))
+	for _, m := range recvs {
+		sent[m.idx] = pipes[m.idx].lines
+	}
+	return &fanoutResult{sent: sent, written: rows, recvErrs: rerrs, senderErrs: serrs}
 }

@@ -39,6 +39,9 @@ type Table struct {
 	Columns []Column
 	KeyCols []string
 	KeyKind string
+	// Partitioned is set for a declaratively partitioned parent: its rows are in its
+	// partitions, so it is read and emptied without ONLY.
+	Partitioned bool
 }
 
 // Ident returns the quoted, schema-qualified name.
@@ -196,7 +199,7 @@ SELECT t.oid IS NOT NULL,
   coalesce((SELECT array_agg(type ORDER BY attnum) FROM c), '{}'),
   coalesce((SELECT array_agg(attnotnull ORDER BY attnum) FROM c), '{}'),
   coalesce((SELECT array_agg(ident ORDER BY attnum) FROM c), '{}'),
-  k.indisprimary, k.cols
+  k.indisprimary, k.cols, coalesce((SELECT relkind = 'p' FROM pg_class WHERE oid = t.oid), false)
 FROM t LEFT JOIN LATERAL (
   SELECT i.indisprimary, array_agg(a.attname::text ORDER BY k.ord) AS cols
   FROM pg_index i
@@ -217,13 +220,14 @@ func scanTable(row pgx.Row, name QualName) (*Table, error) {
 	var notNull, identity []bool
 	var primary *bool
 	var keyCols []string
-	if err := row.Scan(&found, &names, &types, &notNull, &identity, &primary, &keyCols); err != nil {
+	var partitioned bool
+	if err := row.Scan(&found, &names, &types, &notNull, &identity, &primary, &keyCols, &partitioned); err != nil {
 		return nil, fmt.Errorf("describing table %s: %w", name, err)
 	}
 	if !found {
 		return nil, fmt.Errorf("table %s: %w", name, ErrNoTable)
 	}
-	t := &Table{Schema: name.Schema, Name: name.Name, KeyKind: KeyNone}
+	t := &Table{Schema: name.Schema, Name: name.Name, KeyKind: KeyNone, Partitioned: partitioned}
 	for i := range names {
 		t.Columns = append(t.Columns, Column{Name: names[i], Type: types[i], NotNull: notNull[i], IdentityAlways: identity[i]})
 	}
