@@ -91,7 +91,7 @@ type fanoutResult struct {
 // rowCountError is a receiver that wrote another number of rows than it was sent: a
 // trigger or a rule there dropped some. Its transaction is rolled back.
 type rowCountError struct {
-	db, from        string
+	db, from      string
 	written, sent int64
 }
 
