@@ -209,13 +209,16 @@ func roleAndDB(m *member) (role, dbname string) {
 	return role, dbname
 }
 
-// removeStale drops this sync's capture from tables of db that are not in wanted.
+// removeStale drops this sync's capture from tables of db that are not in wanted. The
+// clones of a partitioned table's triggers that PostgreSQL puts on its partitions
+// (tgparentid <> 0) are not listed: they cannot be dropped on their own, and go with the
+// parent's trigger (or when the partition is detached).
 func removeStale(ctx context.Context, m *member, syncName string, wanted map[string]bool) ([]string, error) {
 	conn := m.conn
 	rows, err := conn.Query(ctx, `SELECT n.nspname, c.relname FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid
-JOIN pg_namespace n ON n.oid = c.relnamespace WHERE g.tgname IN ($1, $2) ORDER BY 1, 2`, capture.TriggerName(syncName), capture.KickTriggerName(syncName))
+JOIN pg_namespace n ON n.oid = c.relnamespace WHERE g.tgname IN ($1, $2) AND g.tgparentid = 0 ORDER BY 1, 2`, capture.TriggerName(syncName), capture.KickTriggerName(syncName))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("listing the capture triggers of sync %s: %w", syncName, err)
 	}
 	tabs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (catalog.QualName, error) {
 		var q catalog.QualName
@@ -321,13 +324,14 @@ func removeCapture(ctx context.Context, store *control.Store, syncName string, f
 
 // notOwnedCaptured lists the tables carrying sync's triggers on conn's database that the
 // session's role does not own (nor is a member of the owning role): DROP TRIGGER needs
-// ownership, whatever was granted.
+// ownership, whatever was granted. Partitions carrying clones of a partitioned table's
+// triggers are not listed: those go with the parent's trigger, whoever owns the partition.
 func notOwnedCaptured(ctx context.Context, conn *pgx.Conn, syncName string) ([]catalog.QualName, error) {
 	rows, err := conn.Query(ctx, `SELECT DISTINCT n.nspname, c.relname FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid
-JOIN pg_namespace n ON n.oid = c.relnamespace WHERE g.tgname IN ($1, $2) AND NOT pg_has_role(c.relowner, 'USAGE') ORDER BY 1, 2`,
+JOIN pg_namespace n ON n.oid = c.relnamespace WHERE g.tgname IN ($1, $2) AND g.tgparentid = 0 AND NOT pg_has_role(c.relowner, 'USAGE') ORDER BY 1, 2`,
 		capture.TriggerName(syncName), capture.KickTriggerName(syncName))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("listing the captured tables of sync %s that ibex's role does not own: %w", syncName, err)
 	}
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (catalog.QualName, error) {
 		var q catalog.QualName

@@ -215,8 +215,10 @@ func QueueInstalled(b *pgx.Batch, sync, schema, name string) *State {
 	return c
 }
 
+// installedSQL: the trigger must be the table's own, not the clone PostgreSQL puts on a
+// partition of a table carrying it (tgparentid <> 0), which DDL cannot replace.
 const installedSQL = `
-SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = $2 AND tgenabled <> 'D'),
+SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = $2 AND tgparentid = 0 AND tgenabled <> 'D'),
        coalesce((SELECT array_agg(attname::text ORDER BY attnum) FROM pg_attribute WHERE attrelid = to_regclass($3) AND attnum > 2 AND NOT attisdropped), '{}')`
 
 func installedArgs(sync, schema, name string) []any {
