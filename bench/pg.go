@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/ibexrepl/ibex/internal/control"
 	"github.com/ibexrepl/ibex/internal/dbconn"
 )
 
@@ -401,7 +402,7 @@ func (e *env) kick(ctx context.Context, ctl string) (kickResult, error) {
 		return kr, fmt.Errorf("ibex kick %s --json: cannot read its JSON result (%v):\n%s", syncName, jerr, diag)
 	}
 	r := res[0]
-	if r.State != "good" || r.AlreadyRunning || r.Partial || len(r.Skipped) > 0 {
+	if r.State != control.StateGood || r.AlreadyRunning || r.Partial || len(r.Skipped) > 0 {
 		return kr, fmt.Errorf("ibex kick %s: state %q (already running %v, partial %v, skipped %v, error %q)\n%s",
 			syncName, r.State, r.AlreadyRunning, r.Partial, r.Skipped, r.Error, diag)
 	}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/ibexrepl/ibex/internal/control"
 )
 
 func secs(d time.Duration) float64 { return d.Seconds() }
@@ -92,11 +94,11 @@ func (b *bench) seed(ctx context.Context) error {
 	for i := 1; i <= n; i++ {
 		dbs = append(dbs, fmt.Sprintf("%s%d", prefix, i))
 		if i <= cfg.sources {
-			roles = append(roles, "source")
+			roles = append(roles, control.RoleSource)
 			sources = append(sources, i-1)
 			srcNames = append(srcNames, dbs[i-1])
 		} else {
-			roles = append(roles, "target")
+			roles = append(roles, control.RoleTarget)
 		}
 	}
 	ctl := prefix + "ctl"
@@ -188,7 +190,7 @@ func (b *bench) capture(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := b.env.setupSync(ctx, ctl, []string{capt, tgt}, []string{"source", "target"}); err != nil {
+	if err := b.env.setupSync(ctx, ctl, []string{capt, tgt}, []string{control.RoleSource, control.RoleTarget}); err != nil {
 		return fmt.Errorf("configuring the sync: %w", err)
 	}
 	args := []string{"-n", "-T", strconv.Itoa(cfg.captureSeconds), "-c", "2", "-j", "2"}
@@ -259,7 +261,7 @@ func (b *bench) growth(ctx context.Context) error {
 				}
 			}
 			dbs := []string{src, tgt}
-			if err := b.env.setupSync(ctx, ctl, dbs, []string{"source", "target"}); err != nil {
+			if err := b.env.setupSync(ctx, ctl, dbs, []string{control.RoleSource, control.RoleTarget}); err != nil {
 				return fmt.Errorf("configuring the sync: %w", err)
 			}
 			if err := b.env.checkpoint(ctx); err != nil {
@@ -335,7 +337,7 @@ func (b *bench) backlog(ctx context.Context) error {
 			}
 		}
 		dbs := []string{src, tgt}
-		if err := b.env.setupSync(ctx, ctl, dbs, []string{"source", "target"}); err != nil {
+		if err := b.env.setupSync(ctx, ctl, dbs, []string{control.RoleSource, control.RoleTarget}); err != nil {
 			return fmt.Errorf("configuring the sync: %w", err)
 		}
 		// The same changes on the source and on the floor's copy of it.

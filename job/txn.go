@@ -337,4 +337,4 @@ func (r *runner) commitReceivers(ctx context.Context, u *unit) {
 }
 
 // singleTransaction reports whether the sync asks for one unit whatever the backlog.
-func (r *runner) singleTransaction() bool { return false }
+func (r *runner) singleTransaction() bool { return r.sync.SingleTransaction }

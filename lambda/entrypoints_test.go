@@ -169,7 +169,7 @@ AND classid = $1::int4::oid AND objid = (SELECT id FROM ibex.sync WHERE name = $
 		attempts := func() map[string]float64 {
 			m := map[string]float64{}
 			for _, st := range []string{control.StateGood, control.StateEmpty, control.StateBad,
-				metrics.StateAlreadyRunning, metrics.StateInactive, metrics.StateError} {
+				metrics.StateAlreadyRunning, control.StateInactive, metrics.StateError} {
 				if v := synctest.Value(met.Runs.WithLabelValues(syncName, st)); v != 0 {
 					m[st] = v
 				}

@@ -31,9 +31,6 @@ const maxGrace = 5 * time.Second
 // secretTTL is how long a secret read from Secrets Manager is reused by warm invocations.
 const secretTTL = 5 * time.Minute
 
-// StateInactive is the state of a result for a sync that is inactive (paused): not run.
-const StateInactive = "inactive"
-
 // secretGetter reads a secret's string by ARN or name.
 type secretGetter interface {
 	GetSecret(ctx context.Context, id string) (string, error)
@@ -141,7 +138,7 @@ func (h *handler) Handle(ctx context.Context, event json.RawMessage) (*job.Resul
 	if res == nil {
 		if errors.Is(err, job.ErrInactive) {
 			logger.Info("sync is inactive: not run", slog.String("sync", name))
-			return &job.Result{Sync: name, State: StateInactive, Started: time.Now(), Error: err.Error()}, nil
+			return &job.Result{Sync: name, State: control.StateInactive, Started: time.Now(), Error: err.Error()}, nil
 		}
 		return nil, err
 	}

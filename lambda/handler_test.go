@@ -12,6 +12,7 @@ import (
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-lambda-go/lambdacontext"
 
+	"github.com/ibexrepl/ibex/internal/control"
 	"github.com/ibexrepl/ibex/internal/pgtest"
 	"github.com/ibexrepl/ibex/internal/scheduler/synctest"
 	"github.com/ibexrepl/ibex/job"
@@ -172,7 +173,7 @@ func TestHandler(t *testing.T) {
 	h = newTestHandler(map[string]string{"IBEX_DSN": f.DSN()}, nil)
 	f.Ibex(t, "update", "db", "t2", "pass=")
 	f.Ibex(t, "update", "sync", "s", "status=inactive")
-	if res, err = invoke(t, h, `{"sync":"s"}`, time.Minute); err != nil || res.State != StateInactive {
+	if res, err = invoke(t, h, `{"sync":"s"}`, time.Minute); err != nil || res.State != control.StateInactive {
 		t.Errorf("inactive sync: %+v, %v", res, err)
 	}
 	f.Ibex(t, "update", "sync", "s", "status=active")

@@ -121,7 +121,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		switch {
 		case errors.Is(err, job.ErrInactive):
 			if *jsonOut {
-				_ = printJSON(stdout, map[string]string{"sync": *syncName, "state": "inactive"})
+				_ = printJSON(stdout, map[string]string{"sync": *syncName, "state": control.StateInactive})
 			} else {
 				fmt.Fprintf(stdout, "sync %s is inactive: not run (use --force to run it anyway)\n", *syncName)
 			}

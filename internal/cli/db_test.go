@@ -72,7 +72,7 @@ func TestAddUpdateRemoveDB(t *testing.T) {
 		rf(2, dbArgs("t2", db, "dbpass=hunter2"), "a literal password is never stored"),
 		rf(2, dbArgs("t2", db, "pass=env:"), "a literal password is never stored"),
 		rf(2, dbArgs("t2", db, "bogus=1"), `db t2: unknown setting "bogus"`),
-		rf(2, args("add", "db", "t2", "host=127.0.0.1"), "db t2: dbname= is required"),
+		rf(2, args("add", "db", "t2", "host=127.0.0.1"), "db t2: dbname= or service= is required"),
 		rf(2, args("add", "db", "t2", "t3", "dbname=x"), "give one db name"),
 	)
 	refused(t, ctl.DSN, 2, args("add", "db"), "requires at least 2 arg(s), only received 1") // cobra's own usage errors exit 2 too

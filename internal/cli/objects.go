@@ -28,11 +28,13 @@ func (a *app) addCmd() *cobra.Command {
 		Long: objectsHelp + `
 
   ibex add db t1 dbname=btest1 [host= port= user= pass=env:VAR|file:PATH sslmode= ...]
+  ibex add db t1 service=t1   (pg_service.conf's [t1] gives dbname, host, port, user, ...)
   ibex add table pgbench_accounts pgbench_branches db=t1 herd=therd   (also: all, public.*)
   ibex add herd therd [table ...]
   ibex add dbgroup tgroup t1:source t2:source t3:target
   ibex add sync foobar herd=therd dbs=tgroup [conflict_strategy=latest|source|abort|skip|"t2 t1"]
        [autokick=false] [onetimecopy=0|1|2] [schedule=30s|"*/5 * * * *"] [status=active] [batch_size=N]
+       [single_transaction=off]
 
 add db tests the connection first (--force skips that). A password is never stored: give
 pass=env:VAR or pass=file:PATH, or use PGPASSWORD or ~/.pgpass. add table reads each
@@ -151,7 +153,7 @@ func (a *app) putDB(ctx context.Context, store *control.Store, create bool, p kv
 		return usageErr("give one db name, then key=value settings (got %q)", strings.Join(p.words, " "))
 	}
 	name := p.words[0]
-	d := &control.DB{Name: name, Conn: map[string]string{}, Status: "active"}
+	d := &control.DB{Name: name, Conn: map[string]string{}, Status: control.StatusActive}
 	if !create {
 		cur, err := control.GetDB(ctx, store.Q(), name)
 		if err != nil {
@@ -171,10 +173,10 @@ func (a *app) putDB(ctx context.Context, store *control.Store, create bool, p kv
 			}
 			d.Pass = v
 		case k == "status":
-			if v != "active" && v != "inactive" {
+			if !control.Status(v).Valid() {
 				return usageErr("db %s: status must be active or inactive, not %q", name, v)
 			}
-			d.Status = v
+			d.Status = control.Status(v)
 		case dbconn.ValidKey(k):
 			if v == "" {
 				delete(d.Conn, k)
@@ -185,8 +187,8 @@ func (a *app) putDB(ctx context.Context, store *control.Store, create bool, p kv
 			return usageErr("db %s: unknown setting %q (use %s, pass or status)", name, k, strings.Join(dbconn.Keys, ", "))
 		}
 	}
-	if create && d.Conn["dbname"] == "" {
-		return usageErr("db %s: dbname= is required (the database's name on its server)", name)
+	if !dbconn.NamesDB(d.Conn) {
+		return usageErr("db %s: %v", name, dbconn.ErrNoDBName)
 	}
 	if !force {
 		conn, err := dbconn.Connect(ctx, name, d.Conn, d.Pass)
@@ -244,7 +246,7 @@ func (a *app) addTables(ctx context.Context, store *control.Store, p kv) error {
 	if rest := p.rest(); len(rest) > 0 {
 		return usageErr("add table: unknown setting %q (use db=, herd= or keyless=fullcopy)", rest[0])
 	}
-	if keyless != "" && keyless != "fullcopy" {
+	if keyless != "" && keyless != control.RoleFullcopy {
 		return usageErr("add table: keyless takes only the value fullcopy")
 	}
 	if len(p.words) == 0 {
@@ -271,7 +273,7 @@ func (a *app) addTables(ctx context.Context, store *control.Store, p kv) error {
 		for _, n := range names {
 			t, err := catalog.Describe(ctx, conn, n)
 			if errors.Is(err, catalog.ErrNoTable) {
-				return fmt.Errorf("table %s does not exist in db %s (dbname %s): check the name or say db=", n, d.Name, d.Conn["dbname"])
+				return fmt.Errorf("table %s does not exist in db %s (dbname %s): check the name or say db=", n, d.Name, conn.Config().Database)
 			}
 			if err != nil {
 				return err
@@ -486,9 +488,9 @@ func splitList(v string) []string {
 // ---- dbgroups
 
 var roleAliases = map[string]string{
-	"source": control.RoleSource, "master": control.RoleSource, "primary": control.RoleSource,
-	"target": control.RoleTarget, "slave": control.RoleTarget, "replica": control.RoleTarget, "standby": control.RoleTarget,
-	"fullcopy": control.RoleFullcopy,
+	control.RoleSource: control.RoleSource, "master": control.RoleSource, "primary": control.RoleSource,
+	control.RoleTarget: control.RoleTarget, "slave": control.RoleTarget, "replica": control.RoleTarget, "standby": control.RoleTarget,
+	control.RoleFullcopy: control.RoleFullcopy,
 }
 
 // parseMembers reads db:role words; a db without a role is a source when first, else a target.
@@ -513,25 +515,11 @@ func parseMembers(group string, words []string) ([]control.Member, error) {
 	return ms, checkMembers(group, ms)
 }
 
+// checkMembers applies the dbgroup rules (control's, which ibex apply uses too); a dbgroup
+// that breaks one is a usage error.
 func checkMembers(group string, ms []control.Member) error {
-	var sources, targets, full int
-	for _, m := range ms {
-		switch m.Role {
-		case control.RoleSource:
-			sources++
-		case control.RoleTarget:
-			targets++
-		case control.RoleFullcopy:
-			full++
-		}
-	}
-	switch {
-	case len(ms) == 0:
-		return usageErr("dbgroup %s: list its dbs as name:role (source, target or fullcopy)", group)
-	case sources == 0:
-		return usageErr("dbgroup %s has no source: give at least one db the role source", group)
-	case full > 0 && (sources != 1 || targets > 0):
-		return usageErr("dbgroup %s: a fullcopy dbgroup has exactly one source and only fullcopy dbs besides", group)
+	if err := (&control.DBGroup{Name: group, Members: ms}).Check(); err != nil {
+		return usageErr("%w", err)
 	}
 	return nil
 }
@@ -631,20 +619,22 @@ func applySyncOptions(s *control.Sync, p *kv) error {
 			}
 			s.Schedule = v
 		case "status":
-			if v != "active" && v != "inactive" {
+			if !control.Status(v).Valid() {
 				return usageErr("sync %s: status must be active or inactive, not %q", s.Name, v)
 			}
-			s.Status = v
+			s.Status = control.Status(v)
 		case "batch_size":
 			n, e := strconv.Atoi(v)
 			if e != nil || n < 0 {
 				return usageErr("sync %s: batch_size must be a whole number of rows, not %q", s.Name, v)
 			}
 			s.BatchSize = n
+		case "single_transaction":
+			s.SingleTransaction, err = parseBool(s.Name, k, v)
 		case "herd", "relgroup", "dbs", "dbgroup", "tables":
 			continue
 		default:
-			return usageErr("sync %s: unknown option %q (use herd, tables, dbs, conflict_strategy, autokick, onetimecopy, schedule, status, batch_size)", s.Name, k)
+			return usageErr("sync %s: unknown option %q (use herd, tables, dbs, conflict_strategy, autokick, onetimecopy, schedule, status, batch_size, single_transaction)", s.Name, k)
 		}
 		if err != nil {
 			return err
@@ -663,14 +653,7 @@ func (a *app) checkSync(ctx context.Context, q control.Querier, s *control.Sync)
 	if err := checkMembers(g.Name, g.Members); err != nil {
 		return err
 	}
-	var dbs, sources []string
-	for _, m := range g.Members {
-		dbs = append(dbs, m.DB)
-		if m.Role == control.RoleSource {
-			sources = append(sources, m.DB)
-		}
-	}
-	if _, err := conflict.Parse(s.ConflictStrategy, dbs, sources); err != nil {
+	if _, err := conflict.Parse(s.ConflictStrategy, g.DBs(), g.Sources()); err != nil {
 		return usageErr("sync %s: %v", s.Name, err)
 	}
 	return nil
@@ -681,7 +664,7 @@ func (a *app) putSync(ctx context.Context, store *control.Store, create bool, p 
 		return usageErr("give one sync name, then key=value options (got %q)", strings.Join(p.words, " "))
 	}
 	name := p.words[0]
-	s := &control.Sync{Name: name, ConflictStrategy: conflict.Latest, Status: "active"}
+	s := &control.Sync{Name: name, ConflictStrategy: conflict.Latest, Status: control.StatusActive}
 	if !create {
 		cur, err := control.GetSync(ctx, store.Q(), name)
 		if err != nil {
@@ -913,10 +896,12 @@ func (a *app) list(ctx context.Context, store *control.Store, kind string, names
 			}
 			out = append(out, d)
 			pass := d.Pass
-			if pass == "" {
+			if pass == "" && d.Conn["service"] != "" {
+				pass = "(service/PGPASSWORD/.pgpass)"
+			} else if pass == "" {
 				pass = "(PGPASSWORD/.pgpass)"
 			}
-			rows = append(rows, []string{d.Name, d.Status, dbconn.ConnString(d.Conn), pass})
+			rows = append(rows, []string{d.Name, string(d.Status), dbconn.ConnString(d.Conn), pass})
 		}
 		data = out
 	case "table":
@@ -980,7 +965,7 @@ func (a *app) list(ctx context.Context, store *control.Store, kind string, names
 				if sched == "" {
 					sched = "none"
 				}
-				rows = append(rows, []string{s.Name, s.Status, s.Herd, s.DBGroup, s.ConflictStrategy, yesNo(s.Autokick), strconv.Itoa(s.Onetimecopy), sched})
+				rows = append(rows, []string{s.Name, string(s.Status), s.Herd, s.DBGroup, s.ConflictStrategy, yesNo(s.Autokick), strconv.Itoa(s.Onetimecopy), sched})
 			}
 		}
 		data = out

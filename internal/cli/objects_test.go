@@ -47,7 +47,7 @@ FROM ibex.dbgroup g LEFT JOIN ibex.dbmap m ON m.dbgroup = g.name GROUP BY 1 ORDE
 
 func syncRows(t *testing.T, dsn string) [][]string {
 	t.Helper()
-	return rows(t, dsn, `SELECT name, herd, dbgroup, conflict_strategy, autokick::text, onetimecopy::text, schedule, status, batch_size::text
+	return rows(t, dsn, `SELECT name, herd, dbgroup, conflict_strategy, autokick::text, onetimecopy::text, schedule, status, batch_size::text, single_transaction::text
 FROM ibex.sync ORDER BY name`)
 }
 
@@ -199,20 +199,20 @@ func TestSyncs(t *testing.T) {
 
 	// Every option, and Bucardo's names for some.
 	ok(t, ctl.DSN, "add", "sync", "s2", "relgroup=h1", "dbgroup=g1", "conflict_strategy=t2 t1", "autokick=true", "onetimecopy=2",
-		"schedule=*/5 * * * *", "status=inactive", "batch_size=500")
+		"schedule=*/5 * * * *", "status=inactive", "batch_size=500", "single_transaction=on")
 	ok(t, ctl.DSN, "add", "sync", "s3", "herd=h1", "dbs=g2", "standard_conflict=bucardo_source", "ping=yes", "checktime=30s", "onetimecopy=1")
 	ok(t, ctl.DSN, "add", "sync", "s4", "herd=h1", "dbs=g1", "conflict_strategy=t3,t2", "autokick=off")
 	for _, cs := range []string{"skip", "abort", "bucardo_latest"} {
 		ok(t, ctl.DSN, "add", "sync", "s_"+cs, "herd=h1", "dbs=g2", "conflict_strategy="+cs)
 	}
 	want := [][]string{
-		{"s1", "h1", "g1", "latest", "false", "0", "", "active", "0"},
-		{"s2", "h1", "g1", "t2 t1", "true", "2", "*/5 * * * *", "inactive", "500"},
-		{"s3", "h1", "g2", "source", "true", "1", "30s", "active", "0"},
-		{"s4", "h1", "g1", "t3 t2", "false", "0", "", "active", "0"},
-		{"s_abort", "h1", "g2", "abort", "false", "0", "", "active", "0"},
-		{"s_bucardo_latest", "h1", "g2", "latest", "false", "0", "", "active", "0"},
-		{"s_skip", "h1", "g2", "skip", "false", "0", "", "active", "0"},
+		{"s1", "h1", "g1", "latest", "false", "0", "", "active", "0", "false"},
+		{"s2", "h1", "g1", "t2 t1", "true", "2", "*/5 * * * *", "inactive", "500", "true"},
+		{"s3", "h1", "g2", "source", "true", "1", "30s", "active", "0", "false"},
+		{"s4", "h1", "g1", "t3 t2", "false", "0", "", "active", "0", "false"},
+		{"s_abort", "h1", "g2", "abort", "false", "0", "", "active", "0", "false"},
+		{"s_bucardo_latest", "h1", "g2", "latest", "false", "0", "", "active", "0", "false"},
+		{"s_skip", "h1", "g2", "skip", "false", "0", "", "active", "0", "false"},
 	}
 	if diff := cmp.Diff(want, syncRows(t, ctl.DSN)); diff != "" {
 		t.Errorf("ibex.sync (-want +got):\n%s", diff)
@@ -243,7 +243,7 @@ s_skip           | active   | h1   | g2      | skip     | no       | 0          
 	refused(t, ctl.DSN, 2, args("add", "sync", "s9", "herd=h1", "dbs=g1", "conflict_strategy=t1 nosuch"), `"nosuch" is not a db of this sync (its dbs: t1 t2 t3)`)
 	refused(t, ctl.DSN, 2, args("add", "sync", "s9", "herd=h1", "dbs=g1", "conflict_strategy=t1 t1"), `db "t1" is listed twice`)
 	refused(t, ctl.DSN, 2, args("add", "sync", "s9", "herd=h1", "dbs=g1", "foo=1"),
-		`ibex: sync s9: unknown option "foo" (use herd, tables, dbs, conflict_strategy, autokick, onetimecopy, schedule, status, batch_size)`)
+		`ibex: sync s9: unknown option "foo" (use herd, tables, dbs, conflict_strategy, autokick, onetimecopy, schedule, status, batch_size, single_transaction)`)
 	refuseAll(t, ctl.DSN,
 		rf(2, args("add", "sync", "s9", "herd=h1", "dbs=g1", "autokick=maybe"), `sync s9: autokick must be true or false, not "maybe"`),
 		rf(2, args("add", "sync", "s9", "herd=h1", "dbs=g1", "onetimecopy=x"), `sync s9: onetimecopy must be 0, 1 or 2, not "x"`),
@@ -252,6 +252,7 @@ s_skip           | active   | h1   | g2      | skip     | no       | 0          
 		rf(2, args("add", "sync", "s9", "herd=h1", "dbs=g1", "schedule=100ms"), `an interval must be at least 1s`),
 		rf(2, args("add", "sync", "s9", "herd=h1", "dbs=g1", "status=paused"), `sync s9: status must be active or inactive, not "paused"`),
 		rf(2, args("add", "sync", "s9", "herd=h1", "dbs=g1", "batch_size=-1"), `batch_size must be a whole number of rows, not "-1"`),
+		rf(2, args("add", "sync", "s9", "herd=h1", "dbs=g1", "single_transaction=sometimes"), `sync s9: single_transaction must be true or false, not "sometimes"`),
 		rf(2, args("add", "sync", "s9", "herd=h1", "tables=accounts", "dbs=g1"), "sync s9: give herd= or tables=, not both"),
 		rf(2, args("add", "sync", "s9", "dbs=g1"), "sync s9: say which tables with herd=NAME or tables=a,b"),
 		rf(2, args("add", "sync", "s9", "herd=h1"), "sync s9: say which dbs with dbs=DBGROUP or dbs=t1:source,t2:target"),

@@ -187,21 +187,21 @@ func (a *app) printKick(r *job.Result) {
 // ---- status
 
 type syncStatus struct {
-	Name      string       `json:"name"`
-	State     string       `json:"state"`
-	Status    string       `json:"status"`
-	Herd      string       `json:"herd"`
-	DBGroup   string       `json:"dbgroup"`
-	DBs       []string     `json:"dbs"`
-	Tables    []string     `json:"tables"`
-	Conflict  string       `json:"conflict_strategy"`
-	Schedule  string       `json:"schedule"`
-	Autokick  bool         `json:"autokick"`
-	Onetime   int          `json:"onetimecopy"`
-	LastGood  *control.Run `json:"last_good,omitempty"`
-	LastBad   *control.Run `json:"last_bad,omitempty"`
-	LastRun   *control.Run `json:"last_run,omitempty"`
-	LastError string       `json:"last_error,omitempty"`
+	Name      string         `json:"name"`
+	State     string         `json:"state"`
+	Status    control.Status `json:"status"`
+	Herd      string         `json:"herd"`
+	DBGroup   string         `json:"dbgroup"`
+	DBs       []string       `json:"dbs"`
+	Tables    []string       `json:"tables"`
+	Conflict  string         `json:"conflict_strategy"`
+	Schedule  string         `json:"schedule"`
+	Autokick  bool           `json:"autokick"`
+	Onetime   int            `json:"onetimecopy"`
+	LastGood  *control.Run   `json:"last_good,omitempty"`
+	LastBad   *control.Run   `json:"last_bad,omitempty"`
+	LastRun   *control.Run   `json:"last_run,omitempty"`
+	LastError string         `json:"last_error,omitempty"`
 }
 
 func (a *app) loadStatus(ctx context.Context, store *control.Store, s control.Sync) (*syncStatus, error) {
@@ -351,7 +351,7 @@ func (a *app) statusAll(sts []*syncStatus) {
 	var rows [][]string
 	for _, st := range sts {
 		row := []string{st.Name, st.State, "", "", "", "none", ""}
-		if st.Status == "inactive" {
+		if st.Status == control.StatusInactive {
 			row[1] += " (inactive)"
 		}
 		if g := st.LastGood; g != nil && g.Ended != nil {
@@ -387,7 +387,7 @@ func (a *app) statusDetail(st *syncStatus) {
 	field("Current state", st.State)
 	field("Herd/dbs", st.Herd+" / "+st.DBGroup+" ("+strings.Join(st.DBs, " ")+")")
 	field("Tables in sync", fmt.Sprintf("%d", len(st.Tables)))
-	field("Status", strings.ToUpper(st.Status[:1])+st.Status[1:])
+	field("Status", strings.ToUpper(string(st.Status[:1]))+string(st.Status[1:]))
 	field("Conflict strategy", st.Conflict)
 	sched := st.Schedule
 	if sched == "" {

@@ -151,7 +151,7 @@ func testDBs(ctx context.Context, want *config.File, changes []config.Change, fi
 			continue
 		}
 		d := want.DBs[c.Name]
-		if d["status"] == "inactive" {
+		if d["status"] == string(control.StatusInactive) {
 			continue
 		}
 		conn := map[string]string{}

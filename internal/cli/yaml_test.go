@@ -57,7 +57,7 @@ func TestExportApplyRoundTrip(t *testing.T) {
 	ok(t, ctl.DSN, "add", "herd", "empty")
 	ok(t, ctl.DSN, "add", "dbgroup", "g1", "t1:source", "t2:target")
 	ok(t, ctl.DSN, "add", "dbgroup", "g2", "t2:source", "t1:source", "t3:target")
-	ok(t, ctl.DSN, "add", "sync", "s1", "herd=hall", "dbs=g1", "conflict_strategy=t2 t1", "autokick=true", "schedule=30s", "onetimecopy=1", "batch_size=100")
+	ok(t, ctl.DSN, "add", "sync", "s1", "herd=hall", "dbs=g1", "conflict_strategy=t2 t1", "autokick=true", "schedule=30s", "onetimecopy=1", "batch_size=100", "single_transaction=on")
 	ok(t, ctl.DSN, "add", "sync", "s2", "herd=h2", "dbs=t2:source,t1:target", "status=inactive", "conflict_strategy=skip")
 
 	file := filepath.Join(t.TempDir(), "exported.yaml")
@@ -239,7 +239,7 @@ func TestApplyRefusesBadFiles(t *testing.T) {
 			return fmt.Sprintf("ibex: %s: herd therd: table \"public.pgbench_history\" is not among the tables\n", f)
 		}},
 		{"no source", strings.ReplaceAll(demo, ":source", ":target"), func(f string) string {
-			return fmt.Sprintf("ibex: %s: dbgroup tgroup has no source\n", f)
+			return fmt.Sprintf("ibex: %s: dbgroup tgroup has no source: give at least one db the role source\n", f)
 		}},
 		{"bad role", edit("    - t1:source", "    - t1:boss"), func(f string) string {
 			return fmt.Sprintf("ibex: %s: dbgroup tgroup: member \"t1:boss\" must be db:source, db:target or db:fullcopy\n", f)
@@ -263,7 +263,7 @@ func TestApplyRefusesBadFiles(t *testing.T) {
 			return fmt.Sprintf("ibex: %s: table public.pgbench_accounts: key and keykind disagree\n", f)
 		}},
 		{"no dbname", edit("    dbname: btest3\n", ""), func(f string) string {
-			return fmt.Sprintf("ibex: %s: db t3: dbname is required\n", f)
+			return fmt.Sprintf("ibex: %s: db t3: dbname or service is required\n", f)
 		}},
 	} {
 		file := writeFile(t, strings.ReplaceAll(tc.name, " ", "_")+".yaml", tc.text)

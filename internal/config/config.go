@@ -75,6 +75,8 @@ type Sync struct {
 	Schedule         string `yaml:"schedule,omitempty"`
 	Status           string `yaml:"status"`
 	BatchSize        int    `yaml:"batch_size,omitempty"`
+	// SingleTransaction: one transaction per receiver whatever the backlog.
+	SingleTransaction bool `yaml:"single_transaction,omitempty"`
 }
 
 // Parse reads a configuration strictly and checks that its objects refer to each other
@@ -166,10 +168,10 @@ var keyKinds = []string{catalog.KeyPrimary, catalog.KeyUnique, catalog.KeyNone}
 
 func (f *File) check() error {
 	for n, d := range f.DBs {
-		if d["dbname"] == "" {
-			return fmt.Errorf("db %s: dbname is required", n)
+		if !dbconn.NamesDB(d) {
+			return fmt.Errorf("db %s: dbname or service is required", n)
 		}
-		if s := d["status"]; s != "" && s != "active" && s != "inactive" {
+		if s := d["status"]; s != "" && !control.Status(s).Valid() {
 			return fmt.Errorf("db %s: status must be active or inactive, not %q", n, s)
 		}
 	}
@@ -197,21 +199,18 @@ func (f *File) check() error {
 		}
 	}
 	for g, ms := range f.DBGroups {
-		sources := 0
 		for _, m := range ms {
 			db, role, ok := strings.Cut(m, ":")
-			if !ok || (role != control.RoleSource && role != control.RoleTarget && role != control.RoleFullcopy) {
+			if !ok || !slices.Contains(control.Roles, role) {
 				return fmt.Errorf("dbgroup %s: member %q must be db:source, db:target or db:fullcopy", g, m)
 			}
 			if _, ok := f.DBs[db]; !ok {
 				return fmt.Errorf("dbgroup %s: db %q is not among the dbs", g, db)
 			}
-			if role == control.RoleSource {
-				sources++
-			}
 		}
-		if sources == 0 {
-			return fmt.Errorf("dbgroup %s has no source", g)
+		// The rules of a dbgroup are control's, as for 'ibex add dbgroup'.
+		if err := dbGroup(g, ms).Check(); err != nil {
+			return err
 		}
 	}
 	for n, s := range f.Syncs {
@@ -222,21 +221,14 @@ func (f *File) check() error {
 		if !ok {
 			return fmt.Errorf("sync %s: dbgroup %q is not among the dbgroups", n, s.DBs)
 		}
-		var dbs, sources []string
-		for _, m := range ms {
-			db, role, _ := strings.Cut(m, ":")
-			dbs = append(dbs, db)
-			if role == control.RoleSource {
-				sources = append(sources, db)
-			}
-		}
-		if _, err := conflict.Parse(s.ConflictStrategy, dbs, sources); err != nil {
+		g := dbGroup(s.DBs, ms)
+		if _, err := conflict.Parse(s.ConflictStrategy, g.DBs(), g.Sources()); err != nil {
 			return fmt.Errorf("sync %s: %w", n, err)
 		}
 		if err := schedule.Check(s.Schedule); err != nil {
 			return fmt.Errorf("sync %s: %w", n, err)
 		}
-		if s.Status != "" && s.Status != "active" && s.Status != "inactive" {
+		if s.Status != "" && !control.Status(s.Status).Valid() {
 			return fmt.Errorf("sync %s: status must be active or inactive", n)
 		}
 		if s.Onetimecopy < 0 || s.Onetimecopy > 2 {
@@ -244,6 +236,16 @@ func (f *File) check() error {
 		}
 	}
 	return nil
+}
+
+// dbGroup is a dbgroup of the file ("db:role" members, in order) as control has it.
+func dbGroup(name string, members []string) *control.DBGroup {
+	g := &control.DBGroup{Name: name}
+	for _, m := range members {
+		db, role, _ := strings.Cut(m, ":")
+		g.Members = append(g.Members, control.Member{DB: db, Role: role})
+	}
+	return g
 }
 
 // Marshal renders a configuration as YAML (keys sorted, so the text is stable).

@@ -74,7 +74,7 @@ func TestParseErrors(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct{ name, in, want string }{
 		{"unknown db key", "dbs:\n  t1:\n    dbnmae: x\n",
-			`f.yaml: line 3: unknown db setting "dbnmae" (known: application_name, channel_binding, connect_timeout, dbname, host, keepalives, keepalives_count, keepalives_idle, keepalives_interval, options, passfile, port, reply_timeout, require_auth, service, sslcert, sslkey, sslmode, sslnegotiation, sslrootcert, sslsni, target_session_attrs, tcp_user_timeout, user, pass, status)`},
+			`f.yaml: line 3: unknown db setting "dbnmae" (known: application_name, channel_binding, connect_timeout, dbname, host, keepalives, keepalives_count, keepalives_idle, keepalives_interval, options, passfile, port, reply_timeout, require_auth, service, servicefile, sslcert, sslkey, sslmode, sslnegotiation, sslrootcert, sslsni, target_session_attrs, tcp_user_timeout, user, pass, status)`},
 		{"literal password", "dbs:\n  t1:\n    dbname: x\n    pass: hunter2\n", "f.yaml: line 4: a literal password is never stored: use pass=env:VAR or pass=file:PATH, or PGPASSWORD or ~/.pgpass"},
 		{"db not a mapping", "dbs:\n  t1: [x]\n", "f.yaml: line 2: a db is a mapping of connection settings"},
 		{"autokick maybe", "syncs:\n  s:\n    herd: h\n    autokick: maybe\n", "f.yaml: line 4: syncs.s.autokick: cannot unmarshal !!str `maybe` into bool"},
@@ -87,12 +87,27 @@ func TestParseErrors(t *testing.T) {
 		{"syntax", "dbs:\n  t1: {dbname: x\n", "f.yaml: "},
 		{"missing herd", "syncs:\n  s: {herd: h, dbs: g}\n", `f.yaml: sync s: herd "h" is not among the herds`},
 		{"bad table name", "tables:\n  a.b.c: {key: [id], keykind: primary key}\n", `f.yaml: table name "a.b.c": expected table or schema.table`},
+		{"no dbname nor service", "dbs:\n  t1:\n    host: x\n    user: u\n", "f.yaml: db t1: dbname or service is required"},
 	} {
 		_, err := config.Parse("f.yaml", strings.NewReader(tc.in))
 		exact := tc.name != "syntax" // the YAML parser's own words
 		if err == nil || (exact && err.Error() != tc.want) || !strings.HasPrefix(err.Error(), tc.want) {
 			t.Errorf("%s: Parse = %v\nwant %q", tc.name, err, tc.want)
 		}
+	}
+}
+
+// TestParseServiceDB: a db may be only a service (its file names the database), as with
+// libpq, and may say where that file is (servicefile, PostgreSQL 18).
+func TestParseServiceDB(t *testing.T) {
+	t.Parallel()
+	f, err := config.Parse("f.yaml", strings.NewReader("dbs:\n  t1:\n    service: svc\n  t2:\n    service: svc2\n    servicefile: /etc/ibex/services\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]config.DB{"t1": {"service": "svc"}, "t2": {"service": "svc2", "servicefile": "/etc/ibex/services"}}
+	if diff := cmp.Diff(want, f.DBs); diff != "" {
+		t.Errorf("dbs (-want +got):\n%s", diff)
 	}
 }
 

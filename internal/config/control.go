@@ -28,8 +28,8 @@ func Export(ctx context.Context, q control.Querier) (*File, error) {
 		if d.Pass != "" {
 			m["pass"] = d.Pass
 		}
-		if d.Status != "active" {
-			m["status"] = d.Status
+		if d.Status != control.StatusActive {
+			m["status"] = string(d.Status)
 		}
 		f.DBs[d.Name] = m
 	}
@@ -77,7 +77,8 @@ func Export(ctx context.Context, q control.Querier) (*File, error) {
 	}
 	for _, s := range syncs {
 		f.Syncs[s.Name] = Sync{Herd: s.Herd, DBs: s.DBGroup, ConflictStrategy: s.ConflictStrategy, Autokick: s.Autokick,
-			Onetimecopy: s.Onetimecopy, Schedule: s.Schedule, Status: s.Status, BatchSize: s.BatchSize}
+			Onetimecopy: s.Onetimecopy, Schedule: s.Schedule, Status: string(s.Status), BatchSize: s.BatchSize,
+			SingleTransaction: s.SingleTransaction}
 	}
 	return f, nil
 }
@@ -124,12 +125,12 @@ func normalize(f *File) {
 	for n, s := range f.Syncs {
 		s.ConflictStrategy = conflict.Normalize(s.ConflictStrategy)
 		if s.Status == "" {
-			s.Status = "active"
+			s.Status = string(control.StatusActive)
 		}
 		f.Syncs[n] = s
 	}
 	for n, d := range f.DBs {
-		if d["status"] == "active" {
+		if d["status"] == string(control.StatusActive) {
 			delete(d, "status")
 		}
 		f.DBs[n] = d
@@ -174,13 +175,13 @@ func Apply(ctx context.Context, q control.Querier, cur, want *File, changes []Ch
 		if !has("add", "db", n) && !has("update", "db", n) {
 			continue
 		}
-		d := &control.DB{Name: n, Conn: map[string]string{}, Status: "active"}
+		d := &control.DB{Name: n, Conn: map[string]string{}, Status: control.StatusActive}
 		for k, v := range want.DBs[n] {
 			switch k {
 			case "pass":
 				d.Pass = v
 			case "status":
-				d.Status = v
+				d.Status = control.Status(v)
 			default:
 				d.Conn[k] = v
 			}
@@ -219,12 +220,7 @@ func Apply(ctx context.Context, q control.Querier, cur, want *File, changes []Ch
 		if !has("add", "dbgroup", n) && !has("update", "dbgroup", n) {
 			continue
 		}
-		g := &control.DBGroup{Name: n}
-		for _, m := range want.DBGroups[n] {
-			db, role, _ := strings.Cut(m, ":")
-			g.Members = append(g.Members, control.Member{DB: db, Role: role})
-		}
-		if err := control.PutDBGroup(ctx, q, g, has("add", "dbgroup", n)); err != nil {
+		if err := control.PutDBGroup(ctx, q, dbGroup(n, want.DBGroups[n]), has("add", "dbgroup", n)); err != nil {
 			return err
 		}
 	}
@@ -234,7 +230,8 @@ func Apply(ctx context.Context, q control.Querier, cur, want *File, changes []Ch
 		}
 		s := want.Syncs[n]
 		if err := control.PutSync(ctx, q, &control.Sync{Name: n, Herd: s.Herd, DBGroup: s.DBs, ConflictStrategy: s.ConflictStrategy,
-			Autokick: s.Autokick, Onetimecopy: s.Onetimecopy, Schedule: s.Schedule, Status: s.Status, BatchSize: s.BatchSize}, has("add", "sync", n)); err != nil {
+			Autokick: s.Autokick, Onetimecopy: s.Onetimecopy, Schedule: s.Schedule, Status: control.Status(s.Status), BatchSize: s.BatchSize,
+			SingleTransaction: s.SingleTransaction}, has("add", "sync", n)); err != nil {
 			return err
 		}
 	}

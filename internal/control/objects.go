@@ -10,19 +10,12 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// Roles of a db in a dbgroup.
-const (
-	RoleSource   = "source"
-	RoleTarget   = "target"
-	RoleFullcopy = "fullcopy"
-)
-
 // DB is a named connection to a database.
 type DB struct {
 	Name   string
 	Conn   map[string]string // libpq keywords, never a password
 	Pass   string            // "", env:VAR or file:PATH
-	Status string
+	Status Status
 }
 
 // Relation is a replicated table (Bucardo's goat).
@@ -67,8 +60,11 @@ type Sync struct {
 	Autokick         bool
 	Onetimecopy      int
 	Schedule         string
-	Status           string
+	Status           Status
 	BatchSize        int
+	// SingleTransaction makes a run write each receiver in one transaction however large
+	// the backlog; otherwise a run commits every BatchSize changed keys.
+	SingleTransaction bool
 }
 
 // Querier is satisfied by *pgxpool.Pool, *pgx.Conn and pgx.Tx.
@@ -138,7 +134,7 @@ func PutDB(ctx context.Context, q Querier, d *DB, create bool) error {
 	}
 	status := d.Status
 	if status == "" {
-		status = "active"
+		status = StatusActive
 	}
 	var err error
 	if create {
@@ -348,7 +344,8 @@ func GetDBGroup(ctx context.Context, q Querier, name string) (*DBGroup, error) {
 	return nil, notFound("dbgroup", name)
 }
 
-// PutDBGroup creates or replaces a dbgroup's members.
+// PutDBGroup creates or replaces a dbgroup's members, refusing a dbgroup that breaks the
+// rules of DBGroup.Check.
 func PutDBGroup(ctx context.Context, q Querier, g *DBGroup, create bool) error {
 	if create {
 		if _, err := q.Exec(ctx, `INSERT INTO ibex.dbgroup (name) VALUES ($1)`, g.Name); err != nil {
@@ -367,6 +364,9 @@ func PutDBGroup(ctx context.Context, q Querier, g *DBGroup, create bool) error {
 			return notFound("dbgroup", g.Name)
 		}
 		_ = tag
+	}
+	if err := g.Check(); err != nil {
+		return err
 	}
 	for i, m := range g.Members {
 		if _, err := q.Exec(ctx, `INSERT INTO ibex.dbmap (dbgroup, db, role, position) VALUES ($1, $2, $3, $4)`, g.Name, m.DB, m.Role, i+1); err != nil {
@@ -401,11 +401,11 @@ func RemoveDBGroup(ctx context.Context, q Querier, name string) error {
 
 // ---- syncs
 
-const syncCols = `name, herd, dbgroup, conflict_strategy, autokick, onetimecopy, schedule, status, batch_size`
+const syncCols = `name, herd, dbgroup, conflict_strategy, autokick, onetimecopy, schedule, status, batch_size, single_transaction`
 
 func scanSync(r pgx.CollectableRow) (Sync, error) {
 	var s Sync
-	err := r.Scan(&s.ID, &s.Name, &s.Herd, &s.DBGroup, &s.ConflictStrategy, &s.Autokick, &s.Onetimecopy, &s.Schedule, &s.Status, &s.BatchSize)
+	err := r.Scan(&s.ID, &s.Name, &s.Herd, &s.DBGroup, &s.ConflictStrategy, &s.Autokick, &s.Onetimecopy, &s.Schedule, &s.Status, &s.BatchSize, &s.SingleTransaction)
 	return s, err
 }
 
@@ -433,14 +433,14 @@ func GetSync(ctx context.Context, q Querier, name string) (*Sync, error) {
 
 // PutSync inserts (create) or replaces a sync (s.ID is the control database's to give).
 func PutSync(ctx context.Context, q Querier, s *Sync, create bool) error {
-	args := []any{s.Name, s.Herd, s.DBGroup, s.ConflictStrategy, s.Autokick, s.Onetimecopy, s.Schedule, s.Status, s.BatchSize}
+	args := []any{s.Name, s.Herd, s.DBGroup, s.ConflictStrategy, s.Autokick, s.Onetimecopy, s.Schedule, s.Status, s.BatchSize, s.SingleTransaction}
 	var err error
 	if create {
-		err = q.QueryRow(ctx, `INSERT INTO ibex.sync (`+syncCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id`, args...).Scan(&s.ID)
+		err = q.QueryRow(ctx, `INSERT INTO ibex.sync (`+syncCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id`, args...).Scan(&s.ID)
 	} else {
 		var tag pgconn.CommandTag
 		tag, err = q.Exec(ctx, `UPDATE ibex.sync SET herd = $2, dbgroup = $3, conflict_strategy = $4, autokick = $5,
-onetimecopy = $6, schedule = $7, status = $8, batch_size = $9 WHERE name = $1`, args...)
+onetimecopy = $6, schedule = $7, status = $8, batch_size = $9, single_transaction = $10 WHERE name = $1`, args...)
 		if err == nil && tag.RowsAffected() == 0 {
 			return notFound("sync", s.Name)
 		}

@@ -8,14 +8,6 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// Run states.
-const (
-	StateRunning = "running"
-	StateGood    = "good"
-	StateBad     = "bad"
-	StateEmpty   = "empty"
-)
-
 // Run is one row of the run history.
 type Run struct {
 	ID        int64          `json:"id"`
@@ -43,8 +35,8 @@ func (r *Run) Duration() time.Duration {
 // closed as bad first.
 func StartRun(ctx context.Context, q Querier, sync, host string, pid int) (int64, error) {
 	if _, err := q.Exec(ctx, `
-UPDATE ibex.run SET state = 'bad', ended = clock_timestamp(), error = 'the process running it died before it ended (killed, timed out or lost its connection)'
-WHERE sync = $1 AND state = 'running'`, sync); err != nil {
+UPDATE ibex.run SET state = $2, ended = clock_timestamp(), error = 'the process running it died before it ended (killed, timed out or lost its connection)'
+WHERE sync = $1 AND state = $3`, sync, StateBad, StateRunning); err != nil {
 		return 0, err
 	}
 	var id int64

@@ -7,27 +7,31 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/jackc/pgservicefile"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Keys are the connection keywords a db may carry, besides pass: libpq's (less hostaddr
-// and sslcrl, see unsupportedKeys), with libpq's meaning, and reply_timeout, ibex's own.
+// and sslcrl, see unsupportedKeys; servicefile is PostgreSQL 18's), with libpq's
+// meaning, and reply_timeout, ibex's own.
 // keepalives, keepalives_idle, keepalives_interval, keepalives_count and
 // tcp_user_timeout are applied by ibex to the socket (pgx does not know them);
 // reply_timeout bounds how long a connection waits for a reply that is due.
 var Keys = []string{
 	"application_name", "channel_binding", "connect_timeout", "dbname", "host",
 	"keepalives", "keepalives_count", "keepalives_idle", "keepalives_interval", "options",
-	"passfile", "port", "reply_timeout", "require_auth", "service", "sslcert", "sslkey", "sslmode",
+	"passfile", "port", "reply_timeout", "require_auth", "service", "servicefile", "sslcert", "sslkey", "sslmode",
 	"sslnegotiation", "sslrootcert", "sslsni", "target_session_attrs", "tcp_user_timeout", "user",
 }
 
@@ -42,6 +46,65 @@ var unsupportedKeys = map[string]string{
 // socketKeys are the keywords ibex applies itself: they are never handed to pgx, which
 // would send them to the server as session parameters.
 var socketKeys = []string{"keepalives", "keepalives_count", "keepalives_idle", "keepalives_interval", "reply_timeout", "tcp_user_timeout"}
+
+// ErrNoDBName is returned for a db that names no database: neither dbname= nor a
+// service (whose dbname then names it).
+var ErrNoDBName = errors.New("dbname= or service= is required (the database's name on its server, or a service of pg_service.conf that sets dbname)")
+
+// NamesDB reports whether a db's settings name its database, with dbname= or service=
+// (Connect checks that the service sets dbname).
+func NamesDB(conn map[string]string) bool { return conn["dbname"] != "" || conn["service"] != "" }
+
+// lookupService finds the service a db connects through (its service=, else PGSERVICE)
+// where libpq looks for it: the file named by servicefile= (PostgreSQL 18), else by
+// PGSERVICEFILE, else ~/.pg_service.conf; then, when that file is missing or lacks the
+// service, pg_service.conf in PGSYSCONFDIR. libpq's compiled-in system directory, used
+// when PGSYSCONFDIR is unset, is unknown to ibex and not read. It returns the service's
+// name, the file defining it and the service's settings, which may hold a password:
+// callers must never print them. With no service, all are empty.
+func lookupService(conn map[string]string) (name, file string, settings map[string]string, err error) {
+	name = conn["service"]
+	if name == "" {
+		name = os.Getenv("PGSERVICE")
+	}
+	if name == "" {
+		return "", "", nil, nil
+	}
+	var files []string
+	if f := conn["servicefile"]; f != "" {
+		files = append(files, f)
+	} else if f := os.Getenv("PGSERVICEFILE"); f != "" {
+		files = append(files, f)
+	} else if home, err := os.UserHomeDir(); err == nil {
+		files = append(files, filepath.Join(home, ".pg_service.conf"))
+	}
+	if dir := os.Getenv("PGSYSCONFDIR"); dir != "" {
+		files = append(files, filepath.Join(dir, "pg_service.conf"))
+	}
+	var looked []string
+	for _, f := range files {
+		sf, err := pgservicefile.ReadServicefile(f)
+		if errors.Is(err, fs.ErrNotExist) {
+			looked = append(looked, f+" (no such file)")
+			continue
+		}
+		if err != nil {
+			var pe *fs.PathError
+			if errors.As(err, &pe) {
+				err = pe.Err
+			}
+			return name, "", nil, fmt.Errorf("reading service file %s: %w", f, err)
+		}
+		if s, err := sf.GetService(name); err == nil {
+			return name, f, s.Settings, nil
+		}
+		looked = append(looked, f)
+	}
+	if len(looked) == 0 {
+		return name, "", nil, fmt.Errorf("service %q is not defined: no service file (set PGSERVICEFILE, servicefile= or PGSYSCONFDIR)", name)
+	}
+	return name, "", nil, fmt.Errorf("service %q is not defined in %s", name, strings.Join(looked, " nor in "))
+}
 
 // ErrLiteralPassword is returned for pass=<literal>.
 var ErrLiteralPassword = errors.New("a literal password is never stored: use pass=env:VAR or pass=file:PATH, or PGPASSWORD or ~/.pgpass")
@@ -154,8 +217,9 @@ var sessionParams = map[string]string{
 	"bytea_output":       "hex",
 }
 
-// Config builds the pgx configuration of a db. PG* variables and .pgpass fill what the db
-// leaves unset, as with libpq. Its DialFunc applies tcp_user_timeout and the keepalives
+// Config builds the pgx configuration of a db. Its service (see lookupService), PG*
+// variables and .pgpass fill what the db leaves unset, as with libpq; the database must
+// be named by the db's dbname or its service's (ErrNoDBName). Its DialFunc applies tcp_user_timeout and the keepalives
 // (ibex's defaults when the db sets none). It does not apply reply_timeout, which only
 // Connect does: a connection that waits for notifications (LISTEN) legitimately reads
 // for ever.
@@ -176,6 +240,22 @@ func config(name string, conn map[string]string, pass string) (*pgx.ConnConfig, 
 		if !slices.Contains(socketKeys, k) {
 			libpq[k] = v
 		}
+	}
+	// The database is named by the db or by its service: never by PGDATABASE or the
+	// user's name, which would replicate into whatever database they happen to name.
+	if !NamesDB(conn) {
+		return nil, so, fmt.Errorf("db %s: %w", name, ErrNoDBName)
+	}
+	svc, file, svcSettings, err := lookupService(conn)
+	if err != nil {
+		return nil, so, fmt.Errorf("db %s: %w", name, err)
+	}
+	if conn["dbname"] == "" && svcSettings["dbname"] == "" {
+		return nil, so, fmt.Errorf("db %s: service %q (in %s) does not set dbname: set it there, or give the db dbname=", name, svc, file)
+	}
+	if file != "" {
+		// Where lookupService found it: pgx itself does not look in PGSYSCONFDIR.
+		libpq["servicefile"] = file
 	}
 	cfg, err := pgx.ParseConfig(ConnString(libpq))
 	if err != nil {

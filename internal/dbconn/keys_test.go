@@ -72,6 +72,8 @@ func TestKeysConnect(t *testing.T) {
 		{name: "require_auth", conn: map[string]string{"require_auth": "none"}},
 		{name: "service", conn: map[string]string{"service": "ibexkeys", "host": "", "port": ""}, env: map[string]string{"PGSERVICEFILE": services},
 			sql: `SELECT inet_server_port()::text`, want: db.Conn["port"], socket: with(func(s *sockState) { s.idle, s.userTimeout = 21, 4321 })},
+		{name: "servicefile", conn: map[string]string{"service": "ibexkeys", "servicefile": services, "host": "", "port": ""},
+			sql: `SELECT inet_server_port()::text`, want: db.Conn["port"]},
 		{name: "sslmode disable", conn: map[string]string{"sslmode": "disable"}, sql: `SELECT ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()`, want: "false"},
 		{name: "sslmode require", conn: map[string]string{"sslmode": "require"}, sql: `SELECT ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()`, want: "true", socket: &defaults},
 		{name: "sslcert sslkey", conn: map[string]string{"sslmode": "require", "sslcert": clientCert, "sslkey": clientKey}, sql: `SELECT ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()`, want: "true"},

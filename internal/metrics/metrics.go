@@ -18,10 +18,10 @@ import (
 	"github.com/ibexrepl/ibex/job"
 )
 
-// Values of the state label of ibex_runs_total besides the run states good, empty and bad.
+// Values of the state label of ibex_runs_total besides the run states good, empty and bad
+// and control.StateInactive (the sync was paused when the run was asked for).
 const (
 	StateAlreadyRunning = "already_running" // another process held the sync's lock
-	StateInactive       = "inactive"        // the sync was paused when the run was asked for
 	StateError          = "error"           // the run could not start (control database, unknown sync, ...)
 )
 
@@ -92,7 +92,7 @@ func (m *Metrics) Handler() http.Handler {
 func (m *Metrics) Observe(sync string, res *job.Result, err error) {
 	switch {
 	case res == nil && errors.Is(err, job.ErrInactive):
-		m.Runs.WithLabelValues(sync, StateInactive).Inc()
+		m.Runs.WithLabelValues(sync, control.StateInactive).Inc()
 		return
 	case res == nil:
 		m.Runs.WithLabelValues(sync, StateError).Inc()

@@ -425,7 +425,7 @@ func (s *Scheduler) reload(ctx context.Context, listenCtx context.Context) error
 	dbs := map[string]dbDef{}
 	groups := map[string]*control.DBGroup{}
 	for _, sy := range syncs {
-		if sy.Status != "active" || !sy.Autokick {
+		if sy.Status != control.StatusActive || !sy.Autokick {
 			continue
 		}
 		g, ok := groups[sy.DBGroup]
@@ -462,15 +462,15 @@ func (s *Scheduler) reload(ctx context.Context, listenCtx context.Context) error
 		if e == nil {
 			e = &entry{name: sy.Name}
 			s.syncs[sy.Name] = e
-			s.log.Info("sync found", slog.String("sync", sy.Name), slog.String("status", sy.Status),
+			s.log.Info("sync found", slog.String("sync", sy.Name), slog.String("status", string(sy.Status)),
 				slog.String("schedule", sy.Schedule), slog.Bool("autokick", sy.Autokick))
 		} else if e.def != sy {
-			s.log.Info("sync changed", slog.String("sync", sy.Name), slog.String("status", sy.Status),
+			s.log.Info("sync changed", slog.String("sync", sy.Name), slog.String("status", string(sy.Status)),
 				slog.String("schedule", sy.Schedule), slog.Bool("autokick", sy.Autokick))
 		}
 		wasAuto := e.active && e.def.Autokick
 		e.def = sy
-		e.active = sy.Status == "active"
+		e.active = sy.Status == control.StatusActive
 		if e.active && sy.Autokick && !wasAuto {
 			catchUp = append(catchUp, sy.Name)
 		}
@@ -512,7 +512,7 @@ func (s *Scheduler) reload(ctx context.Context, listenCtx context.Context) error
 	// gocron jobs: one per active sync with a schedule.
 	want := map[string]string{}
 	for _, sy := range syncs {
-		if sy.Status == "active" && sy.Schedule != "" {
+		if sy.Status == control.StatusActive && sy.Schedule != "" {
 			want[sy.Name] = sy.Schedule
 		}
 	}
