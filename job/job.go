@@ -117,7 +117,7 @@ func Run(ctx context.Context, store *control.Store, syncName string, opts Option
 	if err != nil {
 		return nil, err
 	}
-	if sync.Status != "active" && !opts.Force {
+	if sync.Status != control.StatusActive && !opts.Force {
 		return nil, fmt.Errorf("sync %q: %w: run 'ibex update sync %s status=active' first", syncName, ErrInactive, syncName)
 	}
 
@@ -137,7 +137,7 @@ func Run(ctx context.Context, store *control.Store, syncName string, opts Option
 		return nil, err
 	}
 	if !got {
-		res.State = "already running"
+		res.State = control.StateAlreadyRunning
 		res.AlreadyRunning = true
 		res.Duration = time.Since(res.Started)
 		logger.InfoContext(ctx, "sync is already running", slog.String("sync", syncName))

@@ -249,7 +249,7 @@ func (r *runner) loadFrom(ctx context.Context, q control.Querier) error {
 func (r *runner) connect(ctx context.Context) {
 	var active []*member
 	for _, m := range r.members {
-		if m.db.Status == "inactive" {
+		if m.db.Status == control.StatusInactive {
 			m.dead = errInactiveDB
 			r.logger.InfoContext(ctx, "db is inactive: left out of this run", slog.String("db", m.name))
 			continue

@@ -1,0 +1,121 @@
+// Package sinks is the seam through which a run writes every receiving database.
+//
+// A run (package job) turns each batch of changed keys into, for every receiver, the list
+// of keys it gets and a stream of the winning rows in PostgreSQL's COPY text format (one
+// row per line, fields tab-separated in Table.Cols order, keys first). A Sink applies that
+// in one transaction per unit of batches:
+//
+//	Begin
+//	  PrepareBatch(t, keys)   every key is replaced by the row the stream brings, or deleted
+//	  WriteRows(t, rows)      the rows, until the reader ends
+//	  FinishBatch(t)          what the batch wrote
+//	  ... more batches, of any table ...
+//	Commit (or Rollback: nothing of the unit stays)
+//
+// A whole-table copy (fullcopy, onetimecopy) is Begin, ReplaceTable, WriteRows,
+// FinishBatch, Commit. A sink must be idempotent: applying the same batch twice leaves the
+// same rows as once, because a run killed between a receiver's commit and its watermark
+// update applies the batch again. Package sinktest is the conformance suite every sink
+// passes; package postgres is the PostgreSQL sink.
+//
+// What a sink can do beyond that is asked by type assertion on small interfaces
+// (Truncater, SequenceSetter), as PeerDB's connectors do.
+package sinks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/ibexrepl/ibex/internal/catalog"
+)
+
+// Table is a replicated table as a sink writes it.
+type Table struct {
+	Schema, Name string
+	// Key is the key columns, in key order.
+	Key []string
+	// Cols is every column, key columns first: the order of a row's fields in the stream.
+	Cols []string
+	// Columns describes the columns (types, identity) as the source's catalog has them.
+	Columns []catalog.Column
+	// Partitioned is set when the receiver's table is a partitioned parent (PostgreSQL):
+	// its rows are in its partitions.
+	Partitioned bool
+}
+
+// Label is schema.name, for messages.
+func (t *Table) Label() string { return t.Schema + "." + t.Name }
+
+// Prepared is what PrepareBatch did.
+type Prepared struct {
+	// Skipped lists the keys the sink leaves out of the batch, in the stream's text: the
+	// receiver's own application changed them since the run began, and that newer change
+	// goes the other way next run. Their rows must not be sent.
+	Skipped []string
+}
+
+// Counts is what a batch (or a whole-table copy) wrote on a receiver.
+type Counts struct {
+	Written int64 // rows inserted or replaced
+	Deleted int64 // rows deleted, or replaced by a written row
+}
+
+// Sink writes one receiving database. Its methods are called from one goroutine at a time.
+type Sink interface {
+	// Begin opens the transaction a unit is written in (a no-op when one is open).
+	Begin(ctx context.Context) error
+	// PrepareBatch readies a batch of t: keys, in the stream's text (key fields
+	// tab-separated), are the keys this receiver gets; each is replaced by the row the
+	// stream brings for it, or deleted when none comes.
+	PrepareBatch(ctx context.Context, t *Table, keys []string) (Prepared, error)
+	// WriteRows takes the batch's rows until r ends and returns how many it took.
+	WriteRows(ctx context.Context, t *Table, r io.Reader) (int64, error)
+	// FinishBatch completes the batch of t and returns what it wrote. A sink that wrote
+	// another number of rows than it took returns a *RowCountError.
+	FinishBatch(ctx context.Context, t *Table) (Counts, error)
+	// ReplaceTable starts a whole-table copy of t: it empties the table, whose rows
+	// WriteRows then takes. With ifEmpty, a table holding rows is left alone and skipped
+	// is true (WriteRows is not called).
+	ReplaceTable(ctx context.Context, t *Table, ifEmpty bool) (skipped bool, err error)
+	// Commit commits the unit's transaction (a no-op when none is open).
+	Commit(ctx context.Context) error
+	// Rollback rolls the unit's transaction back, best effort; nothing of it stays.
+	Rollback(ctx context.Context)
+}
+
+// Truncater is a sink that can empty a table fast (a captured TRUNCATE).
+type Truncater interface {
+	Truncate(ctx context.Context, t *Table) error
+}
+
+// Sequence is a sequence's state on a source.
+type Sequence struct {
+	Schema, Name string
+	Last         int64
+	Called       bool
+}
+
+// SequenceSetter is a sink that can set sequences to a source's values.
+type SequenceSetter interface {
+	SetSequences(ctx context.Context, seqs []Sequence) error
+}
+
+// RowCountError is a receiver that wrote another number of rows than it was given: a
+// trigger or a rule there dropped some. The receiver's transaction must be rolled back.
+type RowCountError struct {
+	DB, From      string // the receiver; the one sender, when there is one
+	Written, Sent int64
+}
+
+func (e *RowCountError) Error() string {
+	from := ""
+	if e.From != "" {
+		from = " from db " + e.From
+	}
+	return fmt.Sprintf("%d rows written, %d read%s (a trigger or rule on db %s dropped rows?): rolled back", e.Written, e.Sent, from, e.DB)
+}
+
+// ErrNoTransaction is returned by a batch method called outside a transaction.
+var ErrNoTransaction = errors.New("sink: no transaction open (call Begin first)")
