@@ -13,6 +13,44 @@ import (
 	"github.com/ibexrepl/ibex/internal/control"
 )
 
+func (r *runner) rollbackAll() {
+	for _, m := range r.members {
+		r.rollback(m)
+	}
+}
+
+// begin opens the batch transaction of a member if none is open.
+func (r *runner) begin(ctx context.Context, m *member) error {
+	if m.tx {
+		return nil
+	}
+	if _, err := m.conn.Exec(ctx, `BEGIN`); err != nil {
+		return err
+	}
+	m.tx = true
+	return nil
+}
+
+func (r *runner) rollback(m *member) {
+	if !m.tx || m.conn == nil {
+		m.tx = false
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, _ = m.conn.Exec(ctx, `ROLLBACK`)
+	m.tx = false
+}
+
+func (r *runner) commit(ctx context.Context, m *member) error {
+	if !m.tx {
+		return nil
+	}
+	m.tx = false
+	_, err := m.conn.Exec(ctx, `COMMIT`)
+	return err
+}
+
 // How a run's writes are grouped in transactions.
 //
 // A run writes each receiver in one transaction across all the tables of the sync (a
@@ -172,17 +210,6 @@ func (r *runner) applyTables(ctx context.Context) error {
 		return err
 	}
 	return r.advance(ctx)
-}
-
-// batchSize is the run's batch budget: changed keys per batch and per unit.
-func (r *runner) batchSize() int {
-	if r.opts.BatchSize > 0 {
-		return r.opts.BatchSize
-	}
-	if r.sync.BatchSize > 0 {
-		return r.sync.BatchSize
-	}
-	return DefaultBatchSize
 }
 
 // stopAtDeadline ends a run whose deadline is near, between units: the change rows of

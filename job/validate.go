@@ -13,6 +13,7 @@ import (
 
 	"github.com/ibexrepl/ibex/internal/capture"
 	"github.com/ibexrepl/ibex/internal/catalog"
+	"github.com/ibexrepl/ibex/internal/conflict"
 	"github.com/ibexrepl/ibex/internal/control"
 )
 
@@ -37,10 +38,13 @@ func Validate(ctx context.Context, store *control.Store, q control.Querier, sync
 	if err != nil {
 		return nil, err
 	}
-	r := &runner{store: &control.Store{Pool: store.Pool}, sync: sync, logger: logger, res: &Result{Sync: syncName}, validating: true}
+	r := &session{store: &control.Store{Pool: store.Pool}, sync: sync, logger: logger}
 	defer r.closeAll()
-	if err := r.loadFrom(ctx, q); err != nil {
+	if err := r.load(ctx, q); err != nil {
 		return nil, err
+	}
+	if _, err := conflict.Parse(sync.ConflictStrategy, r.names, r.sourceNames); err != nil {
+		return nil, fmt.Errorf("sync %s: %w", syncName, err)
 	}
 	r.connect(ctx)
 	for _, m := range r.members {
@@ -48,7 +52,7 @@ func Validate(ctx context.Context, store *control.Store, q control.Querier, sync
 			return nil, fmt.Errorf("sync %s: %w", syncName, m.dead)
 		}
 	}
-	if err := r.checkSchemas(ctx); err != nil {
+	if err := r.checkSchemas(ctx, false); err != nil {
 		return nil, err
 	}
 	res := &ValidateResult{Sync: syncName}
@@ -277,9 +281,9 @@ func removeCapture(ctx context.Context, store *control.Store, syncName string, f
 	if err != nil {
 		return nil, err
 	}
-	r := &runner{store: store, sync: sync, logger: logger, res: &Result{Sync: syncName}, validating: true}
+	r := &session{store: store, sync: sync, logger: logger}
 	defer r.closeAll()
-	if err := r.loadFrom(ctx, store.Q()); err != nil && !errors.Is(err, errNoTables) {
+	if err := r.load(ctx, store.Q()); err != nil && !errors.Is(err, errNoTables) {
 		return nil, err
 	}
 	r.connect(ctx)

@@ -307,7 +307,7 @@ func TestSyncCaptureFollowsUpdates(t *testing.T) {
 		t.Errorf("s1 with autokick on t1: %v", trigs)
 	}
 	ok(t, ctl.DSN, "update", "sync", "s1", "dbs=g2", "autokick=false")
-	if diff := cmp.Diff([]string{"s1", "h1", "g2", "source", "false", "0", "1m", "active", "0"}, syncRows(t, ctl.DSN)[0]); diff != "" {
+	if diff := cmp.Diff([]string{"s1", "h1", "g2", "source", "false", "0", "1m", "active", "0", "false"}, syncRows(t, ctl.DSN)[0]); diff != "" {
 		t.Errorf("s1 after update (-want +got):\n%s", diff)
 	}
 	if trigs, cts := captureOf(t, t2, "s1"); len(trigs)+len(cts) != 0 {

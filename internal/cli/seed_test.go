@@ -74,7 +74,7 @@ public.pgbench_tellers  | primary key (tid) | t1 | therd
 	if want := "Added sync foobar: herd therd, dbgroup tgroup, conflict_strategy latest, capture on 12 tables\n"; out != want {
 		t.Errorf("add sync said %q, want %q", out, want)
 	}
-	if diff := cmp.Diff([][]string{{"foobar", "therd", "tgroup", "latest", "false", "0", "", "active", "0"}}, syncRows(t, ctl.DSN)); diff != "" {
+	if diff := cmp.Diff([][]string{{"foobar", "therd", "tgroup", "latest", "false", "0", "", "active", "0", "false"}}, syncRows(t, ctl.DSN)); diff != "" {
 		t.Errorf("ibex.sync (-want +got):\n%s", diff)
 	}
 

@@ -1,0 +1,107 @@
+package job
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/ibexrepl/ibex/internal/control"
+)
+
+// consumeEvery is how often a multi-batch table's applied change rows are deleted.
+const consumeEvery = 5 * time.Second
+
+// consume deletes the change rows of committed batches (buckets lo to hi) when every db of
+// the sync took part in them, so that the progress of a run killed or stopped later is kept.
+func (r *runner) consume(ctx context.Context, t *table, lo, hi, nb int) {
+	for _, m := range r.members {
+		if !m.alive() {
+			return
+		}
+	}
+	var srcs []*member
+	for _, a := range r.sources() {
+		if a.snap != "" {
+			srcs = append(srcs, a)
+		}
+	}
+	errs := r.each(srcs, func(a *member) error {
+		sql := fmt.Sprintf(`DELETE FROM %s d WHERE %s AND pg_visible_in_snapshot(d."$txid", '%s')`, t.change, r.bucketsCond(t, "d.", lo, hi, nb), a.snap)
+		_, err := a.conn.Exec(ctx, sql)
+		if err != nil {
+			r.logger.WarnContext(ctx, "removing applied changes failed", slog.String("db", a.name), slog.String("table", t.name), slog.String("error", err.Error()))
+		}
+		return err
+	})
+	// A db whose connection broke here leaves the run with this error (the changes it
+	// keeps are applied again next run, which is harmless).
+	for _, a := range r.members {
+		if errs[a.idx] != nil && a.conn != nil && a.conn.IsClosed() {
+			r.drop(a, fmt.Errorf("db %s: removing applied changes of %s: %w", a.name, t.name, errs[a.idx]))
+		}
+	}
+}
+
+// advance records the watermarks of every source and receiver that took part in the whole
+// run, then purges change rows every receiver of the sync has applied.
+func (r *runner) advance(ctx context.Context) error {
+	tx, err := r.store.Pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	for _, a := range r.alive() {
+		if !a.isSource() || a.snap == "" {
+			continue
+		}
+		for _, m := range r.alive() {
+			if m == a {
+				continue
+			}
+			if err := control.SetWatermark(ctx, tx, r.sync.Name, a.name, m.name, a.snap); err != nil {
+				return fmt.Errorf("recording watermarks: %w", err)
+			}
+			r.wm[[2]string{a.name, m.name}] = a.snap
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("recording watermarks: %w", err)
+	}
+	var srcs []*member
+	purge := make([]string, len(r.members))
+	for _, a := range r.sources() {
+		var conds []string
+		for _, m := range r.members {
+			if m == a {
+				continue
+			}
+			wm, ok := r.wm[[2]string{a.name, m.name}]
+			if !ok {
+				conds = nil
+				break
+			}
+			// Receivers that took part in the same runs share a watermark: said once.
+			if c := fmt.Sprintf(`pg_visible_in_snapshot("$txid", '%s')`, wm); !slices.Contains(conds, c) {
+				conds = append(conds, c)
+			}
+		}
+		if len(conds) == 0 {
+			continue
+		}
+		var stmts []string
+		for _, t := range r.tables {
+			stmts = append(stmts, `DELETE FROM `+t.change+` WHERE `+strings.Join(conds, " AND "))
+		}
+		srcs, purge[a.idx] = append(srcs, a), strings.Join(stmts, "; ")
+	}
+	r.each(srcs, func(a *member) error {
+		if _, err := execAll(ctx, a.conn, purge[a.idx]); err != nil {
+			r.logger.WarnContext(ctx, "purging applied changes failed", slog.String("db", a.name), slog.String("error", err.Error()))
+		}
+		return nil
+	})
+	return nil
+}

@@ -1,0 +1,234 @@
+package job
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ibexrepl/ibex/internal/control"
+)
+
+// errRetryBatch means a db that sends rows failed mid-batch: every db rolled the batch
+// back and the batch runs again without it.
+var errRetryBatch = errors.New("retry batch")
+
+// batchResult is what one batch wrote on each receiver (by member index), not yet
+// committed, and the conflicts it resolved.
+type batchResult struct {
+	keys             int
+	inserts, deletes []int64
+	conflicts        []control.Conflict
+}
+
+// batch applies one bucket of one table in the receivers' open transactions (the unit
+// commits them). It returns errRetryBatch when a sending db failed: every receiver's
+// transaction was rolled back and the unit must run again without it. A receiver that
+// fails leaves the batch through fail (rolled back; retried with the unit or left out of
+// the run); the others go on.
+func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string]*keyState) (batchResult, error) {
+	res := batchResult{inserts: make([]int64, len(r.members)), deletes: make([]int64, len(r.members))}
+	t0 := time.Now()
+	if keys == nil {
+		var err error
+		if keys, err = r.readKeys(ctx, t, b, nb); err != nil {
+			return res, err
+		}
+	}
+	if len(keys) == 0 {
+		return res, nil
+	}
+	res.keys = len(keys)
+	res.conflicts = r.resolve(t, keys)
+
+	// Receivers and what each gets from each winner.
+	recvKeys := make([][]string, len(r.members))
+	fromWinner := make([]uint64, len(r.members)) // winner idx -> receivers
+	for k, ks := range keys {
+		if ks.winner < 0 {
+			continue
+		}
+		for _, m := range r.members {
+			if ks.recv&bit(m.idx) != 0 {
+				recvKeys[m.idx] = append(recvKeys[m.idx], k)
+				fromWinner[ks.winner] |= bit(m.idx)
+			}
+		}
+	}
+
+	t1 := time.Now()
+	// While phase 2 runs, each winner's read session opens and receives the keys it sends.
+	var winners []*member
+	send := make([][]string, len(r.members))
+	for _, w := range r.alive() {
+		if fromWinner[w.idx] == 0 {
+			continue
+		}
+		winners = append(winners, w)
+		for k, ks := range keys {
+			if ks.winner == w.idx && ks.recv != 0 {
+				send[w.idx] = append(send[w.idx], k)
+			}
+		}
+	}
+	shipped := make(chan []error, 1)
+	go func() {
+		shipped <- r.each(winners, func(w *member) error { return r.shipKeys(ctx, w, t, send[w.idx]) })
+	}()
+	// Phase 2: each receiver locks the keys it will overwrite, drops those its own
+	// application changed since the run's snapshot (they win next run), and deletes the rest.
+	var receivers []*member
+	for _, m := range r.alive() {
+		if len(recvKeys[m.idx]) > 0 {
+			receivers = append(receivers, m)
+		}
+	}
+	late := make([][]string, len(r.members))
+	errs := r.each(receivers, func(m *member) (err error) {
+		res.deletes[m.idx], late[m.idx], err = r.prepareReceiver(ctx, m, t, recvKeys[m.idx])
+		return err
+	})
+	shipErrs := <-shipped
+	for _, m := range r.members {
+		if shipErrs[m.idx] != nil {
+			// A winner that cannot send: it leaves the run, and the batch runs without it.
+			r.rollback(m)
+			r.drop(m, fmt.Errorf("db %s: reading rows of %s: %w", m.name, t.name, shipErrs[m.idx]))
+			return r.retry(res)
+		}
+		if errs[m.idx] != nil {
+			r.fail(ctx, m, fmt.Errorf("db %s: applying %s: %w", m.name, t.name, errs[m.idx]))
+			if !m.alive() && fromWinner[m.idx] != 0 {
+				return r.retry(res)
+			}
+		}
+		for _, k := range late[m.idx] {
+			keys[k].recv &^= bit(m.idx)
+		}
+	}
+
+	t2 := time.Now()
+	// Phase 3: stream the winners' current rows, all winners at once, to the receivers.
+	var senders []sender
+	for _, w := range r.members {
+		if fromWinner[w.idx] == 0 || !w.alive() {
+			continue
+		}
+		// The keys in their order (DISTINCT also folds equal keys that print differently,
+		// which would match one row twice): the index and the table are read in order.
+		sql := fmt.Sprintf(`COPY (SELECT %s FROM %s w JOIN %s t ON %s) TO STDOUT`,
+			quoteCols("t.", t.cols), orderedKeys("pg_temp.ibex_w", t, true), t.ident, keyJoin("w", "t", t.keyCols))
+		widx := w.idx
+		senders = append(senders, sender{m: w, conn: w.rconn, sql: sql, route: func(key string) uint64 {
+			ks := keys[key]
+			if ks == nil || ks.winner != widx {
+				return 0
+			}
+			return ks.recv
+		}})
+	}
+	var recvs []*member
+	for _, m := range r.alive() {
+		if len(recvKeys[m.idx]) > 0 && m.tx {
+			recvs = append(recvs, m)
+		}
+	}
+	if len(senders) > 0 && len(recvs) > 0 {
+		out := r.fanout(ctx, t, len(t.keyCols), senders, recvs)
+		if out.senderErrs != nil {
+			r.rollbackAll()
+			for idx, err := range out.senderErrs {
+				r.drop(r.members[idx], fmt.Errorf("db %s: reading rows of %s: %w", r.members[idx].name, t.name, err))
+			}
+			return r.retry(res)
+		}
+		for _, m := range recvs {
+			if err := out.check(m, ""); err != nil {
+				r.fail(ctx, m, fmt.Errorf("db %s: writing rows of %s: %w", m.name, t.name, err))
+				continue
+			}
+			res.inserts[m.idx] = out.written[m.idx]
+		}
+	}
+	tApply := time.Now()
+	// Phase 4: sources write their staged rows.
+	var appliers []*member
+	for _, m := range recvs {
+		if m.alive() && m.tx && m.isSource() && m.snap != "" {
+			appliers = append(appliers, m)
+		}
+	}
+	errs = r.each(appliers, func(m *member) (err error) {
+		res.inserts[m.idx], res.deletes[m.idx], err = r.applySource(ctx, m, t)
+		return err
+	})
+	for _, m := range appliers {
+		if errs[m.idx] != nil {
+			r.fail(ctx, m, fmt.Errorf("db %s: applying %s: %w", m.name, t.name, errs[m.idx]))
+		}
+	}
+	var st Stats
+	for _, m := range r.members {
+		if !m.tx {
+			// Rolled back (or not a receiver): what it wrote is gone.
+			res.inserts[m.idx], res.deletes[m.idx] = 0, 0
+		}
+		st.Inserts += res.inserts[m.idx]
+		st.Deletes += res.deletes[m.idx]
+	}
+	r.logger.Debug("batch applied", slog.String("table", t.name), slog.Int("bucket", b), slog.Int("keys", len(keys)),
+		slog.Int64("inserts", st.Inserts), slog.Int64("deletes", st.Deletes), slog.Int("conflicts", len(res.conflicts)),
+		slog.Duration("read", t1.Sub(t0)), slog.Duration("delete", t2.Sub(t1)), slog.Duration("copy", tApply.Sub(t2)), slog.Duration("apply", time.Since(tApply)))
+	return res, nil
+}
+
+func (r *runner) retry(res batchResult) (batchResult, error) {
+	r.rollbackAll()
+	return res, errRetryBatch
+}
+
+// orderedKeys is a subquery listing the key columns of a temp key table in key order, so
+// that a nested loop over it probes the user table's index (and heap) in order.
+func orderedKeys(from string, t *table, distinct bool) string {
+	d := ""
+	if distinct {
+		d = "DISTINCT "
+	}
+	cols := quoteCols("", t.keyCols)
+	return fmt.Sprintf(`(SELECT %s%s FROM %s ORDER BY %s)`, d, cols, from, cols)
+}
+
+// shipKeys opens w's read session if needed and loads the keys it sends in this batch
+// into its temp table ibex_w.
+func (r *runner) shipKeys(ctx context.Context, w *member, t *table, keys []string) error {
+	rc, err := r.readConn(ctx, w)
+	if err != nil {
+		return err
+	}
+	keyCols := quoteCols("", t.keyCols)
+	if _, err := execAll(ctx, rc, fmt.Sprintf(`DROP TABLE IF EXISTS pg_temp.ibex_w; CREATE TEMP TABLE ibex_w AS SELECT %s FROM %s LIMIT 0`, keyCols, t.ident)); err != nil {
+		return err
+	}
+	return copyKeys(ctx, rc, "pg_temp.ibex_w", keyCols, keys)
+}
+
+// copyKeys loads keys (tab-separated COPY text, as the change rows print them) into a
+// temp table.
+func copyKeys(ctx context.Context, conn *pgx.Conn, into, keyCols string, keys []string) error {
+	pr, pw := io.Pipe()
+	go func() {
+		bw := newBufWriter(pw)
+		for _, k := range keys {
+			bw.WriteString(k)
+			bw.WriteByte('\n')
+		}
+		pw.CloseWithError(bw.Flush())
+	}()
+	_, err := conn.PgConn().CopyFrom(ctx, pr, fmt.Sprintf(`COPY %s (%s) FROM STDIN`, into, keyCols))
+	pr.CloseWithError(err)
+	return err
+}

@@ -1,0 +1,184 @@
+package job
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ibexrepl/ibex/internal/conflict"
+	"github.com/ibexrepl/ibex/internal/dbconn"
+)
+
+// keyState is what a batch knows of one changed key.
+type keyState struct {
+	changes []conflict.Change
+	changer uint64 // members that changed the key (bit per member index)
+	need    uint64 // members some changer's pending change has not reached yet
+	recv    uint64 // members that receive the winner's row
+	winner  int    // member index, -1: none (skip)
+}
+
+// readKeys reads the pending keys of every live source for one bucket (phase 1).
+func (r *runner) readKeys(ctx context.Context, t *table, b, nb int) (map[string]*keyState, error) {
+	return r.finishKeyRead(r.startKeyRead(ctx, t, b, nb, false)), nil
+}
+
+// keyPart is what one source sent of a bucket's pending keys.
+type keyPart struct {
+	keys []string
+	at   []int64
+	need []uint64
+}
+
+// keyRead is a read of one bucket's pending keys from every live source, under way.
+type keyRead struct {
+	t     *table
+	b     int
+	alive uint64 // the members alive when it started (the flags it reads depend on them)
+	parts []*keyPart
+	errs  []error
+	wg    sync.WaitGroup
+}
+
+// startKeyRead starts reading the pending keys of bucket b of t from every live source, on
+// their first sessions, or on their key sessions when ahead (reading the next bucket while
+// this one is applied: the rows it reads are not touched by that). Only the SQL is built
+// here, from the run's state; the goroutines touch nothing but their sessions.
+func (r *runner) startKeyRead(ctx context.Context, t *table, b, nb int, ahead bool) *keyRead {
+	nk := len(t.keyCols)
+	kr := &keyRead{t: t, b: b, alive: r.aliveMask(), parts: make([]*keyPart, len(r.members)), errs: make([]error, len(r.members))}
+	for _, a := range r.alive() {
+		if !a.isSource() {
+			continue
+		}
+		var recvs []*member
+		var flags []string
+		for _, m := range r.members {
+			if m == a || !m.alive() {
+				continue
+			}
+			recvs = append(recvs, m)
+			if wm, ok := r.wm[[2]string{a.name, m.name}]; ok {
+				flags = append(flags, fmt.Sprintf(`bool_or(NOT pg_visible_in_snapshot(d."$txid", '%s'))`, wm))
+			} else {
+				flags = append(flags, "true")
+			}
+		}
+		if len(recvs) == 0 {
+			continue
+		}
+		// Group by the keys' text: equal values that print differently (1.5, 1.50) are
+		// different keys to the run, which matches rows by their text.
+		// (A key split in ranges, integer or uuid, prints one way only: it is grouped as it is.)
+		var pick, group []string
+		for _, k := range t.keyCols {
+			q := pgx.Identifier{k}.Sanitize()
+			if t.bounds != nil {
+				pick, group = append(pick, "d."+q), append(group, "d."+q)
+				continue
+			}
+			pick = append(pick, "(array_agg(d."+q+"))[1]")
+			group = append(group, "d."+q+"::text")
+		}
+		// The key range first: it is cheaper than the visibility checks and leaves out most
+		// rows of a large backlog. (The planner keeps the order of equally cheap quals.)
+		where := r.pending(a, "d.") + " AND " + r.bucketCond(t, "d.", b, nb)
+		if t.bounds != nil {
+			where = r.bucketCond(t, "d.", b, nb) + " AND " + r.pending(a, "d.")
+		}
+		sql := fmt.Sprintf(`COPY (SELECT %s, (extract(epoch FROM max(d."$at")) * 1000000)::bigint, %s FROM %s d WHERE %s GROUP BY %s) TO STDOUT`,
+			strings.Join(pick, ", "), strings.Join(flags, ", "), t.change, where, strings.Join(group, ", "))
+		conn := a.conn
+		if ahead {
+			conn = a.kconn
+		}
+		p := &keyPart{}
+		kr.parts[a.idx] = p
+		kr.wg.Add(1)
+		go func() {
+			defer kr.wg.Done()
+			lw := &lineWriter{fn: func(line []byte) error {
+				f := bytes.Split(line, []byte{'\t'})
+				if len(f) != nk+1+len(recvs) {
+					return fmt.Errorf("unexpected change row with %d fields", len(f))
+				}
+				at, err := strconv.ParseInt(string(f[nk]), 10, 64)
+				if err != nil {
+					return err
+				}
+				var need uint64
+				for i, m := range recvs {
+					if len(f[nk+1+i]) == 1 && f[nk+1+i][0] == 't' {
+						need |= bit(m.idx)
+					}
+				}
+				p.keys = append(p.keys, string(bytes.Join(f[:nk], []byte{'\t'})))
+				p.at = append(p.at, at)
+				p.need = append(p.need, need)
+				return nil
+			}}
+			_, err := conn.PgConn().CopyTo(ctx, lw, sql)
+			if err == nil {
+				err = lw.err
+			}
+			kr.errs[a.idx] = err
+		}()
+	}
+	return kr
+}
+
+// finishKeyRead waits for a key read and merges what the sources sent; a source that failed
+// leaves the run.
+func (r *runner) finishKeyRead(kr *keyRead) map[string]*keyState {
+	kr.wg.Wait()
+	keys := map[string]*keyState{}
+	for _, a := range r.members {
+		if kr.errs[a.idx] != nil {
+			r.drop(a, fmt.Errorf("db %s: reading changes of %s: %w", a.name, kr.t.name, kr.errs[a.idx]))
+			continue
+		}
+		p := kr.parts[a.idx]
+		if p == nil {
+			continue
+		}
+		for i, k := range p.keys {
+			ks := keys[k]
+			if ks == nil {
+				ks = &keyState{winner: -1}
+				keys[k] = ks
+			}
+			ks.changes = append(ks.changes, conflict.Change{DB: a.name, At: p.at[i]})
+			ks.changer |= bit(a.idx)
+			ks.need |= p.need[i]
+		}
+	}
+	return keys
+}
+
+// readAhead starts reading bucket b of t on the sources' key sessions (opened here, in
+// parallel, on first use). It returns nil when a key session cannot be opened: the bucket
+// is then read when its turn comes.
+func (r *runner) readAhead(ctx context.Context, t *table, b, nb int) *keyRead {
+	var need []*member
+	for _, a := range r.sources() {
+		if a.kconn == nil {
+			need = append(need, a)
+		}
+	}
+	errs := r.each(need, func(a *member) (err error) {
+		a.kconn, err = dbconn.Connect(ctx, a.name, a.db.Conn, a.db.Pass)
+		return err
+	})
+	if errors.Join(errs...) != nil {
+		return nil
+	}
+	kr := r.startKeyRead(ctx, t, b, nb, true)
+	r.ahead = kr
+	return kr
+}

@@ -1,0 +1,273 @@
+package job
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// pending is the SQL condition selecting a source's change rows this run handles: visible
+// in the run's snapshot and not yet applied by every live receiver.
+func (r *runner) pending(a *member, alias string) string {
+	return r.pendingAt(a, alias, "'"+a.snap+"'")
+}
+
+// pendingAt is pending as of snap, an SQL expression of type pg_snapshot.
+func (r *runner) pendingAt(a *member, alias, snap string) string {
+	cond := fmt.Sprintf(`pg_visible_in_snapshot(%s"$txid", %s)`, alias, snap)
+	var applied []string
+	for _, m := range r.members {
+		if m == a || !m.alive() {
+			continue
+		}
+		wm, ok := r.wm[[2]string{a.name, m.name}]
+		if !ok {
+			return cond
+		}
+		if c := fmt.Sprintf(`pg_visible_in_snapshot(%s"$txid", '%s')`, alias, wm); !slices.Contains(applied, c) {
+			applied = append(applied, c)
+		}
+	}
+	if len(applied) == 0 {
+		return "false"
+	}
+	return cond + " AND NOT (" + strings.Join(applied, " AND ") + ")"
+}
+
+func (r *runner) bucketCond(t *table, alias string, b, nb int) string {
+	return r.bucketsCond(t, alias, b, b, nb)
+}
+
+// bucketsCond selects buckets lo to hi of nb.
+func (r *runner) bucketsCond(t *table, alias string, lo, hi, nb int) string {
+	if nb <= 1 || (lo == 0 && hi == nb-1) {
+		return "true"
+	}
+	if t.bounds != nil {
+		// Key ranges: bucket b holds keys in [bounds[b-1], bounds[b]).
+		k := alias + pgx.Identifier{t.keyCols[0]}.Sanitize()
+		var conds []string
+		if lo > 0 {
+			conds = append(conds, k+" >= "+t.bounds[lo-1])
+		}
+		if hi < nb-1 {
+			conds = append(conds, k+" < "+t.bounds[hi])
+		}
+		return strings.Join(conds, " AND ")
+	}
+	h := fmt.Sprintf(`(hashtextextended(ROW(%s)::text, 0) & 9223372036854775807) %% %d`, quoteCols(alias, t.keyCols), nb)
+	if lo == hi {
+		return fmt.Sprintf(`%s = %d`, h, lo)
+	}
+	return fmt.Sprintf(`%s BETWEEN %d AND %d`, h, lo, hi)
+}
+
+// buckets decides how many batches a table's backlog needs.
+func (r *runner) buckets(ctx context.Context, t *table) (int, error) {
+	batch := r.batchSize()
+	total, counted := r.pendingN[t]
+	if !counted {
+		for _, a := range r.alive() {
+			if !a.isSource() {
+				continue
+			}
+			var n int64
+			if err := a.conn.QueryRow(ctx, r.countSQL(t, a, "'"+a.snap+"'")).Scan(&n); err != nil {
+				r.drop(a, fmt.Errorf("db %s: counting changes of %s: %w", a.name, t.name, err))
+				continue
+			}
+			total += n
+		}
+	}
+	nb := int((total + int64(batch) - 1) / int64(batch))
+	if nb < 1 {
+		nb = 1
+	}
+	t.bounds = nil
+	split := "one batch"
+	if nb > 1 {
+		split = "hash buckets"
+	}
+	if kind := rangeKind(t); nb > 1 && kind != noRanges {
+		bounds, err := r.keyRanges(ctx, t, nb, kind)
+		if err != nil {
+			return 0, err
+		}
+		if bounds != nil {
+			t.bounds, nb, split = bounds, len(bounds)+1, "key ranges"
+		}
+	}
+	t.nb, t.committed, t.consumed = nb, 0, 0
+	if total > 0 {
+		r.logger.Debug("backlog", slog.String("table", t.name), slog.Int64("changes", total), slog.Int("batches", nb), slog.String("split", split))
+	}
+	return nb, nil
+}
+
+// keyKind tells how a key's values sort, for key-range batches.
+type keyKind int
+
+const (
+	noRanges   keyKind = iota // hash buckets
+	integerKey                // sorts as int64
+	uuidKey                   // sorts as its canonical text (PostgreSQL compares the bytes)
+)
+
+// rangeKind reports whether t's batches can be ranges of its key: one column whose values
+// print one way and sort in Go as PostgreSQL sorts them, without a collation (integers,
+// uuid). Rows in a key range sit together in the key index (and, when keys grow with time
+// as serials and version 7 uuids do, in the table), where a hash bucket touches every page.
+func rangeKind(t *table) keyKind {
+	if len(t.keyCols) != 1 {
+		return noRanges
+	}
+	for _, c := range t.desc.Columns {
+		if c.Name == t.keyCols[0] {
+			switch c.Type {
+			case "smallint", "integer", "bigint":
+				return integerKey
+			case "uuid":
+				return uuidKey
+			}
+		}
+	}
+	return noRanges
+}
+
+// keyRanges splits the pending changes of t into about nb ranges of its key, of about equal
+// numbers of change rows: each source gives its own quantiles, weighted by its number of
+// changes. It returns the nb-1 (or fewer) bounds as SQL literals, or nil when there is
+// nothing to split.
+func (r *runner) keyRanges(ctx context.Context, t *table, nb int, kind keyKind) ([]string, error) {
+	type point struct {
+		v string // as PostgreSQL prints it
+		n int64  // integerKey: the value
+		w float64
+	}
+	srcs := r.sources()
+	fracs := make([]string, nb-1)
+	for i := range fracs {
+		fracs[i] = strconv.FormatFloat(float64(i+1)/float64(nb), 'f', -1, 64)
+	}
+	k := "d." + pgx.Identifier{t.keyCols[0]}.Sanitize()
+	counts := make([]int64, len(r.members))
+	qs := make([][]*string, len(r.members))
+	errs := r.each(srcs, func(a *member) error {
+		sql := fmt.Sprintf(`SELECT count(*), percentile_disc(ARRAY[%s]::float8[]) WITHIN GROUP (ORDER BY %s)::text[] FROM %s d WHERE %s`,
+			strings.Join(fracs, ","), k, t.change, r.pending(a, "d."))
+		return a.conn.QueryRow(ctx, sql).Scan(&counts[a.idx], &qs[a.idx])
+	})
+	var points []point
+	var total float64
+	for _, a := range srcs {
+		if err := errs[a.idx]; err != nil {
+			r.drop(a, fmt.Errorf("db %s: splitting the changes of %s: %w", a.name, t.name, err))
+			continue
+		}
+		if counts[a.idx] == 0 {
+			continue
+		}
+		w := float64(counts[a.idx]) / float64(nb)
+		for _, q := range qs[a.idx] {
+			if q == nil {
+				continue
+			}
+			p := point{v: *q, w: w}
+			if kind == integerKey {
+				n, err := strconv.ParseInt(p.v, 10, 64)
+				if err != nil {
+					return nil, fmt.Errorf("db %s: a key of %s: %w", a.name, t.name, err)
+				}
+				p.n = n
+			}
+			points = append(points, p)
+		}
+		total += float64(counts[a.idx])
+	}
+	if len(points) == 0 {
+		return nil, nil
+	}
+	order := func(a, b point) int {
+		if kind == integerKey {
+			return cmp.Compare(a.n, b.n)
+		}
+		return strings.Compare(a.v, b.v)
+	}
+	slices.SortFunc(points, order)
+	var bounds []string
+	var last *point
+	var acc float64
+	next := 1
+	for _, p := range points {
+		acc += p.w
+		for next < nb && acc >= float64(next)*total/float64(nb) {
+			next++
+			if last == nil || order(*last, p) < 0 {
+				last = &p
+				if kind == integerKey {
+					bounds = append(bounds, p.v)
+				} else {
+					bounds = append(bounds, "'"+p.v+"'::uuid")
+				}
+			}
+		}
+	}
+	return bounds, nil
+}
+
+// countSQL counts the pending changes of t on source a as of snap, an SQL expression of
+// type pg_snapshot.
+func (r *runner) countSQL(t *table, a *member, snap string) string {
+	return `SELECT count(*) FROM ` + t.change + ` d WHERE ` + r.pendingAt(a, "d.", snap)
+}
+
+// countPending takes the sources' snapshots and counts each table's pending changes as of
+// them: one query per source, all sources at once. A source that fails is left for the
+// full path to report (which takes the snapshots that are missing and counts again).
+func (r *runner) countPending(ctx context.Context) (total int64, err error) {
+	counts := make([][]int64, len(r.members))
+	snaps := make([]string, len(r.members))
+	errs := r.each(r.sources(), func(a *member) error {
+		var parts []string
+		for _, t := range r.tables {
+			parts = append(parts, `(`+r.countSQL(t, a, "x.s")+`)`)
+		}
+		err := a.conn.QueryRow(ctx, `SELECT x.s::text, ARRAY[`+strings.Join(parts, ", ")+`]::int8[] FROM (SELECT pg_current_snapshot() AS s) x`).Scan(&snaps[a.idx], &counts[a.idx])
+		if err == nil && !snapRe.MatchString(snaps[a.idx]) {
+			err = fmt.Errorf("db %s: unexpected snapshot %q", a.name, snaps[a.idx])
+		}
+		if err == nil {
+			a.snap = snaps[a.idx]
+		}
+		return err
+	})
+	if err := errors.Join(errs...); err != nil {
+		return 0, err
+	}
+	r.pendingN = map[*table]int64{}
+	for _, a := range r.sources() {
+		for j, t := range r.tables {
+			r.pendingN[t] += counts[a.idx][j]
+			total += counts[a.idx][j]
+		}
+	}
+	return total, nil
+}
+
+// batchSize is the run's batch budget: changed keys per batch and per unit.
+func (r *runner) batchSize() int {
+	if r.opts.BatchSize > 0 {
+		return r.opts.BatchSize
+	}
+	if r.sync.BatchSize > 0 {
+		return r.sync.BatchSize
+	}
+	return DefaultBatchSize
+}

@@ -1,0 +1,112 @@
+package job
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/ibexrepl/ibex/internal/conflict"
+	"github.com/ibexrepl/ibex/internal/control"
+)
+
+// resolve picks each key's winner and receivers; it returns the conflicts.
+func (r *runner) resolve(t *table, keys map[string]*keyState) []control.Conflict {
+	var out []control.Conflict
+	for k, ks := range keys {
+		if len(ks.changes) == 1 {
+			ks.winner = r.memberByName(ks.changes[0].DB).idx
+		} else {
+			w := r.strategy.Winner(ks.changes)
+			c := control.Conflict{Sync: r.sync.Name, Table: t.name, Key: keyText(t, k), Strategy: r.strategy.String(), Resolution: "applied"}
+			for _, ch := range ks.changes {
+				c.DBs = append(c.DBs, ch.DB)
+			}
+			if w == "" {
+				c.Resolution = "skipped"
+				if r.strategy.Kind == conflict.Abort {
+					c.Resolution = "aborted"
+				}
+			} else {
+				c.Winner = w
+				ks.winner = r.memberByName(w).idx
+			}
+			out = append(out, c)
+		}
+		if ks.winner < 0 {
+			continue
+		}
+		for _, m := range r.members {
+			if m.idx == ks.winner || !m.alive() || !r.receives(m) {
+				continue
+			}
+			if ks.changer&bit(m.idx) != 0 || ks.need&bit(m.idx) != 0 {
+				ks.recv |= bit(m.idx)
+			}
+		}
+	}
+	return out
+}
+
+// keyText renders a key for the conflict log: col=value pairs.
+func keyText(t *table, k string) string {
+	f := strings.Split(k, "\t")
+	parts := make([]string, len(f))
+	for i := range f {
+		parts[i] = t.keyCols[i] + "=" + f[i]
+	}
+	return strings.Join(parts, ", ")
+}
+
+func (r *runner) recordConflicts(ctx context.Context, cs []control.Conflict) error {
+	if len(cs) == 0 {
+		return nil
+	}
+	for i := range cs {
+		cs[i].Run = r.res.RunID
+	}
+	tx, err := r.store.Pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if err := control.RecordConflicts(ctx, tx, cs); err != nil {
+		return fmt.Errorf("recording conflicts: %w", err)
+	}
+	return tx.Commit(ctx)
+}
+
+// abortCheck reads every pending key (no writes) and fails the run if any row was changed
+// on more than one source.
+func (r *runner) abortCheck(ctx context.Context) error {
+	var all []control.Conflict
+	for _, t := range r.tables {
+		nb, err := r.buckets(ctx, t)
+		if err != nil {
+			return err
+		}
+		for b := 0; b < nb; b++ {
+			keys, err := r.readKeys(ctx, t, b, nb)
+			if err != nil {
+				return err
+			}
+			all = append(all, r.resolve(t, keys)...)
+		}
+	}
+	if len(all) == 0 {
+		return nil
+	}
+	if err := r.recordConflicts(ctx, all); err != nil {
+		return err
+	}
+	r.res.Conflicts = int64(len(all))
+	var ex []string
+	for i, c := range all {
+		if i == 5 {
+			ex = append(ex, "...")
+			break
+		}
+		ex = append(ex, fmt.Sprintf("%s %s (changed on %s)", c.Table, c.Key, strings.Join(c.DBs, ", ")))
+	}
+	return fmt.Errorf("conflict_strategy abort: %d rows were changed on more than one source, nothing was applied: %s; see 'ibex conflicts %s'",
+		len(all), strings.Join(ex, "; "), r.sync.Name)
+}

@@ -1,0 +1,144 @@
+package job
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"time"
+
+	"github.com/ibexrepl/ibex/internal/conflict"
+	"github.com/ibexrepl/ibex/internal/control"
+)
+
+func (r *runner) runDelta(ctx context.Context) error {
+	if err := r.takeSnapshots(ctx); err != nil {
+		return err
+	}
+	if r.strategy.Kind == conflict.Abort {
+		if err := r.abortCheck(ctx); err != nil {
+			return err
+		}
+	}
+	return r.applyTables(ctx)
+}
+
+// takeSnapshots records each live source's snapshot (once per run): the changes a run
+// handles are those visible in it.
+func (r *runner) takeSnapshots(ctx context.Context) error {
+	var srcs []*member
+	for _, m := range r.sources() {
+		if m.snap == "" {
+			srcs = append(srcs, m)
+		}
+	}
+	snaps := make([]string, len(r.members))
+	errs := r.each(srcs, func(m *member) error {
+		return m.conn.QueryRow(ctx, `SELECT pg_current_snapshot()::text`).Scan(&snaps[m.idx])
+	})
+	for _, m := range srcs {
+		if err := errs[m.idx]; err != nil {
+			r.drop(m, fmt.Errorf("db %s: reading its snapshot: %w", m.name, err))
+			continue
+		}
+		if !snapRe.MatchString(snaps[m.idx]) {
+			return fmt.Errorf("db %s: unexpected snapshot %q", m.name, snaps[m.idx])
+		}
+		m.snap = snaps[m.idx]
+	}
+	return nil
+}
+
+// runner is one run of a sync: its session (dbs, tables) and the run's state.
+type runner struct {
+	session
+	opts     Options
+	res      *Result
+	strategy conflict.Strategy
+	// wm holds the watermarks: {source, receiver} -> the source's snapshot as of the last
+	// run both took part in.
+	wm map[[2]string]string
+	// ahead is the key read of the next batch under way, if any.
+	ahead *keyRead
+	// pendingN counts each table's pending changes over all sources, taken once per run
+	// by countPending (nil: not taken).
+	pendingN map[*table]int64
+	// only, when not 0, limits the receivers written to these members (a unit applied
+	// again to the receivers whose transaction failed).
+	only uint64
+	// lastConsume is when committed change rows were last consumed.
+	lastConsume time.Time
+}
+
+// load reads the sync's definition, its conflict strategy and its watermarks.
+func (r *runner) load(ctx context.Context) error {
+	q := r.store.Q()
+	if err := r.session.load(ctx, q); err != nil {
+		return err
+	}
+	var err error
+	if r.strategy, err = conflict.Parse(r.sync.ConflictStrategy, r.names, r.sourceNames); err != nil {
+		return fmt.Errorf("sync %s: %w", r.sync.Name, err)
+	}
+	r.wm, err = control.Watermarks(ctx, q, r.sync.Name)
+	return err
+}
+
+// closeAll waits for a read ahead under way, then closes every connection.
+func (r *runner) closeAll() {
+	if r.ahead != nil {
+		r.ahead.wg.Wait()
+		r.ahead = nil
+	}
+	r.session.closeAll()
+}
+
+var snapRe = regexp.MustCompile(`^[0-9]+:[0-9]+:[0-9,]*$`)
+
+func (r *runner) run(ctx context.Context) error {
+	r.ctx = ctx
+	defer r.closeAll()
+	defer func() {
+		if len(r.skipped) > 0 {
+			r.res.Skipped = r.skipped
+		}
+	}()
+	t0 := time.Now()
+	if err := r.load(ctx); err != nil {
+		return err
+	}
+	t1 := time.Now()
+	r.connect(ctx)
+	t2 := time.Now()
+	if !r.fullcopy && r.sync.Onetimecopy == 0 {
+		if n, err := r.countPending(ctx); err == nil && n == 0 {
+			r.logger.DebugContext(ctx, "no changes pending", slog.Duration("load", t1.Sub(t0)), slog.Duration("connect", t2.Sub(t1)), slog.Duration("count", time.Since(t2)))
+			return nil
+		}
+	}
+	t3 := time.Now()
+	if err := r.checkSchemas(ctx, true); err != nil {
+		return err
+	}
+	r.logger.DebugContext(ctx, "ready", slog.Duration("load", t1.Sub(t0)), slog.Duration("connect", t2.Sub(t1)), slog.Duration("count", t3.Sub(t2)), slog.Duration("schemas", time.Since(t3)))
+	if r.fullcopy {
+		return r.runFullcopy(ctx)
+	}
+	if r.sync.Onetimecopy > 0 {
+		if err := r.runOnetimecopy(ctx); err != nil {
+			return err
+		}
+	}
+	return r.runDelta(ctx)
+}
+
+func (r *runner) deadlinePassed() bool {
+	if r.opts.Deadline.IsZero() {
+		return false
+	}
+	margin := r.opts.DeadlineMargin
+	if margin == 0 {
+		margin = 10 * time.Second
+	}
+	return time.Until(r.opts.Deadline) < margin
+}

@@ -1,0 +1,106 @@
+package job
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ibexrepl/ibex/internal/capture"
+	"github.com/ibexrepl/ibex/internal/catalog"
+)
+
+// checkSchemas describes every table on every reachable db and refuses to go on when
+// they disagree (schema drift) or when capture is missing on a source.
+func (s *session) checkSchemas(ctx context.Context, checkCapture bool) error {
+	alive := s.alive()
+	if len(alive) == 0 {
+		return errors.New("no db of the sync is reachable")
+	}
+	descs := make([][]*catalog.Table, len(s.members))
+	errs := s.each(alive, func(m *member) error {
+		// Every table's description and capture state in one round trip.
+		b := &pgx.Batch{}
+		ds := make([]*catalog.Table, len(s.tables))
+		derrs := make([]error, len(s.tables))
+		states := make([]*capture.State, len(s.tables))
+		for i, t := range s.tables {
+			catalog.QueueDescribe(b, catalog.QualName{Schema: t.rel.Schema, Name: t.rel.Name}, &ds[i], &derrs[i])
+			if checkCapture && m.isSource() && !s.fullcopy {
+				states[i] = capture.QueueInstalled(b, s.sync.Name, t.rel.Schema, t.rel.Name)
+			}
+		}
+		if err := m.conn.SendBatch(ctx, b).Close(); err != nil {
+			return fmt.Errorf("db %s: describing the tables: %w", m.name, err)
+		}
+		for i, t := range s.tables {
+			if errors.Is(derrs[i], catalog.ErrNoTable) {
+				return fmt.Errorf("table %s does not exist on db %s: create it there (with the same columns) and run 'ibex validate %s'", t.name, m.name, s.sync.Name)
+			} else if derrs[i] != nil {
+				return fmt.Errorf("db %s: %w", m.name, derrs[i])
+			}
+			if st := states[i]; st != nil {
+				if st.Err != nil {
+					return fmt.Errorf("db %s: %w", m.name, st.Err)
+				}
+				if !st.Matches(ds[i]) {
+					return fmt.Errorf("capture of table %s is missing or outdated on db %s: run 'ibex validate %s'", t.name, m.name, s.sync.Name)
+				}
+			}
+		}
+		descs[m.idx] = ds
+		return nil
+	})
+	for _, m := range alive {
+		if err := errs[m.idx]; err != nil {
+			if m.conn.IsClosed() {
+				s.drop(m, err)
+				continue
+			}
+			return err
+		}
+	}
+	var ref *member
+	for _, m := range s.alive() {
+		if ref == nil {
+			ref = m
+			continue
+		}
+		for i := range s.tables {
+			if d := catalog.Compare(descs[ref.idx][i], descs[m.idx][i], ref.name, m.name); d != "" {
+				return fmt.Errorf("schema drift: %s; make the tables agree, then run the sync again", d)
+			}
+		}
+	}
+	if ref == nil {
+		return errors.New("no db of the sync is reachable")
+	}
+	for i, t := range s.tables {
+		d := descs[ref.idx][i]
+		t.desc = d
+		t.partitioned = make([]bool, len(s.members))
+		for _, m := range s.alive() {
+			t.partitioned[m.idx] = descs[m.idx][i].Partitioned
+		}
+		if !s.fullcopy && strings.Join(d.KeyCols, ",") != strings.Join(t.rel.KeyCols, ",") && len(d.KeyCols) > 0 {
+			return fmt.Errorf("the key of table %s changed (ibex has %s, db %s has %s): run 'ibex update table %s db=%s' and 'ibex validate %s'",
+				t.name, strings.Join(t.rel.KeyCols, ","), ref.name, strings.Join(d.KeyCols, ","), t.name, ref.name, s.sync.Name)
+		}
+		for _, k := range t.rel.KeyCols {
+			if k == capture.TxidCol || k == capture.AtCol {
+				return fmt.Errorf("table %s has a key column named %q, a name ibex's change tables use for themselves: rename the column", t.name, k)
+			}
+		}
+		t.keyCols = t.rel.KeyCols
+		t.cols = slices.Clone(t.keyCols)
+		for _, c := range d.Columns {
+			if !slices.Contains(t.keyCols, c.Name) {
+				t.cols = append(t.cols, c.Name)
+			}
+		}
+	}
+	return nil
+}

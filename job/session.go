@@ -1,0 +1,294 @@
+package job
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ibexrepl/ibex/internal/capture"
+	"github.com/ibexrepl/ibex/internal/catalog"
+	"github.com/ibexrepl/ibex/internal/control"
+	"github.com/ibexrepl/ibex/internal/dbconn"
+)
+
+// member is one db of the sync during a run.
+type member struct {
+	idx     int
+	name    string
+	role    string
+	db      *control.DB
+	conn    *pgx.Conn
+	rconn   *pgx.Conn // sources: a second session that reads rows while conn receives
+	kconn   *pgx.Conn // sources of a multi-batch table: reads the next batch's keys ahead
+	dead    error     // why this db left the run; nil while it takes part
+	snap    string
+	tx      bool // the unit's transaction is open
+	replica bool // session_replication_role = replica is in effect
+	// retry is set while the member waits for the unit to be applied to it again (its
+	// transaction failed with a serialization failure or a deadlock); attempts counts
+	// its failed attempts in the unit.
+	retry    error
+	attempts int
+}
+
+func (m *member) alive() bool { return m.dead == nil && m.conn != nil }
+
+func (m *member) isSource() bool {
+	return m.role == control.RoleSource
+}
+
+// table is one replicated table during a run.
+type table struct {
+	rel     control.Relation
+	desc    *catalog.Table
+	name    string // schema.table for messages
+	ident   string // quoted
+	keyCols []string
+	cols    []string // keys first, then the other columns
+	change  string   // quoted change table
+	bounds  []string // batches are key ranges split at these SQL literals (nil: hash buckets)
+	// nb is the number of batches of the run's backlog; batches [0, committed) are
+	// committed everywhere, and the change rows of [0, consumed) deleted.
+	nb, committed, consumed int
+	// partitioned tells, by member index, whether the db's table is a partitioned parent.
+	partitioned []bool
+}
+
+// errInactiveDB marks a db whose status is inactive: runs leave it out.
+var errInactiveDB = errors.New("db is inactive")
+
+// errNoTables is returned by load when the herd is empty.
+var errNoTables = errors.New("herd has no tables")
+
+// readConn returns the second session of a source, used to read rows while its first
+// session receives; it is opened on first use. Its reads join a short key list to a user
+// table, so hash and merge joins are off: they probe the table's key index instead.
+func (s *session) readConn(ctx context.Context, m *member) (*pgx.Conn, error) {
+	if m.rconn == nil {
+		c, err := dbconn.Connect(ctx, m.name, m.db.Conn, m.db.Pass)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := execAll(ctx, c, `SET enable_hashjoin = off; SET enable_mergejoin = off`); err != nil {
+			_ = c.Close(ctx)
+			return nil, fmt.Errorf("db %s: %w", m.name, err)
+		}
+		m.rconn = c
+	}
+	return m.rconn, nil
+}
+
+// session is a sync's dbs and tables during one run or one installation of capture: the
+// definition read from the control database (load), a connection per db (connect), the
+// tables described on every db (checkSchemas), and the dbs that left (drop).
+type session struct {
+	store    *control.Store
+	sync     *control.Sync
+	logger   *slog.Logger
+	members  []*member
+	tables   []*table
+	fullcopy bool
+	// names and sourceNames are the dbgroup's dbs and sources, in its order.
+	names, sourceNames []string
+	// ctx is the run's context: a db failing after it ended is not recorded as skipped.
+	ctx context.Context
+	// skipped records each db that left, with why (db name -> reason).
+	skipped map[string]string
+}
+
+// load reads the sync's dbgroup, dbs and tables from q.
+func (s *session) load(ctx context.Context, q control.Querier) error {
+	group, err := control.GetDBGroup(ctx, q, s.sync.DBGroup)
+	if err != nil {
+		return err
+	}
+	for i, m := range group.Members {
+		db, err := control.GetDB(ctx, q, m.DB)
+		if err != nil {
+			return err
+		}
+		s.members = append(s.members, &member{idx: i, name: m.DB, role: m.Role, db: db})
+		s.names = append(s.names, m.DB)
+		if m.Role == control.RoleSource {
+			s.sourceNames = append(s.sourceNames, m.DB)
+		}
+		if m.Role == control.RoleFullcopy {
+			s.fullcopy = true
+		}
+	}
+	if len(s.sourceNames) == 0 {
+		return fmt.Errorf("dbgroup %s has no source: add one with 'ibex update dbgroup %s NAME:source ...'", group.Name, group.Name)
+	}
+	herds, err := control.Herds(ctx, q)
+	if err != nil {
+		return err
+	}
+	rels, err := control.Relations(ctx, q)
+	if err != nil {
+		return err
+	}
+	byName := map[string]control.Relation{}
+	for _, rel := range rels {
+		byName[rel.QualName()] = rel
+	}
+	for _, h := range herds {
+		if h.Name != s.sync.Herd {
+			continue
+		}
+		for _, tn := range h.Tables {
+			rel := byName[tn]
+			if len(rel.KeyCols) == 0 && !s.fullcopy {
+				return fmt.Errorf("table %s has no primary key or unique index: it can only be in a fullcopy sync", tn)
+			}
+			s.tables = append(s.tables, &table{rel: rel, name: tn, ident: pgx.Identifier{rel.Schema, rel.Name}.Sanitize(),
+				change: capture.ChangeTable(s.sync.Name, rel.Schema, rel.Name).Sanitize()})
+		}
+	}
+	if len(s.tables) == 0 {
+		return fmt.Errorf("%w: herd %s of sync %s is empty: add tables with 'ibex add table ... herd=%s'", errNoTables, s.sync.Herd, s.sync.Name, s.sync.Herd)
+	}
+	return nil
+}
+
+// connect opens one connection per db, in parallel. An unreachable db leaves the run.
+func (s *session) connect(ctx context.Context) {
+	var active []*member
+	for _, m := range s.members {
+		if m.db.Status == control.StatusInactive {
+			m.dead = errInactiveDB
+			s.logger.InfoContext(ctx, "db is inactive: left out of this run", slog.String("db", m.name))
+			continue
+		}
+		active = append(active, m)
+	}
+	errs := s.each(active, func(m *member) error {
+		conn, err := dbconn.Connect(ctx, m.name, m.db.Conn, m.db.Pass)
+		if err != nil {
+			return err
+		}
+		m.conn = conn
+		// Rows ibex applies must not fire capture, user triggers or FK checks; and their
+		// WAL is compressed where the role may ask for it (dbconn.WALCompressionSQL).
+		wal := dbconn.WALCompressionSQL(dbconn.ServerMajor(conn.PgConn()))
+		if _, err := execAll(ctx, conn, `SET lock_timeout = '60s'; SET session_replication_role = replica; `+wal); err == nil {
+			m.replica = true
+		} else if _, err := execAll(ctx, conn, `SET lock_timeout = '60s'; SET ibex.applying = 'on'; `+wal); err != nil {
+			return fmt.Errorf("db %s: %w", m.name, err)
+		}
+		return nil
+	})
+	for _, m := range active {
+		if err := errs[m.idx]; err != nil {
+			s.drop(m, err)
+		} else if !m.replica {
+			s.logger.WarnContext(ctx, "cannot set session_replication_role: user triggers and foreign keys fire for applied rows (GRANT SET ON PARAMETER session_replication_role to the role to avoid it)",
+				slog.String("db", m.name))
+		}
+	}
+}
+
+// drop makes m leave: its connections close, and why is recorded unless the run was cancelled.
+func (s *session) drop(m *member, err error) {
+	if m.dead == nil {
+		m.dead = err
+	}
+	if s.ctx != nil && s.ctx.Err() != nil {
+		// The run was cancelled (a deadline, a signal): the db is not to blame.
+		m.close()
+		return
+	}
+	if s.skipped == nil {
+		s.skipped = map[string]string{}
+	}
+	msg := err.Error()
+	if _, ok := s.skipped[m.name]; !ok {
+		s.skipped[m.name] = msg
+		s.logger.Warn("db leaves this run", slog.String("db", m.name), slog.String("reason", msg))
+	}
+	m.close()
+}
+
+func (m *member) close() {
+	for _, c := range []*pgx.Conn{m.conn, m.rconn} {
+		if c != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = c.Close(ctx)
+			cancel()
+		}
+	}
+	m.conn, m.rconn = nil, nil
+}
+
+// closeAll closes every connection; no read ahead may be under way.
+func (s *session) closeAll() {
+	for _, m := range s.members {
+		m.close()
+		// The key session is closed only here, once no read ahead can be using it.
+		if m.kconn != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = m.kconn.Close(ctx)
+			cancel()
+			m.kconn = nil
+		}
+	}
+}
+
+func (s *session) alive() []*member {
+	var out []*member
+	for _, m := range s.members {
+		if m.alive() {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// sources lists the live sources.
+func (s *session) sources() []*member {
+	var out []*member
+	for _, m := range s.alive() {
+		if m.isSource() {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// each runs fn for every member of ms at once and returns the errors by member idx (nil
+// for the members not in ms).
+func (s *session) each(ms []*member, fn func(m *member) error) []error {
+	errs := make([]error, len(s.members))
+	var wg sync.WaitGroup
+	for _, m := range ms {
+		wg.Go(func() { errs[m.idx] = fn(m) })
+	}
+	wg.Wait()
+	return errs
+}
+
+// bit is member i's bit in a mask of members.
+func bit(i int) uint64 { return 1 << uint(i) }
+
+// aliveMask has a bit for every member taking part.
+func (s *session) aliveMask() uint64 {
+	var m uint64
+	for _, x := range s.alive() {
+		m |= bit(x.idx)
+	}
+	return m
+}
+
+// memberByName returns the member named name, or nil.
+func (s *session) memberByName(name string) *member {
+	for _, m := range s.members {
+		if m.name == name {
+			return m
+		}
+	}
+	return nil
+}
