@@ -22,6 +22,7 @@ import (
 
 	"github.com/ibexrepl/ibex/internal/control"
 	"github.com/ibexrepl/ibex/internal/dbconn"
+	"github.com/ibexrepl/ibex/internal/sqlstate"
 )
 
 // debug (IBEX_BENCH_DEBUG=1) prints the floor's steps.
@@ -232,8 +233,8 @@ func (e *env) create(ctx context.Context, name, template string, fileCopy bool) 
 	for attempt := 0; attempt < 10; attempt++ {
 		_, err = e.admin.Exec(ctx, sql)
 		var pe *pgconn.PgError
-		// 55006: the template is being accessed by other users (autovacuum, a closing session).
-		if err == nil || !errors.As(err, &pe) || pe.Code != "55006" {
+		// The template is being accessed by other users (autovacuum, a closing session).
+		if err == nil || !errors.As(err, &pe) || pe.Code != sqlstate.ObjectInUse {
 			break
 		}
 		time.Sleep(time.Second)

@@ -34,10 +34,7 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 	res := batchResult{inserts: make([]int64, len(r.members)), deletes: make([]int64, len(r.members))}
 	t0 := time.Now()
 	if keys == nil {
-		var err error
-		if keys, err = r.readKeys(ctx, t, b, nb); err != nil {
-			return res, err
-		}
+		keys = r.readKeys(ctx, t, b, nb)
 	}
 	if len(keys) == 0 {
 		return res, nil

@@ -25,8 +25,8 @@ type keyState struct {
 }
 
 // readKeys reads the pending keys of every live source for one bucket (phase 1).
-func (r *runner) readKeys(ctx context.Context, t *table, b, nb int) (map[string]*keyState, error) {
-	return r.finishKeyRead(r.startKeyRead(ctx, t, b, nb, false)), nil
+func (r *runner) readKeys(ctx context.Context, t *table, b, nb int) map[string]*keyState {
+	return r.finishKeyRead(r.startKeyRead(ctx, t, b, nb, false))
 }
 
 // keyPart is what one source sent of a bucket's pending keys.

@@ -2,13 +2,13 @@ package job
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/ibexrepl/ibex/internal/sqlstate"
 )
 
 // prepareReceiver runs phase 2 on one receiver.
@@ -110,8 +110,7 @@ SELECT count(*), count(*) FILTER (WHERE replaced), (%s) FROM w`, t.ident, cols, 
 	for attempt := 0; ; attempt++ {
 		var written, replaced, deleted, changed, want int64
 		res, err := execAll(ctx, m.conn, `SAVEPOINT ibex_apply; `+upsert+`; `+rest)
-		var pe *pgconn.PgError
-		if errors.As(err, &pe) && pe.Code == "23505" {
+		if sqlstate.Is(err, sqlstate.UniqueViolation) {
 			if _, err := m.conn.Exec(ctx, `ROLLBACK TO SAVEPOINT ibex_apply`); err != nil {
 				return 0, 0, err
 			}

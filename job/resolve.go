@@ -85,11 +85,7 @@ func (r *runner) abortCheck(ctx context.Context) error {
 			return err
 		}
 		for b := 0; b < nb; b++ {
-			keys, err := r.readKeys(ctx, t, b, nb)
-			if err != nil {
-				return err
-			}
-			all = append(all, r.resolve(t, keys)...)
+			all = append(all, r.resolve(t, r.readKeys(ctx, t, b, nb))...)
 		}
 	}
 	if len(all) == 0 {

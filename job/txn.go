@@ -8,9 +8,8 @@ import (
 	"math/rand/v2"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
-
 	"github.com/ibexrepl/ibex/internal/control"
+	"github.com/ibexrepl/ibex/internal/sqlstate"
 )
 
 func (r *runner) rollbackAll() {
@@ -78,8 +77,7 @@ const retryBackoff = 100 * time.Millisecond
 // retryable reports whether err is a serialization failure or a deadlock: the receiver's
 // transaction can be tried again.
 func retryable(err error) bool {
-	var pe *pgconn.PgError
-	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")
+	return sqlstate.Retryable(err)
 }
 
 // step is one batch: bucket b of nb of table t.
@@ -184,9 +182,7 @@ func (r *runner) applyTables(ctx context.Context) error {
 				r.readAhead(ctx, t, b+1, nb)
 			}
 			if keys == nil {
-				if keys, err = r.readKeys(ctx, t, b, nb); err != nil {
-					return err
-				}
+				keys = r.readKeys(ctx, t, b, nb)
 			}
 			if !u.empty() && !r.singleTransaction() && u.keys+len(keys) > budget {
 				if err := r.finishUnit(ctx, u); err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/ibexrepl/ibex/internal/catalog"
 	"github.com/ibexrepl/ibex/internal/conflict"
 	"github.com/ibexrepl/ibex/internal/control"
+	"github.com/ibexrepl/ibex/internal/sqlstate"
 )
 
 // ValidateResult says what Validate did.
@@ -167,16 +168,12 @@ func (u freshCapture) remove(ctx context.Context, syncName string, logger *slog.
 	}
 }
 
-// insufficientPrivilege is the SQLSTATE of "permission denied for ..." and "must be owner
-// of ...".
-const insufficientPrivilege = "42501"
-
 // privilegeHint adds to an insufficient_privilege error (SQLSTATE 42501: "permission
 // denied for ..." and "must be owner of ...") raised by capture DDL on m what ibex's role
 // lacks there and the statement that gives it. t is the table the DDL was for.
 func privilegeHint(err error, m *member, t catalog.QualName) error {
 	var pe *pgconn.PgError
-	if !errors.As(err, &pe) || pe.Code != insufficientPrivilege {
+	if !errors.As(err, &pe) || pe.Code != sqlstate.InsufficientPrivilege {
 		return err
 	}
 	role, dbname := roleAndDB(m)
@@ -255,9 +252,7 @@ JOIN pg_namespace n ON n.oid = c.relnamespace WHERE g.tgname IN ($1, $2) AND g.t
 	return removed, nil
 }
 
-func isUndefinedSchema(err error) bool {
-	return err != nil && strings.Contains(err.Error(), "does not exist")
-}
+func isUndefinedSchema(err error) bool { return sqlstate.Is(err, sqlstate.InvalidSchemaName) }
 
 // RemoveCapture removes every capture object of a sync from its dbs. Unreachable dbs are
 // reported in the error unless force is set, in which case they are skipped.

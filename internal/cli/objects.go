@@ -759,10 +759,8 @@ func (a *app) putSync(ctx context.Context, store *control.Store, create bool, p 
 		return err
 	})
 	if err != nil {
-		if create {
-			// Leave nothing behind on the dbs the failed validation may have reached.
-			_ = err
-		}
+		// The control change rolls back with the transaction, and Validate removes the
+		// capture it installed before failing: nothing is left behind.
 		return err
 	}
 	verb := map[bool]string{true: "Added", false: "Updated"}[create]

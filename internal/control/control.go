@@ -20,6 +20,7 @@ import (
 
 	"github.com/ibexrepl/ibex/internal/catalog"
 	"github.com/ibexrepl/ibex/internal/dbconn"
+	"github.com/ibexrepl/ibex/internal/sqlstate"
 )
 
 //go:embed migration/*.sql
@@ -126,7 +127,7 @@ func createSchema(ctx context.Context, conn *pgx.Conn) error {
 	db, role := catalog.SQLName(cfg.Database), catalog.SQLName(cfg.User)
 	var pe *pgconn.PgError
 	_, err := conn.Exec(ctx, `DO $d$ BEGIN IF to_regnamespace('ibex') IS NULL THEN CREATE SCHEMA ibex; END IF; END $d$`)
-	if errors.As(err, &pe) && pe.Code == "42501" {
+	if errors.As(err, &pe) && pe.Code == sqlstate.InsufficientPrivilege {
 		return fmt.Errorf("creating schema ibex: %s: GRANT CREATE ON DATABASE %s TO %s, or have a DBA run CREATE SCHEMA ibex AUTHORIZATION %s", pe.Message, db, role, role)
 	} else if err != nil {
 		return fmt.Errorf("creating schema ibex: %w", err)
@@ -135,7 +136,7 @@ func createSchema(ctx context.Context, conn *pgx.Conn) error {
     version int PRIMARY KEY,
     name    text NOT NULL,
     applied timestamptz NOT NULL DEFAULT now())`)
-	if errors.As(err, &pe) && pe.Code == "42501" {
+	if errors.As(err, &pe) && pe.Code == sqlstate.InsufficientPrivilege {
 		return fmt.Errorf("creating the control tables in schema ibex: %s: as the schema's owner run GRANT USAGE, CREATE ON SCHEMA ibex TO %s, or ALTER SCHEMA ibex OWNER TO %s", pe.Message, role, role)
 	} else if err != nil {
 		return fmt.Errorf("creating the control tables in schema ibex: %w", err)

@@ -8,6 +8,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/ibexrepl/ibex/internal/sqlstate"
 )
 
 // DB is a named connection to a database.
@@ -90,11 +92,11 @@ func translate(err error, kind, name string) error {
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
 		switch pe.Code {
-		case "23505":
+		case sqlstate.UniqueViolation:
 			return fmt.Errorf("%s %q %w: use 'ibex update %s %s ...' to change it", kind, name, ErrExists, kind, name)
-		case "23503":
+		case sqlstate.ForeignKeyViolation:
 			return fmt.Errorf("%s %q is %w (%s): remove what uses it first", kind, name, ErrInUse, pe.Detail)
-		case "23514":
+		case sqlstate.CheckViolation:
 			return fmt.Errorf("%s %q: invalid value (%s)", kind, name, pe.ConstraintName)
 		}
 	}
@@ -352,8 +354,7 @@ func PutDBGroup(ctx context.Context, q Querier, g *DBGroup, create bool) error {
 			return translate(err, "dbgroup", g.Name)
 		}
 	} else {
-		tag, err := q.Exec(ctx, `DELETE FROM ibex.dbmap WHERE dbgroup = $1`, g.Name)
-		if err != nil {
+		if _, err := q.Exec(ctx, `DELETE FROM ibex.dbmap WHERE dbgroup = $1`, g.Name); err != nil {
 			return err
 		}
 		var ok bool
@@ -363,7 +364,6 @@ func PutDBGroup(ctx context.Context, q Querier, g *DBGroup, create bool) error {
 		if !ok {
 			return notFound("dbgroup", g.Name)
 		}
-		_ = tag
 	}
 	if err := g.Check(); err != nil {
 		return err
@@ -371,10 +371,10 @@ func PutDBGroup(ctx context.Context, q Querier, g *DBGroup, create bool) error {
 	for i, m := range g.Members {
 		if _, err := q.Exec(ctx, `INSERT INTO ibex.dbmap (dbgroup, db, role, position) VALUES ($1, $2, $3, $4)`, g.Name, m.DB, m.Role, i+1); err != nil {
 			var pe *pgconn.PgError
-			if errors.As(err, &pe) && pe.Code == "23503" {
+			if errors.As(err, &pe) && pe.Code == sqlstate.ForeignKeyViolation {
 				return fmt.Errorf("dbgroup %q: %w", g.Name, notFound("db", m.DB))
 			}
-			if errors.As(err, &pe) && pe.Code == "23505" {
+			if errors.As(err, &pe) && pe.Code == sqlstate.UniqueViolation {
 				return fmt.Errorf("dbgroup %q: db %q is listed twice", g.Name, m.DB)
 			}
 			return err
