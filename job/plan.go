@@ -146,11 +146,6 @@ func rangeKind(t *table) keyKind {
 // changes. It returns the nb-1 (or fewer) bounds as SQL literals, or nil when there is
 // nothing to split.
 func (r *runner) keyRanges(ctx context.Context, t *table, nb int, kind keyKind) ([]string, error) {
-	type point struct {
-		v string // as PostgreSQL prints it
-		n int64  // integerKey: the value
-		w float64
-	}
 	srcs := r.sources()
 	fracs := make([]string, nb-1)
 	for i := range fracs {
@@ -164,7 +159,7 @@ func (r *runner) keyRanges(ctx context.Context, t *table, nb int, kind keyKind) 
 			strings.Join(fracs, ","), k, t.change, r.pending(a, "d."))
 		return a.conn.QueryRow(ctx, sql).Scan(&counts[a.idx], &qs[a.idx])
 	})
-	var points []point
+	var points []keyPoint
 	var total float64
 	for _, a := range srcs {
 		if err := errs[a.idx]; err != nil {
@@ -179,7 +174,7 @@ func (r *runner) keyRanges(ctx context.Context, t *table, nb int, kind keyKind) 
 			if q == nil {
 				continue
 			}
-			p := point{v: *q, w: w}
+			p := keyPoint{v: *q, w: w}
 			if kind == integerKey {
 				n, err := strconv.ParseInt(p.v, 10, 64)
 				if err != nil {
@@ -191,10 +186,24 @@ func (r *runner) keyRanges(ctx context.Context, t *table, nb int, kind keyKind) 
 		}
 		total += float64(counts[a.idx])
 	}
+	return splitPoints(points, total, nb, kind), nil
+}
+
+// keyPoint is a quantile of one source's pending keys, weighing that source's share of
+// the changes.
+type keyPoint struct {
+	v string // as PostgreSQL prints it
+	n int64  // integerKey: the value
+	w float64
+}
+
+// splitPoints merges the sources' quantiles into at most nb-1 bounds (SQL literals, in
+// increasing order, without repeats) that cut total changes into about nb equal ranges.
+func splitPoints(points []keyPoint, total float64, nb int, kind keyKind) []string {
 	if len(points) == 0 {
-		return nil, nil
+		return nil
 	}
-	order := func(a, b point) int {
+	order := func(a, b keyPoint) int {
 		if kind == integerKey {
 			return cmp.Compare(a.n, b.n)
 		}
@@ -202,7 +211,7 @@ func (r *runner) keyRanges(ctx context.Context, t *table, nb int, kind keyKind) 
 	}
 	slices.SortFunc(points, order)
 	var bounds []string
-	var last *point
+	var last *keyPoint
 	var acc float64
 	next := 1
 	for _, p := range points {
@@ -219,7 +228,7 @@ func (r *runner) keyRanges(ctx context.Context, t *table, nb int, kind keyKind) 
 			}
 		}
 	}
-	return bounds, nil
+	return bounds
 }
 
 // countSQL counts the pending changes of t on source a as of snap, an SQL expression of

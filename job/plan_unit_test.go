@@ -1,0 +1,114 @@
+package job
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/ibexrepl/ibex/internal/catalog"
+)
+
+func intPoints(w float64, vs ...int64) []keyPoint {
+	var ps []keyPoint
+	for _, v := range vs {
+		ps = append(ps, keyPoint{v: itoa(v), n: v, w: w})
+	}
+	return ps
+}
+
+func itoa(v int64) string { return string(appendInt(nil, v)) }
+
+func appendInt(b []byte, v int64) []byte {
+	if v < 0 {
+		b = append(b, '-')
+		v = -v
+	}
+	if v >= 10 {
+		b = appendInt(b, v/10)
+	}
+	return append(b, byte('0'+v%10))
+}
+
+func TestSplitPoints(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		points []keyPoint
+		total  float64
+		nb     int
+		kind   keyKind
+		want   []string
+	}{
+		{"nothing pending", nil, 0, 4, integerKey, nil},
+		// One source, 400 changes, 4 batches: its quartiles are the bounds.
+		{"one source", intPoints(100, 100, 200, 300), 400, 4, integerKey, []string{"100", "200", "300"}},
+		// Integers sort as numbers, not as text ("1000" < "200" as text).
+		{"numeric order", intPoints(100, 1000, 200, 300), 400, 4, integerKey, []string{"200", "300", "1000"}},
+		{"negative keys", intPoints(100, -5, -300, 7), 400, 4, integerKey, []string{"-300", "-5", "7"}},
+		// A key that holds most changes: bounds never repeat, so fewer batches.
+		{"repeated quantiles", intPoints(100, 5, 5, 5), 400, 4, integerKey, []string{"5"}},
+		// Two sources, one with three times the changes (a: 300 changes, quantiles 10 20 30
+		// at weight 75 each; b: 100 changes, quantiles 1000 2000 3000 at weight 25): a bound
+		// falls where the accumulated weight passes each nb-th of the total. (Each source's
+		// points weigh (nb-1)/nb of its changes, so the last bound comes late: the ranges
+		// are about 150, 75, 150 and 25 changes, within a factor of two of equal.)
+		{"weighted sources", append(intPoints(75, 10, 20, 30), intPoints(25, 1000, 2000, 3000)...), 400, 4, integerKey, []string{"20", "30", "3000"}},
+		{"uuid", []keyPoint{{v: "b0000000-0000-0000-0000-000000000000", w: 50}, {v: "30000000-0000-0000-0000-000000000000", w: 50}}, 100, 2, uuidKey,
+			[]string{"'30000000-0000-0000-0000-000000000000'::uuid"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got := splitPoints(slices.Clone(c.points), c.total, c.nb, c.kind)
+			if !slices.Equal(got, c.want) {
+				t.Errorf("splitPoints = %q, want %q", got, c.want)
+			}
+			if len(got) > c.nb-1 {
+				t.Errorf("%d bounds for %d batches", len(got), c.nb)
+			}
+		})
+	}
+}
+
+func TestRangeKind(t *testing.T) {
+	tab := func(key []string, cols ...catalog.Column) *table {
+		return &table{keyCols: key, desc: &catalog.Table{Columns: cols}}
+	}
+	id := func(typ string) catalog.Column { return catalog.Column{Name: "id", Type: typ} }
+	for _, c := range []struct {
+		t    *table
+		want keyKind
+	}{
+		{tab([]string{"id"}, id("integer")), integerKey},
+		{tab([]string{"id"}, id("bigint")), integerKey},
+		{tab([]string{"id"}, id("smallint")), integerKey},
+		{tab([]string{"id"}, id("uuid")), uuidKey},
+		{tab([]string{"id"}, id("text")), noRanges},    // sorts by collation
+		{tab([]string{"id"}, id("numeric")), noRanges}, // 1.5 and 1.50 print differently
+		{tab([]string{"id", "b"}, id("integer"), catalog.Column{Name: "b", Type: "integer"}), noRanges},
+	} {
+		if got := rangeKind(c.t); got != c.want {
+			t.Errorf("rangeKind(%v %v) = %v, want %v", c.t.keyCols, c.t.desc.Columns, got, c.want)
+		}
+	}
+}
+
+func TestBucketsCond(t *testing.T) {
+	r := &runner{}
+	ranged := &table{keyCols: []string{"id"}, bounds: []string{"100", "200"}}
+	hashed := &table{keyCols: []string{"a", "B c"}}
+	for _, c := range []struct {
+		t          *table
+		lo, hi, nb int
+		want       string
+	}{
+		{ranged, 0, 0, 1, "true"},
+		{ranged, 0, 2, 3, "true"},
+		{ranged, 0, 0, 3, `d."id" < 100`},
+		{ranged, 1, 1, 3, `d."id" >= 100 AND d."id" < 200`},
+		{ranged, 2, 2, 3, `d."id" >= 200`},
+		{ranged, 1, 2, 3, `d."id" >= 100`},
+		{hashed, 2, 2, 4, `(hashtextextended(ROW(d."a", d."B c")::text, 0) & 9223372036854775807) % 4 = 2`},
+		{hashed, 0, 1, 4, `(hashtextextended(ROW(d."a", d."B c")::text, 0) & 9223372036854775807) % 4 BETWEEN 0 AND 1`},
+	} {
+		if got := r.bucketsCond(c.t, "d.", c.lo, c.hi, c.nb); got != c.want {
+			t.Errorf("bucketsCond(%v, %d..%d of %d) = %s, want %s", c.t.keyCols, c.lo, c.hi, c.nb, got, c.want)
+		}
+	}
+}
