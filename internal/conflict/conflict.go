@@ -1,5 +1,8 @@
-// Package conflict decides, for a row changed on more than one source in a run, which
-// source's version wins. It is pure: no I/O.
+// Package conflict decides, for a row changed on more than one source in a run, what
+// every db ends up with: a Decision, today one source's whole version of the row (or
+// none), and room for rows built from several versions (columns from other sources,
+// computed values). It also decodes and encodes rows in PostgreSQL's COPY text format,
+// the form versions arrive in and built rows leave in. It is pure: no I/O.
 package conflict
 
 import (
@@ -82,9 +85,21 @@ type Change struct {
 	At int64
 }
 
+// Decide returns the strategy's decision for a row changed by changes (at least two
+// entries). Every strategy of today decides a whole row, one source's version (see
+// Winner), or none (Skip, Abort: the zero Decision).
+func (s Strategy) Decide(changes []Change) Decision {
+	return Decision{Winner: s.winner(changes)}
+}
+
 // Winner returns the source whose version of the row wins, or "" when the strategy
-// decides no winner (Skip, Abort). changes has at least two entries.
+// decides no winner (Skip, Abort): Decide(changes).Winner. changes has at least two
+// entries.
 func (s Strategy) Winner(changes []Change) string {
+	return s.Decide(changes).Winner
+}
+
+func (s Strategy) winner(changes []Change) string {
 	switch s.Kind {
 	case Abort, Skip:
 		return ""
