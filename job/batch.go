@@ -42,9 +42,10 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 	res.keys = len(keys)
 	res.conflicts = r.resolve(t, keys)
 
-	// Receivers and what each gets from each winner.
+	// Receivers and what each gets from each winner (or, for a built row, from each db
+	// whose version it is built from).
 	recvKeys := make([][]string, len(r.members))
-	fromWinner := make([]uint64, len(r.members)) // winner idx -> receivers
+	fromWinner := make([]uint64, len(r.members)) // sender idx -> receivers
 	for k, ks := range keys {
 		if ks.winner < 0 {
 			continue
@@ -52,7 +53,11 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 		for _, m := range r.members {
 			if ks.recv&bit(m.idx) != 0 {
 				recvKeys[m.idx] = append(recvKeys[m.idx], k)
-				fromWinner[ks.winner] |= bit(m.idx)
+				for _, w := range r.members {
+					if ks.senders()&bit(w.idx) != 0 {
+						fromWinner[w.idx] |= bit(m.idx)
+					}
+				}
 			}
 		}
 	}
@@ -67,7 +72,7 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 		}
 		winners = append(winners, w)
 		for k, ks := range keys {
-			if ks.winner == w.idx && ks.recv != 0 {
+			if ks.senders()&bit(w.idx) != 0 && ks.recv != 0 {
 				send[w.idx] = append(send[w.idx], k)
 			}
 		}
@@ -120,12 +125,12 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 		sql := fmt.Sprintf(`COPY (SELECT %s FROM %s w JOIN %s t ON %s) TO STDOUT`,
 			quoteCols("t.", t.cols), orderedKeys("pg_temp.ibex_w", t, true), t.ident, keyJoin("w", "t", t.keyCols))
 		widx := w.idx
-		senders = append(senders, sender{m: w, conn: w.rconn, sql: sql, route: func(key string) uint64 {
+		senders = append(senders, sender{m: w, conn: w.rconn, sql: sql, route: func(key string) (uint64, bool) {
 			ks := keys[key]
-			if ks == nil || ks.winner != widx {
-				return 0
+			if ks == nil || ks.senders()&bit(widx) == 0 {
+				return 0, false
 			}
-			return ks.recv
+			return ks.recv, ks.built
 		}})
 	}
 	var recvs []*member
@@ -135,7 +140,13 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 		}
 	}
 	if len(senders) > 0 && len(recvs) > 0 {
-		out := r.fanout(ctx, t, len(t.keyCols), senders, recvs)
+		out := r.fanout(ctx, t, len(t.keyCols), senders, recvs, func(versions map[string]map[int][]byte) ([]routedLine, error) {
+			return r.buildRows(t, keys, versions)
+		})
+		if out.buildErr != nil {
+			r.rollbackAll()
+			return res, fmt.Errorf("table %s: %w", t.name, out.buildErr)
+		}
 		if out.senderErrs != nil {
 			r.rollbackAll()
 			for idx, err := range out.senderErrs {

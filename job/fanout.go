@@ -74,11 +74,24 @@ func (p *receiverPipe) writeLine(line []byte) {
 
 // sender is one COPY ... TO STDOUT whose rows go to receivers.
 type sender struct {
-	m     *member
-	conn  *pgx.Conn
-	sql   string
-	route func(key string) uint64 // receivers of a row's key (bit per member index); nil: all
+	m    *member
+	conn *pgx.Conn
+	sql  string
+	// route gives the receivers of a row's key (bit per member index), and whether the
+	// row is a version to build the receivers' row from instead (collected, see build.go);
+	// nil: every row goes to every receiver.
+	route func(key string) (to uint64, collect bool)
 }
+
+// routedLine is a row built from several versions and its receivers.
+type routedLine struct {
+	line []byte
+	to   uint64
+}
+
+// buildFunc builds rows from the versions senders sent of them (key -> sender idx ->
+// line).
+type buildFunc func(versions map[string]map[int][]byte) ([]routedLine, error)
 
 // fanoutResult is what a fanout did, by member index.
 type fanoutResult struct {
@@ -86,6 +99,7 @@ type fanoutResult struct {
 	written    []int64       // rows each receiver's COPY wrote
 	recvErrs   []error       // each receiver's COPY error
 	senderErrs map[int]error // nil when every sender succeeded
+	buildErr   error         // building a row from its versions failed
 }
 
 // rowCountError is a receiver that wrote another number of rows than it was sent: a
@@ -117,7 +131,9 @@ func (f *fanoutResult) check(m *member, from string) error {
 
 // fanout runs every sender's COPY at once and writes each row to the receivers its route
 // selects, each receiver through a single COPY ... FROM STDIN into t.
-func (r *runner) fanout(ctx context.Context, t *table, nk int, senders []sender, recvs []*member) *fanoutResult {
+// Rows that senders route for collection are kept until every sender is done, then given
+// to build, whose rows go to their receivers like any other.
+func (r *runner) fanout(ctx context.Context, t *table, nk int, senders []sender, recvs []*member, build ...buildFunc) *fanoutResult {
 	pipes := make([]*receiverPipe, len(r.members))
 	rows := make([]int64, len(r.members))
 	rerrs := make([]error, len(r.members))
@@ -144,6 +160,7 @@ func (r *runner) fanout(ctx context.Context, t *table, nk int, senders []sender,
 	}
 	var smu sync.Mutex
 	serrs := map[int]error{}
+	var collected map[string]map[int][]byte // guarded by smu
 	var swg sync.WaitGroup
 	for _, s := range senders {
 		swg.Add(1)
@@ -167,8 +184,21 @@ func (r *runner) fanout(ctx context.Context, t *table, nk int, senders []sender,
 					}
 					end++
 				}
-				to := s.route(string(line[:end]))
+				key := string(line[:end])
+				to, collect := s.route(key)
 				if to == 0 {
+					return nil
+				}
+				if collect {
+					smu.Lock()
+					defer smu.Unlock()
+					if collected == nil {
+						collected = map[string]map[int][]byte{}
+					}
+					if collected[key] == nil {
+						collected[key] = map[int][]byte{}
+					}
+					collected[key][s.m.idx] = bytes.Clone(line)
 					return nil
 				}
 				for _, m := range recvs {
@@ -189,6 +219,21 @@ func (r *runner) fanout(ctx context.Context, t *table, nk int, senders []sender,
 	var serr error
 	for _, e := range serrs {
 		serr = e
+	}
+	var berr error
+	if serr == nil && len(collected) > 0 && len(build) > 0 {
+		var lines []routedLine
+		if lines, berr = build[0](collected); berr == nil {
+			for _, l := range lines {
+				for _, m := range recvs {
+					if l.to&bit(m.idx) != 0 {
+						pipes[m.idx].writeLine(l.line)
+					}
+				}
+			}
+		} else {
+			serr = berr // the receivers' COPY stops: the batch is rolled back
+		}
 	}
 	for _, m := range recvs {
 		p := pipes[m.idx]
@@ -211,5 +256,5 @@ func (r *runner) fanout(ctx context.Context, t *table, nk int, senders []sender,
 	for _, m := range recvs {
 		sent[m.idx] = pipes[m.idx].lines
 	}
-	return &fanoutResult{sent: sent, written: rows, recvErrs: rerrs, senderErrs: serrs}
+	return &fanoutResult{sent: sent, written: rows, recvErrs: rerrs, senderErrs: serrs, buildErr: berr}
 }

@@ -51,6 +51,7 @@ func TestFarm(t *testing.T) {
 		{"FailedRunRollsBackReceiver", testFailedRunRollsBackReceiver},
 		{"ReceiverRetries", testReceiverRetries},
 		{"TransactionsPerRun", testTransactionsPerRun},
+		{"BuiltRow", testBuiltRow},
 	} {
 		t.Run(ft.name, func(t *testing.T) {
 			t.Parallel()

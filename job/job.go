@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ibexrepl/ibex/internal/conflict"
 	"github.com/ibexrepl/ibex/internal/control"
 )
 
@@ -42,6 +43,9 @@ type Options struct {
 	Force bool
 	// Progress, when set, is called after each batch and each copied table.
 	Progress func(table string, done, total int)
+	// decide, when set, decides conflicts instead of the sync's strategy (tests of the
+	// built-row path, through export_test.go).
+	decide func([]conflict.Change) conflict.Decision
 }
 
 // Result is what a run did.

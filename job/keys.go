@@ -22,6 +22,12 @@ type keyState struct {
 	need    uint64 // members some changer's pending change has not reached yet
 	recv    uint64 // members that receive the winner's row
 	winner  int    // member index, -1: none (skip)
+	// built is set when the row receivers get is built from several versions (a conflict
+	// decision that is not a whole row, see build.go): the members in from send their
+	// version, and every receiver in recv, the winner too, gets the built row.
+	built    bool
+	from     uint64
+	decision conflict.Decision
 }
 
 // readKeys reads the pending keys of every live source for one bucket (phase 1).

@@ -16,7 +16,8 @@ func (r *runner) resolve(t *table, keys map[string]*keyState) []control.Conflict
 		if len(ks.changes) == 1 {
 			ks.winner = r.memberByName(ks.changes[0].DB).idx
 		} else {
-			w := r.strategy.Winner(ks.changes)
+			d := r.decide(ks.changes)
+			w := d.Winner
 			c := control.Conflict{Sync: r.sync.Name, Table: t.name, Key: keyText(t, k), Strategy: r.strategy.String(), Resolution: "applied"}
 			for _, ch := range ks.changes {
 				c.DBs = append(c.DBs, ch.DB)
@@ -29,6 +30,12 @@ func (r *runner) resolve(t *table, keys map[string]*keyState) []control.Conflict
 			} else {
 				c.Winner = w
 				ks.winner = r.memberByName(w).idx
+				if !d.Whole() {
+					ks.built, ks.decision = true, d
+					for _, db := range d.Sources() {
+						ks.from |= bit(r.memberByName(db).idx)
+					}
+				}
 			}
 			out = append(out, c)
 		}
@@ -36,7 +43,8 @@ func (r *runner) resolve(t *table, keys map[string]*keyState) []control.Conflict
 			continue
 		}
 		for _, m := range r.members {
-			if m.idx == ks.winner || !m.alive() || !r.receives(m) {
+			// A built row differs from every version: the winner receives it too.
+			if (m.idx == ks.winner && !ks.built) || !m.alive() || !r.receives(m) {
 				continue
 			}
 			if ks.changer&bit(m.idx) != 0 || ks.need&bit(m.idx) != 0 {
@@ -45,6 +53,14 @@ func (r *runner) resolve(t *table, keys map[string]*keyState) []control.Conflict
 		}
 	}
 	return out
+}
+
+// decide returns the decision on a row changed on several sources.
+func (r *runner) decide(changes []conflict.Change) conflict.Decision {
+	if r.opts.decide != nil {
+		return r.opts.decide(changes)
+	}
+	return r.strategy.Decide(changes)
 }
 
 // keyText renders a key for the conflict log: col=value pairs.
