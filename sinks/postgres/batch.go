@@ -3,6 +3,7 @@ package postgres
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 
@@ -68,7 +69,7 @@ func (s *Sink) WriteRows(ctx context.Context, t *sinks.Table, r io.Reader) (int6
 		return 0, s.errf(t, "writing rows of", err)
 	}
 	if b.skipped {
-		return 0, s.errf(t, "writing rows of", fmt.Errorf("the table holds rows and was skipped"))
+		return 0, s.errf(t, "writing rows of", errors.New("the table holds rows and was skipped"))
 	}
 	into := ident(t)
 	if b.staged {
