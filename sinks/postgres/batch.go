@@ -1,0 +1,194 @@
+package postgres
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/ibexrepl/ibex/sinks"
+)
+
+// PrepareBatch loads keys into the temp table pg_temp.ibex_k. A target then deletes
+// those keys from t (its rows are COPYed straight in by WriteRows); a source drops from
+// the list the keys its application changed since the run's snapshot (returned as
+// Skipped) and stages the rows in pg_temp.ibex_s for FinishBatch.
+func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) (sinks.Prepared, error) {
+	if err := s.inTx(t); err != nil {
+		return sinks.Prepared{}, err
+	}
+	s.batch = nil
+	keyCols := quoteCols("", t.Key)
+	temps := fmt.Sprintf(`DROP TABLE IF EXISTS pg_temp.ibex_k; CREATE TEMP TABLE ibex_k ON COMMIT DROP AS SELECT %s FROM %s LIMIT 0`, keyCols, ident(t))
+	if s.src != nil {
+		// Rows for a source arrive in a stage table (see applySource).
+		temps += fmt.Sprintf(`; DROP TABLE IF EXISTS pg_temp.ibex_s; CREATE TEMP TABLE ibex_s ON COMMIT DROP AS SELECT %s FROM %s LIMIT 0`, quoteCols("", t.Cols), ident(t))
+	}
+	if _, err := execAll(ctx, s.conn, temps); err != nil {
+		return sinks.Prepared{}, s.errf(t, "preparing a batch of", err)
+	}
+	if err := copyKeys(ctx, s.conn, "pg_temp.ibex_k", keyCols, keys); err != nil {
+		return sinks.Prepared{}, s.errf(t, "loading the keys of", err)
+	}
+	if s.src == nil {
+		// A target: no application writes here, so delete now and COPY straight in.
+		tag, err := execIndexed(ctx, s.conn, fmt.Sprintf(`DELETE FROM %s t USING %s k WHERE %s`,
+			ident(t), orderedKeys("pg_temp.ibex_k", t.Key), keyJoin("t", "k", t.Key)))
+		if err != nil {
+			return sinks.Prepared{}, s.errf(t, "deleting the keys of", err)
+		}
+		s.batch = &batch{t: t, deleted: tag.RowsAffected()}
+		return sinks.Prepared{}, nil
+	}
+	// A source: keys its own application changed since the run's snapshot are left to the
+	// next run (that change is newer), and rows arrive in a stage table: applySource writes
+	// them with UPDATE semantics so that an application transaction waiting on one of
+	// those rows applies its change on top instead of losing it.
+	late, err := s.dropLate(ctx, t)
+	if err != nil {
+		return sinks.Prepared{}, s.errf(t, "leaving out the keys changed meanwhile of", err)
+	}
+	s.batch = &batch{t: t, staged: true}
+	return sinks.Prepared{Skipped: late}, nil
+}
+
+// WriteRows COPYs the rows of r (COPY text, fields in t.Cols order, one row a line, no
+// end-of-data marker) into t, or into the stage table of a source's batch. It returns the
+// rows COPY wrote: a caller comparing it with the rows it sent sees rows a trigger or rule
+// dropped (FinishBatch reports it too).
+func (s *Sink) WriteRows(ctx context.Context, t *sinks.Table, r io.Reader) (int64, error) {
+	if err := s.inTx(t); err != nil {
+		return 0, err
+	}
+	b, err := s.current(t)
+	if err != nil {
+		return 0, s.errf(t, "writing rows of", err)
+	}
+	if b.skipped {
+		return 0, s.errf(t, "writing rows of", errors.New("the table holds rows and was skipped"))
+	}
+	into := ident(t)
+	if b.staged {
+		into = "pg_temp.ibex_s" // applySource writes it into the table
+	}
+	lc := &lineCounter{r: r}
+	tag, err := s.conn.PgConn().CopyFrom(ctx, lc, fmt.Sprintf(`COPY %s (%s) FROM STDIN`, into, quoteCols("", t.Cols)))
+	if err != nil {
+		return 0, s.errf(t, "writing rows of", err)
+	}
+	b.sent += lc.rows()
+	b.written += tag.RowsAffected()
+	return tag.RowsAffected(), nil
+}
+
+// FinishBatch completes the batch of t: a source's staged rows are applied (applySource).
+// It returns a *sinks.RowCountError when another number of rows was written than taken.
+func (s *Sink) FinishBatch(ctx context.Context, t *sinks.Table) (sinks.Counts, error) {
+	if err := s.inTx(t); err != nil {
+		return sinks.Counts{}, err
+	}
+	b, err := s.current(t)
+	if err != nil {
+		return sinks.Counts{}, s.errf(t, "finishing the batch of", err)
+	}
+	s.batch = nil
+	if b.skipped {
+		return sinks.Counts{}, nil
+	}
+	if b.staged {
+		written, deleted, err := s.applySource(ctx, t)
+		if err != nil {
+			return sinks.Counts{}, s.errf(t, "applying", err)
+		}
+		return sinks.Counts{Written: written, Deleted: deleted}, nil
+	}
+	if b.written != b.sent {
+		return sinks.Counts{}, s.errf(t, "writing rows of", &sinks.RowCountError{DB: s.db, Written: b.written, Sent: b.sent})
+	}
+	return sinks.Counts{Written: b.written, Deleted: b.deleted}, nil
+}
+
+// lineCounter counts the rows (lines) read through it; a last line without its newline
+// counts too.
+type lineCounter struct {
+	r    io.Reader
+	n    int64
+	open bool // the last byte read was not a newline
+}
+
+func (c *lineCounter) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if n > 0 {
+		c.n += int64(bytes.Count(p[:n], []byte{'\n'}))
+		c.open = p[n-1] != '\n'
+	}
+	return n, err
+}
+
+func (c *lineCounter) rows() int64 {
+	if c.open {
+		return c.n + 1
+	}
+	return c.n
+}
+
+// copyKeys loads keys (tab-separated COPY text, as the change rows print them) into a
+// temp table.
+func copyKeys(ctx context.Context, conn *pgx.Conn, into, keyCols string, keys []string) error {
+	_, err := conn.PgConn().CopyFrom(ctx, &keyReader{keys: keys}, fmt.Sprintf(`COPY %s (%s) FROM STDIN`, into, keyCols))
+	return err
+}
+
+// keyReader reads keys one a line.
+type keyReader struct {
+	keys []string
+	off  int // bytes of keys[0] (and its newline) already read
+}
+
+func (k *keyReader) Read(p []byte) (int, error) {
+	n := 0
+	for n < len(p) && len(k.keys) > 0 {
+		line := k.keys[0]
+		if k.off < len(line) {
+			c := copy(p[n:], line[k.off:])
+			n += c
+			k.off += c
+			continue
+		}
+		p[n] = '\n'
+		n++
+		k.keys, k.off = k.keys[1:], 0
+	}
+	if n == 0 && len(k.keys) == 0 {
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// orderedKeys is a subquery listing the key columns of a temp key table in key order, so
+// that a nested loop over it probes the user table's index (and heap) in order.
+func orderedKeys(from string, key []string) string {
+	cols := quoteCols("", key)
+	return fmt.Sprintf(`(SELECT %s FROM %s ORDER BY %s)`, cols, from, cols)
+}
+
+// indexed wraps a statement joining the key list to a user table so that it probes the
+// table's key index: its cost then follows the number of changed keys, never the table's
+// size, whatever the planner guesses about the key list. It must run in a transaction.
+func indexed(stmt string) string {
+	return `SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; ` + stmt +
+		`; SET LOCAL enable_hashjoin = on; SET LOCAL enable_mergejoin = on`
+}
+
+// execIndexed runs indexed(stmt) in one round trip and returns the statement's tag.
+func execIndexed(ctx context.Context, conn *pgx.Conn, stmt string) (pgconn.CommandTag, error) {
+	res, err := execAll(ctx, conn, indexed(stmt))
+	if err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	return res[2].CommandTag, nil
+}

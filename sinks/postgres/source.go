@@ -1,0 +1,174 @@
+package postgres
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ibexrepl/ibex/sinks"
+)
+
+// maxApplyAttempts bounds how often applySource writes again because the application
+// changed rows being applied.
+const maxApplyAttempts = 6
+
+// dropLate removes from pg_temp.ibex_k the keys this source's application changed since
+// the run's snapshot, and returns them (COPY text, key fields tab-separated).
+func (s *Sink) dropLate(ctx context.Context, t *sinks.Table) ([]string, error) {
+	var late []string
+	lw := &lineWriter{fn: func(line []byte) error { late = append(late, string(line)); return nil }}
+	_, err := s.conn.PgConn().CopyTo(ctx, lw, fmt.Sprintf(`COPY (DELETE FROM pg_temp.ibex_k k USING %s d WHERE %s AND NOT pg_visible_in_snapshot(d."$txid", '%s') RETURNING %s) TO STDOUT`,
+		s.src.ChangeTable(t), keyJoin("k", "d", t.Key), s.src.Snapshot, quoteCols("k.", t.Key)))
+	if err != nil {
+		return nil, err
+	}
+	return late, nil
+}
+
+// applySource writes the staged rows into a source's table: an upsert for rows the winner
+// has, a delete for keys it no longer has. Under a savepoint, it then checks that the
+// application changed none of those keys between dropLate and the writes (the writes hold
+// the rows now); if it did, it rolls back to the savepoint, leaves those keys out and
+// writes again. It returns rows written and rows deleted or replaced.
+func (s *Sink) applySource(ctx context.Context, t *sinks.Table) (int64, int64, error) {
+	id := ident(t)
+	cols := quoteCols("", t.Cols)
+	// Key columns are set too: 1.50 replaces an equal 1.5 (identity-always columns, which
+	// cannot be updated, are integers and print one way only).
+	identity := map[string]bool{}
+	for _, c := range t.Columns {
+		identity[c.Name] = c.IdentityAlways
+	}
+	var sets []string
+	for _, c := range t.Cols {
+		if identity[c] {
+			continue
+		}
+		q := pgx.Identifier{c}.Sanitize()
+		sets = append(sets, q+" = excluded."+q)
+	}
+	onConflict := "DO NOTHING"
+	if len(sets) > 0 {
+		onConflict = "DO UPDATE SET " + strings.Join(sets, ", ")
+	}
+	// The rows to write, and their number: every one must be written (a trigger or rule
+	// dropping some would leave the receiver in a state no source had).
+	nStaged := fmt.Sprintf(`SELECT count(*) FROM pg_temp.ibex_s s WHERE EXISTS (SELECT 1 FROM pg_temp.ibex_k k WHERE %s)`, keyJoin("s", "k", t.Key))
+	staged := fmt.Sprintf(`SELECT %s FROM pg_temp.ibex_s s WHERE EXISTS (SELECT 1 FROM pg_temp.ibex_k k WHERE %s) ORDER BY %s`,
+		quoteCols("s.", t.Cols), keyJoin("s", "k", t.Key), quoteCols("s.", t.Key))
+	// xmax <> 0 tells an updated row (it replaced one) from an inserted one. (A
+	// partitioned parent has no xmax to return: 0A000.)
+	upsert := fmt.Sprintf(`WITH w AS (INSERT INTO %s AS t (%s) OVERRIDING SYSTEM VALUE %s ON CONFLICT (%s) %s RETURNING t.xmax <> 0 AS replaced)
+SELECT count(*), count(*) FILTER (WHERE replaced), (%s) FROM w`, id, cols, staged, quoteCols("", t.Key), onConflict, nStaged)
+	// When the upsert cannot be used (rows swap the values of another unique column, which
+	// a row-by-row update trips over), delete the keys and insert the rows instead.
+	replace := fmt.Sprintf(`DELETE FROM %s t USING %s k WHERE %s`, id, orderedKeys("pg_temp.ibex_k", t.Key), keyJoin("t", "k", t.Key))
+	insert := fmt.Sprintf(`WITH w AS (INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE %s RETURNING 1) SELECT count(*), (%s) FROM w`, id, cols, staged, nStaged)
+	gone := fmt.Sprintf(`DROP TABLE IF EXISTS pg_temp.ibex_gone; CREATE TEMP TABLE ibex_gone ON COMMIT DROP AS SELECT %s FROM pg_temp.ibex_k k WHERE NOT EXISTS (SELECT 1 FROM pg_temp.ibex_s s WHERE %s)`,
+		quoteCols("k.", t.Key), keyJoin("s", "k", t.Key))
+	del := fmt.Sprintf(`DELETE FROM %s t USING %s k WHERE %s`, id, orderedKeys("pg_temp.ibex_gone", t.Key), keyJoin("t", "k", t.Key))
+	check := fmt.Sprintf(`SELECT count(*) FROM pg_temp.ibex_k k JOIN %s d ON %s WHERE NOT pg_visible_in_snapshot(d."$txid", '%s')`,
+		s.src.ChangeTable(t), keyJoin("k", "d", t.Key), s.src.Snapshot)
+	// The rest after the upsert: delete the keys the winner no longer has, then count the
+	// keys the application changed meanwhile.
+	rest := gone + "; " + indexed(del) + "; " + check
+	for attempt := 0; ; attempt++ {
+		var written, replaced, deleted, changed, want int64
+		res, err := execAll(ctx, s.conn, `SAVEPOINT ibex_apply; `+upsert+`; `+rest)
+		if isCode(err, uniqueViolation) {
+			if _, err := s.conn.Exec(ctx, `ROLLBACK TO SAVEPOINT ibex_apply`); err != nil {
+				return 0, 0, err
+			}
+			if res, err = execAll(ctx, s.conn, indexed(replace)+"; "+insert+"; "+rest); err != nil {
+				return 0, 0, err
+			}
+			// res: SET, SET, DELETE (replace), SET, SET, insert, then rest.
+			replaced = res[2].CommandTag.RowsAffected()
+			if written, err = scalar(res[5], 0); err != nil {
+				return 0, 0, err
+			}
+			if want, err = scalar(res[5], 1); err != nil {
+				return 0, 0, err
+			}
+			res = res[6:]
+		} else if err != nil {
+			return 0, 0, err
+		} else {
+			// res: SAVEPOINT, upsert, then rest.
+			if written, err = scalar(res[1], 0); err != nil {
+				return 0, 0, err
+			}
+			if replaced, err = scalar(res[1], 1); err != nil {
+				return 0, 0, err
+			}
+			if want, err = scalar(res[1], 2); err != nil {
+				return 0, 0, err
+			}
+			if len(sets) == 0 {
+				want = written // DO NOTHING: a row already there is left as it is
+			}
+			res = res[2:]
+		}
+		// res: DROP, CREATE (gone), SET, SET, DELETE, SET, SET, check
+		if len(res) != 8 {
+			return 0, 0, fmt.Errorf("%d results, expected 8", len(res))
+		}
+		deleted = replaced + res[4].CommandTag.RowsAffected()
+		if changed, err = scalar(res[7], 0); err != nil {
+			return 0, 0, err
+		}
+		if written != want {
+			return 0, 0, &sinks.RowCountError{DB: s.db, Written: written, Sent: want}
+		}
+		if changed == 0 {
+			// The savepoint stays until the unit commits.
+			return written, deleted, nil
+		}
+		if attempt == maxApplyAttempts-1 {
+			return 0, 0, errors.New("the application keeps changing the rows being applied: try again later")
+		}
+		if _, err := s.conn.Exec(ctx, `ROLLBACK TO SAVEPOINT ibex_apply`); err != nil {
+			return 0, 0, err
+		}
+		if _, err := s.dropLate(ctx, t); err != nil {
+			return 0, 0, err
+		}
+	}
+}
+
+// lineWriter splits a COPY TO stream into lines (without the newline) and hands each to fn.
+// pgconn writes one CopyData message (one row) per Write, but lines split across writes
+// are handled too.
+type lineWriter struct {
+	fn  func(line []byte) error
+	buf []byte
+	err error
+}
+
+func (w *lineWriter) Write(p []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	n := len(p)
+	if len(w.buf) > 0 {
+		w.buf = append(w.buf, p...)
+		p = w.buf
+	}
+	for {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			break
+		}
+		if err := w.fn(p[:i]); err != nil {
+			w.err = err
+			return 0, err
+		}
+		p = p[i+1:]
+	}
+	w.buf = append(w.buf[:0], p...)
+	return n, nil
+}
