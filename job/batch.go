@@ -81,8 +81,9 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 	go func() {
 		shipped <- r.each(winners, func(w *member) error { return r.shipKeys(ctx, w, t, send[w.idx]) })
 	}()
-	// Phase 2: each receiver locks the keys it will overwrite, drops those its own
-	// application changed since the run's snapshot (they win next run), and deletes the rest.
+	// Phase 2: each receiver's sink readies the batch (a target deletes the keys; a source
+	// leaves out those its own application changed since the run's snapshot: they win
+	// next run).
 	var receivers []*member
 	for _, m := range r.alive() {
 		if len(recvKeys[m.idx]) > 0 {
@@ -90,8 +91,12 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 		}
 	}
 	late := make([][]string, len(r.members))
-	errs := r.each(receivers, func(m *member) (err error) {
-		res.deletes[m.idx], late[m.idx], err = r.prepareReceiver(ctx, m, t, recvKeys[m.idx])
+	errs := r.each(receivers, func(m *member) error {
+		if err := r.begin(ctx, m); err != nil {
+			return fmt.Errorf("db %s: %w", m.name, err)
+		}
+		p, err := m.sink.PrepareBatch(ctx, t.sinkTables[m.idx], recvKeys[m.idx])
+		late[m.idx] = p.Skipped
 		return err
 	})
 	shipErrs := <-shipped
@@ -103,7 +108,7 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 			return r.retry(res)
 		}
 		if errs[m.idx] != nil {
-			r.fail(ctx, m, fmt.Errorf("db %s: applying %s: %w", m.name, t.name, errs[m.idx]))
+			r.fail(ctx, m, errs[m.idx])
 			if !m.alive() && fromWinner[m.idx] != 0 {
 				return r.retry(res)
 			}
@@ -157,26 +162,26 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 		for _, m := range recvs {
 			if err := out.check(m, ""); err != nil {
 				r.fail(ctx, m, fmt.Errorf("db %s: writing rows of %s: %w", m.name, t.name, err))
-				continue
 			}
-			res.inserts[m.idx] = out.written[m.idx]
 		}
 	}
 	tApply := time.Now()
-	// Phase 4: sources write their staged rows.
-	var appliers []*member
+	// Phase 4: each receiver's sink finishes the batch (a source writes its staged rows)
+	// and says what it wrote.
+	var finishing []*member
 	for _, m := range recvs {
-		if m.alive() && m.tx && m.isSource() && m.snap != "" {
-			appliers = append(appliers, m)
+		if m.alive() && m.tx {
+			finishing = append(finishing, m)
 		}
 	}
-	errs = r.each(appliers, func(m *member) (err error) {
-		res.inserts[m.idx], res.deletes[m.idx], err = r.applySource(ctx, m, t)
+	errs = r.each(finishing, func(m *member) error {
+		n, err := m.sink.FinishBatch(ctx, t.sinkTables[m.idx])
+		res.inserts[m.idx], res.deletes[m.idx] = n.Written, n.Deleted
 		return err
 	})
-	for _, m := range appliers {
+	for _, m := range finishing {
 		if errs[m.idx] != nil {
-			r.fail(ctx, m, fmt.Errorf("db %s: applying %s: %w", m.name, t.name, errs[m.idx]))
+			r.fail(ctx, m, errs[m.idx])
 		}
 	}
 	var st Stats

@@ -67,7 +67,7 @@ func (r *runner) runOnetimecopy(ctx context.Context) error {
 // are in its partitions, while an ordinary table's children (inheritance) are tables of
 // their own.
 func (t *table) only(m *member) string {
-	if t.partitioned[m.idx] {
+	if t.sinkTables[m.idx].Partitioned {
 		return ""
 	}
 	return "ONLY "
@@ -155,28 +155,14 @@ func (r *runner) copyInto(ctx context.Context, src *member, dsts []*member, only
 			counts[t][m.idx] = Stats{}
 		}
 		skip := make([]bool, len(r.members))
-		errs := r.each(ready, func(m *member) error {
-			if onlyEmpty {
-				var has bool
-				if err := m.conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+t.ident+`)`).Scan(&has); err != nil {
-					return err
-				}
-				if has {
-					skip[m.idx] = true
-					return nil
-				}
-			}
-			tag, err := m.conn.Exec(ctx, `DELETE FROM `+t.only(m)+t.ident)
-			if err != nil {
-				return fmt.Errorf("emptying %s: %w", t.name, err)
-			}
-			counts[t][m.idx].Deletes = tag.RowsAffected()
-			return nil
+		errs := r.each(ready, func(m *member) (err error) {
+			skip[m.idx], err = m.sink.ReplaceTable(ctx, t.sinkTables[m.idx], onlyEmpty)
+			return err
 		})
 		var recvs []*member
 		for _, m := range ready {
 			if errs[m.idx] != nil {
-				r.fail(ctx, m, fmt.Errorf("db %s: %w", m.name, errs[m.idx]))
+				r.fail(ctx, m, errs[m.idx])
 			} else if !skip[m.idx] {
 				recvs = append(recvs, m)
 			}
@@ -196,7 +182,12 @@ func (r *runner) copyInto(ctx context.Context, src *member, dsts []*member, only
 				r.fail(ctx, m, fmt.Errorf("db %s: copying %s: %w", m.name, t.name, err))
 				continue
 			}
-			counts[t][m.idx].Inserts = out.written[m.idx]
+			n, err := m.sink.FinishBatch(ctx, t.sinkTables[m.idx])
+			if err != nil {
+				r.fail(ctx, m, err)
+				continue
+			}
+			counts[t][m.idx] = Stats{Inserts: n.Written, Deletes: n.Deleted}
 			rows = out.sent[m.idx]
 		}
 		r.logger.InfoContext(ctx, "table copied", slog.String("table", t.name), slog.String("from", src.name), slog.Int("to", len(recvs)), slog.Int64("rows", rows))

@@ -9,6 +9,8 @@ import (
 	"sync"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/ibexrepl/ibex/sinks"
 )
 
 // lineWriter splits a COPY TO stream into lines (without the newline) and hands each to fn.
@@ -102,21 +104,6 @@ type fanoutResult struct {
 	buildErr   error         // building a row from its versions failed
 }
 
-// rowCountError is a receiver that wrote another number of rows than it was sent: a
-// trigger or a rule there dropped some. Its transaction is rolled back.
-type rowCountError struct {
-	db, from      string
-	written, sent int64
-}
-
-func (e *rowCountError) Error() string {
-	from := ""
-	if e.from != "" {
-		from = " from db " + e.from
-	}
-	return fmt.Sprintf("%d rows written, %d read%s (a trigger or rule on db %s dropped rows?): rolled back", e.written, e.sent, from, e.db)
-}
-
 // check returns receiver m's error: its COPY's, or a rowCountError when it wrote another
 // number of rows than it was sent (from names the single sender, or is empty).
 func (f *fanoutResult) check(m *member, from string) error {
@@ -124,7 +111,7 @@ func (f *fanoutResult) check(m *member, from string) error {
 		return err
 	}
 	if f.written[m.idx] != f.sent[m.idx] {
-		return &rowCountError{db: m.name, from: from, written: f.written[m.idx], sent: f.sent[m.idx]}
+		return &sinks.RowCountError{DB: m.name, From: from, Written: f.written[m.idx], Sent: f.sent[m.idx]}
 	}
 	return nil
 }
@@ -139,22 +126,17 @@ func (r *runner) fanout(ctx context.Context, t *table, nk int, senders []sender,
 	rerrs := make([]error, len(r.members))
 	var rwg sync.WaitGroup
 	for _, m := range recvs {
-		into := t.ident
-		if m.isSource() && m.snap != "" && nk > 0 {
-			into = "pg_temp.ibex_s" // applySource writes it into the table
-		}
-		copyIn := fmt.Sprintf(`COPY %s (%s) FROM STDIN`, into, quoteCols("", t.cols))
 		pr, pw := io.Pipe()
 		pipes[m.idx] = &receiverPipe{pw: pw, bw: newBufWriter(pw)}
 		rwg.Add(1)
 		go func() {
 			defer rwg.Done()
-			tag, err := m.conn.PgConn().CopyFrom(ctx, pr, copyIn)
+			n, err := m.sink.WriteRows(ctx, t.sinkTables[m.idx], pr)
 			// Unblock the senders if the receiver stopped reading early.
 			pr.CloseWithError(fmt.Errorf("receiver %s stopped", m.name))
 			rerrs[m.idx] = err
 			if err == nil {
-				rows[m.idx] = tag.RowsAffected()
+				rows[m.idx] = n
 			}
 		}()
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ibexrepl/ibex/internal/capture"
 	"github.com/ibexrepl/ibex/internal/catalog"
+	"github.com/ibexrepl/ibex/sinks"
 )
 
 // checkSchemas describes every table on every reachable db and refuses to go on when
@@ -81,9 +82,9 @@ func (s *session) checkSchemas(ctx context.Context, checkCapture bool) error {
 	for i, t := range s.tables {
 		d := descs[ref.idx][i]
 		t.desc = d
-		t.partitioned = make([]bool, len(s.members))
+		partitioned := make([]bool, len(s.members))
 		for _, m := range s.alive() {
-			t.partitioned[m.idx] = descs[m.idx][i].Partitioned
+			partitioned[m.idx] = descs[m.idx][i].Partitioned
 		}
 		if !s.fullcopy && strings.Join(d.KeyCols, ",") != strings.Join(t.rel.KeyCols, ",") && len(d.KeyCols) > 0 {
 			return fmt.Errorf("the key of table %s changed (ibex has %s, db %s has %s): run 'ibex update table %s db=%s' and 'ibex validate %s'",
@@ -100,6 +101,11 @@ func (s *session) checkSchemas(ctx context.Context, checkCapture bool) error {
 			if !slices.Contains(t.keyCols, c.Name) {
 				t.cols = append(t.cols, c.Name)
 			}
+		}
+		t.sinkTables = make([]*sinks.Table, len(s.members))
+		for _, m := range s.alive() {
+			t.sinkTables[m.idx] = &sinks.Table{Schema: t.rel.Schema, Name: t.rel.Name, Key: t.keyCols, Cols: t.cols,
+				Columns: d.Columns, Partitioned: partitioned[m.idx]}
 		}
 	}
 	return nil

@@ -14,6 +14,8 @@ import (
 	"github.com/ibexrepl/ibex/internal/catalog"
 	"github.com/ibexrepl/ibex/internal/control"
 	"github.com/ibexrepl/ibex/internal/dbconn"
+	"github.com/ibexrepl/ibex/sinks"
+	pgsink "github.com/ibexrepl/ibex/sinks/postgres"
 )
 
 // member is one db of the sync during a run.
@@ -27,8 +29,9 @@ type member struct {
 	kconn   *pgx.Conn // sources of a multi-batch table: reads the next batch's keys ahead
 	dead    error     // why this db left the run; nil while it takes part
 	snap    string
-	tx      bool // the unit's transaction is open
-	replica bool // session_replication_role = replica is in effect
+	tx      bool       // the unit's transaction is open
+	sink    sinks.Sink // writes the db when it receives (openSink)
+	replica bool       // session_replication_role = replica is in effect
 	// retry is set while the member waits for the unit to be applied to it again (its
 	// transaction failed with a serialization failure or a deadlock); attempts counts
 	// its failed attempts in the unit.
@@ -55,8 +58,9 @@ type table struct {
 	// nb is the number of batches of the run's backlog; batches [0, committed) are
 	// committed everywhere, and the change rows of [0, consumed) deleted.
 	nb, committed, consumed int
-	// partitioned tells, by member index, whether the db's table is a partitioned parent.
-	partitioned []bool
+	// sinkTables is the table as each member's sink writes it, by member index (whether it
+	// is partitioned differs by db).
+	sinkTables []*sinks.Table
 }
 
 // errInactiveDB marks a db whose status is inactive: runs leave it out.
@@ -172,12 +176,8 @@ func (s *session) connect(ctx context.Context) {
 			return err
 		}
 		m.conn = conn
-		// Rows ibex applies must not fire capture, user triggers or FK checks; and their
-		// WAL is compressed where the role may ask for it (dbconn.WALCompressionSQL).
-		wal := dbconn.WALCompressionSQL(dbconn.ServerMajor(conn.PgConn()))
-		if _, err := execAll(ctx, conn, `SET lock_timeout = '60s'; SET session_replication_role = replica; `+wal); err == nil {
-			m.replica = true
-		} else if _, err := execAll(ctx, conn, `SET lock_timeout = '60s'; SET ibex.applying = 'on'; `+wal); err != nil {
+		// Rows ibex applies must not fire capture, user triggers or FK checks.
+		if m.replica, err = pgsink.Configure(ctx, conn); err != nil {
 			return fmt.Errorf("db %s: %w", m.name, err)
 		}
 		return nil
@@ -221,7 +221,27 @@ func (m *member) close() {
 			cancel()
 		}
 	}
-	m.conn, m.rconn = nil, nil
+	m.conn, m.rconn, m.sink = nil, nil, nil
+}
+
+// openSink returns m's sink, made on first use: a source whose snapshot the run took
+// (it receives in a delta run) is written in source mode, any other db as a target.
+func (s *session) openSink(m *member) (sinks.Sink, error) {
+	if m.sink != nil {
+		return m.sink, nil
+	}
+	var opts []pgsink.Option
+	if m.isSource() && m.snap != "" {
+		opts = append(opts, pgsink.WithSource(pgsink.Source{Snapshot: m.snap, ChangeTable: func(t *sinks.Table) string {
+			return capture.ChangeTable(s.sync.Name, t.Schema, t.Name).Sanitize()
+		}}))
+	}
+	sk, err := pgsink.New(m.conn, m.name, opts...)
+	if err != nil {
+		return nil, err
+	}
+	m.sink = sk
+	return sk, nil
 }
 
 // closeAll closes every connection; no read ahead may be under way.

@@ -23,7 +23,11 @@ func (r *runner) begin(ctx context.Context, m *member) error {
 	if m.tx {
 		return nil
 	}
-	if _, err := m.conn.Exec(ctx, `BEGIN`); err != nil {
+	sk, err := r.openSink(m)
+	if err != nil {
+		return err
+	}
+	if err := sk.Begin(ctx); err != nil {
 		return err
 	}
 	m.tx = true
@@ -35,9 +39,7 @@ func (r *runner) rollback(m *member) {
 		m.tx = false
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_, _ = m.conn.Exec(ctx, `ROLLBACK`)
+	m.sink.Rollback(context.Background())
 	m.tx = false
 }
 
@@ -46,8 +48,7 @@ func (r *runner) commit(ctx context.Context, m *member) error {
 		return nil
 	}
 	m.tx = false
-	_, err := m.conn.Exec(ctx, `COMMIT`)
-	return err
+	return m.sink.Commit(ctx)
 }
 
 // How a run's writes are grouped in transactions.
