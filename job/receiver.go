@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/ibexrepl/ibex/internal/capture"
 	"github.com/ibexrepl/ibex/internal/sqlstate"
 )
 
@@ -54,8 +55,7 @@ func (r *runner) prepareReceiver(ctx context.Context, m *member, t *table, keys 
 func (r *runner) dropLate(ctx context.Context, m *member, t *table) ([]string, error) {
 	var late []string
 	lw := &lineWriter{fn: func(line []byte) error { late = append(late, string(line)); return nil }}
-	_, err := m.conn.PgConn().CopyTo(ctx, lw, fmt.Sprintf(`COPY (DELETE FROM pg_temp.ibex_k k USING %s d WHERE %s AND NOT pg_visible_in_snapshot(d."$txid", '%s') RETURNING %s) TO STDOUT`,
-		t.change, keyJoin("k", "d", t.keyCols), m.snap, quoteCols("k.", t.keyCols)))
+	_, err := m.conn.PgConn().CopyTo(ctx, lw, capture.DropLateKeys("pg_temp.ibex_k", t.change, t.keyCols, m.snap))
 	if len(late) > 0 {
 		r.logger.Debug("keys changed on a receiver since the run began are left for the next run", slog.String("db", m.name), slog.String("table", t.name), slog.Int("keys", len(late)))
 	}
@@ -102,8 +102,7 @@ SELECT count(*), count(*) FILTER (WHERE replaced), (%s) FROM w`, t.ident, cols, 
 	gone := fmt.Sprintf(`DROP TABLE IF EXISTS pg_temp.ibex_gone; CREATE TEMP TABLE ibex_gone ON COMMIT DROP AS SELECT %s FROM pg_temp.ibex_k k WHERE NOT EXISTS (SELECT 1 FROM pg_temp.ibex_s s WHERE %s)`,
 		quoteCols("k.", t.keyCols), keyJoin("s", "k", t.keyCols))
 	del := fmt.Sprintf(`DELETE FROM %s t USING %s k WHERE %s`, t.ident, orderedKeys("pg_temp.ibex_gone", t, false), keyJoin("t", "k", t.keyCols))
-	check := fmt.Sprintf(`SELECT count(*) FROM pg_temp.ibex_k k JOIN %s d ON %s WHERE NOT pg_visible_in_snapshot(d."$txid", '%s')`,
-		t.change, keyJoin("k", "d", t.keyCols), m.snap)
+	check := capture.CountLateChanges("pg_temp.ibex_k", t.change, t.keyCols, m.snap)
 	// The rest after the upsert: delete the keys the winner no longer has, then count the
 	// keys the application changed meanwhile.
 	rest := gone + "; " + indexed(del) + "; " + check
