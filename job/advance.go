@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strings"
 	"time"
 
+	"github.com/ibexrepl/ibex/internal/capture"
 	"github.com/ibexrepl/ibex/internal/control"
 )
 
@@ -29,7 +29,7 @@ func (r *runner) consume(ctx context.Context, t *table, lo, hi, nb int) {
 		}
 	}
 	errs := r.each(srcs, func(a *member) error {
-		sql := fmt.Sprintf(`DELETE FROM %s d WHERE %s AND pg_visible_in_snapshot(d."$txid", '%s')`, t.change, r.bucketsCond(t, "d.", lo, hi, nb), a.snap)
+		sql := capture.Consume(t.change, r.bucketsCond(t, changeAlias, lo, hi, nb), a.snap)
 		_, err := a.conn.Exec(ctx, sql)
 		if err != nil {
 			r.logger.WarnContext(ctx, "removing applied changes failed", slog.String("db", a.name), slog.String("table", t.name), slog.String("error", err.Error()))
@@ -73,27 +73,21 @@ func (r *runner) advance(ctx context.Context) error {
 	var srcs []*member
 	purge := make([]string, len(r.members))
 	for _, a := range r.sources() {
-		var conds []string
+		// Every receiver of the sync, taking part in this run or not.
+		var wms []string
 		for _, m := range r.members {
-			if m == a {
-				continue
+			if m != a {
+				wms = append(wms, r.wm[[2]string{a.name, m.name}])
 			}
-			wm, ok := r.wm[[2]string{a.name, m.name}]
-			if !ok {
-				conds = nil
-				break
-			}
-			// Receivers that took part in the same runs share a watermark: said once.
-			if c := fmt.Sprintf(`pg_visible_in_snapshot("$txid", '%s')`, wm); !slices.Contains(conds, c) {
-				conds = append(conds, c)
-			}
-		}
-		if len(conds) == 0 {
-			continue
 		}
 		var stmts []string
 		for _, t := range r.tables {
-			stmts = append(stmts, `DELETE FROM `+t.change+` WHERE `+strings.Join(conds, " AND "))
+			if sql := capture.Purge(t.change, wms); sql != "" {
+				stmts = append(stmts, sql)
+			}
+		}
+		if len(stmts) == 0 {
+			continue
 		}
 		srcs, purge[a.idx] = append(srcs, a), strings.Join(stmts, "; ")
 	}

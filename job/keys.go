@@ -6,11 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"sync"
 
-	"github.com/jackc/pgx/v5"
-
+	"github.com/ibexrepl/ibex/internal/capture"
 	"github.com/ibexrepl/ibex/internal/conflict"
 	"github.com/ibexrepl/ibex/internal/dbconn"
 )
@@ -64,42 +62,16 @@ func (r *runner) startKeyRead(ctx context.Context, t *table, b, nb int, ahead bo
 			continue
 		}
 		var recvs []*member
-		var flags []string
 		for _, m := range r.members {
-			if m == a || !m.alive() {
-				continue
-			}
-			recvs = append(recvs, m)
-			if wm, ok := r.wm[[2]string{a.name, m.name}]; ok {
-				flags = append(flags, fmt.Sprintf(`bool_or(NOT pg_visible_in_snapshot(d."$txid", '%s'))`, wm))
-			} else {
-				flags = append(flags, "true")
+			if m != a && m.alive() {
+				recvs = append(recvs, m)
 			}
 		}
 		if len(recvs) == 0 {
 			continue
 		}
-		// Group by the keys' text: equal values that print differently (1.5, 1.50) are
-		// different keys to the run, which matches rows by their text.
-		// (A key split in ranges, integer or uuid, prints one way only: it is grouped as it is.)
-		var pick, group []string
-		for _, k := range t.keyCols {
-			q := pgx.Identifier{k}.Sanitize()
-			if t.bounds != nil {
-				pick, group = append(pick, "d."+q), append(group, "d."+q)
-				continue
-			}
-			pick = append(pick, "(array_agg(d."+q+"))[1]")
-			group = append(group, "d."+q+"::text")
-		}
-		// The key range first: it is cheaper than the visibility checks and leaves out most
-		// rows of a large backlog. (The planner keeps the order of equally cheap quals.)
-		where := r.pending(a, "d.") + " AND " + r.bucketCond(t, "d.", b, nb)
-		if t.bounds != nil {
-			where = r.bucketCond(t, "d.", b, nb) + " AND " + r.pending(a, "d.")
-		}
-		sql := fmt.Sprintf(`COPY (SELECT %s, (extract(epoch FROM max(d."$at")) * 1000000)::bigint, %s FROM %s d WHERE %s GROUP BY %s) TO STDOUT`,
-			strings.Join(pick, ", "), strings.Join(flags, ", "), t.change, where, strings.Join(group, ", "))
+		// One need-flag per receiver, in the order of recvs (that of r.watermarks).
+		sql := capture.KeyRead(t.change, t.keyCols, a.snap, r.watermarks(a), r.bucketCond(t, changeAlias, b, nb), t.bounds != nil)
 		conn := a.conn
 		if ahead {
 			conn = a.kconn

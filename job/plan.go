@@ -11,35 +11,27 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/ibexrepl/ibex/internal/capture"
 )
 
-// pending is the SQL condition selecting a source's change rows this run handles: visible
-// in the run's snapshot and not yet applied by every live receiver.
-func (r *runner) pending(a *member, alias string) string {
-	return r.pendingAt(a, alias, "'"+a.snap+"'")
-}
-
-// pendingAt is pending as of snap, an SQL expression of type pg_snapshot.
-func (r *runner) pendingAt(a *member, alias, snap string) string {
-	cond := fmt.Sprintf(`pg_visible_in_snapshot(%s"$txid", %s)`, alias, snap)
-	var applied []string
+// watermarks are the watermarks of source a's live receivers, in member order, as the
+// change-row statements of package capture take them: the snapshot of a up to which each
+// has applied a's changes, "" for one without.
+func (r *runner) watermarks(a *member) []string {
+	var wms []string
 	for _, m := range r.members {
 		if m == a || !m.alive() {
 			continue
 		}
-		wm, ok := r.wm[[2]string{a.name, m.name}]
-		if !ok {
-			return cond
-		}
-		if c := fmt.Sprintf(`pg_visible_in_snapshot(%s"$txid", '%s')`, alias, wm); !slices.Contains(applied, c) {
-			applied = append(applied, c)
-		}
+		wms = append(wms, r.wm[[2]string{a.name, m.name}])
 	}
-	if len(applied) == 0 {
-		return "false"
-	}
-	return cond + " AND NOT (" + strings.Join(applied, " AND ") + ")"
+	return wms
 }
+
+// changeAlias prefixes the change table's columns in the bucket conditions passed to
+// package capture's statements.
+const changeAlias = capture.Alias + "."
 
 func (r *runner) bucketCond(t *table, alias string, b, nb int) string {
 	return r.bucketsCond(t, alias, b, b, nb)
@@ -79,7 +71,7 @@ func (r *runner) buckets(ctx context.Context, t *table) (int, error) {
 				continue
 			}
 			var n int64
-			if err := a.conn.QueryRow(ctx, r.countSQL(t, a, "'"+a.snap+"'")).Scan(&n); err != nil {
+			if err := a.conn.QueryRow(ctx, capture.CountPending(t.change, a.snap, r.watermarks(a))).Scan(&n); err != nil {
 				r.drop(a, fmt.Errorf("db %s: counting changes of %s: %w", a.name, t.name, err))
 				continue
 			}
@@ -147,17 +139,14 @@ func rangeKind(t *table) keyKind {
 // nothing to split.
 func (r *runner) keyRanges(ctx context.Context, t *table, nb int, kind keyKind) ([]string, error) {
 	srcs := r.sources()
-	fracs := make([]string, nb-1)
-	for i := range fracs {
-		fracs[i] = strconv.FormatFloat(float64(i+1)/float64(nb), 'f', -1, 64)
-	}
-	k := "d." + pgx.Identifier{t.keyCols[0]}.Sanitize()
 	counts := make([]int64, len(r.members))
 	qs := make([][]*string, len(r.members))
+	sqls := make([]string, len(r.members))
+	for _, a := range srcs {
+		sqls[a.idx] = capture.KeyQuantiles(t.change, t.keyCols[0], nb, a.snap, r.watermarks(a))
+	}
 	errs := r.each(srcs, func(a *member) error {
-		sql := fmt.Sprintf(`SELECT count(*), percentile_disc(ARRAY[%s]::float8[]) WITHIN GROUP (ORDER BY %s)::text[] FROM %s d WHERE %s`,
-			strings.Join(fracs, ","), k, t.change, r.pending(a, "d."))
-		return a.conn.QueryRow(ctx, sql).Scan(&counts[a.idx], &qs[a.idx])
+		return a.conn.QueryRow(ctx, sqls[a.idx]).Scan(&counts[a.idx], &qs[a.idx])
 	})
 	var points []keyPoint
 	var total float64
@@ -231,24 +220,22 @@ func splitPoints(points []keyPoint, total float64, nb int, kind keyKind) []strin
 	return bounds
 }
 
-// countSQL counts the pending changes of t on source a as of snap, an SQL expression of
-// type pg_snapshot.
-func (r *runner) countSQL(t *table, a *member, snap string) string {
-	return `SELECT count(*) FROM ` + t.change + ` d WHERE ` + r.pendingAt(a, "d.", snap)
-}
-
 // countPending takes the sources' snapshots and counts each table's pending changes as of
 // them: one query per source, all sources at once. A source that fails is left for the
 // full path to report (which takes the snapshots that are missing and counts again).
 func (r *runner) countPending(ctx context.Context) (total int64, err error) {
 	counts := make([][]int64, len(r.members))
 	snaps := make([]string, len(r.members))
+	countSQL := make([]string, len(r.members))
+	changes := make([]string, len(r.tables))
+	for i, t := range r.tables {
+		changes[i] = t.change
+	}
+	for _, a := range r.sources() {
+		countSQL[a.idx] = capture.SnapshotAndCounts(changes, r.watermarks(a))
+	}
 	errs := r.each(r.sources(), func(a *member) error {
-		var parts []string
-		for _, t := range r.tables {
-			parts = append(parts, `(`+r.countSQL(t, a, "x.s")+`)`)
-		}
-		err := a.conn.QueryRow(ctx, `SELECT x.s::text, ARRAY[`+strings.Join(parts, ", ")+`]::int8[] FROM (SELECT pg_current_snapshot() AS s) x`).Scan(&snaps[a.idx], &counts[a.idx])
+		err := a.conn.QueryRow(ctx, countSQL[a.idx]).Scan(&snaps[a.idx], &counts[a.idx])
 		if err == nil && !snapRe.MatchString(snaps[a.idx]) {
 			err = fmt.Errorf("db %s: unexpected snapshot %q", a.name, snaps[a.idx])
 		}

@@ -91,7 +91,7 @@ func (s *session) checkSchemas(ctx context.Context, checkCapture bool) error {
 				t.name, strings.Join(t.rel.KeyCols, ","), ref.name, strings.Join(d.KeyCols, ","), t.name, ref.name, s.sync.Name)
 		}
 		for _, k := range t.rel.KeyCols {
-			if k == capture.TxidCol || k == capture.AtCol {
+			if capture.Reserved(k) {
 				return fmt.Errorf("table %s has a key column named %q, a name ibex's change tables use for themselves: rename the column", t.name, k)
 			}
 		}

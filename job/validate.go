@@ -24,6 +24,7 @@ type ValidateResult struct {
 	Installed []string `json:"installed"` // db: table where capture was (re)installed or checked
 	Removed   []string `json:"removed"`   // db: table where stale capture was removed
 	Reset     []string `json:"reset"`     // sources whose change tables were recreated
+	Migrated  []string `json:"migrated"`  // db: table whose change table was migrated to the current format
 }
 
 // Validate checks a sync's tables on all its dbs (same columns and types, keys present)
@@ -79,16 +80,24 @@ func Validate(ctx context.Context, store *control.Store, q control.Querier, sync
 					defer func() { newSource = newSource || (fresh > 0 && fresh == len(r.tables)) }()
 					for _, t := range r.tables {
 						qn := catalog.QualName{Schema: t.rel.Schema, Name: t.rel.Name}
-						ok, err := capture.Installed(ctx, tx, syncName, t.desc)
+						st, err := capture.Inspect(ctx, tx, syncName, t.desc.Schema, t.desc.Name)
 						if err != nil {
 							return err
 						}
-						if !ok {
-							var exists bool
-							if err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, t.change).Scan(&exists); err != nil {
-								return err
+						if st.Exists() && st.Format() > capture.Format() {
+							return fmt.Errorf("the change table of %s has capture format %d, newer than this ibex's (%d): use a newer ibex", t.name, st.Format(), capture.Format())
+						}
+						if st.Migratable(t.desc) {
+							// An older format of the same key: migrated in place, its pending
+							// change rows kept (DDL below does the rest).
+							for _, s := range capture.MigrateDDL(syncName, t.desc, st.Format()) {
+								if _, err := tx.Exec(ctx, s); err != nil {
+									return fmt.Errorf("migrating the change table of %s: %w", t.name, privilegeHint(err, m, qn))
+								}
 							}
-							if exists {
+							res.Migrated = append(res.Migrated, m.name+": "+t.name)
+						} else if !st.Matches(t.desc) {
+							if st.Exists() {
 								// Key columns changed: the old change table cannot be kept.
 								for _, s := range capture.DropDDL(syncName, qn) {
 									if _, err := tx.Exec(ctx, s); err != nil {

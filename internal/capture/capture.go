@@ -20,9 +20,44 @@ import (
 
 // Column names of a change table besides the key columns.
 const (
-	TxidCol = "$txid"
-	AtCol   = "$at"
+	TxidCol = "$txid" // the id of the transaction that made the change
+	AtCol   = "$at"   // when the change was made
 )
+
+// column is a bookkeeping column of change tables: what the trigger records of a change
+// besides the changed row's key. The trigger inserts the key only: the default fills it.
+type column struct {
+	name, typ, def string
+}
+
+// columns are the bookkeeping columns of the current format, in table order, before the
+// key columns. They are the one definition of the change format: DDL creates them,
+// installedSQL tells them from the key columns, and the statements of changes.go read
+// them. A format migration that adds or drops one changes this list (see format.go).
+var columns = []column{
+	{TxidCol, "xid8", "pg_current_xact_id()"},
+	{AtCol, "timestamptz", "clock_timestamp()"},
+}
+
+// columnNames are the names of columns.
+func columnNames() []string {
+	names := make([]string, len(columns))
+	for i, c := range columns {
+		names[i] = c.name
+	}
+	return names
+}
+
+// Reserved reports whether name is a bookkeeping column of change tables: a table whose
+// key has a column of that name cannot be captured.
+func Reserved(name string) bool {
+	for _, c := range columns {
+		if c.name == name {
+			return true
+		}
+	}
+	return false
+}
 
 // Schema is the schema ibex creates on source databases.
 const Schema = "ibex"
@@ -91,7 +126,9 @@ BEGIN
 END
 $s$`
 
-// DDL returns the statements that install capture of table t for sync on a source.
+// DDL returns the statements that install capture of table t for sync on a source. They
+// mark the change table with the current format (Format): on a change table of an older
+// format (State.Migratable), run MigrateDDL first.
 func DDL(sync string, t *catalog.Table, autokick bool) []string {
 	ct := ChangeTable(sync, t.Schema, t.Name).Sanitize()
 	fn := ct // the trigger function has the change table's name
@@ -100,6 +137,9 @@ func DDL(sync string, t *catalog.Table, autokick bool) []string {
 		typeOf[c.Name] = c.Type
 	}
 	var colDefs, cols, newVals, oldVals, newText, oldText []string
+	for _, c := range columns {
+		colDefs = append(colDefs, qi(c.name)+" "+c.typ+" NOT NULL DEFAULT "+c.def)
+	}
 	for _, k := range t.KeyCols {
 		colDefs = append(colDefs, qi(k)+" "+typeOf[k])
 		cols = append(cols, qi(k))
@@ -135,9 +175,8 @@ END`, ins(newVals), ins(oldVals), strings.Join(oldText, ", ")+",NULL", strings.J
 	tbl := t.Ident().Sanitize()
 	stmts := []string{
 		ensureSchema,
-		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (%s xid8 NOT NULL DEFAULT pg_current_xact_id(), %s timestamptz NOT NULL DEFAULT clock_timestamp(), %s)`,
-			ct, qi(TxidCol), qi(AtCol), strings.Join(colDefs, ", ")),
-		fmt.Sprintf(`COMMENT ON TABLE %s IS %s`, ct, quoteLiteral(fmt.Sprintf("ibex change table of sync %s for table %s", sync, tbl))),
+		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (%s)`, ct, strings.Join(colDefs, ", ")),
+		formatComment(sync, t),
 		fmt.Sprintf(`GRANT INSERT ON %s TO PUBLIC`, ct),
 		fmt.Sprintf(`CREATE OR REPLACE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql AS %s%s%s`, fn, tag, body, tag),
 		fmt.Sprintf(`CREATE OR REPLACE TRIGGER %s AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION %s()`,
@@ -179,35 +218,71 @@ func DropSyncDDL(sync string) []string {
 func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 // Installed reports whether the capture trigger and change table of sync exist for t, and
-// whether the change table's key columns match t's key.
+// whether the change table is current: t's key columns, the current format.
 func Installed(ctx context.Context, q catalog.Querier, sync string, t *catalog.Table) (bool, error) {
-	c := &State{}
-	if err := q.QueryRow(ctx, installedSQL, installedArgs(sync, t.Schema, t.Name)...).Scan(&c.trigger, &c.cols); err != nil {
-		return false, fmt.Errorf("checking capture of %s: %w", t.Ident().Sanitize(), err)
+	c, err := Inspect(ctx, q, sync, t.Schema, t.Name)
+	if err != nil {
+		return false, err
 	}
 	return c.Matches(t), nil
 }
 
-// State is what a db has of a sync's capture on one table, read by QueueInstalled.
+// Inspect reads what a db has of sync's capture on table schema.name.
+func Inspect(ctx context.Context, q catalog.Querier, sync, schema, name string) (*State, error) {
+	c := &State{}
+	if err := q.QueryRow(ctx, installedSQL, installedArgs(sync, schema, name)...).Scan(c.dest()...); err != nil {
+		return nil, fmt.Errorf("checking capture of %s: %w", pgx.Identifier{schema, name}.Sanitize(), err)
+	}
+	return c, nil
+}
+
+// State is what a db has of a sync's capture on one table, read by QueueInstalled or
+// Inspect.
 type State struct {
 	trigger bool
+	table   bool     // the change table exists
 	cols    []string // the change table's key columns
+	format  int      // the change table's format version
 	Err     error
 }
 
-// Matches reports whether the capture read is installed and current for t (its trigger
-// enabled, its change table holding t's key columns).
-func (c *State) Matches(t *catalog.Table) bool {
-	return c.trigger && strings.Join(c.cols, "\x00") == strings.Join(t.KeyCols, "\x00")
+func (c *State) dest() []any { return []any{&c.trigger, &c.cols, &c.table, &c.format} }
+
+func (c *State) sameKey(t *catalog.Table) bool {
+	return strings.Join(c.cols, "\x00") == strings.Join(t.KeyCols, "\x00")
 }
 
-// QueueInstalled queues Installed's query for table schema.name on b, so that it goes in
+// Matches reports whether the capture read is installed and current for t (its trigger
+// enabled, its change table holding t's key columns, in the current format).
+func (c *State) Matches(t *catalog.Table) bool {
+	return c.trigger && c.sameKey(t) && c.format == Format()
+}
+
+// Exists reports whether the change table exists.
+func (c *State) Exists() bool { return c.table }
+
+// Format is the format version of the change table (0 when there is none).
+func (c *State) Format() int {
+	if !c.table {
+		return 0
+	}
+	return c.format
+}
+
+// Migratable reports whether the change table exists with t's key columns in an older
+// format: MigrateDDL brings it to the current format and keeps its rows (the pending
+// changes). Whether the trigger is there does not matter: DDL puts it back.
+func (c *State) Migratable(t *catalog.Table) bool {
+	return c.table && c.sameKey(t) && c.format < Format()
+}
+
+// QueueInstalled queues Inspect's query for table schema.name on b, so that it goes in
 // the same round trip as the table's description (catalog.QueueDescribe). The result is
 // in the returned state once the batch's results are read.
 func QueueInstalled(b *pgx.Batch, sync, schema, name string) *State {
 	c := &State{}
 	b.Queue(installedSQL, installedArgs(sync, schema, name)...).QueryRow(func(row pgx.Row) error {
-		if err := row.Scan(&c.trigger, &c.cols); err != nil {
+		if err := row.Scan(c.dest()...); err != nil {
 			c.Err = fmt.Errorf("checking capture of %s: %w", pgx.Identifier{schema, name}.Sanitize(), err)
 		}
 		return nil
@@ -215,12 +290,16 @@ func QueueInstalled(b *pgx.Batch, sync, schema, name string) *State {
 	return c
 }
 
-// installedSQL: the trigger must be the table's own, not the clone PostgreSQL puts on a
-// partition of a table carrying it (tgparentid <> 0), which DDL cannot replace.
-const installedSQL = `
+// installedSQL reads the trigger, the change table's key columns (those that are not
+// bookkeeping columns, in order), whether it exists and its format (formatSQL). The
+// trigger must be the table's own, not the clone PostgreSQL puts on a partition of a table
+// carrying it (tgparentid <> 0), which DDL cannot replace.
+var installedSQL = `
 SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = $2 AND tgparentid = 0 AND tgenabled <> 'D'),
-       coalesce((SELECT array_agg(attname::text ORDER BY attnum) FROM pg_attribute WHERE attrelid = to_regclass($3) AND attnum > 2 AND NOT attisdropped), '{}')`
+       coalesce((SELECT array_agg(attname::text ORDER BY attnum) FROM pg_attribute WHERE attrelid = to_regclass($3) AND attnum > 0 AND NOT attisdropped AND attname::text <> ALL ($4::text[])), '{}'),
+       to_regclass($3) IS NOT NULL,
+       ` + formatSQL("to_regclass($3)")
 
 func installedArgs(sync, schema, name string) []any {
-	return []any{pgx.Identifier{schema, name}.Sanitize(), TriggerName(sync), ChangeTable(sync, schema, name).Sanitize()}
+	return []any{pgx.Identifier{schema, name}.Sanitize(), TriggerName(sync), ChangeTable(sync, schema, name).Sanitize(), columnNames()}
 }

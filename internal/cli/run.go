@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ibexrepl/ibex/internal/capture"
 	"github.com/ibexrepl/ibex/internal/control"
 	"github.com/ibexrepl/ibex/job"
 )
@@ -83,6 +84,9 @@ func (a *app) validateCmd() *cobra.Command {
 					return err
 				}
 				a.say("Validated sync %s: capture on %d tables; removed stale capture from %d", n, len(res.Installed), len(res.Removed))
+				if len(res.Migrated) > 0 {
+					a.say("Migrated %d change tables of sync %s to capture format %d, their pending changes kept", len(res.Migrated), n, capture.Format())
+				}
 			}
 			return nil
 		},

@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/ibexrepl/ibex/internal/capture"
 	"github.com/ibexrepl/ibex/sinks"
 )
 
@@ -21,8 +22,7 @@ const maxApplyAttempts = 6
 func (s *Sink) dropLate(ctx context.Context, t *sinks.Table) ([]string, error) {
 	var late []string
 	lw := &lineWriter{fn: func(line []byte) error { late = append(late, string(line)); return nil }}
-	_, err := s.conn.PgConn().CopyTo(ctx, lw, fmt.Sprintf(`COPY (DELETE FROM pg_temp.ibex_k k USING %s d WHERE %s AND NOT pg_visible_in_snapshot(d."$txid", '%s') RETURNING %s) TO STDOUT`,
-		s.src.ChangeTable(t), keyJoin("k", "d", t.Key), s.src.Snapshot, quoteCols("k.", t.Key)))
+	_, err := s.conn.PgConn().CopyTo(ctx, lw, capture.DropLateKeys("pg_temp.ibex_k", s.src.ChangeTable(t), t.Key, s.src.Snapshot))
 	if err != nil {
 		return nil, err
 	}
@@ -71,8 +71,7 @@ SELECT count(*), count(*) FILTER (WHERE replaced), (%s) FROM w`, id, cols, stage
 	gone := fmt.Sprintf(`DROP TABLE IF EXISTS pg_temp.ibex_gone; CREATE TEMP TABLE ibex_gone ON COMMIT DROP AS SELECT %s FROM pg_temp.ibex_k k WHERE NOT EXISTS (SELECT 1 FROM pg_temp.ibex_s s WHERE %s)`,
 		quoteCols("k.", t.Key), keyJoin("s", "k", t.Key))
 	del := fmt.Sprintf(`DELETE FROM %s t USING %s k WHERE %s`, id, orderedKeys("pg_temp.ibex_gone", t.Key), keyJoin("t", "k", t.Key))
-	check := fmt.Sprintf(`SELECT count(*) FROM pg_temp.ibex_k k JOIN %s d ON %s WHERE NOT pg_visible_in_snapshot(d."$txid", '%s')`,
-		s.src.ChangeTable(t), keyJoin("k", "d", t.Key), s.src.Snapshot)
+	check := capture.CountLateChanges("pg_temp.ibex_k", s.src.ChangeTable(t), t.Key, s.src.Snapshot)
 	// The rest after the upsert: delete the keys the winner no longer has, then count the
 	// keys the application changed meanwhile.
 	rest := gone + "; " + indexed(del) + "; " + check

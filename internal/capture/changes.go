@@ -1,0 +1,188 @@
+package capture
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// The statements a run uses on the change rows of a source: count, read, consume and purge
+// them. They are built here, next to the DDL that makes change tables, so that the change
+// format has one owner. The builders take what a run knows as plain values:
+//
+//   - changeTable: the quoted change table (ChangeTable(...).Sanitize());
+//   - keys: the key columns of the captured table, unquoted, in key order;
+//   - snapshot: the run's snapshot of the source (pg_current_snapshot()::text): the
+//     changes a run handles are those visible in it;
+//   - watermarks: one entry per receiver the run writes to, in a fixed order, the snapshot
+//     of the source (as text) up to which that receiver has applied the source's changes;
+//     "" for a receiver without one (every change is pending for it);
+//   - bucket: a condition already rendered as SQL on the change table's columns, which the
+//     statements name Alias (d."id" >= 100, or a hash of the key): "true" for all rows.
+//
+// Snapshots are written as literals; identifiers are quoted.
+
+// Alias is the name the statements give the change table: a bucket condition refers to
+// its columns as d."col".
+const Alias = "d"
+
+// visibleIn is the condition "the change row (prefix is "d." or "") was committed as of
+// the snapshot snap", an SQL expression of type pg_snapshot.
+func visibleIn(prefix, snap string) string {
+	return fmt.Sprintf(`pg_visible_in_snapshot(%s%s, %s)`, prefix, qi(TxidCol), snap)
+}
+
+// pendingAt is PendingCond as of snap, an SQL expression of type pg_snapshot. Receivers
+// that took part in the same runs share a watermark: it is said once.
+func pendingAt(prefix, snap string, watermarks []string) string {
+	if len(watermarks) == 0 {
+		return "false"
+	}
+	cond := visibleIn(prefix, snap)
+	var applied []string
+	for _, wm := range watermarks {
+		if wm == "" {
+			return cond
+		}
+		if c := visibleIn(prefix, quoteLiteral(wm)); !slices.Contains(applied, c) {
+			applied = append(applied, c)
+		}
+	}
+	return cond + " AND NOT (" + strings.Join(applied, " AND ") + ")"
+}
+
+// PendingCond is the condition selecting the change rows (named Alias) that a run handles
+// on a source: visible in the run's snapshot and not yet applied by every receiver (not
+// visible in every watermark). With no receivers, nothing is pending: "false".
+func PendingCond(snapshot string, watermarks []string) string {
+	return pendingAt(Alias+".", quoteLiteral(snapshot), watermarks)
+}
+
+// CountPending counts the pending change rows (PendingCond) of changeTable.
+func CountPending(changeTable, snapshot string, watermarks []string) string {
+	return countPendingAt(changeTable, quoteLiteral(snapshot), watermarks)
+}
+
+func countPendingAt(changeTable, snap string, watermarks []string) string {
+	return `SELECT count(*) FROM ` + changeTable + ` ` + Alias + ` WHERE ` + pendingAt(Alias+".", snap, watermarks)
+}
+
+// SnapshotAndCounts takes the source's snapshot and counts, as of it, the pending change
+// rows of each of changeTables: one row of the snapshot as text and an int8 array of the
+// counts, in the order of changeTables.
+func SnapshotAndCounts(changeTables []string, watermarks []string) string {
+	parts := make([]string, len(changeTables))
+	for i, ct := range changeTables {
+		parts[i] = `(` + countPendingAt(ct, "x.s", watermarks) + `)`
+	}
+	return `SELECT x.s::text, ARRAY[` + strings.Join(parts, ", ") + `]::int8[] FROM (SELECT pg_current_snapshot() AS s) x`
+}
+
+// KeyQuantiles splits the pending change rows of changeTable, whose key is the one column
+// key, in n ranges of about equal numbers of rows: it returns one row of the number of
+// pending rows and the n-1 bounds (percentile_disc of the key, as text[]).
+func KeyQuantiles(changeTable, key string, n int, snapshot string, watermarks []string) string {
+	fracs := make([]string, max(n-1, 0))
+	for i := range fracs {
+		fracs[i] = strconv.FormatFloat(float64(i+1)/float64(n), 'f', -1, 64)
+	}
+	return fmt.Sprintf(`SELECT count(*), percentile_disc(ARRAY[%s]::float8[]) WITHIN GROUP (ORDER BY %s)::text[] FROM %s %s WHERE %s`,
+		strings.Join(fracs, ","), Alias+"."+qi(key), changeTable, Alias, PendingCond(snapshot, watermarks))
+}
+
+// KeyRead is the COPY TO STDOUT reading the pending changed keys of one bucket of
+// changeTable, one line per key: the key columns, the time of its latest change (max
+// "$at", microseconds since the epoch), then one flag per watermark, in their order: t
+// when that receiver has not applied some change of the key yet (always t without a
+// watermark).
+//
+// Keys are grouped by their text: equal values that print differently (1.5, 1.50) are
+// different keys to a run, which matches rows by their text. With keyRange, bucket is a
+// range of a key that prints one way only (an integer or uuid), grouped as it is, and it
+// comes before the visibility checks: it is cheaper and leaves out most rows of a large
+// backlog (the planner keeps the order of equally cheap conditions).
+func KeyRead(changeTable string, keys []string, snapshot string, watermarks []string, bucket string, keyRange bool) string {
+	d := Alias + "."
+	var flags []string
+	for _, wm := range watermarks {
+		if wm == "" {
+			flags = append(flags, "true")
+			continue
+		}
+		flags = append(flags, fmt.Sprintf(`bool_or(NOT %s)`, visibleIn(d, quoteLiteral(wm))))
+	}
+	var pick, group []string
+	for _, k := range keys {
+		q := d + qi(k)
+		if keyRange {
+			pick, group = append(pick, q), append(group, q)
+			continue
+		}
+		pick = append(pick, "(array_agg("+q+"))[1]")
+		group = append(group, q+"::text")
+	}
+	where := PendingCond(snapshot, watermarks) + " AND " + bucket
+	if keyRange {
+		where = bucket + " AND " + PendingCond(snapshot, watermarks)
+	}
+	return fmt.Sprintf(`COPY (SELECT %s, (extract(epoch FROM max(%s)) * 1000000)::bigint, %s FROM %s %s WHERE %s GROUP BY %s) TO STDOUT`,
+		strings.Join(pick, ", "), d+qi(AtCol), strings.Join(flags, ", "), changeTable, Alias, where, strings.Join(group, ", "))
+}
+
+// Consume deletes the change rows of the buckets a run has committed on every db: those of
+// bucket visible in the run's snapshot.
+func Consume(changeTable, bucket, snapshot string) string {
+	return fmt.Sprintf(`DELETE FROM %s %s WHERE %s AND %s`, changeTable, Alias, bucket, visibleIn(Alias+".", quoteLiteral(snapshot)))
+}
+
+// Purge deletes the change rows every receiver has applied: those visible in all
+// watermarks (one per receiver of the source). It returns "" when there is nothing it may
+// delete (no receivers, or one without a watermark).
+func Purge(changeTable string, watermarks []string) string {
+	var conds []string
+	for _, wm := range watermarks {
+		if wm == "" {
+			return ""
+		}
+		if c := visibleIn("", quoteLiteral(wm)); !slices.Contains(conds, c) {
+			conds = append(conds, c)
+		}
+	}
+	if len(conds) == 0 {
+		return ""
+	}
+	return `DELETE FROM ` + changeTable + ` WHERE ` + strings.Join(conds, " AND ")
+}
+
+// keyJoin matches the key columns of two aliases.
+func keyJoin(a, b string, keys []string) string {
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		q := qi(k)
+		out[i] = a + "." + q + " = " + b + "." + q
+	}
+	return strings.Join(out, " AND ")
+}
+
+// DropLateKeys is the COPY TO STDOUT that, on a source receiving rows, deletes from
+// keyTable (a table of keys, named k) the keys the source's own application changed
+// after the run's snapshot (their change rows are not visible in it: that change is newer
+// and left to the next run), and prints them (key columns, tab-separated).
+func DropLateKeys(keyTable, changeTable string, keys []string, snapshot string) string {
+	ret := make([]string, len(keys))
+	for i, k := range keys {
+		ret[i] = "k." + qi(k)
+	}
+	return fmt.Sprintf(`COPY (DELETE FROM %s k USING %s %s WHERE %s AND NOT %s RETURNING %s) TO STDOUT`,
+		keyTable, changeTable, Alias, keyJoin("k", Alias, keys), visibleIn(Alias+".", quoteLiteral(snapshot)), strings.Join(ret, ", "))
+}
+
+// CountLateChanges counts the change rows of the keys of keyTable (named k) that the
+// source's application wrote after the run's snapshot: on a source receiving rows, a
+// count above 0 after the writes means the application changed some of those keys
+// meanwhile.
+func CountLateChanges(keyTable, changeTable string, keys []string, snapshot string) string {
+	return fmt.Sprintf(`SELECT count(*) FROM %s k JOIN %s %s ON %s WHERE NOT %s`,
+		keyTable, changeTable, Alias, keyJoin("k", Alias, keys), visibleIn(Alias+".", quoteLiteral(snapshot)))
+}

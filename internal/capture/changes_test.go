@@ -1,0 +1,87 @@
+package capture_test
+
+import (
+	"testing"
+
+	"github.com/ibexrepl/ibex/internal/capture"
+)
+
+// The statements as package job built them before they moved here: the same conditions
+// in the same order (the planner keeps the order of equally cheap conditions).
+const (
+	ct    = `"ibex"."s.public.t"`
+	snap  = `10:20:12,15`
+	wm1   = `5:9:6`
+	wm2   = `8:8:`
+	inRng = `d."id" >= 100 AND d."id" < 200`
+)
+
+func TestPendingCond(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		wms  []string
+		want string
+	}{
+		{"no receivers", nil, `false`},
+		{"one without watermark", []string{wm1, ""}, `pg_visible_in_snapshot(d."$txid", '10:20:12,15')`},
+		{"watermarks", []string{wm1, wm2}, `pg_visible_in_snapshot(d."$txid", '10:20:12,15') AND NOT (pg_visible_in_snapshot(d."$txid", '5:9:6') AND pg_visible_in_snapshot(d."$txid", '8:8:'))`},
+		{"shared watermark said once", []string{wm1, wm1}, `pg_visible_in_snapshot(d."$txid", '10:20:12,15') AND NOT (pg_visible_in_snapshot(d."$txid", '5:9:6'))`},
+	} {
+		if got := capture.PendingCond(snap, c.wms); got != c.want {
+			t.Errorf("%s:\n got %s\nwant %s", c.name, got, c.want)
+		}
+	}
+}
+
+func TestStatements(t *testing.T) {
+	pending := `pg_visible_in_snapshot(d."$txid", '10:20:12,15') AND NOT (pg_visible_in_snapshot(d."$txid", '5:9:6'))`
+	for _, c := range []struct{ name, got, want string }{
+		{"CountPending", capture.CountPending(ct, snap, []string{wm1}),
+			`SELECT count(*) FROM "ibex"."s.public.t" d WHERE ` + pending},
+		{"SnapshotAndCounts", capture.SnapshotAndCounts([]string{ct, `"ibex"."s.public.u"`}, []string{wm1}),
+			`SELECT x.s::text, ARRAY[(SELECT count(*) FROM "ibex"."s.public.t" d WHERE pg_visible_in_snapshot(d."$txid", x.s) AND NOT (pg_visible_in_snapshot(d."$txid", '5:9:6'))), ` +
+				`(SELECT count(*) FROM "ibex"."s.public.u" d WHERE pg_visible_in_snapshot(d."$txid", x.s) AND NOT (pg_visible_in_snapshot(d."$txid", '5:9:6')))]::int8[] FROM (SELECT pg_current_snapshot() AS s) x`},
+		{"SnapshotAndCounts none", capture.SnapshotAndCounts(nil, nil),
+			`SELECT x.s::text, ARRAY[]::int8[] FROM (SELECT pg_current_snapshot() AS s) x`},
+		{"KeyQuantiles", capture.KeyQuantiles(ct, "id", 4, snap, []string{wm1}),
+			`SELECT count(*), percentile_disc(ARRAY[0.25,0.5,0.75]::float8[]) WITHIN GROUP (ORDER BY d."id")::text[] FROM "ibex"."s.public.t" d WHERE ` + pending},
+		{"KeyQuantiles thirds", capture.KeyQuantiles(ct, `we"ird`, 3, snap, []string{""}),
+			`SELECT count(*), percentile_disc(ARRAY[0.3333333333333333,0.6666666666666666]::float8[]) WITHIN GROUP (ORDER BY d."we""ird")::text[] FROM "ibex"."s.public.t" d WHERE pg_visible_in_snapshot(d."$txid", '10:20:12,15')`},
+		{"KeyRead hash bucket", capture.KeyRead(ct, []string{"a", "b"}, snap, []string{wm1, ""}, `(hashtextextended(ROW(d."a", d."b")::text, 0) & 9223372036854775807) % 4 = 1`, false),
+			`COPY (SELECT (array_agg(d."a"))[1], (array_agg(d."b"))[1], (extract(epoch FROM max(d."$at")) * 1000000)::bigint, bool_or(NOT pg_visible_in_snapshot(d."$txid", '5:9:6')), true FROM "ibex"."s.public.t" d ` +
+				`WHERE pg_visible_in_snapshot(d."$txid", '10:20:12,15') AND (hashtextextended(ROW(d."a", d."b")::text, 0) & 9223372036854775807) % 4 = 1 GROUP BY d."a"::text, d."b"::text) TO STDOUT`},
+		{"KeyRead one batch", capture.KeyRead(ct, []string{"id"}, snap, []string{wm1, wm2}, "true", false),
+			`COPY (SELECT (array_agg(d."id"))[1], (extract(epoch FROM max(d."$at")) * 1000000)::bigint, bool_or(NOT pg_visible_in_snapshot(d."$txid", '5:9:6')), bool_or(NOT pg_visible_in_snapshot(d."$txid", '8:8:')) FROM "ibex"."s.public.t" d ` +
+				`WHERE pg_visible_in_snapshot(d."$txid", '10:20:12,15') AND NOT (pg_visible_in_snapshot(d."$txid", '5:9:6') AND pg_visible_in_snapshot(d."$txid", '8:8:')) AND true GROUP BY d."id"::text) TO STDOUT`},
+		{"KeyRead key range first", capture.KeyRead(ct, []string{"id"}, snap, []string{wm1}, inRng, true),
+			`COPY (SELECT d."id", (extract(epoch FROM max(d."$at")) * 1000000)::bigint, bool_or(NOT pg_visible_in_snapshot(d."$txid", '5:9:6')) FROM "ibex"."s.public.t" d ` +
+				`WHERE d."id" >= 100 AND d."id" < 200 AND ` + pending + ` GROUP BY d."id") TO STDOUT`},
+		{"Consume", capture.Consume(ct, inRng, snap),
+			`DELETE FROM "ibex"."s.public.t" d WHERE d."id" >= 100 AND d."id" < 200 AND pg_visible_in_snapshot(d."$txid", '10:20:12,15')`},
+		{"Consume all", capture.Consume(ct, "true", snap),
+			`DELETE FROM "ibex"."s.public.t" d WHERE true AND pg_visible_in_snapshot(d."$txid", '10:20:12,15')`},
+		{"Purge", capture.Purge(ct, []string{wm1, wm2, wm1}),
+			`DELETE FROM "ibex"."s.public.t" WHERE pg_visible_in_snapshot("$txid", '5:9:6') AND pg_visible_in_snapshot("$txid", '8:8:')`},
+		{"Purge without watermark", capture.Purge(ct, []string{wm1, ""}), ``},
+		{"Purge without receivers", capture.Purge(ct, nil), ``},
+		{"DropLateKeys", capture.DropLateKeys("pg_temp.ibex_k", ct, []string{"a", "b"}, snap),
+			`COPY (DELETE FROM pg_temp.ibex_k k USING "ibex"."s.public.t" d WHERE k."a" = d."a" AND k."b" = d."b" AND NOT pg_visible_in_snapshot(d."$txid", '10:20:12,15') RETURNING k."a", k."b") TO STDOUT`},
+		{"CountLateChanges", capture.CountLateChanges("pg_temp.ibex_k", ct, []string{"id"}, snap),
+			`SELECT count(*) FROM pg_temp.ibex_k k JOIN "ibex"."s.public.t" d ON k."id" = d."id" WHERE NOT pg_visible_in_snapshot(d."$txid", '10:20:12,15')`},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s:\n got %s\nwant %s", c.name, c.got, c.want)
+		}
+	}
+}
+
+func TestReserved(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		want bool
+	}{{"$txid", true}, {"$at", true}, {"id", false}, {"txid", false}} {
+		if got := capture.Reserved(c.name); got != c.want {
+			t.Errorf("Reserved(%q) = %v", c.name, got)
+		}
+	}
+}

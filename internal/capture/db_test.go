@@ -1,0 +1,410 @@
+package capture_test
+
+import (
+	"bytes"
+	"context"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ibexrepl/ibex/internal/capture"
+	"github.com/ibexrepl/ibex/internal/catalog"
+	"github.com/ibexrepl/ibex/internal/pgtest"
+)
+
+// source is a test database with table public.t (id int primary key, v text) captured by
+// sync s.
+type source struct {
+	t    *testing.T
+	conn *pgx.Conn
+	dsn  string
+	desc *catalog.Table
+	ct   string // the quoted change table
+}
+
+func newSource(t *testing.T) *source {
+	t.Helper()
+	db := pgtest.NewDB(t, "")
+	s := &source{t: t, conn: pgtest.Conn(t, db.DSN), dsn: db.DSN, ct: capture.ChangeTable("s", "public", "t").Sanitize()}
+	s.exec(`CREATE TABLE t (id int PRIMARY KEY, v text)`)
+	s.desc = s.describe()
+	s.install()
+	return s
+}
+
+func (s *source) describe() *catalog.Table {
+	s.t.Helper()
+	d, err := catalog.Describe(context.Background(), s.conn, catalog.QualName{Schema: "public", Name: "t"})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return d
+}
+
+// install runs DDL in one transaction.
+func (s *source) install(before ...string) {
+	s.t.Helper()
+	s.tx(append(before, capture.DDL("s", s.desc, false)...)...)
+}
+
+func (s *source) tx(stmts ...string) {
+	s.t.Helper()
+	if err := pgx.BeginFunc(context.Background(), s.conn, func(tx pgx.Tx) error {
+		for _, st := range stmts {
+			if _, err := tx.Exec(context.Background(), st); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+func (s *source) exec(sql string, args ...any) int64 {
+	s.t.Helper()
+	tag, err := s.conn.Exec(context.Background(), sql, args...)
+	if err != nil {
+		s.t.Fatalf("%s: %v", sql, err)
+	}
+	return tag.RowsAffected()
+}
+
+func (s *source) int(sql string) int64 {
+	s.t.Helper()
+	var n int64
+	if err := s.conn.QueryRow(context.Background(), sql).Scan(&n); err != nil {
+		s.t.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
+func (s *source) snapshot() string {
+	s.t.Helper()
+	var snap string
+	if err := s.conn.QueryRow(context.Background(), `SELECT pg_current_snapshot()::text`).Scan(&snap); err != nil {
+		s.t.Fatal(err)
+	}
+	return snap
+}
+
+// copyOut runs a COPY TO STDOUT and returns its lines, sorted.
+func (s *source) copyOut(sql string) []string {
+	s.t.Helper()
+	var buf bytes.Buffer
+	if _, err := s.conn.PgConn().CopyTo(context.Background(), &buf, sql); err != nil {
+		s.t.Fatalf("%s: %v", sql, err)
+	}
+	lines := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
+	if buf.Len() == 0 {
+		lines = nil
+	}
+	slices.Sort(lines)
+	return lines
+}
+
+// changeRows lists every change row, as text, in a stable order.
+func (s *source) changeRows() []string {
+	s.t.Helper()
+	rows, err := s.conn.Query(context.Background(), `SELECT d::text FROM `+s.ct+` d ORDER BY d."$txid", d."$at", d.id`)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return out
+}
+
+func (s *source) inspect() *capture.State {
+	s.t.Helper()
+	st, err := capture.Inspect(context.Background(), s.conn, "s", "public", "t")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return st
+}
+
+// TestChangesSelect runs each statement on change rows of three transactions: A (ids 1-3),
+// B (ids 4, 5, and 1 again), C (id 6, in progress when snapshot s3 is taken).
+func TestChangesSelect(t *testing.T) {
+	s := newSource(t)
+	ctx := context.Background()
+	s.exec(`INSERT INTO t SELECT g, 'a' FROM generate_series(1, 3) g`)
+	s1 := s.snapshot()
+	s.tx(`INSERT INTO t VALUES (4, 'b'), (5, 'b')`, `UPDATE t SET v = 'b' WHERE id = 1`)
+	s2 := s.snapshot()
+	other := pgtest.Conn(t, s.dsn)
+	if _, err := other.Exec(ctx, `BEGIN; INSERT INTO t VALUES (6, 'c')`); err != nil {
+		t.Fatal(err)
+	}
+	s3 := s.snapshot()
+	if _, err := other.Exec(ctx, `COMMIT`); err != nil {
+		t.Fatal(err)
+	}
+	s4 := s.snapshot()
+	if n := s.int(`SELECT count(*) FROM ` + s.ct); n != 7 {
+		t.Fatalf("%d change rows, want 7", n)
+	}
+
+	t.Run("CountPending", func(t *testing.T) {
+		for _, c := range []struct {
+			name string
+			snap string
+			wms  []string
+			want int64
+		}{
+			{"no receivers", s4, nil, 0},
+			{"a receiver without watermark", s3, []string{""}, 6},
+			{"in-flight C left out, A applied", s3, []string{s1}, 3},
+			{"one receiver without watermark", s3, []string{s1, ""}, 6},
+			{"pending for one receiver is pending", s3, []string{s1, s2}, 3},
+			{"C, in flight at s3, pending after it", s4, []string{s3}, 1},
+			{"all applied", s4, []string{s4, s4}, 0},
+		} {
+			if got := s.int(capture.CountPending(s.ct, c.snap, c.wms)); got != c.want {
+				t.Errorf("%s: %d, want %d", c.name, got, c.want)
+			}
+		}
+	})
+
+	t.Run("SnapshotAndCounts", func(t *testing.T) {
+		var snap string
+		var counts []int64
+		if err := s.conn.QueryRow(ctx, capture.SnapshotAndCounts([]string{s.ct, s.ct}, []string{s1})).Scan(&snap, &counts); err != nil {
+			t.Fatal(err)
+		}
+		if snap == "" || !slices.Equal(counts, []int64{4, 4}) {
+			t.Errorf("snapshot %q, counts %v, want 4 and 4", snap, counts)
+		}
+	})
+
+	t.Run("KeyQuantiles", func(t *testing.T) {
+		var n int64
+		var bounds []string
+		if err := s.conn.QueryRow(ctx, capture.KeyQuantiles(s.ct, "id", 2, s4, []string{""})).Scan(&n, &bounds); err != nil {
+			t.Fatal(err)
+		}
+		// ids 1 1 2 3 4 5 6: the median is 3.
+		if n != 7 || !slices.Equal(bounds, []string{"3"}) {
+			t.Errorf("%d rows, bounds %v; want 7, [3]", n, bounds)
+		}
+	})
+
+	// keyRead runs KeyRead and returns key and flags, checking the time.
+	keyRead := func(t *testing.T, sql string) []string {
+		var out []string
+		for _, line := range s.copyOut(sql) {
+			f := strings.Split(line, "\t")
+			at, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil || time.Since(time.UnixMicro(at)).Abs() > time.Hour {
+				t.Errorf("line %q: time %v", line, err)
+			}
+			out = append(out, strings.Join(append(f[:1], f[2:]...), " "))
+		}
+		return out
+	}
+	t.Run("KeyRead", func(t *testing.T) {
+		// Receiver 1 applied A, receiver 2 nothing: key 1, changed again by B, is needed
+		// by both.
+		got := keyRead(t, capture.KeyRead(s.ct, []string{"id"}, s4, []string{s1, ""}, "true", false))
+		want := []string{"1 t t", "2 f t", "3 f t", "4 t t", "5 t t", "6 t t"}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("(-want +got):\n%s", diff)
+		}
+		// Only C is pending as of s4 for a receiver at s2; C is in flight at s3.
+		got = keyRead(t, capture.KeyRead(s.ct, []string{"id"}, s3, []string{s2}, "true", false))
+		if len(got) != 0 {
+			t.Errorf("at s3 after s2: %v, want nothing", got)
+		}
+	})
+	t.Run("KeyRead key range", func(t *testing.T) {
+		got := keyRead(t, capture.KeyRead(s.ct, []string{"id"}, s4, []string{s1}, `d."id" >= 2 AND d."id" < 5`, true))
+		if diff := cmp.Diff([]string{"4 t"}, got); diff != "" {
+			t.Errorf("(-want +got):\n%s", diff)
+		}
+	})
+
+	// keyTable fills pg_temp.ibex_k with keys, in a transaction rolled back at the end.
+	keyTable := func(t *testing.T, fn func(tx pgx.Tx)) {
+		tx, err := s.conn.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = tx.Rollback(ctx) }()
+		if _, err := tx.Exec(ctx, `CREATE TEMP TABLE ibex_k ON COMMIT DROP AS SELECT id FROM t LIMIT 0; INSERT INTO ibex_k VALUES (1), (2), (4), (6)`); err != nil {
+			t.Fatal(err)
+		}
+		fn(tx)
+	}
+	t.Run("DropLateKeys", func(t *testing.T) {
+		keyTable(t, func(pgx.Tx) {
+			// C changed 6 after s2; B changed 1 and 4 after s1.
+			if got := s.copyOut(capture.DropLateKeys("pg_temp.ibex_k", s.ct, []string{"id"}, s2)); !slices.Equal(got, []string{"6"}) {
+				t.Errorf("late after s2: %v, want [6]", got)
+			}
+			if got := s.copyOut(capture.DropLateKeys("pg_temp.ibex_k", s.ct, []string{"id"}, s1)); !slices.Equal(got, []string{"1", "4"}) {
+				t.Errorf("late after s1: %v, want [1 4]", got)
+			}
+			if n := s.int(`SELECT count(*) FROM pg_temp.ibex_k`); n != 1 {
+				t.Errorf("%d keys left, want 1 (2)", n)
+			}
+		})
+	})
+	t.Run("CountLateChanges", func(t *testing.T) {
+		keyTable(t, func(pgx.Tx) {
+			for _, c := range []struct {
+				snap string
+				want int64
+			}{{s1, 3}, {s2, 1}, {s3, 1}, {s4, 0}} {
+				if got := s.int(capture.CountLateChanges("pg_temp.ibex_k", s.ct, []string{"id"}, c.snap)); got != c.want {
+					t.Errorf("changes after %s: %d, want %d", c.snap, got, c.want)
+				}
+			}
+		})
+	})
+
+	// inTx runs a deleting statement in a transaction rolled back at the end, and returns
+	// the rows it deleted and the change rows left.
+	inTx := func(t *testing.T, sql string) (deleted, left int64) {
+		tx, err := s.conn.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = tx.Rollback(ctx) }()
+		tag, err := tx.Exec(ctx, sql)
+		if err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM `+s.ct).Scan(&left); err != nil {
+			t.Fatal(err)
+		}
+		return tag.RowsAffected(), left
+	}
+	t.Run("Consume", func(t *testing.T) {
+		// Rows of ids below 3 visible in s2: A's 1 and 2, B's 1.
+		if d, l := inTx(t, capture.Consume(s.ct, `d."id" < 3`, s2)); d != 3 || l != 4 {
+			t.Errorf("deleted %d, left %d; want 3, 4", d, l)
+		}
+		if d, l := inTx(t, capture.Consume(s.ct, "true", s3)); d != 6 || l != 1 {
+			t.Errorf("deleted %d, left %d; want 6, 1", d, l)
+		}
+	})
+	t.Run("Purge", func(t *testing.T) {
+		// Applied by both receivers: visible in s1 and s3, A's rows.
+		if d, l := inTx(t, capture.Purge(s.ct, []string{s3, s1})); d != 3 || l != 4 {
+			t.Errorf("deleted %d, left %d; want 3, 4", d, l)
+		}
+		if d, l := inTx(t, capture.Purge(s.ct, []string{s4})); d != 7 || l != 0 {
+			t.Errorf("deleted %d, left %d; want 7, 0", d, l)
+		}
+	})
+}
+
+// TestInstalledFormat: the state read of a change table: current, of an older format (it
+// carries no version, or an older one), of a newer one, or with another key.
+func TestInstalledFormat(t *testing.T) {
+	s := newSource(t)
+	st := s.inspect()
+	if !st.Matches(s.desc) || !st.Exists() || st.Format() != capture.Format() || st.Migratable(s.desc) {
+		t.Fatalf("fresh capture: matches %v, exists %v, format %d, migratable %v", st.Matches(s.desc), st.Exists(), st.Format(), st.Migratable(s.desc))
+	}
+	var comment string
+	if err := s.conn.QueryRow(context.Background(), `SELECT obj_description($1::regclass, 'pg_class')`, s.ct).Scan(&comment); err != nil {
+		t.Fatal(err)
+	}
+	if want := `ibex change table (format 1) of sync s for table "public"."t"`; comment != want {
+		t.Errorf("comment %q, want %q", comment, want)
+	}
+	// Change tables made before versions were recorded are of format 1.
+	s.exec(`COMMENT ON TABLE ` + s.ct + ` IS 'ibex change table of sync s for table "public"."t"'`)
+	if st := s.inspect(); !st.Matches(s.desc) || st.Format() != 1 {
+		t.Errorf("unversioned comment: matches %v, format %d", st.Matches(s.desc), st.Format())
+	}
+	s.exec(`COMMENT ON TABLE ` + s.ct + ` IS NULL`)
+	if st := s.inspect(); !st.Matches(s.desc) || st.Format() != 1 {
+		t.Errorf("no comment: matches %v, format %d", st.Matches(s.desc), st.Format())
+	}
+	// A newer ibex's format is not current, and not migrated.
+	s.exec(`COMMENT ON TABLE ` + s.ct + ` IS 'ibex change table (format 7) of sync s for table "public"."t"'`)
+	if st := s.inspect(); st.Matches(s.desc) || st.Migratable(s.desc) || st.Format() != 7 {
+		t.Errorf("format 7: matches %v, migratable %v, format %d", st.Matches(s.desc), st.Migratable(s.desc), st.Format())
+	}
+	// Another key: neither current nor migratable.
+	s.exec(`COMMENT ON TABLE ` + s.ct + ` IS NULL`)
+	s.exec(`ALTER TABLE t DROP CONSTRAINT t_pkey, ADD PRIMARY KEY (id, v)`)
+	d := s.describe()
+	if st := s.inspect(); st.Matches(d) || st.Migratable(d) || !st.Exists() {
+		t.Errorf("new key: matches %v, migratable %v, exists %v", st.Matches(d), st.Migratable(d), st.Exists())
+	}
+	// No capture at all.
+	s.tx(capture.DropDDL("s", catalog.QualName{Schema: "public", Name: "t"})...)
+	if st := s.inspect(); st.Matches(d) || st.Migratable(d) || st.Exists() || st.Format() != 0 {
+		t.Errorf("dropped: matches %v, migratable %v, exists %v, format %d", st.Matches(d), st.Migratable(d), st.Exists(), st.Format())
+	}
+}
+
+// TestFormatMigrationKeepsRows bumps the format with a migration that changes nothing:
+// the change table installed before is outdated, and migrating it in place keeps its
+// pending rows, row for row.
+func TestFormatMigrationKeepsRows(t *testing.T) {
+	s := newSource(t)
+	s.exec(`INSERT INTO t SELECT g, 'a' FROM generate_series(1, 50) g`)
+	s.exec(`UPDATE t SET v = 'b' WHERE id % 5 = 0`)
+	s.exec(`DELETE FROM t WHERE id % 7 = 0`)
+	before := s.changeRows()
+	if len(before) != 50+10+7 {
+		t.Fatalf("%d change rows, want 67", len(before))
+	}
+	v := capture.Format()
+
+	capture.BumpFormatForTest(t)
+	if capture.Format() != v+1 {
+		t.Fatalf("format %d after the bump, want %d", capture.Format(), v+1)
+	}
+	st := s.inspect()
+	if st.Matches(s.desc) || !st.Migratable(s.desc) || st.Format() != v {
+		t.Fatalf("after the bump: matches %v, migratable %v, format %d", st.Matches(s.desc), st.Migratable(s.desc), st.Format())
+	}
+	// The run's check (QueueInstalled, in the describe batch) says so too.
+	b := &pgx.Batch{}
+	qs := capture.QueueInstalled(b, "s", "public", "t")
+	if err := s.conn.SendBatch(context.Background(), b).Close(); err != nil || qs.Err != nil {
+		t.Fatal(err, qs.Err)
+	}
+	if qs.Matches(s.desc) {
+		t.Error("QueueInstalled: the old format matches")
+	}
+	if ok, err := capture.Installed(context.Background(), s.conn, "s", s.desc); err != nil || ok {
+		t.Errorf("Installed: %v, %v", ok, err)
+	}
+
+	// The install path: migrations, then DDL.
+	s.install(capture.MigrateDDL("s", s.desc, st.Format())...)
+	if st := s.inspect(); !st.Matches(s.desc) || st.Format() != v+1 {
+		t.Errorf("migrated: matches %v, format %d", st.Matches(s.desc), st.Format())
+	}
+	if diff := cmp.Diff(before, s.changeRows()); diff != "" {
+		t.Errorf("change rows (-before +after):\n%s", diff)
+	}
+	// Capture goes on.
+	s.exec(`INSERT INTO t VALUES (100, 'c')`)
+	if n := s.int(`SELECT count(*) FROM ` + s.ct); n != 68 {
+		t.Errorf("%d change rows, want 68", n)
+	}
+}
+
+func TestDDLColumns(t *testing.T) {
+	d := &catalog.Table{Schema: "public", Name: "t", Columns: []catalog.Column{{Name: "id", Type: "integer"}, {Name: "v", Type: "text"}}, KeyCols: []string{"id"}}
+	stmts := capture.DDL("s", d, false)
+	want := `CREATE TABLE IF NOT EXISTS "ibex"."s.public.t" ("$txid" xid8 NOT NULL DEFAULT pg_current_xact_id(), "$at" timestamptz NOT NULL DEFAULT clock_timestamp(), "id" integer)`
+	if stmts[1] != want {
+		t.Errorf("got  %s\nwant %s", stmts[1], want)
+	}
+}
