@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/ibexrepl/ibex/internal/control"
+	"github.com/ibexrepl/ibex/internal/ibextest"
 	"github.com/ibexrepl/ibex/job"
 )
 
@@ -336,7 +337,7 @@ func testAddSyncAllOrNothing(t *testing.T, f *farm) {
 	c.addAsRole(f, "a", 2)
 	c.on("a1", `CREATE SCHEMA aon; CREATE TABLE item (id int PRIMARY KEY, v text)`)
 	// On a2 the table belongs to the superuser: ibex's role may read it but not add triggers.
-	c.exec(f.dbs["t2"], `CREATE SCHEMA aon; CREATE TABLE aon.item (id int PRIMARY KEY, v text); GRANT USAGE ON SCHEMA aon TO `+f.role+`; GRANT SELECT, INSERT, UPDATE, DELETE ON aon.item TO `+f.role)
+	ibextest.Exec(c.t, f.dbs["t2"].DSN, `CREATE SCHEMA aon; CREATE TABLE aon.item (id int PRIMARY KEY, v text); GRANT USAGE ON SCHEMA aon TO `+f.role+`; GRANT SELECT, INSERT, UPDATE, DELETE ON aon.item TO `+f.role)
 	c.ibex("add", "table", c.q("item"), "db=a1", "herd="+c.sync)
 	c.ibex("add", "dbgroup", c.sync, "a1:source", "a2:source")
 	code, _, errs := c.ibexCmd("add", "sync", c.sync, "herd="+c.sync, "dbs="+c.sync, "autokick=false")
@@ -351,7 +352,7 @@ func testAddSyncAllOrNothing(t *testing.T, f *farm) {
 			t.Errorf("db %s keeps a change table after the refused add sync", db)
 		}
 	}
-	c.exec(f.dbs["t2"], `ALTER TABLE aon.item OWNER TO `+f.role)
+	ibextest.Exec(c.t, f.dbs["t2"].DSN, `ALTER TABLE aon.item OWNER TO `+f.role)
 	c.ibex("add", "sync", c.sync, "herd="+c.sync, "dbs="+c.sync, "autokick=false")
 	c.on("a1", `INSERT INTO item VALUES (1, 'one')`)
 	c.mustRun(control.StateGood, job.Options{})

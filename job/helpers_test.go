@@ -1,14 +1,12 @@
 package job_test
 
 import (
-	"bytes"
 	"context"
 	crand "crypto/rand"
 	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -17,8 +15,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/ibexrepl/ibex/internal/capture"
-	"github.com/ibexrepl/ibex/internal/cli"
 	"github.com/ibexrepl/ibex/internal/control"
+	"github.com/ibexrepl/ibex/internal/ibextest"
 	"github.com/ibexrepl/ibex/internal/pgtest"
 	"github.com/ibexrepl/ibex/job"
 )
@@ -97,9 +95,9 @@ func newFarm(t *testing.T) *farm {
 		name := fmt.Sprintf("t%d", i)
 		db := pgtest.NewDB(t, "")
 		ident := pgx.Identifier{db.Name}.Sanitize()
-		c.exec(db, `CREATE SCHEMA ibex; GRANT CREATE ON DATABASE `+ident+` TO `+role+`; GRANT USAGE, CREATE ON SCHEMA ibex TO `+role+`; GRANT USAGE ON SCHEMA ibex TO PUBLIC`)
+		ibextest.Exec(c.t, db.DSN, `CREATE SCHEMA ibex; GRANT CREATE ON DATABASE `+ident+` TO `+role+`; GRANT USAGE, CREATE ON SCHEMA ibex TO `+role+`; GRANT USAGE ON SCHEMA ibex TO PUBLIC`)
 		if i == 2 || i == 3 {
-			c.exec(db, `ALTER DATABASE `+ident+` SET datestyle = 'SQL, DMY'; ALTER DATABASE `+ident+` SET timezone = 'Asia/Kolkata';
+			ibextest.Exec(c.t, db.DSN, `ALTER DATABASE `+ident+` SET datestyle = 'SQL, DMY'; ALTER DATABASE `+ident+` SET timezone = 'Asia/Kolkata';
 ALTER DATABASE `+ident+` SET bytea_output = 'escape'; ALTER DATABASE `+ident+` SET intervalstyle = 'sql_standard';
 ALTER DATABASE `+ident+` SET extra_float_digits = -3`)
 		}
@@ -170,9 +168,8 @@ func (c *cluster) ibexCmd(args ...string) (int, string, string) {
 		c.farm.mu.Lock()
 		defer c.farm.mu.Unlock()
 	}
-	var out, errb bytes.Buffer
-	code := cli.Main(append([]string{"--dsn", c.ctl.DSN}, args...), &out, &errb)
-	return code, out.String(), errb.String()
+	out, errs, code := ibextest.Ibex(c.ctl.DSN, args...)
+	return code, out, errs
 }
 
 // ibex runs one ibex command and fails the test if it fails.
@@ -188,8 +185,8 @@ func (c *cluster) ibex(args ...string) string {
 func (c *cluster) addDB(name string, db *pgtest.DB) {
 	c.t.Helper()
 	// Commits need not wait for the disk in tests: visibility is the same, tests are faster.
-	c.exec(db, "ALTER DATABASE "+pgx.Identifier{db.Name}.Sanitize()+" SET synchronous_commit = off")
-	c.ibex("add", "db", name, "dbname="+db.Name, "host="+db.Conn["host"], "port="+db.Conn["port"], "user="+db.Conn["user"])
+	ibextest.Exec(c.t, db.DSN, "ALTER DATABASE "+pgx.Identifier{db.Name}.Sanitize()+" SET synchronous_commit = off")
+	c.ibex(ibextest.AddDBArgs(name, db.Conn)...)
 	c.dbs[name] = db
 	c.names = append(c.names, name)
 }
@@ -205,7 +202,7 @@ func (c *cluster) addAsRole(f *farm, prefix string, n int) []string {
 		as.Conn = map[string]string{"dbname": db.Name, "host": db.Conn["host"], "port": db.Conn["port"], "user": f.role}
 		as.DSN = strings.Replace(db.DSN, "user="+db.Conn["user"], "user="+f.role, 1)
 		name := fmt.Sprintf("%s%d", prefix, i)
-		c.ibex("add", "db", name, "dbname="+db.Name, "host="+db.Conn["host"], "port="+db.Conn["port"], "user="+f.role)
+		c.ibex(ibextest.AddDBArgs(name, as.Conn)...)
 		c.dbs[name] = &as
 		c.names = append(c.names, name)
 		names = append(names, name)
@@ -240,9 +237,7 @@ func (c *cluster) conn(name string) *pgx.Conn {
 	if db == nil {
 		c.t.Fatalf("no db %s", name)
 	}
-	// Values print the same way on every db whatever its own settings; unqualified table
-	// names are the test's.
-	cn, err := pgx.Connect(context.Background(), db.DSN+" timezone=UTC datestyle='ISO, MDY' intervalstyle=postgres bytea_output=hex extra_float_digits=3 search_path="+c.schema)
+	cn, err := pgx.Connect(context.Background(), c.dsn(db))
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -250,17 +245,10 @@ func (c *cluster) conn(name string) *pgx.Conn {
 	return cn
 }
 
-// exec runs sql on a database that may not be registered (a fresh connection).
-func (c *cluster) exec(db *pgtest.DB, sql string, args ...any) {
-	c.t.Helper()
-	cn, err := pgx.Connect(context.Background(), db.DSN)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	defer cn.Close(context.Background())
-	if _, err := cn.Exec(context.Background(), sql, args...); err != nil {
-		c.t.Fatalf("%s: %v", sql, err)
-	}
+// dsn is the conninfo of the test's connections to db: values print the same way on
+// every db whatever its own settings, and unqualified table names are the test's.
+func (c *cluster) dsn(db *pgtest.DB) string {
+	return db.DSN + " timezone=UTC datestyle='ISO, MDY' intervalstyle=postgres bytea_output=hex extra_float_digits=3 search_path=" + c.schema
 }
 
 // on runs sql on db name.
@@ -271,25 +259,10 @@ func (c *cluster) on(name, sql string, args ...any) {
 	}
 }
 
-// strs returns the first column of every row as text (NULL as "<NULL>").
+// strs returns the one (text) column of every row on db name (NULL as ibextest.Null).
 func (c *cluster) strs(name, sql string, args ...any) []string {
 	c.t.Helper()
-	rows, err := c.conn(name).Query(context.Background(), sql, args...)
-	if err != nil {
-		c.t.Fatalf("db %s: %s: %v", name, sql, err)
-	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (string, error) {
-		var s *string
-		err := r.Scan(&s)
-		if s == nil {
-			return "<NULL>", err
-		}
-		return *s, err
-	})
-	if err != nil {
-		c.t.Fatalf("db %s: %s: %v", name, sql, err)
-	}
-	return out
+	return ibextest.ColumnOn(c.t, c.conn(name), sql, args...)
 }
 
 func (c *cluster) int(name, sql string, args ...any) int64 {
@@ -301,73 +274,27 @@ func (c *cluster) int(name, sql string, args ...any) int64 {
 	return n
 }
 
-// rows returns a table's rows as text, ordered by orderBy (over alias x).
+// rows returns a table's rows on db name as text, ordered by orderBy (over alias x).
 func (c *cluster) rows(name, table, orderBy string) []string {
 	c.t.Helper()
-	return c.strs(name, fmt.Sprintf(`SELECT x::text FROM %s x ORDER BY %s`, table, orderBy))
+	return ibextest.TableRowsOn(c.t, c.conn(name), table, orderBy)
 }
 
-// sum is pgtest.TableSum on a cached connection.
+// sum is the md5 of a table's rows on db name, ordered by orderBy (over alias x).
 func (c *cluster) sum(name, table, orderBy string) string {
 	c.t.Helper()
-	var s string
-	q := fmt.Sprintf(`SELECT md5(coalesce(string_agg(x::text, '|' ORDER BY %s), '')) FROM %s x`, orderBy, table)
-	if err := c.conn(name).QueryRow(context.Background(), q).Scan(&s); err != nil {
-		c.t.Fatalf("db %s: summing %s: %v", name, table, err)
-	}
-	return s
+	return ibextest.SumOn(c.t, c.conn(name), table, orderBy).MD5
 }
 
-// sameEverywhere fails unless table has the same content on every db; it returns the
-// content of the first.
+// sameEverywhere fails the test unless table has the same rows on every db of the test;
+// it returns them (ibextest.SameEverywhere).
 func (c *cluster) sameEverywhere(table, orderBy string) []string {
 	c.t.Helper()
-	ref := c.rows(c.names[0], table, orderBy)
-	for _, n := range c.names[1:] {
-		got := c.rows(n, table, orderBy)
-		if !slices.Equal(ref, got) {
-			c.t.Errorf("table %s differs between %s and %s:\n%s", table, c.names[0], n, diffLines(ref, got))
-		}
+	dsns := map[string]string{}
+	for _, n := range c.names {
+		dsns[n] = c.dsn(c.dbs[n])
 	}
-	return ref
-}
-
-// diffLines is a short description of how two row lists differ.
-func diffLines(a, b []string) string {
-	inA := map[string]int{}
-	for _, s := range a {
-		inA[s]++
-	}
-	inB := map[string]int{}
-	for _, s := range b {
-		inB[s]++
-	}
-	var out []string
-	for _, s := range a {
-		if inB[s] == 0 {
-			out = append(out, "- "+clip(s))
-		} else {
-			inB[s]--
-		}
-	}
-	for _, s := range b {
-		if inA[s] == 0 {
-			out = append(out, "+ "+clip(s))
-		} else {
-			inA[s]--
-		}
-	}
-	if len(out) > 20 {
-		out = append(out[:20], fmt.Sprintf("... (%d lines differ)", len(out)))
-	}
-	return fmt.Sprintf("%d vs %d rows\n%s", len(a), len(b), strings.Join(out, "\n"))
-}
-
-func clip(s string) string {
-	if len(s) > 200 {
-		return s[:200] + fmt.Sprintf("...(%d bytes)", len(s))
-	}
-	return s
+	return ibextest.SameEverywhere(c.t, table, orderBy, dsns)
 }
 
 // changeTable is the quoted change table of a table (in the test's schema) of its sync.

@@ -1,14 +1,13 @@
 package job_test
 
 import (
-	"bytes"
 	"context"
 	stdsync "sync"
 	"testing"
 	"time"
 
-	"github.com/ibexrepl/ibex/internal/cli"
 	"github.com/ibexrepl/ibex/internal/control"
+	"github.com/ibexrepl/ibex/internal/ibextest"
 	"github.com/ibexrepl/ibex/internal/pgtest"
 	"github.com/ibexrepl/ibex/job"
 )
@@ -22,15 +21,14 @@ func TestRunLockPerSync(t *testing.T) {
 	ctl, src, dst := pgtest.NewDB(t, ""), pgtest.NewDB(t, ""), pgtest.NewDB(t, "")
 	ibex := func(args ...string) {
 		t.Helper()
-		var out, errb bytes.Buffer
-		if code := cli.Main(append([]string{"--dsn", ctl.DSN}, args...), &out, &errb); code != 0 {
-			t.Fatalf("ibex %q: exit %d\n%s%s", args, code, out.String(), errb.String())
+		if out, errs, code := ibextest.Ibex(ctl.DSN, args...); code != 0 {
+			t.Fatalf("ibex %q: exit %d\n%s%s", args, code, out, errs)
 		}
 	}
 	ibex("install")
 	for name, db := range map[string]*pgtest.DB{"src": src, "dst": dst} {
 		pgtest.Exec(t, db.DSN, `CREATE TABLE ta (id int PRIMARY KEY, v text); CREATE TABLE tb (id int PRIMARY KEY, v text)`)
-		ibex("add", "db", name, "dbname="+db.Name, "host="+db.Conn["host"], "port="+db.Conn["port"], "user="+db.Conn["user"])
+		ibex(ibextest.AddDBArgs(name, db.Conn)...)
 	}
 	ibex("add", "table", "public.ta", "db=src", "herd=ha")
 	ibex("add", "table", "public.tb", "db=src", "herd=hb")

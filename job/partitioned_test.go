@@ -8,6 +8,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/ibexrepl/ibex/internal/control"
+	"github.com/ibexrepl/ibex/internal/ibextest"
 	"github.com/ibexrepl/ibex/job"
 )
 
@@ -176,7 +177,7 @@ CREATE TABLE payment (id int NOT NULL, paid date NOT NULL, amount numeric, PRIMA
 CREATE TABLE payment_p2022_01 PARTITION OF payment FOR VALUES FROM ('2022-01-01') TO ('2022-02-01');
 CREATE TABLE payment_p2022_02 PARTITION OF payment FOR VALUES FROM ('2022-02-01') TO ('2022-03-01')`)
 		// As the superuser: a partition ibex's role does not own.
-		c.exec(f.dbs[fmt.Sprintf("t%d", i+1)], `CREATE TABLE partrole.payment_p2022_03 PARTITION OF partrole.payment FOR VALUES FROM ('2022-03-01') TO ('2022-04-01');
+		ibextest.Exec(c.t, f.dbs[fmt.Sprintf("t%d", i+1)].DSN, `CREATE TABLE partrole.payment_p2022_03 PARTITION OF partrole.payment FOR VALUES FROM ('2022-03-01') TO ('2022-04-01');
 GRANT TRIGGER ON partrole.payment_p2022_03 TO `+f.role+`;
 INSERT INTO partrole.payment VALUES (1, '2022-01-05', 10), (2, '2022-02-05', 20), (3, '2022-03-05', 30)`)
 	}

@@ -10,8 +10,9 @@ import (
 	"github.com/aws/aws-lambda-go/lambdacontext"
 
 	"github.com/ibexrepl/ibex/internal/control"
+	"github.com/ibexrepl/ibex/internal/ibextest"
 	"github.com/ibexrepl/ibex/internal/pgtest"
-	"github.com/ibexrepl/ibex/internal/scheduler/synctest"
+	"github.com/ibexrepl/ibex/internal/scheduler/schedtest"
 	"github.com/ibexrepl/ibex/job"
 )
 
@@ -21,7 +22,7 @@ import (
 // marked partial, no run is left "running", the sync's lock is free, and the following
 // runs converge to exactly equal tables.
 func TestHandlerDeadlineMidRun(t *testing.T) {
-	f := synctest.New(t, 2)
+	f := schedtest.New(t, 2)
 	f.AddSync(t, "s", "batch_size=250")
 	env := map[string]string{"IBEX_DSN": f.DSN()}
 	h := newTestHandler(env, nil)
@@ -50,14 +51,14 @@ func TestHandlerDeadlineMidRun(t *testing.T) {
 
 	check := func(t *testing.T, what string) {
 		t.Helper()
-		if n := queryOne(t, f.DSN(), `SELECT count(*)::text FROM ibex.run WHERE sync = 's' AND (state = 'running' OR ended IS NULL)`); n != "0" {
+		if n := ibextest.One(t, f.DSN(), `SELECT count(*)::text FROM ibex.run WHERE sync = 's' AND (state = 'running' OR ended IS NULL)`); n != "0" {
 			t.Errorf("%s: %s runs left running", what, n)
 		}
-		free := queryOne(t, f.DSN(), fmt.Sprintf(`SELECT pg_try_advisory_lock(%d, id)::text FROM ibex.sync WHERE name = 's'`, control.SyncLockNamespace))
+		free := ibextest.One(t, f.DSN(), fmt.Sprintf(`SELECT pg_try_advisory_lock(%d, id)::text FROM ibex.sync WHERE name = 's'`, control.SyncLockNamespace))
 		if free != "true" {
 			t.Errorf("%s: the lock of sync s is still held", what)
 		}
-		// The lock goes with queryOne's session.
+		// The lock goes with ibextest.One's session.
 	}
 	converge := func(t *testing.T) {
 		t.Helper()
@@ -123,16 +124,4 @@ func TestHandlerDeadlineMidRun(t *testing.T) {
 		delete(env, "IBEX_DEADLINE_MARGIN")
 		converge(t)
 	})
-}
-
-// queryOne returns the one value sql selects, on a connection of its own.
-func queryOne(t testing.TB, dsn, sql string) string {
-	t.Helper()
-	c := pgtest.Conn(t, dsn)
-	defer c.Close(context.Background())
-	var s string
-	if err := c.QueryRow(context.Background(), sql).Scan(&s); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-	return s
 }

@@ -23,7 +23,7 @@ import (
 	"github.com/ibexrepl/ibex/internal/metrics"
 	"github.com/ibexrepl/ibex/internal/pgtest"
 	"github.com/ibexrepl/ibex/internal/scheduler"
-	"github.com/ibexrepl/ibex/internal/scheduler/synctest"
+	"github.com/ibexrepl/ibex/internal/scheduler/schedtest"
 	"github.com/ibexrepl/ibex/job"
 )
 
@@ -61,7 +61,7 @@ func TestEntryPointsRaceForOneSync(t *testing.T) {
 		perDB    = 15000 // changed accounts on t1 and on t2 each round
 		batch    = "batch_size=500"
 	)
-	f := synctest.New(t, ndbs)
+	f := schedtest.New(t, ndbs)
 	// schedule=1h: a scheduler started at the barrier runs the sync at once (gocron's
 	// start-immediately) and not again within the round.
 	f.AddSync(t, syncName, batch, "schedule=1h")
@@ -170,7 +170,7 @@ AND classid = $1::int4::oid AND objid = (SELECT id FROM ibex.sync WHERE name = $
 			m := map[string]float64{}
 			for _, st := range []string{control.StateGood, control.StateEmpty, control.StateBad,
 				metrics.StateAlreadyRunning, control.StateInactive, metrics.StateError} {
-				if v := synctest.Value(met.Runs.WithLabelValues(syncName, st)); v != 0 {
+				if v := schedtest.Value(met.Runs.WithLabelValues(syncName, st)); v != 0 {
 					m[st] = v
 				}
 			}
@@ -204,7 +204,7 @@ AND classid = $1::int4::oid AND objid = (SELECT id FROM ibex.sync WHERE name = $
 		// Go.
 		if first != "" {
 			close(gates[first])
-			if d, ok := synctest.WaitFor(30*time.Second, func() bool { return lockHolders() == 1 }); !ok {
+			if d, ok := schedtest.WaitFor(30*time.Second, func() bool { return lockHolders() == 1 }); !ok {
 				t.Errorf("round %d: %s did not take the lock in %s", round, first, d)
 			} else {
 				t.Logf("round %d: %s holds the lock after %s; starting the others", round, first, d.Round(time.Millisecond))
@@ -279,9 +279,9 @@ AND classid = $1::int4::oid AND objid = (SELECT id FROM ibex.sync WHERE name = $
 			}
 		} else {
 			o.res = &job.Result{Sync: syncName, State: control.StateGood,
-				Inserts:   int64(synctest.Value(met.Rows.WithLabelValues(syncName, "inserted"))),
-				Deletes:   int64(synctest.Value(met.Rows.WithLabelValues(syncName, "deleted"))),
-				Conflicts: int64(synctest.Value(met.Conflicts.WithLabelValues(syncName)))}
+				Inserts:   int64(schedtest.Value(met.Rows.WithLabelValues(syncName, "inserted"))),
+				Deletes:   int64(schedtest.Value(met.Rows.WithLabelValues(syncName, "deleted"))),
+				Conflicts: int64(schedtest.Value(met.Conflicts.WithLabelValues(syncName)))}
 		}
 
 		// Exactly one did the work; the others were already running.

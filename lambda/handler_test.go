@@ -14,7 +14,7 @@ import (
 
 	"github.com/ibexrepl/ibex/internal/control"
 	"github.com/ibexrepl/ibex/internal/pgtest"
-	"github.com/ibexrepl/ibex/internal/scheduler/synctest"
+	"github.com/ibexrepl/ibex/internal/scheduler/schedtest"
 	"github.com/ibexrepl/ibex/job"
 )
 
@@ -89,7 +89,7 @@ func invoke(t *testing.T, h *handler, payload string, timeout time.Duration) (*j
 
 func TestHandler(t *testing.T) {
 	t0 := time.Now()
-	f := synctest.New(t, 2)
+	f := schedtest.New(t, 2)
 	f.AddSync(t, "s")
 	t.Logf("setup: %s", time.Since(t0).Round(time.Millisecond))
 	env := map[string]string{"IBEX_DSN": f.DSN()}

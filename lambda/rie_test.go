@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/ibexrepl/ibex/internal/pgtest"
-	"github.com/ibexrepl/ibex/internal/scheduler/synctest"
+	"github.com/ibexrepl/ibex/internal/scheduler/schedtest"
 	"github.com/ibexrepl/ibex/job"
 )
 
@@ -104,7 +104,7 @@ func TestRuntimeInterfaceEmulator(t *testing.T) {
 	rie := buildRIE(t)
 	t.Logf("emulator ready: %s", time.Since(t0).Round(time.Millisecond))
 	t0 = time.Now()
-	f := synctest.New(t, 2)
+	f := schedtest.New(t, 2)
 	f.AddSync(t, "s")
 	pgtest.Exec(t, f.DBs[1].DSN, `UPDATE pgbench_accounts SET abalance = abalance - 7 WHERE aid BETWEEN 500 AND 540`)
 
@@ -133,7 +133,7 @@ func TestRuntimeInterfaceEmulator(t *testing.T) {
 			t.Logf("emulator output:\n%s", logs.String())
 		}
 	})
-	if _, ok := synctest.WaitFor(10*time.Second, func() bool {
+	if _, ok := schedtest.WaitFor(10*time.Second, func() bool {
 		c, err := net.Dial("tcp", addr)
 		if err == nil {
 			c.Close()

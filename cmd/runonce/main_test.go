@@ -9,7 +9,7 @@ import (
 
 	"github.com/ibexrepl/ibex/internal/control"
 	"github.com/ibexrepl/ibex/internal/pgtest"
-	"github.com/ibexrepl/ibex/internal/scheduler/synctest"
+	"github.com/ibexrepl/ibex/internal/scheduler/schedtest"
 	"github.com/ibexrepl/ibex/job"
 )
 
@@ -42,7 +42,7 @@ func TestUsage(t *testing.T) {
 }
 
 func TestRunonce(t *testing.T) {
-	f := synctest.New(t, 2)
+	f := schedtest.New(t, 2)
 	f.AddSync(t, "s")
 	t.Setenv("IBEX_DSN", f.DSN())
 	t.Setenv("IBEX_SYNC", "")

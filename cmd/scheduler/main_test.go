@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/ibexrepl/ibex/internal/pgtest"
-	"github.com/ibexrepl/ibex/internal/scheduler/synctest"
+	"github.com/ibexrepl/ibex/internal/scheduler/schedtest"
 )
 
 const runAsScheduler = "IBEX_TEST_RUN_SCHEDULER"
@@ -99,7 +99,7 @@ func (p *proc) sigterm(t *testing.T) time.Duration {
 // first. Either way the dbs converge.
 func TestSIGTERM(t *testing.T) {
 	t0 := time.Now()
-	f := synctest.New(t, 2)
+	f := schedtest.New(t, 2)
 	t.Logf("fixture: %s", time.Since(t0).Round(time.Millisecond))
 	bin := os.Args[0] // this test binary runs main() when runAsScheduler is set (TestMain)
 	f.AddSync(t, "s", "schedule=1h", "batch_size=500")
@@ -120,7 +120,7 @@ func TestSIGTERM(t *testing.T) {
 
 	// 1. --shutdown-timeout 200ms: the run is cancelled.
 	p := startBin(t, bin, f.DSN(), "--listen", "", "--shutdown-timeout", "200ms")
-	if _, ok := synctest.WaitFor(10*time.Second, running); !ok {
+	if _, ok := schedtest.WaitFor(10*time.Second, running); !ok {
 		t.Fatalf("no run started\n%s", p.logs.String())
 	}
 	d := p.sigterm(t)
@@ -136,7 +136,7 @@ func TestSIGTERM(t *testing.T) {
 	// 2. Default timeout: the run finishes.
 	addr := freePort(t)
 	p = startBin(t, bin, f.DSN(), "--listen", addr, "--reload", "1s", "--log-level", "verbose")
-	if _, ok := synctest.WaitFor(10*time.Second, func() bool {
+	if _, ok := schedtest.WaitFor(10*time.Second, func() bool {
 		resp, err := http.Get("http://" + addr + "/healthz")
 		if err != nil {
 			return false
@@ -146,7 +146,7 @@ func TestSIGTERM(t *testing.T) {
 	}); !ok {
 		t.Fatalf("/healthz never answered\n%s", p.logs.String())
 	}
-	if _, ok := synctest.WaitFor(10*time.Second, running); !ok {
+	if _, ok := schedtest.WaitFor(10*time.Second, running); !ok {
 		t.Fatalf("no run started\n%s", p.logs.String())
 	}
 	d = p.sigterm(t)

@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/ibexrepl/ibex/internal/dbconn"
+	"github.com/ibexrepl/ibex/internal/ibextest"
 )
 
 // dbRow is a row of ibex.db.
@@ -25,7 +26,7 @@ type dbRow struct {
 
 func getDBRow(t *testing.T, dsn, name string) *dbRow {
 	t.Helper()
-	rs := rows(t, dsn, `SELECT conn::text, coalesce(pass, '<null>'), status FROM ibex.db WHERE name = $1`, name)
+	rs := ibextest.Rows(t, dsn, `SELECT conn::text, coalesce(pass, '<null>'), status FROM ibex.db WHERE name = $1`, name)
 	if len(rs) == 0 {
 		return nil
 	}
@@ -39,7 +40,7 @@ func getDBRow(t *testing.T, dsn, name string) *dbRow {
 func dbNames(t *testing.T, dsn string) []string {
 	t.Helper()
 	var out []string
-	for _, r := range rows(t, dsn, `SELECT name FROM ibex.db ORDER BY name`) {
+	for _, r := range ibextest.Rows(t, dsn, `SELECT name FROM ibex.db ORDER BY name`) {
 		out = append(out, r[0])
 	}
 	return out
@@ -51,7 +52,7 @@ func TestAddUpdateRemoveDB(t *testing.T) {
 	db := ctl // the control database is the db too
 	conn := map[string]string{"dbname": db.Name, "host": db.Conn["host"], "port": db.Conn["port"], "user": db.Conn["user"]}
 
-	if out := ok(t, ctl.DSN, dbArgs("t1", db)...); out != "Added db t1\n" {
+	if out := ok(t, ctl.DSN, ibextest.AddDBArgs("t1", db.Conn)...); out != "Added db t1\n" {
 		t.Errorf("add db said %q", out)
 	}
 	if diff := cmp.Diff(&dbRow{Conn: conn, Pass: "<null>", Status: "active"}, getDBRow(t, ctl.DSN, "t1")); diff != "" {
@@ -66,18 +67,18 @@ func TestAddUpdateRemoveDB(t *testing.T) {
 
 	// Refused, and nothing changes.
 	refuseAll(t, ctl.DSN,
-		rf(1, dbArgs("t1", db), `db "t1" already exists: use 'ibex update db t1 ...' to change it`),
-		rf(2, dbArgs("t2", db, "pass=hunter2"), "db t2: a literal password is never stored: use pass=env:VAR or pass=file:PATH"),
-		rf(2, dbArgs("t2", db, "password=hunter2"), "a literal password is never stored"),
-		rf(2, dbArgs("t2", db, "dbpass=hunter2"), "a literal password is never stored"),
-		rf(2, dbArgs("t2", db, "pass=env:"), "a literal password is never stored"),
-		rf(2, dbArgs("t2", db, "bogus=1"), `db t2: unknown setting "bogus"`),
+		rf(1, ibextest.AddDBArgs("t1", db.Conn), `db "t1" already exists: use 'ibex update db t1 ...' to change it`),
+		rf(2, ibextest.AddDBArgs("t2", db.Conn, "pass=hunter2"), "db t2: a literal password is never stored: use pass=env:VAR or pass=file:PATH"),
+		rf(2, ibextest.AddDBArgs("t2", db.Conn, "password=hunter2"), "a literal password is never stored"),
+		rf(2, ibextest.AddDBArgs("t2", db.Conn, "dbpass=hunter2"), "a literal password is never stored"),
+		rf(2, ibextest.AddDBArgs("t2", db.Conn, "pass=env:"), "a literal password is never stored"),
+		rf(2, ibextest.AddDBArgs("t2", db.Conn, "bogus=1"), `db t2: unknown setting "bogus"`),
 		rf(2, args("add", "db", "t2", "host=127.0.0.1"), "db t2: dbname= or service= is required"),
 		rf(2, args("add", "db", "t2", "t3", "dbname=x"), "give one db name"),
 	)
 	refused(t, ctl.DSN, 2, args("add", "db"), "requires at least 2 arg(s), only received 1") // cobra's own usage errors exit 2 too
 	refuseAll(t, ctl.DSN,
-		rf(2, dbArgs("t2", db, "status=maybe"), `status must be active or inactive, not "maybe"`),
+		rf(2, ibextest.AddDBArgs("t2", db.Conn, "status=maybe"), `status must be active or inactive, not "maybe"`),
 		rf(1, args("add", "db", "bad name", "dbname=x", "--force"), `db "bad name": invalid value`),
 		rf(1, args("update", "db", "nosuch", "host=x"), `db "nosuch" not found: see 'ibex list dbs'`),
 		rf(1, args("remove", "db", "nosuch"), `db "nosuch" not found`),
@@ -85,7 +86,7 @@ func TestAddUpdateRemoveDB(t *testing.T) {
 	)
 	unsetVar := "IBEX_TEST_UNSET_PASSWORD_VAR_7Q"
 	os.Unsetenv(unsetVar)
-	refused(t, ctl.DSN, 1, dbArgs("t2", db, "pass=env:"+unsetVar), "db t2: password variable "+unsetVar+" is not set in the environment",
+	refused(t, ctl.DSN, 1, ibextest.AddDBArgs("t2", db.Conn, "pass=env:"+unsetVar), "db t2: password variable "+unsetVar+" is not set in the environment",
 		"add --force to save them untested")
 	unchanged(t, ctl.DSN, before, "refused add/update/remove db")
 
@@ -103,11 +104,11 @@ func TestAddUpdateRemoveDB(t *testing.T) {
 	if err := os.WriteFile(pwFile, []byte("s3cr3t-in-a-file\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ok(t, ctl.DSN, dbArgs("t3", db, "pass=file:"+pwFile, "sslmode=prefer")...)
+	ok(t, ctl.DSN, ibextest.AddDBArgs("t3", db.Conn, "pass=file:"+pwFile, "sslmode=prefer")...)
 	if got := getDBRow(t, ctl.DSN, "t3"); got.Pass != "file:"+pwFile || got.Conn["sslmode"] != "prefer" {
 		t.Errorf("t3: %+v", got)
 	}
-	refused(t, ctl.DSN, 1, dbArgs("t4", db, "pass=file:"+pwFile+".missing"), "db t4: reading password file "+pwFile+".missing: no such file or directory")
+	refused(t, ctl.DSN, 1, ibextest.AddDBArgs("t4", db.Conn, "pass=file:"+pwFile+".missing"), "db t4: reading password file "+pwFile+".missing: no such file or directory")
 
 	// update: key= removes a key, others change, the connection is tested again.
 	if out := ok(t, ctl.DSN, "update", "db", "t2", "sslmode=", "application_name=", "connect_timeout=3", "status=inactive", "--force"); out != "Updated db t2\n" {
@@ -190,10 +191,10 @@ func TestAddDBTestsTheConnection(t *testing.T) {
 	}
 
 	// A database that does not exist: the server's reason.
-	refused(t, ctl.DSN, 1, dbArgs("bad", db, "dbname=ibex_no_such_database"),
+	refused(t, ctl.DSN, 1, ibextest.AddDBArgs("bad", db.Conn, "dbname=ibex_no_such_database"),
 		`cannot connect to db bad (host=127.0.0.1 port=`+db.Conn["port"]+` dbname=ibex_no_such_database user=postgres): database "ibex_no_such_database" does not exist`)
 	// A role that does not exist.
-	refused(t, ctl.DSN, 1, dbArgs("bad", db, "user=ibex_no_such_role"), `role "ibex_no_such_role" does not exist`)
+	refused(t, ctl.DSN, 1, ibextest.AddDBArgs("bad", db.Conn, "user=ibex_no_such_role"), `role "ibex_no_such_role" does not exist`)
 
 	// A host that accepts and never answers: fails within connect_timeout.
 	port := silentServer(t)
@@ -236,8 +237,8 @@ func TestUpdateDBRevalidates(t *testing.T) {
 	t.Parallel()
 	ctl := newControlWith(t, smallSQL)
 	src, dst := newDB(t, smallSQL), newDB(t, smallSQL)
-	ok(t, ctl.DSN, dbArgs("a", src)...)
-	ok(t, ctl.DSN, dbArgs("b", dst)...)
+	ok(t, ctl.DSN, ibextest.AddDBArgs("a", src.Conn)...)
+	ok(t, ctl.DSN, ibextest.AddDBArgs("b", dst.Conn)...)
 	ok(t, ctl.DSN, "add", "table", "accounts", "db=a", "herd=h")
 	ok(t, ctl.DSN, "add", "sync", "s", "herd=h", "dbs=a:source,b:target")
 

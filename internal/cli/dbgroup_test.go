@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/ibexrepl/ibex/internal/ibextest"
 )
 
 // dbsYAML is the dbs section of a file with dbs d1..dn, all on the database db.
@@ -41,7 +43,7 @@ func TestDBGroupRulesInApply(t *testing.T) {
 	t.Parallel()
 	ctl := newControl(t)
 	for i := 1; i <= 3; i++ {
-		ok(t, ctl.DSN, dbArgs(fmt.Sprintf("d%d", i), ctl)...)
+		ok(t, ctl.DSN, ibextest.AddDBArgs(fmt.Sprintf("d%d", i), ctl.Conn)...)
 	}
 	before := state(t, ctl.DSN)
 	exported := ok(t, ctl.DSN, "export") // the dbs as they are, so that apply would change only the dbgroup
@@ -81,7 +83,7 @@ func TestDBGroupAtMost64DBs(t *testing.T) {
 	t.Parallel()
 	ctl := newControl(t)
 	// 65 dbs without testing their connections (they all name the control database).
-	execSQL(t, ctl.DSN, `INSERT INTO ibex.db (name, conn) SELECT 'd' || i, jsonb_build_object('dbname', $1::text) FROM generate_series(1, 65) i`, ctl.Name)
+	ibextest.Exec(t, ctl.DSN, `INSERT INTO ibex.db (name, conn) SELECT 'd' || i, jsonb_build_object('dbname', $1::text) FROM generate_series(1, 65) i`, ctl.Name)
 	const want = `dbgroup "g" has 65 dbs: a dbgroup has at most 64`
 
 	if out := ok(t, ctl.DSN, append([]string{"add", "dbgroup", "g"}, members(64, "source", "source")...)...); !strings.HasPrefix(out, "Added dbgroup g: d1:source d2:source d3:target") {

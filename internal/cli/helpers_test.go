@@ -1,7 +1,6 @@
 package cli_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -19,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/ibexrepl/ibex/internal/cli"
+	"github.com/ibexrepl/ibex/internal/ibextest"
 	"github.com/ibexrepl/ibex/internal/pgtest"
 )
 
@@ -53,13 +53,12 @@ func (r result) String() string {
 // ibex runs one ibex command against the control database dsn.
 func ibex(t testing.TB, dsn string, args ...string) result {
 	t.Helper()
-	var out, errb bytes.Buffer
 	st := time.Now()
-	code := cli.Main(append([]string{"--dsn", dsn}, args...), &out, &errb)
+	out, errs, code := ibextest.Ibex(dsn, args...)
 	if os.Getenv("IBEX_TEST_TIMING") != "" {
 		t.Logf("%6.0fms ibex %s", float64(time.Since(st).Microseconds())/1000, strings.Join(args, " "))
 	}
-	return result{Out: out.String(), Err: errb.String(), Code: code}
+	return result{Out: out, Err: errs, Code: code}
 }
 
 // mainNoDSN runs ibex without --dsn (IBEX_DSN or PG* name the control database).
@@ -150,71 +149,9 @@ func newDB(t testing.TB, sql string) *pgtest.DB {
 	t.Helper()
 	db := pgtest.NewDB(t, "")
 	if sql != "" {
-		execSQL(t, db.DSN, sql)
+		ibextest.Exec(t, db.DSN, sql)
 	}
 	return db
-}
-
-// dbArgs are the settings of 'ibex add db NAME ...' for a test database.
-func dbArgs(name string, db *pgtest.DB, extra ...string) []string {
-	a := []string{"add", "db", name, "dbname=" + db.Name, "host=" + db.Conn["host"], "port=" + db.Conn["port"], "user=" + db.Conn["user"]}
-	return append(a, extra...)
-}
-
-// rows runs a query whose columns are all text and returns its rows.
-func rows(t testing.TB, dsn, sql string, a ...any) [][]string {
-	t.Helper()
-	ctx := context.Background()
-	c, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatalf("connecting to %s: %v", dsn, err)
-	}
-	defer c.Close(ctx)
-	rs, err := c.Query(ctx, sql, a...)
-	if err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-	out, err := pgx.CollectRows(rs, func(r pgx.CollectableRow) ([]string, error) {
-		vals := make([]string, len(r.FieldDescriptions()))
-		ptrs := make([]any, len(vals))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		err := r.Scan(ptrs...)
-		return vals, err
-	})
-	if err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-	if out == nil {
-		out = [][]string{}
-	}
-	return out
-}
-
-// execSQL runs SQL on dsn (one short connection, unlike pgtest.Exec's, which stays open
-// until the test ends).
-func execSQL(t testing.TB, dsn, sql string, a ...any) {
-	t.Helper()
-	ctx := context.Background()
-	c, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatalf("connecting to %s: %v", dsn, err)
-	}
-	defer c.Close(ctx)
-	if _, err := c.Exec(ctx, sql, a...); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-}
-
-// one runs a query returning one text value.
-func one(t testing.TB, dsn, sql string, a ...any) string {
-	t.Helper()
-	r := rows(t, dsn, sql, a...)
-	if len(r) != 1 || len(r[0]) != 1 {
-		t.Fatalf("%s: want one value, got %v", sql, r)
-	}
-	return r[0][0]
 }
 
 // controlDump is the whole content of the control schema as text, table by table.
@@ -282,7 +219,7 @@ func unchanged(t testing.TB, dsn, before, what string) {
 func triggers(t testing.TB, dsn string) []string {
 	t.Helper()
 	var out []string
-	for _, r := range rows(t, dsn, `SELECT tgrelid::regclass::text || ' ' || tgname FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1`) {
+	for _, r := range ibextest.Rows(t, dsn, `SELECT tgrelid::regclass::text || ' ' || tgname FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1`) {
 		out = append(out, r[0])
 	}
 	return out
@@ -292,7 +229,7 @@ func triggers(t testing.TB, dsn string) []string {
 func ibexTables(t testing.TB, dsn string) []string {
 	t.Helper()
 	var out []string
-	for _, r := range rows(t, dsn, `SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+	for _, r := range ibextest.Rows(t, dsn, `SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = 'ibex' AND c.relkind = 'r' ORDER BY 1`) {
 		out = append(out, r[0])
 	}
@@ -360,11 +297,11 @@ func checkMovedSource(t *testing.T, ctl, moved, dst *pgtest.DB) {
 	if trigs, cts := captureOf(t, moved, "s"); !slices.Contains(trigs, "accounts ibex_s") || !slices.Contains(cts, "s.public.accounts") {
 		t.Errorf("sync s has no capture on a's new database: %v %v", trigs, cts)
 	}
-	execSQL(t, moved.DSN, `INSERT INTO accounts (id) VALUES (424242)`)
+	ibextest.Exec(t, moved.DSN, `INSERT INTO accounts (id) VALUES (424242)`)
 	if out := ok(t, ctl.DSN, "kick", "s"); !strings.HasPrefix(out, "Kick s: Good.") {
 		t.Errorf("kick after the move: %s", out)
 	}
-	if n := rows(t, dst.DSN, `SELECT id::text FROM accounts WHERE id = 424242`); len(n) != 1 {
+	if n := ibextest.Rows(t, dst.DSN, `SELECT id::text FROM accounts WHERE id = 424242`); len(n) != 1 {
 		t.Errorf("the row written on a's new database did not reach b: %v", n)
 	}
 }

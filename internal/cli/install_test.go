@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/ibexrepl/ibex/internal/control"
+	"github.com/ibexrepl/ibex/internal/ibextest"
 	"github.com/ibexrepl/ibex/internal/pgtest"
 )
 
@@ -67,12 +68,12 @@ func TestInstallIsIdempotent(t *testing.T) {
 	if want := fmt.Sprintf("Installed the ibex control schema (version %d)\n", v); out != want {
 		t.Errorf("install said %q, want %q", out, want)
 	}
-	versions := rows(t, db.DSN, `SELECT version::text, name, applied::text FROM ibex.schema_version ORDER BY version`)
+	versions := ibextest.Rows(t, db.DSN, `SELECT version::text, name, applied::text FROM ibex.schema_version ORDER BY version`)
 	if len(versions) != v || versions[len(versions)-1][0] != fmt.Sprint(v) {
 		t.Fatalf("ibex.schema_version after install: %v, want versions 1..%d", versions, v)
 	}
 	var tables []string
-	for _, r := range rows(t, db.DSN, `SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'ibex' AND c.relkind = 'r' ORDER BY 1`) {
+	for _, r := range ibextest.Rows(t, db.DSN, `SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'ibex' AND c.relkind = 'r' ORDER BY 1`) {
 		tables = append(tables, r[0])
 	}
 	wantTables := []string{"conflict", "db", "dbgroup", "dbmap", "herd", "herdmap", "relation", "run", "schema_version", "sync", "watermark"}
@@ -88,7 +89,7 @@ func TestInstallIsIdempotent(t *testing.T) {
 		t.Errorf("second install said %q, want %q", out, want)
 	}
 	unchanged(t, db.DSN, before, "a second install")
-	if diff := cmp.Diff(versions, rows(t, db.DSN, `SELECT version::text, name, applied::text FROM ibex.schema_version ORDER BY version`)); diff != "" {
+	if diff := cmp.Diff(versions, ibextest.Rows(t, db.DSN, `SELECT version::text, name, applied::text FROM ibex.schema_version ORDER BY version`)); diff != "" {
 		t.Errorf("schema_version changed by a second install (-before +after):\n%s", diff)
 	}
 
@@ -126,7 +127,7 @@ func TestConcurrentInstallsSerialise(t *testing.T) {
 	if installed != 1 {
 		t.Errorf("%d of %d concurrent installs said they installed, want 1", installed, n)
 	}
-	if got := one(t, db.DSN, `SELECT count(*)::text FROM ibex.schema_version`); got != fmt.Sprint(control.SchemaVersion()) {
+	if got := ibextest.One(t, db.DSN, `SELECT count(*)::text FROM ibex.schema_version`); got != fmt.Sprint(control.SchemaVersion()) {
 		t.Errorf("schema_version has %s rows", got)
 	}
 }
@@ -141,7 +142,7 @@ func TestCommandsRefuseMissingSchema(t *testing.T) {
 			t.Errorf("ibex %s on a database without the schema: %s\nwant exit 1 and %q", strings.Join(c, " "), r, msg)
 		}
 	}
-	if got := one(t, db.DSN, `SELECT (to_regnamespace('ibex') IS NULL)::text`); got != "true" {
+	if got := ibextest.One(t, db.DSN, `SELECT (to_regnamespace('ibex') IS NULL)::text`); got != "true" {
 		t.Errorf("a refused command created schema ibex")
 	}
 	// install, then upgrade has nothing to do.
@@ -155,8 +156,8 @@ func TestCommandsRefuseMissingSchema(t *testing.T) {
 // ibex.schema_version becomes v, and the rows between go (their versions must stay unique).
 func setSchemaVersion(t *testing.T, dsn string, v int) {
 	t.Helper()
-	execSQL(t, dsn, `DELETE FROM ibex.schema_version WHERE version >= $1 AND version < (SELECT max(version) FROM ibex.schema_version)`, v)
-	execSQL(t, dsn, `UPDATE ibex.schema_version SET version = $1 WHERE version = (SELECT max(version) FROM ibex.schema_version)`, v)
+	ibextest.Exec(t, dsn, `DELETE FROM ibex.schema_version WHERE version >= $1 AND version < (SELECT max(version) FROM ibex.schema_version)`, v)
+	ibextest.Exec(t, dsn, `UPDATE ibex.schema_version SET version = $1 WHERE version = (SELECT max(version) FROM ibex.schema_version)`, v)
 }
 
 // TestCommandsRefuseOtherSchemaVersions: a schema newer or older than the binary.
@@ -219,7 +220,7 @@ func TestIBEXDSN(t *testing.T) {
 	if !strings.HasPrefix(out.String(), "Installed") {
 		t.Errorf("install with IBEX_DSN said %q", out.String())
 	}
-	if got := one(t, db.DSN, `SELECT (to_regclass('ibex.sync') IS NOT NULL)::text`); got != "true" {
+	if got := ibextest.One(t, db.DSN, `SELECT (to_regclass('ibex.sync') IS NOT NULL)::text`); got != "true" {
 		t.Errorf("install with IBEX_DSN did not install in that database")
 	}
 	out.Reset()

@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/ibexrepl/ibex/internal/ibextest"
 	"github.com/ibexrepl/ibex/internal/pgtest"
 )
 
@@ -32,7 +33,7 @@ func threeDBs(t *testing.T, distinct bool) (ctl *pgtest.DB, dbs []*pgtest.DB) {
 		if distinct {
 			db = newDB(t, smallSQL)
 		}
-		ok(t, ctl.DSN, dbArgs(n, db)...)
+		ok(t, ctl.DSN, ibextest.AddDBArgs(n, db.Conn)...)
 		dbs = append(dbs, db)
 	}
 	ok(t, ctl.DSN, "add", "table", "accounts", "branches", "other", "db=t1")
@@ -41,13 +42,13 @@ func threeDBs(t *testing.T, distinct bool) (ctl *pgtest.DB, dbs []*pgtest.DB) {
 
 func dbmapRows(t *testing.T, dsn string) [][]string {
 	t.Helper()
-	return rows(t, dsn, `SELECT g.name, coalesce(string_agg(m.db || ':' || m.role, ' ' ORDER BY m.position), '')
+	return ibextest.Rows(t, dsn, `SELECT g.name, coalesce(string_agg(m.db || ':' || m.role, ' ' ORDER BY m.position), '')
 FROM ibex.dbgroup g LEFT JOIN ibex.dbmap m ON m.dbgroup = g.name GROUP BY 1 ORDER BY 1`)
 }
 
 func syncRows(t *testing.T, dsn string) [][]string {
 	t.Helper()
-	return rows(t, dsn, `SELECT name, herd, dbgroup, conflict_strategy, autokick::text, onetimecopy::text, schedule, status, batch_size::text, single_transaction::text
+	return ibextest.Rows(t, dsn, `SELECT name, herd, dbgroup, conflict_strategy, autokick::text, onetimecopy::text, schedule, status, batch_size::text, single_transaction::text
 FROM ibex.sync ORDER BY name`)
 }
 
@@ -343,7 +344,7 @@ func TestSyncCaptureFollowsUpdates(t *testing.T) {
 				t.Errorf("after remove sync %s, t%d keeps %v %v", s, i+1, trigs, cts)
 			}
 		}
-		fns := rows(t, db.DSN, `SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+		fns := ibextest.Rows(t, db.DSN, `SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
 WHERE n.nspname = 'ibex' AND (p.proname LIKE 's1.%' OR p.proname LIKE 's2.%' OR p.proname IN ('kick.s1', 'kick.s2'))`)
 		if len(fns) != 0 {
 			t.Errorf("after remove sync, t%d keeps functions %v", i+1, fns)

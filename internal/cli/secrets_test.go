@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ibexrepl/ibex/internal/ibextest"
 )
 
 // TestNoCommandPrintsAPassword gives dbs passwords (pass=env: and pass=file:; the test
@@ -37,13 +39,13 @@ func TestNoCommandPrintsAPassword(t *testing.T) {
 			t.Errorf("ibex %s: %s", strings.Join(a, " "), r)
 		}
 	}
-	run(true, dbArgs("t1", db1, "pass=env:IBEX_TEST_SECRET_PW")...)
-	run(true, dbArgs("t2", db2, "pass=file:"+pwFile)...)
-	run(false, dbArgs("t3", db2, "pass="+literal)...)
-	run(false, dbArgs("t3", db2, "password="+literal)...)
-	run(false, dbArgs("t3", db2, "pass=env:IBEX_TEST_SECRET_PW", "port=1")...)
-	run(false, dbArgs("t3", db2, "pass=file:"+pwFile, "dbname=ibex_no_such_db")...)
-	run(true, dbArgs("t3", db2, "pass=env:IBEX_TEST_SECRET_PW", "port=1", "--force")...)
+	run(true, ibextest.AddDBArgs("t1", db1.Conn, "pass=env:IBEX_TEST_SECRET_PW")...)
+	run(true, ibextest.AddDBArgs("t2", db2.Conn, "pass=file:"+pwFile)...)
+	run(false, ibextest.AddDBArgs("t3", db2.Conn, "pass="+literal)...)
+	run(false, ibextest.AddDBArgs("t3", db2.Conn, "password="+literal)...)
+	run(false, ibextest.AddDBArgs("t3", db2.Conn, "pass=env:IBEX_TEST_SECRET_PW", "port=1")...)
+	run(false, ibextest.AddDBArgs("t3", db2.Conn, "pass=file:"+pwFile, "dbname=ibex_no_such_db")...)
+	run(true, ibextest.AddDBArgs("t3", db2.Conn, "pass=env:IBEX_TEST_SECRET_PW", "port=1", "--force")...)
 	run(true, "list", "dbs")
 	run(true, "list", "dbs", "--json")
 	run(true, "add", "table", "accounts", "branches", "db=t1", "herd=h")

@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/ibexrepl/ibex/internal/ibextest"
 	"github.com/ibexrepl/ibex/internal/pgtest"
 )
 
@@ -96,9 +97,9 @@ public.pgbench_tellers  | primary key (tid) | t1 | therd
 		t.Errorf("change tables on target t5: %v", got)
 	}
 	// The capture captures: a pgbench-like write on t2 is recorded; one on t5 is not.
-	execSQL(t, dbs[1].DSN, `UPDATE pgbench_accounts SET abalance = abalance + 7 WHERE aid = 42`)
-	execSQL(t, dbs[4].DSN, `UPDATE pgbench_accounts SET abalance = abalance + 7 WHERE aid = 42`)
-	if got := one(t, dbs[1].DSN, `SELECT string_agg(aid::text, ',') FROM ibex."foobar.public.pgbench_accounts"`); got != "42" {
+	ibextest.Exec(t, dbs[1].DSN, `UPDATE pgbench_accounts SET abalance = abalance + 7 WHERE aid = 42`)
+	ibextest.Exec(t, dbs[4].DSN, `UPDATE pgbench_accounts SET abalance = abalance + 7 WHERE aid = 42`)
+	if got := ibextest.One(t, dbs[1].DSN, `SELECT string_agg(aid::text, ',') FROM ibex."foobar.public.pgbench_accounts"`); got != "42" {
 		t.Errorf("captured keys on t2: %q, want 42", got)
 	}
 
@@ -181,7 +182,7 @@ syncs:
 		if got := ibexTables(t, db.DSN); len(got) != 0 {
 			t.Errorf("t%d keeps change tables %v", i+1, got)
 		}
-		if got := one(t, db.DSN, `SELECT count(*)::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'ibex'`); got != "0" {
+		if got := ibextest.One(t, db.DSN, `SELECT count(*)::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'ibex'`); got != "0" {
 			t.Errorf("t%d keeps %s functions in schema ibex", i+1, got)
 		}
 	}

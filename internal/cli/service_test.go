@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/ibexrepl/ibex/internal/dbconn"
+	"github.com/ibexrepl/ibex/internal/ibextest"
 )
 
 // TestDBFromService: as in libpq, a db may be only service=NAME, its service file (here
@@ -82,11 +83,11 @@ func TestDBFromService(t *testing.T) {
 	// Tables read through it, a sync between two service-only dbs, a run.
 	run("add", "table", "accounts", "db=a", "herd=h")
 	run("add", "sync", "s", "herd=h", "dbs=a:source,b:target")
-	execSQL(t, src.DSN, `INSERT INTO accounts VALUES (42, 'through the service')`)
+	ibextest.Exec(t, src.DSN, `INSERT INTO accounts VALUES (42, 'through the service')`)
 	if out := run("kick", "s"); !strings.HasPrefix(out, "Kick s: Good.") {
 		t.Errorf("kick s: %s", out)
 	}
-	if n := rows(t, dst.DSN, `SELECT v FROM accounts WHERE id = 42`); len(n) != 1 || n[0][0] != "through the service" {
+	if n := ibextest.Rows(t, dst.DSN, `SELECT v FROM accounts WHERE id = 42`); len(n) != 1 || n[0][0] != "through the service" {
 		t.Errorf("the row written on a's database did not reach b's: %v", n)
 	}
 	run("validate", "s")

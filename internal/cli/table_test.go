@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/ibexrepl/ibex/internal/ibextest"
 )
 
 // tablesSQL is a database with tables of every kind of key, and awkward names.
@@ -29,14 +31,14 @@ CREATE TABLE public."MixedCase" ("Id" int PRIMARY KEY, "Other" int NOT NULL UNIQ
 // relationRows is ibex.relation as text: schema, table, db, keycols, keykind, herds.
 func relationRows(t *testing.T, dsn string) [][]string {
 	t.Helper()
-	return rows(t, dsn, `SELECT r.schemaname, r.tablename, coalesce(r.db, ''), array_to_string(r.keycols, '|'), r.keykind,
+	return ibextest.Rows(t, dsn, `SELECT r.schemaname, r.tablename, coalesce(r.db, ''), array_to_string(r.keycols, '|'), r.keykind,
   coalesce((SELECT string_agg(m.herd, ',' ORDER BY m.herd) FROM ibex.herdmap m WHERE m.relation = r.id), '')
 FROM ibex.relation r ORDER BY 1, 2`)
 }
 
 func herdRows(t *testing.T, dsn string) [][]string {
 	t.Helper()
-	return rows(t, dsn, `SELECT h.name, coalesce(string_agg(r.schemaname || '.' || r.tablename, ',' ORDER BY r.schemaname, r.tablename), '')
+	return ibextest.Rows(t, dsn, `SELECT h.name, coalesce(string_agg(r.schemaname || '.' || r.tablename, ',' ORDER BY r.schemaname, r.tablename), '')
 FROM ibex.herd h LEFT JOIN ibex.herdmap m ON m.herd = h.name LEFT JOIN ibex.relation r ON r.id = m.relation GROUP BY 1 ORDER BY 1`)
 }
 
@@ -44,7 +46,7 @@ func TestAddTables(t *testing.T) {
 	t.Parallel()
 	ctl := newControlWith(t, tablesSQL)
 	db := ctl // the tables are in the control database
-	ok(t, ctl.DSN, dbArgs("t1", db)...)
+	ok(t, ctl.DSN, ibextest.AddDBArgs("t1", db.Conn)...)
 
 	out := ok(t, ctl.DSN, "add", "table", "accounts", "public.branches", "db=t1", "herd=h1")
 	if want := "Added table public.accounts: primary key (id)\nAdded table public.branches: primary key (id)\nHerd h1 has the tables\n"; out != want {
@@ -112,14 +114,14 @@ s2.b                   | unique index (code)           | t1 | h3
 	}
 
 	// update table: re-reads the key from the db, herd= adds to a herd.
-	execSQL(t, db.DSN, `ALTER TABLE public.branches DROP CONSTRAINT branches_pkey, ALTER COLUMN code SET NOT NULL, ADD UNIQUE (code)`)
+	ibextest.Exec(t, db.DSN, `ALTER TABLE public.branches DROP CONSTRAINT branches_pkey, ALTER COLUMN code SET NOT NULL, ADD UNIQUE (code)`)
 	if out := ok(t, ctl.DSN, "update", "table", "branches", "herd=h9"); out != "Updated table public.branches\n" {
 		t.Errorf("update table said %q", out)
 	}
 	if diff := cmp.Diff([]string{"public", "branches", "t1", "code", "unique index", "h1,h9"}, relationRows(t, ctl.DSN)[3]); diff != "" {
 		t.Errorf("branches after update (-want +got):\n%s", diff)
 	}
-	execSQL(t, db.DSN, `ALTER TABLE public.accounts DROP CONSTRAINT accounts_pkey`)
+	ibextest.Exec(t, db.DSN, `ALTER TABLE public.accounts DROP CONSTRAINT accounts_pkey`)
 	before = state(t, ctl.DSN)
 	refuseAll(t, ctl.DSN,
 		rf(1, args("update", "table", "accounts", "db=t1"), "ibex: table public.accounts has no primary key"),
@@ -144,14 +146,14 @@ func TestAddTableAllAndWhichDB(t *testing.T) {
 	ctl := newControlWith(t, tablesSQL)
 	db := ctl // the tables are in the control database
 	other := newDB(t, `CREATE TABLE public.only_here (id int PRIMARY KEY)`)
-	ok(t, ctl.DSN, dbArgs("t1", db)...)
+	ok(t, ctl.DSN, ibextest.AddDBArgs("t1", db.Conn)...)
 
 	// With a single db, db= may be left out.
 	if out := ok(t, ctl.DSN, "add", "table", "s2.a"); out != "Added table s2.a: primary key (id)\n" {
 		t.Errorf("add table without db= said %q", out)
 	}
 	ok(t, ctl.DSN, "remove", "table", "s2.a")
-	ok(t, ctl.DSN, dbArgs("t2", other)...)
+	ok(t, ctl.DSN, ibextest.AddDBArgs("t2", other.Conn)...)
 	before := state(t, ctl.DSN)
 	refused(t, ctl.DSN, 2, args("add", "table", "s2.a"), "say which db to read the tables from with db=NAME")
 	// The table is read from db=: it is not in t2.
@@ -187,7 +189,7 @@ Herd everything has the tables
 
 	// all again, after a new table appeared: the tables already added are skipped (and
 	// said so), the new one is added; a table in another herd gets a hint.
-	execSQL(t, db.DSN, `CREATE TABLE public.newer (id int PRIMARY KEY)`)
+	ibextest.Exec(t, db.DSN, `CREATE TABLE public.newer (id int PRIMARY KEY)`)
 	out = ok(t, ctl.DSN, "add", "table", "all", "db=t1", "herd=everything")
 	want = `Added table public.newer: primary key (id)
 Skipped table Sales Dept.Order Lines: already added (db t1)

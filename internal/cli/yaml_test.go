@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/ibexrepl/ibex/internal/ibextest"
 )
 
 const demoYAML = "../../configs/demo.yaml"
@@ -49,8 +51,8 @@ func TestExportApplyRoundTrip(t *testing.T) {
 	ctl := newControl(t)
 	db1 := newDB(t, tablesSQL)
 	db2 := newDB(t, tablesSQL)
-	ok(t, ctl.DSN, dbArgs("t1", db1, "sslmode=disable", "application_name=ibex rt")...)
-	ok(t, ctl.DSN, dbArgs("t2", db2)...)
+	ok(t, ctl.DSN, ibextest.AddDBArgs("t1", db1.Conn, "sslmode=disable", "application_name=ibex rt")...)
+	ok(t, ctl.DSN, ibextest.AddDBArgs("t2", db2.Conn)...)
 	ok(t, ctl.DSN, "add", "db", "t3", "dbname=elsewhere", "host=db3.example.com", "pass=env:IBEX_RT_PW", "status=inactive", "--force")
 	ok(t, ctl.DSN, "add", "table", "all", "db=t1", "herd=hall")
 	ok(t, ctl.DSN, "add", "herd", "h2", `"dotted.name"`, "s2.a")
@@ -344,8 +346,8 @@ func TestApplyTestsChangedDBs(t *testing.T) {
 	ctl := newControlWith(t, smallSQL)
 	src := ctl // the source's tables are in the control database
 	dst := newDB(t, smallSQL)
-	ok(t, ctl.DSN, dbArgs("a", src)...)
-	ok(t, ctl.DSN, dbArgs("b", dst)...)
+	ok(t, ctl.DSN, ibextest.AddDBArgs("a", src.Conn)...)
+	ok(t, ctl.DSN, ibextest.AddDBArgs("b", dst.Conn)...)
 	ok(t, ctl.DSN, "add", "table", "accounts", "db=a", "herd=h")
 	ok(t, ctl.DSN, "add", "sync", "s", "herd=h", "dbs=a:source,b:target")
 	exported := ok(t, ctl.DSN, "export")

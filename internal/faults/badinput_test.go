@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ibexrepl/ibex/internal/control"
+	"github.com/ibexrepl/ibex/internal/ibextest"
 	"github.com/ibexrepl/ibex/internal/pgtest"
 	"github.com/ibexrepl/ibex/job"
 )
@@ -26,8 +27,8 @@ func TestSchemaDrift(t *testing.T) {
 	for _, name := range []string{"a", "b"} {
 		d := e.ctl.CreateDB(name)
 		dsns[name] = d.DSN
-		execSQL(t, d.DSN, `CREATE TABLE t (id int PRIMARY KEY, n int, v text)`)
-		e.must(append([]string{"add", "db", name}, dbArgs(d.Conn)...)...)
+		ibextest.Exec(t, d.DSN, `CREATE TABLE t (id int PRIMARY KEY, n int, v text)`)
+		e.must(ibextest.AddDBArgs(name, d.Conn)...)
 	}
 	e.must("add", "table", "t", "db=a", "herd=h")
 	e.must("add", "sync", "s", "herd=h", "dbs=a:source,b:source")
@@ -37,7 +38,7 @@ func TestSchemaDrift(t *testing.T) {
 
 	refused := func(t *testing.T, id int, bTable string, wantErr ...string) {
 		t.Helper()
-		execSQL(t, dsns["a"], fmt.Sprintf(`INSERT INTO t (id, n, v) VALUES (%d, %d, 'x')`, id, id))
+		ibextest.Exec(t, dsns["a"], fmt.Sprintf(`INSERT INTO t (id, n, v) VALUES (%d, %d, 'x')`, id, id))
 		res, err := kick(t, t.Context(), s, "s", job.Options{})
 		if err == nil || res.State != control.StateBad || !contains(res.Error, wantErr...) {
 			t.Fatalf("run: state %q error %q (%v); want bad, an error with %q", res.State, res.Error, err, wantErr)
@@ -45,7 +46,7 @@ func TestSchemaDrift(t *testing.T) {
 		if res.Inserts+res.Deletes != 0 {
 			t.Errorf("the refused run wrote: %+v", res)
 		}
-		if got := queryOne(t, dsns["b"], `SELECT count(*)::text FROM `+bTable+` WHERE id = $1`, id); got != "0" {
+		if got := ibextest.One(t, dsns["b"], `SELECT count(*)::text FROM `+bTable+` WHERE id = $1`, id); got != "0" {
 			t.Errorf("b got row %d from a refused run", id)
 		}
 		if got := count(t, dsns["a"], changes); got == 0 {
@@ -60,27 +61,27 @@ func TestSchemaDrift(t *testing.T) {
 	converges := func(t *testing.T, rows int) {
 		t.Helper()
 		mustState(t, s, "s", job.Options{}, control.StateGood)
-		if got := sameEverywhere(t, "t", dsns); got.Count != int64(rows) {
-			t.Errorf("%d rows, want %d", got.Count, rows)
+		if got := ibextest.SameEverywhere(t, "t", "", dsns); int64(len(got)) != int64(rows) {
+			t.Errorf("%d rows, want %d", int64(len(got)), rows)
 		}
 	}
 
 	t.Run("column on one db only", func(t *testing.T) {
-		execSQL(t, dsns["b"], `ALTER TABLE t ADD COLUMN extra int`)
+		ibextest.Exec(t, dsns["b"], `ALTER TABLE t ADD COLUMN extra int`)
 		refused(t, 1, "t", "schema drift", "public.t", `column "extra" is on db b but not on db a`)
-		execSQL(t, dsns["a"], `ALTER TABLE t ADD COLUMN extra int`)
+		ibextest.Exec(t, dsns["a"], `ALTER TABLE t ADD COLUMN extra int`)
 		converges(t, 1)
 	})
 	t.Run("changed column type", func(t *testing.T) {
-		execSQL(t, dsns["b"], `ALTER TABLE t ALTER COLUMN n TYPE bigint`)
+		ibextest.Exec(t, dsns["b"], `ALTER TABLE t ALTER COLUMN n TYPE bigint`)
 		refused(t, 2, "t", "schema drift", "public.t", `column "n" is integer on db a but bigint on db b`)
-		execSQL(t, dsns["a"], `ALTER TABLE t ALTER COLUMN n TYPE bigint`)
+		ibextest.Exec(t, dsns["a"], `ALTER TABLE t ALTER COLUMN n TYPE bigint`)
 		converges(t, 2)
 	})
 	t.Run("table missing", func(t *testing.T) {
-		execSQL(t, dsns["b"], `ALTER TABLE t RENAME TO t_away`)
+		ibextest.Exec(t, dsns["b"], `ALTER TABLE t RENAME TO t_away`)
 		refused(t, 3, "t_away", "table public.t does not exist on db b")
-		execSQL(t, dsns["b"], `ALTER TABLE t_away RENAME TO t`)
+		ibextest.Exec(t, dsns["b"], `ALTER TABLE t_away RENAME TO t`)
 		converges(t, 3)
 	})
 }
@@ -185,8 +186,8 @@ func TestApplyMalformed(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, pgtest.ClusterOptions{})
 	d := e.ctl.CreateDB("a")
-	execSQL(t, d.DSN, `CREATE TABLE t (id int PRIMARY KEY)`)
-	e.must(append([]string{"add", "db", "a"}, dbArgs(d.Conn)...)...)
+	ibextest.Exec(t, d.DSN, `CREATE TABLE t (id int PRIMARY KEY)`)
+	e.must(ibextest.AddDBArgs("a", d.Conn)...)
 	e.must("add", "table", "t", "db=a", "herd=h")
 	e.must("add", "sync", "s", "herd=h", "dbs=a:source")
 	before := e.must("export")

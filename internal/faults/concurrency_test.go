@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ibexrepl/ibex/internal/control"
+	"github.com/ibexrepl/ibex/internal/ibextest"
 	"github.com/ibexrepl/ibex/internal/pgtest"
 	"github.com/ibexrepl/ibex/job"
 )
@@ -27,8 +28,8 @@ func TestConcurrentKicks(t *testing.T) {
 	for _, name := range []string{"a", "b"} {
 		d := e.ctl.CreateDB(name)
 		dsns[name] = d.DSN
-		execSQL(t, d.DSN, `CREATE TABLE big (id int PRIMARY KEY, v text NOT NULL)`)
-		e.must(append([]string{"add", "db", name}, dbArgs(d.Conn)...)...)
+		ibextest.Exec(t, d.DSN, `CREATE TABLE big (id int PRIMARY KEY, v text NOT NULL)`)
+		e.must(ibextest.AddDBArgs(name, d.Conn)...)
 	}
 	e.must("add", "table", "big", "db=a", "herd=h")
 	e.must("add", "sync", "s", "herd=h", "dbs=a:source,b:source", "batch_size=1000")
@@ -39,7 +40,7 @@ func TestConcurrentKicks(t *testing.T) {
 	const n = 10000
 	var wantRuns int
 	for round := 1; round <= 3; round++ {
-		execSQL(t, dsns["a"], `INSERT INTO big SELECT g, 'r' || $1::text FROM generate_series(($1 - 1) * $2 + 1, $1 * $2) g`, round, n)
+		ibextest.Exec(t, dsns["a"], `INSERT INTO big SELECT g, 'r' || $1::text FROM generate_series(($1 - 1) * $2 + 1, $1 * $2) g`, round, n)
 
 		// In the last round the subprocess goes first and the others start once it holds
 		// the sync's lock.
@@ -69,8 +70,8 @@ func TestConcurrentKicks(t *testing.T) {
 		}()
 		close(start)
 		if subFirst {
-			waitFor(t, "the subprocess to take the lock", 30*time.Second, func() bool {
-				return queryOne(t, e.dsn, `SELECT count(*)::text FROM pg_locks WHERE locktype = 'advisory' AND granted`) != "0"
+			ibextest.WaitFor(t, "the subprocess to take the lock", 30*time.Second, func() bool {
+				return ibextest.One(t, e.dsn, `SELECT count(*)::text FROM pg_locks WHERE locktype = 'advisory' AND granted`) != "0"
 			})
 		}
 		close(goroutines)
@@ -114,8 +115,8 @@ func TestConcurrentKicks(t *testing.T) {
 			t.Errorf("round %d: the subprocess took the lock first but did not do the work: %+v", round, sub[0])
 		}
 		wantRuns += workers + empty
-		if s := sameEverywhere(t, "big", dsns); s.Count != int64(round*n) {
-			t.Fatalf("round %d: %d rows, want %d", round, s.Count, round*n)
+		if s := ibextest.SameEverywhere(t, "big", "", dsns); int64(len(s)) != int64(round*n) {
+			t.Fatalf("round %d: %d rows, want %d", round, int64(len(s)), round*n)
 		}
 	}
 

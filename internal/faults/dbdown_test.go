@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/ibexrepl/ibex/internal/control"
+	"github.com/ibexrepl/ibex/internal/ibextest"
 	"github.com/ibexrepl/ibex/internal/pgtest"
 	"github.com/ibexrepl/ibex/job"
 )
@@ -30,15 +31,15 @@ func TestDBDown(t *testing.T) {
 	dsns := map[string]string{"a": a.DSN, "b": b.DSN, "c": c.DSN}
 
 	for n, dsn := range dsns {
-		execSQL(t, dsn, `CREATE TABLE kv (id int PRIMARY KEY, v text NOT NULL);
+		ibextest.Exec(t, dsn, `CREATE TABLE kv (id int PRIMARY KEY, v text NOT NULL);
 INSERT INTO kv SELECT g, 'seed' || g FROM generate_series(1, 10) g`)
 		if n != "c" {
-			execSQL(t, dsn, `CREATE TABLE kv2 (id int PRIMARY KEY, v text NOT NULL)`)
+			ibextest.Exec(t, dsn, `CREATE TABLE kv2 (id int PRIMARY KEY, v text NOT NULL)`)
 		}
 	}
-	e.must(append([]string{"add", "db", "a"}, dbArgs(a.Conn)...)...)
-	e.must(append([]string{"add", "db", "b"}, dbArgs(b.Conn)...)...)
-	e.must(append([]string{"add", "db", "c"}, dbArgs(c.Conn)...)...)
+	e.must(ibextest.AddDBArgs("a", a.Conn)...)
+	e.must(ibextest.AddDBArgs("b", b.Conn)...)
+	e.must(ibextest.AddDBArgs("c", c.Conn)...)
 	e.must("add", "table", "kv", "db=a", "herd=h1")
 	e.must("add", "table", "kv2", "db=a", "herd=h2")
 	e.must("add", "sync", "s1", "herd=h1", "dbs=a:source,b:source,c:source")
@@ -48,8 +49,8 @@ INSERT INTO kv SELECT g, 'seed' || g FROM generate_series(1, 10) g`)
 	mustState(t, s, "s2", job.Options{}, control.StateEmpty)
 
 	// Changes on a and on c; c commits its changes and then its server crashes.
-	execSQL(t, a.DSN, `UPDATE kv SET v = 'a-1' WHERE id = 1; INSERT INTO kv VALUES (101, 'a-101')`)
-	execSQL(t, c.DSN, `INSERT INTO kv VALUES (301, 'c-301'); DELETE FROM kv WHERE id = 2; UPDATE kv SET v = 'c-5' WHERE id = 5`)
+	ibextest.Exec(t, a.DSN, `UPDATE kv SET v = 'a-1' WHERE id = 1; INSERT INTO kv VALUES (101, 'a-101')`)
+	ibextest.Exec(t, c.DSN, `INSERT INTO kv VALUES (301, 'c-301'); DELETE FROM kv WHERE id = 2; UPDATE kv SET v = 'c-5' WHERE id = 5`)
 	cc.Kill()
 
 	t0 := time.Now()
@@ -69,8 +70,8 @@ INSERT INTO kv SELECT g, 'seed' || g FROM generate_series(1, 10) g`)
 	if res.Inserts != 2 || res.Deletes != 1 || res.Conflicts != 0 {
 		t.Errorf("run with c down: I/D/C %d/%d/%d, want 2/1/0 (a's two rows to b)", res.Inserts, res.Deletes, res.Conflicts)
 	}
-	sameEverywhere(t, "kv", map[string]string{"a": a.DSN, "b": b.DSN})
-	if got := rows(t, b.DSN, "kv"); !slices.Contains(got, "(1,a-1)") || !slices.Contains(got, "(101,a-101)") {
+	ibextest.SameEverywhere(t, "kv", "", map[string]string{"a": a.DSN, "b": b.DSN})
+	if got := ibextest.TableRows(t, b.DSN, "kv", ""); !slices.Contains(got, "(1,a-1)") || !slices.Contains(got, "(101,a-101)") {
 		t.Fatalf("b did not get a's changes: %v", got)
 	}
 
@@ -88,24 +89,24 @@ INSERT INTO kv SELECT g, 'seed' || g FROM generate_series(1, 10) g`)
 	}
 
 	// A sync that does not include c is unaffected.
-	execSQL(t, a.DSN, `INSERT INTO kv2 VALUES (1, 'a')`)
-	execSQL(t, b.DSN, `INSERT INTO kv2 VALUES (2, 'b')`)
+	ibextest.Exec(t, a.DSN, `INSERT INTO kv2 VALUES (1, 'a')`)
+	ibextest.Exec(t, b.DSN, `INSERT INTO kv2 VALUES (2, 'b')`)
 	r2 := mustState(t, s, "s2", job.Options{}, control.StateGood)
 	if r2.Inserts != 2 || len(r2.Skipped) != 0 {
 		t.Errorf("s2 while c is down: inserts %d skipped %v, want 2 and none", r2.Inserts, r2.Skipped)
 	}
-	if got := sameEverywhere(t, "kv2", map[string]string{"a": a.DSN, "b": b.DSN}); got.Count != 2 {
-		t.Errorf("kv2 has %d rows, want 2", got.Count)
+	if got := ibextest.SameEverywhere(t, "kv2", "", map[string]string{"a": a.DSN, "b": b.DSN}); int64(len(got)) != 2 {
+		t.Errorf("kv2 has %d rows, want 2", int64(len(got)))
 	}
 
 	// More changes on a and b while c is down; a's update of 5 is later than c's.
-	execSQL(t, a.DSN, `INSERT INTO kv VALUES (102, 'a-102'); UPDATE kv SET v = 'a-5' WHERE id = 5`)
-	execSQL(t, b.DSN, `INSERT INTO kv VALUES (201, 'b-201'); UPDATE kv SET v = 'b-3' WHERE id = 3`)
+	ibextest.Exec(t, a.DSN, `INSERT INTO kv VALUES (102, 'a-102'); UPDATE kv SET v = 'a-5' WHERE id = 5`)
+	ibextest.Exec(t, b.DSN, `INSERT INTO kv VALUES (201, 'b-201'); UPDATE kv SET v = 'b-3' WHERE id = 3`)
 	res, _ = kick(t, t.Context(), s, "s1", job.Options{})
 	if res.State != control.StateBad || len(res.Skipped) != 1 || res.Skipped["c"] == "" {
 		t.Fatalf("second run with c down: state %q skipped %v", res.State, res.Skipped)
 	}
-	sameEverywhere(t, "kv", map[string]string{"a": a.DSN, "b": b.DSN})
+	ibextest.SameEverywhere(t, "kv", "", map[string]string{"a": a.DSN, "b": b.DSN})
 
 	// c comes back (crash recovery); the next run brings everyone up to date.
 	cc.Start()
@@ -118,8 +119,8 @@ INSERT INTO kv SELECT g, 'seed' || g FROM generate_series(1, 10) g`)
 	}
 	want := []string{"(1,a-1)", "(10,seed10)", "(101,a-101)", "(102,a-102)", "(201,b-201)", "(3,b-3)", "(301,c-301)", "(4,seed4)", "(5,a-5)",
 		"(6,seed6)", "(7,seed7)", "(8,seed8)", "(9,seed9)"}
-	sameEverywhere(t, "kv", dsns)
-	if diff := cmp.Diff(want, rows(t, c.DSN, "kv")); diff != "" {
+	ibextest.SameEverywhere(t, "kv", "", dsns)
+	if diff := cmp.Diff(want, ibextest.TableRows(t, c.DSN, "kv", "")); diff != "" {
 		t.Errorf("kv after c came back (-want +got):\n%s", diff)
 	}
 	mustState(t, s, "s1", job.Options{}, control.StateEmpty)

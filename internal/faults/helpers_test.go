@@ -6,25 +6,22 @@
 package faults
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/ibexrepl/ibex/internal/cli"
 	"github.com/ibexrepl/ibex/internal/control"
+	"github.com/ibexrepl/ibex/internal/ibextest"
 	"github.com/ibexrepl/ibex/internal/pgtest"
 	"github.com/ibexrepl/ibex/job"
 )
@@ -96,16 +93,7 @@ func (e *env) as(t testing.TB) *env {
 // run runs one ibex command in process against the control database and returns its
 // output and exit code.
 func (e *env) run(args ...string) (stdout, stderr string, code int) {
-	return runCLI(e.dsn, args...)
-}
-
-func runCLI(dsn string, args ...string) (stdout, stderr string, code int) {
-	var o, er bytes.Buffer
-	if dsn != "" {
-		args = append(slices.Clone(args), "--dsn", dsn)
-	}
-	code = cli.Main(args, &o, &er)
-	return o.String(), er.String(), code
+	return ibextest.Ibex(e.dsn, args...)
 }
 
 // must runs an ibex command and fails the test unless it exits 0.
@@ -153,128 +141,14 @@ func mustState(t testing.TB, s *control.Store, sync string, opts job.Options, wa
 	return res
 }
 
-// dbArgs renders libpq keywords as ibex add db arguments.
-func dbArgs(conn map[string]string) []string {
-	var out []string
-	for k, v := range conn {
-		out = append(out, k+"="+v)
-	}
-	slices.Sort(out)
-	return out
-}
-
-// exec runs SQL on dsn on a connection of its own.
-func execSQL(t testing.TB, dsn, sql string, args ...any) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	c, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatalf("connecting to run %q: %v", sql, err)
-	}
-	defer c.Close(context.Background())
-	if _, err := c.Exec(ctx, sql, args...); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-}
-
-// query returns the first column of every row as text.
-func query(t testing.TB, dsn, sql string, args ...any) []string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	c, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatalf("connecting to run %q: %v", sql, err)
-	}
-	defer c.Close(context.Background())
-	rows, err := c.Query(ctx, sql, args...)
-	if err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (string, error) {
-		var s *string
-		err := r.Scan(&s)
-		if s == nil {
-			return "<NULL>", err
-		}
-		return *s, err
-	})
-	if err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-	return out
-}
-
-func queryOne(t testing.TB, dsn, sql string, args ...any) string {
-	t.Helper()
-	r := query(t, dsn, sql, args...)
-	if len(r) != 1 {
-		t.Fatalf("%s: %d rows, want 1", sql, len(r))
-	}
-	return r[0]
-}
-
 // count returns the number of rows of table (a quoted identifier, or more SQL after it).
 func count(t testing.TB, dsn, table string) int {
 	t.Helper()
-	n, err := strconv.Atoi(queryOne(t, dsn, "SELECT count(*)::text FROM "+table))
+	n, err := strconv.Atoi(ibextest.One(t, dsn, "SELECT count(*)::text FROM "+table))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return n
-}
-
-// rows returns a table's rows as text, ordered. table is a quoted identifier.
-func rows(t testing.TB, dsn, table string) []string {
-	t.Helper()
-	return query(t, dsn, fmt.Sprintf(`SELECT ROW(x.*)::text FROM %s x ORDER BY ROW(x.*)::text COLLATE "C"`, table))
-}
-
-// summary is a table's row count and content digest on one db.
-type summary struct {
-	Count int64
-	MD5   string
-}
-
-func sum(t testing.TB, dsn, table string) summary {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	c, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(context.Background())
-	var s summary
-	err = c.QueryRow(ctx, fmt.Sprintf(`SELECT count(*), md5(coalesce(string_agg(ROW(x.*)::text, '|' ORDER BY ROW(x.*)::text COLLATE "C"), '')) FROM %s x`, table)).Scan(&s.Count, &s.MD5)
-	if err != nil {
-		t.Fatalf("summing %s: %v", table, err)
-	}
-	return s
-}
-
-// sameEverywhere fails unless table has identical content on every dsn (named), and
-// returns that content's summary.
-func sameEverywhere(t testing.TB, table string, dsns map[string]string) summary {
-	t.Helper()
-	var names []string
-	for n := range dsns {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	ref := sum(t, dsns[names[0]], table)
-	for _, n := range names[1:] {
-		if got := sum(t, dsns[n], table); got != ref {
-			a, b := rows(t, dsns[names[0]], table), rows(t, dsns[n], table)
-			diff := cmp.Diff(a, b)
-			if len(diff) > 4000 {
-				diff = diff[:4000] + "\n..."
-			}
-			t.Fatalf("table %s differs between db %s (%d rows) and db %s (%d rows) (-%s +%s):\n%s", table, names[0], ref.Count, n, got.Count, names[0], n, diff)
-		}
-	}
-	return ref
 }
 
 // runRow is one row of ibex.run.
@@ -307,18 +181,6 @@ func runRows(t testing.TB, dsn, sync string) []runRow {
 		t.Fatal(err)
 	}
 	return out
-}
-
-// waitFor polls cond until it is true or the timeout passes.
-func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func contains(s string, subs ...string) bool {

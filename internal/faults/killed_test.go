@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ibexrepl/ibex/internal/control"
+	"github.com/ibexrepl/ibex/internal/ibextest"
 	"github.com/ibexrepl/ibex/internal/pgtest"
 )
 
@@ -43,8 +44,8 @@ func TestJobKilled(t *testing.T) {
 		d := e.ctl.CreateDB(name)
 		dsns[name] = d.DSN
 		e.ctl.Pgbench(name, "-i", "-s", "1", "--no-vacuum", "-q")
-		execSQL(t, d.DSN, `CREATE TABLE ev (src int, n bigint, v text NOT NULL, PRIMARY KEY (src, n)); CREATE SEQUENCE ev_n`)
-		e.must(append([]string{"add", "db", name}, dbArgs(d.Conn)...)...)
+		ibextest.Exec(t, d.DSN, `CREATE TABLE ev (src int, n bigint, v text NOT NULL, PRIMARY KEY (src, n)); CREATE SEQUENCE ev_n`)
+		e.must(ibextest.AddDBArgs(name, d.Conn)...)
 	}
 	e.must("add", "table", "pgbench_accounts", "pgbench_branches", "pgbench_tellers", "ev", "db=a", "herd=h")
 	e.must("add", "sync", "s", "herd=h", "dbs=a:source,b:source,c:target")
@@ -53,9 +54,9 @@ func TestJobKilled(t *testing.T) {
 	t.Logf("setup: %s", time.Since(t0))
 
 	// The backlog: uniquely keyed rows on both sources, and overlapping balance updates.
-	execSQL(t, dsns["a"], fmt.Sprintf(`INSERT INTO ev SELECT 1, nextval('ev_n'), 'bulk' FROM generate_series(1, %d) g;
+	ibextest.Exec(t, dsns["a"], fmt.Sprintf(`INSERT INTO ev SELECT 1, nextval('ev_n'), 'bulk' FROM generate_series(1, %d) g;
 UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid %% 10 = 0`, backlog))
-	execSQL(t, dsns["b"], fmt.Sprintf(`INSERT INTO ev SELECT 2, nextval('ev_n'), 'bulk' FROM generate_series(1, %d) g;
+	ibextest.Exec(t, dsns["b"], fmt.Sprintf(`INSERT INTO ev SELECT 2, nextval('ev_n'), 'bulk' FROM generate_series(1, %d) g;
 UPDATE pgbench_accounts SET abalance = abalance - 1 WHERE aid %% 14 = 0`, backlog))
 
 	// Writers on both sources for the whole time the runs are being killed.
@@ -81,7 +82,7 @@ UPDATE pgbench_accounts SET abalance = abalance - 1 WHERE aid %% 14 = 0`, backlo
 	// Kick and SIGKILL at several points of the run: early (connecting, reading the
 	// backlog), once a first batch has committed on c, and later in the apply.
 	ctlEnv := append(os.Environ(), "IBEX_DSN="+e.dsn)
-	balance := func() string { return queryOne(t, dsns["c"], `SELECT sum(abalance)::text FROM pgbench_accounts`) }
+	balance := func() string { return ibextest.One(t, dsns["c"], `SELECT sum(abalance)::text FROM pgbench_accounts`) }
 	type killPoint struct {
 		name string
 		wait func()
@@ -93,11 +94,11 @@ UPDATE pgbench_accounts SET abalance = abalance - 1 WHERE aid %% 14 = 0`, backlo
 		{"after 400ms", sleep(400 * time.Millisecond)},
 		{"after a first batch committed on c", func() {
 			before := balance()
-			waitFor(t, "a batch to reach c", 60*time.Second, func() bool { return balance() != before })
+			ibextest.WaitFor(t, "a batch to reach c", 60*time.Second, func() bool { return balance() != before })
 		}},
 		{"after a batch committed on c, plus 1s", func() {
 			before := balance()
-			waitFor(t, "a batch to reach c", 60*time.Second, func() bool { return balance() != before })
+			ibextest.WaitFor(t, "a batch to reach c", 60*time.Second, func() bool { return balance() != before })
 			time.Sleep(time.Second)
 		}},
 	}
@@ -135,8 +136,8 @@ UPDATE pgbench_accounts SET abalance = abalance - 1 WHERE aid %% 14 = 0`, backlo
 
 	// The killed processes' sessions end (the server sees the sockets close); their runs
 	// are still recorded as running until the next run closes them.
-	waitFor(t, "the killed runs' sessions to end", 30*time.Second, func() bool {
-		return queryOne(t, e.ctl.DSN("postgres"), `SELECT count(*)::text FROM pg_stat_activity WHERE application_name = 'ibex'`) == "0"
+	ibextest.WaitFor(t, "the killed runs' sessions to end", 30*time.Second, func() bool {
+		return ibextest.One(t, e.ctl.DSN("postgres"), `SELECT count(*)::text FROM pg_stat_activity WHERE application_name = 'ibex'`) == "0"
 	})
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -150,12 +151,12 @@ UPDATE pgbench_accounts SET abalance = abalance - 1 WHERE aid %% 14 = 0`, backlo
 	t.Logf("completing run: %s", strings.TrimSpace(string(out)))
 
 	for _, tbl := range []string{"pgbench_accounts", "pgbench_branches", "pgbench_tellers"} {
-		sameEverywhere(t, tbl, dsns)
+		ibextest.SameEverywhere(t, tbl, "", dsns)
 	}
-	sameEverywhere(t, "ev", dsns)
+	ibextest.SameEverywhere(t, "ev", "", dsns)
 	for src := 1; src <= 2; src++ {
 		for db, dsn := range dsns {
-			got := queryOne(t, dsn, `SELECT count(*)::text FROM ev WHERE src = $1`, src)
+			got := ibextest.One(t, dsn, `SELECT count(*)::text FROM ev WHERE src = $1`, src)
 			if want := strconv.Itoa(backlog + 2*perClient); got != want {
 				t.Errorf("db %s has %s rows of source %d, want %s", db, got, src, want)
 			}

@@ -58,6 +58,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ibexrepl/ibex/internal/ibextest"
 	"github.com/ibexrepl/ibex/internal/pgtest"
 )
 
@@ -97,7 +98,7 @@ GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO writer`)
 	// A source whose table app does not own, with grants instead.
 	c.MustExec("d", `CREATE TABLE kv (id int PRIMARY KEY, v text);
 GRANT CREATE ON DATABASE d TO app; GRANT SELECT, INSERT, UPDATE, DELETE, TRIGGER ON kv TO app`)
-	if got := queryOne(t, c.DSN("postgres"), `SELECT rolsuper::text FROM pg_roles WHERE rolname = 'app'`); got != "false" {
+	if got := ibextest.One(t, c.DSN("postgres"), `SELECT rolsuper::text FROM pg_roles WHERE rolname = 'app'`); got != "false" {
 		t.Fatal("app is a superuser")
 	}
 
@@ -109,7 +110,7 @@ GRANT CREATE ON DATABASE d TO app; GRANT SELECT, INSERT, UPDATE, DELETE, TRIGGER
 	t.Setenv("IBEX_APP_PW", appPW)
 	ibex := func(args ...string) (string, string) {
 		t.Helper()
-		out, errOut, code := runCLI("", args...)
+		out, errOut, code := ibextest.Ibex("", args...)
 		if code != 0 {
 			t.Fatalf("ibex %s: exit %d\n%s%s", strings.Join(args, " "), code, out, errOut)
 		}
@@ -119,7 +120,7 @@ GRANT CREATE ON DATABASE d TO app; GRANT SELECT, INSERT, UPDATE, DELETE, TRIGGER
 	for _, db := range []string{"a", "b", "c", "d"} {
 		conn := maps.Clone(c.Conn(db))
 		conn["user"] = "app"
-		ibex(append([]string{"add", "db", db, "pass=env:IBEX_APP_PW"}, dbArgs(conn)...)...)
+		ibex(append([]string{"add", "db", db, "pass=env:IBEX_APP_PW"}, ibextest.ConnArgs(conn)...)...)
 	}
 	ibex("add", "table", "pgbench_accounts", "pgbench_branches", "pgbench_tellers", "db=a", "herd=h")
 	ibex("add", "dbgroup", "g", "a:source", "b:source", "c:target")
@@ -142,13 +143,13 @@ GRANT CREATE ON DATABASE d TO app; GRANT SELECT, INSERT, UPDATE, DELETE, TRIGGER
 		}
 	}
 	appliedAudits := func(db string) int {
-		n, _ := strconv.Atoi(queryOne(t, dsns[db], `SELECT count(*)::text FROM audit WHERE who = 'app'`))
+		n, _ := strconv.Atoi(ibextest.One(t, dsns[db], `SELECT count(*)::text FROM audit WHERE who = 'app'`))
 		return n
 	}
 	converged := func() {
 		t.Helper()
 		for _, tbl := range []string{"pgbench_accounts", "pgbench_branches", "pgbench_tellers"} {
-			sameEverywhere(t, tbl, dsns)
+			ibextest.SameEverywhere(t, tbl, "", dsns)
 		}
 	}
 
@@ -176,7 +177,7 @@ GRANT CREATE ON DATABASE d TO app; GRANT SELECT, INSERT, UPDATE, DELETE, TRIGGER
 
 		// Foreign keys: the child table's batch is applied before its parent's.
 		c.MustExec("a", `INSERT INTO parent VALUES (1); INSERT INTO child VALUES (1, 1)`)
-		out, errOut, code := runCLI("", "kick", "sfk")
+		out, errOut, code := ibextest.Ibex("", "kick", "sfk")
 		if code != 1 || !strings.Contains(out+errOut, "violates foreign key constraint") {
 			t.Errorf("kick sfk without the grant: exit %d %s%s; want a foreign-key violation", code, out, errOut)
 		}
@@ -187,7 +188,7 @@ GRANT CREATE ON DATABASE d TO app; GRANT SELECT, INSERT, UPDATE, DELETE, TRIGGER
 		if out, _ := ibex("kick", "skv"); !strings.HasPrefix(out, "Kick skv: Good.") {
 			t.Errorf("kick skv: %s", out)
 		}
-		if got := rows(t, dsns["c"], "kv"); len(got) != 1 || got[0] != "(1,d)" {
+		if got := ibextest.TableRows(t, dsns["c"], "kv", ""); len(got) != 1 || got[0] != "(1,d)" {
 			t.Errorf("c's kv: %v", got)
 		}
 	})
@@ -213,7 +214,7 @@ GRANT CREATE ON DATABASE d TO app; GRANT SELECT, INSERT, UPDATE, DELETE, TRIGGER
 		if out, _ := ibex("kick", "sfk"); !strings.HasPrefix(out, "Kick sfk: Good.") {
 			t.Errorf("kick sfk with the grant: %s", out)
 		}
-		if got := rows(t, dsns["b"], "child"); len(got) != 1 || got[0] != "(1,1)" {
+		if got := ibextest.TableRows(t, dsns["b"], "child", ""); len(got) != 1 || got[0] != "(1,1)" {
 			t.Errorf("b's child: %v", got)
 		}
 		ibex("status", "--json")
@@ -241,20 +242,20 @@ GRANT CREATE ON DATABASE d TO app; GRANT SELECT, INSERT, UPDATE, DELETE, TRIGGER
 			c.MustExec(db, pre+`; ALTER TABLE pre OWNER TO app; GRANT SELECT, INSERT, UPDATE ON pre TO writer`)
 			conn := maps.Clone(c.Conn(db))
 			conn["user"] = "app"
-			ibex(append([]string{"add", "db", db, "pass=env:IBEX_APP_PW"}, dbArgs(conn)...)...)
+			ibex(append([]string{"add", "db", db, "pass=env:IBEX_APP_PW"}, ibextest.ConnArgs(conn)...)...)
 		}
 		c.MustExec("c", pre+`; GRANT SELECT, INSERT, DELETE ON pre TO app`)
 		c.MustExec("pre1", `CREATE SCHEMA ibex AUTHORIZATION app`)
 		c.MustExec("pre2", `CREATE SCHEMA ibex; GRANT USAGE, CREATE ON SCHEMA ibex TO app`)
 		for _, db := range []string{"pre1", "pre2", "noschema"} {
-			if got := queryOne(t, c.DSN(db), `SELECT has_database_privilege('app', current_database(), 'CREATE')::text`); got != "false" {
+			if got := ibextest.One(t, c.DSN(db), `SELECT has_database_privilege('app', current_database(), 'CREATE')::text`); got != "false" {
 				t.Fatalf("app has CREATE on %s", db)
 			}
 		}
 		ibex("add", "table", "pre", "db=pre1", "herd=hpre")
 		writeAs := func(db, sql string) {
 			t.Helper()
-			execSQL(t, c.SocketDSN(db)+" user=writer", sql)
+			ibextest.Exec(t, c.SocketDSN(db)+" user=writer", sql)
 		}
 
 		ibex("add", "sync", "spre1", "herd=hpre", "dbs=pre1:source,c:target")
@@ -265,7 +266,7 @@ GRANT CREATE ON DATABASE d TO app; GRANT SELECT, INSERT, UPDATE, DELETE, TRIGGER
 
 		// pre2 before PUBLIC may use the schema: refused, naming the fix; nothing changes.
 		before, _ := ibex("export")
-		_, errOut, code := runCLI("", "add", "sync", "spre2", "herd=hpre", "dbs=pre2:source,c:target")
+		_, errOut, code := ibextest.Ibex("", "add", "sync", "spre2", "herd=hpre", "dbs=pre2:source,c:target")
 		if code != 1 || !contains(errOut, "db pre2", "schema ibex belongs to role postgres, and PUBLIC has no USAGE on it",
 			"GRANT USAGE ON SCHEMA ibex TO PUBLIC") {
 			t.Errorf("add sync spre2 (schema ibex without PUBLIC USAGE): exit %d %q", code, errOut)
@@ -273,7 +274,7 @@ GRANT CREATE ON DATABASE d TO app; GRANT SELECT, INSERT, UPDATE, DELETE, TRIGGER
 		if after, _ := ibex("export"); after != before {
 			t.Errorf("the refused add sync changed the configuration:\n%s\nthen\n%s", before, after)
 		}
-		if n := queryOne(t, c.DSN("pre2"), `SELECT count(*)::text FROM pg_class WHERE relnamespace = 'ibex'::regnamespace`); n != "0" {
+		if n := ibextest.One(t, c.DSN("pre2"), `SELECT count(*)::text FROM pg_class WHERE relnamespace = 'ibex'::regnamespace`); n != "0" {
 			t.Errorf("the refused add sync left %s objects in pre2's schema ibex", n)
 		}
 		c.MustExec("pre2", `GRANT USAGE ON SCHEMA ibex TO PUBLIC`)
@@ -282,12 +283,12 @@ GRANT CREATE ON DATABASE d TO app; GRANT SELECT, INSERT, UPDATE, DELETE, TRIGGER
 		if out, _ := ibex("kick", "spre2"); !strings.HasPrefix(out, "Kick spre2: Good.") {
 			t.Errorf("kick spre2: %s", out)
 		}
-		if got := rows(t, dsns["c"], "pre"); strings.Join(got, " ") != "(1,pre1) (2,pre2)" {
+		if got := ibextest.TableRows(t, dsns["c"], "pre", ""); strings.Join(got, " ") != "(1,pre1) (2,pre2)" {
 			t.Errorf("c's pre: %v", got)
 		}
 
 		// No schema, no CREATE: refused, naming the db and both fixes.
-		_, errOut, code = runCLI("", "add", "sync", "snoschema", "herd=hpre", "dbs=noschema:source,c:target")
+		_, errOut, code = ibextest.Ibex("", "add", "sync", "snoschema", "herd=hpre", "dbs=noschema:source,c:target")
 		if code != 1 || !contains(errOut, "db noschema", "permission denied for database noschema",
 			"GRANT CREATE ON DATABASE noschema TO app, or have a DBA run CREATE SCHEMA ibex AUTHORIZATION app") {
 			t.Errorf("add sync snoschema: exit %d %q", code, errOut)
@@ -303,21 +304,21 @@ GRANT CREATE ON DATABASE d TO app; GRANT SELECT, INSERT, UPDATE, DELETE, TRIGGER
 		dsn := func(db string) string {
 			return "host=127.0.0.1 port=" + strconv.Itoa(c.Port) + " dbname=" + db + " user=app password=" + appPW
 		}
-		if out, errOut, code := runCLI(dsn("ctlpre"), "install"); code != 0 {
+		if out, errOut, code := ibextest.Ibex(dsn("ctlpre"), "install"); code != 0 {
 			t.Errorf("install in ctlpre (schema ibex made for app, no CREATE on the database): exit %d %s%s", code, out, errOut)
 		}
-		if got := queryOne(t, c.DSN("ctlpre"), `SELECT count(*)::text FROM ibex.schema_version`); got == "0" {
+		if got := ibextest.One(t, c.DSN("ctlpre"), `SELECT count(*)::text FROM ibex.schema_version`); got == "0" {
 			t.Errorf("install in ctlpre recorded no schema version")
 		}
-		_, errOut, code := runCLI(dsn("ctlnone"), "install")
+		_, errOut, code := ibextest.Ibex(dsn("ctlnone"), "install")
 		if code != 1 || !contains(errOut, "creating schema ibex: permission denied for database ctlnone",
 			"GRANT CREATE ON DATABASE ctlnone TO app, or have a DBA run CREATE SCHEMA ibex AUTHORIZATION app") {
 			t.Errorf("install in ctlnone: exit %d %q", code, errOut)
 		}
-		if got := queryOne(t, c.DSN("ctlnone"), `SELECT (to_regnamespace('ibex') IS NULL)::text`); got != "true" {
+		if got := ibextest.One(t, c.DSN("ctlnone"), `SELECT (to_regnamespace('ibex') IS NULL)::text`); got != "true" {
 			t.Errorf("the refused install left schema ibex in ctlnone")
 		}
-		_, errOut, code = runCLI(dsn("ctlshut"), "install")
+		_, errOut, code = ibextest.Ibex(dsn("ctlshut"), "install")
 		if code != 1 || !contains(errOut, "permission denied for schema ibex",
 			"as the schema's owner run GRANT USAGE, CREATE ON SCHEMA ibex TO app, or ALTER SCHEMA ibex OWNER TO app") {
 			t.Errorf("install in ctlshut: exit %d %q", code, errOut)
@@ -330,7 +331,7 @@ GRANT CREATE ON DATABASE d TO app; GRANT SELECT, INSERT, UPDATE, DELETE, TRIGGER
 		c.MustExec("c", `CREATE TABLE kv2 (id int PRIMARY KEY, v text); GRANT SELECT, INSERT, DELETE ON kv2 TO app`)
 		ibex("add", "table", "kv2", "db=d", "herd=hkv2")
 		before, _ := ibex("export")
-		_, errOut, code := runCLI("", "add", "sync", "skv2", "herd=hkv2", "dbs=d:source,c:target")
+		_, errOut, code := ibextest.Ibex("", "add", "sync", "skv2", "herd=hkv2", "dbs=d:source,c:target")
 		if code != 1 || !contains(errOut, "db d: installing capture of public.kv2: ", "permission denied for table kv2",
 			"role app must own table public.kv2", "ALTER TABLE public.kv2 OWNER TO app, on db d (dbname d)", `README's "Privileges"`) {
 			t.Errorf("add sync skv2 (kv2 neither owned nor with TRIGGER): exit %d %q", code, errOut)
@@ -342,7 +343,7 @@ GRANT CREATE ON DATABASE d TO app; GRANT SELECT, INSERT, UPDATE, DELETE, TRIGGER
 
 	t.Run("remove sync needs table ownership", func(t *testing.T) {
 		before, _ := ibex("export")
-		_, errOut, code := runCLI("", "remove", "sync", "skv")
+		_, errOut, code := ibextest.Ibex("", "remove", "sync", "skv")
 		want := `ibex: cannot remove the capture of sync skv, nothing was removed: on db d (dbname d), role app must own table public.kv to create and drop ibex's triggers on it: as its owner or a superuser, run ALTER TABLE public.kv OWNER TO app; see the README's "Privileges"` + "\n"
 		if code != 1 || errOut != want {
 			t.Fatalf("remove sync skv (kv not owned by app): exit %d %q\nwant %q", code, errOut, want)
@@ -351,22 +352,22 @@ GRANT CREATE ON DATABASE d TO app; GRANT SELECT, INSERT, UPDATE, DELETE, TRIGGER
 			t.Errorf("the refused remove sync changed the configuration")
 		}
 		// Several syncs at once: all are checked before any goes.
-		_, errOut, code = runCLI("", "remove", "sync", "s", "skv")
+		_, errOut, code = ibextest.Ibex("", "remove", "sync", "s", "skv")
 		if code != 1 || !strings.Contains(errOut, "cannot remove the capture of sync skv, nothing was removed") {
 			t.Errorf("remove sync s skv: exit %d %q", code, errOut)
 		}
 		if after, _ := ibex("export"); after != before {
 			t.Errorf("the refused remove sync s skv changed the configuration")
 		}
-		if n := queryOne(t, c.DSN("a"), `SELECT count(*)::text FROM pg_trigger WHERE tgname = 'ibex_s'`); n == "0" {
+		if n := ibextest.One(t, c.DSN("a"), `SELECT count(*)::text FROM pg_trigger WHERE tgname = 'ibex_s'`); n == "0" {
 			t.Errorf("s's capture was removed by the refused remove sync s skv")
 		}
-		if n := queryOne(t, c.DSN("d"), `SELECT count(*)::text FROM pg_trigger WHERE tgname = 'ibex_skv'`); n != "1" {
+		if n := ibextest.One(t, c.DSN("d"), `SELECT count(*)::text FROM pg_trigger WHERE tgname = 'ibex_skv'`); n != "1" {
 			t.Errorf("%s capture triggers of skv left on d, want 1 (nothing removed)", n)
 		}
 		c.MustExec("d", `ALTER TABLE kv OWNER TO app`)
 		ibex("remove", "sync", "skv")
-		if n := queryOne(t, c.DSN("d"), `SELECT count(*)::text FROM pg_trigger WHERE tgname = 'ibex_skv'`); n != "0" {
+		if n := ibextest.One(t, c.DSN("d"), `SELECT count(*)::text FROM pg_trigger WHERE tgname = 'ibex_skv'`); n != "0" {
 			t.Errorf("%s capture triggers of skv left on d after remove", n)
 		}
 	})

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/ibexrepl/ibex/internal/control"
+	"github.com/ibexrepl/ibex/internal/ibextest"
 	"github.com/ibexrepl/ibex/internal/pgtest"
 	"github.com/ibexrepl/ibex/job"
 )
@@ -89,9 +90,9 @@ func TestHostileNames(t *testing.T) {
 		d := e.ctl.CreateDB(db)
 		dsns[db] = d.DSN
 		for _, h := range hostileTables {
-			execSQL(t, d.DSN, h.ddl())
+			ibextest.Exec(t, d.DSN, h.ddl())
 		}
-		e.must(append([]string{"add", "db", db}, dbArgs(d.Conn)...)...)
+		e.must(ibextest.AddDBArgs(db, d.Conn)...)
 	}
 	args := []string{"add", "table"}
 	for _, h := range hostileTables {
@@ -108,16 +109,16 @@ func TestHostileNames(t *testing.T) {
 	s := e.store()
 
 	for _, h := range hostileTables {
-		execSQL(t, dsns["a"], h.insert(1, "a")+"; "+h.insert(3, "a"))
-		execSQL(t, dsns["b"], h.insert(2, "b")+"; "+h.insert(3, "b"))
+		ibextest.Exec(t, dsns["a"], h.insert(1, "a")+"; "+h.insert(3, "a"))
+		ibextest.Exec(t, dsns["b"], h.insert(2, "b")+"; "+h.insert(3, "b"))
 	}
 	res := mustState(t, s, "s", job.Options{}, control.StateGood)
 	if n := int64(len(hostileTables)); res.Conflicts != n || res.Inserts != 3*n {
 		t.Errorf("first run: inserts %d conflicts %d, want %d and %d", res.Inserts, res.Conflicts, 3*n, n)
 	}
 	for _, h := range hostileTables {
-		if got := sameEverywhere(t, h.ident(), dsns); got.Count != 3 {
-			t.Errorf("%s: %d rows, want 3", h.ident(), got.Count)
+		if got := ibextest.SameEverywhere(t, h.ident(), "", dsns); int64(len(got)) != 3 {
+			t.Errorf("%s: %d rows, want 3", h.ident(), int64(len(got)))
 		}
 	}
 	if out := e.must("conflicts", "s"); strings.Count(out, "\n") != len(hostileTables)+1 {
@@ -126,15 +127,15 @@ func TestHostileNames(t *testing.T) {
 
 	for _, h := range hostileTables {
 		set := qi(h.other[0]) + " = 'updated ''on a'''"
-		execSQL(t, dsns["a"], fmt.Sprintf("UPDATE %s SET %s WHERE %s = 2", h.ident(), set, qi(h.key[0])))
-		execSQL(t, dsns["b"], fmt.Sprintf("DELETE FROM %s WHERE %s = 1", h.ident(), qi(h.key[0])))
+		ibextest.Exec(t, dsns["a"], fmt.Sprintf("UPDATE %s SET %s WHERE %s = 2", h.ident(), set, qi(h.key[0])))
+		ibextest.Exec(t, dsns["b"], fmt.Sprintf("DELETE FROM %s WHERE %s = 1", h.ident(), qi(h.key[0])))
 	}
 	mustState(t, s, "s", job.Options{}, control.StateGood)
 	for _, h := range hostileTables {
-		if got := sameEverywhere(t, h.ident(), dsns); got.Count != 2 {
-			t.Errorf("%s: %d rows, want 2", h.ident(), got.Count)
+		if got := ibextest.SameEverywhere(t, h.ident(), "", dsns); int64(len(got)) != 2 {
+			t.Errorf("%s: %d rows, want 2", h.ident(), int64(len(got)))
 		}
-		if got := queryOne(t, dsns["b"], fmt.Sprintf("SELECT %s FROM %s WHERE %s = 2", qi(h.other[0]), h.ident(), qi(h.key[0]))); got != "updated 'on a'" {
+		if got := ibextest.One(t, dsns["b"], fmt.Sprintf("SELECT %s FROM %s WHERE %s = 2", qi(h.other[0]), h.ident(), qi(h.key[0]))); got != "updated 'on a'" {
 			t.Errorf("%s: row 2 has %q", h.ident(), got)
 		}
 	}
@@ -142,13 +143,13 @@ func TestHostileNames(t *testing.T) {
 
 	e.must("remove", "sync", "s")
 	for db, dsn := range dsns {
-		if got := query(t, dsn, `SELECT tgname::text FROM pg_trigger WHERE tgname LIKE 'ibex%'`); len(got) != 0 {
+		if got := ibextest.Column(t, dsn, `SELECT tgname::text FROM pg_trigger WHERE tgname LIKE 'ibex%'`); len(got) != 0 {
 			t.Errorf("db %s: triggers left after remove sync: %v", db, got)
 		}
-		if got := query(t, dsn, `SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'ibex' AND c.relkind = 'r'`); len(got) != 0 {
+		if got := ibextest.Column(t, dsn, `SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'ibex' AND c.relkind = 'r'`); len(got) != 0 {
 			t.Errorf("db %s: change tables left after remove sync: %v", db, got)
 		}
-		if got := query(t, dsn, `SELECT p.proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'ibex'`); len(got) != 0 {
+		if got := ibextest.Column(t, dsn, `SELECT p.proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'ibex'`); len(got) != 0 {
 			t.Errorf("db %s: functions left after remove sync: %v", db, got)
 		}
 	}
@@ -175,7 +176,7 @@ func FuzzIdentifiers(f *testing.F) {
 	for _, db := range []string{"a", "b"} {
 		d := e.ctl.CreateDB(db)
 		dsns[db] = d.DSN
-		e.must(append([]string{"add", "db", db}, dbArgs(d.Conn)...)...)
+		e.must(ibextest.AddDBArgs(db, d.Conn)...)
 	}
 	e.must("add", "dbgroup", "g", "a:source", "b:source")
 	conns := map[string]*pgx.Conn{}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/ibexrepl/ibex/internal/capture"
 	"github.com/ibexrepl/ibex/internal/control"
+	"github.com/ibexrepl/ibex/internal/ibextest"
 	"github.com/ibexrepl/ibex/internal/pgtest"
 	"github.com/ibexrepl/ibex/job"
 )
@@ -63,7 +64,7 @@ func newNetFixture(t *testing.T, proxied string, n int) *netFixture {
 	for _, name := range []string{"a", "b", "c"} {
 		d := f.e.ctl.CreateDB(name)
 		f.dbs[name], f.dsns[name] = d, d.DSN
-		execSQL(t, d.DSN, `CREATE TABLE big (id int PRIMARY KEY, v text NOT NULL)`)
+		ibextest.Exec(t, d.DSN, `CREATE TABLE big (id int PRIMARY KEY, v text NOT NULL)`)
 		conn := maps.Clone(d.Conn)
 		if name == proxied {
 			f.proxy = newProxy(t, net.JoinHostPort(conn["host"], conn["port"]))
@@ -71,13 +72,13 @@ func newNetFixture(t *testing.T, proxied string, n int) *netFixture {
 			conn["host"], conn["port"] = host, port
 		}
 		conn["connect_timeout"] = "2"
-		f.e.must(append([]string{"add", "db", name}, dbArgs(conn)...)...)
+		f.e.must(ibextest.AddDBArgs(name, conn)...)
 	}
 	f.e.must("add", "table", "big", "db=a", "herd=h")
 	f.e.must("add", "sync", "s", "herd=h", "dbs=a:source,b:source,c:source")
 	f.s = f.e.store()
 	mustState(t, f.s, "s", job.Options{}, control.StateEmpty)
-	execSQL(t, f.dbs["a"].DSN, `INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, $1) g`, n)
+	ibextest.Exec(t, f.dbs["a"].DSN, `INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, $1) g`, n)
 	return f
 }
 
@@ -86,10 +87,10 @@ func newNetFixture(t *testing.T, proxied string, n int) *netFixture {
 func (f *netFixture) subsetOfA(t *testing.T, db string) int {
 	t.Helper()
 	a := map[string]bool{}
-	for _, r := range rows(t, f.dsns["a"], "big") {
+	for _, r := range ibextest.TableRows(t, f.dsns["a"], "big", "") {
 		a[r] = true
 	}
-	got := rows(t, f.dsns[db], "big")
+	got := ibextest.TableRows(t, f.dsns[db], "big", "")
 	for _, r := range got {
 		if !a[r] {
 			t.Fatalf("db %s has row %s that a does not have", db, r)
@@ -128,8 +129,8 @@ func (f *netFixture) checkReceiverCatchUp(t *testing.T, batch, n, partial int) {
 	if want := int64(partial - (n - left)); res.Inserts != int64(left) || res.Deletes != want {
 		t.Errorf("catch-up run: inserts %d deletes %d, want %d and %d", res.Inserts, res.Deletes, left, want)
 	}
-	if s := sameEverywhere(t, "big", f.dsns); s.Count != int64(n) {
-		t.Errorf("%d rows, want %d", s.Count, n)
+	if s := ibextest.SameEverywhere(t, "big", "", f.dsns); int64(len(s)) != int64(n) {
+		t.Errorf("%d rows, want %d", int64(len(s)), n)
 	}
 	mustState(t, f.s, "s", job.Options{}, control.StateEmpty)
 }
@@ -187,7 +188,7 @@ func TestNetworkFaults(t *testing.T) {
 		t.Parallel()
 		f := newNetFixture(t, "c", n)
 		done := f.startRun(context.Background(), job.Options{BatchSize: batch})
-		waitFor(t, "c to receive a first batch", 60*time.Second, func() bool { return count(t, f.dsns["c"], "big") > 0 })
+		ibextest.WaitFor(t, "c to receive a first batch", 60*time.Second, func() bool { return count(t, f.dsns["c"], "big") > 0 })
 		f.proxy.Stop()
 		out := <-done
 		if out.res == nil || out.res.State != control.StateBad || !slices.Equal(slices.Sorted(maps.Keys(out.res.Skipped)), []string{"c"}) {
@@ -213,7 +214,7 @@ func TestNetworkFaults(t *testing.T) {
 		t.Parallel()
 		f := newNetFixture(t, "a", n)
 		done := f.startRun(context.Background(), job.Options{BatchSize: batch})
-		waitFor(t, "b to receive a first batch", 60*time.Second, func() bool { return count(t, f.dsns["b"], "big") > 0 })
+		ibextest.WaitFor(t, "b to receive a first batch", 60*time.Second, func() bool { return count(t, f.dsns["b"], "big") > 0 })
 		addToxic(t, f.proxy, `{"name":"reset","type":"reset_peer","stream":"upstream","attributes":{"timeout":0}}`)
 		out := <-done
 		if out.res == nil || out.res.State != control.StateBad || !slices.Equal(slices.Sorted(maps.Keys(out.res.Skipped)), []string{"a"}) {
@@ -226,8 +227,8 @@ func TestNetworkFaults(t *testing.T) {
 		t.Logf("b had %d and c %d of %d rows when a's connection was reset", pb, pc, n)
 		removeToxic(t, f.proxy, "reset")
 		f.checkCatchUp(t, batch, pb, pc)
-		if s := sameEverywhere(t, "big", f.dsns); s.Count != n {
-			t.Errorf("%d rows, want %d", s.Count, n)
+		if s := ibextest.SameEverywhere(t, "big", "", f.dsns); int64(len(s)) != n {
+			t.Errorf("%d rows, want %d", int64(len(s)), n)
 		}
 	})
 
@@ -251,8 +252,8 @@ func TestNetworkFaults(t *testing.T) {
 		}
 		removeToxic(t, f.proxy, "hole")
 		mustState(t, f.s, "s", job.Options{}, control.StateGood)
-		if s := sameEverywhere(t, "big", f.dsns); s.Count != 2000 {
-			t.Errorf("%d rows, want 2000", s.Count)
+		if s := ibextest.SameEverywhere(t, "big", "", f.dsns); int64(len(s)) != 2000 {
+			t.Errorf("%d rows, want 2000", int64(len(s)))
 		}
 	})
 
@@ -266,7 +267,7 @@ func TestNetworkFaults(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), deadline)
 		defer cancel()
 		done := f.startRun(ctx, job.Options{BatchSize: batch})
-		waitFor(t, "c to receive a first batch", 60*time.Second, func() bool { return count(t, f.dsns["c"], "big") > 0 })
+		ibextest.WaitFor(t, "c to receive a first batch", 60*time.Second, func() bool { return count(t, f.dsns["c"], "big") > 0 })
 		addToxic(t, f.proxy, `{"name":"hole","type":"timeout","stream":"downstream","attributes":{"timeout":0}}`)
 		out := <-done
 		t.Logf("the run with c stalled returned after %s: %v", out.dur, out.err)
@@ -285,8 +286,8 @@ func TestNetworkFaults(t *testing.T) {
 		t.Logf("b had %d and c %d of %d rows", pb, pc, n)
 		removeToxic(t, f.proxy, "hole")
 		f.checkCatchUp(t, batch, pb, pc)
-		if s := sameEverywhere(t, "big", f.dsns); s.Count != n {
-			t.Errorf("%d rows, want %d", s.Count, n)
+		if s := ibextest.SameEverywhere(t, "big", "", f.dsns); int64(len(s)) != n {
+			t.Errorf("%d rows, want %d", int64(len(s)), n)
 		}
 	})
 
@@ -300,7 +301,7 @@ func TestNetworkFaults(t *testing.T) {
 		f.e.must("update", "db", "c", "reply_timeout=3")
 		var logs logBuffer
 		done := f.startRun(context.Background(), job.Options{BatchSize: batch, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-		waitFor(t, "c to receive a first batch", 60*time.Second, func() bool { return count(t, f.dsns["c"], "big") > 0 })
+		ibextest.WaitFor(t, "c to receive a first batch", 60*time.Second, func() bool { return count(t, f.dsns["c"], "big") > 0 })
 		addToxic(t, f.proxy, `{"name":"hole","type":"timeout","stream":"downstream","attributes":{"timeout":0}}`)
 		t0 := time.Now()
 		var out runOutcome
@@ -346,7 +347,7 @@ func TestNetworkFaults(t *testing.T) {
 		t.Parallel()
 		const m = 2000
 		f := newNetFixture(t, "c", m)
-		execSQL(t, f.dsns["c"], `INSERT INTO big SELECT g, 'c' || g FROM generate_series($1 + 1, $1 + 500) g`, m)
+		ibextest.Exec(t, f.dsns["c"], `INSERT INTO big SELECT g, 'c' || g FROM generate_series($1 + 1, $1 + 500) g`, m)
 		addToxic(t, f.proxy, `{"name":"lat_down","type":"latency","stream":"downstream","attributes":{"latency":50}}`)
 		addToxic(t, f.proxy, `{"name":"lat_up","type":"latency","stream":"upstream","attributes":{"latency":50}}`)
 		t0 := time.Now()
@@ -355,8 +356,8 @@ func TestNetworkFaults(t *testing.T) {
 		if want := int64(2*m + 2*500); res.Inserts != want || res.Deletes != 0 {
 			t.Errorf("inserts %d deletes %d, want %d and 0", res.Inserts, res.Deletes, want)
 		}
-		if s := sameEverywhere(t, "big", f.dsns); s.Count != m+500 {
-			t.Errorf("%d rows, want %d", s.Count, m+500)
+		if s := ibextest.SameEverywhere(t, "big", "", f.dsns); int64(len(s)) != m+500 {
+			t.Errorf("%d rows, want %d", int64(len(s)), m+500)
 		}
 	})
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ibexrepl/ibex/internal/control"
+	"github.com/ibexrepl/ibex/internal/ibextest"
 	"github.com/ibexrepl/ibex/internal/pgtest"
 	"github.com/ibexrepl/ibex/job"
 )
@@ -30,14 +31,14 @@ func TestRemoteRunLatency(t *testing.T) {
 		d := e.ctl.CreateDB(name)
 		dsns[name] = d.DSN
 		for i := 1; i <= tables; i++ {
-			execSQL(t, d.DSN, fmt.Sprintf(`CREATE TABLE t%d (id int PRIMARY KEY, v text)`, i))
+			ibextest.Exec(t, d.DSN, fmt.Sprintf(`CREATE TABLE t%d (id int PRIMARY KEY, v text)`, i))
 		}
 		conn := maps.Clone(d.Conn)
 		p := newProxy(t, net.JoinHostPort(conn["host"], conn["port"]))
 		addToxic(t, p, fmt.Sprintf(`{"name":"delay","type":"latency","stream":"downstream","attributes":{"latency":%d}}`, delay.Milliseconds()))
 		conn["host"], conn["port"], _ = net.SplitHostPort(p.Listen)
 		conn["sslmode"] = "disable"
-		e.must(append([]string{"add", "db", name}, dbArgs(conn)...)...)
+		e.must(ibextest.AddDBArgs(name, conn)...)
 	}
 	add := []string{"add", "table"}
 	for i := 1; i <= tables; i++ {
@@ -48,7 +49,7 @@ func TestRemoteRunLatency(t *testing.T) {
 	s := e.store()
 	mustState(t, s, "s", job.Options{}, control.StateEmpty)
 	for r := 1; r <= 3; r++ {
-		execSQL(t, dsns["a"], `INSERT INTO t1 VALUES ($1, 'x')`, r)
+		ibextest.Exec(t, dsns["a"], `INSERT INTO t1 VALUES ($1, 'x')`, r)
 		var log strings.Builder
 		t0 := time.Now()
 		res, err := job.Run(context.Background(), s, "s", job.Options{Logger: slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelDebug}))})

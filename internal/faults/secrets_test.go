@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ibexrepl/ibex/internal/ibextest"
 	"github.com/ibexrepl/ibex/internal/pgtest"
 )
 
@@ -45,14 +46,14 @@ func TestSecrets(t *testing.T) {
 	conn := func(db string) []string {
 		m := maps.Clone(c.Conn(db))
 		m["user"] = "ibexrole"
-		return dbArgs(m)
+		return ibextest.ConnArgs(m)
 	}
 
 	var transcript strings.Builder
 	ibex := func(wantCode int, args ...string) string {
 		t.Helper()
 		args = append(args, "--log-level", "debug")
-		out, errOut, code := runCLI("", args...)
+		out, errOut, code := ibextest.Ibex("", args...)
 		fmt.Fprintf(&transcript, "$ ibex %s\n%s%s[exit %d]\n", strings.Join(args, " "), out, errOut, code)
 		if (wantCode == 0) != (code == 0) {
 			t.Fatalf("ibex %s: exit %d, want %d\n%s%s", strings.Join(args, " "), code, wantCode, out, errOut)
@@ -135,12 +136,12 @@ func TestSecrets(t *testing.T) {
 	// Nothing stored: every row of every table in schema ibex, on every database.
 	for _, db := range []string{"ctl", "d1", "d2"} {
 		dsn := c.DSN(db)
-		tables := query(t, dsn, `SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname = 'ibex' ORDER BY 1`)
+		tables := ibextest.Column(t, dsn, `SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname = 'ibex' ORDER BY 1`)
 		if db == "ctl" && len(tables) < 8 {
 			t.Fatalf("only %d control tables: %v", len(tables), tables)
 		}
 		for _, tbl := range tables {
-			for _, row := range query(t, dsn, `SELECT ROW(x.*)::text FROM `+tbl+` x`) {
+			for _, row := range ibextest.Column(t, dsn, `SELECT ROW(x.*)::text FROM `+tbl+` x`) {
 				for _, s := range secrets {
 					if strings.Contains(row, s) {
 						t.Errorf("db %s table %s stores a password: %s", db, tbl, row)
@@ -150,7 +151,7 @@ func TestSecrets(t *testing.T) {
 		}
 	}
 	// And the file reference is what is stored for d2.
-	if got := queryOne(t, c.DSN("ctl"), `SELECT pass FROM ibex.db WHERE name = 'd2'`); got != "file:"+pwFile {
+	if got := ibextest.One(t, c.DSN("ctl"), `SELECT pass FROM ibex.db WHERE name = 'd2'`); got != "file:"+pwFile {
 		t.Errorf("d2's pass is stored as %q", got)
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ibexrepl/ibex/internal/control"
 	"github.com/ibexrepl/ibex/internal/dbconn"
+	"github.com/ibexrepl/ibex/internal/ibextest"
 	"github.com/ibexrepl/ibex/internal/pgtest"
 	"github.com/ibexrepl/ibex/job"
 )
@@ -94,31 +95,31 @@ func TestTLS(t *testing.T) {
 
 	// Through the CLI: add db tests the connection with the db's own keywords.
 	full := conn("d1", "sslmode", "verify-full", "sslrootcert", caFile, "pass", pass)
-	e.must(append([]string{"add", "db", "d1"}, dbArgs(full)...)...)
+	e.must(ibextest.AddDBArgs("d1", full)...)
 	bad := maps.Clone(full)
 	bad["sslrootcert"] = wrongFile
-	out, errOut, code := e.run(append([]string{"add", "db", "dx"}, dbArgs(bad)...)...)
+	out, errOut, code := e.run(ibextest.AddDBArgs("dx", bad)...)
 	if code == 0 || !contains(errOut, "cannot connect to db dx (host=localhost port="+port+" dbname=d1 user=postgres): ", "certificate signed by unknown authority") {
 		t.Errorf("add db with the wrong CA: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
 	}
-	e.must(append([]string{"add", "db", "d2"}, dbArgs(conn("d2", "host", "127.0.0.1", "sslmode", "verify-ca", "sslrootcert", caFile, "pass", pass))...)...)
+	e.must(ibextest.AddDBArgs("d2", conn("d2", "host", "127.0.0.1", "sslmode", "verify-ca", "sslrootcert", caFile, "pass", pass))...)
 
 	// And a run over those connections converges.
 	dsns := map[string]string{"d1": d1.DSN + " sslmode=require", "d2": d2.DSN + " sslmode=require"} // with the password
 	for _, dsn := range dsns {
-		execSQL(t, dsn, `CREATE TABLE kv (id int PRIMARY KEY, v text NOT NULL)`)
+		ibextest.Exec(t, dsn, `CREATE TABLE kv (id int PRIMARY KEY, v text NOT NULL)`)
 	}
 	e.must("add", "table", "kv", "db=d1", "herd=h")
 	e.must("add", "sync", "s", "herd=h", "dbs=d1:source,d2:source")
 	s := e.store()
 	mustState(t, s, "s", job.Options{}, control.StateEmpty)
-	execSQL(t, dsns["d1"], `INSERT INTO kv SELECT g, 'd1-' || g FROM generate_series(1, 100) g`)
-	execSQL(t, dsns["d2"], `INSERT INTO kv SELECT g, 'd2-' || g FROM generate_series(101, 150) g`)
+	ibextest.Exec(t, dsns["d1"], `INSERT INTO kv SELECT g, 'd1-' || g FROM generate_series(1, 100) g`)
+	ibextest.Exec(t, dsns["d2"], `INSERT INTO kv SELECT g, 'd2-' || g FROM generate_series(101, 150) g`)
 	res := mustState(t, s, "s", job.Options{}, control.StateGood)
 	if res.Inserts != 150 || res.Deletes != 0 || len(res.Skipped) != 0 {
 		t.Errorf("run over TLS: inserts %d deletes %d skipped %v, want 150, 0, none", res.Inserts, res.Deletes, res.Skipped)
 	}
-	if got := sameEverywhere(t, "kv", dsns); got.Count != 150 {
-		t.Errorf("%d rows, want 150", got.Count)
+	if got := ibextest.SameEverywhere(t, "kv", "", dsns); int64(len(got)) != 150 {
+		t.Errorf("%d rows, want 150", int64(len(got)))
 	}
 }

@@ -12,7 +12,7 @@ import (
 
 	"github.com/ibexrepl/ibex/internal/pgtest"
 	"github.com/ibexrepl/ibex/internal/scheduler"
-	"github.com/ibexrepl/ibex/internal/scheduler/synctest"
+	"github.com/ibexrepl/ibex/internal/scheduler/schedtest"
 )
 
 // TestAutokickLatency measures commit-to-visible latency with autokick while pgbench
@@ -31,11 +31,11 @@ func TestAutokickLatency(t *testing.T) {
 	if v, err := strconv.Atoi(os.Getenv("IBEX_BENCH_SECONDS")); err == nil && v > 0 {
 		secs = v
 	}
-	f := synctest.New(t, 2)
+	f := schedtest.New(t, 2)
 	f.AddSync(t, "s", "autokick=true")
 	s := start(t, f, "a", scheduler.Config{})
-	if _, ok := synctest.WaitFor(10*time.Second, func() bool {
-		return synctest.Value(s.Metrics().Listening.WithLabelValues("t1")) == 1
+	if _, ok := schedtest.WaitFor(10*time.Second, func() bool {
+		return schedtest.Value(s.Metrics().Listening.WithLabelValues("t1")) == 1
 	}); !ok {
 		t.Fatal("not listening on t1")
 	}
@@ -127,7 +127,7 @@ func TestAutokickLatency(t *testing.T) {
 	if len(runs) > 0 {
 		t.Logf("%d runs, mean %s each, busy %.0f%% of the time; %v notifications", len(runs),
 			(busy / time.Duration(len(runs))).Round(time.Millisecond), 100*busy.Seconds()/float64(secs),
-			synctest.Value(s.Metrics().Kicks.WithLabelValues("s")))
+			schedtest.Value(s.Metrics().Kicks.WithLabelValues("s")))
 	}
 	if err := s.stop(); err != nil {
 		t.Fatal(err)

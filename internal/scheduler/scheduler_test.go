@@ -15,7 +15,7 @@ import (
 
 	"github.com/ibexrepl/ibex/internal/pgtest"
 	"github.com/ibexrepl/ibex/internal/scheduler"
-	"github.com/ibexrepl/ibex/internal/scheduler/synctest"
+	"github.com/ibexrepl/ibex/internal/scheduler/schedtest"
 )
 
 // testWriter sends log lines to t.Log until the test ends.
@@ -54,7 +54,7 @@ type started struct {
 	stop func() error
 }
 
-func start(t testing.TB, f *synctest.Fixture, name string, cfg scheduler.Config) *started {
+func start(t testing.TB, f *schedtest.Fixture, name string, cfg scheduler.Config) *started {
 	t.Helper()
 	cfg.DSN = f.DSN()
 	if cfg.Reload == 0 {
@@ -116,17 +116,17 @@ func balance(t testing.TB, db *pgtest.DB, aid int) int {
 }
 
 func TestScheduleRunsSync(t *testing.T) {
-	f := synctest.New(t, 2)
+	f := schedtest.New(t, 2)
 	f.AddSync(t, "s", "schedule=1s")
 	s := start(t, f, "a", scheduler.Config{Listen: "127.0.0.1:0"})
 
 	// Runs appear, about one a second.
-	if d, ok := synctest.WaitFor(5*time.Second, func() bool { return len(f.Runs(t, "s")) >= 3 }); !ok {
+	if d, ok := schedtest.WaitFor(5*time.Second, func() bool { return len(f.Runs(t, "s")) >= 3 }); !ok {
 		t.Fatalf("fewer than 3 runs after %s: %+v", d, f.Runs(t, "s"))
 	}
 	// A change is applied by a scheduled run.
 	change(t, f.DBs[0], 7, 1234)
-	if d, ok := synctest.WaitFor(4*time.Second, func() bool { return balance(t, f.DBs[1], 7) == 1234 }); !ok {
+	if d, ok := schedtest.WaitFor(4*time.Second, func() bool { return balance(t, f.DBs[1], 7) == 1234 }); !ok {
 		t.Fatalf("change not applied after %s", d)
 	} else {
 		t.Logf("applied by a scheduled run after %s", d)
@@ -144,14 +144,14 @@ func TestScheduleRunsSync(t *testing.T) {
 	}
 	// The data is visible before the run that applied it has ended and been counted.
 	var body []byte
-	synctest.WaitFor(5*time.Second, func() bool {
+	schedtest.WaitFor(5*time.Second, func() bool {
 		resp, err := http.Get(base + "/metrics")
 		if err != nil {
 			return false
 		}
 		body, _ = io.ReadAll(resp.Body)
 		resp.Body.Close()
-		return strings.Contains(string(body), `ibex_runs_total{state="good",sync="s"}`) && synctest.Value(s.Metrics().Rows.WithLabelValues("s", "inserted")) >= 1
+		return strings.Contains(string(body), `ibex_runs_total{state="good",sync="s"}`) && schedtest.Value(s.Metrics().Rows.WithLabelValues("s", "inserted")) >= 1
 	})
 	for _, want := range []string{
 		`ibex_runs_total{state="empty",sync="s"}`,
@@ -166,7 +166,7 @@ func TestScheduleRunsSync(t *testing.T) {
 			t.Errorf("/metrics lacks %s", want)
 		}
 	}
-	if got := synctest.Value(s.Metrics().Rows.WithLabelValues("s", "inserted")); got < 1 {
+	if got := schedtest.Value(s.Metrics().Rows.WithLabelValues("s", "inserted")); got < 1 {
 		t.Errorf("ibex_rows_total inserted = %v, want >= 1", got)
 	}
 	if err := s.stop(); err != nil {
@@ -175,14 +175,14 @@ func TestScheduleRunsSync(t *testing.T) {
 }
 
 func TestAutokick(t *testing.T) {
-	f := synctest.New(t, 2)
+	f := schedtest.New(t, 2)
 	f.AddSync(t, "s", "autokick=true") // no schedule
 	s := start(t, f, "a", scheduler.Config{})
 	listening := func() bool {
-		return synctest.Value(s.Metrics().Listening.WithLabelValues("t1")) == 1 &&
-			synctest.Value(s.Metrics().Listening.WithLabelValues("t2")) == 1
+		return schedtest.Value(s.Metrics().Listening.WithLabelValues("t1")) == 1 &&
+			schedtest.Value(s.Metrics().Listening.WithLabelValues("t2")) == 1
 	}
-	if _, ok := synctest.WaitFor(5*time.Second, listening); !ok {
+	if _, ok := schedtest.WaitFor(5*time.Second, listening); !ok {
 		t.Fatal("not listening on t1 and t2")
 	}
 	time.Sleep(500 * time.Millisecond) // let the catch-up runs at start end
@@ -192,14 +192,14 @@ func TestAutokick(t *testing.T) {
 	for i, pair := range [][2]int{{0, 1}, {1, 0}} {
 		aid := 100 + i
 		change(t, f.DBs[pair[0]], aid, 555)
-		d, ok := synctest.WaitFor(3*time.Second, func() bool { return balance(t, f.DBs[pair[1]], aid) == 555 })
+		d, ok := schedtest.WaitFor(3*time.Second, func() bool { return balance(t, f.DBs[pair[1]], aid) == 555 })
 		if !ok {
 			t.Fatalf("change on t%d not on t%d after %s", pair[0]+1, pair[1]+1, d)
 		}
 		t.Logf("t%d -> t%d: commit to visible in %s", pair[0]+1, pair[1]+1, d)
 	}
 	// The run that made the second change visible may still be recording its end.
-	if _, ok := synctest.WaitFor(3*time.Second, func() bool { return len(f.Runs(t, "s"))-before >= 2 }); !ok {
+	if _, ok := schedtest.WaitFor(3*time.Second, func() bool { return len(f.Runs(t, "s"))-before >= 2 }); !ok {
 		t.Errorf("%d runs for two kicks", len(f.Runs(t, "s"))-before)
 	}
 
@@ -211,12 +211,12 @@ func TestAutokick(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if d, ok := synctest.WaitFor(5*time.Second, func() bool { return balance(t, f.DBs[1], 1199) == 1 }); !ok {
+	if d, ok := schedtest.WaitFor(5*time.Second, func() bool { return balance(t, f.DBs[1], 1199) == 1 }); !ok {
 		t.Fatalf("burst not applied after %s", d)
 	}
 	time.Sleep(500 * time.Millisecond)
 	runs := len(f.Runs(t, "s")) - before
-	kicks := synctest.Value(s.Metrics().Kicks.WithLabelValues("s"))
+	kicks := schedtest.Value(s.Metrics().Kicks.WithLabelValues("s"))
 	t.Logf("burst of 200 commits: %d runs (%v notifications so far)", runs, kicks)
 	if runs > 40 {
 		t.Errorf("200 notifications gave %d runs: not coalesced", runs)
@@ -237,7 +237,7 @@ func TestAutokick(t *testing.T) {
 	if killed != 2 {
 		t.Fatalf("terminated %d LISTEN connections, want 2", killed)
 	}
-	if _, ok := synctest.WaitFor(5*time.Second, func() bool {
+	if _, ok := schedtest.WaitFor(5*time.Second, func() bool {
 		var n int
 		_ = admin.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND datname = ANY($2)`,
 			scheduler.ListenApplicationName, []string{f.DBs[0].Name, f.DBs[1].Name}).Scan(&n)
@@ -246,7 +246,7 @@ func TestAutokick(t *testing.T) {
 		t.Fatal("LISTEN connections not back")
 	}
 	change(t, f.DBs[0], 42, 4242)
-	d, ok := synctest.WaitFor(3*time.Second, func() bool { return balance(t, f.DBs[1], 42) == 4242 })
+	d, ok := schedtest.WaitFor(3*time.Second, func() bool { return balance(t, f.DBs[1], 42) == 4242 })
 	if !ok {
 		t.Fatalf("after reconnect: change not applied after %s", d)
 	}
@@ -255,7 +255,7 @@ func TestAutokick(t *testing.T) {
 
 func TestReplicasNeverOverlap(t *testing.T) {
 	t0 := time.Now()
-	f := synctest.New(t, 3)
+	f := schedtest.New(t, 3)
 	f.AddSync(t, "s", "schedule=1s", "autokick=true")
 	t.Logf("setup: %s", time.Since(t0))
 	a := start(t, f, "a", scheduler.Config{})
@@ -295,11 +295,11 @@ func TestReplicasNeverOverlap(t *testing.T) {
 	ma, mb := a.Metrics(), b.Metrics()
 	var ranA, ranB, busy float64
 	for _, st := range []string{"good", "empty", "bad"} {
-		ranA += synctest.Value(ma.Runs.WithLabelValues("s", st))
-		ranB += synctest.Value(mb.Runs.WithLabelValues("s", st))
+		ranA += schedtest.Value(ma.Runs.WithLabelValues("s", st))
+		ranB += schedtest.Value(mb.Runs.WithLabelValues("s", st))
 	}
-	busy = synctest.Value(ma.Runs.WithLabelValues("s", "already_running")) + synctest.Value(mb.Runs.WithLabelValues("s", "already_running"))
-	bad := synctest.Value(ma.Runs.WithLabelValues("s", "bad")) + synctest.Value(mb.Runs.WithLabelValues("s", "bad"))
+	busy = schedtest.Value(ma.Runs.WithLabelValues("s", "already_running")) + schedtest.Value(mb.Runs.WithLabelValues("s", "already_running"))
+	bad := schedtest.Value(ma.Runs.WithLabelValues("s", "bad")) + schedtest.Value(mb.Runs.WithLabelValues("s", "bad"))
 	t.Logf("runs: a %v, b %v, found the lock taken %v times", ranA, ranB, busy)
 	if bad > 0 {
 		t.Errorf("%v bad runs", bad)
@@ -338,7 +338,7 @@ WHERE a.sync = 's' AND tstzrange(a.started, a.ended) && tstzrange(b.started, b.e
 }
 
 // runsAfter counts the runs of sync that started after at.
-func runsAfter(t testing.TB, f *synctest.Fixture, sync string, at time.Time) int {
+func runsAfter(t testing.TB, f *schedtest.Fixture, sync string, at time.Time) int {
 	n := 0
 	for _, r := range f.Runs(t, sync) {
 		if r.Started.After(at) {
@@ -349,11 +349,11 @@ func runsAfter(t testing.TB, f *synctest.Fixture, sync string, at time.Time) int
 }
 
 func TestRemovedSyncStops(t *testing.T) {
-	f := synctest.New(t, 2)
+	f := schedtest.New(t, 2)
 	f.AddSync(t, "s", "schedule=1s")
 	f.AddSync(t, "other", "schedule=1s")
 	s := start(t, f, "a", scheduler.Config{})
-	if _, ok := synctest.WaitFor(5*time.Second, func() bool { return len(f.Runs(t, "s")) >= 2 }); !ok {
+	if _, ok := schedtest.WaitFor(5*time.Second, func() bool { return len(f.Runs(t, "s")) >= 2 }); !ok {
 		t.Fatal("sync s not run")
 	}
 	f.Ibex(t, "remove", "sync", "s")
@@ -367,23 +367,23 @@ func TestRemovedSyncStops(t *testing.T) {
 	if n := runsAfter(t, f, "other", mark); n < 1 {
 		t.Errorf("sync other stopped too (%d runs)", n)
 	}
-	if got := synctest.Value(s.Metrics().Runs.WithLabelValues("other", "empty")); got == 0 {
+	if got := schedtest.Value(s.Metrics().Runs.WithLabelValues("other", "empty")); got == 0 {
 		t.Error("no run metrics for sync other")
 	}
 
 	// Added again, it is picked up without a restart.
 	f.AddSync(t, "s", "schedule=1s")
 	mark = time.Now()
-	if _, ok := synctest.WaitFor(4*time.Second, func() bool { return runsAfter(t, f, "s", mark) >= 1 }); !ok {
+	if _, ok := schedtest.WaitFor(4*time.Second, func() bool { return runsAfter(t, f, "s", mark) >= 1 }); !ok {
 		t.Error("re-added sync s not run")
 	}
 }
 
 func TestInactiveSyncPaused(t *testing.T) {
-	f := synctest.New(t, 2)
+	f := schedtest.New(t, 2)
 	f.AddSync(t, "s", "schedule=1s", "autokick=true")
 	start(t, f, "a", scheduler.Config{})
-	if _, ok := synctest.WaitFor(5*time.Second, func() bool { return len(f.Runs(t, "s")) >= 2 }); !ok {
+	if _, ok := schedtest.WaitFor(5*time.Second, func() bool { return len(f.Runs(t, "s")) >= 2 }); !ok {
 		t.Fatal("sync s not run")
 	}
 	f.Ibex(t, "update", "sync", "s", "status=inactive")
@@ -400,16 +400,16 @@ func TestInactiveSyncPaused(t *testing.T) {
 
 	// Active again: it catches up without a restart.
 	f.Ibex(t, "update", "sync", "s", "status=active")
-	if d, ok := synctest.WaitFor(4*time.Second, func() bool { return balance(t, f.DBs[1], 9) == 99 }); !ok {
+	if d, ok := schedtest.WaitFor(4*time.Second, func() bool { return balance(t, f.DBs[1], 9) == 99 }); !ok {
 		t.Fatalf("reactivated sync did not catch up after %s", d)
 	}
 }
 
 func TestScheduleChangeAndCron(t *testing.T) {
-	f := synctest.New(t, 2)
+	f := schedtest.New(t, 2)
 	f.AddSync(t, "s", "schedule=1h") // an interval job runs at once, then not for an hour
 	start(t, f, "a", scheduler.Config{})
-	if _, ok := synctest.WaitFor(5*time.Second, func() bool { return len(f.Runs(t, "s")) >= 1 }); !ok {
+	if _, ok := schedtest.WaitFor(5*time.Second, func() bool { return len(f.Runs(t, "s")) >= 1 }); !ok {
 		t.Fatal("interval job did not start at once")
 	}
 	time.Sleep(1 * time.Second)
@@ -421,7 +421,7 @@ func TestScheduleChangeAndCron(t *testing.T) {
 	// Every second, as a six-field cron expression: the job is replaced on reload.
 	f.Ibex(t, "update", "sync", "s", "schedule=* * * * * *")
 	mark := time.Now()
-	if _, ok := synctest.WaitFor(5*time.Second, func() bool { return runsAfter(t, f, "s", mark) >= 2 }); !ok {
+	if _, ok := schedtest.WaitFor(5*time.Second, func() bool { return runsAfter(t, f, "s", mark) >= 2 }); !ok {
 		t.Fatal("cron schedule not applied")
 	}
 }

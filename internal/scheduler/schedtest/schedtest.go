@@ -1,11 +1,11 @@
-// Package synctest sets up real syncs for the tests of ibex's entry points (scheduler,
+// Package schedtest sets up real syncs for the tests of ibex's entry points (scheduler,
 // runonce, lambda): a control database with the ibex schema and n pgbench databases
 // registered as dbs t1..tn, their three pgbench tables in herd therd and all of them
 // sources of dbgroup g. It drives the ibex command line in-process, as a user would.
-package synctest
+// (It was named synctest, which shadowed the standard library's testing/synctest.)
+package schedtest
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"strings"
@@ -15,8 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/ibexrepl/ibex/internal/cli"
 	"github.com/ibexrepl/ibex/internal/control"
+	"github.com/ibexrepl/ibex/internal/ibextest"
 	"github.com/ibexrepl/ibex/internal/pgtest"
 )
 
@@ -48,7 +48,7 @@ func New(t testing.TB, n int) *Fixture {
 	members := []string{"add", "dbgroup", "g"}
 	for i, db := range f.DBs {
 		name := fmt.Sprintf("t%d", i+1)
-		f.Ibex(t, "add", "db", name, "dbname="+db.Conn["dbname"], "host="+db.Conn["host"], "port="+db.Conn["port"], "user="+db.Conn["user"])
+		f.Ibex(t, ibextest.AddDBArgs(name, db.Conn)...)
 		members = append(members, name+":source")
 	}
 	f.Ibex(t, "add", "table", "pgbench_accounts", "pgbench_branches", "pgbench_tellers", "db=t1", "herd=therd")
@@ -72,9 +72,7 @@ func (f *Fixture) Ibex(t testing.TB, args ...string) string {
 
 // IbexCode runs the ibex command line and returns stdout, stderr and the exit code.
 func (f *Fixture) IbexCode(args ...string) (string, string, int) {
-	var out, errb bytes.Buffer
-	code := cli.Main(append([]string{"--dsn", f.Ctl.DSN}, args...), &out, &errb)
-	return out.String(), errb.String(), code
+	return ibextest.Ibex(f.Ctl.DSN, args...)
 }
 
 // AddSync adds sync name over herd therd and dbgroup g with extra key=value options.
