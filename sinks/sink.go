@@ -27,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/ibexrepl/ibex/internal/catalog"
 )
@@ -119,3 +120,38 @@ func (e *RowCountError) Error() string {
 
 // ErrNoTransaction is returned by a batch method called outside a transaction.
 var ErrNoTransaction = errors.New("sink: no transaction open (call Begin first)")
+
+// Checker is a sink whose receiver is not PostgreSQL: before a run writes, the run asks it
+// whether the receiver has every table and column it will write, and `ibex validate SYNC
+// --create-targets` asks it to create them. (PostgreSQL receivers are checked through
+// their catalog, for drift, by package job.)
+type Checker interface {
+	// CheckTable returns a *MissingError when the receiver lacks t or some of t.Cols.
+	CheckTable(ctx context.Context, t *Table) error
+	// CreateTable creates t on the receiver, or adds the columns it lacks, with the
+	// DDL of the type mapping (outside any unit); a table already complete is left alone.
+	CreateTable(ctx context.Context, t *Table) error
+}
+
+// MissingError is a receiver that lacks a table, or some of its columns, that a run writes.
+type MissingError struct {
+	DB, Table string
+	// Columns lists the missing columns; nil when the whole table is missing.
+	Columns []string
+	// DDL is the statement that would create what is missing on that receiver.
+	DDL string
+}
+
+func (e *MissingError) Error() string {
+	what := "table " + e.Table + " is missing"
+	if e.Columns != nil {
+		what = fmt.Sprintf("table %s lacks column(s) %s", e.Table, strings.Join(e.Columns, ", "))
+	}
+	return fmt.Sprintf("db %s: %s: create it with\n  %s\nor run 'ibex validate SYNC --create-targets'", e.DB, what, e.DDL)
+}
+
+// Closer is a sink that owns its connection (every sink that is not PostgreSQL: a
+// PostgreSQL sink writes on the run's session). The run closes it when it ends.
+type Closer interface {
+	Close() error
+}
