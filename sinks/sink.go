@@ -27,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 
 	"github.com/ibexrepl/ibex/internal/catalog"
@@ -154,4 +155,22 @@ func (e *MissingError) Error() string {
 // PostgreSQL sink writes on the run's session). The run closes it when it ends.
 type Closer interface {
 	Close() error
+}
+
+// Config is what opens a sink that is not PostgreSQL (each such package has
+// Open(ctx, Config) and CheckParams(map[string]string) error).
+type Config struct {
+	// DB is the db's name in ibex, for messages.
+	DB string
+	// Params are the db's settings as added (host, port, dbname, user, path, db, prefix,
+	// dialect, ...: each package documents its own), never a password.
+	Params map[string]string
+	// Password is the resolved password ("" for none). It is never printed.
+	Password string
+	// Sync and Run name the run writing (flatfile names its files by them); empty and 0
+	// outside a run (a connection test).
+	Sync string
+	Run  int64
+	// Logger takes the sink's log lines; nil discards them.
+	Logger *slog.Logger
 }
