@@ -160,7 +160,7 @@ func Run(ctx context.Context, store *control.Store, syncName string, opts Option
 	res.RunID = runID
 	logger.InfoContext(ctx, "run started", slog.String("sync", syncName), slog.Int64("run", runID))
 
-	r := &runner{session: session{store: store, sync: sync, logger: logger.With(slog.String("sync", syncName))}, opts: opts, res: res}
+	r := &runner{session: session{store: store, sync: sync, logger: logger.With(slog.String("sync", syncName)), runID: runID}, opts: opts, res: res}
 	runErr := r.run(ctx)
 	res.Duration = time.Since(res.Started)
 	if ctx.Err() != nil {

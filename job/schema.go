@@ -22,7 +22,13 @@ func (s *session) checkSchemas(ctx context.Context, checkCapture bool) error {
 		return errors.New("no db of the sync is reachable")
 	}
 	descs := make([][]*catalog.Table, len(s.members))
-	errs := s.each(alive, func(m *member) error {
+	var pgs []*member
+	for _, m := range alive {
+		if m.pg() {
+			pgs = append(pgs, m)
+		}
+	}
+	errs := s.each(pgs, func(m *member) error {
 		// Every table's description and capture state in one round trip.
 		b := &pgx.Batch{}
 		ds := make([]*catalog.Table, len(s.tables))
@@ -55,7 +61,7 @@ func (s *session) checkSchemas(ctx context.Context, checkCapture bool) error {
 		descs[m.idx] = ds
 		return nil
 	})
-	for _, m := range alive {
+	for _, m := range pgs {
 		if err := errs[m.idx]; err != nil {
 			if m.conn.IsClosed() {
 				s.drop(m, err)
@@ -66,6 +72,9 @@ func (s *session) checkSchemas(ctx context.Context, checkCapture bool) error {
 	}
 	var ref *member
 	for _, m := range s.alive() {
+		if !m.pg() {
+			continue
+		}
 		if ref == nil {
 			ref = m
 			continue
@@ -84,7 +93,9 @@ func (s *session) checkSchemas(ctx context.Context, checkCapture bool) error {
 		t.desc = d
 		partitioned := make([]bool, len(s.members))
 		for _, m := range s.alive() {
-			partitioned[m.idx] = descs[m.idx][i].Partitioned
+			if m.pg() {
+				partitioned[m.idx] = descs[m.idx][i].Partitioned
+			}
 		}
 		if !s.fullcopy && strings.Join(d.KeyCols, ",") != strings.Join(t.rel.KeyCols, ",") && len(d.KeyCols) > 0 {
 			return fmt.Errorf("the key of table %s changed (ibex has %s, db %s has %s): run 'ibex update table %s db=%s' and 'ibex validate %s'",
@@ -106,6 +117,47 @@ func (s *session) checkSchemas(ctx context.Context, checkCapture bool) error {
 		for _, m := range s.alive() {
 			t.sinkTables[m.idx] = &sinks.Table{Schema: t.rel.Schema, Name: t.rel.Name, Key: t.keyCols, Cols: t.cols,
 				Columns: d.Columns, Partitioned: partitioned[m.idx]}
+		}
+	}
+	return s.checkTargets(ctx)
+}
+
+// checkTargets asks every live db that is not PostgreSQL whether it has the tables and
+// columns the sync writes; with s.createTargets, it creates what is missing first. A db that lacks
+// some, or does not answer, leaves the run (the others are served): the reason, with the
+// DDL that would create what is missing, is what status shows for it.
+func (s *session) checkTargets(ctx context.Context) error {
+	var tgts []*member
+	for _, m := range s.alive() {
+		if !m.pg() {
+			tgts = append(tgts, m)
+		}
+	}
+	created := make([][]string, len(s.members))
+	errs := s.each(tgts, func(m *member) error {
+		for _, t := range s.tables {
+			st := t.sinkTables[m.idx]
+			err := m.target.CheckTable(ctx, st)
+			var me *sinks.MissingError
+			if s.createTargets && errors.As(err, &me) {
+				if err := m.target.CreateTable(ctx, st); err != nil {
+					return fmt.Errorf("db %s: creating table %s: %w", m.name, t.name, err)
+				}
+				created[m.idx] = append(created[m.idx], m.name+": "+t.name)
+				err = m.target.CheckTable(ctx, st)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	for _, m := range tgts {
+		s.created = append(s.created, created[m.idx]...)
+	}
+	for _, m := range tgts {
+		if err := errs[m.idx]; err != nil {
+			s.drop(m, err)
 		}
 	}
 	return nil

@@ -16,6 +16,7 @@ import (
 	"github.com/ibexrepl/ibex/internal/dbconn"
 	"github.com/ibexrepl/ibex/sinks"
 	pgsink "github.com/ibexrepl/ibex/sinks/postgres"
+	"github.com/ibexrepl/ibex/sinks/targets"
 )
 
 // member is one db of the sync during a run.
@@ -29,9 +30,10 @@ type member struct {
 	kconn   *pgx.Conn // sources of a multi-batch table: reads the next batch's keys ahead
 	dead    error     // why this db left the run; nil while it takes part
 	snap    string
-	tx      bool       // the unit's transaction is open
-	sink    sinks.Sink // writes the db when it receives (openSink)
-	replica bool       // session_replication_role = replica is in effect
+	tx      bool         // the unit's transaction is open
+	sink    sinks.Sink   // writes the db when it receives (openSink)
+	target  targets.Sink // a db that is not PostgreSQL: its sink, opened by connect
+	replica bool         // session_replication_role = replica is in effect
 	// retry is set while the member waits for the unit to be applied to it again (its
 	// transaction failed with a serialization failure or a deadlock); attempts counts
 	// its failed attempts in the unit.
@@ -39,7 +41,11 @@ type member struct {
 	attempts int
 }
 
-func (m *member) alive() bool { return m.dead == nil && m.conn != nil }
+func (m *member) alive() bool { return m.dead == nil && (m.conn != nil || m.target != nil) }
+
+// pg says whether the db is PostgreSQL; the others are targets written only through their
+// sink (m.target), with no PostgreSQL session.
+func (m *member) pg() bool { return m.db.Type.Postgres() }
 
 func (m *member) isSource() bool {
 	return m.role == control.RoleSource
@@ -101,6 +107,12 @@ type session struct {
 	names, sourceNames []string
 	// ctx is the run's context: a db failing after it ended is not recorded as skipped.
 	ctx context.Context
+	// runID is the run's id (0 outside a run): a flatfile target names its files by it.
+	runID int64
+	// createTargets: checkSchemas creates on targets that are not PostgreSQL the tables
+	// and columns they lack (ibex validate --create-targets); created lists them.
+	createTargets bool
+	created       []string
 	// skipped records each db that left, with why (db name -> reason).
 	skipped map[string]string
 }
@@ -171,6 +183,9 @@ func (s *session) connect(ctx context.Context) {
 		active = append(active, m)
 	}
 	errs := s.each(active, func(m *member) error {
+		if !m.pg() {
+			return s.openTarget(ctx, m)
+		}
 		conn, err := dbconn.Connect(ctx, m.name, m.db.Conn, m.db.Pass)
 		if err != nil {
 			return err
@@ -185,7 +200,7 @@ func (s *session) connect(ctx context.Context) {
 	for _, m := range active {
 		if err := errs[m.idx]; err != nil {
 			s.drop(m, err)
-		} else if !m.replica {
+		} else if m.pg() && !m.replica {
 			s.logger.WarnContext(ctx, "cannot set session_replication_role: user triggers and foreign keys fire for applied rows (GRANT SET ON PARAMETER session_replication_role to the role to avoid it)",
 				slog.String("db", m.name))
 		}
@@ -221,8 +236,32 @@ func (m *member) close() {
 			cancel()
 		}
 	}
-	m.conn, m.rconn, m.sink = nil, nil, nil
+	if m.target != nil {
+		_ = m.target.Close()
+	}
+	m.conn, m.rconn, m.sink, m.target = nil, nil, nil, nil
 }
+
+// openTarget opens the sink of a db that is not PostgreSQL, in bounded time.
+func (s *session) openTarget(ctx context.Context, m *member) error {
+	pass, err := dbconn.ResolvePass(m.db.Pass)
+	if err != nil {
+		return fmt.Errorf("db %s: %w", m.name, err)
+	}
+	octx, cancel := context.WithTimeout(ctx, targetOpenTimeout)
+	defer cancel()
+	t, err := targets.Open(octx, m.db.Type, sinks.Config{DB: m.name, Params: m.db.Conn, Password: pass,
+		Sync: s.sync.Name, Run: s.runID, Logger: s.logger.With(slog.String("db", m.name))})
+	if err != nil {
+		return err
+	}
+	m.target, m.sink = t, t
+	return nil
+}
+
+// targetOpenTimeout bounds opening a target that is not PostgreSQL (its own connect
+// timeout is shorter by default).
+const targetOpenTimeout = 30 * time.Second
 
 // openSink returns m's sink, made on first use: a source whose snapshot the run took
 // (it receives in a delta run) is written in source mode, any other db as a target.

@@ -35,7 +35,7 @@ func (r *runner) begin(ctx context.Context, m *member) error {
 }
 
 func (r *runner) rollback(m *member) {
-	if !m.tx || m.conn == nil {
+	if !m.tx || m.sink == nil {
 		m.tx = false
 		return
 	}

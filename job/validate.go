@@ -25,6 +25,14 @@ type ValidateResult struct {
 	Removed   []string `json:"removed"`   // db: table where stale capture was removed
 	Reset     []string `json:"reset"`     // sources whose change tables were recreated
 	Migrated  []string `json:"migrated"`  // db: table whose change table was migrated to the current format
+	Created   []string `json:"created"`   // db: table created (or completed) on a target that is not PostgreSQL
+}
+
+// ValidateOptions are Validate's choices.
+type ValidateOptions struct {
+	// CreateTargets creates, on targets that are not PostgreSQL, the tables (and columns)
+	// the sync writes that they lack, with their sink's type mapping.
+	CreateTargets bool
 }
 
 // Validate checks a sync's tables on all its dbs (same columns and types, keys present)
@@ -33,6 +41,11 @@ type ValidateResult struct {
 // reachable. q is where the sync's definition is read (a transaction when the definition
 // is not committed yet).
 func Validate(ctx context.Context, store *control.Store, q control.Querier, syncName string, logger *slog.Logger) (*ValidateResult, error) {
+	return ValidateWith(ctx, store, q, syncName, logger, ValidateOptions{})
+}
+
+// ValidateWith is Validate with options.
+func ValidateWith(ctx context.Context, store *control.Store, q control.Querier, syncName string, logger *slog.Logger, opts ValidateOptions) (*ValidateResult, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -40,7 +53,7 @@ func Validate(ctx context.Context, store *control.Store, q control.Querier, sync
 	if err != nil {
 		return nil, err
 	}
-	r := &session{store: &control.Store{Pool: store.Pool}, sync: sync, logger: logger}
+	r := &session{store: &control.Store{Pool: store.Pool}, sync: sync, logger: logger, createTargets: opts.CreateTargets}
 	defer r.closeAll()
 	if err := r.load(ctx, q); err != nil {
 		return nil, err
@@ -57,7 +70,14 @@ func Validate(ctx context.Context, store *control.Store, q control.Querier, sync
 	if err := r.checkSchemas(ctx, false); err != nil {
 		return nil, err
 	}
-	res := &ValidateResult{Sync: syncName}
+	// A target that is not PostgreSQL and lacks a table left the session: here that
+	// refuses the change, with the DDL (or --create-targets) that fixes it.
+	for _, m := range r.members {
+		if m.dead != nil && !errors.Is(m.dead, errInactiveDB) {
+			return nil, fmt.Errorf("sync %s: %w", syncName, m.dead)
+		}
+	}
+	res := &ValidateResult{Sync: syncName, Created: r.created}
 	// newSource: a source on which none of the sync's change tables existed (a db added
 	// to the dbgroup, or whose settings now reach another database). Watermarks kept
 	// under its name are snapshots of another database's transactions: forget them.
@@ -69,7 +89,7 @@ func Validate(ctx context.Context, store *control.Store, q control.Querier, sync
 	var undo []freshCapture
 	if err := func() error {
 		for _, m := range r.members {
-			if !m.alive() {
+			if !m.alive() || !m.pg() {
 				continue
 			}
 			wanted := map[string]bool{}
@@ -303,6 +323,9 @@ func removeCapture(ctx context.Context, store *control.Store, syncName string, f
 	// Tables whose triggers ibex's role cannot drop are refused before anything goes.
 	var notOwned []string
 	for _, m := range r.alive() {
+		if !m.pg() {
+			continue // no capture there
+		}
 		tabs, err := notOwnedCaptured(ctx, m.conn, syncName)
 		if err != nil {
 			return nil, fmt.Errorf("db %s: %w", m.name, err)
@@ -319,6 +342,9 @@ func removeCapture(ctx context.Context, store *control.Store, syncName string, f
 		return nil, nil
 	}
 	for _, m := range r.alive() {
+		if !m.pg() {
+			continue
+		}
 		got, err := removeStale(ctx, m, syncName, map[string]bool{})
 		if err != nil {
 			return removed, fmt.Errorf("db %s: %w", m.name, err)

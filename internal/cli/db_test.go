@@ -58,8 +58,8 @@ func TestAddUpdateRemoveDB(t *testing.T) {
 	if diff := cmp.Diff(&dbRow{Conn: conn, Pass: "<null>", Status: "active"}, getDBRow(t, ctl.DSN, "t1")); diff != "" {
 		t.Errorf("ibex.db row of t1 (-want +got):\n%s", diff)
 	}
-	wantList := "Name   Status   Connection" + strings.Repeat(" ", len(dbconn.ConnString(conn))-len("Connection")) + "   Password\n" +
-		"t1   | active | " + dbconn.ConnString(conn) + " | (PGPASSWORD/.pgpass)\n"
+	wantList := "Name   Type       Status   Connection" + strings.Repeat(" ", len(dbconn.ConnString(conn))-len("Connection")) + "   Password\n" +
+		"t1   | postgres | active | " + dbconn.ConnString(conn) + " | (PGPASSWORD/.pgpass)\n"
 	if got := ok(t, ctl.DSN, "list", "dbs"); got != wantList {
 		t.Errorf("list dbs:\n%s\nwant:\n%s", got, wantList)
 	}

@@ -161,8 +161,24 @@ func (a *app) putDB(ctx context.Context, store *control.Store, create bool, p kv
 		}
 		d = cur
 	}
+	if typ, ok := p.take("type", "dbtype"); ok {
+		t := control.DBType(strings.ToLower(typ))
+		if !t.Valid() {
+			return usageErr("db %s: unknown type %q (use %s)", name, typ, joinTypes())
+		}
+		if !create && t != d.Type && !(t.Postgres() && d.Type.Postgres()) {
+			return usageErr("db %s: its type is %s and cannot be changed: remove the db and add it again", name, dbType(d.Type))
+		}
+		d.Type = t
+	}
+	if !d.Type.Postgres() {
+		return a.putTargetDB(ctx, store, create, d, p, force)
+	}
 	for _, k := range p.keys {
-		v := p.vals[k]
+		v, ok := p.vals[k]
+		if !ok {
+			continue // taken above
+		}
 		if al, ok := dbAliases[k]; ok {
 			k = al
 		}
@@ -223,16 +239,26 @@ func (a *app) putDB(ctx context.Context, store *control.Store, create bool, p kv
 
 func (a *app) readDB(ctx context.Context, store *control.Store, name string) (*control.DB, error) {
 	if name == "" {
-		dbs, err := control.DBs(ctx, store.Q())
+		all, err := control.DBs(ctx, store.Q())
 		if err != nil {
 			return nil, err
+		}
+		var dbs []control.DB
+		for _, d := range all {
+			if d.Type.Postgres() {
+				dbs = append(dbs, d)
+			}
 		}
 		if len(dbs) != 1 {
 			return nil, usageErr("say which db to read the tables from with db=NAME")
 		}
 		return &dbs[0], nil
 	}
-	return control.GetDB(ctx, store.Q(), name)
+	d, err := control.GetDB(ctx, store.Q(), name)
+	if err != nil {
+		return nil, err
+	}
+	return d, needPostgres(d, "reading its tables")
 }
 
 func keylessMsg(t string) error {
@@ -388,6 +414,9 @@ func (a *app) updateTables(ctx context.Context, store *control.Store, p kv) erro
 				}
 				d, err := control.GetDB(ctx, q, dbName)
 				if err != nil {
+					return err
+				}
+				if err := needPostgres(d, "reading its tables"); err != nil {
 					return err
 				}
 				conn, err := dbconn.Connect(ctx, d.Name, d.Conn, d.Pass)
@@ -887,19 +916,22 @@ func (a *app) list(ctx context.Context, store *control.Store, kind string, names
 			return err
 		}
 		var out []control.DB
-		headers = []string{"Name", "Status", "Connection", "Password"}
+		headers = []string{"Name", "Type", "Status", "Connection", "Password"}
 		for _, d := range dbs {
 			if !want(names, d.Name) {
 				continue
 			}
 			out = append(out, d)
 			pass := d.Pass
-			if pass == "" && d.Conn["service"] != "" {
+			switch {
+			case pass == "" && !d.Type.Postgres():
+				pass = "(none)"
+			case pass == "" && d.Conn["service"] != "":
 				pass = "(service/PGPASSWORD/.pgpass)"
-			} else if pass == "" {
+			case pass == "":
 				pass = "(PGPASSWORD/.pgpass)"
 			}
-			rows = append(rows, []string{d.Name, string(d.Status), dbconn.ConnString(d.Conn), pass})
+			rows = append(rows, []string{d.Name, string(dbType(d.Type)), string(d.Status), dbconn.ConnString(d.Conn), pass})
 		}
 		data = out
 	case "table":

@@ -64,10 +64,16 @@ func (a *app) upgradeCmd() *cobra.Command {
 }
 
 func (a *app) validateCmd() *cobra.Command {
-	return &cobra.Command{
+	var createTargets bool
+	cmd := &cobra.Command{
 		Use:   "validate SYNC|all ...",
 		Short: "Check a sync's tables on all its dbs and install or repair its capture",
-		Args:  cobra.MinimumNArgs(1),
+		Long: `validate checks a sync's tables on all its dbs (same columns and types on every
+PostgreSQL db; on targets that are not PostgreSQL, every table and column the sync writes),
+installs or repairs capture on its sources and migrates change tables of an older format.
+With --create-targets, the tables and columns that targets that are not PostgreSQL lack
+are created there, with the types of their sink's mapping (docs/sinks/).`,
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			store, err := a.open(ctx, true)
@@ -79,9 +85,12 @@ func (a *app) validateCmd() *cobra.Command {
 				return err
 			}
 			for _, n := range names {
-				res, err := job.Validate(ctx, store, store.Q(), n, a.logger)
+				res, err := job.ValidateWith(ctx, store, store.Q(), n, a.logger, job.ValidateOptions{CreateTargets: createTargets})
 				if err != nil {
 					return err
+				}
+				for _, c := range res.Created {
+					a.say("Created %s", c)
 				}
 				a.say("Validated sync %s: capture on %d tables; removed stale capture from %d", n, len(res.Installed), len(res.Removed))
 				if len(res.Migrated) > 0 {
@@ -91,6 +100,8 @@ func (a *app) validateCmd() *cobra.Command {
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&createTargets, "create-targets", false, "create the tables and columns that targets which are not PostgreSQL lack")
+	return cmd
 }
 
 func (a *app) syncNames(ctx context.Context, store *control.Store, args []string) ([]string, error) {

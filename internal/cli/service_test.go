@@ -61,9 +61,9 @@ func TestDBFromService(t *testing.T) {
 		t.Errorf("ibex.db row of a (-want +got):\n%s", diff)
 	}
 	run("add", "db", "b", "dbservice=ibexdst")
-	wantList := "Name   Status   Connection          Password\n" +
-		"a    | active | service='ibexsrc' | (service/PGPASSWORD/.pgpass)\n" +
-		"b    | active | service='ibexdst' | (service/PGPASSWORD/.pgpass)\n"
+	wantList := "Name   Type       Status   Connection          Password\n" +
+		"a    | postgres | active | service='ibexsrc' | (service/PGPASSWORD/.pgpass)\n" +
+		"b    | postgres | active | service='ibexdst' | (service/PGPASSWORD/.pgpass)\n"
 	if got := run("list", "dbs"); got != wantList {
 		t.Errorf("list dbs:\n%s\nwant:\n%s", got, wantList)
 	}

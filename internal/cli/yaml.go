@@ -156,9 +156,18 @@ func testDBs(ctx context.Context, want *config.File, changes []config.Change, fi
 		}
 		conn := map[string]string{}
 		for k, v := range d {
-			if k != "pass" && k != "status" {
+			if k != "pass" && k != "status" && k != "type" {
 				conn[k] = v
 			}
+		}
+		if t := control.DBType(d["type"]); !t.Postgres() {
+			if err := pingTarget(ctx, &control.DB{Name: c.Name, Type: t, Conn: conn, Pass: d["pass"]}); err != nil {
+				if ctx.Err() != nil {
+					return err
+				}
+				failed = append(failed, err.Error())
+			}
+			continue
 		}
 		pc, err := dbconn.Connect(ctx, c.Name, conn, d["pass"])
 		if err != nil {

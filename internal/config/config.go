@@ -19,6 +19,7 @@ import (
 	"github.com/ibexrepl/ibex/internal/control"
 	"github.com/ibexrepl/ibex/internal/dbconn"
 	"github.com/ibexrepl/ibex/internal/schedule"
+	"github.com/ibexrepl/ibex/sinks/targets"
 )
 
 // File is a whole configuration.
@@ -39,9 +40,16 @@ func (d *DB) UnmarshalYAML(n *yaml.Node) error {
 		return fmt.Errorf("line %d: a db is a mapping of connection settings", n.Line)
 	}
 	out := DB{}
+	// A db that is not PostgreSQL takes its sink's settings (checked in check).
+	typed := false
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if k, v := n.Content[i], n.Content[i+1]; k.Value == "type" && !control.DBType(v.Value).Postgres() {
+			typed = true
+		}
+	}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
-		if !dbconn.ValidKey(k.Value) && k.Value != "pass" && k.Value != "status" {
+		if !typed && !dbconn.ValidKey(k.Value) && k.Value != "pass" && k.Value != "status" && k.Value != "type" {
 			return fmt.Errorf("line %d: unknown db setting %q (known: %s, pass, status)", k.Line, k.Value, strings.Join(dbconn.Keys, ", "))
 		}
 		if v.Kind != yaml.ScalarNode {
@@ -56,6 +64,25 @@ func (d *DB) UnmarshalYAML(n *yaml.Node) error {
 	}
 	*d = out
 	return nil
+}
+
+// Type is the db's type (control.DBTypePostgres when not given).
+func (d DB) Type() control.DBType {
+	if t := d["type"]; t != "" {
+		return control.DBType(t)
+	}
+	return control.DBTypePostgres
+}
+
+// Params are the db's settings without type, pass and status.
+func (d DB) Params() map[string]string {
+	out := map[string]string{}
+	for k, v := range d {
+		if k != "pass" && k != "status" && k != "type" {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // Table is a replicated table.
@@ -168,7 +195,15 @@ var keyKinds = []string{catalog.KeyPrimary, catalog.KeyUnique, catalog.KeyNone}
 
 func (f *File) check() error {
 	for n, d := range f.DBs {
-		if !dbconn.NamesDB(d) {
+		t := control.DBType(d["type"])
+		if !t.Valid() && d["type"] != "" {
+			return fmt.Errorf("db %s: unknown type %q", n, d["type"])
+		}
+		if !t.Postgres() {
+			if err := targets.CheckParams(t, d.Params()); err != nil {
+				return fmt.Errorf("db %s (type %s): %w", n, t, err)
+			}
+		} else if !dbconn.NamesDB(d) {
 			return fmt.Errorf("db %s: dbname or service is required", n)
 		}
 		if s := d["status"]; s != "" && !control.Status(s).Valid() {
@@ -209,7 +244,11 @@ func (f *File) check() error {
 			}
 		}
 		// The rules of a dbgroup are control's, as for 'ibex add dbgroup'.
-		if err := dbGroup(g, ms).Check(); err != nil {
+		dg := dbGroup(g, ms)
+		if err := dg.Check(); err != nil {
+			return err
+		}
+		if err := dg.CheckTypes(func(db string) control.DBType { return f.DBs[db].Type() }); err != nil {
 			return err
 		}
 	}

@@ -31,6 +31,9 @@ func Export(ctx context.Context, q control.Querier) (*File, error) {
 		if d.Status != control.StatusActive {
 			m["status"] = string(d.Status)
 		}
+		if !d.Type.Postgres() {
+			m["type"] = string(d.Type)
+		}
 		f.DBs[d.Name] = m
 	}
 	rels, err := control.Relations(ctx, q)
@@ -182,6 +185,8 @@ func Apply(ctx context.Context, q control.Querier, cur, want *File, changes []Ch
 				d.Pass = v
 			case "status":
 				d.Status = control.Status(v)
+			case "type":
+				d.Type = control.DBType(v)
 			default:
 				d.Conn[k] = v
 			}

@@ -161,8 +161,27 @@ func TestObjects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(&control.DB{Name: "t1", Conn: map[string]string{"dbname": "b1", "host": "h"}, Pass: "env:PW", Status: "active"}, got); diff != "" {
+	if diff := cmp.Diff(&control.DB{Name: "t1", Type: control.DBTypePostgres, Conn: map[string]string{"dbname": "b1", "host": "h"}, Pass: "env:PW", Status: "active"}, got); diff != "" {
 		t.Errorf("GetDB (-want +got):\n%s", diff)
+	}
+	// A db's type is fixed; a target that is not PostgreSQL is never a source, nor a
+	// dbgroup's only db.
+	if err := control.PutDB(ctx, q, &control.DB{Name: "t1", Type: control.DBTypeRedis, Conn: map[string]string{}}, false); err == nil || err.Error() != `db "t1" is of type postgres and cannot become redis: remove the db and add it again` {
+		t.Errorf("PutDB changing the type: %v", err)
+	}
+	if err := control.PutDB(ctx, q, &control.DB{Name: "r1", Type: control.DBTypeRedis, Conn: map[string]string{"host": "127.0.0.1"}}, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := control.PutDBGroup(ctx, q, &control.DBGroup{Name: "gr", Members: []control.Member{{DB: "t1", Role: "source"}, {DB: "r1", Role: "source"}}}, true); err == nil ||
+		err.Error() != "dbgroup gr: db r1 (type redis) cannot be a source: ibex captures changes with PostgreSQL triggers, so only PostgreSQL dbs are sources; give it the role target or fullcopy" {
+		t.Errorf("PutDBGroup with a redis source: %v", err)
+	}
+	if err := control.PutDBGroup(ctx, q, &control.DBGroup{Name: "gr", Members: []control.Member{{DB: "r1", Role: "source"}}}, true); err == nil ||
+		err.Error() != "dbgroup gr: db r1 (type redis) cannot be its only db: a redis db is a target only, and a dbgroup needs a PostgreSQL source" {
+		t.Errorf("PutDBGroup with a redis db alone: %v", err)
+	}
+	if _, err := q.Exec(ctx, `DELETE FROM ibex.db WHERE name = 'r1'`); err != nil {
+		t.Fatal(err)
 	}
 	if _, err := control.GetDB(ctx, q, "nosuch"); !errors.Is(err, control.ErrNotFound) || err.Error() != `db "nosuch" not found: see 'ibex list dbs'` {
 		t.Errorf("GetDB(nosuch): %v", err)

@@ -1,6 +1,9 @@
 package control
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+)
 
 // The words of the control model and the rules of a dbgroup, in one place: the command
 // line, ibex apply and the store itself (PutDBGroup) use these and no others. The control
@@ -73,6 +76,47 @@ func (g *DBGroup) Check() error {
 		return fmt.Errorf("dbgroup %s has no source: give at least one db the role source", g.Name)
 	case full > 0 && (sources != 1 || targets > 0):
 		return fmt.Errorf("dbgroup %s: a fullcopy dbgroup has exactly one source and only fullcopy dbs besides", g.Name)
+	}
+	return nil
+}
+
+// DBType is the kind of database a db is.
+type DBType string
+
+// The db types. Only PostgreSQL dbs can be sources (capture is PostgreSQL triggers); the
+// others are targets, written through their sink (package sinks).
+const (
+	DBTypePostgres DBType = "postgres"
+	DBTypeMariaDB  DBType = "mariadb"
+	DBTypeMySQL    DBType = "mysql"
+	DBTypeSQLite   DBType = "sqlite"
+	DBTypeRedis    DBType = "redis"
+	DBTypeFlatfile DBType = "flatfile"
+)
+
+// DBTypes lists the db types, PostgreSQL first.
+var DBTypes = []DBType{DBTypePostgres, DBTypeMariaDB, DBTypeMySQL, DBTypeSQLite, DBTypeRedis, DBTypeFlatfile}
+
+// Valid says whether t is a db type ibex knows.
+func (t DBType) Valid() bool { return slices.Contains(DBTypes, t) }
+
+// Postgres says whether a db of type t is PostgreSQL (the empty type is).
+func (t DBType) Postgres() bool { return t == "" || t == DBTypePostgres }
+
+// CheckTypes refuses a db that is not PostgreSQL as a source, or as the dbgroup's only
+// db; typeOf gives each member's type.
+func (g *DBGroup) CheckTypes(typeOf func(db string) DBType) error {
+	for _, m := range g.Members {
+		t := typeOf(m.DB)
+		if t.Postgres() {
+			continue
+		}
+		if len(g.Members) == 1 {
+			return fmt.Errorf("dbgroup %s: db %s (type %s) cannot be its only db: a %s db is a target only, and a dbgroup needs a PostgreSQL source", g.Name, m.DB, t, t)
+		}
+		if m.Role == RoleSource {
+			return fmt.Errorf("dbgroup %s: db %s (type %s) cannot be a source: ibex captures changes with PostgreSQL triggers, so only PostgreSQL dbs are sources; give it the role target or fullcopy", g.Name, m.DB, t)
+		}
 	}
 	return nil
 }

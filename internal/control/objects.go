@@ -14,8 +14,11 @@ import (
 
 // DB is a named connection to a database.
 type DB struct {
-	Name   string
-	Conn   map[string]string // libpq keywords, never a password
+	Name string
+	// Type is the kind of database (DBTypePostgres when empty): only PostgreSQL dbs can
+	// be sources; the others are targets written through their sink.
+	Type   DBType
+	Conn   map[string]string // libpq keywords (a PostgreSQL db) or the sink's settings; never a password
 	Pass   string            // "", env:VAR or file:PATH
 	Status Status
 }
@@ -107,13 +110,13 @@ func translate(err error, kind, name string) error {
 
 // DBs lists dbs by name.
 func DBs(ctx context.Context, q Querier) ([]DB, error) {
-	rows, err := q.Query(ctx, `SELECT name, conn, coalesce(pass, ''), status FROM ibex.db ORDER BY name`)
+	rows, err := q.Query(ctx, `SELECT name, dbtype, conn, coalesce(pass, ''), status FROM ibex.db ORDER BY name`)
 	if err != nil {
 		return nil, err
 	}
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (DB, error) {
 		var d DB
-		err := r.Scan(&d.Name, &d.Conn, &d.Pass, &d.Status)
+		err := r.Scan(&d.Name, &d.Type, &d.Conn, &d.Pass, &d.Status)
 		return d, err
 	})
 }
@@ -121,7 +124,7 @@ func DBs(ctx context.Context, q Querier) ([]DB, error) {
 // GetDB returns one db.
 func GetDB(ctx context.Context, q Querier, name string) (*DB, error) {
 	d := DB{Name: name}
-	err := q.QueryRow(ctx, `SELECT conn, coalesce(pass, ''), status FROM ibex.db WHERE name = $1`, name).Scan(&d.Conn, &d.Pass, &d.Status)
+	err := q.QueryRow(ctx, `SELECT dbtype, conn, coalesce(pass, ''), status FROM ibex.db WHERE name = $1`, name).Scan(&d.Type, &d.Conn, &d.Pass, &d.Status)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, notFound("db", name)
 	}
@@ -138,17 +141,40 @@ func PutDB(ctx context.Context, q Querier, d *DB, create bool) error {
 	if status == "" {
 		status = StatusActive
 	}
+	typ := d.Type
+	if typ == "" {
+		typ = DBTypePostgres
+	}
 	var err error
 	if create {
-		_, err = q.Exec(ctx, `INSERT INTO ibex.db (name, conn, pass, status) VALUES ($1, $2, $3, $4)`, d.Name, d.Conn, pass, status)
+		_, err = q.Exec(ctx, `INSERT INTO ibex.db (name, conn, pass, status, dbtype) VALUES ($1, $2, $3, $4, $5)`, d.Name, d.Conn, pass, status, typ)
 	} else {
 		var tag pgconn.CommandTag
-		tag, err = q.Exec(ctx, `UPDATE ibex.db SET conn = $2, pass = $3, status = $4 WHERE name = $1`, d.Name, d.Conn, pass, status)
+		tag, err = q.Exec(ctx, `UPDATE ibex.db SET conn = $2, pass = $3, status = $4 WHERE name = $1 AND dbtype = $5`, d.Name, d.Conn, pass, status, typ)
 		if err == nil && tag.RowsAffected() == 0 {
-			return notFound("db", d.Name)
+			var cur DBType
+			if err := q.QueryRow(ctx, `SELECT dbtype FROM ibex.db WHERE name = $1`, d.Name).Scan(&cur); errors.Is(err, pgx.ErrNoRows) {
+				return notFound("db", d.Name)
+			} else if err != nil {
+				return err
+			}
+			return fmt.Errorf("db %q is of type %s and cannot become %s: remove the db and add it again", d.Name, cur, typ)
 		}
 	}
 	return translate(err, "db", d.Name)
+}
+
+// dbTypes returns the types of the named dbs that exist.
+func dbTypes(ctx context.Context, q Querier, names []string) (map[string]DBType, error) {
+	rows, err := q.Query(ctx, `SELECT name, dbtype FROM ibex.db WHERE name = ANY($1)`, names)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]DBType{}
+	var name string
+	var t DBType
+	_, err = pgx.ForEachRow(rows, []any{&name, &t}, func() error { out[name] = t; return nil })
+	return out, err
 }
 
 // RemoveDB deletes a db that no dbgroup uses.
@@ -349,14 +375,7 @@ func GetDBGroup(ctx context.Context, q Querier, name string) (*DBGroup, error) {
 // PutDBGroup creates or replaces a dbgroup's members, refusing a dbgroup that breaks the
 // rules of DBGroup.Check.
 func PutDBGroup(ctx context.Context, q Querier, g *DBGroup, create bool) error {
-	if create {
-		if _, err := q.Exec(ctx, `INSERT INTO ibex.dbgroup (name) VALUES ($1)`, g.Name); err != nil {
-			return translate(err, "dbgroup", g.Name)
-		}
-	} else {
-		if _, err := q.Exec(ctx, `DELETE FROM ibex.dbmap WHERE dbgroup = $1`, g.Name); err != nil {
-			return err
-		}
+	if !create {
 		var ok bool
 		if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM ibex.dbgroup WHERE name = $1)`, g.Name).Scan(&ok); err != nil {
 			return err
@@ -367,6 +386,22 @@ func PutDBGroup(ctx context.Context, q Querier, g *DBGroup, create bool) error {
 	}
 	if err := g.Check(); err != nil {
 		return err
+	}
+	types, err := dbTypes(ctx, q, g.DBs())
+	if err != nil {
+		return err
+	}
+	if err := g.CheckTypes(func(db string) DBType { return types[db] }); err != nil {
+		return err
+	}
+	if create {
+		if _, err := q.Exec(ctx, `INSERT INTO ibex.dbgroup (name) VALUES ($1)`, g.Name); err != nil {
+			return translate(err, "dbgroup", g.Name)
+		}
+	} else {
+		if _, err := q.Exec(ctx, `DELETE FROM ibex.dbmap WHERE dbgroup = $1`, g.Name); err != nil {
+			return err
+		}
 	}
 	for i, m := range g.Members {
 		if _, err := q.Exec(ctx, `INSERT INTO ibex.dbmap (dbgroup, db, role, position) VALUES ($1, $2, $3, $4)`, g.Name, m.DB, m.Role, i+1); err != nil {

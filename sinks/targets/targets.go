@@ -1,0 +1,74 @@
+// Package targets opens the sink of a db that is not PostgreSQL, by its type: the one
+// place that knows every such sink package. The command line and the YAML check a db's
+// settings with CheckParams and test its connection with Ping; a run opens it with Open.
+package targets
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/ibexrepl/ibex/internal/control"
+	"github.com/ibexrepl/ibex/sinks"
+)
+
+// ErrPostgres is returned for a PostgreSQL db: it is written by sinks/postgres on the
+// run's own session, not opened here.
+var ErrPostgres = errors.New("a PostgreSQL db is not opened as a target sink")
+
+type kind struct {
+	check func(params map[string]string) error
+	open  func(ctx context.Context, c sinks.Config) (Sink, error)
+}
+
+// kinds are the sink packages by db type (read only).
+var kinds = map[control.DBType]kind{}
+
+func lookup(t control.DBType) (kind, error) {
+	if t.Postgres() {
+		return kind{}, ErrPostgres
+	}
+	k, ok := kinds[t]
+	if !ok {
+		return kind{}, fmt.Errorf("db type %q is not known (use one of %v)", t, control.DBTypes)
+	}
+	return k, nil
+}
+
+// CheckParams checks a db's settings for its type, without connecting.
+func CheckParams(t control.DBType, params map[string]string) error {
+	k, err := lookup(t)
+	if err != nil {
+		return err
+	}
+	return k.check(params)
+}
+
+// Sink is an open sink of a db that is not PostgreSQL: every such sink checks and
+// creates its tables and owns its connection.
+type Sink interface {
+	sinks.Sink
+	sinks.Checker
+	sinks.Closer
+}
+
+// Open opens the sink of a db of type t.
+func Open(ctx context.Context, t control.DBType, c sinks.Config) (Sink, error) {
+	k, err := lookup(t)
+	if err != nil {
+		return nil, err
+	}
+	if err := k.check(c.Params); err != nil {
+		return nil, fmt.Errorf("db %s: %w", c.DB, err)
+	}
+	return k.open(ctx, c)
+}
+
+// Ping opens the sink and closes it: the connection test of 'ibex add db'.
+func Ping(ctx context.Context, t control.DBType, c sinks.Config) error {
+	s, err := Open(ctx, t, c)
+	if err != nil {
+		return err
+	}
+	return s.Close()
+}
