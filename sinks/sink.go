@@ -174,3 +174,14 @@ type Config struct {
 	// Logger takes the sink's log lines; nil discards them.
 	Logger *slog.Logger
 }
+
+// Reader is a sink that can list what a receiver holds, rendered back through its type
+// mapping (ibex compare, the demo's check, tests).
+type Reader interface {
+	// ReadRows calls fn with every row of t on the receiver, in no particular order, as a
+	// COPY text line: fields in t.Cols order, each value as PostgreSQL prints it for its
+	// type in t.Columns (with ibex's session settings: DateStyle ISO, TimeZone UTC,
+	// bytea_output hex, extra_float_digits 3), so that it equals the source's line for
+	// the same row wherever the mapping keeps the value exactly.
+	ReadRows(ctx context.Context, t *Table, fn func(line string) error) error
+}
