@@ -10,6 +10,7 @@ import (
 
 	"github.com/ibexrepl/ibex/internal/control"
 	"github.com/ibexrepl/ibex/sinks"
+	"github.com/ibexrepl/ibex/sinks/redis"
 )
 
 // ErrPostgres is returned for a PostgreSQL db: it is written by sinks/postgres on the
@@ -22,7 +23,21 @@ type kind struct {
 }
 
 // kinds are the sink packages by db type (read only).
-var kinds = map[control.DBType]kind{}
+var kinds = map[control.DBType]kind{
+	control.DBTypeRedis: {check: redis.CheckParams, open: opened(redis.Open)},
+}
+
+// opened adapts a package's Open (a nil *Sink with an error must not become a non-nil
+// interface).
+func opened[S Sink](open func(context.Context, sinks.Config) (S, error)) func(context.Context, sinks.Config) (Sink, error) {
+	return func(ctx context.Context, c sinks.Config) (Sink, error) {
+		s, err := open(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
+}
 
 func lookup(t control.DBType) (kind, error) {
 	if t.Postgres() {

@@ -1,0 +1,236 @@
+package redis
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/ibexrepl/ibex/sinks"
+)
+
+// batch is the batch or whole-table copy in progress.
+type batch struct {
+	l       *layout
+	skipped bool // ReplaceTable(ifEmpty) left the table alone
+	copy    bool
+	sent    int64 // rows taken
+	deleted int64
+
+	// A copy held for Commit (not chunked).
+	copied  map[string]struct{} // keys the copy wrote
+	opStart int                 // where the copy's ops start in the unit's queue
+	bytes   int64               // bytes of the copy's ops
+
+	// A chunked copy.
+	chunked     bool
+	set         string // the temporary set of the keys it wrote
+	pending     []pendingRow
+	pendBytes   int64
+	overwritten int64 // keys that existed when a chunk replaced them
+}
+
+type pendingRow struct {
+	key  string
+	args []any
+}
+
+// current returns the batch of t in progress.
+func (s *Sink) current(t *sinks.Table) (*batch, error) {
+	b := s.tx.cur
+	if b == nil || b.l.t.Schema != t.Schema || b.l.t.Name != t.Name {
+		return nil, errNoBatch
+	}
+	return b, nil
+}
+
+// PrepareBatch queues the deletion of every key of the batch and counts those that
+// exist (as the unit sees them: its queued writes first, the server for the others).
+func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) (sinks.Prepared, error) {
+	if err := s.inTx(); err != nil {
+		return sinks.Prepared{}, err
+	}
+	u := s.tx
+	u.cur = nil
+	l, err := newLayout(s.prefix, t)
+	if err != nil {
+		return sinks.Prepared{}, fmt.Errorf("db %s: %w", s.db, err)
+	}
+	ts := u.table(l.base)
+	b := &batch{l: l}
+	seen := make(map[string]struct{}, len(keys))
+	var ask, del []string
+	for _, k := range keys {
+		rk, err := l.key(k)
+		if err != nil {
+			return sinks.Prepared{}, fmt.Errorf("db %s: %w", s.db, err)
+		}
+		if _, dup := seen[rk]; dup {
+			continue
+		}
+		seen[rk] = struct{}{}
+		if v, ok := ts.present[rk]; ok {
+			if v {
+				b.deleted++
+			}
+		} else if !ts.cleared {
+			ask = append(ask, rk)
+		}
+		del = append(del, rk)
+	}
+	n, err := s.countExisting(ctx, u.conn, ask)
+	if err != nil {
+		return sinks.Prepared{}, s.errf(t, "counting the existing keys of a batch of", err)
+	}
+	b.deleted += n
+	for len(del) > 0 {
+		m := min(len(del), keysPerCommand)
+		u.ops = append(u.ops, op{base: l.base, del: del[:m:m]})
+		for _, k := range del[:m] {
+			ts.present[k] = false
+		}
+		del = del[m:]
+	}
+	u.cur = b
+	return sinks.Prepared{}, nil
+}
+
+// countExisting counts the keys that exist on the server (pipelined multi-key EXISTS).
+func (s *Sink) countExisting(ctx context.Context, c *goredis.Conn, keys []string) (int64, error) {
+	if len(keys) == 0 {
+		return 0, nil
+	}
+	pipe := c.Pipeline()
+	var cmds []*goredis.IntCmd
+	for len(keys) > 0 {
+		m := min(len(keys), keysPerCommand)
+		cmds = append(cmds, pipe.Exists(ctx, keys[:m]...))
+		keys = keys[m:]
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, c := range cmds {
+		n += c.Val()
+	}
+	return n, nil
+}
+
+// WriteRows takes the rows of the batch (or copy) in progress: each becomes a queued
+// HSET of its non-NULL columns.
+func (s *Sink) WriteRows(ctx context.Context, t *sinks.Table, r io.Reader) (int64, error) {
+	if err := s.inTx(); err != nil {
+		return 0, err
+	}
+	b, err := s.current(t)
+	if err != nil {
+		return 0, s.errf(t, "writing rows of", err)
+	}
+	if b.skipped {
+		return 0, s.errf(t, "writing rows of", errors.New("the whole-table copy was skipped (ifEmpty)"))
+	}
+	u := s.tx
+	ts := u.table(b.l.base)
+	var n int64
+	err = eachLine(r, func(line string) error {
+		key, args, size, err := b.l.row(line)
+		if err != nil {
+			return err
+		}
+		n++
+		b.sent++
+		if b.copy {
+			return s.copyRow(ctx, b, key, args, size)
+		}
+		u.ops = append(u.ops, op{base: b.l.base, key: key, args: args})
+		ts.present[key] = true
+		return nil
+	})
+	if err != nil {
+		return n, s.errf(t, fmt.Sprintf("writing row %d of", n+1), err)
+	}
+	return n, nil
+}
+
+// FinishBatch completes the batch (or copy) and returns its counts. Written is the rows
+// taken (queued); Deleted the keys that existed.
+func (s *Sink) FinishBatch(ctx context.Context, t *sinks.Table) (sinks.Counts, error) {
+	if err := s.inTx(); err != nil {
+		return sinks.Counts{}, err
+	}
+	b, err := s.current(t)
+	if err != nil {
+		return sinks.Counts{}, s.errf(t, "finishing the batch of", err)
+	}
+	s.tx.cur = nil
+	if b.skipped {
+		return sinks.Counts{}, nil
+	}
+	if b.copy {
+		if err := s.finishCopy(ctx, b); err != nil {
+			return sinks.Counts{}, s.errf(t, "finishing the whole-table copy of", err)
+		}
+	}
+	return sinks.Counts{Written: b.sent, Deleted: b.deleted}, nil
+}
+
+// eachLine calls fn with every line of r (without its newline; a last line without one
+// too), however long.
+func eachLine(r io.Reader, fn func(string) error) error {
+	br := bufio.NewReaderSize(r, 256<<10)
+	var long []byte
+	for {
+		chunk, err := br.ReadSlice('\n')
+		switch {
+		case errors.Is(err, bufio.ErrBufferFull):
+			long = append(long, chunk...)
+			continue
+		case err != nil && !errors.Is(err, io.EOF):
+			return err
+		}
+		var line string
+		if long != nil {
+			long = append(long, chunk...)
+			line = string(long)
+			long = nil
+		} else {
+			line = string(chunk)
+		}
+		if err == nil {
+			line = line[:len(line)-1]
+		} else if line == "" {
+			return nil // EOF after the last newline
+		}
+		if ferr := fn(line); ferr != nil {
+			return ferr
+		}
+		if err != nil {
+			return nil
+		}
+	}
+}
+
+// scanKeys calls fn with each page of the keys of a table on the server.
+func scanKeys(ctx context.Context, c goredis.Cmdable, base string, fn func([]string) error) error {
+	pattern := tablePattern(base)
+	var cursor uint64
+	for {
+		keys, next, err := c.Scan(ctx, cursor, pattern, keysPerCommand).Result()
+		if err != nil {
+			return fmt.Errorf("SCAN MATCH %s: %w", pattern, err)
+		}
+		if len(keys) > 0 {
+			if err := fn(keys); err != nil {
+				return err
+			}
+		}
+		if next == 0 {
+			return nil
+		}
+		cursor = next
+	}
+}
