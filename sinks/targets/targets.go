@@ -10,6 +10,7 @@ import (
 
 	"github.com/ibexrepl/ibex/internal/control"
 	"github.com/ibexrepl/ibex/sinks"
+	"github.com/ibexrepl/ibex/sinks/flatfile"
 	"github.com/ibexrepl/ibex/sinks/redis"
 )
 
@@ -24,7 +25,8 @@ type kind struct {
 
 // kinds are the sink packages by db type (read only).
 var kinds = map[control.DBType]kind{
-	control.DBTypeRedis: {check: redis.CheckParams, open: opened(redis.Open)},
+	control.DBTypeRedis:    {check: redis.CheckParams, open: opened(redis.Open)},
+	control.DBTypeFlatfile: {check: flatfile.CheckParams, open: opened(flatfile.Open)},
 }
 
 // opened adapts a package's Open (a nil *Sink with an error must not become a non-nil

@@ -1,0 +1,332 @@
+package flatfile
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/ibexrepl/ibex/internal/conflict"
+	"github.com/ibexrepl/ibex/sinks"
+	"github.com/ibexrepl/ibex/sinks/pgtext"
+)
+
+// Statement sizes: keys of one DELETE, rows and (about) bytes of one INSERT.
+const (
+	stmtKeys  = 1000
+	stmtRows  = 1000
+	stmtBytes = 1 << 20
+)
+
+// newBatch starts the state of a batch of t: its id in the key index and its columns'
+// types.
+func (s *Sink) newBatch(ctx context.Context, t *sinks.Table) (*batch, error) {
+	if len(t.Key) == 0 {
+		return nil, errors.New("the table has no key")
+	}
+	if err := s.p.dialect.checkNames(t); err != nil {
+		return nil, err
+	}
+	id, err := s.idx.table(ctx, t)
+	if err != nil {
+		return nil, err
+	}
+	b := &batch{t: t, id: id, types: make([]pgtext.Type, len(t.Cols))}
+	for i, c := range t.Cols {
+		b.types[i] = pgtext.ParseType("") // a column the catalog does not describe: text
+		for _, cc := range t.Columns {
+			if cc.Name == c {
+				b.types[i] = pgtext.ParseType(cc.Type)
+				break
+			}
+		}
+	}
+	return b, nil
+}
+
+// fieldErr names the column and the kind of a value the dialect refused.
+func fieldErr(t *sinks.Table, b *batch, col int, err error) error {
+	typ := b.types[col]
+	kind := typ.Kind.String()
+	if typ.Array {
+		kind += "[]"
+	}
+	return fmt.Errorf("column %q (%s, a %s value): %w", t.Cols[col], typ.Name, kind, err)
+}
+
+// PrepareBatch writes the DELETE statements of keys (the key fields as COPY text,
+// tab-separated) and removes them from the key index; the keys the index held are the
+// batch's deleted rows.
+func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) (sinks.Prepared, error) {
+	if err := s.inTx(t); err != nil {
+		return sinks.Prepared{}, err
+	}
+	s.batch = nil
+	b, err := s.newBatch(ctx, t)
+	if err != nil {
+		return sinks.Prepared{}, s.errf(t, "preparing a batch of", err)
+	}
+	d, nk := s.p.dialect, len(t.Key)
+	lhs := d.quote(t.Key[0])
+	if nk > 1 {
+		lhs = "(" + d.cols(t.Key) + ")"
+	}
+	canon := make([][]byte, 0, len(keys))
+	for i, k := range keys {
+		w, err := s.out()
+		if err != nil {
+			return sinks.Prepared{}, s.errf(t, "deleting the keys of", err)
+		}
+		if i%stmtKeys == 0 {
+			w.WriteString("DELETE FROM " + d.table(t) + " WHERE " + lhs + " IN (")
+		} else {
+			w.WriteString(", ")
+		}
+		f, err := conflict.DecodeCopyLine(k)
+		if err == nil && len(f) != nk {
+			err = fmt.Errorf("%d fields, the key has %d", len(f), nk)
+		}
+		if err != nil {
+			return sinks.Prepared{}, s.errf(t, "deleting the keys of", fmt.Errorf("key %d: %w", i+1, err))
+		}
+		if nk > 1 {
+			w.WriteByte('(')
+		}
+		for c := range f {
+			if c > 0 {
+				w.WriteString(", ")
+			}
+			if f[c].Null {
+				return sinks.Prepared{}, s.errf(t, "deleting the keys of", fmt.Errorf("key %d: %w", i+1, fieldErr(t, b, c, errors.New("NULL in a key"))))
+			}
+			if err := d.value(w, b.types[c], f[c]); err != nil {
+				return sinks.Prepared{}, s.errf(t, "deleting the keys of", fmt.Errorf("key %d: %w", i+1, fieldErr(t, b, c, err)))
+			}
+		}
+		if nk > 1 {
+			w.WriteByte(')')
+		}
+		if i%stmtKeys == stmtKeys-1 || i == len(keys)-1 {
+			w.WriteString(");\n")
+		}
+		canon = append(canon, canonicalKey(f))
+	}
+	if b.deleted, err = s.idx.remove(ctx, b.id, canon); err != nil {
+		return sinks.Prepared{}, s.errf(t, "deleting the keys of", err)
+	}
+	s.batch = b
+	return sinks.Prepared{}, nil
+}
+
+// WriteRows writes the rows of r (COPY text, fields in t.Cols order, one row a line) as
+// multi-row INSERTs and records their keys in the key index. It returns the rows taken.
+func (s *Sink) WriteRows(ctx context.Context, t *sinks.Table, r io.Reader) (int64, error) {
+	if err := s.inTx(t); err != nil {
+		return 0, err
+	}
+	b, err := s.current(t)
+	if err != nil {
+		return 0, s.errf(t, "writing rows of", err)
+	}
+	if b.skipped {
+		return 0, s.errf(t, "writing rows of", errors.New("the table holds rows and was skipped"))
+	}
+	d, nk, ncol := s.p.dialect, len(t.Key), len(t.Cols)
+	head := "INSERT INTO " + d.table(t) + " (" + d.cols(t.Cols) + ")"
+	if d == Postgres {
+		for _, c := range t.Columns {
+			if c.IdentityAlways {
+				head += " OVERRIDING SYSTEM VALUE"
+				break
+			}
+		}
+	}
+	head += " VALUES\n"
+	var (
+		n       int64
+		w       *bufio.Writer
+		open    bool  // an INSERT statement is open
+		inStmt  int   // its rows
+		started int64 // the file's size when it started
+		keys    = make([][]byte, 0, chunk)
+		lr      = lineReader{r: bufio.NewReaderSize(r, 64<<10)}
+	)
+	for {
+		line, err := lr.next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return n, s.errf(t, "reading rows of", err)
+		}
+		f, err := conflict.DecodeCopyLine(line)
+		if err == nil && len(f) != ncol {
+			err = fmt.Errorf("%d fields, the table has %d columns", len(f), ncol)
+		}
+		if err != nil {
+			return n, s.errf(t, "writing rows of", fmt.Errorf("row %d: %w", n+1, err))
+		}
+		if w == nil {
+			if w, err = s.out(); err != nil {
+				return n, s.errf(t, "writing rows of", err)
+			}
+		}
+		if !open {
+			w.WriteString(head)
+			open, inStmt, started = true, 0, s.written()
+		} else {
+			w.WriteString(",\n")
+		}
+		w.WriteByte('(')
+		for c := range f {
+			if c > 0 {
+				w.WriteString(", ")
+			}
+			if err := d.value(w, b.types[c], f[c]); err != nil {
+				return n, s.errf(t, "writing rows of", fmt.Errorf("row %d: %w", n+1, fieldErr(t, b, c, err)))
+			}
+		}
+		w.WriteByte(')')
+		n++
+		if inStmt++; inStmt >= stmtRows || s.written()-started >= stmtBytes {
+			w.WriteString(";\n")
+			open = false
+		}
+		if keys = append(keys, canonicalKey(f[:nk])); len(keys) == chunk {
+			if err := s.idx.add(ctx, b.id, keys); err != nil {
+				return n, s.errf(t, "writing rows of", err)
+			}
+			keys = keys[:0]
+		}
+	}
+	if open {
+		w.WriteString(";\n")
+	}
+	if err := s.idx.add(ctx, b.id, keys); err != nil {
+		return n, s.errf(t, "writing rows of", err)
+	}
+	if w != nil {
+		// A write error of the file is sticky in w: see it now rather than at Commit.
+		if err := w.Flush(); err != nil {
+			return n, s.errf(t, "writing rows of", err)
+		}
+	}
+	b.written += n
+	return n, nil
+}
+
+// lineReader reads lines of any length; a last line without its newline counts too.
+type lineReader struct {
+	r   *bufio.Reader
+	buf []byte
+}
+
+func (l *lineReader) next() (string, error) {
+	l.buf = l.buf[:0]
+	for {
+		part, err := l.r.ReadSlice('\n')
+		switch {
+		case err == nil:
+			if len(l.buf) == 0 {
+				return string(part[:len(part)-1]), nil
+			}
+			l.buf = append(l.buf, part[:len(part)-1]...)
+			return string(l.buf), nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			l.buf = append(l.buf, part...)
+		case err == io.EOF:
+			l.buf = append(l.buf, part...)
+			if len(l.buf) == 0 {
+				return "", io.EOF
+			}
+			line := string(l.buf)
+			l.buf = l.buf[:0]
+			return line, nil
+		default:
+			return "", err
+		}
+	}
+}
+
+// FinishBatch completes the batch of t and returns what it wrote.
+func (s *Sink) FinishBatch(ctx context.Context, t *sinks.Table) (sinks.Counts, error) {
+	if err := s.inTx(t); err != nil {
+		return sinks.Counts{}, err
+	}
+	b, err := s.current(t)
+	if err != nil {
+		return sinks.Counts{}, s.errf(t, "finishing the batch of", err)
+	}
+	s.batch = nil
+	if b.skipped {
+		return sinks.Counts{}, nil
+	}
+	return sinks.Counts{Written: b.written, Deleted: b.deleted}, nil
+}
+
+// ReplaceTable starts a whole-table copy of t: it writes DELETE FROM t and clears t's keys
+// in the index (the rows deleted). With ifEmpty, a table the index holds keys of is left
+// alone and skipped is true.
+func (s *Sink) ReplaceTable(ctx context.Context, t *sinks.Table, ifEmpty bool) (bool, error) {
+	if err := s.inTx(t); err != nil {
+		return false, err
+	}
+	s.batch = nil
+	b, err := s.newBatch(ctx, t)
+	if err != nil {
+		return false, s.errf(t, "replacing", err)
+	}
+	if ifEmpty {
+		empty, err := s.idx.empty(ctx, b.id)
+		if err != nil {
+			return false, s.errf(t, "checking for rows in", err)
+		}
+		if !empty {
+			b.skipped = true
+			s.batch = b
+			return true, nil
+		}
+	}
+	if err := s.emptyTable(t, "DELETE FROM "); err != nil {
+		return false, s.errf(t, "emptying", err)
+	}
+	if b.deleted, err = s.idx.clear(ctx, b.id); err != nil {
+		return false, s.errf(t, "emptying", err)
+	}
+	s.batch = b
+	return false, nil
+}
+
+// Truncate empties t: TRUNCATE t (postgres) or DELETE FROM t (mysql, where a TRUNCATE
+// would commit the file's transaction), and clears its keys in the index.
+func (s *Sink) Truncate(ctx context.Context, t *sinks.Table) error {
+	if err := s.inTx(t); err != nil {
+		return err
+	}
+	s.batch = nil
+	b, err := s.newBatch(ctx, t)
+	if err != nil {
+		return s.errf(t, "truncating", err)
+	}
+	stmt := "TRUNCATE "
+	if s.p.dialect == MySQL {
+		stmt = "DELETE FROM "
+	}
+	if err := s.emptyTable(t, stmt); err != nil {
+		return s.errf(t, "truncating", err)
+	}
+	if _, err := s.idx.clear(ctx, b.id); err != nil {
+		return s.errf(t, "truncating", err)
+	}
+	return nil
+}
+
+func (s *Sink) emptyTable(t *sinks.Table, stmt string) error {
+	w, err := s.out()
+	if err != nil {
+		return err
+	}
+	w.WriteString(stmt + s.p.dialect.table(t) + ";\n")
+	return nil
+}

@@ -1,0 +1,262 @@
+package flatfile
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+
+	_ "modernc.org/sqlite" // the key index: driver "sqlite", pure Go
+
+	"github.com/ibexrepl/ibex/internal/conflict"
+	"github.com/ibexrepl/ibex/sinks"
+)
+
+// IndexFile is the key index's file in the directory: per table, the keys the files
+// written so far leave in the target (the stream's key text), which a file cannot tell.
+const IndexFile = ".ibex-index.sqlite"
+
+// chunk is how many keys one index statement takes (2 variables each: under SQLite's
+// limit of 32,766).
+const chunk = 500
+
+const indexSchema = `
+CREATE TABLE IF NOT EXISTS ibex_tables (
+	id INTEGER PRIMARY KEY,
+	schema_name TEXT NOT NULL,
+	table_name TEXT NOT NULL,
+	UNIQUE (schema_name, table_name)
+);
+CREATE TABLE IF NOT EXISTS ibex_keys (
+	t INTEGER NOT NULL,
+	k BLOB NOT NULL,
+	PRIMARY KEY (t, k)
+) WITHOUT ROWID;`
+
+// index is the key index of a directory. Its changes of a unit are made in one SQLite
+// transaction, committed right after the unit's file is renamed into place.
+type index struct {
+	db  *sql.DB
+	tx  *sql.Tx
+	ids map[[2]string]int64 // table ids known in tx
+	ins *sql.Stmt           // insert of a full chunk, in tx
+	del *sql.Stmt           // delete of a full chunk, in tx
+}
+
+// openIndex opens (creating it when missing) the key index in dir.
+func openIndex(ctx context.Context, dir string, fsync bool) (*index, error) {
+	sync := "FULL"
+	if !fsync {
+		sync = "OFF"
+	}
+	u := url.URL{Scheme: "file", Path: filepath.Join(dir, IndexFile)}
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout(30000)")
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous("+sync+")")
+	q.Set("_txlock", "immediate")
+	u.RawQuery = q.Encode()
+	db, err := sql.Open("sqlite", u.String())
+	if err != nil {
+		return nil, fmt.Errorf("key index %s: %w", u.Path, err)
+	}
+	db.SetMaxOpenConns(1)
+	if _, err := db.ExecContext(ctx, indexSchema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("key index %s: %w", u.Path, err)
+	}
+	if err := os.Chmod(u.Path, 0o600); err != nil && !os.IsNotExist(err) {
+		db.Close()
+		return nil, fmt.Errorf("key index %s: %w", u.Path, err)
+	}
+	return &index{db: db}, nil
+}
+
+func (x *index) close() error { return x.db.Close() }
+
+// begin opens the index's transaction of a unit.
+func (x *index) begin(ctx context.Context) error {
+	tx, err := x.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("key index: beginning: %w", err)
+	}
+	x.tx, x.ids = tx, map[[2]string]int64{}
+	return nil
+}
+
+func (x *index) end() {
+	x.tx, x.ids, x.ins, x.del = nil, nil, nil, nil
+}
+
+func (x *index) commit() error {
+	if x.tx == nil {
+		return nil
+	}
+	defer x.end()
+	if err := x.tx.Commit(); err != nil {
+		return fmt.Errorf("key index: committing: %w", err)
+	}
+	return nil
+}
+
+func (x *index) rollback() {
+	if x.tx != nil {
+		_ = x.tx.Rollback()
+		x.end()
+	}
+}
+
+// table returns t's id in the index, adding t when missing.
+func (x *index) table(ctx context.Context, t *sinks.Table) (int64, error) {
+	k := [2]string{t.Schema, t.Name}
+	if id, ok := x.ids[k]; ok {
+		return id, nil
+	}
+	var id int64
+	err := x.tx.QueryRowContext(ctx, `INSERT INTO ibex_tables (schema_name, table_name) VALUES (?, ?)
+		ON CONFLICT (schema_name, table_name) DO UPDATE SET id = id RETURNING id`, t.Schema, t.Name).Scan(&id)
+	if err != nil {
+		return 0, fmt.Errorf("key index: table: %w", err)
+	}
+	x.ids[k] = id
+	return id, nil
+}
+
+// placeholders is n groups of group, comma-separated.
+func placeholders(n int, group string) string {
+	return strings.TrimSuffix(strings.Repeat(group+",", n), ",")
+}
+
+// remove deletes keys of table id and returns how many the index held.
+func (x *index) remove(ctx context.Context, id int64, keys [][]byte) (int64, error) {
+	var total int64
+	for len(keys) > 0 {
+		n := min(len(keys), chunk)
+		args := make([]any, 0, n+1)
+		args = append(args, id)
+		for _, k := range keys[:n] {
+			args = append(args, k)
+		}
+		var res sql.Result
+		var err error
+		if n == chunk {
+			if x.del == nil {
+				if x.del, err = x.tx.PrepareContext(ctx, `DELETE FROM ibex_keys WHERE t = ? AND k IN (`+placeholders(chunk, "?")+`)`); err != nil {
+					return 0, fmt.Errorf("key index: %w", err)
+				}
+			}
+			res, err = x.del.ExecContext(ctx, args...)
+		} else {
+			res, err = x.tx.ExecContext(ctx, `DELETE FROM ibex_keys WHERE t = ? AND k IN (`+placeholders(n, "?")+`)`, args...)
+		}
+		if err != nil {
+			return 0, fmt.Errorf("key index: deleting keys: %w", err)
+		}
+		c, err := res.RowsAffected()
+		if err != nil {
+			return 0, fmt.Errorf("key index: %w", err)
+		}
+		total += c
+		keys = keys[n:]
+	}
+	return total, nil
+}
+
+// add records keys of table id as present.
+func (x *index) add(ctx context.Context, id int64, keys [][]byte) error {
+	for len(keys) > 0 {
+		n := min(len(keys), chunk)
+		args := make([]any, 0, 2*n)
+		for _, k := range keys[:n] {
+			args = append(args, id, k)
+		}
+		var err error
+		if n == chunk {
+			if x.ins == nil {
+				if x.ins, err = x.tx.PrepareContext(ctx, `INSERT OR IGNORE INTO ibex_keys (t, k) VALUES `+placeholders(chunk, "(?,?)")); err != nil {
+					return fmt.Errorf("key index: %w", err)
+				}
+			}
+			_, err = x.ins.ExecContext(ctx, args...)
+		} else {
+			_, err = x.tx.ExecContext(ctx, `INSERT OR IGNORE INTO ibex_keys (t, k) VALUES `+placeholders(n, "(?,?)"), args...)
+		}
+		if err != nil {
+			return fmt.Errorf("key index: adding keys: %w", err)
+		}
+		keys = keys[n:]
+	}
+	return nil
+}
+
+// clear removes every key of table id and returns how many there were.
+func (x *index) clear(ctx context.Context, id int64) (int64, error) {
+	res, err := x.tx.ExecContext(ctx, `DELETE FROM ibex_keys WHERE t = ?`, id)
+	if err != nil {
+		return 0, fmt.Errorf("key index: clearing: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("key index: %w", err)
+	}
+	return n, nil
+}
+
+// empty reports whether the index holds no key of table id.
+func (x *index) empty(ctx context.Context, id int64) (bool, error) {
+	var has bool
+	if err := x.tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM ibex_keys WHERE t = ?)`, id).Scan(&has); err != nil {
+		return false, fmt.Errorf("key index: %w", err)
+	}
+	return !has, nil
+}
+
+// canonicalKey is a key's text (key fields as COPY text, tab-separated) as the index
+// holds it: re-encoded as COPY TO writes it, so that a key sent by PrepareBatch and the
+// same key at the head of a row always match.
+func canonicalKey(fields []conflict.Field) []byte {
+	return []byte(conflict.EncodeCopyLine(fields))
+}
+
+// Seed records in dir's key index that the target holds rows (COPY text, fields in
+// t.Cols order, key fields first), as when the system the files are replayed into was
+// loaded by other means than these files: a later batch then counts those keys as
+// deleted or replaced, and ReplaceTable with ifEmpty leaves the table alone. It writes no
+// file. The directory and the index are created when missing.
+func Seed(ctx context.Context, dir string, t *sinks.Table, rows []string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("flatfile: %w", err)
+	}
+	x, err := openIndex(ctx, dir, true)
+	if err != nil {
+		return fmt.Errorf("flatfile: %w", err)
+	}
+	defer x.close()
+	if err := x.begin(ctx); err != nil {
+		return fmt.Errorf("flatfile: %w", err)
+	}
+	defer x.rollback()
+	id, err := x.table(ctx, t)
+	if err != nil {
+		return fmt.Errorf("flatfile: %w", err)
+	}
+	nk := len(t.Key)
+	var keys [][]byte
+	for i, line := range rows {
+		f, err := conflict.DecodeCopyLine(line)
+		if err != nil {
+			return fmt.Errorf("flatfile: seeding %s: row %d: %w", t.Label(), i+1, err)
+		}
+		if len(f) < nk {
+			return fmt.Errorf("flatfile: seeding %s: row %d has %d fields, the key %d", t.Label(), i+1, len(f), nk)
+		}
+		keys = append(keys, canonicalKey(f[:nk]))
+	}
+	if err := x.add(ctx, id, keys); err != nil {
+		return fmt.Errorf("flatfile: seeding %s: %w", t.Label(), err)
+	}
+	return x.commit()
+}

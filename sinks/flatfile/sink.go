@@ -1,0 +1,325 @@
+// Package flatfile is the flat-file sink: it writes a receiver as SQL files that a user
+// replays on another system, one file per unit, in the postgres or the mysql dialect.
+//
+// A unit's statements go to a temp file in the directory (.<sync>.<run>.<seq>.sql.tmp,
+// which never matches *.sql); Commit fsyncs it and renames it to
+// <sync>.<run, 12 digits>.<unit, 4 digits>.sql, so that
+//
+//	cat DIR/*.sql | psql -v ON_ERROR_STOP=1 DB      (dialect postgres)
+//	cat DIR/*.sql | mysql DB                        (dialect mysql)
+//
+// replays everything in order. The sync's name is sanitized for a file name: every
+// character but ASCII letters, digits, - and _ becomes _ ("" becomes "ibex"). Each file
+// is one transaction (BEGIN; ... COMMIT; or START TRANSACTION; ... COMMIT;); Rollback
+// removes the temp file, and a unit that wrote nothing writes no file.
+//
+// A batch is DELETE statements of its keys (1,000 keys a statement; a composite key as
+// row values, (a, b) IN ((..), (..))) followed by multi-row INSERTs (1,000 rows or about
+// 1 MB a statement). A whole-table copy starts with DELETE FROM t; a captured TRUNCATE is
+// TRUNCATE t (postgres) or DELETE FROM t (mysql, where TRUNCATE would commit).
+//
+// What the target holds, which a batch's counts and ReplaceTable's ifEmpty need, is kept
+// in a key index beside the files (IndexFile, SQLite): per table, the keys the files leave
+// in the target. Its changes of a unit are committed right after the unit's file is
+// renamed into place. A process that dies between the two leaves the file without the
+// index's changes: the run did not record the unit, so the next run sends the same
+// batches again, and replaying both files leaves the same rows (a batch deletes its keys
+// before it inserts).
+//
+// The sink does not create tables: a file has no schema. CheckTable passes and
+// CreateTable does nothing; the user creates the tables on the system the files are
+// replayed into (see TableName for the mysql dialect's table names).
+package flatfile
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/ibexrepl/ibex/sinks"
+	"github.com/ibexrepl/ibex/sinks/pgtext"
+)
+
+var (
+	_ sinks.Sink      = (*Sink)(nil)
+	_ sinks.Truncater = (*Sink)(nil)
+	_ sinks.Checker   = (*Sink)(nil)
+	_ sinks.Closer    = (*Sink)(nil)
+)
+
+// maxSeq is the last unit number of a run (4 digits keep the files in order).
+const maxSeq = 9999
+
+// maxRun is the last run id (12 digits).
+const maxRun = 999_999_999_999
+
+// Sink is the flat-file sink. It is not safe for concurrent use.
+type Sink struct {
+	db      string
+	p       params
+	log     *slog.Logger
+	prefix  string // <sync>.<run>.
+	nextSeq int
+	idx     *index
+
+	tx    bool     // a unit is open
+	f     *os.File // the unit's temp file, once a statement was written
+	w     *bufio.Writer
+	cw    *countingWriter
+	tmp   string
+	batch *batch
+}
+
+// batch is the state of the batch (or whole-table copy) under way.
+type batch struct {
+	t       *sinks.Table
+	id      int64 // the table's id in the index
+	types   []pgtext.Type
+	skipped bool
+	written int64
+	deleted int64
+}
+
+var unsafeName = regexp.MustCompile(`[^A-Za-z0-9_-]`)
+
+// FileSync is the sync's name as the files carry it.
+func FileSync(sync string) string {
+	if sync == "" {
+		return "ibex"
+	}
+	return unsafeName.ReplaceAllString(sync, "_")
+}
+
+// Open checks c's params, creates the directory when missing (mode 0700) and opens its
+// key index. Files are named by c.Sync and c.Run.
+func Open(ctx context.Context, c sinks.Config) (*Sink, error) {
+	p, err := parseParams(c.Params)
+	if err != nil {
+		return nil, fmt.Errorf("db %s: %w", c.DB, err)
+	}
+	if c.Password != "" {
+		return nil, fmt.Errorf("db %s: flatfile: a flat file takes no password (remove it from the db)", c.DB)
+	}
+	if c.Run < 0 || c.Run > maxRun {
+		return nil, fmt.Errorf("db %s: flatfile: run id %d out of range 0..%d", c.DB, c.Run, maxRun)
+	}
+	if err := os.MkdirAll(p.path, 0o700); err != nil {
+		return nil, fmt.Errorf("db %s: flatfile: %w", c.DB, err)
+	}
+	log := c.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Sink{db: c.DB, p: p, log: log, prefix: fmt.Sprintf("%s.%012d.", FileSync(c.Sync), c.Run)}
+	if s.nextSeq, err = s.scan(); err != nil {
+		return nil, fmt.Errorf("db %s: flatfile: %w", c.DB, err)
+	}
+	if s.idx, err = openIndex(ctx, p.path, p.fsync); err != nil {
+		return nil, fmt.Errorf("db %s: flatfile: %w", c.DB, err)
+	}
+	return s, nil
+}
+
+// scan returns the unit number after the last file of this sync and run in the directory
+// (1 when there is none), and removes the temp files a dead process of this sync left.
+func (s *Sink) scan() (int, error) {
+	ents, err := os.ReadDir(s.p.path)
+	if err != nil {
+		return 0, err
+	}
+	next := 1
+	for _, e := range ents {
+		n := e.Name()
+		if strings.HasPrefix(n, s.prefix) && strings.HasSuffix(n, ".sql") {
+			if seq, err := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(n, s.prefix), ".sql")); err == nil && seq >= next {
+				next = seq + 1
+			}
+		}
+		sync := s.prefix[:strings.IndexByte(s.prefix, '.')+1]
+		if strings.HasPrefix(n, "."+sync) && strings.HasSuffix(n, ".sql.tmp") {
+			s.log.Warn("flatfile: removing the temp file of an unfinished unit", "db", s.db, "file", n)
+			if err := os.Remove(filepath.Join(s.p.path, n)); err != nil {
+				return 0, err
+			}
+		}
+	}
+	return next, nil
+}
+
+// Close rolls back an open unit and closes the key index.
+func (s *Sink) Close() error {
+	s.Rollback(context.Background())
+	if err := s.idx.close(); err != nil {
+		return fmt.Errorf("db %s: flatfile: %w", s.db, err)
+	}
+	return nil
+}
+
+// Begin opens a unit; it is a no-op when one is open.
+func (s *Sink) Begin(ctx context.Context) error {
+	if s.tx {
+		return nil
+	}
+	if err := s.idx.begin(ctx); err != nil {
+		return fmt.Errorf("db %s: flatfile: %w", s.db, err)
+	}
+	s.tx = true
+	return nil
+}
+
+// Commit writes the end of the unit's file, fsyncs it, renames it into place (and
+// fsyncs the directory), then commits the key index. It is a no-op when no unit is open;
+// a unit that wrote nothing leaves no file.
+func (s *Sink) Commit(ctx context.Context) error {
+	if !s.tx {
+		return nil
+	}
+	s.batch = nil
+	if s.f != nil {
+		final := filepath.Join(s.p.path, fmt.Sprintf("%s%04d.sql", s.prefix, s.nextSeq))
+		if err := s.finishFile(final); err != nil {
+			s.Rollback(ctx)
+			return fmt.Errorf("db %s: flatfile: committing: %w", s.db, err)
+		}
+		s.nextSeq++
+		s.log.Debug("flatfile: unit written", "db", s.db, "file", final)
+	}
+	s.tx = false
+	if err := s.idx.commit(); err != nil {
+		return fmt.Errorf("db %s: flatfile: the unit's file is written but %w (the next run sends its batches again)", s.db, err)
+	}
+	return nil
+}
+
+// finishFile ends, flushes, fsyncs, closes and renames the temp file to final.
+func (s *Sink) finishFile(final string) error {
+	s.w.WriteString(s.p.dialect.footer())
+	if err := s.w.Flush(); err != nil {
+		return err
+	}
+	if s.p.fsync {
+		if err := s.f.Sync(); err != nil {
+			return err
+		}
+	}
+	f := s.f
+	s.f, s.w, s.cw = nil, nil, nil
+	if err := f.Close(); err != nil {
+		_ = os.Remove(s.tmp)
+		return err
+	}
+	if err := os.Rename(s.tmp, final); err != nil {
+		_ = os.Remove(s.tmp)
+		return err
+	}
+	if s.p.fsync {
+		return syncDir(s.p.path)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// Rollback removes the unit's temp file and rolls the key index back; it is a no-op
+// when no unit is open.
+func (s *Sink) Rollback(context.Context) {
+	if !s.tx {
+		return
+	}
+	s.tx, s.batch = false, nil
+	if s.f != nil {
+		_ = s.f.Close()
+		_ = os.Remove(s.tmp)
+		s.f, s.w, s.cw = nil, nil, nil
+	}
+	s.idx.rollback()
+}
+
+// out returns the writer of the unit's file, creating the temp file (and writing the
+// file's header) on first use.
+func (s *Sink) out() (*bufio.Writer, error) {
+	if s.f != nil {
+		return s.w, nil
+	}
+	if s.nextSeq > maxSeq {
+		return nil, fmt.Errorf("a run writes at most %d files (units) to a directory", maxSeq)
+	}
+	s.tmp = filepath.Join(s.p.path, fmt.Sprintf(".%s%04d.sql.tmp", s.prefix, s.nextSeq))
+	f, err := os.OpenFile(s.tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	s.f = f
+	s.cw = &countingWriter{w: f}
+	s.w = bufio.NewWriterSize(s.cw, 1<<20)
+	s.w.WriteString(s.p.dialect.header())
+	return s.w, nil
+}
+
+// countingWriter counts the bytes written through it.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// written is how many bytes of the unit's file are written so far (buffered ones too).
+func (s *Sink) written() int64 { return s.cw.n + int64(s.w.Buffered()) }
+
+// inTx returns ErrNoTransaction, naming db and t, when no unit is open.
+func (s *Sink) inTx(t *sinks.Table) error {
+	if s.tx {
+		return nil
+	}
+	return s.errf(t, "", sinks.ErrNoTransaction)
+}
+
+// errf wraps err with the db, what was done, and t.
+func (s *Sink) errf(t *sinks.Table, doing string, err error) error {
+	if doing == "" {
+		return fmt.Errorf("db %s: table %s: %w", s.db, t.Label(), err)
+	}
+	return fmt.Errorf("db %s: %s %s: %w", s.db, doing, t.Label(), err)
+}
+
+// current returns the batch of t under way.
+func (s *Sink) current(t *sinks.Table) (*batch, error) {
+	b := s.batch
+	if b == nil || b.t.Schema != t.Schema || b.t.Name != t.Name {
+		return nil, errors.New("no batch of this table is under way (PrepareBatch or ReplaceTable first)")
+	}
+	return b, nil
+}
+
+// CheckTable passes: a file has no schema. In the mysql dialect, a name MySQL/MariaDB
+// cannot take (longer than 64 characters, ending with a space) is an error.
+func (s *Sink) CheckTable(_ context.Context, t *sinks.Table) error {
+	if err := s.p.dialect.checkNames(t); err != nil {
+		return s.errf(t, "", err)
+	}
+	return nil
+}
+
+// CreateTable does nothing: the user creates the tables on the system the files are
+// replayed into.
+func (s *Sink) CreateTable(context.Context, *sinks.Table) error { return nil }
