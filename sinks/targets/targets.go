@@ -12,6 +12,7 @@ import (
 	"github.com/ibexrepl/ibex/sinks"
 	"github.com/ibexrepl/ibex/sinks/flatfile"
 	"github.com/ibexrepl/ibex/sinks/redis"
+	"github.com/ibexrepl/ibex/sinks/sqlite"
 )
 
 // ErrPostgres is returned for a PostgreSQL db: it is written by sinks/postgres on the
@@ -27,6 +28,7 @@ type kind struct {
 var kinds = map[control.DBType]kind{
 	control.DBTypeRedis:    {check: redis.CheckParams, open: opened(redis.Open)},
 	control.DBTypeFlatfile: {check: flatfile.CheckParams, open: opened(flatfile.Open)},
+	control.DBTypeSQLite:   {check: sqlite.CheckParams, open: opened(sqlite.Open)},
 }
 
 // opened adapts a package's Open (a nil *Sink with an error must not become a non-nil
