@@ -11,6 +11,7 @@ import (
 	"github.com/ibexrepl/ibex/internal/control"
 	"github.com/ibexrepl/ibex/sinks"
 	"github.com/ibexrepl/ibex/sinks/flatfile"
+	"github.com/ibexrepl/ibex/sinks/mariadb"
 	"github.com/ibexrepl/ibex/sinks/redis"
 	"github.com/ibexrepl/ibex/sinks/sqlite"
 )
@@ -26,6 +27,8 @@ type kind struct {
 
 // kinds are the sink packages by db type (read only).
 var kinds = map[control.DBType]kind{
+	control.DBTypeMariaDB:  {check: mariadb.CheckParams, open: opened(mariadb.Open)},
+	control.DBTypeMySQL:    {check: mariadb.CheckParams, open: opened(mariadb.Open)},
 	control.DBTypeRedis:    {check: redis.CheckParams, open: opened(redis.Open)},
 	control.DBTypeFlatfile: {check: flatfile.CheckParams, open: opened(flatfile.Open)},
 	control.DBTypeSQLite:   {check: sqlite.CheckParams, open: opened(sqlite.Open)},

@@ -1,0 +1,148 @@
+package mariadb
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/go-sql-driver/mysql"
+)
+
+// rowReader reads COPY text rows (one a line, the last newline optional) from src and
+// serves them in LOAD DATA's format, one converted row at a time: memory holds one row.
+// A row that cannot be converted ends the stream at the row before (so that the driver
+// keeps the connection) and is reported by err.
+type rowReader struct {
+	src  *bufio.Reader
+	conv *converter
+	out  []byte
+	off  int
+	line []byte
+	rows int64 // rows converted
+	err  error // the conversion error that ended the stream
+	done bool
+}
+
+func newRowReader(src io.Reader, conv *converter) *rowReader {
+	return &rowReader{src: bufio.NewReaderSize(src, 256<<10), conv: conv}
+}
+
+// outChunk is how much converted output a Read gathers before it returns.
+const outChunk = 1 << 20
+
+func (r *rowReader) Read(p []byte) (int, error) {
+	if r.off == len(r.out) {
+		r.out, r.off = r.out[:0], 0
+		if cap(r.out) > 4*outChunk {
+			r.out = nil // a huge row passed: let its buffer go
+		}
+		for !r.done && len(r.out) < outChunk {
+			r.next()
+		}
+		if len(r.out) == 0 {
+			return 0, io.EOF
+		}
+	}
+	n := copy(p, r.out[r.off:])
+	r.off += n
+	return n, nil
+}
+
+// next converts one line into r.out, or sets done.
+func (r *rowReader) next() {
+	r.line = r.line[:0]
+	for {
+		chunk, err := r.src.ReadSlice('\n')
+		r.line = append(r.line, chunk...)
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		if err != nil && err != io.EOF {
+			r.err, r.done = fmt.Errorf("reading rows: %w", err), true
+			return
+		}
+		if err == io.EOF {
+			r.done = true
+			if len(r.line) == 0 {
+				return
+			}
+		}
+		break
+	}
+	line := strings.TrimSuffix(string(r.line), "\n")
+	if cap(r.line) > 4*outChunk {
+		r.line = nil
+	}
+	out, err := r.conv.appendRow(r.out, line)
+	if err != nil {
+		r.err, r.done = fmt.Errorf("row %d: %w", r.rows+1, err), true
+		return
+	}
+	r.out = out
+	r.rows++
+}
+
+// load runs LOAD DATA LOCAL INFILE of the rows of src into table into (quoted),
+// columns conv.cols, and returns the rows taken and written (the caller compares them:
+// LOAD DATA LOCAL skips a row whose key is there already). When every row was written,
+// any warning (a value clipped or refused) is an error.
+func (s *Sink) load(ctx context.Context, into string, conv *converter, src io.Reader) (taken, written int64, err error) {
+	rr := newRowReader(src, conv)
+	s.loads++
+	name := fmt.Sprintf("ibex-%p-%d", s, s.loads)
+	mysql.RegisterReaderHandler(name, func() io.Reader { return rr })
+	defer mysql.DeregisterReaderHandler(name)
+	q := fmt.Sprintf("LOAD DATA LOCAL INFILE %s INTO TABLE %s CHARACTER SET binary "+
+		"FIELDS TERMINATED BY '\\t' ENCLOSED BY '' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' STARTING BY '' %s",
+		literal("Reader::"+name), into, conv.targets())
+	res, err := s.conn.ExecContext(ctx, q)
+	if err != nil {
+		s.drop(err)
+	}
+	if rr.err != nil {
+		return rr.rows, 0, rr.err
+	}
+	if err != nil {
+		return rr.rows, 0, err
+	}
+	written, err = res.RowsAffected()
+	if err != nil {
+		return rr.rows, 0, err
+	}
+	if written != rr.rows {
+		// Rows skipped (a duplicate key: LOAD DATA LOCAL goes on as with IGNORE).
+		return rr.rows, written, nil
+	}
+	if err := s.warnings(ctx); err != nil {
+		return rr.rows, written, err
+	}
+	return rr.rows, written, nil
+}
+
+// warnings returns the last statement's warnings (and notes) as an error, nil if none.
+func (s *Sink) warnings(ctx context.Context) error {
+	rows, err := s.conn.QueryContext(ctx, `SHOW WARNINGS LIMIT 5`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	var msgs []string
+	for rows.Next() {
+		var level, msg string
+		var code int
+		if err := rows.Scan(&level, &code, &msg); err != nil {
+			return err
+		}
+		msgs = append(msgs, fmt.Sprintf("%s %d: %s", level, code, msg))
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if len(msgs) > 0 {
+		return errors.New("the rows were refused (LOAD DATA warned: " + strings.Join(msgs, "; ") + ")")
+	}
+	return nil
+}
