@@ -191,3 +191,18 @@ type Reader interface {
 	// the same row wherever the mapping keeps the value exactly.
 	ReadRows(ctx context.Context, t *Table, fn func(line string) error) error
 }
+
+// ErrNoBatch is returned by WriteRows or FinishBatch for a table without a batch under way.
+var ErrNoBatch = errors.New("no batch of this table is under way (PrepareBatch or ReplaceTable first)")
+
+// Same says whether t and o are the same table.
+func (t *Table) Same(o *Table) bool { return o != nil && t.Schema == o.Schema && t.Name == o.Name }
+
+// TableErr wraps err with the receiving db, what was being done ("" for nothing in
+// particular) and the table: "db D: loading the rows of s.t: ...".
+func TableErr(db string, t *Table, doing string, err error) error {
+	if doing == "" {
+		return fmt.Errorf("db %s: table %s: %w", db, t.Label(), err)
+	}
+	return fmt.Errorf("db %s: %s %s: %w", db, doing, t.Label(), err)
+}
