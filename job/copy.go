@@ -100,7 +100,7 @@ func (r *runner) copyTables(ctx context.Context, src *member, dsts []*member, on
 		errs := r.each(open, func(m *member) error { return r.commit(ctx, m) })
 		for _, m := range open {
 			if errs[m.idx] != nil {
-				r.fail(ctx, m, fmt.Errorf("db %s: committing the copy: %w", m.name, errs[m.idx]))
+				r.fail(ctx, m, errs[m.idx]) // a sink's errors name its db and the commit
 				continue
 			}
 			for _, t := range r.tables {
