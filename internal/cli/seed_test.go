@@ -34,7 +34,7 @@ func TestSeedStepsVIAndVII(t *testing.T) {
 		t.Errorf("list dbs:\n%s", list)
 	}
 	for i, db := range dbs {
-		if !strings.Contains(list, fmt.Sprintf("t%d   | active | dbname='%s' host='%s' port='%s' user='%s' | (PGPASSWORD/.pgpass)\n",
+		if !strings.Contains(list, fmt.Sprintf("t%d   | postgres | active | dbname='%s' host='%s' port='%s' user='%s' | (PGPASSWORD/.pgpass)\n",
 			i+1, db.Name, db.Conn["host"], db.Conn["port"], db.Conn["user"])) {
 			t.Errorf("list dbs lacks t%d:\n%s", i+1, list)
 		}
