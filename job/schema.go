@@ -146,6 +146,9 @@ func (s *session) checkTargets(ctx context.Context) error {
 				created[m.idx] = append(created[m.idx], m.name+": "+t.name)
 				err = m.target.CheckTable(ctx, st)
 			}
+			if errors.As(err, &me) {
+				me.Sync = s.sync.Name
+			}
 			if err != nil {
 				return err
 			}

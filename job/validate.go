@@ -16,6 +16,7 @@ import (
 	"github.com/ibexrepl/ibex/internal/conflict"
 	"github.com/ibexrepl/ibex/internal/control"
 	"github.com/ibexrepl/ibex/internal/sqlstate"
+	"github.com/ibexrepl/ibex/sinks"
 )
 
 // ValidateResult says what Validate did.
@@ -26,6 +27,9 @@ type ValidateResult struct {
 	Reset     []string `json:"reset"`     // sources whose change tables were recreated
 	Migrated  []string `json:"migrated"`  // db: table whose change table was migrated to the current format
 	Created   []string `json:"created"`   // db: table created (or completed) on a target that is not PostgreSQL
+	// Missing says, for each target that is not PostgreSQL and lacks tables or columns
+	// (ValidateOptions.MissingTargetsOK), what it lacks and the DDL that creates it.
+	Missing []string `json:"missing,omitempty"`
 }
 
 // ValidateOptions are Validate's choices.
@@ -33,6 +37,10 @@ type ValidateOptions struct {
 	// CreateTargets creates, on targets that are not PostgreSQL, the tables (and columns)
 	// the sync writes that they lack, with their sink's type mapping.
 	CreateTargets bool
+	// MissingTargetsOK accepts targets that are not PostgreSQL and lack tables or columns
+	// (reported in ValidateResult.Missing; runs leave them out until they have them):
+	// adding such a db to a dbgroup comes before creating its tables.
+	MissingTargetsOK bool
 }
 
 // Validate checks a sync's tables on all its dbs (same columns and types, keys present)
@@ -72,12 +80,18 @@ func ValidateWith(ctx context.Context, store *control.Store, q control.Querier, 
 	}
 	// A target that is not PostgreSQL and lacks a table left the session: here that
 	// refuses the change, with the DDL (or --create-targets) that fixes it.
+	var missing []string
 	for _, m := range r.members {
+		var me *sinks.MissingError
+		if opts.MissingTargetsOK && errors.As(m.dead, &me) {
+			missing = append(missing, m.dead.Error())
+			continue
+		}
 		if m.dead != nil && !errors.Is(m.dead, errInactiveDB) {
 			return nil, fmt.Errorf("sync %s: %w", syncName, m.dead)
 		}
 	}
-	res := &ValidateResult{Sync: syncName, Created: r.created}
+	res := &ValidateResult{Sync: syncName, Created: r.created, Missing: missing}
 	// newSource: a source on which none of the sync's change tables existed (a db added
 	// to the dbgroup, or whose settings now reach another database). Watermarks kept
 	// under its name are snapshots of another database's transactions: forget them.

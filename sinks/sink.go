@@ -141,6 +141,8 @@ type MissingError struct {
 	Columns []string
 	// DDL is the statement that would create what is missing on that receiver.
 	DDL string
+	// Sync names the sync in the advice, when the caller knows it.
+	Sync string
 }
 
 func (e *MissingError) Error() string {
@@ -148,7 +150,11 @@ func (e *MissingError) Error() string {
 	if e.Columns != nil {
 		what = fmt.Sprintf("table %s lacks column(s) %s", e.Table, strings.Join(e.Columns, ", "))
 	}
-	return fmt.Sprintf("db %s: %s: create it with\n  %s\nor run 'ibex validate SYNC --create-targets'", e.DB, what, e.DDL)
+	sync := e.Sync
+	if sync == "" {
+		sync = "SYNC"
+	}
+	return fmt.Sprintf("db %s: %s: create it with\n  %s\nor run 'ibex validate %s --create-targets'", e.DB, what, e.DDL, sync)
 }
 
 // Closer is a sink that owns its connection (every sink that is not PostgreSQL: a

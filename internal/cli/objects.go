@@ -603,9 +603,11 @@ func (a *app) revalidateUsers(ctx context.Context, store *control.Store, q contr
 			if err := a.checkSync(ctx, q, &s); err != nil {
 				return err
 			}
-			if _, err := job.Validate(ctx, store, q, s.Name, a.logger); err != nil {
+			res, err := job.ValidateWith(ctx, store, q, s.Name, a.logger, job.ValidateOptions{MissingTargetsOK: true})
+			if err != nil {
 				return syncErr(s.Name, err)
 			}
+			a.sayMissing(res)
 		}
 	}
 	return nil
@@ -784,7 +786,7 @@ func (a *app) putSync(ctx context.Context, store *control.Store, create bool, p 
 			return err
 		}
 		var err error
-		res, err = job.Validate(ctx, store, q, name, a.logger)
+		res, err = job.ValidateWith(ctx, store, q, name, a.logger, job.ValidateOptions{MissingTargetsOK: true})
 		return err
 	})
 	if err != nil {
@@ -794,6 +796,7 @@ func (a *app) putSync(ctx context.Context, store *control.Store, create bool, p 
 	}
 	verb := map[bool]string{true: "Added", false: "Updated"}[create]
 	a.say("%s sync %s: herd %s, dbgroup %s, conflict_strategy %s, capture on %d tables", verb, name, s.Herd, s.DBGroup, s.ConflictStrategy, len(res.Installed))
+	a.sayMissing(res)
 	return nil
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"github.com/ibexrepl/ibex/internal/control"
 	"github.com/ibexrepl/ibex/internal/dbconn"
+	"github.com/ibexrepl/ibex/job"
 	"github.com/ibexrepl/ibex/sinks"
 	"github.com/ibexrepl/ibex/sinks/targets"
 )
@@ -109,4 +110,12 @@ func needPostgres(d *control.DB, what string) error {
 		return nil
 	}
 	return usageErr("db %s is a %s db: %s needs a PostgreSQL db", d.Name, d.Type, what)
+}
+
+// sayMissing warns of the tables that targets which are not PostgreSQL lack: runs leave
+// such a db out until they exist.
+func (a *app) sayMissing(res *job.ValidateResult) {
+	for _, m := range res.Missing {
+		a.say("Warning: %s (runs leave that db out until then)", m)
+	}
 }

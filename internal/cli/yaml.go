@@ -120,9 +120,11 @@ re-validates the syncs that use those dbs, installing capture on new or moved so
 					return err
 				}
 				for _, n := range syncsToValidate(want, changes, !force) {
-					if _, err := job.Validate(ctx, store, q, n, a.logger); err != nil {
+					res, err := job.ValidateWith(ctx, store, q, n, a.logger, job.ValidateOptions{MissingTargetsOK: true})
+					if err != nil {
 						return syncErr(n, err)
 					}
+					a.sayMissing(res)
 				}
 				return nil
 			})
