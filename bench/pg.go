@@ -96,16 +96,26 @@ func (e *env) undoNow(ctx context.Context, keep bool, ids ...int) error {
 			if e.extras[j].id == ids[i] {
 				xx := e.extras[j]
 				x = &xx
+				break
+			}
+		}
+		e.mu.Unlock()
+		if x == nil {
+			continue
+		}
+		if err := x.undo(ctx); err != nil {
+			// Left registered: the final cleanup (with a fresh context) tries again.
+			errs = append(errs, fmt.Errorf("removing %s: %w", x.what, err))
+			continue
+		}
+		e.mu.Lock()
+		for j := range e.extras {
+			if e.extras[j].id == x.id {
 				e.extras = append(e.extras[:j], e.extras[j+1:]...)
 				break
 			}
 		}
 		e.mu.Unlock()
-		if x != nil {
-			if err := x.undo(ctx); err != nil {
-				errs = append(errs, fmt.Errorf("removing %s: %w", x.what, err))
-			}
-		}
 	}
 	return errors.Join(errs...)
 }
@@ -439,10 +449,12 @@ func (e *env) kick(ctx context.Context, ctl string) (kickResult, error) {
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	t0 := time.Now()
-	err := cmd.Run()
-	kr.wall = time.Since(t0)
-	if cmd.ProcessState != nil {
-		kr.rssKiB = maxRSSKiB(cmd.ProcessState)
+	err := cmd.Start()
+	if err == nil {
+		stop := watchRSS(cmd.Process.Pid)
+		err = cmd.Wait()
+		kr.wall = time.Since(t0)
+		kr.rssKiB = stop(cmd.ProcessState)
 	}
 	var res []struct {
 		State          string            `json:"state"`

@@ -375,7 +375,7 @@ func (b *bench) sinks(ctx context.Context) error {
 			progress("sinks: %s: not measured: %s", kind, sv.redisNo)
 			continue
 		}
-		var initWall, initSync, wall, sync, floor, rss, moved []float64
+		var initWall, initSync, initRSS, wall, sync, floor, rss, moved []float64
 		good, fails := 0, len(b.rep.failures)
 		var srcRows int64
 		for r := 1; r <= cfg.sinksRepeats; r++ {
@@ -471,7 +471,7 @@ func (b *bench) sinks(ctx context.Context) error {
 				good++
 				progress("%s: row counts equal: source, ibex's target and the floor's: %d", label, srcRows)
 			}
-			initWall, initSync = append(initWall, secs(k0.wall)), append(initSync, secs(k0.sync))
+			initWall, initSync, initRSS = append(initWall, secs(k0.wall)), append(initSync, secs(k0.sync)), append(initRSS, mib(k0.rssKiB))
 			wall, sync, floor = append(wall, secs(k.wall)), append(sync, secs(k.sync)), append(floor, secs(fd))
 			rss, moved = append(rss, mib(k.rssKiB)), append(moved, float64(k.inserts))
 			if err := b.env.dropNow(ctx, cfg.keep, ctl, src, fsrc); err != nil {
@@ -483,6 +483,7 @@ func (b *bench) sinks(ctx context.Context) error {
 		}
 		b.rep.add(sec, kind+": initial copy, kick to done", uSec, initWall, fmt.Sprintf("onetimecopy of pgbench_accounts, %d rows (first kick)", srcRows))
 		b.rep.add(sec, kind+": initial copy, sync", uSec, initSync, "")
+		b.rep.add(sec, kind+": initial copy, peak RSS", uMiB, initRSS, "")
 		b.rep.add(sec, kind+": ibex kick to done", uSec, wall, fmt.Sprintf("%d changed rows, 1 PostgreSQL src -> 1 %s tgt", cfg.sinksRows, kind))
 		b.rep.add(sec, kind+": ibex sync", uSec, sync, "")
 		b.rep.add(sec, kind+": floor", uSec, floor, floorNote[kind])
