@@ -167,12 +167,22 @@ func (h harness) Seed(t *testing.T, tbl *sinks.Table, rows []string) {
 
 func (h harness) NewSink(t *testing.T) sinks.Sink { return h.open(t) }
 
-// Rows reads tbl back as COPY text: integers and text as they are, bytes as \x and hex.
+// Rows reads tbl back through the sink's ReadRows, sorted.
 func (h harness) Rows(t *testing.T, tbl *sinks.Table) []string {
 	t.Helper()
-	return readRows(t, h.testDB, tbl)
+	var got []string
+	if err := h.open(t).ReadRows(t.Context(), tbl, func(line string) error {
+		got = append(got, line)
+		return nil
+	}); err != nil {
+		t.Fatalf("ReadRows(%s): %v", tbl.Label(), err)
+	}
+	slices.Sort(got)
+	return got
 }
 
+// readRows reads tbl back as COPY text with a plain SELECT: integers and text as they
+// are, bytes as \x and hex.
 func readRows(t *testing.T, d *testDB, tbl *sinks.Table) []string {
 	t.Helper()
 	rows, err := d.app.QueryContext(t.Context(), fmt.Sprintf("SELECT %s FROM %s", qcols(tbl.Cols), d.ident(tbl)))

@@ -2,6 +2,7 @@ package pgtext
 
 import (
 	"errors"
+	"math"
 	"testing"
 	"time"
 )
@@ -71,5 +72,42 @@ func TestParseValues(t *testing.T) {
 	}
 	if v, err := ParseBool("t"); err != nil || !v {
 		t.Errorf("ParseBool(t) = %v, %v", v, err)
+	}
+}
+
+func TestFormat(t *testing.T) {
+	ts := time.Date(2024, 1, 2, 3, 4, 5, 123456000, time.UTC)
+	for _, c := range []struct{ got, want string }{
+		{FormatTimestampTZ(ts), "2024-01-02 03:04:05.123456+00"},
+		{FormatTimestampTZ(ts.Truncate(time.Second)), "2024-01-02 03:04:05+00"},
+		{FormatTimestampTZ(time.Date(2024, 1, 2, 3, 4, 5, 500000000, time.FixedZone("x", 3600))), "2024-01-02 02:04:05.5+00"},
+		{FormatTimestampTZ(time.Date(-43, 3, 15, 12, 0, 0, 0, time.UTC)), "0044-03-15 12:00:00+00 BC"},
+		{FormatTimestampTZ(time.Date(0, 3, 15, 12, 0, 0, 0, time.UTC)), "0001-03-15 12:00:00+00 BC"},
+		{FormatTimestampTZ(time.Date(12345, 3, 15, 12, 0, 0, 0, time.UTC)), "12345-03-15 12:00:00+00"},
+		{FormatTimestampTZ(time.Date(44, 3, 15, 12, 0, 0, 0, time.UTC)), "0044-03-15 12:00:00+00"},
+		{FormatTimestamp(ts), "2024-01-02 03:04:05.123456"},
+		{TrimFraction("12:00:00.500000"), "12:00:00.5"},
+		{TrimFraction("2024-01-02 12:00:00.000"), "2024-01-02 12:00:00"},
+		{TrimFraction("12:00:00"), "12:00:00"},
+		{FormatFloat(1.5, 64), "1.5"},
+		{FormatFloat(0.1, 64), "0.1"},
+		{FormatFloat(1e15, 64), "1e+15"},
+		{FormatFloat(123456789012345, 64), "123456789012345"},
+		{FormatFloat(1e-5, 64), "1e-05"},
+		{FormatFloat(0.0001, 64), "0.0001"},
+		{FormatFloat(float64(float32(0.1)), 32), "0.1"},
+		{FormatFloat(float64(float32(123456)), 32), "123456"},
+		{FormatFloat(float64(float32(1234567)), 32), "1.234567e+06"},
+		{FormatFloat(math.Copysign(0, -1), 64), "-0"},
+		{FormatFloat(math.Inf(-1), 64), "-Infinity"},
+		{string(AppendArrayElem(nil, "a b")), `"a b"`},
+		{string(AppendArrayElem(nil, "null")), `"null"`},
+		{string(AppendArrayElem(nil, "")), `""`},
+		{string(AppendArrayElem(nil, `x"\y`)), `"x\"\\y"`},
+		{string(AppendArrayElem(nil, "é")), `é`},
+	} {
+		if c.got != c.want {
+			t.Errorf("got %q, want %q", c.got, c.want)
+		}
 	}
 }

@@ -4,9 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -128,95 +126,18 @@ func (h *harness) open(t *testing.T) *Sink {
 	return s
 }
 
-// Rows reads every hash of tbl back as COPY text lines (absent field: \N; bytea as
-// \\x hex), sorted.
+// Rows reads tbl back through the sink's ReadRows, sorted.
 func (h *harness) Rows(t *testing.T, tbl *sinks.Table) []string {
 	t.Helper()
-	ctx := t.Context()
-	l, err := newLayout(h.prefix, tbl)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var rows []string
-	err = scanKeys(ctx, h.client, l.base, func(keys []string) error {
-		for _, k := range keys {
-			m, err := h.client.HGetAll(ctx, k).Result()
-			if err != nil {
-				return err
-			}
-			if len(m) == 0 {
-				continue // deleted since the SCAN
-			}
-			var fields []string
-			for i, c := range tbl.Cols {
-				v, ok := m[c]
-				switch {
-				case !ok:
-					fields = append(fields, `\N`)
-				case tbl.Columns[i].Type == "bytea":
-					fields = append(fields, `\\x`+hex.EncodeToString([]byte(v)))
-				default:
-					fields = append(fields, copyEscape(v))
-				}
-			}
-			if len(m) != countPresent(fields) {
-				return fmt.Errorf("key %q: fields %v, expected only %q", k, mapKeys(m), tbl.Cols)
-			}
-			rows = append(rows, strings.Join(fields, "\t"))
-		}
+	if err := h.open(t).ReadRows(t.Context(), tbl, func(line string) error {
+		rows = append(rows, line)
 		return nil
-	})
-	if err != nil {
+	}); err != nil {
 		t.Fatalf("reading %s: %v", tbl.Label(), err)
 	}
 	slices.Sort(rows)
-	rows = slices.Compact(rows) // SCAN may return a key twice
 	return rows
-}
-
-func countPresent(fields []string) int {
-	n := 0
-	for _, f := range fields {
-		if f != `\N` {
-			n++
-		}
-	}
-	return n
-}
-
-func mapKeys(m map[string]string) []string {
-	var out []string
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
-}
-
-// copyEscape is PostgreSQL's COPY TO escaping of a text value.
-func copyEscape(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; c {
-		case '\\':
-			b.WriteString(`\\`)
-		case '\b':
-			b.WriteString(`\b`)
-		case '\f':
-			b.WriteString(`\f`)
-		case '\n':
-			b.WriteString(`\n`)
-		case '\r':
-			b.WriteString(`\r`)
-		case '\t':
-			b.WriteString(`\t`)
-		case '\v':
-			b.WriteString(`\v`)
-		default:
-			b.WriteByte(c)
-		}
-	}
-	return b.String()
 }
 
 func TestConformance(t *testing.T) {

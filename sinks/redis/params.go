@@ -9,9 +9,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/logging"
 	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/ibexrepl/ibex/sinks"
@@ -111,9 +113,17 @@ func secondsParam(v string) (time.Duration, error) {
 	return time.Duration(n * float64(time.Second)), nil
 }
 
+// quietLibrary silences go-redis's own logger once (it has only a process-wide one).
+var quietLibrary sync.Once
+
 // Open connects to the Redis server c names and checks it answers (PING), within
 // connect_timeout.
 func Open(ctx context.Context, c sinks.Config) (*Sink, error) {
+	quietLibrary.Do(func() {
+		// go-redis prints some failures (dial retries) on its own process-wide logger
+		// besides returning them; ibex reports them itself, through slog.
+		goredis.SetLogger(&logging.VoidLogger{})
+	})
 	p, err := parseParams(c.Params)
 	if err != nil {
 		return nil, fmt.Errorf("db %s: %w", c.DB, err)

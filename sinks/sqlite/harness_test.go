@@ -145,7 +145,20 @@ func (h *harness) NewSink(t *testing.T) sinks.Sink {
 
 func (h *harness) Rows(t *testing.T, tbl *sinks.Table) []string {
 	t.Helper()
-	return readRows(t, h.app, tbl, h.kinds[sqlite.TableName(tbl.Schema, tbl.Name)])
+	s := h.NewSink(t).(*sqlite.Sink)
+	var got []string
+	if err := s.ReadRows(t.Context(), tbl, func(line string) error {
+		got = append(got, line)
+		return nil
+	}); err != nil {
+		t.Fatalf("ReadRows(%s): %v", tbl.Label(), err)
+	}
+	slices.Sort(got)
+	// The file's own view, storage classes checked: the same rows.
+	if raw := readRows(t, h.app, tbl, h.kinds[sqlite.TableName(tbl.Schema, tbl.Name)]); !slices.Equal(got, raw) {
+		t.Fatalf("%s: ReadRows gives %q, the file holds %q", tbl.Label(), got, raw)
+	}
+	return got
 }
 
 // readRows reads tbl's rows as COPY text, sorted: integers in decimal, text as is, blobs
