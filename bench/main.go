@@ -243,6 +243,13 @@ func run(cfg *config) int {
 		fmt.Printf("workload:   seed demo = %d source(s) + %d target(s), pgbench scale %d, %d transactions per source; %d repeats\n",
 			cfg.sources, cfg.targets, cfg.scale, cfg.tx, cfg.repeats)
 	}
+	if cfg.sections["sinks"] {
+		fmt.Printf("sinks:      %s: %d changed pgbench_accounts rows per kick, %d repeats each", strings.Join(cfg.sinks, ", "), cfg.sinksRows, cfg.sinksRepeats)
+		if b.sinkInfo != "" {
+			fmt.Printf("; %s", b.sinkInfo)
+		}
+		fmt.Println()
+	}
 	fmt.Printf("            median / min / max over the repeats; ratios are paired per repeat (same run, same dbs)\n")
 	fmt.Println()
 	rep.print(os.Stdout)
@@ -272,6 +279,8 @@ type bench struct {
 	rep *report
 	// seed figures kept for the bucardo comparison
 	seedKick, seedSync []float64
+	// sinkInfo names the MariaDB and Redis servers the sinks section used.
+	sinkInfo string
 }
 
 func (b *bench) runSections(ctx context.Context) error {

@@ -183,6 +183,23 @@ func (b *bench) sinkServices(ctx context.Context) (*sinkServices, error) {
 			b.env.onCleanup("the Redis connection", func(context.Context) error { return rdb.Close() })
 		}
 	}
+	var info []string
+	if sv.maria != nil {
+		var v string
+		if err := sv.maria.QueryRowContext(ctx, `SELECT VERSION()`).Scan(&v); err == nil {
+			info = append(info, "MariaDB "+v+" at "+cfg.mariadbAddr)
+		}
+	}
+	if sv.rdb != nil {
+		if s, err := sv.rdb.Info(ctx, "server").Result(); err == nil {
+			for _, l := range strings.Split(s, "\n") {
+				if v, ok := strings.CutPrefix(strings.TrimSpace(l), "redis_version:"); ok {
+					info = append(info, "Redis "+v+" at "+cfg.redisAddr)
+				}
+			}
+		}
+	}
+	b.sinkInfo = strings.Join(info, ", ")
 	dir, err := os.MkdirTemp("", "ibex-bench-sinks-")
 	if err != nil {
 		return nil, err
@@ -357,13 +374,7 @@ func (b *bench) sinks(ctx context.Context) error {
 	const sec = "sinks"
 	scale := max(1, (cfg.sinksRows+99999)/100000)
 	tmpl, src, fsrc, ctl := prefix+"sk_tmpl", prefix+"sk_src", prefix+"sk_fsrc", prefix+"sk_ctl"
-	progress("sinks: pgbench -i -s %d into %s (%d accounts rows)", scale, tmpl, scale*100000)
-	if err := b.env.create(ctx, tmpl, "", false); err != nil {
-		return err
-	}
-	if err := b.env.pgbenchInit(ctx, tmpl, scale); err != nil {
-		return err
-	}
+	made := false
 	for _, kind := range cfg.sinks {
 		switch {
 		case kind == "mariadb" && sv.maria == nil:
@@ -374,6 +385,16 @@ func (b *bench) sinks(ctx context.Context) error {
 			b.rep.text(sec, kind, "not measured", sv.redisNo)
 			progress("sinks: %s: not measured: %s", kind, sv.redisNo)
 			continue
+		}
+		if !made {
+			progress("sinks: pgbench -i -s %d into %s (%d accounts rows)", scale, tmpl, scale*100000)
+			if err := b.env.create(ctx, tmpl, "", false); err != nil {
+				return err
+			}
+			if err := b.env.pgbenchInit(ctx, tmpl, scale); err != nil {
+				return err
+			}
+			made = true
 		}
 		var initWall, initSync, initRSS, wall, sync, floor, rss, moved []float64
 		good, fails := 0, len(b.rep.failures)
@@ -498,8 +519,10 @@ func (b *bench) sinks(ctx context.Context) error {
 		}
 		b.rep.text(sec, kind+": row counts", counts, note)
 	}
-	if err := b.env.dropNow(ctx, cfg.keep, tmpl); err != nil {
-		return err
+	if made {
+		if err := b.env.dropNow(ctx, cfg.keep, tmpl); err != nil {
+			return err
+		}
 	}
 	if cfg.sinksRSSRows > 0 {
 		if err := b.sinksRSS(ctx, sv); err != nil {
