@@ -23,7 +23,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 	_ "modernc.org/sqlite" // driver "sqlite"
-
 )
 
 // accountsCols are pgbench_accounts' columns, key first (the order of COPY and of the sinks' streams).
@@ -960,5 +959,3 @@ func (f *fileFloor) count(context.Context) (int64, error) {
 }
 
 func (f *fileFloor) close() {}
-
-
