@@ -93,7 +93,7 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 	late := make([][]string, len(r.members))
 	errs := r.each(receivers, func(m *member) error {
 		if err := r.begin(ctx, m); err != nil {
-			return fmt.Errorf("db %s: %w", m.name, err)
+			return err // a sink's errors name its db
 		}
 		p, err := m.sink.PrepareBatch(ctx, t.sinkTables[m.idx], recvKeys[m.idx])
 		late[m.idx] = p.Skipped

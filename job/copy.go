@@ -100,7 +100,7 @@ func (r *runner) copyTables(ctx context.Context, src *member, dsts []*member, on
 		errs := r.each(open, func(m *member) error { return r.commit(ctx, m) })
 		for _, m := range open {
 			if errs[m.idx] != nil {
-				r.fail(ctx, m, fmt.Errorf("db %s: committing the copy: %w", m.name, errs[m.idx]))
+				r.fail(ctx, m, errs[m.idx]) // a sink's errors name its db and the commit
 				continue
 			}
 			for _, t := range r.tables {
@@ -143,7 +143,7 @@ func (r *runner) copyInto(ctx context.Context, src *member, dsts []*member, only
 	errs := r.each(live, func(m *member) error { return r.begin(ctx, m) })
 	for _, m := range live {
 		if errs[m.idx] != nil {
-			r.fail(ctx, m, fmt.Errorf("db %s: %w", m.name, errs[m.idx]))
+			r.fail(ctx, m, errs[m.idx]) // a sink's errors name its db
 		}
 	}
 	for _, t := range r.tables {

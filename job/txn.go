@@ -349,7 +349,7 @@ func (r *runner) commitReceivers(ctx context.Context, u *unit) {
 	errs := r.each(open, func(m *member) error { return r.commit(ctx, m) })
 	for _, m := range open {
 		if errs[m.idx] != nil {
-			r.fail(ctx, m, fmt.Errorf("db %s: committing: %w", m.name, errs[m.idx]))
+			r.fail(ctx, m, errs[m.idx]) // a sink's errors name its db and the commit
 			continue
 		}
 		for t, cs := range u.counts {

@@ -191,3 +191,47 @@ type Reader interface {
 	// the same row wherever the mapping keeps the value exactly.
 	ReadRows(ctx context.Context, t *Table, fn func(line string) error) error
 }
+
+// ErrNoBatch is returned by WriteRows or FinishBatch for a table without a batch under way.
+var ErrNoBatch = errors.New("no batch of this table is under way (PrepareBatch or ReplaceTable first)")
+
+// Same says whether t and o are the same table.
+func (t *Table) Same(o *Table) bool { return o != nil && t.Schema == o.Schema && t.Name == o.Name }
+
+// TableErr wraps err with the receiving db, what was being done ("" for nothing in
+// particular) and the table: "db D: loading the rows of s.t: ...".
+func TableErr(db string, t *Table, doing string, err error) error {
+	if doing == "" {
+		return fmt.Errorf("db %s: table %s: %w", db, t.Label(), err)
+	}
+	return fmt.Errorf("db %s: %s %s: %w", db, doing, t.Label(), err)
+}
+
+// LinesReader reads lines (keys or rows in COPY text), each followed by a newline, without
+// joining them first.
+func LinesReader(lines []string) io.Reader { return &linesReader{lines: lines} }
+
+type linesReader struct {
+	lines []string
+	off   int // bytes of lines[0] already read
+}
+
+func (k *linesReader) Read(p []byte) (int, error) {
+	n := 0
+	for n < len(p) && len(k.lines) > 0 {
+		line := k.lines[0]
+		if k.off < len(line) {
+			c := copy(p[n:], line[k.off:])
+			n += c
+			k.off += c
+			continue
+		}
+		p[n] = '\n'
+		n++
+		k.lines, k.off = k.lines[1:], 0
+	}
+	if n == 0 && len(k.lines) == 0 {
+		return 0, io.EOF
+	}
+	return n, nil
+}

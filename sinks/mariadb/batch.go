@@ -49,7 +49,7 @@ func (s *Sink) deleteKeys(ctx context.Context, t *sinks.Table, keys []string) (i
 			return 0, err
 		}
 	}
-	taken, written, err := s.load(ctx, keyTable, newConverter(t, t.Key), &keyReader{keys: keys})
+	taken, written, err := s.load(ctx, keyTable, newConverter(t, t.Key), sinks.LinesReader(keys))
 	if err != nil {
 		return 0, fmt.Errorf("loading the keys: %w", err)
 	}
@@ -169,32 +169,6 @@ func (s *Sink) deleteAll(ctx context.Context, t *sinks.Table) (int64, error) {
 		return 0, err
 	}
 	return res.RowsAffected()
-}
-
-// keyReader reads keys one a line.
-type keyReader struct {
-	keys []string
-	off  int // bytes of keys[0] already read
-}
-
-func (k *keyReader) Read(p []byte) (int, error) {
-	n := 0
-	for n < len(p) && len(k.keys) > 0 {
-		line := k.keys[0]
-		if k.off < len(line) {
-			c := copy(p[n:], line[k.off:])
-			n += c
-			k.off += c
-			continue
-		}
-		p[n] = '\n'
-		n++
-		k.keys, k.off = k.keys[1:], 0
-	}
-	if n == 0 && len(k.keys) == 0 {
-		return 0, io.EOF
-	}
-	return n, nil
 }
 
 // intKey tells whether t's key is one integer column, whose keys deleteIntKeys deletes.

@@ -209,17 +209,14 @@ func (s *Sink) inTx(t *sinks.Table) error {
 
 // errf wraps err with the db, what was done, and t.
 func (s *Sink) errf(t *sinks.Table, doing string, err error) error {
-	if doing == "" {
-		return fmt.Errorf("db %s: table %s: %w", s.db, t.Label(), err)
-	}
-	return fmt.Errorf("db %s: %s %s: %w", s.db, doing, t.Label(), err)
+	return sinks.TableErr(s.db, t, doing, err)
 }
 
 // current returns the batch of t under way.
 func (s *Sink) current(t *sinks.Table) (*batch, error) {
 	b := s.batch
-	if b == nil || b.t.Schema != t.Schema || b.t.Name != t.Name {
-		return nil, errors.New("no batch of this table is under way (PrepareBatch or ReplaceTable first)")
+	if b == nil || !t.Same(b.t) {
+		return nil, sinks.ErrNoBatch
 	}
 	return b, nil
 }

@@ -139,34 +139,8 @@ func (c *lineCounter) rows() int64 {
 // copyKeys loads keys (tab-separated COPY text, as the change rows print them) into a
 // temp table.
 func copyKeys(ctx context.Context, conn *pgx.Conn, into, keyCols string, keys []string) error {
-	_, err := conn.PgConn().CopyFrom(ctx, &keyReader{keys: keys}, fmt.Sprintf(`COPY %s (%s) FROM STDIN`, into, keyCols))
+	_, err := conn.PgConn().CopyFrom(ctx, sinks.LinesReader(keys), fmt.Sprintf(`COPY %s (%s) FROM STDIN`, into, keyCols))
 	return err
-}
-
-// keyReader reads keys one a line.
-type keyReader struct {
-	keys []string
-	off  int // bytes of keys[0] (and its newline) already read
-}
-
-func (k *keyReader) Read(p []byte) (int, error) {
-	n := 0
-	for n < len(p) && len(k.keys) > 0 {
-		line := k.keys[0]
-		if k.off < len(line) {
-			c := copy(p[n:], line[k.off:])
-			n += c
-			k.off += c
-			continue
-		}
-		p[n] = '\n'
-		n++
-		k.keys, k.off = k.keys[1:], 0
-	}
-	if n == 0 && len(k.keys) == 0 {
-		return 0, io.EOF
-	}
-	return n, nil
 }
 
 // orderedKeys is a subquery listing the key columns of a temp key table in key order, so

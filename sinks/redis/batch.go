@@ -41,8 +41,8 @@ type pendingRow struct {
 // current returns the batch of t in progress.
 func (s *Sink) current(t *sinks.Table) (*batch, error) {
 	b := s.tx.cur
-	if b == nil || b.l.t.Schema != t.Schema || b.l.t.Name != t.Name {
-		return nil, errNoBatch
+	if b == nil || !t.Same(b.l.t) {
+		return nil, sinks.ErrNoBatch
 	}
 	return b, nil
 }

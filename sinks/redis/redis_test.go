@@ -403,7 +403,7 @@ func TestWriteRowsErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Rollback(ctx)
-	if _, err := s.WriteRows(ctx, tbl, strings.NewReader("")); err == nil || err.Error() != "db r1: writing rows of public.errs: no batch of this table in progress (PrepareBatch or ReplaceTable first)" {
+	if _, err := s.WriteRows(ctx, tbl, strings.NewReader("")); err == nil || err.Error() != "db r1: writing rows of public.errs: no batch of this table is under way (PrepareBatch or ReplaceTable first)" {
 		t.Errorf("WriteRows without a batch: %v", err)
 	}
 	if _, err := s.PrepareBatch(ctx, tbl, []string{"1"}); err != nil {

@@ -12,7 +12,6 @@ package redis
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -186,7 +185,5 @@ func (s *Sink) inTx() error {
 }
 
 func (s *Sink) errf(t *sinks.Table, what string, err error) error {
-	return fmt.Errorf("db %s: %s %s: %w", s.db, what, t.Label(), err)
+	return sinks.TableErr(s.db, t, what, err)
 }
-
-var errNoBatch = errors.New("no batch of this table in progress (PrepareBatch or ReplaceTable first)")

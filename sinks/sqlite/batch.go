@@ -159,8 +159,8 @@ func (s *Sink) closeBatch() {
 // current returns the batch of t under way.
 func (s *Sink) current(t *sinks.Table) (*batch, error) {
 	b := s.batch
-	if b == nil || b.t.Schema != t.Schema || b.t.Name != t.Name {
-		return nil, errNoBatch
+	if b == nil || !t.Same(b.t) {
+		return nil, sinks.ErrNoBatch
 	}
 	return b, nil
 }

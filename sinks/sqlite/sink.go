@@ -20,7 +20,6 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -186,10 +185,7 @@ func (s *Sink) inTx(t *sinks.Table) error {
 
 // errf wraps err with the db, what was done, and t.
 func (s *Sink) errf(t *sinks.Table, doing string, err error) error {
-	if doing == "" {
-		return fmt.Errorf("db %s: table %s: %w", s.db, t.Label(), err)
-	}
-	return fmt.Errorf("db %s: %s %s: %w", s.db, doing, t.Label(), err)
+	return sinks.TableErr(s.db, t, doing, err)
 }
 
 // fail marks the unit failed (Commit refuses it) and wraps err as errf does.
@@ -197,5 +193,3 @@ func (s *Sink) fail(t *sinks.Table, doing string, err error) error {
 	s.failed = true
 	return s.errf(t, doing, err)
 }
-
-var errNoBatch = errors.New("no batch of this table is under way (PrepareBatch or ReplaceTable first)")
