@@ -1,11 +1,11 @@
 // Command bench is ibex's benchmark: it measures, on the local PostgreSQL, the figures a
 // user comparing ibex with Bucardo 5 will measure (the seed demo's kick-to-done and sync
 // time, the raw SQL floor for the same rows, capture overhead on pgbench, growth with table
-// size, a large backlog) and prints them as one table. With Bucardo 5.6 installed (or
+// size, a large backlog, the targets that are not PostgreSQL against their own bulk paths) and prints them as one table. With Bucardo 5.6 installed (or
 // -bucardo install), it also runs Bucardo on the seed workload in a private throwaway
 // cluster and reports ibex's ratio to it. See bench/README.md.
 //
-//	go run ./bench [-quick] [-repeats N] [-sections seed,floor,capture,growth,backlog] [-bucardo auto|install|off] ...
+//	go run ./bench [-quick] [-repeats N] [-sections seed,floor,capture,growth,backlog,sinks] [-bucardo auto|install|off] ...
 //
 // Every database it creates is named ibex_bench_* and is dropped at the end unless -keep.
 package main
@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -43,31 +44,48 @@ type config struct {
 	quick          bool
 	ibexBin        string
 	bucardoMode    string
+	sinksRows      int
+	sinksRepeats   int
+	sinksRSSRows   int
+	sinks          []string
+	mariadbAddr    string
+	mariadbUser    string
+	redisAddr      string
 }
 
-var allSections = []string{"seed", "floor", "bucardo", "capture", "growth", "backlog"}
+var allSections = []string{"seed", "floor", "bucardo", "capture", "growth", "backlog", "sinks"}
+
+// allSinks are the sink types the sinks section knows, in its order.
+var allSinks = []string{"mariadb", "sqlite", "redis", "flatfile"}
 
 func parseFlags(args []string) (*config, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	c := &config{}
-	var sections, growthScales string
+	var sections, growthScales, sinkList string
 	fs.IntVar(&c.scale, "scale", 1, "pgbench scale of the seed demo databases")
 	fs.IntVar(&c.tx, "tx", 10000, "pgbench transactions per source in the seed demo")
 	fs.IntVar(&c.sources, "sources", 4, "source databases in the seed demo")
 	fs.IntVar(&c.targets, "targets", 1, "target databases in the seed demo")
 	fs.IntVar(&c.repeats, "repeats", 3, "repeats of the seed demo (and of Bucardo's)")
-	fs.StringVar(&sections, "sections", "seed,floor,capture,growth,backlog", "comma list of sections: "+strings.Join(allSections, ", "))
+	fs.StringVar(&sections, "sections", "seed,floor,capture,growth,backlog,sinks", "comma list of sections: "+strings.Join(allSections, ", "))
 	fs.StringVar(&growthScales, "growth-scales", "1,10,100", "pgbench scales of the growth section")
 	fs.IntVar(&c.growthTx, "growth-tx", 2000, "pgbench transactions on the source in the growth section (1 source + 1 target)")
 	fs.StringVar(&c.growthScript, "growth-script", "simple-update", "pgbench built-in script of the growth section: simple-update (one accounts row per transaction, so the changed rows are the same at every scale) or tpcb-like (also one of 10 x scale tellers and one of scale branches)")
 	fs.IntVar(&c.growthRepeats, "growth-repeats", 2, "repeats per scale in the growth section")
 	fs.IntVar(&c.backlogRows, "backlog-rows", 1000000, "pending changed rows in the backlog section")
 	fs.IntVar(&c.backlogRepeats, "backlog-repeats", 2, "repeats of the backlog section")
+	fs.IntVar(&c.sinksRows, "sinks-rows", 100000, "changed pgbench_accounts rows per kick in the sinks section")
+	fs.IntVar(&c.sinksRepeats, "sinks-repeats", 2, "repeats per sink in the sinks section")
+	fs.IntVar(&c.sinksRSSRows, "sinks-rss-rows", 1000000, "changed rows of the sinks section's one RSS kick into a flatfile target (0 skips it)")
+	fs.StringVar(&sinkList, "sinks", strings.Join(allSinks, ","), "comma list of the sink types the sinks section measures")
+	fs.StringVar(&c.mariadbAddr, "mariadb", "127.0.0.1:3306", "MariaDB host:port of the sinks section (no password)")
+	fs.StringVar(&c.mariadbUser, "mariadb-user", "root", "MariaDB user of the sinks section (CREATE/DROP DATABASE, local_infile)")
+	fs.StringVar(&c.redisAddr, "redis", "127.0.0.1:6379", "Redis host:port of the sinks section (database 0, keys ibex_bench:*)")
 	fs.IntVar(&c.captureSeconds, "capture-seconds", 10, "length of each pgbench -T run in the capture section")
 	fs.IntVar(&c.capturePairs, "capture-pairs", 5, "interleaved pairs (without, with capture) in the capture section")
 	fs.BoolVar(&c.keep, "keep", false, "keep the ibex_bench_* databases (those of each section's last repeat)")
 	fs.StringVar(&c.ibexBin, "ibex", "", "use this ibex binary instead of building ./cmd/ibex (e.g. to compare two builds)")
-	fs.BoolVar(&c.quick, "quick", false, "skip the heavy sections (growth, backlog)")
+	fs.BoolVar(&c.quick, "quick", false, "skip the heavy sections (growth, backlog, sinks)")
 	fs.StringVar(&c.bucardoMode, "bucardo", "auto", "bucardo section: auto (measure Bucardo 5.6 in a private cluster when bucardo and PL/Perl "+pgMajor+
 		" are installed, else print reference figures), install (apt-get install -y bucardo postgresql-plperl-"+pgMajor+" first when missing; needs root), off (reference figures only)")
 	fs.Usage = func() {
@@ -85,9 +103,24 @@ func parseFlags(args []string) (*config, error) {
 		n    int
 	}{{"-scale", c.scale}, {"-tx", c.tx}, {"-sources", c.sources}, {"-repeats", c.repeats}, {"-growth-tx", c.growthTx},
 		{"-growth-repeats", c.growthRepeats}, {"-backlog-rows", c.backlogRows}, {"-backlog-repeats", c.backlogRepeats},
-		{"-capture-seconds", c.captureSeconds}, {"-capture-pairs", c.capturePairs}} {
+		{"-capture-seconds", c.captureSeconds}, {"-capture-pairs", c.capturePairs}, {"-sinks-rows", c.sinksRows}, {"-sinks-repeats", c.sinksRepeats}} {
 		if v.n < 1 {
 			return nil, fmt.Errorf("%s must be at least 1", v.name)
+		}
+	}
+	if c.sinksRSSRows < 0 {
+		return nil, errors.New("-sinks-rss-rows must be 0 (skip) or more")
+	}
+	for _, s := range strings.Split(sinkList, ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		if !slices.Contains(allSinks, s) {
+			return nil, fmt.Errorf("unknown sink %q in -sinks (known: %s)", s, strings.Join(allSinks, ", "))
+		}
+		if !slices.Contains(c.sinks, s) {
+			c.sinks = append(c.sinks, s)
 		}
 	}
 	if c.growthScript != "simple-update" && c.growthScript != "tpcb-like" {
@@ -131,7 +164,7 @@ func parseFlags(args []string) (*config, error) {
 		return nil, errors.New("-growth-scales is empty")
 	}
 	if c.quick {
-		for _, s := range []string{"growth", "backlog"} {
+		for _, s := range []string{"growth", "backlog", "sinks"} {
 			if c.sections[s] {
 				delete(c.sections, s)
 				progress("-quick: skipping section %s", s)
@@ -210,6 +243,13 @@ func run(cfg *config) int {
 		fmt.Printf("workload:   seed demo = %d source(s) + %d target(s), pgbench scale %d, %d transactions per source; %d repeats\n",
 			cfg.sources, cfg.targets, cfg.scale, cfg.tx, cfg.repeats)
 	}
+	if cfg.sections["sinks"] {
+		fmt.Printf("sinks:      %s: %d changed pgbench_accounts rows per kick, %d repeats each", strings.Join(cfg.sinks, ", "), cfg.sinksRows, cfg.sinksRepeats)
+		if b.sinkInfo != "" {
+			fmt.Printf("; %s", b.sinkInfo)
+		}
+		fmt.Println()
+	}
 	fmt.Printf("            median / min / max over the repeats; ratios are paired per repeat (same run, same dbs)\n")
 	fmt.Println()
 	rep.print(os.Stdout)
@@ -239,6 +279,8 @@ type bench struct {
 	rep *report
 	// seed figures kept for the bucardo comparison
 	seedKick, seedSync []float64
+	// sinkInfo names the MariaDB and Redis servers the sinks section used.
+	sinkInfo string
 }
 
 func (b *bench) runSections(ctx context.Context) error {
@@ -267,6 +309,11 @@ func (b *bench) runSections(ctx context.Context) error {
 	if s["backlog"] {
 		if err := b.backlog(ctx); err != nil {
 			return fmt.Errorf("backlog: %w", err)
+		}
+	}
+	if s["sinks"] {
+		if err := b.sinks(ctx); err != nil {
+			return fmt.Errorf("sinks: %w", err)
 		}
 	}
 	return nil

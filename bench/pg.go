@@ -60,6 +60,64 @@ type env struct {
 
 	mu      sync.Mutex
 	created []string // in creation order
+	// extras are the other things the harness created (MariaDB databases, Redis keys,
+	// files): undone at the end in reverse order (also on error or Ctrl-C) unless -keep.
+	extras []extra
+	nextID int
+}
+
+// extra is one thing to undo at cleanup.
+type extra struct {
+	id   int
+	what string
+	undo func(ctx context.Context) error
+}
+
+// onCleanup registers undo (described by what) for the end of the bench; the id runs it
+// earlier with undoNow.
+func (e *env) onCleanup(what string, undo func(ctx context.Context) error) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.nextID++
+	e.extras = append(e.extras, extra{id: e.nextID, what: what, undo: undo})
+	return e.nextID
+}
+
+// undoNow runs and forgets the cleanups ids (in reverse order), unless keep.
+func (e *env) undoNow(ctx context.Context, keep bool, ids ...int) error {
+	if keep {
+		return nil
+	}
+	var errs []error
+	for i := len(ids) - 1; i >= 0; i-- {
+		e.mu.Lock()
+		var x *extra
+		for j := range e.extras {
+			if e.extras[j].id == ids[i] {
+				xx := e.extras[j]
+				x = &xx
+				break
+			}
+		}
+		e.mu.Unlock()
+		if x == nil {
+			continue
+		}
+		if err := x.undo(ctx); err != nil {
+			// Left registered: the final cleanup (with a fresh context) tries again.
+			errs = append(errs, fmt.Errorf("removing %s: %w", x.what, err))
+			continue
+		}
+		e.mu.Lock()
+		for j := range e.extras {
+			if e.extras[j].id == x.id {
+				e.extras = append(e.extras[:j], e.extras[j+1:]...)
+				break
+			}
+		}
+		e.mu.Unlock()
+	}
+	return errors.Join(errs...)
 }
 
 func getenv(k, def string) string {
@@ -160,7 +218,20 @@ func (e *env) cleanup(keep bool) {
 	defer cancel()
 	e.mu.Lock()
 	names := append([]string(nil), e.created...)
+	extras := append([]extra(nil), e.extras...)
+	e.extras = nil
 	e.mu.Unlock()
+	if keep {
+		for _, x := range extras {
+			progress("-keep: leaving %s", x.what)
+		}
+	} else {
+		for i := len(extras) - 1; i >= 0; i-- {
+			if err := extras[i].undo(ctx); err != nil {
+				fmt.Fprintf(os.Stderr, "bench: could not remove %s: %v\n", extras[i].what, err)
+			}
+		}
+	}
 	if keep {
 		if len(names) > 0 {
 			progress("-keep: leaving databases %s", strings.Join(names, " "))
@@ -378,10 +449,12 @@ func (e *env) kick(ctx context.Context, ctl string) (kickResult, error) {
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	t0 := time.Now()
-	err := cmd.Run()
-	kr.wall = time.Since(t0)
-	if cmd.ProcessState != nil {
-		kr.rssKiB = maxRSSKiB(cmd.ProcessState)
+	err := cmd.Start()
+	if err == nil {
+		stop := watchRSS(cmd.Process.Pid)
+		err = cmd.Wait()
+		kr.wall = time.Since(t0)
+		kr.rssKiB = stop(cmd.ProcessState)
 	}
 	var res []struct {
 		State          string            `json:"state"`
