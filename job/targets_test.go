@@ -223,6 +223,53 @@ func testTarget(t *testing.T, f *farm, k targetKind) {
 		compareTarget(t, c, k, x, params)
 	}
 
+	// onetimecopy=1 and a fullcopy sync put back a row the target lost outside ibex.
+	_, cols := sourceLines(t, c, c.dbs["t1"])
+	tbl := &sinks.Table{Schema: c.schema, Name: "tt", Key: []string{"id"}, Columns: cols}
+	for _, col := range cols {
+		tbl.Cols = append(tbl.Cols, col.Name)
+	}
+	loseRow := func(key string) {
+		t.Helper()
+		s, err := targets.Open(ctx, k.typ, sinks.Config{DB: x, Params: params, Sync: c.sync + "_lose", Run: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		if err := s.Begin(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.PrepareBatch(ctx, tbl, []string{key}); err != nil {
+			t.Fatal(err)
+		}
+		if c, err := s.FinishBatch(ctx, tbl); err != nil || c.Deleted != 1 {
+			t.Fatalf("deleting row %s on %s outside ibex: %+v, %v", key, x, c, err)
+		}
+		if err := s.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if k.typ != control.DBTypeFlatfile { // a file directory cannot lose a row outside its files
+		loseRow("3")
+		c.ibex("update", "sync", c.sync, "onetimecopy=1")
+		if res := c.mustRun(control.StateGood, job.Options{}); res.Inserts < 5 {
+			t.Errorf("onetimecopy=1 run: %s; want the whole table copied", res.Summary())
+		}
+		compareTarget(t, c, k, x, params)
+
+		loseRow("101")
+		fc := c.sync + "_fc"
+		c.ibex("add", "dbgroup", fc, "t1:source", x+":fullcopy")
+		c.ibex("add", "sync", fc, "herd="+c.sync, "dbs="+fc, "autokick=false")
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		res, err := job.Run(rctx, c.store, fc, job.Options{})
+		cancel()
+		if err != nil || res.State != control.StateGood {
+			t.Fatalf("fullcopy run into %s: %v, %v", x, res, err)
+		}
+		compareTarget(t, c, k, x, params)
+	}
+
 	if k.name == "mariadb" {
 		testWrongPassword(t, c, params)
 	}
