@@ -282,4 +282,3 @@ func clip(s string) string {
 	}
 	return s
 }
-
