@@ -29,6 +29,10 @@ func (a *app) addCmd() *cobra.Command {
 
   ibex add db t1 dbname=btest1 [host= port= user= pass=env:VAR|file:PATH sslmode= ...]
   ibex add db t1 service=t1   (pg_service.conf's [t1] gives dbname, host, port, user, ...)
+  ibex add db m1 type=mariadb host= port=3306 dbname= user= [pass=env:VAR] [tls=off|on|skip-verify]   (type=mysql: the same)
+  ibex add db s1 type=sqlite path=FILE [journal=wal|delete] [busy_timeout=MS]
+  ibex add db r1 type=redis host= port=6379 [db=N] [user=] [pass=env:VAR] [prefix=P] [tls=on]
+  ibex add db f1 type=flatfile path=DIR [dialect=postgres|mysql] [fsync=on|off]
   ibex add table pgbench_accounts pgbench_branches db=t1 herd=therd   (also: all, public.*)
   ibex add herd therd [table ...]
   ibex add dbgroup tgroup t1:source t2:source t3:target
@@ -40,7 +44,11 @@ add db tests the connection first (--force skips that). A password is never stor
 pass=env:VAR or pass=file:PATH, or use PGPASSWORD or ~/.pgpass. add table reads each
 table's primary key (or a unique index over NOT NULL columns) from db=; a table with
 neither is refused unless keyless=fullcopy is given (it can then only be in fullcopy
-syncs). add sync installs change capture (triggers) on the sync's sources.`,
+syncs). add sync installs change capture (triggers) on the sync's sources.
+
+A db of type mariadb, mysql, sqlite, redis or flatfile is a target only (never a source); its
+settings are its sink's (docs/sinks/TYPE.md); 'ibex validate SYNC --create-targets' creates
+the tables it lacks.`,
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.objectCmd(cmd.Context(), "add", args, force)
