@@ -5,76 +5,45 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
-	"strings"
 
 	"github.com/ibexrepl/ibex/sinks"
-	"github.com/ibexrepl/ibex/sinks/pgtext"
 )
 
-// keyTable is the session's temporary table of a batch's keys.
-const keyTable = "`ibex_k`"
-
-// PrepareBatch deletes keys (COPY text of t's key fields, tab-separated) from t, in the
-// unit's transaction: the keys are loaded into a temporary table (LOAD DATA) that a
-// multi-table DELETE joins to t's primary key. The rows WriteRows takes are then loaded
-// straight into t.
+// PrepareBatch readies a batch of t's keys (COPY text of t's key fields, tab-separated)
+// in the unit's transaction. It deletes nothing: WriteRows loads the rows with LOAD DATA
+// ... REPLACE, which replaces the row of a key that exists, and FinishBatch deletes the
+// keys no row came for, so that a key that gets a row is written once instead of
+// deleted and inserted. The keys are kept in memory (a run bounds a batch to batch_size
+// keys), and counted on t: REPLACE's affected rows do not tell how many rows it
+// replaced (a row replaced by an identical one counts 1, as a new row does). A table
+// whose unique indexes make REPLACE unsafe has its keys deleted first (deleteFirst).
 func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) (sinks.Prepared, error) {
 	if err := s.inTx(t); err != nil {
 		return sinks.Prepared{}, err
 	}
 	s.batch = nil
+	mode, err := s.replaceMode(ctx, t)
+	if err != nil {
+		return sinks.Prepared{}, s.errf(t, "reading the unique indexes of", err)
+	}
 	b := &batch{t: t, conv: newConverter(t, t.Cols)}
-	if len(keys) > 0 {
-		n, err := s.deleteKeys(ctx, t, keys)
-		if err != nil {
+	if mode == deleteFirst {
+		if b.deleted, err = s.keysDo(ctx, t, keys, deleteKeys); err != nil {
 			return sinks.Prepared{}, s.errf(t, "deleting the keys of", err)
 		}
-		b.deleted = n
+	} else {
+		if b.existed, err = s.keysDo(ctx, t, keys, countKeys); err != nil {
+			return sinks.Prepared{}, s.errf(t, "counting the keys of", err)
+		}
+		b.keys = newKeySet(len(t.Key), keys)
 	}
 	s.batch = b
 	return sinks.Prepared{}, nil
 }
 
-func (s *Sink) deleteKeys(ctx context.Context, t *sinks.Table, keys []string) (int64, error) {
-	if intKey(t) {
-		return s.deleteIntKeys(ctx, t, keys)
-	}
-	for _, q := range []string{
-		`DROP TEMPORARY TABLE IF EXISTS ` + keyTable,
-		fmt.Sprintf(`CREATE TEMPORARY TABLE %s ENGINE=InnoDB AS SELECT %s FROM %s LIMIT 0`, keyTable, quoteCols("", t.Key), ident(s.schema, t)),
-	} {
-		if _, err := s.conn.ExecContext(ctx, q); err != nil {
-			s.drop(err)
-			return 0, err
-		}
-	}
-	taken, written, err := s.load(ctx, keyTable, newConverter(t, t.Key), sinks.LinesReader(keys))
-	if err != nil {
-		return 0, fmt.Errorf("loading the keys: %w", err)
-	}
-	if taken != int64(len(keys)) || written != taken {
-		return 0, fmt.Errorf("loading the keys: %d keys, %d read, %d written", len(keys), taken, written)
-	}
-	res, err := s.conn.ExecContext(ctx, fmt.Sprintf(`DELETE t FROM %s AS k STRAIGHT_JOIN %s AS t ON %s`,
-		keyTable, ident(s.schema, t), keyJoin("t", "k", t.Key)))
-	if err != nil {
-		s.drop(err)
-		return 0, err
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return 0, err
-	}
-	if _, err := s.conn.ExecContext(ctx, `DROP TEMPORARY TABLE `+keyTable); err != nil {
-		s.drop(err)
-		return 0, err
-	}
-	return n, nil
-}
-
 // WriteRows loads the rows of r (COPY text, fields in t.Cols order, one row a line) into
-// t with LOAD DATA LOCAL INFILE, converting them on the way. It returns the rows taken.
+// t with LOAD DATA LOCAL INFILE (REPLACE in a batch), converting them on the way. It
+// returns the rows taken.
 func (s *Sink) WriteRows(ctx context.Context, t *sinks.Table, r io.Reader) (int64, error) {
 	if err := s.inTx(t); err != nil {
 		return 0, err
@@ -86,8 +55,21 @@ func (s *Sink) WriteRows(ctx context.Context, t *sinks.Table, r io.Reader) (int6
 	if b.skipped {
 		return 0, s.errf(t, "writing rows of", errors.New("the table holds rows and was skipped"))
 	}
-	taken, written, err := s.load(ctx, ident(s.schema, t), b.conv, r)
+	var dups int64
+	if b.keys != nil {
+		dups = b.keys.dups
+	}
+	taken, affected, err := s.load(ctx, ident(s.schema, t), b.conv, b.keys, r)
 	b.sent += taken
+	written := affected
+	if b.keys != nil && affected >= taken {
+		// REPLACE: each row is inserted (affected 1), after deleting the row of its
+		// key when it differs (1 more). A key twice in the stream replaced its own
+		// earlier row: that row is not written, as when LOAD DATA skipped it.
+		dups = b.keys.dups - dups
+		b.replaced += affected - taken - dups
+		written = taken - dups
+	}
 	b.written += written
 	if err != nil {
 		return taken, s.errf(t, "writing rows of", err)
@@ -114,6 +96,19 @@ func (s *Sink) FinishBatch(ctx context.Context, t *sinks.Table) (sinks.Counts, e
 	}
 	if b.written != b.sent {
 		return sinks.Counts{}, s.errf(t, "writing rows of", &sinks.RowCountError{DB: s.db, Written: b.written, Sent: b.sent})
+	}
+	if b.keys != nil {
+		n, err := s.keysDo(ctx, t, b.keys.missing(), deleteKeys)
+		if err != nil {
+			return sinks.Counts{}, s.errf(t, "deleting the keys of", err)
+		}
+		// Every key that existed was replaced by its row or deleted now. REPLACE deleting
+		// more (a unique index added under the run) would have removed rows of other keys.
+		if b.replaced+n > b.existed {
+			return sinks.Counts{}, s.errf(t, "writing rows of", fmt.Errorf(
+				"%d rows replaced and %d deleted, but %d of the batch's keys existed: a row conflicted with a row of another key on a unique index", b.replaced, n, b.existed))
+		}
+		b.deleted = b.existed
 	}
 	return sinks.Counts{Written: b.written, Deleted: b.deleted}, nil
 }
@@ -169,55 +164,4 @@ func (s *Sink) deleteAll(ctx context.Context, t *sinks.Table) (int64, error) {
 		return 0, err
 	}
 	return res.RowsAffected()
-}
-
-// intKey tells whether t's key is one integer column, whose keys deleteIntKeys deletes.
-func intKey(t *sinks.Table) bool {
-	if len(t.Key) != 1 {
-		return false
-	}
-	c, ok := column(t, t.Key[0])
-	if !ok {
-		return false
-	}
-	typ := pgtext.ParseType(c.Type)
-	return !typ.Array && (typ.Kind == pgtext.Int16 || typ.Kind == pgtext.Int32 || typ.Kind == pgtext.Int64)
-}
-
-// inChunk is how many keys one DELETE ... IN lists.
-const inChunk = 5000
-
-// deleteIntKeys deletes keys of a one-integer-column key with DELETE ... WHERE k IN
-// (literals, checked to be integers), inChunk keys a statement: for such keys it is
-// faster than a temporary table's load and join.
-func (s *Sink) deleteIntKeys(ctx context.Context, t *sinks.Table, keys []string) (int64, error) {
-	var q strings.Builder
-	var deleted int64
-	for len(keys) > 0 {
-		chunk := keys[:min(len(keys), inChunk)]
-		keys = keys[len(chunk):]
-		q.Reset()
-		fmt.Fprintf(&q, "DELETE FROM %s WHERE %s IN (", ident(s.schema, t), quote(t.Key[0]))
-		for i, k := range chunk {
-			if _, err := strconv.ParseInt(k, 10, 64); err != nil {
-				return 0, &valueError{col: t.Key[0], typ: "integer key", value: k, err: err}
-			}
-			if i > 0 {
-				q.WriteByte(',')
-			}
-			q.WriteString(k)
-		}
-		q.WriteByte(')')
-		res, err := s.conn.ExecContext(ctx, q.String())
-		if err != nil {
-			s.drop(err)
-			return 0, err
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return 0, err
-		}
-		deleted += n
-	}
-	return deleted, nil
 }

@@ -23,7 +23,7 @@ func BenchmarkConvert(b *testing.B) {
 	conv := newConverter(t, t.Cols)
 	b.SetBytes(int64(buf.Len()))
 	for b.Loop() {
-		if _, err := io.Copy(io.Discard, newRowReader(bytes.NewReader(buf.Bytes()), conv)); err != nil {
+		if _, err := io.Copy(io.Discard, newRowReader(bytes.NewReader(buf.Bytes()), conv, nil)); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -18,6 +18,7 @@ import (
 type rowReader struct {
 	src  *bufio.Reader
 	conv *converter
+	keys *keySet // records each row's key; nil: none
 	out  []byte
 	off  int
 	line []byte
@@ -26,8 +27,8 @@ type rowReader struct {
 	done bool
 }
 
-func newRowReader(src io.Reader, conv *converter) *rowReader {
-	return &rowReader{src: bufio.NewReaderSize(src, 256<<10), conv: conv}
+func newRowReader(src io.Reader, conv *converter, keys *keySet) *rowReader {
+	return &rowReader{src: bufio.NewReaderSize(src, 256<<10), conv: conv, keys: keys}
 }
 
 // outChunk is how much converted output a Read gathers before it returns.
@@ -76,6 +77,12 @@ func (r *rowReader) next() {
 	if cap(r.line) > 4*outChunk {
 		r.line = nil
 	}
+	if r.keys != nil {
+		if err := r.keys.take(line); err != nil {
+			r.err, r.done = fmt.Errorf("row %d: %w", r.rows+1, err), true
+			return
+		}
+	}
 	out, err := r.conv.appendRow(r.out, line)
 	if err != nil {
 		r.err, r.done = fmt.Errorf("row %d: %w", r.rows+1, err), true
@@ -86,18 +93,25 @@ func (r *rowReader) next() {
 }
 
 // load runs LOAD DATA LOCAL INFILE of the rows of src into table into (quoted),
-// columns conv.cols, and returns the rows taken and written (the caller compares them:
-// LOAD DATA LOCAL skips a row whose key is there already). When every row was written,
-// any warning (a value clipped or refused) is an error.
-func (s *Sink) load(ctx context.Context, into string, conv *converter, src io.Reader) (taken, written int64, err error) {
-	rr := newRowReader(src, conv)
+// columns conv.cols, and returns the rows taken and the rows affected. Without keys, a
+// row whose key is there already is skipped (LOAD DATA LOCAL goes on as with IGNORE):
+// the caller compares affected with taken. With keys, the load is REPLACE: a row whose
+// key (or another unique index) is there deletes that row first, and affected counts
+// the rows deleted too; keys records each row's key. When no row was skipped, any warning
+// (a value clipped or refused) is an error.
+func (s *Sink) load(ctx context.Context, into string, conv *converter, keys *keySet, src io.Reader) (taken, affected int64, err error) {
+	rr := newRowReader(src, conv, keys)
 	s.loads++
 	name := fmt.Sprintf("ibex-%p-%d", s, s.loads)
 	mysql.RegisterReaderHandler(name, func() io.Reader { return rr })
 	defer mysql.DeregisterReaderHandler(name)
-	q := fmt.Sprintf("LOAD DATA LOCAL INFILE %s INTO TABLE %s CHARACTER SET binary "+
+	replace := ""
+	if keys != nil {
+		replace = "REPLACE "
+	}
+	q := fmt.Sprintf("LOAD DATA LOCAL INFILE %s %sINTO TABLE %s CHARACTER SET binary "+
 		"FIELDS TERMINATED BY '\\t' ENCLOSED BY '' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' STARTING BY '' %s",
-		literal("Reader::"+name), into, conv.targets())
+		literal("Reader::"+name), replace, into, conv.targets())
 	res, err := s.conn.ExecContext(ctx, q)
 	if err != nil {
 		s.drop(err)
@@ -108,18 +122,18 @@ func (s *Sink) load(ctx context.Context, into string, conv *converter, src io.Re
 	if err != nil {
 		return rr.rows, 0, err
 	}
-	written, err = res.RowsAffected()
+	affected, err = res.RowsAffected()
 	if err != nil {
 		return rr.rows, 0, err
 	}
-	if written != rr.rows {
+	if affected < rr.rows {
 		// Rows skipped (a duplicate key: LOAD DATA LOCAL goes on as with IGNORE).
-		return rr.rows, written, nil
+		return rr.rows, affected, nil
 	}
 	if err := s.warnings(ctx); err != nil {
-		return rr.rows, written, err
+		return rr.rows, affected, err
 	}
-	return rr.rows, written, nil
+	return rr.rows, affected, nil
 }
 
 // warnings returns the last statement's warnings (and notes) as an error, nil if none.

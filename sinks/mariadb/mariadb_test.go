@@ -170,7 +170,8 @@ func TestRefused(t *testing.T) {
 		{"tz", "0044-03-15 12:00:00+00 BC", `row 1: column tz (timestamp with time zone): value "0044-03-15 12:00:00+00 BC" cannot be written: dates BC do not fit DATE/DATETIME`},
 		{"ts", "-infinity", `row 1: column ts (timestamp without time zone): value "-infinity" cannot be written: infinity does not fit DATE/DATETIME`},
 		{"dt", "10000-01-01", `row 1: column dt (date): value "10000-01-01" cannot be written: years past 9999 do not fit DATE/DATETIME`},
-		{"vc", "abcdef", `the rows were refused (LOAD DATA warned: Warning 1265: Data truncated for column 'vc' at row 1)`},
+		// LOAD DATA ... REPLACE keeps strict mode: the server refuses the row.
+		{"vc", "abcdef", `Error 1406 (22001): Data too long for column 'vc' at row 1`},
 	} {
 		fields := append([]string(nil), base...)
 		fields[col(tc.col)] = tc.value
@@ -235,7 +236,7 @@ func TestRowCount(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = s.PrepareBatch(ctx, tbl, []string{long})
-	const want = "db mdb: deleting the keys of public.dup: loading the keys: the rows were refused (LOAD DATA warned: Warning 1265: Data truncated for column 'k' at row 1)"
+	const want = "db mdb: counting the keys of public.dup: loading the keys: the rows were refused (LOAD DATA warned: Warning 1265: Data truncated for column 'k' at row 1)"
 	if err == nil || err.Error() != want {
 		t.Errorf("PrepareBatch of a long key: %v\nwant %s", err, want)
 	}
@@ -243,12 +244,14 @@ func TestRowCount(t *testing.T) {
 	if err := s.Begin(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.PrepareBatch(ctx, tbl, nil); err != nil {
+	// A row whose key is not one of the batch's is refused (it would replace a row the
+	// batch does not own).
+	if _, err := s.PrepareBatch(ctx, tbl, []string{"x"}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = s.WriteRows(ctx, tbl, strings.NewReader(long+"\tv\n"))
-	if err == nil || !strings.Contains(err.Error(), "Data truncated for column 'k'") {
-		t.Errorf("WriteRows of a long key: %v", err)
+	_, err = s.WriteRows(ctx, tbl, strings.NewReader("x\tv\n"+long+"\tv\n"))
+	if err == nil || !strings.Contains(err.Error(), "row 2: the row's key") || !strings.Contains(err.Error(), "is not among the batch's keys") {
+		t.Errorf("WriteRows of a key outside the batch: %v", err)
 	}
 	s.Rollback(ctx)
 }

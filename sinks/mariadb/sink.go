@@ -8,10 +8,10 @@
 // unique index must stay true), transaction isolation READ COMMITTED, charset utf8mb4.
 // A unit is one InnoDB transaction on it (START TRANSACTION ... COMMIT).
 //
-// A batch deletes its keys (loaded into a temporary table, joined by a multi-table
-// DELETE) and loads its rows with LOAD DATA LOCAL INFILE, converting the COPY text stream
-// into LOAD DATA's format on the fly (see load.go); a whole-table copy is DELETE FROM (not
-// TRUNCATE, which would commit) and the same load. Every value is converted by its
+// A batch loads its rows with LOAD DATA LOCAL INFILE ... REPLACE, converting the COPY
+// text stream into LOAD DATA's format on the fly (see load.go), and then deletes the keys
+// no row came for (batch.go, keys.go); a whole-table copy is DELETE FROM (not TRUNCATE,
+// which would commit) and a plain load. Every value is converted by its
 // column's PostgreSQL type (types.go); a value the target cannot hold exactly is refused
 // with an error naming the table, the column and the value's kind. Names map as TableName
 // says.
@@ -57,7 +57,8 @@ type Sink struct {
 	log     *slog.Logger
 	tx      bool
 	batch   *batch
-	loads   int64 // LOAD DATA statements run, for unique reader names
+	loads   int64                  // LOAD DATA statements run, for unique reader names
+	modes   map[string]replaceMode // by table (ident), looked up once
 }
 
 // batch is the state of the batch (or whole-table copy) under way.
@@ -67,7 +68,13 @@ type batch struct {
 	skipped bool  // ReplaceTable left a non-empty table alone
 	sent    int64 // rows WriteRows took
 	written int64 // rows LOAD DATA wrote
-	deleted int64
+	deleted int64 // rows ReplaceTable or deleteFirst deleted
+	// keys is the batch's keys and which got a row, when its rows replace theirs (LOAD
+	// DATA ... REPLACE); nil for a whole-table copy and a deleteFirst table, whose rows
+	// are loaded with plain LOAD DATA into a table without them.
+	keys     *keySet
+	existed  int64 // keys of the batch that existed before it, when keys is set
+	replaced int64 // rows REPLACE deleted (a row it replaced by an identical one aside)
 }
 
 // Open connects to the db c describes, within its connect_timeout (default 10 s), and
