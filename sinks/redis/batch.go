@@ -27,12 +27,11 @@ type batch struct {
 
 	// A chunked copy.
 	chunked     bool
-	set         string // the temporary set of the keys it wrote
+	set         string   // the temporary set of the keys it wrote
 	pending     []string // packed rows
 	pendBytes   int64
 	overwritten int64 // keys that existed when a chunk replaced them
 }
-
 
 // current returns the batch of t in progress.
 func (s *Sink) current(t *sinks.Table) (*batch, error) {

@@ -58,7 +58,7 @@ var (
 type unit struct {
 	conn   *goredis.Conn
 	ops    []op
-	rows   arena // the packed rows of ops
+	rows   arena              // the packed rows of ops
 	tables map[string]*tstate // by table base
 	cur    *batch
 	sets   []string // temporary copy sets to remove when the unit ends
