@@ -28,7 +28,7 @@ const (
 	defaultChunkRows = 1000     // rows per MULTI/EXEC of a chunked copy
 	chunkBytes       = 8 << 20  // bytes per MULTI/EXEC of a chunked copy
 	keysPerCommand   = 1000     // keys per DEL, EXISTS, SMISMEMBER
-	commitChunk      = 1000     // commands per round trip of a Commit's MULTI
+	commitChunk      = 10_000   // commands per round trip of a Commit's MULTI (a round trip each: not too few)
 	copySetTTL       = 24 * time.Hour
 )
 
@@ -135,8 +135,8 @@ func (s *Sink) Commit(ctx context.Context) error {
 
 // sendUnit sends ops as one MULTI/EXEC and returns the number of writes. The commands
 // between MULTI and EXEC go commitChunk to a round trip (the server only queues them), so
-// that the client builds one chunk's command arguments at a time, not the whole unit's
-// besides the packed rows. On an error before EXEC the MULTI is discarded (or the
+// that the client builds one chunk's command arguments at a time besides the packed rows,
+// not the whole unit's; a chunk is large so that a remote server costs few round trips. On an error before EXEC the MULTI is discarded (or the
 // connection, broken, is dropped, which discards it too): nothing is written.
 func sendUnit(ctx context.Context, c *goredis.Conn, ops []op) (n int, err error) {
 	pipe := c.Pipeline()
