@@ -27,15 +27,10 @@ type batch struct {
 
 	// A chunked copy.
 	chunked     bool
-	set         string // the temporary set of the keys it wrote
-	pending     []pendingRow
+	set         string   // the temporary set of the keys it wrote
+	pending     []string // packed rows
 	pendBytes   int64
 	overwritten int64 // keys that existed when a chunk replaced them
-}
-
-type pendingRow struct {
-	key  string
-	args []any
 }
 
 // current returns the batch of t in progress.
@@ -60,25 +55,26 @@ func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) 
 		return sinks.Prepared{}, fmt.Errorf("db %s: %w", s.db, err)
 	}
 	ts := u.table(l.base)
+	ts.batches++
 	b := &batch{l: l}
-	seen := make(map[string]struct{}, len(keys))
 	var ask, del []string
 	for _, k := range keys {
 		rk, err := l.key(k)
 		if err != nil {
 			return sinks.Prepared{}, fmt.Errorf("db %s: %w", s.db, err)
 		}
-		if _, dup := seen[rk]; dup {
-			continue
-		}
-		seen[rk] = struct{}{}
-		if v, ok := ts.present[rk]; ok {
-			if v {
+		st, known := ts.present[rk]
+		switch {
+		case known && st.batch == ts.batches:
+			continue // twice in keys
+		case known:
+			if st.exists {
 				b.deleted++
 			}
-		} else if !ts.cleared {
+		case !ts.cleared:
 			ask = append(ask, rk)
 		}
+		ts.present[rk] = keyState{batch: ts.batches}
 		del = append(del, rk)
 	}
 	n, err := s.countExisting(ctx, u.conn, ask)
@@ -89,9 +85,6 @@ func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) 
 	for len(del) > 0 {
 		m := min(len(del), keysPerCommand)
 		u.ops = append(u.ops, op{base: l.base, del: del[:m:m]})
-		for _, k := range del[:m] {
-			ts.present[k] = false
-		}
 		del = del[m:]
 	}
 	u.cur = b
@@ -120,8 +113,8 @@ func (s *Sink) countExisting(ctx context.Context, c *goredis.Conn, keys []string
 	return n, nil
 }
 
-// WriteRows takes the rows of the batch (or copy) in progress: each becomes a queued
-// HSET of its non-NULL columns.
+// WriteRows takes the rows of the batch (or copy) in progress: each is packed and
+// queued, to become an HSET of its non-NULL columns.
 func (s *Sink) WriteRows(ctx context.Context, t *sinks.Table, r io.Reader) (int64, error) {
 	if err := s.inTx(); err != nil {
 		return 0, err
@@ -137,17 +130,18 @@ func (s *Sink) WriteRows(ctx context.Context, t *sinks.Table, r io.Reader) (int6
 	ts := u.table(b.l.base)
 	var n int64
 	err = eachLine(r, func(line string) error {
-		key, args, size, err := b.l.row(line)
+		row, size, err := b.l.packRow(&u.rows, line)
 		if err != nil {
 			return err
 		}
 		n++
 		b.sent++
 		if b.copy {
-			return s.copyRow(ctx, b, key, args, size)
+			return s.copyRow(ctx, b, row, size)
 		}
-		u.ops = append(u.ops, op{base: b.l.base, key: key, args: args})
-		ts.present[key] = true
+		u.ops = append(u.ops, op{base: b.l.base, cols: b.l.cols, row: row})
+		key, _ := rowKey(row)
+		ts.present[key] = keyState{exists: true, batch: ts.batches}
 		return nil
 	})
 	if err != nil {

@@ -92,12 +92,13 @@ func (h *harness) Seed(t *testing.T, tbl *sinks.Table, rows []string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var a arena
 	for _, r := range rows {
-		key, args, _, err := l.row(r)
+		row, _, err := l.packRow(&a, r)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := h.client.HSet(t.Context(), key, args...).Err(); err != nil {
+		if err := h.client.Do(t.Context(), hsetArgs(nil, row, l.cols)...).Err(); err != nil {
 			t.Fatal(err)
 		}
 	}

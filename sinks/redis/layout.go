@@ -1,6 +1,7 @@
 package redis
 
 import (
+	"encoding/binary"
 	"fmt"
 	"strings"
 	"time"
@@ -80,6 +81,10 @@ type layout struct {
 	t     *sinks.Table
 	base  string
 	types []pgtext.Type // by position in t.Cols
+	// cols are t.Cols boxed once, for HSET arguments (a string made an interface
+	// value per row and column would be an allocation each).
+	cols    []any
+	scratch []byte // a row's key while it is packed
 }
 
 func newLayout(prefix string, t *sinks.Table) (*layout, error) {
@@ -96,8 +101,10 @@ func newLayout(prefix string, t *sinks.Table) (*layout, error) {
 		types[c.Name] = c.Type
 	}
 	l := &layout{t: t, base: tableBase(prefix, t), types: make([]pgtext.Type, len(t.Cols))}
+	l.cols = make([]any, len(t.Cols))
 	for i, c := range t.Cols {
 		l.types[i] = pgtext.ParseType(types[c]) // a column without a type is kept as text
+		l.cols[i] = c
 	}
 	return l, nil
 }
@@ -135,27 +142,32 @@ func (l *layout) refused(i int, text string, err error) error {
 
 // keyOf builds the key of a row from its key fields.
 func (l *layout) keyOf(fields []conflict.Field) (string, error) {
-	var b strings.Builder
-	b.WriteString(l.base)
+	b, err := l.appendKey(make([]byte, 0, len(l.base)+16), fields)
+	return string(b), err
+}
+
+// appendKey appends the key of a row, from its key fields, to dst.
+func (l *layout) appendKey(dst []byte, fields []conflict.Field) ([]byte, error) {
+	dst = append(dst, l.base...)
 	for i := range l.t.Key {
 		if fields[i].Null {
-			return "", fmt.Errorf("table %s: key column %s is NULL", l.t.Label(), l.t.Cols[i])
+			return dst, fmt.Errorf("table %s: key column %s is NULL", l.t.Label(), l.t.Cols[i])
 		}
 		v, err := l.value(i, fields[i].Text)
 		if err != nil {
-			return "", err
+			return dst, err
 		}
 		if i > 0 {
-			b.WriteByte(':')
+			dst = append(dst, ':')
 		}
 		switch v := v.(type) {
 		case []byte:
-			b.WriteString(escKeyField(string(v)))
+			dst = append(dst, escKeyField(string(v))...)
 		case string:
-			b.WriteString(escKeyField(v))
+			dst = append(dst, escKeyField(v)...)
 		}
 	}
-	return b.String(), nil
+	return dst, nil
 }
 
 // key builds the key of a key as PrepareBatch takes it (key fields in COPY text,
@@ -175,34 +187,56 @@ func (l *layout) key(text string) (string, error) {
 	return l.keyOf(fields)
 }
 
-// row converts a row (COPY text line) to its key and its HSET field/value pairs; NULL
-// fields are left out.
-func (l *layout) row(line string) (string, []any, int64, error) {
+// packRow converts a row (COPY text line) and packs it into a (see queue.go): its key,
+// then its values as stored, NULL fields marked. It returns the packed row and its size
+// in bytes (for a copy's thresholds).
+func (l *layout) packRow(a *arena, line string) (row string, size int64, err error) {
 	fields, err := conflict.DecodeCopyLine(line)
 	if err != nil {
-		return "", nil, 0, fmt.Errorf("table %s: %w", l.t.Label(), err)
+		return "", 0, fmt.Errorf("table %s: %w", l.t.Label(), err)
 	}
 	if len(fields) != len(l.t.Cols) {
-		return "", nil, 0, fmt.Errorf("table %s: a row has %d fields, expected %d", l.t.Label(), len(fields), len(l.t.Cols))
+		return "", 0, fmt.Errorf("table %s: a row has %d fields, expected %d", l.t.Label(), len(fields), len(l.t.Cols))
 	}
-	key, err := l.keyOf(fields)
+	l.scratch, err = l.appendKey(l.scratch[:0], fields)
 	if err != nil {
-		return "", nil, 0, err
+		return "", 0, err
 	}
-	size := int64(len(key))
-	args := make([]any, 0, 2*len(fields))
+	a.begin(len(line) + len(l.scratch) + 2*binary.MaxVarintLen64 + len(fields))
+	a.uvarint(uint64(len(l.scratch)))
+	a.b.Write(l.scratch)
+	size = int64(len(l.scratch))
 	for i, f := range fields {
 		if f.Null {
+			a.null()
 			continue
 		}
-		v, err := l.value(i, f.Text)
-		if err != nil {
-			return "", nil, 0, err
+		if err := l.packValue(a, i, f.Text); err != nil {
+			return "", 0, err
 		}
-		args = append(args, l.t.Cols[i], v)
 		size += int64(len(l.t.Cols[i]) + len(f.Text))
 	}
-	return key, args, size, nil
+	return a.end(), size, nil
+}
+
+// packValue packs field i of a row as stored (see value); text, the common case, is
+// written straight into the arena.
+func (l *layout) packValue(a *arena, i int, text string) error {
+	if ty := l.types[i]; ty.Array || ty.Kind != pgtext.Bytes && ty.Kind != pgtext.TimestampTZ {
+		a.str(text)
+		return nil
+	}
+	v, err := l.value(i, text)
+	if err != nil {
+		return err
+	}
+	switch v := v.(type) {
+	case []byte:
+		a.bytes(v)
+	case string:
+		a.str(v)
+	}
+	return nil
 }
 
 // utcISO renders a timestamptz's text output as the same instant in UTC, ISO 8601:

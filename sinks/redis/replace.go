@@ -47,7 +47,7 @@ func (s *Sink) ReplaceTable(ctx context.Context, t *sinks.Table, ifEmpty bool) (
 func (s *Sink) unitEmpty(ctx context.Context, base string) (bool, error) {
 	ts := s.tx.table(base)
 	for _, v := range ts.present {
-		if v {
+		if v.exists {
 			return false, nil
 		}
 	}
@@ -57,7 +57,7 @@ func (s *Sink) unitEmpty(ctx context.Context, base string) (bool, error) {
 	empty := true
 	err := scanKeys(ctx, s.tx.conn, base, func(keys []string) error {
 		for _, k := range keys {
-			if v, ok := ts.present[k]; !ok || v {
+			if v, ok := ts.present[k]; !ok || v.exists {
 				empty = false
 				return errStop
 			}
@@ -83,17 +83,18 @@ func (s *Sink) Truncate(ctx context.Context, t *sinks.Table) error {
 }
 
 // copyRow takes a row of a copy.
-func (s *Sink) copyRow(ctx context.Context, b *batch, key string, args []any, size int64) error {
+func (s *Sink) copyRow(ctx context.Context, b *batch, row string, size int64) error {
 	u := s.tx
 	if b.chunked {
-		b.pending = append(b.pending, pendingRow{key, args})
+		b.pending = append(b.pending, row)
 		b.pendBytes += size
 		if len(b.pending) >= s.chunkRows || b.pendBytes >= chunkBytes {
 			return s.flushChunk(ctx, b)
 		}
 		return nil
 	}
-	u.ops = append(u.ops, op{base: b.l.base, key: key, args: args, replace: true})
+	u.ops = append(u.ops, op{base: b.l.base, cols: b.l.cols, row: row, replace: true})
+	key, _ := rowKey(row)
 	b.copied[key] = struct{}{}
 	b.bytes += size
 	if len(b.copied) > s.copyRows || b.bytes > s.copyBytes {
@@ -116,7 +117,7 @@ func (s *Sink) goChunked(ctx context.Context, b *batch) error {
 	s.log.Info("redis sink: whole-table copy past the threshold: written in chunks before the commit",
 		"db", s.db, "table", b.l.t.Label(), "rows", len(b.copied), "bytes", b.bytes, "set", b.set)
 	for _, o := range u.ops[b.opStart:] {
-		b.pending = append(b.pending, pendingRow{o.key, o.args})
+		b.pending = append(b.pending, o.row)
 	}
 	kept := u.ops[:0]
 	for _, o := range u.ops[:b.opStart] {
@@ -127,7 +128,7 @@ func (s *Sink) goChunked(ctx context.Context, b *batch) error {
 	clear(u.ops[len(kept):])
 	u.ops = kept
 	b.opStart = len(kept)
-	u.tables[b.l.base] = &tstate{present: map[string]bool{}} // the server is the truth now
+	u.tables[b.l.base] = &tstate{present: map[string]keyState{}} // the server is the truth now
 	b.chunked, b.copied, b.bytes = true, nil, 0
 	for len(b.pending) > 0 {
 		n := min(len(b.pending), s.chunkRows)
@@ -150,10 +151,11 @@ func (s *Sink) flushChunk(ctx context.Context, b *batch) error {
 	pipe := s.tx.conn.TxPipeline()
 	dels := make([]*goredis.IntCmd, len(b.pending))
 	members := make([]any, len(b.pending))
-	for i, r := range b.pending {
-		dels[i] = pipe.Del(ctx, r.key)
-		pipe.HSet(ctx, r.key, r.args...)
-		members[i] = r.key
+	for i, row := range b.pending {
+		key, _ := rowKey(row)
+		dels[i] = pipe.Del(ctx, key)
+		pipe.Do(ctx, hsetArgs(nil, row, b.l.cols)...)
+		members[i] = key
 	}
 	pipe.SAdd(ctx, b.set, members...)
 	pipe.Expire(ctx, b.set, copySetTTL)
@@ -229,7 +231,7 @@ func (s *Sink) finishQueuedCopy(ctx context.Context, b *batch) (done bool, err e
 		}
 	}
 	for k, v := range ts.present {
-		if v {
+		if v.exists {
 			take(k)
 		}
 	}
@@ -263,11 +265,11 @@ func (s *Sink) finishQueuedCopy(ctx context.Context, b *batch) (done bool, err e
 		u.ops = append(u.ops, op{base: b.l.base, del: stale[:m:m]})
 		stale = stale[m:]
 	}
-	present := make(map[string]bool, len(b.copied))
+	present := make(map[string]keyState, len(b.copied))
 	for k := range b.copied {
-		present[k] = true
+		present[k] = keyState{exists: true}
 	}
-	u.tables[b.l.base] = &tstate{cleared: true, present: present}
+	u.tables[b.l.base] = &tstate{cleared: true, present: present, batches: ts.batches}
 	b.deleted = existed
 	return true, nil
 }

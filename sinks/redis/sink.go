@@ -28,6 +28,7 @@ const (
 	defaultChunkRows = 1000     // rows per MULTI/EXEC of a chunked copy
 	chunkBytes       = 8 << 20  // bytes per MULTI/EXEC of a chunked copy
 	keysPerCommand   = 1000     // keys per DEL, EXISTS, SMISMEMBER
+	commitChunk      = 10_000   // commands per round trip of a Commit's MULTI (a round trip each: not too few)
 	copySetTTL       = 24 * time.Hour
 )
 
@@ -57,17 +58,18 @@ var (
 type unit struct {
 	conn   *goredis.Conn
 	ops    []op
+	rows   arena              // the packed rows of ops
 	tables map[string]*tstate // by table base
 	cur    *batch
 	sets   []string // temporary copy sets to remove when the unit ends
 }
 
-// op is a queued write.
+// op is a queued write: a DEL of keys, or the HSET of a packed row (queue.go).
 type op struct {
 	base    string   // the table's key base
-	del     []string // DEL these keys (when key is "")
-	key     string   // HSET key args (after DEL key, with replace)
-	args    []any
+	cols    []any    // the table's column names, boxed (layout.cols)
+	del     []string // DEL these keys (when row is "")
+	row     string   // HSET this row (after a DEL of its key, with replace)
 	replace bool
 }
 
@@ -77,13 +79,22 @@ type tstate struct {
 	// (a whole-table copy or a truncate).
 	cleared bool
 	// present is, for the keys queued writes touch, whether the key exists after them.
-	present map[string]bool
+	present map[string]keyState
+	// batches counts the table's batches in the unit: keyState.batch tells a key
+	// PrepareBatch saw already in this batch (one map access per key).
+	batches uint32
+}
+
+// keyState is a key's state after the unit's queued writes.
+type keyState struct {
+	exists bool
+	batch  uint32 // the batch (tstate.batches) that last queued a write of the key
 }
 
 func (u *unit) table(base string) *tstate {
 	ts := u.tables[base]
 	if ts == nil {
-		ts = &tstate{present: map[string]bool{}}
+		ts = &tstate{present: map[string]keyState{}}
 		u.tables[base] = ts
 	}
 	return ts
@@ -114,27 +125,77 @@ func (s *Sink) Commit(ctx context.Context) error {
 	if len(u.ops) == 0 {
 		return nil
 	}
-	pipe := u.conn.TxPipeline()
-	n := 0
-	for i := range u.ops {
-		o := &u.ops[i]
-		switch {
-		case o.key == "":
-			pipe.Del(ctx, o.del...)
-		case o.replace:
-			pipe.Del(ctx, o.key)
-			pipe.HSet(ctx, o.key, o.args...)
-		default:
-			pipe.HSet(ctx, o.key, o.args...)
-		}
-		u.ops[i] = op{} // the pipeline holds the values now
-		n++
-	}
+	n, err := sendUnit(ctx, u.conn, u.ops)
 	u.ops = nil
-	if _, err := pipe.Exec(ctx); err != nil {
+	if err != nil {
 		return fmt.Errorf("db %s: committing (MULTI/EXEC of %d writes): %w", s.db, n, err)
 	}
 	return nil
+}
+
+// sendUnit sends ops as one MULTI/EXEC and returns the number of writes. The commands
+// between MULTI and EXEC go commitChunk to a round trip (the server only queues them), so
+// that the client builds one chunk's command arguments at a time besides the packed rows,
+// not the whole unit's; a chunk is large so that a remote server costs few round trips. On an error before EXEC the MULTI is discarded (or the
+// connection, broken, is dropped, which discards it too): nothing is written.
+func sendUnit(ctx context.Context, c *goredis.Conn, ops []op) (n int, err error) {
+	pipe := c.Pipeline()
+	pipe.Do(ctx, "multi")
+	queued := 0
+	defer func() {
+		if err != nil && queued > 0 {
+			_ = c.Do(ctx, "discard").Err()
+		}
+	}()
+	flush := func() error {
+		queued += pipe.Len()
+		_, err := pipe.Exec(ctx)
+		return err
+	}
+	// The chunk's command arguments, end to end in one slice (go-redis keeps each
+	// command's until the round trip; an append that moves the slice leaves those as
+	// they are).
+	var args []any
+	for i := range ops {
+		o := &ops[i]
+		start := len(args)
+		if o.row == "" {
+			args = append(args, "del")
+			for _, k := range o.del {
+				args = append(args, k)
+			}
+		} else {
+			if o.replace {
+				k, _ := rowKey(o.row)
+				args = append(args, "del", k)
+				pipe.Do(ctx, args[start:len(args):len(args)]...)
+				start = len(args)
+			}
+			args = hsetArgs(args, o.row, o.cols)
+		}
+		pipe.Do(ctx, args[start:len(args):len(args)]...)
+		n++
+		if pipe.Len() >= commitChunk {
+			if err := flush(); err != nil {
+				return n, err
+			}
+			args = args[:0] // the commands sent are done with their arguments
+		}
+	}
+	if err := flush(); err != nil {
+		return n, err
+	}
+	res, err := c.Do(ctx, "exec").Slice()
+	queued = 0 // EXEC ends the MULTI, failed or not
+	if err != nil {
+		return n, err
+	}
+	for _, r := range res {
+		if e, ok := r.(error); ok {
+			return n, e // a command failed at EXEC (Redis does not roll the others back)
+		}
+	}
+	return n, nil
 }
 
 // Rollback drops the unit's queued writes: nothing of the unit is sent (but a chunked

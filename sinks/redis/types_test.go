@@ -137,7 +137,7 @@ func TestTypesRefused(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, _, _, err = l.row("1\t" + strings.ReplaceAll(c.text, `\`, `\\`))
+		_, _, err = l.packRow(&arena{}, "1\t"+strings.ReplaceAll(c.text, `\`, `\\`))
 		if err == nil || err.Error() != c.want {
 			t.Errorf("%s %q: %v\nexpected %s", c.typ, c.text, err, c.want)
 		}
