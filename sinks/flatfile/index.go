@@ -2,11 +2,14 @@ package flatfile
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/binary"
 	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	_ "modernc.org/sqlite" // the key index: driver "sqlite", pure Go
@@ -16,25 +19,32 @@ import (
 )
 
 // IndexFile is the key index's file in the directory: per table, the keys the files
-// written so far leave in the target (the stream's key text), which a file cannot tell.
+// written so far leave in the target, which a file cannot tell.
 const IndexFile = ".ibex-index.sqlite"
+
+// indexVersion is the index's format, kept in its user_version. Format 1 (user_version
+// 0, which ibex released on main only) held every key's text and is refused.
+const indexVersion = 2
 
 // chunk is how many keys one index statement takes (2 variables each: under SQLite's
 // limit of 32,766).
 const chunk = 500
 
+// ibex_keys holds one entry per key (indexKey): a WITHOUT ROWID table is the primary
+// key's B-tree alone, so a lookup or an insert touches one tree.
 const indexSchema = `
-CREATE TABLE IF NOT EXISTS ibex_tables (
+CREATE TABLE ibex_tables (
 	id INTEGER PRIMARY KEY,
 	schema_name TEXT NOT NULL,
 	table_name TEXT NOT NULL,
 	UNIQUE (schema_name, table_name)
 );
-CREATE TABLE IF NOT EXISTS ibex_keys (
+CREATE TABLE ibex_keys (
 	t INTEGER NOT NULL,
-	k BLOB NOT NULL,
+	k BLOB NOT NULL, -- BLOB affinity: an INTEGER stays one
 	PRIMARY KEY (t, k)
-) WITHOUT ROWID;`
+) WITHOUT ROWID;
+PRAGMA user_version = 2;`
 
 // index is the key index of a directory. Its changes of a unit are made in one SQLite
 // transaction, committed right after the unit's file is renamed into place.
@@ -64,7 +74,7 @@ func openIndex(ctx context.Context, dir string, fsync bool) (*index, error) {
 		return nil, fmt.Errorf("key index %s: %w", u.Path, err)
 	}
 	db.SetMaxOpenConns(1)
-	if _, err := db.ExecContext(ctx, indexSchema); err != nil {
+	if err := initIndex(ctx, db); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("key index %s: %w", u.Path, err)
 	}
@@ -73,6 +83,36 @@ func openIndex(ctx context.Context, dir string, fsync bool) (*index, error) {
 		return nil, fmt.Errorf("key index %s: %w", u.Path, err)
 	}
 	return &index{db: db}, nil
+}
+
+// initIndex creates the index's tables in a new file and refuses a file of another
+// format.
+func initIndex(ctx context.Context, db *sql.DB) error {
+	tx, err := db.BeginTx(ctx, nil) // immediate: one process checks and creates
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	var version, tables int
+	if err := tx.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
+		return err
+	}
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_schema`).Scan(&tables); err != nil {
+		return err
+	}
+	switch {
+	case version == indexVersion:
+		return nil
+	case version == 0 && tables == 0:
+		if _, err := tx.ExecContext(ctx, indexSchema); err != nil {
+			return err
+		}
+		return tx.Commit()
+	case version == 0:
+		return fmt.Errorf("written by an older ibex in format 1, which this one cannot read: remove it (a batch's counts and onetimecopy's emptiness check then start from nothing; flatfile.Seed records rows the target holds)")
+	default:
+		return fmt.Errorf("written in format %d, this ibex reads format %d (a newer ibex wrote it?)", version, indexVersion)
+	}
 }
 
 func (x *index) close() error { return x.db.Close() }
@@ -130,15 +170,15 @@ func placeholders(n int, group string) string {
 	return strings.TrimSuffix(strings.Repeat(group+",", n), ",")
 }
 
-// remove deletes keys of table id and returns how many the index held.
-func (x *index) remove(ctx context.Context, id int64, keys [][]byte) (int64, error) {
+// remove deletes keys (indexKey) of table id and returns how many the index held.
+func (x *index) remove(ctx context.Context, id int64, keys []string) (int64, error) {
 	var total int64
 	for len(keys) > 0 {
 		n := min(len(keys), chunk)
 		args := make([]any, 0, n+1)
 		args = append(args, id)
 		for _, k := range keys[:n] {
-			args = append(args, k)
+			args = append(args, keyArg(k))
 		}
 		var res sql.Result
 		var err error
@@ -165,31 +205,39 @@ func (x *index) remove(ctx context.Context, id int64, keys [][]byte) (int64, err
 	return total, nil
 }
 
-// add records keys of table id as present.
-func (x *index) add(ctx context.Context, id int64, keys [][]byte) error {
+// add records keys (indexKey) of table id as present and returns how many were not
+// (a key the index holds is left as it is: INSERT OR IGNORE, one lookup).
+func (x *index) add(ctx context.Context, id int64, keys []string) (int64, error) {
+	var total int64
 	for len(keys) > 0 {
 		n := min(len(keys), chunk)
 		args := make([]any, 0, 2*n)
 		for _, k := range keys[:n] {
-			args = append(args, id, k)
+			args = append(args, id, keyArg(k))
 		}
+		var res sql.Result
 		var err error
 		if n == chunk {
 			if x.ins == nil {
 				if x.ins, err = x.tx.PrepareContext(ctx, `INSERT OR IGNORE INTO ibex_keys (t, k) VALUES `+placeholders(chunk, "(?,?)")); err != nil {
-					return fmt.Errorf("key index: %w", err)
+					return 0, fmt.Errorf("key index: %w", err)
 				}
 			}
-			_, err = x.ins.ExecContext(ctx, args...)
+			res, err = x.ins.ExecContext(ctx, args...)
 		} else {
-			_, err = x.tx.ExecContext(ctx, `INSERT OR IGNORE INTO ibex_keys (t, k) VALUES `+placeholders(n, "(?,?)"), args...)
+			res, err = x.tx.ExecContext(ctx, `INSERT OR IGNORE INTO ibex_keys (t, k) VALUES `+placeholders(n, "(?,?)"), args...)
 		}
 		if err != nil {
-			return fmt.Errorf("key index: adding keys: %w", err)
+			return 0, fmt.Errorf("key index: adding keys: %w", err)
 		}
+		c, err := res.RowsAffected()
+		if err != nil {
+			return 0, fmt.Errorf("key index: %w", err)
+		}
+		total += c
 		keys = keys[n:]
 	}
-	return nil
+	return total, nil
 }
 
 // clear removes every key of table id and returns how many there were.
@@ -214,11 +262,51 @@ func (x *index) empty(ctx context.Context, id int64) (bool, error) {
 	return !has, nil
 }
 
-// canonicalKey is a key's text (key fields as COPY text, tab-separated) as the index
-// holds it: re-encoded as COPY TO writes it, so that a key sent by PrepareBatch and the
-// same key at the head of a row always match.
-func canonicalKey(fields []conflict.Field) []byte {
-	return []byte(conflict.EncodeCopyLine(fields))
+// A key is held in the index in the most compact of three forms, each its own SQLite
+// value, so that no two forms ever meet: a key that is one integer written as COPY
+// writes it (a one-column integer key) as an INTEGER; another key whose text is shorter
+// than hashedKey bytes as that text (a BLOB); a longer one as the first hashedKey bytes
+// of its SHA-256 (a BLOB of that length, which a shorter text never equals). Two
+// different keys of a table share a hash with a probability of about n²/2¹²⁹ (below
+// 10⁻²⁰ for a billion keys), an accident that would only miscount a batch's deleted
+// rows, never change a file.
+const hashedKey = 16
+
+// The forms of a key in memory (indexKey's result), by their first byte.
+const (
+	keyInt  = 'i' // then the integer, 8 bytes big-endian
+	keyText = 't' // then the text
+	keyHash = 'h' // then the hash
+)
+
+// indexKey is a key (its fields) as the index holds it, in memory: a tag (keyInt, ...)
+// and its value. The key's text (key fields as COPY text, tab-separated) is re-encoded as
+// COPY TO writes it, so that a key sent by PrepareBatch and the same key at the head of a
+// row always match.
+func indexKey(fields []conflict.Field) string {
+	text := conflict.EncodeCopyLine(fields)
+	if i, err := strconv.ParseInt(text, 10, 64); err == nil {
+		var buf [20]byte
+		if string(strconv.AppendInt(buf[:0], i, 10)) == text { // not +1, 01, -0
+			var k [9]byte
+			k[0] = keyInt
+			binary.BigEndian.PutUint64(k[1:], uint64(i))
+			return string(k[:])
+		}
+	}
+	if len(text) < hashedKey {
+		return string(keyText) + text
+	}
+	h := sha256.Sum256([]byte(text))
+	return string(keyHash) + string(h[:hashedKey])
+}
+
+// keyArg is the SQLite value of a key from indexKey.
+func keyArg(k string) any {
+	if k[0] == keyInt {
+		return int64(binary.BigEndian.Uint64([]byte(k[1:])))
+	}
+	return []byte(k[1:])
 }
 
 // Seed records in dir's key index that the target holds rows (COPY text, fields in
@@ -244,7 +332,7 @@ func Seed(ctx context.Context, dir string, t *sinks.Table, rows []string) error 
 		return fmt.Errorf("flatfile: %w", err)
 	}
 	nk := len(t.Key)
-	var keys [][]byte
+	var keys []string
 	for i, line := range rows {
 		f, err := conflict.DecodeCopyLine(line)
 		if err != nil {
@@ -253,9 +341,9 @@ func Seed(ctx context.Context, dir string, t *sinks.Table, rows []string) error 
 		if len(f) < nk {
 			return fmt.Errorf("flatfile: seeding %s: row %d has %d fields, the key %d", t.Label(), i+1, len(f), nk)
 		}
-		keys = append(keys, canonicalKey(f[:nk]))
+		keys = append(keys, indexKey(f[:nk]))
 	}
-	if err := x.add(ctx, id, keys); err != nil {
+	if _, err := x.add(ctx, id, keys); err != nil {
 		return fmt.Errorf("flatfile: seeding %s: %w", t.Label(), err)
 	}
 	return x.commit()
