@@ -73,7 +73,7 @@ func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) 
 	if nk > 1 {
 		lhs = "(" + d.cols(t.Key) + ")"
 	}
-	b.pending = make(map[string]struct{}, len(keys))
+	b.pending = newKeySet(len(keys))
 	for i, k := range keys {
 		w, err := s.out()
 		if err != nil {
@@ -111,7 +111,7 @@ func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) 
 		if i%stmtKeys == stmtKeys-1 || i == len(keys)-1 {
 			w.WriteString(");\n")
 		}
-		b.pending[indexKey(f)] = struct{}{}
+		b.pending.add(indexKey(f))
 	}
 	s.batch = b
 	return sinks.Prepared{}, nil
@@ -149,7 +149,7 @@ func (s *Sink) WriteRows(ctx context.Context, t *sinks.Table, r io.Reader) (int6
 		open    bool  // an INSERT statement is open
 		inStmt  int   // its rows
 		started int64 // the file's size when it started
-		keys    = make([]string, 0, chunk)
+		keys    = make([]key, 0, chunk)
 		lr      = lineReader{r: bufio.NewReaderSize(r, 64<<10)}
 	)
 	for {
@@ -169,10 +169,9 @@ func (s *Sink) WriteRows(ctx context.Context, t *sinks.Table, r io.Reader) (int6
 		}
 		k := indexKey(f[:nk])
 		if b.pending != nil {
-			if _, ok := b.pending[k]; !ok {
+			if !b.pending.take(k) {
 				return n, s.errf(t, "writing rows of", fmt.Errorf("row %d: its key comes twice in the rows, or is not one of the batch's keys", n+1))
 			}
-			delete(b.pending, k)
 		}
 		if w == nil {
 			if w, err = s.out(); err != nil {
@@ -226,7 +225,7 @@ func (s *Sink) WriteRows(ctx context.Context, t *sinks.Table, r io.Reader) (int6
 // addKeys records the keys of rows written (distinct: a batch's through pending, a
 // copy's checked here) in the index. In a batch, a key the index held is a replaced row;
 // in a copy the index holds none of the table's keys, and one it holds came twice.
-func (s *Sink) addKeys(ctx context.Context, b *batch, keys []string) error {
+func (s *Sink) addKeys(ctx context.Context, b *batch, keys []key) error {
 	added, err := s.idx.add(ctx, b.id, keys)
 	if err != nil {
 		return err
@@ -287,12 +286,8 @@ func (s *Sink) FinishBatch(ctx context.Context, t *sinks.Table) (sinks.Counts, e
 	if b.skipped {
 		return sinks.Counts{}, nil
 	}
-	if len(b.pending) > 0 {
-		gone := make([]string, 0, len(b.pending))
-		for k := range b.pending {
-			gone = append(gone, k)
-		}
-		n, err := s.idx.remove(ctx, b.id, gone)
+	if b.pending != nil && b.pending.len() > 0 {
+		n, err := s.idx.remove(ctx, b.id, b.pending.keys())
 		if err != nil {
 			return sinks.Counts{}, s.errf(t, "finishing the batch of", err)
 		}

@@ -2,14 +2,11 @@ package flatfile
 
 import (
 	"context"
-	"crypto/sha256"
 	"database/sql"
-	"encoding/binary"
 	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	_ "modernc.org/sqlite" // the key index: driver "sqlite", pure Go
@@ -170,15 +167,15 @@ func placeholders(n int, group string) string {
 	return strings.TrimSuffix(strings.Repeat(group+",", n), ",")
 }
 
-// remove deletes keys (indexKey) of table id and returns how many the index held.
-func (x *index) remove(ctx context.Context, id int64, keys []string) (int64, error) {
+// remove deletes keys of table id and returns how many the index held.
+func (x *index) remove(ctx context.Context, id int64, keys []key) (int64, error) {
 	var total int64
 	for len(keys) > 0 {
 		n := min(len(keys), chunk)
 		args := make([]any, 0, n+1)
 		args = append(args, id)
 		for _, k := range keys[:n] {
-			args = append(args, keyArg(k))
+			args = append(args, k.arg())
 		}
 		var res sql.Result
 		var err error
@@ -205,27 +202,28 @@ func (x *index) remove(ctx context.Context, id int64, keys []string) (int64, err
 	return total, nil
 }
 
-// add records keys (indexKey) of table id as present and returns how many were not
+// add records keys of table id as present and returns how many were not
 // (a key the index holds is left as it is: INSERT OR IGNORE, one lookup).
-func (x *index) add(ctx context.Context, id int64, keys []string) (int64, error) {
+func (x *index) add(ctx context.Context, id int64, keys []key) (int64, error) {
 	var total int64
 	for len(keys) > 0 {
 		n := min(len(keys), chunk)
-		args := make([]any, 0, 2*n)
+		args := make([]any, 0, n+1)
+		args = append(args, id)
 		for _, k := range keys[:n] {
-			args = append(args, id, keyArg(k))
+			args = append(args, k.arg())
 		}
 		var res sql.Result
 		var err error
 		if n == chunk {
 			if x.ins == nil {
-				if x.ins, err = x.tx.PrepareContext(ctx, `INSERT OR IGNORE INTO ibex_keys (t, k) VALUES `+placeholders(chunk, "(?,?)")); err != nil {
+				if x.ins, err = x.tx.PrepareContext(ctx, addSQL(chunk)); err != nil {
 					return 0, fmt.Errorf("key index: %w", err)
 				}
 			}
 			res, err = x.ins.ExecContext(ctx, args...)
 		} else {
-			res, err = x.tx.ExecContext(ctx, `INSERT OR IGNORE INTO ibex_keys (t, k) VALUES `+placeholders(n, "(?,?)"), args...)
+			res, err = x.tx.ExecContext(ctx, addSQL(n), args...)
 		}
 		if err != nil {
 			return 0, fmt.Errorf("key index: adding keys: %w", err)
@@ -238,6 +236,11 @@ func (x *index) add(ctx context.Context, id int64, keys []string) (int64, error)
 		keys = keys[n:]
 	}
 	return total, nil
+}
+
+// addSQL is the insert of n keys of a table: its id once, then the keys.
+func addSQL(n int) string {
+	return `INSERT OR IGNORE INTO ibex_keys (t, k) SELECT ?1, column1 FROM (VALUES ` + placeholders(n, "(?)") + `)`
 }
 
 // clear removes every key of table id and returns how many there were.
@@ -260,53 +263,6 @@ func (x *index) empty(ctx context.Context, id int64) (bool, error) {
 		return false, fmt.Errorf("key index: %w", err)
 	}
 	return !has, nil
-}
-
-// A key is held in the index in the most compact of three forms, each its own SQLite
-// value, so that no two forms ever meet: a key that is one integer written as COPY
-// writes it (a one-column integer key) as an INTEGER; another key whose text is shorter
-// than hashedKey bytes as that text (a BLOB); a longer one as the first hashedKey bytes
-// of its SHA-256 (a BLOB of that length, which a shorter text never equals). Two
-// different keys of a table share a hash with a probability of about n²/2¹²⁹ (below
-// 10⁻²⁰ for a billion keys), an accident that would only miscount a batch's deleted
-// rows, never change a file.
-const hashedKey = 16
-
-// The forms of a key in memory (indexKey's result), by their first byte.
-const (
-	keyInt  = 'i' // then the integer, 8 bytes big-endian
-	keyText = 't' // then the text
-	keyHash = 'h' // then the hash
-)
-
-// indexKey is a key (its fields) as the index holds it, in memory: a tag (keyInt, ...)
-// and its value. The key's text (key fields as COPY text, tab-separated) is re-encoded as
-// COPY TO writes it, so that a key sent by PrepareBatch and the same key at the head of a
-// row always match.
-func indexKey(fields []conflict.Field) string {
-	text := conflict.EncodeCopyLine(fields)
-	if i, err := strconv.ParseInt(text, 10, 64); err == nil {
-		var buf [20]byte
-		if string(strconv.AppendInt(buf[:0], i, 10)) == text { // not +1, 01, -0
-			var k [9]byte
-			k[0] = keyInt
-			binary.BigEndian.PutUint64(k[1:], uint64(i))
-			return string(k[:])
-		}
-	}
-	if len(text) < hashedKey {
-		return string(keyText) + text
-	}
-	h := sha256.Sum256([]byte(text))
-	return string(keyHash) + string(h[:hashedKey])
-}
-
-// keyArg is the SQLite value of a key from indexKey.
-func keyArg(k string) any {
-	if k[0] == keyInt {
-		return int64(binary.BigEndian.Uint64([]byte(k[1:])))
-	}
-	return []byte(k[1:])
 }
 
 // Seed records in dir's key index that the target holds rows (COPY text, fields in
@@ -332,7 +288,7 @@ func Seed(ctx context.Context, dir string, t *sinks.Table, rows []string) error 
 		return fmt.Errorf("flatfile: %w", err)
 	}
 	nk := len(t.Key)
-	var keys []string
+	var keys []key
 	for i, line := range rows {
 		f, err := conflict.DecodeCopyLine(line)
 		if err != nil {
