@@ -56,8 +56,9 @@ func fieldErr(t *sinks.Table, b *batch, col int, err error) error {
 }
 
 // PrepareBatch writes the DELETE statements of keys (the key fields as COPY text,
-// tab-separated) and removes them from the key index; the keys the index held are the
-// batch's deleted rows.
+// tab-separated) and keeps the keys, for WriteRows and FinishBatch to update the key
+// index with: a key that gets a row stays in the index (one lookup says whether it was
+// there, a replaced row), and only the keys no row came for are deleted from it.
 func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) (sinks.Prepared, error) {
 	if err := s.inTx(t); err != nil {
 		return sinks.Prepared{}, err
@@ -72,7 +73,7 @@ func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) 
 	if nk > 1 {
 		lhs = "(" + d.cols(t.Key) + ")"
 	}
-	canon := make([][]byte, 0, len(keys))
+	b.pending = newKeySet(len(keys))
 	for i, k := range keys {
 		w, err := s.out()
 		if err != nil {
@@ -110,17 +111,16 @@ func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) 
 		if i%stmtKeys == stmtKeys-1 || i == len(keys)-1 {
 			w.WriteString(");\n")
 		}
-		canon = append(canon, canonicalKey(f))
-	}
-	if b.deleted, err = s.idx.remove(ctx, b.id, canon); err != nil {
-		return sinks.Prepared{}, s.errf(t, "deleting the keys of", err)
+		b.pending.add(indexKey(f))
 	}
 	s.batch = b
 	return sinks.Prepared{}, nil
 }
 
 // WriteRows writes the rows of r (COPY text, fields in t.Cols order, one row a line) as
-// multi-row INSERTs and records their keys in the key index. It returns the rows taken.
+// multi-row INSERTs and records their keys in the key index (a key it held is a replaced
+// row). It returns the rows taken. A key whose row comes twice, or that is not one of
+// the batch's keys, is an error: its file would not replay.
 func (s *Sink) WriteRows(ctx context.Context, t *sinks.Table, r io.Reader) (int64, error) {
 	if err := s.inTx(t); err != nil {
 		return 0, err
@@ -149,7 +149,7 @@ func (s *Sink) WriteRows(ctx context.Context, t *sinks.Table, r io.Reader) (int6
 		open    bool  // an INSERT statement is open
 		inStmt  int   // its rows
 		started int64 // the file's size when it started
-		keys    = make([][]byte, 0, chunk)
+		keys    = make([]key, 0, chunk)
 		lr      = lineReader{r: bufio.NewReaderSize(r, 64<<10)}
 	)
 	for {
@@ -166,6 +166,12 @@ func (s *Sink) WriteRows(ctx context.Context, t *sinks.Table, r io.Reader) (int6
 		}
 		if err != nil {
 			return n, s.errf(t, "writing rows of", fmt.Errorf("row %d: %w", n+1, err))
+		}
+		k := indexKey(f[:nk])
+		if b.pending != nil {
+			if !b.pending.take(k) {
+				return n, s.errf(t, "writing rows of", fmt.Errorf("row %d: its key comes twice in the rows, or is not one of the batch's keys", n+1))
+			}
 		}
 		if w == nil {
 			if w, err = s.out(); err != nil {
@@ -193,8 +199,8 @@ func (s *Sink) WriteRows(ctx context.Context, t *sinks.Table, r io.Reader) (int6
 			w.WriteString(";\n")
 			open = false
 		}
-		if keys = append(keys, canonicalKey(f[:nk])); len(keys) == chunk {
-			if err := s.idx.add(ctx, b.id, keys); err != nil {
+		if keys = append(keys, k); len(keys) == chunk {
+			if err := s.addKeys(ctx, b, keys); err != nil {
 				return n, s.errf(t, "writing rows of", err)
 			}
 			keys = keys[:0]
@@ -203,7 +209,7 @@ func (s *Sink) WriteRows(ctx context.Context, t *sinks.Table, r io.Reader) (int6
 	if open {
 		w.WriteString(";\n")
 	}
-	if err := s.idx.add(ctx, b.id, keys); err != nil {
+	if err := s.addKeys(ctx, b, keys); err != nil {
 		return n, s.errf(t, "writing rows of", err)
 	}
 	if w != nil {
@@ -214,6 +220,24 @@ func (s *Sink) WriteRows(ctx context.Context, t *sinks.Table, r io.Reader) (int6
 	}
 	b.written += n
 	return n, nil
+}
+
+// addKeys records the keys of rows written (distinct: a batch's through pending, a
+// copy's checked here) in the index. In a batch, a key the index held is a replaced row;
+// in a copy the index holds none of the table's keys, and one it holds came twice.
+func (s *Sink) addKeys(ctx context.Context, b *batch, keys []key) error {
+	added, err := s.idx.add(ctx, b.id, keys)
+	if err != nil {
+		return err
+	}
+	held := int64(len(keys)) - added
+	switch {
+	case b.pending != nil:
+		b.deleted += held
+	case held > 0:
+		return fmt.Errorf("%d keys come twice in the rows", held)
+	}
+	return nil
 }
 
 // lineReader reads lines of any length; a last line without its newline counts too.
@@ -261,6 +285,13 @@ func (s *Sink) FinishBatch(ctx context.Context, t *sinks.Table) (sinks.Counts, e
 	s.batch = nil
 	if b.skipped {
 		return sinks.Counts{}, nil
+	}
+	if b.pending != nil && b.pending.len() > 0 {
+		n, err := s.idx.remove(ctx, b.id, b.pending.keys())
+		if err != nil {
+			return sinks.Counts{}, s.errf(t, "finishing the batch of", err)
+		}
+		b.deleted += n
 	}
 	return sinks.Counts{Written: b.written, Deleted: b.deleted}, nil
 }

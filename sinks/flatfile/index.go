@@ -16,25 +16,32 @@ import (
 )
 
 // IndexFile is the key index's file in the directory: per table, the keys the files
-// written so far leave in the target (the stream's key text), which a file cannot tell.
+// written so far leave in the target, which a file cannot tell.
 const IndexFile = ".ibex-index.sqlite"
+
+// indexVersion is the index's format, kept in its user_version. Format 1 (user_version
+// 0, which ibex released on main only) held every key's text and is refused.
+const indexVersion = 2
 
 // chunk is how many keys one index statement takes (2 variables each: under SQLite's
 // limit of 32,766).
 const chunk = 500
 
+// ibex_keys holds one entry per key (indexKey): a WITHOUT ROWID table is the primary
+// key's B-tree alone, so a lookup or an insert touches one tree.
 const indexSchema = `
-CREATE TABLE IF NOT EXISTS ibex_tables (
+CREATE TABLE ibex_tables (
 	id INTEGER PRIMARY KEY,
 	schema_name TEXT NOT NULL,
 	table_name TEXT NOT NULL,
 	UNIQUE (schema_name, table_name)
 );
-CREATE TABLE IF NOT EXISTS ibex_keys (
+CREATE TABLE ibex_keys (
 	t INTEGER NOT NULL,
-	k BLOB NOT NULL,
+	k BLOB NOT NULL, -- BLOB affinity: an INTEGER stays one
 	PRIMARY KEY (t, k)
-) WITHOUT ROWID;`
+) WITHOUT ROWID;
+PRAGMA user_version = 2;`
 
 // index is the key index of a directory. Its changes of a unit are made in one SQLite
 // transaction, committed right after the unit's file is renamed into place.
@@ -64,7 +71,7 @@ func openIndex(ctx context.Context, dir string, fsync bool) (*index, error) {
 		return nil, fmt.Errorf("key index %s: %w", u.Path, err)
 	}
 	db.SetMaxOpenConns(1)
-	if _, err := db.ExecContext(ctx, indexSchema); err != nil {
+	if err := initIndex(ctx, db); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("key index %s: %w", u.Path, err)
 	}
@@ -73,6 +80,36 @@ func openIndex(ctx context.Context, dir string, fsync bool) (*index, error) {
 		return nil, fmt.Errorf("key index %s: %w", u.Path, err)
 	}
 	return &index{db: db}, nil
+}
+
+// initIndex creates the index's tables in a new file and refuses a file of another
+// format.
+func initIndex(ctx context.Context, db *sql.DB) error {
+	tx, err := db.BeginTx(ctx, nil) // immediate: one process checks and creates
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	var version, tables int
+	if err := tx.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
+		return err
+	}
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_schema`).Scan(&tables); err != nil {
+		return err
+	}
+	switch {
+	case version == indexVersion:
+		return nil
+	case version == 0 && tables == 0:
+		if _, err := tx.ExecContext(ctx, indexSchema); err != nil {
+			return err
+		}
+		return tx.Commit()
+	case version == 0:
+		return fmt.Errorf("written by an older ibex in format 1, which this one cannot read: remove it (a batch's counts and onetimecopy's emptiness check then start from nothing; flatfile.Seed records rows the target holds)")
+	default:
+		return fmt.Errorf("written in format %d, this ibex reads format %d (a newer ibex wrote it?)", version, indexVersion)
+	}
 }
 
 func (x *index) close() error { return x.db.Close() }
@@ -131,14 +168,14 @@ func placeholders(n int, group string) string {
 }
 
 // remove deletes keys of table id and returns how many the index held.
-func (x *index) remove(ctx context.Context, id int64, keys [][]byte) (int64, error) {
+func (x *index) remove(ctx context.Context, id int64, keys []key) (int64, error) {
 	var total int64
 	for len(keys) > 0 {
 		n := min(len(keys), chunk)
 		args := make([]any, 0, n+1)
 		args = append(args, id)
 		for _, k := range keys[:n] {
-			args = append(args, k)
+			args = append(args, k.arg())
 		}
 		var res sql.Result
 		var err error
@@ -165,31 +202,45 @@ func (x *index) remove(ctx context.Context, id int64, keys [][]byte) (int64, err
 	return total, nil
 }
 
-// add records keys of table id as present.
-func (x *index) add(ctx context.Context, id int64, keys [][]byte) error {
+// add records keys of table id as present and returns how many were not
+// (a key the index holds is left as it is: INSERT OR IGNORE, one lookup).
+func (x *index) add(ctx context.Context, id int64, keys []key) (int64, error) {
+	var total int64
 	for len(keys) > 0 {
 		n := min(len(keys), chunk)
-		args := make([]any, 0, 2*n)
+		args := make([]any, 0, n+1)
+		args = append(args, id)
 		for _, k := range keys[:n] {
-			args = append(args, id, k)
+			args = append(args, k.arg())
 		}
+		var res sql.Result
 		var err error
 		if n == chunk {
 			if x.ins == nil {
-				if x.ins, err = x.tx.PrepareContext(ctx, `INSERT OR IGNORE INTO ibex_keys (t, k) VALUES `+placeholders(chunk, "(?,?)")); err != nil {
-					return fmt.Errorf("key index: %w", err)
+				if x.ins, err = x.tx.PrepareContext(ctx, addSQL(chunk)); err != nil {
+					return 0, fmt.Errorf("key index: %w", err)
 				}
 			}
-			_, err = x.ins.ExecContext(ctx, args...)
+			res, err = x.ins.ExecContext(ctx, args...)
 		} else {
-			_, err = x.tx.ExecContext(ctx, `INSERT OR IGNORE INTO ibex_keys (t, k) VALUES `+placeholders(n, "(?,?)"), args...)
+			res, err = x.tx.ExecContext(ctx, addSQL(n), args...)
 		}
 		if err != nil {
-			return fmt.Errorf("key index: adding keys: %w", err)
+			return 0, fmt.Errorf("key index: adding keys: %w", err)
 		}
+		c, err := res.RowsAffected()
+		if err != nil {
+			return 0, fmt.Errorf("key index: %w", err)
+		}
+		total += c
 		keys = keys[n:]
 	}
-	return nil
+	return total, nil
+}
+
+// addSQL is the insert of n keys of a table: its id once, then the keys.
+func addSQL(n int) string {
+	return `INSERT OR IGNORE INTO ibex_keys (t, k) SELECT ?1, column1 FROM (VALUES ` + placeholders(n, "(?)") + `)`
 }
 
 // clear removes every key of table id and returns how many there were.
@@ -212,13 +263,6 @@ func (x *index) empty(ctx context.Context, id int64) (bool, error) {
 		return false, fmt.Errorf("key index: %w", err)
 	}
 	return !has, nil
-}
-
-// canonicalKey is a key's text (key fields as COPY text, tab-separated) as the index
-// holds it: re-encoded as COPY TO writes it, so that a key sent by PrepareBatch and the
-// same key at the head of a row always match.
-func canonicalKey(fields []conflict.Field) []byte {
-	return []byte(conflict.EncodeCopyLine(fields))
 }
 
 // Seed records in dir's key index that the target holds rows (COPY text, fields in
@@ -244,7 +288,7 @@ func Seed(ctx context.Context, dir string, t *sinks.Table, rows []string) error 
 		return fmt.Errorf("flatfile: %w", err)
 	}
 	nk := len(t.Key)
-	var keys [][]byte
+	var keys []key
 	for i, line := range rows {
 		f, err := conflict.DecodeCopyLine(line)
 		if err != nil {
@@ -253,9 +297,9 @@ func Seed(ctx context.Context, dir string, t *sinks.Table, rows []string) error 
 		if len(f) < nk {
 			return fmt.Errorf("flatfile: seeding %s: row %d has %d fields, the key %d", t.Label(), i+1, len(f), nk)
 		}
-		keys = append(keys, canonicalKey(f[:nk]))
+		keys = append(keys, indexKey(f[:nk]))
 	}
-	if err := x.add(ctx, id, keys); err != nil {
+	if _, err := x.add(ctx, id, keys); err != nil {
 		return fmt.Errorf("flatfile: seeding %s: %w", t.Label(), err)
 	}
 	return x.commit()

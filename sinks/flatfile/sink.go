@@ -85,6 +85,9 @@ type batch struct {
 	skipped bool
 	written int64
 	deleted int64
+	// pending holds the keys of a batch no row came for yet: FinishBatch deletes them
+	// from the index. It is nil in a whole-table copy.
+	pending *keySet
 }
 
 var unsafeName = regexp.MustCompile(`[^A-Za-z0-9_-]`)
