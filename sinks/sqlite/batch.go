@@ -15,137 +15,106 @@ import (
 
 // batch is the state of the batch (or whole-table copy) under way.
 type batch struct {
-	t       *sinks.Table
-	cols    []column
-	ins     *sql.Stmt // INSERT of a row
-	skipped bool      // ReplaceTable left a non-empty table alone
-	sent    int64     // rows WriteRows took
-	written int64     // rows the INSERTs wrote
+	t    *sinks.Table
+	cols []column
+	// ins writes a row: in a batch, an upsert (INSERT ... ON CONFLICT (key) DO UPDATE),
+	// or a plain INSERT when the table has no PRIMARY KEY or UNIQUE constraint on the
+	// key columns (upsert is false) and PrepareBatch deleted the keys instead; in a
+	// whole-table copy, a plain INSERT.
+	ins     *sql.Stmt
+	upsert  bool
+	keys    *keySet // the batch's keys; nil in a whole-table copy
+	id      []byte  // the keyID of the row being written (reused)
+	skipped bool    // ReplaceTable left a non-empty table alone
+	sent    int64   // rows WriteRows took
+	written int64   // rows the INSERTs wrote
 	deleted int64
 }
 
-// PrepareBatch deletes keys (key fields as COPY text, tab-separated) from t, with a
-// prepared DELETE per key, and prepares the INSERT that WriteRows runs for each row.
-// Nothing is ever skipped: a SQLite receiver is a target only.
+// PrepareBatch readies a batch of t over keys (key fields as COPY text, tab-separated):
+// it counts the keys that have a row (keyChunk keys a SELECT count(*)), which is what the
+// batch deletes or replaces, and remembers the keys; WriteRows then replaces or inserts
+// each row in one statement (an upsert), and FinishBatch deletes the keys no row came
+// for. Deleting every key first and inserting its row again cost as much as writing the
+// rows. A table whose key columns carry no PRIMARY KEY or UNIQUE constraint (an upsert
+// needs one) has its keys deleted here, as before. Nothing is ever skipped: a SQLite
+// receiver is a target only.
 func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) (sinks.Prepared, error) {
 	if err := s.inTx(t); err != nil {
 		return sinks.Prepared{}, err
 	}
-	b, err := s.newBatch(ctx, t)
+	b, err := s.newBatch(ctx, t, true)
 	if err != nil {
 		return sinks.Prepared{}, s.fail(t, "preparing a batch of", err)
 	}
-	if len(keys) > 0 {
-		if b.deleted, err = s.deleteKeys(ctx, b, keys); err != nil {
-			return sinks.Prepared{}, s.fail(t, "deleting the keys of", err)
+	b.keys = newKeySet(len(keys))
+	add := func(text string, vals []any) bool {
+		b.id = appendKeyID(b.id[:0], vals)
+		return b.keys.add(text, b.id) // a key given twice is counted once
+	}
+	if b.upsert {
+		if b.deleted, err = s.overKeys(ctx, b, keys, countSQL, add, countRows); err != nil {
+			return sinks.Prepared{}, s.fail(t, "counting the rows of the keys of", err)
 		}
+	} else if b.deleted, err = s.overKeys(ctx, b, keys, deleteSQL, add, execRows); err != nil {
+		return sinks.Prepared{}, s.fail(t, "deleting the keys of", err)
 	}
 	return sinks.Prepared{}, nil
 }
 
-// deleteChunk is how many keys one DELETE statement takes: one statement per key costs
-// the driver's per-statement work 100,000 times in a batch of 100,000 keys.
-const deleteChunk = 200
-
-// deleteKeys deletes every key of keys from b's table, deleteChunk keys a statement
-// (key IN (?, ...), or (k1, k2) IN (VALUES (?, ?), ...)), and returns how many rows it
-// deleted.
-func (s *Sink) deleteKeys(ctx context.Context, b *batch, keys []string) (int64, error) {
-	key := b.cols[:len(b.t.Key)]
-	stmts := map[int]*sql.Stmt{}
-	defer func() {
-		for _, st := range stmts {
-			st.Close()
-		}
-	}()
-	args := make([]any, 0, deleteChunk*len(key))
-	var deleted int64
-	for len(keys) > 0 {
-		chunk := keys[:min(deleteChunk, len(keys))]
-		keys = keys[len(chunk):]
-		st := stmts[len(chunk)]
-		if st == nil {
-			var err error
-			if st, err = s.conn.PrepareContext(ctx, deleteSQL(b.t, len(chunk))); err != nil {
-				return 0, err
-			}
-			stmts[len(chunk)] = st
-		}
-		args = args[:len(chunk)*len(key)]
-		for i, k := range chunk {
-			if err := s.args(b.t, key, k, args[i*len(key):(i+1)*len(key)]); err != nil {
-				return 0, fmt.Errorf("key %q: %w", clip(k), err)
-			}
-		}
-		if err := ctx.Err(); err != nil {
-			return 0, err
-		}
-		res, err := st.ExecContext(noCancel, args...)
-		if err != nil {
-			return 0, err
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return 0, err
-		}
-		deleted += n
-	}
-	return deleted, nil
-}
-
-// deleteSQL is the DELETE of n keys of t.
-func deleteSQL(t *sinks.Table, n int) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "DELETE FROM %s WHERE ", ident(t))
-	if len(t.Key) == 1 {
-		b.WriteString(quote(t.Key[0]) + " IN (")
-		for i := range n {
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			fmt.Fprintf(&b, "?%d", i+1)
-		}
-		b.WriteString(")")
-		return b.String()
-	}
-	fmt.Fprintf(&b, "(%s) IN (VALUES ", quoteCols(t.Key))
-	p := 0
-	for i := range n {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString("(")
-		for j := range t.Key {
-			if j > 0 {
-				b.WriteString(", ")
-			}
-			p++
-			fmt.Fprintf(&b, "?%d", p)
-		}
-		b.WriteString(")")
-	}
-	b.WriteString(")")
-	return b.String()
-}
-
-// newBatch starts the batch of t (ending the one under way) and prepares its INSERT.
-func (s *Sink) newBatch(ctx context.Context, t *sinks.Table) (*batch, error) {
+// newBatch starts the batch of t (ending the one under way) and prepares the statement
+// that writes a row: with upsert, an upsert when the table has a constraint on the key
+// columns for its ON CONFLICT.
+func (s *Sink) newBatch(ctx context.Context, t *sinks.Table, upsert bool) (*batch, error) {
 	s.closeBatch()
 	if len(t.Key) == 0 || len(t.Key) > len(t.Cols) {
 		return nil, fmt.Errorf("%d key columns of %d columns", len(t.Key), len(t.Cols))
 	}
 	b := &batch{t: t, cols: columns(t)}
-	marks := make([]string, len(b.cols))
+	insert := insertSQL(t)
+	if upsert {
+		ins, err := s.conn.PrepareContext(ctx, insert+upsertClause(t))
+		switch {
+		case err == nil:
+			b.ins, b.upsert = ins, true
+		case !strings.Contains(err.Error(), "ON CONFLICT clause does not match"):
+			return nil, err
+		}
+	}
+	if b.ins == nil {
+		ins, err := s.conn.PrepareContext(ctx, insert)
+		if err != nil {
+			return nil, err
+		}
+		b.ins = ins
+	}
+	s.batch = b
+	return b, nil
+}
+
+// insertSQL is the INSERT of a row of t, its values bound as ?1, ?2 ... in t.Cols order.
+func insertSQL(t *sinks.Table) string {
+	marks := make([]string, len(t.Cols))
 	for i := range marks {
 		marks[i] = fmt.Sprintf("?%d", i+1)
 	}
-	ins, err := s.conn.PrepareContext(ctx, fmt.Sprintf(`INSERT INTO %s (%s) VALUES (%s)`, ident(t), quoteCols(t.Cols), strings.Join(marks, ", ")))
-	if err != nil {
-		return nil, err
+	return fmt.Sprintf(`INSERT INTO %s (%s) VALUES (%s)`, ident(t), quoteCols(t.Cols), strings.Join(marks, ", "))
+}
+
+// upsertClause makes insertSQL an upsert: a row whose key is there replaces its values
+// (an UPDATE of the row in place: no delete triggers, no foreign key cascades, no rows
+// of other UNIQUE constraints dropped, unlike INSERT OR REPLACE). A table of key columns
+// only sets the key to itself, so that the row still counts as written.
+func upsertClause(t *sinks.Table) string {
+	set := t.Cols[len(t.Key):]
+	if len(set) == 0 {
+		set = t.Key
 	}
-	b.ins = ins
-	s.batch = b
-	return b, nil
+	sets := make([]string, len(set))
+	for i, c := range set {
+		sets[i] = fmt.Sprintf("%s = excluded.%s", quote(c), quote(c))
+	}
+	return fmt.Sprintf(" ON CONFLICT (%s) DO UPDATE SET %s", quoteCols(t.Key), strings.Join(sets, ", "))
 }
 
 // closeBatch ends the batch under way, if any.
@@ -165,8 +134,10 @@ func (s *Sink) current(t *sinks.Table) (*batch, error) {
 	return b, nil
 }
 
-// WriteRows inserts the rows of r (COPY text, fields in t.Cols order, one row a line)
-// into t and returns how many it took.
+// WriteRows writes the rows of r (COPY text, fields in t.Cols order, one row a line)
+// into t, each replacing its key's row or inserting it, and returns how many it took. In
+// a batch, a row whose key is not the batch's, or is a key a row already came for, fails
+// the batch.
 func (s *Sink) WriteRows(ctx context.Context, t *sinks.Table, r io.Reader) (int64, error) {
 	if err := s.inTx(t); err != nil {
 		return 0, err
@@ -192,12 +163,18 @@ func (s *Sink) WriteRows(ctx context.Context, t *sinks.Table, r io.Reader) (int6
 		if err := s.args(t, b.cols, line, args); err != nil {
 			return taken, s.fail(t, fmt.Sprintf("row %d of", b.sent+1), err)
 		}
+		if b.keys != nil {
+			b.id = appendKeyID(b.id[:0], args[:len(t.Key)])
+			if err := b.keys.take(b.id); err != nil {
+				return taken, s.fail(t, fmt.Sprintf("row %d (key %q) of", b.sent+1, clip(keyText(line, len(t.Key)))), err)
+			}
+		}
 		if err := ctx.Err(); err != nil {
 			return taken, s.fail(t, "writing rows of", err)
 		}
 		res, err := b.ins.ExecContext(noCancel, args...)
 		if err != nil {
-			return taken, s.fail(t, fmt.Sprintf("inserting row %d of", b.sent+1), err)
+			return taken, s.fail(t, fmt.Sprintf("writing row %d of", b.sent+1), err)
 		}
 		n, err := res.RowsAffected()
 		if err != nil {
@@ -232,9 +209,9 @@ func (s *Sink) args(t *sinks.Table, cols []column, line string, args []any) erro
 	return nil
 }
 
-// FinishBatch completes the batch of t and returns what it wrote; a *sinks.RowCountError
-// when the INSERTs wrote another number of rows than WriteRows took (a trigger's
-// RAISE(IGNORE)).
+// FinishBatch completes the batch of t: it deletes the keys no row came for, and returns
+// what the batch wrote; a *sinks.RowCountError when the INSERTs wrote another number of
+// rows than WriteRows took (a trigger's RAISE(IGNORE)).
 func (s *Sink) FinishBatch(ctx context.Context, t *sinks.Table) (sinks.Counts, error) {
 	if err := s.inTx(t); err != nil {
 		return sinks.Counts{}, err
@@ -249,6 +226,12 @@ func (s *Sink) FinishBatch(ctx context.Context, t *sinks.Table) (sinks.Counts, e
 	}
 	if b.written != b.sent {
 		return sinks.Counts{}, s.fail(t, "writing rows of", &sinks.RowCountError{DB: s.db, Written: b.written, Sent: b.sent})
+	}
+	if b.upsert {
+		// The keys no row came for; their rows, if any, were counted by PrepareBatch.
+		if _, err := s.overKeys(ctx, b, b.keys.missing(), deleteSQL, nil, execRows); err != nil {
+			return sinks.Counts{}, s.fail(t, "deleting the keys without a row of", err)
+		}
 	}
 	return sinks.Counts{Written: b.written, Deleted: b.deleted}, nil
 }
@@ -272,7 +255,7 @@ func (s *Sink) ReplaceTable(ctx context.Context, t *sinks.Table, ifEmpty bool) (
 			return false, s.fail(t, "checking for rows in", err)
 		}
 	}
-	b, err := s.newBatch(ctx, t)
+	b, err := s.newBatch(ctx, t, false)
 	if err != nil {
 		return false, s.fail(t, "preparing a copy of", err)
 	}

@@ -3,9 +3,10 @@
 //
 // A unit is one transaction opened with BEGIN IMMEDIATE: the sink takes the file's write
 // lock at Begin, waiting at most busy_timeout for another writer, and so never fails
-// half-way through a batch on a lock. A batch deletes its keys (200 keys a DELETE) and
-// inserts the rows with a prepared INSERT; a whole-table copy is DELETE FROM and the
-// inserts. Readers see the rows as of the last commit: in WAL mode (journal=wal) they are
+// half-way through a batch on a lock. A batch counts the rows of its keys (200 keys a
+// SELECT count(*)), writes each row with a prepared upsert (INSERT ... ON CONFLICT (key)
+// DO UPDATE) and deletes the keys no row came for (200 keys a DELETE); a whole-table copy
+// is DELETE FROM and prepared INSERTs. Readers see the rows as of the last commit: in WAL mode (journal=wal) they are
 // never blocked; with a rollback journal they are blocked while the commit writes.
 //
 // PostgreSQL's schema.table is the table "table" for the schema public and "schema.table"
