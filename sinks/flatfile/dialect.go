@@ -29,12 +29,7 @@ const (
 // the mysql dialect's files are replayed into: name when the schema is public, else
 // schema.name as ONE identifier (a dot inside the backquotes: `sales.orders`), so that
 // tables of two schemas never meet. It is the only place of that rule.
-func TableName(schema, name string) string {
-	if schema == "public" {
-		return name
-	}
-	return schema + "." + name
-}
+func TableName(schema, name string) string { return sinks.FlatName(schema, name) }
 
 // mysqlMaxName is MySQL's and MariaDB's limit on a table's or a column's name, in
 // characters.

@@ -17,26 +17,7 @@ import (
 //	sales.orders      -> sales.orders
 //	public."a.b"      -> a\.b
 //	"x.y".z           -> x\.y.z
-func TableName(schema, name string) string {
-	if schema == "public" {
-		return escapeDots(name)
-	}
-	return escapeDots(schema) + "." + name
-}
-
-func escapeDots(s string) string {
-	if !strings.ContainsAny(s, `.\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '.' || s[i] == '\\' {
-			b.WriteByte('\\')
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
+func TableName(schema, name string) string { return sinks.FlatName(schema, name) }
 
 // quote quotes an identifier with backquotes (a backquote inside is doubled).
 func quote(s string) string {

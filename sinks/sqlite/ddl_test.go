@@ -38,7 +38,7 @@ func TestCheckAndCreateTable(t *testing.T) {
 	if !errors.As(err, &me) || me.Columns != nil || me.DB != "lite" || me.Table != `Sch"ema.t.1 ü` {
 		t.Fatalf("CheckTable of a missing table: %v", err)
 	}
-	wantDDL := `CREATE TABLE "main"."Sch""ema.t\.1 ü" (
+	wantDDL := `CREATE TABLE "main"."Sch""ema.t.1 ü" (
   "k1" INTEGER NOT NULL,
   "K 2" TEXT NOT NULL,
   "v" TEXT NOT NULL,
@@ -64,8 +64,8 @@ func TestCheckAndCreateTable(t *testing.T) {
 	if !errors.As(err, &me) || !slices.Equal(me.Columns, []string{"new col", "arr"}) {
 		t.Fatalf("CheckTable with missing columns: %v", err)
 	}
-	wantDDL = `ALTER TABLE "main"."Sch""ema.t\.1 ü" ADD COLUMN "new col" BLOB;
-ALTER TABLE "main"."Sch""ema.t\.1 ü" ADD COLUMN "arr" TEXT`
+	wantDDL = `ALTER TABLE "main"."Sch""ema.t.1 ü" ADD COLUMN "new col" BLOB;
+ALTER TABLE "main"."Sch""ema.t.1 ü" ADD COLUMN "arr" TEXT`
 	if me.DDL != wantDDL {
 		t.Fatalf("DDL:\n%s\nexpected:\n%s", me.DDL, wantDDL)
 	}
@@ -133,7 +133,7 @@ func TestTableName(t *testing.T) {
 		{"public", "a.b", `a\.b`},
 		{"a", "b", "a.b"},
 		{"a.", "b", `a\..b`},
-		{"a", ".b", `a.\.b`},
+		{"a", ".b", `a..b`},
 		{"public", `x\y`, `x\\y`},
 		{"Sch ema", `T"x`, `Sch ema.T"x`},
 	} {

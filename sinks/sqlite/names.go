@@ -7,30 +7,10 @@ import (
 )
 
 // TableName is the name of the SQLite table (in the main database) that holds the
-// PostgreSQL table schema.name: name for the schema public, schema.name for any other,
-// with every '.' and '\' inside schema or name escaped by a backslash. So sales.orders is
-// "sales.orders", public.orders is "orders", and the mapping is one-to-one: the public
-// table "a.b" is "a\.b", the table b of the schema a is "a.b".
-func TableName(schema, name string) string {
-	if schema == "public" {
-		return escapeName(name)
-	}
-	return escapeName(schema) + "." + escapeName(name)
-}
-
-func escapeName(s string) string {
-	if !strings.ContainsAny(s, `.\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '.' || s[i] == '\\' {
-			b.WriteByte('\\')
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
+// PostgreSQL table schema.name: sinks.FlatName, the rule every target without schemas
+// shares (public.orders is "orders", sales.orders "sales.orders", the public table "a.b"
+// is "a\.b").
+func TableName(schema, name string) string { return sinks.FlatName(schema, name) }
 
 // quote quotes an identifier by SQLite's rules: in double quotes, a double quote doubled.
 func quote(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
