@@ -1,6 +1,11 @@
 package sinks
 
-import "strings"
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+)
 
 // FlatName is the one table name that a target without schemas (MariaDB and MySQL, SQLite,
 // flatfile's mysql dialect) gives a PostgreSQL table: its name when the schema is public,
@@ -29,4 +34,24 @@ func escapeDots(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
+}
+
+// CheckSettings refuses settings of a db of type kind that are not among allowed, naming
+// every unknown one and listing the allowed ones (in allowed's order).
+func CheckSettings(kind string, params map[string]string, allowed []string) error {
+	var unknown []string
+	for k := range params {
+		if !slices.Contains(allowed, k) {
+			unknown = append(unknown, strconv.Quote(k))
+		}
+	}
+	if len(unknown) == 0 {
+		return nil
+	}
+	slices.Sort(unknown)
+	what := "setting"
+	if len(unknown) > 1 {
+		what = "settings"
+	}
+	return fmt.Errorf("unknown %s %s for a %s db (allowed: %s)", what, strings.Join(unknown, ", "), kind, strings.Join(allowed, ", "))
 }

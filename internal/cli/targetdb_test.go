@@ -57,7 +57,7 @@ func TestTargetDBs(t *testing.T) {
 	}
 	refuseAll(t, ctl.DSN,
 		rf(2, args("add", "db", "x", "type=oracle", "path=/x"), `db x: unknown type "oracle" (use postgres, mariadb, mysql, sqlite, redis, flatfile)`),
-		rf(2, args("add", "db", "x", "type=redis", "bogus=1"), `db x (type redis): redis: unknown parameter "bogus"`),
+		rf(2, args("add", "db", "x", "type=redis", "bogus=1"), `db x (type redis): unknown setting "bogus" for a redis db (allowed: connect_timeout, db, host, port, prefix, timeout, tls, user)`),
 		rf(2, args("add", "db", "x", "type=sqlite"), "db x (type sqlite): "),
 		rf(2, args("add", "db", "x", "type=redis", "pass=hunter2"), "a literal password is never stored"),
 		rf(2, args("update", "db", "lite", "type=redis"), "db lite: its type is sqlite and cannot be changed: remove the db and add it again"),
@@ -89,5 +89,5 @@ func TestTargetDBs(t *testing.T) {
 	if err := os.WriteFile(yml, []byte("dbs:\n  r:\n    type: redis\n    prefx: x\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	refused(t, ctl2.DSN, 2, args("apply", "-f", yml), `db r (type redis): redis: unknown parameter "prefx"`)
+	refused(t, ctl2.DSN, 2, args("apply", "-f", yml), `db r (type redis): unknown setting "prefx" for a redis db`)
 }

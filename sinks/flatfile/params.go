@@ -3,7 +3,8 @@ package flatfile
 import (
 	"fmt"
 	"slices"
-	"strings"
+
+	"github.com/ibexrepl/ibex/sinks"
 )
 
 // The params of a flatfile db (`ibex add db NAME type=flatfile path=DIR ...`).
@@ -40,10 +41,8 @@ func parseParams(p map[string]string) (params, error) {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
-	for _, k := range keys {
-		if !slices.Contains(allowed, k) {
-			return params{}, fmt.Errorf("flatfile: unknown param %q (allowed: %s)", k, strings.Join(allowed, ", "))
-		}
+	if err := sinks.CheckSettings("flatfile", p, allowed); err != nil {
+		return params{}, err
 	}
 	out := params{path: p[ParamPath], dialect: Postgres, fsync: true}
 	if out.path == "" {

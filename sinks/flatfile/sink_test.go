@@ -35,7 +35,7 @@ func TestCheckParams(t *testing.T) {
 		{map[string]string{"path": "/x", "dialect": "mysql", "fsync": "off"}, ""},
 		{map[string]string{"path": "/x", "dialect": "postgres", "fsync": "on"}, ""},
 		{map[string]string{}, `flatfile: param path (the directory the files go to) is required`},
-		{map[string]string{"path": "/x", "host": "h"}, `flatfile: unknown param "host" (allowed: dialect, fsync, path)`},
+		{map[string]string{"path": "/x", "host": "h"}, `unknown setting "host" for a flatfile db (allowed: dialect, fsync, path)`},
 		{map[string]string{"path": "/x", "dialect": "oracle"}, `flatfile: param dialect="oracle": expected postgres or mysql`},
 		{map[string]string{"path": "/x", "fsync": "maybe"}, `flatfile: param fsync="maybe": expected on or off`},
 	} {

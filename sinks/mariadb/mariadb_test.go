@@ -324,7 +324,7 @@ func TestCheckParams(t *testing.T) {
 	}{
 		{map[string]string{"dbname": "d", "user": "u"}, ""},
 		{map[string]string{"dbname": "d", "user": "u", "host": "h", "port": "3307", "connect_timeout": "3", "tls": "skip-verify"}, ""},
-		{map[string]string{"dbname": "d", "user": "u", "path": "x", "sslmode": "y"}, "unknown param(s) path, sslmode for type mariadb (allowed: connect_timeout, dbname, host, port, tls, user)"},
+		{map[string]string{"dbname": "d", "user": "u", "path": "x", "sslmode": "y"}, `unknown settings "path", "sslmode" for a mariadb db (allowed: connect_timeout, dbname, host, port, tls, user)`},
 		{map[string]string{"user": "u"}, "param dbname is required for type mariadb"},
 		{map[string]string{"dbname": "d"}, "param user is required for type mariadb"},
 		{map[string]string{"dbname": "d", "user": "u", "port": "0"}, `param port: "0" is not a port number (1 to 65535)`},

@@ -3,12 +3,12 @@ package mariadb
 import (
 	"crypto/tls"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+	"github.com/ibexrepl/ibex/sinks"
 )
 
 // The params a db of type mariadb (or mysql) takes, and their defaults.
@@ -33,15 +33,8 @@ func CheckParams(params map[string]string) error {
 
 // parseParams checks params and returns the driver's configuration (without password).
 func parseParams(params map[string]string) (*mysql.Config, error) {
-	var unknown []string
-	for k := range params {
-		if !slices.Contains(allowed, k) {
-			unknown = append(unknown, k)
-		}
-	}
-	if len(unknown) > 0 {
-		slices.Sort(unknown)
-		return nil, fmt.Errorf("unknown param(s) %s for type mariadb (allowed: %s)", strings.Join(unknown, ", "), strings.Join(allowed, ", "))
+	if err := sinks.CheckSettings("mariadb", params, allowed); err != nil {
+		return nil, err
 	}
 	for _, k := range required {
 		if params[k] == "" {

@@ -51,6 +51,9 @@ func CheckParams(p map[string]string) error {
 }
 
 func parseParams(p map[string]string) (params, error) {
+	if err := sinks.CheckSettings("redis", p, allowed); err != nil {
+		return params{}, err
+	}
 	out := params{host: defaultHost, port: defaultPort, connectTimeout: defaultConnectTimeout, timeout: defaultTimeout}
 	keys := make([]string, 0, len(p))
 	for k := range p {

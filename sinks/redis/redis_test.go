@@ -104,7 +104,7 @@ func TestCheckParams(t *testing.T) {
 	}{
 		{map[string]string{}, ""},
 		{map[string]string{"host": "h", "port": "6380", "db": "3", "user": "u", "prefix": "app:", "connect_timeout": "2.5", "timeout": "5", "tls": "on"}, ""},
-		{map[string]string{"dbname": "x"}, `redis: unknown parameter "dbname" (allowed: connect_timeout, db, host, port, prefix, timeout, tls, user)`},
+		{map[string]string{"dbname": "x"}, `unknown setting "dbname" for a redis db (allowed: connect_timeout, db, host, port, prefix, timeout, tls, user)`},
 		{map[string]string{"port": "0"}, `redis: parameter port: is "0", expected an integer from 1 to 65535`},
 		{map[string]string{"db": "-1"}, `redis: parameter db: is "-1", expected an integer from 0 to 1048576`},
 		{map[string]string{"connect_timeout": "0"}, `redis: parameter connect_timeout: is "0", expected a number of seconds above 0`},
@@ -180,7 +180,7 @@ func TestOpenFails(t *testing.T) {
 	openFails(t, map[string]string{"port": "6379", "user": "nobody"}, "s3cret-Pa55", 5*time.Second, "connecting to redis at 127.0.0.1:6379")
 
 	// Bad params.
-	openFails(t, map[string]string{"hosts": "x"}, "", time.Second, `redis: unknown parameter "hosts"`)
+	openFails(t, map[string]string{"hosts": "x"}, "", time.Second, `unknown setting "hosts" for a redis db`)
 }
 
 // TestConnectionCut: a unit whose connection is killed (CLIENT KILL from another client)

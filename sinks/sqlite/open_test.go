@@ -21,7 +21,7 @@ func TestCheckParams(t *testing.T) {
 		{map[string]string{"path": "x.db"}, ""},
 		{map[string]string{"path": "x.db", "busy_timeout": "0", "connect_timeout": "3", "journal": "wal"}, ""},
 		{map[string]string{"path": "x.db", "journal": "delete"}, ""},
-		{map[string]string{"path": "x.db", "host": "h"}, `sqlite: unknown parameter "host" (allowed: busy_timeout, connect_timeout, journal, path)`},
+		{map[string]string{"path": "x.db", "host": "h"}, `unknown setting "host" for a sqlite db (allowed: busy_timeout, connect_timeout, journal, path)`},
 		{map[string]string{}, `sqlite: parameter path (the database file) is required`},
 		{map[string]string{"path": ""}, `sqlite: parameter path (the database file) is required`},
 		{map[string]string{"path": "x.db", "busy_timeout": "10s"}, `sqlite: parameter busy_timeout: "10s" is not a number of milliseconds (0 to 86400000)`},
@@ -68,7 +68,7 @@ func TestOpen(t *testing.T) {
 
 	// Params are checked.
 	if _, err, _ := open(map[string]string{"path": path, "port": "1"}, ""); err == nil ||
-		err.Error() != `db lite: sqlite: unknown parameter "port" (allowed: busy_timeout, connect_timeout, journal, path)` {
+		err.Error() != `db lite: unknown setting "port" for a sqlite db (allowed: busy_timeout, connect_timeout, journal, path)` {
 		t.Fatalf("Open with an unknown param: %v", err)
 	}
 

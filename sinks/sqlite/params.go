@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ibexrepl/ibex/sinks"
 )
 
 // The params of a sqlite db (ibex add db NAME type=sqlite path=FILE ...).
@@ -40,10 +42,8 @@ func parseParams(p map[string]string) (params, error) {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
-	for _, k := range keys {
-		if !slices.Contains(allowedParams, k) {
-			return params{}, fmt.Errorf("sqlite: unknown parameter %q (allowed: %s)", k, strings.Join(allowedParams, ", "))
-		}
+	if err := sinks.CheckSettings("sqlite", p, allowedParams); err != nil {
+		return params{}, err
 	}
 	path, ok := p[paramPath]
 	if !ok || path == "" {
