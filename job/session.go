@@ -223,7 +223,12 @@ func (s *session) drop(m *member, err error) {
 	msg := err.Error()
 	if _, ok := s.skipped[m.name]; !ok {
 		s.skipped[m.name] = msg
-		s.logger.Warn("db leaves this run", slog.String("db", m.name), slog.String("reason", msg))
+		// Outside a run (validate, removing capture) the caller reports it.
+		level := slog.LevelWarn
+		if s.runID == 0 {
+			level = slog.LevelDebug
+		}
+		s.logger.Log(context.Background(), level, "db leaves this run", slog.String("db", m.name), slog.String("reason", msg))
 	}
 	m.close()
 }

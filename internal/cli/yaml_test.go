@@ -328,7 +328,7 @@ syncs:
 		"connection refused", "fix the settings in the file, or add --force to apply them untested")
 	unchanged(t, ctl.DSN, before, "a refused apply")
 	// --force saves it untested, but sync s cannot be validated without it: all refused.
-	msg := refused(t, ctl.DSN, 1, args("apply", "-f", file, "--force"), "\nibex: sync s: cannot connect to db down (host=127.0.0.1 port=1 dbname=nowhere user=postgres)", "connection refused")
+	msg := refused(t, ctl.DSN, 1, args("apply", "-f", file, "--force"), "ibex: sync s: cannot connect to db down (host=127.0.0.1 port=1 dbname=nowhere user=postgres)", "connection refused")
 	if strings.Count(msg, "ibex: sync s:") != 1 || strings.Contains(msg, "sync s: sync s:") {
 		t.Errorf("the error should name the sync once: %q", msg)
 	}
