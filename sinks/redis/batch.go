@@ -139,6 +139,9 @@ func (s *Sink) WriteRows(ctx context.Context, t *sinks.Table, r io.Reader) (int6
 		if b.copy {
 			return s.copyRow(ctx, b, row, size)
 		}
+		if u.queued += size; u.queued > s.maxUnit {
+			return fmt.Errorf("%w: the unit holds more than %d MiB of rows (Redis applies a unit in one MULTI/EXEC, held in memory until then): lower the sync's batch_size, or turn single_transaction off", ErrUnitTooLarge, s.maxUnit>>20)
+		}
 		u.ops = append(u.ops, op{base: b.l.base, cols: b.l.cols, row: row})
 		key, _ := rowKey(row)
 		ts.present[key] = keyState{exists: true, batch: ts.batches}

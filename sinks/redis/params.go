@@ -181,6 +181,7 @@ func Open(ctx context.Context, c sinks.Config) (*Sink, error) {
 		timeout:   p.timeout,
 		copyRows:  defaultCopyRows,
 		copyBytes: defaultCopyBytes,
+		maxUnit:   defaultMaxUnit,
 		chunkRows: defaultChunkRows,
 	}, nil
 }

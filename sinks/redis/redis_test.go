@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -423,3 +424,34 @@ func TestWriteRowsErrors(t *testing.T) {
 
 var _ = errors.Is
 var _ goredis.Cmdable = (*goredis.Client)(nil)
+
+// TestUnitTooLarge: a unit whose queued rows pass the sink's memory bound fails with
+// ErrUnitTooLarge (saying what to change) instead of growing without end, and nothing of
+// it is written.
+func TestUnitTooLarge(t *testing.T) {
+	h := newHarness(t)
+	s := h.open(t)
+	s.maxUnit = 4 << 10
+	tbl := basicTable("too_large")
+	ctx := t.Context()
+	if err := s.Begin(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var rows []string
+	keys := make([]string, 0, 100)
+	for i := 1; i <= 100; i++ {
+		k := strconv.Itoa(i)
+		keys, rows = append(keys, k), append(rows, k+"\t"+strings.Repeat("x", 100)+"\t1\t\\N")
+	}
+	if _, err := s.PrepareBatch(ctx, tbl, keys); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.WriteRows(ctx, tbl, strings.NewReader(strings.Join(rows, "\n")+"\n"))
+	if !errors.Is(err, ErrUnitTooLarge) || !strings.Contains(err.Error(), "lower the sync's batch_size, or turn single_transaction off") {
+		t.Fatalf("WriteRows past the bound: %v", err)
+	}
+	s.Rollback(ctx)
+	if got := h.Rows(t, tbl); len(got) != 0 {
+		t.Fatalf("a refused unit wrote %d rows", len(got))
+	}
+}

@@ -12,6 +12,7 @@ package redis
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -43,6 +44,9 @@ type Sink struct {
 	copyRows  int
 	copyBytes int64
 	chunkRows int
+	// maxUnit bounds the bytes of rows a unit queues (defaultMaxUnit): a unit is held in
+	// memory until its MULTI/EXEC.
+	maxUnit int64
 
 	tx *unit // the open unit; nil outside one
 }
@@ -54,6 +58,13 @@ var (
 	_ sinks.Truncater = (*Sink)(nil)
 )
 
+// defaultMaxUnit bounds the rows a unit queues: 1 GiB (a run's unit is batch_size keys,
+// 50,000 by default, unless the sync asks for single_transaction).
+const defaultMaxUnit = 1 << 30
+
+// ErrUnitTooLarge is a unit whose rows would not fit the sink's memory bound.
+var ErrUnitTooLarge = errors.New("unit too large for Redis")
+
 // unit is an open unit: its connection and its queued writes.
 type unit struct {
 	conn   *goredis.Conn
@@ -62,6 +73,7 @@ type unit struct {
 	tables map[string]*tstate // by table base
 	cur    *batch
 	sets   []string // temporary copy sets to remove when the unit ends
+	queued int64    // bytes of the rows queued
 }
 
 // op is a queued write: a DEL of keys, or the HSET of a packed row (queue.go).
