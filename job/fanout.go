@@ -13,39 +13,6 @@ import (
 	"github.com/ibexrepl/ibex/sinks"
 )
 
-// lineWriter splits a COPY TO stream into lines (without the newline) and hands each to fn.
-// pgconn writes one CopyData message (one row) per Write, but lines split across writes
-// are handled too.
-type lineWriter struct {
-	fn  func(line []byte) error
-	buf []byte
-	err error
-}
-
-func (w *lineWriter) Write(p []byte) (int, error) {
-	if w.err != nil {
-		return 0, w.err
-	}
-	n := len(p)
-	if len(w.buf) > 0 {
-		w.buf = append(w.buf, p...)
-		p = w.buf
-	}
-	for {
-		i := bytes.IndexByte(p, '\n')
-		if i < 0 {
-			break
-		}
-		if err := w.fn(p[:i]); err != nil {
-			w.err = err
-			return 0, err
-		}
-		p = p[i+1:]
-	}
-	w.buf = append(w.buf[:0], p...)
-	return n, nil
-}
-
 func newBufWriter(w io.Writer) *bufio.Writer { return bufio.NewWriterSize(w, 64<<10) }
 
 // receiverPipe feeds one receiver's COPY FROM; several senders write whole lines to it.
@@ -148,7 +115,7 @@ func (r *runner) fanout(ctx context.Context, t *table, nk int, senders []sender,
 		swg.Add(1)
 		go func() {
 			defer swg.Done()
-			lw := &lineWriter{fn: func(line []byte) error {
+			lw := sinks.NewLineWriter(func(line []byte) error {
 				if s.route == nil {
 					for _, m := range recvs {
 						pipes[m.idx].writeLine(line)
@@ -189,7 +156,7 @@ func (r *runner) fanout(ctx context.Context, t *table, nk int, senders []sender,
 					}
 				}
 				return nil
-			}}
+			})
 			if _, err := s.conn.PgConn().CopyTo(ctx, lw, s.sql); err != nil {
 				smu.Lock()
 				serrs[s.m.idx] = err

@@ -11,6 +11,7 @@ import (
 	"github.com/ibexrepl/ibex/internal/capture"
 	"github.com/ibexrepl/ibex/internal/conflict"
 	"github.com/ibexrepl/ibex/internal/dbconn"
+	"github.com/ibexrepl/ibex/sinks"
 )
 
 // keyState is what a batch knows of one changed key.
@@ -81,7 +82,7 @@ func (r *runner) startKeyRead(ctx context.Context, t *table, b, nb int, ahead bo
 		kr.wg.Add(1)
 		go func() {
 			defer kr.wg.Done()
-			lw := &lineWriter{fn: func(line []byte) error {
+			lw := sinks.NewLineWriter(func(line []byte) error {
 				f := bytes.Split(line, []byte{'\t'})
 				if len(f) != nk+1+len(recvs) {
 					return fmt.Errorf("unexpected change row with %d fields", len(f))
@@ -100,10 +101,10 @@ func (r *runner) startKeyRead(ctx context.Context, t *table, b, nb int, ahead bo
 				p.at = append(p.at, at)
 				p.need = append(p.need, need)
 				return nil
-			}}
+			})
 			_, err := conn.PgConn().CopyTo(ctx, lw, sql)
 			if err == nil {
-				err = lw.err
+				err = lw.Err()
 			}
 			kr.errs[a.idx] = err
 		}()

@@ -206,32 +206,3 @@ func TableErr(db string, t *Table, doing string, err error) error {
 	}
 	return fmt.Errorf("db %s: %s %s: %w", db, doing, t.Label(), err)
 }
-
-// LinesReader reads lines (keys or rows in COPY text), each followed by a newline, without
-// joining them first.
-func LinesReader(lines []string) io.Reader { return &linesReader{lines: lines} }
-
-type linesReader struct {
-	lines []string
-	off   int // bytes of lines[0] already read
-}
-
-func (k *linesReader) Read(p []byte) (int, error) {
-	n := 0
-	for n < len(p) && len(k.lines) > 0 {
-		line := k.lines[0]
-		if k.off < len(line) {
-			c := copy(p[n:], line[k.off:])
-			n += c
-			k.off += c
-			continue
-		}
-		p[n] = '\n'
-		n++
-		k.lines, k.off = k.lines[1:], 0
-	}
-	if n == 0 && len(k.lines) == 0 {
-		return 0, io.EOF
-	}
-	return n, nil
-}

@@ -150,10 +150,10 @@ func (s *Sink) WriteRows(ctx context.Context, t *sinks.Table, r io.Reader) (int6
 		inStmt  int   // its rows
 		started int64 // the file's size when it started
 		keys    = make([]key, 0, chunk)
-		lr      = lineReader{r: bufio.NewReaderSize(r, 64<<10)}
+		lr      = sinks.NewLineReader(r)
 	)
 	for {
-		line, err := lr.next()
+		line, err := lr.Next()
 		if err == io.EOF {
 			break
 		}
@@ -238,39 +238,6 @@ func (s *Sink) addKeys(ctx context.Context, b *batch, keys []key) error {
 		return fmt.Errorf("%d keys come twice in the rows", held)
 	}
 	return nil
-}
-
-// lineReader reads lines of any length; a last line without its newline counts too.
-type lineReader struct {
-	r   *bufio.Reader
-	buf []byte
-}
-
-func (l *lineReader) next() (string, error) {
-	l.buf = l.buf[:0]
-	for {
-		part, err := l.r.ReadSlice('\n')
-		switch {
-		case err == nil:
-			if len(l.buf) == 0 {
-				return string(part[:len(part)-1]), nil
-			}
-			l.buf = append(l.buf, part[:len(part)-1]...)
-			return string(l.buf), nil
-		case errors.Is(err, bufio.ErrBufferFull):
-			l.buf = append(l.buf, part...)
-		case err == io.EOF:
-			l.buf = append(l.buf, part...)
-			if len(l.buf) == 0 {
-				return "", io.EOF
-			}
-			line := string(l.buf)
-			l.buf = l.buf[:0]
-			return line, nil
-		default:
-			return "", err
-		}
-	}
 }
 
 // FinishBatch completes the batch of t and returns what it wrote.

@@ -1,7 +1,6 @@
 package mariadb
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/go-sql-driver/mysql"
+
+	"github.com/ibexrepl/ibex/sinks"
 )
 
 // rowReader reads COPY text rows (one a line, the last newline optional) from src and
@@ -16,19 +17,18 @@ import (
 // A row that cannot be converted ends the stream at the row before (so that the driver
 // keeps the connection) and is reported by err.
 type rowReader struct {
-	src  *bufio.Reader
+	src  *sinks.LineReader
 	conv *converter
 	keys *keySet // records each row's key; nil: none
 	out  []byte
 	off  int
-	line []byte
 	rows int64 // rows converted
 	err  error // the conversion error that ended the stream
 	done bool
 }
 
 func newRowReader(src io.Reader, conv *converter, keys *keySet) *rowReader {
-	return &rowReader{src: bufio.NewReaderSize(src, 256<<10), conv: conv, keys: keys}
+	return &rowReader{src: sinks.NewLineReader(src), conv: conv, keys: keys}
 }
 
 // outChunk is how much converted output a Read gathers before it returns.
@@ -54,28 +54,14 @@ func (r *rowReader) Read(p []byte) (int, error) {
 
 // next converts one line into r.out, or sets done.
 func (r *rowReader) next() {
-	r.line = r.line[:0]
-	for {
-		chunk, err := r.src.ReadSlice('\n')
-		r.line = append(r.line, chunk...)
-		if err == bufio.ErrBufferFull {
-			continue
-		}
-		if err != nil && err != io.EOF {
-			r.err, r.done = fmt.Errorf("reading rows: %w", err), true
-			return
-		}
-		if err == io.EOF {
-			r.done = true
-			if len(r.line) == 0 {
-				return
-			}
-		}
-		break
+	line, err := r.src.Next()
+	if err == io.EOF {
+		r.done = true
+		return
 	}
-	line := strings.TrimSuffix(string(r.line), "\n")
-	if cap(r.line) > 4*outChunk {
-		r.line = nil
+	if err != nil {
+		r.err, r.done = fmt.Errorf("reading rows: %w", err), true
+		return
 	}
 	if r.keys != nil {
 		if err := r.keys.take(line); err != nil {

@@ -1,7 +1,6 @@
 package postgres
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -21,7 +20,7 @@ const maxApplyAttempts = 6
 // the run's snapshot, and returns them (COPY text, key fields tab-separated).
 func (s *Sink) dropLate(ctx context.Context, t *sinks.Table) ([]string, error) {
 	var late []string
-	lw := &lineWriter{fn: func(line []byte) error { late = append(late, string(line)); return nil }}
+	lw := sinks.NewLineWriter(func(line []byte) error { late = append(late, string(line)); return nil })
 	_, err := s.conn.PgConn().CopyTo(ctx, lw, capture.DropLateKeys("pg_temp.ibex_k", s.src.ChangeTable(t), t.Key, s.src.Snapshot))
 	if err != nil {
 		return nil, err
@@ -137,37 +136,4 @@ SELECT count(*), count(*) FILTER (WHERE replaced), (%s) FROM w`, id, cols, stage
 			return 0, 0, err
 		}
 	}
-}
-
-// lineWriter splits a COPY TO stream into lines (without the newline) and hands each to fn.
-// pgconn writes one CopyData message (one row) per Write, but lines split across writes
-// are handled too.
-type lineWriter struct {
-	fn  func(line []byte) error
-	buf []byte
-	err error
-}
-
-func (w *lineWriter) Write(p []byte) (int, error) {
-	if w.err != nil {
-		return 0, w.err
-	}
-	n := len(p)
-	if len(w.buf) > 0 {
-		w.buf = append(w.buf, p...)
-		p = w.buf
-	}
-	for {
-		i := bytes.IndexByte(p, '\n')
-		if i < 0 {
-			break
-		}
-		if err := w.fn(p[:i]); err != nil {
-			w.err = err
-			return 0, err
-		}
-		p = p[i+1:]
-	}
-	w.buf = append(w.buf[:0], p...)
-	return n, nil
 }

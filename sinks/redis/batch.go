@@ -1,7 +1,6 @@
 package redis
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -129,7 +128,7 @@ func (s *Sink) WriteRows(ctx context.Context, t *sinks.Table, r io.Reader) (int6
 	u := s.tx
 	ts := u.table(b.l.base)
 	var n int64
-	err = eachLine(r, func(line string) error {
+	err = sinks.EachLine(r, func(line string) error {
 		row, size, err := b.l.packRow(&u.rows, line)
 		if err != nil {
 			return err
@@ -173,42 +172,6 @@ func (s *Sink) FinishBatch(ctx context.Context, t *sinks.Table) (sinks.Counts, e
 		}
 	}
 	return sinks.Counts{Written: b.sent, Deleted: b.deleted}, nil
-}
-
-// eachLine calls fn with every line of r (without its newline; a last line without one
-// too), however long.
-func eachLine(r io.Reader, fn func(string) error) error {
-	br := bufio.NewReaderSize(r, 256<<10)
-	var long []byte
-	for {
-		chunk, err := br.ReadSlice('\n')
-		switch {
-		case errors.Is(err, bufio.ErrBufferFull):
-			long = append(long, chunk...)
-			continue
-		case err != nil && !errors.Is(err, io.EOF):
-			return err
-		}
-		var line string
-		if long != nil {
-			long = append(long, chunk...)
-			line = string(long)
-			long = nil
-		} else {
-			line = string(chunk)
-		}
-		if err == nil {
-			line = line[:len(line)-1]
-		} else if line == "" {
-			return nil // EOF after the last newline
-		}
-		if ferr := fn(line); ferr != nil {
-			return ferr
-		}
-		if err != nil {
-			return nil
-		}
-	}
 }
 
 // scanKeys calls fn with each page of the keys of a table on the server.

@@ -1,7 +1,6 @@
 package sqlite
 
 import (
-	"bufio"
 	"context"
 	"database/sql"
 	"errors"
@@ -149,11 +148,11 @@ func (s *Sink) WriteRows(ctx context.Context, t *sinks.Table, r io.Reader) (int6
 	if b.skipped {
 		return 0, s.fail(t, "writing rows of", errors.New("the table holds rows and was skipped"))
 	}
-	lines := newLineReader(r)
+	lines := sinks.NewLineReader(r)
 	args := make([]any, len(b.cols))
 	var taken int64
 	for {
-		line, err := lines.next()
+		line, err := lines.Next()
 		if err == io.EOF {
 			return taken, nil
 		}
@@ -284,40 +283,6 @@ func (s *Sink) deleteAll(ctx context.Context, t *sinks.Table) (int64, error) {
 		return 0, err
 	}
 	return res.RowsAffected()
-}
-
-// lineReader reads lines of any length (the last one may lack its newline).
-type lineReader struct {
-	br  *bufio.Reader
-	buf []byte
-}
-
-func newLineReader(r io.Reader) *lineReader {
-	return &lineReader{br: bufio.NewReaderSize(r, 256<<10)}
-}
-
-// next returns the next line, without its newline, or io.EOF.
-func (l *lineReader) next() (string, error) {
-	l.buf = l.buf[:0]
-	for {
-		frag, err := l.br.ReadSlice('\n')
-		if err == nil {
-			if len(l.buf) == 0 {
-				return string(frag[:len(frag)-1]), nil
-			}
-			l.buf = append(l.buf, frag[:len(frag)-1]...)
-			return string(l.buf), nil
-		}
-		l.buf = append(l.buf, frag...)
-		switch {
-		case errors.Is(err, bufio.ErrBufferFull):
-			continue
-		case err == io.EOF && len(l.buf) > 0:
-			return string(l.buf), nil
-		default:
-			return "", err
-		}
-	}
 }
 
 // noCancel is the context of the per-row statements: with a context that can end, the

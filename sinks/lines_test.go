@@ -1,4 +1,4 @@
-package job
+package sinks
 
 import (
 	"bytes"
@@ -8,17 +8,17 @@ import (
 	"testing"
 )
 
-// lwCollect returns a lineWriter that appends a copy of every line it is handed to *lines
+// lwCollect returns a LineWriter that appends a copy of every line it is handed to *lines
 // (the slice fn gets may point into the writer's buffer: fn must not keep it).
-func lwCollect(lines *[]string) *lineWriter {
-	return &lineWriter{fn: func(line []byte) error {
+func lwCollect(lines *[]string) *LineWriter {
+	return &LineWriter{fn: func(line []byte) error {
 		*lines = append(*lines, string(line))
 		return nil
 	}}
 }
 
 // lwWrite writes each chunk to w, failing the test unless every Write takes it whole.
-func lwWrite(t *testing.T, w *lineWriter, chunks ...string) {
+func lwWrite(t *testing.T, w *LineWriter, chunks ...string) {
 	t.Helper()
 	for _, c := range chunks {
 		n, err := w.Write([]byte(c))
@@ -85,7 +85,7 @@ func TestLineWriterFinalPartialLineKept(t *testing.T) {
 func TestLineWriterErrorStops(t *testing.T) {
 	boom := errors.New("boom")
 	var lines []string
-	w := &lineWriter{fn: func(line []byte) error {
+	w := &LineWriter{fn: func(line []byte) error {
 		lines = append(lines, string(line))
 		if string(line) == "b" {
 			return boom
@@ -115,7 +115,7 @@ func TestLineWriterErrorOnHeldOverLine(t *testing.T) {
 	// The line that fails is the one completed from the buffer.
 	boom := errors.New("boom")
 	calls := 0
-	w := &lineWriter{fn: func([]byte) error { calls++; return boom }}
+	w := &LineWriter{fn: func([]byte) error { calls++; return boom }}
 	lwWrite(t, w, "partial")
 	if n, err := w.Write([]byte(" line\nnext\n")); !errors.Is(err, boom) || n != 0 {
 		t.Fatalf("Write = %d, %v; want 0 and fn's error", n, err)
@@ -186,5 +186,25 @@ func TestLineWriterAnyChunking(t *testing.T) {
 		if !bytes.Equal(w.buf, []byte("tail")) {
 			t.Errorf("chunks of %d: buf %q, want tail", size, w.buf)
 		}
+	}
+}
+
+// TestLineReader: lines of any length, a last line without its newline, empty lines.
+func TestLineReader(t *testing.T) {
+	long := strings.Repeat("x", 600<<10) // longer than the reader's buffer
+	var got []string
+	if err := EachLine(strings.NewReader("a\n\n"+long+"\nlast"), func(l string) error { got = append(got, l); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"a", "", long, "last"}; !slices.Equal(got, want) {
+		t.Errorf("got %d lines %q..., want %d", len(got), got[:2], len(want))
+	}
+	got = nil
+	if err := EachLine(strings.NewReader("a\nb\n"), func(l string) error { got = append(got, l); return nil }); err != nil || !slices.Equal(got, []string{"a", "b"}) {
+		t.Errorf("got %q, %v", got, err)
+	}
+	boom := errors.New("boom")
+	if err := EachLine(strings.NewReader("a\nb\n"), func(string) error { return boom }); !errors.Is(err, boom) {
+		t.Errorf("EachLine = %v, want boom", err)
 	}
 }

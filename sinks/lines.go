@@ -1,0 +1,137 @@
+package sinks
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+)
+
+// The line plumbing every sink and the run share: a row or a key is one line of COPY text.
+
+// LinesReader reads lines (keys or rows in COPY text), each followed by a newline, without
+// joining them first.
+func LinesReader(lines []string) io.Reader { return &linesReader{lines: lines} }
+
+type linesReader struct {
+	lines []string
+	off   int // bytes of lines[0] already read
+}
+
+func (k *linesReader) Read(p []byte) (int, error) {
+	n := 0
+	for n < len(p) && len(k.lines) > 0 {
+		line := k.lines[0]
+		if k.off < len(line) {
+			c := copy(p[n:], line[k.off:])
+			n += c
+			k.off += c
+			continue
+		}
+		p[n] = '\n'
+		n++
+		k.lines, k.off = k.lines[1:], 0
+	}
+	if n == 0 && len(k.lines) == 0 {
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// LineWriter splits a stream written to it (a COPY TO) into lines, without the newline,
+// and hands each to fn; fn must not keep the slice. pgconn writes one CopyData message
+// (one row) per Write, but lines split across writes are handled too. The first error of
+// fn ends the stream and is kept (Err).
+type LineWriter struct {
+	fn  func(line []byte) error
+	buf []byte
+	err error
+}
+
+// NewLineWriter returns a LineWriter handing each line to fn.
+func NewLineWriter(fn func(line []byte) error) *LineWriter { return &LineWriter{fn: fn} }
+
+// Err is the error fn returned, if any.
+func (w *LineWriter) Err() error { return w.err }
+
+func (w *LineWriter) Write(p []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	n := len(p)
+	if len(w.buf) > 0 {
+		w.buf = append(w.buf, p...)
+		p = w.buf
+	}
+	for {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			break
+		}
+		if err := w.fn(p[:i]); err != nil {
+			w.err = err
+			return 0, err
+		}
+		p = p[i+1:]
+	}
+	w.buf = append(w.buf[:0], p...)
+	return n, nil
+}
+
+// LineReader reads the lines of a stream (the rows WriteRows takes), of any length; a
+// last line without its newline counts too.
+type LineReader struct {
+	r   *bufio.Reader
+	buf []byte
+}
+
+// NewLineReader returns a LineReader on r.
+func NewLineReader(r io.Reader) *LineReader {
+	return &LineReader{r: bufio.NewReaderSize(r, 256<<10)}
+}
+
+// Next returns the next line without its newline, or io.EOF after the last.
+func (l *LineReader) Next() (string, error) {
+	l.buf = l.buf[:0]
+	if cap(l.buf) > 4<<20 {
+		l.buf = nil // a huge row passed: let its buffer go
+	}
+	for {
+		part, err := l.r.ReadSlice('\n')
+		switch {
+		case err == nil:
+			if len(l.buf) == 0 {
+				return string(part[:len(part)-1]), nil
+			}
+			l.buf = append(l.buf, part[:len(part)-1]...)
+			return string(l.buf), nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			l.buf = append(l.buf, part...)
+		case err == io.EOF:
+			l.buf = append(l.buf, part...)
+			if len(l.buf) == 0 {
+				return "", io.EOF
+			}
+			return string(l.buf), nil
+		default:
+			return "", err
+		}
+	}
+}
+
+// EachLine calls fn with every line of r (see LineReader).
+func EachLine(r io.Reader, fn func(line string) error) error {
+	lr := NewLineReader(r)
+	for {
+		line, err := lr.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := fn(line); err != nil {
+			return err
+		}
+	}
+}
