@@ -175,7 +175,7 @@ func (a *app) putDB(ctx context.Context, store *control.Store, create bool, p kv
 			return usageErr("db %s: unknown type %q (use %s)", name, typ, joinTypes())
 		}
 		if !create && t != d.Type && !(t.Postgres() && d.Type.Postgres()) {
-			return usageErr("db %s: its type is %s and cannot be changed: remove the db and add it again", name, dbType(d.Type))
+			return usageErr("db %s: its type is %s and cannot be changed: remove the db and add it again", name, d.Type)
 		}
 		d.Type = t
 	}
@@ -942,7 +942,7 @@ func (a *app) list(ctx context.Context, store *control.Store, kind string, names
 			case pass == "":
 				pass = "(PGPASSWORD/.pgpass)"
 			}
-			rows = append(rows, []string{d.Name, string(dbType(d.Type)), string(d.Status), dbconn.ConnString(d.Conn), pass})
+			rows = append(rows, []string{d.Name, d.Type.String(), string(d.Status), dbconn.ConnString(d.Conn), pass})
 		}
 		data = out
 	case "table":

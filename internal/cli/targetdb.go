@@ -28,13 +28,6 @@ func joinTypes() string {
 	return strings.Join(out, ", ")
 }
 
-func dbType(t control.DBType) control.DBType {
-	if t == "" {
-		return control.DBTypePostgres
-	}
-	return t
-}
-
 // putTargetDB adds or updates a db that is not PostgreSQL (a target only): its settings
 // are its sink's, checked by the sink's package, and its connection is tested unless
 // force.

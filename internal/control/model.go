@@ -100,6 +100,14 @@ var DBTypes = []DBType{DBTypePostgres, DBTypeMariaDB, DBTypeMySQL, DBTypeSQLite,
 // Valid says whether t is a db type ibex knows.
 func (t DBType) Valid() bool { return slices.Contains(DBTypes, t) }
 
+// String is the type's name; the empty type is PostgreSQL's.
+func (t DBType) String() string {
+	if t == "" {
+		return string(DBTypePostgres)
+	}
+	return string(t)
+}
+
 // Postgres says whether a db of type t is PostgreSQL (the empty type is).
 func (t DBType) Postgres() bool { return t == "" || t == DBTypePostgres }
 

@@ -126,22 +126,15 @@ func check(ctx context.Context, dsn, syncName string) (bool, error) {
 			sort.Strings(got)
 			w := want[t.Label()]
 			if slices.Equal(got, w) {
-				fmt.Printf("%-10s %-9s %-28s %8d rows: identical\n", d.Name, dbType(d), t.Label(), len(got))
+				fmt.Printf("%-10s %-9s %-28s %8d rows: identical\n", d.Name, d.Type, t.Label(), len(got))
 				continue
 			}
 			same = false
-			fmt.Printf("%-10s %-9s %-28s DIFFERS: %d rows, the source has %d; first difference: %s\n", d.Name, dbType(d), t.Label(), len(got), len(w), firstDiff(w, got))
+			fmt.Printf("%-10s %-9s %-28s DIFFERS: %d rows, the source has %d; first difference: %s\n", d.Name, d.Type, t.Label(), len(got), len(w), firstDiff(w, got))
 		}
 		done()
 	}
 	return same, nil
-}
-
-func dbType(d *control.DB) string {
-	if d.Type.Postgres() {
-		return "postgres"
-	}
-	return string(d.Type)
 }
 
 // reader returns how to read a table's rows (sorted later) on db d.

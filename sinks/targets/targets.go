@@ -80,10 +80,7 @@ func Open(ctx context.Context, t control.DBType, c sinks.Config) (Sink, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := k.check(c.Params); err != nil {
-		return nil, fmt.Errorf("db %s: %w", c.DB, err)
-	}
-	return k.open(ctx, c)
+	return k.open(ctx, c) // each package's Open checks the settings first
 }
 
 // Ping opens the sink and closes it: the connection test of 'ibex add db'.
