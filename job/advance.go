@@ -9,6 +9,7 @@ import (
 
 	"github.com/ibexrepl/ibex/internal/capture"
 	"github.com/ibexrepl/ibex/internal/control"
+	"github.com/ibexrepl/ibex/internal/dbconn"
 )
 
 // consumeEvery is how often a multi-batch table's applied change rows are deleted.
@@ -92,7 +93,7 @@ func (r *runner) advance(ctx context.Context) error {
 		srcs, purge[a.idx] = append(srcs, a), strings.Join(stmts, "; ")
 	}
 	r.each(srcs, func(a *member) error {
-		if _, err := execAll(ctx, a.conn, purge[a.idx]); err != nil {
+		if _, err := dbconn.ExecAll(ctx, a.conn, purge[a.idx]); err != nil {
 			r.logger.WarnContext(ctx, "purging applied changes failed", slog.String("db", a.name), slog.String("error", err.Error()))
 		}
 		return nil

@@ -10,7 +10,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/ibexrepl/ibex/internal/catalog"
 	"github.com/ibexrepl/ibex/internal/control"
+	"github.com/ibexrepl/ibex/internal/dbconn"
 )
 
 // errRetryBatch means a db that sends rows failed mid-batch: every db rolled the batch
@@ -128,7 +130,7 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 		// The keys in their order (DISTINCT also folds equal keys that print differently,
 		// which would match one row twice): the index and the table are read in order.
 		sql := fmt.Sprintf(`COPY (SELECT %s FROM %s w JOIN %s t ON %s) TO STDOUT`,
-			quoteCols("t.", t.cols), orderedKeys("pg_temp.ibex_w", t, true), t.ident, keyJoin("w", "t", t.keyCols))
+			catalog.QuoteCols("t.", t.cols), orderedKeys("pg_temp.ibex_w", t, true), t.ident, catalog.KeyJoin("w", "t", t.keyCols))
 		widx := w.idx
 		senders = append(senders, sender{m: w, conn: w.rconn, sql: sql, route: func(key string) (uint64, bool) {
 			ks := keys[key]
@@ -211,7 +213,7 @@ func orderedKeys(from string, t *table, distinct bool) string {
 	if distinct {
 		d = "DISTINCT "
 	}
-	cols := quoteCols("", t.keyCols)
+	cols := catalog.QuoteCols("", t.keyCols)
 	return fmt.Sprintf(`(SELECT %s%s FROM %s ORDER BY %s)`, d, cols, from, cols)
 }
 
@@ -222,8 +224,8 @@ func (r *runner) shipKeys(ctx context.Context, w *member, t *table, keys []strin
 	if err != nil {
 		return err
 	}
-	keyCols := quoteCols("", t.keyCols)
-	if _, err := execAll(ctx, rc, fmt.Sprintf(`DROP TABLE IF EXISTS pg_temp.ibex_w; CREATE TEMP TABLE ibex_w AS SELECT %s FROM %s LIMIT 0`, keyCols, t.ident)); err != nil {
+	keyCols := catalog.QuoteCols("", t.keyCols)
+	if _, err := dbconn.ExecAll(ctx, rc, fmt.Sprintf(`DROP TABLE IF EXISTS pg_temp.ibex_w; CREATE TEMP TABLE ibex_w AS SELECT %s FROM %s LIMIT 0`, keyCols, t.ident)); err != nil {
 		return err
 	}
 	return copyKeys(ctx, rc, "pg_temp.ibex_w", keyCols, keys)

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/ibexrepl/ibex/internal/capture"
+	"github.com/ibexrepl/ibex/internal/catalog"
 )
 
 // watermarks are the watermarks of source a's live receivers, in member order, as the
@@ -54,7 +55,7 @@ func (r *runner) bucketsCond(t *table, alias string, lo, hi, nb int) string {
 		}
 		return strings.Join(conds, " AND ")
 	}
-	h := fmt.Sprintf(`(hashtextextended(ROW(%s)::text, 0) & 9223372036854775807) %% %d`, quoteCols(alias, t.keyCols), nb)
+	h := fmt.Sprintf(`(hashtextextended(ROW(%s)::text, 0) & 9223372036854775807) %% %d`, catalog.QuoteCols(alias, t.keyCols), nb)
 	if lo == hi {
 		return fmt.Sprintf(`%s = %d`, h, lo)
 	}

@@ -84,7 +84,7 @@ func (s *session) readConn(ctx context.Context, m *member) (*pgx.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		if _, err := execAll(ctx, c, `SET enable_hashjoin = off; SET enable_mergejoin = off`); err != nil {
+		if _, err := dbconn.ExecAll(ctx, c, `SET enable_hashjoin = off; SET enable_mergejoin = off`); err != nil {
 			_ = c.Close(ctx)
 			return nil, fmt.Errorf("db %s: %w", m.name, err)
 		}

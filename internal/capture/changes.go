@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/ibexrepl/ibex/internal/catalog"
 )
 
 // The statements a run uses on the change rows of a source: count, read, consume and purge
@@ -155,16 +157,6 @@ func Purge(changeTable string, watermarks []string) string {
 	return `DELETE FROM ` + changeTable + ` WHERE ` + strings.Join(conds, " AND ")
 }
 
-// keyJoin matches the key columns of two aliases.
-func keyJoin(a, b string, keys []string) string {
-	out := make([]string, len(keys))
-	for i, k := range keys {
-		q := qi(k)
-		out[i] = a + "." + q + " = " + b + "." + q
-	}
-	return strings.Join(out, " AND ")
-}
-
 // DropLateKeys is the COPY TO STDOUT that, on a source receiving rows, deletes from
 // keyTable (a table of keys, named k) the keys the source's own application changed
 // after the run's snapshot (their change rows are not visible in it: that change is newer
@@ -175,7 +167,7 @@ func DropLateKeys(keyTable, changeTable string, keys []string, snapshot string) 
 		ret[i] = "k." + qi(k)
 	}
 	return fmt.Sprintf(`COPY (DELETE FROM %s k USING %s %s WHERE %s AND NOT %s RETURNING %s) TO STDOUT`,
-		keyTable, changeTable, Alias, keyJoin("k", Alias, keys), visibleIn(Alias+".", quoteLiteral(snapshot)), strings.Join(ret, ", "))
+		keyTable, changeTable, Alias, catalog.KeyJoin("k", Alias, keys), visibleIn(Alias+".", quoteLiteral(snapshot)), strings.Join(ret, ", "))
 }
 
 // CountLateChanges counts the change rows of the keys of keyTable (named k) that the
@@ -184,5 +176,5 @@ func DropLateKeys(keyTable, changeTable string, keys []string, snapshot string) 
 // meanwhile.
 func CountLateChanges(keyTable, changeTable string, keys []string, snapshot string) string {
 	return fmt.Sprintf(`SELECT count(*) FROM %s k JOIN %s %s ON %s WHERE NOT %s`,
-		keyTable, changeTable, Alias, keyJoin("k", Alias, keys), visibleIn(Alias+".", quoteLiteral(snapshot)))
+		keyTable, changeTable, Alias, catalog.KeyJoin("k", Alias, keys), visibleIn(Alias+".", quoteLiteral(snapshot)))
 }

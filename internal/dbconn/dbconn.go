@@ -419,3 +419,9 @@ func WALCompressionSQL(major int) string {
 	return `SELECT set_config('wal_compression', 'on', false)
   WHERE current_setting('wal_compression') = 'off' AND current_setting('is_superuser') = 'on'`
 }
+
+// ExecAll sends several statements (no parameters: values are literals) in one round trip
+// and returns every statement's result.
+func ExecAll(ctx context.Context, conn *pgx.Conn, sql string) ([]*pgconn.Result, error) {
+	return conn.PgConn().Exec(ctx, sql).ReadAll()
+}

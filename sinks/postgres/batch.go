@@ -10,6 +10,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/ibexrepl/ibex/internal/catalog"
+	"github.com/ibexrepl/ibex/internal/dbconn"
 	"github.com/ibexrepl/ibex/sinks"
 )
 
@@ -22,13 +24,13 @@ func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) 
 		return sinks.Prepared{}, err
 	}
 	s.batch = nil
-	keyCols := quoteCols("", t.Key)
+	keyCols := catalog.QuoteCols("", t.Key)
 	temps := fmt.Sprintf(`DROP TABLE IF EXISTS pg_temp.ibex_k; CREATE TEMP TABLE ibex_k ON COMMIT DROP AS SELECT %s FROM %s LIMIT 0`, keyCols, ident(t))
 	if s.src != nil {
 		// Rows for a source arrive in a stage table (see applySource).
-		temps += fmt.Sprintf(`; DROP TABLE IF EXISTS pg_temp.ibex_s; CREATE TEMP TABLE ibex_s ON COMMIT DROP AS SELECT %s FROM %s LIMIT 0`, quoteCols("", t.Cols), ident(t))
+		temps += fmt.Sprintf(`; DROP TABLE IF EXISTS pg_temp.ibex_s; CREATE TEMP TABLE ibex_s ON COMMIT DROP AS SELECT %s FROM %s LIMIT 0`, catalog.QuoteCols("", t.Cols), ident(t))
 	}
-	if _, err := execAll(ctx, s.conn, temps); err != nil {
+	if _, err := dbconn.ExecAll(ctx, s.conn, temps); err != nil {
 		return sinks.Prepared{}, s.errf(t, "preparing a batch of", err)
 	}
 	if err := copyKeys(ctx, s.conn, "pg_temp.ibex_k", keyCols, keys); err != nil {
@@ -37,7 +39,7 @@ func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) 
 	if s.src == nil {
 		// A target: no application writes here, so delete now and COPY straight in.
 		tag, err := execIndexed(ctx, s.conn, fmt.Sprintf(`DELETE FROM %s t USING %s k WHERE %s`,
-			ident(t), orderedKeys("pg_temp.ibex_k", t.Key), keyJoin("t", "k", t.Key)))
+			ident(t), orderedKeys("pg_temp.ibex_k", t.Key), catalog.KeyJoin("t", "k", t.Key)))
 		if err != nil {
 			return sinks.Prepared{}, s.errf(t, "deleting the keys of", err)
 		}
@@ -76,7 +78,7 @@ func (s *Sink) WriteRows(ctx context.Context, t *sinks.Table, r io.Reader) (int6
 		into = "pg_temp.ibex_s" // applySource writes it into the table
 	}
 	lc := &lineCounter{r: r}
-	tag, err := s.conn.PgConn().CopyFrom(ctx, lc, fmt.Sprintf(`COPY %s (%s) FROM STDIN`, into, quoteCols("", t.Cols)))
+	tag, err := s.conn.PgConn().CopyFrom(ctx, lc, fmt.Sprintf(`COPY %s (%s) FROM STDIN`, into, catalog.QuoteCols("", t.Cols)))
 	if err != nil {
 		return 0, s.errf(t, "writing rows of", err)
 	}
@@ -146,7 +148,7 @@ func copyKeys(ctx context.Context, conn *pgx.Conn, into, keyCols string, keys []
 // orderedKeys is a subquery listing the key columns of a temp key table in key order, so
 // that a nested loop over it probes the user table's index (and heap) in order.
 func orderedKeys(from string, key []string) string {
-	cols := quoteCols("", key)
+	cols := catalog.QuoteCols("", key)
 	return fmt.Sprintf(`(SELECT %s FROM %s ORDER BY %s)`, cols, from, cols)
 }
 
@@ -160,7 +162,7 @@ func indexed(stmt string) string {
 
 // execIndexed runs indexed(stmt) in one round trip and returns the statement's tag.
 func execIndexed(ctx context.Context, conn *pgx.Conn, stmt string) (pgconn.CommandTag, error) {
-	res, err := execAll(ctx, conn, indexed(stmt))
+	res, err := dbconn.ExecAll(ctx, conn, indexed(stmt))
 	if err != nil {
 		return pgconn.CommandTag{}, err
 	}

@@ -17,10 +17,10 @@ import (
 // it did not, user triggers and foreign keys fire for applied rows.
 func Configure(ctx context.Context, conn *pgx.Conn) (replica bool, err error) {
 	wal := dbconn.WALCompressionSQL(dbconn.ServerMajor(conn.PgConn()))
-	if _, err := execAll(ctx, conn, `SET lock_timeout = '60s'; SET session_replication_role = replica; `+wal); err == nil {
+	if _, err := dbconn.ExecAll(ctx, conn, `SET lock_timeout = '60s'; SET session_replication_role = replica; `+wal); err == nil {
 		return true, nil
 	}
-	if _, err := execAll(ctx, conn, `SET lock_timeout = '60s'; SET ibex.applying = 'on'; `+wal); err != nil {
+	if _, err := dbconn.ExecAll(ctx, conn, `SET lock_timeout = '60s'; SET ibex.applying = 'on'; `+wal); err != nil {
 		return false, fmt.Errorf("configuring the session: %w", err)
 	}
 	return false, nil

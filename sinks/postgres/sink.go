@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -159,29 +158,6 @@ func only(t *sinks.Table) string {
 		return ""
 	}
 	return "ONLY "
-}
-
-func quoteCols(prefix string, cols []string) string {
-	out := make([]string, len(cols))
-	for i, c := range cols {
-		out[i] = prefix + pgx.Identifier{c}.Sanitize()
-	}
-	return strings.Join(out, ", ")
-}
-
-func keyJoin(a, b string, cols []string) string {
-	out := make([]string, len(cols))
-	for i, c := range cols {
-		q := pgx.Identifier{c}.Sanitize()
-		out[i] = a + "." + q + " = " + b + "." + q
-	}
-	return strings.Join(out, " AND ")
-}
-
-// execAll sends several statements (no parameters: values are literals) in one round
-// trip and returns every statement's result.
-func execAll(ctx context.Context, conn *pgx.Conn, sql string) ([]*pgconn.Result, error) {
-	return conn.PgConn().Exec(ctx, sql).ReadAll()
 }
 
 // scalar reads the integer in column col of a result's single row.

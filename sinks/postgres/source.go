@@ -9,6 +9,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/ibexrepl/ibex/internal/capture"
+	"github.com/ibexrepl/ibex/internal/catalog"
+	"github.com/ibexrepl/ibex/internal/dbconn"
 	"github.com/ibexrepl/ibex/sinks"
 )
 
@@ -35,7 +37,7 @@ func (s *Sink) dropLate(ctx context.Context, t *sinks.Table) ([]string, error) {
 // writes again. It returns rows written and rows deleted or replaced.
 func (s *Sink) applySource(ctx context.Context, t *sinks.Table) (int64, int64, error) {
 	id := ident(t)
-	cols := quoteCols("", t.Cols)
+	cols := catalog.QuoteCols("", t.Cols)
 	// Key columns are set too: 1.50 replaces an equal 1.5 (identity-always columns, which
 	// cannot be updated, are integers and print one way only).
 	identity := map[string]bool{}
@@ -56,32 +58,32 @@ func (s *Sink) applySource(ctx context.Context, t *sinks.Table) (int64, int64, e
 	}
 	// The rows to write, and their number: every one must be written (a trigger or rule
 	// dropping some would leave the receiver in a state no source had).
-	nStaged := fmt.Sprintf(`SELECT count(*) FROM pg_temp.ibex_s s WHERE EXISTS (SELECT 1 FROM pg_temp.ibex_k k WHERE %s)`, keyJoin("s", "k", t.Key))
+	nStaged := fmt.Sprintf(`SELECT count(*) FROM pg_temp.ibex_s s WHERE EXISTS (SELECT 1 FROM pg_temp.ibex_k k WHERE %s)`, catalog.KeyJoin("s", "k", t.Key))
 	staged := fmt.Sprintf(`SELECT %s FROM pg_temp.ibex_s s WHERE EXISTS (SELECT 1 FROM pg_temp.ibex_k k WHERE %s) ORDER BY %s`,
-		quoteCols("s.", t.Cols), keyJoin("s", "k", t.Key), quoteCols("s.", t.Key))
+		catalog.QuoteCols("s.", t.Cols), catalog.KeyJoin("s", "k", t.Key), catalog.QuoteCols("s.", t.Key))
 	// xmax <> 0 tells an updated row (it replaced one) from an inserted one. (A
 	// partitioned parent has no xmax to return: 0A000.)
 	upsert := fmt.Sprintf(`WITH w AS (INSERT INTO %s AS t (%s) OVERRIDING SYSTEM VALUE %s ON CONFLICT (%s) %s RETURNING t.xmax <> 0 AS replaced)
-SELECT count(*), count(*) FILTER (WHERE replaced), (%s) FROM w`, id, cols, staged, quoteCols("", t.Key), onConflict, nStaged)
+SELECT count(*), count(*) FILTER (WHERE replaced), (%s) FROM w`, id, cols, staged, catalog.QuoteCols("", t.Key), onConflict, nStaged)
 	// When the upsert cannot be used (rows swap the values of another unique column, which
 	// a row-by-row update trips over), delete the keys and insert the rows instead.
-	replace := fmt.Sprintf(`DELETE FROM %s t USING %s k WHERE %s`, id, orderedKeys("pg_temp.ibex_k", t.Key), keyJoin("t", "k", t.Key))
+	replace := fmt.Sprintf(`DELETE FROM %s t USING %s k WHERE %s`, id, orderedKeys("pg_temp.ibex_k", t.Key), catalog.KeyJoin("t", "k", t.Key))
 	insert := fmt.Sprintf(`WITH w AS (INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE %s RETURNING 1) SELECT count(*), (%s) FROM w`, id, cols, staged, nStaged)
 	gone := fmt.Sprintf(`DROP TABLE IF EXISTS pg_temp.ibex_gone; CREATE TEMP TABLE ibex_gone ON COMMIT DROP AS SELECT %s FROM pg_temp.ibex_k k WHERE NOT EXISTS (SELECT 1 FROM pg_temp.ibex_s s WHERE %s)`,
-		quoteCols("k.", t.Key), keyJoin("s", "k", t.Key))
-	del := fmt.Sprintf(`DELETE FROM %s t USING %s k WHERE %s`, id, orderedKeys("pg_temp.ibex_gone", t.Key), keyJoin("t", "k", t.Key))
+		catalog.QuoteCols("k.", t.Key), catalog.KeyJoin("s", "k", t.Key))
+	del := fmt.Sprintf(`DELETE FROM %s t USING %s k WHERE %s`, id, orderedKeys("pg_temp.ibex_gone", t.Key), catalog.KeyJoin("t", "k", t.Key))
 	check := capture.CountLateChanges("pg_temp.ibex_k", s.src.ChangeTable(t), t.Key, s.src.Snapshot)
 	// The rest after the upsert: delete the keys the winner no longer has, then count the
 	// keys the application changed meanwhile.
 	rest := gone + "; " + indexed(del) + "; " + check
 	for attempt := 0; ; attempt++ {
 		var written, replaced, deleted, changed, want int64
-		res, err := execAll(ctx, s.conn, `SAVEPOINT ibex_apply; `+upsert+`; `+rest)
+		res, err := dbconn.ExecAll(ctx, s.conn, `SAVEPOINT ibex_apply; `+upsert+`; `+rest)
 		if isCode(err, uniqueViolation) {
 			if _, err := s.conn.Exec(ctx, `ROLLBACK TO SAVEPOINT ibex_apply`); err != nil {
 				return 0, 0, err
 			}
-			if res, err = execAll(ctx, s.conn, indexed(replace)+"; "+insert+"; "+rest); err != nil {
+			if res, err = dbconn.ExecAll(ctx, s.conn, indexed(replace)+"; "+insert+"; "+rest); err != nil {
 				return 0, 0, err
 			}
 			// res: SET, SET, DELETE (replace), SET, SET, insert, then rest.
