@@ -52,6 +52,9 @@ func TestFarm(t *testing.T) {
 		{"ReceiverRetries", testReceiverRetries},
 		{"TransactionsPerRun", testTransactionsPerRun},
 		{"BuiltRow", testBuiltRow},
+		{"TruncateOrder", testTruncateOrder},
+		{"TruncateCascade", testTruncateCascade},
+		{"TruncateRacesPgbench", testTruncateRacesPgbench},
 	} {
 		t.Run(ft.name, func(t *testing.T) {
 			t.Parallel()

@@ -57,6 +57,7 @@ type Result struct {
 	Inserts        int64             `json:"inserts"`
 	Deletes        int64             `json:"deletes"`
 	Conflicts      int64             `json:"conflicts"`
+	Truncates      int64             `json:"truncates,omitempty"` // tables emptied on a receiver for a TRUNCATE
 	Tables         map[string]Stats  `json:"tables,omitempty"`
 	Skipped        map[string]string `json:"skipped,omitempty"` // db -> reason
 	Partial        bool              `json:"partial,omitempty"`
@@ -70,6 +71,7 @@ type Stats struct {
 	Inserts   int64 `json:"inserts"`
 	Deletes   int64 `json:"deletes"`
 	Conflicts int64 `json:"conflicts"`
+	Truncates int64 `json:"truncates,omitempty"` // receivers that emptied the table for a TRUNCATE
 }
 
 func (r *Result) add(table string, s Stats) {
@@ -80,7 +82,9 @@ func (r *Result) add(table string, s Stats) {
 	t.Inserts += s.Inserts
 	t.Deletes += s.Deletes
 	t.Conflicts += s.Conflicts
+	t.Truncates += s.Truncates
 	r.Tables[table] = t
+	r.Truncates += s.Truncates
 	r.Inserts += s.Inserts
 	r.Deletes += s.Deletes
 	r.Conflicts += s.Conflicts
@@ -93,6 +97,9 @@ func (r *Result) Summary() string {
 	}
 	s := fmt.Sprintf("sync %s: %s, inserts %d, deletes %d, conflicts %d, time %s",
 		r.Sync, r.State, r.Inserts, r.Deletes, r.Conflicts, r.Duration.Round(time.Millisecond))
+	if r.Truncates > 0 {
+		s += fmt.Sprintf(", truncates %d", r.Truncates)
+	}
 	if len(r.Skipped) > 0 {
 		var parts []string
 		for db, why := range r.Skipped {
@@ -183,7 +190,7 @@ func Run(ctx context.Context, store *control.Store, syncName string, opts Option
 			parts = append(parts, "db "+db+" skipped: "+why)
 		}
 		res.Error = strings.Join(parts, "; ")
-	case res.Inserts+res.Deletes+res.Conflicts == 0:
+	case res.Inserts+res.Deletes+res.Conflicts+res.Truncates == 0:
 		res.State = control.StateEmpty
 	default:
 		res.State = control.StateGood

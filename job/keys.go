@@ -126,6 +126,7 @@ func (r *runner) finishKeyRead(kr *keyRead) map[string]*keyState {
 		if p == nil {
 			continue
 		}
+		r.voidChanges(kr.t, a, p)
 		for i, k := range p.keys {
 			ks := keys[k]
 			if ks == nil {

@@ -114,7 +114,9 @@ func testPartitionedAddValidateRemove(t *testing.T, f *farm) {
 	// ordinary table's trigger. Nothing on the target.
 	captured := []string{
 		"customer ibex_part own",
+		"customer ibex_truncate_part own",
 		"payment ibex_part own",
+		"payment ibex_truncate_part own",
 		"payment_p2022_01 ibex_part clone",
 		"payment_p2022_02 ibex_part clone",
 		"payment_p2022_03 ibex_part clone",
@@ -187,7 +189,7 @@ INSERT INTO partrole.payment VALUES (1, '2022-01-05', 10), (2, '2022-02-05', 20)
 	c.ibex("add", "table", c.q("payment"), "db=pr1", "herd="+c.sync)
 	c.ibex("add", "dbgroup", c.sync, "pr1:source", "pr2:source")
 	c.addSync("Added sync partrole: herd partrole, dbgroup partrole, conflict_strategy latest, capture on 2 tables\n")
-	captured := []string{"payment ibex_partrole own", "payment_p2022_01 ibex_partrole clone", "payment_p2022_02 ibex_partrole clone", "payment_p2022_03 ibex_partrole clone"}
+	captured := []string{"payment ibex_partrole own", "payment ibex_truncate_partrole own", "payment_p2022_01 ibex_partrole clone", "payment_p2022_02 ibex_partrole clone", "payment_p2022_03 ibex_partrole clone"}
 	c.checkTriggers("after add sync", map[string][]string{"pr1": captured, "pr2": captured})
 	c.removeSync()
 }

@@ -15,6 +15,7 @@ func (r *runner) runDelta(ctx context.Context) error {
 	if err := r.takeSnapshots(ctx); err != nil {
 		return err
 	}
+	r.readTruncates(ctx)
 	if r.strategy.Kind == conflict.Abort {
 		if err := r.abortCheck(ctx); err != nil {
 			return err
@@ -63,6 +64,12 @@ type runner struct {
 	// pendingN counts each table's pending changes over all sources, taken once per run
 	// by countPending (nil: not taken).
 	pendingN map[*table]int64
+	// truncN counts each table's pending TRUNCATEs (with pendingN); truncs is what
+	// readTruncates found of them (tables without any are absent); truncDone is set once
+	// the unit applying them has committed, truncConsumed once they are consumed.
+	truncN                   map[*table]int64
+	truncs                   map[*table]*truncs
+	truncDone, truncConsumed bool
 	// only, when not 0, limits the receivers written to these members (a unit applied
 	// again to the receivers whose transaction failed).
 	only uint64

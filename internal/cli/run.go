@@ -40,10 +40,16 @@ func (a *app) installCmd() *cobra.Command {
 }
 
 func (a *app) upgradeCmd() *cobra.Command {
-	return &cobra.Command{
+	var skipCapture bool
+	cmd := &cobra.Command{
 		Use:   "upgrade",
-		Short: "Migrate the ibex control schema to this binary's version",
-		Args:  cobra.NoArgs,
+		Short: "Migrate the ibex control schema and every sync's capture to this binary's version",
+		Long: `upgrade migrates the ibex control schema to this binary's version, then brings the
+change tables of every sync to this binary's capture format on its sources, in place:
+changes captured in the older format are kept and applied by the next run (the same as
+'ibex validate SYNC' for each sync). A sync whose dbs cannot be reached is named, and
+upgrade exits 1; run 'ibex validate SYNC' for it later.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			store, err := a.open(cmd.Context(), false)
 			if err != nil {
@@ -55,12 +61,47 @@ func (a *app) upgradeCmd() *cobra.Command {
 			}
 			if len(applied) == 0 {
 				a.say("The ibex control schema is up to date (version %d)", control.SchemaVersion())
+			} else {
+				a.say("Upgraded the ibex control schema to version %d (applied %v)", control.SchemaVersion(), applied)
+			}
+			if skipCapture {
 				return nil
 			}
-			a.say("Upgraded the ibex control schema to version %d (applied %v)", control.SchemaVersion(), applied)
-			return nil
+			return a.upgradeCapture(cmd.Context(), store)
 		},
 	}
+	cmd.Flags().BoolVar(&skipCapture, "control-only", false, "migrate the control schema only, not the change tables on the sources")
+	return cmd
+}
+
+// upgradeCapture brings the change tables of every sync to this binary's capture format,
+// in place (their pending changes kept), as 'ibex validate' does. Every sync is tried; the
+// ones that fail are named.
+func (a *app) upgradeCapture(ctx context.Context, store *control.Store) error {
+	ss, err := control.Syncs(ctx, store.Q())
+	if err != nil {
+		return err
+	}
+	var failed []string
+	migrated := 0
+	for _, s := range ss {
+		res, err := job.ValidateWith(ctx, store, store.Q(), s.Name, a.logger, job.ValidateOptions{MissingTargetsOK: true})
+		if err != nil {
+			failed = append(failed, fmt.Sprintf("sync %s: %v", s.Name, err))
+			continue
+		}
+		if len(res.Migrated) > 0 {
+			migrated += len(res.Migrated)
+			a.say("Migrated %d change tables of sync %s to capture format %d, their pending changes kept", len(res.Migrated), s.Name, capture.Format())
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("capture not upgraded on every sync (run 'ibex validate SYNC' once its dbs are reachable):\n  %s", strings.Join(failed, "\n  "))
+	}
+	if migrated == 0 && len(ss) > 0 {
+		a.say("Capture of every sync is at format %d", capture.Format())
+	}
+	return nil
 }
 
 func (a *app) validateCmd() *cobra.Command {

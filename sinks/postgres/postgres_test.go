@@ -279,7 +279,7 @@ func TestTargetPartitioned(t *testing.T) {
 	wantRows(t, h, tbl, "7\tseven", "700\tbig")
 
 	ok(t, s.Begin(ctx))
-	ok(t, s.(*postgres.Sink).Truncate(ctx, tbl))
+	ok(t, s.(*postgres.Sink).Truncate(ctx, []sinks.Truncation{{Table: tbl}}))
 	ok(t, s.Commit(ctx))
 	wantRows(t, h, tbl)
 }
