@@ -55,6 +55,10 @@ func TestFarm(t *testing.T) {
 		{"TruncateOrder", testTruncateOrder},
 		{"TruncateCascade", testTruncateCascade},
 		{"TruncateRacesPgbench", testTruncateRacesPgbench},
+		{"DDLUnderPgbench", testDDLUnderPgbench},
+		{"DDLFailsOnOneDB", testDDLFailsOnOneDB},
+		{"ColumnAddedByHand", testColumnAddedByHand},
+		{"TableAddedToRunningSync", testTableAddedToRunningSync},
 	} {
 		t.Run(ft.name, func(t *testing.T) {
 			t.Parallel()

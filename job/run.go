@@ -73,6 +73,9 @@ type runner struct {
 	// only, when not 0, limits the receivers written to these members (a unit applied
 	// again to the receivers whose transaction failed).
 	only uint64
+	// added are the tables of the herd (schema.table) the sync has not taken in yet
+	// (control.AddedTables): copied once to the targets before the deltas.
+	added []string
 	// lastConsume is when committed change rows were last consumed.
 	lastConsume time.Time
 }
@@ -87,7 +90,10 @@ func (r *runner) load(ctx context.Context) error {
 	if r.strategy, err = conflict.Parse(r.sync.ConflictStrategy, r.names, r.sourceNames); err != nil {
 		return fmt.Errorf("sync %s: %w", r.sync.Name, err)
 	}
-	r.wm, err = control.Watermarks(ctx, q, r.sync.Name)
+	if r.wm, err = control.Watermarks(ctx, q, r.sync.Name); err != nil {
+		return err
+	}
+	r.added, err = control.AddedTables(ctx, q, r.sync.Name)
 	return err
 }
 
@@ -117,7 +123,7 @@ func (r *runner) run(ctx context.Context) error {
 	t1 := time.Now()
 	r.connect(ctx)
 	t2 := time.Now()
-	if !r.fullcopy && r.sync.Onetimecopy == 0 {
+	if !r.fullcopy && r.sync.Onetimecopy == 0 && len(r.added) == 0 {
 		if n, err := r.countPending(ctx); err == nil && n == 0 {
 			r.logger.DebugContext(ctx, "no changes pending", slog.Duration("load", t1.Sub(t0)), slog.Duration("connect", t2.Sub(t1)), slog.Duration("count", time.Since(t2)))
 			return nil
@@ -135,6 +141,8 @@ func (r *runner) run(ctx context.Context) error {
 		if err := r.runOnetimecopy(ctx); err != nil {
 			return err
 		}
+	} else if err := r.copyAddedTables(ctx); err != nil {
+		return err
 	}
 	return r.runDelta(ctx)
 }
