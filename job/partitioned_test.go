@@ -2,6 +2,8 @@ package job_test
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -16,11 +18,8 @@ import (
 // one) gets a sync. Capture is the partitioned table's trigger; PostgreSQL clones it onto
 // every partition (pg_trigger.tgparentid <> 0), and those clones are not ibex's to drop:
 // adding the sync, validating it again and removing it leave them to the parent's trigger.
-//
-// Not tested here, as it does not work yet (partitioned tables in full are issue 11's
-// 2.3): a source receiving changes of a partitioned table (multi-master) fails its apply
-// with "cannot retrieve a system column in this context": the upsert's RETURNING t.xmax
-// is refused on a partitioned table by PostgreSQL 15.
+// Partitioned sources also receive (multi-master), and receivers may be partitioned
+// otherwise or not at all.
 func TestPartitionedParent(t *testing.T) {
 	t.Parallel()
 	f := newFarm(t)
@@ -31,6 +30,7 @@ func TestPartitionedParent(t *testing.T) {
 		{"AddValidateRemove", testPartitionedAddValidateRemove},
 		{"DeltaOneSourceToTarget", testPartitionedDeltaToTarget},
 		{"PartitionOwnedByAnotherRole", testPartitionOwnedByAnotherRole},
+		{"MultiMaster", testPartitionedMultiMaster},
 	} {
 		t.Run(st.name, func(t *testing.T) {
 			t.Parallel()
@@ -189,5 +189,150 @@ INSERT INTO partrole.payment VALUES (1, '2022-01-05', 10), (2, '2022-02-05', 20)
 	c.addSync("Added sync partrole: herd partrole, dbgroup partrole, conflict_strategy latest, capture on 2 tables\n")
 	captured := []string{"payment ibex_partrole own", "payment_p2022_01 ibex_partrole clone", "payment_p2022_02 ibex_partrole clone", "payment_p2022_03 ibex_partrole clone"}
 	c.checkTriggers("after add sync", map[string][]string{"pr1": captured, "pr2": captured})
+	c.removeSync()
+}
+
+// accountsTables creates the test's pgbench-like table accounts on its dbs t1..t4, keyed
+// (aid, bid) (a partitioned table's key must hold its partition key): on t1 partitioned by
+// range of bid, on t2 by list of bid with a default partition, on t3 by hash of aid (a
+// row moving between branches stays in its partition there) and on t4 not partitioned.
+// Branches 1 to 4 have partitions; rows is the accounts' VALUES.
+func (c *cluster) accountsTables(rows string) {
+	c.t.Helper()
+	const cols = `(aid int NOT NULL, bid int NOT NULL, abalance int NOT NULL DEFAULT 0, filler text, PRIMARY KEY (aid, bid))`
+	ddl := map[string]string{
+		"t1": `CREATE TABLE accounts ` + cols + ` PARTITION BY RANGE (bid);
+CREATE TABLE accounts_p12 PARTITION OF accounts FOR VALUES FROM (1) TO (3);
+CREATE TABLE accounts_p34 PARTITION OF accounts FOR VALUES FROM (3) TO (5)`,
+		"t2": `CREATE TABLE accounts ` + cols + ` PARTITION BY LIST (bid);
+CREATE TABLE accounts_b1 PARTITION OF accounts FOR VALUES IN (1);
+CREATE TABLE accounts_b2 PARTITION OF accounts FOR VALUES IN (2);
+CREATE TABLE accounts_b34 PARTITION OF accounts FOR VALUES IN (3, 4);
+CREATE TABLE accounts_bdef PARTITION OF accounts DEFAULT`,
+		"t3": `CREATE TABLE accounts ` + cols + ` PARTITION BY HASH (aid);
+CREATE TABLE accounts_h0 PARTITION OF accounts FOR VALUES WITH (MODULUS 3, REMAINDER 0);
+CREATE TABLE accounts_h1 PARTITION OF accounts FOR VALUES WITH (MODULUS 3, REMAINDER 1);
+CREATE TABLE accounts_h2 PARTITION OF accounts FOR VALUES WITH (MODULUS 3, REMAINDER 2)`,
+		"t4": `CREATE TABLE accounts ` + cols,
+	}
+	for _, db := range c.names {
+		c.on(db, ddl[db]+`;
+INSERT INTO accounts (aid, bid, abalance) VALUES `+rows)
+	}
+}
+
+// morePartitions gives accounts on the sources t1 and t2 partitions for branches 5 to 8:
+// those of 5 and 6 created as partitions, those of 7 and 8 created as tables and then
+// attached (t3 and t4 need none).
+func (c *cluster) morePartitions() {
+	c.t.Helper()
+	c.on("t1", `CREATE TABLE accounts_p56 PARTITION OF accounts FOR VALUES FROM (5) TO (7);
+CREATE TABLE accounts_p78 (LIKE accounts INCLUDING DEFAULTS);
+ALTER TABLE accounts ATTACH PARTITION accounts_p78 FOR VALUES FROM (7) TO (9)`)
+	c.on("t2", `CREATE TABLE accounts_b56 PARTITION OF accounts FOR VALUES IN (5, 6);
+CREATE TABLE accounts_b78 (LIKE accounts INCLUDING DEFAULTS);
+ALTER TABLE accounts ATTACH PARTITION accounts_b78 FOR VALUES IN (7, 8)`)
+}
+
+// accountsTriggers are the ibex triggers of sync on accounts once morePartitions ran, by db
+// (as partitionedTriggers lists them): the sources' partitions carry clones, those made
+// after the sync too.
+func accountsTriggers(sync string) map[string][]string {
+	tr := func(table, kind string) string { return table + " ibex_" + sync + " " + kind }
+	return map[string][]string{
+		"t1": {tr("accounts", "own"), tr("accounts_p12", "clone"), tr("accounts_p34", "clone"), tr("accounts_p56", "clone"), tr("accounts_p78", "clone")},
+		"t2": {tr("accounts", "own"), tr("accounts_b1", "clone"), tr("accounts_b2", "clone"), tr("accounts_b34", "clone"),
+			tr("accounts_b56", "clone"), tr("accounts_b78", "clone"), tr("accounts_bdef", "clone")},
+	}
+}
+
+// testPartitionedMultiMaster: sources t1 and t2, partitioned differently, and targets t3
+// (partitioned differently again) and t4 (not partitioned). After the sync is added, the
+// sources get partitions for new branches (created, and attached); then both sources move
+// rows between partitions (an UPDATE of bid changes the row's key: PostgreSQL deletes it
+// from one partition and inserts it into another, and capture records both keys), into
+// the new partitions too, write a partition directly, and move the same row to two
+// different branches (a conflict on its old key; each new key is a row of its own). One
+// run makes every db hold exactly the same rows, each in the partition its own
+// partitioning puts it in. Then a partition is detached on t1: see the README.
+func testPartitionedMultiMaster(t *testing.T, f *farm) {
+	c := f.cluster(t, "partmm", 4)
+	c.accountsTables(`(1, 1, 0), (2, 2, 0), (3, 3, 0), (4, 4, 0), (5, 1, 0), (6, 2, 0)`)
+	// A pattern adds the partitioned table, never its partitions.
+	if out := c.ibex("add", "table", c.q("*"), "db=t1", "herd="+c.sync); out != "Added table partmm.accounts: primary key (aid, bid)\nHerd partmm has the tables\n" {
+		t.Fatalf("add table partmm.* said %q", out)
+	}
+	c.ibex("add", "dbgroup", c.sync, "t1:source", "t2:source", "t3:target", "t4:target")
+	c.addSync("Added sync partmm: herd partmm, dbgroup partmm, conflict_strategy latest, capture on 2 tables\n")
+	c.morePartitions()
+	c.checkTriggers("after new partitions", accountsTriggers(c.sync))
+
+	c.on("t1", `UPDATE accounts SET bid = 3 WHERE aid = 1;
+UPDATE accounts SET bid = 5, abalance = 10 WHERE aid = 2;
+INSERT INTO accounts (aid, bid) VALUES (9, 7);
+INSERT INTO accounts_p78 (aid, bid) VALUES (10, 8);
+UPDATE accounts SET bid = 4 WHERE aid = 6`)
+	c.on("t2", `UPDATE accounts SET abalance = abalance + 5 WHERE aid = 3;
+UPDATE accounts SET bid = 6 WHERE aid = 4;
+UPDATE accounts_b1 SET abalance = 7 WHERE aid = 5;
+UPDATE accounts SET bid = 7 WHERE aid = 6`)
+	res := c.mustRun(control.StateGood, job.Options{})
+	// Keys of t1 alone, to t2, t3 and t4: 5 new (1|3, 2|5, 9|7, 10|8, 6|4) and 2 gone (1|1,
+	// 2|2). Of t2 alone, to t1, t3 and t4: 2 replaced (3|3, 5|1), 2 new (4|6, 6|7) and 1
+	// gone (4|4). Key 6|2, gone on both sources: a conflict; t2's later delete wins and
+	// reaches t3 and t4 (t1 has no such row).
+	if got, want := countsOf(res), (counts{I: 3*5 + 3*4, D: 3*2 + 3*3 + 2, C: 1}); got != want {
+		t.Errorf("I/D/C %+v, want %+v", got, want)
+	}
+	want := []string{"(1,3,0,)", "(2,5,10,)", "(3,3,5,)", "(4,6,0,)", "(5,1,7,)", "(6,4,0,)", "(6,7,0,)", "(9,7,0,)", "(10,8,0,)"}
+	for _, db := range c.names {
+		if diff := cmp.Diff(want, c.rows(db, "accounts", "aid, bid")); diff != "" {
+			t.Errorf("db %s: accounts after the run (-want +got):\n%s", db, diff)
+		}
+	}
+	for db, parts := range map[string]map[string][]string{
+		"t1": {"accounts_p12": {"(5,1,7,)"}, "accounts_p34": {"(1,3,0,)", "(3,3,5,)", "(6,4,0,)"}, "accounts_p56": {"(2,5,10,)", "(4,6,0,)"}, "accounts_p78": {"(6,7,0,)", "(9,7,0,)", "(10,8,0,)"}},
+		"t2": {"accounts_b1": {"(5,1,7,)"}, "accounts_b2": nil, "accounts_b34": {"(1,3,0,)", "(3,3,5,)", "(6,4,0,)"}, "accounts_b56": {"(2,5,10,)", "(4,6,0,)"}, "accounts_b78": {"(6,7,0,)", "(9,7,0,)", "(10,8,0,)"}, "accounts_bdef": nil},
+		"t3": {"accounts_h0": c.strs("t3", `SELECT ROW(x.*)::text FROM accounts x WHERE satisfies_hash_partition('accounts'::regclass, 3, 0, aid) ORDER BY aid, bid`)},
+	} {
+		for part, rows := range parts {
+			if diff := cmp.Diff(rows, c.rows(db, part, "aid, bid"), cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("db %s: partition %s (-want +got):\n%s", db, part, diff)
+			}
+		}
+	}
+	c.mustRun(control.StateEmpty, job.Options{})
+	if out := c.ibex("validate", c.sync); out != "Validated sync partmm: capture on 2 tables; removed stale capture from 0\n" {
+		t.Errorf("validate said %q", out)
+	}
+	c.checkTriggers("after validate", accountsTriggers(c.sync))
+
+	// Detaching a partition on t1 takes its rows out of t1's accounts without a change to
+	// capture (the other dbs keep them), and PostgreSQL drops the partition's clone of the
+	// capture trigger: the detached table's later writes are not captured. Validate finds
+	// nothing to repair.
+	c.on("t1", `ALTER TABLE accounts DETACH PARTITION accounts_p78;
+INSERT INTO accounts_p78 (aid, bid) VALUES (11, 8);
+UPDATE accounts SET abalance = 1 WHERE aid = 3`)
+	detached := accountsTriggers(c.sync)
+	detached["t1"] = slices.DeleteFunc(detached["t1"], func(s string) bool { return strings.HasPrefix(s, "accounts_p78 ") })
+	c.checkTriggers("after detach", detached)
+	res = c.mustRun(control.StateGood, job.Options{})
+	if got, want := countsOf(res), (counts{I: 3, D: 3}); got != want {
+		t.Errorf("after detach: I/D/C %+v, want %+v", got, want)
+	}
+	want[2] = "(3,3,1,)"
+	if diff := cmp.Diff(want[:6], c.rows("t1", "accounts", "aid, bid")); diff != "" {
+		t.Errorf("db t1: accounts after the detach (-want +got):\n%s", diff)
+	}
+	for _, db := range c.names[1:] {
+		if diff := cmp.Diff(want, c.rows(db, "accounts", "aid, bid")); diff != "" {
+			t.Errorf("db %s: accounts after the detach on t1 (-want +got):\n%s", db, diff)
+		}
+	}
+	if out := c.ibex("validate", c.sync); out != "Validated sync partmm: capture on 2 tables; removed stale capture from 0\n" {
+		t.Errorf("validate after detach said %q", out)
+	}
+	c.checkTriggers("after validate", detached)
 	c.removeSync()
 }
