@@ -1,13 +1,16 @@
 package job_test
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/ibexrepl/ibex/internal/control"
 	"github.com/ibexrepl/ibex/internal/ibextest"
@@ -31,6 +34,8 @@ func TestPartitionedParent(t *testing.T) {
 		{"DeltaOneSourceToTarget", testPartitionedDeltaToTarget},
 		{"PartitionOwnedByAnotherRole", testPartitionOwnedByAnotherRole},
 		{"MultiMaster", testPartitionedMultiMaster},
+		{"ConcurrentMoves", testPartitionedConcurrentMoves},
+		{"DDLDuringRun", testPartitionDDLDuringRun},
 	} {
 		t.Run(st.name, func(t *testing.T) {
 			t.Parallel()
@@ -335,4 +340,73 @@ UPDATE accounts SET abalance = 1 WHERE aid = 3`)
 	}
 	c.checkTriggers("after validate", detached)
 	c.removeSync()
+}
+
+// testPartitionDDLDuringRun: a partition is created on source t1 while a run, in one
+// transaction per receiver, has written t1 and has more to read from it. The DDL waits
+// for the run's writes on t1 and the run's next read on t1 waits for the DDL: a wait
+// PostgreSQL cannot see as a deadlock. The read gives up (lock_timeout): t1 leaves the
+// run, its writes rolled back, the DDL goes through and t2 is served; the next run
+// serves t1, and both dbs end identical.
+func testPartitionDDLDuringRun(t *testing.T, f *farm) {
+	c := f.cluster(t, "partddl", 2)
+	var values []string
+	for aid := 1; aid <= 40; aid++ {
+		values = append(values, fmt.Sprintf("(%d, %d, 0)", aid, 1+(aid-1)%4))
+	}
+	c.accountsTables(strings.Join(values, ", "))
+	c.configure([]string{"accounts"}, []string{"t1:source", "t2:source"}, "single_transaction=on")
+	c.on("t1", `UPDATE accounts SET abalance = 1 WHERE aid % 2 = 1`)
+	c.on("t2", `UPDATE accounts SET abalance = 2 WHERE aid % 2 = 0`)
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ddl := make(chan error, 1)
+	started := false
+	progress := func(_ string, done, total int) {
+		// Once the run holds a lock on t1's accounts from its writes, with batches left.
+		if started || done == total || c.int("t1", `SELECT count(*) FROM pg_locks WHERE database = (SELECT oid FROM pg_database WHERE datname = current_database())
+AND relation = 'accounts'::regclass AND mode = 'RowExclusiveLock' AND granted`) == 0 {
+			return
+		}
+		started = true
+		// The DDL, on a connection of its own, waits for the run's lock on t1's accounts.
+		go func() {
+			cn, err := pgx.Connect(ctx, c.dsn(c.dbs["t1"]))
+			if err != nil {
+				ddl <- err
+				return
+			}
+			defer cn.Close(context.Background())
+			_, err = cn.Exec(ctx, `CREATE TABLE accounts_ddl56 PARTITION OF accounts FOR VALUES FROM (5) TO (7)`)
+			ddl <- err
+		}()
+		ibextest.WaitFor(t, "the DDL waiting for a lock", 10*time.Second, func() bool {
+			return c.int("t1", `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'CREATE TABLE accounts_ddl56 %'`) == 1
+		})
+	}
+	res, err := c.run(ctx, job.Options{BatchSize: 10, Progress: progress})
+	if res == nil {
+		t.Fatalf("run: %v", err)
+	}
+	if !started {
+		t.Fatal("the run never held a transaction on t1 with batches left")
+	}
+	if res.State != control.StateBad || len(res.Skipped) != 1 || !strings.Contains(res.Skipped["t1"], "SQLSTATE 55P03") {
+		t.Fatalf("run during the DDL: %s, want bad with t1 skipped for a lock timeout", res.Summary())
+	}
+	if err := <-ddl; err != nil {
+		t.Fatalf("the DDL: %v", err)
+	}
+	c.mustRun(control.StateGood, job.Options{BatchSize: 10})
+	rows := c.sameEverywhere("accounts", "aid, bid")
+	if len(rows) != 40 {
+		t.Errorf("%d accounts, want 40", len(rows))
+	}
+	for _, r := range rows {
+		var aid, bid, bal int
+		if _, err := fmt.Sscanf(r, "(%d,%d,%d,)", &aid, &bid, &bal); err != nil || bal != 2-aid%2 {
+			t.Errorf("account %s: want balance %d", r, 2-aid%2)
+		}
+	}
 }
