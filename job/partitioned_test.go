@@ -241,19 +241,21 @@ ALTER TABLE accounts ATTACH PARTITION accounts_b78 FOR VALUES IN (7, 8)`)
 }
 
 // accountsTriggers are the ibex triggers of sync on accounts once morePartitions ran, by db
-// (as partitionedTriggers lists them): the sources' partitions carry clones, those made
-// after the sync too.
+// (as partitionedTriggers lists them), with t4 a source: the partitions of t1 and t2 carry
+// clones, those made after the sync too.
 func accountsTriggers(sync string) map[string][]string {
 	tr := func(table, kind string) string { return table + " ibex_" + sync + " " + kind }
 	return map[string][]string{
 		"t1": {tr("accounts", "own"), tr("accounts_p12", "clone"), tr("accounts_p34", "clone"), tr("accounts_p56", "clone"), tr("accounts_p78", "clone")},
 		"t2": {tr("accounts", "own"), tr("accounts_b1", "clone"), tr("accounts_b2", "clone"), tr("accounts_b34", "clone"),
 			tr("accounts_b56", "clone"), tr("accounts_b78", "clone"), tr("accounts_bdef", "clone")},
+		"t4": {tr("accounts", "own")},
 	}
 }
 
-// testPartitionedMultiMaster: sources t1 and t2, partitioned differently, and targets t3
-// (partitioned differently again) and t4 (not partitioned). After the sync is added, the
+// testPartitionedMultiMaster: sources t1 and t2, partitioned differently, target t3
+// (partitioned differently again) and source t4 (not partitioned, and without writes of
+// its own: a plain table receiving as a source does). After the sync is added, the
 // sources get partitions for new branches (created, and attached); then both sources move
 // rows between partitions (an UPDATE of bid changes the row's key: PostgreSQL deletes it
 // from one partition and inserts it into another, and capture records both keys), into
@@ -268,8 +270,8 @@ func testPartitionedMultiMaster(t *testing.T, f *farm) {
 	if out := c.ibex("add", "table", c.q("*"), "db=t1", "herd="+c.sync); out != "Added table partmm.accounts: primary key (aid, bid)\nHerd partmm has the tables\n" {
 		t.Fatalf("add table partmm.* said %q", out)
 	}
-	c.ibex("add", "dbgroup", c.sync, "t1:source", "t2:source", "t3:target", "t4:target")
-	c.addSync("Added sync partmm: herd partmm, dbgroup partmm, conflict_strategy latest, capture on 2 tables\n")
+	c.ibex("add", "dbgroup", c.sync, "t1:source", "t2:source", "t3:target", "t4:source")
+	c.addSync("Added sync partmm: herd partmm, dbgroup partmm, conflict_strategy latest, capture on 3 tables\n")
 	c.morePartitions()
 	c.checkTriggers("after new partitions", accountsTriggers(c.sync))
 
@@ -307,7 +309,7 @@ UPDATE accounts SET bid = 7 WHERE aid = 6`)
 		}
 	}
 	c.mustRun(control.StateEmpty, job.Options{})
-	if out := c.ibex("validate", c.sync); out != "Validated sync partmm: capture on 2 tables; removed stale capture from 0\n" {
+	if out := c.ibex("validate", c.sync); out != "Validated sync partmm: capture on 3 tables; removed stale capture from 0\n" {
 		t.Errorf("validate said %q", out)
 	}
 	c.checkTriggers("after validate", accountsTriggers(c.sync))
@@ -335,7 +337,7 @@ UPDATE accounts SET abalance = 1 WHERE aid = 3`)
 			t.Errorf("db %s: accounts after the detach on t1 (-want +got):\n%s", db, diff)
 		}
 	}
-	if out := c.ibex("validate", c.sync); out != "Validated sync partmm: capture on 2 tables; removed stale capture from 0\n" {
+	if out := c.ibex("validate", c.sync); out != "Validated sync partmm: capture on 3 tables; removed stale capture from 0\n" {
 		t.Errorf("validate after detach said %q", out)
 	}
 	c.checkTriggers("after validate", detached)
