@@ -23,6 +23,20 @@ func TestSourceConformance(t *testing.T) {
 	sinktest.Exercise(t, newHarness(t, true))
 }
 
+// The conformance suite on tables partitioned by hash of their first key column, for a
+// target and for a source.
+func TestPartitionedConformance(t *testing.T) {
+	t.Parallel()
+	for _, source := range []bool{false, true} {
+		t.Run(map[bool]string{false: "target", true: "source"}[source], func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, source)
+			h.partitioned = true
+			sinktest.Exercise(t, h)
+		})
+	}
+}
+
 // custom creates table public.name with ddl (its column list and constraints) and
 // returns it as the sink takes it.
 func custom(t *testing.T, h *harness, name, ddl string) *sinks.Table {
