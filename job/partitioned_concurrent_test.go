@@ -313,5 +313,5 @@ func testPartitionedConcurrentMoves(t *testing.T, f *farm) {
 	if n := c.int("t2", `SELECT count(*) FROM accounts_bdef`); n != 0 {
 		t.Errorf("db t2: %d rows in the default partition", n)
 	}
-	c.checkTriggers("at the end", accountsTriggers(c.sync))
+	c.checkRowTriggers("at the end", accountsTriggers(c.sync))
 }
