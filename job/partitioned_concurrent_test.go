@@ -56,10 +56,11 @@ func (w *accountWriter) loop(ctx context.Context, stop <-chan struct{}) error {
 		}
 		time.Sleep(time.Duration(rng.IntN(10)) * time.Millisecond)
 		err := w.tx(ctx, conn, rng)
-		// A shared writer's transaction may meet ibex's writes or the other sources'
-		// moves (a row moved away meanwhile: 40001, a deadlock, a key taken): it is
-		// rolled back and the writer goes on.
-		if err != nil && !(w.own == nil && (sqlstate.Retryable(err) || sqlstate.Is(err, sqlstate.UniqueViolation))) {
+		// A transaction that fails with a serialization failure or a deadlock (a shared
+		// writer's meets ibex's writes and the other sources' moves: a row moved away
+		// meanwhile), or a shared writer's that finds a key taken, is rolled back, its
+		// effects not recorded, and the writer goes on.
+		if err != nil && !sqlstate.Retryable(err) && !(w.own == nil && sqlstate.Is(err, sqlstate.UniqueViolation)) {
 			return err
 		}
 	}
