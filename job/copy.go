@@ -37,16 +37,7 @@ func (r *runner) runFullcopy(ctx context.Context) error {
 // sync's onetimecopy goes back to 0 only when every target took the copy: one that was
 // unreachable or failed gets it on the next run.
 func (r *runner) runOnetimecopy(ctx context.Context) error {
-	var src *member
-	var dsts []*member
-	for _, m := range r.members {
-		if m.role == control.RoleSource && src == nil {
-			src = m
-		}
-		if m.role == control.RoleTarget {
-			dsts = append(dsts, m)
-		}
-	}
+	src, dsts := r.copySourceAndTargets()
 	if !src.alive() {
 		return fmt.Errorf("onetimecopy: the first source db %s of sync %s is unreachable: %v", src.name, r.sync.Name, src.dead)
 	}
@@ -219,16 +210,7 @@ func (r *runner) copyAddedTables(ctx context.Context) error {
 			ts = append(ts, t)
 		}
 	}
-	var src *member
-	var dsts []*member
-	for _, m := range r.members {
-		if m.role == control.RoleSource && src == nil {
-			src = m
-		}
-		if m.role == control.RoleTarget {
-			dsts = append(dsts, m)
-		}
-	}
+	src, dsts := r.copySourceAndTargets()
 	if len(dsts) > 0 && len(ts) > 0 {
 		if !src.alive() {
 			return fmt.Errorf("copying the tables added to sync %s: the first source db %s is unreachable: %v", r.sync.Name, src.name, src.dead)
@@ -249,4 +231,17 @@ func (r *runner) copyAddedTables(ctx context.Context) error {
 	}
 	r.added = nil
 	return nil
+}
+
+// copySourceAndTargets are the dbs of a onetimecopy: from the first source, to every target.
+func (r *runner) copySourceAndTargets() (src *member, dsts []*member) {
+	for _, m := range r.members {
+		if m.role == control.RoleSource && src == nil {
+			src = m
+		}
+		if m.role == control.RoleTarget {
+			dsts = append(dsts, m)
+		}
+	}
+	return src, dsts
 }

@@ -24,33 +24,7 @@ import (
 // are all still there, row for row, and the next run applies them on the target.
 func TestFormatMigrationThroughValidate(t *testing.T) {
 	ctx := context.Background()
-	ctl := pgtest.NewDB(t, "")
-	ibex := func(args ...string) string {
-		t.Helper()
-		var out, errb bytes.Buffer
-		if code := cli.Main(append([]string{"--dsn", ctl.DSN}, args...), &out, &errb); code != 0 {
-			t.Fatalf("ibex %q: exit %d\n%s%s", args, code, out.String(), errb.String())
-		}
-		return out.String()
-	}
-	ibex("install")
-	conns := map[string]*pgx.Conn{}
-	for _, name := range []string{"src", "dst"} {
-		db := pgtest.NewDB(t, "")
-		conns[name] = pgtest.Conn(t, db.DSN)
-		if _, err := conns[name].Exec(ctx, `CREATE TABLE item (id int PRIMARY KEY, v text); INSERT INTO item SELECT g, 'init' FROM generate_series(1, 10) g`); err != nil {
-			t.Fatal(err)
-		}
-		ibex("add", "db", name, "dbname="+db.Name, "host="+db.Conn["host"], "port="+db.Conn["port"], "user="+db.Conn["user"])
-	}
-	ibex("add", "table", "public.item", "db=src", "herd=h")
-	ibex("add", "dbgroup", "g", "src:source", "dst:target")
-	ibex("add", "sync", "s", "herd=h", "dbs=g", "autokick=false")
-	store, err := control.Open(ctx, ctl.DSN, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(store.Close)
+	_, conns, store := migrationSetup(t)
 	run := func() (*job.Result, error) {
 		ctx, cancel := context.WithTimeout(ctx, time.Minute)
 		defer cancel()
@@ -144,33 +118,7 @@ func TestFormatMigrationThroughValidate(t *testing.T) {
 // reaches the target.
 func TestFormat1UpgradeThenTruncate(t *testing.T) {
 	ctx := context.Background()
-	ctl := pgtest.NewDB(t, "")
-	ibex := func(args ...string) string {
-		t.Helper()
-		var out, errb bytes.Buffer
-		if code := cli.Main(append([]string{"--dsn", ctl.DSN}, args...), &out, &errb); code != 0 {
-			t.Fatalf("ibex %q: exit %d\n%s%s", args, code, out.String(), errb.String())
-		}
-		return out.String()
-	}
-	ibex("install")
-	conns := map[string]*pgx.Conn{}
-	for _, name := range []string{"src", "dst"} {
-		db := pgtest.NewDB(t, "")
-		conns[name] = pgtest.Conn(t, db.DSN)
-		if _, err := conns[name].Exec(ctx, `CREATE TABLE item (id int PRIMARY KEY, v text); INSERT INTO item SELECT g, 'init' FROM generate_series(1, 10) g`); err != nil {
-			t.Fatal(err)
-		}
-		ibex("add", "db", name, "dbname="+db.Name, "host="+db.Conn["host"], "port="+db.Conn["port"], "user="+db.Conn["user"])
-	}
-	ibex("add", "table", "public.item", "db=src", "herd=h")
-	ibex("add", "dbgroup", "g", "src:source", "dst:target")
-	ibex("add", "sync", "s", "herd=h", "dbs=g", "autokick=false")
-	store, err := control.Open(ctx, ctl.DSN, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(store.Close)
+	ibex, conns, store := migrationSetup(t)
 	src, dst := conns["src"], conns["dst"]
 	ct := capture.ChangeTable("s", "public", "item").Sanitize()
 	// What format 1 was: the same change table without "$op", no TRUNCATE trigger, the
@@ -233,4 +181,39 @@ COMMENT ON TABLE `+ct+` IS 'ibex change table of sync s for table "public"."item
 	if diff := cmp.Diff([]string{"(42,after)"}, items(dst)); diff != "" {
 		t.Errorf("item on dst after the TRUNCATE (-want +got):\n%s", diff)
 	}
+}
+
+// migrationSetup makes a control database and two dbs, src and dst, each with table item
+// (ids 1 to 10), and sync s from src to dst; it returns ibex (a command that must
+// succeed), connections to the dbs, and the control store.
+func migrationSetup(t *testing.T) (func(args ...string) string, map[string]*pgx.Conn, *control.Store) {
+	ctx := context.Background()
+	ctl := pgtest.NewDB(t, "")
+	ibex := func(args ...string) string {
+		t.Helper()
+		var out, errb bytes.Buffer
+		if code := cli.Main(append([]string{"--dsn", ctl.DSN}, args...), &out, &errb); code != 0 {
+			t.Fatalf("ibex %q: exit %d\n%s%s", args, code, out.String(), errb.String())
+		}
+		return out.String()
+	}
+	ibex("install")
+	conns := map[string]*pgx.Conn{}
+	for _, name := range []string{"src", "dst"} {
+		db := pgtest.NewDB(t, "")
+		conns[name] = pgtest.Conn(t, db.DSN)
+		if _, err := conns[name].Exec(ctx, `CREATE TABLE item (id int PRIMARY KEY, v text); INSERT INTO item SELECT g, 'init' FROM generate_series(1, 10) g`); err != nil {
+			t.Fatal(err)
+		}
+		ibex("add", "db", name, "dbname="+db.Name, "host="+db.Conn["host"], "port="+db.Conn["port"], "user="+db.Conn["user"])
+	}
+	ibex("add", "table", "public.item", "db=src", "herd=h")
+	ibex("add", "dbgroup", "g", "src:source", "dst:target")
+	ibex("add", "sync", "s", "herd=h", "dbs=g", "autokick=false")
+	store, err := control.Open(ctx, ctl.DSN, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(store.Close)
+	return ibex, conns, store
 }
