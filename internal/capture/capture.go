@@ -22,12 +22,17 @@ import (
 const (
 	TxidCol = "$txid" // the id of the transaction that made the change
 	AtCol   = "$at"   // when the change was made
-	OpCol   = "$op"   // what the change was: OpRow or OpTruncate (format 2)
+	OpCol   = "$op"   // what the change was: OpInsert, OpUpdate, OpDelete, OpTruncate (format 2)
 )
 
 // The values of OpCol.
 const (
-	// OpRow is a row inserted, updated or deleted: the change row holds its key.
+	// OpInsert, OpUpdate and OpDelete are a row inserted, updated (its key kept) or deleted;
+	// an UPDATE that changes the key is a delete of the old key and an insert of the new.
+	OpInsert = "i"
+	OpUpdate = "u"
+	OpDelete = "d"
+	// OpRow is a row change captured in format 1, of unknown kind (the migration's default).
 	OpRow = "r"
 	// OpTruncate is a TRUNCATE of the table: the change row's key columns are NULL.
 	OpTruncate = "t"
@@ -169,8 +174,8 @@ func DDL(sync string, t *catalog.Table, autokick bool) []string {
 		oldText = append(oldText, "OLD."+qi(k)+"::text")
 	}
 	colList := strings.Join(cols, ", ")
-	ins := func(vals []string) string {
-		return fmt.Sprintf("INSERT INTO %s (%s) VALUES (%s);", ct, colList, strings.Join(vals, ", "))
+	ins := func(vals []string, op string) string {
+		return fmt.Sprintf("INSERT INTO %s (%s, %s) VALUES (%s, %s);", ct, colList, qi(OpCol), strings.Join(vals, ", "), quoteLiteral(op))
 	}
 	body := fmt.Sprintf(`
 BEGIN
@@ -180,15 +185,18 @@ BEGIN
   IF TG_OP = 'INSERT' THEN
     %s
   ELSIF TG_OP = 'UPDATE' THEN
-    %s
     IF (%s) IS DISTINCT FROM (%s) THEN
+      %s
+      %s
+    ELSE
       %s
     END IF;
   ELSE
     %s
   END IF;
   RETURN NULL;
-END`, ins(newVals), ins(oldVals), strings.Join(oldText, ", ")+",NULL", strings.Join(newText, ", ")+",NULL", ins(newVals), ins(oldVals))
+END`, ins(newVals, OpInsert), strings.Join(oldText, ", ")+",NULL", strings.Join(newText, ", ")+",NULL",
+		ins(oldVals, OpDelete), ins(newVals, OpInsert), ins(oldVals, OpUpdate), ins(oldVals, OpDelete))
 	tag := dollarTag(body)
 	tbl := t.Ident().Sanitize()
 	stmts := []string{

@@ -85,7 +85,9 @@ func SnapshotAndCounts(changeTables []string, watermarks []string) string {
 }
 
 // isRow and isTruncate tell a row change from a TRUNCATE (prefix is "d." or "").
-func isRow(prefix string) string { return prefix + qi(OpCol) + ` = ` + quoteLiteral(OpRow) }
+func isRow(prefix string) string {
+	return prefix + qi(OpCol) + ` <> ` + quoteLiteral(OpTruncate)
+}
 
 func isTruncate(prefix string) string {
 	return prefix + qi(OpCol) + ` = ` + quoteLiteral(OpTruncate)

@@ -10,7 +10,8 @@ import (
 // The format of change tables (their bookkeeping columns, see columns) has a version.
 // Format 1 is "$txid" xid8, "$at" timestamptz, then the key columns: the format of every
 // change table made before versions were recorded, which carry no version. Format 2 adds
-// "$op" "char" (OpRow, or OpTruncate for a captured TRUNCATE, whose key columns are NULL);
+// "$op" "char" (OpInsert, OpUpdate, OpDelete; OpTruncate for a captured TRUNCATE, whose
+// key columns are NULL; OpRow for the rows of format 1 it migrates);
 // a table migrated from format 1 has it after the key columns, one made afresh before
 // them: statements name columns, never rely on their order.
 //

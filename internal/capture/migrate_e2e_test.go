@@ -121,11 +121,22 @@ func TestFormat1UpgradeThenTruncate(t *testing.T) {
 	ibex, conns, store := migrationSetup(t)
 	src, dst := conns["src"], conns["dst"]
 	ct := capture.ChangeTable("s", "public", "item").Sanitize()
-	// What format 1 was: the same change table without "$op", no TRUNCATE trigger, the
-	// comment without a version.
+	// What format 1 was: the same change table without "$op", its trigger function, no
+	// TRUNCATE trigger, the comment without a version.
 	if _, err := src.Exec(ctx, `DROP TRIGGER ibex_truncate_s ON item; DROP FUNCTION ibex."truncate.s"();
 ALTER TABLE `+ct+` DROP COLUMN "$op";
-COMMENT ON TABLE `+ct+` IS 'ibex change table of sync s for table "public"."item"'`); err != nil {
+COMMENT ON TABLE `+ct+` IS 'ibex change table of sync s for table "public"."item"';
+CREATE OR REPLACE FUNCTION `+ct+`() RETURNS trigger LANGUAGE plpgsql AS $f$
+BEGIN
+  IF current_setting('ibex.applying', true) = 'on' THEN RETURN NULL; END IF;
+  IF TG_OP = 'INSERT' THEN INSERT INTO `+ct+` (id) VALUES (NEW.id);
+  ELSIF TG_OP = 'UPDATE' THEN
+    INSERT INTO `+ct+` (id) VALUES (OLD.id);
+    IF (OLD.id::text,NULL) IS DISTINCT FROM (NEW.id::text,NULL) THEN INSERT INTO `+ct+` (id) VALUES (NEW.id); END IF;
+  ELSE INSERT INTO `+ct+` (id) VALUES (OLD.id);
+  END IF;
+  RETURN NULL;
+END$f$`); err != nil {
 		t.Fatal(err)
 	}
 	st, err := capture.Inspect(ctx, src, "s", "public", "item")
@@ -167,6 +178,13 @@ COMMENT ON TABLE `+ct+` IS 'ibex change table of sync s for table "public"."item
 	var op string
 	if err := src.QueryRow(ctx, `SELECT string_agg(DISTINCT "$op"::text, ',') FROM `+ct).Scan(&op); err != nil || op != capture.OpRow {
 		t.Errorf("the migrated rows' $op: %q (%v), want %q", op, err, capture.OpRow)
+	}
+	// Changes captured from now on say what they were.
+	if _, err := src.Exec(ctx, `INSERT INTO item VALUES (12, 'i'); UPDATE item SET v = 'u' WHERE id = 4; UPDATE item SET id = 13 WHERE id = 5; DELETE FROM item WHERE id = 6`); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.QueryRow(ctx, `SELECT string_agg(id || ':' || "$op"::text, ',' ORDER BY "$at", id) FROM `+ct+` WHERE "$op" <> 'r'`).Scan(&op); err != nil || op != "12:i,4:u,5:d,13:i,6:d" {
+		t.Errorf("the new change rows: %q (%v)", op, err)
 	}
 	run()
 	if diff := cmp.Diff(items(src), items(dst)); diff != "" {
