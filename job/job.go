@@ -50,20 +50,32 @@ type Options struct {
 
 // Result is what a run did.
 type Result struct {
-	Sync           string            `json:"sync"`
-	RunID          int64             `json:"run_id,omitempty"`
-	State          string            `json:"state"` // good, empty, bad, already running
-	AlreadyRunning bool              `json:"already_running,omitempty"`
-	Inserts        int64             `json:"inserts"`
-	Deletes        int64             `json:"deletes"`
-	Conflicts      int64             `json:"conflicts"`
-	Truncates      int64             `json:"truncates,omitempty"` // tables emptied on a receiver for a TRUNCATE
-	Tables         map[string]Stats  `json:"tables,omitempty"`
-	Skipped        map[string]string `json:"skipped,omitempty"` // db -> reason
-	Partial        bool              `json:"partial,omitempty"`
-	Started        time.Time         `json:"started"`
-	Duration       time.Duration     `json:"duration_ns"`
-	Error          string            `json:"error,omitempty"`
+	Sync           string `json:"sync"`
+	RunID          int64  `json:"run_id,omitempty"`
+	State          string `json:"state"` // good, empty, bad, already running
+	AlreadyRunning bool   `json:"already_running,omitempty"`
+	Inserts        int64  `json:"inserts"`
+	Deletes        int64  `json:"deletes"`
+	Conflicts      int64  `json:"conflicts"`
+	Truncates      int64  `json:"truncates,omitempty"` // tables emptied on a receiver for a TRUNCATE
+	// ConflictTypes counts the conflicts by type (conflict.Types).
+	ConflictTypes map[string]int64  `json:"conflict_types,omitempty"`
+	Tables        map[string]Stats  `json:"tables,omitempty"`
+	Skipped       map[string]string `json:"skipped,omitempty"` // db -> reason
+	Partial       bool              `json:"partial,omitempty"`
+	Started       time.Time         `json:"started"`
+	Duration      time.Duration     `json:"duration_ns"`
+	Error         string            `json:"error,omitempty"`
+}
+
+// addConflicts counts conflicts by type (their count per table goes through add).
+func (r *Result) addConflicts(cs []control.Conflict) {
+	for _, c := range cs {
+		if r.ConflictTypes == nil {
+			r.ConflictTypes = map[string]int64{}
+		}
+		r.ConflictTypes[c.Type]++
+	}
 }
 
 // Stats counts one table's work.

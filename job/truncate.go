@@ -127,10 +127,10 @@ func (r *runner) voidChanges(t *table, a *member, p *keyPart) {
 		if need == 0 {
 			continue
 		}
-		p.keys[n], p.at[n], p.need[n] = p.keys[i], p.at[i], need
+		p.keys[n], p.at[n], p.kind[n], p.need[n] = p.keys[i], p.at[i], p.kind[i], need
 		n++
 	}
-	p.keys, p.at, p.need = p.keys[:n], p.at[:n], p.need[:n]
+	p.keys, p.at, p.kind, p.need = p.keys[:n], p.at[:n], p.kind[:n], p.need[:n]
 }
 
 // truncating reports whether some receiver empties a table in this run.

@@ -316,6 +316,7 @@ func (r *runner) finishUnit(ctx context.Context, u *unit) error {
 	for _, c := range u.conflicts {
 		r.res.add(c.Table, Stats{Conflicts: 1})
 	}
+	r.res.addConflicts(u.conflicts)
 	// The conflicts are recorded before the batches' change rows are consumed: a run that
 	// dies in between finds them again next time.
 	if err := r.recordConflicts(ctx, u.conflicts); err != nil {

@@ -157,10 +157,11 @@ func KeyQuantiles(changeTable, key string, n int, snapshot string, watermarks []
 }
 
 // KeyRead is the COPY TO STDOUT reading the pending changed keys (row changes, not
-// TRUNCATEs) of one bucket of changeTable, one line per key: the key columns, the time of its latest change (max
-// "$at", microseconds since the epoch), then one flag per watermark, in their order: t
-// when that receiver has not applied some change of the key yet (always t without a
-// watermark).
+// TRUNCATEs) of one bucket of changeTable, one line per key: the key columns, the time of
+// its latest change (max "$at", microseconds since the epoch), whether its first pending
+// change is an insert and whether its last is a delete (t or f: what the changes did to
+// the row, for a conflict's type), then one flag per watermark, in their order: t when
+// that receiver has not applied some change of the key yet (always t without a watermark).
 //
 // Keys are grouped by their text: equal values that print differently (1.5, 1.50) are
 // different keys to a run, which matches rows by their text. With keyRange, bucket is a
@@ -191,8 +192,12 @@ func KeyRead(changeTable string, keys []string, snapshot string, watermarks []st
 	if keyRange {
 		where = bucket + " AND " + PendingCond(snapshot, watermarks) + " AND " + isRow(d)
 	}
-	return fmt.Sprintf(`COPY (SELECT %s, (extract(epoch FROM max(%s)) * 1000000)::bigint, %s FROM %s %s WHERE %s GROUP BY %s) TO STDOUT`,
-		strings.Join(pick, ", "), d+qi(AtCol), strings.Join(flags, ", "), changeTable, Alias, where, strings.Join(group, ", "))
+	at := d + qi(AtCol)
+	// Whether the key's first pending change is an insert, whether its last is a delete.
+	kind := fmt.Sprintf(`coalesce(min(%[1]s) FILTER (WHERE %[2]s = %[3]s) = min(%[1]s), false), coalesce(max(%[1]s) FILTER (WHERE %[2]s = %[4]s) = max(%[1]s), false)`,
+		at, d+qi(OpCol), quoteLiteral(OpInsert), quoteLiteral(OpDelete))
+	return fmt.Sprintf(`COPY (SELECT %s, (extract(epoch FROM max(%s)) * 1000000)::bigint, %s, %s FROM %s %s WHERE %s GROUP BY %s) TO STDOUT`,
+		strings.Join(pick, ", "), at, kind, strings.Join(flags, ", "), changeTable, Alias, where, strings.Join(group, ", "))
 }
 
 // Consume deletes the change rows of the buckets a run has committed on every db: those of

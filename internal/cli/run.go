@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/ibexrepl/ibex/internal/capture"
+	"github.com/ibexrepl/ibex/internal/conflict"
 	"github.com/ibexrepl/ibex/internal/control"
 	"github.com/ibexrepl/ibex/job"
 )
@@ -258,6 +260,8 @@ type syncStatus struct {
 	LastBad   *control.Run   `json:"last_bad,omitempty"`
 	LastRun   *control.Run   `json:"last_run,omitempty"`
 	LastError string         `json:"last_error,omitempty"`
+	// ConflictTypes counts the sync's logged conflicts by type.
+	ConflictTypes map[string]int64 `json:"conflict_types"`
 }
 
 func (a *app) loadStatus(ctx context.Context, store *control.Store, s control.Sync) (*syncStatus, error) {
@@ -265,6 +269,9 @@ func (a *app) loadStatus(ctx context.Context, store *control.Store, s control.Sy
 	st := &syncStatus{Name: s.Name, Status: s.Status, Herd: s.Herd, DBGroup: s.DBGroup, Conflict: s.ConflictStrategy,
 		Schedule: s.Schedule, Autokick: s.Autokick, Onetime: s.Onetimecopy}
 	var err error
+	if st.ConflictTypes, err = control.ConflictCounts(ctx, q, s.Name); err != nil {
+		return nil, err
+	}
 	if st.LastGood, err = control.LastRun(ctx, q, s.Name, control.StateGood, control.StateEmpty); err != nil {
 		return nil, err
 	}
@@ -445,6 +452,18 @@ func (a *app) statusDetail(st *syncStatus) {
 	field("Tables in sync", fmt.Sprintf("%d", len(st.Tables)))
 	field("Status", strings.ToUpper(string(st.Status[:1]))+string(st.Status[1:]))
 	field("Conflict strategy", st.Conflict)
+	if len(st.ConflictTypes) > 0 {
+		var parts []string
+		for _, typ := range append(slices.Clone(conflict.Types), "") {
+			if n := st.ConflictTypes[typ]; n > 0 {
+				if typ == "" {
+					typ = "untyped (logged before 2.3)"
+				}
+				parts = append(parts, fmt.Sprintf("%s %d", typ, n))
+			}
+		}
+		field("Conflicts logged, by type", strings.Join(parts, ", "))
+	}
 	sched := st.Schedule
 	if sched == "" {
 		sched = "None (kick only)"
@@ -464,7 +483,7 @@ func (a *app) conflictsCmd() *cobra.Command {
 	var limit int
 	cmd := &cobra.Command{
 		Use:   "conflicts SYNC",
-		Short: "Show a sync's conflict log: key, the dbs that changed it, the winner, the strategy",
+		Short: "Show a sync's conflict log: key, type, the dbs that changed it, the winner, the strategy",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -498,9 +517,13 @@ func (a *app) conflictsCmd() *cobra.Command {
 				if w == "" {
 					w = "(none)"
 				}
-				rows = append(rows, []string{fmt.Sprint(c.Run), when(c.At), c.Table, c.Key, strings.Join(c.DBs, ","), w, c.Strategy, c.Resolution})
+				typ := c.Type
+				if typ == "" {
+					typ = "-" // logged before types were
+				}
+				rows = append(rows, []string{fmt.Sprint(c.Run), when(c.At), c.Table, c.Key, typ, strings.Join(c.DBs, ","), w, c.Strategy, c.Resolution})
 			}
-			printTable(a.stdout, []string{"Run", "At", "Table", "Key", "DBs", "Winner", "Strategy", "Resolution"}, rows)
+			printTable(a.stdout, []string{"Run", "At", "Table", "Key", "Type", "DBs", "Winner", "Strategy", "Resolution"}, rows)
 			return nil
 		},
 	}
