@@ -332,16 +332,21 @@ func QueueInstalled(b *pgx.Batch, sync, schema, name string) *State {
 	return c
 }
 
-// installedSQL reads the trigger, the change table's key columns (those that are not
-// bookkeeping columns, in order), whether it exists and its format (formatSQL). The
-// trigger must be the table's own, not the clone PostgreSQL puts on a partition of a table
-// carrying it (tgparentid <> 0), which DDL cannot replace.
+// installedSQL reads whether the triggers are in place, the change table's key columns
+// (those that are not bookkeeping columns, in order), whether it exists and its format
+// (formatSQL). The triggers: the row trigger, the table's own (not the clone PostgreSQL
+// puts on a partition of a table carrying it, tgparentid <> 0, which DDL cannot replace),
+// enabled, with no clone of it disabled on a partition (changes written there would not
+// be captured; CREATE OR REPLACE TRIGGER on the parent enables them again); and the
+// TRUNCATE trigger, enabled.
 var installedSQL = `
-SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = $2 AND tgparentid = 0 AND tgenabled <> 'D'),
+SELECT EXISTS (SELECT 1 FROM pg_trigger p WHERE p.tgrelid = to_regclass($1) AND p.tgname = $2 AND p.tgparentid = 0 AND p.tgenabled <> 'D'
+               AND NOT EXISTS (SELECT 1 FROM pg_trigger c WHERE c.tgparentid = p.oid AND c.tgenabled = 'D'))
+       AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = $5 AND tgenabled <> 'D'),
        coalesce((SELECT array_agg(attname::text ORDER BY attnum) FROM pg_attribute WHERE attrelid = to_regclass($3) AND attnum > 0 AND NOT attisdropped AND attname::text <> ALL ($4::text[])), '{}'),
        to_regclass($3) IS NOT NULL,
        ` + formatSQL("to_regclass($3)")
 
 func installedArgs(sync, schema, name string) []any {
-	return []any{pgx.Identifier{schema, name}.Sanitize(), TriggerName(sync), ChangeTable(sync, schema, name).Sanitize(), columnNames()}
+	return []any{pgx.Identifier{schema, name}.Sanitize(), TriggerName(sync), ChangeTable(sync, schema, name).Sanitize(), columnNames(), TruncTriggerName(sync)}
 }

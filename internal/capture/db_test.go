@@ -410,3 +410,39 @@ func TestDDLColumns(t *testing.T) {
 		t.Errorf("got  %s\nwant %s", stmts[1], want)
 	}
 }
+
+// TestInstalledTriggers: capture is not installed while the TRUNCATE trigger is missing or
+// disabled, or a partition's clone of the row trigger is disabled; DDL puts it right.
+func TestInstalledTriggers(t *testing.T) {
+	s := newSource(t)
+	check := func(when string, want bool) {
+		t.Helper()
+		if st := s.inspect(); st.Matches(s.desc) != want {
+			t.Errorf("%s: matches %v, want %v", when, st.Matches(s.desc), want)
+		}
+	}
+	check("fresh", true)
+	s.exec(`ALTER TABLE t DISABLE TRIGGER ibex_truncate_s`)
+	check("TRUNCATE trigger disabled", false)
+	s.install()
+	check("reinstalled", true)
+	s.exec(`DROP TRIGGER ibex_truncate_s ON t`)
+	check("TRUNCATE trigger dropped", false)
+	s.install()
+	check("reinstalled", true)
+
+	// A partitioned table: a clone disabled on one partition.
+	s.exec(`DROP TABLE t; CREATE TABLE t (id int PRIMARY KEY, v text) PARTITION BY RANGE (id);
+CREATE TABLE t_1 PARTITION OF t FOR VALUES FROM (0) TO (100); CREATE TABLE t_2 PARTITION OF t FOR VALUES FROM (100) TO (200)`)
+	s.desc = s.describe()
+	s.install()
+	check("partitioned", true)
+	s.exec(`ALTER TABLE t_2 DISABLE TRIGGER ibex_s`)
+	check("a clone disabled", false)
+	s.install()
+	check("reinstalled on the parent", true)
+	s.exec(`INSERT INTO t VALUES (150, 'x')`)
+	if n := s.int(`SELECT count(*) FROM ` + s.ct + ` WHERE id = 150`); n != 1 {
+		t.Errorf("%d change rows for a row written in the partition whose clone was disabled, want 1", n)
+	}
+}
