@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/ibexrepl/ibex/internal/conflict"
 	"github.com/ibexrepl/ibex/internal/control"
 	"github.com/ibexrepl/ibex/job"
 )
@@ -185,7 +186,7 @@ func testLatestTie(t *testing.T, f *farm) {
 	}
 	var want []control.Conflict
 	for _, id := range []int{1, 2} {
-		want = append(want, control.Conflict{Table: c.qual("item"), Key: fmt.Sprintf("id=%d", id), DBs: []string{"t1", "t2"}, Winner: "t1", Strategy: "latest", Resolution: "applied"})
+		want = append(want, control.Conflict{Table: c.qual("item"), Key: fmt.Sprintf("id=%d", id), Type: conflict.TypeUpdateUpdate, DBs: []string{"t1", "t2"}, Winner: "t1", Strategy: "latest", Resolution: "applied"})
 	}
 	if diff := cmp.Diff(want, c.logged(res.RunID), sortConflicts); diff != "" {
 		t.Errorf("conflict log (-want +got):\n%s", diff)
