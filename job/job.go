@@ -50,19 +50,21 @@ type Options struct {
 
 // Result is what a run did.
 type Result struct {
-	Sync           string            `json:"sync"`
-	RunID          int64             `json:"run_id,omitempty"`
-	State          string            `json:"state"` // good, empty, bad, already running
-	AlreadyRunning bool              `json:"already_running,omitempty"`
-	Inserts        int64             `json:"inserts"`
-	Deletes        int64             `json:"deletes"`
-	Conflicts      int64             `json:"conflicts"`
-	Tables         map[string]Stats  `json:"tables,omitempty"`
-	Skipped        map[string]string `json:"skipped,omitempty"` // db -> reason
-	Partial        bool              `json:"partial,omitempty"`
-	Started        time.Time         `json:"started"`
-	Duration       time.Duration     `json:"duration_ns"`
-	Error          string            `json:"error,omitempty"`
+	Sync           string `json:"sync"`
+	RunID          int64  `json:"run_id,omitempty"`
+	State          string `json:"state"` // good, empty, bad, already running
+	AlreadyRunning bool   `json:"already_running,omitempty"`
+	Inserts        int64  `json:"inserts"`
+	Deletes        int64  `json:"deletes"`
+	Conflicts      int64  `json:"conflicts"`
+	// Sequences counts the sequences the run raised, over all dbs (syncSequences).
+	Sequences int64             `json:"sequences,omitempty"`
+	Tables    map[string]Stats  `json:"tables,omitempty"`
+	Skipped   map[string]string `json:"skipped,omitempty"` // db -> reason
+	Partial   bool              `json:"partial,omitempty"`
+	Started   time.Time         `json:"started"`
+	Duration  time.Duration     `json:"duration_ns"`
+	Error     string            `json:"error,omitempty"`
 }
 
 // Stats counts one table's work.
@@ -93,6 +95,9 @@ func (r *Result) Summary() string {
 	}
 	s := fmt.Sprintf("sync %s: %s, inserts %d, deletes %d, conflicts %d, time %s",
 		r.Sync, r.State, r.Inserts, r.Deletes, r.Conflicts, r.Duration.Round(time.Millisecond))
+	if r.Sequences > 0 {
+		s += fmt.Sprintf(", sequences set %d", r.Sequences)
+	}
 	if len(r.Skipped) > 0 {
 		var parts []string
 		for db, why := range r.Skipped {
@@ -171,7 +176,7 @@ func Run(ctx context.Context, store *control.Store, syncName string, opts Option
 	}
 
 	rec := &control.Run{ID: runID, Inserts: res.Inserts, Deletes: res.Deletes, Conflicts: res.Conflicts,
-		Details: map[string]any{"tables": res.Tables, "skipped": res.Skipped, "partial": res.Partial}}
+		Details: map[string]any{"tables": res.Tables, "skipped": res.Skipped, "partial": res.Partial, "sequences": res.Sequences}}
 	switch {
 	case runErr != nil:
 		res.State = control.StateBad

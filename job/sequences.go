@@ -1,0 +1,105 @@
+package job
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/ibexrepl/ibex/internal/catalog"
+	"github.com/ibexrepl/ibex/internal/control"
+	"github.com/ibexrepl/ibex/internal/sequence"
+	"github.com/ibexrepl/ibex/sinks"
+)
+
+// syncSequences is a run's last step, after the tables: it reads the herd's sequences on
+// every live source (one round trip each), takes for each sequence the state furthest
+// ahead (last_value, then is_called), and has every live PostgreSQL db of the sync,
+// sources and targets, raise the sequences it has behind that (sinks.SequenceSetter: a
+// db never goes back, one already ahead keeps its value, one counting by k > 1 keeps its
+// residue modulo k). Dbs that are not PostgreSQL have no sequences and are left out.
+//
+// Each db's raise is one transaction of conditional setvals, so the step is idempotent: a
+// run killed during it leaves each db raised or not, and the next run finishes. A db that
+// fails leaves the run (the run is bad and names it), as it would for a table.
+func (r *runner) syncSequences(ctx context.Context) error {
+	seqs, err := control.HerdSequences(ctx, r.store.Q(), r.sync.Herd)
+	if err != nil {
+		return err
+	}
+	if len(seqs) == 0 {
+		return nil
+	}
+	names := make([]catalog.QualName, len(seqs))
+	for i, s := range seqs {
+		names[i] = catalog.QualName{Schema: s.Schema, Name: s.Name}
+	}
+	srcs := r.sources()
+	states := make([][]sequence.State, len(r.members))
+	errs := r.each(srcs, func(m *member) error {
+		var err error
+		states[m.idx], err = sequence.Read(ctx, m.conn, names)
+		return err
+	})
+	goals := make([]sinks.Sequence, len(names))
+	for i, n := range names {
+		goals[i] = sinks.Sequence{Schema: n.Schema, Name: n.Name}
+	}
+	have := make([]bool, len(names)) // some source gave the sequence a goal
+	for _, m := range srcs {
+		if err := errs[m.idx]; err != nil {
+			r.drop(m, fmt.Errorf("db %s: reading sequences: %w", m.name, err))
+			continue
+		}
+		for i, st := range states[m.idx] {
+			if st.Increment <= 0 {
+				r.logger.WarnContext(ctx, "sequence descends: ibex replicates ascending sequences only", slog.String("db", m.name), slog.String("sequence", st.Name.String()))
+				continue
+			}
+			if !have[i] || sequence.Ahead(st.Last, st.Called, goals[i].Last, goals[i].Called) {
+				goals[i].Last, goals[i].Called, have[i] = st.Last, st.Called, true
+			}
+		}
+	}
+	var want []sinks.Sequence
+	for i, g := range goals {
+		if have[i] {
+			want = append(want, g)
+		}
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	var receivers []*member
+	for _, m := range r.alive() {
+		if m.pg() {
+			receivers = append(receivers, m)
+		}
+	}
+	set := make([]int, len(r.members))
+	errs = r.each(receivers, func(m *member) error {
+		sk, err := r.openSink(m)
+		if err != nil {
+			return err
+		}
+		ss, ok := sk.(sinks.SequenceSetter)
+		if !ok {
+			return nil
+		}
+		set[m.idx], err = ss.SetSequences(ctx, want)
+		return err
+	})
+	total := 0
+	for _, m := range receivers {
+		if err := errs[m.idx]; err != nil {
+			r.drop(m, err) // the sink names the db
+			continue
+		}
+		total += set[m.idx]
+		if set[m.idx] > 0 {
+			r.logger.DebugContext(ctx, "sequences raised", slog.String("db", m.name), slog.Int("set", set[m.idx]))
+		}
+	}
+	r.res.Sequences += int64(total)
+	r.logger.InfoContext(ctx, "sequences", slog.Int("sequences", len(want)), slog.Int("dbs", len(receivers)), slog.Int("set", total))
+	return nil
+}
