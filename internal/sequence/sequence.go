@@ -119,49 +119,54 @@ const readSQL = `SELECT s.last_value, s.is_called, p.seqincrement, p.seqmin, p.s
 
 // missingSQL lists which of the quoted names ($1) are not sequences.
 const missingSQL = `SELECT n FROM unnest($1::text[]) WITH ORDINALITY AS x (n, i)
-WHERE to_regclass(n) IS NULL OR (SELECT relkind FROM pg_class WHERE oid = to_regclass(n)) <> 'S' ORDER BY i`
+WHERE to_regclass(n) IS NULL OR (SELECT relkind FROM pg_class WHERE oid = to_regclass(n)) <> 'S' ORDER BY i LIMIT 1`
 
-// Read reads the states of names on one db, in one round trip. A name that is not a
-// sequence there is an error wrapping ErrNoSequence that names it.
+// Read reads the states of names on one db, in one batch. A name that is not a sequence
+// there is an error wrapping ErrNoSequence that names it (found by a second query once the
+// batch failed: in a transaction, that one fails too, so check first outside it).
 func Read(ctx context.Context, q Querier, names []catalog.QualName) ([]State, error) {
 	if len(names) == 0 {
 		return nil, nil
 	}
-	idents := make([]string, len(names))
+	out := make([]State, len(names))
 	b := &pgx.Batch{}
+	for i, n := range names {
+		id := Ident(n)
+		st := &out[i]
+		st.Name = n
+		b.Queue(fmt.Sprintf(readSQL, id), id).QueryRow(func(row pgx.Row) error {
+			if err := row.Scan(&st.Last, &st.Called, &st.Increment, &st.Min, &st.Max); err != nil {
+				return fmt.Errorf("reading sequence %s: %w", n, err)
+			}
+			return nil
+		})
+	}
+	if err := q.SendBatch(ctx, b).Close(); err != nil {
+		if miss := missing(ctx, q, names); miss != nil {
+			return nil, miss
+		}
+		return nil, fmt.Errorf("reading sequences: %w", err)
+	}
+	return out, nil
+}
+
+// missing returns an error wrapping ErrNoSequence for the first of names that is not a
+// sequence, else nil.
+func missing(ctx context.Context, q Querier, names []catalog.QualName) error {
+	idents := make([]string, len(names))
 	for i, n := range names {
 		idents[i] = Ident(n)
 	}
-	b.Queue(missingSQL, idents)
-	for i := range names {
-		b.Queue(fmt.Sprintf(readSQL, idents[i]), idents[i])
+	var first string
+	if err := q.QueryRow(ctx, missingSQL, idents).Scan(&first); err != nil {
+		return nil
 	}
-	br := q.SendBatch(ctx, b)
-	defer br.Close()
-	rows, err := br.Query()
-	if err != nil {
-		return nil, fmt.Errorf("reading sequences: %w", err)
-	}
-	missing, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("reading sequences: %w", err)
-	}
-	if len(missing) > 0 {
-		for i, id := range idents {
-			if id == missing[0] {
-				return nil, fmt.Errorf("sequence %s: %w", names[i], ErrNoSequence)
-			}
+	for i, id := range idents {
+		if id == first {
+			return fmt.Errorf("sequence %s: %w", names[i], ErrNoSequence)
 		}
 	}
-	out := make([]State, len(names))
-	for i, n := range names {
-		st := &out[i]
-		st.Name = n
-		if err := br.QueryRow().Scan(&st.Last, &st.Called, &st.Increment, &st.Min, &st.Max); err != nil {
-			return nil, fmt.Errorf("reading sequence %s: %w", n, err)
-		}
-	}
-	return out, nil
+	return nil
 }
 
 // Lift returns the state cur should be raised to so that it is at or ahead of the goal
@@ -291,15 +296,15 @@ func Interleave(ctx context.Context, name catalog.QualName, sources, others []Me
 	var top int64 = math.MinInt64
 	states := make([]State, len(sources))
 	for i, m := range sources {
+		st, err := Read(ctx, m.Conn, []catalog.QualName{name})
+		if err != nil {
+			return nil, fmt.Errorf("db %s: %w", m.DB, err)
+		}
 		tx, err := m.Conn.Begin(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("db %s: %w", m.DB, err)
 		}
 		txs[i] = tx
-		st, err := Read(ctx, tx, []catalog.QualName{name})
-		if err != nil {
-			return nil, fmt.Errorf("db %s: %w", m.DB, err)
-		}
 		if st[0].Increment <= 0 {
 			return nil, fmt.Errorf("db %s: sequence %s descends (INCREMENT BY %d): ibex interleaves ascending sequences only", m.DB, name, st[0].Increment)
 		}
