@@ -70,7 +70,7 @@ func List(ctx context.Context, q catalog.Querier) ([]catalog.QualName, error) {
 	rows, err := q.Query(ctx, `
 SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind = 'S' AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'ibex') AND n.nspname NOT LIKE 'pg\_%'
-ORDER BY 1, 2`)
+ORDER BY n.nspname COLLATE "C", c.relname COLLATE "C"`)
 	if err != nil {
 		return nil, fmt.Errorf("listing sequences: %w", err)
 	}
