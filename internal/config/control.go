@@ -15,7 +15,7 @@ import (
 
 // Export reads the whole configuration from the control database.
 func Export(ctx context.Context, q control.Querier) (*File, error) {
-	f := &File{DBs: map[string]DB{}, Tables: map[string]Table{}, Sequences: map[string]Sequence{}, Herds: map[string][]string{}, DBGroups: map[string][]string{}, Syncs: map[string]Sync{}}
+	f := &File{DBs: map[string]DB{}, Tables: map[string]Table{}, Herds: map[string][]string{}, DBGroups: map[string][]string{}, Syncs: map[string]Sync{}}
 	dbs, err := control.DBs(ctx, q)
 	if err != nil {
 		return nil, err
@@ -52,6 +52,9 @@ func Export(ctx context.Context, q control.Querier) (*File, error) {
 	seqs, err := control.Sequences(ctx, q)
 	if err != nil {
 		return nil, err
+	}
+	if len(seqs) > 0 {
+		f.Sequences = map[string]Sequence{}
 	}
 	for _, s := range seqs {
 		f.Sequences[TableName(s.Schema, s.Name)] = Sequence{DB: s.DB, Herds: herdList(s.Herds), Interleave: s.Interleave}
