@@ -34,7 +34,7 @@ func (a *app) addCmd() *cobra.Command {
   ibex add db r1 type=redis host= port=6379 [db=N] [user=] [pass=env:VAR] [prefix=P] [tls=on]
   ibex add db f1 type=flatfile path=DIR [dialect=postgres|mysql] [fsync=on|off]
   ibex add table pgbench_accounts pgbench_branches db=t1 herd=therd   (also: all, public.*)
-  ibex add sequence pgbench_history_hid_seq db=t1 herd=therd          (also: all, public.*)
+  ibex add sequence orders_id_seq db=t1 herd=therd   (also: all, public.*)
   ibex add herd therd [table ...]
   ibex add dbgroup tgroup t1:source t2:source t3:target
   ibex add sync foobar herd=therd dbs=tgroup [conflict_strategy=latest|source|abort|skip|"t2 t1"]
