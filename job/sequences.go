@@ -60,6 +60,7 @@ func (r *runner) syncSequences(ctx context.Context) error {
 			}
 		}
 	}
+	r.checkResidues(ctx, seqs, srcs, states)
 	var want []sinks.Sequence
 	for i, g := range goals {
 		if have[i] {
@@ -102,4 +103,35 @@ func (r *runner) syncSequences(ctx context.Context) error {
 	r.res.Sequences += int64(total)
 	r.logger.InfoContext(ctx, "sequences", slog.Int("sequences", len(want)), slog.Int("dbs", len(receivers)), slog.Int("set", total))
 	return nil
+}
+
+// checkResidues warns of sources that can hand out the same values of a sequence between
+// two runs although the sequence is meant to be interleaved, or is set up to be: two
+// sources counting by the same k > 1 with the same residue, or a source counting by 1 while
+// interleave is on (a source added since). Runs keep residues; they cannot make them.
+func (r *runner) checkResidues(ctx context.Context, seqs []control.Sequence, srcs []*member, states [][]sequence.State) {
+	for i, s := range seqs {
+		seen := map[[2]int64]string{} // {increment, residue} -> source
+		for _, m := range srcs {
+			if m.dead != nil || len(states[m.idx]) <= i {
+				continue
+			}
+			st := states[m.idx][i]
+			if st.Increment == 1 && s.Interleave {
+				r.logger.WarnContext(ctx, "sequence is interleaved but a source counts by 1: run 'ibex update sequence "+s.QualName()+" interleave=on' again",
+					slog.String("sequence", s.QualName()), slog.String("db", m.name))
+				continue
+			}
+			if st.Increment <= 1 {
+				continue
+			}
+			k := [2]int64{st.Increment, ((st.Last % st.Increment) + st.Increment) % st.Increment}
+			if other, ok := seen[k]; ok {
+				r.logger.WarnContext(ctx, "two sources hand out the same values of a sequence (same INCREMENT BY and residue): give each its own START, or run 'ibex update sequence "+s.QualName()+" interleave=on'",
+					slog.String("sequence", s.QualName()), slog.String("db", m.name), slog.String("other", other), slog.Int64("increment", k[0]), slog.Int64("residue", k[1]))
+				continue
+			}
+			seen[k] = m.name
+		}
+	}
 }

@@ -1,7 +1,9 @@
 package job_test
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"strings"
 	"testing"
 
@@ -22,6 +24,7 @@ func TestSequences(t *testing.T) {
 		{"Raised", testSequencesRaised},
 		{"Interleave", testSequencesInterleave},
 		{"MissingOnTarget", testSequenceMissingOnTarget},
+		{"ResidueWarning", testSequenceResidueWarning},
 	} {
 		t.Run(ft.name, func(t *testing.T) {
 			t.Parallel()
@@ -208,4 +211,30 @@ func testSequenceMissingOnTarget(t *testing.T, f *farm) {
 	if got := c.int("t2", `SELECT last_value FROM s`); got != 10 {
 		t.Errorf("t2's s is at %d, want 10", got)
 	}
+}
+
+// testSequenceResidueWarning: two sources counting by 2 from the same residue would hand
+// out the same values: the run says so (and keeps each one's residue).
+func testSequenceResidueWarning(t *testing.T, f *farm) {
+	c := f.cluster(t, "seqres", 3)
+	c.onAll(`CREATE TABLE items (id int PRIMARY KEY); CREATE SEQUENCE s INCREMENT BY 2`)
+	c.configure([]string{"items"}, []string{"t1:source", "t2:source", "t3:source"})
+	c.ibex("add", "sequence", c.q("s"), "db=t1", "herd="+c.sync)
+	c.on("t1", `SELECT setval('s', 9)`)
+	c.on("t3", `ALTER SEQUENCE s RESTART WITH 2`)
+	var logs bytes.Buffer
+	res := c.mustRun(control.StateEmpty, job.Options{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	if res.Sequences != 2 {
+		t.Errorf("the run set %d sequences, want 2", res.Sequences)
+	}
+	for _, want := range []string{
+		`level=WARN msg="two sources hand out the same values of a sequence (same INCREMENT BY and residue): give each its own START, or run 'ibex update sequence seqres.s interleave=on'" sync=seqres sequence=seqres.s db=t2 other=t1 increment=2 residue=1`,
+		`level=INFO msg=sequences sync=seqres sequences=1 dbs=3 set=2`,
+	} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("the logs lack\n%s\nin:\n%s", want, logs.String())
+		}
+	}
+	// t2 takes t1's 9 (its residue); t3 keeps its own: 10, uncalled.
+	c.wantSeqStates("s", "t1: 9 true 2", "t2: 9 true 2", "t3: 10 false 2")
 }
