@@ -2,6 +2,7 @@ package job
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"regexp"
@@ -105,6 +106,11 @@ func (r *runner) run(ctx context.Context) error {
 	}()
 	t0 := time.Now()
 	if err := r.load(ctx); err != nil {
+		if errors.Is(err, errNoTables) && r.sequencesOnly(ctx) {
+			// A herd of sequences only (Bucardo's sequence-only syncs).
+			r.connect(ctx)
+			return r.syncSequences(ctx)
+		}
 		return err
 	}
 	t1 := time.Now()

@@ -105,6 +105,52 @@ func (r *runner) syncSequences(ctx context.Context) error {
 	return nil
 }
 
+// sequencesOnly says whether the sync's herd, which has no tables, has sequences: a run
+// then only sets them.
+func (r *runner) sequencesOnly(ctx context.Context) bool { return r.hasSequences(ctx, r.store.Q()) }
+
+// hasSequences says whether the sync's herd has sequences.
+func (s *session) hasSequences(ctx context.Context, q control.Querier) bool {
+	seqs, err := control.HerdSequences(ctx, q, s.sync.Herd)
+	return err == nil && len(seqs) > 0
+}
+
+// checkSequences (validate) checks that every live PostgreSQL db of the sync has every
+// sequence of the herd, ascending: the error names the db and the sequence.
+func (s *session) checkSequences(ctx context.Context, q control.Querier) error {
+	seqs, err := control.HerdSequences(ctx, q, s.sync.Herd)
+	if err != nil || len(seqs) == 0 {
+		return err
+	}
+	names := make([]catalog.QualName, len(seqs))
+	for i, x := range seqs {
+		names[i] = catalog.QualName{Schema: x.Schema, Name: x.Name}
+	}
+	var ms []*member
+	for _, m := range s.alive() {
+		if m.pg() {
+			ms = append(ms, m)
+		}
+	}
+	states := make([][]sequence.State, len(s.members))
+	errs := s.each(ms, func(m *member) error {
+		var err error
+		states[m.idx], err = sequence.Read(ctx, m.conn, names)
+		return err
+	})
+	for _, m := range ms {
+		if err := errs[m.idx]; err != nil {
+			return fmt.Errorf("sync %s: db %s: %w (create it there, or take it out of herd %s)", s.sync.Name, m.name, err, s.sync.Herd)
+		}
+		for _, st := range states[m.idx] {
+			if st.Increment <= 0 {
+				return fmt.Errorf("sync %s: db %s: sequence %s descends (INCREMENT BY %d): ibex replicates ascending sequences only", s.sync.Name, m.name, st.Name, st.Increment)
+			}
+		}
+	}
+	return nil
+}
+
 // checkResidues warns of sources that can hand out the same values of a sequence between
 // two runs although the sequence is meant to be interleaved, or is set up to be: two
 // sources counting by the same k > 1 with the same residue, or a source counting by 1 while

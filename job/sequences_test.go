@@ -25,6 +25,7 @@ func TestSequences(t *testing.T) {
 		{"Interleave", testSequencesInterleave},
 		{"MissingOnTarget", testSequenceMissingOnTarget},
 		{"ResidueWarning", testSequenceResidueWarning},
+		{"SequencesOnly", testSequencesOnly},
 	} {
 		t.Run(ft.name, func(t *testing.T) {
 			t.Parallel()
@@ -201,6 +202,10 @@ func testSequenceMissingOnTarget(t *testing.T, f *farm) {
 	c.configure([]string{"items"}, []string{"t1:source", "t2:source", "t3:target"})
 	c.ibex("add", "sequence", c.q("s"), "db=t1", "herd="+c.sync)
 	c.on("t1", `SELECT setval('s', 10)`)
+	// validate names the db and the sequence.
+	if code, _, errs := c.ibexCmd("validate", c.sync); code != 1 || errs != "ibex: sync seqmiss: db t3: sequence seqmiss.s: no such sequence (create it there, or take it out of herd seqmiss)\n" {
+		t.Errorf("validate: exit %d, %q", code, errs)
+	}
 	res := c.mustRun(control.StateBad, job.Options{})
 	if want := map[string]string{"t3": "db t3: sequence seqmiss.s: no such sequence"}; !cmp.Equal(want, res.Skipped) {
 		t.Errorf("skipped %v, want %v", res.Skipped, want)
@@ -237,4 +242,19 @@ func testSequenceResidueWarning(t *testing.T, f *farm) {
 	}
 	// t2 takes t1's 9 (its residue); t3 keeps its own: 10, uncalled.
 	c.wantSeqStates("s", "t1: 9 true 2", "t2: 9 true 2", "t3: 10 false 2")
+}
+
+// testSequencesOnly: a sync whose herd has sequences and no table (Bucardo's sequence-only
+// syncs) runs, and sets them.
+func testSequencesOnly(t *testing.T, f *farm) {
+	c := f.cluster(t, "seqonly", 3)
+	c.onAll(`CREATE SEQUENCE s`)
+	c.ibex("add", "sequence", c.q("s"), "db=t1", "herd="+c.sync)
+	c.ibex("add", "sync", c.sync, "herd="+c.sync, "dbs=t1:source,t2:source,t3:target")
+	c.on("t2", `SELECT setval('s', 42)`)
+	res := c.mustRun(control.StateEmpty, job.Options{})
+	if res.Sequences != 2 {
+		t.Errorf("the run set %d sequences, want 2: %s", res.Sequences, res.Summary())
+	}
+	c.wantSeqStates("s", "t1: 42 true 1", "t2: 42 true 1", "t3: 42 true 1")
 }

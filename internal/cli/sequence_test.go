@@ -80,6 +80,11 @@ s2.x           | t1 | h2     | no
 	if got := ok(t, ctl.DSN, "list", "sequences"); strings.Contains(got, "s2.x") {
 		t.Errorf("s2.x is still listed:\n%s", got)
 	}
+	// all: every sequence outside the system schemas and ibex's own.
+	out = ok(t, ctl.DSN, "add", "sequence", "all", "db=t1")
+	if want := "Added sequence s2.x\nSkipped sequence public.Odd \"q\": already added (db t1)\nSkipped sequence public.s1: already added (db t1)\nSkipped sequence s2.down: it descends (ibex replicates ascending sequences only)\n"; out != want {
+		t.Errorf("add sequence all said:\n%s\nwant:\n%s", out, want)
+	}
 	for _, cmd := range []string{"add", "update", "remove", "list"} {
 		h := ok(t, ctl.DSN, cmd, "--help")
 		if !strings.Contains(h, "sequence") {
