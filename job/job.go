@@ -50,21 +50,20 @@ type Options struct {
 
 // Result is what a run did.
 type Result struct {
-	Sync           string `json:"sync"`
-	RunID          int64  `json:"run_id,omitempty"`
-	State          string `json:"state"` // good, empty, bad, already running
-	AlreadyRunning bool   `json:"already_running,omitempty"`
-	Inserts        int64  `json:"inserts"`
-	Deletes        int64  `json:"deletes"`
-	Conflicts      int64  `json:"conflicts"`
-	// Sequences counts the sequences the run raised, over all dbs (syncSequences).
-	Sequences int64             `json:"sequences,omitempty"`
-	Tables    map[string]Stats  `json:"tables,omitempty"`
-	Skipped   map[string]string `json:"skipped,omitempty"` // db -> reason
-	Partial   bool              `json:"partial,omitempty"`
-	Started   time.Time         `json:"started"`
-	Duration  time.Duration     `json:"duration_ns"`
-	Error     string            `json:"error,omitempty"`
+	Sync           string            `json:"sync"`
+	RunID          int64             `json:"run_id,omitempty"`
+	State          string            `json:"state"` // good, empty, bad, already running
+	AlreadyRunning bool              `json:"already_running,omitempty"`
+	Inserts        int64             `json:"inserts"`
+	Deletes        int64             `json:"deletes"`
+	Conflicts      int64             `json:"conflicts"`
+	Tables         map[string]Stats  `json:"tables,omitempty"`
+	Skipped        map[string]string `json:"skipped,omitempty"` // db -> reason
+	Partial        bool              `json:"partial,omitempty"`
+	Sequences      int64             `json:"sequences,omitempty"` // sequences raised, over all dbs (job/sequences.go)
+	Started        time.Time         `json:"started"`
+	Duration       time.Duration     `json:"duration_ns"`
+	Error          string            `json:"error,omitempty"`
 }
 
 // Stats counts one table's work.
@@ -95,15 +94,15 @@ func (r *Result) Summary() string {
 	}
 	s := fmt.Sprintf("sync %s: %s, inserts %d, deletes %d, conflicts %d, time %s",
 		r.Sync, r.State, r.Inserts, r.Deletes, r.Conflicts, r.Duration.Round(time.Millisecond))
-	if r.Sequences > 0 {
-		s += fmt.Sprintf(", sequences set %d", r.Sequences)
-	}
 	if len(r.Skipped) > 0 {
 		var parts []string
 		for db, why := range r.Skipped {
 			parts = append(parts, db+" ("+why+")")
 		}
 		s += "; skipped " + strings.Join(parts, ", ")
+	}
+	if r.Sequences > 0 {
+		s += fmt.Sprintf("; sequences set %d", r.Sequences)
 	}
 	if r.Error != "" && r.State == control.StateBad {
 		s += "; error: " + r.Error

@@ -114,7 +114,7 @@ func testSequencesRaised(t *testing.T, f *farm) {
 	res = c.mustRun(control.StateGood, job.Options{})
 	// items_id_seq on t2, t3, t4; a on t1 and t3 (t4 keeps 100); b on t1, t2, t4 (t3's
 	// nextval above made its 7 called).
-	if res.Sequences != 8 || !strings.Contains(res.Summary(), ", sequences set 8") {
+	if res.Sequences != 8 || !strings.Contains(res.Summary(), "; sequences set 8") {
 		t.Errorf("the run set %d sequences, want 8: %s", res.Sequences, res.Summary())
 	}
 	c.wantSeqStates("items_id_seq", "t1: 2 true 1", "t2: 2 true 1", "t3: 2 true 1", "t4: 2 true 1")
