@@ -216,6 +216,18 @@ func testSequenceMissingOnTarget(t *testing.T, f *farm) {
 	if got := c.int("t2", `SELECT last_value FROM s`); got != 10 {
 		t.Errorf("t2's s is at %d, want 10", got)
 	}
+	// interleave=on refuses, naming the db and the sequence, and changes nothing.
+	if code, _, errs := c.ibexCmd("update", "sequence", c.q("s"), "interleave=on"); code != 1 || errs != "ibex: db t3: sequence seqmiss.s: no such sequence\n" {
+		t.Errorf("interleave=on: exit %d, %q", code, errs)
+	}
+	for _, n := range []string{"t1", "t2"} {
+		if got := c.int(n, `SELECT increment_by FROM pg_sequences WHERE schemaname = 'seqmiss' AND sequencename = 's'`); got != 1 {
+			t.Errorf("db %s: s counts by %d after the refused interleave", n, got)
+		}
+	}
+	if got := c.ibex("list", "sequences", c.q("s")); got != "Sequence    DB   Herds     Interleave\nseqmiss.s | t1 | seqmiss | no\n" {
+		t.Errorf("list sequences:\n%s", got)
+	}
 }
 
 // testSequenceResidueWarning: two sources counting by 2 from the same residue would hand
