@@ -2,6 +2,7 @@ package job
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 
@@ -20,7 +21,9 @@ import (
 //
 // Each db's raise is one transaction of conditional setvals, so the step is idempotent: a
 // run killed during it leaves each db raised or not, and the next run finishes. A db that
-// fails leaves the run (the run is bad and names it), as it would for a table.
+// fails leaves the run (the run is bad and names it), as it would for a table; one whose
+// sequence an open application transaction holds (sequence.ErrBusy) is only warned of: the
+// next run sets it.
 func (r *runner) syncSequences(ctx context.Context) error {
 	seqs, err := control.HerdSequences(ctx, r.store.Q(), r.sync.Herd)
 	if err != nil {
@@ -91,7 +94,11 @@ func (r *runner) syncSequences(ctx context.Context) error {
 	})
 	total := 0
 	for _, m := range receivers {
-		if err := errs[m.idx]; err != nil {
+		if err := errs[m.idx]; errors.Is(err, sequence.ErrBusy) {
+			// Not the db's fault: the application holds the sequence; the next run sets it.
+			r.logger.WarnContext(ctx, "sequences not set on this db this run", slog.String("db", m.name), slog.String("reason", err.Error()))
+			continue
+		} else if err != nil {
 			r.drop(m, err) // the sink names the db
 			continue
 		}

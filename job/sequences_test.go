@@ -10,6 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/ibexrepl/ibex/internal/control"
+	"github.com/ibexrepl/ibex/internal/pgtest"
 	"github.com/ibexrepl/ibex/job"
 )
 
@@ -26,6 +27,7 @@ func TestSequences(t *testing.T) {
 		{"MissingOnTarget", testSequenceMissingOnTarget},
 		{"ResidueWarning", testSequenceResidueWarning},
 		{"SequencesOnly", testSequencesOnly},
+		{"Busy", testSequenceBusy},
 	} {
 		t.Run(ft.name, func(t *testing.T) {
 			t.Parallel()
@@ -269,4 +271,39 @@ func testSequencesOnly(t *testing.T, f *farm) {
 		t.Errorf("the run set %d sequences, want 2: %s", res.Sequences, res.Summary())
 	}
 	c.wantSeqStates("s", "t1: 42 true 1", "t2: 42 true 1", "t3: 42 true 1")
+}
+
+// testSequenceBusy: a db whose sequence an open application transaction holds (it called
+// nextval) is not raised this run, which stays good and says so; the next run raises it.
+func testSequenceBusy(t *testing.T, f *farm) {
+	c := f.cluster(t, "seqbusy", 3)
+	c.onAll(`CREATE TABLE items (id int PRIMARY KEY); CREATE SEQUENCE s`)
+	c.configure([]string{"items"}, []string{"t1:source", "t2:source", "t3:target"})
+	c.ibex("add", "sequence", c.q("s"), "db=t1", "herd="+c.sync)
+	c.on("t1", `SELECT setval('s', 50)`)
+	app := pgtest.Conn(t, c.dsn(c.dbs["t3"]))
+	tx, err := app.Begin(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.Background())
+	if _, err := tx.Exec(context.Background(), `SELECT nextval('s')`); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	res := c.mustRun(control.StateEmpty, job.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if res.Sequences != 1 {
+		t.Errorf("the run set %d sequences, want 1 (t2)", res.Sequences)
+	}
+	if want := `level=WARN msg="sequences not set on this db this run" sync=seqbusy db=t3 reason="db t3: sequence seqbusy.s: busy: a transaction that called nextval on it is still open"`; !strings.Contains(logs.String(), want) {
+		t.Errorf("the logs lack\n%s\nin:\n%s", want, logs.String())
+	}
+	if err := tx.Commit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	c.wantSeqStates("s", "t1: 50 true 1", "t2: 50 true 1", "t3: 1 true 1")
+	if res := c.mustRun(control.StateEmpty, job.Options{}); res.Sequences != 1 {
+		t.Errorf("the next run set %d sequences, want 1 (t3)", res.Sequences)
+	}
+	c.wantSeqStates("s", "t1: 50 true 1", "t2: 50 true 1", "t3: 50 true 1")
 }

@@ -12,9 +12,13 @@
 // So a raise runs in a transaction that first takes the sequence's lock with a no-op ALTER
 // SEQUENCE (ShareRowExclusiveLock, which blocks nextval until commit), then sets the value
 // only where the sequence is still behind (a conditional setval). The lock is held for
-// milliseconds and waited for at most LockTimeout; the ALTER needs the role to own the
-// sequence (the role that owns the replicated tables owns their serial and identity
-// sequences).
+// milliseconds and waited for at most half the server's deadlock_timeout (500 ms by
+// default): an application transaction that called nextval and is still open holds the
+// lock against us, and should it then wait for a sequence we hold, our wait times out
+// before its deadlock check runs, so that ibex, never the application, gives up. A
+// sequence not locked in time is ErrBusy: the next run sets it. The ALTER needs the role to
+// own the sequence (the role that owns the replicated tables owns their serial and
+// identity sequences).
 package sequence
 
 import (
@@ -24,19 +28,33 @@ import (
 	"math"
 	"path"
 	"strings"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/ibexrepl/ibex/internal/catalog"
+	"github.com/ibexrepl/ibex/internal/sqlstate"
 )
 
-// LockTimeout bounds the wait for a sequence's lock (a transaction of the application that
-// called nextval and is still open holds it against us).
-const LockTimeout = 5 * time.Second
+// lockTimeoutSQL bounds, in the transaction, the wait for a sequence's lock: half the
+// deadlock_timeout, at most 500 ms (see the package doc).
+const lockTimeoutSQL = `SELECT set_config('lock_timeout', greatest(1, least(500, (SELECT setting::int FROM pg_settings WHERE name = 'deadlock_timeout') / 2))::text, true)`
 
-// ErrNoSequence is returned for a sequence that does not exist (or is not a sequence).
-var ErrNoSequence = errors.New("no such sequence")
+// Errors callers branch on.
+var (
+	// ErrNoSequence is a sequence that does not exist (or is not a sequence).
+	ErrNoSequence = errors.New("no such sequence")
+	// ErrBusy is a sequence whose lock an open transaction (one that called nextval)
+	// held for longer than ibex waits.
+	ErrBusy = errors.New("busy: a transaction that called nextval on it is still open")
+)
+
+// busy wraps err with ErrBusy when it is a lock timeout.
+func busy(err error, name catalog.QualName) error {
+	if sqlstate.Is(err, sqlstate.LockNotAvailable) {
+		return fmt.Errorf("sequence %s: %w", name, ErrBusy)
+	}
+	return err
+}
 
 // State is a sequence's state on one db.
 type State struct {
@@ -223,7 +241,7 @@ func Set(ctx context.Context, conn *pgx.Conn, rs []Raise) (int, error) {
 	set := 0
 	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		b := &pgx.Batch{}
-		b.Queue(fmt.Sprintf(`SET LOCAL lock_timeout = %d`, LockTimeout.Milliseconds()))
+		b.Queue(lockTimeoutSQL)
 		for _, r := range rs {
 			id := Ident(r.Name)
 			b.Queue(fmt.Sprintf(`ALTER SEQUENCE %s INCREMENT BY %d`, id, r.Increment))
@@ -236,6 +254,9 @@ func Set(ctx context.Context, conn *pgx.Conn, rs []Raise) (int, error) {
 		}
 		for _, r := range rs {
 			if _, err := br.Exec(); err != nil {
+				if err := busy(err, r.Name); errors.Is(err, ErrBusy) {
+					return err
+				}
 				return fmt.Errorf("locking sequence %s (ALTER SEQUENCE, which needs its owner): %w", r.Name, err)
 			}
 			rows, err := br.Query()
@@ -308,10 +329,13 @@ func Interleave(ctx context.Context, name catalog.QualName, sources, others []Me
 		if st[0].Increment <= 0 {
 			return nil, fmt.Errorf("db %s: sequence %s descends (INCREMENT BY %d): ibex interleaves ascending sequences only", m.DB, name, st[0].Increment)
 		}
-		if _, err := tx.Exec(ctx, fmt.Sprintf(`SET LOCAL lock_timeout = %d`, LockTimeout.Milliseconds())); err != nil {
+		if _, err := tx.Exec(ctx, lockTimeoutSQL); err != nil {
 			return nil, fmt.Errorf("db %s: %w", m.DB, err)
 		}
 		if _, err := tx.Exec(ctx, fmt.Sprintf(`ALTER SEQUENCE %s INCREMENT BY %d`, id, st[0].Increment)); err != nil {
+			if err := busy(err, name); errors.Is(err, ErrBusy) {
+				return nil, fmt.Errorf("db %s: %w: try again once it has ended", m.DB, err)
+			}
 			return nil, fmt.Errorf("db %s: locking sequence %s (ALTER SEQUENCE, which needs its owner): %w", m.DB, name, err)
 		}
 		// Read again under the lock: no nextval moves it now.

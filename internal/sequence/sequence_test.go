@@ -290,7 +290,7 @@ func TestSequenceSetLocks(t *testing.T) {
 	select {
 	case err := <-done:
 		t.Fatalf("Set did not wait for the transaction that called nextval: %v", err)
-	case <-time.After(300 * time.Millisecond):
+	case <-time.After(150 * time.Millisecond):
 	}
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
@@ -301,5 +301,29 @@ func TestSequenceSetLocks(t *testing.T) {
 	var next int64
 	if err := app.QueryRow(ctx, `SELECT nextval('public.s')`).Scan(&next); err != nil || next != 11 {
 		t.Errorf("nextval after Set = %d, %v; want 11", next, err)
+	}
+	// A transaction that holds it longer than ibex waits: ErrBusy, and nothing is set.
+	tx, err = app.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `SELECT nextval('public.s')`); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = sequence.Set(ctx, c, []sequence.Raise{{Name: catalog.QualName{Schema: "public", Name: "s"}, Increment: 1, Last: 100, Called: true}})
+	if !errors.Is(err, sequence.ErrBusy) || err.Error() != "sequence public.s: busy: a transaction that called nextval on it is still open" {
+		t.Fatalf("Set on a busy sequence: %v", err)
+	}
+	if d := time.Since(start); d < 400*time.Millisecond || d > 3*time.Second {
+		t.Errorf("Set waited %s, want about 500ms (half the deadlock_timeout)", d)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var last int64
+	if err := c.QueryRow(ctx, `SELECT last_value FROM public.s`).Scan(&last); err != nil || last != 12 {
+		t.Errorf("s after the busy Set: %d, %v; want 12", last, err)
 	}
 }
