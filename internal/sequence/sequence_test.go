@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -137,6 +138,20 @@ CREATE TABLE public.notseq (id int); SELECT setval('"Odd Schema"."Seq ""1"""', 4
 	var next int64
 	if err := c.QueryRow(ctx, `SELECT nextval('"Odd Schema"."Seq ""1"""')`).Scan(&next); err != nil || next != 50 {
 		t.Errorf("nextval after setval(50, false) = %d, %v", next, err)
+	}
+	// One raise failing (above its MAXVALUE) sets none of the db's sequences.
+	if _, err := c.Exec(ctx, `ALTER SEQUENCE public.s2 MAXVALUE 10`); err != nil {
+		t.Fatal(err)
+	}
+	_, err = sequence.Set(ctx, c, []sequence.Raise{
+		{Name: odd, Increment: 1, Last: 60, Called: true},
+		{Name: s2, Increment: 3, Last: 11, Called: false},
+	})
+	if err == nil || !strings.Contains(err.Error(), "setting sequence public.s2 to 11: ") {
+		t.Fatalf("Set above MAXVALUE: %v", err)
+	}
+	if err := c.QueryRow(ctx, `SELECT last_value FROM "Odd Schema"."Seq ""1"""`).Scan(&next); err != nil || next != 50 {
+		t.Errorf("the failed Set moved the other sequence: %d, %v; want 50", next, err)
 	}
 }
 
