@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/ibexrepl/ibex/internal/conflict"
 	"github.com/ibexrepl/ibex/internal/control"
 	"github.com/ibexrepl/ibex/job"
 )
@@ -137,13 +138,23 @@ var conflictWrites = []write{
 	{"t2", "delete", 6}, {"t1", "update", 6}, // 6: deleted, then updated last on t1
 	{"t1", "update", 7}, {"t2", "delete", 7}, // 7: updated, then deleted last on t2
 	{"t2", "insert", 11}, {"t3", "insert", 11}, // 11: inserted on two, t3 last
+	{"t1", "delete", 8}, {"t2", "delete", 8}, // 8: deleted on two, t2 last
 }
 
 // conflictDBs: who changed each conflicting key (sorted).
 var conflictDBs = map[int][]string{
 	1: {"t1", "t2"}, 2: {"t1", "t2"}, 3: {"t1", "t3"}, 4: {"t1", "t2", "t3"},
-	6: {"t1", "t2"}, 7: {"t1", "t2"}, 11: {"t2", "t3"},
+	6: {"t1", "t2"}, 7: {"t1", "t2"}, 8: {"t1", "t2"}, 11: {"t2", "t3"},
 }
+
+// conflictTypes: the type of each conflicting key.
+var conflictTypes = map[int]string{
+	1: conflict.TypeUpdateUpdate, 2: conflict.TypeUpdateUpdate, 3: conflict.TypeUpdateUpdate, 4: conflict.TypeUpdateUpdate,
+	6: conflict.TypeUpdateDelete, 7: conflict.TypeUpdateDelete, 8: conflict.TypeDeleteDelete, 11: conflict.TypeInsertExists,
+}
+
+// conflictTypeCounts: a run's conflicts by type.
+var conflictTypeCounts = map[string]int64{conflict.TypeUpdateUpdate: 4, conflict.TypeUpdateDelete: 2, conflict.TypeDeleteDelete: 1, conflict.TypeInsertExists: 1}
 
 func wantConflicts(table, strategy, resolution string, winners map[int]string) []control.Conflict {
 	var out []control.Conflict
@@ -152,7 +163,7 @@ func wantConflicts(table, strategy, resolution string, winners map[int]string) [
 		if resolution == "applied" {
 			w = winners[id]
 		}
-		out = append(out, control.Conflict{Table: table, Key: fmt.Sprintf("id=%d", id), DBs: dbs, Winner: w, Strategy: strategy, Resolution: resolution})
+		out = append(out, control.Conflict{Table: table, Key: fmt.Sprintf("id=%d", id), Type: conflictTypes[id], DBs: dbs, Winner: w, Strategy: strategy, Resolution: resolution})
 	}
 	return out
 }
@@ -171,7 +182,7 @@ func (c *cluster) logged(run int64) []control.Conflict {
 		}
 		dbs := slices.Clone(x.DBs)
 		sort.Strings(dbs)
-		out = append(out, control.Conflict{Table: x.Table, Key: x.Key, DBs: dbs, Winner: x.Winner, Strategy: x.Strategy, Resolution: x.Resolution})
+		out = append(out, control.Conflict{Table: x.Table, Key: x.Key, Type: x.Type, DBs: dbs, Winner: x.Winner, Strategy: x.Strategy, Resolution: x.Resolution})
 	}
 	return out
 }
@@ -186,17 +197,17 @@ var conflictCases = map[string]struct {
 	winners          map[int]string
 }{
 	"latest": {strategy: "latest", logged: "latest",
-		winners: map[int]string{1: "t1", 2: "t2", 3: "t1", 4: "t3", 5: "t3", 6: "t1", 7: "t2", 11: "t3"}},
+		winners: map[int]string{1: "t1", 2: "t2", 3: "t1", 4: "t3", 5: "t3", 6: "t1", 7: "t2", 8: "t2", 11: "t3"}},
 	// The first listed db that changed the row wins, whoever changed it last (1, 4, 6,
 	// 11); t3 is not listed, so it wins only rows no listed db changed (5).
 	"list": {strategy: "t2 t1", logged: "t2 t1",
-		winners: map[int]string{1: "t2", 2: "t2", 3: "t1", 4: "t2", 5: "t3", 6: "t2", 7: "t2", 11: "t2"}},
+		winners: map[int]string{1: "t2", 2: "t2", 3: "t1", 4: "t2", 5: "t3", 6: "t2", 7: "t2", 8: "t2", 11: "t2"}},
 	// The first source in dbgroup order (t3, t1, t2) that changed the row wins.
 	"source": {strategy: "source", logged: "source", members: []string{"t3:source", "t1:source", "t2:source", "t4:target"},
-		winners: map[int]string{1: "t1", 2: "t1", 3: "t3", 4: "t3", 5: "t3", 6: "t1", 7: "t1", 11: "t3"}},
+		winners: map[int]string{1: "t1", 2: "t1", 3: "t3", 4: "t3", 5: "t3", 6: "t1", 7: "t1", 8: "t1", 11: "t3"}},
 	// Conflicting rows are left as they are on every db; the rest is applied.
 	"skip": {strategy: "skip", logged: "skip",
-		winners: map[int]string{1: "", 2: "", 3: "", 4: "", 5: "t3", 6: "", 7: "", 11: ""}},
+		winners: map[int]string{1: "", 2: "", 3: "", 4: "", 5: "t3", 6: "", 7: "", 8: "", 11: ""}},
 }
 
 // conflictStrategyTest applies the same conflicting writes under a strategy and checks
@@ -216,6 +227,19 @@ func conflictStrategyTest(name string) func(*testing.T, *farm) {
 		res := c.mustRun(control.StateGood, job.Options{})
 		if got := countsOf(res); got != wantCounts {
 			t.Errorf("I/D/C %+v, want %+v", got, wantCounts)
+		}
+		if diff := cmp.Diff(conflictTypeCounts, res.ConflictTypes); diff != "" {
+			t.Errorf("conflicts by type (-want +got):\n%s", diff)
+		}
+		if name == "latest" {
+			// ibex status SYNC and ibex conflicts show the types.
+			if out, want := c.ibex("status", c.sync), "Conflicts logged, by type        : insert_exists 1, update_update 4, update_delete 2, delete_delete 1\n"; !strings.Contains(out, want) {
+				t.Errorf("status %s lacks %q:\n%s", c.sync, want, out)
+			}
+			out := c.ibex("conflicts", c.sync)
+			if !strings.Contains(strings.SplitN(out, "\n", 2)[0], " Type ") || !strings.Contains(out, "| id=8  | delete_delete | t1,t2 ") {
+				t.Errorf("ibex conflicts %s does not show the types:\n%s", c.sync, out)
+			}
 		}
 		c.check(want)
 		resolution := "applied"
@@ -280,7 +304,7 @@ func testConflictOneKeyAbort(t *testing.T, f *farm) {
 		t.Errorf("error %q does not name the key %s id=5 and its dbs", res.Error, c.qual("item"))
 	}
 	c.check(m)
-	want := []control.Conflict{{Table: c.qual("item"), Key: "id=5", DBs: []string{"t1", "t2"}, Strategy: "abort", Resolution: "aborted"}}
+	want := []control.Conflict{{Table: c.qual("item"), Key: "id=5", Type: conflict.TypeUpdateUpdate, DBs: []string{"t1", "t2"}, Strategy: "abort", Resolution: "aborted"}}
 	if diff := cmp.Diff(want, c.logged(res.RunID)); diff != "" {
 		t.Errorf("conflict log (-want +got):\n%s", diff)
 	}

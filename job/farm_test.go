@@ -52,6 +52,13 @@ func TestFarm(t *testing.T) {
 		{"ReceiverRetries", testReceiverRetries},
 		{"TransactionsPerRun", testTransactionsPerRun},
 		{"BuiltRow", testBuiltRow},
+		{"TruncateOrder", testTruncateOrder},
+		{"TruncateCascade", testTruncateCascade},
+		{"TruncateRacesPgbench", testTruncateRacesPgbench},
+		{"DDLUnderPgbench", testDDLUnderPgbench},
+		{"DDLFailsOnOneDB", testDDLFailsOnOneDB},
+		{"ColumnAddedByHand", testColumnAddedByHand},
+		{"TableAddedToRunningSync", testTableAddedToRunningSync},
 	} {
 		t.Run(ft.name, func(t *testing.T) {
 			t.Parallel()

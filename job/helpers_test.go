@@ -164,7 +164,7 @@ func (c *cluster) onAll(sql string, args ...any) {
 
 // ibexCmd runs one ibex command in process and returns its exit code and output.
 func (c *cluster) ibexCmd(args ...string) (int, string, string) {
-	if c.farm != nil && len(args) > 1 && (args[0] == "add" || args[0] == "update" || args[0] == "validate" || args[0] == "remove") {
+	if c.farm != nil && len(args) > 1 && (args[0] == "add" || args[0] == "update" || args[0] == "validate" || args[0] == "remove" || args[0] == "ddl") {
 		c.farm.mu.Lock()
 		defer c.farm.mu.Unlock()
 	}

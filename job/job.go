@@ -50,20 +50,33 @@ type Options struct {
 
 // Result is what a run did.
 type Result struct {
-	Sync           string            `json:"sync"`
-	RunID          int64             `json:"run_id,omitempty"`
-	State          string            `json:"state"` // good, empty, bad, already running
-	AlreadyRunning bool              `json:"already_running,omitempty"`
-	Inserts        int64             `json:"inserts"`
-	Deletes        int64             `json:"deletes"`
-	Conflicts      int64             `json:"conflicts"`
-	Tables         map[string]Stats  `json:"tables,omitempty"`
-	Skipped        map[string]string `json:"skipped,omitempty"` // db -> reason
-	Partial        bool              `json:"partial,omitempty"`
-	Sequences      int64             `json:"sequences,omitempty"` // sequences raised, over all dbs (job/sequences.go)
-	Started        time.Time         `json:"started"`
-	Duration       time.Duration     `json:"duration_ns"`
-	Error          string            `json:"error,omitempty"`
+	Sync           string `json:"sync"`
+	RunID          int64  `json:"run_id,omitempty"`
+	State          string `json:"state"` // good, empty, bad, already running
+	AlreadyRunning bool   `json:"already_running,omitempty"`
+	Inserts        int64  `json:"inserts"`
+	Deletes        int64  `json:"deletes"`
+	Conflicts      int64  `json:"conflicts"`
+	Truncates      int64  `json:"truncates,omitempty"` // tables emptied on a receiver for a TRUNCATE
+	// ConflictTypes counts the conflicts by type (conflict.Types).
+	ConflictTypes map[string]int64  `json:"conflict_types,omitempty"`
+	Tables        map[string]Stats  `json:"tables,omitempty"`
+	Skipped       map[string]string `json:"skipped,omitempty"` // db -> reason
+	Partial       bool              `json:"partial,omitempty"`
+	Sequences     int64             `json:"sequences,omitempty"` // sequences raised, over all dbs (job/sequences.go)
+	Started       time.Time         `json:"started"`
+	Duration      time.Duration     `json:"duration_ns"`
+	Error         string            `json:"error,omitempty"`
+}
+
+// addConflicts counts conflicts by type (their count per table goes through add).
+func (r *Result) addConflicts(cs []control.Conflict) {
+	for _, c := range cs {
+		if r.ConflictTypes == nil {
+			r.ConflictTypes = map[string]int64{}
+		}
+		r.ConflictTypes[c.Type]++
+	}
 }
 
 // Stats counts one table's work.
@@ -71,6 +84,7 @@ type Stats struct {
 	Inserts   int64 `json:"inserts"`
 	Deletes   int64 `json:"deletes"`
 	Conflicts int64 `json:"conflicts"`
+	Truncates int64 `json:"truncates,omitempty"` // receivers that emptied the table for a TRUNCATE
 }
 
 func (r *Result) add(table string, s Stats) {
@@ -81,7 +95,9 @@ func (r *Result) add(table string, s Stats) {
 	t.Inserts += s.Inserts
 	t.Deletes += s.Deletes
 	t.Conflicts += s.Conflicts
+	t.Truncates += s.Truncates
 	r.Tables[table] = t
+	r.Truncates += s.Truncates
 	r.Inserts += s.Inserts
 	r.Deletes += s.Deletes
 	r.Conflicts += s.Conflicts
@@ -94,6 +110,9 @@ func (r *Result) Summary() string {
 	}
 	s := fmt.Sprintf("sync %s: %s, inserts %d, deletes %d, conflicts %d, time %s",
 		r.Sync, r.State, r.Inserts, r.Deletes, r.Conflicts, r.Duration.Round(time.Millisecond))
+	if r.Truncates > 0 {
+		s += fmt.Sprintf(", truncates %d", r.Truncates)
+	}
 	if len(r.Skipped) > 0 {
 		var parts []string
 		for db, why := range r.Skipped {
@@ -187,7 +206,7 @@ func Run(ctx context.Context, store *control.Store, syncName string, opts Option
 			parts = append(parts, "db "+db+" skipped: "+why)
 		}
 		res.Error = strings.Join(parts, "; ")
-	case res.Inserts+res.Deletes+res.Conflicts == 0:
+	case res.Inserts+res.Deletes+res.Conflicts+res.Truncates == 0:
 		res.State = control.StateEmpty
 	default:
 		res.State = control.StateGood

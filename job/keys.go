@@ -38,8 +38,12 @@ func (r *runner) readKeys(ctx context.Context, t *table, b, nb int) map[string]*
 type keyPart struct {
 	keys []string
 	at   []int64
+	kind []conflict.Kind
 	need []uint64
 }
+
+// isT reports whether a COPY text boolean is true.
+func isT(f []byte) bool { return len(f) == 1 && f[0] == 't' }
 
 // keyRead is a read of one bucket's pending keys from every live source, under way.
 type keyRead struct {
@@ -84,21 +88,28 @@ func (r *runner) startKeyRead(ctx context.Context, t *table, b, nb int, ahead bo
 			defer kr.wg.Done()
 			lw := sinks.NewLineWriter(func(line []byte) error {
 				f := bytes.Split(line, []byte{'\t'})
-				if len(f) != nk+1+len(recvs) {
+				if len(f) != nk+3+len(recvs) {
 					return fmt.Errorf("unexpected change row with %d fields", len(f))
 				}
 				at, err := strconv.ParseInt(string(f[nk]), 10, 64)
 				if err != nil {
 					return err
 				}
+				kind := conflict.KindUpdate
+				if isT(f[nk+2]) {
+					kind = conflict.KindDelete
+				} else if isT(f[nk+1]) {
+					kind = conflict.KindInsert
+				}
 				var need uint64
 				for i, m := range recvs {
-					if len(f[nk+1+i]) == 1 && f[nk+1+i][0] == 't' {
+					if isT(f[nk+3+i]) {
 						need |= bit(m.idx)
 					}
 				}
 				p.keys = append(p.keys, string(bytes.Join(f[:nk], []byte{'\t'})))
 				p.at = append(p.at, at)
+				p.kind = append(p.kind, kind)
 				p.need = append(p.need, need)
 				return nil
 			})
@@ -126,13 +137,14 @@ func (r *runner) finishKeyRead(kr *keyRead) map[string]*keyState {
 		if p == nil {
 			continue
 		}
+		r.voidChanges(kr.t, a, p)
 		for i, k := range p.keys {
 			ks := keys[k]
 			if ks == nil {
 				ks = &keyState{winner: -1}
 				keys[k] = ks
 			}
-			ks.changes = append(ks.changes, conflict.Change{DB: a.name, At: p.at[i]})
+			ks.changes = append(ks.changes, conflict.Change{DB: a.name, At: p.at[i], Kind: p.kind[i]})
 			ks.changer |= bit(a.idx)
 			ks.need |= p.need[i]
 		}

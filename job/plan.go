@@ -226,6 +226,7 @@ func splitPoints(points []keyPoint, total float64, nb int, kind keyKind) []strin
 // full path to report (which takes the snapshots that are missing and counts again).
 func (r *runner) countPending(ctx context.Context) (total int64, err error) {
 	counts := make([][]int64, len(r.members))
+	truncs := make([][]int64, len(r.members))
 	snaps := make([]string, len(r.members))
 	countSQL := make([]string, len(r.members))
 	changes := make([]string, len(r.tables))
@@ -236,7 +237,7 @@ func (r *runner) countPending(ctx context.Context) (total int64, err error) {
 		countSQL[a.idx] = capture.SnapshotAndCounts(changes, r.watermarks(a))
 	}
 	errs := r.each(r.sources(), func(a *member) error {
-		err := a.conn.QueryRow(ctx, countSQL[a.idx]).Scan(&snaps[a.idx], &counts[a.idx])
+		err := a.conn.QueryRow(ctx, countSQL[a.idx]).Scan(&snaps[a.idx], &counts[a.idx], &truncs[a.idx])
 		if err == nil && !snapRe.MatchString(snaps[a.idx]) {
 			err = fmt.Errorf("db %s: unexpected snapshot %q", a.name, snaps[a.idx])
 		}
@@ -248,10 +249,12 @@ func (r *runner) countPending(ctx context.Context) (total int64, err error) {
 	if err := errors.Join(errs...); err != nil {
 		return 0, err
 	}
-	r.pendingN = map[*table]int64{}
+	r.pendingN, r.truncN = map[*table]int64{}, map[*table]int64{}
 	for _, a := range r.sources() {
 		for j, t := range r.tables {
-			r.pendingN[t] += counts[a.idx][j]
+			// pendingN sizes the batches: row changes only.
+			r.pendingN[t] += counts[a.idx][j] - truncs[a.idx][j]
+			r.truncN[t] += truncs[a.idx][j]
 			total += counts[a.idx][j]
 		}
 	}

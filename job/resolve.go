@@ -18,7 +18,7 @@ func (r *runner) resolve(t *table, keys map[string]*keyState) []control.Conflict
 		} else {
 			d := r.decide(ks.changes)
 			w := d.Winner
-			c := control.Conflict{Sync: r.sync.Name, Table: t.name, Key: keyText(t, k), Strategy: r.strategy.String(), Resolution: "applied"}
+			c := control.Conflict{Sync: r.sync.Name, Table: t.name, Key: keyText(t, k), Type: conflict.Classify(ks.changes), Strategy: r.strategy.String(), Resolution: "applied"}
 			for _, ch := range ks.changes {
 				c.DBs = append(c.DBs, ch.DB)
 			}
@@ -111,6 +111,7 @@ func (r *runner) abortCheck(ctx context.Context) error {
 		return err
 	}
 	r.res.Conflicts = int64(len(all))
+	r.res.addConflicts(all)
 	var ex []string
 	for i, c := range all {
 		if i == 5 {

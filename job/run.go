@@ -16,6 +16,7 @@ func (r *runner) runDelta(ctx context.Context) error {
 	if err := r.takeSnapshots(ctx); err != nil {
 		return err
 	}
+	r.readTruncates(ctx)
 	if r.strategy.Kind == conflict.Abort {
 		if err := r.abortCheck(ctx); err != nil {
 			return err
@@ -64,9 +65,18 @@ type runner struct {
 	// pendingN counts each table's pending changes over all sources, taken once per run
 	// by countPending (nil: not taken).
 	pendingN map[*table]int64
+	// truncN counts each table's pending TRUNCATEs (with pendingN); truncs is what
+	// readTruncates found of them (tables without any are absent); truncDone is set once
+	// the unit applying them has committed, truncConsumed once they are consumed.
+	truncN                   map[*table]int64
+	truncs                   map[*table]*truncs
+	truncDone, truncConsumed bool
 	// only, when not 0, limits the receivers written to these members (a unit applied
 	// again to the receivers whose transaction failed).
 	only uint64
+	// added are the tables of the herd (schema.table) the sync has not taken in yet
+	// (control.AddedTables): copied once to the targets before the deltas.
+	added []string
 	// lastConsume is when committed change rows were last consumed.
 	lastConsume time.Time
 }
@@ -81,7 +91,10 @@ func (r *runner) load(ctx context.Context) error {
 	if r.strategy, err = conflict.Parse(r.sync.ConflictStrategy, r.names, r.sourceNames); err != nil {
 		return fmt.Errorf("sync %s: %w", r.sync.Name, err)
 	}
-	r.wm, err = control.Watermarks(ctx, q, r.sync.Name)
+	if r.wm, err = control.Watermarks(ctx, q, r.sync.Name); err != nil {
+		return err
+	}
+	r.added, err = control.AddedTables(ctx, q, r.sync.Name)
 	return err
 }
 
@@ -116,7 +129,7 @@ func (r *runner) run(ctx context.Context) error {
 	t1 := time.Now()
 	r.connect(ctx)
 	t2 := time.Now()
-	if !r.fullcopy && r.sync.Onetimecopy == 0 {
+	if !r.fullcopy && r.sync.Onetimecopy == 0 && len(r.added) == 0 {
 		if n, err := r.countPending(ctx); err == nil && n == 0 {
 			r.logger.DebugContext(ctx, "no changes pending", slog.Duration("load", t1.Sub(t0)), slog.Duration("connect", t2.Sub(t1)), slog.Duration("count", time.Since(t2)))
 			return r.syncSequences(ctx)
@@ -142,6 +155,8 @@ func (r *runner) runTables(ctx context.Context) error {
 		if err := r.runOnetimecopy(ctx); err != nil {
 			return err
 		}
+	} else if err := r.copyAddedTables(ctx); err != nil {
+		return err
 	}
 	return r.runDelta(ctx)
 }

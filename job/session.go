@@ -75,16 +75,26 @@ var errInactiveDB = errors.New("db is inactive")
 // errNoTables is returned by load when the herd is empty.
 var errNoTables = errors.New("herd has no tables")
 
+// readLockTimeout bounds the lock waits of a source's read session (see readConn).
+const readLockTimeout = `'5s'`
+
 // readConn returns the second session of a source, used to read rows while its first
 // session receives; it is opened on first use. Its reads join a short key list to a user
 // table, so hash and merge joins are off: they probe the table's key index instead.
+//
+// Its lock waits give up after readLockTimeout. Reading needs only ACCESS SHARE, which
+// waits only behind an ACCESS EXCLUSIVE request (DDL such as CREATE TABLE ... PARTITION
+// OF, DETACH PARTITION, ALTER TABLE); and when the first session of the same db holds
+// locks on the table from this run's writes, that DDL waits for the run while the read
+// waits for the DDL, a wait no server sees as a deadlock. Giving up lets the db leave the
+// run (its writes rolled back): the DDL goes through, and the next run serves the db.
 func (s *session) readConn(ctx context.Context, m *member) (*pgx.Conn, error) {
 	if m.rconn == nil {
 		c, err := dbconn.Connect(ctx, m.name, m.db.Conn, m.db.Pass)
 		if err != nil {
 			return nil, err
 		}
-		if _, err := dbconn.ExecAll(ctx, c, `SET enable_hashjoin = off; SET enable_mergejoin = off`); err != nil {
+		if _, err := dbconn.ExecAll(ctx, c, `SET enable_hashjoin = off; SET enable_mergejoin = off; SET lock_timeout = `+readLockTimeout); err != nil {
 			_ = c.Close(ctx)
 			return nil, fmt.Errorf("db %s: %w", m.name, err)
 		}

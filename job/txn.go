@@ -81,10 +81,12 @@ func retryable(err error) bool {
 	return sqlstate.Retryable(err)
 }
 
-// step is one batch: bucket b of nb of table t.
+// step is one batch: bucket b of nb of table t; or, with trunc, the TRUNCATEs a run
+// applies before its batches (t is nil).
 type step struct {
 	t     *table
 	b, nb int
+	trunc bool
 }
 
 // unit is the batches whose writes commit together on every receiver.
@@ -100,6 +102,9 @@ func (u *unit) empty() bool { return len(u.steps) == 0 }
 // add records a batch applied in the unit.
 func (u *unit) add(r *runner, s step, res batchResult) {
 	u.steps = append(u.steps, s)
+	if s.trunc {
+		return
+	}
 	u.keys += res.keys
 	u.conflicts = append(u.conflicts, res.conflicts...)
 	if u.counts == nil {
@@ -153,6 +158,19 @@ func (r *runner) applyTables(ctx context.Context) error {
 	budget := r.batchSize()
 	u := &unit{}
 	r.lastConsume = time.Now()
+	if r.truncating() {
+		// TRUNCATEs are committed in a unit of their own (whatever single_transaction
+		// says): a receiver's TRUNCATE holds an exclusive lock on its table until it
+		// commits, which the batches' reads of that db's rows would wait for.
+		if err := r.applyStep(ctx, u, step{trunc: true}, nil); err != nil {
+			return err
+		}
+		if err := r.finishUnit(ctx, u); err != nil {
+			return err
+		}
+		u = &unit{}
+		r.consumeTruncated(ctx)
+	}
 	for _, t := range r.tables {
 		if n, counted := r.pendingN[t]; counted && n == 0 {
 			// Nothing pending when the run began (a db leaving since only makes less so):
@@ -227,7 +245,13 @@ func (r *runner) stopAtDeadline(ctx context.Context, t *table) {
 // that db), then this one.
 func (r *runner) applyStep(ctx context.Context, u *unit, s step, keys map[string]*keyState) error {
 	for {
-		res, err := r.batch(ctx, s.t, s.b, s.nb, keys)
+		var res batchResult
+		var err error
+		if s.trunc {
+			res, err = r.truncate(ctx)
+		} else {
+			res, err = r.batch(ctx, s.t, s.b, s.nb, keys)
+		}
 		if errors.Is(err, errRetryBatch) {
 			done := u.steps
 			*u = unit{}
@@ -292,18 +316,23 @@ func (r *runner) finishUnit(ctx context.Context, u *unit) error {
 	for _, c := range u.conflicts {
 		r.res.add(c.Table, Stats{Conflicts: 1})
 	}
+	r.res.addConflicts(u.conflicts)
 	// The conflicts are recorded before the batches' change rows are consumed: a run that
 	// dies in between finds them again next time.
 	if err := r.recordConflicts(ctx, u.conflicts); err != nil {
 		return err
 	}
 	for _, s := range u.steps {
+		if s.trunc {
+			r.truncated()
+			continue
+		}
 		s.t.committed = max(s.t.committed, s.b+1)
 	}
 	// A multi-batch table's committed batches are consumed every consumeEvery (a scan of
 	// the change table each time) so that a run killed later keeps its progress; the purge
 	// at the end does the rest.
-	if t := u.steps[len(u.steps)-1].t; t.nb > 1 && time.Since(r.lastConsume) >= consumeEvery && t.consumed < t.committed {
+	if t := u.steps[len(u.steps)-1].t; t != nil && t.nb > 1 && time.Since(r.lastConsume) >= consumeEvery && t.consumed < t.committed {
 		r.consume(ctx, t, t.consumed, t.committed-1, t.nb)
 		t.consumed, r.lastConsume = t.committed, time.Now()
 	}
@@ -344,7 +373,9 @@ func (r *runner) commitReceivers(ctx context.Context, u *unit) {
 	if len(open) == 0 {
 		return
 	}
-	r.logger.Debug("batch written, committing", slog.String("table", u.steps[len(u.steps)-1].t.name), slog.Int("bucket", u.steps[len(u.steps)-1].b))
+	if last := u.steps[len(u.steps)-1]; last.t != nil {
+		r.logger.Debug("batch written, committing", slog.String("table", last.t.name), slog.Int("bucket", last.b))
+	}
 	t0 := time.Now()
 	errs := r.each(open, func(m *member) error { return r.commit(ctx, m) })
 	for _, m := range open {

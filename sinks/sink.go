@@ -87,9 +87,32 @@ type Sink interface {
 	Rollback(ctx context.Context)
 }
 
-// Truncater is a sink that can empty a table fast (a captured TRUNCATE).
+// Truncation is one table a receiver empties for a captured TRUNCATE.
+type Truncation struct {
+	Table *Table
+	// KeepAfter, on a receiver that is itself a source (PostgreSQL in source mode), keeps
+	// the rows its own application changed after this time (microseconds since the epoch,
+	// as capture records it; 0: none): those changes are newer than the TRUNCATE. A
+	// receiver that is only a target has no changes of its own and ignores it.
+	KeepAfter int64
+}
+
+// Truncater is a sink that can empty tables fast (a captured TRUNCATE), in the unit: every
+// table given is emptied in one step, so that tables referencing each other by foreign
+// keys can be emptied together, without a delete per row where the system allows it.
 type Truncater interface {
-	Truncate(ctx context.Context, t *Table) error
+	Truncate(ctx context.Context, ts []Truncation) error
+}
+
+// EachTruncated calls fn with each table of ts in turn, until one fails: Truncate for a
+// sink that empties its tables one by one.
+func EachTruncated(ts []Truncation, fn func(t *Table) error) error {
+	for _, tr := range ts {
+		if err := fn(tr.Table); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Sequence is a sequence's state on a source: last_value and is_called.

@@ -22,6 +22,20 @@ import (
 const (
 	TxidCol = "$txid" // the id of the transaction that made the change
 	AtCol   = "$at"   // when the change was made
+	OpCol   = "$op"   // what the change was: OpInsert, OpUpdate, OpDelete, OpTruncate (format 2)
+)
+
+// The values of OpCol.
+const (
+	// OpInsert, OpUpdate and OpDelete are a row inserted, updated (its key kept) or deleted;
+	// an UPDATE that changes the key is a delete of the old key and an insert of the new.
+	OpInsert = "i"
+	OpUpdate = "u"
+	OpDelete = "d"
+	// OpRow is a row change captured in format 1, of unknown kind (the migration's default).
+	OpRow = "r"
+	// OpTruncate is a TRUNCATE of the table: the change row's key columns are NULL.
+	OpTruncate = "t"
 )
 
 // column is a bookkeeping column of change tables: what the trigger records of a change
@@ -37,6 +51,7 @@ type column struct {
 var columns = []column{
 	{TxidCol, "xid8", "pg_current_xact_id()"},
 	{AtCol, "timestamptz", "clock_timestamp()"},
+	{OpCol, `"char"`, "'" + OpRow + "'"},
 }
 
 // columnNames are the names of columns.
@@ -86,6 +101,14 @@ func TriggerName(sync string) string { return "ibex_" + sync }
 
 // KickTriggerName is the name of the autokick statement trigger.
 func KickTriggerName(sync string) string { return "ibex_kick_" + sync }
+
+// TruncTriggerName is the name of the statement trigger that records a TRUNCATE of a
+// table for sync.
+func TruncTriggerName(sync string) string { return "ibex_truncate_" + sync }
+
+// truncFunc is the trigger function (one per sync) that records a TRUNCATE: it inserts an
+// OpTruncate row into the change table its trigger names (TG_ARGV[0]).
+func truncFunc(sync string) string { return "ibex." + qi("truncate."+sync) }
 
 // KickChannel is the NOTIFY channel autokick triggers signal; the payload is the sync name.
 const KickChannel = "ibex_kick"
@@ -151,8 +174,8 @@ func DDL(sync string, t *catalog.Table, autokick bool) []string {
 		oldText = append(oldText, "OLD."+qi(k)+"::text")
 	}
 	colList := strings.Join(cols, ", ")
-	ins := func(vals []string) string {
-		return fmt.Sprintf("INSERT INTO %s (%s) VALUES (%s);", ct, colList, strings.Join(vals, ", "))
+	ins := func(vals []string, op string) string {
+		return fmt.Sprintf("INSERT INTO %s (%s, %s) VALUES (%s, %s);", ct, colList, qi(OpCol), strings.Join(vals, ", "), quoteLiteral(op))
 	}
 	body := fmt.Sprintf(`
 BEGIN
@@ -162,15 +185,18 @@ BEGIN
   IF TG_OP = 'INSERT' THEN
     %s
   ELSIF TG_OP = 'UPDATE' THEN
-    %s
     IF (%s) IS DISTINCT FROM (%s) THEN
+      %s
+      %s
+    ELSE
       %s
     END IF;
   ELSE
     %s
   END IF;
   RETURN NULL;
-END`, ins(newVals), ins(oldVals), strings.Join(oldText, ", ")+",NULL", strings.Join(newText, ", ")+",NULL", ins(newVals), ins(oldVals))
+END`, ins(newVals, OpInsert), strings.Join(oldText, ", ")+",NULL", strings.Join(newText, ", ")+",NULL",
+		ins(oldVals, OpDelete), ins(newVals, OpInsert), ins(oldVals, OpUpdate), ins(oldVals, OpDelete))
 	tag := dollarTag(body)
 	tbl := t.Ident().Sanitize()
 	stmts := []string{
@@ -181,6 +207,18 @@ END`, ins(newVals), ins(oldVals), strings.Join(oldText, ", ")+",NULL", strings.J
 		fmt.Sprintf(`CREATE OR REPLACE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql AS %s%s%s`, fn, tag, body, tag),
 		fmt.Sprintf(`CREATE OR REPLACE TRIGGER %s AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION %s()`,
 			qi(TriggerName(sync)), tbl, fn),
+		// A TRUNCATE (of this table alone, with others, or by CASCADE) is one change row
+		// with no key. The function is the sync's, told its change table by argument.
+		fmt.Sprintf(`CREATE OR REPLACE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql AS $t$
+BEGIN
+  IF current_setting('ibex.applying', true) = 'on' THEN
+    RETURN NULL;
+  END IF;
+  EXECUTE format(%s, TG_ARGV[0]);
+  RETURN NULL;
+END$t$`, truncFunc(sync), quoteLiteral(`INSERT INTO %s (`+qi(OpCol)+`) VALUES (`+quoteLiteral(OpTruncate)+`)`)),
+		fmt.Sprintf(`CREATE OR REPLACE TRIGGER %s AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION %s(%s)`,
+			qi(TruncTriggerName(sync)), tbl, truncFunc(sync), quoteLiteral(ct)),
 	}
 	if autokick {
 		stmts = append(stmts,
@@ -201,9 +239,10 @@ func DropDDL(sync string, t catalog.QualName) []string {
 	tbl := pgx.Identifier{t.Schema, t.Name}.Sanitize()
 	ct := ChangeTable(sync, t.Schema, t.Name).Sanitize()
 	return []string{
-		fmt.Sprintf(`DO $d$ BEGIN IF to_regclass(%s) IS NOT NULL THEN EXECUTE %s; EXECUTE %s; END IF; END $d$`,
+		fmt.Sprintf(`DO $d$ BEGIN IF to_regclass(%s) IS NOT NULL THEN EXECUTE %s; EXECUTE %s; EXECUTE %s; END IF; END $d$`,
 			quoteLiteral(tbl),
 			quoteLiteral(fmt.Sprintf(`DROP TRIGGER IF EXISTS %s ON %s`, qi(TriggerName(sync)), tbl)),
+			quoteLiteral(fmt.Sprintf(`DROP TRIGGER IF EXISTS %s ON %s`, qi(TruncTriggerName(sync)), tbl)),
 			quoteLiteral(fmt.Sprintf(`DROP TRIGGER IF EXISTS %s ON %s`, qi(KickTriggerName(sync)), tbl))),
 		fmt.Sprintf(`DROP FUNCTION IF EXISTS %s()`, ct),
 		fmt.Sprintf(`DROP TABLE IF EXISTS %s`, ct),
@@ -212,7 +251,10 @@ func DropDDL(sync string, t catalog.QualName) []string {
 
 // DropSyncDDL removes objects of a sync that are not per table.
 func DropSyncDDL(sync string) []string {
-	return []string{fmt.Sprintf(`DROP FUNCTION IF EXISTS ibex.%s() CASCADE`, qi("kick."+sync))}
+	return []string{
+		fmt.Sprintf(`DROP FUNCTION IF EXISTS ibex.%s() CASCADE`, qi("kick."+sync)),
+		fmt.Sprintf(`DROP FUNCTION IF EXISTS %s() CASCADE`, truncFunc(sync)),
+	}
 }
 
 func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }

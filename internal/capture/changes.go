@@ -71,14 +71,77 @@ func countPendingAt(changeTable, snap string, watermarks []string) string {
 }
 
 // SnapshotAndCounts takes the source's snapshot and counts, as of it, the pending change
-// rows of each of changeTables: one row of the snapshot as text and an int8 array of the
-// counts, in the order of changeTables.
+// rows of each of changeTables: one row of the snapshot as text, an int8 array of the
+// counts (every change row, TRUNCATEs too) and an int8 array of the pending TRUNCATEs,
+// both in the order of changeTables.
 func SnapshotAndCounts(changeTables []string, watermarks []string) string {
-	parts := make([]string, len(changeTables))
+	all := make([]string, len(changeTables))
+	truncs := make([]string, len(changeTables))
 	for i, ct := range changeTables {
-		parts[i] = `(` + countPendingAt(ct, "x.s", watermarks) + `)`
+		all[i] = `(` + countPendingAt(ct, "x.s", watermarks) + `)`
+		truncs[i] = `(` + countPendingAt(ct, "x.s", watermarks) + ` AND ` + isTruncate(Alias+".") + `)`
 	}
-	return `SELECT x.s::text, ARRAY[` + strings.Join(parts, ", ") + `]::int8[] FROM (SELECT pg_current_snapshot() AS s) x`
+	return `SELECT x.s::text, ARRAY[` + strings.Join(all, ", ") + `]::int8[], ARRAY[` + strings.Join(truncs, ", ") + `]::int8[] FROM (SELECT pg_current_snapshot() AS s) x`
+}
+
+// isRow and isTruncate tell a row change from a TRUNCATE (prefix is "d." or "").
+func isRow(prefix string) string {
+	return prefix + qi(OpCol) + ` <> ` + quoteLiteral(OpTruncate)
+}
+
+func isTruncate(prefix string) string {
+	return prefix + qi(OpCol) + ` = ` + quoteLiteral(OpTruncate)
+}
+
+// microseconds renders a change time as read by KeyRead and TruncateRead (microseconds
+// since the epoch) as a timestamptz.
+func microseconds(us int64) string {
+	return fmt.Sprintf(`('epoch'::timestamptz + %d * interval '1 microsecond')`, us)
+}
+
+// TruncateRead reads the pending TRUNCATEs of changeTable: one row of len(watermarks)+1
+// int8 values, microseconds since the epoch or NULL: for each watermark, in their order,
+// the time of the latest TRUNCATE that receiver has not applied yet; then the time of the
+// latest pending TRUNCATE (not yet applied by every receiver).
+func TruncateRead(changeTable, snapshot string, watermarks []string) string {
+	d := Alias + "."
+	epoch := func(filter string) string {
+		if filter == "" {
+			return fmt.Sprintf(`(extract(epoch FROM max(%s)) * 1000000)::bigint`, d+qi(AtCol))
+		}
+		return fmt.Sprintf(`(extract(epoch FROM max(%s) FILTER (WHERE %s)) * 1000000)::bigint`, d+qi(AtCol), filter)
+	}
+	var cols []string
+	for _, wm := range watermarks {
+		if wm == "" {
+			cols = append(cols, epoch(""))
+			continue
+		}
+		cols = append(cols, epoch(`NOT `+visibleIn(d, quoteLiteral(wm))))
+	}
+	cols = append(cols, epoch(""))
+	return fmt.Sprintf(`SELECT %s FROM %s %s WHERE %s AND %s`, strings.Join(cols, ", "), changeTable, Alias, isTruncate(d), PendingCond(snapshot, watermarks))
+}
+
+// ConsumeTruncated deletes, once every receiver has applied them, the TRUNCATEs of
+// changeTable visible in the run's snapshot and the row changes made at or before deadUpTo
+// (microseconds since the epoch; 0: none), which those TRUNCATEs made void.
+func ConsumeTruncated(changeTable, snapshot string, deadUpTo int64) string {
+	d := Alias + "."
+	which := isTruncate(d)
+	if deadUpTo > 0 {
+		which = `(` + which + ` OR ` + d + qi(AtCol) + ` <= ` + microseconds(deadUpTo) + `)`
+	}
+	return fmt.Sprintf(`DELETE FROM %s %s WHERE %s AND %s`, changeTable, Alias, which, visibleIn(d, quoteLiteral(snapshot)))
+}
+
+// ChangedAfter is the condition "the row (named alias, with key columns keys) was changed
+// by the db's own application after the time at" (microseconds since the epoch), on a
+// source whose change table is changeTable: whatever the run's snapshot, so that a change
+// committed while a run goes on counts.
+func ChangedAfter(changeTable, alias string, keys []string, at int64) string {
+	return fmt.Sprintf(`EXISTS (SELECT 1 FROM %s %s WHERE %s AND %s > %s AND %s)`,
+		changeTable, Alias, isRow(Alias+"."), Alias+"."+qi(AtCol), microseconds(at), catalog.KeyJoin(alias, Alias, keys))
 }
 
 // KeyQuantiles splits the pending change rows of changeTable, whose key is the one column
@@ -90,14 +153,15 @@ func KeyQuantiles(changeTable, key string, n int, snapshot string, watermarks []
 		fracs[i] = strconv.FormatFloat(float64(i+1)/float64(n), 'f', -1, 64)
 	}
 	return fmt.Sprintf(`SELECT count(*), percentile_disc(ARRAY[%s]::float8[]) WITHIN GROUP (ORDER BY %s)::text[] FROM %s %s WHERE %s`,
-		strings.Join(fracs, ","), Alias+"."+qi(key), changeTable, Alias, PendingCond(snapshot, watermarks))
+		strings.Join(fracs, ","), Alias+"."+qi(key), changeTable, Alias, PendingCond(snapshot, watermarks)+" AND "+isRow(Alias+"."))
 }
 
-// KeyRead is the COPY TO STDOUT reading the pending changed keys of one bucket of
-// changeTable, one line per key: the key columns, the time of its latest change (max
-// "$at", microseconds since the epoch), then one flag per watermark, in their order: t
-// when that receiver has not applied some change of the key yet (always t without a
-// watermark).
+// KeyRead is the COPY TO STDOUT reading the pending changed keys (row changes, not
+// TRUNCATEs) of one bucket of changeTable, one line per key: the key columns, the time of
+// its latest change (max "$at", microseconds since the epoch), whether its first pending
+// change is an insert and whether its last is a delete (t or f: what the changes did to
+// the row, for a conflict's type), then one flag per watermark, in their order: t when
+// that receiver has not applied some change of the key yet (always t without a watermark).
 //
 // Keys are grouped by their text: equal values that print differently (1.5, 1.50) are
 // different keys to a run, which matches rows by their text. With keyRange, bucket is a
@@ -124,12 +188,16 @@ func KeyRead(changeTable string, keys []string, snapshot string, watermarks []st
 		pick = append(pick, "(array_agg("+q+"))[1]")
 		group = append(group, q+"::text")
 	}
-	where := PendingCond(snapshot, watermarks) + " AND " + bucket
+	where := PendingCond(snapshot, watermarks) + " AND " + bucket + " AND " + isRow(d)
 	if keyRange {
-		where = bucket + " AND " + PendingCond(snapshot, watermarks)
+		where = bucket + " AND " + PendingCond(snapshot, watermarks) + " AND " + isRow(d)
 	}
-	return fmt.Sprintf(`COPY (SELECT %s, (extract(epoch FROM max(%s)) * 1000000)::bigint, %s FROM %s %s WHERE %s GROUP BY %s) TO STDOUT`,
-		strings.Join(pick, ", "), d+qi(AtCol), strings.Join(flags, ", "), changeTable, Alias, where, strings.Join(group, ", "))
+	at := d + qi(AtCol)
+	// Whether the key's first pending change is an insert, whether its last is a delete.
+	kind := fmt.Sprintf(`coalesce(min(%[1]s) FILTER (WHERE %[2]s = %[3]s) = min(%[1]s), false), coalesce(max(%[1]s) FILTER (WHERE %[2]s = %[4]s) = max(%[1]s), false)`,
+		at, d+qi(OpCol), quoteLiteral(OpInsert), quoteLiteral(OpDelete))
+	return fmt.Sprintf(`COPY (SELECT %s, (extract(epoch FROM max(%s)) * 1000000)::bigint, %s, %s FROM %s %s WHERE %s GROUP BY %s) TO STDOUT`,
+		strings.Join(pick, ", "), at, kind, strings.Join(flags, ", "), changeTable, Alias, where, strings.Join(group, ", "))
 }
 
 // Consume deletes the change rows of the buckets a run has committed on every db: those of

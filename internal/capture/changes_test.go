@@ -40,22 +40,33 @@ func TestStatements(t *testing.T) {
 			`SELECT count(*) FROM "ibex"."s.public.t" d WHERE ` + pending},
 		{"SnapshotAndCounts", capture.SnapshotAndCounts([]string{ct, `"ibex"."s.public.u"`}, []string{wm1}),
 			`SELECT x.s::text, ARRAY[(SELECT count(*) FROM "ibex"."s.public.t" d WHERE pg_visible_in_snapshot(d."$txid", x.s) AND NOT (pg_visible_in_snapshot(d."$txid", '5:9:6'))), ` +
-				`(SELECT count(*) FROM "ibex"."s.public.u" d WHERE pg_visible_in_snapshot(d."$txid", x.s) AND NOT (pg_visible_in_snapshot(d."$txid", '5:9:6')))]::int8[] FROM (SELECT pg_current_snapshot() AS s) x`},
+				`(SELECT count(*) FROM "ibex"."s.public.u" d WHERE pg_visible_in_snapshot(d."$txid", x.s) AND NOT (pg_visible_in_snapshot(d."$txid", '5:9:6')))]::int8[], ` +
+				`ARRAY[(SELECT count(*) FROM "ibex"."s.public.t" d WHERE pg_visible_in_snapshot(d."$txid", x.s) AND NOT (pg_visible_in_snapshot(d."$txid", '5:9:6')) AND d."$op" = 't'), ` +
+				`(SELECT count(*) FROM "ibex"."s.public.u" d WHERE pg_visible_in_snapshot(d."$txid", x.s) AND NOT (pg_visible_in_snapshot(d."$txid", '5:9:6')) AND d."$op" = 't')]::int8[] FROM (SELECT pg_current_snapshot() AS s) x`},
 		{"SnapshotAndCounts none", capture.SnapshotAndCounts(nil, nil),
-			`SELECT x.s::text, ARRAY[]::int8[] FROM (SELECT pg_current_snapshot() AS s) x`},
+			`SELECT x.s::text, ARRAY[]::int8[], ARRAY[]::int8[] FROM (SELECT pg_current_snapshot() AS s) x`},
 		{"KeyQuantiles", capture.KeyQuantiles(ct, "id", 4, snap, []string{wm1}),
-			`SELECT count(*), percentile_disc(ARRAY[0.25,0.5,0.75]::float8[]) WITHIN GROUP (ORDER BY d."id")::text[] FROM "ibex"."s.public.t" d WHERE ` + pending},
+			`SELECT count(*), percentile_disc(ARRAY[0.25,0.5,0.75]::float8[]) WITHIN GROUP (ORDER BY d."id")::text[] FROM "ibex"."s.public.t" d WHERE ` + pending + ` AND d."$op" <> 't'`},
 		{"KeyQuantiles thirds", capture.KeyQuantiles(ct, `we"ird`, 3, snap, []string{""}),
-			`SELECT count(*), percentile_disc(ARRAY[0.3333333333333333,0.6666666666666666]::float8[]) WITHIN GROUP (ORDER BY d."we""ird")::text[] FROM "ibex"."s.public.t" d WHERE pg_visible_in_snapshot(d."$txid", '10:20:12,15')`},
+			`SELECT count(*), percentile_disc(ARRAY[0.3333333333333333,0.6666666666666666]::float8[]) WITHIN GROUP (ORDER BY d."we""ird")::text[] FROM "ibex"."s.public.t" d WHERE pg_visible_in_snapshot(d."$txid", '10:20:12,15') AND d."$op" <> 't'`},
 		{"KeyRead hash bucket", capture.KeyRead(ct, []string{"a", "b"}, snap, []string{wm1, ""}, `(hashtextextended(ROW(d."a", d."b")::text, 0) & 9223372036854775807) % 4 = 1`, false),
-			`COPY (SELECT (array_agg(d."a"))[1], (array_agg(d."b"))[1], (extract(epoch FROM max(d."$at")) * 1000000)::bigint, bool_or(NOT pg_visible_in_snapshot(d."$txid", '5:9:6')), true FROM "ibex"."s.public.t" d ` +
-				`WHERE pg_visible_in_snapshot(d."$txid", '10:20:12,15') AND (hashtextextended(ROW(d."a", d."b")::text, 0) & 9223372036854775807) % 4 = 1 GROUP BY d."a"::text, d."b"::text) TO STDOUT`},
+			`COPY (SELECT (array_agg(d."a"))[1], (array_agg(d."b"))[1], (extract(epoch FROM max(d."$at")) * 1000000)::bigint, coalesce(min(d."$at") FILTER (WHERE d."$op" = 'i') = min(d."$at"), false), coalesce(max(d."$at") FILTER (WHERE d."$op" = 'd') = max(d."$at"), false), bool_or(NOT pg_visible_in_snapshot(d."$txid", '5:9:6')), true FROM "ibex"."s.public.t" d ` +
+				`WHERE pg_visible_in_snapshot(d."$txid", '10:20:12,15') AND (hashtextextended(ROW(d."a", d."b")::text, 0) & 9223372036854775807) % 4 = 1 AND d."$op" <> 't' GROUP BY d."a"::text, d."b"::text) TO STDOUT`},
 		{"KeyRead one batch", capture.KeyRead(ct, []string{"id"}, snap, []string{wm1, wm2}, "true", false),
-			`COPY (SELECT (array_agg(d."id"))[1], (extract(epoch FROM max(d."$at")) * 1000000)::bigint, bool_or(NOT pg_visible_in_snapshot(d."$txid", '5:9:6')), bool_or(NOT pg_visible_in_snapshot(d."$txid", '8:8:')) FROM "ibex"."s.public.t" d ` +
-				`WHERE pg_visible_in_snapshot(d."$txid", '10:20:12,15') AND NOT (pg_visible_in_snapshot(d."$txid", '5:9:6') AND pg_visible_in_snapshot(d."$txid", '8:8:')) AND true GROUP BY d."id"::text) TO STDOUT`},
+			`COPY (SELECT (array_agg(d."id"))[1], (extract(epoch FROM max(d."$at")) * 1000000)::bigint, coalesce(min(d."$at") FILTER (WHERE d."$op" = 'i') = min(d."$at"), false), coalesce(max(d."$at") FILTER (WHERE d."$op" = 'd') = max(d."$at"), false), bool_or(NOT pg_visible_in_snapshot(d."$txid", '5:9:6')), bool_or(NOT pg_visible_in_snapshot(d."$txid", '8:8:')) FROM "ibex"."s.public.t" d ` +
+				`WHERE pg_visible_in_snapshot(d."$txid", '10:20:12,15') AND NOT (pg_visible_in_snapshot(d."$txid", '5:9:6') AND pg_visible_in_snapshot(d."$txid", '8:8:')) AND true AND d."$op" <> 't' GROUP BY d."id"::text) TO STDOUT`},
 		{"KeyRead key range first", capture.KeyRead(ct, []string{"id"}, snap, []string{wm1}, inRng, true),
-			`COPY (SELECT d."id", (extract(epoch FROM max(d."$at")) * 1000000)::bigint, bool_or(NOT pg_visible_in_snapshot(d."$txid", '5:9:6')) FROM "ibex"."s.public.t" d ` +
-				`WHERE d."id" >= 100 AND d."id" < 200 AND ` + pending + ` GROUP BY d."id") TO STDOUT`},
+			`COPY (SELECT d."id", (extract(epoch FROM max(d."$at")) * 1000000)::bigint, coalesce(min(d."$at") FILTER (WHERE d."$op" = 'i') = min(d."$at"), false), coalesce(max(d."$at") FILTER (WHERE d."$op" = 'd') = max(d."$at"), false), bool_or(NOT pg_visible_in_snapshot(d."$txid", '5:9:6')) FROM "ibex"."s.public.t" d ` +
+				`WHERE d."id" >= 100 AND d."id" < 200 AND ` + pending + ` AND d."$op" <> 't' GROUP BY d."id") TO STDOUT`},
+		{"TruncateRead", capture.TruncateRead(ct, snap, []string{wm1, ""}),
+			`SELECT (extract(epoch FROM max(d."$at") FILTER (WHERE NOT pg_visible_in_snapshot(d."$txid", '5:9:6'))) * 1000000)::bigint, (extract(epoch FROM max(d."$at")) * 1000000)::bigint, (extract(epoch FROM max(d."$at")) * 1000000)::bigint ` +
+				`FROM "ibex"."s.public.t" d WHERE d."$op" = 't' AND pg_visible_in_snapshot(d."$txid", '10:20:12,15')`},
+		{"ConsumeTruncated", capture.ConsumeTruncated(ct, snap, 1700000000000001),
+			`DELETE FROM "ibex"."s.public.t" d WHERE (d."$op" = 't' OR d."$at" <= ('epoch'::timestamptz + 1700000000000001 * interval '1 microsecond')) AND pg_visible_in_snapshot(d."$txid", '10:20:12,15')`},
+		{"ConsumeTruncated none void", capture.ConsumeTruncated(ct, snap, 0),
+			`DELETE FROM "ibex"."s.public.t" d WHERE d."$op" = 't' AND pg_visible_in_snapshot(d."$txid", '10:20:12,15')`},
+		{"ChangedAfter", capture.ChangedAfter(ct, "k", []string{"id"}, 5),
+			`EXISTS (SELECT 1 FROM "ibex"."s.public.t" d WHERE d."$op" <> 't' AND d."$at" > ('epoch'::timestamptz + 5 * interval '1 microsecond') AND k."id" = d."id")`},
 		{"Consume", capture.Consume(ct, inRng, snap),
 			`DELETE FROM "ibex"."s.public.t" d WHERE d."id" >= 100 AND d."id" < 200 AND pg_visible_in_snapshot(d."$txid", '10:20:12,15')`},
 		{"Consume all", capture.Consume(ct, "true", snap),
@@ -79,7 +90,7 @@ func TestReserved(t *testing.T) {
 	for _, c := range []struct {
 		name string
 		want bool
-	}{{"$txid", true}, {"$at", true}, {"id", false}, {"txid", false}} {
+	}{{"$txid", true}, {"$at", true}, {"$op", true}, {"id", false}, {"txid", false}} {
 		if got := capture.Reserved(c.name); got != c.want {
 			t.Errorf("Reserved(%q) = %v", c.name, got)
 		}

@@ -3,6 +3,7 @@ package capture_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -176,12 +177,12 @@ func TestChangesSelect(t *testing.T) {
 
 	t.Run("SnapshotAndCounts", func(t *testing.T) {
 		var snap string
-		var counts []int64
-		if err := s.conn.QueryRow(ctx, capture.SnapshotAndCounts([]string{s.ct, s.ct}, []string{s1})).Scan(&snap, &counts); err != nil {
+		var counts, truncs []int64
+		if err := s.conn.QueryRow(ctx, capture.SnapshotAndCounts([]string{s.ct, s.ct}, []string{s1})).Scan(&snap, &counts, &truncs); err != nil {
 			t.Fatal(err)
 		}
-		if snap == "" || !slices.Equal(counts, []int64{4, 4}) {
-			t.Errorf("snapshot %q, counts %v, want 4 and 4", snap, counts)
+		if snap == "" || !slices.Equal(counts, []int64{4, 4}) || !slices.Equal(truncs, []int64{0, 0}) {
+			t.Errorf("snapshot %q, counts %v, truncates %v, want 4 and 4, 0 and 0", snap, counts, truncs)
 		}
 	})
 
@@ -214,7 +215,8 @@ func TestChangesSelect(t *testing.T) {
 		// Receiver 1 applied A, receiver 2 nothing: key 1, changed again by B, is needed
 		// by both.
 		got := keyRead(t, capture.KeyRead(s.ct, []string{"id"}, s4, []string{s1, ""}, "true", false))
-		want := []string{"1 t t", "2 f t", "3 f t", "4 t t", "5 t t", "6 t t"}
+		// key, first change an insert, last a delete, then the flags.
+		want := []string{"1 t f t t", "2 t f f t", "3 t f f t", "4 t f t t", "5 t f t t", "6 t f t t"}
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("(-want +got):\n%s", diff)
 		}
@@ -226,7 +228,7 @@ func TestChangesSelect(t *testing.T) {
 	})
 	t.Run("KeyRead key range", func(t *testing.T) {
 		got := keyRead(t, capture.KeyRead(s.ct, []string{"id"}, s4, []string{s1}, `d."id" >= 2 AND d."id" < 5`, true))
-		if diff := cmp.Diff([]string{"4 t"}, got); diff != "" {
+		if diff := cmp.Diff([]string{"4 t f t"}, got); diff != "" {
 			t.Errorf("(-want +got):\n%s", diff)
 		}
 	})
@@ -319,17 +321,17 @@ func TestInstalledFormat(t *testing.T) {
 	if err := s.conn.QueryRow(context.Background(), `SELECT obj_description($1::regclass, 'pg_class')`, s.ct).Scan(&comment); err != nil {
 		t.Fatal(err)
 	}
-	if want := `ibex change table (format 1) of sync s for table "public"."t"`; comment != want {
+	if want := fmt.Sprintf(`ibex change table (format %d) of sync s for table "public"."t"`, capture.Format()); comment != want {
 		t.Errorf("comment %q, want %q", comment, want)
 	}
 	// Change tables made before versions were recorded are of format 1.
 	s.exec(`COMMENT ON TABLE ` + s.ct + ` IS 'ibex change table of sync s for table "public"."t"'`)
-	if st := s.inspect(); !st.Matches(s.desc) || st.Format() != 1 {
-		t.Errorf("unversioned comment: matches %v, format %d", st.Matches(s.desc), st.Format())
+	if st := s.inspect(); st.Matches(s.desc) || !st.Migratable(s.desc) || st.Format() != 1 {
+		t.Errorf("unversioned comment: matches %v, migratable %v, format %d", st.Matches(s.desc), st.Migratable(s.desc), st.Format())
 	}
 	s.exec(`COMMENT ON TABLE ` + s.ct + ` IS NULL`)
-	if st := s.inspect(); !st.Matches(s.desc) || st.Format() != 1 {
-		t.Errorf("no comment: matches %v, format %d", st.Matches(s.desc), st.Format())
+	if st := s.inspect(); st.Matches(s.desc) || !st.Migratable(s.desc) || st.Format() != 1 {
+		t.Errorf("no comment: matches %v, migratable %v, format %d", st.Matches(s.desc), st.Migratable(s.desc), st.Format())
 	}
 	// A newer ibex's format is not current, and not migrated.
 	s.exec(`COMMENT ON TABLE ` + s.ct + ` IS 'ibex change table (format 7) of sync s for table "public"."t"'`)
@@ -403,7 +405,7 @@ func TestFormatMigrationKeepsRows(t *testing.T) {
 func TestDDLColumns(t *testing.T) {
 	d := &catalog.Table{Schema: "public", Name: "t", Columns: []catalog.Column{{Name: "id", Type: "integer"}, {Name: "v", Type: "text"}}, KeyCols: []string{"id"}}
 	stmts := capture.DDL("s", d, false)
-	want := `CREATE TABLE IF NOT EXISTS "ibex"."s.public.t" ("$txid" xid8 NOT NULL DEFAULT pg_current_xact_id(), "$at" timestamptz NOT NULL DEFAULT clock_timestamp(), "id" integer)`
+	want := `CREATE TABLE IF NOT EXISTS "ibex"."s.public.t" ("$txid" xid8 NOT NULL DEFAULT pg_current_xact_id(), "$at" timestamptz NOT NULL DEFAULT clock_timestamp(), "$op" "char" NOT NULL DEFAULT 'r', "id" integer)`
 	if stmts[1] != want {
 		t.Errorf("got  %s\nwant %s", stmts[1], want)
 	}

@@ -9,7 +9,11 @@ import (
 
 // The format of change tables (their bookkeeping columns, see columns) has a version.
 // Format 1 is "$txid" xid8, "$at" timestamptz, then the key columns: the format of every
-// change table made before versions were recorded, which carry no version.
+// change table made before versions were recorded, which carry no version. Format 2 adds
+// "$op" "char" (OpInsert, OpUpdate, OpDelete; OpTruncate for a captured TRUNCATE, whose
+// key columns are NULL; OpRow for the rows of format 1 it migrates);
+// a table migrated from format 1 has it after the key columns, one made afresh before
+// them: statements name columns, never rely on their order.
 //
 // The version is recorded in the change table's COMMENT, as "ibex change table (format N)
 // of sync S for table T", rather than in a table of its own (say ibex.capture_format):
@@ -39,7 +43,17 @@ type Migration struct {
 
 // migrations[i] takes a change table from format i+1 to format i+2. Tests extend it (see
 // export_test.go).
-var migrations []Migration
+var migrations = []Migration{
+	// 1 -> 2: the operation column, so that a TRUNCATE is a change row too (DDL adds the
+	// statement trigger recording it). The rows already there are row changes: the
+	// column's default. Adding a column with a constant default rewrites nothing.
+	{
+		Summary: `adds "$op" (row change or TRUNCATE)`,
+		SQL: func(ct string, _ *catalog.Table) []string {
+			return []string{fmt.Sprintf(`ALTER TABLE %s ADD COLUMN IF NOT EXISTS %s "char" NOT NULL DEFAULT %s`, ct, qi(OpCol), quoteLiteral(OpRow))}
+		},
+	},
+}
 
 // Format is the format version of the change tables this ibex makes and reads.
 func Format() int { return 1 + len(migrations) }

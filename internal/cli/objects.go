@@ -386,6 +386,11 @@ func (a *app) addTables(ctx context.Context, store *control.Store, p kv) error {
 				}
 			}
 		}
+		if hasHerd && len(added) > 0 {
+			// The syncs of the herd capture the new tables at once (their next run copies
+			// them to the targets, then replicates them).
+			return a.revalidateUsers(ctx, store, q, "herd", herd)
+		}
 		return nil
 	})
 	if err != nil {

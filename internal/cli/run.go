@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/ibexrepl/ibex/internal/capture"
+	"github.com/ibexrepl/ibex/internal/conflict"
 	"github.com/ibexrepl/ibex/internal/control"
 	"github.com/ibexrepl/ibex/job"
 )
@@ -40,10 +42,16 @@ func (a *app) installCmd() *cobra.Command {
 }
 
 func (a *app) upgradeCmd() *cobra.Command {
-	return &cobra.Command{
+	var skipCapture bool
+	cmd := &cobra.Command{
 		Use:   "upgrade",
-		Short: "Migrate the ibex control schema to this binary's version",
-		Args:  cobra.NoArgs,
+		Short: "Migrate the ibex control schema and every sync's capture to this binary's version",
+		Long: `upgrade migrates the ibex control schema to this binary's version, then brings the
+change tables of every sync to this binary's capture format on its sources, in place:
+changes captured in the older format are kept and applied by the next run (the same as
+'ibex validate SYNC' for each sync). A sync whose dbs cannot be reached is named, and
+upgrade exits 1; run 'ibex validate SYNC' for it later.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			store, err := a.open(cmd.Context(), false)
 			if err != nil {
@@ -55,12 +63,47 @@ func (a *app) upgradeCmd() *cobra.Command {
 			}
 			if len(applied) == 0 {
 				a.say("The ibex control schema is up to date (version %d)", control.SchemaVersion())
+			} else {
+				a.say("Upgraded the ibex control schema to version %d (applied %v)", control.SchemaVersion(), applied)
+			}
+			if skipCapture {
 				return nil
 			}
-			a.say("Upgraded the ibex control schema to version %d (applied %v)", control.SchemaVersion(), applied)
-			return nil
+			return a.upgradeCapture(cmd.Context(), store)
 		},
 	}
+	cmd.Flags().BoolVar(&skipCapture, "control-only", false, "migrate the control schema only, not the change tables on the sources")
+	return cmd
+}
+
+// upgradeCapture brings the change tables of every sync to this binary's capture format,
+// in place (their pending changes kept), as 'ibex validate' does. Every sync is tried; the
+// ones that fail are named.
+func (a *app) upgradeCapture(ctx context.Context, store *control.Store) error {
+	ss, err := control.Syncs(ctx, store.Q())
+	if err != nil {
+		return err
+	}
+	var failed []string
+	migrated := 0
+	for _, s := range ss {
+		res, err := job.ValidateWith(ctx, store, store.Q(), s.Name, a.logger, job.ValidateOptions{MissingTargetsOK: true})
+		if err != nil {
+			failed = append(failed, fmt.Sprintf("sync %s: %v", s.Name, err))
+			continue
+		}
+		if len(res.Migrated) > 0 {
+			migrated += len(res.Migrated)
+			a.say("Migrated %d change tables of sync %s to capture format %d, their pending changes kept", len(res.Migrated), s.Name, capture.Format())
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("capture not upgraded on every sync (run 'ibex validate SYNC' once its dbs are reachable):\n  %s", strings.Join(failed, "\n  "))
+	}
+	if migrated == 0 && len(ss) > 0 {
+		a.say("Capture of every sync is at format %d", capture.Format())
+	}
+	return nil
 }
 
 func (a *app) validateCmd() *cobra.Command {
@@ -217,6 +260,8 @@ type syncStatus struct {
 	LastBad   *control.Run   `json:"last_bad,omitempty"`
 	LastRun   *control.Run   `json:"last_run,omitempty"`
 	LastError string         `json:"last_error,omitempty"`
+	// ConflictTypes counts the sync's logged conflicts by type.
+	ConflictTypes map[string]int64 `json:"conflict_types"`
 }
 
 func (a *app) loadStatus(ctx context.Context, store *control.Store, s control.Sync) (*syncStatus, error) {
@@ -224,6 +269,9 @@ func (a *app) loadStatus(ctx context.Context, store *control.Store, s control.Sy
 	st := &syncStatus{Name: s.Name, Status: s.Status, Herd: s.Herd, DBGroup: s.DBGroup, Conflict: s.ConflictStrategy,
 		Schedule: s.Schedule, Autokick: s.Autokick, Onetime: s.Onetimecopy}
 	var err error
+	if st.ConflictTypes, err = control.ConflictCounts(ctx, q, s.Name); err != nil {
+		return nil, err
+	}
 	if st.LastGood, err = control.LastRun(ctx, q, s.Name, control.StateGood, control.StateEmpty); err != nil {
 		return nil, err
 	}
@@ -404,6 +452,18 @@ func (a *app) statusDetail(st *syncStatus) {
 	field("Tables in sync", fmt.Sprintf("%d", len(st.Tables)))
 	field("Status", strings.ToUpper(string(st.Status[:1]))+string(st.Status[1:]))
 	field("Conflict strategy", st.Conflict)
+	if len(st.ConflictTypes) > 0 {
+		var parts []string
+		for _, typ := range append(slices.Clone(conflict.Types), "") {
+			if n := st.ConflictTypes[typ]; n > 0 {
+				if typ == "" {
+					typ = "untyped (logged before 2.3)"
+				}
+				parts = append(parts, fmt.Sprintf("%s %d", typ, n))
+			}
+		}
+		field("Conflicts logged, by type", strings.Join(parts, ", "))
+	}
 	sched := st.Schedule
 	if sched == "" {
 		sched = "None (kick only)"
@@ -423,7 +483,7 @@ func (a *app) conflictsCmd() *cobra.Command {
 	var limit int
 	cmd := &cobra.Command{
 		Use:   "conflicts SYNC",
-		Short: "Show a sync's conflict log: key, the dbs that changed it, the winner, the strategy",
+		Short: "Show a sync's conflict log: key, type, the dbs that changed it, the winner, the strategy",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -457,9 +517,13 @@ func (a *app) conflictsCmd() *cobra.Command {
 				if w == "" {
 					w = "(none)"
 				}
-				rows = append(rows, []string{fmt.Sprint(c.Run), when(c.At), c.Table, c.Key, strings.Join(c.DBs, ","), w, c.Strategy, c.Resolution})
+				typ := c.Type
+				if typ == "" {
+					typ = "-" // logged before types were
+				}
+				rows = append(rows, []string{fmt.Sprint(c.Run), when(c.At), c.Table, c.Key, typ, strings.Join(c.DBs, ","), w, c.Strategy, c.Resolution})
 			}
-			printTable(a.stdout, []string{"Run", "At", "Table", "Key", "DBs", "Winner", "Strategy", "Resolution"}, rows)
+			printTable(a.stdout, []string{"Run", "At", "Table", "Key", "Type", "DBs", "Winner", "Strategy", "Resolution"}, rows)
 			return nil
 		},
 	}

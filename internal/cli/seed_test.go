@@ -80,7 +80,8 @@ public.pgbench_tellers  | primary key (tid) | t1 | therd
 	}
 
 	// Capture on the four sources, none on the target.
-	wantTrig := []string{"pgbench_accounts ibex_foobar", "pgbench_branches ibex_foobar", "pgbench_tellers ibex_foobar"}
+	wantTrig := []string{"pgbench_accounts ibex_foobar", "pgbench_accounts ibex_truncate_foobar", "pgbench_branches ibex_foobar",
+		"pgbench_branches ibex_truncate_foobar", "pgbench_tellers ibex_foobar", "pgbench_tellers ibex_truncate_foobar"}
 	wantCT := []string{"foobar.public.pgbench_accounts", "foobar.public.pgbench_branches", "foobar.public.pgbench_tellers"}
 	for i, db := range dbs[:4] {
 		if diff := cmp.Diff(wantTrig, triggers(t, db.DSN)); diff != "" {

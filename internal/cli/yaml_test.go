@@ -446,7 +446,8 @@ CREATE TABLE pgbench_tellers (tid int PRIMARY KEY, bid int, tbalance int, filler
 	if got := ok(t, ctl.DSN, "list", "syncs"); got != "Sync     Status   Herd    Dbgroup   Conflict   Autokick   Onetimecopy   Schedule\nfoobar | active | therd | tgroup  | latest   | no       | 0           | none\n" {
 		t.Errorf("list syncs after applying demo.yaml:\n%s", got)
 	}
-	if got := triggers(t, sources.DSN); !cmp.Equal(got, []string{"pgbench_accounts ibex_foobar", "pgbench_branches ibex_foobar", "pgbench_tellers ibex_foobar"}) {
+	if got := triggers(t, sources.DSN); !cmp.Equal(got, []string{"pgbench_accounts ibex_foobar", "pgbench_accounts ibex_truncate_foobar", "pgbench_branches ibex_foobar",
+		"pgbench_branches ibex_truncate_foobar", "pgbench_tellers ibex_foobar", "pgbench_tellers ibex_truncate_foobar"}) {
 		t.Errorf("capture on the sources after applying demo.yaml: %v", got)
 	}
 	if got := triggers(t, target.DSN); len(got) != 0 {

@@ -83,6 +83,8 @@ func Parse(v string, dbs, sources []string) (Strategy, error) {
 type Change struct {
 	DB string
 	At int64
+	// Kind is what the source's changes did to the row (for the conflict's type).
+	Kind Kind
 }
 
 // Decide returns the strategy's decision for a row changed by changes (at least two

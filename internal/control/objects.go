@@ -472,6 +472,10 @@ func PutSync(ctx context.Context, q Querier, s *Sync, create bool) error {
 	var err error
 	if create {
 		err = q.QueryRow(ctx, `INSERT INTO ibex.sync (`+syncCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id`, args...).Scan(&s.ID)
+		if err == nil {
+			// A new sync takes its herd as it is: its onetimecopy says whether to copy.
+			_, err = q.Exec(ctx, `INSERT INTO ibex.synctable (sync, relation) SELECT $1, relation FROM ibex.herdmap WHERE herd = $2`, s.Name, s.Herd)
+		}
 	} else {
 		var tag pgconn.CommandTag
 		tag, err = q.Exec(ctx, `UPDATE ibex.sync SET herd = $2, dbgroup = $3, conflict_strategy = $4, autokick = $5,
@@ -499,5 +503,29 @@ func RemoveSync(ctx context.Context, q Querier, name string) error {
 // SetOnetimecopy sets a sync's onetimecopy flag.
 func SetOnetimecopy(ctx context.Context, q Querier, name string, v int) error {
 	_, err := q.Exec(ctx, `UPDATE ibex.sync SET onetimecopy = $2 WHERE name = $1`, name, v)
+	return err
+}
+
+// AddedTables returns the tables of sync's herd (schema.table) that the sync has not taken
+// in yet: added to the herd since the sync was created (or since the sync moved to this
+// herd).
+func AddedTables(ctx context.Context, q Querier, sync string) ([]string, error) {
+	var out []string
+	err := q.QueryRow(ctx, `SELECT coalesce(array_agg(r.schemaname || '.' || r.tablename ORDER BY r.id), '{}')
+FROM ibex.sync s JOIN ibex.herdmap h ON h.herd = s.herd JOIN ibex.relation r ON r.id = h.relation
+WHERE s.name = $1 AND NOT EXISTS (SELECT 1 FROM ibex.synctable st WHERE st.sync = s.name AND st.relation = h.relation)`, sync).Scan(&out)
+	return out, err
+}
+
+// TakeInTables records that sync has taken in the tables of its herd named (schema.table),
+// and forgets the tables no longer in its herd (added back later, they are copied again).
+func TakeInTables(ctx context.Context, q Querier, sync string, tables []string) error {
+	if _, err := q.Exec(ctx, `INSERT INTO ibex.synctable (sync, relation)
+SELECT s.name, h.relation FROM ibex.sync s JOIN ibex.herdmap h ON h.herd = s.herd JOIN ibex.relation r ON r.id = h.relation
+WHERE s.name = $1 AND r.schemaname || '.' || r.tablename = ANY ($2::text[]) ON CONFLICT DO NOTHING`, sync, tables); err != nil {
+		return err
+	}
+	_, err := q.Exec(ctx, `DELETE FROM ibex.synctable st WHERE st.sync = $1
+AND NOT EXISTS (SELECT 1 FROM ibex.sync s JOIN ibex.herdmap h ON h.herd = s.herd WHERE s.name = st.sync AND h.relation = st.relation)`, sync)
 	return err
 }

@@ -92,6 +92,7 @@ type Conflict struct {
 	Sync       string    `json:"sync"`
 	Table      string    `json:"table"`
 	Key        string    `json:"key"`
+	Type       string    `json:"type"` // insert_exists, update_update, update_delete, delete_delete (conflict.Types)
 	DBs        []string  `json:"dbs"`
 	Winner     string    `json:"winner,omitempty"`
 	Strategy   string    `json:"strategy"`
@@ -105,28 +106,28 @@ func RecordConflicts(ctx context.Context, tx pgx.Tx, cs []Conflict) error {
 		return nil
 	}
 	_, err := tx.CopyFrom(ctx, pgx.Identifier{"ibex", "conflict"},
-		[]string{"run", "sync", "relation", "key", "dbs", "winner", "strategy", "resolution"},
+		[]string{"run", "sync", "relation", "key", "type", "dbs", "winner", "strategy", "resolution"},
 		pgx.CopyFromSlice(len(cs), func(i int) ([]any, error) {
 			c := cs[i]
 			var w any
 			if c.Winner != "" {
 				w = c.Winner
 			}
-			return []any{c.Run, c.Sync, c.Table, c.Key, c.DBs, w, c.Strategy, c.Resolution}, nil
+			return []any{c.Run, c.Sync, c.Table, c.Key, c.Type, c.DBs, w, c.Strategy, c.Resolution}, nil
 		}))
 	return err
 }
 
 // Conflicts returns the latest conflicts of a sync, newest first.
 func Conflicts(ctx context.Context, q Querier, sync string, limit int) ([]Conflict, error) {
-	rows, err := q.Query(ctx, `SELECT id, run, sync, relation, key, dbs, coalesce(winner, ''), strategy, resolution, at
+	rows, err := q.Query(ctx, `SELECT id, run, sync, relation, key, type, dbs, coalesce(winner, ''), strategy, resolution, at
 FROM ibex.conflict WHERE sync = $1 ORDER BY id DESC LIMIT $2`, sync, limit)
 	if err != nil {
 		return nil, err
 	}
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Conflict, error) {
 		var c Conflict
-		err := r.Scan(&c.ID, &c.Run, &c.Sync, &c.Table, &c.Key, &c.DBs, &c.Winner, &c.Strategy, &c.Resolution, &c.At)
+		err := r.Scan(&c.ID, &c.Run, &c.Sync, &c.Table, &c.Key, &c.Type, &c.DBs, &c.Winner, &c.Strategy, &c.Resolution, &c.At)
 		return c, err
 	})
 }
@@ -160,4 +161,21 @@ ON CONFLICT (sync, source, receiver) DO UPDATE SET snap = excluded.snap, updated
 func ClearWatermarks(ctx context.Context, q Querier, sync string) error {
 	_, err := q.Exec(ctx, `DELETE FROM ibex.watermark WHERE sync = $1`, sync)
 	return err
+}
+
+// ConflictCounts counts a sync's logged conflicts by type ("" for those logged before
+// conflicts had types).
+func ConflictCounts(ctx context.Context, q Querier, sync string) (map[string]int64, error) {
+	rows, err := q.Query(ctx, `SELECT type, count(*) FROM ibex.conflict WHERE sync = $1 GROUP BY type`, sync)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int64{}
+	var typ string
+	var n int64
+	_, err = pgx.ForEachRow(rows, []any{&typ, &n}, func() error {
+		out[typ] = n
+		return nil
+	})
+	return out, err
 }

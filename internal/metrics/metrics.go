@@ -32,6 +32,7 @@ type Metrics struct {
 	Runs        *prometheus.CounterVec   // ibex_runs_total{sync,state}
 	Rows        *prometheus.CounterVec   // ibex_rows_total{sync,kind}
 	Conflicts   *prometheus.CounterVec   // ibex_conflicts_total{sync}
+	ConflictsBy *prometheus.CounterVec   // ibex_conflicts_by_type_total{sync,type}
 	Duration    *prometheus.HistogramVec // ibex_run_duration_seconds{sync}
 	LastSuccess *prometheus.GaugeVec     // ibex_last_success_timestamp_seconds{sync}
 	Kicks       *prometheus.CounterVec   // ibex_kicks_total{sync}
@@ -56,6 +57,10 @@ func New() *Metrics {
 			Name: "ibex_conflicts_total",
 			Help: "Conflicts (a row changed on more than one source) resolved by runs of a sync.",
 		}, []string{"sync"}),
+		ConflictsBy: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ibex_conflicts_by_type_total",
+			Help: "Conflicts resolved by runs of a sync, by type: insert_exists, update_update, update_delete, delete_delete.",
+		}, []string{"sync", "type"}),
 		Duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "ibex_run_duration_seconds",
 			Help:    "Wall time of the runs of a sync that took its lock (good, empty or bad).",
@@ -78,7 +83,7 @@ func New() *Metrics {
 			Help: "Active syncs the scheduler runs (on a schedule, by autokick, or both).",
 		}),
 	}
-	m.Registry.MustRegister(m.Runs, m.Rows, m.Conflicts, m.Duration, m.LastSuccess, m.Kicks, m.Listening, m.Scheduled,
+	m.Registry.MustRegister(m.Runs, m.Rows, m.Conflicts, m.ConflictsBy, m.Duration, m.LastSuccess, m.Kicks, m.Listening, m.Scheduled,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -109,6 +114,9 @@ func (m *Metrics) Observe(sync string, res *job.Result, err error) {
 	m.Rows.WithLabelValues(sync, "inserted").Add(float64(res.Inserts))
 	m.Rows.WithLabelValues(sync, "deleted").Add(float64(res.Deletes))
 	m.Conflicts.WithLabelValues(sync).Add(float64(res.Conflicts))
+	for typ, n := range res.ConflictTypes {
+		m.ConflictsBy.WithLabelValues(sync, typ).Add(float64(n))
+	}
 	m.Duration.WithLabelValues(sync).Observe(res.Duration.Seconds())
 	if state == control.StateGood || state == control.StateEmpty {
 		m.LastSuccess.WithLabelValues(sync).Set(float64(res.Started.Add(res.Duration).UnixNano()) / float64(time.Second))
@@ -121,6 +129,7 @@ func (m *Metrics) Forget(sync string) {
 	m.Runs.DeletePartialMatch(l)
 	m.Rows.DeletePartialMatch(l)
 	m.Conflicts.DeletePartialMatch(l)
+	m.ConflictsBy.DeletePartialMatch(l)
 	m.Duration.DeletePartialMatch(l)
 	m.LastSuccess.DeletePartialMatch(l)
 	m.Kicks.DeletePartialMatch(l)

@@ -296,9 +296,15 @@ func (s *Sink) ReplaceTable(ctx context.Context, t *sinks.Table, ifEmpty bool) (
 	return false, nil
 }
 
-// Truncate empties t: TRUNCATE t (postgres) or DELETE FROM t (mysql, where a TRUNCATE
+// Truncate empties each table in the unit, one after the other (a target has no changes
+// of its own to keep).
+func (s *Sink) Truncate(ctx context.Context, ts []sinks.Truncation) error {
+	return sinks.EachTruncated(ts, func(t *sinks.Table) error { return s.truncateTable(ctx, t) })
+}
+
+// truncateTable empties t: TRUNCATE t (postgres) or DELETE FROM t (mysql, where a TRUNCATE
 // would commit the file's transaction), and clears its keys in the index.
-func (s *Sink) Truncate(ctx context.Context, t *sinks.Table) error {
+func (s *Sink) truncateTable(ctx context.Context, t *sinks.Table) error {
 	if err := s.inTx(t); err != nil {
 		return err
 	}

@@ -72,7 +72,7 @@ func writeAwkward(t *testing.T, dir string, tbl *sinks.Table, params ...string) 
 	if err := s.Begin(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Truncate(ctx, tbl); err != nil {
+	if err := s.Truncate(ctx, []sinks.Truncation{{Table: tbl}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Commit(ctx); err != nil {

@@ -145,8 +145,14 @@ func (s *Sink) ReplaceTable(ctx context.Context, t *sinks.Table, ifEmpty bool) (
 	return false, nil
 }
 
-// Truncate empties t with DELETE, in the unit's transaction (TRUNCATE would commit it).
-func (s *Sink) Truncate(ctx context.Context, t *sinks.Table) error {
+// Truncate empties each table in the unit, one after the other (a target has no changes
+// of its own to keep).
+func (s *Sink) Truncate(ctx context.Context, ts []sinks.Truncation) error {
+	return sinks.EachTruncated(ts, func(t *sinks.Table) error { return s.truncateTable(ctx, t) })
+}
+
+// truncateTable empties t with DELETE, in the unit's transaction (TRUNCATE would commit it).
+func (s *Sink) truncateTable(ctx context.Context, t *sinks.Table) error {
 	if err := s.inTx(t); err != nil {
 		return err
 	}

@@ -22,11 +22,13 @@ import (
 const syncName = "s1"
 
 // harness runs sinktest on a test database, in target mode or (source) with ibex's
-// capture on every table and sinks in source mode.
+// capture on every table and sinks in source mode; with partitioned, every table it
+// creates is partitioned by hash of its first key column, in 3 partitions.
 type harness struct {
-	db     *pgtest.DB
-	app    *pgx.Conn // the receiver's application: creates, seeds and reads tables
-	source bool
+	db          *pgtest.DB
+	app         *pgx.Conn // the receiver's application: creates, seeds and reads tables
+	source      bool
+	partitioned bool
 }
 
 var _ sinktest.Harness = (*harness)(nil)
@@ -68,8 +70,21 @@ func (h *harness) CreateTable(t *testing.T, spec sinktest.Spec) *sinks.Table {
 		keys = append(keys, qi(k))
 	}
 	h.exec(t, `CREATE SCHEMA IF NOT EXISTS `+qi(spec.Schema))
-	h.exec(t, fmt.Sprintf(`CREATE TABLE %s (%s, PRIMARY KEY (%s))`, ident(tbl), strings.Join(defs, ", "), strings.Join(keys, ", ")))
-	return h.describe(t, tbl)
+	ddl := fmt.Sprintf(`CREATE TABLE %s (%s, PRIMARY KEY (%s))`, ident(tbl), strings.Join(defs, ", "), strings.Join(keys, ", "))
+	if !h.partitioned {
+		h.exec(t, ddl)
+		return h.describe(t, tbl)
+	}
+	h.exec(t, ddl+` PARTITION BY HASH (`+keys[0]+`)`)
+	for i := range 3 {
+		part := pgx.Identifier{spec.Schema, fmt.Sprintf("%s_p%d", spec.Name, i)}.Sanitize()
+		h.exec(t, fmt.Sprintf(`CREATE TABLE %s PARTITION OF %s FOR VALUES WITH (MODULUS 3, REMAINDER %d)`, part, ident(tbl), i))
+	}
+	tbl = h.describe(t, tbl)
+	if !tbl.Partitioned {
+		t.Fatalf("%s is not partitioned", tbl.Label())
+	}
+	return tbl
 }
 
 // describe fills tbl from the catalog, installs capture in source mode, and removes the

@@ -61,10 +61,9 @@ func (s *Sink) applySource(ctx context.Context, t *sinks.Table) (int64, int64, e
 	nStaged := fmt.Sprintf(`SELECT count(*) FROM pg_temp.ibex_s s WHERE EXISTS (SELECT 1 FROM pg_temp.ibex_k k WHERE %s)`, catalog.KeyJoin("s", "k", t.Key))
 	staged := fmt.Sprintf(`SELECT %s FROM pg_temp.ibex_s s WHERE EXISTS (SELECT 1 FROM pg_temp.ibex_k k WHERE %s) ORDER BY %s`,
 		catalog.QuoteCols("s.", t.Cols), catalog.KeyJoin("s", "k", t.Key), catalog.QuoteCols("s.", t.Key))
-	// xmax <> 0 tells an updated row (it replaced one) from an inserted one. (A
-	// partitioned parent has no xmax to return: 0A000.)
-	upsert := fmt.Sprintf(`WITH w AS (INSERT INTO %s AS t (%s) OVERRIDING SYSTEM VALUE %s ON CONFLICT (%s) %s RETURNING t.xmax <> 0 AS replaced)
-SELECT count(*), count(*) FILTER (WHERE replaced), (%s) FROM w`, id, cols, staged, catalog.QuoteCols("", t.Key), onConflict, nStaged)
+	returning, nReplaced := replacedCount(t, len(sets) > 0)
+	upsert := fmt.Sprintf(`WITH w AS (INSERT INTO %s AS t (%s) OVERRIDING SYSTEM VALUE %s ON CONFLICT (%s) %s %s)
+SELECT count(*), %s, (%s) FROM w`, id, cols, staged, catalog.QuoteCols("", t.Key), onConflict, returning, nReplaced, nStaged)
 	// When the upsert cannot be used (rows swap the values of another unique column, which
 	// a row-by-row update trips over), delete the keys and insert the rows instead.
 	replace := fmt.Sprintf(`DELETE FROM %s t USING %s k WHERE %s`, id, orderedKeys("pg_temp.ibex_k", t.Key), catalog.KeyJoin("t", "k", t.Key))
@@ -138,4 +137,24 @@ SELECT count(*), count(*) FILTER (WHERE replaced), (%s) FROM w`, id, cols, stage
 			return 0, 0, err
 		}
 	}
+}
+
+// replacedCount returns the upsert's RETURNING clause and the expression of the outer
+// SELECT (over w, the upsert's rows) counting the rows that replaced one (the others were
+// inserted). On an ordinary table xmax <> 0 tells an updated row, at no extra cost. A
+// partitioned parent cannot return xmax (SQLSTATE 0A000), so there the staged rows whose
+// key the table holds are counted, in the same statement and so as of the same snapshot as
+// the upsert, probing the key index (its partitions') once a row. A row the application
+// wrote or deleted after that snapshot may have been counted wrong, but such a key is one
+// the check after the writes finds changed, and the writes are then done again without
+// it. Under DO NOTHING (update false) no row is replaced.
+func replacedCount(t *sinks.Table, update bool) (returning, count string) {
+	switch {
+	case !t.Partitioned:
+		return `RETURNING t.xmax <> 0 AS replaced`, `count(*) FILTER (WHERE replaced)`
+	case !update:
+		return `RETURNING 1`, `0`
+	}
+	return `RETURNING 1`, fmt.Sprintf(`(SELECT count(*) FROM pg_temp.ibex_s s CROSS JOIN LATERAL (SELECT 1 FROM %s x WHERE %s LIMIT 1) x WHERE EXISTS (SELECT 1 FROM pg_temp.ibex_k k WHERE %s))`,
+		ident(t), catalog.KeyJoin("x", "s", t.Key), catalog.KeyJoin("s", "k", t.Key))
 }

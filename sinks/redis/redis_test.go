@@ -79,7 +79,7 @@ func TestGlobPrefix(t *testing.T) {
 	if err := s.Begin(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Truncate(ctx, a); err != nil {
+	if err := s.Truncate(ctx, []sinks.Truncation{{Table: a}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Commit(ctx); err != nil {

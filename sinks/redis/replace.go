@@ -70,8 +70,14 @@ func (s *Sink) unitEmpty(ctx context.Context, base string) (bool, error) {
 	return empty, nil
 }
 
-// Truncate deletes every key of t in the unit: a whole-table copy of no rows.
-func (s *Sink) Truncate(ctx context.Context, t *sinks.Table) error {
+// Truncate empties each table in the unit, one after the other (a target has no changes
+// of its own to keep).
+func (s *Sink) Truncate(ctx context.Context, ts []sinks.Truncation) error {
+	return sinks.EachTruncated(ts, func(t *sinks.Table) error { return s.truncateTable(ctx, t) })
+}
+
+// truncateTable deletes every key of t in the unit: a whole-table copy of no rows.
+func (s *Sink) truncateTable(ctx context.Context, t *sinks.Table) error {
 	if err := s.inTx(); err != nil {
 		return err
 	}

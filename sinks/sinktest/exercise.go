@@ -282,7 +282,7 @@ func hostileNames(t *testing.T, h Harness) {
 		if err := tr.(sinks.Sink).Begin(t.Context()); err != nil {
 			t.Fatal(err)
 		}
-		if err := tr.Truncate(t.Context(), tbl); err != nil {
+		if err := tr.Truncate(t.Context(), []sinks.Truncation{{Table: tbl}}); err != nil {
 			t.Fatalf("Truncate: %v", err)
 		}
 		commit(t, tr.(sinks.Sink))
@@ -336,7 +336,7 @@ func noTransaction(t *testing.T, h Harness) {
 		_, err = s.ReplaceTable(ctx, tbl, false)
 		wantNoTx(t, "ReplaceTable "+when, err)
 		if tr, ok := s.(sinks.Truncater); ok {
-			wantNoTx(t, "Truncate "+when, tr.Truncate(ctx, tbl))
+			wantNoTx(t, "Truncate "+when, tr.Truncate(ctx, []sinks.Truncation{{Table: tbl}}))
 		}
 	}
 	check("before Begin")
@@ -364,18 +364,29 @@ func truncate(t *testing.T, h Harness) {
 	tbl := h.CreateTable(t, basic("truncate"))
 	h.Seed(t, tbl, seed5)
 	s := begin(t, h)
-	if err := s.(sinks.Truncater).Truncate(ctx, tbl); err != nil {
+	if err := s.(sinks.Truncater).Truncate(ctx, []sinks.Truncation{{Table: tbl}}); err != nil {
 		t.Fatalf("Truncate: %v", err)
 	}
 	s.Rollback(ctx)
 	wantRows(t, h, tbl, seed5)
 
 	s = begin(t, h)
-	if err := s.(sinks.Truncater).Truncate(ctx, tbl); err != nil {
+	if err := s.(sinks.Truncater).Truncate(ctx, []sinks.Truncation{{Table: tbl}}); err != nil {
 		t.Fatalf("Truncate: %v", err)
 	}
 	// A batch after it in the same unit.
 	wantCounts(t, "batch after truncate", apply(t, s, tbl, []string{"1", "9"}, []string{row("9", "nine", "9", `\N`)}), sinks.Counts{Written: 1})
 	commit(t, s)
 	wantRows(t, h, tbl, []string{row("9", "nine", "9", `\N`)})
+
+	// Several tables in one call (tables referencing each other are emptied together).
+	other := h.CreateTable(t, basic("truncate_other"))
+	h.Seed(t, other, seed5[:2])
+	s = begin(t, h)
+	if err := s.(sinks.Truncater).Truncate(ctx, []sinks.Truncation{{Table: tbl}, {Table: other}}); err != nil {
+		t.Fatalf("Truncate of two tables: %v", err)
+	}
+	commit(t, s)
+	wantRows(t, h, tbl, nil)
+	wantRows(t, h, other, nil)
 }

@@ -1,0 +1,193 @@
+package job_test
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/ibexrepl/ibex/internal/control"
+	"github.com/ibexrepl/ibex/job"
+)
+
+// testDDLUnderPgbench: 'ibex ddl' adds a column and an index on every db of a sync while
+// pgbench writes on both sources and runs go on: nothing is lost (every db converges, the
+// runs after are good), the column and the index are everywhere, and the new column's
+// values replicate.
+func testDDLUnderPgbench(t *testing.T, f *farm) {
+	c := f.cluster(t, "ddl_bench", 3)
+	c.pgbenchInit()
+	c.configure([]string{"pgbench_accounts", "pgbench_branches", "pgbench_tellers"}, []string{"t1:source", "t2:source", "t3:target"})
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	benchErrs := make([]error, 2)
+	for i, db := range []string{"t1", "t2"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			benchErrs[i] = pgbench(c.dbs[db], c.schema, "-n", "-c", "2", "-T", "4")
+		}()
+	}
+	var runs []string
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			res, err := c.run(ctx, job.Options{})
+			cancel()
+			if res != nil {
+				runs = append(runs, res.State)
+			} else {
+				runs = append(runs, "error: "+err.Error())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	time.Sleep(1500 * time.Millisecond)
+	out := c.ibex("ddl", c.sync, "-c", `ALTER TABLE `+c.q("pgbench_accounts")+` ADD COLUMN note text; CREATE INDEX accounts_bid ON `+c.q("pgbench_accounts")+` (bid)`)
+	if want := "Applied on t1, t2, t3 (sync " + c.sync + ", one transaction each)\n"; !strings.HasPrefix(out, want) {
+		t.Errorf("ibex ddl said %q, want it to begin with %q", out, want)
+	}
+	time.Sleep(3 * time.Second) // pgbench ends
+	close(stop)
+	wg.Wait()
+	for _, err := range benchErrs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, s := range runs {
+		if s != control.StateGood && s != control.StateEmpty && s != control.StateAlreadyRunning {
+			t.Errorf("a run during the DDL: %s", s)
+		}
+	}
+	c.mustRunOneOf([]string{control.StateGood, control.StateEmpty}, job.Options{})
+	c.on("t2", `UPDATE pgbench_accounts SET note = 'from t2' WHERE aid <= 10`)
+	c.mustRun(control.StateGood, job.Options{})
+	for _, tb := range []string{"pgbench_accounts", "pgbench_branches", "pgbench_tellers"} {
+		c.sameEverywhere(tb, "1")
+	}
+	for _, db := range c.names {
+		if n := c.int(db, `SELECT count(*) FROM pgbench_accounts WHERE note = 'from t2'`); n != 10 {
+			t.Errorf("db %s: %d rows with the new column's value, want 10", db, n)
+		}
+		if n := c.int(db, `SELECT count(*) FROM pg_indexes WHERE schemaname = $1 AND indexname = 'accounts_bid'`, c.schema); n != 1 {
+			t.Errorf("db %s: the index is missing", db)
+		}
+	}
+	if !slices.Contains(runs, control.StateGood) || !slices.Contains(runs, control.StateAlreadyRunning) {
+		t.Errorf("runs during pgbench and the DDL: %v; want good runs, and some that found the DDL holding the lock", runs)
+	}
+	c.logf("%d runs during pgbench and the DDL: %v", len(runs), runs)
+}
+
+// testDDLFailsOnOneDB: a statement that fails on one db changes nothing anywhere, and says
+// which db and why; a key change and an empty command are refused; a run holding the lock
+// makes ddl wait, then give up.
+func testDDLFailsOnOneDB(t *testing.T, f *farm) {
+	c, _ := f.itemCluster(t, "ddl_fail", 3, []string{"t1:source", "t2:source", "t3:target"})
+	c.on("t2", `ALTER TABLE item ADD COLUMN note text`)
+	cols := func() map[string][]string {
+		out := map[string][]string{}
+		for _, db := range c.names {
+			out[db] = c.strs(db, `SELECT column_name::text FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'item' ORDER BY ordinal_position`, c.schema)
+		}
+		return out
+	}
+	before := cols()
+	code, out, errs := c.ibexCmd("ddl", c.sync, "-c", `CREATE TABLE `+c.q("extra")+` (id int); ALTER TABLE `+c.q("item")+` ADD COLUMN note text`)
+	want := `ibex: db t2: ERROR: column "note" of relation "item" already exists (SQLSTATE 42701): rolled back on every db, nothing was changed` + "\n"
+	if code != 1 || errs != want || out != "" {
+		t.Errorf("ddl failing on t2: exit %d, stdout %q, stderr %q; want exit 1 and %q", code, out, errs, want)
+	}
+	if diff := cmp.Diff(before, cols()); diff != "" {
+		t.Errorf("columns changed (-before +after):\n%s", diff)
+	}
+	for _, db := range c.names {
+		if n := c.int(db, `SELECT count(*) FROM pg_tables WHERE schemaname = $1 AND tablename = 'extra'`, c.schema); n != 0 {
+			t.Errorf("db %s: table extra was created", db)
+		}
+	}
+	code, _, errs = c.ibexCmd("ddl", c.sync, "-c", `ALTER TABLE `+c.q("item")+` DROP CONSTRAINT item_pkey, ADD PRIMARY KEY (id, v)`)
+	if want := "ibex: db t1: the statements change the key of " + c.qual("item") + " from (id) to (id, v), which ibex ddl does not do: remove the table from its herd, change it, then add it again: rolled back on every db, nothing was changed\n"; code != 1 || !strings.Contains(errs, strings.TrimPrefix(want, "ibex: db t1: ")) {
+		t.Errorf("key change: exit %d, %q; want %q", code, errs, want)
+	}
+	if code, _, errs = c.ibexCmd("ddl", c.sync, "-c", " "); code != 1 || errs != "ibex: no statements: give -c SQL or -f FILE\n" {
+		t.Errorf("empty ddl: exit %d, %q", code, errs)
+	}
+	// A run under way (its lock held): ddl waits, then says so.
+	conn, err := c.store.Pool.Acquire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	s, err := control.GetSync(context.Background(), conn, c.sync)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := control.TryLockSync(context.Background(), conn, s); !got || err != nil {
+		t.Fatalf("taking the lock: %v %v", got, err)
+	}
+	code, _, errs = c.ibexCmd("ddl", c.sync, "--wait", "500ms", "-c", `ALTER TABLE `+c.q("item")+` ADD COLUMN other text`)
+	if want := "ibex: sync " + c.sync + ": a run of the sync is under way after 500ms: try again later\n"; code != 1 || errs != want {
+		t.Errorf("ddl while a run holds the lock: exit %d, %q; want %q", code, errs, want)
+	}
+	_ = control.UnlockSync(context.Background(), conn, s)
+	if diff := cmp.Diff(before, cols()); diff != "" {
+		t.Errorf("columns changed (-before +after):\n%s", diff)
+	}
+}
+
+// testColumnAddedByHand: a column added by hand on every db, then 'ibex validate': the
+// runs go on and the column replicates.
+func testColumnAddedByHand(t *testing.T, f *farm) {
+	c, _ := f.itemCluster(t, "ddl_hand", 3, []string{"t1:source", "t2:source", "t3:target"})
+	c.on("t1", `UPDATE item SET v = 'before' WHERE id = 1`)
+	c.onAll(`ALTER TABLE item ADD COLUMN note text DEFAULT 'none'`)
+	c.ibex("validate", c.sync)
+	c.on("t2", `UPDATE item SET note = 'by t2' WHERE id = 2`)
+	c.mustRun(control.StateGood, job.Options{})
+	rows := c.sameEverywhere("item", "id")
+	if rows[0] != "(1,before,none)" || rows[1] != `(2,init,"by t2")` {
+		t.Errorf("rows 1 and 2: %v", rows[:2])
+	}
+}
+
+// testTableAddedToRunningSync: a table added to the herd of a sync that already runs is
+// copied once from the first source to the target, then replicated as the others; runs
+// after that do not copy it again.
+func testTableAddedToRunningSync(t *testing.T, f *farm) {
+	c, _ := f.itemCluster(t, "add_running", 3, []string{"t1:source", "t2:source", "t3:target"})
+	c.on("t1", `UPDATE item SET v = 'one' WHERE id = 1`)
+	c.mustRun(control.StateGood, job.Options{})
+	c.onAll(`CREATE TABLE extra (id int PRIMARY KEY, v text)`)
+	c.on("t1", `INSERT INTO extra SELECT g, 'old ' || g FROM generate_series(1, 100) g`)
+	c.on("t2", `INSERT INTO extra SELECT g, 'old ' || g FROM generate_series(1, 100) g`)
+	out := c.ibex("add", "table", c.q("extra"), "db=t1", "herd="+c.sync)
+	c.logf("add table: %s", out)
+	c.on("t2", `UPDATE extra SET v = 'changed on t2' WHERE id = 7`)
+	res := c.mustRun(control.StateGood, job.Options{})
+	if st := res.Tables[c.qual("extra")]; st.Inserts < 100 {
+		t.Errorf("first run after adding extra: %+v; want the table copied to t3", st)
+	}
+	rows := c.sameEverywhere("extra", "id")
+	if len(rows) != 100 || rows[6] != `(7,"changed on t2")` {
+		t.Errorf("extra: %d rows, row 7 %q", len(rows), rows[6])
+	}
+	c.on("t1", `INSERT INTO extra VALUES (101, 'new')`)
+	res = c.mustRun(control.StateGood, job.Options{})
+	if st := res.Tables[c.qual("extra")]; st.Inserts != 2 {
+		t.Errorf("second run: extra %+v; want the new row only (on t2 and t3)", st)
+	}
+	c.sameEverywhere("extra", "id")
+}
