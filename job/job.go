@@ -63,6 +63,7 @@ type Result struct {
 	Tables        map[string]Stats  `json:"tables,omitempty"`
 	Skipped       map[string]string `json:"skipped,omitempty"` // db -> reason
 	Partial       bool              `json:"partial,omitempty"`
+	Sequences     int64             `json:"sequences,omitempty"` // sequences raised, over all dbs (job/sequences.go)
 	Started       time.Time         `json:"started"`
 	Duration      time.Duration     `json:"duration_ns"`
 	Error         string            `json:"error,omitempty"`
@@ -118,6 +119,9 @@ func (r *Result) Summary() string {
 			parts = append(parts, db+" ("+why+")")
 		}
 		s += "; skipped " + strings.Join(parts, ", ")
+	}
+	if r.Sequences > 0 {
+		s += fmt.Sprintf("; sequences set %d", r.Sequences)
 	}
 	if r.Error != "" && r.State == control.StateBad {
 		s += "; error: " + r.Error
@@ -190,7 +194,7 @@ func Run(ctx context.Context, store *control.Store, syncName string, opts Option
 	}
 
 	rec := &control.Run{ID: runID, Inserts: res.Inserts, Deletes: res.Deletes, Conflicts: res.Conflicts,
-		Details: map[string]any{"tables": res.Tables, "skipped": res.Skipped, "partial": res.Partial}}
+		Details: map[string]any{"tables": res.Tables, "skipped": res.Skipped, "partial": res.Partial, "sequences": res.Sequences}}
 	switch {
 	case runErr != nil:
 		res.State = control.StateBad

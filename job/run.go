@@ -2,6 +2,7 @@ package job
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"regexp"
@@ -118,6 +119,11 @@ func (r *runner) run(ctx context.Context) error {
 	}()
 	t0 := time.Now()
 	if err := r.load(ctx); err != nil {
+		if errors.Is(err, errNoTables) && r.sequencesOnly(ctx) {
+			// A herd of sequences only (Bucardo's sequence-only syncs).
+			r.connect(ctx)
+			return r.syncSequences(ctx)
+		}
 		return err
 	}
 	t1 := time.Now()
@@ -126,7 +132,7 @@ func (r *runner) run(ctx context.Context) error {
 	if !r.fullcopy && r.sync.Onetimecopy == 0 && len(r.added) == 0 {
 		if n, err := r.countPending(ctx); err == nil && n == 0 {
 			r.logger.DebugContext(ctx, "no changes pending", slog.Duration("load", t1.Sub(t0)), slog.Duration("connect", t2.Sub(t1)), slog.Duration("count", time.Since(t2)))
-			return nil
+			return r.syncSequences(ctx)
 		}
 	}
 	t3 := time.Now()
@@ -134,6 +140,14 @@ func (r *runner) run(ctx context.Context) error {
 		return err
 	}
 	r.logger.DebugContext(ctx, "ready", slog.Duration("load", t1.Sub(t0)), slog.Duration("connect", t2.Sub(t1)), slog.Duration("count", t3.Sub(t2)), slog.Duration("schemas", time.Since(t3)))
+	if err := r.runTables(ctx); err != nil {
+		return err
+	}
+	return r.syncSequences(ctx)
+}
+
+// runTables applies the tables: a whole copy (fullcopy, onetimecopy), the changes, or both.
+func (r *runner) runTables(ctx context.Context) error {
 	if r.fullcopy {
 		return r.runFullcopy(ctx)
 	}

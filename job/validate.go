@@ -63,7 +63,7 @@ func ValidateWith(ctx context.Context, store *control.Store, q control.Querier, 
 	}
 	r := &session{store: &control.Store{Pool: store.Pool}, sync: sync, logger: logger, createTargets: opts.CreateTargets}
 	defer r.closeAll()
-	if err := r.load(ctx, q); err != nil {
+	if err := r.load(ctx, q); err != nil && !(errors.Is(err, errNoTables) && r.hasSequences(ctx, q)) {
 		return nil, err
 	}
 	if _, err := conflict.Parse(sync.ConflictStrategy, r.names, r.sourceNames); err != nil {
@@ -76,6 +76,9 @@ func ValidateWith(ctx context.Context, store *control.Store, q control.Querier, 
 		}
 	}
 	if err := r.checkSchemas(ctx, false); err != nil {
+		return nil, err
+	}
+	if err := r.checkSequences(ctx, q); err != nil {
 		return nil, err
 	}
 	// A target that is not PostgreSQL and lacks a table left the session: here that

@@ -115,16 +115,19 @@ func EachTruncated(ts []Truncation, fn func(t *Table) error) error {
 	return nil
 }
 
-// Sequence is a sequence's state on a source.
+// Sequence is a sequence's state on a source: last_value and is_called.
 type Sequence struct {
 	Schema, Name string
 	Last         int64
 	Called       bool
 }
 
-// SequenceSetter is a sink that can set sequences to a source's values.
+// SequenceSetter is a sink that can bring sequences up to a source's state (only
+// PostgreSQL receivers have sequences; other sinks do not implement it). It raises each
+// sequence that is behind its state in seqs, never lowers one, and returns how many it
+// set. Outside the run's units: it commits what it sets.
 type SequenceSetter interface {
-	SetSequences(ctx context.Context, seqs []Sequence) error
+	SetSequences(ctx context.Context, seqs []Sequence) (int, error)
 }
 
 // RowCountError is a receiver that wrote another number of rows than it was given: a

@@ -18,13 +18,13 @@ import (
 	"github.com/ibexrepl/ibex/job"
 )
 
-const objectsHelp = `Objects: db, table (tables), herd (relgroup), dbgroup, sync.`
+const objectsHelp = `Objects: db, table (tables), sequence (sequences), herd (relgroup), dbgroup, sync.`
 
 func (a *app) addCmd() *cobra.Command {
 	var force bool
 	cmd := &cobra.Command{
 		Use:   "add OBJECT NAME [key=value ...]",
-		Short: "Add a db, table, herd, dbgroup or sync",
+		Short: "Add a db, table, sequence, herd, dbgroup or sync",
 		Long: objectsHelp + `
 
   ibex add db t1 dbname=btest1 [host= port= user= pass=env:VAR|file:PATH sslmode= ...]
@@ -34,6 +34,7 @@ func (a *app) addCmd() *cobra.Command {
   ibex add db r1 type=redis host= port=6379 [db=N] [user=] [pass=env:VAR] [prefix=P] [tls=on]
   ibex add db f1 type=flatfile path=DIR [dialect=postgres|mysql] [fsync=on|off]
   ibex add table pgbench_accounts pgbench_branches db=t1 herd=therd   (also: all, public.*)
+  ibex add sequence orders_id_seq db=t1 herd=therd   (also: all, public.*)
   ibex add herd therd [table ...]
   ibex add dbgroup tgroup t1:source t2:source t3:target
   ibex add sync foobar herd=therd dbs=tgroup [conflict_strategy=latest|source|abort|skip|"t2 t1"]
@@ -44,7 +45,10 @@ add db tests the connection first (--force skips that). A password is never stor
 pass=env:VAR or pass=file:PATH, or use PGPASSWORD or ~/.pgpass. add table reads each
 table's primary key (or a unique index over NOT NULL columns) from db=; a table with
 neither is refused unless keyless=fullcopy is given (it can then only be in fullcopy
-syncs). add sync installs change capture (triggers) on the sync's sources.
+syncs). add sequence checks that each sequence exists in db= and ascends; every run of a
+sync whose herd holds it brings it, on every PostgreSQL db of the sync, up to the highest
+value any source has (never down). add sync installs change capture (triggers) on the
+sync's sources.
 
 A db of type mariadb, mysql, sqlite, redis or flatfile is a target only (never a source); its
 settings are its sink's (docs/sinks/TYPE.md); 'ibex validate SYNC --create-targets' creates
@@ -62,18 +66,27 @@ func (a *app) updateCmd() *cobra.Command {
 	var force bool
 	cmd := &cobra.Command{
 		Use:   "update OBJECT NAME key=value ...",
-		Short: "Change a db, table, herd, dbgroup or sync",
+		Short: "Change a db, table, sequence, herd, dbgroup or sync",
 		Long: objectsHelp + `
 
   ibex update db t1 host=db1.example.com sslmode=verify-full   (key= removes a key)
   ibex update table public.t db=t2 [herd=h2]      (re-reads the key; herd= adds to a herd)
-  ibex update herd therd t1 t2 ...                 (sets its tables)
+  ibex update sequence public.s db=t2 [herd=h2]   (herd= adds to a herd)
+  ibex update sequence public.s interleave=on|off
+  ibex update herd therd t1 t2 ...                 (sets its tables; its sequences stay)
   ibex update dbgroup tgroup t1:source t2:target   (sets its members)
   ibex update sync foobar conflict_strategy="t2 t1" status=inactive ...
 
 update sync, update herd, update dbgroup and update db re-validate the syncs they touch
 and update their capture (a db whose settings now reach another database gets it there);
-when that fails, nothing changes.`,
+when that fails, nothing changes.
+
+update sequence NAME interleave=on gives the n sources of the syncs of the sequence's herds
+interleaved values, so that two sources never hand out the same one: on source i (in sync
+name, then dbgroup order) INCREMENT BY n and RESTART WITH the first value above the highest
+last_value on any db of those syncs that is i modulo n. Every source's sequence is locked
+(blocking nextval for a moment) before any is read, and none moves back. Run it again after
+changing the sources. interleave=off sets INCREMENT BY 1 on the sources; their values stay.`,
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.objectCmd(cmd.Context(), "update", args, force)
@@ -87,10 +100,11 @@ func (a *app) removeCmd() *cobra.Command {
 	var force bool
 	cmd := &cobra.Command{
 		Use:   "remove OBJECT NAME ...",
-		Short: "Remove dbs, tables, herds, dbgroups or syncs",
+		Short: "Remove dbs, tables, sequences, herds, dbgroups or syncs",
 		Long: objectsHelp + `
 
-Objects still used are refused (remove the sync first). remove sync also removes its
+Objects still used are refused (remove the sync first); a sequence has no capture and may
+be removed while a sync uses it (runs stop setting it). remove sync also removes its
 triggers, functions and change tables from every db; --force skips dbs that cannot be
 reached (their capture is left behind).`,
 		Args: cobra.MinimumNArgs(2),
@@ -108,6 +122,8 @@ func normKind(k string) (string, error) {
 		return "db", nil
 	case "table", "tables", "relation", "relations":
 		return "table", nil
+	case "sequence", "sequences":
+		return "sequence", nil
 	case "herd", "herds", "relgroup", "relgroups":
 		return "herd", nil
 	case "dbgroup", "dbgroups":
@@ -115,7 +131,7 @@ func normKind(k string) (string, error) {
 	case "sync", "syncs":
 		return "sync", nil
 	}
-	return "", usageErr("unknown object %q: use db, table, herd (relgroup), dbgroup or sync", k)
+	return "", usageErr("unknown object %q: use db, table, sequence, herd (relgroup), dbgroup or sync", k)
 }
 
 func (a *app) objectCmd(ctx context.Context, verb string, args []string, force bool) error {
@@ -128,7 +144,7 @@ func (a *app) objectCmd(ctx context.Context, verb string, args []string, force b
 		return err
 	}
 	p := parseKV(args[1:])
-	if len(p.words) == 0 && kind != "table" {
+	if len(p.words) == 0 && kind != "table" && kind != "sequence" {
 		return usageErr("%s %s: give the %s's name", verb, kind, kind)
 	}
 	switch verb + " " + kind {
@@ -138,6 +154,13 @@ func (a *app) objectCmd(ctx context.Context, verb string, args []string, force b
 		return a.addTables(ctx, store, p)
 	case "update table":
 		return a.updateTables(ctx, store, p)
+	case "add sequence":
+		return a.addSequences(ctx, store, p)
+	case "update sequence":
+		if len(p.words) == 0 {
+			return usageErr("update sequence: give the sequence's name")
+		}
+		return a.updateSequences(ctx, store, p)
 	case "add herd", "update herd":
 		return a.putHerd(ctx, store, verb == "add", p)
 	case "add dbgroup", "update dbgroup":
@@ -146,6 +169,9 @@ func (a *app) objectCmd(ctx context.Context, verb string, args []string, force b
 		return a.putSync(ctx, store, verb == "add", p)
 	}
 	// remove
+	if len(p.words) == 0 && kind == "sequence" {
+		return usageErr("remove %s: give the %s's name", kind, kind)
+	}
 	if rest := p.rest(); len(rest) > 0 {
 		return usageErr("remove %s takes only names, not %s=", kind, rest[0])
 	}
@@ -875,6 +901,11 @@ func (a *app) remove(ctx context.Context, store *control.Store, kind string, nam
 				if qn, err = catalog.ParseName(n); err == nil {
 					err = control.RemoveRelation(ctx, q, qn.Schema, qn.Name)
 				}
+			case "sequence":
+				var qn catalog.QualName
+				if qn, err = catalog.ParseName(n); err == nil {
+					err = control.RemoveSequence(ctx, q, qn.Schema, qn.Name)
+				}
 			case "herd":
 				err = control.RemoveHerd(ctx, q, n)
 			case "dbgroup":
@@ -899,8 +930,8 @@ func (a *app) remove(ctx context.Context, store *control.Store, kind string, nam
 
 func (a *app) listCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "list dbs|tables|herds|dbgroups|syncs [NAME ...]",
-		Short: "List dbs, tables, herds, dbgroups or syncs",
+		Use:   "list dbs|tables|sequences|herds|dbgroups|syncs [NAME ...]",
+		Short: "List dbs, tables, sequences, herds, dbgroups or syncs",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			kind, err := normKind(args[0])
@@ -969,6 +1000,11 @@ func (a *app) list(ctx context.Context, store *control.Store, kind string, names
 			rows = append(rows, []string{r.QualName(), key, r.DB, strings.Join(r.Herds, ", ")})
 		}
 		data = out
+	case "sequence":
+		var err error
+		if headers, rows, data, err = listSequences(ctx, q, names); err != nil {
+			return err
+		}
 	case "herd":
 		hs, err := control.Herds(ctx, q)
 		if err != nil {

@@ -134,6 +134,7 @@ re-validates the syncs that use those dbs, installing capture on new or moved so
 			for _, c := range changes {
 				a.say("%s", c)
 			}
+			a.sayInterleave(cur, want)
 			return nil
 		},
 	}

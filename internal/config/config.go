@@ -1,5 +1,5 @@
 // Package config reads and writes ibex's configuration as YAML: the same dbs, tables,
-// herds, dbgroups and syncs the command line manages. Reading is strict: unknown keys and
+// sequences, herds, dbgroups and syncs the command line manages. Reading is strict: unknown keys and
 // wrong types are refused with their line.
 package config
 
@@ -24,11 +24,13 @@ import (
 
 // File is a whole configuration.
 type File struct {
-	DBs      map[string]DB       `yaml:"dbs,omitempty"`
-	Tables   map[string]Table    `yaml:"tables,omitempty"`
-	Herds    map[string][]string `yaml:"herds,omitempty"`
-	DBGroups map[string][]string `yaml:"dbgroups,omitempty"` // "db:role", in order
-	Syncs    map[string]Sync     `yaml:"syncs,omitempty"`
+	DBs    map[string]DB    `yaml:"dbs,omitempty"`
+	Tables map[string]Table `yaml:"tables,omitempty"`
+	// Sequences are in herds as tables are; their herds are listed with them.
+	Sequences map[string]Sequence `yaml:"sequences,omitempty"`
+	Herds     map[string][]string `yaml:"herds,omitempty"`
+	DBGroups  map[string][]string `yaml:"dbgroups,omitempty"` // "db:role", in order
+	Syncs     map[string]Sync     `yaml:"syncs,omitempty"`
 }
 
 // DB is a db's libpq keywords plus pass (a reference) and status.
@@ -90,6 +92,15 @@ type Table struct {
 	DB      string   `yaml:"db,omitempty"`
 	Key     []string `yaml:"key,flow"`
 	KeyKind string   `yaml:"keykind"`
+}
+
+// Sequence is a replicated sequence: the db it was found in, its herds, and whether its
+// sources were given interleaved increments ('ibex update sequence NAME interleave=on' sets
+// them on the dbs; a file only records it).
+type Sequence struct {
+	DB         string   `yaml:"db,omitempty"`
+	Herds      []string `yaml:"herds,flow,omitempty"`
+	Interleave bool     `yaml:"interleave,omitempty"`
 }
 
 // Sync is a sync's definition.
@@ -223,6 +234,21 @@ func (f *File) check() error {
 		if t.DB != "" {
 			if _, ok := f.DBs[t.DB]; !ok {
 				return fmt.Errorf("table %s: db %q is not among the dbs", n, t.DB)
+			}
+		}
+	}
+	for n, q := range f.Sequences {
+		if _, err := catalog.ParseName(n); err != nil {
+			return fmt.Errorf("sequence %s: %w", n, err)
+		}
+		if q.DB != "" {
+			if _, ok := f.DBs[q.DB]; !ok {
+				return fmt.Errorf("sequence %s: db %q is not among the dbs", n, q.DB)
+			}
+		}
+		for _, h := range q.Herds {
+			if _, ok := f.Herds[h]; !ok {
+				return fmt.Errorf("sequence %s: herd %q is not among the herds", n, h)
 			}
 		}
 	}

@@ -49,6 +49,16 @@ func Export(ctx context.Context, q control.Querier) (*File, error) {
 		names[r.QualName()] = TableName(r.Schema, r.Name)
 		f.Tables[TableName(r.Schema, r.Name)] = Table{DB: r.DB, Key: key, KeyKind: r.KeyKind}
 	}
+	seqs, err := control.Sequences(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	if len(seqs) > 0 {
+		f.Sequences = map[string]Sequence{}
+	}
+	for _, s := range seqs {
+		f.Sequences[TableName(s.Schema, s.Name)] = Sequence{DB: s.DB, Herds: herdList(s.Herds), Interleave: s.Interleave}
+	}
 	herds, err := control.Herds(ctx, q)
 	if err != nil {
 		return nil, err
@@ -86,6 +96,16 @@ func Export(ctx context.Context, q control.Querier) (*File, error) {
 	return f, nil
 }
 
+// herdList is a sequence's herds as a file has them: sorted, nil for none.
+func herdList(hs []string) []string {
+	if len(hs) == 0 {
+		return nil
+	}
+	out := slices.Clone(hs)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
 // TableName spells schema.table so that catalog.ParseName reads it back: a part with a
 // dot or a double quote is double-quoted.
 func TableName(schema, name string) string {
@@ -101,7 +121,7 @@ func TableName(schema, name string) string {
 // Change is one difference between the control database and a file.
 type Change struct {
 	Op   string // add, update, remove
-	Kind string // db, table, herd, dbgroup, sync
+	Kind string // db, table, sequence, herd, dbgroup, sync
 	Name string
 }
 
@@ -144,6 +164,10 @@ func normalize(f *File) {
 		}
 		f.Tables[n] = t
 	}
+	for n, q := range f.Sequences {
+		q.Herds = herdList(q.Herds)
+		f.Sequences[n] = q
+	}
 }
 
 // Diff lists what applying want to the control database would change.
@@ -152,6 +176,7 @@ func Diff(cur, want *File) []Change {
 	var out []Change
 	diffMap("db", cur.DBs, want.DBs, &out)
 	diffMap("table", cur.Tables, want.Tables, &out)
+	diffMap("sequence", cur.Sequences, want.Sequences, &out)
 	diffMap("herd", cur.Herds, want.Herds, &out)
 	diffMap("dbgroup", cur.DBGroups, want.DBGroups, &out)
 	diffMap("sync", cur.Syncs, want.Syncs, &out)
@@ -221,6 +246,20 @@ func Apply(ctx context.Context, q control.Querier, cur, want *File, changes []Ch
 			}
 		}
 	}
+	for _, n := range sortedKeys(want.Sequences) {
+		if !has("add", "sequence", n) && !has("update", "sequence", n) {
+			continue
+		}
+		s := want.Sequences[n]
+		qn, _ := catalog.ParseName(n)
+		id, err := control.PutSequence(ctx, q, &control.Sequence{Schema: qn.Schema, Name: qn.Name, DB: s.DB, Interleave: s.Interleave})
+		if err != nil {
+			return err
+		}
+		if err := control.SetSequenceHerds(ctx, q, id, s.Herds); err != nil {
+			return err
+		}
+	}
 	for _, n := range sortedKeys(want.DBGroups) {
 		if !has("add", "dbgroup", n) && !has("update", "dbgroup", n) {
 			continue
@@ -241,7 +280,7 @@ func Apply(ctx context.Context, q control.Querier, cur, want *File, changes []Ch
 		}
 	}
 	// Remaining removals, users before what they use.
-	for _, kind := range []string{"dbgroup", "herd", "table", "db"} {
+	for _, kind := range []string{"dbgroup", "sequence", "herd", "table", "db"} {
 		for _, c := range changes {
 			if c.Op != "remove" || c.Kind != kind {
 				continue
@@ -250,6 +289,9 @@ func Apply(ctx context.Context, q control.Querier, cur, want *File, changes []Ch
 			switch kind {
 			case "dbgroup":
 				err = control.RemoveDBGroup(ctx, q, c.Name)
+			case "sequence":
+				qn, _ := catalog.ParseName(c.Name)
+				err = control.RemoveSequence(ctx, q, qn.Schema, qn.Name)
 			case "herd":
 				err = control.RemoveHerd(ctx, q, c.Name)
 			case "table":

@@ -22,6 +22,7 @@ const (
 	FeatureNotSupported   = "0A000" // feature_not_supported
 	DependentObjects      = "2BP01" // dependent_objects_still_exist
 	TooManyConnections    = "53300" // too_many_connections
+	LockNotAvailable      = "55P03" // lock_not_available: lock_timeout expired
 )
 
 // Code returns the SQLSTATE of err, or "" when err is not a PostgreSQL error.
