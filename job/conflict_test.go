@@ -309,3 +309,81 @@ func testConflictOneKeyAbort(t *testing.T, f *farm) {
 		t.Errorf("conflict log (-want +got):\n%s", diff)
 	}
 }
+
+// testConflictByType: a strategy per conflict type, two rows with different outcomes in
+// one run: update_update by the sync's latest, update_delete skipped, insert_exists by
+// source order, delete_delete by latest; then on_delete_delete=abort stops a run before it
+// writes anything, and on_delete_delete=default lets it through.
+func testConflictByType(t *testing.T, f *farm) {
+	c, _ := f.itemCluster(t, "cs_bytype", 3, []string{"t1:source", "t2:source", "t3:target"}, "conflict_strategy=latest")
+	c.ibex("update", "sync", c.sync, "on_update_delete=skip", "on_insert_exists=source")
+	if out, want := c.ibex("status", c.sync), "Conflict strategy                : latest (insert_exists: source, update_delete: skip)\n"; !strings.Contains(out, want) {
+		t.Errorf("status lacks %q:\n%s", want, out)
+	}
+	if out := c.ibex("export"); !strings.Contains(out, "conflict_by_type:\n      insert_exists: source\n      update_delete: skip\n") {
+		t.Errorf("export lacks conflict_by_type:\n%s", out)
+	}
+	c.on("t2", `UPDATE item SET v = 't2' WHERE id = 1`)
+	c.on("t1", `UPDATE item SET v = 't1' WHERE id = 1`) // latest: t1
+	c.on("t1", `UPDATE item SET v = 't1' WHERE id = 2`)
+	c.on("t2", `DELETE FROM item WHERE id = 2`) // skipped
+	c.on("t1", `INSERT INTO item VALUES (100, 't1')`)
+	c.on("t2", `INSERT INTO item VALUES (100, 't2')`) // source: t1 (latest would say t2)
+	c.on("t1", `DELETE FROM item WHERE id = 3`)
+	c.on("t2", `DELETE FROM item WHERE id = 3`) // latest: deleted
+	res := c.mustRun(control.StateGood, job.Options{})
+	rows := func(db string) []string { return c.rows(db, "item", "id") }
+	rest := []string{"(4,init)", "(5,init)", "(6,init)", "(7,init)", "(8,init)", "(9,init)", "(10,init)", "(100,t1)"}
+	want := map[string][]string{
+		"t1": append([]string{"(1,t1)", "(2,t1)"}, rest...),
+		"t2": append([]string{"(1,t1)"}, rest...),
+		"t3": append([]string{"(1,t1)", "(2,init)"}, rest...),
+	}
+	for db, w := range want {
+		if diff := cmp.Diff(w, rows(db)); diff != "" {
+			t.Errorf("db %s (-want +got):\n%s", db, diff)
+		}
+	}
+	wantLog := []control.Conflict{
+		{Table: c.qual("item"), Key: "id=1", Type: conflict.TypeUpdateUpdate, DBs: []string{"t1", "t2"}, Winner: "t1", Strategy: "latest", Resolution: "applied"},
+		{Table: c.qual("item"), Key: "id=100", Type: conflict.TypeInsertExists, DBs: []string{"t1", "t2"}, Winner: "t1", Strategy: "source", Resolution: "applied"},
+		{Table: c.qual("item"), Key: "id=2", Type: conflict.TypeUpdateDelete, DBs: []string{"t1", "t2"}, Strategy: "skip", Resolution: "skipped"},
+		{Table: c.qual("item"), Key: "id=3", Type: conflict.TypeDeleteDelete, DBs: []string{"t1", "t2"}, Winner: "t2", Strategy: "latest", Resolution: "applied"},
+	}
+	if diff := cmp.Diff(wantLog, c.logged(res.RunID), sortConflicts); diff != "" {
+		t.Errorf("conflict log (-want +got):\n%s", diff)
+	}
+
+	// on_delete_delete=abort: a run with such a conflict writes nothing.
+	c.ibex("update", "sync", c.sync, "on_delete_delete=abort")
+	c.on("t1", `DELETE FROM item WHERE id = 4; UPDATE item SET v = 'a' WHERE id = 5`)
+	c.on("t2", `DELETE FROM item WHERE id = 4; UPDATE item SET v = 'b' WHERE id = 5`)
+	res = c.mustRun(control.StateBad, job.Options{})
+	if want := "conflict_strategy abort: 1 rows were changed on more than one source, nothing was applied: " + c.qual("item") + " id=4 (changed on t1, t2)"; !strings.HasPrefix(res.Error, want) {
+		t.Errorf("error %q, want it to begin with %q", res.Error, want)
+	}
+	if got := c.rows("t3", "item", "id"); got[2] != "(4,init)" || got[3] != "(5,init)" {
+		t.Errorf("t3 after the aborted run: %v", got)
+	}
+	c.ibex("update", "sync", c.sync, "on_delete_delete=default")
+	c.mustRun(control.StateGood, job.Options{})
+	rest = []string{"(5,b)", "(6,init)", "(7,init)", "(8,init)", "(9,init)", "(10,init)", "(100,t1)"}
+	want = map[string][]string{ // id 2 stays as each db had it (skipped)
+		"t1": append([]string{"(1,t1)", "(2,t1)"}, rest...),
+		"t2": append([]string{"(1,t1)"}, rest...),
+		"t3": append([]string{"(1,t1)", "(2,init)"}, rest...),
+	}
+	for db, w := range want {
+		if diff := cmp.Diff(w, rows(db)); diff != "" {
+			t.Errorf("after on_delete_delete=default: db %s (-want +got):\n%s", db, diff)
+		}
+	}
+	code, _, errs := c.ibexCmd("update", "sync", c.sync, "on_update_clash=skip")
+	if code != 2 || !strings.Contains(errs, `unknown option "on_update_clash" (use herd, tables, dbs, conflict_strategy, on_insert_exists, on_update_update, on_update_delete, on_delete_delete,`) {
+		t.Errorf("unknown type: exit %d, %q", code, errs)
+	}
+	code, _, errs = c.ibexCmd("update", "sync", c.sync, "on_update_delete=t9 t1")
+	if code == 0 || !strings.Contains(errs, "on_update_delete:") {
+		t.Errorf("unknown db in a type's strategy: exit %d, %q", code, errs)
+	}
+}

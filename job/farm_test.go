@@ -20,6 +20,7 @@ func TestFarm(t *testing.T) {
 		{"ConflictSkip", conflictStrategyTest("skip")},
 		{"ConflictAbort", testConflictAbort},
 		{"ConflictOneKeyAbort", testConflictOneKeyAbort},
+		{"ConflictByType", testConflictByType},
 		{"InsertsKeyChangesDeletes", testInsertsKeyChangesDeletes},
 		{"NoEcho", testNoEcho},
 		{"InFlightTransactions", testInFlightTransactions},

@@ -16,15 +16,17 @@ func (r *runner) resolve(t *table, keys map[string]*keyState) []control.Conflict
 		if len(ks.changes) == 1 {
 			ks.winner = r.memberByName(ks.changes[0].DB).idx
 		} else {
-			d := r.decide(ks.changes)
+			typ := conflict.Classify(ks.changes)
+			st := r.strategies.For(typ)
+			d := r.decide(st, ks.changes)
 			w := d.Winner
-			c := control.Conflict{Sync: r.sync.Name, Table: t.name, Key: keyText(t, k), Type: conflict.Classify(ks.changes), Strategy: r.strategy.String(), Resolution: "applied"}
+			c := control.Conflict{Sync: r.sync.Name, Table: t.name, Key: keyText(t, k), Type: typ, Strategy: st.String(), Resolution: "applied"}
 			for _, ch := range ks.changes {
 				c.DBs = append(c.DBs, ch.DB)
 			}
 			if w == "" {
 				c.Resolution = "skipped"
-				if r.strategy.Kind == conflict.Abort {
+				if st.Kind == conflict.Abort {
 					c.Resolution = "aborted"
 				}
 			} else {
@@ -56,11 +58,11 @@ func (r *runner) resolve(t *table, keys map[string]*keyState) []control.Conflict
 }
 
 // decide returns the decision on a row changed on several sources.
-func (r *runner) decide(changes []conflict.Change) conflict.Decision {
+func (r *runner) decide(st conflict.Strategy, changes []conflict.Change) conflict.Decision {
 	if r.opts.decide != nil {
 		return r.opts.decide(changes)
 	}
-	return r.strategy.Decide(changes)
+	return st.Decide(changes)
 }
 
 // keyText renders a key for the conflict log: col=value pairs.
@@ -91,8 +93,8 @@ func (r *runner) recordConflicts(ctx context.Context, cs []control.Conflict) err
 	return tx.Commit(ctx)
 }
 
-// abortCheck reads every pending key (no writes) and fails the run if any row was changed
-// on more than one source.
+// abortCheck reads every pending key (no writes) and fails the run if a row was changed on
+// more than one source in a conflict whose type's strategy is abort.
 func (r *runner) abortCheck(ctx context.Context) error {
 	var all []control.Conflict
 	for _, t := range r.tables {
@@ -101,7 +103,11 @@ func (r *runner) abortCheck(ctx context.Context) error {
 			return err
 		}
 		for b := 0; b < nb; b++ {
-			all = append(all, r.resolve(t, r.readKeys(ctx, t, b, nb))...)
+			for _, c := range r.resolve(t, r.readKeys(ctx, t, b, nb)) {
+				if c.Resolution == "aborted" {
+					all = append(all, c)
+				}
+			}
 		}
 	}
 	if len(all) == 0 {

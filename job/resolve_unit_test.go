@@ -18,7 +18,7 @@ func resolveRunner(t *testing.T, s string) *runner {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &runner{session: session{sync: &control.Sync{Name: "s1"}}, strategy: st}
+	r := &runner{session: session{sync: &control.Sync{Name: "s1"}}, strategies: conflict.Strategies{Default: st}}
 	for i, n := range []string{"a", "b", "c"} {
 		role := control.RoleSource
 		if n == "c" {

@@ -17,7 +17,7 @@ func (r *runner) runDelta(ctx context.Context) error {
 		return err
 	}
 	r.readTruncates(ctx)
-	if r.strategy.Kind == conflict.Abort {
+	if r.strategies.Aborts() {
 		if err := r.abortCheck(ctx); err != nil {
 			return err
 		}
@@ -56,7 +56,8 @@ type runner struct {
 	session
 	opts     Options
 	res      *Result
-	strategy conflict.Strategy
+	// strategies are the sync's conflict strategies (by type where it sets some).
+	strategies conflict.Strategies
 	// wm holds the watermarks: {source, receiver} -> the source's snapshot as of the last
 	// run both took part in.
 	wm map[[2]string]string
@@ -88,7 +89,7 @@ func (r *runner) load(ctx context.Context) error {
 		return err
 	}
 	var err error
-	if r.strategy, err = conflict.Parse(r.sync.ConflictStrategy, r.names, r.sourceNames); err != nil {
+	if r.strategies, err = conflict.ParseAll(r.sync.ConflictStrategy, r.sync.ConflictByType, r.names, r.sourceNames); err != nil {
 		return fmt.Errorf("sync %s: %w", r.sync.Name, err)
 	}
 	if r.wm, err = control.Watermarks(ctx, q, r.sync.Name); err != nil {

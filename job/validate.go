@@ -66,7 +66,7 @@ func ValidateWith(ctx context.Context, store *control.Store, q control.Querier, 
 	if err := r.load(ctx, q); err != nil && !(errors.Is(err, errNoTables) && r.hasSequences(ctx, q)) {
 		return nil, err
 	}
-	if _, err := conflict.Parse(sync.ConflictStrategy, r.names, r.sourceNames); err != nil {
+	if _, err := conflict.ParseAll(sync.ConflictStrategy, sync.ConflictByType, r.names, r.sourceNames); err != nil {
 		return nil, fmt.Errorf("sync %s: %w", syncName, err)
 	}
 	r.connect(ctx)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -704,7 +705,21 @@ func applySyncOptions(s *control.Sync, p *kv) error {
 		case "herd", "relgroup", "dbs", "dbgroup", "tables":
 			continue
 		default:
-			return usageErr("sync %s: unknown option %q (use herd, tables, dbs, conflict_strategy, autokick, onetimecopy, schedule, status, batch_size, single_transaction)", s.Name, k)
+			typ, ok := strings.CutPrefix(k, "on_")
+			if !ok || conflict.CheckType(typ) != nil {
+				return usageErr("sync %s: unknown option %q (use herd, tables, dbs, conflict_strategy, on_%s, autokick, onetimecopy, schedule, status, batch_size, single_transaction)",
+					s.Name, k, strings.Join(conflict.Types, ", on_"))
+			}
+			// A strategy for one conflict type; "default" goes back to conflict_strategy.
+			s.ConflictByType = maps.Clone(s.ConflictByType)
+			if s.ConflictByType == nil {
+				s.ConflictByType = map[string]string{}
+			}
+			if v == "" || v == "default" {
+				delete(s.ConflictByType, typ)
+			} else {
+				s.ConflictByType[typ] = conflict.Normalize(v)
+			}
 		}
 		if err != nil {
 			return err
@@ -723,7 +738,7 @@ func (a *app) checkSync(ctx context.Context, q control.Querier, s *control.Sync)
 	if err := checkMembers(g.Name, g.Members); err != nil {
 		return err
 	}
-	if _, err := conflict.Parse(s.ConflictStrategy, g.DBs(), g.Sources()); err != nil {
+	if _, err := conflict.ParseAll(s.ConflictStrategy, s.ConflictByType, g.DBs(), g.Sources()); err != nil {
 		return usageErr("sync %s: %v", s.Name, err)
 	}
 	return nil

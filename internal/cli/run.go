@@ -245,28 +245,30 @@ func (a *app) printKick(r *job.Result) {
 // ---- status
 
 type syncStatus struct {
-	Name      string         `json:"name"`
-	State     string         `json:"state"`
-	Status    control.Status `json:"status"`
-	Herd      string         `json:"herd"`
-	DBGroup   string         `json:"dbgroup"`
-	DBs       []string       `json:"dbs"`
-	Tables    []string       `json:"tables"`
-	Conflict  string         `json:"conflict_strategy"`
-	Schedule  string         `json:"schedule"`
-	Autokick  bool           `json:"autokick"`
-	Onetime   int            `json:"onetimecopy"`
-	LastGood  *control.Run   `json:"last_good,omitempty"`
-	LastBad   *control.Run   `json:"last_bad,omitempty"`
-	LastRun   *control.Run   `json:"last_run,omitempty"`
-	LastError string         `json:"last_error,omitempty"`
+	Name     string         `json:"name"`
+	State    string         `json:"state"`
+	Status   control.Status `json:"status"`
+	Herd     string         `json:"herd"`
+	DBGroup  string         `json:"dbgroup"`
+	DBs      []string       `json:"dbs"`
+	Tables   []string       `json:"tables"`
+	Conflict string         `json:"conflict_strategy"`
+	// ConflictByType are the strategies set for some conflict types instead.
+	ConflictByType map[string]string `json:"conflict_by_type,omitempty"`
+	Schedule       string            `json:"schedule"`
+	Autokick       bool              `json:"autokick"`
+	Onetime        int               `json:"onetimecopy"`
+	LastGood       *control.Run      `json:"last_good,omitempty"`
+	LastBad        *control.Run      `json:"last_bad,omitempty"`
+	LastRun        *control.Run      `json:"last_run,omitempty"`
+	LastError      string            `json:"last_error,omitempty"`
 	// ConflictTypes counts the sync's logged conflicts by type.
 	ConflictTypes map[string]int64 `json:"conflict_types"`
 }
 
 func (a *app) loadStatus(ctx context.Context, store *control.Store, s control.Sync) (*syncStatus, error) {
 	q := store.Q()
-	st := &syncStatus{Name: s.Name, Status: s.Status, Herd: s.Herd, DBGroup: s.DBGroup, Conflict: s.ConflictStrategy,
+	st := &syncStatus{Name: s.Name, Status: s.Status, Herd: s.Herd, DBGroup: s.DBGroup, Conflict: s.ConflictStrategy, ConflictByType: s.ConflictByType,
 		Schedule: s.Schedule, Autokick: s.Autokick, Onetime: s.Onetimecopy}
 	var err error
 	if st.ConflictTypes, err = control.ConflictCounts(ctx, q, s.Name); err != nil {
@@ -451,7 +453,17 @@ func (a *app) statusDetail(st *syncStatus) {
 	field("Herd/dbs", st.Herd+" / "+st.DBGroup+" ("+strings.Join(st.DBs, " ")+")")
 	field("Tables in sync", fmt.Sprintf("%d", len(st.Tables)))
 	field("Status", strings.ToUpper(string(st.Status[:1]))+string(st.Status[1:]))
-	field("Conflict strategy", st.Conflict)
+	strategy := st.Conflict
+	var byType []string
+	for _, typ := range conflict.Types {
+		if v, ok := st.ConflictByType[typ]; ok {
+			byType = append(byType, typ+": "+v)
+		}
+	}
+	if len(byType) > 0 {
+		strategy += " (" + strings.Join(byType, ", ") + ")"
+	}
+	field("Conflict strategy", strategy)
 	if len(st.ConflictTypes) > 0 {
 		var parts []string
 		for _, typ := range append(slices.Clone(conflict.Types), "") {

@@ -108,11 +108,13 @@ type Sync struct {
 	Herd             string `yaml:"herd"`
 	DBs              string `yaml:"dbs"`
 	ConflictStrategy string `yaml:"conflict_strategy"`
-	Autokick         bool   `yaml:"autokick"`
-	Onetimecopy      int    `yaml:"onetimecopy"`
-	Schedule         string `yaml:"schedule,omitempty"`
-	Status           string `yaml:"status"`
-	BatchSize        int    `yaml:"batch_size,omitempty"`
+	// ConflictByType sets a strategy for some conflict types instead (update_delete: skip).
+	ConflictByType map[string]string `yaml:"conflict_by_type,omitempty"`
+	Autokick       bool              `yaml:"autokick"`
+	Onetimecopy    int               `yaml:"onetimecopy"`
+	Schedule       string            `yaml:"schedule,omitempty"`
+	Status         string            `yaml:"status"`
+	BatchSize      int               `yaml:"batch_size,omitempty"`
 	// SingleTransaction: one transaction per receiver whatever the backlog.
 	SingleTransaction bool `yaml:"single_transaction,omitempty"`
 }
@@ -287,7 +289,7 @@ func (f *File) check() error {
 			return fmt.Errorf("sync %s: dbgroup %q is not among the dbgroups", n, s.DBs)
 		}
 		g := dbGroup(s.DBs, ms)
-		if _, err := conflict.Parse(s.ConflictStrategy, g.DBs(), g.Sources()); err != nil {
+		if _, err := conflict.ParseAll(s.ConflictStrategy, s.ConflictByType, g.DBs(), g.Sources()); err != nil {
 			return fmt.Errorf("sync %s: %w", n, err)
 		}
 		if err := schedule.Check(s.Schedule); err != nil {

@@ -89,7 +89,11 @@ func Export(ctx context.Context, q control.Querier) (*File, error) {
 		return nil, err
 	}
 	for _, s := range syncs {
-		f.Syncs[s.Name] = Sync{Herd: s.Herd, DBs: s.DBGroup, ConflictStrategy: s.ConflictStrategy, Autokick: s.Autokick,
+		var byType map[string]string
+		if len(s.ConflictByType) > 0 {
+			byType = s.ConflictByType
+		}
+		f.Syncs[s.Name] = Sync{Herd: s.Herd, DBs: s.DBGroup, ConflictStrategy: s.ConflictStrategy, ConflictByType: byType, Autokick: s.Autokick,
 			Onetimecopy: s.Onetimecopy, Schedule: s.Schedule, Status: string(s.Status), BatchSize: s.BatchSize,
 			SingleTransaction: s.SingleTransaction}
 	}
@@ -147,6 +151,12 @@ func diffMap[V any](kind string, cur, want map[string]V, out *[]Change) {
 func normalize(f *File) {
 	for n, s := range f.Syncs {
 		s.ConflictStrategy = conflict.Normalize(s.ConflictStrategy)
+		if len(s.ConflictByType) == 0 {
+			s.ConflictByType = nil
+		}
+		for typ, v := range s.ConflictByType {
+			s.ConflictByType[typ] = conflict.Normalize(v)
+		}
 		if s.Status == "" {
 			s.Status = string(control.StatusActive)
 		}
@@ -273,7 +283,7 @@ func Apply(ctx context.Context, q control.Querier, cur, want *File, changes []Ch
 			continue
 		}
 		s := want.Syncs[n]
-		if err := control.PutSync(ctx, q, &control.Sync{Name: n, Herd: s.Herd, DBGroup: s.DBs, ConflictStrategy: s.ConflictStrategy,
+		if err := control.PutSync(ctx, q, &control.Sync{Name: n, Herd: s.Herd, DBGroup: s.DBs, ConflictStrategy: s.ConflictStrategy, ConflictByType: s.ConflictByType,
 			Autokick: s.Autokick, Onetimecopy: s.Onetimecopy, Schedule: s.Schedule, Status: control.Status(s.Status), BatchSize: s.BatchSize,
 			SingleTransaction: s.SingleTransaction}, has("add", "sync", n)); err != nil {
 			return err

@@ -1,5 +1,11 @@
 package conflict
 
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
 // Kind is what one source's pending changes did to a row, taken together: it was there
 // before and is still (an update), it was not there and is now (an insert), or it was
 // there and is gone (a delete; a row inserted and deleted again counts as a delete).
@@ -49,4 +55,64 @@ func Classify(changes []Change) string {
 		return TypeInsertExists
 	}
 	return TypeUpdateUpdate
+}
+
+// Strategies are a sync's conflict strategies: its conflict_strategy, and the ones it sets
+// for some conflict types instead.
+type Strategies struct {
+	Default Strategy
+	ByType  map[string]Strategy
+}
+
+// ParseAll parses a sync's conflict_strategy and its strategies by type (type ->
+// strategy, as ParseType checks), for a dbgroup of dbs with these sources.
+func ParseAll(def string, byType map[string]string, dbs, sources []string) (Strategies, error) {
+	var ss Strategies
+	var err error
+	if ss.Default, err = Parse(def, dbs, sources); err != nil {
+		return ss, err
+	}
+	for typ, v := range byType {
+		if err := CheckType(typ); err != nil {
+			return ss, err
+		}
+		st, err := Parse(v, dbs, sources)
+		if err != nil {
+			return ss, fmt.Errorf("on_%s: %w", typ, err)
+		}
+		if ss.ByType == nil {
+			ss.ByType = map[string]Strategy{}
+		}
+		ss.ByType[typ] = st
+	}
+	return ss, nil
+}
+
+// CheckType reports an error unless typ is a conflict type.
+func CheckType(typ string) error {
+	if !slices.Contains(Types, typ) {
+		return fmt.Errorf("unknown conflict type %q (use %s)", typ, strings.Join(Types, ", "))
+	}
+	return nil
+}
+
+// For returns the strategy for conflicts of type typ.
+func (ss Strategies) For(typ string) Strategy {
+	if st, ok := ss.ByType[typ]; ok {
+		return st
+	}
+	return ss.Default
+}
+
+// Aborts reports whether some type's strategy is abort.
+func (ss Strategies) Aborts() bool {
+	if ss.Default.Kind == Abort {
+		return true
+	}
+	for _, st := range ss.ByType {
+		if st.Kind == Abort {
+			return true
+		}
+	}
+	return false
 }

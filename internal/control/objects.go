@@ -62,11 +62,13 @@ type Sync struct {
 	Herd             string
 	DBGroup          string
 	ConflictStrategy string
-	Autokick         bool
-	Onetimecopy      int
-	Schedule         string
-	Status           Status
-	BatchSize        int
+	// ConflictByType overrides ConflictStrategy for some conflict types (type -> strategy).
+	ConflictByType map[string]string
+	Autokick       bool
+	Onetimecopy    int
+	Schedule       string
+	Status         Status
+	BatchSize      int
 	// SingleTransaction makes a run write each receiver in one transaction however large
 	// the backlog; otherwise a run commits every BatchSize changed keys.
 	SingleTransaction bool
@@ -436,11 +438,11 @@ func RemoveDBGroup(ctx context.Context, q Querier, name string) error {
 
 // ---- syncs
 
-const syncCols = `name, herd, dbgroup, conflict_strategy, autokick, onetimecopy, schedule, status, batch_size, single_transaction`
+const syncCols = `name, herd, dbgroup, conflict_strategy, autokick, onetimecopy, schedule, status, batch_size, single_transaction, conflict_by_type`
 
 func scanSync(r pgx.CollectableRow) (Sync, error) {
 	var s Sync
-	err := r.Scan(&s.ID, &s.Name, &s.Herd, &s.DBGroup, &s.ConflictStrategy, &s.Autokick, &s.Onetimecopy, &s.Schedule, &s.Status, &s.BatchSize, &s.SingleTransaction)
+	err := r.Scan(&s.ID, &s.Name, &s.Herd, &s.DBGroup, &s.ConflictStrategy, &s.Autokick, &s.Onetimecopy, &s.Schedule, &s.Status, &s.BatchSize, &s.SingleTransaction, &s.ConflictByType)
 	return s, err
 }
 
@@ -468,10 +470,14 @@ func GetSync(ctx context.Context, q Querier, name string) (*Sync, error) {
 
 // PutSync inserts (create) or replaces a sync (s.ID is the control database's to give).
 func PutSync(ctx context.Context, q Querier, s *Sync, create bool) error {
-	args := []any{s.Name, s.Herd, s.DBGroup, s.ConflictStrategy, s.Autokick, s.Onetimecopy, s.Schedule, s.Status, s.BatchSize, s.SingleTransaction}
+	byType := s.ConflictByType
+	if byType == nil {
+		byType = map[string]string{}
+	}
+	args := []any{s.Name, s.Herd, s.DBGroup, s.ConflictStrategy, s.Autokick, s.Onetimecopy, s.Schedule, s.Status, s.BatchSize, s.SingleTransaction, byType}
 	var err error
 	if create {
-		err = q.QueryRow(ctx, `INSERT INTO ibex.sync (`+syncCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id`, args...).Scan(&s.ID)
+		err = q.QueryRow(ctx, `INSERT INTO ibex.sync (`+syncCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id`, args...).Scan(&s.ID)
 		if err == nil {
 			// A new sync takes its herd as it is: its onetimecopy says whether to copy.
 			_, err = q.Exec(ctx, `INSERT INTO ibex.synctable (sync, relation) SELECT $1, relation FROM ibex.herdmap WHERE herd = $2`, s.Name, s.Herd)
@@ -479,7 +485,7 @@ func PutSync(ctx context.Context, q Querier, s *Sync, create bool) error {
 	} else {
 		var tag pgconn.CommandTag
 		tag, err = q.Exec(ctx, `UPDATE ibex.sync SET herd = $2, dbgroup = $3, conflict_strategy = $4, autokick = $5,
-onetimecopy = $6, schedule = $7, status = $8, batch_size = $9, single_transaction = $10 WHERE name = $1`, args...)
+onetimecopy = $6, schedule = $7, status = $8, batch_size = $9, single_transaction = $10, conflict_by_type = $11 WHERE name = $1`, args...)
 		if err == nil && tag.RowsAffected() == 0 {
 			return notFound("sync", s.Name)
 		}

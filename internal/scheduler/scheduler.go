@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"reflect"
 	"runtime/debug"
 	"slices"
 	"sync"
@@ -464,7 +465,7 @@ func (s *Scheduler) reload(ctx context.Context, listenCtx context.Context) error
 			s.syncs[sy.Name] = e
 			s.log.Info("sync found", slog.String("sync", sy.Name), slog.String("status", string(sy.Status)),
 				slog.String("schedule", sy.Schedule), slog.Bool("autokick", sy.Autokick))
-		} else if e.def != sy {
+		} else if !reflect.DeepEqual(e.def, sy) {
 			s.log.Info("sync changed", slog.String("sync", sy.Name), slog.String("status", string(sy.Status)),
 				slog.String("schedule", sy.Schedule), slog.Bool("autokick", sy.Autokick))
 		}
