@@ -54,8 +54,8 @@ func (r *runner) takeSnapshots(ctx context.Context) error {
 // runner is one run of a sync: its session (dbs, tables) and the run's state.
 type runner struct {
 	session
-	opts     Options
-	res      *Result
+	opts Options
+	res  *Result
 	// strategies are the sync's conflict strategies (by type where it sets some).
 	strategies conflict.Strategies
 	// wm holds the watermarks: {source, receiver} -> the source's snapshot as of the last
