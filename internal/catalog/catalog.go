@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path"
 	"regexp"
 	"strings"
 
@@ -76,38 +75,53 @@ ORDER BY 1, 2`)
 	})
 }
 
-// Resolve expands a user's table argument into qualified names: "all", a glob with * or
-// ?, "schema.table" or a bare "table" (schema public). Dots inside quoted parts are kept:
-// `"my.schema"."t"`.
-func Resolve(ctx context.Context, q Querier, arg string) ([]QualName, error) {
-	if arg == "all" || strings.ContainsAny(arg, "*?[") {
-		all, err := ListTables(ctx, q)
+// Resolve expands a user's table argument into qualified names: "all", a pattern (see
+// Pick), "schema.table" or a bare "table" (schema public). Dots inside quoted parts are
+// kept: `"my.schema"."t"`. f narrows all and patterns (Bucardo's -t, -T, -n, -N).
+func Resolve(ctx context.Context, q Querier, arg string, f Filter) ([]QualName, error) {
+	if !IsPattern(arg) {
+		qn, err := ParseName(arg)
 		if err != nil {
 			return nil, err
 		}
-		if arg == "all" {
-			return all, nil
-		}
-		pat := arg
-		if !strings.Contains(pat, ".") {
-			pat = "public." + pat
-		}
-		var out []QualName
-		for _, t := range all {
-			if ok, _ := path.Match(pat, t.String()); ok {
-				out = append(out, t)
-			}
-		}
-		if len(out) == 0 {
-			return nil, fmt.Errorf("table pattern %q matches no table", arg)
-		}
-		return out, nil
+		return []QualName{qn}, nil
 	}
-	qn, err := ParseName(arg)
+	all, err := ListTables(ctx, q)
 	if err != nil {
 		return nil, err
 	}
-	return []QualName{qn}, nil
+	return Pick(all, arg, "table", f)
+}
+
+// IsPattern reports whether a user's argument names several objects: "all", or a pattern
+// with %, *, ? or [.
+func IsPattern(arg string) bool { return arg == "all" || strings.ContainsAny(arg, "%*?[") }
+
+// Pick returns the names of all that arg selects ("all", or a pattern of schema.name, or of
+// name in schema public, where % and * match any run of characters and ? one) and f
+// keeps; what ("table", "sequence") names them in the error when none is left.
+func Pick(all []QualName, arg, what string, f Filter) ([]QualName, error) {
+	pat := arg
+	if !strings.Contains(pat, ".") {
+		pat = "public." + pat
+	}
+	var out []QualName
+	for _, t := range all {
+		if (arg == "all" || matchGlob(pat, t.String(), true)) && f.Keep(t) {
+			out = append(out, t)
+		}
+	}
+	if len(out) == 0 {
+		sel := ""
+		if !f.Empty() {
+			sel = " that -t/-T/-n/-N keep"
+		}
+		if arg == "all" {
+			return nil, fmt.Errorf("no %s%s", what, sel)
+		}
+		return nil, fmt.Errorf("%s pattern %q matches no %s%s", what, arg, what, sel)
+	}
+	return out, nil
 }
 
 // ParseName splits "schema.table" (parts optionally double-quoted) or "table" (schema

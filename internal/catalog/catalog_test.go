@@ -197,7 +197,7 @@ CREATE TABLE parted_1 PARTITION OF parted FOR VALUES FROM (0) TO (10);
 		{"s2.a1", []catalog.QualName{q("s2", "a1")}},
 		{"nosuch", []catalog.QualName{q("public", "nosuch")}}, // names are not checked here
 	} {
-		got, err := catalog.Resolve(ctx, c, tc.arg)
+		got, err := catalog.Resolve(ctx, c, tc.arg, catalog.Filter{})
 		if err != nil {
 			t.Errorf("Resolve(%q): %v", tc.arg, err)
 			continue
@@ -206,7 +206,7 @@ CREATE TABLE parted_1 PARTITION OF parted FOR VALUES FROM (0) TO (10);
 			t.Errorf("Resolve(%q) (-want +got):\n%s", tc.arg, diff)
 		}
 	}
-	if _, err := catalog.Resolve(ctx, c, "zz*"); err == nil || err.Error() != `table pattern "zz*" matches no table` {
+	if _, err := catalog.Resolve(ctx, c, "zz*", catalog.Filter{}); err == nil || err.Error() != `table pattern "zz*" matches no table` {
 		t.Errorf("Resolve(zz*): %v", err)
 	}
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ibexrepl/ibex/internal/catalog"
 	"github.com/ibexrepl/ibex/internal/control"
 	"github.com/ibexrepl/ibex/internal/logging"
 )
@@ -40,6 +41,7 @@ type app struct {
 	logFormat      string
 	dsn            string
 	jsonOut        bool
+	filter         catalog.Filter // add all tables/sequences: Bucardo's -t, -T, -n, -N
 	logger         *slog.Logger
 	store          *control.Store
 }

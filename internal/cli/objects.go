@@ -34,7 +34,8 @@ func (a *app) addCmd() *cobra.Command {
   ibex add db s1 type=sqlite path=FILE [journal=wal|delete] [busy_timeout=MS]
   ibex add db r1 type=redis host= port=6379 [db=N] [user=] [pass=env:VAR] [prefix=P] [tls=on]
   ibex add db f1 type=flatfile path=DIR [dialect=postgres|mysql] [fsync=on|off]
-  ibex add table pgbench_accounts pgbench_branches db=t1 herd=therd   (also: all, public.*)
+  ibex add table pgbench_accounts pgbench_branches db=t1 herd=therd   (also: all, public.*, public.pgbench_%)
+  ibex add all tables db=t1 herd=therd [-t PATTERN] [-T PATTERN] [-n SCHEMA] [-N SCHEMA]   (Bucardo's selection)
   ibex add sequence orders_id_seq db=t1 herd=therd   (also: all, public.*)
   ibex add herd therd [table ...]
   ibex add dbgroup tgroup t1:source t2:source t3:target
@@ -56,10 +57,24 @@ settings are its sink's (docs/sinks/TYPE.md); 'ibex validate SYNC --create-targe
 the tables it lacks.`,
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// Bucardo's 'add all tables' / 'add all sequences'.
+			if args[0] == "all" {
+				args = append([]string{args[1], "all"}, args[2:]...)
+			}
+			if !a.filter.Empty() {
+				if k, _ := normKind(args[0]); k != "table" && k != "sequence" {
+					return usageErr("-t, -T, -n and -N select tables or sequences: add %s does not take them", args[0])
+				}
+			}
 			return a.objectCmd(cmd.Context(), "add", args, force)
 		},
 	}
 	cmd.Flags().BoolVar(&force, "force", false, "add db: do not test the connection")
+	fl := cmd.Flags()
+	fl.StringArrayVarP(&a.filter.Names, "table", "t", nil, "with all or a pattern: only names matching this (schema.name, or name in any schema; % and * match any run, ? one character); repeatable")
+	fl.StringArrayVarP(&a.filter.ExcludeNames, "exclude-table", "T", nil, "with all or a pattern: leave out names matching this; repeatable")
+	fl.StringArrayVarP(&a.filter.Schemas, "schema", "n", nil, "with all or a pattern: only schemas matching this; repeatable")
+	fl.StringArrayVarP(&a.filter.ExcludeSchemas, "exclude-schema", "N", nil, "with all or a pattern: leave out schemas matching this; repeatable")
 	return cmd
 }
 
@@ -326,11 +341,11 @@ func (a *app) addTables(ctx context.Context, store *control.Store, p kv) error {
 	var skipped []string
 	fromPattern := map[*control.Relation]bool{} // found by all or a pattern, not named
 	for _, w := range p.words {
-		names, err := catalog.Resolve(ctx, conn, w)
+		names, err := catalog.Resolve(ctx, conn, w, a.filter)
 		if err != nil {
 			return err
 		}
-		pattern := len(names) != 1 || w == "all" || strings.ContainsAny(w, "*?[")
+		pattern := len(names) != 1 || catalog.IsPattern(w)
 		for _, n := range names {
 			t, err := catalog.Describe(ctx, conn, n)
 			if errors.Is(err, catalog.ErrNoTable) {

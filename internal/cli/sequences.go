@@ -47,11 +47,11 @@ func (a *app) addSequences(ctx context.Context, store *control.Store, p kv) erro
 	var names []catalog.QualName
 	fromPattern := map[catalog.QualName]bool{}
 	for _, w := range p.words {
-		ns, err := sequence.Resolve(ctx, conn, w)
+		ns, err := sequence.Resolve(ctx, conn, w, a.filter)
 		if err != nil {
 			return err
 		}
-		pattern := len(ns) != 1 || w == "all" || strings.ContainsAny(w, "*?[")
+		pattern := len(ns) != 1 || catalog.IsPattern(w)
 		for _, n := range ns {
 			if !slices.Contains(names, n) {
 				names = append(names, n)

@@ -223,3 +223,35 @@ Herd h5 has the tables
 	refused(t, ctl.DSN, 1, args("add", "table", "newer", "s2.a", "db=t1"), "table public.newer already exists")
 	unchanged(t, ctl.DSN, before, "refused add table of a known table")
 }
+
+// TestAddAllTablesSelection: Bucardo's 'add all tables' with -t, -T, -n, -N and %
+// wildcards; a selection that keeps nothing is refused and changes nothing; the options
+// are refused for objects other than tables and sequences.
+func TestAddAllTablesSelection(t *testing.T) {
+	t.Parallel()
+	db := newDB(t, `CREATE SCHEMA app; CREATE SCHEMA tmp;
+CREATE TABLE app.pgbench_a (id int PRIMARY KEY); CREATE TABLE app.pgbench_b (id int PRIMARY KEY); CREATE TABLE app.audit_log (id int PRIMARY KEY);
+CREATE TABLE public.orders (id int PRIMARY KEY); CREATE TABLE public.orders_log (id int PRIMARY KEY); CREATE TABLE public.orders2 (id int PRIMARY KEY);
+CREATE TABLE tmp.x (id int PRIMARY KEY);
+CREATE SEQUENCE app.s1; CREATE SEQUENCE public.s2`)
+	ctl := newControl(t)
+	ok(t, ctl.DSN, ibextest.AddDBArgs("t1", db.Conn)...)
+
+	out := ok(t, ctl.DSN, "add", "all", "tables", "db=t1", "herd=h", "-n", "app", "-T", "%_log")
+	if want := "Added table app.pgbench_a: primary key (id)\nAdded table app.pgbench_b: primary key (id)\nHerd h has the tables\n"; out != want {
+		t.Errorf("add all tables -n app -T %%_log said %q, want %q", out, want)
+	}
+	out = ok(t, ctl.DSN, "add", "table", "public.orders%", "db=t1", "--exclude-table", "public.%_log", "-t", "orders?")
+	if want := "Added table public.orders2: primary key (id)\n"; out != want {
+		t.Errorf("add table public.orders%% -T public.%%_log -t orders? said %q, want %q", out, want)
+	}
+	before := state(t, ctl.DSN)
+	refused(t, ctl.DSN, 1, args("add", "all", "tables", "db=t1", "-N", "app", "-N", "public", "--exclude-schema", "tmp"), "no table that -t/-T/-n/-N keep")
+	refused(t, ctl.DSN, 1, args("add", "table", "zz%", "db=t1", "-n", "app"), `table pattern "zz%" matches no table that -t/-T/-n/-N keep`)
+	refused(t, ctl.DSN, 2, args("add", "herd", "h2", "-t", "x"), "-t, -T, -n and -N select tables or sequences: add herd does not take them")
+	unchanged(t, ctl.DSN, before, "refused selections")
+	out = ok(t, ctl.DSN, "add", "all", "sequences", "db=t1", "-n", "app")
+	if !strings.HasPrefix(out, "Added sequence app.s1") || strings.Contains(out, "public.s2") {
+		t.Errorf("add all sequences -n app said %q", out)
+	}
+}

@@ -26,7 +26,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"path"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -99,10 +98,11 @@ ORDER BY n.nspname COLLATE "C", c.relname COLLATE "C"`)
 	})
 }
 
-// Resolve expands a user's sequence argument as catalog.Resolve does tables: "all", a glob
-// with * or ?, "schema.seq" or a bare "seq" (schema public).
-func Resolve(ctx context.Context, q catalog.Querier, arg string) ([]catalog.QualName, error) {
-	if arg != "all" && !strings.ContainsAny(arg, "*?[") {
+// Resolve expands a user's sequence argument as catalog.Resolve does tables: "all", a
+// pattern (catalog.Pick), "schema.seq" or a bare "seq" (schema public); f narrows all and
+// patterns.
+func Resolve(ctx context.Context, q catalog.Querier, arg string, f catalog.Filter) ([]catalog.QualName, error) {
+	if !catalog.IsPattern(arg) {
 		qn, err := catalog.ParseName(arg)
 		if err != nil {
 			return nil, err
@@ -113,23 +113,7 @@ func Resolve(ctx context.Context, q catalog.Querier, arg string) ([]catalog.Qual
 	if err != nil {
 		return nil, err
 	}
-	if arg == "all" {
-		return all, nil
-	}
-	pat := arg
-	if !strings.Contains(pat, ".") {
-		pat = "public." + pat
-	}
-	var out []catalog.QualName
-	for _, s := range all {
-		if ok, _ := path.Match(pat, s.String()); ok {
-			out = append(out, s)
-		}
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("sequence pattern %q matches no sequence", arg)
-	}
-	return out, nil
+	return catalog.Pick(all, arg, "sequence", f)
 }
 
 // readSQL reads one sequence's state; its one parameter is the quoted name as text.
