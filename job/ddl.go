@@ -155,7 +155,7 @@ func waitLock(ctx context.Context, q control.Querier, sync *control.Sync, wait t
 // changes pending in them.
 func (s *session) keysKept(ctx context.Context, m *member) error {
 	for _, t := range s.tables {
-		d, err := catalog.Describe(ctx, m.conn, catalog.QualName{Schema: t.rel.Schema, Name: t.rel.Name})
+		d, err := catalog.Describe(ctx, m.conn, t.on(m))
 		if err != nil {
 			return fmt.Errorf("db %s: table %s after the statements: %w", m.name, t.name, err)
 		}

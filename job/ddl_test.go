@@ -191,3 +191,48 @@ func testTableAddedToRunningSync(t *testing.T, f *farm) {
 	}
 	c.sameEverywhere("extra", "id")
 }
+
+// testCustomName: a target writes a table's rows into another table (customname); one
+// whose table is missing there, or that names a source, is refused and changes nothing;
+// onetimecopy fills the custom table too; removing it goes back to the table's own name.
+func testCustomName(t *testing.T, f *farm) {
+	c, _ := f.itemCluster(t, "custom", 3, []string{"t1:source", "t2:source", "t3:target"})
+	before := c.ibex("list", "customnames")
+	code, _, errs := c.ibexCmd("add", "customname", c.q("item"), c.q("item_copy"), "db=t3")
+	if want := "table " + c.qual("item_copy") + ", the customname of " + c.qual("item") + " on db t3, does not exist there"; code == 0 || !strings.Contains(errs, want) {
+		t.Errorf("customname of a missing table: exit %d, %q; want %q", code, errs, want)
+	}
+	code, _, errs = c.ibexCmd("add", "customname", c.q("item"), c.q("item_copy"), "db=t1")
+	if code == 0 || !strings.Contains(errs, "applies to db t1, a source of sync custom: a customname is for targets") {
+		t.Errorf("customname on a source: exit %d, %q", code, errs)
+	}
+	if after := c.ibex("list", "customnames"); after != before || after != "No customnames\n" {
+		t.Errorf("refused customnames changed the list: %q", after)
+	}
+	c.on("t3", `CREATE TABLE item_copy (id int PRIMARY KEY, v text)`)
+	out := c.ibex("add", "customname", c.q("item"), c.q("item_copy"), "db=t3")
+	if !strings.HasPrefix(out, "Added customname ") || !strings.HasSuffix(out, ": "+c.qual("item")+" is written as "+c.qual("item_copy")+" on db t3 (every sync)\n") {
+		t.Errorf("add customname said %q", out)
+	}
+	c.on("t1", `UPDATE item SET v = 'one' WHERE id = 1; INSERT INTO item VALUES (11, 'eleven')`)
+	c.mustRun(control.StateGood, job.Options{})
+	if got := c.rows("t3", "item_copy", "id"); !cmp.Equal(got, []string{"(1,one)", "(11,eleven)"}) {
+		t.Errorf("t3 item_copy: %v", got)
+	}
+	if got := c.rows("t3", "item", "id"); len(got) != 10 || got[0] != "(1,init)" {
+		t.Errorf("t3 item changed: %v", got)
+	}
+	c.ibex("update", "sync", c.sync, "onetimecopy=1")
+	c.mustRun(control.StateGood, job.Options{})
+	if diff := cmp.Diff(c.rows("t1", "item", "id"), c.rows("t3", "item_copy", "id")); diff != "" {
+		t.Errorf("item_copy after onetimecopy (-t1 +t3):\n%s", diff)
+	}
+	list := c.ibex("list", "customnames")
+	id := strings.TrimSpace(strings.Fields(strings.Split(list, "\n")[1])[0])
+	c.ibex("remove", "customname", id)
+	c.on("t2", `UPDATE item SET v = 'two' WHERE id = 2`)
+	c.mustRun(control.StateGood, job.Options{})
+	if got := c.rows("t3", "item", "id"); got[1] != "(2,two)" {
+		t.Errorf("t3 item after removing the customname: %v", got)
+	}
+}

@@ -60,6 +60,7 @@ func TestFarm(t *testing.T) {
 		{"DDLFailsOnOneDB", testDDLFailsOnOneDB},
 		{"ColumnAddedByHand", testColumnAddedByHand},
 		{"TableAddedToRunningSync", testTableAddedToRunningSync},
+		{"CustomName", testCustomName},
 	} {
 		t.Run(ft.name, func(t *testing.T) {
 			t.Parallel()

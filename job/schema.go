@@ -35,7 +35,7 @@ func (s *session) checkSchemas(ctx context.Context, checkCapture bool) error {
 		derrs := make([]error, len(s.tables))
 		states := make([]*capture.State, len(s.tables))
 		for i, t := range s.tables {
-			catalog.QueueDescribe(b, catalog.QualName{Schema: t.rel.Schema, Name: t.rel.Name}, &ds[i], &derrs[i])
+			catalog.QueueDescribe(b, t.on(m), &ds[i], &derrs[i])
 			if checkCapture && m.isSource() && !s.fullcopy {
 				states[i] = capture.QueueInstalled(b, s.sync.Name, t.rel.Schema, t.rel.Name)
 			}
@@ -44,7 +44,9 @@ func (s *session) checkSchemas(ctx context.Context, checkCapture bool) error {
 			return fmt.Errorf("db %s: describing the tables: %w", m.name, err)
 		}
 		for i, t := range s.tables {
-			if errors.Is(derrs[i], catalog.ErrNoTable) {
+			if errors.Is(derrs[i], catalog.ErrNoTable) && t.custom[m.idx] != nil {
+				return fmt.Errorf("table %s, the customname of %s on db %s, does not exist there: create it (with the same columns) and run 'ibex validate %s'", t.on(m), t.name, m.name, s.sync.Name)
+			} else if errors.Is(derrs[i], catalog.ErrNoTable) {
 				return fmt.Errorf("table %s does not exist on db %s: create it there (with the same columns) and run 'ibex validate %s'", t.name, m.name, s.sync.Name)
 			} else if derrs[i] != nil {
 				return fmt.Errorf("db %s: %w", m.name, derrs[i])
@@ -115,7 +117,8 @@ func (s *session) checkSchemas(ctx context.Context, checkCapture bool) error {
 		}
 		t.sinkTables = make([]*sinks.Table, len(s.members))
 		for _, m := range s.alive() {
-			t.sinkTables[m.idx] = &sinks.Table{Schema: t.rel.Schema, Name: t.rel.Name, Key: t.keyCols, Cols: t.cols,
+			on := t.on(m)
+			t.sinkTables[m.idx] = &sinks.Table{Schema: on.Schema, Name: on.Name, Key: t.keyCols, Cols: t.cols,
 				Columns: d.Columns, Partitioned: partitioned[m.idx]}
 		}
 	}

@@ -65,8 +65,18 @@ type table struct {
 	// committed everywhere, and the change rows of [0, consumed) deleted.
 	nb, committed, consumed int
 	// sinkTables is the table as each member's sink writes it, by member index (whether it
-	// is partitioned differs by db).
+	// is partitioned differs by db; a customname gives a target another table).
 	sinkTables []*sinks.Table
+	// custom is the table a target writes instead (customname), by member index; nil: t.
+	custom []*control.CustomName
+}
+
+// on is the table as db m has it: its customname there, or t itself.
+func (t *table) on(m *member) catalog.QualName {
+	if c := t.custom[m.idx]; c != nil {
+		return catalog.QualName{Schema: c.Schema, Name: c.Name}
+	}
+	return catalog.QualName{Schema: t.rel.Schema, Name: t.rel.Name}
 }
 
 // errInactiveDB marks a db whose status is inactive: runs leave it out.
@@ -177,6 +187,31 @@ func (s *session) load(ctx context.Context, q control.Querier) error {
 	}
 	if len(s.tables) == 0 {
 		return fmt.Errorf("%w: herd %s of sync %s is empty: add tables with 'ibex add table ... herd=%s'", errNoTables, s.sync.Herd, s.sync.Name, s.sync.Herd)
+	}
+	return s.loadCustomNames(ctx, q)
+}
+
+// loadCustomNames gives each table, on each target, the customname that applies there. A
+// customname that would apply to a source is refused: a source's table is the one its
+// capture watches.
+func (s *session) loadCustomNames(ctx context.Context, q control.Querier) error {
+	cs, err := control.CustomNames(ctx, q)
+	if err != nil {
+		return err
+	}
+	for _, t := range s.tables {
+		t.custom = make([]*control.CustomName, len(s.members))
+		for _, m := range s.members {
+			c := control.PickCustomName(cs, t.name, m.name, s.sync.Name)
+			if c == nil {
+				continue
+			}
+			if m.isSource() {
+				return fmt.Errorf("customname %d (%s as %s) applies to db %s, a source of sync %s: a customname is for targets; remove it with 'ibex remove customname %d'",
+					c.ID, t.name, c.QualName(), m.name, s.sync.Name, c.ID)
+			}
+			t.custom[m.idx] = c
+		}
 	}
 	return nil
 }

@@ -94,8 +94,22 @@ func Resolve(ctx context.Context, q Querier, arg string, f Filter) ([]QualName, 
 }
 
 // IsPattern reports whether a user's argument names several objects: "all", or a pattern
-// with %, *, ? or [.
-func IsPattern(arg string) bool { return arg == "all" || strings.ContainsAny(arg, "%*?[") }
+// with %, *, ? or [ outside double quotes (a quoted part is a name, whatever it holds).
+func IsPattern(arg string) bool {
+	if arg == "all" {
+		return true
+	}
+	quoted := false
+	for _, r := range arg {
+		switch {
+		case r == '"':
+			quoted = !quoted
+		case !quoted && strings.ContainsRune("%*?[", r):
+			return true
+		}
+	}
+	return false
+}
 
 // Pick returns the names of all that arg selects ("all", or a pattern of schema.name, or of
 // name in schema public, where % and * match any run of characters and ? one) and f

@@ -33,3 +33,14 @@ func TestFilter(t *testing.T) {
 		}
 	}
 }
+
+func TestIsPattern(t *testing.T) {
+	for arg, want := range map[string]bool{
+		"all": true, "public.*": true, "pgbench_%": true, "t?": true, "t[12]": true,
+		"public.t": false, `"public"."%s%d"`: false, `"a*b".c`: false, `"a*b".c%`: true,
+	} {
+		if got := catalog.IsPattern(arg); got != want {
+			t.Errorf("IsPattern(%q) = %v, want %v", arg, got, want)
+		}
+	}
+}

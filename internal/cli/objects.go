@@ -39,6 +39,7 @@ func (a *app) addCmd() *cobra.Command {
   ibex add sequence orders_id_seq db=t1 herd=therd   (also: all, public.*)
   ibex add herd therd [table ...]
   ibex add dbgroup tgroup t1:source t2:source t3:target
+  ibex add customname pgbench_accounts public.accounts_copy [db=t5] [sync=foobar]   (targets write the rows there)
   ibex add sync foobar herd=therd dbs=tgroup [conflict_strategy=latest|source|abort|skip|"t2 t1"]
        [autokick=false] [onetimecopy=0|1|2] [schedule=30s|"*/5 * * * *"] [status=active] [batch_size=N]
        [single_transaction=off]
@@ -146,8 +147,10 @@ func normKind(k string) (string, error) {
 		return "dbgroup", nil
 	case "sync", "syncs":
 		return "sync", nil
+	case "customname", "customnames":
+		return "customname", nil
 	}
-	return "", usageErr("unknown object %q: use db, table, sequence, herd (relgroup), dbgroup or sync", k)
+	return "", usageErr("unknown object %q: use db, table, sequence, herd (relgroup), dbgroup, sync or customname", k)
 }
 
 func (a *app) objectCmd(ctx context.Context, verb string, args []string, force bool) error {
@@ -183,6 +186,12 @@ func (a *app) objectCmd(ctx context.Context, verb string, args []string, force b
 		return a.putDBGroup(ctx, store, verb == "add", p)
 	case "add sync", "update sync":
 		return a.putSync(ctx, store, verb == "add", p)
+	case "add customname":
+		return a.addCustomName(ctx, store, p)
+	case "update customname":
+		return usageErr("update customname: remove it and add it again")
+	case "remove customname":
+		return a.removeCustomNames(ctx, store, p.words)
 	}
 	// remove
 	if len(p.words) == 0 && kind == "sequence" {
@@ -1081,6 +1090,12 @@ func (a *app) list(ctx context.Context, store *control.Store, kind string, names
 			}
 		}
 		data = out
+	case "customname":
+		cs, err := control.CustomNames(ctx, q)
+		if err != nil {
+			return err
+		}
+		headers, rows, data = listCustomNames(cs, names)
 	}
 	if a.jsonOut {
 		return a.printJSON(data)
