@@ -2,6 +2,8 @@ package job_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -227,8 +229,29 @@ func testCustomName(t *testing.T, f *farm) {
 	if diff := cmp.Diff(c.rows("t1", "item", "id"), c.rows("t3", "item_copy", "id")); diff != "" {
 		t.Errorf("item_copy after onetimecopy (-t1 +t3):\n%s", diff)
 	}
+	if out, want := c.ibex("status", c.sync), "Customname                       : "+c.qual("item")+" -> "+c.qual("item_copy")+" on db t3\n"; !strings.Contains(out, want) {
+		t.Errorf("status lacks %q:\n%s", want, out)
+	}
+	// YAML: exported with its table, and applied back after a removal.
+	exported := c.ibex("export")
+	if want := "    customnames:\n      - name: " + c.qual("item_copy") + "\n        db: t3\n"; !strings.Contains(exported, want) {
+		t.Errorf("export lacks %q:\n%s", want, exported)
+	}
 	list := c.ibex("list", "customnames")
 	id := strings.TrimSpace(strings.Fields(strings.Split(list, "\n")[1])[0])
+	c.ibex("remove", "customname", id)
+	file := filepath.Join(t.TempDir(), "ibex.yaml")
+	if err := os.WriteFile(file, []byte(exported), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out := c.ibex("apply", "-f", file); !strings.Contains(out, "update table "+c.qual("item")) {
+		t.Errorf("apply said %q", out)
+	}
+	if after := c.ibex("list", "customnames"); !strings.Contains(after, c.qual("item_copy")) {
+		t.Errorf("after apply: %q", after)
+	}
+	list = c.ibex("list", "customnames")
+	id = strings.TrimSpace(strings.Fields(strings.Split(list, "\n")[1])[0])
 	c.ibex("remove", "customname", id)
 	c.on("t2", `UPDATE item SET v = 'two' WHERE id = 2`)
 	c.mustRun(control.StateGood, job.Options{})

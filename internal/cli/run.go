@@ -262,6 +262,9 @@ type syncStatus struct {
 	LastBad        *control.Run      `json:"last_bad,omitempty"`
 	LastRun        *control.Run      `json:"last_run,omitempty"`
 	LastError      string            `json:"last_error,omitempty"`
+	// CustomNames are the customnames that apply to the sync's tables ("table -> custom on
+	// db D").
+	CustomNames []string `json:"customnames,omitempty"`
 	// ConflictTypes counts the sync's logged conflicts by type.
 	ConflictTypes map[string]int64 `json:"conflict_types"`
 }
@@ -306,6 +309,19 @@ func (a *app) loadStatus(ctx context.Context, store *control.Store, s control.Sy
 			if h.Name == s.Herd {
 				st.Tables = h.Tables
 			}
+		}
+	}
+	cns, err := control.CustomNames(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range cns {
+		if (c.Sync == "" || c.Sync == s.Name) && slices.Contains(st.Tables, c.Table) {
+			where := "every target"
+			if c.DB != "" {
+				where = "db " + c.DB
+			}
+			st.CustomNames = append(st.CustomNames, fmt.Sprintf("%s -> %s on %s", c.Table, c.QualName(), where))
 		}
 	}
 	return st, nil
@@ -452,6 +468,9 @@ func (a *app) statusDetail(st *syncStatus) {
 	field("Current state", st.State)
 	field("Herd/dbs", st.Herd+" / "+st.DBGroup+" ("+strings.Join(st.DBs, " ")+")")
 	field("Tables in sync", fmt.Sprintf("%d", len(st.Tables)))
+	for _, c := range st.CustomNames {
+		field("Customname", c)
+	}
 	field("Status", strings.ToUpper(string(st.Status[:1]))+string(st.Status[1:]))
 	strategy := st.Conflict
 	var byType []string

@@ -92,6 +92,16 @@ type Table struct {
 	DB      string   `yaml:"db,omitempty"`
 	Key     []string `yaml:"key,flow"`
 	KeyKind string   `yaml:"keykind"`
+	// CustomNames are the tables targets write its rows into instead (customname).
+	CustomNames []CustomName `yaml:"customnames,omitempty"`
+}
+
+// CustomName is a table a target writes a table's rows into: on db DB (any target when
+// empty), in sync Sync (any sync when empty).
+type CustomName struct {
+	Name string `yaml:"name"`
+	DB   string `yaml:"db,omitempty"`
+	Sync string `yaml:"sync,omitempty"`
 }
 
 // Sequence is a replicated sequence: the db it was found in, its herds, and whether its
@@ -236,6 +246,17 @@ func (f *File) check() error {
 		if t.DB != "" {
 			if _, ok := f.DBs[t.DB]; !ok {
 				return fmt.Errorf("table %s: db %q is not among the dbs", n, t.DB)
+			}
+		}
+		for _, c := range t.CustomNames {
+			if _, err := catalog.ParseName(c.Name); err != nil || c.Name == "" {
+				return fmt.Errorf("table %s: customname %q is not a table name", n, c.Name)
+			}
+			if _, ok := f.DBs[c.DB]; c.DB != "" && !ok {
+				return fmt.Errorf("table %s: customname %s: db %q is not among the dbs", n, c.Name, c.DB)
+			}
+			if _, ok := f.Syncs[c.Sync]; c.Sync != "" && !ok {
+				return fmt.Errorf("table %s: customname %s: sync %q is not among the syncs", n, c.Name, c.Sync)
 			}
 		}
 	}

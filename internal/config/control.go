@@ -49,6 +49,16 @@ func Export(ctx context.Context, q control.Querier) (*File, error) {
 		names[r.QualName()] = TableName(r.Schema, r.Name)
 		f.Tables[TableName(r.Schema, r.Name)] = Table{DB: r.DB, Key: key, KeyKind: r.KeyKind}
 	}
+	cns, err := control.CustomNames(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range cns {
+		n := names[c.Table]
+		t := f.Tables[n]
+		t.CustomNames = append(t.CustomNames, CustomName{Name: TableName(c.Schema, c.Name), DB: c.DB, Sync: c.Sync})
+		f.Tables[n] = t
+	}
 	seqs, err := control.Sequences(ctx, q)
 	if err != nil {
 		return nil, err
@@ -286,6 +296,27 @@ func Apply(ctx context.Context, q control.Querier, cur, want *File, changes []Ch
 		if err := control.PutSync(ctx, q, &control.Sync{Name: n, Herd: s.Herd, DBGroup: s.DBs, ConflictStrategy: s.ConflictStrategy, ConflictByType: s.ConflictByType,
 			Autokick: s.Autokick, Onetimecopy: s.Onetimecopy, Schedule: s.Schedule, Status: control.Status(s.Status), BatchSize: s.BatchSize,
 			SingleTransaction: s.SingleTransaction}, has("add", "sync", n)); err != nil {
+			return err
+		}
+	}
+	// Customnames after the syncs they may name: a table's are replaced as a whole.
+	for _, n := range sortedKeys(want.Tables) {
+		if !has("add", "table", n) && !has("update", "table", n) {
+			continue
+		}
+		qn, err := catalog.ParseName(n)
+		if err != nil {
+			return err
+		}
+		var cs []control.CustomName
+		for _, c := range want.Tables[n].CustomNames {
+			cn, err := catalog.ParseName(c.Name)
+			if err != nil {
+				return fmt.Errorf("table %s: customname %q: %w", n, c.Name, err)
+			}
+			cs = append(cs, control.CustomName{Table: qn.String(), Schema: cn.Schema, Name: cn.Name, DB: c.DB, Sync: c.Sync})
+		}
+		if err := control.ReplaceCustomNames(ctx, q, qn.String(), cs); err != nil {
 			return err
 		}
 	}

@@ -79,3 +79,16 @@ func PickCustomName(cs []CustomName, table, db, sync string) *CustomName {
 	}
 	return best
 }
+
+// ReplaceCustomNames makes cs the customnames of table (schema.table).
+func ReplaceCustomNames(ctx context.Context, q Querier, table string, cs []CustomName) error {
+	if _, err := q.Exec(ctx, `DELETE FROM ibex.customname c USING ibex.relation r WHERE r.id = c.relation AND r.schemaname || '.' || r.tablename = $1`, table); err != nil {
+		return err
+	}
+	for i := range cs {
+		if _, err := AddCustomName(ctx, q, &cs[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
