@@ -130,7 +130,7 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 		// The keys in their order (DISTINCT also folds equal keys that print differently,
 		// which would match one row twice): the index and the table are read in order.
 		sql := fmt.Sprintf(`COPY (SELECT %s FROM %s w JOIN %s t ON %s) TO STDOUT`,
-			catalog.QuoteCols("t.", t.cols), orderedKeys("pg_temp.ibex_w", t, true), t.ident, catalog.KeyJoin("w", "t", t.keyCols))
+			catalog.QuoteCols("t.", t.cols), orderedKeys("pg_temp.ibex_w", t, true), t.filtered(), catalog.KeyJoin("w", "t", t.keyCols))
 		widx := w.idx
 		senders = append(senders, sender{m: w, conn: w.rconn, sql: sql, route: func(key string) (uint64, bool) {
 			ks := keys[key]

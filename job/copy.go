@@ -169,7 +169,7 @@ func (r *runner) copyInto(ctx context.Context, src *member, dsts []*member, only
 		if len(recvs) == 0 {
 			continue
 		}
-		sql := fmt.Sprintf(`COPY (SELECT %s FROM %s%s) TO STDOUT`, catalog.QuoteCols("", t.cols), t.only(src), t.ident)
+		sql := fmt.Sprintf(`COPY (SELECT %s FROM %s%s%s) TO STDOUT`, catalog.QuoteCols("", t.cols), t.only(src), t.ident, t.whereClause())
 		out := r.fanout(ctx, t, 0, []sender{{m: src, conn: src.conn, sql: sql}}, recvs)
 		if out.senderErrs != nil {
 			r.rollbackAll()

@@ -259,3 +259,42 @@ func testCustomName(t *testing.T, f *farm) {
 		t.Errorf("t3 item after removing the customname: %v", got)
 	}
 }
+
+// testRowFilter: only rows matching a table's where= move; a row that stops matching is
+// deleted on the receivers, one that starts matching arrives in full; onetimecopy copies
+// matching rows only; a filter naming an unknown column is refused and changes nothing.
+func testRowFilter(t *testing.T, f *farm) {
+	c, _ := f.itemCluster(t, "rowfilter", 3, []string{"t1:source", "t2:source", "t3:target"})
+	code, _, errs := c.ibexCmd("update", "table", c.q("item"), "where=colour = 'red'")
+	if code == 0 || !strings.Contains(errs, "table "+c.qual("item")+": where=colour = 'red': db t1: ERROR: column \"colour\" does not exist (SQLSTATE 42703)") {
+		t.Errorf("filter with an unknown column: exit %d, %q", code, errs)
+	}
+	if out := c.ibex("export"); strings.Contains(out, "where:") {
+		t.Errorf("a refused filter was stored:\n%s", out)
+	}
+	c.ibex("update", "table", c.q("item"), "where=v NOT LIKE 'secret%'")
+	if out := c.ibex("export"); !strings.Contains(out, "where: v NOT LIKE 'secret%'\n") {
+		t.Errorf("export lacks the filter:\n%s", out)
+	}
+	c.on("t1", `UPDATE item SET v = 'secret one' WHERE id = 1; UPDATE item SET v = 'two' WHERE id = 2; INSERT INTO item VALUES (20, 'secret twenty')`)
+	c.mustRun(control.StateGood, job.Options{})
+	for _, db := range []string{"t2", "t3"} {
+		got := c.rows(db, "item", "id")
+		if got[0] != "(2,two)" || slices.Contains(got, `(20,"secret twenty")`) || len(got) != 9 {
+			t.Errorf("db %s after a row stopped matching: %v", db, got)
+		}
+	}
+	c.on("t1", `UPDATE item SET v = 'public one' WHERE id = 1`)
+	c.mustRun(control.StateGood, job.Options{})
+	for _, db := range []string{"t2", "t3"} {
+		if got := c.rows(db, "item", "id"); got[0] != `(1,"public one")` {
+			t.Errorf("db %s after the row matched again: %v", db, got)
+		}
+	}
+	c.on("t3", `DELETE FROM item`)
+	c.ibex("update", "sync", c.sync, "onetimecopy=1")
+	c.mustRun(control.StateGood, job.Options{})
+	if got := c.rows("t3", "item", "id"); len(got) != 10 || slices.Contains(got, `(20,"secret twenty")`) {
+		t.Errorf("t3 after onetimecopy: %v", got)
+	}
+}

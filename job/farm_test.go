@@ -61,6 +61,7 @@ func TestFarm(t *testing.T) {
 		{"ColumnAddedByHand", testColumnAddedByHand},
 		{"TableAddedToRunningSync", testTableAddedToRunningSync},
 		{"CustomName", testCustomName},
+		{"RowFilter", testRowFilter},
 	} {
 		t.Run(ft.name, func(t *testing.T) {
 			t.Parallel()

@@ -72,6 +72,9 @@ func (s *session) checkSchemas(ctx context.Context, checkCapture bool) error {
 			return err
 		}
 	}
+	if err := s.checkFilters(ctx); err != nil {
+		return err
+	}
 	var ref *member
 	for _, m := range s.alive() {
 		if !m.pg() {
@@ -164,6 +167,25 @@ func (s *session) checkTargets(ctx context.Context) error {
 	for _, m := range tgts {
 		if err := errs[m.idx]; err != nil {
 			s.drop(m, err)
+		}
+	}
+	return nil
+}
+
+// checkFilters runs each row filter (where=) on every live source, reading no row: a
+// filter that does not parse or names an unknown column is refused with the db's error.
+func (s *session) checkFilters(ctx context.Context) error {
+	for _, m := range s.alive() {
+		if !m.isSource() || !m.pg() {
+			continue
+		}
+		for _, t := range s.tables {
+			if t.rel.Where == "" {
+				continue
+			}
+			if _, err := m.conn.Exec(ctx, fmt.Sprintf(`SELECT 1 FROM %s%s LIMIT 0`, t.ident, t.whereClause())); err != nil {
+				return fmt.Errorf("table %s: where=%s: db %s: %w", t.name, t.rel.Where, m.name, err)
+			}
 		}
 	}
 	return nil

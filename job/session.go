@@ -71,6 +71,29 @@ type table struct {
 	custom []*control.CustomName
 }
 
+// A row filter (where=) is an SQL condition on the table's columns, evaluated on the db
+// that sends rows: a row that does not match is not sent, so a receiver deletes its key
+// (a row that stops matching leaves the receivers; one that starts matching arrives in
+// full, as logical replication does with row filters).
+
+// whereClause is " WHERE (filter)", or "" without a filter.
+func (t *table) whereClause() string {
+	if t.rel.Where == "" {
+		return ""
+	}
+	return " WHERE (" + t.rel.Where + ")"
+}
+
+// filtered is the table as the rows a sender sends are read from: the table, or, with a
+// filter, a subquery of its matching rows (its columns unqualified, as the filter sees
+// them).
+func (t *table) filtered() string {
+	if t.rel.Where == "" {
+		return t.ident
+	}
+	return "(SELECT * FROM " + t.ident + t.whereClause() + ")"
+}
+
 // on is the table as db m has it: its customname there, or t itself.
 func (t *table) on(m *member) catalog.QualName {
 	if c := t.custom[m.idx]; c != nil {

@@ -68,7 +68,7 @@ func TestInstallIsIdempotent(t *testing.T) {
 	if want := fmt.Sprintf("Installed the ibex control schema (version %d)\n", v); out != want {
 		t.Errorf("install said %q, want %q", out, want)
 	}
-	versions := ibextest.Rows(t, db.DSN, `SELECT version::text, name, applied::text FROM ibex.schema_version ORDER BY version`)
+	versions := ibextest.Rows(t, db.DSN, `SELECT version::text, name, applied::text FROM ibex.schema_version s ORDER BY s.version`)
 	if len(versions) != v || versions[len(versions)-1][0] != fmt.Sprint(v) {
 		t.Fatalf("ibex.schema_version after install: %v, want versions 1..%d", versions, v)
 	}
@@ -89,7 +89,7 @@ func TestInstallIsIdempotent(t *testing.T) {
 		t.Errorf("second install said %q, want %q", out, want)
 	}
 	unchanged(t, db.DSN, before, "a second install")
-	if diff := cmp.Diff(versions, ibextest.Rows(t, db.DSN, `SELECT version::text, name, applied::text FROM ibex.schema_version ORDER BY version`)); diff != "" {
+	if diff := cmp.Diff(versions, ibextest.Rows(t, db.DSN, `SELECT version::text, name, applied::text FROM ibex.schema_version s ORDER BY s.version`)); diff != "" {
 		t.Errorf("schema_version changed by a second install (-before +after):\n%s", diff)
 	}
 

@@ -459,8 +459,9 @@ func tableArg(schema, name string) string {
 func (a *app) updateTables(ctx context.Context, store *control.Store, p kv) error {
 	dbName, hasDB := p.take("db")
 	herd, hasHerd := p.take("herd", "relgroup")
+	where, hasWhere := p.take("where", "row_filter")
 	if rest := p.rest(); len(rest) > 0 {
-		return usageErr("update table: unknown setting %q (use db= or herd=)", rest[0])
+		return usageErr("update table: unknown setting %q (use db=, herd= or where=)", rest[0])
 	}
 	return store.InTx(ctx, func(q control.Querier) error {
 		for _, w := range p.words {
@@ -496,6 +497,10 @@ func (a *app) updateTables(ctx context.Context, store *control.Store, p kv) erro
 					return keylessMsg(n.String())
 				}
 				rel.DB, rel.KeyCols, rel.KeyKind = d.Name, t.KeyCols, t.KeyKind
+			}
+			if hasWhere {
+				// Checked on every db of the syncs using the table by the validation below.
+				rel.Where = strings.TrimSpace(where)
 			}
 			id, err := control.PutRelation(ctx, q, rel)
 			if err != nil {

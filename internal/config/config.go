@@ -92,6 +92,8 @@ type Table struct {
 	DB      string   `yaml:"db,omitempty"`
 	Key     []string `yaml:"key,flow"`
 	KeyKind string   `yaml:"keykind"`
+	// Where is the row filter: only rows matching this SQL condition move.
+	Where string `yaml:"where,omitempty"`
 	// CustomNames are the tables targets write its rows into instead (customname).
 	CustomNames []CustomName `yaml:"customnames,omitempty"`
 }

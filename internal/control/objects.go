@@ -32,6 +32,9 @@ type Relation struct {
 	KeyCols []string
 	KeyKind string
 	Herds   []string
+	// Where is the row filter (where=): an SQL condition on the table's columns; "" for
+	// every row.
+	Where string
 }
 
 // QualName is schema.table as users type it.
@@ -201,7 +204,7 @@ func RemoveDB(ctx context.Context, q Querier, name string) error {
 func Relations(ctx context.Context, q Querier) ([]Relation, error) {
 	rows, err := q.Query(ctx, `
 SELECT r.id, r.schemaname, r.tablename, coalesce(r.db, ''), r.keycols, r.keykind,
-       coalesce((SELECT array_agg(m.herd ORDER BY m.herd) FROM ibex.herdmap m WHERE m.relation = r.id), '{}')
+       coalesce((SELECT array_agg(m.herd ORDER BY m.herd) FROM ibex.herdmap m WHERE m.relation = r.id), '{}'), r.row_filter
 FROM ibex.relation r ORDER BY r.schemaname, r.tablename`)
 	if err != nil {
 		return nil, err
@@ -211,7 +214,7 @@ FROM ibex.relation r ORDER BY r.schemaname, r.tablename`)
 
 func scanRelation(r pgx.CollectableRow) (Relation, error) {
 	var x Relation
-	err := r.Scan(&x.ID, &x.Schema, &x.Name, &x.DB, &x.KeyCols, &x.KeyKind, &x.Herds)
+	err := r.Scan(&x.ID, &x.Schema, &x.Name, &x.DB, &x.KeyCols, &x.KeyKind, &x.Herds, &x.Where)
 	return x, err
 }
 
@@ -219,7 +222,7 @@ func scanRelation(r pgx.CollectableRow) (Relation, error) {
 func GetRelation(ctx context.Context, q Querier, schema, name string) (*Relation, error) {
 	rows, err := q.Query(ctx, `
 SELECT r.id, r.schemaname, r.tablename, coalesce(r.db, ''), r.keycols, r.keykind,
-       coalesce((SELECT array_agg(m.herd ORDER BY m.herd) FROM ibex.herdmap m WHERE m.relation = r.id), '{}')
+       coalesce((SELECT array_agg(m.herd ORDER BY m.herd) FROM ibex.herdmap m WHERE m.relation = r.id), '{}'), r.row_filter
 FROM ibex.relation r WHERE r.schemaname = $1 AND r.tablename = $2`, schema, name)
 	if err != nil {
 		return nil, err
@@ -243,9 +246,9 @@ func PutRelation(ctx context.Context, q Querier, r *Relation) (int64, error) {
 	}
 	var id int64
 	err := q.QueryRow(ctx, `
-INSERT INTO ibex.relation (schemaname, tablename, db, keycols, keykind) VALUES ($1, $2, $3, $4, $5)
-ON CONFLICT (schemaname, tablename) DO UPDATE SET db = excluded.db, keycols = excluded.keycols, keykind = excluded.keykind
-RETURNING id`, r.Schema, r.Name, db, keys, r.KeyKind).Scan(&id)
+INSERT INTO ibex.relation (schemaname, tablename, db, keycols, keykind, row_filter) VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (schemaname, tablename) DO UPDATE SET db = excluded.db, keycols = excluded.keycols, keykind = excluded.keykind, row_filter = excluded.row_filter
+RETURNING id`, r.Schema, r.Name, db, keys, r.KeyKind, r.Where).Scan(&id)
 	return id, translate(err, "table", r.QualName())
 }
 
