@@ -151,9 +151,7 @@ func (s *Sink) WriteRows(ctx context.Context, t *sinks.Table, r io.Reader) (int6
 		started int64 // the file's size when it started
 		keys    = make([]key, 0, chunk)
 		lr      = sinks.NewLineReader(r)
-		idx     = s.indexAdder(ctx, b)
 	)
-	defer idx.wait() // after an error: the keys handed over are added before the unit rolls back
 	for {
 		line, err := lr.Next()
 		if err == io.EOF {
@@ -202,15 +200,16 @@ func (s *Sink) WriteRows(ctx context.Context, t *sinks.Table, r io.Reader) (int6
 			open = false
 		}
 		if keys = append(keys, k); len(keys) == chunk {
-			idx.add(keys)
-			keys = make([]key, 0, chunk)
+			if err := s.addKeys(ctx, b, keys); err != nil {
+				return n, s.errf(t, "writing rows of", err)
+			}
+			keys = keys[:0]
 		}
 	}
 	if open {
 		w.WriteString(";\n")
 	}
-	idx.add(keys)
-	if err := idx.wait(); err != nil {
+	if err := s.addKeys(ctx, b, keys); err != nil {
 		return n, s.errf(t, "writing rows of", err)
 	}
 	if w != nil {
@@ -221,46 +220,6 @@ func (s *Sink) WriteRows(ctx context.Context, t *sinks.Table, r io.Reader) (int6
 	}
 	b.written += n
 	return n, nil
-}
-
-// adder records the keys of a batch's rows in the index (addKeys) on a goroutine of its
-// own, a chunk at a time, while WriteRows formats the rows: the index's statements and
-// the file's writing take turns on one core otherwise.
-type adder struct {
-	ch   chan []key
-	done chan struct{}
-	err  error // the first error of addKeys; read after done
-}
-
-func (s *Sink) indexAdder(ctx context.Context, b *batch) *adder {
-	ch := make(chan []key, 4)
-	a := &adder{ch: ch, done: make(chan struct{})}
-	go func() {
-		defer close(a.done)
-		for keys := range ch {
-			if a.err == nil {
-				a.err = s.addKeys(ctx, b, keys)
-			}
-		}
-	}()
-	return a
-}
-
-// add hands keys over (the adder owns them then). An error of the index comes at wait.
-func (a *adder) add(keys []key) {
-	if len(keys) > 0 {
-		a.ch <- keys
-	}
-}
-
-// wait waits for the keys handed over to be added and returns the first error.
-func (a *adder) wait() error {
-	if a.ch != nil {
-		close(a.ch)
-		a.ch = nil
-	}
-	<-a.done
-	return a.err
 }
 
 // addKeys records the keys of rows written (distinct: a batch's through pending, a
