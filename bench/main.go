@@ -48,6 +48,7 @@ type config struct {
 	sinksRepeats   int
 	sinksRSSRows   int
 	sinks          []string
+	sinksProfile   string
 	mariadbAddr    string
 	mariadbUser    string
 	redisAddr      string
@@ -78,6 +79,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.IntVar(&c.sinksRepeats, "sinks-repeats", 2, "repeats per sink in the sinks section")
 	fs.IntVar(&c.sinksRSSRows, "sinks-rss-rows", 1000000, "changed rows of the sinks section's one RSS kick into a flatfile target (0 skips it)")
 	fs.StringVar(&sinkList, "sinks", strings.Join(allSinks, ","), "comma list of the sink types the sinks section measures")
+	fs.StringVar(&c.sinksProfile, "sinks-profile", "", "write a CPU profile and the debug log of each timed kick of the sinks section to DIR/<sink>-<repeat>.pprof and .log (IBEX_CPUPROFILE, IBEX_LOG_LEVEL=debug)")
 	fs.StringVar(&c.mariadbAddr, "mariadb", "127.0.0.1:3306", "MariaDB host:port of the sinks section (no password)")
 	fs.StringVar(&c.mariadbUser, "mariadb-user", "root", "MariaDB user of the sinks section (CREATE/DROP DATABASE, local_infile)")
 	fs.StringVar(&c.redisAddr, "redis", "127.0.0.1:6379", "Redis host:port of the sinks section (database 0, keys ibex_bench:*)")

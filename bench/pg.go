@@ -432,6 +432,7 @@ type kickResult struct {
 	sync                        time.Duration // the run's duration_ns
 	inserts, deletes, conflicts int64
 	rssKiB                      int64
+	stderr                      []byte // what the kick logged
 }
 
 func (k kickResult) rowsPerSec() float64 {
@@ -442,10 +443,10 @@ func (k kickResult) rowsPerSec() float64 {
 }
 
 // kick runs `ibex kick bench --json` and measures it.
-func (e *env) kick(ctx context.Context, ctl string) (kickResult, error) {
+func (e *env) kick(ctx context.Context, ctl string, env ...string) (kickResult, error) {
 	var kr kickResult
 	cmd := exec.CommandContext(ctx, e.ibexBin, "kick", syncName, "--json")
-	cmd.Env = e.toolEnv("IBEX_DSN=" + e.conninfo(ctl))
+	cmd.Env = e.toolEnv(append([]string{"IBEX_DSN=" + e.conninfo(ctl)}, env...)...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	t0 := time.Now()
@@ -482,6 +483,7 @@ func (e *env) kick(ctx context.Context, ctl string) (kickResult, error) {
 	}
 	kr.sync = time.Duration(r.Duration)
 	kr.inserts, kr.deletes, kr.conflicts = r.Inserts, r.Deletes, r.Conflicts
+	kr.stderr = errb.Bytes()
 	return kr, nil
 }
 

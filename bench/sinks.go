@@ -452,10 +452,20 @@ func (b *bench) sinks(ctx context.Context) error {
 				return err
 			}
 			progress("%s: ibex kick %s", label, syncName)
-			k, err := b.env.kick(ctx, ctl)
+			var kenv []string
+			if cfg.sinksProfile != "" {
+				kenv = append(kenv, "IBEX_CPUPROFILE="+filepath.Join(cfg.sinksProfile, fmt.Sprintf("%s-%d.pprof", kind, r)), "IBEX_LOG_LEVEL=debug")
+			}
+			k, err := b.env.kick(ctx, ctl, kenv...)
 			if err != nil {
 				closeFloor()
 				return err
+			}
+			if cfg.sinksProfile != "" {
+				if err := os.WriteFile(filepath.Join(cfg.sinksProfile, fmt.Sprintf("%s-%d.log", kind, r)), k.stderr, 0o644); err != nil {
+					closeFloor()
+					return err
+				}
 			}
 			progress("%s: kick to done %.3f s, sync %.3f s, inserts %d, deletes %d, peak RSS %.1f MiB",
 				label, secs(k.wall), secs(k.sync), k.inserts, k.deletes, mib(k.rssKiB))

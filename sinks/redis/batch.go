@@ -19,6 +19,10 @@ type batch struct {
 	sent    int64 // rows taken
 	deleted int64
 
+	// exists counts the batch's keys that exist on the server (EXISTS, on a connection of
+	// the pool while the rows come); FinishBatch waits for it. Nil: none asked.
+	exists chan existsResult
+
 	// A copy held for Commit (not chunked).
 	copied  map[string]struct{} // keys the copy wrote
 	opStart int                 // where the copy's ops start in the unit's queue
@@ -32,6 +36,11 @@ type batch struct {
 	overwritten int64 // keys that existed when a chunk replaced them
 }
 
+type existsResult struct {
+	n   int64
+	err error
+}
+
 // current returns the batch of t in progress.
 func (s *Sink) current(t *sinks.Table) (*batch, error) {
 	b := s.tx.cur
@@ -42,7 +51,10 @@ func (s *Sink) current(t *sinks.Table) (*batch, error) {
 }
 
 // PrepareBatch queues the deletion of every key of the batch and counts those that
-// exist (as the unit sees them: its queued writes first, the server for the others).
+// exist (as the unit sees them: its queued writes first, the server for the others). The
+// server's count runs on another connection while the rows come (the unit's writes are
+// not executed before its EXEC, so it sees the keys as they were before the unit);
+// FinishBatch takes it.
 func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) (sinks.Prepared, error) {
 	if err := s.inTx(); err != nil {
 		return sinks.Prepared{}, err
@@ -76,22 +88,25 @@ func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) 
 		ts.present[rk] = keyState{batch: ts.batches}
 		del = append(del, rk)
 	}
-	n, err := s.countExisting(ctx, u.conn, ask)
-	if err != nil {
-		return sinks.Prepared{}, s.errf(t, "counting the existing keys of a batch of", err)
+	if len(ask) > 0 {
+		b.exists = make(chan existsResult, 1)
+		go func() {
+			n, err := s.countExisting(ctx, s.client, ask)
+			b.exists <- existsResult{n, err}
+		}()
 	}
-	b.deleted += n
 	for len(del) > 0 {
 		m := min(len(del), keysPerCommand)
 		u.ops = append(u.ops, op{base: l.base, del: del[:m:m]})
 		del = del[m:]
 	}
 	u.cur = b
+	u.stream(ctx, false)
 	return sinks.Prepared{}, nil
 }
 
 // countExisting counts the keys that exist on the server (pipelined multi-key EXISTS).
-func (s *Sink) countExisting(ctx context.Context, c *goredis.Conn, keys []string) (int64, error) {
+func (s *Sink) countExisting(ctx context.Context, c goredis.Cmdable, keys []string) (int64, error) {
 	if len(keys) == 0 {
 		return 0, nil
 	}
@@ -144,6 +159,7 @@ func (s *Sink) WriteRows(ctx context.Context, t *sinks.Table, r io.Reader) (int6
 		u.ops = append(u.ops, op{base: b.l.base, cols: b.l.cols, row: row})
 		key, _ := rowKey(row)
 		ts.present[key] = keyState{exists: true, batch: ts.batches}
+		u.stream(ctx, false)
 		return nil
 	})
 	if err != nil {
@@ -165,6 +181,14 @@ func (s *Sink) FinishBatch(ctx context.Context, t *sinks.Table) (sinks.Counts, e
 	s.tx.cur = nil
 	if b.skipped {
 		return sinks.Counts{}, nil
+	}
+	if b.exists != nil {
+		r := <-b.exists
+		b.exists = nil
+		if r.err != nil {
+			return sinks.Counts{}, s.errf(t, "counting the existing keys of a batch of", r.err)
+		}
+		b.deleted += r.n
 	}
 	if b.copy {
 		if err := s.finishCopy(ctx, b); err != nil {

@@ -55,7 +55,7 @@ func (s *Sink) unitEmpty(ctx context.Context, base string) (bool, error) {
 		return true, nil
 	}
 	empty := true
-	err := scanKeys(ctx, s.tx.conn, base, func(keys []string) error {
+	err := scanKeys(ctx, s.client, base, func(keys []string) error {
 		for _, k := range keys {
 			if v, ok := ts.present[k]; !ok || v.exists {
 				empty = false
@@ -122,6 +122,11 @@ func (s *Sink) goChunked(ctx context.Context, b *batch) error {
 	u.sets = append(u.sets, b.set)
 	s.log.Info("redis sink: whole-table copy past the threshold: written in chunks before the commit",
 		"db", s.db, "table", b.l.t.Label(), "rows", len(b.copied), "bytes", b.bytes, "set", b.set)
+	// The unit's queued writes are rewritten below: the ones sent to the server's MULTI
+	// already are discarded there and sent again at Commit.
+	if err := u.unstream(ctx); err != nil {
+		return err
+	}
 	for _, o := range u.ops[b.opStart:] {
 		b.pending = append(b.pending, o.row)
 	}
@@ -154,7 +159,7 @@ func (s *Sink) flushChunk(ctx context.Context, b *batch) error {
 	if len(b.pending) == 0 {
 		return nil
 	}
-	pipe := s.tx.conn.TxPipeline()
+	pipe := s.client.TxPipeline()
 	dels := make([]*goredis.IntCmd, len(b.pending))
 	members := make([]any, len(b.pending))
 	for i, row := range b.pending {
@@ -191,7 +196,7 @@ func (s *Sink) finishCopy(ctx context.Context, b *batch) error {
 	if err := s.flushChunk(ctx, b); err != nil {
 		return err
 	}
-	c := s.tx.conn
+	c := s.client
 	var stale int64
 	err := scanKeys(ctx, c, b.l.base, func(keys []string) error {
 		in, err := c.SMIsMember(ctx, b.set, toAny(keys)...).Result()
@@ -243,7 +248,7 @@ func (s *Sink) finishQueuedCopy(ctx context.Context, b *batch) (done bool, err e
 	}
 	if !ts.cleared {
 		seen := map[string]struct{}{}
-		err := scanKeys(ctx, u.conn, b.l.base, func(keys []string) error {
+		err := scanKeys(ctx, s.client, b.l.base, func(keys []string) error {
 			for _, k := range keys {
 				if _, ok := ts.present[k]; ok {
 					continue // the unit's writes decide

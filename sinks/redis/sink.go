@@ -3,9 +3,11 @@
 // row's columns (a NULL column is an absent field). docs/sinks/redis.md documents the
 // layout, the values, the transaction model and the limits.
 //
-// Redis has no transaction that spans round trips, so a unit's writes are queued in
-// memory and sent at Commit as one MULTI/EXEC on the unit's own connection: Rollback
-// sends nothing, and a reader sees the whole unit or none of it. Only a whole-table copy
+// Redis has no transaction that spans round trips, so a unit's writes are one MULTI/EXEC
+// on the unit's own connection: they are queued in memory and sent into the server's
+// MULTI as they come, streamChunk at a time (the server only queues them), and Commit
+// sends the rest and EXEC; Rollback closes the connection, which discards the MULTI. A
+// reader sees the whole unit or none of it. Only a whole-table copy
 // past a threshold (defaultCopyRows rows or defaultCopyBytes bytes) is written in
 // chunks before Commit, so that a copy of a big table holds bounded memory.
 package redis
@@ -30,6 +32,7 @@ const (
 	chunkBytes       = 8 << 20  // bytes per MULTI/EXEC of a chunked copy
 	keysPerCommand   = 1000     // keys per DEL, EXISTS, SMISMEMBER
 	commitChunk      = 10_000   // commands per round trip of a Commit's MULTI (a round trip each: not too few)
+	streamChunk      = 2000     // queued writes sent to the server's MULTI at a time while a unit is written
 	copySetTTL       = 24 * time.Hour
 )
 
@@ -74,6 +77,9 @@ type unit struct {
 	cur    *batch
 	sets   []string // temporary copy sets to remove when the unit ends
 	queued int64    // bytes of the rows queued
+	// st sends ops[:sent] to the server's MULTI on conn while the unit is written (stream.go).
+	st   *streamer
+	sent int
 }
 
 // op is a queued write: a DEL of keys, or the HSET of a packed row (queue.go).
@@ -126,7 +132,8 @@ func (s *Sink) Begin(ctx context.Context) error {
 	return nil
 }
 
-// Commit sends the unit's queued writes as one MULTI/EXEC (a no-op without a unit).
+// Commit sends what the unit's queue holds that the server's MULTI does not yet, then
+// EXEC (a no-op without a unit).
 func (s *Sink) Commit(ctx context.Context) error {
 	u := s.tx
 	if u == nil {
@@ -137,7 +144,11 @@ func (s *Sink) Commit(ctx context.Context) error {
 	if len(u.ops) == 0 {
 		return nil
 	}
-	n, err := sendUnit(ctx, u.conn, u.ops)
+	u.stream(ctx, true)
+	n, err := u.st.close()
+	if err == nil {
+		err = exec(ctx, u.conn)
+	}
 	u.ops = nil
 	if err != nil {
 		return fmt.Errorf("db %s: committing (MULTI/EXEC of %d writes): %w", s.db, n, err)
@@ -145,69 +156,18 @@ func (s *Sink) Commit(ctx context.Context) error {
 	return nil
 }
 
-// sendUnit sends ops as one MULTI/EXEC and returns the number of writes. The commands
-// between MULTI and EXEC go commitChunk to a round trip (the server only queues them), so
-// that the client builds one chunk's command arguments at a time besides the packed rows,
-// not the whole unit's; a chunk is large so that a remote server costs few round trips. On an error before EXEC the MULTI is discarded (or the
-// connection, broken, is dropped, which discards it too): nothing is written.
-func sendUnit(ctx context.Context, c *goredis.Conn, ops []op) (n int, err error) {
-	pipe := c.Pipeline()
-	pipe.Do(ctx, "multi")
-	queued := 0
-	defer func() {
-		if err != nil && queued > 0 {
-			_ = c.Do(ctx, "discard").Err()
-		}
-	}()
-	flush := func() error {
-		queued += pipe.Len()
-		_, err := pipe.Exec(ctx)
-		return err
-	}
-	// The chunk's command arguments, end to end in one slice (go-redis keeps each
-	// command's until the round trip; an append that moves the slice leaves those as
-	// they are).
-	var args []any
-	for i := range ops {
-		o := &ops[i]
-		start := len(args)
-		if o.row == "" {
-			args = append(args, "del")
-			for _, k := range o.del {
-				args = append(args, k)
-			}
-		} else {
-			if o.replace {
-				k, _ := rowKey(o.row)
-				args = append(args, "del", k)
-				pipe.Do(ctx, args[start:len(args):len(args)]...)
-				start = len(args)
-			}
-			args = hsetArgs(args, o.row, o.cols)
-		}
-		pipe.Do(ctx, args[start:len(args):len(args)]...)
-		n++
-		if pipe.Len() >= commitChunk {
-			if err := flush(); err != nil {
-				return n, err
-			}
-			args = args[:0] // the commands sent are done with their arguments
-		}
-	}
-	if err := flush(); err != nil {
-		return n, err
-	}
+// exec sends EXEC on c and returns the first error of the transaction's commands.
+func exec(ctx context.Context, c *goredis.Conn) error {
 	res, err := c.Do(ctx, "exec").Slice()
-	queued = 0 // EXEC ends the MULTI, failed or not
 	if err != nil {
-		return n, err
+		return err
 	}
 	for _, r := range res {
 		if e, ok := r.(error); ok {
-			return n, e // a command failed at EXEC (Redis does not roll the others back)
+			return e // a command failed at EXEC (Redis does not roll the others back)
 		}
 	}
-	return n, nil
+	return nil
 }
 
 // Rollback drops the unit's queued writes: nothing of the unit is sent (but a chunked
@@ -225,8 +185,12 @@ func (s *Sink) Rollback(ctx context.Context) {
 	s.end(u)
 }
 
-// end closes a unit's connection and removes its temporary sets.
+// end closes a unit's connection (which discards a MULTI not executed) and removes its
+// temporary sets.
 func (s *Sink) end(u *unit) {
+	if u.st != nil {
+		_, _ = u.st.close()
+	}
 	_ = u.conn.Close()
 	if len(u.sets) > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), s.timeout)

@@ -20,24 +20,30 @@ type batch struct {
 	// or a plain INSERT when the table has no PRIMARY KEY or UNIQUE constraint on the
 	// key columns (upsert is false) and PrepareBatch deleted the keys instead; in a
 	// whole-table copy, a plain INSERT.
-	ins     *sql.Stmt
-	upsert  bool
-	keys    *keySet // the batch's keys; nil in a whole-table copy
-	id      []byte  // the keyID of the row being written (reused)
-	skipped bool    // ReplaceTable left a non-empty table alone
-	sent    int64   // rows WriteRows took
-	written int64   // rows the INSERTs wrote
-	deleted int64
+	ins    *sql.Stmt
+	upsert bool
+	// upd, with upsert, updates the row of a key in place (UPDATE ... WHERE key = ...),
+	// binding the same values as ins: a row whose key has a row is written by upd alone,
+	// which counts it as replaced; a row upd changed nothing for goes to ins.
+	upd      *sql.Stmt
+	keys     *keySet // the batch's keys; nil in a whole-table copy
+	id       []byte  // the keyID of the row being written (reused)
+	skipped  bool    // ReplaceTable left a non-empty table alone
+	sent     int64   // rows WriteRows took
+	written  int64   // rows the INSERTs wrote
+	replaced int64   // rows upd replaced
+	deleted  int64
 }
 
 // PrepareBatch readies a batch of t over keys (key fields as COPY text, tab-separated):
-// it counts the keys that have a row (keyChunk keys a SELECT count(*)), which is what the
-// batch deletes or replaces, and remembers the keys; WriteRows then replaces or inserts
-// each row in one statement (an upsert), and FinishBatch deletes the keys no row came
-// for. Deleting every key first and inserting its row again cost as much as writing the
-// rows. A table whose key columns carry no PRIMARY KEY or UNIQUE constraint (an upsert
-// needs one) has its keys deleted here, as before. Nothing is ever skipped: a SQLite
-// receiver is a target only.
+// it remembers the keys; WriteRows then updates each row's key in place (UPDATE ... WHERE
+// key), or, when that changed no row, inserts the row (an upsert), and FinishBatch deletes
+// the keys no row came for. What the batch deletes or replaces (Deleted) is the rows the
+// UPDATEs changed plus the rows FinishBatch deleted: no lookup of the keys before (a count
+// of the keys' rows first cost as much as writing them). Deleting every key first and
+// inserting its row again cost as much as writing the rows. A table whose key columns
+// carry no PRIMARY KEY or UNIQUE constraint (an upsert needs one) has its keys deleted
+// here, as before. Nothing is ever skipped: a SQLite receiver is a target only.
 func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) (sinks.Prepared, error) {
 	if err := s.inTx(t); err != nil {
 		return sinks.Prepared{}, err
@@ -52,8 +58,13 @@ func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) 
 		return b.keys.add(text, b.id) // a key given twice is counted once
 	}
 	if b.upsert {
-		if b.deleted, err = s.overKeys(ctx, b, keys, countSQL, add, countRows); err != nil {
-			return sinks.Prepared{}, s.fail(t, "counting the rows of the keys of", err)
+		key := b.cols[:len(t.Key)]
+		vals := make([]any, len(key))
+		for _, k := range keys {
+			if err := s.args(t, key, k, vals); err != nil {
+				return sinks.Prepared{}, s.fail(t, "reading the keys of", fmt.Errorf("key %q: %w", clip(k), err))
+			}
+			add(k, vals)
 		}
 	} else if b.deleted, err = s.overKeys(ctx, b, keys, deleteSQL, add, execRows); err != nil {
 		return sinks.Prepared{}, s.fail(t, "deleting the keys of", err)
@@ -76,6 +87,9 @@ func (s *Sink) newBatch(ctx context.Context, t *sinks.Table, upsert bool) (*batc
 		switch {
 		case err == nil:
 			b.ins, b.upsert = ins, true
+			if b.upd, err = s.conn.PrepareContext(ctx, updateSQL(t)); err != nil {
+				return nil, err
+			}
 		case !strings.Contains(err.Error(), "ON CONFLICT clause does not match"):
 			return nil, err
 		}
@@ -116,10 +130,33 @@ func upsertClause(t *sinks.Table) string {
 	return fmt.Sprintf(" ON CONFLICT (%s) DO UPDATE SET %s", quoteCols(t.Key), strings.Join(sets, ", "))
 }
 
+// updateSQL is the UPDATE of the row of a key of t in place, binding the values of
+// insertSQL (?1, ?2 ... in t.Cols order). A table of key columns only sets the key to
+// itself, so that a row that is there counts as changed.
+func updateSQL(t *sinks.Table) string {
+	set := t.Cols[len(t.Key):]
+	first := len(t.Key)
+	if len(set) == 0 {
+		set, first = t.Key, 0
+	}
+	sets := make([]string, len(set))
+	for i, c := range set {
+		sets[i] = fmt.Sprintf("%s = ?%d", quote(c), first+i+1)
+	}
+	where := make([]string, len(t.Key))
+	for i, c := range t.Key {
+		where[i] = fmt.Sprintf("%s = ?%d", quote(c), i+1)
+	}
+	return fmt.Sprintf(`UPDATE %s SET %s WHERE %s`, ident(t), strings.Join(sets, ", "), strings.Join(where, " AND "))
+}
+
 // closeBatch ends the batch under way, if any.
 func (s *Sink) closeBatch() {
 	if s.batch != nil && s.batch.ins != nil {
 		s.batch.ins.Close()
+	}
+	if s.batch != nil && s.batch.upd != nil {
+		s.batch.upd.Close()
 	}
 	s.batch = nil
 }
@@ -170,6 +207,23 @@ func (s *Sink) WriteRows(ctx context.Context, t *sinks.Table, r io.Reader) (int6
 		}
 		if err := ctx.Err(); err != nil {
 			return taken, s.fail(t, "writing rows of", err)
+		}
+		if b.upd != nil && b.keys != nil {
+			res, err := b.upd.ExecContext(noCancel, args...)
+			if err != nil {
+				return taken, s.fail(t, fmt.Sprintf("writing row %d of", b.sent+1), err)
+			}
+			n, err := res.RowsAffected()
+			if err != nil {
+				return taken, s.fail(t, "writing rows of", err)
+			}
+			if n == 1 { // the key's row, replaced
+				b.written++
+				b.replaced++
+				b.sent++
+				taken++
+				continue
+			}
 		}
 		res, err := b.ins.ExecContext(noCancel, args...)
 		if err != nil {
@@ -227,10 +281,13 @@ func (s *Sink) FinishBatch(ctx context.Context, t *sinks.Table) (sinks.Counts, e
 		return sinks.Counts{}, s.fail(t, "writing rows of", &sinks.RowCountError{DB: s.db, Written: b.written, Sent: b.sent})
 	}
 	if b.upsert {
-		// The keys no row came for; their rows, if any, were counted by PrepareBatch.
-		if _, err := s.overKeys(ctx, b, b.keys.missing(), deleteSQL, nil, execRows); err != nil {
+		// The keys no row came for: with the rows the UPDATEs replaced, what the batch
+		// deleted.
+		n, err := s.overKeys(ctx, b, b.keys.missing(), deleteSQL, nil, execRows)
+		if err != nil {
 			return sinks.Counts{}, s.fail(t, "deleting the keys without a row of", err)
 		}
+		b.deleted = b.replaced + n
 	}
 	return sinks.Counts{Written: b.written, Deleted: b.deleted}, nil
 }

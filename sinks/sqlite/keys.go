@@ -88,7 +88,7 @@ func appendKeyID(dst []byte, vals []any) []byte {
 	return dst
 }
 
-// keyChunk is how many keys one statement over keys (a count, a DELETE) takes: one
+// keyChunk is how many keys one statement over keys (a DELETE) takes: one
 // statement per key costs the driver's per-statement work 100,000 times in a batch of
 // 100,000 keys.
 const keyChunk = 200
@@ -150,13 +150,6 @@ func (s *Sink) overKeys(ctx context.Context, b *batch, keys []string, stmtSQL fu
 	return sum, nil
 }
 
-// countRows is the run of a SELECT count(*) over keys.
-func countRows(st *sql.Stmt, args []any) (int64, error) {
-	var n int64
-	err := st.QueryRowContext(noCancel, args...).Scan(&n)
-	return n, err
-}
-
 // execRows is the run of a DELETE over keys: the rows it deleted.
 func execRows(st *sql.Stmt, args []any) (int64, error) {
 	res, err := st.ExecContext(noCancel, args...)
@@ -164,11 +157,6 @@ func execRows(st *sql.Stmt, args []any) (int64, error) {
 		return 0, err
 	}
 	return res.RowsAffected()
-}
-
-// countSQL is the SELECT count(*) of the rows of n keys of t.
-func countSQL(t *sinks.Table, n int) string {
-	return fmt.Sprintf("SELECT count(*) FROM %s WHERE %s", ident(t), keysIn(t, n))
 }
 
 // deleteSQL is the DELETE of n keys of t.
