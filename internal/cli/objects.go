@@ -428,20 +428,36 @@ func (a *app) addTables(ctx context.Context, store *control.Store, p kv) error {
 		}
 		a.say("Added table %s: %s", r.QualName(), key)
 	}
+	var prior []addedBefore
 	for _, r := range known {
+		prior = append(prior, addedBefore{r.Schema, r.Name, r.DB, r.Herds})
+	}
+	a.sayAddRest("table", prior, skipped, "no primary key or unique index", hasHerd, herd)
+	return nil
+}
+
+// addedBefore is a table or sequence an add found added before.
+type addedBefore struct {
+	schema, name, db string
+	herds            []string
+}
+
+// sayAddRest says what an add of tables or sequences (kind) left out: those added before
+// (with how to put them in herd), those skipped (why), and the herd that has them.
+func (a *app) sayAddRest(kind string, prior []addedBefore, skipped []string, why string, hasHerd bool, herd string) {
+	for _, p := range prior {
 		hint := ""
-		if hasHerd && !slices.Contains(r.Herds, herd) {
-			hint = fmt.Sprintf(" (use 'ibex update table %s herd=%s' to put it in herd %s)", tableArg(r.Schema, r.Name), herd, herd)
+		if hasHerd && !slices.Contains(p.herds, herd) {
+			hint = fmt.Sprintf(" (use 'ibex update %s %s herd=%s' to put it in herd %s)", kind, tableArg(p.schema, p.name), herd, herd)
 		}
-		a.say("Skipped table %s: already added (db %s)%s", r.QualName(), r.DB, hint)
+		a.say("Skipped %s %s.%s: already added (db %s)%s", kind, p.schema, p.name, p.db, hint)
 	}
 	for _, s := range skipped {
-		a.say("Skipped table %s: no primary key or unique index", s)
+		a.say("Skipped %s %s: %s", kind, s, why)
 	}
 	if hasHerd {
-		a.say("Herd %s has the tables", herd)
+		a.say("Herd %s has the %ss", herd, kind)
 	}
-	return nil
 }
 
 // tableArg writes a table's name as the table commands read it back: schema.table, a

@@ -117,19 +117,11 @@ func (a *app) addSequences(ctx context.Context, store *control.Store, p kv) erro
 	for _, s := range added {
 		a.say("Added sequence %s", s.QualName())
 	}
+	var prior []addedBefore
 	for _, s := range known {
-		hint := ""
-		if hasHerd && !slices.Contains(s.Herds, herd) {
-			hint = fmt.Sprintf(" (use 'ibex update sequence %s herd=%s' to put it in herd %s)", tableArg(s.Schema, s.Name), herd, herd)
-		}
-		a.say("Skipped sequence %s: already added (db %s)%s", s.QualName(), s.DB, hint)
+		prior = append(prior, addedBefore{s.Schema, s.Name, s.DB, s.Herds})
 	}
-	for _, s := range skipped {
-		a.say("Skipped sequence %s: it descends (ibex replicates ascending sequences only)", s)
-	}
-	if hasHerd {
-		a.say("Herd %s has the sequences", herd)
-	}
+	a.sayAddRest("sequence", prior, skipped, "it descends (ibex replicates ascending sequences only)", hasHerd, herd)
 	return nil
 }
 
