@@ -229,6 +229,9 @@ func testCustomName(t *testing.T, f *farm) {
 	if diff := cmp.Diff(c.rows("t1", "item", "id"), c.rows("t3", "item_copy", "id")); diff != "" {
 		t.Errorf("item_copy after onetimecopy (-t1 +t3):\n%s", diff)
 	}
+	if out, want := c.ibex("list", "tables", c.q("item")), " | customname "+c.qual("item_copy")+" (db t3)\n"; !strings.Contains(out, want) {
+		t.Errorf("list tables lacks %q:\n%s", want, out)
+	}
 	if out, want := c.ibex("status", c.sync), "Customname                       : "+c.qual("item")+" -> "+c.qual("item_copy")+" on db t3\n"; !strings.Contains(out, want) {
 		t.Errorf("status lacks %q:\n%s", want, out)
 	}
@@ -273,6 +276,9 @@ func testRowFilter(t *testing.T, f *farm) {
 		t.Errorf("a refused filter was stored:\n%s", out)
 	}
 	c.ibex("update", "table", c.q("item"), "where=v NOT LIKE 'secret%'")
+	if out, want := c.ibex("list", "tables", c.q("item")), " | where=v NOT LIKE 'secret%'\n"; !strings.Contains(out, want) {
+		t.Errorf("list tables lacks %q:\n%s", want, out)
+	}
 	if out := c.ibex("export"); !strings.Contains(out, "where: v NOT LIKE 'secret%'\n") {
 		t.Errorf("export lacks the filter:\n%s", out)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/ibexrepl/ibex/internal/catalog"
 	"github.com/ibexrepl/ibex/internal/control"
@@ -124,4 +125,19 @@ func listCustomNames(cs []control.CustomName, names []string) ([]string, [][]str
 		}
 	}
 	return []string{"ID", "Table", "Written as", "DB", "Sync"}, rows, out
+}
+
+// customScope says where a customname applies, for listings: "" everywhere.
+func customScope(c control.CustomName) string {
+	var w []string
+	if c.DB != "" {
+		w = append(w, "db "+c.DB)
+	}
+	if c.Sync != "" {
+		w = append(w, "sync "+c.Sync)
+	}
+	if len(w) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(w, ", ") + ")"
 }

@@ -1059,6 +1059,30 @@ func (a *app) list(ctx context.Context, store *control.Store, kind string, names
 			}
 			rows = append(rows, []string{r.QualName(), key, r.DB, strings.Join(r.Herds, ", ")})
 		}
+		// Row filters and customnames, in a column of their own when some table has one.
+		cns, err := control.CustomNames(ctx, q)
+		if err != nil {
+			return err
+		}
+		opts := make([]string, len(out))
+		for i, r := range out {
+			var o []string
+			if r.Where != "" {
+				o = append(o, "where="+r.Where)
+			}
+			for _, c := range cns {
+				if c.Table == r.QualName() {
+					o = append(o, "customname "+c.QualName()+customScope(c))
+				}
+			}
+			opts[i] = strings.Join(o, "; ")
+		}
+		if slices.ContainsFunc(opts, func(o string) bool { return o != "" }) {
+			headers = append(headers, "Options")
+			for i := range rows {
+				rows[i] = append(rows[i], opts[i])
+			}
+		}
 		data = out
 	case "sequence":
 		var err error
