@@ -178,6 +178,15 @@ func testTableAddedToRunningSync(t *testing.T, f *farm) {
 	out := c.ibex("add", "table", c.q("extra"), "db=t1", "herd="+c.sync)
 	c.logf("add table: %s", out)
 	c.on("t2", `UPDATE extra SET v = 'changed on t2' WHERE id = 7`)
+	// Capture is in place on both sources at once (a CI run once found it missing on t1:
+	// say what is there if so).
+	for _, db := range []string{"t1", "t2"} {
+		trig := c.strs(db, `SELECT tgname::text || ':' || tgenabled::text FROM pg_trigger WHERE tgrelid = $1::regclass ORDER BY 1`, c.qual("extra"))
+		comment := c.strs(db, `SELECT coalesce(obj_description(to_regclass($1), 'pg_class'), '(none)')`, c.changeTable("extra"))
+		if len(trig) != 2 || !strings.Contains(comment[0], "(format 2)") {
+			t.Errorf("db %s after add table: triggers %v, change table comment %v", db, trig, comment)
+		}
+	}
 	res := c.mustRun(control.StateGood, job.Options{})
 	if st := res.Tables[c.qual("extra")]; st.Inserts < 100 {
 		t.Errorf("first run after adding extra: %+v; want the table copied to t3", st)
