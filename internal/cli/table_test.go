@@ -1,6 +1,8 @@
 package cli_test
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -254,4 +256,47 @@ CREATE SEQUENCE app.s1; CREATE SEQUENCE public.s2`)
 	if !strings.HasPrefix(out, "Added sequence app.s1") || strings.Contains(out, "public.s2") {
 		t.Errorf("add all sequences -n app said %q", out)
 	}
+}
+
+// TestCustomNameYAML: customnames are exported with their table and applied back; applying
+// the same file again changes nothing; a file whose customname names a table missing on the
+// target is refused and changes nothing.
+func TestCustomNameYAML(t *testing.T) {
+	t.Parallel()
+	src := newDB(t, `CREATE TABLE item (id int PRIMARY KEY, v text)`)
+	dst := newDB(t, `CREATE TABLE item (id int PRIMARY KEY, v text); CREATE TABLE item_copy (id int PRIMARY KEY, v text)`)
+	ctl := newControl(t)
+	ok(t, ctl.DSN, ibextest.AddDBArgs("s1", src.Conn)...)
+	ok(t, ctl.DSN, ibextest.AddDBArgs("d1", dst.Conn)...)
+	ok(t, ctl.DSN, "add", "table", "item", "db=s1", "herd=h")
+	ok(t, ctl.DSN, "add", "dbgroup", "g", "s1:source", "d1:target")
+	ok(t, ctl.DSN, "add", "sync", "s", "herd=h", "dbs=g")
+	if out := ok(t, ctl.DSN, "add", "customname", "item", "public.item_copy", "db=d1"); out != "Added customname 1: public.item is written as public.item_copy on db d1 (every sync)\n" {
+		t.Errorf("add customname said %q", out)
+	}
+	exported := ok(t, ctl.DSN, "export")
+	if want := "    customnames:\n      - name: public.item_copy\n        db: d1\n"; !strings.Contains(exported, want) {
+		t.Fatalf("export lacks %q:\n%s", want, exported)
+	}
+	ok(t, ctl.DSN, "remove", "customname", "1")
+	file := filepath.Join(t.TempDir(), "ibex.yaml")
+	if err := os.WriteFile(file, []byte(exported), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out := ok(t, ctl.DSN, "apply", "-f", file); !strings.Contains(out, "update table public.item") {
+		t.Errorf("apply said %q", out)
+	}
+	if out := ok(t, ctl.DSN, "list", "customnames"); !strings.Contains(out, "public.item_copy") || !strings.Contains(out, "d1") {
+		t.Errorf("list customnames after apply:\n%s", out)
+	}
+	if out := ok(t, ctl.DSN, "apply", "-f", file); !strings.HasPrefix(out, "No changes") {
+		t.Errorf("second apply said %q", out)
+	}
+	before := state(t, ctl.DSN)
+	bad := strings.Replace(exported, "name: public.item_copy", "name: public.nowhere", 1)
+	if err := os.WriteFile(file, []byte(bad), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	refused(t, ctl.DSN, 1, args("apply", "-f", file), "table public.nowhere, the customname of public.item on db d1, does not exist there")
+	unchanged(t, ctl.DSN, before, "refused apply")
 }
