@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
 	"github.com/ibexrepl/ibex/internal/catalog"
@@ -320,6 +321,19 @@ func (a *app) readDB(ctx context.Context, store *control.Store, name string) (*c
 	return d, needPostgres(d, "reading its tables")
 }
 
+// connectReadDB finds the db tables or sequences are read from (readDB) and connects to it.
+func (a *app) connectReadDB(ctx context.Context, store *control.Store, name string) (*control.DB, *pgx.Conn, error) {
+	d, err := a.readDB(ctx, store, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	conn, err := dbconn.Connect(ctx, d.Name, d.Conn, d.Pass)
+	if err != nil {
+		return nil, nil, err
+	}
+	return d, conn, nil
+}
+
 func keylessMsg(t string) error {
 	return fmt.Errorf("table %s has no primary key and no unique index over NOT NULL columns, so its rows cannot be identified: add a primary key, or add it with keyless=fullcopy to use it only in fullcopy syncs", t)
 }
@@ -337,11 +351,7 @@ func (a *app) addTables(ctx context.Context, store *control.Store, p kv) error {
 	if len(p.words) == 0 {
 		return usageErr("add table: name the tables (or all, or a pattern such as public.*)")
 	}
-	d, err := a.readDB(ctx, store, dbName)
-	if err != nil {
-		return err
-	}
-	conn, err := dbconn.Connect(ctx, d.Name, d.Conn, d.Pass)
+	d, conn, err := a.connectReadDB(ctx, store, dbName)
 	if err != nil {
 		return err
 	}

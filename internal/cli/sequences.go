@@ -35,11 +35,7 @@ func (a *app) addSequences(ctx context.Context, store *control.Store, p kv) erro
 	if hasHerd && herd == "" {
 		return usageErr("herd= needs a name")
 	}
-	d, err := a.readDB(ctx, store, dbName)
-	if err != nil {
-		return err
-	}
-	conn, err := dbconn.Connect(ctx, d.Name, d.Conn, d.Pass)
+	d, conn, err := a.connectReadDB(ctx, store, dbName)
 	if err != nil {
 		return err
 	}
