@@ -31,6 +31,10 @@ type Decision struct {
 	// counter: one version's value plus the others' deltas), in place of the winner's;
 	// nil for a whole-row decision. A column is in Columns or Values, not both.
 	Values map[string]Field
+	// Add maps a counter column to a number (decimal text) added to the base version's
+	// value of it: the deltas the other sources made (a NULL value counts as 0); nil when
+	// none. A column in Add is not in Columns or Values.
+	Add map[string]string
 }
 
 // None reports whether the decision applies no row (Skip, Abort).
@@ -38,7 +42,9 @@ func (d Decision) None() bool { return d.Winner == "" }
 
 // Whole reports whether the decision is the winner's version of the row unchanged,
 // so a caller can copy that version without building the row.
-func (d Decision) Whole() bool { return d.Winner != "" && len(d.Columns) == 0 && len(d.Values) == 0 }
+func (d Decision) Whole() bool {
+	return d.Winner != "" && len(d.Columns) == 0 && len(d.Values) == 0 && len(d.Add) == 0
+}
 
 // Sources returns the dbs whose versions Build needs: the winner and the dbs named in
 // Columns, sorted, each once; nil for a decision that applies no row.
@@ -121,6 +127,27 @@ func (d Decision) Build(cols []string, versions map[string][]Field) ([]Field, er
 			return nil, err
 		}
 		row[i] = d.Values[c]
+	}
+	for _, c := range slices.Sorted(maps.Keys(d.Add)) {
+		i, err := column(c)
+		if err != nil {
+			return nil, err
+		}
+		if _, both := d.Values[c]; both {
+			return nil, fmt.Errorf("%w: column %q has both a value and a delta", ErrBuild, c)
+		}
+		if _, both := d.Columns[c]; both {
+			return nil, fmt.Errorf("%w: column %q has both a source and a delta", ErrBuild, c)
+		}
+		base := row[i].Text
+		if row[i].Null {
+			base = "0"
+		}
+		sum, err := AddNumbers(base, d.Add[c])
+		if err != nil {
+			return nil, fmt.Errorf("%w: counter %q: %w", ErrBuild, c, err)
+		}
+		row[i] = Field{Text: sum}
 	}
 	return row, nil
 }
