@@ -89,6 +89,7 @@ func (a *app) updateCmd() *cobra.Command {
 
   ibex update db t1 host=db1.example.com sslmode=verify-full   (key= removes a key)
   ibex update table public.t db=t2 [herd=h2]      (re-reads the key; herd= adds to a herd)
+  ibex update table pgbench_accounts counters=abalance  (changes to abalance add up across sources; counters= clears)
   ibex update sequence public.s db=t2 [herd=h2]   (herd= adds to a herd)
   ibex update sequence public.s interleave=on|off
   ibex update herd therd t1 t2 ...                 (sets its tables; its sequences stay)
@@ -486,8 +487,9 @@ func (a *app) updateTables(ctx context.Context, store *control.Store, p kv) erro
 	dbName, hasDB := p.take("db")
 	herd, hasHerd := p.take("herd", "relgroup")
 	where, hasWhere := p.take("where", "row_filter")
+	counters, hasCounters := p.take("counters")
 	if rest := p.rest(); len(rest) > 0 {
-		return usageErr("update table: unknown setting %q (use db=, herd= or where=)", rest[0])
+		return usageErr("update table: unknown setting %q (use db=, herd=, where= or counters=)", rest[0])
 	}
 	return store.InTx(ctx, func(q control.Querier) error {
 		for _, w := range p.words {
@@ -527,6 +529,16 @@ func (a *app) updateTables(ctx context.Context, store *control.Store, p kv) erro
 			if hasWhere {
 				// Checked on every db of the syncs using the table by the validation below.
 				rel.Where = strings.TrimSpace(where)
+			}
+			if hasCounters {
+				// Checked against the table (numeric columns, not the key) by the validation
+				// below, which also puts the delta columns into capture.
+				rel.Counters = nil
+				for _, c := range splitList(counters) {
+					if !slices.Contains(rel.Counters, c) {
+						rel.Counters = append(rel.Counters, c)
+					}
+				}
 			}
 			id, err := control.PutRelation(ctx, q, rel)
 			if err != nil {
@@ -1079,6 +1091,9 @@ func (a *app) list(ctx context.Context, store *control.Store, kind string, names
 			var o []string
 			if r.Where != "" {
 				o = append(o, "where="+r.Where)
+			}
+			if len(r.Counters) > 0 {
+				o = append(o, "counters="+strings.Join(r.Counters, ","))
 			}
 			for _, c := range cns {
 				if c.Table == r.QualName() {

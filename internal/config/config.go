@@ -94,6 +94,8 @@ type Table struct {
 	KeyKind string   `yaml:"keykind"`
 	// Where is the row filter: only rows matching this SQL condition move.
 	Where string `yaml:"where,omitempty"`
+	// Counters are the counter columns: changes to them are applied as deltas.
+	Counters []string `yaml:"counters,flow,omitempty"`
 	// CustomNames are the tables targets write its rows into instead (customname).
 	CustomNames []CustomName `yaml:"customnames,omitempty"`
 }

@@ -47,7 +47,7 @@ func Export(ctx context.Context, q control.Querier) (*File, error) {
 			key = []string{}
 		}
 		names[r.QualName()] = TableName(r.Schema, r.Name)
-		f.Tables[TableName(r.Schema, r.Name)] = Table{DB: r.DB, Key: key, KeyKind: r.KeyKind, Where: r.Where}
+		f.Tables[TableName(r.Schema, r.Name)] = Table{DB: r.DB, Key: key, KeyKind: r.KeyKind, Where: r.Where, Counters: r.Counters}
 	}
 	cns, err := control.CustomNames(ctx, q)
 	if err != nil {
@@ -244,7 +244,7 @@ func Apply(ctx context.Context, q control.Querier, cur, want *File, changes []Ch
 	for _, n := range sortedKeys(want.Tables) {
 		t := want.Tables[n]
 		qn, _ := catalog.ParseName(n)
-		id, err := control.PutRelation(ctx, q, &control.Relation{Schema: qn.Schema, Name: qn.Name, DB: t.DB, KeyCols: t.Key, KeyKind: t.KeyKind, Where: t.Where})
+		id, err := control.PutRelation(ctx, q, &control.Relation{Schema: qn.Schema, Name: qn.Name, DB: t.DB, KeyCols: t.Key, KeyKind: t.KeyKind, Where: t.Where, Counters: t.Counters})
 		if err != nil {
 			return err
 		}

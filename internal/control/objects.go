@@ -35,6 +35,10 @@ type Relation struct {
 	// Where is the row filter (where=): an SQL condition on the table's columns; "" for
 	// every row.
 	Where string
+	// Counters are the counter columns (counters=): a change to them is applied on the
+	// other dbs as a delta (new value minus old), so increments made on several sources
+	// all count; nil for none.
+	Counters []string
 }
 
 // QualName is schema.table as users type it.
@@ -204,7 +208,7 @@ func RemoveDB(ctx context.Context, q Querier, name string) error {
 func Relations(ctx context.Context, q Querier) ([]Relation, error) {
 	rows, err := q.Query(ctx, `
 SELECT r.id, r.schemaname, r.tablename, coalesce(r.db, ''), r.keycols, r.keykind,
-       coalesce((SELECT array_agg(m.herd ORDER BY m.herd) FROM ibex.herdmap m WHERE m.relation = r.id), '{}'), r.row_filter
+       coalesce((SELECT array_agg(m.herd ORDER BY m.herd) FROM ibex.herdmap m WHERE m.relation = r.id), '{}'), r.row_filter, r.counters
 FROM ibex.relation r ORDER BY r.schemaname, r.tablename`)
 	if err != nil {
 		return nil, err
@@ -214,7 +218,7 @@ FROM ibex.relation r ORDER BY r.schemaname, r.tablename`)
 
 func scanRelation(r pgx.CollectableRow) (Relation, error) {
 	var x Relation
-	err := r.Scan(&x.ID, &x.Schema, &x.Name, &x.DB, &x.KeyCols, &x.KeyKind, &x.Herds, &x.Where)
+	err := r.Scan(&x.ID, &x.Schema, &x.Name, &x.DB, &x.KeyCols, &x.KeyKind, &x.Herds, &x.Where, &x.Counters)
 	return x, err
 }
 
@@ -222,7 +226,7 @@ func scanRelation(r pgx.CollectableRow) (Relation, error) {
 func GetRelation(ctx context.Context, q Querier, schema, name string) (*Relation, error) {
 	rows, err := q.Query(ctx, `
 SELECT r.id, r.schemaname, r.tablename, coalesce(r.db, ''), r.keycols, r.keykind,
-       coalesce((SELECT array_agg(m.herd ORDER BY m.herd) FROM ibex.herdmap m WHERE m.relation = r.id), '{}'), r.row_filter
+       coalesce((SELECT array_agg(m.herd ORDER BY m.herd) FROM ibex.herdmap m WHERE m.relation = r.id), '{}'), r.row_filter, r.counters
 FROM ibex.relation r WHERE r.schemaname = $1 AND r.tablename = $2`, schema, name)
 	if err != nil {
 		return nil, err
@@ -244,11 +248,15 @@ func PutRelation(ctx context.Context, q Querier, r *Relation) (int64, error) {
 	if keys == nil {
 		keys = []string{}
 	}
+	counters := r.Counters
+	if counters == nil {
+		counters = []string{}
+	}
 	var id int64
 	err := q.QueryRow(ctx, `
-INSERT INTO ibex.relation (schemaname, tablename, db, keycols, keykind, row_filter) VALUES ($1, $2, $3, $4, $5, $6)
-ON CONFLICT (schemaname, tablename) DO UPDATE SET db = excluded.db, keycols = excluded.keycols, keykind = excluded.keykind, row_filter = excluded.row_filter
-RETURNING id`, r.Schema, r.Name, db, keys, r.KeyKind, r.Where).Scan(&id)
+INSERT INTO ibex.relation (schemaname, tablename, db, keycols, keykind, row_filter, counters) VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (schemaname, tablename) DO UPDATE SET db = excluded.db, keycols = excluded.keycols, keykind = excluded.keykind, row_filter = excluded.row_filter, counters = excluded.counters
+RETURNING id`, r.Schema, r.Name, db, keys, r.KeyKind, r.Where, counters).Scan(&id)
 	return id, translate(err, "table", r.QualName())
 }
 
