@@ -115,6 +115,20 @@ func EachTruncated(ts []Truncation, fn func(t *Table) error) error {
 	return nil
 }
 
+// SkippedAdder is a sink that skips keys (a receiver that is itself a source, see
+// Prepared.Skipped) and can still add to counter columns of those rows the deltas the
+// other sources made: a skipped row keeps its own newer change, which is sent to the others
+// next run as a whole row, so without the deltas it would carry a counter value missing
+// them. Only the PostgreSQL sink in source mode skips keys.
+type SkippedAdder interface {
+	// AddToSkipped is called after PrepareBatch with the counter columns cols and, per key
+	// of the batch, a line of the key fields and one delta per column (COPY text,
+	// tab-separated; decimal numbers). FinishBatch adds each key's deltas to its row when
+	// the sink skipped it (at PrepareBatch or later), and leaves the others alone: they
+	// get the row the stream brings.
+	AddToSkipped(ctx context.Context, t *Table, cols []string, lines []string) error
+}
+
 // Sequence is a sequence's state on a source: last_value and is_called.
 type Sequence struct {
 	Schema, Name string

@@ -9,7 +9,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -149,17 +151,78 @@ BEGIN
 END
 $s$`
 
+// Options are what a sync's capture of one table records besides the changed keys.
+type Options struct {
+	// Autokick adds the statement trigger that signals KickChannel.
+	Autokick bool
+	// Counters are the table's counter columns (CheckCounters): each change row also
+	// records the change's delta of each, in column DeltaCol(name).
+	Counters []string
+}
+
+// DeltaPrefix begins the name of a change table's delta column.
+const DeltaPrefix = "$d."
+
+// DeltaCol is the change table column recording the delta of counter column col: the new
+// value minus the old, a NULL counted as 0 (an insert: its value; a delete: minus it).
+func DeltaCol(col string) string { return DeltaPrefix + col }
+
+// deltaType is the type of the delta column of a counter of type typ: float8 for floating
+// point counters, numeric (exact, never overflowing) for the others.
+func deltaType(typ string) string {
+	if typ == "real" || typ == "double precision" {
+		return "float8"
+	}
+	return "numeric"
+}
+
+// ErrCounter is wrapped by CheckCounters' errors.
+var ErrCounter = errors.New("invalid counter column")
+
+// CheckCounters checks that the counter columns of t are columns of t holding numbers,
+// not part of its key.
+func CheckCounters(t *catalog.Table, counters []string) error {
+	typeOf := map[string]string{}
+	for _, c := range t.Columns {
+		typeOf[c.Name] = c.Type
+	}
+	for _, c := range counters {
+		typ, ok := typeOf[c]
+		switch {
+		case !ok:
+			return fmt.Errorf("%w: table %s has no column %q", ErrCounter, t.Ident().Sanitize(), c)
+		case slices.Contains(t.KeyCols, c):
+			return fmt.Errorf("%w: column %q is part of the key of table %s", ErrCounter, c, t.Ident().Sanitize())
+		case !numericType(typ):
+			return fmt.Errorf("%w: column %q of table %s is %s: a counter holds a number (smallint, integer, bigint, numeric, real or double precision)", ErrCounter, c, t.Ident().Sanitize(), typ)
+		case len(DeltaCol(c)) > 63:
+			return fmt.Errorf("%w: the name of column %q of table %s is too long for a counter (at most 60 bytes)", ErrCounter, c, t.Ident().Sanitize())
+		}
+	}
+	return nil
+}
+
+// numericType reports whether a column type (as format_type prints it) is a number type
+// counters can be.
+func numericType(typ string) bool {
+	switch typ {
+	case "smallint", "integer", "bigint", "real", "double precision", "numeric":
+		return true
+	}
+	return strings.HasPrefix(typ, "numeric(")
+}
+
 // DDL returns the statements that install capture of table t for sync on a source. They
 // mark the change table with the current format (Format): on a change table of an older
-// format (State.Migratable), run MigrateDDL first.
-func DDL(sync string, t *catalog.Table, autokick bool) []string {
+// format (State.Migratable), run MigrateDDL first. o.Counters must pass CheckCounters.
+func DDL(sync string, t *catalog.Table, o Options) []string {
 	ct := ChangeTable(sync, t.Schema, t.Name).Sanitize()
 	fn := ct // the trigger function has the change table's name
 	typeOf := map[string]string{}
 	for _, c := range t.Columns {
 		typeOf[c.Name] = c.Type
 	}
-	var colDefs, cols, newVals, oldVals, newText, oldText []string
+	var colDefs, cols, newVals, oldVals, newText, oldText, updVals []string
 	for _, c := range columns {
 		colDefs = append(colDefs, qi(c.name)+" "+c.typ+" NOT NULL DEFAULT "+c.def)
 	}
@@ -172,6 +235,21 @@ func DDL(sync string, t *catalog.Table, autokick bool) []string {
 		// text, and a run matches rows by their text.
 		newText = append(newText, "NEW."+qi(k)+"::text")
 		oldText = append(oldText, "OLD."+qi(k)+"::text")
+	}
+	updVals = slices.Clone(oldVals)
+	// Counters: each change row records its delta (an insert adds its value, a delete
+	// takes it away, an update adds new minus old; NULL counts as 0).
+	var alter []string
+	for _, c := range o.Counters {
+		dt := deltaType(typeOf[c])
+		colDefs = append(colDefs, qi(DeltaCol(c))+" "+dt)
+		alter = append(alter, fmt.Sprintf(`ALTER TABLE %s ADD COLUMN IF NOT EXISTS %s %s`, ct, qi(DeltaCol(c)), dt))
+		cols = append(cols, qi(DeltaCol(c)))
+		newV := "coalesce(NEW." + qi(c) + ", 0)::" + dt
+		oldV := "coalesce(OLD." + qi(c) + ", 0)::" + dt
+		newVals = append(newVals, newV)
+		oldVals = append(oldVals, "-"+oldV)
+		updVals = append(updVals, newV+" - "+oldV)
 	}
 	colList := strings.Join(cols, ", ")
 	ins := func(vals []string, op string) string {
@@ -196,12 +274,18 @@ BEGIN
   END IF;
   RETURN NULL;
 END`, ins(newVals, OpInsert), strings.Join(oldText, ", ")+",NULL", strings.Join(newText, ", ")+",NULL",
-		ins(oldVals, OpDelete), ins(newVals, OpInsert), ins(oldVals, OpUpdate), ins(oldVals, OpDelete))
+		ins(oldVals, OpDelete), ins(newVals, OpInsert), ins(updVals, OpUpdate), ins(oldVals, OpDelete))
 	tag := dollarTag(body)
 	tbl := t.Ident().Sanitize()
 	stmts := []string{
 		ensureSchema,
 		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (%s)`, ct, strings.Join(colDefs, ", ")),
+	}
+	// The delta columns of a change table made before its counters were set are added; those
+	// of counters no longer set are dropped.
+	stmts = append(stmts, alter...)
+	stmts = append(stmts, dropDeltas(ct, o.Counters))
+	stmts = append(stmts,
 		formatComment(sync, t),
 		fmt.Sprintf(`GRANT INSERT ON %s TO PUBLIC`, ct),
 		fmt.Sprintf(`CREATE OR REPLACE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql AS %s%s%s`, fn, tag, body, tag),
@@ -219,8 +303,8 @@ BEGIN
 END$t$`, truncFunc(sync), quoteLiteral(`INSERT INTO %s (`+qi(OpCol)+`) VALUES (`+quoteLiteral(OpTruncate)+`)`)),
 		fmt.Sprintf(`CREATE OR REPLACE TRIGGER %s AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION %s(%s)`,
 			qi(TruncTriggerName(sync)), tbl, truncFunc(sync), quoteLiteral(ct)),
-	}
-	if autokick {
+	)
+	if o.Autokick {
 		stmts = append(stmts,
 			fmt.Sprintf(`CREATE OR REPLACE FUNCTION ibex.%s() RETURNS trigger LANGUAGE plpgsql AS $k$BEGIN PERFORM pg_notify(%s, %s); RETURN NULL; END$k$`,
 				qi("kick."+sync), quoteLiteral(KickChannel), quoteLiteral(sync)),
@@ -259,14 +343,33 @@ func DropSyncDDL(sync string) []string {
 
 func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
+// dropDeltas is the statement dropping the delta columns of change table ct (quoted) that
+// are not those of counters.
+func dropDeltas(ct string, counters []string) string {
+	keep := make([]string, len(counters))
+	for i, c := range counters {
+		keep[i] = quoteLiteral(DeltaCol(c))
+	}
+	cond := ""
+	if len(keep) > 0 {
+		cond = " AND attname::text <> ALL (ARRAY[" + strings.Join(keep, ", ") + "])"
+	}
+	return fmt.Sprintf(`DO $x$ DECLARE c text; BEGIN
+  FOR c IN SELECT attname::text FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped AND starts_with(attname::text, %s)%s LOOP
+    EXECUTE format('ALTER TABLE %%s DROP COLUMN %%I', %s, c);
+  END LOOP;
+END $x$`, quoteLiteral(ct), quoteLiteral(DeltaPrefix), cond, quoteLiteral(ct))
+}
+
 // Installed reports whether the capture trigger and change table of sync exist for t, and
-// whether the change table is current: t's key columns, the current format.
-func Installed(ctx context.Context, q catalog.Querier, sync string, t *catalog.Table) (bool, error) {
+// whether the change table is current: t's key columns, the current format, the deltas of
+// counters.
+func Installed(ctx context.Context, q catalog.Querier, sync string, t *catalog.Table, counters []string) (bool, error) {
 	c, err := Inspect(ctx, q, sync, t.Schema, t.Name)
 	if err != nil {
 		return false, err
 	}
-	return c.Matches(t), nil
+	return c.Matches(t) && c.Counts(counters), nil
 }
 
 // Inspect reads what a db has of sync's capture on table schema.name.
@@ -285,10 +388,17 @@ type State struct {
 	table   bool     // the change table exists
 	cols    []string // the change table's key columns
 	format  int      // the change table's format version
+	deltas  []string // the counters whose deltas the change table records
 	Err     error
 }
 
-func (c *State) dest() []any { return []any{&c.trigger, &c.cols, &c.table, &c.format} }
+func (c *State) dest() []any { return []any{&c.trigger, &c.cols, &c.table, &c.format, &c.deltas} }
+
+// Counts reports whether the change table records the deltas of exactly the counter
+// columns counters (in any order).
+func (c *State) Counts(counters []string) bool {
+	return slices.Equal(slices.Sorted(slices.Values(counters)), slices.Sorted(slices.Values(c.deltas)))
+}
 
 func (c *State) sameKey(t *catalog.Table) bool {
 	return strings.Join(c.cols, "\x00") == strings.Join(t.KeyCols, "\x00")
@@ -343,10 +453,11 @@ var installedSQL = `
 SELECT EXISTS (SELECT 1 FROM pg_trigger p WHERE p.tgrelid = to_regclass($1) AND p.tgname = $2 AND p.tgparentid = 0 AND p.tgenabled <> 'D'
                AND NOT EXISTS (SELECT 1 FROM pg_trigger c WHERE c.tgparentid = p.oid AND c.tgenabled = 'D'))
        AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = $5 AND tgenabled <> 'D'),
-       coalesce((SELECT array_agg(attname::text ORDER BY attnum) FROM pg_attribute WHERE attrelid = to_regclass($3) AND attnum > 0 AND NOT attisdropped AND attname::text <> ALL ($4::text[])), '{}'),
+       coalesce((SELECT array_agg(attname::text ORDER BY attnum) FROM pg_attribute WHERE attrelid = to_regclass($3) AND attnum > 0 AND NOT attisdropped AND attname::text <> ALL ($4::text[]) AND NOT starts_with(attname::text, $6)), '{}'),
        to_regclass($3) IS NOT NULL,
-       ` + formatSQL("to_regclass($3)")
+       ` + formatSQL("to_regclass($3)") + `,
+       coalesce((SELECT array_agg(substr(attname::text, length($6) + 1) ORDER BY attname) FROM pg_attribute WHERE attrelid = to_regclass($3) AND attnum > 0 AND NOT attisdropped AND starts_with(attname::text, $6)), '{}')`
 
 func installedArgs(sync, schema, name string) []any {
-	return []any{pgx.Identifier{schema, name}.Sanitize(), TriggerName(sync), ChangeTable(sync, schema, name).Sanitize(), columnNames(), TruncTriggerName(sync)}
+	return []any{pgx.Identifier{schema, name}.Sanitize(), TriggerName(sync), ChangeTable(sync, schema, name).Sanitize(), columnNames(), TruncTriggerName(sync), DeltaPrefix}
 }

@@ -144,6 +144,32 @@ func ChangedAfter(changeTable, alias string, keys []string, at int64) string {
 		changeTable, Alias, isRow(Alias+"."), Alias+"."+qi(AtCol), microseconds(at), catalog.KeyJoin(alias, Alias, keys))
 }
 
+// LateDeltas is the query of the deltas of counters that this source's application
+// committed after the run's snapshot, summed by key (key columns keys, then one column
+// DeltaCol(c) per counter): a row read while the application goes on may hold such
+// changes, which are pending for the next run, and sending them now as well would count
+// them twice. Read it in the same statement as the rows (CounterAsOf), so that both are
+// of the same moment.
+func LateDeltas(changeTable string, keys, counters []string, snapshot string) string {
+	d := Alias + "."
+	cols := catalog.QuoteCols(d, keys)
+	sums := make([]string, len(counters))
+	for i, c := range counters {
+		sums[i] = fmt.Sprintf(`sum(%s) AS %s`, d+qi(DeltaCol(c)), qi(DeltaCol(c)))
+	}
+	return fmt.Sprintf(`SELECT %s, %s FROM %s %s WHERE %s AND NOT %s GROUP BY %s`,
+		cols, strings.Join(sums, ", "), changeTable, Alias, isRow(d), visibleIn(d, quoteLiteral(snapshot)), cols)
+}
+
+// CounterAsOf is the value of counter column col (of type typ) of the row named alias as
+// of the run's snapshot: its value minus the late deltas (LateDeltas, joined as late: NULL
+// when the key has none).
+func CounterAsOf(alias, late, col, typ string) string {
+	l := late + "." + qi(DeltaCol(col))
+	v := alias + "." + qi(col)
+	return fmt.Sprintf(`CASE WHEN %[1]s IS NULL THEN %[2]s ELSE (coalesce(%[2]s, 0) - %[1]s)::%[3]s END`, l, v, typ)
+}
+
 // KeyQuantiles splits the pending change rows of changeTable, whose key is the one column
 // key, in n ranges of about equal numbers of rows: it returns one row of the number of
 // pending rows and the n-1 bounds (percentile_disc of the key, as text[]).
@@ -163,12 +189,18 @@ func KeyQuantiles(changeTable, key string, n int, snapshot string, watermarks []
 // the row, for a conflict's type), then one flag per watermark, in their order: t when
 // that receiver has not applied some change of the key yet (always t without a watermark).
 //
+// With counters (the table's counter columns, whose deltas the change table records), each
+// line ends with one sum per counter and watermark, counter by counter, watermarks in their
+// order: the sum of the deltas of the key's changes that receiver has not applied yet
+// (numeric or float8 text), NULL (\N) when one of them has no delta (captured before the
+// column was a counter).
+//
 // Keys are grouped by their text: equal values that print differently (1.5, 1.50) are
 // different keys to a run, which matches rows by their text. With keyRange, bucket is a
 // range of a key that prints one way only (an integer or uuid), grouped as it is, and it
 // comes before the visibility checks: it is cheaper and leaves out most rows of a large
 // backlog (the planner keeps the order of equally cheap conditions).
-func KeyRead(changeTable string, keys []string, snapshot string, watermarks []string, bucket string, keyRange bool) string {
+func KeyRead(changeTable string, keys []string, snapshot string, watermarks []string, bucket string, keyRange bool, counters []string) string {
 	d := Alias + "."
 	var flags []string
 	for _, wm := range watermarks {
@@ -177,6 +209,16 @@ func KeyRead(changeTable string, keys []string, snapshot string, watermarks []st
 			continue
 		}
 		flags = append(flags, fmt.Sprintf(`bool_or(NOT %s)`, visibleIn(d, quoteLiteral(wm))))
+	}
+	for _, c := range counters {
+		dc := d + qi(DeltaCol(c))
+		for _, wm := range watermarks {
+			pend := "true"
+			if wm != "" {
+				pend = "NOT " + visibleIn(d, quoteLiteral(wm))
+			}
+			flags = append(flags, fmt.Sprintf(`CASE WHEN count(*) FILTER (WHERE %[1]s AND %[2]s IS NULL) = 0 THEN coalesce(sum(%[2]s) FILTER (WHERE %[1]s), 0) END`, pend, dc))
+		}
 	}
 	var pick, group []string
 	for _, k := range keys {

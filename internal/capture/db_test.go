@@ -50,7 +50,7 @@ func (s *source) describe() *catalog.Table {
 // install runs DDL in one transaction.
 func (s *source) install(before ...string) {
 	s.t.Helper()
-	s.tx(append(before, capture.DDL("s", s.desc, false)...)...)
+	s.tx(append(before, capture.DDL("s", s.desc, capture.Options{})...)...)
 }
 
 func (s *source) tx(stmts ...string) {
@@ -214,20 +214,20 @@ func TestChangesSelect(t *testing.T) {
 	t.Run("KeyRead", func(t *testing.T) {
 		// Receiver 1 applied A, receiver 2 nothing: key 1, changed again by B, is needed
 		// by both.
-		got := keyRead(t, capture.KeyRead(s.ct, []string{"id"}, s4, []string{s1, ""}, "true", false))
+		got := keyRead(t, capture.KeyRead(s.ct, []string{"id"}, s4, []string{s1, ""}, "true", false, nil))
 		// key, first change an insert, last a delete, then the flags.
 		want := []string{"1 t f t t", "2 t f f t", "3 t f f t", "4 t f t t", "5 t f t t", "6 t f t t"}
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("(-want +got):\n%s", diff)
 		}
 		// Only C is pending as of s4 for a receiver at s2; C is in flight at s3.
-		got = keyRead(t, capture.KeyRead(s.ct, []string{"id"}, s3, []string{s2}, "true", false))
+		got = keyRead(t, capture.KeyRead(s.ct, []string{"id"}, s3, []string{s2}, "true", false, nil))
 		if len(got) != 0 {
 			t.Errorf("at s3 after s2: %v, want nothing", got)
 		}
 	})
 	t.Run("KeyRead key range", func(t *testing.T) {
-		got := keyRead(t, capture.KeyRead(s.ct, []string{"id"}, s4, []string{s1}, `d."id" >= 2 AND d."id" < 5`, true))
+		got := keyRead(t, capture.KeyRead(s.ct, []string{"id"}, s4, []string{s1}, `d."id" >= 2 AND d."id" < 5`, true, nil))
 		if diff := cmp.Diff([]string{"4 t f t"}, got); diff != "" {
 			t.Errorf("(-want +got):\n%s", diff)
 		}
@@ -383,7 +383,7 @@ func TestFormatMigrationKeepsRows(t *testing.T) {
 	if qs.Matches(s.desc) {
 		t.Error("QueueInstalled: the old format matches")
 	}
-	if ok, err := capture.Installed(context.Background(), s.conn, "s", s.desc); err != nil || ok {
+	if ok, err := capture.Installed(context.Background(), s.conn, "s", s.desc, nil); err != nil || ok {
 		t.Errorf("Installed: %v, %v", ok, err)
 	}
 
@@ -404,7 +404,7 @@ func TestFormatMigrationKeepsRows(t *testing.T) {
 
 func TestDDLColumns(t *testing.T) {
 	d := &catalog.Table{Schema: "public", Name: "t", Columns: []catalog.Column{{Name: "id", Type: "integer"}, {Name: "v", Type: "text"}}, KeyCols: []string{"id"}}
-	stmts := capture.DDL("s", d, false)
+	stmts := capture.DDL("s", d, capture.Options{})
 	want := `CREATE TABLE IF NOT EXISTS "ibex"."s.public.t" ("$txid" xid8 NOT NULL DEFAULT pg_current_xact_id(), "$at" timestamptz NOT NULL DEFAULT clock_timestamp(), "$op" "char" NOT NULL DEFAULT 'r', "id" integer)`
 	if stmts[1] != want {
 		t.Errorf("got  %s\nwant %s", stmts[1], want)

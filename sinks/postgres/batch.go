@@ -106,6 +106,12 @@ func (s *Sink) FinishBatch(ctx context.Context, t *sinks.Table) (sinks.Counts, e
 		if err != nil {
 			return sinks.Counts{}, s.errf(t, "applying", err)
 		}
+		if b.adds != nil {
+			// After the writes: the keys skipped are final (applySource may skip more).
+			if _, err := s.addSkipped(ctx, t, b.adds); err != nil {
+				return sinks.Counts{}, s.errf(t, "applying", err)
+			}
+		}
 		return sinks.Counts{Written: written, Deleted: deleted}, nil
 	}
 	if b.written != b.sent {

@@ -100,7 +100,7 @@ func (h *harness) describe(t *testing.T, tbl *sinks.Table) *sinks.Table {
 	}
 	tbl.Columns, tbl.Partitioned = desc.Columns, desc.Partitioned
 	if h.source {
-		for _, stmt := range capture.DDL(syncName, desc, false) {
+		for _, stmt := range capture.DDL(syncName, desc, capture.Options{}) {
 			h.exec(t, stmt)
 		}
 	}

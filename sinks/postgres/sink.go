@@ -64,6 +64,9 @@ type batch struct {
 	sent    int64 // rows WriteRows took
 	written int64 // rows COPY wrote
 	deleted int64
+	// adds are the counter columns whose deltas pg_temp.ibex_c holds for the keys the
+	// batch skips (AddToSkipped); nil: none.
+	adds []string
 }
 
 var snapRe = regexp.MustCompile(`^[0-9]+:[0-9]+:[0-9,]*$`)
