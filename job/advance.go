@@ -18,10 +18,8 @@ const consumeEvery = 5 * time.Second
 // consume deletes the change rows of committed batches (buckets lo to hi) when every db of
 // the sync took part in them, so that the progress of a run killed or stopped later is kept.
 func (r *runner) consume(ctx context.Context, t *table, lo, hi, nb int) {
-	for _, m := range r.members {
-		if !m.alive() {
-			return
-		}
+	if !r.allReceiving() {
+		return
 	}
 	var srcs []*member
 	for _, a := range r.sources() {
@@ -59,7 +57,7 @@ func (r *runner) advance(ctx context.Context) error {
 			continue
 		}
 		for _, m := range r.alive() {
-			if m == a {
+			if m == a || !m.receiving() {
 				continue
 			}
 			if err := control.SetWatermark(ctx, tx, r.sync.Name, a.name, m.name, a.snap); err != nil {

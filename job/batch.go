@@ -13,6 +13,7 @@ import (
 	"github.com/ibexrepl/ibex/internal/catalog"
 	"github.com/ibexrepl/ibex/internal/control"
 	"github.com/ibexrepl/ibex/internal/dbconn"
+	"github.com/ibexrepl/ibex/sinks"
 )
 
 // errRetryBatch means a db that sends rows failed mid-batch: every db rolled the batch
@@ -99,7 +100,19 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 		}
 		p, err := m.sink.PrepareBatch(ctx, t.sinkTables[m.idx], recvKeys[m.idx])
 		late[m.idx] = p.Skipped
-		return err
+		if err != nil || len(t.rel.Counters) == 0 || !m.isSource() {
+			return err
+		}
+		// A source may skip keys: it still adds the other sources' counter deltas to them.
+		lines := r.skippedDeltas(t, keys, recvKeys[m.idx], m)
+		if len(lines) == 0 {
+			return nil
+		}
+		adder, ok := m.sink.(sinks.SkippedAdder)
+		if !ok {
+			return fmt.Errorf("db %s: its sink cannot add counter deltas to the rows it skips", m.name)
+		}
+		return adder.AddToSkipped(ctx, t.sinkTables[m.idx], t.rel.Counters, lines)
 	})
 	shipErrs := <-shipped
 	for _, m := range r.members {
@@ -131,6 +144,9 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 		// which would match one row twice): the index and the table are read in order.
 		sql := fmt.Sprintf(`COPY (SELECT %s FROM %s w JOIN %s t ON %s) TO STDOUT`,
 			catalog.QuoteCols("t.", t.cols), orderedKeys("pg_temp.ibex_w", t, true), t.filtered(), catalog.KeyJoin("w", "t", t.keyCols))
+		if len(t.rel.Counters) > 0 {
+			sql = t.readAsOf(w.snap)
+		}
 		widx := w.idx
 		senders = append(senders, sender{m: w, conn: w.rconn, sql: sql, route: func(key string) (uint64, bool) {
 			ks := keys[key]

@@ -62,6 +62,10 @@ func TestFarm(t *testing.T) {
 		{"TableAddedToRunningSync", testTableAddedToRunningSync},
 		{"CustomName", testCustomName},
 		{"RowFilter", testRowFilter},
+		{"Counters", testCounters},
+		{"CountersBadInput", testCountersBadInput},
+		{"CountersLateKey", testCountersLateKey},
+		{"CountersRacePgbench", testCountersRacePgbench},
 	} {
 		t.Run(ft.name, func(t *testing.T) {
 			t.Parallel()

@@ -186,6 +186,9 @@ func Run(ctx context.Context, store *control.Store, syncName string, opts Option
 	r := &runner{session: session{store: store, sync: sync, logger: logger.With(slog.String("sync", syncName)), runID: runID}, opts: opts, res: res}
 	runErr := r.run(ctx)
 	res.Duration = time.Since(res.Started)
+	if n := r.noDeltas.Load(); n > 0 {
+		logger.WarnContext(ctx, "counters: some keys had changes captured before their columns were counters, and were decided as whole rows", slog.String("sync", syncName), slog.Int64("keys", n))
+	}
 	if ctx.Err() != nil {
 		// Cancelled (a deadline, a signal) before it finished: batches committed before
 		// are kept, the rest is pending for the next run.

@@ -27,6 +27,9 @@ type keyState struct {
 	built    bool
 	from     uint64
 	decision conflict.Decision
+	// sums are, on a table with counters, each changer's sums of deltas (by source member
+	// index; see keyPart.sums).
+	sums map[int][]string
 }
 
 // readKeys reads the pending keys of every live source for one bucket (phase 1).
@@ -40,7 +43,15 @@ type keyPart struct {
 	at   []int64
 	kind []conflict.Kind
 	need []uint64
+	// sums are, on a table with counters, per key the sums of the deltas of the source's
+	// pending changes of it that each receiver has not applied: counter by counter, one
+	// entry per member index ("" for a member that is no receiver; nullText when a change
+	// has no delta).
+	sums [][]string
 }
+
+// nullText is NULL in COPY text.
+const nullText = `\N`
 
 // isT reports whether a COPY text boolean is true.
 func isT(f []byte) bool { return len(f) == 1 && f[0] == 't' }
@@ -76,7 +87,8 @@ func (r *runner) startKeyRead(ctx context.Context, t *table, b, nb int, ahead bo
 			continue
 		}
 		// One need-flag per receiver, in the order of recvs (that of r.watermarks).
-		sql := capture.KeyRead(t.change, t.keyCols, a.snap, r.watermarks(a), r.bucketCond(t, changeAlias, b, nb), t.bounds != nil)
+		sql := capture.KeyRead(t.change, t.keyCols, a.snap, r.watermarks(a), r.bucketCond(t, changeAlias, b, nb), t.bounds != nil, t.rel.Counters)
+		nc, nm := len(t.rel.Counters), len(r.members)
 		conn := a.conn
 		if ahead {
 			conn = a.kconn
@@ -88,7 +100,7 @@ func (r *runner) startKeyRead(ctx context.Context, t *table, b, nb int, ahead bo
 			defer kr.wg.Done()
 			lw := sinks.NewLineWriter(func(line []byte) error {
 				f := bytes.Split(line, []byte{'\t'})
-				if len(f) != nk+3+len(recvs) {
+				if len(f) != nk+3+len(recvs)*(1+nc) {
 					return fmt.Errorf("unexpected change row with %d fields", len(f))
 				}
 				at, err := strconv.ParseInt(string(f[nk]), 10, 64)
@@ -111,6 +123,16 @@ func (r *runner) startKeyRead(ctx context.Context, t *table, b, nb int, ahead bo
 				p.at = append(p.at, at)
 				p.kind = append(p.kind, kind)
 				p.need = append(p.need, need)
+				if nc > 0 {
+					sums := make([]string, nc*nm)
+					at := nk + 3 + len(recvs)
+					for c := range nc {
+						for i, m := range recvs {
+							sums[c*nm+m.idx] = string(f[at+c*len(recvs)+i])
+						}
+					}
+					p.sums = append(p.sums, sums)
+				}
 				return nil
 			})
 			_, err := conn.PgConn().CopyTo(ctx, lw, sql)
@@ -147,6 +169,12 @@ func (r *runner) finishKeyRead(kr *keyRead) map[string]*keyState {
 			ks.changes = append(ks.changes, conflict.Change{DB: a.name, At: p.at[i], Kind: p.kind[i]})
 			ks.changer |= bit(a.idx)
 			ks.need |= p.need[i]
+			if p.sums != nil {
+				if ks.sums == nil {
+					ks.sums = map[int][]string{}
+				}
+				ks.sums[a.idx] = p.sums[i]
+			}
 		}
 	}
 	return keys

@@ -32,6 +32,9 @@ func (r *runner) resolve(t *table, keys map[string]*keyState) []control.Conflict
 			} else {
 				c.Winner = w
 				ks.winner = r.memberByName(w).idx
+				if len(t.rel.Counters) > 0 && ks.sums != nil {
+					d = r.addCounters(t, ks, ks.winner, d)
+				}
 				if !d.Whole() {
 					ks.built, ks.decision = true, d
 					for _, db := range d.Sources() {

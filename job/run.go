@@ -80,6 +80,9 @@ type runner struct {
 	added []string
 	// lastConsume is when committed change rows were last consumed.
 	lastConsume time.Time
+	// noDeltas counts keys of tables with counters whose changes had no deltas (see
+	// counters.go): logged at the end of the run.
+	noDeltas noDeltaCount
 }
 
 // load reads the sync's definition, its conflict strategy and its watermarks.

@@ -55,7 +55,7 @@ func (s *session) checkSchemas(ctx context.Context, checkCapture bool) error {
 				if st.Err != nil {
 					return fmt.Errorf("db %s: %w", m.name, st.Err)
 				}
-				if !st.Matches(ds[i]) {
+				if !st.Matches(ds[i]) || !st.Counts(t.rel.Counters) {
 					return fmt.Errorf("capture of table %s is missing or outdated on db %s: run 'ibex validate %s'", t.name, m.name, s.sync.Name)
 				}
 			}

@@ -39,9 +39,27 @@ type member struct {
 	// its failed attempts in the unit.
 	retry    error
 	attempts int
+	// recvErr is why a source stopped receiving in this run (its writes failed and were
+	// rolled back, its session works): it still sends its changes, so that what the others
+	// apply of them is recorded, but it receives nothing more and its own watermarks as a
+	// receiver stay where they were (see runner.fail).
+	recvErr error
 }
 
 func (m *member) alive() bool { return m.dead == nil && (m.conn != nil || m.target != nil) }
+
+// receiving reports whether the db takes part and receives rows in this run.
+func (m *member) receiving() bool { return m.alive() && m.recvErr == nil }
+
+// allReceiving reports whether every db of the sync takes part and receives in this run.
+func (s *session) allReceiving() bool {
+	for _, m := range s.members {
+		if !m.receiving() {
+			return false
+		}
+	}
+	return true
+}
 
 // pg says whether the db is PostgreSQL; the others are targets written only through their
 // sink (m.target), with no PostgreSQL session.
@@ -285,6 +303,13 @@ func (s *session) drop(m *member, err error) {
 		m.close()
 		return
 	}
+	s.skip(m, err, "db leaves this run")
+	m.close()
+}
+
+// skip records why db m is skipped in this run (the run is Bad, status shows it) and logs
+// it once, as msg.
+func (s *session) skip(m *member, err error, logMsg string) {
 	if s.skipped == nil {
 		s.skipped = map[string]string{}
 	}
@@ -296,9 +321,8 @@ func (s *session) drop(m *member, err error) {
 		if s.runID == 0 {
 			level = slog.LevelDebug
 		}
-		s.logger.Log(context.Background(), level, "db leaves this run", slog.String("db", m.name), slog.String("reason", msg))
+		s.logger.Log(context.Background(), level, logMsg, slog.String("db", m.name), slog.String("reason", msg))
 	}
-	m.close()
 }
 
 func (m *member) close() {

@@ -128,9 +128,15 @@ func (r *runner) voidChanges(t *table, a *member, p *keyPart) {
 			continue
 		}
 		p.keys[n], p.at[n], p.kind[n], p.need[n] = p.keys[i], p.at[i], p.kind[i], need
+		if p.sums != nil {
+			p.sums[n] = p.sums[i]
+		}
 		n++
 	}
 	p.keys, p.at, p.kind, p.need = p.keys[:n], p.at[:n], p.kind[:n], p.need[:n]
+	if p.sums != nil {
+		p.sums = p.sums[:n]
+	}
 }
 
 // truncating reports whether some receiver empties a table in this run.
@@ -198,7 +204,7 @@ func (r *runner) truncated() {
 			continue
 		}
 		for _, m := range r.members {
-			if tr.applies(m.idx) && m.alive() {
+			if tr.applies(m.idx) && m.receiving() {
 				r.res.add(t.name, Stats{Truncates: 1})
 			}
 		}
@@ -215,10 +221,8 @@ func (r *runner) consumeTruncated(ctx context.Context) {
 	if !r.truncDone || r.truncConsumed {
 		return
 	}
-	for _, m := range r.members {
-		if !m.alive() {
-			return
-		}
+	if !r.allReceiving() {
+		return
 	}
 	r.truncConsumed = true
 	srcs := r.sources()

@@ -131,7 +131,7 @@ func (u *unit) forget(m *member) {
 // receives reports whether m is written in the batches being applied: not waiting for a
 // retry, and, while a unit is applied again, one of the receivers it is applied to.
 func (r *runner) receives(m *member) bool {
-	return m.retry == nil && (r.only == 0 || r.only&bit(m.idx) != 0)
+	return m.retry == nil && m.recvErr == nil && (r.only == 0 || r.only&bit(m.idx) != 0)
 }
 
 // fail handles a receiver's failure in a unit: its transaction is rolled back; on a
@@ -148,6 +148,14 @@ func (r *runner) fail(ctx context.Context, m *member, err error) {
 	}
 	if retryable(err) {
 		err = fmt.Errorf("%w (after %d attempts)", err, m.attempts)
+	}
+	if m.isSource() && m.pg() && m.conn != nil && !m.conn.IsClosed() && r.ctx != nil && r.ctx.Err() == nil {
+		// Its session works: it stops receiving but goes on sending its changes, so that
+		// the others' applying them is recorded (a counter's delta applied and not
+		// recorded would be applied again next run).
+		m.recvErr = err
+		r.skip(m, err, "db stops receiving in this run")
+		return
 	}
 	r.drop(m, err)
 }

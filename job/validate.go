@@ -103,6 +103,11 @@ func ValidateWith(ctx context.Context, store *control.Store, q control.Querier, 
 	// refuses, so that a refused add or validate leaves no db with half of it. (Each db
 	// commits on its own: one transaction across dbs would wait on itself when two members
 	// reach the same database.)
+	for _, t := range r.tables {
+		if err := capture.CheckCounters(t.desc, t.rel.Counters); err != nil {
+			return nil, fmt.Errorf("counters=%s: %w", strings.Join(t.rel.Counters, ","), err)
+		}
+	}
 	var undo []freshCapture
 	if err := func() error {
 		for _, m := range r.members {
@@ -147,7 +152,7 @@ func ValidateWith(ctx context.Context, store *control.Store, q control.Querier, 
 								made = append(made, qn)
 							}
 						}
-						for _, s := range capture.DDL(syncName, t.desc, sync.Autokick) {
+						for _, s := range capture.DDL(syncName, t.desc, capture.Options{Autokick: sync.Autokick, Counters: t.rel.Counters}) {
 							if _, err := tx.Exec(ctx, s); err != nil {
 								return fmt.Errorf("installing capture of %s: %w", t.name, privilegeHint(err, m, qn))
 							}
