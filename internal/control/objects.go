@@ -219,6 +219,9 @@ FROM ibex.relation r ORDER BY r.schemaname, r.tablename`)
 func scanRelation(r pgx.CollectableRow) (Relation, error) {
 	var x Relation
 	err := r.Scan(&x.ID, &x.Schema, &x.Name, &x.DB, &x.KeyCols, &x.KeyKind, &x.Herds, &x.Where, &x.Counters)
+	if len(x.Counters) == 0 {
+		x.Counters = nil // none: the same as a Relation built without counters
+	}
 	return x, err
 }
 
