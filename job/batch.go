@@ -164,7 +164,7 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 	}
 	if len(senders) > 0 && len(recvs) > 0 {
 		out := r.fanout(ctx, t, len(t.keyCols), senders, recvs, func(versions map[string]map[int][]byte) ([]routedLine, error) {
-			return r.buildRows(t, keys, versions)
+			return r.buildRows(ctx, t, keys, versions)
 		})
 		if out.buildErr != nil {
 			r.rollbackAll()

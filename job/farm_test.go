@@ -66,6 +66,7 @@ func TestFarm(t *testing.T) {
 		{"CountersBadInput", testCountersBadInput},
 		{"CountersLateKey", testCountersLateKey},
 		{"CountersRacePgbench", testCountersRacePgbench},
+		{"ConflictFunction", testConflictFunction},
 	} {
 		t.Run(ft.name, func(t *testing.T) {
 			t.Parallel()

@@ -32,7 +32,7 @@ func (r *runner) resolve(t *table, keys map[string]*keyState) []control.Conflict
 			} else {
 				c.Winner = w
 				ks.winner = r.memberByName(w).idx
-				if len(t.rel.Counters) > 0 && ks.sums != nil {
+				if len(t.rel.Counters) > 0 && ks.sums != nil && d.Func == "" {
 					d = r.addCounters(t, ks, ks.winner, d)
 				}
 				if !d.Whole() {

@@ -805,8 +805,14 @@ func (a *app) checkSync(ctx context.Context, q control.Querier, s *control.Sync)
 	if err := checkMembers(g.Name, g.Members); err != nil {
 		return err
 	}
-	if _, err := conflict.ParseAll(s.ConflictStrategy, s.ConflictByType, g.DBs(), g.Sources()); err != nil {
+	ss, err := conflict.ParseAll(s.ConflictStrategy, s.ConflictByType, g.DBs(), g.Sources())
+	if err != nil {
 		return usageErr("sync %s: %v", s.Name, err)
+	}
+	for _, fn := range ss.Functions() {
+		if err := control.CheckConflictFunction(ctx, q, fn); err != nil {
+			return usageErr("sync %s: %v", s.Name, err)
+		}
 	}
 	return nil
 }
