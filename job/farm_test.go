@@ -67,6 +67,7 @@ func TestFarm(t *testing.T) {
 		{"CountersLateKey", testCountersLateKey},
 		{"CountersRacePgbench", testCountersRacePgbench},
 		{"ConflictFunction", testConflictFunction},
+		{"OnErrorSkip", testOnErrorSkip},
 	} {
 		t.Run(ft.name, func(t *testing.T) {
 			t.Parallel()
