@@ -18,7 +18,7 @@ import (
 func testOnErrorSkip(t *testing.T, f *farm) {
 	c := f.cluster(t, "onerror", 3)
 	c.onAll(`CREATE TABLE item (id int PRIMARY KEY, v int, note text); INSERT INTO item SELECT g, g, 'init' FROM generate_series(1, 10) g`)
-	c.on("t3", `ALTER TABLE item ADD CONSTRAINT small_v CHECK (v < 1000)`)
+	c.on("t3", `ALTER TABLE item ADD CONSTRAINT small_v CHECK (v < 1000); ALTER TABLE item ALTER COLUMN note TYPE varchar(5)`)
 	c.on("t2", `ALTER TABLE item ADD CONSTRAINT no_666 CHECK (v <> 666)`)
 	c.configure([]string{"item"}, []string{"t1:source", "t2:source", "t3:target"})
 	rows := func(db string) string {
@@ -42,13 +42,14 @@ func testOnErrorSkip(t *testing.T, f *farm) {
 	c.on("t2", `UPDATE item SET v = 30 WHERE id = 3`)
 	c.on("t1", `UPDATE item SET v = 666, note = 'beast' WHERE id = 4`)
 	c.on("t1", `INSERT INTO item VALUES (11, 11, 'new')`)
+	c.on("t2", `UPDATE item SET note = 'too long for t3' WHERE id = 5`)
 	res = c.mustRun(control.StateGood, job.Options{})
-	if res.Parked != 2 {
-		t.Errorf("parked %d, want 2 (%s)", res.Parked, res.Summary())
+	if res.Parked != 3 {
+		t.Errorf("parked %d, want 3 (%s)", res.Parked, res.Summary())
 	}
 	want := map[string]string{
-		"t1": "1:5000:big 2:20:init 3:30:init 4:666:beast 5:5:init 6:6:init 7:7:init 8:8:init 9:9:init 10:10:init 11:11:new",
-		"t2": "1:5000:big 2:20:init 3:30:init 4:4:init 5:5:init 6:6:init 7:7:init 8:8:init 9:9:init 10:10:init 11:11:new",
+		"t1": "1:5000:big 2:20:init 3:30:init 4:666:beast 5:5:too long for t3 6:6:init 7:7:init 8:8:init 9:9:init 10:10:init 11:11:new",
+		"t2": "1:5000:big 2:20:init 3:30:init 4:4:init 5:5:too long for t3 6:6:init 7:7:init 8:8:init 9:9:init 10:10:init 11:11:new",
 		"t3": "1:1:init 2:20:init 3:30:init 4:666:beast 5:5:init 6:6:init 7:7:init 8:8:init 9:9:init 10:10:init 11:11:new",
 	}
 	for _, db := range c.names {
@@ -57,12 +58,12 @@ func testOnErrorSkip(t *testing.T, f *farm) {
 		}
 	}
 	out := c.ibex("conflicts", c.sync, "--errors")
-	for _, w := range []string{"id=1", "1\t5000\tbig", "small_v", "id=4", "no_666", "t3", "t2"} {
+	for _, w := range []string{"id=1", "1\t5000\tbig", "small_v", "id=4", "no_666", "t3", "t2", "id=5", "value too long for type character varying(5)"} {
 		if !strings.Contains(out, w) {
 			t.Errorf("conflicts --errors does not show %q:\n%s", w, out)
 		}
 	}
-	if out := c.ibex("status", c.sync); !strings.Contains(out, "skip (2 rows parked") {
+	if out := c.ibex("status", c.sync); !strings.Contains(out, "skip (3 rows parked") {
 		t.Errorf("status does not count the parked rows:\n%s", out)
 	}
 	c.mustRun(control.StateEmpty, job.Options{})
@@ -83,7 +84,7 @@ func testOnErrorSkip(t *testing.T, f *farm) {
 		t.Errorf("t2 holds %d of the 500 new rows, want 500", n)
 	}
 	var parked int64
-	if err := c.store.Pool.QueryRow(context.Background(), `SELECT count(*) FROM ibex.exception WHERE sync = $1`, c.sync).Scan(&parked); err != nil || parked != 3 {
-		t.Errorf("ibex.exception holds %d rows of the sync (%v), want 3", parked, err)
+	if err := c.store.Pool.QueryRow(context.Background(), `SELECT count(*) FROM ibex.exception WHERE sync = $1`, c.sync).Scan(&parked); err != nil || parked != 4 {
+		t.Errorf("ibex.exception holds %d rows of the sync (%v), want 4", parked, err)
 	}
 }

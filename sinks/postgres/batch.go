@@ -29,7 +29,14 @@ func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) 
 	temps := fmt.Sprintf(`DROP TABLE IF EXISTS pg_temp.ibex_k; CREATE TEMP TABLE ibex_k ON COMMIT DROP AS SELECT %s FROM %s LIMIT 0`, keyCols, ident(t))
 	if s.src != nil || s.skip {
 		// Rows for a source arrive in a stage table (see applySource).
-		temps += fmt.Sprintf(`; DROP TABLE IF EXISTS pg_temp.ibex_s; CREATE TEMP TABLE ibex_s ON COMMIT DROP AS SELECT %s FROM %s LIMIT 0`, catalog.QuoteCols("", t.Cols), ident(t))
+		stage := catalog.QuoteCols("", t.Cols)
+		if s.skip {
+			var err error
+			if stage, err = s.looseColumns(ctx, t); err != nil {
+				return sinks.Prepared{}, s.errf(t, "preparing a batch of", err)
+			}
+		}
+		temps += fmt.Sprintf(`; DROP TABLE IF EXISTS pg_temp.ibex_s; CREATE TEMP TABLE ibex_s ON COMMIT DROP AS SELECT %s FROM %s LIMIT 0`, stage, ident(t))
 	}
 	if _, err := dbconn.ExecAll(ctx, s.conn, temps); err != nil {
 		return sinks.Prepared{}, s.errf(t, "preparing a batch of", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -201,4 +202,49 @@ func (a *skipApply) reject(ctx context.Context, i int64, cause error) error {
 	r := sinks.Rejected{Key: strings.Join(key, ""), Row: strings.Join(row, "\n"), Error: cause.Error()}
 	a.s.rejected = append(a.s.rejected, r)
 	return nil
+}
+
+// typmod is a type modifier in format_type() text: (5), (10,2).
+var typmod = regexp.MustCompile(`\(\s*\d+\s*(,\s*-?\d+\s*)?\)`)
+
+// looseType is typ (format_type() text) without its modifier: a value too long for
+// varchar(5) or too large for numeric(4,2) is then staged, and refused (and parked) by the
+// table instead of failing the batch's COPY.
+func looseType(typ string) string {
+	out := strings.Join(strings.Fields(typmod.ReplaceAllString(typ, "")), " ")
+	base, arr := strings.CutSuffix(out, "[]")
+	switch base {
+	case "character":
+		base = "bpchar" // "character" alone is character(1)
+	case "bit":
+		base = "bit varying" // "bit" alone is bit(1)
+	}
+	if arr {
+		base += "[]"
+	}
+	return base
+}
+
+// looseColumns is the select list staging t's columns under on_error=skip: each cast to
+// its type in this database without modifier.
+func (s *Sink) looseColumns(ctx context.Context, t *sinks.Table) (string, error) {
+	rows, err := s.conn.Query(ctx, `SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped`, ident(t))
+	if err != nil {
+		return "", err
+	}
+	types := map[string]string{}
+	var name, typ string
+	if _, err := pgx.ForEachRow(rows, []any{&name, &typ}, func() error { types[name] = typ; return nil }); err != nil {
+		return "", err
+	}
+	sel := make([]string, len(t.Cols))
+	for i, c := range t.Cols {
+		q := pgx.Identifier{c}.Sanitize()
+		sel[i] = q
+		if typ, ok := types[c]; ok && typmod.MatchString(typ) {
+			sel[i] = fmt.Sprintf(`%s::%s AS %s`, q, looseType(typ), q)
+		}
+	}
+	return strings.Join(sel, ", "), nil
 }
