@@ -68,6 +68,7 @@ func TestFarm(t *testing.T) {
 		{"CountersRacePgbench", testCountersRacePgbench},
 		{"ConflictFunction", testConflictFunction},
 		{"OnErrorSkip", testOnErrorSkip},
+		{"ColumnMerge", testColumnMerge},
 	} {
 		t.Run(ft.name, func(t *testing.T) {
 			t.Parallel()

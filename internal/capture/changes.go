@@ -198,12 +198,16 @@ func KeyQuantiles(changeTable, key string, n int, snapshot string, watermarks []
 // (numeric or float8 text), NULL (\N) when one of them has no delta (captured before the
 // column was a counter).
 //
+// With columns (conflict_detect=columns), each line ends with the names of the columns the
+// key's pending updates changed, separated by ColsSep (see ColsCol), or NULL when an insert
+// or delete is among them.
+//
 // Keys are grouped by their text: equal values that print differently (1.5, 1.50) are
 // different keys to a run, which matches rows by their text. With keyRange, bucket is a
 // range of a key that prints one way only (an integer or uuid), grouped as it is, and it
 // comes before the visibility checks: it is cheaper and leaves out most rows of a large
 // backlog (the planner keeps the order of equally cheap conditions).
-func KeyRead(changeTable string, keys []string, snapshot string, watermarks []string, bucket string, keyRange bool, counters []string) string {
+func KeyRead(changeTable string, keys []string, snapshot string, watermarks []string, bucket string, keyRange bool, counters []string, columns bool) string {
 	d := Alias + "."
 	var flags []string
 	for _, wm := range watermarks {
@@ -222,6 +226,12 @@ func KeyRead(changeTable string, keys []string, snapshot string, watermarks []st
 			}
 			flags = append(flags, fmt.Sprintf(`CASE WHEN count(*) FILTER (WHERE %[1]s AND %[2]s IS NULL) = 0 THEN coalesce(sum(%[2]s) FILTER (WHERE %[1]s), 0) END`, pend, dc))
 		}
+	}
+	if columns {
+		// The columns the key's pending updates changed, names separated by ColsSep; NULL
+		// when an insert or delete (or a change captured before) touched every column.
+		cc := d + qi(ColsCol)
+		flags = append(flags, fmt.Sprintf(`CASE WHEN bool_or(%[1]s IS NULL) THEN NULL ELSE coalesce(string_agg(array_to_string(%[1]s, E'\x1f'), E'\x1f'), '') END`, cc))
 	}
 	var pick, group []string
 	for _, k := range keys {
@@ -291,3 +301,7 @@ func CountLateChanges(keyTable, changeTable string, keys []string, snapshot stri
 	return fmt.Sprintf(`SELECT count(*) FROM %s k JOIN %s %s ON %s WHERE NOT %s`,
 		keyTable, changeTable, Alias, catalog.KeyJoin("k", Alias, keys), visibleIn(Alias+".", quoteLiteral(snapshot)))
 }
+
+// ColsSep separates column names in KeyRead's changed columns (a unit separator, which
+// COPY text leaves as it is).
+const ColsSep = "\x1f"

@@ -488,8 +488,12 @@ func (a *app) updateTables(ctx context.Context, store *control.Store, p kv) erro
 	herd, hasHerd := p.take("herd", "relgroup")
 	where, hasWhere := p.take("where", "row_filter")
 	counters, hasCounters := p.take("counters")
+	detect, hasDetect := p.take("conflict_detect")
 	if rest := p.rest(); len(rest) > 0 {
-		return usageErr("update table: unknown setting %q (use db=, herd=, where= or counters=)", rest[0])
+		return usageErr("update table: unknown setting %q (use db=, herd=, where=, counters= or conflict_detect=)", rest[0])
+	}
+	if hasDetect && detect != control.DetectRows && detect != control.DetectColumns {
+		return usageErr("update table: conflict_detect must be rows or columns, not %q", detect)
 	}
 	return store.InTx(ctx, func(q control.Querier) error {
 		for _, w := range p.words {
@@ -529,6 +533,9 @@ func (a *app) updateTables(ctx context.Context, store *control.Store, p kv) erro
 			if hasWhere {
 				// Checked on every db of the syncs using the table by the validation below.
 				rel.Where = strings.TrimSpace(where)
+			}
+			if hasDetect {
+				rel.Detect = detect
 			}
 			if hasCounters {
 				// Checked against the table (numeric columns, not the key) by the validation
@@ -1102,6 +1109,9 @@ func (a *app) list(ctx context.Context, store *control.Store, kind string, names
 			var o []string
 			if r.Where != "" {
 				o = append(o, "where="+r.Where)
+			}
+			if r.Detect == control.DetectColumns {
+				o = append(o, "conflict_detect=columns")
 			}
 			if len(r.Counters) > 0 {
 				o = append(o, "counters="+strings.Join(r.Counters, ","))

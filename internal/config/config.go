@@ -96,6 +96,8 @@ type Table struct {
 	Where string `yaml:"where,omitempty"`
 	// Counters are the counter columns: changes to them are applied as deltas.
 	Counters []string `yaml:"counters,flow,omitempty"`
+	// ConflictDetect: rows (default) or columns.
+	ConflictDetect string `yaml:"conflict_detect,omitempty"`
 	// CustomNames are the tables targets write its rows into instead (customname).
 	CustomNames []CustomName `yaml:"customnames,omitempty"`
 }
@@ -248,6 +250,9 @@ func (f *File) check() error {
 		}
 		if (t.KeyKind == catalog.KeyNone) != (len(t.Key) == 0) {
 			return fmt.Errorf("table %s: key and keykind disagree", n)
+		}
+		if t.ConflictDetect != "" && t.ConflictDetect != control.DetectRows && t.ConflictDetect != control.DetectColumns {
+			return fmt.Errorf("table %s: conflict_detect must be rows or columns, not %q", n, t.ConflictDetect)
 		}
 		if t.DB != "" {
 			if _, ok := f.DBs[t.DB]; !ok {

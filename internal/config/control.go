@@ -47,7 +47,7 @@ func Export(ctx context.Context, q control.Querier) (*File, error) {
 			key = []string{}
 		}
 		names[r.QualName()] = TableName(r.Schema, r.Name)
-		f.Tables[TableName(r.Schema, r.Name)] = Table{DB: r.DB, Key: key, KeyKind: r.KeyKind, Where: r.Where, Counters: r.Counters}
+		f.Tables[TableName(r.Schema, r.Name)] = Table{DB: r.DB, Key: key, KeyKind: r.KeyKind, Where: r.Where, Counters: r.Counters, ConflictDetect: detectOut(r.Detect)}
 	}
 	cns, err := control.CustomNames(ctx, q)
 	if err != nil {
@@ -244,7 +244,7 @@ func Apply(ctx context.Context, q control.Querier, cur, want *File, changes []Ch
 	for _, n := range sortedKeys(want.Tables) {
 		t := want.Tables[n]
 		qn, _ := catalog.ParseName(n)
-		id, err := control.PutRelation(ctx, q, &control.Relation{Schema: qn.Schema, Name: qn.Name, DB: t.DB, KeyCols: t.Key, KeyKind: t.KeyKind, Where: t.Where, Counters: t.Counters})
+		id, err := control.PutRelation(ctx, q, &control.Relation{Schema: qn.Schema, Name: qn.Name, DB: t.DB, KeyCols: t.Key, KeyKind: t.KeyKind, Where: t.Where, Counters: t.Counters, Detect: t.ConflictDetect})
 		if err != nil {
 			return err
 		}
@@ -352,6 +352,15 @@ func Apply(ctx context.Context, q control.Querier, cur, want *File, changes []Ch
 // onErrorOut is a sync's on_error as an export writes it: left out when it is the default.
 func onErrorOut(v string) string {
 	if v == control.OnErrorStop {
+		return ""
+	}
+	return v
+}
+
+// detectOut is a table's conflict_detect as an export writes it: left out when it is the
+// default.
+func detectOut(v string) string {
+	if v == control.DetectRows {
 		return ""
 	}
 	return v

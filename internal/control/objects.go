@@ -39,6 +39,9 @@ type Relation struct {
 	// other dbs as a delta (new value minus old), so increments made on several sources
 	// all count; nil for none.
 	Counters []string
+	// Detect is conflict_detect: DetectRows (the default: a row changed on several sources
+	// is a conflict) or DetectColumns (only a column changed on several is).
+	Detect string
 }
 
 // QualName is schema.table as users type it.
@@ -211,7 +214,7 @@ func RemoveDB(ctx context.Context, q Querier, name string) error {
 func Relations(ctx context.Context, q Querier) ([]Relation, error) {
 	rows, err := q.Query(ctx, `
 SELECT r.id, r.schemaname, r.tablename, coalesce(r.db, ''), r.keycols, r.keykind,
-       coalesce((SELECT array_agg(m.herd ORDER BY m.herd) FROM ibex.herdmap m WHERE m.relation = r.id), '{}'), r.row_filter, r.counters
+       coalesce((SELECT array_agg(m.herd ORDER BY m.herd) FROM ibex.herdmap m WHERE m.relation = r.id), '{}'), r.row_filter, r.counters, r.conflict_detect
 FROM ibex.relation r ORDER BY r.schemaname, r.tablename`)
 	if err != nil {
 		return nil, err
@@ -221,7 +224,7 @@ FROM ibex.relation r ORDER BY r.schemaname, r.tablename`)
 
 func scanRelation(r pgx.CollectableRow) (Relation, error) {
 	var x Relation
-	err := r.Scan(&x.ID, &x.Schema, &x.Name, &x.DB, &x.KeyCols, &x.KeyKind, &x.Herds, &x.Where, &x.Counters)
+	err := r.Scan(&x.ID, &x.Schema, &x.Name, &x.DB, &x.KeyCols, &x.KeyKind, &x.Herds, &x.Where, &x.Counters, &x.Detect)
 	if len(x.Counters) == 0 {
 		x.Counters = nil // none: the same as a Relation built without counters
 	}
@@ -232,7 +235,7 @@ func scanRelation(r pgx.CollectableRow) (Relation, error) {
 func GetRelation(ctx context.Context, q Querier, schema, name string) (*Relation, error) {
 	rows, err := q.Query(ctx, `
 SELECT r.id, r.schemaname, r.tablename, coalesce(r.db, ''), r.keycols, r.keykind,
-       coalesce((SELECT array_agg(m.herd ORDER BY m.herd) FROM ibex.herdmap m WHERE m.relation = r.id), '{}'), r.row_filter, r.counters
+       coalesce((SELECT array_agg(m.herd ORDER BY m.herd) FROM ibex.herdmap m WHERE m.relation = r.id), '{}'), r.row_filter, r.counters, r.conflict_detect
 FROM ibex.relation r WHERE r.schemaname = $1 AND r.tablename = $2`, schema, name)
 	if err != nil {
 		return nil, err
@@ -258,11 +261,16 @@ func PutRelation(ctx context.Context, q Querier, r *Relation) (int64, error) {
 	if counters == nil {
 		counters = []string{}
 	}
+	detect := r.Detect
+	if detect == "" {
+		detect = DetectRows
+	}
 	var id int64
 	err := q.QueryRow(ctx, `
-INSERT INTO ibex.relation (schemaname, tablename, db, keycols, keykind, row_filter, counters) VALUES ($1, $2, $3, $4, $5, $6, $7)
-ON CONFLICT (schemaname, tablename) DO UPDATE SET db = excluded.db, keycols = excluded.keycols, keykind = excluded.keykind, row_filter = excluded.row_filter, counters = excluded.counters
-RETURNING id`, r.Schema, r.Name, db, keys, r.KeyKind, r.Where, counters).Scan(&id)
+INSERT INTO ibex.relation (schemaname, tablename, db, keycols, keykind, row_filter, counters, conflict_detect) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (schemaname, tablename) DO UPDATE SET db = excluded.db, keycols = excluded.keycols, keykind = excluded.keykind, row_filter = excluded.row_filter, counters = excluded.counters,
+  conflict_detect = excluded.conflict_detect
+RETURNING id`, r.Schema, r.Name, db, keys, r.KeyKind, r.Where, counters, detect).Scan(&id)
 	return id, translate(err, "table", r.QualName())
 }
 
@@ -556,3 +564,9 @@ WHERE s.name = $1 AND r.schemaname || '.' || r.tablename = ANY ($2::text[]) ON C
 AND NOT EXISTS (SELECT 1 FROM ibex.sync s JOIN ibex.herdmap h ON h.herd = s.herd WHERE s.name = st.sync AND h.relation = st.relation)`, sync)
 	return err
 }
+
+// conflict_detect values.
+const (
+	DetectRows    = "rows"    // a row changed on several sources is a conflict (the default)
+	DetectColumns = "columns" // only a column changed on several sources is
+)
