@@ -66,6 +66,8 @@ func TestFarm(t *testing.T) {
 		{"CountersBadInput", testCountersBadInput},
 		{"CountersLateKey", testCountersLateKey},
 		{"CountersRacePgbench", testCountersRacePgbench},
+		{"CompareFindsDivergence", testCompareFindsDivergence},
+		{"CompareUnderPgbench", testCompareUnderPgbench},
 	} {
 		t.Run(ft.name, func(t *testing.T) {
 			t.Parallel()

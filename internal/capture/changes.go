@@ -288,3 +288,21 @@ func CountLateChanges(keyTable, changeTable string, keys []string, snapshot stri
 	return fmt.Sprintf(`SELECT count(*) FROM %s k JOIN %s %s ON %s WHERE NOT %s`,
 		keyTable, changeTable, Alias, catalog.KeyJoin("k", Alias, keys), visibleIn(Alias+".", quoteLiteral(snapshot)))
 }
+
+// ChangedKeys lists the key columns (named as in the table) of every change row of
+// changeTable that is a row change (ibex compare: a key with a change row is in flight;
+// change rows are purged once every receiver has them).
+func ChangedKeys(changeTable string, keys []string) string {
+	return `SELECT ` + catalog.QuoteCols(Alias+".", keys) + ` FROM ` + changeTable + ` ` + Alias + ` WHERE ` + isRow(Alias+".")
+}
+
+// HasTruncate says whether changeTable holds a TRUNCATE (one boolean).
+func HasTruncate(changeTable string) string {
+	return `SELECT EXISTS (SELECT 1 FROM ` + changeTable + ` ` + Alias + ` WHERE ` + isTruncate(Alias+".") + `)`
+}
+
+// PendingStats counts the change rows of changeTable and gives the time of the oldest
+// (NULL when none): a source's lag for one table (ibex status).
+func PendingStats(changeTable string) string {
+	return `SELECT count(*), min(` + Alias + `.` + qi(AtCol) + `) FROM ` + changeTable + ` ` + Alias
+}
