@@ -169,3 +169,102 @@ func testCompareUnderPgbench(t *testing.T, f *farm) {
 		t.Fatalf("after the last run: exit %d %v", code, diffSummary(r))
 	}
 }
+
+// sums is the md5 of each of the test's tables on each db, "db table md5" lines.
+func (c *cluster) sums(tables map[string]string) []string {
+	c.t.Helper()
+	var out []string
+	for _, n := range c.names {
+		for tb, key := range tables {
+			out = append(out, n+" "+tb+" "+c.sum(n, tb, key))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+var compareTables = map[string]string{"pgbench_accounts": "aid", "pgbench_branches": "bid", "ck": "a, b"}
+
+// diverge makes the dbs differ behind ibex's back: a row deleted, one changed, one added.
+func (c *cluster) diverge() {
+	c.t.Helper()
+	c.behind("t2", `DELETE FROM pgbench_accounts WHERE aid = 10; UPDATE pgbench_accounts SET abalance = 5 WHERE aid = 20`)
+	c.behind("t3", `INSERT INTO ck VALUES ('x y', 1, NULL, NULL); DELETE FROM pgbench_branches WHERE bid = 1`)
+	c.behind("t1", `UPDATE ck SET v = 'changed' WHERE a = 'k 2,"' AND b = 2`)
+}
+
+func testRepair(t *testing.T, f *farm) {
+	c := f.cluster(t, "repair", 3)
+	setupCompare(c)
+	c.diverge()
+	before := c.sums(compareTables)
+	// Bad input changes nothing: exit 2.
+	for _, bad := range [][]string{
+		{"repair", c.sync}, {"repair", c.sync, "--union", "--source-of-truth", "t1"},
+		{"repair", c.sync, "--source-of-truth", "nosuchdb"}, {"repair", c.sync, "nosuchtable", "--union"},
+		{"repair", "nosuchsync", "--union"}, {"repair", c.sync, "--union", "--insert-only", "--upsert-only"},
+	} {
+		code, _, errs := c.ibexCmd(bad...)
+		if code != 2 || errs == "" {
+			t.Fatalf("%v: exit %d: %s", bad, code, errs)
+		}
+	}
+	// A dry run lists and changes nothing.
+	out := c.ibex("repair", c.sync, "--source-of-truth", "t1", "--dry-run")
+	for _, want := range []string{"insert " + c.qual("pgbench_accounts") + " 10 on t2 from t1", "update " + c.qual("pgbench_accounts") + " 20 on t2 from t1",
+		"delete " + c.qual("ck") + ` ("x y",1) on t3`, "update " + c.qual("ck") + ` ("k 2,""",2) on t2 from t1`, "insert " + c.qual("pgbench_branches") + " 1 on t3 from t1"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("dry run lacks %q:\n%s", want, out)
+		}
+	}
+	if after := c.sums(compareTables); !slices.Equal(before, after) {
+		t.Fatal("the dry run changed rows")
+	}
+	// --insert-only: t2 gets aid 10 back, nothing else changes.
+	c.ibex("repair", c.sync, "pgbench_accounts", "--source-of-truth", "t1", "--insert-only")
+	if v := c.int("t2", `SELECT count(*) FROM pgbench_accounts WHERE aid = 10`); v != 1 {
+		t.Fatal("insert-only did not insert")
+	}
+	if v := c.int("t2", `SELECT abalance FROM pgbench_accounts WHERE aid = 20`); v != 5 {
+		t.Fatal("insert-only updated")
+	}
+	// --source-of-truth t1: every db as t1.
+	out = c.ibex("repair", c.sync, "--source-of-truth", "t1")
+	if !strings.Contains(out, "recorded as run") {
+		t.Fatalf("repair:\n%s", out)
+	}
+	if code, r := c.compareJSON(); code != 0 || r.Diverged() != 0 {
+		t.Fatalf("after repair: exit %d %v", code, diffSummary(r))
+	}
+	for tb, key := range compareTables {
+		c.sameEverywhere(tb, key)
+	}
+	var details string
+	if err := c.store.Pool.QueryRow(t.Context(), `SELECT details->'repair'->>'mode' FROM ibex.run WHERE sync = $1 AND details ? 'repair' ORDER BY id DESC LIMIT 1`, c.sync).Scan(&details); err != nil || details != "source-of-truth t1" {
+		t.Fatalf("run history: %q %v", details, err)
+	}
+	// No echo: the repair's writes were not captured; a run has nothing to do.
+	c.mustRun("empty", job.Options{})
+
+	// --union: every row present anywhere arrives everywhere; versions by the strategy
+	// (latest, no capture time left: the db whose name sorts first, t1).
+	c.diverge()
+	c.behind("t3", `UPDATE pgbench_accounts SET filler = 'x' WHERE aid = 30`)
+	out = c.ibex("repair", c.sync, "--union")
+	if code, r := c.compareJSON(); code != 0 || r.Diverged() != 0 {
+		t.Fatalf("after union: exit %d %v\n%s", code, diffSummary(r), out)
+	}
+	for tb, key := range compareTables {
+		c.sameEverywhere(tb, key)
+	}
+	if n := c.int("t1", `SELECT count(*) FROM ck WHERE a = 'x y'`); n != 1 {
+		t.Fatal("union lost the extra row")
+	}
+	if n := c.int("t3", `SELECT count(*) FROM pgbench_branches WHERE bid = 1`); n != 1 {
+		t.Fatal("union did not restore the deleted row")
+	}
+	if v := c.int("t3", `SELECT abalance FROM pgbench_accounts WHERE aid = 20`); v != 0 {
+		t.Fatalf("union picked abalance %d for aid 20, want t1's 0", v)
+	}
+	c.mustRun("empty", job.Options{})
+}

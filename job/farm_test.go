@@ -68,6 +68,7 @@ func TestFarm(t *testing.T) {
 		{"CountersRacePgbench", testCountersRacePgbench},
 		{"CompareFindsDivergence", testCompareFindsDivergence},
 		{"CompareUnderPgbench", testCompareUnderPgbench},
+		{"Repair", testRepair},
 	} {
 		t.Run(ft.name, func(t *testing.T) {
 			t.Parallel()

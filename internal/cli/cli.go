@@ -106,7 +106,7 @@ The control database is named by IBEX_DSN (libpq conninfo or URL; PG* variables 
 	pf.StringVar(&a.dsn, "dsn", "", "control database conninfo or URL (default IBEX_DSN, then PG* variables)")
 	root.AddCommand(a.installCmd(), a.upgradeCmd(), a.addCmd(), a.updateCmd(), a.removeCmd(), a.listCmd(),
 		a.validateCmd(), a.ddlCmd(), a.kickCmd(), a.statusCmd(), a.conflictsCmd(), a.exportCmd(), a.applyCmd(),
-		a.compareCmd())
+		a.compareCmd(), a.repairCmd())
 	return root
 }
 

@@ -209,3 +209,18 @@ func DifferingBlocks(digests [][]BlockDigest) []int32 {
 	}
 	return out
 }
+
+// RowsByKey is the statement reading, as text, the columns cols of the rows of from whose
+// keys are listed by the parameters $1..$n, one text[] per key column (keyTypes are their
+// types, format_type text), index-friendly.
+func RowsByKey(from string, keys, keyTypes, cols []string) string {
+	var un []string
+	for i, typ := range keyTypes {
+		un = append(un, fmt.Sprintf(`$%d::text[]::%s[]`, i+1, typ))
+	}
+	var sel []string
+	for _, c := range cols {
+		sel = append(sel, catalog.QuoteCols("x.", []string{c})+`::text`)
+	}
+	return `SELECT ` + strings.Join(sel, ", ") + ` FROM ` + from + ` x WHERE (` + catalog.QuoteCols("x.", keys) + `) IN (SELECT * FROM unnest(` + strings.Join(un, ", ") + `))`
+}
