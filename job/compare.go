@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -386,7 +387,7 @@ func (c *comparison) table(ctx context.Context, t *table) (*compare.Table, error
 			streams[m.idx] = compare.SliceStream(es)
 			return err
 		}
-		rows, err := m.conn.Query(ctx, compare.Rows(c.from(t, m), t.keyCols, t.cols, nb), blocks)
+		rows, err := m.conn.Query(ctx, compare.Rows(c.from(t, m), t.keyCols, t.cols, nb), pgx.QueryResultFormats{pgx.TextFormatCode}, blocks)
 		if err != nil {
 			return err
 		}
@@ -442,14 +443,17 @@ func (p *pgStream) Next() (compare.Entry, bool, error) {
 		p.rows.Close()
 		return compare.Entry{}, false, p.rows.Err()
 	}
-	e := compare.Entry{Key: make([]string, p.nk)}
-	dest := []any{&e.Block, &e.KeyText}
-	for i := range e.Key {
-		dest = append(dest, &e.Key[i])
+	vals := p.rows.RawValues()
+	if len(vals) != p.nk+3 {
+		return compare.Entry{}, false, fmt.Errorf("compare: %d columns read, want %d", len(vals), p.nk+3)
 	}
-	dest = append(dest, &e.Hash)
-	if err := p.rows.Scan(dest...); err != nil {
-		return compare.Entry{}, false, err
+	b, err := strconv.ParseInt(string(vals[0]), 10, 32)
+	if err != nil {
+		return compare.Entry{}, false, fmt.Errorf("compare: block %q: %w", vals[0], err)
+	}
+	e := compare.Entry{Block: int32(b), KeyText: string(vals[1]), Key: make([]string, p.nk), Hash: string(vals[p.nk+2])}
+	for i := range e.Key {
+		e.Key[i] = string(vals[2+i])
 	}
 	return e, true, nil
 }

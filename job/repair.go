@@ -411,26 +411,22 @@ func (c *comparison) rowsOf(ctx context.Context, t *table, m *member, diffs []co
 		}
 		args[i] = vals
 	}
-	rows, err := m.conn.Query(ctx, compare.RowsByKey(c.from(t, m), t.keyCols, types, t.cols), args...)
+	rows, err := m.conn.Query(ctx, compare.RowsByKey(c.from(t, m), t.keyCols, types, t.cols), append([]any{pgx.QueryResultFormats{pgx.TextFormatCode}}, args...)...)
 	if err != nil {
 		return nil, err
 	}
-	vals := make([]*string, len(t.cols))
-	dest := make([]any, len(vals))
-	for i := range vals {
-		dest[i] = &vals[i]
-	}
-	_, err = pgx.ForEachRow(rows, dest, func() error {
+	defer rows.Close()
+	for rows.Next() {
+		vals := rows.RawValues()
 		fs := make([]conflict.Field, len(vals))
 		for i, v := range vals {
 			if v == nil {
 				fs[i] = conflict.Field{Null: true}
 			} else {
-				fs[i] = conflict.Field{Text: *v}
+				fs[i] = conflict.Field{Text: string(v)}
 			}
 		}
 		lines = append(lines, conflict.EncodeCopyLine(fs))
-		return nil
-	})
-	return lines, err
+	}
+	return lines, rows.Err()
 }

@@ -76,15 +76,12 @@ FROM (SELECT ` + blockOf(keyText("x.", keys), nb) + ` AS b, md5(` + rowText("x."
 }
 
 // Rows is the statement reading, from the rows of from in the blocks listed by $1 (int4[]),
-// block, key text, each key column as text and the row's md5, ordered by block and key
-// text (bytewise).
+// block, key text, each key column and the row's md5, ordered by block and key text
+// (bytewise). Read it in the text result format: the key columns' text is then their
+// output, as COPY writes them (a cast to text differs for some types: boolean).
 func Rows(from string, keys, cols []string, nb int) string {
 	kt := keyText("x.", keys)
-	var kc []string
-	for _, k := range keys {
-		kc = append(kc, catalog.QuoteCols("x.", []string{k})+`::text`)
-	}
-	return `SELECT ` + blockOf(kt, nb) + `, (` + kt + `) COLLATE "C", ` + strings.Join(kc, ", ") + `, md5(` + rowText("x.", cols) + `)
+	return `SELECT ` + blockOf(kt, nb) + `, (` + kt + `) COLLATE "C", ` + catalog.QuoteCols("x.", keys) + `, md5(` + rowText("x.", cols) + `)
 FROM ` + from + ` x WHERE ` + blockOf(kt, nb) + ` = ANY($1::int4[]) ORDER BY 1, 2`
 }
 
@@ -210,7 +207,7 @@ func DifferingBlocks(digests [][]BlockDigest) []int32 {
 	return out
 }
 
-// RowsByKey is the statement reading, as text, the columns cols of the rows of from whose
+// RowsByKey is the statement reading (in the text result format, see Rows) the columns cols of the rows of from whose
 // keys are listed by the parameters $1..$n, one text[] per key column (keyTypes are their
 // types, format_type text), index-friendly.
 func RowsByKey(from string, keys, keyTypes, cols []string) string {
@@ -218,9 +215,5 @@ func RowsByKey(from string, keys, keyTypes, cols []string) string {
 	for i, typ := range keyTypes {
 		un = append(un, fmt.Sprintf(`$%d::text[]::%s[]`, i+1, typ))
 	}
-	var sel []string
-	for _, c := range cols {
-		sel = append(sel, catalog.QuoteCols("x.", []string{c})+`::text`)
-	}
-	return `SELECT ` + strings.Join(sel, ", ") + ` FROM ` + from + ` x WHERE (` + catalog.QuoteCols("x.", keys) + `) IN (SELECT * FROM unnest(` + strings.Join(un, ", ") + `))`
+	return `SELECT ` + catalog.QuoteCols("x.", cols) + ` FROM ` + from + ` x WHERE (` + catalog.QuoteCols("x.", keys) + `) IN (SELECT * FROM unnest(` + strings.Join(un, ", ") + `))`
 }
