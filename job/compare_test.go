@@ -80,6 +80,20 @@ func testCompareFindsDivergence(t *testing.T, f *farm) {
 	c.behind("t1", `UPDATE ck SET v = 'changed' WHERE a = 'k 2,"' AND b = 2; INSERT INTO pgbench_branches VALUES (99, 0, NULL)`)
 	c.behind("t3", `INSERT INTO pgbench_branches VALUES (99, 0, NULL)`)
 	c.on("t1", `UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = 30`)
+	// ibex status reads the lag: one change pending on t1.
+	var st struct {
+		Lag []job.SourceLag `json:"lag"`
+	}
+	if err := json.Unmarshal([]byte(c.ibex("status", c.sync, "--json")), &st); err != nil || len(st.Lag) != 2 ||
+		st.Lag[0].DB != "t1" || st.Lag[0].Pending != 1 || st.Lag[0].Oldest == nil || st.Lag[1].Pending != 0 {
+		t.Fatalf("status lag: %+v %v", st.Lag, err)
+	}
+	if out := c.ibex("status", c.sync); !strings.Contains(out, "Pending changes on t1            : 1 (oldest ") {
+		t.Fatalf("status:\n%s", out)
+	}
+	if out := c.ibex("status", c.sync, "--no-lag"); strings.Contains(out, "Pending changes") {
+		t.Fatalf("status --no-lag:\n%s", out)
+	}
 	want := []string{
 		c.qual("ck") + ` ("k 2,""",2) different differs: t1 | t2,t3`,
 		c.qual("ck") + ` ("k 3,""",10) different differs: t1,t2 | t3`,

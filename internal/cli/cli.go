@@ -41,6 +41,7 @@ type app struct {
 	logFormat      string
 	dsn            string
 	jsonOut        bool
+	noLag          bool           // status: do not read the sources' pending changes
 	filter         catalog.Filter // add all tables/sequences: Bucardo's -t, -T, -n, -N
 	logger         *slog.Logger
 	store          *control.Store

@@ -267,6 +267,11 @@ type syncStatus struct {
 	CustomNames []string `json:"customnames,omitempty"`
 	// ConflictTypes counts the sync's logged conflicts by type.
 	ConflictTypes map[string]int64 `json:"conflict_types"`
+	// Lag is each source's pending changes (absent with --no-lag).
+	Lag []job.SourceLag `json:"lag,omitempty"`
+	// RowsPerSecond is the rows the last finished run wrote (inserted and deleted) per
+	// second of its time.
+	RowsPerSecond float64 `json:"rows_per_second"`
 }
 
 func (a *app) loadStatus(ctx context.Context, store *control.Store, s control.Sync) (*syncStatus, error) {
@@ -298,6 +303,14 @@ func (a *app) loadStatus(ctx context.Context, store *control.Store, s control.Sy
 	}
 	if st.LastBad != nil {
 		st.LastError = st.LastBad.Error
+	}
+	if r := st.LastRun; r != nil && r.Ended != nil && r.Duration() > 0 {
+		st.RowsPerSecond = float64(r.Inserts+r.Deletes) / r.Duration().Seconds()
+	}
+	if !a.noLag && s.Status == control.StatusActive {
+		if st.Lag, err = job.Lag(ctx, store, s.Name, a.logger); err != nil {
+			return nil, err
+		}
 	}
 	if g, err := control.GetDBGroup(ctx, q, s.DBGroup); err == nil {
 		for _, m := range g.Members {
@@ -383,7 +396,24 @@ With sync names: the detail view of each.`,
 		},
 	}
 	cmd.Flags().BoolVar(&a.jsonOut, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&a.noLag, "no-lag", false, "do not connect to the sources to read their pending changes")
 	return cmd
+}
+
+// pendingCell sums the pending changes of every source ("?" when one could not be read,
+// "-" when not read).
+func pendingCell(st *syncStatus, noLag bool) string {
+	if noLag || st.Status != control.StatusActive {
+		return "-"
+	}
+	var n int64
+	for _, l := range st.Lag {
+		if l.Error != "" {
+			return "?"
+		}
+		n += l.Pending
+	}
+	return fmt.Sprint(n)
 }
 
 func when(t time.Time) string {
@@ -431,7 +461,7 @@ func (a *app) statusAll(sts []*syncStatus) {
 	}
 	var rows [][]string
 	for _, st := range sts {
-		row := []string{st.Name, st.State, "", "", "", "none", ""}
+		row := []string{st.Name, st.State, "", "", "", "none", "", pendingCell(st, a.noLag)}
 		if st.Status == control.StatusInactive {
 			row[1] += " (inactive)"
 		}
@@ -446,7 +476,7 @@ func (a *app) statusAll(sts []*syncStatus) {
 		}
 		rows = append(rows, row)
 	}
-	printTable(a.stdout, []string{"Name", "State", "Last good", "Time", "Last I/D/C", "Last bad", "Time"}, rows)
+	printTable(a.stdout, []string{"Name", "State", "Last good", "Time", "Last I/D/C", "Last bad", "Time", "Pending"}, rows)
 }
 
 func (a *app) statusDetail(st *syncStatus) {
@@ -463,6 +493,19 @@ func (a *app) statusDetail(st *syncStatus) {
 		field("Last bad", fmt.Sprintf("%s (time until fail: %s)", when(*b.Ended), pretty(b.Duration())))
 	} else {
 		field("Last bad", "none")
+	}
+	if st.RowsPerSecond > 0 {
+		field("Rows/second (last run)", fmt.Sprintf("%.0f", st.RowsPerSecond))
+	}
+	for _, l := range st.Lag {
+		v := fmt.Sprintf("%d", l.Pending)
+		switch {
+		case l.Error != "":
+			v = "unknown: " + l.Error
+		case l.Oldest != nil:
+			v += fmt.Sprintf(" (oldest %s ago)", pretty(time.Duration(l.OldestSeconds*float64(time.Second))))
+		}
+		field("Pending changes on "+l.DB, v)
 	}
 	field("Sync name", st.Name)
 	field("Current state", st.State)
