@@ -15,6 +15,7 @@ import (
 	"github.com/ibexrepl/ibex/internal/capture"
 	"github.com/ibexrepl/ibex/internal/compare"
 	"github.com/ibexrepl/ibex/internal/control"
+	"github.com/ibexrepl/ibex/internal/dbconn"
 	"github.com/ibexrepl/ibex/sinks"
 )
 
@@ -65,7 +66,9 @@ type comparison struct {
 	compared []*member
 	readers  []sinks.Reader
 	snaps    []string
-	report   *compare.Report
+	// fast: every db compared is PostgreSQL 14 or later (compare.Scheme).
+	fast   bool
+	report *compare.Report
 	// onDiff, when set, sees every difference (repair).
 	onDiff func(t *table, d compare.Diff) error
 }
@@ -185,11 +188,10 @@ func (c *comparison) start(ctx context.Context) error {
 	if len(c.compared) < 2 {
 		return fmt.Errorf("%w: fewer than two dbs of sync %s can be compared", ErrCannotCompare, c.sync.Name)
 	}
-	var pgs []*member
-	for _, m := range c.compared {
-		if m.pg() {
-			pgs = append(pgs, m)
-		}
+	pgs := c.pgs()
+	c.fast = len(pgs) == len(c.compared)
+	for _, m := range pgs {
+		c.fast = c.fast && dbconn.ServerMajor(m.conn.PgConn()) >= 14
 	}
 	errs := c.each(pgs, func(m *member) error {
 		if _, err := m.conn.Exec(ctx, `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`); err != nil {
@@ -279,6 +281,7 @@ func (c *comparison) table(ctx context.Context, t *table) (*compare.Table, error
 	}
 	nb := compare.Blocks(slices.Max(ests), c.opts.BlockRows)
 	res.Blocks = nb
+	sch := compare.Scheme{Blocks: nb, Fast: c.fast}
 
 	digests := make([][]compare.BlockDigest, len(c.members))
 	nk := len(t.keyCols)
@@ -294,7 +297,7 @@ func (c *comparison) table(ctx context.Context, t *table) (*compare.Table, error
 				return d[l.Block].Add(l.Hash)
 			})
 		}
-		rows, err := m.conn.Query(ctx, compare.Digest(c.from(t, m), t.keyCols, t.cols, nb))
+		rows, err := m.conn.Query(ctx, sch.Digest(c.from(t, m), t.keyCols, t.cols))
 		if err != nil {
 			return err
 		}
@@ -339,7 +342,7 @@ func (c *comparison) table(ctx context.Context, t *table) (*compare.Table, error
 		if err := m.conn.QueryRow(ctx, capture.HasTruncate(ct)).Scan(&truncs[m.idx]); err != nil {
 			return err
 		}
-		rows, err := m.conn.Query(ctx, compare.PendingKeys(capture.ChangedKeys(ct, t.keyCols), t.keyCols, nb), blocks)
+		rows, err := m.conn.Query(ctx, sch.PendingKeys(capture.ChangedKeys(ct, t.keyCols), t.keyCols), blocks)
 		if err != nil {
 			return err
 		}
@@ -387,7 +390,7 @@ func (c *comparison) table(ctx context.Context, t *table) (*compare.Table, error
 			streams[m.idx] = compare.SliceStream(es)
 			return err
 		}
-		rows, err := m.conn.Query(ctx, compare.Rows(c.from(t, m), t.keyCols, t.cols, nb), pgx.QueryResultFormats{pgx.TextFormatCode}, blocks)
+		rows, err := m.conn.Query(ctx, sch.Rows(c.from(t, m), t.keyCols, t.cols), pgx.QueryResultFormats{pgx.TextFormatCode}, blocks)
 		if err != nil {
 			return err
 		}

@@ -55,9 +55,21 @@ func rowText(prefix string, cols []string) string {
 	return `ROW(` + catalog.QuoteCols(prefix, cols) + `)::text`
 }
 
-// blockOf is the SQL block number (0..nb-1) of a key text.
-func blockOf(kt string, nb int) string {
-	n := strconv.Itoa(nb)
+// Scheme is how a comparison hashes: the number of blocks, and which hashes. The portable
+// scheme (md5) is what Digester reproduces for dbs that are not PostgreSQL; the fast one,
+// for comparisons between PostgreSQL dbs only (14 or later: bit_xor), uses PostgreSQL's
+// own hash functions (hashtext, hashtextextended), several times cheaper than md5.
+type Scheme struct {
+	Blocks int
+	Fast   bool
+}
+
+// blockOf is the SQL block number (0..Blocks-1) of a key text.
+func (s Scheme) blockOf(kt string) string {
+	n := strconv.Itoa(s.Blocks)
+	if s.Fast {
+		return `((hashtext(` + kt + `) & 2147483647) % ` + n + `)`
+	}
 	return `mod(mod(('x' || left(md5(` + kt + `), 8))::bit(32)::int, ` + n + `) + ` + n + `, ` + n + `)`
 }
 
@@ -65,32 +77,37 @@ func blockOf(kt string, nb int) string {
 // qualified name) holds, partitions included, from the catalog, without reading it: the
 // planner's count, or one row per 100 bytes when that is higher (a table never analysed).
 const Estimate = `SELECT coalesce(sum(greatest(c.reltuples::float8, pg_relation_size(c.oid) / 100.0)), 0)::float8
-FROM pg_partition_tree($1::regclass) p JOIN pg_class c ON c.oid = p.relid WHERE p.isleaf`
+FROM pg_class c WHERE c.oid = $1::regclass OR c.oid IN (SELECT p.relid FROM pg_partition_tree($1::regclass) p WHERE p.isleaf)`
 
 // Digest is the statement digesting the rows of from (a table or a subquery of its
-// filtered rows, aliased x) in nb blocks: one row per non-empty block, in block order:
-// block, rows, sum of the first and of the second 32 bits of each row's md5 (signed).
-func Digest(from string, keys, cols []string, nb int) string {
+// filtered rows, aliased x) in blocks: one row per non-empty block, in block order:
+// block, rows, and two int8 terms: portable, the sums of the first and of the second 32
+// bits of each row's md5 (signed); fast, the xor of each row's 64-bit hash, and 0.
+func (s Scheme) Digest(from string, keys, cols []string) string {
+	if s.Fast {
+		return `SELECT b, count(*), coalesce(bit_xor(h), 0)::int8, 0::int8
+FROM (SELECT ` + s.blockOf(keyText("x.", keys)) + ` AS b, hashtextextended(` + rowText("x.", cols) + `, 0) AS h FROM ` + from + ` x) y GROUP BY b ORDER BY b`
+	}
 	return `SELECT b, count(*), coalesce(sum(('x' || left(h, 8))::bit(32)::int), 0)::int8, coalesce(sum(('x' || substr(h, 9, 8))::bit(32)::int), 0)::int8
-FROM (SELECT ` + blockOf(keyText("x.", keys), nb) + ` AS b, md5(` + rowText("x.", cols) + `) AS h FROM ` + from + ` x) y GROUP BY b ORDER BY b`
+FROM (SELECT ` + s.blockOf(keyText("x.", keys)) + ` AS b, md5(` + rowText("x.", cols) + `) AS h FROM ` + from + ` x) y GROUP BY b ORDER BY b`
 }
 
 // Rows is the statement reading, from the rows of from in the blocks listed by $1 (int4[]),
 // block, key text, each key column and the row's md5, ordered by block and key text
 // (bytewise). Read it in the text result format: the key columns' text is then their
 // output, as COPY writes them (a cast to text differs for some types: boolean).
-func Rows(from string, keys, cols []string, nb int) string {
+func (s Scheme) Rows(from string, keys, cols []string) string {
 	kt := keyText("x.", keys)
-	return `SELECT ` + blockOf(kt, nb) + `, (` + kt + `) COLLATE "C", ` + catalog.QuoteCols("x.", keys) + `, md5(` + rowText("x.", cols) + `)
-FROM ` + from + ` x WHERE ` + blockOf(kt, nb) + ` = ANY($1::int4[]) ORDER BY 1, 2`
+	return `SELECT ` + s.blockOf(kt) + `, (` + kt + `) COLLATE "C", ` + catalog.QuoteCols("x.", keys) + `, md5(` + rowText("x.", cols) + `)
+FROM ` + from + ` x WHERE ` + s.blockOf(kt) + ` = ANY($1::int4[]) ORDER BY 1, 2`
 }
 
 // PendingKeys is the statement reading, from changed (a statement listing the keys of
 // captured changes, capture.ChangedKeys), the distinct keys in the blocks listed by $1, as
 // block and key text, ordered like Rows.
-func PendingKeys(changed string, keys []string, nb int) string {
+func (s Scheme) PendingKeys(changed string, keys []string) string {
 	kt := keyText("z.", keys)
-	return `SELECT DISTINCT ` + blockOf(kt, nb) + `, (` + kt + `) COLLATE "C" FROM (` + changed + `) z WHERE ` + blockOf(kt, nb) + ` = ANY($1::int4[]) ORDER BY 1, 2`
+	return `SELECT DISTINCT ` + s.blockOf(kt) + `, (` + kt + `) COLLATE "C" FROM (` + changed + `) z WHERE ` + s.blockOf(kt) + ` = ANY($1::int4[]) ORDER BY 1, 2`
 }
 
 // RecordText renders fields as PostgreSQL's record output does: (a,b,...), a NULL as
@@ -142,7 +159,7 @@ func sums(h [16]byte) (int64, int64) {
 	return int64(int32(binary.BigEndian.Uint32(h[0:4]))), int64(int32(binary.BigEndian.Uint32(h[4:8])))
 }
 
-// BlockOfKey returns the block of a key text, as the SQL does.
+// BlockOfKey returns the block of a key text, as the portable scheme's SQL does.
 func BlockOfKey(kt string, nb int) int32 {
 	kh := md5.Sum([]byte(kt))
 	v := int64(int32(binary.BigEndian.Uint32(kh[0:4])))
