@@ -66,6 +66,8 @@ func TestFarm(t *testing.T) {
 		{"CountersBadInput", testCountersBadInput},
 		{"CountersLateKey", testCountersLateKey},
 		{"CountersRacePgbench", testCountersRacePgbench},
+		{"ConflictFunction", testConflictFunction},
+		{"OnErrorSkip", testOnErrorSkip},
 		{"CompareFindsDivergence", testCompareFindsDivergence},
 		{"CompareUnderPgbench", testCompareUnderPgbench},
 		{"Repair", testRepair},

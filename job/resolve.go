@@ -3,6 +3,7 @@ package job
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 
 	"github.com/ibexrepl/ibex/internal/conflict"
@@ -32,7 +33,7 @@ func (r *runner) resolve(t *table, keys map[string]*keyState) []control.Conflict
 			} else {
 				c.Winner = w
 				ks.winner = r.memberByName(w).idx
-				if len(t.rel.Counters) > 0 && ks.sums != nil {
+				if len(t.rel.Counters) > 0 && ks.sums != nil && d.Func == "" {
 					d = r.addCounters(t, ks, ks.winner, d)
 				}
 				if !d.Whole() {
@@ -131,4 +132,30 @@ func (r *runner) abortCheck(ctx context.Context) error {
 	}
 	return fmt.Errorf("conflict_strategy abort: %d rows were changed on more than one source, nothing was applied: %s; see 'ibex conflicts %s'",
 		len(all), strings.Join(ex, "; "), r.sync.Name)
+}
+
+// recordParked logs the rows receivers refused under on_error=skip (their units
+// committed), before the change rows are consumed, and counts them in the run's result.
+func (r *runner) recordParked(ctx context.Context, es []control.Exception) error {
+	if len(es) == 0 {
+		return nil
+	}
+	for i := range es {
+		es[i].Run = r.res.RunID
+		r.logger.Warn("row refused by a receiver, parked (on_error=skip)", slog.String("table", es[i].Table), slog.String("db", es[i].DB),
+			slog.String("key", es[i].Key), slog.String("error", es[i].Error))
+	}
+	tx, err := r.store.Pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if err := control.RecordExceptions(ctx, tx, es); err != nil {
+		return fmt.Errorf("recording parked rows: %w", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return err
+	}
+	r.res.Parked += int64(len(es))
+	return nil
 }

@@ -66,8 +66,14 @@ func ValidateWith(ctx context.Context, store *control.Store, q control.Querier, 
 	if err := r.load(ctx, q); err != nil && !(errors.Is(err, errNoTables) && r.hasSequences(ctx, q)) {
 		return nil, err
 	}
-	if _, err := conflict.ParseAll(sync.ConflictStrategy, sync.ConflictByType, r.names, r.sourceNames); err != nil {
+	ss, err := conflict.ParseAll(sync.ConflictStrategy, sync.ConflictByType, r.names, r.sourceNames)
+	if err != nil {
 		return nil, fmt.Errorf("sync %s: %w", syncName, err)
+	}
+	for _, fn := range ss.Functions() {
+		if err := control.CheckConflictFunction(ctx, q, fn); err != nil {
+			return nil, fmt.Errorf("sync %s: %w", syncName, err)
+		}
 	}
 	r.connect(ctx)
 	for _, m := range r.members {

@@ -145,29 +145,32 @@ func ChangedAfter(changeTable, alias string, keys []string, at int64) string {
 }
 
 // LateDeltas is the query of the deltas of counters that this source's application
-// committed after the run's snapshot, summed by key (key columns keys, then one column
-// DeltaCol(c) per counter): a row read while the application goes on may hold such
-// changes, which are pending for the next run, and sending them now as well would count
-// them twice. Read it in the same statement as the rows (CounterAsOf), so that both are
-// of the same moment.
+// committed after the run's snapshot, summed by key: a row read while the application goes
+// on may hold such changes, which are pending for the next run, and sending them now as
+// well would count them twice. It returns one row, one jsonb column "j": an object whose
+// names are the keys as row text (ROW(key columns)::text) and whose values are arrays of
+// the sums, one per counter in their order. Read it in the same statement as the rows
+// (CounterAsOf), so that both are of the same moment; as one row it joins the rows without
+// a join strategy (the read sessions allow only nested loops), each lookup a jsonb probe.
 func LateDeltas(changeTable string, keys, counters []string, snapshot string) string {
 	d := Alias + "."
 	cols := catalog.QuoteCols(d, keys)
 	sums := make([]string, len(counters))
 	for i, c := range counters {
-		sums[i] = fmt.Sprintf(`sum(%s) AS %s`, d+qi(DeltaCol(c)), qi(DeltaCol(c)))
+		sums[i] = fmt.Sprintf(`sum(%s)`, d+qi(DeltaCol(c)))
 	}
-	return fmt.Sprintf(`SELECT %s, %s FROM %s %s WHERE %s AND NOT %s GROUP BY %s`,
+	return fmt.Sprintf(`SELECT coalesce(jsonb_object_agg(k, v), '{}') AS j FROM (SELECT ROW(%s)::text AS k, jsonb_build_array(%s) AS v FROM %s %s WHERE %s AND NOT %s GROUP BY %s) x`,
 		cols, strings.Join(sums, ", "), changeTable, Alias, isRow(d), visibleIn(d, quoteLiteral(snapshot)), cols)
 }
 
-// CounterAsOf is the value of counter column col (of type typ) of the row named alias as
-// of the run's snapshot: its value minus the late deltas (LateDeltas, joined as late: NULL
-// when the key has none).
-func CounterAsOf(alias, late, col, typ string) string {
-	l := late + "." + qi(DeltaCol(col))
+// CounterAsOf is the value of counter column col (the i-th counter, of type typ) of the row
+// named alias, whose key columns are keys, as of the run's snapshot: its value minus the
+// late deltas of its key (LateDeltas, joined as late); the value as it is when there are
+// none.
+func CounterAsOf(alias, late string, keys []string, i int, col, typ string) string {
+	l := fmt.Sprintf(`(%s.j -> ROW(%s)::text ->> %d)`, late, catalog.QuoteCols(alias+".", keys), i)
 	v := alias + "." + qi(col)
-	return fmt.Sprintf(`CASE WHEN %[1]s IS NULL THEN %[2]s ELSE (coalesce(%[2]s, 0) - %[1]s)::%[3]s END`, l, v, typ)
+	return fmt.Sprintf(`CASE WHEN %[1]s IS NULL THEN %[2]s ELSE (coalesce(%[2]s, 0) - %[1]s::numeric)::%[3]s END`, l, v, typ)
 }
 
 // KeyQuantiles splits the pending change rows of changeTable, whose key is the one column

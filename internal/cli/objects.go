@@ -43,7 +43,7 @@ func (a *app) addCmd() *cobra.Command {
   ibex add customname pgbench_accounts public.accounts_copy [db=t5] [sync=foobar]   (targets write the rows there)
   ibex add sync foobar herd=therd dbs=tgroup [conflict_strategy=latest|source|abort|skip|"t2 t1"]
        [autokick=false] [onetimecopy=0|1|2] [schedule=30s|"*/5 * * * *"] [status=active] [batch_size=N]
-       [single_transaction=off]
+       [single_transaction=off] [on_error=stop|skip]
 
 add db tests the connection first (--force skips that). A password is never stored: give
 pass=env:VAR or pass=file:PATH, or use PGPASSWORD or ~/.pgpass. add table reads each
@@ -769,12 +769,17 @@ func applySyncOptions(s *control.Sync, p *kv) error {
 			s.BatchSize = n
 		case "single_transaction":
 			s.SingleTransaction, err = parseBool(s.Name, k, v)
+		case "on_error":
+			if v != control.OnErrorStop && v != control.OnErrorSkip {
+				return usageErr("sync %s: on_error must be stop or skip, not %q", s.Name, v)
+			}
+			s.OnError = v
 		case "herd", "relgroup", "dbs", "dbgroup", "tables":
 			continue
 		default:
 			typ, ok := strings.CutPrefix(k, "on_")
 			if !ok || conflict.CheckType(typ) != nil {
-				return usageErr("sync %s: unknown option %q (use herd, tables, dbs, conflict_strategy, on_%s, autokick, onetimecopy, schedule, status, batch_size, single_transaction)",
+				return usageErr("sync %s: unknown option %q (use herd, tables, dbs, conflict_strategy, on_%s, on_error, autokick, onetimecopy, schedule, status, batch_size, single_transaction)",
 					s.Name, k, strings.Join(conflict.Types, ", on_"))
 			}
 			// A strategy for one conflict type; "default" goes back to conflict_strategy.
@@ -805,8 +810,14 @@ func (a *app) checkSync(ctx context.Context, q control.Querier, s *control.Sync)
 	if err := checkMembers(g.Name, g.Members); err != nil {
 		return err
 	}
-	if _, err := conflict.ParseAll(s.ConflictStrategy, s.ConflictByType, g.DBs(), g.Sources()); err != nil {
+	ss, err := conflict.ParseAll(s.ConflictStrategy, s.ConflictByType, g.DBs(), g.Sources())
+	if err != nil {
 		return usageErr("sync %s: %v", s.Name, err)
+	}
+	for _, fn := range ss.Functions() {
+		if err := control.CheckConflictFunction(ctx, q, fn); err != nil {
+			return usageErr("sync %s: %v", s.Name, err)
+		}
 	}
 	return nil
 }

@@ -131,6 +131,8 @@ type Sync struct {
 	BatchSize      int               `yaml:"batch_size,omitempty"`
 	// SingleTransaction: one transaction per receiver whatever the backlog.
 	SingleTransaction bool `yaml:"single_transaction,omitempty"`
+	// OnError: stop (default) or skip (rows a receiver refuses are parked).
+	OnError string `yaml:"on_error,omitempty"`
 }
 
 // Parse reads a configuration strictly and checks that its objects refer to each other
@@ -322,6 +324,9 @@ func (f *File) check() error {
 		}
 		if s.Status != "" && !control.Status(s.Status).Valid() {
 			return fmt.Errorf("sync %s: status must be active or inactive", n)
+		}
+		if s.OnError != "" && s.OnError != control.OnErrorStop && s.OnError != control.OnErrorSkip {
+			return fmt.Errorf("sync %s: on_error must be stop or skip, not %q", n, s.OnError)
 		}
 		if s.Onetimecopy < 0 || s.Onetimecopy > 2 {
 			return fmt.Errorf("sync %s: onetimecopy must be 0, 1 or 2", n)

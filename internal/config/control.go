@@ -105,7 +105,7 @@ func Export(ctx context.Context, q control.Querier) (*File, error) {
 		}
 		f.Syncs[s.Name] = Sync{Herd: s.Herd, DBs: s.DBGroup, ConflictStrategy: s.ConflictStrategy, ConflictByType: byType, Autokick: s.Autokick,
 			Onetimecopy: s.Onetimecopy, Schedule: s.Schedule, Status: string(s.Status), BatchSize: s.BatchSize,
-			SingleTransaction: s.SingleTransaction}
+			SingleTransaction: s.SingleTransaction, OnError: onErrorOut(s.OnError)}
 	}
 	return f, nil
 }
@@ -295,7 +295,7 @@ func Apply(ctx context.Context, q control.Querier, cur, want *File, changes []Ch
 		s := want.Syncs[n]
 		if err := control.PutSync(ctx, q, &control.Sync{Name: n, Herd: s.Herd, DBGroup: s.DBs, ConflictStrategy: s.ConflictStrategy, ConflictByType: s.ConflictByType,
 			Autokick: s.Autokick, Onetimecopy: s.Onetimecopy, Schedule: s.Schedule, Status: control.Status(s.Status), BatchSize: s.BatchSize,
-			SingleTransaction: s.SingleTransaction}, has("add", "sync", n)); err != nil {
+			SingleTransaction: s.SingleTransaction, OnError: s.OnError}, has("add", "sync", n)); err != nil {
 			return err
 		}
 	}
@@ -347,4 +347,12 @@ func Apply(ctx context.Context, q control.Querier, cur, want *File, changes []Ch
 		}
 	}
 	return nil
+}
+
+// onErrorOut is a sync's on_error as an export writes it: left out when it is the default.
+func onErrorOut(v string) string {
+	if v == control.OnErrorStop {
+		return ""
+	}
+	return v
 }
