@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ibexrepl/ibex/internal/compare"
+	"github.com/ibexrepl/ibex/internal/ibextest"
 	"github.com/ibexrepl/ibex/job"
 )
 
@@ -281,4 +282,32 @@ func testRepair(t *testing.T, f *farm) {
 		t.Fatalf("union picked abalance %d for aid 20, want t1's 0", v)
 	}
 	c.mustRun("empty", job.Options{})
+}
+
+// testCompareDBDown: a db of the sync that cannot be reached: compare and repair exit 2,
+// say which db, and change nothing.
+func testCompareDBDown(t *testing.T, f *farm) {
+	c := f.cluster(t, "cmpdown", 2)
+	c.onAll(`CREATE TABLE d (id int PRIMARY KEY, v text); INSERT INTO d SELECT i, 'v' || i FROM generate_series(1, 50) i`)
+	c.configure([]string{"d"}, []string{"t1:source", "t2:source"})
+	c.behind("t2", `DELETE FROM d WHERE id = 7`)
+	if code, r := c.compareJSON(); code != 1 || r.Diverged() != 1 {
+		t.Fatalf("compare: exit %d %v", code, diffSummary(r))
+	}
+	// A third db, a target, that then goes away.
+	t3 := f.dbs["t3"]
+	ibextest.Exec(t, t3.DSN, `CREATE SCHEMA cmpdown; CREATE TABLE cmpdown.d (id int PRIMARY KEY, v text)`)
+	c.ibex(ibextest.AddDBArgs("cmpdown_x", t3.Conn)...)
+	c.ibex("update", "dbgroup", c.sync, "t1:source", "t2:source", "cmpdown_x:target")
+	c.ibex("update", "db", "cmpdown_x", "port=1", "connect_timeout=2", "--force")
+	before := c.sum("t2", "d", "id")
+	for _, args := range [][]string{{"compare", c.sync}, {"repair", c.sync, "--source-of-truth", "t1"}} {
+		code, out, errs := c.ibexCmd(args...)
+		if code != 2 || !strings.Contains(errs, "could not compare") || !strings.Contains(errs, "cmpdown_x") {
+			t.Fatalf("%v with a db down: exit %d\n%s%s", args, code, out, errs)
+		}
+	}
+	if c.sum("t2", "d", "id") != before {
+		t.Fatal("a failed repair changed rows")
+	}
 }

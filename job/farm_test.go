@@ -71,6 +71,7 @@ func TestFarm(t *testing.T) {
 		{"CompareFindsDivergence", testCompareFindsDivergence},
 		{"CompareUnderPgbench", testCompareUnderPgbench},
 		{"Repair", testRepair},
+		{"CompareDBDown", testCompareDBDown},
 	} {
 		t.Run(ft.name, func(t *testing.T) {
 			t.Parallel()
