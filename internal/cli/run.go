@@ -256,6 +256,7 @@ type syncStatus struct {
 	// ConflictByType are the strategies set for some conflict types instead.
 	ConflictByType map[string]string `json:"conflict_by_type,omitempty"`
 	Schedule       string            `json:"schedule"`
+	CompareEvery   string            `json:"compare_every,omitempty"`
 	Autokick       bool              `json:"autokick"`
 	Onetime        int               `json:"onetimecopy"`
 	LastGood       *control.Run      `json:"last_good,omitempty"`
@@ -281,7 +282,7 @@ type syncStatus struct {
 func (a *app) loadStatus(ctx context.Context, store *control.Store, s control.Sync) (*syncStatus, error) {
 	q := store.Q()
 	st := &syncStatus{Name: s.Name, Status: s.Status, Herd: s.Herd, DBGroup: s.DBGroup, Conflict: s.ConflictStrategy, ConflictByType: s.ConflictByType,
-		Schedule: s.Schedule, Autokick: s.Autokick, Onetime: s.Onetimecopy, OnError: s.OnError}
+		Schedule: s.Schedule, CompareEvery: s.CompareEvery, Autokick: s.Autokick, Onetime: s.Onetimecopy, OnError: s.OnError}
 	var err error
 	if st.ConflictTypes, err = control.ConflictCounts(ctx, q, s.Name); err != nil {
 		return nil, err
@@ -555,6 +556,9 @@ func (a *app) statusDetail(st *syncStatus) {
 		sched = "None (kick only)"
 	}
 	field("Schedule", sched)
+	if st.CompareEvery != "" {
+		field("Compare every", st.CompareEvery+" (by the scheduler)")
+	}
 	field("Autokick", map[bool]string{true: "Yes", false: "No"}[st.Autokick])
 	field("Onetimecopy", map[int]string{0: "No", 1: "Yes (all targets)", 2: "Yes (empty targets)"}[st.Onetime])
 	if st.LastError != "" {

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -133,6 +134,8 @@ type Sync struct {
 	SingleTransaction bool `yaml:"single_transaction,omitempty"`
 	// OnError: stop (default) or skip (rows a receiver refuses are parked).
 	OnError string `yaml:"on_error,omitempty"`
+	// CompareEvery: how often the scheduler compares the sync's dbs (a duration).
+	CompareEvery string `yaml:"compare_every,omitempty"`
 }
 
 // Parse reads a configuration strictly and checks that its objects refer to each other
@@ -324,6 +327,9 @@ func (f *File) check() error {
 		}
 		if s.Status != "" && !control.Status(s.Status).Valid() {
 			return fmt.Errorf("sync %s: status must be active or inactive", n)
+		}
+		if d, err := time.ParseDuration(s.CompareEvery); s.CompareEvery != "" && (err != nil || d <= 0) {
+			return fmt.Errorf("sync %s: compare_every must be a duration such as 1h or 30m, not %q", n, s.CompareEvery)
 		}
 		if s.OnError != "" && s.OnError != control.OnErrorStop && s.OnError != control.OnErrorSkip {
 			return fmt.Errorf("sync %s: on_error must be stop or skip, not %q", n, s.OnError)

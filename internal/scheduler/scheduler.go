@@ -24,6 +24,7 @@ import (
 	"reflect"
 	"runtime/debug"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -72,7 +73,8 @@ type Config struct {
 	// negative: never).
 	LagEvery time.Duration
 	// CompareEvery, when positive, compares every active sync's tables that often
-	// (job.Compare) and exports ibex_compare_differences.
+	// (job.Compare) and exports ibex_compare_differences; a sync's compare_every takes
+	// precedence.
 	CompareEvery time.Duration
 }
 
@@ -227,9 +229,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	if s.cfg.LagEvery > 0 {
 		probes.Go(func() { s.every(ctx, s.cfg.LagEvery, s.probeLag) })
 	}
-	if s.cfg.CompareEvery > 0 {
-		probes.Go(func() { s.every(ctx, s.cfg.CompareEvery, s.probeCompare) })
-	}
+	probes.Go(func() { s.compareLoop(ctx) })
 
 	t := time.NewTicker(s.cfg.Reload)
 	defer t.Stop()
@@ -684,5 +684,47 @@ func (s *Scheduler) probeCompare(ctx context.Context, name string) {
 	s.met.SetCompare(name, r)
 	if n := r.Diverged(); n > 0 {
 		s.log.WarnContext(ctx, "scheduled compare: rows differ between the dbs (see 'ibex compare "+name+"', 'ibex repair')", slog.String("sync", name), slog.Int64("rows", n))
+	}
+}
+
+// compareLoop compares each active sync whose interval (its compare_every, else
+// Config.CompareEvery) has passed since its last compare, until ctx ends.
+func (s *Scheduler) compareLoop(ctx context.Context) {
+	last := map[string]time.Time{}
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		type due struct {
+			name  string
+			every time.Duration
+		}
+		var dues []due
+		s.mu.Lock()
+		for n, e := range s.syncs {
+			if !e.active || e.removed {
+				continue
+			}
+			every := s.cfg.CompareEvery
+			if d, err := time.ParseDuration(e.def.CompareEvery); err == nil && d > 0 {
+				every = d
+			}
+			if every > 0 && time.Since(last[n]) >= every {
+				dues = append(dues, due{n, every})
+			}
+		}
+		s.mu.Unlock()
+		slices.SortFunc(dues, func(a, b due) int { return strings.Compare(a.name, b.name) })
+		for _, d := range dues {
+			if ctx.Err() != nil {
+				return
+			}
+			s.probeCompare(ctx, d.name)
+			last[d.name] = time.Now()
+		}
 	}
 }

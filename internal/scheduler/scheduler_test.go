@@ -439,11 +439,22 @@ func TestNotInstalled(t *testing.T) {
 
 // TestLagAndCompareMetrics: the scheduler exports each source's pending changes and the
 // age of the oldest, and, with CompareEvery, the rows that differ per table (a change in
-// flight is not one; a row changed behind ibex's back is).
+// flight is not one; a row changed behind ibex's back is), here asked for by the sync's
+// compare_every.
 func TestLagAndCompareMetrics(t *testing.T) {
 	f := schedtest.New(t, 2)
-	f.AddSync(t, "s") // no schedule: changes stay pending
-	s := start(t, f, "a", scheduler.Config{LagEvery: 200 * time.Millisecond, CompareEvery: 300 * time.Millisecond})
+	if _, errs, code := f.IbexCode("add", "sync", "s", "herd=therd", "dbs=g", "compare_every=soon"); code != 2 || !strings.Contains(errs, "compare_every must be a duration") {
+		t.Fatalf("compare_every=soon: exit %d: %s", code, errs)
+	}
+	// No schedule: changes stay pending. The sync's compare_every asks for compares.
+	f.AddSync(t, "s", "compare_every=300ms")
+	if out := f.Ibex(t, "status", "s"); !strings.Contains(out, "Compare every                    : 300ms (by the scheduler)") {
+		t.Fatalf("status:\n%s", out)
+	}
+	if out := f.Ibex(t, "export"); !strings.Contains(out, "compare_every: 300ms") {
+		t.Fatalf("export:\n%s", out)
+	}
+	s := start(t, f, "a", scheduler.Config{LagEvery: 200 * time.Millisecond})
 	change(t, f.DBs[0], 7, 5)
 	pending := func() bool {
 		return schedtest.Value(s.Metrics().Pending.WithLabelValues("s", "t1")) == 1 &&
