@@ -270,6 +270,9 @@ func firstErr(ms []*member, errs []error) error {
 // table compares one table.
 func (c *comparison) table(ctx context.Context, t *table) (*compare.Table, error) {
 	res := &compare.Table{Table: t.name, Rows: map[string]int64{}, Diffs: []compare.Diff{}}
+	if len(t.keyCols) == 0 {
+		return nil, errors.New("the table has no key (keyless=fullcopy): rows can only be compared by key")
+	}
 	// The number of blocks, from the largest estimate of the PostgreSQL dbs.
 	pgs := c.pgs()
 	ests := make([]float64, len(c.members))
