@@ -5,7 +5,7 @@
 // -bucardo install), it also runs Bucardo on the seed workload in a private throwaway
 // cluster and reports ibex's ratio to it. See bench/README.md.
 //
-//	go run ./bench [-quick] [-repeats N] [-sections seed,floor,capture,counters,growth,backlog,sinks] [-bucardo auto|install|off] ...
+//	go run ./bench [-quick] [-repeats N] [-sections seed,floor,capture,counters,growth,backlog,sinks,compare] [-bucardo auto|install|off] ...
 //
 // Every database it creates is named ibex_bench_* and is dropped at the end unless -keep.
 package main
@@ -52,9 +52,12 @@ type config struct {
 	mariadbAddr    string
 	mariadbUser    string
 	redisAddr      string
+	compareScale   int
+	compareDiffs   int
+	compareRepeats int
 }
 
-var allSections = []string{"seed", "floor", "bucardo", "capture", "counters", "growth", "backlog", "sinks"}
+var allSections = []string{"seed", "floor", "bucardo", "capture", "counters", "growth", "backlog", "sinks", "compare"}
 
 // allSinks are the sink types the sinks section knows, in its order.
 var allSinks = []string{"mariadb", "sqlite", "redis", "flatfile"}
@@ -68,7 +71,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.IntVar(&c.sources, "sources", 4, "source databases in the seed demo")
 	fs.IntVar(&c.targets, "targets", 1, "target databases in the seed demo")
 	fs.IntVar(&c.repeats, "repeats", 3, "repeats of the seed demo (and of Bucardo's)")
-	fs.StringVar(&sections, "sections", "seed,floor,capture,counters,growth,backlog,sinks", "comma list of sections: "+strings.Join(allSections, ", "))
+	fs.StringVar(&sections, "sections", "seed,floor,capture,counters,growth,backlog,sinks,compare", "comma list of sections: "+strings.Join(allSections, ", "))
 	fs.StringVar(&growthScales, "growth-scales", "1,10,100", "pgbench scales of the growth section")
 	fs.IntVar(&c.growthTx, "growth-tx", 2000, "pgbench transactions on the source in the growth section (1 source + 1 target)")
 	fs.StringVar(&c.growthScript, "growth-script", "simple-update", "pgbench built-in script of the growth section: simple-update (one accounts row per transaction, so the changed rows are the same at every scale) or tpcb-like (also one of 10 x scale tellers and one of scale branches)")
@@ -83,11 +86,14 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.mariadbAddr, "mariadb", "127.0.0.1:3306", "MariaDB host:port of the sinks section (no password)")
 	fs.StringVar(&c.mariadbUser, "mariadb-user", "root", "MariaDB user of the sinks section (CREATE/DROP DATABASE, local_infile)")
 	fs.StringVar(&c.redisAddr, "redis", "127.0.0.1:6379", "Redis host:port of the sinks section (database 0, keys ibex_bench:*)")
+	fs.IntVar(&c.compareScale, "compare-scale", 10, "pgbench scale of the compare section's 3 dbs (100,000 accounts rows each)")
+	fs.IntVar(&c.compareDiffs, "compare-diffs", 100, "rows made to differ behind ibex's back in the compare section")
+	fs.IntVar(&c.compareRepeats, "compare-repeats", 3, "repeats of the compare section")
 	fs.IntVar(&c.captureSeconds, "capture-seconds", 10, "length of each pgbench -T run in the capture section")
 	fs.IntVar(&c.capturePairs, "capture-pairs", 5, "interleaved pairs (without, with capture) in the capture section")
 	fs.BoolVar(&c.keep, "keep", false, "keep the ibex_bench_* databases (those of each section's last repeat)")
 	fs.StringVar(&c.ibexBin, "ibex", "", "use this ibex binary instead of building ./cmd/ibex (e.g. to compare two builds)")
-	fs.BoolVar(&c.quick, "quick", false, "skip the heavy sections (counters, growth, backlog, sinks)")
+	fs.BoolVar(&c.quick, "quick", false, "skip the heavy sections (counters, growth, backlog, sinks, compare)")
 	fs.StringVar(&c.bucardoMode, "bucardo", "auto", "bucardo section: auto (measure Bucardo 5.6 in a private cluster when bucardo and PL/Perl "+pgMajor+
 		" are installed, else print reference figures), install (apt-get install -y bucardo postgresql-plperl-"+pgMajor+" first when missing; needs root), off (reference figures only)")
 	fs.Usage = func() {
@@ -105,7 +111,8 @@ func parseFlags(args []string) (*config, error) {
 		n    int
 	}{{"-scale", c.scale}, {"-tx", c.tx}, {"-sources", c.sources}, {"-repeats", c.repeats}, {"-growth-tx", c.growthTx},
 		{"-growth-repeats", c.growthRepeats}, {"-backlog-rows", c.backlogRows}, {"-backlog-repeats", c.backlogRepeats},
-		{"-capture-seconds", c.captureSeconds}, {"-capture-pairs", c.capturePairs}, {"-sinks-rows", c.sinksRows}, {"-sinks-repeats", c.sinksRepeats}} {
+		{"-capture-seconds", c.captureSeconds}, {"-capture-pairs", c.capturePairs},
+		{"-compare-scale", c.compareScale}, {"-compare-diffs", c.compareDiffs}, {"-compare-repeats", c.compareRepeats}, {"-sinks-rows", c.sinksRows}, {"-sinks-repeats", c.sinksRepeats}} {
 		if v.n < 1 {
 			return nil, fmt.Errorf("%s must be at least 1", v.name)
 		}
@@ -166,7 +173,7 @@ func parseFlags(args []string) (*config, error) {
 		return nil, errors.New("-growth-scales is empty")
 	}
 	if c.quick {
-		for _, s := range []string{"counters", "growth", "backlog", "sinks"} {
+		for _, s := range []string{"counters", "growth", "backlog", "sinks", "compare"} {
 			if c.sections[s] {
 				delete(c.sections, s)
 				progress("-quick: skipping section %s", s)
@@ -321,6 +328,11 @@ func (b *bench) runSections(ctx context.Context) error {
 	if s["sinks"] {
 		if err := b.sinks(ctx); err != nil {
 			return fmt.Errorf("sinks: %w", err)
+		}
+	}
+	if s["compare"] {
+		if err := b.compareBench(ctx); err != nil {
+			return fmt.Errorf("compare: %w", err)
 		}
 	}
 	return nil

@@ -71,6 +71,10 @@ func TestFarm(t *testing.T) {
 		{"ColumnMerge", testColumnMerge},
 		{"Orphans", testOrphans},
 		{"UniqueClash", testUniqueClash},
+		{"CompareFindsDivergence", testCompareFindsDivergence},
+		{"CompareUnderPgbench", testCompareUnderPgbench},
+		{"Repair", testRepair},
+		{"CompareDBDown", testCompareDBDown},
 	} {
 		t.Run(ft.name, func(t *testing.T) {
 			t.Parallel()

@@ -201,6 +201,11 @@ func testTarget(t *testing.T, f *farm, k targetKind) {
 	c.mustRun(control.StateGood, job.Options{})
 	compareTarget(t, c, k, x, params)
 	c.mustRun(control.StateEmpty, job.Options{})
+	// ibex compare reads the target through its sink (flat files cannot be read: left out).
+	if code, out, errs := c.ibexCmd("compare", c.sync); code != 0 || !strings.Contains(out, "Result: identical") ||
+		strings.Contains(out, "not compared") != (k.typ == control.DBTypeFlatfile) {
+		t.Errorf("compare with target %s: exit %d\n%s%s", x, code, out, errs)
+	}
 
 	// A TRUNCATE on a source, then a row inserted after it: the target is emptied in its
 	// own way (docs/sinks/) and gets the new row; the rows come back for what follows.
@@ -266,6 +271,14 @@ func testTarget(t *testing.T, f *farm, k targetKind) {
 		}
 	}
 	if k.typ != control.DBTypeFlatfile { // a file directory cannot lose a row outside its files
+		loseRow("3")
+		if code, out, errs := c.ibexCmd("compare", c.sync); code != 1 || !strings.Contains(out, "missing 3: missing on "+x) {
+			t.Errorf("compare after a row lost on %s: exit %d\n%s%s", x, code, out, errs)
+		}
+		if code, out, errs := c.ibexCmd("repair", c.sync, "--union"); code != 0 || !strings.Contains(out, "insert "+c.qual("tt")+" 3 on "+x+" from t1") {
+			t.Errorf("repair --union of a row lost on %s: exit %d\n%s%s", x, code, out, errs)
+		}
+		compareTarget(t, c, k, x, params)
 		loseRow("3")
 		c.ibex("update", "sync", c.sync, "onetimecopy=1")
 		if res := c.mustRun(control.StateGood, job.Options{}); res.Inserts < 5 {

@@ -57,6 +57,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	listen := fs.String("listen", flagset.EnvOr("IBEX_LISTEN", scheduler.DefaultListen), "address of /metrics and /healthz; empty: none (IBEX_LISTEN)")
 	reload := fs.Duration("reload", scheduler.DefaultReload, "how often to read the sync list again")
 	shutdown := fs.Duration("shutdown-timeout", scheduler.DefaultShutdownTimeout, "on SIGTERM, how long running runs may go on before they are cancelled")
+	lagEvery := fs.Duration("lag-every", scheduler.DefaultLagEvery, "how often to read every sync's pending changes for /metrics (0: never)")
+	compareEvery := fs.Duration("compare-every", 0, "compare every active sync's tables this often and export ibex_compare_differences (0: never)")
 	logLevel := fs.String("log-level", flagset.EnvOr("IBEX_LOG_LEVEL", "normal"), "log level: terse, normal, verbose or debug (IBEX_LOG_LEVEL)")
 	logFormat := fs.String("log-format", flagset.EnvOr("IBEX_LOG_FORMAT", "text"), "log format: text or json (IBEX_LOG_FORMAT)")
 	fs.Usage = func() {
@@ -74,6 +76,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "scheduler: unexpected argument %q\n", fs.Arg(0))
 		return 2
+	}
+	if *lagEvery == 0 {
+		*lagEvery = -1 // never
 	}
 	if *reload <= 0 || *shutdown <= 0 {
 		fmt.Fprintln(stderr, "scheduler: --reload and --shutdown-timeout must be positive")
@@ -93,6 +98,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		ShutdownTimeout: *shutdown,
 		Listen:          *listen,
 		Logger:          logger,
+		LagEvery:        *lagEvery,
+		CompareEvery:    *compareEvery,
 	})
 	if err := s.Run(ctx); err != nil {
 		fmt.Fprintln(stderr, "scheduler: "+err.Error())

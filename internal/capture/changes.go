@@ -305,3 +305,21 @@ func CountLateChanges(keyTable, changeTable string, keys []string, snapshot stri
 // ColsSep separates column names in KeyRead's changed columns (a unit separator, which
 // COPY text leaves as it is).
 const ColsSep = "\x1f"
+
+// ChangedKeys lists the key columns (named as in the table) of every change row of
+// changeTable that is a row change (ibex compare: a key with a change row is in flight;
+// change rows are purged once every receiver has them).
+func ChangedKeys(changeTable string, keys []string) string {
+	return `SELECT ` + catalog.QuoteCols(Alias+".", keys) + ` FROM ` + changeTable + ` ` + Alias + ` WHERE ` + isRow(Alias+".")
+}
+
+// HasTruncate says whether changeTable holds a TRUNCATE (one boolean).
+func HasTruncate(changeTable string) string {
+	return `SELECT EXISTS (SELECT 1 FROM ` + changeTable + ` ` + Alias + ` WHERE ` + isTruncate(Alias+".") + `)`
+}
+
+// PendingStats counts the change rows of changeTable and gives the time of the oldest
+// (NULL when none): a source's lag for one table (ibex status).
+func PendingStats(changeTable string) string {
+	return `SELECT count(*), min(` + Alias + `.` + qi(AtCol) + `) FROM ` + changeTable + ` ` + Alias
+}

@@ -41,6 +41,7 @@ type app struct {
 	logFormat      string
 	dsn            string
 	jsonOut        bool
+	noLag          bool           // status: do not read the sources' pending changes
 	filter         catalog.Filter // add all tables/sequences: Bucardo's -t, -T, -n, -N
 	logger         *slog.Logger
 	store          *control.Store
@@ -105,7 +106,8 @@ The control database is named by IBEX_DSN (libpq conninfo or URL; PG* variables 
 	pf.StringVar(&a.logFormat, "log-format", envOr("IBEX_LOG_FORMAT", "text"), "log format: text or json (IBEX_LOG_FORMAT)")
 	pf.StringVar(&a.dsn, "dsn", "", "control database conninfo or URL (default IBEX_DSN, then PG* variables)")
 	root.AddCommand(a.installCmd(), a.upgradeCmd(), a.addCmd(), a.updateCmd(), a.removeCmd(), a.listCmd(),
-		a.validateCmd(), a.ddlCmd(), a.kickCmd(), a.statusCmd(), a.conflictsCmd(), a.exportCmd(), a.applyCmd())
+		a.validateCmd(), a.ddlCmd(), a.kickCmd(), a.statusCmd(), a.conflictsCmd(), a.exportCmd(), a.applyCmd(),
+		a.compareCmd(), a.repairCmd())
 	return root
 }
 

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
@@ -42,7 +43,7 @@ func (a *app) addCmd() *cobra.Command {
   ibex add dbgroup tgroup t1:source t2:source t3:target
   ibex add customname pgbench_accounts public.accounts_copy [db=t5] [sync=foobar]   (targets write the rows there)
   ibex add sync foobar herd=therd dbs=tgroup [conflict_strategy=latest|source|abort|skip|"t2 t1"]
-       [autokick=false] [onetimecopy=0|1|2] [schedule=30s|"*/5 * * * *"] [status=active] [batch_size=N]
+       [autokick=false] [onetimecopy=0|1|2] [schedule=30s|"*/5 * * * *"] [status=active] [batch_size=N] [compare_every=1h]
        [single_transaction=off] [on_error=stop|skip] [on_orphan=delete|keep]
 
 add db tests the connection first (--force skips that). A password is never stored: give
@@ -776,6 +777,14 @@ func applySyncOptions(s *control.Sync, p *kv) error {
 			s.BatchSize = n
 		case "single_transaction":
 			s.SingleTransaction, err = parseBool(s.Name, k, v)
+		case "compare_every":
+			if v == "0" || v == "off" || v == "never" {
+				v = ""
+			}
+			if d, e := time.ParseDuration(v); v != "" && (e != nil || d <= 0) {
+				return usageErr("sync %s: compare_every must be a duration such as 1h or 30m (or off), not %q", s.Name, v)
+			}
+			s.CompareEvery = v
 		case "on_error":
 			if v != control.OnErrorStop && v != control.OnErrorSkip {
 				return usageErr("sync %s: on_error must be stop or skip, not %q", s.Name, v)
@@ -791,7 +800,7 @@ func applySyncOptions(s *control.Sync, p *kv) error {
 		default:
 			typ, ok := strings.CutPrefix(k, "on_")
 			if !ok || conflict.CheckType(typ) != nil {
-				return usageErr("sync %s: unknown option %q (use herd, tables, dbs, conflict_strategy, on_%s, on_error, on_orphan, autokick, onetimecopy, schedule, status, batch_size, single_transaction)",
+				return usageErr("sync %s: unknown option %q (use herd, tables, dbs, conflict_strategy, on_%s, on_error, on_orphan, autokick, onetimecopy, schedule, status, batch_size, single_transaction, compare_every)",
 					s.Name, k, strings.Join(conflict.Types, ", on_"))
 			}
 			// A strategy for one conflict type; "default" goes back to conflict_strategy.

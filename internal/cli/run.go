@@ -256,6 +256,7 @@ type syncStatus struct {
 	// ConflictByType are the strategies set for some conflict types instead.
 	ConflictByType map[string]string `json:"conflict_by_type,omitempty"`
 	Schedule       string            `json:"schedule"`
+	CompareEvery   string            `json:"compare_every,omitempty"`
 	Autokick       bool              `json:"autokick"`
 	Onetime        int               `json:"onetimecopy"`
 	LastGood       *control.Run      `json:"last_good,omitempty"`
@@ -267,6 +268,11 @@ type syncStatus struct {
 	CustomNames []string `json:"customnames,omitempty"`
 	// ConflictTypes counts the sync's logged conflicts by type.
 	ConflictTypes map[string]int64 `json:"conflict_types"`
+	// Lag is each source's pending changes (absent with --no-lag).
+	Lag []job.SourceLag `json:"lag,omitempty"`
+	// RowsPerSecond is the rows the last finished run wrote (inserted and deleted) per
+	// second of its time.
+	RowsPerSecond float64 `json:"rows_per_second"`
 	// OnError is the sync's on_error; Parked counts the rows its receivers refused under
 	// on_error=skip (ibex conflicts SYNC --errors lists them).
 	OnError  string `json:"on_error"`
@@ -277,7 +283,7 @@ type syncStatus struct {
 func (a *app) loadStatus(ctx context.Context, store *control.Store, s control.Sync) (*syncStatus, error) {
 	q := store.Q()
 	st := &syncStatus{Name: s.Name, Status: s.Status, Herd: s.Herd, DBGroup: s.DBGroup, Conflict: s.ConflictStrategy, ConflictByType: s.ConflictByType,
-		Schedule: s.Schedule, Autokick: s.Autokick, Onetime: s.Onetimecopy, OnError: s.OnError, OnOrphan: s.OnOrphan}
+		Schedule: s.Schedule, CompareEvery: s.CompareEvery, Autokick: s.Autokick, Onetime: s.Onetimecopy, OnError: s.OnError, OnOrphan: s.OnOrphan}
 	var err error
 	if st.ConflictTypes, err = control.ConflictCounts(ctx, q, s.Name); err != nil {
 		return nil, err
@@ -306,6 +312,14 @@ func (a *app) loadStatus(ctx context.Context, store *control.Store, s control.Sy
 	}
 	if st.LastBad != nil {
 		st.LastError = st.LastBad.Error
+	}
+	if r := st.LastRun; r != nil && r.Ended != nil && r.Duration() > 0 {
+		st.RowsPerSecond = float64(r.Inserts+r.Deletes) / r.Duration().Seconds()
+	}
+	if !a.noLag && s.Status == control.StatusActive {
+		if st.Lag, err = job.Lag(ctx, store, s.Name, a.logger); err != nil {
+			return nil, err
+		}
 	}
 	if g, err := control.GetDBGroup(ctx, q, s.DBGroup); err == nil {
 		for _, m := range g.Members {
@@ -391,7 +405,24 @@ With sync names: the detail view of each.`,
 		},
 	}
 	cmd.Flags().BoolVar(&a.jsonOut, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&a.noLag, "no-lag", false, "do not connect to the sources to read their pending changes")
 	return cmd
+}
+
+// pendingCell sums the pending changes of every source ("?" when one could not be read,
+// "-" when not read).
+func pendingCell(st *syncStatus, noLag bool) string {
+	if noLag || st.Status != control.StatusActive {
+		return "-"
+	}
+	var n int64
+	for _, l := range st.Lag {
+		if l.Error != "" {
+			return "?"
+		}
+		n += l.Pending
+	}
+	return fmt.Sprint(n)
 }
 
 func when(t time.Time) string {
@@ -439,7 +470,7 @@ func (a *app) statusAll(sts []*syncStatus) {
 	}
 	var rows [][]string
 	for _, st := range sts {
-		row := []string{st.Name, st.State, "", "", "", "none", ""}
+		row := []string{st.Name, st.State, "", "", "", "none", "", pendingCell(st, a.noLag)}
 		if st.Status == control.StatusInactive {
 			row[1] += " (inactive)"
 		}
@@ -454,7 +485,7 @@ func (a *app) statusAll(sts []*syncStatus) {
 		}
 		rows = append(rows, row)
 	}
-	printTable(a.stdout, []string{"Name", "State", "Last good", "Time", "Last I/D/C", "Last bad", "Time"}, rows)
+	printTable(a.stdout, []string{"Name", "State", "Last good", "Time", "Last I/D/C", "Last bad", "Time", "Pending"}, rows)
 }
 
 func (a *app) statusDetail(st *syncStatus) {
@@ -471,6 +502,19 @@ func (a *app) statusDetail(st *syncStatus) {
 		field("Last bad", fmt.Sprintf("%s (time until fail: %s)", when(*b.Ended), pretty(b.Duration())))
 	} else {
 		field("Last bad", "none")
+	}
+	if st.RowsPerSecond > 0 {
+		field("Rows/second (last run)", fmt.Sprintf("%.0f", st.RowsPerSecond))
+	}
+	for _, l := range st.Lag {
+		v := fmt.Sprintf("%d", l.Pending)
+		switch {
+		case l.Error != "":
+			v = "unknown: " + l.Error
+		case l.Oldest != nil:
+			v += fmt.Sprintf(" (oldest %s ago)", pretty(time.Duration(l.OldestSeconds*float64(time.Second))))
+		}
+		field("Pending changes on "+l.DB, v)
 	}
 	field("Sync name", st.Name)
 	field("Current state", st.State)
@@ -514,6 +558,9 @@ func (a *app) statusDetail(st *syncStatus) {
 		sched = "None (kick only)"
 	}
 	field("Schedule", sched)
+	if st.CompareEvery != "" {
+		field("Compare every", st.CompareEvery+" (by the scheduler)")
+	}
 	field("Autokick", map[bool]string{true: "Yes", false: "No"}[st.Autokick])
 	field("Onetimecopy", map[int]string{0: "No", 1: "Yes (all targets)", 2: "Yes (empty targets)"}[st.Onetime])
 	if st.LastError != "" {

@@ -104,7 +104,7 @@ public.pgbench_tellers  | primary key (tid) | t1 | therd
 		t.Errorf("captured keys on t2: %q, want 42", got)
 	}
 
-	wantStatus := "Name     State              Last good   Time   Last I/D/C   Last bad   Time\nfoobar | No records found |           |      |            | none     |\n"
+	wantStatus := "Name     State              Last good   Time   Last I/D/C   Last bad   Time   Pending\nfoobar | No records found |           |      |            | none     |      | 1\n"
 	if got := ok(t, ctl.DSN, "status"); got != wantStatus {
 		t.Errorf("status:\n%q\nwant:\n%q", got, wantStatus)
 	}

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -137,6 +138,8 @@ type Sync struct {
 	OnError string `yaml:"on_error,omitempty"`
 	// OnOrphan: delete (default) or keep.
 	OnOrphan string `yaml:"on_orphan,omitempty"`
+	// CompareEvery: how often the scheduler compares the sync's dbs (a duration).
+	CompareEvery string `yaml:"compare_every,omitempty"`
 }
 
 // Parse reads a configuration strictly and checks that its objects refer to each other
@@ -334,6 +337,9 @@ func (f *File) check() error {
 		}
 		if s.OnOrphan != "" && s.OnOrphan != control.OnOrphanDelete && s.OnOrphan != control.OnOrphanKeep {
 			return fmt.Errorf("sync %s: on_orphan must be delete or keep, not %q", n, s.OnOrphan)
+		}
+		if d, err := time.ParseDuration(s.CompareEvery); s.CompareEvery != "" && (err != nil || d <= 0) {
+			return fmt.Errorf("sync %s: compare_every must be a duration such as 1h or 30m, not %q", n, s.CompareEvery)
 		}
 		if s.OnError != "" && s.OnError != control.OnErrorStop && s.OnError != control.OnErrorSkip {
 			return fmt.Errorf("sync %s: on_error must be stop or skip, not %q", n, s.OnError)

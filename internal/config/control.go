@@ -105,7 +105,7 @@ func Export(ctx context.Context, q control.Querier) (*File, error) {
 		}
 		f.Syncs[s.Name] = Sync{Herd: s.Herd, DBs: s.DBGroup, ConflictStrategy: s.ConflictStrategy, ConflictByType: byType, Autokick: s.Autokick,
 			Onetimecopy: s.Onetimecopy, Schedule: s.Schedule, Status: string(s.Status), BatchSize: s.BatchSize,
-			SingleTransaction: s.SingleTransaction, OnError: onErrorOut(s.OnError), OnOrphan: onOrphanOut(s.OnOrphan)}
+			SingleTransaction: s.SingleTransaction, OnError: onErrorOut(s.OnError), OnOrphan: onOrphanOut(s.OnOrphan), CompareEvery: s.CompareEvery}
 	}
 	return f, nil
 }
@@ -295,7 +295,7 @@ func Apply(ctx context.Context, q control.Querier, cur, want *File, changes []Ch
 		s := want.Syncs[n]
 		if err := control.PutSync(ctx, q, &control.Sync{Name: n, Herd: s.Herd, DBGroup: s.DBs, ConflictStrategy: s.ConflictStrategy, ConflictByType: s.ConflictByType,
 			Autokick: s.Autokick, Onetimecopy: s.Onetimecopy, Schedule: s.Schedule, Status: control.Status(s.Status), BatchSize: s.BatchSize,
-			SingleTransaction: s.SingleTransaction, OnError: s.OnError, OnOrphan: s.OnOrphan}, has("add", "sync", n)); err != nil {
+			SingleTransaction: s.SingleTransaction, OnError: s.OnError, OnOrphan: s.OnOrphan, CompareEvery: s.CompareEvery}, has("add", "sync", n)); err != nil {
 			return err
 		}
 	}

@@ -87,16 +87,16 @@ func Runs(ctx context.Context, q Querier, sync string, limit int) ([]Run, error)
 
 // Conflict is one row of the conflict log.
 type Conflict struct {
-	ID         int64     `json:"id"`
-	Run        int64     `json:"run"`
-	Sync       string    `json:"sync"`
-	Table      string    `json:"table"`
-	Key        string    `json:"key"`
-	Type       string    `json:"type"` // insert_exists, update_update, update_delete, delete_delete (conflict.Types)
-	DBs        []string  `json:"dbs"`
-	Winner     string    `json:"winner,omitempty"`
-	Strategy   string    `json:"strategy"`
-	Resolution string    `json:"resolution"`
+	ID         int64    `json:"id"`
+	Run        int64    `json:"run"`
+	Sync       string   `json:"sync"`
+	Table      string   `json:"table"`
+	Key        string   `json:"key"`
+	Type       string   `json:"type"` // insert_exists, update_update, update_delete, delete_delete (conflict.Types)
+	DBs        []string `json:"dbs"`
+	Winner     string   `json:"winner,omitempty"`
+	Strategy   string   `json:"strategy"`
+	Resolution string   `json:"resolution"`
 	// Row is the full row of the version that lost, COPY text, where the conflict removed
 	// it (an orphan deleted); "" otherwise.
 	Row string    `json:"row,omitempty"`

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/ibexrepl/ibex/internal/compare"
 	"github.com/ibexrepl/ibex/internal/control"
 	"github.com/ibexrepl/ibex/job"
 )
@@ -38,6 +39,9 @@ type Metrics struct {
 	Kicks       *prometheus.CounterVec   // ibex_kicks_total{sync}
 	Listening   *prometheus.GaugeVec     // ibex_listen_connected{db}
 	Scheduled   prometheus.Gauge         // ibex_scheduler_syncs
+	Pending     *prometheus.GaugeVec     // ibex_pending_changes{sync,source}
+	Oldest      *prometheus.GaugeVec     // ibex_oldest_pending_seconds{sync,source}
+	Differences *prometheus.GaugeVec     // ibex_compare_differences{sync,table}
 }
 
 // New returns the collectors registered in a fresh registry, with the Go runtime and
@@ -82,8 +86,21 @@ func New() *Metrics {
 			Name: "ibex_scheduler_syncs",
 			Help: "Active syncs the scheduler runs (on a schedule, by autokick, or both).",
 		}),
+		Pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ibex_pending_changes",
+			Help: "Changes captured on a source of a sync and not yet applied to every receiver, as last read.",
+		}, []string{"sync", "source"}),
+		Oldest: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ibex_oldest_pending_seconds",
+			Help: "Age of the oldest pending change captured on a source of a sync (0: none), as last read.",
+		}, []string{"sync", "source"}),
+		Differences: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ibex_compare_differences",
+			Help: "Rows of a table that differed between the dbs of a sync (in-flight changes aside) at the last scheduled compare.",
+		}, []string{"sync", "table"}),
 	}
 	m.Registry.MustRegister(m.Runs, m.Rows, m.Conflicts, m.ConflictsBy, m.Duration, m.LastSuccess, m.Kicks, m.Listening, m.Scheduled,
+		m.Pending, m.Oldest, m.Differences,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -133,4 +150,28 @@ func (m *Metrics) Forget(sync string) {
 	m.Duration.DeletePartialMatch(l)
 	m.LastSuccess.DeletePartialMatch(l)
 	m.Kicks.DeletePartialMatch(l)
+	m.Pending.DeletePartialMatch(l)
+	m.Oldest.DeletePartialMatch(l)
+	m.Differences.DeletePartialMatch(l)
+}
+
+// SetLag records the lag of a sync's sources (job.Lag); a source that could not be read
+// has its series dropped.
+func (m *Metrics) SetLag(sync string, lags []job.SourceLag) {
+	for _, l := range lags {
+		if l.Error != "" {
+			m.Pending.DeleteLabelValues(sync, l.DB)
+			m.Oldest.DeleteLabelValues(sync, l.DB)
+			continue
+		}
+		m.Pending.WithLabelValues(sync, l.DB).Set(float64(l.Pending))
+		m.Oldest.WithLabelValues(sync, l.DB).Set(l.OldestSeconds)
+	}
+}
+
+// SetCompare records the differences a compare of a sync found, per table.
+func (m *Metrics) SetCompare(sync string, r *compare.Report) {
+	for _, t := range r.Tables {
+		m.Differences.WithLabelValues(sync, t.Table).Set(float64(t.Diverged()))
+	}
 }

@@ -24,6 +24,7 @@ import (
 	"reflect"
 	"runtime/debug"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -67,7 +68,18 @@ type Config struct {
 	// ListenBackoffMax caps the delay between attempts to reconnect a LISTEN connection
 	// (default 30s).
 	ListenBackoffMax time.Duration
+	// LagEvery is how often the pending changes of every active sync's sources are read
+	// for /metrics (ibex_pending_changes, ibex_oldest_pending_seconds; default 30s,
+	// negative: never).
+	LagEvery time.Duration
+	// CompareEvery, when positive, compares every active sync's tables that often
+	// (job.Compare) and exports ibex_compare_differences; a sync's compare_every takes
+	// precedence.
+	CompareEvery time.Duration
 }
+
+// DefaultLagEvery is Config.LagEvery's default.
+const DefaultLagEvery = 30 * time.Second
 
 // Scheduler runs syncs. Create it with New and start it with Run.
 type Scheduler struct {
@@ -135,6 +147,9 @@ func New(cfg Config) *Scheduler {
 	}
 	if cfg.ListenBackoffMax <= 0 {
 		cfg.ListenBackoffMax = 30 * time.Second
+	}
+	if cfg.LagEvery == 0 {
+		cfg.LagEvery = DefaultLagEvery
 	}
 	return &Scheduler{
 		cfg:       cfg,
@@ -209,6 +224,12 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	cron.Start()
 	s.log.InfoContext(ctx, "scheduler started", slog.Int("syncs", s.activeCount()), slog.Duration("reload", s.cfg.Reload))
 	close(s.ready)
+	var probes sync.WaitGroup
+	defer probes.Wait()
+	if s.cfg.LagEvery > 0 {
+		probes.Go(func() { s.every(ctx, s.cfg.LagEvery, s.probeLag) })
+	}
+	probes.Go(func() { s.compareLoop(ctx) })
 
 	t := time.NewTicker(s.cfg.Reload)
 	defer t.Stop()
@@ -612,3 +633,98 @@ func (d demote) Handle(ctx context.Context, r slog.Record) error {
 
 func (d demote) WithAttrs(as []slog.Attr) slog.Handler { return demote{d.h.WithAttrs(as)} }
 func (d demote) WithGroup(n string) slog.Handler       { return demote{d.h.WithGroup(n)} }
+
+// ---- lag and compare probes
+
+// every calls fn with each active sync's name at once and then every d, until ctx ends.
+func (s *Scheduler) every(ctx context.Context, d time.Duration, fn func(ctx context.Context, name string)) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		s.mu.Lock()
+		var names []string
+		for n, e := range s.syncs {
+			if e.active && !e.removed {
+				names = append(names, n)
+			}
+		}
+		s.mu.Unlock()
+		slices.Sort(names)
+		for _, n := range names {
+			if ctx.Err() != nil {
+				return
+			}
+			fn(ctx, n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// probeLag reads a sync's lag into the metrics.
+func (s *Scheduler) probeLag(ctx context.Context, name string) {
+	lags, err := job.Lag(ctx, s.store, name, s.jobLog)
+	if err != nil {
+		s.log.DebugContext(ctx, "reading the lag failed", slog.String("sync", name), slog.String("error", err.Error()))
+		return
+	}
+	s.met.SetLag(name, lags)
+}
+
+// probeCompare compares a sync's tables into the metrics.
+func (s *Scheduler) probeCompare(ctx context.Context, name string) {
+	r, err := job.Compare(ctx, s.store, name, job.CompareOptions{Logger: s.jobLog, Limit: 10})
+	if err != nil {
+		s.log.WarnContext(ctx, "scheduled compare failed", slog.String("sync", name), slog.String("error", err.Error()))
+		return
+	}
+	s.met.SetCompare(name, r)
+	if n := r.Diverged(); n > 0 {
+		s.log.WarnContext(ctx, "scheduled compare: rows differ between the dbs (see 'ibex compare "+name+"', 'ibex repair')", slog.String("sync", name), slog.Int64("rows", n))
+	}
+}
+
+// compareLoop compares each active sync whose interval (its compare_every, else
+// Config.CompareEvery) has passed since its last compare, until ctx ends.
+func (s *Scheduler) compareLoop(ctx context.Context) {
+	last := map[string]time.Time{}
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		type due struct {
+			name  string
+			every time.Duration
+		}
+		var dues []due
+		s.mu.Lock()
+		for n, e := range s.syncs {
+			if !e.active || e.removed {
+				continue
+			}
+			every := s.cfg.CompareEvery
+			if d, err := time.ParseDuration(e.def.CompareEvery); err == nil && d > 0 {
+				every = d
+			}
+			if every > 0 && time.Since(last[n]) >= every {
+				dues = append(dues, due{n, every})
+			}
+		}
+		s.mu.Unlock()
+		slices.SortFunc(dues, func(a, b due) int { return strings.Compare(a.name, b.name) })
+		for _, d := range dues {
+			if ctx.Err() != nil {
+				return
+			}
+			s.probeCompare(ctx, d.name)
+			last[d.name] = time.Now()
+		}
+	}
+}

@@ -436,3 +436,44 @@ func TestNotInstalled(t *testing.T) {
 		t.Fatalf("Run on a database without the schema: %v", err)
 	}
 }
+
+// TestLagAndCompareMetrics: the scheduler exports each source's pending changes and the
+// age of the oldest, and, with CompareEvery, the rows that differ per table (a change in
+// flight is not one; a row changed behind ibex's back is), here asked for by the sync's
+// compare_every.
+func TestLagAndCompareMetrics(t *testing.T) {
+	f := schedtest.New(t, 2)
+	if _, errs, code := f.IbexCode("add", "sync", "s", "herd=therd", "dbs=g", "compare_every=soon"); code != 2 || !strings.Contains(errs, "compare_every must be a duration") {
+		t.Fatalf("compare_every=soon: exit %d: %s", code, errs)
+	}
+	// No schedule: changes stay pending. The sync's compare_every asks for compares.
+	f.AddSync(t, "s", "compare_every=300ms")
+	if out := f.Ibex(t, "status", "s"); !strings.Contains(out, "Compare every                    : 300ms (by the scheduler)") {
+		t.Fatalf("status:\n%s", out)
+	}
+	if out := f.Ibex(t, "export"); !strings.Contains(out, "compare_every: 300ms") {
+		t.Fatalf("export:\n%s", out)
+	}
+	s := start(t, f, "a", scheduler.Config{LagEvery: 200 * time.Millisecond})
+	change(t, f.DBs[0], 7, 5)
+	pending := func() bool {
+		return schedtest.Value(s.Metrics().Pending.WithLabelValues("s", "t1")) == 1 &&
+			schedtest.Value(s.Metrics().Oldest.WithLabelValues("s", "t1")) > 0 &&
+			schedtest.Value(s.Metrics().Pending.WithLabelValues("s", "t2")) == 0
+	}
+	if d, ok := schedtest.WaitFor(10*time.Second, pending); !ok {
+		t.Fatalf("ibex_pending_changes not 1 on t1 after %s", d)
+	}
+	diff := s.Metrics().Differences.WithLabelValues("s", "public.pgbench_accounts")
+	time.Sleep(time.Second)
+	if v := schedtest.Value(diff); v != 0 {
+		t.Fatalf("ibex_compare_differences = %v with a change in flight, want 0", v)
+	}
+	pgtest.Exec(t, f.DBs[1].DSN, `SET session_replication_role = replica; UPDATE pgbench_accounts SET abalance = 99 WHERE aid = 8`)
+	if d, ok := schedtest.WaitFor(10*time.Second, func() bool { return schedtest.Value(diff) == 1 }); !ok {
+		t.Fatalf("ibex_compare_differences not 1 after %s", d)
+	}
+	if err := s.stop(); err != nil {
+		t.Fatal(err)
+	}
+}
