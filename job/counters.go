@@ -133,9 +133,9 @@ func (t *table) readAsOf(snap string) string {
 			sel[i] = capture.CounterAsOf("t", "l", c, typeOf[c])
 		}
 	}
-	return fmt.Sprintf(`COPY (WITH l AS MATERIALIZED (%s) SELECT %s FROM %s w JOIN %s t ON %s LEFT JOIN l ON %s) TO STDOUT`,
-		capture.LateDeltas(t.change, t.keyCols, t.rel.Counters, snap), strings.Join(sel, ", "),
-		orderedKeys("pg_temp.ibex_w", t, true), t.filtered(), catalog.KeyJoin("w", "t", t.keyCols), catalog.KeyJoin("l", "t", t.keyCols))
+	return fmt.Sprintf(`COPY (WITH l AS MATERIALIZED (%s) SELECT %s%s FROM %s w JOIN %s t ON %s LEFT JOIN l ON %s%s) TO STDOUT`,
+		capture.LateDeltas(t.change, t.keyCols, t.rel.Counters, snap), strings.Join(sel, ", "), t.extraCols(),
+		orderedKeys("pg_temp.ibex_w", t, true), t.filtered(), catalog.KeyJoin("w", "t", t.keyCols), catalog.KeyJoin("l", "t", t.keyCols), t.laterals())
 }
 
 // noDeltaCount counts keys of counter tables decided without deltas (changes captured

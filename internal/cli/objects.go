@@ -151,8 +151,12 @@ func normKind(k string) (string, error) {
 		return "sync", nil
 	case "customname", "customnames":
 		return "customname", nil
+	case "customcols", "customcol":
+		return "customcols", nil
+	case "rowfilter", "rowfilters":
+		return "rowfilter", nil
 	}
-	return "", usageErr("unknown object %q: use db, table, sequence, herd (relgroup), dbgroup, sync or customname", k)
+	return "", usageErr("unknown object %q: use db, table, sequence, herd (relgroup), dbgroup, sync, customname, customcols or rowfilter", k)
 }
 
 func (a *app) objectCmd(ctx context.Context, verb string, args []string, force bool) error {
@@ -194,6 +198,16 @@ func (a *app) objectCmd(ctx context.Context, verb string, args []string, force b
 		return usageErr("update customname: remove it and add it again")
 	case "remove customname":
 		return a.removeCustomNames(ctx, store, p.words)
+	case "add customcols":
+		return a.addCustomCols(ctx, store, p)
+	case "update customcols":
+		return usageErr("update customcols: add it again with the same table, db= and sync= (it replaces the one there)")
+	case "remove customcols":
+		return a.removeScoped(ctx, store, control.CustomCols, p.words)
+	case "add rowfilter", "update rowfilter":
+		return usageErr("%s rowfilter: use 'ibex update table TABLE where=COND [db=DB] [sync=SYNC]'", verb)
+	case "remove rowfilter":
+		return a.removeScoped(ctx, store, control.RowFilters, p.words)
 	}
 	// remove
 	if len(p.words) == 0 && kind == "sequence" {
@@ -254,6 +268,14 @@ func (a *app) putDB(ctx context.Context, store *control.Store, create bool, p kv
 				return usageErr("db %s: status must be active or inactive, not %q", name, v)
 			}
 			d.Status = control.Status(v)
+		case k == "makedelta":
+			// The syncs using the db reinstall their triggers (ENABLE ALWAYS or not) in
+			// the validation below.
+			on, err := parseBool(name, k, v)
+			if err != nil {
+				return err
+			}
+			d.MakeDelta = on
 		case dbconn.ValidKey(k):
 			if v == "" {
 				delete(d.Conn, k)
@@ -261,7 +283,7 @@ func (a *app) putDB(ctx context.Context, store *control.Store, create bool, p kv
 				d.Conn[k] = v
 			}
 		default:
-			return usageErr("db %s: unknown setting %q (use %s, pass or status)", name, k, strings.Join(dbconn.Keys, ", "))
+			return usageErr("db %s: unknown setting %q (use %s, pass, status or makedelta)", name, k, strings.Join(dbconn.Keys, ", "))
 		}
 	}
 	if !dbconn.NamesDB(d.Conn) {
@@ -488,8 +510,17 @@ func (a *app) updateTables(ctx context.Context, store *control.Store, p kv) erro
 	herd, hasHerd := p.take("herd", "relgroup")
 	where, hasWhere := p.take("where", "row_filter")
 	counters, hasCounters := p.take("counters")
+	makeDelta, hasMakeDelta := p.take("makedelta")
+	filterSync, hasFilterSync := p.take("sync")
 	if rest := p.rest(); len(rest) > 0 {
-		return usageErr("update table: unknown setting %q (use db=, herd=, where= or counters=)", rest[0])
+		return usageErr("update table: unknown setting %q (use db=, herd=, where=, counters=, makedelta= or sync=)", rest[0])
+	}
+	if hasFilterSync && !hasWhere {
+		return usageErr("update table: sync= scopes a row filter: give where= too")
+	}
+	if hasWhere && (hasFilterSync || hasDB) {
+		// A row filter for one receiving db, one sync or both (ibex.rowfilter).
+		return a.scopeRowFilter(ctx, store, p.words, where, dbName, filterSync)
 	}
 	return store.InTx(ctx, func(q control.Querier) error {
 		for _, w := range p.words {
@@ -529,6 +560,11 @@ func (a *app) updateTables(ctx context.Context, store *control.Store, p kv) erro
 			if hasWhere {
 				// Checked on every db of the syncs using the table by the validation below.
 				rel.Where = strings.TrimSpace(where)
+			}
+			if hasMakeDelta {
+				if rel.MakeDelta, err = parseBool(rel.QualName(), "makedelta", makeDelta); err != nil {
+					return err
+				}
 			}
 			if hasCounters {
 				// Checked against the table (numeric columns, not the key) by the validation
@@ -1086,11 +1122,36 @@ func (a *app) list(ctx context.Context, store *control.Store, kind string, names
 		if err != nil {
 			return err
 		}
+		ccs, err := control.ListScoped(ctx, q, control.CustomCols)
+		if err != nil {
+			return err
+		}
+		rfs, err := control.ListScoped(ctx, q, control.RowFilters)
+		if err != nil {
+			return err
+		}
 		opts := make([]string, len(out))
 		for i, r := range out {
 			var o []string
 			if r.Where != "" {
 				o = append(o, "where="+r.Where)
+			}
+			if r.MakeDelta {
+				o = append(o, "makedelta=on")
+			}
+			for _, f := range rfs {
+				if f.Table == r.QualName() {
+					o = append(o, "where="+f.Text+" ("+f.Scope()+")")
+				}
+			}
+			for _, c := range ccs {
+				if c.Table == r.QualName() {
+					sc := ""
+					if c.Scope() != "" {
+						sc = " (" + c.Scope() + ")"
+					}
+					o = append(o, "customcols SELECT "+c.Text+sc)
+				}
 			}
 			if len(r.Counters) > 0 {
 				o = append(o, "counters="+strings.Join(r.Counters, ","))
@@ -1160,6 +1221,16 @@ func (a *app) list(ctx context.Context, store *control.Store, kind string, names
 			}
 		}
 		data = out
+	case "customcols", "rowfilter":
+		k := control.CustomCols
+		if kind == "rowfilter" {
+			k = control.RowFilters
+		}
+		ss, err := control.ListScoped(ctx, q, k)
+		if err != nil {
+			return err
+		}
+		headers, rows, data = listScoped(k, ss, names)
 	case "customname":
 		cs, err := control.CustomNames(ctx, q)
 		if err != nil {
@@ -1174,7 +1245,11 @@ func (a *app) list(ctx context.Context, store *control.Store, kind string, names
 		if len(names) > 0 {
 			return fmt.Errorf("no %s named %s: see 'ibex list %ss'", kind, strings.Join(names, ", "), kind)
 		}
-		a.say("No %ss", kind)
+		if strings.HasSuffix(kind, "s") {
+			a.say("No %s", kind)
+		} else {
+			a.say("No %ss", kind)
+		}
 		return nil
 	}
 	printTable(a.stdout, headers, rows)

@@ -47,7 +47,11 @@ func Export(ctx context.Context, q control.Querier) (*File, error) {
 			key = []string{}
 		}
 		names[r.QualName()] = TableName(r.Schema, r.Name)
-		f.Tables[TableName(r.Schema, r.Name)] = Table{DB: r.DB, Key: key, KeyKind: r.KeyKind, Where: r.Where, Counters: r.Counters}
+		var counters []string // none: nil, as a file without counters: reads
+		if len(r.Counters) > 0 {
+			counters = r.Counters
+		}
+		f.Tables[TableName(r.Schema, r.Name)] = Table{DB: r.DB, Key: key, KeyKind: r.KeyKind, Where: r.Where, Counters: counters}
 	}
 	cns, err := control.CustomNames(ctx, q)
 	if err != nil {
