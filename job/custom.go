@@ -73,9 +73,10 @@ type extra struct {
 	at     int      // the index of its first field in the read row
 }
 
-// loadScoped gives each table, on each receiver, the customcols and the scoped row filter
-// that apply there (the most specific of each). Customcols are for targets only, and
-// PostgreSQL ones, and not on a table with counters.
+// loadScoped gives each table, on each target, the customcols and the scoped row filter
+// that apply there (the most specific of each). Customcols are for PostgreSQL targets,
+// and not on a table with counters; a filter naming a source db is refused, one for a
+// sync applies to its targets.
 func (s *session) loadScoped(ctx context.Context, q control.Querier) error {
 	ccs, err := control.ListScoped(ctx, q, control.CustomCols)
 	if err != nil {
@@ -102,7 +103,13 @@ func (s *session) loadScoped(ctx context.Context, q control.Querier) error {
 				}
 				t.cc[m.idx] = c
 			}
-			if f := control.PickScoped(rfs, t.name, m.name, s.sync.Name); f != nil && !(m.isSource() && s.fullcopy) {
+			// A scoped filter is for targets: a source that deleted the rows others send
+			// would no longer hold what its own application sees replicated everywhere
+			// else (the table's where= filters what every sender sends instead).
+			if f := control.PickScoped(rfs, t.name, m.name, s.sync.Name); f != nil && m.isSource() && f.DB == m.name {
+				return fmt.Errorf("row filter %d (%s, where %s) applies to db %s, a source of sync %s: a filter for one db is for targets (the table's own where= filters what every db sends); remove it with 'ibex remove rowfilter %d'",
+					f.ID, t.name, f.Text, m.name, s.sync.Name, f.ID)
+			} else if f != nil && !m.isSource() {
 				t.rf[m.idx] = f
 			}
 		}

@@ -63,6 +63,7 @@ func TestFarm(t *testing.T) {
 		{"CustomName", testCustomName},
 		{"RowFilter", testRowFilter},
 		{"CustomCols", testCustomCols},
+		{"ScopedRowFilter", testScopedRowFilter},
 		{"MakeDeltaCascade", testMakeDeltaCascade},
 		{"MakeDeltaLoop", testMakeDeltaLoop},
 		{"Counters", testCounters},
