@@ -2,7 +2,6 @@ package job
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -22,22 +21,8 @@ import (
 // no row at all when its filter is false, so that it deletes the key (a row that stops
 // matching leaves it, one that starts matching arrives in full).
 
-// ErrCustomCols is wrapped by the errors of a customcols select list that cannot work.
-var ErrCustomCols = errors.New("invalid customcols")
-
-// NormalizeCustomCols returns the select list of a customcols clause: "SELECT a, b,
-// upper(c) AS c" (SELECT may be left out) gives "a, b, upper(c) AS c".
-func NormalizeCustomCols(clause string) (string, error) {
-	s := strings.TrimSpace(clause)
-	s = strings.TrimSpace(strings.TrimSuffix(s, ";"))
-	if len(s) >= 6 && strings.EqualFold(s[:6], "select") && (len(s) == 6 || s[6] == ' ' || s[6] == '\t' || s[6] == '\n') {
-		s = strings.TrimSpace(s[6:])
-	}
-	if s == "" {
-		return "", fmt.Errorf("%w: the select list is empty", ErrCustomCols)
-	}
-	return s, nil
-}
+// ErrCustomCols is wrapped by the errors of customcols that cannot work.
+var ErrCustomCols = control.ErrCustomCols
 
 // view is what one receiver gets of a sender's row when the row carries extra fields:
 // the fields proj, in that order, when field flag (if >= 0) is true.

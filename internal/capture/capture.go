@@ -332,13 +332,16 @@ END$t$`, truncFunc(sync), quoteLiteral(OriginGUC), quoteLiteral(OriginGUC), quot
 			qi(TruncTriggerName(sync)), tbl, truncFunc(sync), quoteLiteral(ct), quoteLiteral(makeDeltaArg(o.MakeDelta))),
 	)
 	// Makedelta: both triggers fire under session_replication_role = replica too (ibex's
-	// receiving sessions); without it, only outside it (ENABLE, the default).
-	enable := "ENABLE"
-	if o.MakeDelta {
-		enable = "ENABLE ALWAYS"
-	}
+	// receiving sessions); without it, only outside it (ENABLE, the default). ALTER TABLE
+	// needs the table's owner: it runs only when the state must change, so a role that may
+	// create triggers without owning the table installs capture without makedelta.
 	for _, tg := range []string{TriggerName(sync), TruncTriggerName(sync)} {
-		stmts = append(stmts, fmt.Sprintf(`ALTER TABLE %s %s TRIGGER %s`, tbl, enable, qi(tg)))
+		enable, wrong := "ENABLE", "tgenabled = 'A'"
+		if o.MakeDelta {
+			enable, wrong = "ENABLE ALWAYS", "tgenabled <> 'A'"
+		}
+		stmts = append(stmts, fmt.Sprintf(`DO $e$ BEGIN IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = %s::regclass AND tgname = %s AND %s) THEN EXECUTE %s; END IF; END $e$`,
+			quoteLiteral(tbl), quoteLiteral(tg), wrong, quoteLiteral(fmt.Sprintf(`ALTER TABLE %s %s TRIGGER %s`, tbl, enable, qi(tg)))))
 	}
 	if o.Autokick {
 		stmts = append(stmts,

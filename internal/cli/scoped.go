@@ -31,7 +31,7 @@ func (a *app) addCustomCols(ctx context.Context, store *control.Store, p kv) err
 	if err != nil {
 		return usageErr("add customcols: %v", err)
 	}
-	clause, err := job.NormalizeCustomCols(p.words[1])
+	clause, err := control.NormalizeCustomCols(p.words[1])
 	if err != nil {
 		return usageErr("add customcols: %v", err)
 	}

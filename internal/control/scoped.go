@@ -2,7 +2,9 @@ package control
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -119,4 +121,22 @@ func (s Scoped) Scope() string {
 		return "sync " + s.Sync
 	}
 	return ""
+}
+
+// ErrCustomCols is wrapped by the errors of a customcols select list that cannot work.
+var ErrCustomCols = errors.New("invalid customcols")
+
+// NormalizeCustomCols returns the select list of a customcols clause, as the control
+// database keeps it: "SELECT a, b, upper(c) AS c" (SELECT may be left out) gives "a, b,
+// upper(c) AS c".
+func NormalizeCustomCols(clause string) (string, error) {
+	s := strings.TrimSpace(clause)
+	s = strings.TrimSpace(strings.TrimSuffix(s, ";"))
+	if len(s) >= 6 && strings.EqualFold(s[:6], "select") && (len(s) == 6 || strings.ContainsRune(" \t\n\r", rune(s[6]))) {
+		s = strings.TrimSpace(s[6:])
+	}
+	if s == "" {
+		return "", fmt.Errorf("%w: the select list is empty", ErrCustomCols)
+	}
+	return s, nil
 }
