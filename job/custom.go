@@ -215,7 +215,7 @@ func (s *session) planExtras(ctx context.Context, descs [][]*catalog.Table) erro
 				}
 			}
 			if st := t.sinkTables[m.idx]; st != nil {
-				st.Cols = cols
+				st.Cols, st.Partial = cols, true
 			}
 			t.views[m.idx] = v
 		}

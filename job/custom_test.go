@@ -54,12 +54,16 @@ func testCustomCols(t *testing.T, f *farm) {
 	if got, want := c.rows("t3", "item", "id"), []string{"(1,a1,C1,dflt)", "(2,a2,C2,dflt)"}; !cmp.Equal(got, want) {
 		t.Errorf("t3 after onetimecopy: %v, want %v", got, want)
 	}
-	c.on("t3", `UPDATE item SET extra = 'mine' WHERE id = 2`)
+	// The target's own column is left alone when a row is updated.
+	c.on("t3", `UPDATE item SET extra = 'mine' WHERE id IN (1, 2)`)
 	c.on("t1", `UPDATE item SET b = 'b1x', c = 'c1x' WHERE id = 1; INSERT INTO item VALUES (3, 'a3', 'b3', 'c3')`)
 	c.on("t2", `DELETE FROM item WHERE id = 2`)
-	c.mustRun(control.StateGood, job.Options{})
-	if got, want := c.rows("t3", "item", "id"), []string{"(1,a1,C1X,dflt)", "(3,a3,C3,dflt)"}; !cmp.Equal(got, want) {
+	res := c.mustRun(control.StateGood, job.Options{})
+	if got, want := c.rows("t3", "item", "id"), []string{"(1,a1,C1X,mine)", "(3,a3,C3,dflt)"}; !cmp.Equal(got, want) {
 		t.Errorf("t3: %v, want %v", got, want)
+	}
+	if st := res.Tables[c.qual("item")]; st.Inserts != 4 || st.Deletes != 4 {
+		t.Errorf("run counts %+v: want 4 rows written (2 on t2, 2 on t3) and 4 deleted or replaced (1 on t1, 1 on t2, 2 on t3)", st)
 	}
 	for _, db := range []string{"t1", "t2"} {
 		if got, want := c.rows(db, "item", "id"), []string{"(1,a1,b1x,c1x)", "(3,a3,b3,c3)"}; !cmp.Equal(got, want) {
