@@ -41,6 +41,8 @@ func (a *app) addCmd() *cobra.Command {
   ibex add herd therd [table ...]
   ibex add dbgroup tgroup t1:source t2:source t3:target
   ibex add customname pgbench_accounts public.accounts_copy [db=t5] [sync=foobar]   (targets write the rows there)
+  ibex add customcols pgbench_accounts "SELECT aid, bid, abalance * 100 AS cents" [db=t5] [sync=foobar]
+       (PostgreSQL targets get the key and these columns, computed on the sender; their other columns are left alone)
   ibex add sync foobar herd=therd dbs=tgroup [conflict_strategy=latest|source|abort|skip|"t2 t1"]
        [autokick=false] [onetimecopy=0|1|2] [schedule=30s|"*/5 * * * *"] [status=active] [batch_size=N]
        [single_transaction=off]
@@ -90,6 +92,10 @@ func (a *app) updateCmd() *cobra.Command {
   ibex update db t1 host=db1.example.com sslmode=verify-full   (key= removes a key)
   ibex update table public.t db=t2 [herd=h2]      (re-reads the key; herd= adds to a herd)
   ibex update table pgbench_accounts counters=abalance  (changes to abalance add up across sources; counters= clears)
+  ibex update table pgbench_accounts where="bid = 1"   (only matching rows move; where= clears)
+  ibex update table pgbench_accounts where="bid = 2" db=t5 [sync=foobar]   (a filter for one target, or a sync's targets)
+  ibex update table pgbench_accounts makedelta=on     (rows other syncs apply are captured: cascades)
+  ibex update db t2 makedelta=on                       (the same for every table of t2's syncs)
   ibex update sequence public.s db=t2 [herd=h2]   (herd= adds to a herd)
   ibex update sequence public.s interleave=on|off
   ibex update herd therd t1 t2 ...                 (sets its tables; its sequences stay)
