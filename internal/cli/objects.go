@@ -1248,14 +1248,14 @@ func (a *app) list(ctx context.Context, store *control.Store, kind string, names
 		return a.printJSON(data)
 	}
 	if len(rows) == 0 {
-		if len(names) > 0 {
-			return fmt.Errorf("no %s named %s: see 'ibex list %ss'", kind, strings.Join(names, ", "), kind)
-		}
+		plural := kind + "s"
 		if strings.HasSuffix(kind, "s") {
-			a.say("No %s", kind)
-		} else {
-			a.say("No %ss", kind)
+			plural = kind // customcols
 		}
+		if len(names) > 0 {
+			return fmt.Errorf("no %s named %s: see 'ibex list %s'", kind, strings.Join(names, ", "), plural)
+		}
+		a.say("No %s", plural)
 		return nil
 	}
 	printTable(a.stdout, headers, rows)
