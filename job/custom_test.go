@@ -174,3 +174,25 @@ INSERT INTO acct SELECT g, CASE WHEN g % 2 = 0 THEN 'eu' ELSE 'us' END FROM gene
 		t.Errorf("t3 row 1 after its filter went: %v", got[0])
 	}
 }
+
+// testFullcopyCustomColsFilter: a fullcopy sync copies through a target's customcols (its
+// extra column takes its default) and a target's scoped row filter (its matching rows only).
+func testFullcopyCustomColsFilter(t *testing.T, f *farm) {
+	c := f.cluster(t, "fullcustom", 3)
+	c.onAll(`CREATE TABLE item (id int PRIMARY KEY, region text, v text)`)
+	c.on("t1", `INSERT INTO item VALUES (1, 'eu', 'one'), (2, 'us', 'two'), (3, 'eu', NULL)`)
+	c.on("t3", `INSERT INTO item VALUES (9, 'eu', 'junk')`)
+	c.ibex("add", "table", c.q("item"), "db=t1", "herd="+c.sync)
+	c.ibex("add", "dbgroup", c.sync, "t1:source", "t2:fullcopy", "t3:fullcopy")
+	c.ibex("add", "sync", c.sync, "herd="+c.sync, "dbs="+c.sync, "autokick=false")
+	c.ibex("add", "customcols", c.q("item"), "SELECT id, coalesce(v, '?') || '@' || region AS v", "db=t2")
+	c.on("t2", `ALTER TABLE item DROP COLUMN region, ADD COLUMN note text DEFAULT 'n'`)
+	c.ibex("update", "table", c.q("item"), "where=region = 'eu'", "db=t3")
+	c.mustRun(control.StateGood, job.Options{})
+	if got, want := c.rows("t2", "item", "id"), []string{"(1,one@eu,n)", "(2,two@us,n)", "(3,?@eu,n)"}; !cmp.Equal(got, want) {
+		t.Errorf("t2: %v, want %v", got, want)
+	}
+	if got, want := c.rows("t3", "item", "id"), []string{"(1,eu,one)", "(3,eu,)"}; !cmp.Equal(got, want) {
+		t.Errorf("t3: %v, want %v", got, want)
+	}
+}

@@ -64,6 +64,7 @@ func TestFarm(t *testing.T) {
 		{"RowFilter", testRowFilter},
 		{"CustomCols", testCustomCols},
 		{"ScopedRowFilter", testScopedRowFilter},
+		{"FullcopyCustomColsFilter", testFullcopyCustomColsFilter},
 		{"MakeDeltaCascade", testMakeDeltaCascade},
 		{"MakeDeltaLoop", testMakeDeltaLoop},
 		{"Counters", testCounters},
