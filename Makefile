@@ -17,6 +17,10 @@ build: ## build ibex, runonce and scheduler into bin/
 demo: ## the seed demo end to end on the local PostgreSQL (5 dbs, 4 x 10,000 pgbench tx, one kick)
 	./scripts/demo.sh
 
+.PHONY: demo-counters
+demo-counters: ## the seed demo with counters on abalance, bbalance and tbalance, then a check that every db's sums equal pgbench's deltas
+	COUNTERS=1 ./scripts/demo.sh
+
 .PHONY: demo-sinks
 demo-sinks: ## the seed demo into MariaDB, SQLite, Redis and SQL-file targets, one kick, then a check that each holds the sources' rows
 	./scripts/demo-sinks.sh

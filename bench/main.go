@@ -5,7 +5,7 @@
 // -bucardo install), it also runs Bucardo on the seed workload in a private throwaway
 // cluster and reports ibex's ratio to it. See bench/README.md.
 //
-//	go run ./bench [-quick] [-repeats N] [-sections seed,floor,capture,growth,backlog,sinks] [-bucardo auto|install|off] ...
+//	go run ./bench [-quick] [-repeats N] [-sections seed,floor,capture,counters,growth,backlog,sinks] [-bucardo auto|install|off] ...
 //
 // Every database it creates is named ibex_bench_* and is dropped at the end unless -keep.
 package main
@@ -54,7 +54,7 @@ type config struct {
 	redisAddr      string
 }
 
-var allSections = []string{"seed", "floor", "bucardo", "capture", "growth", "backlog", "sinks"}
+var allSections = []string{"seed", "floor", "bucardo", "capture", "counters", "growth", "backlog", "sinks"}
 
 // allSinks are the sink types the sinks section knows, in its order.
 var allSinks = []string{"mariadb", "sqlite", "redis", "flatfile"}
@@ -68,7 +68,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.IntVar(&c.sources, "sources", 4, "source databases in the seed demo")
 	fs.IntVar(&c.targets, "targets", 1, "target databases in the seed demo")
 	fs.IntVar(&c.repeats, "repeats", 3, "repeats of the seed demo (and of Bucardo's)")
-	fs.StringVar(&sections, "sections", "seed,floor,capture,growth,backlog,sinks", "comma list of sections: "+strings.Join(allSections, ", "))
+	fs.StringVar(&sections, "sections", "seed,floor,capture,counters,growth,backlog,sinks", "comma list of sections: "+strings.Join(allSections, ", "))
 	fs.StringVar(&growthScales, "growth-scales", "1,10,100", "pgbench scales of the growth section")
 	fs.IntVar(&c.growthTx, "growth-tx", 2000, "pgbench transactions on the source in the growth section (1 source + 1 target)")
 	fs.StringVar(&c.growthScript, "growth-script", "simple-update", "pgbench built-in script of the growth section: simple-update (one accounts row per transaction, so the changed rows are the same at every scale) or tpcb-like (also one of 10 x scale tellers and one of scale branches)")
@@ -87,7 +87,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.IntVar(&c.capturePairs, "capture-pairs", 5, "interleaved pairs (without, with capture) in the capture section")
 	fs.BoolVar(&c.keep, "keep", false, "keep the ibex_bench_* databases (those of each section's last repeat)")
 	fs.StringVar(&c.ibexBin, "ibex", "", "use this ibex binary instead of building ./cmd/ibex (e.g. to compare two builds)")
-	fs.BoolVar(&c.quick, "quick", false, "skip the heavy sections (growth, backlog, sinks)")
+	fs.BoolVar(&c.quick, "quick", false, "skip the heavy sections (counters, growth, backlog, sinks)")
 	fs.StringVar(&c.bucardoMode, "bucardo", "auto", "bucardo section: auto (measure Bucardo 5.6 in a private cluster when bucardo and PL/Perl "+pgMajor+
 		" are installed, else print reference figures), install (apt-get install -y bucardo postgresql-plperl-"+pgMajor+" first when missing; needs root), off (reference figures only)")
 	fs.Usage = func() {
@@ -166,7 +166,7 @@ func parseFlags(args []string) (*config, error) {
 		return nil, errors.New("-growth-scales is empty")
 	}
 	if c.quick {
-		for _, s := range []string{"growth", "backlog", "sinks"} {
+		for _, s := range []string{"counters", "growth", "backlog", "sinks"} {
 			if c.sections[s] {
 				delete(c.sections, s)
 				progress("-quick: skipping section %s", s)
@@ -241,7 +241,7 @@ func run(cfg *config) int {
 	fmt.Printf("command:    %s\n", commandLine())
 	fmt.Printf("machine:    %d cores (runtime.NumCPU), %s/%s, load average at start %s\n", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, env.loadAtStart)
 	fmt.Printf("postgresql: %s at %s\n", env.pgVersion, env.where())
-	if cfg.sections["seed"] || cfg.sections["floor"] || cfg.sections["bucardo"] {
+	if cfg.sections["seed"] || cfg.sections["floor"] || cfg.sections["bucardo"] || cfg.sections["counters"] {
 		fmt.Printf("workload:   seed demo = %d source(s) + %d target(s), pgbench scale %d, %d transactions per source; %d repeats\n",
 			cfg.sources, cfg.targets, cfg.scale, cfg.tx, cfg.repeats)
 	}
@@ -301,6 +301,11 @@ func (b *bench) runSections(ctx context.Context) error {
 	if s["capture"] {
 		if err := b.capture(ctx); err != nil {
 			return fmt.Errorf("capture: %w", err)
+		}
+	}
+	if s["counters"] {
+		if err := b.counters(ctx); err != nil {
+			return fmt.Errorf("counters: %w", err)
 		}
 	}
 	if s["growth"] {

@@ -26,6 +26,8 @@ type batchResult struct {
 	keys             int
 	inserts, deletes []int64
 	conflicts        []control.Conflict
+	// rejected are the rows each receiver (member idx) refused under on_error=skip.
+	rejected [][]control.Exception
 }
 
 // batch applies one bucket of one table in the receivers' open transactions (the unit
@@ -34,7 +36,7 @@ type batchResult struct {
 // fails leaves the batch through fail (rolled back; retried with the unit or left out of
 // the run); the others go on.
 func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string]*keyState) (batchResult, error) {
-	res := batchResult{inserts: make([]int64, len(r.members)), deletes: make([]int64, len(r.members))}
+	res := batchResult{inserts: make([]int64, len(r.members)), deletes: make([]int64, len(r.members)), rejected: make([][]control.Exception, len(r.members))}
 	t0 := time.Now()
 	if keys == nil {
 		keys = r.readKeys(ctx, t, b, nb)
@@ -164,7 +166,7 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 	}
 	if len(senders) > 0 && len(recvs) > 0 {
 		out := r.fanout(ctx, t, len(t.keyCols), senders, recvs, func(versions map[string]map[int][]byte) ([]routedLine, error) {
-			return r.buildRows(t, keys, versions)
+			return r.buildRows(ctx, t, keys, versions)
 		})
 		if out.buildErr != nil {
 			r.rollbackAll()
@@ -195,6 +197,12 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 	errs = r.each(finishing, func(m *member) error {
 		n, err := m.sink.FinishBatch(ctx, t.sinkTables[m.idx])
 		res.inserts[m.idx], res.deletes[m.idx] = n.Written, n.Deleted
+		if rs, ok := m.sink.(sinks.RowSkipper); ok && err == nil {
+			for _, rej := range rs.Rejected() {
+				res.rejected[m.idx] = append(res.rejected[m.idx], control.Exception{Sync: r.sync.Name, Table: t.name, DB: m.name,
+					Key: keyText(t, rej.Key), Row: rej.Row, Error: rej.Error})
+			}
+		}
 		return err
 	})
 	for _, m := range finishing {

@@ -129,13 +129,13 @@ func (t *table) readAsOf(snap string) string {
 	sel := make([]string, len(t.cols))
 	for i, c := range t.cols {
 		sel[i] = "t." + catalog.QuoteCols("", []string{c})
-		if slices.Contains(t.rel.Counters, c) {
-			sel[i] = capture.CounterAsOf("t", "l", c, typeOf[c])
+		if n := slices.Index(t.rel.Counters, c); n >= 0 {
+			sel[i] = capture.CounterAsOf("t", "l", t.keyCols, n, c, typeOf[c])
 		}
 	}
-	return fmt.Sprintf(`COPY (WITH l AS MATERIALIZED (%s) SELECT %s%s FROM %s w JOIN %s t ON %s LEFT JOIN l ON %s%s) TO STDOUT`,
-		capture.LateDeltas(t.change, t.keyCols, t.rel.Counters, snap), strings.Join(sel, ", "), t.extraCols(),
-		orderedKeys("pg_temp.ibex_w", t, true), t.filtered(), catalog.KeyJoin("w", "t", t.keyCols), catalog.KeyJoin("l", "t", t.keyCols), t.laterals())
+	return fmt.Sprintf(`COPY (SELECT %s%s FROM (%s) l, %s w JOIN %s t ON %s%s) TO STDOUT`,
+		strings.Join(sel, ", "), t.extraCols(), capture.LateDeltas(t.change, t.keyCols, t.rel.Counters, snap),
+		orderedKeys("pg_temp.ibex_w", t, true), t.filtered(), catalog.KeyJoin("w", "t", t.keyCols), t.laterals())
 }
 
 // noDeltaCount counts keys of counter tables decided without deltas (changes captured

@@ -33,7 +33,7 @@ func testCustomCols(t *testing.T, f *farm) {
 	if code == 0 || !strings.Contains(errs, "applies to db t1, a source of sync customcols: customcols are for targets") {
 		t.Errorf("customcols on a source: exit %d, %q", code, errs)
 	}
-	if out := c.ibex("list", "customcols"); out != "No customcols\n" {
+	if out := c.ibex("list", "customcols"); strings.Contains(out, c.qual("item")) {
 		t.Errorf("refused customcols were stored: %q", out)
 	}
 	out := c.ibex("add", "customcols", c.q("item"), "SELECT id, a, upper(c) AS c", "db=t3")
@@ -46,7 +46,7 @@ func testCustomCols(t *testing.T, f *farm) {
 	if code == 0 || !strings.Contains(errs, `table `+c.qual("item")+` on db t3 has no column "b"`) {
 		t.Errorf("a column the target lacks: exit %d, %q", code, errs)
 	}
-	if out := c.ibex("list", "customcols"); strings.Count(out, "\n") != 2 {
+	if out := c.ibex("list", "customcols"); strings.Count(out, c.qual("item")) != 1 {
 		t.Errorf("a refused customcols was stored: %q", out)
 	}
 	c.ibex("update", "sync", c.sync, "onetimecopy=1")
@@ -76,10 +76,10 @@ func testCustomCols(t *testing.T, f *farm) {
 	if out, want := c.ibex("status", c.sync), "Customcols"; !strings.Contains(out, want) {
 		t.Errorf("status lacks %q:\n%s", want, out)
 	}
-	list := c.ibex("list", "customcols")
+	list := c.ibex("list", "customcols", c.q("item"))
 	id := strings.TrimSpace(strings.Fields(strings.Split(list, "\n")[1])[0])
 	c.ibex("remove", "customcols", id)
-	if out := c.ibex("list", "customcols"); out != "No customcols\n" {
+	if out := c.ibex("list", "customcols"); strings.Contains(out, c.qual("item")) {
 		t.Errorf("after remove: %q", out)
 	}
 }
@@ -98,7 +98,7 @@ INSERT INTO acct SELECT g, CASE WHEN g % 2 = 0 THEN 'eu' ELSE 'us' END FROM gene
 	if code == 0 || !strings.Contains(errs, "row filter where=colour = 'red': db t1: ERROR: column \"colour\" does not exist") {
 		t.Errorf("filter with an unknown column: exit %d, %q", code, errs)
 	}
-	if out := c.ibex("list", "rowfilters"); out != "No rowfilters\n" {
+	if out := c.ibex("list", "rowfilters"); strings.Contains(out, c.qual("acct")) {
 		t.Errorf("a refused filter was stored: %q", out)
 	}
 	c.ibex("update", "table", c.q("acct"), "where=region = 'eu'", "db=t3")

@@ -71,6 +71,9 @@ func TestFarm(t *testing.T) {
 		{"CountersBadInput", testCountersBadInput},
 		{"CountersLateKey", testCountersLateKey},
 		{"CountersRacePgbench", testCountersRacePgbench},
+		{"ConflictFunction", testConflictFunction},
+		{"OnErrorSkip", testOnErrorSkip},
+		{"ColumnMerge", testColumnMerge},
 	} {
 		t.Run(ft.name, func(t *testing.T) {
 			t.Parallel()

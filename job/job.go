@@ -58,6 +58,9 @@ type Result struct {
 	Deletes        int64  `json:"deletes"`
 	Conflicts      int64  `json:"conflicts"`
 	Truncates      int64  `json:"truncates,omitempty"` // tables emptied on a receiver for a TRUNCATE
+	// Parked counts the rows receivers refused under on_error=skip (ibex conflicts SYNC
+	// --errors lists them).
+	Parked int64 `json:"parked,omitempty"`
 	// ConflictTypes counts the conflicts by type (conflict.Types).
 	ConflictTypes map[string]int64  `json:"conflict_types,omitempty"`
 	Tables        map[string]Stats  `json:"tables,omitempty"`
@@ -112,6 +115,9 @@ func (r *Result) Summary() string {
 		r.Sync, r.State, r.Inserts, r.Deletes, r.Conflicts, r.Duration.Round(time.Millisecond))
 	if r.Truncates > 0 {
 		s += fmt.Sprintf(", truncates %d", r.Truncates)
+	}
+	if r.Parked > 0 {
+		s += fmt.Sprintf("; %d rows refused by a receiver and parked (ibex conflicts %s --errors)", r.Parked, r.Sync)
 	}
 	if len(r.Skipped) > 0 {
 		var parts []string

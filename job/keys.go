@@ -10,6 +10,7 @@ import (
 
 	"github.com/ibexrepl/ibex/internal/capture"
 	"github.com/ibexrepl/ibex/internal/conflict"
+	"github.com/ibexrepl/ibex/internal/control"
 	"github.com/ibexrepl/ibex/internal/dbconn"
 	"github.com/ibexrepl/ibex/sinks"
 )
@@ -30,6 +31,9 @@ type keyState struct {
 	// sums are, on a table with counters, each changer's sums of deltas (by source member
 	// index; see keyPart.sums).
 	sums map[int][]string
+	// cols are, on a table with conflict_detect=columns, each changer's changed columns
+	// (by source member index): capture.ColsSep-separated names, nullText for all.
+	cols map[int]string
 }
 
 // readKeys reads the pending keys of every live source for one bucket (phase 1).
@@ -48,6 +52,9 @@ type keyPart struct {
 	// entry per member index ("" for a member that is no receiver; nullText when a change
 	// has no delta).
 	sums [][]string
+	// cols are, with conflict_detect=columns, per key the columns the source's pending
+	// updates changed (see keyState.cols).
+	cols []string
 }
 
 // nullText is NULL in COPY text.
@@ -87,8 +94,13 @@ func (r *runner) startKeyRead(ctx context.Context, t *table, b, nb int, ahead bo
 			continue
 		}
 		// One need-flag per receiver, in the order of recvs (that of r.watermarks).
-		sql := capture.KeyRead(t.change, t.keyCols, a.snap, r.watermarks(a), r.bucketCond(t, changeAlias, b, nb), t.bounds != nil, t.rel.Counters)
+		byCols := t.rel.Detect == control.DetectColumns
+		sql := capture.KeyRead(t.change, t.keyCols, a.snap, r.watermarks(a), r.bucketCond(t, changeAlias, b, nb), t.bounds != nil, t.rel.Counters, byCols)
 		nc, nm := len(t.rel.Counters), len(r.members)
+		extra := 0
+		if byCols {
+			extra = 1
+		}
 		conn := a.conn
 		if ahead {
 			conn = a.kconn
@@ -100,7 +112,7 @@ func (r *runner) startKeyRead(ctx context.Context, t *table, b, nb int, ahead bo
 			defer kr.wg.Done()
 			lw := sinks.NewLineWriter(func(line []byte) error {
 				f := bytes.Split(line, []byte{'\t'})
-				if len(f) != nk+3+len(recvs)*(1+nc) {
+				if len(f) != nk+3+len(recvs)*(1+nc)+extra {
 					return fmt.Errorf("unexpected change row with %d fields", len(f))
 				}
 				at, err := strconv.ParseInt(string(f[nk]), 10, 64)
@@ -132,6 +144,9 @@ func (r *runner) startKeyRead(ctx context.Context, t *table, b, nb int, ahead bo
 						}
 					}
 					p.sums = append(p.sums, sums)
+				}
+				if byCols {
+					p.cols = append(p.cols, string(f[len(f)-1]))
 				}
 				return nil
 			})
@@ -174,6 +189,12 @@ func (r *runner) finishKeyRead(kr *keyRead) map[string]*keyState {
 					ks.sums = map[int][]string{}
 				}
 				ks.sums[a.idx] = p.sums[i]
+			}
+			if p.cols != nil {
+				if ks.cols == nil {
+					ks.cols = map[int]string{}
+				}
+				ks.cols[a.idx] = p.cols[i]
 			}
 		}
 	}

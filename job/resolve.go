@@ -3,8 +3,11 @@ package job
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"slices"
 	"strings"
 
+	"github.com/ibexrepl/ibex/internal/capture"
 	"github.com/ibexrepl/ibex/internal/conflict"
 	"github.com/ibexrepl/ibex/internal/control"
 )
@@ -18,7 +21,16 @@ func (r *runner) resolve(t *table, keys map[string]*keyState) []control.Conflict
 		} else {
 			typ := conflict.Classify(ks.changes)
 			st := r.strategies.For(typ)
-			d := r.decide(st, ks.changes)
+			d, overlap, byCols := r.mergeColumns(t, ks, st, typ)
+			if !byCols {
+				d = r.decide(st, ks.changes)
+			} else if !overlap {
+				// Sources changed different columns: merged, not a conflict.
+				ks.winner = r.memberByName(d.Winner).idx
+				r.useDecision(t, ks, d)
+				r.routeKey(ks)
+				continue
+			}
 			w := d.Winner
 			c := control.Conflict{Sync: r.sync.Name, Table: t.name, Key: keyText(t, k), Type: typ, Strategy: st.String(), Resolution: "applied"}
 			for _, ch := range ks.changes {
@@ -32,32 +44,94 @@ func (r *runner) resolve(t *table, keys map[string]*keyState) []control.Conflict
 			} else {
 				c.Winner = w
 				ks.winner = r.memberByName(w).idx
-				if len(t.rel.Counters) > 0 && ks.sums != nil {
-					d = r.addCounters(t, ks, ks.winner, d)
-				}
-				if !d.Whole() {
-					ks.built, ks.decision = true, d
-					for _, db := range d.Sources() {
-						ks.from |= bit(r.memberByName(db).idx)
-					}
-				}
+				r.useDecision(t, ks, d)
 			}
 			out = append(out, c)
 		}
-		if ks.winner < 0 {
+		r.routeKey(ks)
+	}
+	return out
+}
+
+// useDecision makes d, the decision on a key changed on several sources whose winner is
+// ks.winner, the key's: counters added, and a row built when it is not the winner's.
+func (r *runner) useDecision(t *table, ks *keyState, d conflict.Decision) {
+	if len(t.rel.Counters) > 0 && ks.sums != nil && d.Func == "" {
+		d = r.addCounters(t, ks, ks.winner, d)
+	}
+	if !d.Whole() {
+		ks.built, ks.decision = true, d
+		for _, db := range d.Sources() {
+			ks.from |= bit(r.memberByName(db).idx)
+		}
+	}
+}
+
+// routeKey sets the receivers of a decided key.
+func (r *runner) routeKey(ks *keyState) {
+	if ks.winner < 0 {
+		return
+	}
+	for _, m := range r.members {
+		// A built row differs from every version: the winner receives it too.
+		if (m.idx == ks.winner && !ks.built) || !m.alive() || !r.receives(m) {
 			continue
 		}
-		for _, m := range r.members {
-			// A built row differs from every version: the winner receives it too.
-			if (m.idx == ks.winner && !ks.built) || !m.alive() || !r.receives(m) {
-				continue
-			}
-			if ks.changer&bit(m.idx) != 0 || ks.need&bit(m.idx) != 0 {
-				ks.recv |= bit(m.idx)
+		if ks.changer&bit(m.idx) != 0 || ks.need&bit(m.idx) != 0 {
+			ks.recv |= bit(m.idx)
+		}
+	}
+}
+
+// mergeColumns decides, on a table with conflict_detect=columns, a row that several
+// sources updated (and none inserted or deleted) from the columns each changed: a column
+// changed by one source takes its value, a column changed by several is a conflict decided
+// by st among them; the base is st's winner (latest when st decides none and no column
+// overlaps). byCols is false when the key is not decided so (another conflict type, a
+// conflict function, a change whose columns are not known); overlap reports whether some
+// column was changed by several sources. Counter columns are left to the counters.
+func (r *runner) mergeColumns(t *table, ks *keyState, st conflict.Strategy, typ string) (d conflict.Decision, overlap, byCols bool) {
+	if ks.cols == nil || typ != conflict.TypeUpdateUpdate || st.Kind == conflict.Function {
+		return d, false, false
+	}
+	by := map[string][]conflict.Change{}
+	for _, ch := range ks.changes {
+		m := r.memberByName(ch.DB)
+		if m == nil {
+			return d, false, false
+		}
+		raw, ok := ks.cols[m.idx]
+		if !ok || raw == nullText {
+			return d, false, false
+		}
+		for _, c := range strings.Split(raw, capture.ColsSep) {
+			if c != "" && !slices.Contains(t.rel.Counters, c) {
+				by[c] = append(by[c], ch)
+				overlap = overlap || len(by[c]) > 1
 			}
 		}
 	}
-	return out
+	base := st
+	if !overlap && (st.Kind == conflict.Skip || st.Kind == conflict.Abort) {
+		base = conflict.Strategy{Kind: conflict.Latest}
+	}
+	d = conflict.Decision{Winner: base.Decide(ks.changes).Winner}
+	if d.None() {
+		return d, overlap, true // skip or abort: the row is left alone
+	}
+	for c, chs := range by {
+		w := chs[0].DB
+		if len(chs) > 1 {
+			w = base.Decide(chs).Winner
+		}
+		if w != d.Winner {
+			if d.Columns == nil {
+				d.Columns = map[string]string{}
+			}
+			d.Columns[c] = w
+		}
+	}
+	return d, overlap, true
 }
 
 // decide returns the decision on a row changed on several sources.
@@ -131,4 +205,30 @@ func (r *runner) abortCheck(ctx context.Context) error {
 	}
 	return fmt.Errorf("conflict_strategy abort: %d rows were changed on more than one source, nothing was applied: %s; see 'ibex conflicts %s'",
 		len(all), strings.Join(ex, "; "), r.sync.Name)
+}
+
+// recordParked logs the rows receivers refused under on_error=skip (their units
+// committed), before the change rows are consumed, and counts them in the run's result.
+func (r *runner) recordParked(ctx context.Context, es []control.Exception) error {
+	if len(es) == 0 {
+		return nil
+	}
+	for i := range es {
+		es[i].Run = r.res.RunID
+		r.logger.Warn("row refused by a receiver, parked (on_error=skip)", slog.String("table", es[i].Table), slog.String("db", es[i].DB),
+			slog.String("key", es[i].Key), slog.String("error", es[i].Error))
+	}
+	tx, err := r.store.Pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if err := control.RecordExceptions(ctx, tx, es); err != nil {
+		return fmt.Errorf("recording parked rows: %w", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return err
+	}
+	r.res.Parked += int64(len(es))
+	return nil
 }

@@ -95,6 +95,11 @@ func (r *runner) load(ctx context.Context) error {
 	if r.strategies, err = conflict.ParseAll(r.sync.ConflictStrategy, r.sync.ConflictByType, r.names, r.sourceNames); err != nil {
 		return fmt.Errorf("sync %s: %w", r.sync.Name, err)
 	}
+	for _, fn := range r.strategies.Functions() {
+		if err := control.CheckConflictFunction(ctx, q, fn); err != nil {
+			return fmt.Errorf("sync %s: %w", r.sync.Name, err)
+		}
+	}
 	if r.wm, err = control.Watermarks(ctx, q, r.sync.Name); err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ibexrepl/ibex/internal/capture"
 	"github.com/ibexrepl/ibex/internal/catalog"
+	"github.com/ibexrepl/ibex/internal/control"
 	"github.com/ibexrepl/ibex/sinks"
 )
 
@@ -55,7 +56,7 @@ func (s *session) checkSchemas(ctx context.Context, checkCapture bool) error {
 				if st.Err != nil {
 					return fmt.Errorf("db %s: %w", m.name, st.Err)
 				}
-				if !st.Matches(ds[i]) || !st.Counts(t.rel.Counters) || !st.MakesDelta(t.makeDelta(m)) {
+				if !st.Matches(ds[i]) || !st.Counts(t.rel.Counters) || !st.Detects(t.rel.Detect == control.DetectColumns) || !st.MakesDelta(t.makeDelta(m)) {
 					return fmt.Errorf("capture of table %s is missing or outdated on db %s: run 'ibex validate %s'", t.name, m.name, s.sync.Name)
 				}
 			}

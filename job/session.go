@@ -370,6 +370,9 @@ func (s *session) openTarget(ctx context.Context, m *member) error {
 	if err != nil {
 		return err
 	}
+	if rs, ok := t.(sinks.RowSkipper); ok && s.sync.OnError == control.OnErrorSkip {
+		rs.SkipRejected()
+	}
 	m.target, m.sink = t, t
 	return nil
 }
@@ -393,6 +396,9 @@ func (s *session) openSink(m *member) (sinks.Sink, error) {
 	sk, err := pgsink.New(m.conn, m.name, opts...)
 	if err != nil {
 		return nil, err
+	}
+	if s.sync.OnError == control.OnErrorSkip {
+		sk.SkipRejected()
 	}
 	m.sink = sk
 	return sk, nil

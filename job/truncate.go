@@ -131,11 +131,17 @@ func (r *runner) voidChanges(t *table, a *member, p *keyPart) {
 		if p.sums != nil {
 			p.sums[n] = p.sums[i]
 		}
+		if p.cols != nil {
+			p.cols[n] = p.cols[i]
+		}
 		n++
 	}
 	p.keys, p.at, p.kind, p.need = p.keys[:n], p.at[:n], p.kind[:n], p.need[:n]
 	if p.sums != nil {
 		p.sums = p.sums[:n]
+	}
+	if p.cols != nil {
+		p.cols = p.cols[:n]
 	}
 }
 

@@ -95,6 +95,10 @@ type unit struct {
 	keys      int                // changed keys of its batches
 	counts    map[*table][]Stats // rows written per table and receiver (member idx), not yet committed
 	conflicts []control.Conflict
+	// rejected are the rows each receiver (member idx) refused in the unit, not yet
+	// committed; parked those of receivers that committed, to record.
+	rejected map[int][]control.Exception
+	parked   []control.Exception
 }
 
 func (u *unit) empty() bool { return len(u.steps) == 0 }
@@ -119,6 +123,14 @@ func (u *unit) add(r *runner, s step, res batchResult) {
 		cs[i].Inserts += res.inserts[i]
 		cs[i].Deletes += res.deletes[i]
 	}
+	for i, rej := range res.rejected {
+		if len(rej) > 0 {
+			if u.rejected == nil {
+				u.rejected = map[int][]control.Exception{}
+			}
+			u.rejected[i] = append(u.rejected[i], rej...)
+		}
+	}
 }
 
 // forget drops what m wrote in the unit (rolled back).
@@ -126,6 +138,7 @@ func (u *unit) forget(m *member) {
 	for _, cs := range u.counts {
 		cs[m.idx] = Stats{}
 	}
+	delete(u.rejected, m.idx)
 }
 
 // receives reports whether m is written in the batches being applied: not waiting for a
@@ -330,6 +343,9 @@ func (r *runner) finishUnit(ctx context.Context, u *unit) error {
 	if err := r.recordConflicts(ctx, u.conflicts); err != nil {
 		return err
 	}
+	if err := r.recordParked(ctx, u.parked); err != nil {
+		return err
+	}
 	for _, s := range u.steps {
 		if s.trunc {
 			r.truncated()
@@ -366,6 +382,14 @@ func (r *runner) replay(ctx context.Context, u *unit, redo []*member, mask uint6
 			u.counts[t][m.idx] = cs[m.idx]
 		}
 	}
+	for _, m := range redo {
+		if rej := again.rejected[m.idx]; len(rej) > 0 {
+			if u.rejected == nil {
+				u.rejected = map[int][]control.Exception{}
+			}
+			u.rejected[m.idx] = rej
+		}
+	}
 	return nil
 }
 
@@ -395,6 +419,8 @@ func (r *runner) commitReceivers(ctx context.Context, u *unit) {
 			r.res.add(t.name, Stats{Inserts: cs[m.idx].Inserts, Deletes: cs[m.idx].Deletes})
 			cs[m.idx] = Stats{}
 		}
+		u.parked = append(u.parked, u.rejected[m.idx]...)
+		delete(u.rejected, m.idx)
 	}
 	r.logger.Debug("receivers committed", slog.Int("batches", len(u.steps)), slog.Int("keys", u.keys), slog.Duration("commit", time.Since(t0)))
 }

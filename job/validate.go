@@ -66,8 +66,14 @@ func ValidateWith(ctx context.Context, store *control.Store, q control.Querier, 
 	if err := r.load(ctx, q); err != nil && !(errors.Is(err, errNoTables) && r.hasSequences(ctx, q)) {
 		return nil, err
 	}
-	if _, err := conflict.ParseAll(sync.ConflictStrategy, sync.ConflictByType, r.names, r.sourceNames); err != nil {
+	ss, err := conflict.ParseAll(sync.ConflictStrategy, sync.ConflictByType, r.names, r.sourceNames)
+	if err != nil {
 		return nil, fmt.Errorf("sync %s: %w", syncName, err)
+	}
+	for _, fn := range ss.Functions() {
+		if err := control.CheckConflictFunction(ctx, q, fn); err != nil {
+			return nil, fmt.Errorf("sync %s: %w", syncName, err)
+		}
 	}
 	r.connect(ctx)
 	for _, m := range r.members {
@@ -152,7 +158,7 @@ func ValidateWith(ctx context.Context, store *control.Store, q control.Querier, 
 								made = append(made, qn)
 							}
 						}
-						for _, s := range capture.DDL(syncName, t.desc, capture.Options{Autokick: sync.Autokick, Counters: t.rel.Counters, MakeDelta: t.makeDelta(m)}) {
+						for _, s := range capture.DDL(syncName, t.desc, capture.Options{Autokick: sync.Autokick, Counters: t.rel.Counters, Columns: t.rel.Detect == control.DetectColumns, MakeDelta: t.makeDelta(m)}) {
 							if _, err := tx.Exec(ctx, s); err != nil {
 								return fmt.Errorf("installing capture of %s: %w", t.name, privilegeHint(err, m, qn))
 							}

@@ -250,3 +250,21 @@ func TableErr(db string, t *Table, doing string, err error) error {
 	}
 	return fmt.Errorf("db %s: %s %s: %w", db, doing, t.Label(), err)
 }
+
+// Rejected is a row a receiver refused under on_error=skip: the receiver keeps what it had
+// for that key, and the run parks the row in the exception log.
+type Rejected struct {
+	Key   string // the key's fields, COPY text, tab-separated
+	Row   string // the row refused (a COPY text line); "" when the refused change is a delete
+	Error string // what the database said
+}
+
+// RowSkipper is a sink that can leave out the rows its database refuses (a CHECK, foreign
+// key or unique constraint, a trigger, a value its type rejects) instead of failing the
+// batch (a sync's on_error=skip). Every other row of the batch is applied.
+type RowSkipper interface {
+	// SkipRejected switches skipping on, before the first batch.
+	SkipRejected()
+	// Rejected returns the rows the last FinishBatch left out.
+	Rejected() []Rejected
+}

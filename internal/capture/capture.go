@@ -178,6 +178,24 @@ type Options struct {
 	// by this sync is not captured again (OriginGUC), nor an applied UPDATE that changes
 	// nothing (a change coming back around a loop of syncs ends there).
 	MakeDelta bool
+	// Columns (conflict_detect=columns): each update's change row also records which
+	// columns it changed, in column ColsCol.
+	Columns bool
+}
+
+// ColsCol is the change table column recording the columns an update changed (text[]:
+// their names); NULL for inserts and deletes (every column).
+const ColsCol = "$cols"
+
+// changedCols is the trigger's expression of the columns an UPDATE changed: compared as
+// text, which every type has (json has no equality).
+func changedCols(t *catalog.Table) string {
+	parts := make([]string, len(t.Columns))
+	for i, c := range t.Columns {
+		q := qi(c.Name)
+		parts[i] = fmt.Sprintf(`CASE WHEN OLD.%s::text IS DISTINCT FROM NEW.%s::text THEN %s END`, q, q, quoteLiteral(c.Name))
+	}
+	return `array_remove(ARRAY[` + strings.Join(parts, ", ") + `]::text[], NULL)`
 }
 
 // DeltaPrefix begins the name of a change table's delta column.
@@ -274,6 +292,16 @@ func DDL(sync string, t *catalog.Table, o Options) []string {
 		newVals = append(newVals, newV)
 		oldVals = append(oldVals, "-"+oldV)
 		updVals = append(updVals, newV+" - "+oldV)
+	}
+	if o.Columns {
+		colDefs = append(colDefs, qi(ColsCol)+" text[]")
+		alter = append(alter, fmt.Sprintf(`ALTER TABLE %s ADD COLUMN IF NOT EXISTS %s text[]`, ct, qi(ColsCol)))
+		cols = append(cols, qi(ColsCol))
+		newVals = append(newVals, "NULL")
+		oldVals = append(oldVals, "NULL")
+		updVals = append(updVals, changedCols(t))
+	} else {
+		alter = append(alter, fmt.Sprintf(`ALTER TABLE %s DROP COLUMN IF EXISTS %s`, ct, qi(ColsCol)))
 	}
 	colList := strings.Join(cols, ", ")
 	ins := func(vals []string, op string) string {
@@ -464,16 +492,21 @@ type State struct {
 	format  int      // the change table's format version
 	deltas  []string // the counters whose deltas the change table records
 	always  bool     // the triggers fire always (makedelta)
+	columns bool     // the change table records the columns updates changed (ColsCol)
 	Err     error
 }
 
 func (c *State) dest() []any {
-	return []any{&c.trigger, &c.cols, &c.table, &c.format, &c.deltas, &c.always}
+	return []any{&c.trigger, &c.cols, &c.table, &c.format, &c.deltas, &c.columns, &c.always}
 }
 
 // MakesDelta reports whether the triggers are as makedelta wants them: enabled always
 // when on, only outside replication when off.
 func (c *State) MakesDelta(on bool) bool { return c.always == on }
+
+// Detects reports whether the change table records the columns updates changed exactly
+// when columns (conflict_detect=columns) asks for it.
+func (c *State) Detects(columns bool) bool { return c.columns == columns }
 
 // Counts reports whether the change table records the deltas of exactly the counter
 // columns counters (in any order).
@@ -538,8 +571,9 @@ SELECT EXISTS (SELECT 1 FROM pg_trigger p WHERE p.tgrelid = to_regclass($1) AND 
        to_regclass($3) IS NOT NULL,
        ` + formatSQL("to_regclass($3)") + `,
        coalesce((SELECT array_agg(substr(attname::text, length($6) + 1) ORDER BY attname) FROM pg_attribute WHERE attrelid = to_regclass($3) AND attnum > 0 AND NOT attisdropped AND starts_with(attname::text, $6)), '{}'),
+       EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($3) AND attname = $7 AND NOT attisdropped),
        coalesce((SELECT bool_and(tgenabled = 'A') FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname IN ($2, $5) AND tgparentid = 0), false)`
 
 func installedArgs(sync, schema, name string) []any {
-	return []any{pgx.Identifier{schema, name}.Sanitize(), TriggerName(sync), ChangeTable(sync, schema, name).Sanitize(), columnNames(), TruncTriggerName(sync), DeltaPrefix}
+	return []any{pgx.Identifier{schema, name}.Sanitize(), TriggerName(sync), ChangeTable(sync, schema, name).Sanitize(), append(columnNames(), ColsCol), TruncTriggerName(sync), DeltaPrefix, ColsCol}
 }

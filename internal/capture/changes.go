@@ -145,29 +145,32 @@ func ChangedAfter(changeTable, alias string, keys []string, at int64) string {
 }
 
 // LateDeltas is the query of the deltas of counters that this source's application
-// committed after the run's snapshot, summed by key (key columns keys, then one column
-// DeltaCol(c) per counter): a row read while the application goes on may hold such
-// changes, which are pending for the next run, and sending them now as well would count
-// them twice. Read it in the same statement as the rows (CounterAsOf), so that both are
-// of the same moment.
+// committed after the run's snapshot, summed by key: a row read while the application goes
+// on may hold such changes, which are pending for the next run, and sending them now as
+// well would count them twice. It returns one row, one jsonb column "j": an object whose
+// names are the keys as row text (ROW(key columns)::text) and whose values are arrays of
+// the sums, one per counter in their order. Read it in the same statement as the rows
+// (CounterAsOf), so that both are of the same moment; as one row it joins the rows without
+// a join strategy (the read sessions allow only nested loops), each lookup a jsonb probe.
 func LateDeltas(changeTable string, keys, counters []string, snapshot string) string {
 	d := Alias + "."
 	cols := catalog.QuoteCols(d, keys)
 	sums := make([]string, len(counters))
 	for i, c := range counters {
-		sums[i] = fmt.Sprintf(`sum(%s) AS %s`, d+qi(DeltaCol(c)), qi(DeltaCol(c)))
+		sums[i] = fmt.Sprintf(`sum(%s)`, d+qi(DeltaCol(c)))
 	}
-	return fmt.Sprintf(`SELECT %s, %s FROM %s %s WHERE %s AND NOT %s GROUP BY %s`,
+	return fmt.Sprintf(`SELECT coalesce(jsonb_object_agg(k, v), '{}') AS j FROM (SELECT ROW(%s)::text AS k, jsonb_build_array(%s) AS v FROM %s %s WHERE %s AND NOT %s GROUP BY %s) x`,
 		cols, strings.Join(sums, ", "), changeTable, Alias, isRow(d), visibleIn(d, quoteLiteral(snapshot)), cols)
 }
 
-// CounterAsOf is the value of counter column col (of type typ) of the row named alias as
-// of the run's snapshot: its value minus the late deltas (LateDeltas, joined as late: NULL
-// when the key has none).
-func CounterAsOf(alias, late, col, typ string) string {
-	l := late + "." + qi(DeltaCol(col))
+// CounterAsOf is the value of counter column col (the i-th counter, of type typ) of the row
+// named alias, whose key columns are keys, as of the run's snapshot: its value minus the
+// late deltas of its key (LateDeltas, joined as late); the value as it is when there are
+// none.
+func CounterAsOf(alias, late string, keys []string, i int, col, typ string) string {
+	l := fmt.Sprintf(`(%s.j -> ROW(%s)::text ->> %d)`, late, catalog.QuoteCols(alias+".", keys), i)
 	v := alias + "." + qi(col)
-	return fmt.Sprintf(`CASE WHEN %[1]s IS NULL THEN %[2]s ELSE (coalesce(%[2]s, 0) - %[1]s)::%[3]s END`, l, v, typ)
+	return fmt.Sprintf(`CASE WHEN %[1]s IS NULL THEN %[2]s ELSE (coalesce(%[2]s, 0) - %[1]s::numeric)::%[3]s END`, l, v, typ)
 }
 
 // KeyQuantiles splits the pending change rows of changeTable, whose key is the one column
@@ -195,12 +198,16 @@ func KeyQuantiles(changeTable, key string, n int, snapshot string, watermarks []
 // (numeric or float8 text), NULL (\N) when one of them has no delta (captured before the
 // column was a counter).
 //
+// With columns (conflict_detect=columns), each line ends with the names of the columns the
+// key's pending updates changed, separated by ColsSep (see ColsCol), or NULL when an insert
+// or delete is among them.
+//
 // Keys are grouped by their text: equal values that print differently (1.5, 1.50) are
 // different keys to a run, which matches rows by their text. With keyRange, bucket is a
 // range of a key that prints one way only (an integer or uuid), grouped as it is, and it
 // comes before the visibility checks: it is cheaper and leaves out most rows of a large
 // backlog (the planner keeps the order of equally cheap conditions).
-func KeyRead(changeTable string, keys []string, snapshot string, watermarks []string, bucket string, keyRange bool, counters []string) string {
+func KeyRead(changeTable string, keys []string, snapshot string, watermarks []string, bucket string, keyRange bool, counters []string, columns bool) string {
 	d := Alias + "."
 	var flags []string
 	for _, wm := range watermarks {
@@ -219,6 +226,12 @@ func KeyRead(changeTable string, keys []string, snapshot string, watermarks []st
 			}
 			flags = append(flags, fmt.Sprintf(`CASE WHEN count(*) FILTER (WHERE %[1]s AND %[2]s IS NULL) = 0 THEN coalesce(sum(%[2]s) FILTER (WHERE %[1]s), 0) END`, pend, dc))
 		}
+	}
+	if columns {
+		// The columns the key's pending updates changed, names separated by ColsSep; NULL
+		// when an insert or delete (or a change captured before) touched every column.
+		cc := d + qi(ColsCol)
+		flags = append(flags, fmt.Sprintf(`CASE WHEN bool_or(%[1]s IS NULL) THEN NULL ELSE coalesce(string_agg(array_to_string(%[1]s, E'\x1f'), E'\x1f'), '') END`, cc))
 	}
 	var pick, group []string
 	for _, k := range keys {
@@ -288,3 +301,7 @@ func CountLateChanges(keyTable, changeTable string, keys []string, snapshot stri
 	return fmt.Sprintf(`SELECT count(*) FROM %s k JOIN %s %s ON %s WHERE NOT %s`,
 		keyTable, changeTable, Alias, catalog.KeyJoin("k", Alias, keys), visibleIn(Alias+".", quoteLiteral(snapshot)))
 }
+
+// ColsSep separates column names in KeyRead's changed columns (a unit separator, which
+// COPY text leaves as it is).
+const ColsSep = "\x1f"

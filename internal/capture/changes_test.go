@@ -49,16 +49,16 @@ func TestStatements(t *testing.T) {
 			`SELECT count(*), percentile_disc(ARRAY[0.25,0.5,0.75]::float8[]) WITHIN GROUP (ORDER BY d."id")::text[] FROM "ibex"."s.public.t" d WHERE ` + pending + ` AND d."$op" <> 't'`},
 		{"KeyQuantiles thirds", capture.KeyQuantiles(ct, `we"ird`, 3, snap, []string{""}),
 			`SELECT count(*), percentile_disc(ARRAY[0.3333333333333333,0.6666666666666666]::float8[]) WITHIN GROUP (ORDER BY d."we""ird")::text[] FROM "ibex"."s.public.t" d WHERE pg_visible_in_snapshot(d."$txid", '10:20:12,15') AND d."$op" <> 't'`},
-		{"KeyRead hash bucket", capture.KeyRead(ct, []string{"a", "b"}, snap, []string{wm1, ""}, `(hashtextextended(ROW(d."a", d."b")::text, 0) & 9223372036854775807) % 4 = 1`, false, nil),
+		{"KeyRead hash bucket", capture.KeyRead(ct, []string{"a", "b"}, snap, []string{wm1, ""}, `(hashtextextended(ROW(d."a", d."b")::text, 0) & 9223372036854775807) % 4 = 1`, false, nil, false),
 			`COPY (SELECT (array_agg(d."a"))[1], (array_agg(d."b"))[1], (extract(epoch FROM max(d."$at")) * 1000000)::bigint, coalesce(min(d."$at") FILTER (WHERE d."$op" = 'i') = min(d."$at"), false), coalesce(max(d."$at") FILTER (WHERE d."$op" = 'd') = max(d."$at"), false), bool_or(NOT pg_visible_in_snapshot(d."$txid", '5:9:6')), true FROM "ibex"."s.public.t" d ` +
 				`WHERE pg_visible_in_snapshot(d."$txid", '10:20:12,15') AND (hashtextextended(ROW(d."a", d."b")::text, 0) & 9223372036854775807) % 4 = 1 AND d."$op" <> 't' GROUP BY d."a"::text, d."b"::text) TO STDOUT`},
-		{"KeyRead one batch", capture.KeyRead(ct, []string{"id"}, snap, []string{wm1, wm2}, "true", false, nil),
+		{"KeyRead one batch", capture.KeyRead(ct, []string{"id"}, snap, []string{wm1, wm2}, "true", false, nil, false),
 			`COPY (SELECT (array_agg(d."id"))[1], (extract(epoch FROM max(d."$at")) * 1000000)::bigint, coalesce(min(d."$at") FILTER (WHERE d."$op" = 'i') = min(d."$at"), false), coalesce(max(d."$at") FILTER (WHERE d."$op" = 'd') = max(d."$at"), false), bool_or(NOT pg_visible_in_snapshot(d."$txid", '5:9:6')), bool_or(NOT pg_visible_in_snapshot(d."$txid", '8:8:')) FROM "ibex"."s.public.t" d ` +
 				`WHERE pg_visible_in_snapshot(d."$txid", '10:20:12,15') AND NOT (pg_visible_in_snapshot(d."$txid", '5:9:6') AND pg_visible_in_snapshot(d."$txid", '8:8:')) AND true AND d."$op" <> 't' GROUP BY d."id"::text) TO STDOUT`},
-		{"KeyRead key range first", capture.KeyRead(ct, []string{"id"}, snap, []string{wm1}, inRng, true, nil),
+		{"KeyRead key range first", capture.KeyRead(ct, []string{"id"}, snap, []string{wm1}, inRng, true, nil, false),
 			`COPY (SELECT d."id", (extract(epoch FROM max(d."$at")) * 1000000)::bigint, coalesce(min(d."$at") FILTER (WHERE d."$op" = 'i') = min(d."$at"), false), coalesce(max(d."$at") FILTER (WHERE d."$op" = 'd') = max(d."$at"), false), bool_or(NOT pg_visible_in_snapshot(d."$txid", '5:9:6')) FROM "ibex"."s.public.t" d ` +
 				`WHERE d."id" >= 100 AND d."id" < 200 AND ` + pending + ` AND d."$op" <> 't' GROUP BY d."id") TO STDOUT`},
-		{"KeyRead counters", capture.KeyRead(ct, []string{"id"}, snap, []string{wm1, ""}, "true", false, []string{"bal"}),
+		{"KeyRead counters", capture.KeyRead(ct, []string{"id"}, snap, []string{wm1, ""}, "true", false, []string{"bal"}, false),
 			`COPY (SELECT (array_agg(d."id"))[1], (extract(epoch FROM max(d."$at")) * 1000000)::bigint, coalesce(min(d."$at") FILTER (WHERE d."$op" = 'i') = min(d."$at"), false), coalesce(max(d."$at") FILTER (WHERE d."$op" = 'd') = max(d."$at"), false), bool_or(NOT pg_visible_in_snapshot(d."$txid", '5:9:6')), true, ` +
 				`CASE WHEN count(*) FILTER (WHERE NOT pg_visible_in_snapshot(d."$txid", '5:9:6') AND d."$d.bal" IS NULL) = 0 THEN coalesce(sum(d."$d.bal") FILTER (WHERE NOT pg_visible_in_snapshot(d."$txid", '5:9:6')), 0) END, ` +
 				`CASE WHEN count(*) FILTER (WHERE true AND d."$d.bal" IS NULL) = 0 THEN coalesce(sum(d."$d.bal") FILTER (WHERE true), 0) END FROM "ibex"."s.public.t" d ` +

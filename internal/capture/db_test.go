@@ -214,20 +214,20 @@ func TestChangesSelect(t *testing.T) {
 	t.Run("KeyRead", func(t *testing.T) {
 		// Receiver 1 applied A, receiver 2 nothing: key 1, changed again by B, is needed
 		// by both.
-		got := keyRead(t, capture.KeyRead(s.ct, []string{"id"}, s4, []string{s1, ""}, "true", false, nil))
+		got := keyRead(t, capture.KeyRead(s.ct, []string{"id"}, s4, []string{s1, ""}, "true", false, nil, false))
 		// key, first change an insert, last a delete, then the flags.
 		want := []string{"1 t f t t", "2 t f f t", "3 t f f t", "4 t f t t", "5 t f t t", "6 t f t t"}
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("(-want +got):\n%s", diff)
 		}
 		// Only C is pending as of s4 for a receiver at s2; C is in flight at s3.
-		got = keyRead(t, capture.KeyRead(s.ct, []string{"id"}, s3, []string{s2}, "true", false, nil))
+		got = keyRead(t, capture.KeyRead(s.ct, []string{"id"}, s3, []string{s2}, "true", false, nil, false))
 		if len(got) != 0 {
 			t.Errorf("at s3 after s2: %v, want nothing", got)
 		}
 	})
 	t.Run("KeyRead key range", func(t *testing.T) {
-		got := keyRead(t, capture.KeyRead(s.ct, []string{"id"}, s4, []string{s1}, `d."id" >= 2 AND d."id" < 5`, true, nil))
+		got := keyRead(t, capture.KeyRead(s.ct, []string{"id"}, s4, []string{s1}, `d."id" >= 2 AND d."id" < 5`, true, nil, false))
 		if diff := cmp.Diff([]string{"4 t f t"}, got); diff != "" {
 			t.Errorf("(-want +got):\n%s", diff)
 		}

@@ -76,7 +76,7 @@ func TestInstallIsIdempotent(t *testing.T) {
 	for _, r := range ibextest.Rows(t, db.DSN, `SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'ibex' AND c.relkind = 'r' ORDER BY 1`) {
 		tables = append(tables, r[0])
 	}
-	wantTables := []string{"conflict", "customcols", "customname", "db", "dbgroup", "dbmap", "herd", "herdmap", "herdseq", "relation", "rowfilter", "run", "schema_version", "sequence", "sync", "synctable", "watermark"}
+	wantTables := []string{"conflict", "customcols", "customname", "db", "dbgroup", "dbmap", "exception", "herd", "herdmap", "herdseq", "relation", "rowfilter", "run", "schema_version", "sequence", "sync", "synctable", "watermark"}
 	if diff := cmp.Diff(wantTables, tables); diff != "" {
 		t.Errorf("tables of schema ibex (-want +got):\n%s", diff)
 	}

@@ -45,7 +45,7 @@ func (a *app) addCmd() *cobra.Command {
        (PostgreSQL targets get the key and these columns, computed on the sender; their other columns are left alone)
   ibex add sync foobar herd=therd dbs=tgroup [conflict_strategy=latest|source|abort|skip|"t2 t1"]
        [autokick=false] [onetimecopy=0|1|2] [schedule=30s|"*/5 * * * *"] [status=active] [batch_size=N]
-       [single_transaction=off]
+       [single_transaction=off] [on_error=stop|skip]
 
 add db tests the connection first (--force skips that). A password is never stored: give
 pass=env:VAR or pass=file:PATH, or use PGPASSWORD or ~/.pgpass. add table reads each
@@ -518,8 +518,12 @@ func (a *app) updateTables(ctx context.Context, store *control.Store, p kv) erro
 	counters, hasCounters := p.take("counters")
 	makeDelta, hasMakeDelta := p.take("makedelta")
 	filterSync, hasFilterSync := p.take("sync")
+	detect, hasDetect := p.take("conflict_detect")
 	if rest := p.rest(); len(rest) > 0 {
-		return usageErr("update table: unknown setting %q (use db=, herd=, where=, counters=, makedelta= or sync=)", rest[0])
+		return usageErr("update table: unknown setting %q (use db=, herd=, where=, counters=, conflict_detect=, makedelta= or sync=)", rest[0])
+	}
+	if hasDetect && detect != control.DetectRows && detect != control.DetectColumns {
+		return usageErr("update table: conflict_detect must be rows or columns, not %q", detect)
 	}
 	if hasFilterSync && !hasWhere {
 		return usageErr("update table: sync= scopes a row filter: give where= too")
@@ -571,6 +575,9 @@ func (a *app) updateTables(ctx context.Context, store *control.Store, p kv) erro
 				if rel.MakeDelta, err = parseBool(rel.QualName(), "makedelta", makeDelta); err != nil {
 					return err
 				}
+			}
+			if hasDetect {
+				rel.Detect = detect
 			}
 			if hasCounters {
 				// Checked against the table (numeric columns, not the key) by the validation
@@ -811,12 +818,17 @@ func applySyncOptions(s *control.Sync, p *kv) error {
 			s.BatchSize = n
 		case "single_transaction":
 			s.SingleTransaction, err = parseBool(s.Name, k, v)
+		case "on_error":
+			if v != control.OnErrorStop && v != control.OnErrorSkip {
+				return usageErr("sync %s: on_error must be stop or skip, not %q", s.Name, v)
+			}
+			s.OnError = v
 		case "herd", "relgroup", "dbs", "dbgroup", "tables":
 			continue
 		default:
 			typ, ok := strings.CutPrefix(k, "on_")
 			if !ok || conflict.CheckType(typ) != nil {
-				return usageErr("sync %s: unknown option %q (use herd, tables, dbs, conflict_strategy, on_%s, autokick, onetimecopy, schedule, status, batch_size, single_transaction)",
+				return usageErr("sync %s: unknown option %q (use herd, tables, dbs, conflict_strategy, on_%s, on_error, autokick, onetimecopy, schedule, status, batch_size, single_transaction)",
 					s.Name, k, strings.Join(conflict.Types, ", on_"))
 			}
 			// A strategy for one conflict type; "default" goes back to conflict_strategy.
@@ -847,8 +859,14 @@ func (a *app) checkSync(ctx context.Context, q control.Querier, s *control.Sync)
 	if err := checkMembers(g.Name, g.Members); err != nil {
 		return err
 	}
-	if _, err := conflict.ParseAll(s.ConflictStrategy, s.ConflictByType, g.DBs(), g.Sources()); err != nil {
+	ss, err := conflict.ParseAll(s.ConflictStrategy, s.ConflictByType, g.DBs(), g.Sources())
+	if err != nil {
 		return usageErr("sync %s: %v", s.Name, err)
+	}
+	for _, fn := range ss.Functions() {
+		if err := control.CheckConflictFunction(ctx, q, fn); err != nil {
+			return usageErr("sync %s: %v", s.Name, err)
+		}
 	}
 	return nil
 }
@@ -1141,6 +1159,9 @@ func (a *app) list(ctx context.Context, store *control.Store, kind string, names
 			var o []string
 			if r.Where != "" {
 				o = append(o, "where="+r.Where)
+			}
+			if r.Detect == control.DetectColumns {
+				o = append(o, "conflict_detect=columns")
 			}
 			if r.MakeDelta {
 				o = append(o, "makedelta=on")

@@ -273,14 +273,21 @@ type syncStatus struct {
 	MakeDelta  []string `json:"makedelta,omitempty"`
 	// ConflictTypes counts the sync's logged conflicts by type.
 	ConflictTypes map[string]int64 `json:"conflict_types"`
+	// OnError is the sync's on_error; Parked counts the rows its receivers refused under
+	// on_error=skip (ibex conflicts SYNC --errors lists them).
+	OnError string `json:"on_error"`
+	Parked  int64  `json:"parked_rows"`
 }
 
 func (a *app) loadStatus(ctx context.Context, store *control.Store, s control.Sync) (*syncStatus, error) {
 	q := store.Q()
 	st := &syncStatus{Name: s.Name, Status: s.Status, Herd: s.Herd, DBGroup: s.DBGroup, Conflict: s.ConflictStrategy, ConflictByType: s.ConflictByType,
-		Schedule: s.Schedule, Autokick: s.Autokick, Onetime: s.Onetimecopy}
+		Schedule: s.Schedule, Autokick: s.Autokick, Onetime: s.Onetimecopy, OnError: s.OnError}
 	var err error
 	if st.ConflictTypes, err = control.ConflictCounts(ctx, q, s.Name); err != nil {
+		return nil, err
+	}
+	if st.Parked, err = control.ExceptionCount(ctx, q, s.Name); err != nil {
 		return nil, err
 	}
 	if st.LastGood, err = control.LastRun(ctx, q, s.Name, control.StateGood, control.StateEmpty); err != nil {
@@ -544,6 +551,11 @@ func (a *app) statusDetail(st *syncStatus) {
 		}
 		field("Conflicts logged, by type", strings.Join(parts, ", "))
 	}
+	onError := st.OnError
+	if st.Parked > 0 {
+		onError += fmt.Sprintf(" (%d rows parked: ibex conflicts %s --errors)", st.Parked, st.Name)
+	}
+	field("On error", onError)
 	sched := st.Schedule
 	if sched == "" {
 		sched = "None (kick only)"
@@ -561,6 +573,7 @@ func (a *app) statusDetail(st *syncStatus) {
 
 func (a *app) conflictsCmd() *cobra.Command {
 	var limit int
+	var errorsOnly bool
 	cmd := &cobra.Command{
 		Use:   "conflicts SYNC",
 		Short: "Show a sync's conflict log: key, type, the dbs that changed it, the winner, the strategy",
@@ -576,6 +589,9 @@ func (a *app) conflictsCmd() *cobra.Command {
 					return err
 				}
 				// A removed sync keeps its log; say so only if it has none.
+			}
+			if errorsOnly {
+				return a.printExceptions(ctx, store, args[0], limit)
 			}
 			cs, err := control.Conflicts(ctx, store.Q(), args[0], limit)
 			if err != nil {
@@ -609,5 +625,34 @@ func (a *app) conflictsCmd() *cobra.Command {
 	}
 	cmd.Flags().IntVar(&limit, "limit", 100, "show at most this many, newest first")
 	cmd.Flags().BoolVar(&a.jsonOut, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&errorsOnly, "errors", false, "show the rows receivers refused under on_error=skip (parked) instead")
 	return cmd
+}
+
+// printExceptions prints a sync's parked rows (conflicts --errors).
+func (a *app) printExceptions(ctx context.Context, store *control.Store, sync string, limit int) error {
+	es, err := control.Exceptions(ctx, store.Q(), sync, limit)
+	if err != nil {
+		return err
+	}
+	if a.jsonOut {
+		if es == nil {
+			es = []control.Exception{}
+		}
+		return a.printJSON(es)
+	}
+	if len(es) == 0 {
+		a.say("No rows parked for sync %s", sync)
+		return nil
+	}
+	var rows [][]string
+	for _, e := range es {
+		row := e.Row
+		if row == "" {
+			row = "(delete)"
+		}
+		rows = append(rows, []string{fmt.Sprint(e.Run), when(e.At), e.Table, e.DB, e.Key, row, e.Error})
+	}
+	printTable(a.stdout, []string{"Run", "At", "Table", "DB", "Key", "Row", "Error"}, rows)
+	return nil
 }

@@ -96,6 +96,8 @@ type Table struct {
 	Where string `yaml:"where,omitempty"`
 	// Counters are the counter columns: changes to them are applied as deltas.
 	Counters []string `yaml:"counters,flow,omitempty"`
+	// ConflictDetect: rows (default) or columns.
+	ConflictDetect string `yaml:"conflict_detect,omitempty"`
 	// CustomNames are the tables targets write its rows into instead (customname).
 	CustomNames []CustomName `yaml:"customnames,omitempty"`
 	// CustomCols are the select lists targets get instead of the table's columns.
@@ -154,6 +156,8 @@ type Sync struct {
 	BatchSize      int               `yaml:"batch_size,omitempty"`
 	// SingleTransaction: one transaction per receiver whatever the backlog.
 	SingleTransaction bool `yaml:"single_transaction,omitempty"`
+	// OnError: stop (default) or skip (rows a receiver refuses are parked).
+	OnError string `yaml:"on_error,omitempty"`
 }
 
 // Parse reads a configuration strictly and checks that its objects refer to each other
@@ -270,6 +274,9 @@ func (f *File) check() error {
 		if (t.KeyKind == catalog.KeyNone) != (len(t.Key) == 0) {
 			return fmt.Errorf("table %s: key and keykind disagree", n)
 		}
+		if t.ConflictDetect != "" && t.ConflictDetect != control.DetectRows && t.ConflictDetect != control.DetectColumns {
+			return fmt.Errorf("table %s: conflict_detect must be rows or columns, not %q", n, t.ConflictDetect)
+		}
 		if t.DB != "" {
 			if _, ok := f.DBs[t.DB]; !ok {
 				return fmt.Errorf("table %s: db %q is not among the dbs", n, t.DB)
@@ -370,6 +377,9 @@ func (f *File) check() error {
 		}
 		if s.Status != "" && !control.Status(s.Status).Valid() {
 			return fmt.Errorf("sync %s: status must be active or inactive", n)
+		}
+		if s.OnError != "" && s.OnError != control.OnErrorStop && s.OnError != control.OnErrorSkip {
+			return fmt.Errorf("sync %s: on_error must be stop or skip, not %q", n, s.OnError)
 		}
 		if s.Onetimecopy < 0 || s.Onetimecopy > 2 {
 			return fmt.Errorf("sync %s: onetimecopy must be 0, 1 or 2", n)

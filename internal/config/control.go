@@ -54,7 +54,7 @@ func Export(ctx context.Context, q control.Querier) (*File, error) {
 		if len(r.Counters) > 0 {
 			counters = r.Counters
 		}
-		f.Tables[TableName(r.Schema, r.Name)] = Table{DB: r.DB, Key: key, KeyKind: r.KeyKind, Where: r.Where, Counters: counters, MakeDelta: r.MakeDelta}
+		f.Tables[TableName(r.Schema, r.Name)] = Table{DB: r.DB, Key: key, KeyKind: r.KeyKind, Where: r.Where, Counters: counters, ConflictDetect: detectOut(r.Detect), MakeDelta: r.MakeDelta}
 	}
 	cns, err := control.CustomNames(ctx, q)
 	if err != nil {
@@ -132,7 +132,7 @@ func Export(ctx context.Context, q control.Querier) (*File, error) {
 		}
 		f.Syncs[s.Name] = Sync{Herd: s.Herd, DBs: s.DBGroup, ConflictStrategy: s.ConflictStrategy, ConflictByType: byType, Autokick: s.Autokick,
 			Onetimecopy: s.Onetimecopy, Schedule: s.Schedule, Status: string(s.Status), BatchSize: s.BatchSize,
-			SingleTransaction: s.SingleTransaction}
+			SingleTransaction: s.SingleTransaction, OnError: onErrorOut(s.OnError)}
 	}
 	return f, nil
 }
@@ -277,7 +277,7 @@ func Apply(ctx context.Context, q control.Querier, cur, want *File, changes []Ch
 	for _, n := range sortedKeys(want.Tables) {
 		t := want.Tables[n]
 		qn, _ := catalog.ParseName(n)
-		id, err := control.PutRelation(ctx, q, &control.Relation{Schema: qn.Schema, Name: qn.Name, DB: t.DB, KeyCols: t.Key, KeyKind: t.KeyKind, Where: t.Where, Counters: t.Counters, MakeDelta: t.MakeDelta})
+		id, err := control.PutRelation(ctx, q, &control.Relation{Schema: qn.Schema, Name: qn.Name, DB: t.DB, KeyCols: t.Key, KeyKind: t.KeyKind, Where: t.Where, Counters: t.Counters, Detect: t.ConflictDetect, MakeDelta: t.MakeDelta})
 		if err != nil {
 			return err
 		}
@@ -328,7 +328,7 @@ func Apply(ctx context.Context, q control.Querier, cur, want *File, changes []Ch
 		s := want.Syncs[n]
 		if err := control.PutSync(ctx, q, &control.Sync{Name: n, Herd: s.Herd, DBGroup: s.DBs, ConflictStrategy: s.ConflictStrategy, ConflictByType: s.ConflictByType,
 			Autokick: s.Autokick, Onetimecopy: s.Onetimecopy, Schedule: s.Schedule, Status: control.Status(s.Status), BatchSize: s.BatchSize,
-			SingleTransaction: s.SingleTransaction}, has("add", "sync", n)); err != nil {
+			SingleTransaction: s.SingleTransaction, OnError: s.OnError}, has("add", "sync", n)); err != nil {
 			return err
 		}
 	}
@@ -408,4 +408,21 @@ func parseOnOff(v string) (bool, error) {
 		return false, nil
 	}
 	return false, fmt.Errorf("%q is not on or off", v)
+}
+
+// onErrorOut is a sync's on_error as an export writes it: left out when it is the default.
+func onErrorOut(v string) string {
+	if v == control.OnErrorStop {
+		return ""
+	}
+	return v
+}
+
+// detectOut is a table's conflict_detect as an export writes it: left out when it is the
+// default.
+func detectOut(v string) string {
+	if v == control.DetectRows {
+		return ""
+	}
+	return v
 }

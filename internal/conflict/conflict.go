@@ -8,6 +8,7 @@ package conflict
 import (
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 )
@@ -19,18 +20,29 @@ const (
 	Abort  = "abort"  // the run fails, nothing is applied
 	Skip   = "skip"   // the row is left alone everywhere and reported
 	List   = "list"   // an ordered list of db names: the first that changed the row wins
+	// Function: an SQL function in the control database builds the row from every
+	// version (conflict_strategy=function:schema.fn).
+	Function = "function"
 )
+
+// FunctionPrefix starts a Function strategy's text.
+const FunctionPrefix = "function:"
 
 // Strategy is a parsed conflict_strategy.
 type Strategy struct {
 	Kind  string
 	Order []string // for List: db names; for Source: the dbgroup's sources in order
+	// Func is a Function strategy's function, schema-qualified as written (schema.fn).
+	Func string
 }
 
 // String renders the strategy as users write it.
 func (s Strategy) String() string {
-	if s.Kind == List {
+	switch s.Kind {
+	case List:
 		return strings.Join(s.Order, " ")
+	case Function:
+		return FunctionPrefix + s.Func
 	}
 	return s.Kind
 }
@@ -57,6 +69,13 @@ func Normalize(v string) string {
 // Parse checks a conflict_strategy against the sync's dbs (in dbgroup order) and sources.
 func Parse(v string, dbs, sources []string) (Strategy, error) {
 	n := Normalize(v)
+	if len(n) >= len(FunctionPrefix) && strings.EqualFold(n[:len(FunctionPrefix)], FunctionPrefix) {
+		name := strings.TrimSpace(n[len(FunctionPrefix):])
+		if !funcName.MatchString(name) {
+			return Strategy{}, fmt.Errorf("%w %q: function: takes a schema-qualified SQL function name of letters, digits and _, such as function:public.pick_row", ErrInvalid, v)
+		}
+		return Strategy{Kind: Function, Func: name}, nil
+	}
 	switch n {
 	case Latest, Abort, Skip:
 		return Strategy{Kind: n}, nil
@@ -78,6 +97,10 @@ func Parse(v string, dbs, sources []string) (Strategy, error) {
 	return Strategy{Kind: List, Order: names}, nil
 }
 
+// funcName is the form of a Function strategy's name: schema.function, plain identifiers
+// (PostgreSQL folds them to lower case; quoting is not needed, so not accepted).
+var funcName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_$]*\.[A-Za-z_][A-Za-z0-9_$]*$`)
+
 // Change is one source's change of a row: the source and the time of its latest change
 // (microseconds since the epoch).
 type Change struct {
@@ -91,7 +114,15 @@ type Change struct {
 // entries). Every strategy of today decides a whole row, one source's version (see
 // Winner), or none (Skip, Abort: the zero Decision).
 func (s Strategy) Decide(changes []Change) Decision {
-	return Decision{Winner: s.winner(changes)}
+	d := Decision{Winner: s.winner(changes)}
+	if s.Kind == Function {
+		// The latest version is the base; the function's columns replace its own.
+		d.Func = s.Func
+		for _, c := range changes {
+			d.From = append(d.From, c.DB)
+		}
+	}
+	return d
 }
 
 // Winner returns the source whose version of the row wins, or "" when the strategy

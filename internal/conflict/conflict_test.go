@@ -149,3 +149,24 @@ func TestWinner(t *testing.T) {
 		}
 	}
 }
+
+func TestParseFunction(t *testing.T) {
+	dbs := []string{"a", "b"}
+	st, err := conflict.Parse("function:public.pick_row", dbs, dbs)
+	if err != nil || st.Kind != conflict.Function || st.Func != "public.pick_row" || st.String() != "function:public.pick_row" {
+		t.Fatalf("Parse: %+v, %v", st, err)
+	}
+	d := st.Decide([]conflict.Change{{DB: "a", At: 2}, {DB: "b", At: 1}})
+	if d.Winner != "a" || d.Func != "public.pick_row" || d.Whole() || strings.Join(d.Sources(), ",") != "a,b" {
+		t.Fatalf("Decide: %+v (sources %v)", d, d.Sources())
+	}
+	for _, bad := range []string{"function:", "function:pick", "function:a.b.c", `function:"x".y`, "function:a.b;drop"} {
+		if _, err := conflict.Parse(bad, dbs, dbs); err == nil || !strings.Contains(err.Error(), "schema-qualified") {
+			t.Errorf("Parse(%q): %v", bad, err)
+		}
+	}
+	ss, err := conflict.ParseAll("function:s.f", map[string]string{conflict.TypeUpdateDelete: "function:s.g", conflict.TypeInsertExists: "function:s.f"}, dbs, dbs)
+	if err != nil || strings.Join(ss.Functions(), ",") != "s.f,s.g" {
+		t.Fatalf("Functions: %v, %v", ss.Functions(), err)
+	}
+}

@@ -35,6 +35,13 @@ type Decision struct {
 	// value of it: the deltas the other sources made (a NULL value counts as 0); nil when
 	// none. A column in Add is not in Columns or Values.
 	Add map[string]string
+	// Func names the SQL function (schema.fn) that builds the row from the versions of
+	// every db in From (a Function strategy): the job calls it and puts what it returns
+	// in Values; "" otherwise.
+	Func string
+	// From lists the dbs whose versions a Func decision needs (every source that changed
+	// the row).
+	From []string
 }
 
 // None reports whether the decision applies no row (Skip, Abort).
@@ -43,7 +50,7 @@ func (d Decision) None() bool { return d.Winner == "" }
 // Whole reports whether the decision is the winner's version of the row unchanged,
 // so a caller can copy that version without building the row.
 func (d Decision) Whole() bool {
-	return d.Winner != "" && len(d.Columns) == 0 && len(d.Values) == 0 && len(d.Add) == 0
+	return d.Winner != "" && len(d.Columns) == 0 && len(d.Values) == 0 && len(d.Add) == 0 && d.Func == ""
 }
 
 // Sources returns the dbs whose versions Build needs: the winner and the dbs named in
@@ -54,6 +61,9 @@ func (d Decision) Sources() []string {
 	}
 	set := map[string]bool{d.Winner: true}
 	for _, db := range d.Columns {
+		set[db] = true
+	}
+	for _, db := range d.From {
 		set[db] = true
 	}
 	return slices.Sorted(maps.Keys(set))

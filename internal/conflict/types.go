@@ -2,6 +2,7 @@ package conflict
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 )
@@ -115,4 +116,17 @@ func (ss Strategies) Aborts() bool {
 		}
 	}
 	return false
+}
+
+// Functions returns the SQL functions the strategies name (Function strategies), sorted,
+// each once.
+func (ss Strategies) Functions() []string {
+	var fns []string
+	for _, st := range append([]Strategy{ss.Default}, slices.Collect(maps.Values(ss.ByType))...) {
+		if st.Kind == Function && !slices.Contains(fns, st.Func) {
+			fns = append(fns, st.Func)
+		}
+	}
+	slices.Sort(fns)
+	return fns
 }

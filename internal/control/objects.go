@@ -45,6 +45,9 @@ type Relation struct {
 	// MakeDelta (makedelta=on): rows ibex applies to this table, on any db, are captured
 	// for the other syncs that db is a source of (see DB.MakeDelta).
 	MakeDelta bool
+	// Detect is conflict_detect: DetectRows (the default: a row changed on several sources
+	// is a conflict) or DetectColumns (only a column changed on several is).
+	Detect string
 }
 
 // QualName is schema.table as users type it.
@@ -85,6 +88,9 @@ type Sync struct {
 	// SingleTransaction makes a run write each receiver in one transaction however large
 	// the backlog; otherwise a run commits every BatchSize changed keys.
 	SingleTransaction bool
+	// OnError is what a run does with a row a receiver refuses (a constraint, a trigger, a
+	// type): OnErrorStop (the batch fails) or OnErrorSkip (the row is parked).
+	OnError string
 }
 
 // Querier is satisfied by *pgxpool.Pool, *pgx.Conn and pgx.Tx.
@@ -214,7 +220,7 @@ func RemoveDB(ctx context.Context, q Querier, name string) error {
 func Relations(ctx context.Context, q Querier) ([]Relation, error) {
 	rows, err := q.Query(ctx, `
 SELECT r.id, r.schemaname, r.tablename, coalesce(r.db, ''), r.keycols, r.keykind,
-       coalesce((SELECT array_agg(m.herd ORDER BY m.herd) FROM ibex.herdmap m WHERE m.relation = r.id), '{}'), r.row_filter, r.counters, r.makedelta
+       coalesce((SELECT array_agg(m.herd ORDER BY m.herd) FROM ibex.herdmap m WHERE m.relation = r.id), '{}'), r.row_filter, r.counters, r.conflict_detect, r.makedelta
 FROM ibex.relation r ORDER BY r.schemaname, r.tablename`)
 	if err != nil {
 		return nil, err
@@ -224,7 +230,10 @@ FROM ibex.relation r ORDER BY r.schemaname, r.tablename`)
 
 func scanRelation(r pgx.CollectableRow) (Relation, error) {
 	var x Relation
-	err := r.Scan(&x.ID, &x.Schema, &x.Name, &x.DB, &x.KeyCols, &x.KeyKind, &x.Herds, &x.Where, &x.Counters, &x.MakeDelta)
+	err := r.Scan(&x.ID, &x.Schema, &x.Name, &x.DB, &x.KeyCols, &x.KeyKind, &x.Herds, &x.Where, &x.Counters, &x.Detect, &x.MakeDelta)
+	if len(x.Counters) == 0 {
+		x.Counters = nil // none: the same as a Relation built without counters
+	}
 	return x, err
 }
 
@@ -232,7 +241,7 @@ func scanRelation(r pgx.CollectableRow) (Relation, error) {
 func GetRelation(ctx context.Context, q Querier, schema, name string) (*Relation, error) {
 	rows, err := q.Query(ctx, `
 SELECT r.id, r.schemaname, r.tablename, coalesce(r.db, ''), r.keycols, r.keykind,
-       coalesce((SELECT array_agg(m.herd ORDER BY m.herd) FROM ibex.herdmap m WHERE m.relation = r.id), '{}'), r.row_filter, r.counters, r.makedelta
+       coalesce((SELECT array_agg(m.herd ORDER BY m.herd) FROM ibex.herdmap m WHERE m.relation = r.id), '{}'), r.row_filter, r.counters, r.conflict_detect, r.makedelta
 FROM ibex.relation r WHERE r.schemaname = $1 AND r.tablename = $2`, schema, name)
 	if err != nil {
 		return nil, err
@@ -258,11 +267,16 @@ func PutRelation(ctx context.Context, q Querier, r *Relation) (int64, error) {
 	if counters == nil {
 		counters = []string{}
 	}
+	detect := r.Detect
+	if detect == "" {
+		detect = DetectRows
+	}
 	var id int64
 	err := q.QueryRow(ctx, `
-INSERT INTO ibex.relation (schemaname, tablename, db, keycols, keykind, row_filter, counters, makedelta) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-ON CONFLICT (schemaname, tablename) DO UPDATE SET db = excluded.db, keycols = excluded.keycols, keykind = excluded.keykind, row_filter = excluded.row_filter, counters = excluded.counters, makedelta = excluded.makedelta
-RETURNING id`, r.Schema, r.Name, db, keys, r.KeyKind, r.Where, counters, r.MakeDelta).Scan(&id)
+INSERT INTO ibex.relation (schemaname, tablename, db, keycols, keykind, row_filter, counters, conflict_detect, makedelta) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+ON CONFLICT (schemaname, tablename) DO UPDATE SET db = excluded.db, keycols = excluded.keycols, keykind = excluded.keykind, row_filter = excluded.row_filter, counters = excluded.counters,
+  conflict_detect = excluded.conflict_detect, makedelta = excluded.makedelta
+RETURNING id`, r.Schema, r.Name, db, keys, r.KeyKind, r.Where, counters, detect, r.MakeDelta).Scan(&id)
 	return id, translate(err, "table", r.QualName())
 }
 
@@ -455,11 +469,11 @@ func RemoveDBGroup(ctx context.Context, q Querier, name string) error {
 
 // ---- syncs
 
-const syncCols = `name, herd, dbgroup, conflict_strategy, autokick, onetimecopy, schedule, status, batch_size, single_transaction, conflict_by_type`
+const syncCols = `name, herd, dbgroup, conflict_strategy, autokick, onetimecopy, schedule, status, batch_size, single_transaction, conflict_by_type, on_error`
 
 func scanSync(r pgx.CollectableRow) (Sync, error) {
 	var s Sync
-	err := r.Scan(&s.ID, &s.Name, &s.Herd, &s.DBGroup, &s.ConflictStrategy, &s.Autokick, &s.Onetimecopy, &s.Schedule, &s.Status, &s.BatchSize, &s.SingleTransaction, &s.ConflictByType)
+	err := r.Scan(&s.ID, &s.Name, &s.Herd, &s.DBGroup, &s.ConflictStrategy, &s.Autokick, &s.Onetimecopy, &s.Schedule, &s.Status, &s.BatchSize, &s.SingleTransaction, &s.ConflictByType, &s.OnError)
 	return s, err
 }
 
@@ -491,10 +505,14 @@ func PutSync(ctx context.Context, q Querier, s *Sync, create bool) error {
 	if byType == nil {
 		byType = map[string]string{}
 	}
-	args := []any{s.Name, s.Herd, s.DBGroup, s.ConflictStrategy, s.Autokick, s.Onetimecopy, s.Schedule, s.Status, s.BatchSize, s.SingleTransaction, byType}
+	onError := s.OnError
+	if onError == "" {
+		onError = OnErrorStop
+	}
+	args := []any{s.Name, s.Herd, s.DBGroup, s.ConflictStrategy, s.Autokick, s.Onetimecopy, s.Schedule, s.Status, s.BatchSize, s.SingleTransaction, byType, onError}
 	var err error
 	if create {
-		err = q.QueryRow(ctx, `INSERT INTO ibex.sync (`+syncCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id`, args...).Scan(&s.ID)
+		err = q.QueryRow(ctx, `INSERT INTO ibex.sync (`+syncCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id`, args...).Scan(&s.ID)
 		if err == nil {
 			// A new sync takes its herd as it is: its onetimecopy says whether to copy.
 			_, err = q.Exec(ctx, `INSERT INTO ibex.synctable (sync, relation) SELECT $1, relation FROM ibex.herdmap WHERE herd = $2`, s.Name, s.Herd)
@@ -502,7 +520,7 @@ func PutSync(ctx context.Context, q Querier, s *Sync, create bool) error {
 	} else {
 		var tag pgconn.CommandTag
 		tag, err = q.Exec(ctx, `UPDATE ibex.sync SET herd = $2, dbgroup = $3, conflict_strategy = $4, autokick = $5,
-onetimecopy = $6, schedule = $7, status = $8, batch_size = $9, single_transaction = $10, conflict_by_type = $11 WHERE name = $1`, args...)
+onetimecopy = $6, schedule = $7, status = $8, batch_size = $9, single_transaction = $10, conflict_by_type = $11, on_error = $12 WHERE name = $1`, args...)
 		if err == nil && tag.RowsAffected() == 0 {
 			return notFound("sync", s.Name)
 		}
@@ -552,3 +570,9 @@ WHERE s.name = $1 AND r.schemaname || '.' || r.tablename = ANY ($2::text[]) ON C
 AND NOT EXISTS (SELECT 1 FROM ibex.sync s JOIN ibex.herdmap h ON h.herd = s.herd WHERE s.name = st.sync AND h.relation = st.relation)`, sync)
 	return err
 }
+
+// conflict_detect values.
+const (
+	DetectRows    = "rows"    // a row changed on several sources is a conflict (the default)
+	DetectColumns = "columns" // only a column changed on several sources is
+)

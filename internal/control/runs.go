@@ -179,3 +179,61 @@ func ConflictCounts(ctx context.Context, q Querier, sync string) (map[string]int
 	})
 	return out, err
 }
+
+// on_error values.
+const (
+	OnErrorStop = "stop" // a row a receiver refuses fails the batch (the default)
+	OnErrorSkip = "skip" // it is left out there and parked in the exception log
+)
+
+// Exception is a row a receiver refused under on_error=skip, parked in ibex.exception.
+type Exception struct {
+	ID    int64
+	Run   int64
+	Sync  string
+	Table string
+	DB    string // the receiver that refused it
+	Key   string
+	Row   string // the row refused, COPY text; "" for a delete
+	Error string
+	At    time.Time
+}
+
+// RecordExceptions logs parked rows.
+func RecordExceptions(ctx context.Context, tx pgx.Tx, es []Exception) error {
+	if len(es) == 0 {
+		return nil
+	}
+	_, err := tx.CopyFrom(ctx, pgx.Identifier{"ibex", "exception"},
+		[]string{"run", "sync", "relation", "db", "key", "row_text", "error"},
+		pgx.CopyFromSlice(len(es), func(i int) ([]any, error) {
+			e := es[i]
+			var row any
+			if e.Row != "" {
+				row = e.Row
+			}
+			return []any{e.Run, e.Sync, e.Table, e.DB, e.Key, row, e.Error}, nil
+		}))
+	return err
+}
+
+// Exceptions returns the latest parked rows of a sync, newest first.
+func Exceptions(ctx context.Context, q Querier, sync string, limit int) ([]Exception, error) {
+	rows, err := q.Query(ctx, `SELECT id, run, sync, relation, db, key, coalesce(row_text, ''), error, at
+FROM ibex.exception WHERE sync = $1 ORDER BY id DESC LIMIT $2`, sync, limit)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Exception, error) {
+		var e Exception
+		err := r.Scan(&e.ID, &e.Run, &e.Sync, &e.Table, &e.DB, &e.Key, &e.Row, &e.Error, &e.At)
+		return e, err
+	})
+}
+
+// ExceptionCount counts the parked rows of a sync.
+func ExceptionCount(ctx context.Context, q Querier, sync string) (int64, error) {
+	var n int64
+	err := q.QueryRow(ctx, `SELECT count(*) FROM ibex.exception WHERE sync = $1`, sync).Scan(&n)
+	return n, err
+}

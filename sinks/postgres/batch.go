@@ -26,18 +26,32 @@ func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) 
 		return sinks.Prepared{}, err
 	}
 	s.batch = nil
+	s.rejected = nil
 	keyCols := catalog.QuoteCols("", t.Key)
 	temps := fmt.Sprintf(`DROP TABLE IF EXISTS pg_temp.ibex_k; CREATE TEMP TABLE ibex_k ON COMMIT DROP AS SELECT %s FROM %s LIMIT 0`, keyCols, ident(t))
-	if s.src != nil || t.Partial {
-		// Rows for a source, or for a table of which a target gets some columns, arrive in
-		// a stage table (see applySource, applyPartial).
-		temps += fmt.Sprintf(`; DROP TABLE IF EXISTS pg_temp.ibex_s; CREATE TEMP TABLE ibex_s ON COMMIT DROP AS SELECT %s FROM %s LIMIT 0`, catalog.QuoteCols("", t.Cols), ident(t))
+	if s.src != nil || s.skip || t.Partial {
+		// Rows for a source, for a target under on_error=skip, or for a table of which a
+		// target gets some columns, arrive in a stage table (see applySource,
+		// applySkipping, applyPartial).
+		stage := catalog.QuoteCols("", t.Cols)
+		if s.skip {
+			var err error
+			if stage, err = s.looseColumns(ctx, t); err != nil {
+				return sinks.Prepared{}, s.errf(t, "preparing a batch of", err)
+			}
+		}
+		temps += fmt.Sprintf(`; DROP TABLE IF EXISTS pg_temp.ibex_s; CREATE TEMP TABLE ibex_s ON COMMIT DROP AS SELECT %s FROM %s LIMIT 0`, stage, ident(t))
 	}
 	if _, err := dbconn.ExecAll(ctx, s.conn, temps); err != nil {
 		return sinks.Prepared{}, s.errf(t, "preparing a batch of", err)
 	}
 	if err := copyKeys(ctx, s.conn, "pg_temp.ibex_k", keyCols, keys); err != nil {
 		return sinks.Prepared{}, s.errf(t, "loading the keys of", err)
+	}
+	if s.src == nil && s.skip {
+		// A target under on_error=skip: rows are staged and applied by applySkipping.
+		s.batch = &batch{t: t, staged: true}
+		return sinks.Prepared{}, nil
 	}
 	if s.src == nil && t.Partial {
 		s.batch = &batch{t: t, partial: true}
@@ -119,7 +133,11 @@ func (s *Sink) FinishBatch(ctx context.Context, t *sinks.Table) (sinks.Counts, e
 		return sinks.Counts{Written: written, Deleted: deleted}, nil
 	}
 	if b.staged {
-		written, deleted, err := s.applySource(ctx, t)
+		apply := s.applySource
+		if s.skip {
+			apply = s.applySkipping
+		}
+		written, deleted, err := apply(ctx, t)
 		if err != nil {
 			return sinks.Counts{}, s.errf(t, "applying", err)
 		}

@@ -60,8 +60,13 @@ func (s *Sink) addSkipped(ctx context.Context, t *sinks.Table, cols []string) (i
 		q := pgx.Identifier{c}.Sanitize()
 		sets[i] = fmt.Sprintf(`%s = coalesce(t.%s, 0) + c.%s`, q, q, deltaName(i))
 	}
-	tag, err := execIndexed(ctx, s.conn, fmt.Sprintf(`UPDATE %s t SET %s FROM pg_temp.ibex_c c WHERE %s AND NOT EXISTS (SELECT 1 FROM pg_temp.ibex_k k WHERE %s)`,
-		ident(t), strings.Join(sets, ", "), catalog.KeyJoin("t", "c", t.Key), catalog.KeyJoin("k", "c", t.Key)))
+	// The keys the batch applied leave first (any join: ibex_c and ibex_k have no index),
+	// then the rest probe the table's key index.
+	if _, err := s.conn.Exec(ctx, fmt.Sprintf(`DELETE FROM pg_temp.ibex_c c USING pg_temp.ibex_k k WHERE %s`, catalog.KeyJoin("k", "c", t.Key))); err != nil {
+		return 0, fmt.Errorf("adding counter deltas to the rows left out: %w", err)
+	}
+	tag, err := execIndexed(ctx, s.conn, fmt.Sprintf(`UPDATE %s t SET %s FROM pg_temp.ibex_c c WHERE %s`,
+		ident(t), strings.Join(sets, ", "), catalog.KeyJoin("t", "c", t.Key)))
 	if err != nil {
 		return 0, fmt.Errorf("adding counter deltas to the rows left out: %w", err)
 	}

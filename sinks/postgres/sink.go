@@ -53,6 +53,10 @@ type Sink struct {
 	src   *Source // nil: target mode
 	tx    bool    // the unit's transaction is open
 	batch *batch  // the batch under way, if any
+	// skip: on_error=skip (SkipRejected): batches are staged, and rows the database
+	// refuses are left out (rejected) instead of failing the batch.
+	skip     bool
+	rejected []sinks.Rejected
 }
 
 // batch is the state of the batch (or whole-table copy) under way.
