@@ -74,6 +74,7 @@ func TestFarm(t *testing.T) {
 		{"ConflictFunction", testConflictFunction},
 		{"OnErrorSkip", testOnErrorSkip},
 		{"ColumnMerge", testColumnMerge},
+		{"Orphans", testOrphans},
 	} {
 		t.Run(ft.name, func(t *testing.T) {
 			t.Parallel()

@@ -22,7 +22,10 @@ func (r *runner) runDelta(ctx context.Context) error {
 			return err
 		}
 	}
-	return r.applyTables(ctx)
+	if err := r.applyTables(ctx); err != nil {
+		return err
+	}
+	return r.deleteOrphans(ctx)
 }
 
 // takeSnapshots records each live source's snapshot (once per run): the changes a run

@@ -45,7 +45,7 @@ func (a *app) addCmd() *cobra.Command {
        (PostgreSQL targets get the key and these columns, computed on the sender; their other columns are left alone)
   ibex add sync foobar herd=therd dbs=tgroup [conflict_strategy=latest|source|abort|skip|"t2 t1"]
        [autokick=false] [onetimecopy=0|1|2] [schedule=30s|"*/5 * * * *"] [status=active] [batch_size=N]
-       [single_transaction=off] [on_error=stop|skip]
+       [single_transaction=off] [on_error=stop|skip] [on_orphan=delete|keep]
 
 add db tests the connection first (--force skips that). A password is never stored: give
 pass=env:VAR or pass=file:PATH, or use PGPASSWORD or ~/.pgpass. add table reads each
@@ -823,12 +823,17 @@ func applySyncOptions(s *control.Sync, p *kv) error {
 				return usageErr("sync %s: on_error must be stop or skip, not %q", s.Name, v)
 			}
 			s.OnError = v
+		case "on_orphan":
+			if v != control.OnOrphanDelete && v != control.OnOrphanKeep {
+				return usageErr("sync %s: on_orphan must be delete or keep, not %q", s.Name, v)
+			}
+			s.OnOrphan = v
 		case "herd", "relgroup", "dbs", "dbgroup", "tables":
 			continue
 		default:
 			typ, ok := strings.CutPrefix(k, "on_")
 			if !ok || conflict.CheckType(typ) != nil {
-				return usageErr("sync %s: unknown option %q (use herd, tables, dbs, conflict_strategy, on_%s, on_error, autokick, onetimecopy, schedule, status, batch_size, single_transaction)",
+				return usageErr("sync %s: unknown option %q (use herd, tables, dbs, conflict_strategy, on_%s, on_error, on_orphan, autokick, onetimecopy, schedule, status, batch_size, single_transaction)",
 					s.Name, k, strings.Join(conflict.Types, ", on_"))
 			}
 			// A strategy for one conflict type; "default" goes back to conflict_strategy.

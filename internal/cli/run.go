@@ -275,14 +275,15 @@ type syncStatus struct {
 	ConflictTypes map[string]int64 `json:"conflict_types"`
 	// OnError is the sync's on_error; Parked counts the rows its receivers refused under
 	// on_error=skip (ibex conflicts SYNC --errors lists them).
-	OnError string `json:"on_error"`
-	Parked  int64  `json:"parked_rows"`
+	OnError  string `json:"on_error"`
+	OnOrphan string `json:"on_orphan"`
+	Parked   int64  `json:"parked_rows"`
 }
 
 func (a *app) loadStatus(ctx context.Context, store *control.Store, s control.Sync) (*syncStatus, error) {
 	q := store.Q()
 	st := &syncStatus{Name: s.Name, Status: s.Status, Herd: s.Herd, DBGroup: s.DBGroup, Conflict: s.ConflictStrategy, ConflictByType: s.ConflictByType,
-		Schedule: s.Schedule, Autokick: s.Autokick, Onetime: s.Onetimecopy, OnError: s.OnError}
+		Schedule: s.Schedule, Autokick: s.Autokick, Onetime: s.Onetimecopy, OnError: s.OnError, OnOrphan: s.OnOrphan}
 	var err error
 	if st.ConflictTypes, err = control.ConflictCounts(ctx, q, s.Name); err != nil {
 		return nil, err
@@ -541,7 +542,7 @@ func (a *app) statusDetail(st *syncStatus) {
 	field("Conflict strategy", strategy)
 	if len(st.ConflictTypes) > 0 {
 		var parts []string
-		for _, typ := range append(slices.Clone(conflict.Types), "") {
+		for _, typ := range append(slices.Clone(conflict.Types), conflict.TypeOrphan, "") {
 			if n := st.ConflictTypes[typ]; n > 0 {
 				if typ == "" {
 					typ = "untyped (logged before 2.3)"
@@ -556,6 +557,7 @@ func (a *app) statusDetail(st *syncStatus) {
 		onError += fmt.Sprintf(" (%d rows parked: ibex conflicts %s --errors)", st.Parked, st.Name)
 	}
 	field("On error", onError)
+	field("On orphan", st.OnOrphan)
 	sched := st.Schedule
 	if sched == "" {
 		sched = "None (kick only)"

@@ -158,6 +158,8 @@ type Sync struct {
 	SingleTransaction bool `yaml:"single_transaction,omitempty"`
 	// OnError: stop (default) or skip (rows a receiver refuses are parked).
 	OnError string `yaml:"on_error,omitempty"`
+	// OnOrphan: delete (default) or keep.
+	OnOrphan string `yaml:"on_orphan,omitempty"`
 }
 
 // Parse reads a configuration strictly and checks that its objects refer to each other
@@ -377,6 +379,9 @@ func (f *File) check() error {
 		}
 		if s.Status != "" && !control.Status(s.Status).Valid() {
 			return fmt.Errorf("sync %s: status must be active or inactive", n)
+		}
+		if s.OnOrphan != "" && s.OnOrphan != control.OnOrphanDelete && s.OnOrphan != control.OnOrphanKeep {
+			return fmt.Errorf("sync %s: on_orphan must be delete or keep, not %q", n, s.OnOrphan)
 		}
 		if s.OnError != "" && s.OnError != control.OnErrorStop && s.OnError != control.OnErrorSkip {
 			return fmt.Errorf("sync %s: on_error must be stop or skip, not %q", n, s.OnError)

@@ -132,7 +132,7 @@ func Export(ctx context.Context, q control.Querier) (*File, error) {
 		}
 		f.Syncs[s.Name] = Sync{Herd: s.Herd, DBs: s.DBGroup, ConflictStrategy: s.ConflictStrategy, ConflictByType: byType, Autokick: s.Autokick,
 			Onetimecopy: s.Onetimecopy, Schedule: s.Schedule, Status: string(s.Status), BatchSize: s.BatchSize,
-			SingleTransaction: s.SingleTransaction, OnError: onErrorOut(s.OnError)}
+			SingleTransaction: s.SingleTransaction, OnError: onErrorOut(s.OnError), OnOrphan: onOrphanOut(s.OnOrphan)}
 	}
 	return f, nil
 }
@@ -328,7 +328,7 @@ func Apply(ctx context.Context, q control.Querier, cur, want *File, changes []Ch
 		s := want.Syncs[n]
 		if err := control.PutSync(ctx, q, &control.Sync{Name: n, Herd: s.Herd, DBGroup: s.DBs, ConflictStrategy: s.ConflictStrategy, ConflictByType: s.ConflictByType,
 			Autokick: s.Autokick, Onetimecopy: s.Onetimecopy, Schedule: s.Schedule, Status: control.Status(s.Status), BatchSize: s.BatchSize,
-			SingleTransaction: s.SingleTransaction, OnError: s.OnError}, has("add", "sync", n)); err != nil {
+			SingleTransaction: s.SingleTransaction, OnError: s.OnError, OnOrphan: s.OnOrphan}, has("add", "sync", n)); err != nil {
 			return err
 		}
 	}
@@ -422,6 +422,14 @@ func onErrorOut(v string) string {
 // default.
 func detectOut(v string) string {
 	if v == control.DetectRows {
+		return ""
+	}
+	return v
+}
+
+// onOrphanOut is a sync's on_orphan as an export writes it: left out when it is the default.
+func onOrphanOut(v string) string {
+	if v == control.OnOrphanDelete {
 		return ""
 	}
 	return v

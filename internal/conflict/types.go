@@ -33,6 +33,10 @@ const (
 	TypeDeleteDelete = "delete_delete"
 )
 
+// TypeOrphan: a child row whose parent row (a foreign key between two tables of the sync)
+// another source deleted; resolved by the sync's on_orphan, not by a strategy.
+const TypeOrphan = "orphan"
+
 // Types lists the conflict types, in the order reports show them.
 var Types = []string{TypeInsertExists, TypeUpdateUpdate, TypeUpdateDelete, TypeDeleteDelete}
 

@@ -87,17 +87,20 @@ func Runs(ctx context.Context, q Querier, sync string, limit int) ([]Run, error)
 
 // Conflict is one row of the conflict log.
 type Conflict struct {
-	ID         int64     `json:"id"`
-	Run        int64     `json:"run"`
-	Sync       string    `json:"sync"`
-	Table      string    `json:"table"`
-	Key        string    `json:"key"`
-	Type       string    `json:"type"` // insert_exists, update_update, update_delete, delete_delete (conflict.Types)
-	DBs        []string  `json:"dbs"`
-	Winner     string    `json:"winner,omitempty"`
-	Strategy   string    `json:"strategy"`
-	Resolution string    `json:"resolution"`
-	At         time.Time `json:"at"`
+	ID         int64    `json:"id"`
+	Run        int64    `json:"run"`
+	Sync       string   `json:"sync"`
+	Table      string   `json:"table"`
+	Key        string   `json:"key"`
+	Type       string   `json:"type"` // insert_exists, update_update, update_delete, delete_delete (conflict.Types)
+	DBs        []string `json:"dbs"`
+	Winner     string   `json:"winner,omitempty"`
+	Strategy   string   `json:"strategy"`
+	Resolution string   `json:"resolution"`
+	// Row is the full row of the version that lost, COPY text, where the conflict removed
+	// it (an orphan deleted); "" otherwise.
+	Row string    `json:"row,omitempty"`
+	At  time.Time `json:"at"`
 }
 
 // RecordConflicts appends conflicts to the log with COPY.
@@ -106,28 +109,32 @@ func RecordConflicts(ctx context.Context, tx pgx.Tx, cs []Conflict) error {
 		return nil
 	}
 	_, err := tx.CopyFrom(ctx, pgx.Identifier{"ibex", "conflict"},
-		[]string{"run", "sync", "relation", "key", "type", "dbs", "winner", "strategy", "resolution"},
+		[]string{"run", "sync", "relation", "key", "type", "dbs", "winner", "strategy", "resolution", "row_text"},
 		pgx.CopyFromSlice(len(cs), func(i int) ([]any, error) {
 			c := cs[i]
 			var w any
 			if c.Winner != "" {
 				w = c.Winner
 			}
-			return []any{c.Run, c.Sync, c.Table, c.Key, c.Type, c.DBs, w, c.Strategy, c.Resolution}, nil
+			var row any
+			if c.Row != "" {
+				row = c.Row
+			}
+			return []any{c.Run, c.Sync, c.Table, c.Key, c.Type, c.DBs, w, c.Strategy, c.Resolution, row}, nil
 		}))
 	return err
 }
 
 // Conflicts returns the latest conflicts of a sync, newest first.
 func Conflicts(ctx context.Context, q Querier, sync string, limit int) ([]Conflict, error) {
-	rows, err := q.Query(ctx, `SELECT id, run, sync, relation, key, type, dbs, coalesce(winner, ''), strategy, resolution, at
+	rows, err := q.Query(ctx, `SELECT id, run, sync, relation, key, type, dbs, coalesce(winner, ''), strategy, resolution, coalesce(row_text, ''), at
 FROM ibex.conflict WHERE sync = $1 ORDER BY id DESC LIMIT $2`, sync, limit)
 	if err != nil {
 		return nil, err
 	}
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Conflict, error) {
 		var c Conflict
-		err := r.Scan(&c.ID, &c.Run, &c.Sync, &c.Table, &c.Key, &c.Type, &c.DBs, &c.Winner, &c.Strategy, &c.Resolution, &c.At)
+		err := r.Scan(&c.ID, &c.Run, &c.Sync, &c.Table, &c.Key, &c.Type, &c.DBs, &c.Winner, &c.Strategy, &c.Resolution, &c.Row, &c.At)
 		return c, err
 	})
 }
@@ -184,6 +191,12 @@ func ConflictCounts(ctx context.Context, q Querier, sync string) (map[string]int
 const (
 	OnErrorStop = "stop" // a row a receiver refuses fails the batch (the default)
 	OnErrorSkip = "skip" // it is left out there and parked in the exception log
+)
+
+// on_orphan values.
+const (
+	OnOrphanDelete = "delete" // an orphan child row is deleted everywhere (the default)
+	OnOrphanKeep   = "keep"   // orphans are left alone (no check)
 )
 
 // Exception is a row a receiver refused under on_error=skip, parked in ibex.exception.
