@@ -46,6 +46,12 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 	}
 	res.keys = len(keys)
 	res.conflicts = r.resolve(t, keys)
+	clashes, err := r.uniqueClashes(ctx, t, keys)
+	if err != nil {
+		r.rollbackAll()
+		return res, fmt.Errorf("table %s: %w", t.name, err)
+	}
+	res.conflicts = append(res.conflicts, clashes...)
 
 	// Receivers and what each gets from each winner (or, for a built row, from each db
 	// whose version it is built from).

@@ -25,6 +25,9 @@ import (
 // senders is the members that send the key's row: its winner, or for a built row every
 // db it is built from.
 func (ks *keyState) senders() uint64 {
+	if ks.dropRow {
+		return 0 // deleted everywhere (a unique clash's losing row)
+	}
 	if ks.built {
 		return ks.from
 	}

@@ -75,6 +75,7 @@ func TestFarm(t *testing.T) {
 		{"OnErrorSkip", testOnErrorSkip},
 		{"ColumnMerge", testColumnMerge},
 		{"Orphans", testOrphans},
+		{"UniqueClash", testUniqueClash},
 	} {
 		t.Run(ft.name, func(t *testing.T) {
 			t.Parallel()

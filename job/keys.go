@@ -25,8 +25,11 @@ type keyState struct {
 	// built is set when the row receivers get is built from several versions (a conflict
 	// decision that is not a whole row, see build.go): the members in from send their
 	// version, and every receiver in recv, the winner too, gets the built row.
-	built    bool
-	from     uint64
+	built bool
+	from  uint64
+	// dropRow: the key's row is deleted on every receiver in recv, its own source too
+	// (a unique clash's losing row): no db sends it.
+	dropRow  bool
 	decision conflict.Decision
 	// sums are, on a table with counters, each changer's sums of deltas (by source member
 	// index; see keyPart.sums).

@@ -4,9 +4,11 @@ package catalog
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -41,6 +43,10 @@ type Table struct {
 	// Partitioned is set for a declaratively partitioned parent: its rows are in its
 	// partitions, so it is read and emptied without ONLY.
 	Partitioned bool
+	// Uniques are the column lists of the table's other unique indexes (valid, immediate,
+	// not partial, on plain columns), besides the key's: rows of different keys may clash
+	// on them.
+	Uniques [][]string
 }
 
 // Ident returns the quoted, schema-qualified name.
@@ -227,7 +233,15 @@ SELECT t.oid IS NOT NULL,
   coalesce((SELECT array_agg(type ORDER BY attnum) FROM c), '{}'),
   coalesce((SELECT array_agg(attnotnull ORDER BY attnum) FROM c), '{}'),
   coalesce((SELECT array_agg(ident ORDER BY attnum) FROM c), '{}'),
-  k.indisprimary, k.cols, coalesce((SELECT relkind = 'p' FROM pg_class WHERE oid = t.oid), false)
+  k.indisprimary, k.cols, coalesce((SELECT relkind = 'p' FROM pg_class WHERE oid = t.oid), false),
+  coalesce((SELECT json_agg(u.cols ORDER BY u.indexrelid)::text FROM (
+    SELECT i.indexrelid, array_agg(a.attname::text ORDER BY k.ord) AS cols
+    FROM pg_index i
+    CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+    JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+    WHERE i.indrelid = t.oid AND i.indisunique AND i.indisvalid AND i.indimmediate
+      AND i.indpred IS NULL AND i.indexprs IS NULL AND k.ord <= i.indnkeyatts
+    GROUP BY i.indexrelid) u), '[]')
 FROM t LEFT JOIN LATERAL (
   SELECT i.indisprimary, array_agg(a.attname::text ORDER BY k.ord) AS cols
   FROM pg_index i
@@ -249,7 +263,8 @@ func scanTable(row pgx.Row, name QualName) (*Table, error) {
 	var primary *bool
 	var keyCols []string
 	var partitioned bool
-	if err := row.Scan(&found, &names, &types, &notNull, &identity, &primary, &keyCols, &partitioned); err != nil {
+	var uniques string
+	if err := row.Scan(&found, &names, &types, &notNull, &identity, &primary, &keyCols, &partitioned, &uniques); err != nil {
 		return nil, fmt.Errorf("describing table %s: %w", name, err)
 	}
 	if !found {
@@ -264,6 +279,15 @@ func scanTable(row pgx.Row, name QualName) (*Table, error) {
 		t.KeyKind = KeyUnique
 		if *primary {
 			t.KeyKind = KeyPrimary
+		}
+	}
+	var all [][]string
+	if err := json.Unmarshal([]byte(uniques), &all); err != nil {
+		return nil, fmt.Errorf("describing table %s: its unique indexes: %w", name, err)
+	}
+	for _, u := range all {
+		if !slices.Equal(u, t.KeyCols) {
+			t.Uniques = append(t.Uniques, u)
 		}
 	}
 	return t, nil

@@ -31,6 +31,10 @@ const (
 	TypeUpdateDelete = "update_delete"
 	// TypeDeleteDelete: a row deleted on several sources.
 	TypeDeleteDelete = "delete_delete"
+	// TypeUniqueClash: rows of different keys from different sources with the same values
+	// in another unique index: the strategy keeps one source's row, the others' are
+	// deleted (and logged in full).
+	TypeUniqueClash = "unique_clash"
 )
 
 // TypeOrphan: a child row whose parent row (a foreign key between two tables of the sync)
@@ -38,7 +42,7 @@ const (
 const TypeOrphan = "orphan"
 
 // Types lists the conflict types, in the order reports show them.
-var Types = []string{TypeInsertExists, TypeUpdateUpdate, TypeUpdateDelete, TypeDeleteDelete}
+var Types = []string{TypeInsertExists, TypeUpdateUpdate, TypeUpdateDelete, TypeDeleteDelete, TypeUniqueClash}
 
 // Classify names the conflict of a row changed on several sources.
 func Classify(changes []Change) string {

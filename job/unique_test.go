@@ -1,0 +1,73 @@
+package job_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/ibexrepl/ibex/internal/control"
+	"github.com/ibexrepl/ibex/job"
+)
+
+// testUniqueClash: two sources insert rows of different keys with the same value in a
+// secondary unique index. Under latest the later row stays everywhere and the other is
+// deleted everywhere, its own source too, logged in full; rows that do not clash (other
+// values, NULLs) all arrive. Under a priority list (on_unique_clash="t1 t2") t1's row stays
+// although t2's is later. Under skip both stay where they are. Later runs go on.
+func testUniqueClash(t *testing.T, f *farm) {
+	c := f.cluster(t, "uclash", 3)
+	c.onAll(`CREATE TABLE users (id int PRIMARY KEY, email text UNIQUE, name text)`)
+	c.configure([]string{"users"}, []string{"t1:source", "t2:source", "t3:target"})
+	users := func(db string) string {
+		t.Helper()
+		return strings.Join(c.strs(db, `SELECT id || ':' || coalesce(email, 'NULL') || ':' || name FROM users ORDER BY id`), " ")
+	}
+	c.on("t1", `INSERT INTO users VALUES (1, 'a@x', 't1'), (3, 'b@x', 't1'), (5, NULL, 't1')`)
+	c.on("t2", `INSERT INTO users VALUES (2, 'a@x', 't2'), (4, 'c@x', 't2'), (6, NULL, 't2')`)
+	res := c.mustRun(control.StateGood, job.Options{})
+	if res.ConflictTypes["unique_clash"] != 1 {
+		t.Errorf("unique clashes %d, want 1: %s", res.ConflictTypes["unique_clash"], res.Summary())
+	}
+	want := "2:a@x:t2 3:b@x:t1 4:c@x:t2 5:NULL:t1 6:NULL:t2"
+	for _, db := range c.names {
+		if got := users(db); got != want {
+			t.Errorf("%s: %s\nwant %s", db, got, want)
+		}
+	}
+	cs, err := control.Conflicts(context.Background(), c.store.Q(), c.sync, 10)
+	if err != nil || len(cs) != 1 {
+		t.Fatalf("conflict log: %+v, %v", cs, err)
+	}
+	if got := cs[0]; got.Type != "unique_clash" || got.Key != "id=1" || got.Winner != "t2" || got.Resolution != "deleted" ||
+		got.Row != `{"id":1,"email":"a@x","name":"t1"}` || strings.Join(got.DBs, ",") != "t1,t2" {
+		t.Errorf("logged %+v", got)
+	}
+	c.mustRun(control.StateEmpty, job.Options{})
+
+	// A priority list for this type only: t1's row stays although t2's is later.
+	c.ibex("update", "sync", c.sync, `on_unique_clash=t1 t2`)
+	c.on("t1", `INSERT INTO users VALUES (7, 'd@x', 't1')`)
+	c.on("t2", `INSERT INTO users VALUES (8, 'd@x', 't2')`)
+	c.on("t2", `UPDATE users SET name = 'renamed' WHERE id = 4`)
+	res = c.mustRun(control.StateGood, job.Options{})
+	want = "2:a@x:t2 3:b@x:t1 4:c@x:renamed 5:NULL:t1 6:NULL:t2 7:d@x:t1"
+	for _, db := range c.names {
+		if got := users(db); got != want {
+			t.Errorf("priority list: %s: %s\nwant %s", db, got, want)
+		}
+	}
+
+	// skip: both rows stay on their sources, applied nowhere; the run is good.
+	c.ibex("update", "sync", c.sync, "on_unique_clash=skip")
+	c.on("t1", `INSERT INTO users VALUES (9, 'e@x', 't1')`)
+	c.on("t2", `INSERT INTO users VALUES (10, 'e@x', 't2')`)
+	res = c.mustRun(control.StateGood, job.Options{})
+	if res.ConflictTypes["unique_clash"] != 2 {
+		t.Errorf("skip: unique clashes %d, want 2 (both rows logged): %s", res.ConflictTypes["unique_clash"], res.Summary())
+	}
+	for db, want := range map[string]string{"t1": "9", "t2": "10", "t3": ""} {
+		if got := strings.Join(c.strs(db, `SELECT id::text FROM users WHERE email = 'e@x'`), ","); got != want {
+			t.Errorf("skip: %s holds %q of the clashing rows, want %q", db, got, want)
+		}
+	}
+}
