@@ -150,8 +150,8 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 		}
 		// The keys in their order (DISTINCT also folds equal keys that print differently,
 		// which would match one row twice): the index and the table are read in order.
-		sql := fmt.Sprintf(`COPY (SELECT %s FROM %s w JOIN %s t ON %s) TO STDOUT`,
-			catalog.QuoteCols("t.", t.cols), orderedKeys("pg_temp.ibex_w", t, true), t.filtered(), catalog.KeyJoin("w", "t", t.keyCols))
+		sql := fmt.Sprintf(`COPY (SELECT %s%s FROM %s w JOIN %s t ON %s%s) TO STDOUT`,
+			catalog.QuoteCols("t.", t.cols), t.extraCols(), orderedKeys("pg_temp.ibex_w", t, true), t.filtered(), catalog.KeyJoin("w", "t", t.keyCols), t.laterals())
 		if len(t.rel.Counters) > 0 {
 			sql = t.readAsOf(w.snap)
 		}

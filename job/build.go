@@ -54,10 +54,17 @@ func (r *runner) buildRows(ctx context.Context, t *table, keys map[string]*keySt
 			continue // the winner deleted the row: deleted everywhere
 		}
 		vs := map[string][]conflict.Field{}
+		var extras []conflict.Field // the winner's customcols and filter fields (custom.go)
 		for idx, line := range byIdx {
 			f, err := conflict.DecodeCopyLine(string(line))
 			if err != nil {
 				return nil, fmt.Errorf("key %s, version of db %s: %w", keyText(t, k), r.members[idx].name, err)
+			}
+			if len(f) > len(t.cols) {
+				if idx == ks.winner {
+					extras = f[len(t.cols):]
+				}
+				f = f[:len(t.cols)]
 			}
 			vs[r.members[idx].name] = f
 		}
@@ -75,6 +82,7 @@ func (r *runner) buildRows(ctx context.Context, t *table, keys map[string]*keySt
 		if err != nil {
 			return nil, fmt.Errorf("building the row of key %s: %w", keyText(t, k), err)
 		}
+		row = append(row, extras...)
 		out = append(out, routedLine{line: []byte(conflict.EncodeCopyLine(row)), to: ks.recv})
 	}
 	for _, fn := range slices.Sorted(maps.Keys(calls)) {

@@ -170,6 +170,11 @@ func (r *runner) copyInto(ctx context.Context, src *member, dsts []*member, only
 			continue
 		}
 		sql := fmt.Sprintf(`COPY (SELECT %s FROM %s%s%s) TO STDOUT`, catalog.QuoteCols("", t.cols), t.only(src), t.ident, t.whereClause())
+		if len(t.extras) > 0 {
+			// Customcols and scoped filters: computed over each row (see custom.go).
+			sql = fmt.Sprintf(`COPY (SELECT %s%s FROM (SELECT * FROM %s%s%s) t%s) TO STDOUT`,
+				catalog.QuoteCols("t.", t.cols), t.extraCols(), t.only(src), t.ident, t.whereClause(), t.laterals())
+		}
 		out := r.fanout(ctx, t, 0, []sender{{m: src, conn: src.conn, sql: sql}}, recvs)
 		if out.senderErrs != nil {
 			r.rollbackAll()

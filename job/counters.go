@@ -133,9 +133,9 @@ func (t *table) readAsOf(snap string) string {
 			sel[i] = capture.CounterAsOf("t", "l", t.keyCols, n, c, typeOf[c])
 		}
 	}
-	return fmt.Sprintf(`COPY (SELECT %s FROM (%s) l, %s w JOIN %s t ON %s) TO STDOUT`,
-		strings.Join(sel, ", "), capture.LateDeltas(t.change, t.keyCols, t.rel.Counters, snap),
-		orderedKeys("pg_temp.ibex_w", t, true), t.filtered(), catalog.KeyJoin("w", "t", t.keyCols))
+	return fmt.Sprintf(`COPY (SELECT %s%s FROM (%s) l, %s w JOIN %s t ON %s%s) TO STDOUT`,
+		strings.Join(sel, ", "), t.extraCols(), capture.LateDeltas(t.change, t.keyCols, t.rel.Counters, snap),
+		orderedKeys("pg_temp.ibex_w", t, true), t.filtered(), catalog.KeyJoin("w", "t", t.keyCols), t.laterals())
 }
 
 // noDeltaCount counts keys of counter tables decided without deltas (changes captured

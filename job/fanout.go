@@ -22,9 +22,15 @@ type receiverPipe struct {
 	bw    *bufio.Writer
 	err   error // the receiver's COPY failed: stop writing to it
 	lines int64 // rows written to it
+	view  *view // what it gets of each row (customcols, scoped filters); nil: the row
 }
 
 func (p *receiverPipe) writeLine(line []byte) {
+	if p.view != nil {
+		if line = p.view.apply(line); line == nil {
+			return // its filter leaves the row out: the receiver deletes the key
+		}
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.err != nil {
@@ -94,7 +100,7 @@ func (r *runner) fanout(ctx context.Context, t *table, nk int, senders []sender,
 	var rwg sync.WaitGroup
 	for _, m := range recvs {
 		pr, pw := io.Pipe()
-		pipes[m.idx] = &receiverPipe{pw: pw, bw: newBufWriter(pw)}
+		pipes[m.idx] = &receiverPipe{pw: pw, bw: newBufWriter(pw), view: t.viewOf(m)}
 		rwg.Add(1)
 		go func() {
 			defer rwg.Done()

@@ -56,7 +56,7 @@ func (s *session) checkSchemas(ctx context.Context, checkCapture bool) error {
 				if st.Err != nil {
 					return fmt.Errorf("db %s: %w", m.name, st.Err)
 				}
-				if !st.Matches(ds[i]) || !st.Counts(t.rel.Counters) || !st.Detects(t.rel.Detect == control.DetectColumns) {
+				if !st.Matches(ds[i]) || !st.Counts(t.rel.Counters) || !st.Detects(t.rel.Detect == control.DetectColumns) || !st.MakesDelta(t.makeDelta(m)) {
 					return fmt.Errorf("capture of table %s is missing or outdated on db %s: run 'ibex validate %s'", t.name, m.name, s.sync.Name)
 				}
 			}
@@ -76,16 +76,22 @@ func (s *session) checkSchemas(ctx context.Context, checkCapture bool) error {
 	if err := s.checkFilters(ctx); err != nil {
 		return err
 	}
+	// The reference is a source when one is live: a target with customcols has other
+	// columns (checked against its list instead, by planExtras).
 	var ref *member
 	for _, m := range s.alive() {
-		if !m.pg() {
-			continue
-		}
-		if ref == nil {
+		if m.pg() && (ref == nil || (m.isSource() && !ref.isSource())) {
 			ref = m
+		}
+	}
+	for _, m := range s.alive() {
+		if !m.pg() || m == ref {
 			continue
 		}
-		for i := range s.tables {
+		for i, t := range s.tables {
+			if t.customReceiver(m) {
+				continue
+			}
 			if d := catalog.Compare(descs[ref.idx][i], descs[m.idx][i], ref.name, m.name); d != "" {
 				return fmt.Errorf("schema drift: %s; make the tables agree, then run the sync again", d)
 			}
@@ -125,6 +131,9 @@ func (s *session) checkSchemas(ctx context.Context, checkCapture bool) error {
 			t.sinkTables[m.idx] = &sinks.Table{Schema: on.Schema, Name: on.Name, Key: t.keyCols, Cols: t.cols,
 				Columns: d.Columns, Partitioned: partitioned[m.idx]}
 		}
+	}
+	if err := s.planExtras(ctx, descs); err != nil {
+		return err
 	}
 	return s.checkTargets(ctx)
 }

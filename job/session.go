@@ -87,6 +87,12 @@ type table struct {
 	sinkTables []*sinks.Table
 	// custom is the table a target writes instead (customname), by member index; nil: t.
 	custom []*control.CustomName
+	// cc and rf are the customcols and the scoped row filter of each receiver, by member
+	// index (nil: none); extras are the read's subqueries computing them and views what
+	// each receiver gets of a row read (see custom.go).
+	cc, rf []*control.Scoped
+	extras []*extra
+	views  []*view
 }
 
 // A row filter (where=) is an SQL condition on the table's columns, evaluated on the db
@@ -111,6 +117,10 @@ func (t *table) filtered() string {
 	}
 	return "(SELECT * FROM " + t.ident + t.whereClause() + ")"
 }
+
+// makeDelta reports whether rows ibex applies to t on db m are captured for this sync
+// too, when another sync applied them (makedelta=on on the db or on the table).
+func (t *table) makeDelta(m *member) bool { return m.db.MakeDelta || t.rel.MakeDelta }
 
 // on is the table as db m has it: its customname there, or t itself.
 func (t *table) on(m *member) catalog.QualName {
@@ -229,7 +239,10 @@ func (s *session) load(ctx context.Context, q control.Querier) error {
 	if len(s.tables) == 0 {
 		return fmt.Errorf("%w: herd %s of sync %s is empty: add tables with 'ibex add table ... herd=%s'", errNoTables, s.sync.Herd, s.sync.Name, s.sync.Herd)
 	}
-	return s.loadCustomNames(ctx, q)
+	if err := s.loadCustomNames(ctx, q); err != nil {
+		return err
+	}
+	return s.loadScoped(ctx, q)
 }
 
 // loadCustomNames gives each table, on each target, the customname that applies there. A
@@ -280,6 +293,11 @@ func (s *session) connect(ctx context.Context) {
 		// Rows ibex applies must not fire capture, user triggers or FK checks.
 		if m.replica, err = pgsink.Configure(ctx, conn); err != nil {
 			return fmt.Errorf("db %s: %w", m.name, err)
+		}
+		// What this session applies is the sync's: a makedelta trigger of another sync
+		// captures it with its origin, this sync's own does not (no echo).
+		if _, err := conn.Exec(ctx, `SELECT set_config($1, $2, false)`, capture.OriginGUC, s.sync.Name); err != nil {
+			return fmt.Errorf("db %s: setting %s: %w", m.name, capture.OriginGUC, err)
 		}
 		return nil
 	})

@@ -173,6 +173,14 @@ func testTarget(t *testing.T, f *farm, k targetKind) {
 		}
 	}
 
+	// Customcols are for PostgreSQL targets: refused here, nothing stored.
+	if code, _, errs := c.ibexCmd("add", "customcols", c.q("tt"), "SELECT id, txt", "db="+x); code == 0 || !strings.Contains(errs, "customcols are for PostgreSQL targets") {
+		t.Errorf("customcols on a %s target: exit %d, %q", k.name, code, errs)
+	}
+	if out := c.ibex("list", "customcols"); strings.Contains(out, c.qual("tt")) {
+		t.Errorf("a refused customcols was stored: %q", out)
+	}
+
 	out := c.ibex("validate", c.sync, "--create-targets")
 	if want := "Created " + x + ": " + c.qual("tt"); k.creates && !strings.Contains(out, want) {
 		t.Errorf("validate --create-targets said %q, want %q", out, want)

@@ -45,6 +45,10 @@ type Table struct {
 	// Partitioned is set when the receiver's table is a partitioned parent (PostgreSQL):
 	// its rows are in its partitions.
 	Partitioned bool
+	// Partial is set when Cols are some of the receiver's columns (customcols): a batch
+	// updates the rows it gets in place, so the columns not in Cols keep their values
+	// (PostgreSQL targets only; a whole-table copy inserts, the others taking defaults).
+	Partial bool
 }
 
 // Label is schema.name, for messages.

@@ -25,7 +25,16 @@ const (
 	TxidCol = "$txid" // the id of the transaction that made the change
 	AtCol   = "$at"   // when the change was made
 	OpCol   = "$op"   // what the change was: OpInsert, OpUpdate, OpDelete, OpTruncate (format 2)
+	// OriginCol is the sync that applied the change, when ibex applied it (a db with
+	// makedelta: the change cascades to the other syncs); NULL for the application's own
+	// changes (format 3).
+	OriginCol = "$origin"
 )
+
+// OriginGUC is the session setting a receiving session of ibex sets to the name of the
+// sync applying rows: a makedelta trigger records it (OriginCol) and does not capture a
+// change for the sync that applied it (no echo).
+const OriginGUC = "ibex.origin"
 
 // The values of OpCol.
 const (
@@ -44,6 +53,7 @@ const (
 // besides the changed row's key. The trigger inserts the key only: the default fills it.
 type column struct {
 	name, typ, def string
+	null           bool // the column may be NULL
 }
 
 // columns are the bookkeeping columns of the current format, in table order, before the
@@ -51,10 +61,14 @@ type column struct {
 // installedSQL tells them from the key columns, and the statements of changes.go read
 // them. A format migration that adds or drops one changes this list (see format.go).
 var columns = []column{
-	{TxidCol, "xid8", "pg_current_xact_id()"},
-	{AtCol, "timestamptz", "clock_timestamp()"},
-	{OpCol, `"char"`, "'" + OpRow + "'"},
+	{TxidCol, "xid8", "pg_current_xact_id()", false},
+	{AtCol, "timestamptz", "clock_timestamp()", false},
+	{OpCol, `"char"`, "'" + OpRow + "'", false},
+	{OriginCol, "text", originDefault, true},
 }
+
+// originDefault is the default of OriginCol: the applying sync, NULL outside ibex.
+const originDefault = "nullif(current_setting('" + OriginGUC + "', true), '')"
 
 // columnNames are the names of columns.
 func columnNames() []string {
@@ -158,6 +172,12 @@ type Options struct {
 	// Counters are the table's counter columns (CheckCounters): each change row also
 	// records the change's delta of each, in column DeltaCol(name).
 	Counters []string
+	// MakeDelta: rows ibex applies on this db for other syncs are captured too (their
+	// sync in OriginCol), so that they cascade to this sync's other dbs. The triggers are
+	// ENABLE ALWAYS (they fire under session_replication_role = replica); a change applied
+	// by this sync is not captured again (OriginGUC), nor an applied UPDATE that changes
+	// nothing (a change coming back around a loop of syncs ends there).
+	MakeDelta bool
 	// Columns (conflict_detect=columns): each update's change row also records which
 	// columns it changed, in column ColsCol.
 	Columns bool
@@ -242,7 +262,11 @@ func DDL(sync string, t *catalog.Table, o Options) []string {
 	}
 	var colDefs, cols, newVals, oldVals, newText, oldText, updVals []string
 	for _, c := range columns {
-		colDefs = append(colDefs, qi(c.name)+" "+c.typ+" NOT NULL DEFAULT "+c.def)
+		null := " NOT NULL"
+		if c.null {
+			null = ""
+		}
+		colDefs = append(colDefs, qi(c.name)+" "+c.typ+null+" DEFAULT "+c.def)
 	}
 	for _, k := range t.KeyCols {
 		colDefs = append(colDefs, qi(k)+" "+typeOf[k])
@@ -285,9 +309,7 @@ func DDL(sync string, t *catalog.Table, o Options) []string {
 	}
 	body := fmt.Sprintf(`
 BEGIN
-  IF current_setting('ibex.applying', true) = 'on' THEN
-    RETURN NULL;
-  END IF;
+  %s
   IF TG_OP = 'INSERT' THEN
     %s
   ELSIF TG_OP = 'UPDATE' THEN
@@ -301,7 +323,7 @@ BEGIN
     %s
   END IF;
   RETURN NULL;
-END`, ins(newVals, OpInsert), strings.Join(oldText, ", ")+",NULL", strings.Join(newText, ", ")+",NULL",
+END`, skipApplied(sync, o.MakeDelta, true), ins(newVals, OpInsert), strings.Join(oldText, ", ")+",NULL", strings.Join(newText, ", ")+",NULL",
 		ins(oldVals, OpDelete), ins(newVals, OpInsert), ins(updVals, OpUpdate), ins(oldVals, OpDelete))
 	tag := dollarTag(body)
 	tbl := t.Ident().Sanitize()
@@ -321,17 +343,34 @@ END`, ins(newVals, OpInsert), strings.Join(oldText, ", ")+",NULL", strings.Join(
 			qi(TriggerName(sync)), tbl, fn),
 		// A TRUNCATE (of this table alone, with others, or by CASCADE) is one change row
 		// with no key. The function is the sync's, told its change table by argument.
+		// Its second argument says whether the table is makedelta there.
 		fmt.Sprintf(`CREATE OR REPLACE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql AS $t$
 BEGIN
-  IF current_setting('ibex.applying', true) = 'on' THEN
+  IF current_setting('ibex.applying', true) = 'on' AND (TG_NARGS < 2 OR TG_ARGV[1] <> 'makedelta' OR coalesce(current_setting(%s, true), '') = '') THEN
+    RETURN NULL;
+  END IF;
+  IF current_setting(%s, true) = %s THEN
     RETURN NULL;
   END IF;
   EXECUTE format(%s, TG_ARGV[0]);
   RETURN NULL;
-END$t$`, truncFunc(sync), quoteLiteral(`INSERT INTO %s (`+qi(OpCol)+`) VALUES (`+quoteLiteral(OpTruncate)+`)`)),
-		fmt.Sprintf(`CREATE OR REPLACE TRIGGER %s AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION %s(%s)`,
-			qi(TruncTriggerName(sync)), tbl, truncFunc(sync), quoteLiteral(ct)),
+END$t$`, truncFunc(sync), quoteLiteral(OriginGUC), quoteLiteral(OriginGUC), quoteLiteral(sync),
+			quoteLiteral(`INSERT INTO %s (`+qi(OpCol)+`) VALUES (`+quoteLiteral(OpTruncate)+`)`)),
+		fmt.Sprintf(`CREATE OR REPLACE TRIGGER %s AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION %s(%s, %s)`,
+			qi(TruncTriggerName(sync)), tbl, truncFunc(sync), quoteLiteral(ct), quoteLiteral(makeDeltaArg(o.MakeDelta))),
 	)
+	// Makedelta: both triggers fire under session_replication_role = replica too (ibex's
+	// receiving sessions); without it, only outside it (ENABLE, the default). ALTER TABLE
+	// needs the table's owner: it runs only when the state must change, so a role that may
+	// create triggers without owning the table installs capture without makedelta.
+	for _, tg := range []string{TriggerName(sync), TruncTriggerName(sync)} {
+		enable, wrong := "ENABLE", "tgenabled = 'A'"
+		if o.MakeDelta {
+			enable, wrong = "ENABLE ALWAYS", "tgenabled <> 'A'"
+		}
+		stmts = append(stmts, fmt.Sprintf(`DO $e$ BEGIN IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = %s::regclass AND tgname = %s AND %s) THEN EXECUTE %s; END IF; END $e$`,
+			quoteLiteral(tbl), quoteLiteral(tg), wrong, quoteLiteral(fmt.Sprintf(`ALTER TABLE %s %s TRIGGER %s`, tbl, enable, qi(tg)))))
+	}
 	if o.Autokick {
 		stmts = append(stmts,
 			fmt.Sprintf(`CREATE OR REPLACE FUNCTION ibex.%s() RETURNS trigger LANGUAGE plpgsql AS $k$BEGIN PERFORM pg_notify(%s, %s); RETURN NULL; END$k$`,
@@ -344,6 +383,41 @@ END$t$`, truncFunc(sync), quoteLiteral(`INSERT INTO %s (`+qi(OpCol)+`) VALUES (`
 		stmts = append(stmts, fmt.Sprintf(`DROP TRIGGER IF EXISTS %s ON %s`, qi(KickTriggerName(sync)), tbl))
 	}
 	return stmts
+}
+
+// makeDeltaArg is the TRUNCATE trigger's second argument.
+func makeDeltaArg(on bool) string {
+	if on {
+		return "makedelta"
+	}
+	return "-"
+}
+
+// skipApplied is the start of the row trigger's body: what ibex applies is not captured
+// (session_replication_role = replica keeps the trigger from firing, or ibex.applying = on
+// when the role may not set it); with makedelta, what another sync applied is (the
+// trigger fires always), but not what this sync applied, nor an applied UPDATE that
+// changes nothing.
+func skipApplied(sync string, makeDelta bool, row bool) string {
+	if !makeDelta {
+		return `IF current_setting('ibex.applying', true) = 'on' THEN
+    RETURN NULL;
+  END IF;`
+	}
+	origin := "current_setting(" + quoteLiteral(OriginGUC) + ", true)"
+	same := ""
+	if row {
+		same = fmt.Sprintf(`
+  IF coalesce(%s, '') <> '' AND TG_OP = 'UPDATE' AND OLD IS NOT DISTINCT FROM NEW THEN
+    RETURN NULL;
+  END IF;`, origin)
+	}
+	return fmt.Sprintf(`IF current_setting('ibex.applying', true) = 'on' AND coalesce(%s, '') = '' THEN
+    RETURN NULL;
+  END IF;
+  IF %s = %s THEN
+    RETURN NULL;
+  END IF;%s`, origin, origin, quoteLiteral(sync), same)
 }
 
 // DropDDL returns the statements that remove capture of table t for sync.
@@ -417,13 +491,18 @@ type State struct {
 	cols    []string // the change table's key columns
 	format  int      // the change table's format version
 	deltas  []string // the counters whose deltas the change table records
+	always  bool     // the triggers fire always (makedelta)
 	columns bool     // the change table records the columns updates changed (ColsCol)
 	Err     error
 }
 
 func (c *State) dest() []any {
-	return []any{&c.trigger, &c.cols, &c.table, &c.format, &c.deltas, &c.columns}
+	return []any{&c.trigger, &c.cols, &c.table, &c.format, &c.deltas, &c.columns, &c.always}
 }
+
+// MakesDelta reports whether the triggers are as makedelta wants them: enabled always
+// when on, only outside replication when off.
+func (c *State) MakesDelta(on bool) bool { return c.always == on }
 
 // Detects reports whether the change table records the columns updates changed exactly
 // when columns (conflict_detect=columns) asks for it.
@@ -492,7 +571,8 @@ SELECT EXISTS (SELECT 1 FROM pg_trigger p WHERE p.tgrelid = to_regclass($1) AND 
        to_regclass($3) IS NOT NULL,
        ` + formatSQL("to_regclass($3)") + `,
        coalesce((SELECT array_agg(substr(attname::text, length($6) + 1) ORDER BY attname) FROM pg_attribute WHERE attrelid = to_regclass($3) AND attnum > 0 AND NOT attisdropped AND starts_with(attname::text, $6)), '{}'),
-       EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($3) AND attname = $7 AND NOT attisdropped)`
+       EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($3) AND attname = $7 AND NOT attisdropped),
+       coalesce((SELECT bool_and(tgenabled = 'A') FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname IN ($2, $5) AND tgparentid = 0), false)`
 
 func installedArgs(sync, schema, name string) []any {
 	return []any{pgx.Identifier{schema, name}.Sanitize(), TriggerName(sync), ChangeTable(sync, schema, name).Sanitize(), append(columnNames(), ColsCol), TruncTriggerName(sync), DeltaPrefix, ColsCol}

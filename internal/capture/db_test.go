@@ -405,7 +405,7 @@ func TestFormatMigrationKeepsRows(t *testing.T) {
 func TestDDLColumns(t *testing.T) {
 	d := &catalog.Table{Schema: "public", Name: "t", Columns: []catalog.Column{{Name: "id", Type: "integer"}, {Name: "v", Type: "text"}}, KeyCols: []string{"id"}}
 	stmts := capture.DDL("s", d, capture.Options{})
-	want := `CREATE TABLE IF NOT EXISTS "ibex"."s.public.t" ("$txid" xid8 NOT NULL DEFAULT pg_current_xact_id(), "$at" timestamptz NOT NULL DEFAULT clock_timestamp(), "$op" "char" NOT NULL DEFAULT 'r', "id" integer)`
+	want := `CREATE TABLE IF NOT EXISTS "ibex"."s.public.t" ("$txid" xid8 NOT NULL DEFAULT pg_current_xact_id(), "$at" timestamptz NOT NULL DEFAULT clock_timestamp(), "$op" "char" NOT NULL DEFAULT 'r', "$origin" text DEFAULT nullif(current_setting('ibex.origin', true), ''), "id" integer)`
 	if stmts[1] != want {
 		t.Errorf("got  %s\nwant %s", stmts[1], want)
 	}

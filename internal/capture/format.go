@@ -53,6 +53,14 @@ var migrations = []Migration{
 			return []string{fmt.Sprintf(`ALTER TABLE %s ADD COLUMN IF NOT EXISTS %s "char" NOT NULL DEFAULT %s`, ct, qi(OpCol), quoteLiteral(OpRow))}
 		},
 	},
+	// 2 -> 3: the origin column, the sync that applied a change captured under makedelta
+	// (NULL: the application's). The rows already there are the application's.
+	{
+		Summary: `adds "$origin" (the sync that applied a change, makedelta)`,
+		SQL: func(ct string, _ *catalog.Table) []string {
+			return []string{fmt.Sprintf(`ALTER TABLE %s ADD COLUMN IF NOT EXISTS %s text DEFAULT %s`, ct, qi(OriginCol), originDefault)}
+		},
+	},
 }
 
 // Format is the format version of the change tables this ibex makes and reads.

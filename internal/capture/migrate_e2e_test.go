@@ -3,6 +3,7 @@ package capture_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -172,7 +173,7 @@ END$f$`); err != nil {
 	if _, err := job.Run(ctx, store, "s", job.Options{}); err == nil || !strings.Contains(err.Error(), "run 'ibex validate s'") {
 		t.Fatalf("run before the upgrade: %v", err)
 	}
-	if out := ibex("upgrade"); !strings.Contains(out, "Migrated 1 change tables of sync s to capture format 2, their pending changes kept") {
+	if out := ibex("upgrade"); !strings.Contains(out, fmt.Sprintf("Migrated 1 change tables of sync s to capture format %d, their pending changes kept", capture.Format())) {
 		t.Errorf("validate did not report the migration:\n%s", out)
 	}
 	var op string

@@ -76,7 +76,7 @@ func TestInstallIsIdempotent(t *testing.T) {
 	for _, r := range ibextest.Rows(t, db.DSN, `SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'ibex' AND c.relkind = 'r' ORDER BY 1`) {
 		tables = append(tables, r[0])
 	}
-	wantTables := []string{"conflict", "customname", "db", "dbgroup", "dbmap", "exception", "herd", "herdmap", "herdseq", "relation", "run", "schema_version", "sequence", "sync", "synctable", "watermark"}
+	wantTables := []string{"conflict", "customcols", "customname", "db", "dbgroup", "dbmap", "exception", "herd", "herdmap", "herdseq", "relation", "rowfilter", "run", "schema_version", "sequence", "sync", "synctable", "watermark"}
 	if diff := cmp.Diff(wantTables, tables); diff != "" {
 		t.Errorf("tables of schema ibex (-want +got):\n%s", diff)
 	}
@@ -264,7 +264,7 @@ func TestHelp(t *testing.T) {
 	}
 	for _, k := range []string{"bogus", "user"} {
 		r := ibex(t, nowhere, "add", k, "x")
-		if r.Code != 2 || r.Err != `ibex: unknown object "`+k+`": use db, table, sequence, herd (relgroup), dbgroup, sync or customname`+"\n" {
+		if r.Code != 2 || r.Err != `ibex: unknown object "`+k+`": use db, table, sequence, herd (relgroup), dbgroup, sync, customname, customcols or rowfilter`+"\n" {
 			t.Errorf("add %s: %s", k, r)
 		}
 	}

@@ -42,6 +42,8 @@ func (a *app) addCmd() *cobra.Command {
   ibex add herd therd [table ...]
   ibex add dbgroup tgroup t1:source t2:source t3:target
   ibex add customname pgbench_accounts public.accounts_copy [db=t5] [sync=foobar]   (targets write the rows there)
+  ibex add customcols pgbench_accounts "SELECT aid, bid, abalance * 100 AS cents" [db=t5] [sync=foobar]
+       (PostgreSQL targets get the key and these columns, computed on the sender; their other columns are left alone)
   ibex add sync foobar herd=therd dbs=tgroup [conflict_strategy=latest|source|abort|skip|"t2 t1"]
        [autokick=false] [onetimecopy=0|1|2] [schedule=30s|"*/5 * * * *"] [status=active] [batch_size=N] [compare_every=1h]
        [single_transaction=off] [on_error=stop|skip] [on_orphan=delete|keep]
@@ -91,6 +93,10 @@ func (a *app) updateCmd() *cobra.Command {
   ibex update db t1 host=db1.example.com sslmode=verify-full   (key= removes a key)
   ibex update table public.t db=t2 [herd=h2]      (re-reads the key; herd= adds to a herd)
   ibex update table pgbench_accounts counters=abalance  (changes to abalance add up across sources; counters= clears)
+  ibex update table pgbench_accounts where="bid = 1"   (only matching rows move; where= clears)
+  ibex update table pgbench_accounts where="bid = 2" db=t5 [sync=foobar]   (a filter for one target, or a sync's targets)
+  ibex update table pgbench_accounts makedelta=on     (rows other syncs apply are captured: cascades)
+  ibex update db t2 makedelta=on                       (the same for every table of t2's syncs)
   ibex update sequence public.s db=t2 [herd=h2]   (herd= adds to a herd)
   ibex update sequence public.s interleave=on|off
   ibex update herd therd t1 t2 ...                 (sets its tables; its sequences stay)
@@ -152,8 +158,12 @@ func normKind(k string) (string, error) {
 		return "sync", nil
 	case "customname", "customnames":
 		return "customname", nil
+	case "customcols", "customcol":
+		return "customcols", nil
+	case "rowfilter", "rowfilters":
+		return "rowfilter", nil
 	}
-	return "", usageErr("unknown object %q: use db, table, sequence, herd (relgroup), dbgroup, sync or customname", k)
+	return "", usageErr("unknown object %q: use db, table, sequence, herd (relgroup), dbgroup, sync, customname, customcols or rowfilter", k)
 }
 
 func (a *app) objectCmd(ctx context.Context, verb string, args []string, force bool) error {
@@ -195,6 +205,16 @@ func (a *app) objectCmd(ctx context.Context, verb string, args []string, force b
 		return usageErr("update customname: remove it and add it again")
 	case "remove customname":
 		return a.removeCustomNames(ctx, store, p.words)
+	case "add customcols":
+		return a.addCustomCols(ctx, store, p)
+	case "update customcols":
+		return usageErr("update customcols: add it again with the same table, db= and sync= (it replaces the one there)")
+	case "remove customcols":
+		return a.removeScoped(ctx, store, control.CustomCols, p.words)
+	case "add rowfilter", "update rowfilter":
+		return usageErr("%s rowfilter: use 'ibex update table TABLE where=COND [db=DB] [sync=SYNC]'", verb)
+	case "remove rowfilter":
+		return a.removeScoped(ctx, store, control.RowFilters, p.words)
 	}
 	// remove
 	if len(p.words) == 0 && kind == "sequence" {
@@ -255,6 +275,14 @@ func (a *app) putDB(ctx context.Context, store *control.Store, create bool, p kv
 				return usageErr("db %s: status must be active or inactive, not %q", name, v)
 			}
 			d.Status = control.Status(v)
+		case k == "makedelta":
+			// The syncs using the db reinstall their triggers (ENABLE ALWAYS or not) in
+			// the validation below.
+			on, err := parseBool(name, k, v)
+			if err != nil {
+				return err
+			}
+			d.MakeDelta = on
 		case dbconn.ValidKey(k):
 			if v == "" {
 				delete(d.Conn, k)
@@ -262,7 +290,7 @@ func (a *app) putDB(ctx context.Context, store *control.Store, create bool, p kv
 				d.Conn[k] = v
 			}
 		default:
-			return usageErr("db %s: unknown setting %q (use %s, pass or status)", name, k, strings.Join(dbconn.Keys, ", "))
+			return usageErr("db %s: unknown setting %q (use %s, pass, status or makedelta)", name, k, strings.Join(dbconn.Keys, ", "))
 		}
 	}
 	if !dbconn.NamesDB(d.Conn) {
@@ -489,12 +517,21 @@ func (a *app) updateTables(ctx context.Context, store *control.Store, p kv) erro
 	herd, hasHerd := p.take("herd", "relgroup")
 	where, hasWhere := p.take("where", "row_filter")
 	counters, hasCounters := p.take("counters")
+	makeDelta, hasMakeDelta := p.take("makedelta")
+	filterSync, hasFilterSync := p.take("sync")
 	detect, hasDetect := p.take("conflict_detect")
 	if rest := p.rest(); len(rest) > 0 {
-		return usageErr("update table: unknown setting %q (use db=, herd=, where=, counters= or conflict_detect=)", rest[0])
+		return usageErr("update table: unknown setting %q (use db=, herd=, where=, counters=, conflict_detect=, makedelta= or sync=)", rest[0])
 	}
 	if hasDetect && detect != control.DetectRows && detect != control.DetectColumns {
 		return usageErr("update table: conflict_detect must be rows or columns, not %q", detect)
+	}
+	if hasFilterSync && !hasWhere {
+		return usageErr("update table: sync= scopes a row filter: give where= too")
+	}
+	if hasWhere && (hasFilterSync || hasDB) {
+		// A row filter for one receiving db, one sync or both (ibex.rowfilter).
+		return a.scopeRowFilter(ctx, store, p.words, where, dbName, filterSync)
 	}
 	return store.InTx(ctx, func(q control.Querier) error {
 		for _, w := range p.words {
@@ -534,6 +571,11 @@ func (a *app) updateTables(ctx context.Context, store *control.Store, p kv) erro
 			if hasWhere {
 				// Checked on every db of the syncs using the table by the validation below.
 				rel.Where = strings.TrimSpace(where)
+			}
+			if hasMakeDelta {
+				if rel.MakeDelta, err = parseBool(rel.QualName(), "makedelta", makeDelta); err != nil {
+					return err
+				}
 			}
 			if hasDetect {
 				rel.Detect = detect
@@ -1118,6 +1160,14 @@ func (a *app) list(ctx context.Context, store *control.Store, kind string, names
 		if err != nil {
 			return err
 		}
+		ccs, err := control.ListScoped(ctx, q, control.CustomCols)
+		if err != nil {
+			return err
+		}
+		rfs, err := control.ListScoped(ctx, q, control.RowFilters)
+		if err != nil {
+			return err
+		}
 		opts := make([]string, len(out))
 		for i, r := range out {
 			var o []string
@@ -1126,6 +1176,23 @@ func (a *app) list(ctx context.Context, store *control.Store, kind string, names
 			}
 			if r.Detect == control.DetectColumns {
 				o = append(o, "conflict_detect=columns")
+			}
+			if r.MakeDelta {
+				o = append(o, "makedelta=on")
+			}
+			for _, f := range rfs {
+				if f.Table == r.QualName() {
+					o = append(o, "where="+f.Text+" ("+f.Scope()+")")
+				}
+			}
+			for _, c := range ccs {
+				if c.Table == r.QualName() {
+					sc := ""
+					if c.Scope() != "" {
+						sc = " (" + c.Scope() + ")"
+					}
+					o = append(o, "customcols SELECT "+c.Text+sc)
+				}
 			}
 			if len(r.Counters) > 0 {
 				o = append(o, "counters="+strings.Join(r.Counters, ","))
@@ -1195,6 +1262,16 @@ func (a *app) list(ctx context.Context, store *control.Store, kind string, names
 			}
 		}
 		data = out
+	case "customcols", "rowfilter":
+		k := control.CustomCols
+		if kind == "rowfilter" {
+			k = control.RowFilters
+		}
+		ss, err := control.ListScoped(ctx, q, k)
+		if err != nil {
+			return err
+		}
+		headers, rows, data = listScoped(k, ss, names)
 	case "customname":
 		cs, err := control.CustomNames(ctx, q)
 		if err != nil {
@@ -1206,10 +1283,14 @@ func (a *app) list(ctx context.Context, store *control.Store, kind string, names
 		return a.printJSON(data)
 	}
 	if len(rows) == 0 {
-		if len(names) > 0 {
-			return fmt.Errorf("no %s named %s: see 'ibex list %ss'", kind, strings.Join(names, ", "), kind)
+		plural := kind + "s"
+		if strings.HasSuffix(kind, "s") {
+			plural = kind // customcols
 		}
-		a.say("No %ss", kind)
+		if len(names) > 0 {
+			return fmt.Errorf("no %s named %s: see 'ibex list %s'", kind, strings.Join(names, ", "), plural)
+		}
+		a.say("No %s", plural)
 		return nil
 	}
 	printTable(a.stdout, headers, rows)

@@ -266,6 +266,12 @@ type syncStatus struct {
 	// CustomNames are the customnames that apply to the sync's tables ("table -> custom on
 	// db D").
 	CustomNames []string `json:"customnames,omitempty"`
+	// CustomCols and RowFilters are the customcols and scoped row filters that apply to the
+	// sync's tables ("table: SELECT ... (db D)"); MakeDelta lists its dbs and tables with
+	// makedelta=on.
+	CustomCols []string `json:"customcols,omitempty"`
+	RowFilters []string `json:"rowfilters,omitempty"`
+	MakeDelta  []string `json:"makedelta,omitempty"`
 	// ConflictTypes counts the sync's logged conflicts by type.
 	ConflictTypes map[string]int64 `json:"conflict_types"`
 	// Lag is each source's pending changes (absent with --no-lag).
@@ -344,6 +350,40 @@ func (a *app) loadStatus(ctx context.Context, store *control.Store, s control.Sy
 				where = "db " + c.DB
 			}
 			st.CustomNames = append(st.CustomNames, fmt.Sprintf("%s -> %s on %s", c.Table, c.QualName(), where))
+		}
+	}
+	for _, k := range []control.ScopedKind{control.CustomCols, control.RowFilters} {
+		ss, err := control.ListScoped(ctx, q, k)
+		if err != nil {
+			return nil, err
+		}
+		for _, x := range ss {
+			if (x.Sync != "" && x.Sync != s.Name) || !slices.Contains(st.Tables, x.Table) {
+				continue
+			}
+			where := "every receiver"
+			if x.DB != "" {
+				where = "db " + x.DB
+			}
+			if k == control.CustomCols {
+				st.CustomCols = append(st.CustomCols, fmt.Sprintf("%s: SELECT %s (%s)", x.Table, x.Text, where))
+			} else {
+				st.RowFilters = append(st.RowFilters, fmt.Sprintf("%s: where %s (%s)", x.Table, x.Text, where))
+			}
+		}
+	}
+	if g, err := control.GetDBGroup(ctx, q, s.DBGroup); err == nil {
+		for _, m := range g.Members {
+			if d, err := control.GetDB(ctx, q, m.DB); err == nil && d.MakeDelta {
+				st.MakeDelta = append(st.MakeDelta, "db "+m.DB)
+			}
+		}
+	}
+	if rels, err := control.Relations(ctx, q); err == nil {
+		for _, r := range rels {
+			if r.MakeDelta && slices.Contains(st.Tables, r.QualName()) {
+				st.MakeDelta = append(st.MakeDelta, "table "+r.QualName())
+			}
 		}
 	}
 	return st, nil
@@ -522,6 +562,15 @@ func (a *app) statusDetail(st *syncStatus) {
 	field("Tables in sync", fmt.Sprintf("%d", len(st.Tables)))
 	for _, c := range st.CustomNames {
 		field("Customname", c)
+	}
+	for _, c := range st.CustomCols {
+		field("Customcols", c)
+	}
+	for _, f := range st.RowFilters {
+		field("Row filter", f)
+	}
+	if len(st.MakeDelta) > 0 {
+		field("Makedelta", strings.Join(st.MakeDelta, ", "))
 	}
 	field("Status", strings.ToUpper(string(st.Status[:1]))+string(st.Status[1:]))
 	strategy := st.Conflict

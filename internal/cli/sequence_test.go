@@ -47,7 +47,7 @@ func TestSequenceCommands(t *testing.T) {
 		rf(1, args("update", "sequence", "s1", "interleave=on"), "ibex: sequence public.s1 is in no sync's herd: interleave sets its increments on the sources of the syncs of its herds; put it in a herd with 'ibex update sequence public.s1 herd=...' first"),
 		rf(1, args("remove", "sequence", "s1", "nosuch"), `ibex: sequence "public.nosuch" not found: see 'ibex list sequences'`),
 		rf(2, args("remove", "sequence", "x=1"), "ibex: remove sequence: give the sequence's name"),
-		rf(2, args("list", "bogus"), "ibex: unknown object \"bogus\": use db, table, sequence, herd (relgroup), dbgroup, sync or customname"),
+		rf(2, args("list", "bogus"), "ibex: unknown object \"bogus\": use db, table, sequence, herd (relgroup), dbgroup, sync, customname, customcols or rowfilter"),
 	)
 	unchanged(t, ctl.DSN, before, "refused sequence commands")
 

@@ -300,3 +300,62 @@ func TestCustomNameYAML(t *testing.T) {
 	refused(t, ctl.DSN, 1, args("apply", "-f", file), "table public.nowhere, the customname of public.item on db d1, does not exist there")
 	unchanged(t, ctl.DSN, before, "refused apply")
 }
+
+// TestCustomColsFiltersMakeDeltaYAML: customcols, scoped row filters and makedelta (db and
+// table) are exported and applied back; applying the same file again changes nothing; a
+// file whose customcols names a column the target lacks, or whose filter names an unknown
+// column, is refused (apply validates again) and changes nothing.
+func TestCustomColsFiltersMakeDeltaYAML(t *testing.T) {
+	t.Parallel()
+	src := newDB(t, `CREATE TABLE item (id int PRIMARY KEY, v text, region text)`)
+	dst := newDB(t, `CREATE TABLE item (id int PRIMARY KEY, v text, region text)`)
+	ctl := newControl(t)
+	ok(t, ctl.DSN, ibextest.AddDBArgs("s1", src.Conn)...)
+	ok(t, ctl.DSN, ibextest.AddDBArgs("d1", dst.Conn)...)
+	ok(t, ctl.DSN, "add", "table", "item", "db=s1", "herd=h")
+	ok(t, ctl.DSN, "add", "dbgroup", "g", "s1:source", "d1:target")
+	ok(t, ctl.DSN, "add", "sync", "s", "herd=h", "dbs=g")
+	if out := ok(t, ctl.DSN, "add", "customcols", "item", "SELECT id, upper(v) AS v", "db=d1"); out != "Added customcols 1: public.item sends \"SELECT id, upper(v) AS v\" to db d1\n" {
+		t.Errorf("add customcols said %q", out)
+	}
+	ibextest.Exec(t, dst.DSN, `ALTER TABLE item DROP COLUMN region, ADD COLUMN extra int DEFAULT 1`)
+	refused(t, ctl.DSN, 1, args("add", "customcols", "item", "SELECT id, v, region", "db=d1", "sync=s"), `table public.item on db d1 has no column "region"`)
+	ok(t, ctl.DSN, "update", "table", "item", "where=region = 'eu'", "sync=s")
+	ok(t, ctl.DSN, "update", "table", "item", "makedelta=on")
+	ok(t, ctl.DSN, "update", "db", "s1", "makedelta=on")
+	exported := ok(t, ctl.DSN, "export")
+	for _, want := range []string{"    customcols:\n      - select: SELECT id, upper(v) AS v\n        db: d1\n",
+		"    rowfilters:\n      - where: region = 'eu'\n        sync: s\n", "    makedelta: true\n", "    makedelta: \"on\"\n"} {
+		if !strings.Contains(exported, want) {
+			t.Errorf("export lacks %q:\n%s", want, exported)
+		}
+	}
+	ok(t, ctl.DSN, "update", "table", "item", "where=", "sync=s")
+	ok(t, ctl.DSN, "update", "table", "item", "makedelta=off")
+	ok(t, ctl.DSN, "remove", "customcols", "1")
+	file := filepath.Join(t.TempDir(), "ibex.yaml")
+	if err := os.WriteFile(file, []byte(exported), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out := ok(t, ctl.DSN, "apply", "-f", file); !strings.Contains(out, "update table public.item") {
+		t.Errorf("apply said %q", out)
+	}
+	if out := ok(t, ctl.DSN, "export"); out != exported {
+		t.Errorf("export after apply differs:\n%s", out)
+	}
+	if out := ok(t, ctl.DSN, "apply", "-f", file); !strings.HasPrefix(out, "No changes") {
+		t.Errorf("second apply said %q", out)
+	}
+	before := state(t, ctl.DSN)
+	for _, c := range []struct{ from, to, err string }{
+		{"select: SELECT id, upper(v) AS v", "select: SELECT id, region", `table public.item on db d1 has no column "region"`},
+		{"where: region = 'eu'", "where: colour = 'eu'", `column "colour" does not exist`},
+	} {
+		bad := strings.Replace(exported, c.from, c.to, 1)
+		if err := os.WriteFile(file, []byte(bad), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		refused(t, ctl.DSN, 1, args("apply", "-f", file), c.err)
+		unchanged(t, ctl.DSN, before, "refused apply")
+	}
+}

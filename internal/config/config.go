@@ -52,8 +52,8 @@ func (d *DB) UnmarshalYAML(n *yaml.Node) error {
 	}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
-		if !typed && !dbconn.ValidKey(k.Value) && k.Value != "pass" && k.Value != "status" && k.Value != "type" {
-			return fmt.Errorf("line %d: unknown db setting %q (known: %s, pass, status)", k.Line, k.Value, strings.Join(dbconn.Keys, ", "))
+		if !typed && !dbconn.ValidKey(k.Value) && k.Value != "pass" && k.Value != "status" && k.Value != "type" && k.Value != "makedelta" {
+			return fmt.Errorf("line %d: unknown db setting %q (known: %s, pass, status, makedelta)", k.Line, k.Value, strings.Join(dbconn.Keys, ", "))
 		}
 		if v.Kind != yaml.ScalarNode {
 			return fmt.Errorf("line %d: db setting %q must be a single value", v.Line, k.Value)
@@ -77,11 +77,11 @@ func (d DB) Type() control.DBType {
 	return control.DBTypePostgres
 }
 
-// Params are the db's settings without type, pass and status.
+// Params are the db's settings without type, pass, status and makedelta.
 func (d DB) Params() map[string]string {
 	out := map[string]string{}
 	for k, v := range d {
-		if k != "pass" && k != "status" && k != "type" {
+		if k != "pass" && k != "status" && k != "type" && k != "makedelta" {
 			out[k] = v
 		}
 	}
@@ -101,6 +101,29 @@ type Table struct {
 	ConflictDetect string `yaml:"conflict_detect,omitempty"`
 	// CustomNames are the tables targets write its rows into instead (customname).
 	CustomNames []CustomName `yaml:"customnames,omitempty"`
+	// CustomCols are the select lists targets get instead of the table's columns.
+	CustomCols []CustomCols `yaml:"customcols,omitempty"`
+	// RowFilters are row filters for some targets, or the targets of some sync.
+	RowFilters []RowFilter `yaml:"rowfilters,omitempty"`
+	// MakeDelta: rows ibex applies to the table are captured for the other syncs of the
+	// db (cascades).
+	MakeDelta bool `yaml:"makedelta,omitempty"`
+}
+
+// CustomCols is a select list ("SELECT a, upper(c) AS c") a target gets of a table's
+// rows: on db DB (any target when empty), in sync Sync (any sync when empty).
+type CustomCols struct {
+	Select string `yaml:"select"`
+	DB     string `yaml:"db,omitempty"`
+	Sync   string `yaml:"sync,omitempty"`
+}
+
+// RowFilter is a condition the rows a target gets must match: on db DB, in sync Sync
+// (at least one of them).
+type RowFilter struct {
+	Where string `yaml:"where"`
+	DB    string `yaml:"db,omitempty"`
+	Sync  string `yaml:"sync,omitempty"`
 }
 
 // CustomName is a table a target writes a table's rows into: on db DB (any target when
@@ -262,6 +285,31 @@ func (f *File) check() error {
 		if t.DB != "" {
 			if _, ok := f.DBs[t.DB]; !ok {
 				return fmt.Errorf("table %s: db %q is not among the dbs", n, t.DB)
+			}
+		}
+		for _, c := range t.CustomCols {
+			if strings.TrimSpace(c.Select) == "" {
+				return fmt.Errorf("table %s: customcols: select is empty", n)
+			}
+			if _, ok := f.DBs[c.DB]; c.DB != "" && !ok {
+				return fmt.Errorf("table %s: customcols: db %q is not among the dbs", n, c.DB)
+			}
+			if _, ok := f.Syncs[c.Sync]; c.Sync != "" && !ok {
+				return fmt.Errorf("table %s: customcols: sync %q is not among the syncs", n, c.Sync)
+			}
+		}
+		for _, r := range t.RowFilters {
+			if strings.TrimSpace(r.Where) == "" {
+				return fmt.Errorf("table %s: rowfilters: where is empty", n)
+			}
+			if r.DB == "" && r.Sync == "" {
+				return fmt.Errorf("table %s: rowfilters: give db or sync (a filter for every db is the table's where:)", n)
+			}
+			if _, ok := f.DBs[r.DB]; r.DB != "" && !ok {
+				return fmt.Errorf("table %s: rowfilters: db %q is not among the dbs", n, r.DB)
+			}
+			if _, ok := f.Syncs[r.Sync]; r.Sync != "" && !ok {
+				return fmt.Errorf("table %s: rowfilters: sync %q is not among the syncs", n, r.Sync)
 			}
 		}
 		for _, c := range t.CustomNames {

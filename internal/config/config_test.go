@@ -74,7 +74,7 @@ func TestParseErrors(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct{ name, in, want string }{
 		{"unknown db key", "dbs:\n  t1:\n    dbnmae: x\n",
-			`f.yaml: line 3: unknown db setting "dbnmae" (known: application_name, channel_binding, connect_timeout, dbname, host, keepalives, keepalives_count, keepalives_idle, keepalives_interval, options, passfile, port, reply_timeout, require_auth, service, servicefile, sslcert, sslkey, sslmode, sslnegotiation, sslrootcert, sslsni, target_session_attrs, tcp_user_timeout, user, pass, status)`},
+			`f.yaml: line 3: unknown db setting "dbnmae" (known: application_name, channel_binding, connect_timeout, dbname, host, keepalives, keepalives_count, keepalives_idle, keepalives_interval, options, passfile, port, reply_timeout, require_auth, service, servicefile, sslcert, sslkey, sslmode, sslnegotiation, sslrootcert, sslsni, target_session_attrs, tcp_user_timeout, user, pass, status, makedelta)`},
 		{"literal password", "dbs:\n  t1:\n    dbname: x\n    pass: hunter2\n", "f.yaml: line 4: a literal password is never stored: use pass=env:VAR or pass=file:PATH, or PGPASSWORD or ~/.pgpass"},
 		{"db not a mapping", "dbs:\n  t1: [x]\n", "f.yaml: line 2: a db is a mapping of connection settings"},
 		{"autokick maybe", "syncs:\n  s:\n    herd: h\n    autokick: maybe\n", "f.yaml: line 4: syncs.s.autokick: cannot unmarshal !!str `maybe` into bool"},

@@ -34,6 +34,9 @@ func Export(ctx context.Context, q control.Querier) (*File, error) {
 		if !d.Type.Postgres() {
 			m["type"] = string(d.Type)
 		}
+		if d.MakeDelta {
+			m["makedelta"] = "on"
+		}
 		f.DBs[d.Name] = m
 	}
 	rels, err := control.Relations(ctx, q)
@@ -47,7 +50,11 @@ func Export(ctx context.Context, q control.Querier) (*File, error) {
 			key = []string{}
 		}
 		names[r.QualName()] = TableName(r.Schema, r.Name)
-		f.Tables[TableName(r.Schema, r.Name)] = Table{DB: r.DB, Key: key, KeyKind: r.KeyKind, Where: r.Where, Counters: r.Counters, ConflictDetect: detectOut(r.Detect)}
+		var counters []string // none: nil, as a file without counters: reads
+		if len(r.Counters) > 0 {
+			counters = r.Counters
+		}
+		f.Tables[TableName(r.Schema, r.Name)] = Table{DB: r.DB, Key: key, KeyKind: r.KeyKind, Where: r.Where, Counters: counters, ConflictDetect: detectOut(r.Detect), MakeDelta: r.MakeDelta}
 	}
 	cns, err := control.CustomNames(ctx, q)
 	if err != nil {
@@ -57,6 +64,26 @@ func Export(ctx context.Context, q control.Querier) (*File, error) {
 		n := names[c.Table]
 		t := f.Tables[n]
 		t.CustomNames = append(t.CustomNames, CustomName{Name: TableName(c.Schema, c.Name), DB: c.DB, Sync: c.Sync})
+		f.Tables[n] = t
+	}
+	ccs, err := control.ListScoped(ctx, q, control.CustomCols)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range ccs {
+		n := names[c.Table]
+		t := f.Tables[n]
+		t.CustomCols = append(t.CustomCols, CustomCols{Select: "SELECT " + c.Text, DB: c.DB, Sync: c.Sync})
+		f.Tables[n] = t
+	}
+	rfs, err := control.ListScoped(ctx, q, control.RowFilters)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range rfs {
+		n := names[r.Table]
+		t := f.Tables[n]
+		t.RowFilters = append(t.RowFilters, RowFilter{Where: r.Text, DB: r.DB, Sync: r.Sync})
 		f.Tables[n] = t
 	}
 	seqs, err := control.Sequences(ctx, q)
@@ -232,6 +259,12 @@ func Apply(ctx context.Context, q control.Querier, cur, want *File, changes []Ch
 				d.Status = control.Status(v)
 			case "type":
 				d.Type = control.DBType(v)
+			case "makedelta":
+				on, err := parseOnOff(v)
+				if err != nil {
+					return fmt.Errorf("db %s: makedelta: %w", n, err)
+				}
+				d.MakeDelta = on
 			default:
 				d.Conn[k] = v
 			}
@@ -244,7 +277,7 @@ func Apply(ctx context.Context, q control.Querier, cur, want *File, changes []Ch
 	for _, n := range sortedKeys(want.Tables) {
 		t := want.Tables[n]
 		qn, _ := catalog.ParseName(n)
-		id, err := control.PutRelation(ctx, q, &control.Relation{Schema: qn.Schema, Name: qn.Name, DB: t.DB, KeyCols: t.Key, KeyKind: t.KeyKind, Where: t.Where, Counters: t.Counters, Detect: t.ConflictDetect})
+		id, err := control.PutRelation(ctx, q, &control.Relation{Schema: qn.Schema, Name: qn.Name, DB: t.DB, KeyCols: t.Key, KeyKind: t.KeyKind, Where: t.Where, Counters: t.Counters, Detect: t.ConflictDetect, MakeDelta: t.MakeDelta})
 		if err != nil {
 			return err
 		}
@@ -319,6 +352,23 @@ func Apply(ctx context.Context, q control.Querier, cur, want *File, changes []Ch
 		if err := control.ReplaceCustomNames(ctx, q, qn.String(), cs); err != nil {
 			return err
 		}
+		var ccs, rfs []control.Scoped
+		for _, c := range want.Tables[n].CustomCols {
+			sel, err := control.NormalizeCustomCols(c.Select)
+			if err != nil {
+				return fmt.Errorf("table %s: customcols: %w", n, err)
+			}
+			ccs = append(ccs, control.Scoped{Text: sel, DB: c.DB, Sync: c.Sync})
+		}
+		for _, r := range want.Tables[n].RowFilters {
+			rfs = append(rfs, control.Scoped{Text: strings.TrimSpace(r.Where), DB: r.DB, Sync: r.Sync})
+		}
+		if err := control.ReplaceScoped(ctx, q, control.CustomCols, qn.String(), ccs); err != nil {
+			return err
+		}
+		if err := control.ReplaceScoped(ctx, q, control.RowFilters, qn.String(), rfs); err != nil {
+			return err
+		}
 	}
 	// Remaining removals, users before what they use.
 	for _, kind := range []string{"dbgroup", "sequence", "herd", "table", "db"} {
@@ -347,6 +397,17 @@ func Apply(ctx context.Context, q control.Querier, cur, want *File, changes []Ch
 		}
 	}
 	return nil
+}
+
+// parseOnOff reads a boolean setting of a file.
+func parseOnOff(v string) (bool, error) {
+	switch strings.ToLower(v) {
+	case "1", "t", "true", "yes", "on":
+		return true, nil
+	case "0", "f", "false", "no", "off", "":
+		return false, nil
+	}
+	return false, fmt.Errorf("%q is not on or off", v)
 }
 
 // onErrorOut is a sync's on_error as an export writes it: left out when it is the default.

@@ -21,6 +21,9 @@ type DB struct {
 	Conn   map[string]string // libpq keywords (a PostgreSQL db) or the sink's settings; never a password
 	Pass   string            // "", env:VAR or file:PATH
 	Status Status
+	// MakeDelta (makedelta=on): rows ibex applies on this db are captured for the other
+	// syncs it is a source of, so their changes cascade (A -> B -> C).
+	MakeDelta bool
 }
 
 // Relation is a replicated table (Bucardo's goat).
@@ -39,6 +42,9 @@ type Relation struct {
 	// other dbs as a delta (new value minus old), so increments made on several sources
 	// all count; nil for none.
 	Counters []string
+	// MakeDelta (makedelta=on): rows ibex applies to this table, on any db, are captured
+	// for the other syncs that db is a source of (see DB.MakeDelta).
+	MakeDelta bool
 	// Detect is conflict_detect: DetectRows (the default: a row changed on several sources
 	// is a conflict) or DetectColumns (only a column changed on several is).
 	Detect string
@@ -131,13 +137,13 @@ func translate(err error, kind, name string) error {
 
 // DBs lists dbs by name.
 func DBs(ctx context.Context, q Querier) ([]DB, error) {
-	rows, err := q.Query(ctx, `SELECT name, dbtype, conn, coalesce(pass, ''), status FROM ibex.db ORDER BY name`)
+	rows, err := q.Query(ctx, `SELECT name, dbtype, conn, coalesce(pass, ''), status, makedelta FROM ibex.db ORDER BY name`)
 	if err != nil {
 		return nil, err
 	}
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (DB, error) {
 		var d DB
-		err := r.Scan(&d.Name, &d.Type, &d.Conn, &d.Pass, &d.Status)
+		err := r.Scan(&d.Name, &d.Type, &d.Conn, &d.Pass, &d.Status, &d.MakeDelta)
 		return d, err
 	})
 }
@@ -145,7 +151,7 @@ func DBs(ctx context.Context, q Querier) ([]DB, error) {
 // GetDB returns one db.
 func GetDB(ctx context.Context, q Querier, name string) (*DB, error) {
 	d := DB{Name: name}
-	err := q.QueryRow(ctx, `SELECT dbtype, conn, coalesce(pass, ''), status FROM ibex.db WHERE name = $1`, name).Scan(&d.Type, &d.Conn, &d.Pass, &d.Status)
+	err := q.QueryRow(ctx, `SELECT dbtype, conn, coalesce(pass, ''), status, makedelta FROM ibex.db WHERE name = $1`, name).Scan(&d.Type, &d.Conn, &d.Pass, &d.Status, &d.MakeDelta)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, notFound("db", name)
 	}
@@ -168,10 +174,10 @@ func PutDB(ctx context.Context, q Querier, d *DB, create bool) error {
 	}
 	var err error
 	if create {
-		_, err = q.Exec(ctx, `INSERT INTO ibex.db (name, conn, pass, status, dbtype) VALUES ($1, $2, $3, $4, $5)`, d.Name, d.Conn, pass, status, typ)
+		_, err = q.Exec(ctx, `INSERT INTO ibex.db (name, conn, pass, status, dbtype, makedelta) VALUES ($1, $2, $3, $4, $5, $6)`, d.Name, d.Conn, pass, status, typ, d.MakeDelta)
 	} else {
 		var tag pgconn.CommandTag
-		tag, err = q.Exec(ctx, `UPDATE ibex.db SET conn = $2, pass = $3, status = $4 WHERE name = $1 AND dbtype = $5`, d.Name, d.Conn, pass, status, typ)
+		tag, err = q.Exec(ctx, `UPDATE ibex.db SET conn = $2, pass = $3, status = $4, makedelta = $6 WHERE name = $1 AND dbtype = $5`, d.Name, d.Conn, pass, status, typ, d.MakeDelta)
 		if err == nil && tag.RowsAffected() == 0 {
 			var cur DBType
 			if err := q.QueryRow(ctx, `SELECT dbtype FROM ibex.db WHERE name = $1`, d.Name).Scan(&cur); errors.Is(err, pgx.ErrNoRows) {
@@ -220,7 +226,7 @@ func RemoveDB(ctx context.Context, q Querier, name string) error {
 func Relations(ctx context.Context, q Querier) ([]Relation, error) {
 	rows, err := q.Query(ctx, `
 SELECT r.id, r.schemaname, r.tablename, coalesce(r.db, ''), r.keycols, r.keykind,
-       coalesce((SELECT array_agg(m.herd ORDER BY m.herd) FROM ibex.herdmap m WHERE m.relation = r.id), '{}'), r.row_filter, r.counters, r.conflict_detect
+       coalesce((SELECT array_agg(m.herd ORDER BY m.herd) FROM ibex.herdmap m WHERE m.relation = r.id), '{}'), r.row_filter, r.counters, r.conflict_detect, r.makedelta
 FROM ibex.relation r ORDER BY r.schemaname, r.tablename`)
 	if err != nil {
 		return nil, err
@@ -230,7 +236,7 @@ FROM ibex.relation r ORDER BY r.schemaname, r.tablename`)
 
 func scanRelation(r pgx.CollectableRow) (Relation, error) {
 	var x Relation
-	err := r.Scan(&x.ID, &x.Schema, &x.Name, &x.DB, &x.KeyCols, &x.KeyKind, &x.Herds, &x.Where, &x.Counters, &x.Detect)
+	err := r.Scan(&x.ID, &x.Schema, &x.Name, &x.DB, &x.KeyCols, &x.KeyKind, &x.Herds, &x.Where, &x.Counters, &x.Detect, &x.MakeDelta)
 	if len(x.Counters) == 0 {
 		x.Counters = nil // none: the same as a Relation built without counters
 	}
@@ -241,7 +247,7 @@ func scanRelation(r pgx.CollectableRow) (Relation, error) {
 func GetRelation(ctx context.Context, q Querier, schema, name string) (*Relation, error) {
 	rows, err := q.Query(ctx, `
 SELECT r.id, r.schemaname, r.tablename, coalesce(r.db, ''), r.keycols, r.keykind,
-       coalesce((SELECT array_agg(m.herd ORDER BY m.herd) FROM ibex.herdmap m WHERE m.relation = r.id), '{}'), r.row_filter, r.counters, r.conflict_detect
+       coalesce((SELECT array_agg(m.herd ORDER BY m.herd) FROM ibex.herdmap m WHERE m.relation = r.id), '{}'), r.row_filter, r.counters, r.conflict_detect, r.makedelta
 FROM ibex.relation r WHERE r.schemaname = $1 AND r.tablename = $2`, schema, name)
 	if err != nil {
 		return nil, err
@@ -273,10 +279,10 @@ func PutRelation(ctx context.Context, q Querier, r *Relation) (int64, error) {
 	}
 	var id int64
 	err := q.QueryRow(ctx, `
-INSERT INTO ibex.relation (schemaname, tablename, db, keycols, keykind, row_filter, counters, conflict_detect) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+INSERT INTO ibex.relation (schemaname, tablename, db, keycols, keykind, row_filter, counters, conflict_detect, makedelta) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 ON CONFLICT (schemaname, tablename) DO UPDATE SET db = excluded.db, keycols = excluded.keycols, keykind = excluded.keykind, row_filter = excluded.row_filter, counters = excluded.counters,
-  conflict_detect = excluded.conflict_detect
-RETURNING id`, r.Schema, r.Name, db, keys, r.KeyKind, r.Where, counters, detect).Scan(&id)
+  conflict_detect = excluded.conflict_detect, makedelta = excluded.makedelta
+RETURNING id`, r.Schema, r.Name, db, keys, r.KeyKind, r.Where, counters, detect, r.MakeDelta).Scan(&id)
 	return id, translate(err, "table", r.QualName())
 }
 

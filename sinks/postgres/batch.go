@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -27,8 +29,10 @@ func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) 
 	s.rejected = nil
 	keyCols := catalog.QuoteCols("", t.Key)
 	temps := fmt.Sprintf(`DROP TABLE IF EXISTS pg_temp.ibex_k; CREATE TEMP TABLE ibex_k ON COMMIT DROP AS SELECT %s FROM %s LIMIT 0`, keyCols, ident(t))
-	if s.src != nil || s.skip {
-		// Rows for a source arrive in a stage table (see applySource).
+	if s.src != nil || s.skip || t.Partial {
+		// Rows for a source, for a target under on_error=skip, or for a table of which a
+		// target gets some columns, arrive in a stage table (see applySource,
+		// applySkipping, applyPartial).
 		stage := catalog.QuoteCols("", t.Cols)
 		if s.skip {
 			var err error
@@ -47,6 +51,10 @@ func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) 
 	if s.src == nil && s.skip {
 		// A target under on_error=skip: rows are staged and applied by applySkipping.
 		s.batch = &batch{t: t, staged: true}
+		return sinks.Prepared{}, nil
+	}
+	if s.src == nil && t.Partial {
+		s.batch = &batch{t: t, partial: true}
 		return sinks.Prepared{}, nil
 	}
 	if s.src == nil {
@@ -87,7 +95,7 @@ func (s *Sink) WriteRows(ctx context.Context, t *sinks.Table, r io.Reader) (int6
 		return 0, s.errf(t, "writing rows of", errors.New("the table holds rows and was skipped"))
 	}
 	into := ident(t)
-	if b.staged {
+	if b.staged || b.partial {
 		into = "pg_temp.ibex_s" // applySource writes it into the table
 	}
 	lc := &lineCounter{r: r}
@@ -113,6 +121,16 @@ func (s *Sink) FinishBatch(ctx context.Context, t *sinks.Table) (sinks.Counts, e
 	s.batch = nil
 	if b.skipped {
 		return sinks.Counts{}, nil
+	}
+	if b.partial {
+		written, deleted, err := s.applyPartial(ctx, t)
+		if err != nil {
+			return sinks.Counts{}, s.errf(t, "applying", err)
+		}
+		if written != b.sent {
+			return sinks.Counts{}, s.errf(t, "writing rows of", &sinks.RowCountError{DB: s.db, Written: written, Sent: b.sent})
+		}
+		return sinks.Counts{Written: written, Deleted: deleted}, nil
 	}
 	if b.staged {
 		apply := s.applySource
@@ -190,4 +208,45 @@ func execIndexed(ctx context.Context, conn *pgx.Conn, stmt string) (pgconn.Comma
 		return pgconn.CommandTag{}, err
 	}
 	return res[2].CommandTag, nil
+}
+
+// applyPartial writes the staged rows of a target's table of which the batch has some
+// columns only (t.Partial): the keys with no row are deleted, the rows there are updated
+// in place (their other columns kept), the others inserted (their other columns taking
+// their defaults). It returns rows written and rows deleted or replaced.
+func (s *Sink) applyPartial(ctx context.Context, t *sinks.Table) (int64, int64, error) {
+	id := ident(t)
+	identity := map[string]bool{}
+	for _, c := range t.Columns {
+		identity[c.Name] = c.IdentityAlways
+	}
+	var sets []string
+	for _, c := range t.Cols[len(t.Key):] {
+		if identity[c] {
+			continue
+		}
+		q := pgx.Identifier{c}.Sanitize()
+		sets = append(sets, q+" = s."+q)
+	}
+	stmts := []string{
+		fmt.Sprintf(`DELETE FROM %s t USING pg_temp.ibex_k k WHERE %s AND NOT EXISTS (SELECT 1 FROM pg_temp.ibex_s s WHERE %s)`,
+			id, catalog.KeyJoin("t", "k", t.Key), catalog.KeyJoin("s", "k", t.Key)),
+		fmt.Sprintf(`INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM pg_temp.ibex_s s WHERE NOT EXISTS (SELECT 1 FROM %s t WHERE %s)`,
+			id, catalog.QuoteCols("", t.Cols), catalog.QuoteCols("s.", t.Cols), id, catalog.KeyJoin("t", "s", t.Key)),
+	}
+	// Updated before the inserts: the rows inserted are not updated again.
+	if len(sets) > 0 {
+		stmts = slices.Insert(stmts, 1, fmt.Sprintf(`UPDATE %s t SET %s FROM pg_temp.ibex_s s WHERE %s`, id, strings.Join(sets, ", "), catalog.KeyJoin("t", "s", t.Key)))
+	} else {
+		stmts = slices.Insert(stmts, 1, fmt.Sprintf(`SELECT 1 FROM %s t JOIN pg_temp.ibex_s s ON %s`, id, catalog.KeyJoin("t", "s", t.Key)))
+	}
+	res, err := dbconn.ExecAll(ctx, s.conn, strings.Join(stmts, "; "))
+	if err != nil {
+		return 0, 0, err
+	}
+	if len(res) != 3 {
+		return 0, 0, fmt.Errorf("%d results, expected 3", len(res))
+	}
+	deleted, updated, inserted := res[0].CommandTag.RowsAffected(), res[1].CommandTag.RowsAffected(), res[2].CommandTag.RowsAffected()
+	return updated + inserted, deleted + updated, nil
 }
