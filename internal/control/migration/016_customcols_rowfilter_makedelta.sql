@@ -1,4 +1,4 @@
--- ibex control schema, version 15: customcols (Bucardo's verb): a receiver gets a table's
+-- ibex control schema, version 16: customcols (Bucardo's verb): a receiver gets a table's
 -- key and the columns of a select list evaluated on the sending db's row; scoped row
 -- filters: a condition for one db, one sync, both, or every receiver (NULL: any), on top
 -- of the table's own where=; makedelta per db and per table: rows ibex applies there are
