@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -114,6 +115,11 @@ func TestHandlerDeadlineMidRun(t *testing.T) {
 		backlog()
 		env["IBEX_DEADLINE_MARGIN"] = "1ms"
 		res, err := invoke(t, part)
+		// On a loaded machine the deadline may come before the first batch is done (nothing
+		// committed, the run is bad): give the next invocation more time, as a user would.
+		for try := 1; try < 4 && res != nil && res.Inserts == 0 && strings.Contains(res.Error, "before the first batch was done"); try++ {
+			res, err = invoke(t, part<<try)
+		}
 		if err != nil {
 			t.Fatalf("a run cut by the deadline after committed batches: %v; want a partial result", err)
 		}
