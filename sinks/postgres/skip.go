@@ -104,13 +104,14 @@ func (a *skipApply) try(ctx context.Context, lo, hi int64) error {
 		fmt.Sprintf(`DELETE FROM %s t USING %s k WHERE %s`, id, rangeKeys, catalog.KeyJoin("t", "k", t.Key)),
 		fmt.Sprintf(`WITH w AS (INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE %s RETURNING 1) SELECT count(*), (%s) FROM w`, id, cols, staged, nStaged),
 	}
+	var doNothing bool // the upsert is ON CONFLICT DO NOTHING (no column to set)
 	run := func(stmts []string, upsert bool) error {
 		if _, err := s.conn.Exec(ctx, `SAVEPOINT ibex_try`); err != nil {
 			return err
 		}
 		res, err := dbconn.ExecAll(ctx, s.conn, strings.Join(stmts, "; "))
 		if err == nil {
-			err = a.count(res, upsert)
+			err = a.count(res, upsert, upsert && doNothing)
 		}
 		if err != nil {
 			if _, rerr := s.conn.Exec(ctx, `ROLLBACK TO SAVEPOINT ibex_try`); rerr != nil {
@@ -124,10 +125,15 @@ func (a *skipApply) try(ctx context.Context, lo, hi int64) error {
 	if s.src == nil {
 		return run(replace, false)
 	}
-	var sets []string
+	// As applySource: every column written is set (keys too), but identity-always ones.
+	identity := map[string]bool{}
 	for _, c := range t.Columns {
-		if !c.IdentityAlways {
-			q := pgx.Identifier{c.Name}.Sanitize()
+		identity[c.Name] = c.IdentityAlways
+	}
+	var sets []string
+	for _, c := range t.Cols {
+		if !identity[c] {
+			q := pgx.Identifier{c}.Sanitize()
 			sets = append(sets, q+" = excluded."+q)
 		}
 	}
@@ -135,6 +141,7 @@ func (a *skipApply) try(ctx context.Context, lo, hi int64) error {
 	if len(sets) > 0 {
 		onConflict = "DO UPDATE SET " + strings.Join(sets, ", ")
 	}
+	doNothing = len(sets) == 0
 	returning, nReplaced := replacedCount(t, len(sets) > 0)
 	upsert := []string{
 		fmt.Sprintf(`WITH w AS (INSERT INTO %s AS t (%s) OVERRIDING SYSTEM VALUE %s ON CONFLICT (%s) %s %s) SELECT count(*), (%s), %s FROM w`,
@@ -151,7 +158,7 @@ func (a *skipApply) try(ctx context.Context, lo, hi int64) error {
 
 // count adds what a range wrote: res are the results of the delete and insert (replace)
 // or of the upsert and delete. Every staged row must be written.
-func (a *skipApply) count(res []*pgconn.Result, upsert bool) error {
+func (a *skipApply) count(res []*pgconn.Result, upsert, doNothing bool) error {
 	if len(res) != 2 {
 		return fmt.Errorf("%d results, expected 2", len(res))
 	}
@@ -174,7 +181,7 @@ func (a *skipApply) count(res []*pgconn.Result, upsert bool) error {
 			return err
 		}
 		deleted += replaced
-		if len(a.t.Cols) == len(a.t.Key) {
+		if doNothing {
 			want = written // DO NOTHING: a row already there is left as it is
 		}
 	}
