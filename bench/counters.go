@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-
-	"github.com/ibexrepl/ibex/internal/control"
 )
 
 // counterColumns are the seed demo's counters: each table's balance.
@@ -21,18 +19,8 @@ var counterColumns = map[string]string{
 func (b *bench) counters(ctx context.Context) error {
 	cfg := b.cfg
 	n := cfg.sources + cfg.targets
-	var dbs, roles, srcNames []string
-	var sources []int
-	for i := 1; i <= n; i++ {
-		dbs = append(dbs, fmt.Sprintf("%sc%d", prefix, i))
-		if i <= cfg.sources {
-			roles = append(roles, control.RoleSource)
-			sources = append(sources, i-1)
-			srcNames = append(srcNames, dbs[i-1])
-		} else {
-			roles = append(roles, control.RoleTarget)
-		}
-	}
+	sl := b.seedLayout(prefix + "c")
+	dbs, sources := sl.dbs, sl.sources
 	ctl := prefix + "cctl"
 	var on, off, ratio, tpsOn, tpsOff, confOn []float64
 	sumsOK := 0
@@ -45,21 +33,10 @@ func (b *bench) counters(ctx context.Context) error {
 		for _, withCounters := range modes {
 			label := fmt.Sprintf("counters repeat %d/%d, counters %v", r, cfg.repeats, withCounters)
 			progress("%s: creating %d databases (pgbench -i -s %d, then TEMPLATE copies)", label, n, cfg.scale)
-			if err := b.env.create(ctx, dbs[0], "", false); err != nil {
-				return err
-			}
-			if err := b.env.pgbenchInit(ctx, dbs[0], cfg.scale); err != nil {
-				return err
-			}
-			for _, db := range dbs[1:] {
-				if err := b.env.create(ctx, db, dbs[0], false); err != nil {
-					return err
+			configure := func() error {
+				if !withCounters {
+					return nil
 				}
-			}
-			if err := b.env.setupSync(ctx, ctl, dbs, roles); err != nil {
-				return fmt.Errorf("configuring the sync: %w", err)
-			}
-			if withCounters {
 				for _, t := range pgbenchTables {
 					if col, ok := counterColumns[t.name]; ok {
 						if _, err := b.env.ibex(ctx, ctl, "update", "table", t.name, "counters="+col); err != nil {
@@ -67,12 +44,13 @@ func (b *bench) counters(ctx context.Context) error {
 						}
 					}
 				}
+				return nil
 			}
-			if err := b.env.checkpoint(ctx); err != nil {
+			if err := b.setupSeed(ctx, sl, ctl, configure); err != nil {
 				return err
 			}
 			progress("%s: pgbench -n -t %d on %d sources (concurrently)", label, cfg.tx, cfg.sources)
-			tps, err := b.env.pgbenchAll(ctx, srcNames, cfg.tx)
+			tps, err := b.env.pgbenchAll(ctx, sl.srcNames, cfg.tx)
 			if err != nil {
 				return err
 			}
@@ -84,7 +62,7 @@ func (b *bench) counters(ctx context.Context) error {
 			if withCounters {
 				wall[0] = secs(k.wall)
 				on, tpsOn, confOn = append(on, secs(k.wall)), append(tpsOn, tps...), append(confOn, float64(k.conflicts))
-				ok, detail, err := b.sumsAddUp(ctx, dbs, srcNames)
+				ok, detail, err := b.sumsAddUp(ctx, dbs, sl.srcNames)
 				if err != nil {
 					return err
 				}

@@ -89,43 +89,19 @@ func (b *bench) seed(ctx context.Context) error {
 	cfg := b.cfg
 	withFloor := cfg.sections["floor"]
 	n := cfg.sources + cfg.targets
-	var dbs, roles, srcNames []string
-	var sources []int
-	for i := 1; i <= n; i++ {
-		dbs = append(dbs, fmt.Sprintf("%s%d", prefix, i))
-		if i <= cfg.sources {
-			roles = append(roles, control.RoleSource)
-			sources = append(sources, i-1)
-			srcNames = append(srcNames, dbs[i-1])
-		} else {
-			roles = append(roles, control.RoleTarget)
-		}
-	}
+	sl := b.seedLayout(prefix)
+	dbs, sources := sl.dbs, sl.sources
 	ctl := prefix + "ctl"
 	var wall, sync, rate, rss, ins, del, conf, tps, floor, floorRate, floorRows, kickFloor, syncFloor []float64
 	fails := len(b.rep.failures)
 	for r := 1; r <= cfg.repeats; r++ {
 		label := fmt.Sprintf("seed repeat %d/%d", r, cfg.repeats)
 		progress("%s: creating %d databases (pgbench -i -s %d, then TEMPLATE copies) and control db %s", label, n, cfg.scale, ctl)
-		if err := b.env.create(ctx, dbs[0], "", false); err != nil {
-			return err
-		}
-		if err := b.env.pgbenchInit(ctx, dbs[0], cfg.scale); err != nil {
-			return err
-		}
-		for _, db := range dbs[1:] {
-			if err := b.env.create(ctx, db, dbs[0], false); err != nil {
-				return err
-			}
-		}
-		if err := b.env.setupSync(ctx, ctl, dbs, roles); err != nil {
-			return fmt.Errorf("configuring the sync: %w", err)
-		}
-		if err := b.env.checkpoint(ctx); err != nil {
+		if err := b.setupSeed(ctx, sl, ctl, nil); err != nil {
 			return err
 		}
 		progress("%s: pgbench -n -t %d on %d sources (concurrently)", label, cfg.tx, cfg.sources)
-		t, err := b.env.pgbenchAll(ctx, srcNames, cfg.tx)
+		t, err := b.env.pgbenchAll(ctx, sl.srcNames, cfg.tx)
 		if err != nil {
 			return err
 		}
@@ -378,4 +354,53 @@ func (b *bench) backlog(ctx context.Context) error {
 	b.rep.add(sec, "ibex sync / floor", uRatio, ratios(sync, floor), "target <= 2 (throughput within 2x of the floor)")
 	b.rep.add(sec, "ibex kick to done / floor", uRatio, ratios(wall, floor), "")
 	return b.env.dropNow(ctx, cfg.keep, ctl, src, tgt, fsrc, ftgt, tmpl)
+}
+
+// seedShape is the seed demo's databases: cfg.sources sources, then cfg.targets targets.
+type seedShape struct {
+	dbs, roles, srcNames []string
+	sources              []int // indexes into dbs
+}
+
+// seedLayout names the seed demo's databases prefix1, prefix2, ...
+func (b *bench) seedLayout(prefix string) seedShape {
+	var sl seedShape
+	for i := 1; i <= b.cfg.sources+b.cfg.targets; i++ {
+		db := fmt.Sprintf("%s%d", prefix, i)
+		sl.dbs = append(sl.dbs, db)
+		if i <= b.cfg.sources {
+			sl.roles = append(sl.roles, control.RoleSource)
+			sl.sources = append(sl.sources, i-1)
+			sl.srcNames = append(sl.srcNames, db)
+		} else {
+			sl.roles = append(sl.roles, control.RoleTarget)
+		}
+	}
+	return sl
+}
+
+// setupSeed (re)creates the seed's databases (pgbench -i on the first, TEMPLATE copies),
+// configures the sync in control db ctl, runs configure (more ibex commands, or nil) and
+// checkpoints.
+func (b *bench) setupSeed(ctx context.Context, sl seedShape, ctl string, configure func() error) error {
+	if err := b.env.create(ctx, sl.dbs[0], "", false); err != nil {
+		return err
+	}
+	if err := b.env.pgbenchInit(ctx, sl.dbs[0], b.cfg.scale); err != nil {
+		return err
+	}
+	for _, db := range sl.dbs[1:] {
+		if err := b.env.create(ctx, db, sl.dbs[0], false); err != nil {
+			return err
+		}
+	}
+	if err := b.env.setupSync(ctx, ctl, sl.dbs, sl.roles); err != nil {
+		return fmt.Errorf("configuring the sync: %w", err)
+	}
+	if configure != nil {
+		if err := configure(); err != nil {
+			return err
+		}
+	}
+	return b.env.checkpoint(ctx)
 }
