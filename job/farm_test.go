@@ -75,6 +75,7 @@ func TestFarm(t *testing.T) {
 		{"OnErrorSkip", testOnErrorSkip},
 		{"ColumnMerge", testColumnMerge},
 		{"Orphans", testOrphans},
+		{"OrphansRestore", testOrphansRestore},
 		{"UniqueClash", testUniqueClash},
 		{"CompareFindsDivergence", testCompareFindsDivergence},
 		{"CompareUnderPgbench", testCompareUnderPgbench},

@@ -17,6 +17,9 @@ func (r *runner) runDelta(ctx context.Context) error {
 		return err
 	}
 	r.readTruncates(ctx)
+	if err := r.saveParents(ctx); err != nil {
+		return err
+	}
 	if r.strategies.Aborts() {
 		if err := r.abortCheck(ctx); err != nil {
 			return err
@@ -25,7 +28,7 @@ func (r *runner) runDelta(ctx context.Context) error {
 	if err := r.applyTables(ctx); err != nil {
 		return err
 	}
-	return r.deleteOrphans(ctx)
+	return r.fixOrphans(ctx)
 }
 
 // takeSnapshots records each live source's snapshot (once per run): the changes a run
@@ -86,6 +89,12 @@ type runner struct {
 	// noDeltas counts keys of tables with counters whose changes had no deltas (see
 	// counters.go): logged at the end of the run.
 	noDeltas noDeltaCount
+	// links are the foreign keys between tables of the sync (read once, linksRead), and
+	// saved the temp table of each parent table's saved rows (on_orphan=restore; see
+	// orphans.go).
+	links     []orphanLink
+	linksRead bool
+	saved     map[*table]string
 }
 
 // load reads the sync's definition, its conflict strategy and its watermarks.

@@ -46,7 +46,7 @@ func (a *app) addCmd() *cobra.Command {
        (PostgreSQL targets get the key and these columns, computed on the sender; their other columns are left alone)
   ibex add sync foobar herd=therd dbs=tgroup [conflict_strategy=latest|source|abort|skip|"t2 t1"]
        [autokick=false] [onetimecopy=0|1|2] [schedule=30s|"*/5 * * * *"] [status=active] [batch_size=N] [compare_every=1h]
-       [single_transaction=off] [on_error=stop|skip] [on_orphan=delete|keep]
+       [single_transaction=off] [on_error=stop|skip] [on_orphan=delete|restore|keep]
 
 add db tests the connection first (--force skips that). A password is never stored: give
 pass=env:VAR or pass=file:PATH, or use PGPASSWORD or ~/.pgpass. add table reads each
@@ -833,8 +833,8 @@ func applySyncOptions(s *control.Sync, p *kv) error {
 			}
 			s.OnError = v
 		case "on_orphan":
-			if v != control.OnOrphanDelete && v != control.OnOrphanKeep {
-				return usageErr("sync %s: on_orphan must be delete or keep, not %q", s.Name, v)
+			if v != control.OnOrphanDelete && v != control.OnOrphanKeep && v != control.OnOrphanRestore {
+				return usageErr("sync %s: on_orphan must be delete, restore or keep, not %q", s.Name, v)
 			}
 			s.OnOrphan = v
 		case "herd", "relgroup", "dbs", "dbgroup", "tables":

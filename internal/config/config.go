@@ -159,7 +159,7 @@ type Sync struct {
 	SingleTransaction bool `yaml:"single_transaction,omitempty"`
 	// OnError: stop (default) or skip (rows a receiver refuses are parked).
 	OnError string `yaml:"on_error,omitempty"`
-	// OnOrphan: delete (default) or keep.
+	// OnOrphan: delete (default), restore or keep.
 	OnOrphan string `yaml:"on_orphan,omitempty"`
 	// CompareEvery: how often the scheduler compares the sync's dbs (a duration).
 	CompareEvery string `yaml:"compare_every,omitempty"`
@@ -383,8 +383,8 @@ func (f *File) check() error {
 		if s.Status != "" && !control.Status(s.Status).Valid() {
 			return fmt.Errorf("sync %s: status must be active or inactive", n)
 		}
-		if s.OnOrphan != "" && s.OnOrphan != control.OnOrphanDelete && s.OnOrphan != control.OnOrphanKeep {
-			return fmt.Errorf("sync %s: on_orphan must be delete or keep, not %q", n, s.OnOrphan)
+		if s.OnOrphan != "" && s.OnOrphan != control.OnOrphanDelete && s.OnOrphan != control.OnOrphanKeep && s.OnOrphan != control.OnOrphanRestore {
+			return fmt.Errorf("sync %s: on_orphan must be delete, restore or keep, not %q", n, s.OnOrphan)
 		}
 		if d, err := time.ParseDuration(s.CompareEvery); s.CompareEvery != "" && (err != nil || d <= 0) {
 			return fmt.Errorf("sync %s: compare_every must be a duration such as 1h or 30m, not %q", n, s.CompareEvery)

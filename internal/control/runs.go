@@ -195,8 +195,9 @@ const (
 
 // on_orphan values.
 const (
-	OnOrphanDelete = "delete" // an orphan child row is deleted everywhere (the default)
-	OnOrphanKeep   = "keep"   // orphans are left alone (no check)
+	OnOrphanDelete  = "delete"  // an orphan child row is deleted everywhere (the default)
+	OnOrphanKeep    = "keep"    // orphans are left alone (no check)
+	OnOrphanRestore = "restore" // the parent row is brought back everywhere
 )
 
 // Exception is a row a receiver refused under on_error=skip, parked in ibex.exception.
