@@ -67,6 +67,7 @@ func TestFarm(t *testing.T) {
 		{"FullcopyCustomColsFilter", testFullcopyCustomColsFilter},
 		{"MakeDeltaCascade", testMakeDeltaCascade},
 		{"MakeDeltaLoop", testMakeDeltaLoop},
+		{"MakeDeltaCycle", testMakeDeltaCycle},
 		{"Counters", testCounters},
 		{"CountersBadInput", testCountersBadInput},
 		{"CountersLateKey", testCountersLateKey},

@@ -128,8 +128,10 @@ func (s *session) checkSchemas(ctx context.Context, checkCapture bool) error {
 		t.sinkTables = make([]*sinks.Table, len(s.members))
 		for _, m := range s.alive() {
 			on := t.on(m)
+			// A PostgreSQL target with makedelta writes in place: a row coming back around
+			// a cycle of syncs unchanged is then not captured again (see capture.Options).
 			t.sinkTables[m.idx] = &sinks.Table{Schema: on.Schema, Name: on.Name, Key: t.keyCols, Cols: t.cols,
-				Columns: d.Columns, Partitioned: partitioned[m.idx]}
+				Columns: d.Columns, Partitioned: partitioned[m.idx], InPlace: m.pg() && !m.isSource() && t.makeDelta(m)}
 		}
 	}
 	if err := s.planExtras(ctx, descs); err != nil {

@@ -49,6 +49,11 @@ type Table struct {
 	// updates the rows it gets in place, so the columns not in Cols keep their values
 	// (PostgreSQL targets only; a whole-table copy inserts, the others taking defaults).
 	Partial bool
+	// InPlace is set when rows applied to this receiver are captured for other syncs
+	// (makedelta): a target's batch then updates the rows it gets in place, as Partial
+	// does, instead of deleting and inserting them, so that a row that arrives unchanged
+	// (it came back around a cycle of syncs) is not captured again (PostgreSQL targets).
+	InPlace bool
 }
 
 // Label is schema.name, for messages.

@@ -29,10 +29,10 @@ func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) 
 	s.rejected = nil
 	keyCols := catalog.QuoteCols("", t.Key)
 	temps := fmt.Sprintf(`DROP TABLE IF EXISTS pg_temp.ibex_k; CREATE TEMP TABLE ibex_k ON COMMIT DROP AS SELECT %s FROM %s LIMIT 0`, keyCols, ident(t))
-	if s.src != nil || s.skip || t.Partial {
+	if s.src != nil || s.skip || t.Partial || t.InPlace {
 		// Rows for a source, for a target under on_error=skip, or for a table of which a
-		// target gets some columns, arrive in a stage table (see applySource,
-		// applySkipping, applyPartial).
+		// target gets some columns or which it writes in place, arrive in a stage table
+		// (see applySource, applySkipping, applyPartial).
 		stage := catalog.QuoteCols("", t.Cols)
 		if s.skip {
 			var err error
@@ -53,7 +53,7 @@ func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) 
 		s.batch = &batch{t: t, staged: true}
 		return sinks.Prepared{}, nil
 	}
-	if s.src == nil && t.Partial {
+	if s.src == nil && (t.Partial || t.InPlace) {
 		s.batch = &batch{t: t, partial: true}
 		return sinks.Prepared{}, nil
 	}
@@ -211,9 +211,10 @@ func execIndexed(ctx context.Context, conn *pgx.Conn, stmt string) (pgconn.Comma
 }
 
 // applyPartial writes the staged rows of a target's table of which the batch has some
-// columns only (t.Partial): the keys with no row are deleted, the rows there are updated
-// in place (their other columns kept), the others inserted (their other columns taking
-// their defaults). It returns rows written and rows deleted or replaced.
+// columns only (t.Partial), or which it writes in place (t.InPlace): the keys with no row
+// are deleted, the rows there are updated in place (their other columns kept), the others
+// inserted (their other columns taking their defaults). It returns rows written and rows
+// deleted or replaced.
 func (s *Sink) applyPartial(ctx context.Context, t *sinks.Table) (int64, int64, error) {
 	id := ident(t)
 	identity := map[string]bool{}
