@@ -2,11 +2,16 @@ package job_test
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/ibexrepl/ibex/internal/capture"
 	"github.com/ibexrepl/ibex/internal/control"
@@ -258,5 +263,37 @@ func testMakeDeltaCycle(t *testing.T, f *farm) {
 		for _, s := range syncs {
 			c.runSync(s, control.StateEmpty)
 		}
+	}
+
+	// Autokick: a change cascaded onto B signals B's own sync (not the one that applied it).
+	for _, s := range syncs {
+		c.ibex("update", "sync", s, "autokick=true")
+	}
+	ctx := t.Context()
+	l, err := pgx.Connect(ctx, f.dbs["t2"].DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close(context.Background())
+	if _, err := l.Exec(ctx, `LISTEN `+capture.KickChannel); err != nil {
+		t.Fatal(err)
+	}
+	c.on("t1", `UPDATE item SET v = 'kick' WHERE id = 1`)
+	c.runSync(syncs[0], control.StateGood)
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var kicked []string
+	for {
+		n, err := l.WaitForNotification(wctx)
+		if err != nil {
+			break
+		}
+		kicked = append(kicked, n.Payload)
+		if n.Payload == syncs[1] {
+			break
+		}
+	}
+	if !slices.Contains(kicked, syncs[1]) || slices.Contains(kicked, syncs[0]) {
+		t.Errorf("kicks on B after sync %s applied a row there: %v, want %s only", syncs[0], kicked, syncs[1])
 	}
 }

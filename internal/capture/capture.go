@@ -359,28 +359,37 @@ END$t$`, truncFunc(sync), quoteLiteral(OriginGUC), quoteLiteral(OriginGUC), quot
 		fmt.Sprintf(`CREATE OR REPLACE TRIGGER %s AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION %s(%s, %s)`,
 			qi(TruncTriggerName(sync)), tbl, truncFunc(sync), quoteLiteral(ct), quoteLiteral(makeDeltaArg(o.MakeDelta))),
 	)
-	// Makedelta: both triggers fire under session_replication_role = replica too (ibex's
+	triggers := []string{TriggerName(sync), TruncTriggerName(sync)}
+	if o.Autokick {
+		// Not for ibex's own writes when it runs with ibex.applying rather than
+		// session_replication_role (which keeps every trigger from firing). With makedelta,
+		// the trigger fires for what other syncs apply too (their changes cascade), not for
+		// what this sync applies.
+		when := `current_setting('ibex.applying', true) IS DISTINCT FROM 'on'`
+		if o.MakeDelta {
+			origin := "coalesce(current_setting(" + quoteLiteral(OriginGUC) + ", true), '')"
+			when = fmt.Sprintf(`(%s OR %s <> '') AND %s <> %s`, when, origin, origin, quoteLiteral(sync))
+		}
+		stmts = append(stmts,
+			fmt.Sprintf(`CREATE OR REPLACE FUNCTION ibex.%s() RETURNS trigger LANGUAGE plpgsql AS $k$BEGIN PERFORM pg_notify(%s, %s); RETURN NULL; END$k$`,
+				qi("kick."+sync), quoteLiteral(KickChannel), quoteLiteral(sync)),
+			fmt.Sprintf(`CREATE OR REPLACE TRIGGER %s AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH STATEMENT WHEN (%s) EXECUTE FUNCTION ibex.%s()`,
+				qi(KickTriggerName(sync)), tbl, when, qi("kick."+sync)))
+		triggers = append(triggers, KickTriggerName(sync))
+	} else {
+		stmts = append(stmts, fmt.Sprintf(`DROP TRIGGER IF EXISTS %s ON %s`, qi(KickTriggerName(sync)), tbl))
+	}
+	// Makedelta: the triggers fire under session_replication_role = replica too (ibex's
 	// receiving sessions); without it, only outside it (ENABLE, the default). ALTER TABLE
 	// needs the table's owner: it runs only when the state must change, so a role that may
 	// create triggers without owning the table installs capture without makedelta.
-	for _, tg := range []string{TriggerName(sync), TruncTriggerName(sync)} {
+	for _, tg := range triggers {
 		enable, wrong := "ENABLE", "tgenabled = 'A'"
 		if o.MakeDelta {
 			enable, wrong = "ENABLE ALWAYS", "tgenabled <> 'A'"
 		}
 		stmts = append(stmts, fmt.Sprintf(`DO $e$ BEGIN IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = %s::regclass AND tgname = %s AND %s) THEN EXECUTE %s; END IF; END $e$`,
 			quoteLiteral(tbl), quoteLiteral(tg), wrong, quoteLiteral(fmt.Sprintf(`ALTER TABLE %s %s TRIGGER %s`, tbl, enable, qi(tg)))))
-	}
-	if o.Autokick {
-		stmts = append(stmts,
-			fmt.Sprintf(`CREATE OR REPLACE FUNCTION ibex.%s() RETURNS trigger LANGUAGE plpgsql AS $k$BEGIN PERFORM pg_notify(%s, %s); RETURN NULL; END$k$`,
-				qi("kick."+sync), quoteLiteral(KickChannel), quoteLiteral(sync)),
-			// Not for ibex's own writes when it runs with ibex.applying rather than
-			// session_replication_role (which keeps every trigger from firing).
-			fmt.Sprintf(`CREATE OR REPLACE TRIGGER %s AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH STATEMENT WHEN (current_setting('ibex.applying', true) IS DISTINCT FROM 'on') EXECUTE FUNCTION ibex.%s()`,
-				qi(KickTriggerName(sync)), tbl, qi("kick."+sync)))
-	} else {
-		stmts = append(stmts, fmt.Sprintf(`DROP TRIGGER IF EXISTS %s ON %s`, qi(KickTriggerName(sync)), tbl))
 	}
 	return stmts
 }
