@@ -70,6 +70,19 @@ func testCustomCols(t *testing.T, f *farm) {
 			t.Errorf("%s: %v, want %v", db, got, want)
 		}
 	}
+	// Under on_error=skip too: a row the target refuses is parked, the others are written
+	// with the target's own column left alone.
+	c.ibex("update", "sync", c.sync, "on_error=skip")
+	c.on("t3", `UPDATE item SET extra = 'mine3' WHERE id = 3; ALTER TABLE item ADD CONSTRAINT a_not_bad CHECK (a <> 'bad')`)
+	c.on("t1", `UPDATE item SET a = 'a3x' WHERE id = 3; INSERT INTO item VALUES (4, 'bad', 'b4', 'c4')`)
+	res = c.mustRun(control.StateGood, job.Options{})
+	if got, want := c.rows("t3", "item", "id"), []string{"(1,a1,C1X,mine)", "(3,a3x,C3,mine3)"}; !cmp.Equal(got, want) {
+		t.Errorf("t3 under on_error=skip: %v, want %v", got, want)
+	}
+	if res.Parked != 1 {
+		t.Errorf("parked %d rows, want 1: %s", res.Parked, res.Summary())
+	}
+	c.ibex("update", "sync", c.sync, "on_error=stop")
 	if out, want := c.ibex("list", "tables", c.q("item")), "customcols SELECT id, a, upper(c) AS c (db t3)"; !strings.Contains(out, want) {
 		t.Errorf("list tables lacks %q:\n%s", want, out)
 	}

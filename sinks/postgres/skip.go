@@ -31,9 +31,11 @@ const keyNum = `"$n"`
 // refuses (isRowError) is rolled back and halved, down to single keys, whose refusal is
 // recorded in s.rejected and left out: that receiver keeps what it had for the key. A
 // batch with a few refused rows costs a few statements per refused row (about log2 of the
-// batch's size). A target replaces the rows (delete, insert); a source upserts them and
-// deletes the keys the winner no longer has, as applySource does, and its application's
-// changes to the keys meanwhile fail the batch (it is applied again next run). It returns
+// batch's size). A target replaces the rows (delete, insert), or, when it gets some columns
+// only or writes in place (t.Partial, t.InPlace), upserts them (the columns it does not get
+// keep their values) and deletes the keys the winner no longer has; a source does the same
+// as applySource does, and its application's changes to the keys meanwhile fail the batch
+// (it is applied again next run). It returns
 // rows written and rows deleted or replaced.
 func (s *Sink) applySkipping(ctx context.Context, t *sinks.Table) (int64, int64, error) {
 	keys := catalog.QuoteCols("", t.Key)
@@ -122,7 +124,7 @@ func (a *skipApply) try(ctx context.Context, lo, hi int64) error {
 		_, err = s.conn.Exec(ctx, `RELEASE SAVEPOINT ibex_try`)
 		return err
 	}
-	if s.src == nil {
+	if s.src == nil && !t.Partial && !t.InPlace {
 		return run(replace, false)
 	}
 	// As applySource: every column written is set (keys too), but identity-always ones.
