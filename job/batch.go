@@ -46,7 +46,7 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 	}
 	res.keys = len(keys)
 	res.conflicts = r.resolve(t, keys)
-	clashes, err := r.uniqueClashes(ctx, t, keys)
+	clashes, err := r.uniqueClashes(ctx, t, keys, res.rejected)
 	if err != nil {
 		r.rollbackAll()
 		return res, fmt.Errorf("table %s: %w", t.name, err)

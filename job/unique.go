@@ -36,8 +36,9 @@ type uniqueRow struct {
 }
 
 // uniqueClashes finds and resolves the clashes among the winners of keys (see above); it
-// returns the conflicts to log.
-func (r *runner) uniqueClashes(ctx context.Context, t *table, keys map[string]*keyState) ([]control.Conflict, error) {
+// returns the conflicts to log, and adds the rows it parks (unique_clash_loser=park) to
+// parked, by the index of the member they came from.
+func (r *runner) uniqueClashes(ctx context.Context, t *table, keys map[string]*keyState, parked [][]control.Exception) ([]control.Conflict, error) {
 	if len(t.desc.Uniques) == 0 {
 		return nil, nil
 	}
@@ -136,7 +137,13 @@ func (r *runner) uniqueClashes(ctx context.Context, t *table, keys map[string]*k
 				out = append(out, c)
 				continue
 			}
-			// Deleted everywhere, on its own source too: no db sends it.
+			// Deleted everywhere, on its own source too: no db sends it. Parked, it goes to
+			// the exception log too (recorded once its own source commits the delete).
+			if r.sync.UniqueClashLoser == control.UniqueLoserPark {
+				c.Resolution = "parked"
+				parked[ur.winner] = append(parked[ur.winner], control.Exception{Sync: r.sync.Name, Table: t.name, DB: db, Key: c.Key, Row: ur.row,
+					Error: fmt.Sprintf("unique_clash: its values in a unique index equal those of db %s's row (%s): parked, deleted everywhere", win, st.String())})
+			}
 			ks.dropRow, ks.recv = true, 0
 			for _, m := range r.members {
 				if m.alive() && r.receives(m) {

@@ -70,4 +70,44 @@ func testUniqueClash(t *testing.T, f *farm) {
 			t.Errorf("skip: %s holds %q of the clashing rows, want %q", db, got, want)
 		}
 	}
+
+	// park: the winner's row stays everywhere, the loser's is deleted everywhere and parked
+	// in the exception log with its row.
+	c.on("t2", `DELETE FROM users WHERE id = 10`)
+	c.on("t1", `UPDATE users SET name = 't1' WHERE id = 9`)
+	c.ibex("update", "sync", c.sync, "on_unique_clash=t1 t2")
+	if _, err := c.run(t.Context(), job.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errs := c.ibexCmd("update", "sync", c.sync, "unique_clash_loser=hide"); code == 0 || !strings.Contains(errs, `unique_clash_loser must be delete or park, not "hide"`) {
+		t.Errorf("a bad unique_clash_loser: exit %d, %s", code, errs)
+	}
+	c.ibex("update", "sync", c.sync, "unique_clash_loser=park")
+	if out := c.ibex("status", c.sync); !strings.Contains(out, "Unique clash loser") || !strings.Contains(out, "park") {
+		t.Errorf("status does not show unique_clash_loser:\n%s", out)
+	}
+	c.on("t1", `INSERT INTO users VALUES (11, 'f@x', 't1')`)
+	c.on("t2", `INSERT INTO users VALUES (12, 'f@x', 't2'), (13, 'g@x', 't2')`)
+	res = c.mustRun(control.StateGood, job.Options{})
+	if res.ConflictTypes["unique_clash"] != 1 || res.Parked != 1 {
+		t.Errorf("park: unique clashes %d, parked %d, want 1 and 1: %s", res.ConflictTypes["unique_clash"], res.Parked, res.Summary())
+	}
+	want = "2:a@x:t2 3:b@x:t1 4:c@x:renamed 5:NULL:t1 6:NULL:t2 7:d@x:t1 9:e@x:t1 11:f@x:t1 13:g@x:t2"
+	for _, db := range c.names {
+		if got := users(db); got != want {
+			t.Errorf("park: %s: %s\nwant %s", db, got, want)
+		}
+	}
+	es, err := control.Exceptions(context.Background(), c.store.Q(), c.sync, 10)
+	if err != nil || len(es) != 1 {
+		t.Fatalf("exception log: %+v, %v", es, err)
+	}
+	if e := es[0]; e.DB != "t2" || e.Key != "id=12" || e.Row != `{"id":12,"email":"f@x","name":"t2"}` ||
+		!strings.HasPrefix(e.Error, "unique_clash: its values in a unique index equal those of db t1's row") {
+		t.Errorf("parked %+v", e)
+	}
+	if out := c.ibex("conflicts", c.sync, "--errors"); !strings.Contains(out, `{"id":12,"email":"f@x","name":"t2"}`) {
+		t.Errorf("conflicts --errors does not show the parked row:\n%s", out)
+	}
+	c.mustRun(control.StateEmpty, job.Options{})
 }

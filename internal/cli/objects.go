@@ -47,6 +47,7 @@ func (a *app) addCmd() *cobra.Command {
   ibex add sync foobar herd=therd dbs=tgroup [conflict_strategy=latest|source|abort|skip|"t2 t1"]
        [autokick=false] [onetimecopy=0|1|2] [schedule=30s|"*/5 * * * *"] [status=active] [batch_size=N] [compare_every=1h]
        [single_transaction=off] [on_error=stop|skip] [on_orphan=delete|restore|keep]
+       [unique_clash_loser=delete|park]
 
 add db tests the connection first (--force skips that). A password is never stored: give
 pass=env:VAR or pass=file:PATH, or use PGPASSWORD or ~/.pgpass. add table reads each
@@ -837,12 +838,17 @@ func applySyncOptions(s *control.Sync, p *kv) error {
 				return usageErr("sync %s: on_orphan must be delete, restore or keep, not %q", s.Name, v)
 			}
 			s.OnOrphan = v
+		case "unique_clash_loser":
+			if v != control.UniqueLoserDelete && v != control.UniqueLoserPark {
+				return usageErr("sync %s: unique_clash_loser must be delete or park, not %q", s.Name, v)
+			}
+			s.UniqueClashLoser = v
 		case "herd", "relgroup", "dbs", "dbgroup", "tables":
 			continue
 		default:
 			typ, ok := strings.CutPrefix(k, "on_")
 			if !ok || conflict.CheckType(typ) != nil {
-				return usageErr("sync %s: unknown option %q (use herd, tables, dbs, conflict_strategy, on_%s, on_error, on_orphan, autokick, onetimecopy, schedule, status, batch_size, single_transaction, compare_every)",
+				return usageErr("sync %s: unknown option %q (use herd, tables, dbs, conflict_strategy, on_%s, on_error, on_orphan, unique_clash_loser, autokick, onetimecopy, schedule, status, batch_size, single_transaction, compare_every)",
 					s.Name, k, strings.Join(conflict.Types, ", on_"))
 			}
 			// A strategy for one conflict type; "default" goes back to conflict_strategy.

@@ -244,7 +244,7 @@ s_skip           | active   | h1   | g2      | skip     | no       | 0          
 	refused(t, ctl.DSN, 2, args("add", "sync", "s9", "herd=h1", "dbs=g1", "conflict_strategy=t1 nosuch"), `"nosuch" is not a db of this sync (its dbs: t1 t2 t3)`)
 	refused(t, ctl.DSN, 2, args("add", "sync", "s9", "herd=h1", "dbs=g1", "conflict_strategy=t1 t1"), `db "t1" is listed twice`)
 	refused(t, ctl.DSN, 2, args("add", "sync", "s9", "herd=h1", "dbs=g1", "foo=1"),
-		`ibex: sync s9: unknown option "foo" (use herd, tables, dbs, conflict_strategy, on_insert_exists, on_update_update, on_update_delete, on_delete_delete, on_unique_clash, on_error, on_orphan, autokick, onetimecopy, schedule, status, batch_size, single_transaction, compare_every)`)
+		`ibex: sync s9: unknown option "foo" (use herd, tables, dbs, conflict_strategy, on_insert_exists, on_update_update, on_update_delete, on_delete_delete, on_unique_clash, on_error, on_orphan, unique_clash_loser, autokick, onetimecopy, schedule, status, batch_size, single_transaction, compare_every)`)
 	refuseAll(t, ctl.DSN,
 		rf(2, args("add", "sync", "s9", "herd=h1", "dbs=g1", "autokick=maybe"), `sync s9: autokick must be true or false, not "maybe"`),
 		rf(2, args("add", "sync", "s9", "herd=h1", "dbs=g1", "onetimecopy=x"), `sync s9: onetimecopy must be 0, 1 or 2, not "x"`),

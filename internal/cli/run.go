@@ -283,13 +283,16 @@ type syncStatus struct {
 	// on_error=skip (ibex conflicts SYNC --errors lists them).
 	OnError  string `json:"on_error"`
 	OnOrphan string `json:"on_orphan"`
-	Parked   int64  `json:"parked_rows"`
+	// UniqueClashLoser is what happens to a unique clash's losing row (delete, park).
+	UniqueClashLoser string `json:"unique_clash_loser"`
+	Parked           int64  `json:"parked_rows"`
 }
 
 func (a *app) loadStatus(ctx context.Context, store *control.Store, s control.Sync) (*syncStatus, error) {
 	q := store.Q()
 	st := &syncStatus{Name: s.Name, Status: s.Status, Herd: s.Herd, DBGroup: s.DBGroup, Conflict: s.ConflictStrategy, ConflictByType: s.ConflictByType,
-		Schedule: s.Schedule, CompareEvery: s.CompareEvery, Autokick: s.Autokick, Onetime: s.Onetimecopy, OnError: s.OnError, OnOrphan: s.OnOrphan}
+		Schedule: s.Schedule, CompareEvery: s.CompareEvery, Autokick: s.Autokick, Onetime: s.Onetimecopy, OnError: s.OnError, OnOrphan: s.OnOrphan,
+		UniqueClashLoser: s.UniqueClashLoser}
 	var err error
 	if st.ConflictTypes, err = control.ConflictCounts(ctx, q, s.Name); err != nil {
 		return nil, err
@@ -602,6 +605,7 @@ func (a *app) statusDetail(st *syncStatus) {
 	}
 	field("On error", onError)
 	field("On orphan", st.OnOrphan)
+	field("Unique clash loser", st.UniqueClashLoser)
 	sched := st.Schedule
 	if sched == "" {
 		sched = "None (kick only)"

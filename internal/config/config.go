@@ -161,6 +161,8 @@ type Sync struct {
 	OnError string `yaml:"on_error,omitempty"`
 	// OnOrphan: delete (default), restore or keep.
 	OnOrphan string `yaml:"on_orphan,omitempty"`
+	// UniqueClashLoser: delete (default) or park.
+	UniqueClashLoser string `yaml:"unique_clash_loser,omitempty"`
 	// CompareEvery: how often the scheduler compares the sync's dbs (a duration).
 	CompareEvery string `yaml:"compare_every,omitempty"`
 }
@@ -382,6 +384,9 @@ func (f *File) check() error {
 		}
 		if s.Status != "" && !control.Status(s.Status).Valid() {
 			return fmt.Errorf("sync %s: status must be active or inactive", n)
+		}
+		if s.UniqueClashLoser != "" && s.UniqueClashLoser != control.UniqueLoserDelete && s.UniqueClashLoser != control.UniqueLoserPark {
+			return fmt.Errorf("sync %s: unique_clash_loser must be delete or park, not %q", n, s.UniqueClashLoser)
 		}
 		if s.OnOrphan != "" && s.OnOrphan != control.OnOrphanDelete && s.OnOrphan != control.OnOrphanKeep && s.OnOrphan != control.OnOrphanRestore {
 			return fmt.Errorf("sync %s: on_orphan must be delete, restore or keep, not %q", n, s.OnOrphan)

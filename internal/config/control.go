@@ -132,7 +132,8 @@ func Export(ctx context.Context, q control.Querier) (*File, error) {
 		}
 		f.Syncs[s.Name] = Sync{Herd: s.Herd, DBs: s.DBGroup, ConflictStrategy: s.ConflictStrategy, ConflictByType: byType, Autokick: s.Autokick,
 			Onetimecopy: s.Onetimecopy, Schedule: s.Schedule, Status: string(s.Status), BatchSize: s.BatchSize,
-			SingleTransaction: s.SingleTransaction, OnError: onErrorOut(s.OnError), OnOrphan: onOrphanOut(s.OnOrphan), CompareEvery: s.CompareEvery}
+			SingleTransaction: s.SingleTransaction, OnError: onErrorOut(s.OnError), OnOrphan: onOrphanOut(s.OnOrphan), CompareEvery: s.CompareEvery,
+			UniqueClashLoser: uniqueLoserOut(s.UniqueClashLoser)}
 	}
 	return f, nil
 }
@@ -328,7 +329,7 @@ func Apply(ctx context.Context, q control.Querier, cur, want *File, changes []Ch
 		s := want.Syncs[n]
 		if err := control.PutSync(ctx, q, &control.Sync{Name: n, Herd: s.Herd, DBGroup: s.DBs, ConflictStrategy: s.ConflictStrategy, ConflictByType: s.ConflictByType,
 			Autokick: s.Autokick, Onetimecopy: s.Onetimecopy, Schedule: s.Schedule, Status: control.Status(s.Status), BatchSize: s.BatchSize,
-			SingleTransaction: s.SingleTransaction, OnError: s.OnError, OnOrphan: s.OnOrphan, CompareEvery: s.CompareEvery}, has("add", "sync", n)); err != nil {
+			SingleTransaction: s.SingleTransaction, OnError: s.OnError, OnOrphan: s.OnOrphan, CompareEvery: s.CompareEvery, UniqueClashLoser: s.UniqueClashLoser}, has("add", "sync", n)); err != nil {
 			return err
 		}
 	}
@@ -430,6 +431,15 @@ func detectOut(v string) string {
 // onOrphanOut is a sync's on_orphan as an export writes it: left out when it is the default.
 func onOrphanOut(v string) string {
 	if v == control.OnOrphanDelete {
+		return ""
+	}
+	return v
+}
+
+// uniqueLoserOut is a sync's unique_clash_loser as an export writes it: left out when it
+// is the default.
+func uniqueLoserOut(v string) string {
+	if v == control.UniqueLoserDelete {
 		return ""
 	}
 	return v

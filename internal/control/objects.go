@@ -97,6 +97,10 @@ type Sync struct {
 	// OnOrphan is what a run does with a child row whose parent row (a foreign key between
 	// two tables of the sync) is gone: OnOrphanDelete or OnOrphanKeep.
 	OnOrphan string
+	// UniqueClashLoser is what happens to the losing row of a unique clash:
+	// UniqueLoserDelete (deleted everywhere, logged) or UniqueLoserPark (deleted everywhere
+	// and parked in the exception log with its row).
+	UniqueClashLoser string
 }
 
 // Querier is satisfied by *pgxpool.Pool, *pgx.Conn and pgx.Tx.
@@ -475,11 +479,11 @@ func RemoveDBGroup(ctx context.Context, q Querier, name string) error {
 
 // ---- syncs
 
-const syncCols = `name, herd, dbgroup, conflict_strategy, autokick, onetimecopy, schedule, status, batch_size, single_transaction, conflict_by_type, on_error, on_orphan, compare_every`
+const syncCols = `name, herd, dbgroup, conflict_strategy, autokick, onetimecopy, schedule, status, batch_size, single_transaction, conflict_by_type, on_error, on_orphan, compare_every, unique_clash_loser`
 
 func scanSync(r pgx.CollectableRow) (Sync, error) {
 	var s Sync
-	err := r.Scan(&s.ID, &s.Name, &s.Herd, &s.DBGroup, &s.ConflictStrategy, &s.Autokick, &s.Onetimecopy, &s.Schedule, &s.Status, &s.BatchSize, &s.SingleTransaction, &s.ConflictByType, &s.OnError, &s.OnOrphan, &s.CompareEvery)
+	err := r.Scan(&s.ID, &s.Name, &s.Herd, &s.DBGroup, &s.ConflictStrategy, &s.Autokick, &s.Onetimecopy, &s.Schedule, &s.Status, &s.BatchSize, &s.SingleTransaction, &s.ConflictByType, &s.OnError, &s.OnOrphan, &s.CompareEvery, &s.UniqueClashLoser)
 	return s, err
 }
 
@@ -519,10 +523,14 @@ func PutSync(ctx context.Context, q Querier, s *Sync, create bool) error {
 	if onOrphan == "" {
 		onOrphan = OnOrphanDelete
 	}
-	args := []any{s.Name, s.Herd, s.DBGroup, s.ConflictStrategy, s.Autokick, s.Onetimecopy, s.Schedule, s.Status, s.BatchSize, s.SingleTransaction, byType, onError, onOrphan, s.CompareEvery}
+	loser := s.UniqueClashLoser
+	if loser == "" {
+		loser = UniqueLoserDelete
+	}
+	args := []any{s.Name, s.Herd, s.DBGroup, s.ConflictStrategy, s.Autokick, s.Onetimecopy, s.Schedule, s.Status, s.BatchSize, s.SingleTransaction, byType, onError, onOrphan, s.CompareEvery, loser}
 	var err error
 	if create {
-		err = q.QueryRow(ctx, `INSERT INTO ibex.sync (`+syncCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id`, args...).Scan(&s.ID)
+		err = q.QueryRow(ctx, `INSERT INTO ibex.sync (`+syncCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING id`, args...).Scan(&s.ID)
 		if err == nil {
 			// A new sync takes its herd as it is: its onetimecopy says whether to copy.
 			_, err = q.Exec(ctx, `INSERT INTO ibex.synctable (sync, relation) SELECT $1, relation FROM ibex.herdmap WHERE herd = $2`, s.Name, s.Herd)
@@ -530,7 +538,7 @@ func PutSync(ctx context.Context, q Querier, s *Sync, create bool) error {
 	} else {
 		var tag pgconn.CommandTag
 		tag, err = q.Exec(ctx, `UPDATE ibex.sync SET herd = $2, dbgroup = $3, conflict_strategy = $4, autokick = $5,
-onetimecopy = $6, schedule = $7, status = $8, batch_size = $9, single_transaction = $10, conflict_by_type = $11, on_error = $12, on_orphan = $13, compare_every = $14 WHERE name = $1`, args...)
+onetimecopy = $6, schedule = $7, status = $8, batch_size = $9, single_transaction = $10, conflict_by_type = $11, on_error = $12, on_orphan = $13, compare_every = $14, unique_clash_loser = $15 WHERE name = $1`, args...)
 		if err == nil && tag.RowsAffected() == 0 {
 			return notFound("sync", s.Name)
 		}

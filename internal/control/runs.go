@@ -200,6 +200,12 @@ const (
 	OnOrphanRestore = "restore" // the parent row is brought back everywhere
 )
 
+// unique_clash_loser values.
+const (
+	UniqueLoserDelete = "delete" // the losing row of a unique clash is deleted everywhere (the default)
+	UniqueLoserPark   = "park"   // ... and parked in the exception log with its row
+)
+
 // Exception is a row a receiver refused under on_error=skip, parked in ibex.exception.
 type Exception struct {
 	ID    int64
