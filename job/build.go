@@ -111,6 +111,9 @@ type funcVersion struct {
 	At   string             `json:"at"`   // the time of the source's latest change of the row
 	Kind string             `json:"kind"` // what its changes did: insert, update or delete
 	Row  map[string]*string `json:"row"`  // its row now, column -> value text; null when deleted
+	// Old is the row as the source's first pending change of it found it (column -> value
+	// text); null when that change inserted it.
+	Old json.RawMessage `json:"old"`
 }
 
 // funcCall prepares the call for key k; ok is false when no source has the row any more
@@ -133,7 +136,10 @@ func (r *runner) funcCall(t *table, k string, ks *keyState, vs map[string][]conf
 		c.base = r.members[ks.winner].name
 	}
 	for _, ch := range ks.changes {
-		v := funcVersion{DB: ch.DB, At: time.UnixMicro(ch.At).UTC().Format(time.RFC3339Nano), Kind: kindName(ch.Kind)}
+		v := funcVersion{DB: ch.DB, At: time.UnixMicro(ch.At).UTC().Format(time.RFC3339Nano), Kind: kindName(ch.Kind), Old: json.RawMessage("null")}
+		if old := ks.old[r.memberByName(ch.DB).idx]; old != "" {
+			v.Old = json.RawMessage(old)
+		}
 		if row, ok := vs[ch.DB]; ok {
 			v.Row = make(map[string]*string, len(t.cols))
 			for i, col := range t.cols {

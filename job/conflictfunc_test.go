@@ -80,6 +80,29 @@ $$`)
 		t.Errorf("conflict log strategy %q (%v), want function:%s", strategy, err, fn)
 	}
 
+	// The old values: each version carries the row as that source's first pending change
+	// found it (null for an insert), so a function can add up what each source did.
+	ctl(`CREATE OR REPLACE FUNCTION ` + fn + `(v jsonb) RETURNS jsonb LANGUAGE sql AS $$
+  SELECT jsonb_build_object(
+    'bal', (SELECT max((x->'old'->>'bal')::int) + sum((x->'row'->>'bal')::int - (x->'old'->>'bal')::int) FROM jsonb_array_elements(v->'versions') x),
+    'note', (SELECT string_agg((x->>'db') || '<-' || coalesce(x->'old'->>'note', 'none'), ',' ORDER BY x->>'db') FROM jsonb_array_elements(v->'versions') x))
+$$`)
+	for _, w := range []struct{ db, sql string }{
+		{"t1", `UPDATE acct SET bal = 110 WHERE id = 4`},
+		{"t1", `UPDATE acct SET bal = 115, note = 'one' WHERE id = 4`},
+		{"t2", `UPDATE acct SET bal = 130 WHERE id = 4`},
+		{"t1", `DELETE FROM acct WHERE id = 7`},
+		{"t2", `UPDATE acct SET bal = 200 WHERE id = 7`},
+	} {
+		c.on(w.db, w.sql)
+	}
+	c.mustRun(control.StateGood, job.Options{})
+	for _, db := range c.names {
+		if got := strings.Join(c.strs(db, `SELECT id || ':' || bal || ':' || note FROM acct WHERE id IN (4, 7) ORDER BY id`), " "); got != "4:145:t1<-init,t2<-init 7:200:t1<-init,t2<-init" {
+			t.Errorf("%s: rows 4 and 7 %s, want 4:145:t1<-init,t2<-init 7:200:t1<-init,t2<-init", db, got)
+		}
+	}
+
 	// Failures fail the run before anything is applied.
 	before := c.acct("t3")
 	for _, bad := range []struct{ body, want string }{

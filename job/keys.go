@@ -37,6 +37,9 @@ type keyState struct {
 	// cols are, on a table with conflict_detect=columns, each changer's changed columns
 	// (by source member index): capture.ColsSep-separated names, nullText for all.
 	cols map[int]string
+	// old are, when capture keeps old rows (a conflict function), each changer's row as
+	// its first pending change found it (by source member index): JSON, "" for none.
+	old map[int]string
 }
 
 // readKeys reads the pending keys of every live source for one bucket (phase 1).
@@ -58,6 +61,8 @@ type keyPart struct {
 	// cols are, with conflict_detect=columns, per key the columns the source's pending
 	// updates changed (see keyState.cols).
 	cols []string
+	// old are, when capture keeps old rows, per key the old row (see keyState.old).
+	old []string
 }
 
 // nullText is NULL in COPY text.
@@ -98,11 +103,15 @@ func (r *runner) startKeyRead(ctx context.Context, t *table, b, nb int, ahead bo
 		}
 		// One need-flag per receiver, in the order of recvs (that of r.watermarks).
 		byCols := t.rel.Detect == control.DetectColumns
-		sql := capture.KeyRead(t.change, t.keyCols, a.snap, r.watermarks(a), r.bucketCond(t, changeAlias, b, nb), t.bounds != nil, t.rel.Counters, byCols)
+		withOld := keepsOld(r.sync)
+		sql := capture.KeyReadOld(t.change, t.keyCols, a.snap, r.watermarks(a), r.bucketCond(t, changeAlias, b, nb), t.bounds != nil, t.rel.Counters, byCols, withOld)
 		nc, nm := len(t.rel.Counters), len(r.members)
 		extra := 0
 		if byCols {
-			extra = 1
+			extra++
+		}
+		if withOld {
+			extra++
 		}
 		conn := a.conn
 		if ahead {
@@ -149,7 +158,18 @@ func (r *runner) startKeyRead(ctx context.Context, t *table, b, nb int, ahead bo
 					p.sums = append(p.sums, sums)
 				}
 				if byCols {
-					p.cols = append(p.cols, string(f[len(f)-1]))
+					p.cols = append(p.cols, string(f[nk+3+len(recvs)*(1+nc)]))
+				}
+				if withOld {
+					old := ""
+					if v := f[len(f)-1]; string(v) != nullText {
+						fs, err := conflict.DecodeCopyLine(string(v))
+						if err != nil || len(fs) != 1 {
+							return fmt.Errorf("unexpected old row %q", v)
+						}
+						old = fs[0].Text
+					}
+					p.old = append(p.old, old)
 				}
 				return nil
 			})
@@ -198,6 +218,12 @@ func (r *runner) finishKeyRead(kr *keyRead) map[string]*keyState {
 					ks.cols = map[int]string{}
 				}
 				ks.cols[a.idx] = p.cols[i]
+			}
+			if p.old != nil && p.old[i] != "" {
+				if ks.old == nil {
+					ks.old = map[int]string{}
+				}
+				ks.old[a.idx] = p.old[i]
 			}
 		}
 	}

@@ -56,7 +56,7 @@ func (s *session) checkSchemas(ctx context.Context, checkCapture bool) error {
 				if st.Err != nil {
 					return fmt.Errorf("db %s: %w", m.name, st.Err)
 				}
-				if !st.Matches(ds[i]) || !st.Counts(t.rel.Counters) || !st.Detects(t.rel.Detect == control.DetectColumns) || !st.MakesDelta(t.makeDelta(m)) {
+				if !st.Matches(ds[i]) || !st.Counts(t.rel.Counters) || !st.Detects(t.rel.Detect == control.DetectColumns) || !st.MakesDelta(t.makeDelta(m)) || !st.KeepsOld(keepsOld(s.sync)) {
 					return fmt.Errorf("capture of table %s is missing or outdated on db %s: run 'ibex validate %s'", t.name, m.name, s.sync.Name)
 				}
 			}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 
 	"github.com/ibexrepl/ibex/internal/capture"
 	"github.com/ibexrepl/ibex/internal/catalog"
+	"github.com/ibexrepl/ibex/internal/conflict"
 	"github.com/ibexrepl/ibex/internal/control"
 	"github.com/ibexrepl/ibex/internal/dbconn"
 	"github.com/ibexrepl/ibex/sinks"
@@ -116,6 +118,20 @@ func (t *table) filtered() string {
 		return t.ident
 	}
 	return "(SELECT * FROM " + t.ident + t.whereClause() + ")"
+}
+
+// keepsOld reports whether capture records the old rows of changes for the sync: when its
+// conflict strategy, for some conflict type, is a function (which gets them).
+func keepsOld(s *control.Sync) bool {
+	if strings.HasPrefix(strings.ToLower(s.ConflictStrategy), conflict.FunctionPrefix) {
+		return true
+	}
+	for _, v := range s.ConflictByType {
+		if strings.HasPrefix(strings.ToLower(v), conflict.FunctionPrefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // makeDelta reports whether rows ibex applies to t on db m are captured for this sync

@@ -158,7 +158,7 @@ func ValidateWith(ctx context.Context, store *control.Store, q control.Querier, 
 								made = append(made, qn)
 							}
 						}
-						for _, s := range capture.DDL(syncName, t.desc, capture.Options{Autokick: sync.Autokick, Counters: t.rel.Counters, Columns: t.rel.Detect == control.DetectColumns, MakeDelta: t.makeDelta(m)}) {
+						for _, s := range capture.DDL(syncName, t.desc, capture.Options{Autokick: sync.Autokick, Counters: t.rel.Counters, Columns: t.rel.Detect == control.DetectColumns, MakeDelta: t.makeDelta(m), OldRow: keepsOld(sync)}) {
 							if _, err := tx.Exec(ctx, s); err != nil {
 								return fmt.Errorf("installing capture of %s: %w", t.name, privilegeHint(err, m, qn))
 							}

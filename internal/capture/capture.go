@@ -181,6 +181,9 @@ type Options struct {
 	// Columns (conflict_detect=columns): each update's change row also records which
 	// columns it changed, in column ColsCol.
 	Columns bool
+	// OldRow: each update's and delete's change row also records the row as it was before
+	// (every column as text), in column OldCol (a conflict function gets it).
+	OldRow bool
 }
 
 // ColsCol is the change table column recording the columns an update changed (text[]:
@@ -196,6 +199,28 @@ func changedCols(t *catalog.Table) string {
 		parts[i] = fmt.Sprintf(`CASE WHEN OLD.%s::text IS DISTINCT FROM NEW.%s::text THEN %s END`, q, q, quoteLiteral(c.Name))
 	}
 	return `array_remove(ARRAY[` + strings.Join(parts, ", ") + `]::text[], NULL)`
+}
+
+// OldCol is the change table column recording, when capture keeps old rows, the row as an
+// update or delete found it: a JSON object of column -> text (null for NULL); NULL for
+// inserts.
+const OldCol = "$old"
+
+// oldRow is the trigger's expression of the old row for OldCol: jsonb_build_object of at
+// most 50 columns at a time (a function takes at most 100 arguments), joined.
+func oldRow(t *catalog.Table) string {
+	var parts, args []string
+	for i, c := range t.Columns {
+		args = append(args, quoteLiteral(c.Name), "OLD."+qi(c.Name)+"::text")
+		if len(args) == 100 || i == len(t.Columns)-1 {
+			parts = append(parts, "jsonb_build_object("+strings.Join(args, ", ")+")")
+			args = nil
+		}
+	}
+	if len(parts) == 0 {
+		return "'{}'::jsonb"
+	}
+	return strings.Join(parts, " || ")
 }
 
 // DeltaPrefix begins the name of a change table's delta column.
@@ -302,6 +327,16 @@ func DDL(sync string, t *catalog.Table, o Options) []string {
 		updVals = append(updVals, changedCols(t))
 	} else {
 		alter = append(alter, fmt.Sprintf(`ALTER TABLE %s DROP COLUMN IF EXISTS %s`, ct, qi(ColsCol)))
+	}
+	if o.OldRow {
+		colDefs = append(colDefs, qi(OldCol)+" jsonb")
+		alter = append(alter, fmt.Sprintf(`ALTER TABLE %s ADD COLUMN IF NOT EXISTS %s jsonb`, ct, qi(OldCol)))
+		cols = append(cols, qi(OldCol))
+		newVals = append(newVals, "NULL")
+		oldVals = append(oldVals, oldRow(t))
+		updVals = append(updVals, oldRow(t))
+	} else {
+		alter = append(alter, fmt.Sprintf(`ALTER TABLE %s DROP COLUMN IF EXISTS %s`, ct, qi(OldCol)))
 	}
 	colList := strings.Join(cols, ", ")
 	ins := func(vals []string, op string) string {
@@ -502,11 +537,12 @@ type State struct {
 	deltas  []string // the counters whose deltas the change table records
 	always  bool     // the triggers fire always (makedelta)
 	columns bool     // the change table records the columns updates changed (ColsCol)
+	old     bool     // the change table records old rows (OldCol)
 	Err     error
 }
 
 func (c *State) dest() []any {
-	return []any{&c.trigger, &c.cols, &c.table, &c.format, &c.deltas, &c.columns, &c.always}
+	return []any{&c.trigger, &c.cols, &c.table, &c.format, &c.deltas, &c.columns, &c.always, &c.old}
 }
 
 // MakesDelta reports whether the triggers are as makedelta wants them: enabled always
@@ -516,6 +552,10 @@ func (c *State) MakesDelta(on bool) bool { return c.always == on }
 // Detects reports whether the change table records the columns updates changed exactly
 // when columns (conflict_detect=columns) asks for it.
 func (c *State) Detects(columns bool) bool { return c.columns == columns }
+
+// KeepsOld reports whether the change table records old rows exactly when old (a
+// conflict function) asks for it.
+func (c *State) KeepsOld(old bool) bool { return c.old == old }
 
 // Counts reports whether the change table records the deltas of exactly the counter
 // columns counters (in any order).
@@ -581,8 +621,9 @@ SELECT EXISTS (SELECT 1 FROM pg_trigger p WHERE p.tgrelid = to_regclass($1) AND 
        ` + formatSQL("to_regclass($3)") + `,
        coalesce((SELECT array_agg(substr(attname::text, length($6) + 1) ORDER BY attname) FROM pg_attribute WHERE attrelid = to_regclass($3) AND attnum > 0 AND NOT attisdropped AND starts_with(attname::text, $6)), '{}'),
        EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($3) AND attname = $7 AND NOT attisdropped),
-       coalesce((SELECT bool_and(tgenabled = 'A') FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname IN ($2, $5) AND tgparentid = 0), false)`
+       coalesce((SELECT bool_and(tgenabled = 'A') FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname IN ($2, $5) AND tgparentid = 0), false),
+       EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($3) AND attname = $8 AND NOT attisdropped)`
 
 func installedArgs(sync, schema, name string) []any {
-	return []any{pgx.Identifier{schema, name}.Sanitize(), TriggerName(sync), ChangeTable(sync, schema, name).Sanitize(), append(columnNames(), ColsCol), TruncTriggerName(sync), DeltaPrefix, ColsCol}
+	return []any{pgx.Identifier{schema, name}.Sanitize(), TriggerName(sync), ChangeTable(sync, schema, name).Sanitize(), append(columnNames(), ColsCol, OldCol), TruncTriggerName(sync), DeltaPrefix, ColsCol, OldCol}
 }

@@ -202,12 +202,21 @@ func KeyQuantiles(changeTable, key string, n int, snapshot string, watermarks []
 // key's pending updates changed, separated by ColsSep (see ColsCol), or NULL when an insert
 // or delete is among them.
 //
+// KeyReadOld is KeyRead whose lines then end, with old, with the old row (OldCol, JSON) of
+// the key's first pending change, NULL when that change is an insert or when the change
+// table does not record old rows.
+//
 // Keys are grouped by their text: equal values that print differently (1.5, 1.50) are
 // different keys to a run, which matches rows by their text. With keyRange, bucket is a
 // range of a key that prints one way only (an integer or uuid), grouped as it is, and it
 // comes before the visibility checks: it is cheaper and leaves out most rows of a large
 // backlog (the planner keeps the order of equally cheap conditions).
 func KeyRead(changeTable string, keys []string, snapshot string, watermarks []string, bucket string, keyRange bool, counters []string, columns bool) string {
+	return KeyReadOld(changeTable, keys, snapshot, watermarks, bucket, keyRange, counters, columns, false)
+}
+
+// KeyReadOld: see KeyRead.
+func KeyReadOld(changeTable string, keys []string, snapshot string, watermarks []string, bucket string, keyRange bool, counters []string, columns, old bool) string {
 	d := Alias + "."
 	var flags []string
 	for _, wm := range watermarks {
@@ -232,6 +241,10 @@ func KeyRead(changeTable string, keys []string, snapshot string, watermarks []st
 		// when an insert or delete (or a change captured before) touched every column.
 		cc := d + qi(ColsCol)
 		flags = append(flags, fmt.Sprintf(`CASE WHEN bool_or(%[1]s IS NULL) THEN NULL ELSE coalesce(string_agg(array_to_string(%[1]s, E'\x1f'), E'\x1f'), '') END`, cc))
+	}
+	if old {
+		// The first pending change's: the row as it was before the source's changes.
+		flags = append(flags, fmt.Sprintf(`(array_agg(%s ORDER BY %s, %s))[1]::text`, d+qi(OldCol), d+qi(AtCol), d+qi(TxidCol)))
 	}
 	var pick, group []string
 	for _, k := range keys {
