@@ -78,6 +78,7 @@ func TestFarm(t *testing.T) {
 		{"Orphans", testOrphans},
 		{"OrphansRestore", testOrphansRestore},
 		{"UniqueClash", testUniqueClash},
+		{"UniqueClashBatches", testUniqueClashBatches},
 		{"CompareFindsDivergence", testCompareFindsDivergence},
 		{"CompareUnderPgbench", testCompareUnderPgbench},
 		{"Repair", testRepair},

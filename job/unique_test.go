@@ -111,3 +111,41 @@ func testUniqueClash(t *testing.T, f *farm) {
 	}
 	c.mustRun(control.StateEmpty, job.Options{})
 }
+
+// testUniqueClashBatches: clashing rows in different batches of one backlog (batch_size=2):
+// two sources' rows with one value (latest wins, the other is deleted everywhere), and one
+// source that moved a value from one key to another where the new key's batch comes first.
+// Every run is good and every db ends up the same.
+func testUniqueClashBatches(t *testing.T, f *farm) {
+	c := f.cluster(t, "uclashb", 3)
+	c.onAll(`CREATE TABLE users (id int PRIMARY KEY, email text UNIQUE, name text);
+INSERT INTO users VALUES (50, 'z@x', 'moved'), (60, 'y@x', 'old')`)
+	c.configure([]string{"users"}, []string{"t1:source", "t2:source", "t3:target"})
+	c.ibex("update", "sync", c.sync, "batch_size=2")
+	users := func(db string) string {
+		t.Helper()
+		return strings.Join(c.strs(db, `SELECT id || ':' || coalesce(email, 'NULL') || ':' || name FROM users ORDER BY id`), " ")
+	}
+	c.on("t1", `INSERT INTO users SELECT g, 'u' || g || '@x', 't1' FROM generate_series(2, 9) g; INSERT INTO users VALUES (1, 'a@x', 't1')`)
+	c.on("t2", `INSERT INTO users VALUES (100, 'a@x', 't2')`)
+	c.on("t1", `DELETE FROM users WHERE id = 50; INSERT INTO users VALUES (10, 'z@x', 'moved to 10')`)
+	c.on("t2", `UPDATE users SET email = 'w@x' WHERE id = 60; INSERT INTO users VALUES (11, 'y@x', 't2')`)
+	res := c.mustRun(control.StateGood, job.Options{})
+	if res.ConflictTypes["unique_clash"] != 1 {
+		t.Errorf("unique clashes %d, want 1: %s", res.ConflictTypes["unique_clash"], res.Summary())
+	}
+	want := "2:u2@x:t1 3:u3@x:t1 4:u4@x:t1 5:u5@x:t1 6:u6@x:t1 7:u7@x:t1 8:u8@x:t1 9:u9@x:t1 10:z@x:moved to 10 11:y@x:t2 60:w@x:old 100:a@x:t2"
+	for _, db := range c.names {
+		if got := users(db); got != want {
+			t.Errorf("%s: %s\nwant %s", db, got, want)
+		}
+	}
+	cs, err := control.Conflicts(context.Background(), c.store.Q(), c.sync, 10)
+	if err != nil || len(cs) != 1 {
+		t.Fatalf("conflict log: %+v, %v", cs, err)
+	}
+	if got := cs[0]; got.Key != "id=1" || got.Winner != "t2" || got.Resolution != "deleted" || got.Row != `{"id":1,"email":"a@x","name":"t1"}` {
+		t.Errorf("logged %+v", got)
+	}
+	c.mustRun(control.StateEmpty, job.Options{})
+}
