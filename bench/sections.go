@@ -17,14 +17,18 @@ func mib(kib int64) float64 { return float64(kib) / 1024 }
 type pairRun struct {
 	kick  kickResult
 	floor floorResult
+	// pfloor is the parallel floor (every receiver at once), when asked for.
+	pfloor floorResult
 }
 
 // kickAndFloor reads the changed keys of the sources, kicks the sync, checks that all
 // dbs converged and, when withFloor, times the raw floor for the same rows. sources are
 // indexes into dbs. floorDBs, when not nil, are a copy of dbs that went through the same
 // changes: the floor runs there, as cold in shared_buffers as the kick was, instead of on
-// dbs right after the kick (where it finds the pages the kick just read).
-func (b *bench) kickAndFloor(ctx context.Context, label, ctl string, dbs []string, sources []int, withFloor bool, floorDBs []string) (pairRun, error) {
+// dbs right after the kick (where it finds the pages the kick just read). withParallel
+// (only with floorDBs nil) also times the parallel floor on dbs, every receiver at once;
+// the two floors take turns going first (parallelFirst), a CHECKPOINT before each.
+func (b *bench) kickAndFloor(ctx context.Context, label, ctl string, dbs []string, sources []int, withFloor bool, floorDBs []string, withParallel, parallelFirst bool) (pairRun, error) {
 	if floorDBs == nil {
 		floorDBs = dbs
 	}
@@ -63,22 +67,39 @@ func (b *bench) kickAndFloor(ctx context.Context, label, ctl string, dbs []strin
 		return pr, nil
 	}
 	owned := ownKeys(perSource)
-	if err := b.env.checkpoint(ctx); err != nil {
-		return pr, err
+	order := []bool{false}
+	if withParallel {
+		order = []bool{false, true}
+		if parallelFirst {
+			order = []bool{true, false}
+		}
 	}
-	progress("%s: raw floor (DELETE + COPY of the same rows, plain SQL)", label)
-	fr, err := b.env.floor(ctx, floorDBs, sources, owned)
-	if err != nil {
-		return pr, err
-	}
-	pr.floor = fr
-	progress("%s: floor %.3f s (%d rows deleted, %d copied)", label, secs(fr.dur), fr.deleted, fr.wrote)
-	ok, detail, err = b.env.converged(ctx, floorDBs)
-	if err != nil {
-		return pr, fmt.Errorf("checking convergence after the floor: %w", err)
-	}
-	if !ok {
-		return pr, fmt.Errorf("%s: the floor run broke convergence (a harness bug): %s", label, detail)
+	for _, parallel := range order {
+		if err := b.env.checkpoint(ctx); err != nil {
+			return pr, err
+		}
+		what := "raw floor (DELETE + COPY of the same rows, plain SQL, receivers one after another)"
+		if parallel {
+			what = "parallel floor (the same DELETE + COPY, one session per receiver, all receivers at once)"
+		}
+		progress("%s: %s", label, what)
+		fr, err := b.env.floor(ctx, floorDBs, sources, owned, parallel)
+		if err != nil {
+			return pr, err
+		}
+		if parallel {
+			pr.pfloor = fr
+		} else {
+			pr.floor = fr
+		}
+		progress("%s: %s floor %.3f s (%d rows deleted, %d copied)", label, map[bool]string{false: "serial", true: "parallel"}[parallel], secs(fr.dur), fr.deleted, fr.wrote)
+		ok, detail, err = b.env.converged(ctx, floorDBs)
+		if err != nil {
+			return pr, fmt.Errorf("checking convergence after the floor: %w", err)
+		}
+		if !ok {
+			return pr, fmt.Errorf("%s: the floor run broke convergence (a harness bug): %s", label, detail)
+		}
 	}
 	return pr, nil
 }
@@ -93,6 +114,7 @@ func (b *bench) seed(ctx context.Context) error {
 	dbs, sources := sl.dbs, sl.sources
 	ctl := prefix + "ctl"
 	var wall, sync, rate, rss, ins, del, conf, tps, floor, floorRate, floorRows, kickFloor, syncFloor []float64
+	var pfloor, pfloorRows, kickPFloor, syncPFloor []float64
 	fails := len(b.rep.failures)
 	for r := 1; r <= cfg.repeats; r++ {
 		label := fmt.Sprintf("seed repeat %d/%d", r, cfg.repeats)
@@ -106,7 +128,7 @@ func (b *bench) seed(ctx context.Context) error {
 			return err
 		}
 		tps = append(tps, t...)
-		pr, err := b.kickAndFloor(ctx, label, ctl, dbs, sources, withFloor, nil)
+		pr, err := b.kickAndFloor(ctx, label, ctl, dbs, sources, withFloor, nil, true, r%2 == 0)
 		if err != nil {
 			return err
 		}
@@ -116,6 +138,10 @@ func (b *bench) seed(ctx context.Context) error {
 		if withFloor && pr.floor.dur > 0 {
 			floor, floorRate, floorRows = append(floor, secs(pr.floor.dur)), append(floorRate, pr.floor.rowsPerSec()), append(floorRows, float64(pr.floor.wrote))
 			kickFloor, syncFloor = append(kickFloor, secs(k.wall)/secs(pr.floor.dur)), append(syncFloor, secs(k.sync)/secs(pr.floor.dur))
+		}
+		if withFloor && pr.pfloor.dur > 0 {
+			pfloor, pfloorRows = append(pfloor, secs(pr.pfloor.dur)), append(pfloorRows, float64(pr.pfloor.wrote))
+			kickPFloor, syncPFloor = append(kickPFloor, secs(k.wall)/secs(pr.pfloor.dur)), append(syncPFloor, secs(k.sync)/secs(pr.pfloor.dur))
 		}
 	}
 	b.seedKick, b.seedSync = wall, sync
@@ -143,6 +169,11 @@ func (b *bench) seed(ctx context.Context) error {
 		b.rep.add(sec, "floor rows/s, (del+copy)/time", uRate, floorRate, "")
 		b.rep.add(sec, "ibex kick to done / floor", uRatio, kickFloor, "Bucardo: ~3.2 s / 0.74 s = 4.3x")
 		b.rep.add(sec, "ibex sync / floor", uRatio, syncFloor, "Bucardo: ~2.06 s / 0.74 s = 2.8x")
+		b.rep.add(sec, "parallel floor: all receivers at once", uSec, pfloor, "the same DELETE+COPY, one session per receiver, concurrently")
+		b.rep.add(sec, "parallel floor rows written", uRows, pfloorRows, "")
+		b.rep.add(sec, "ibex kick to done / parallel floor", uRatio, kickPFloor, "target <= 1.2 (ibex applies receivers concurrently)")
+		b.rep.add(sec, "ibex sync / parallel floor", uRatio, syncPFloor, "")
+		b.parFloor = pfloor
 	}
 	return nil
 }
@@ -251,7 +282,7 @@ func (b *bench) growth(ctx context.Context) error {
 					return err
 				}
 			}
-			pr, err := b.kickAndFloor(ctx, label, ctl, dbs, []int{0}, true, []string{fsrc, ftgt})
+			pr, err := b.kickAndFloor(ctx, label, ctl, dbs, []int{0}, true, []string{fsrc, ftgt}, false, false)
 			if err != nil {
 				return err
 			}
@@ -332,7 +363,7 @@ func (b *bench) backlog(ctx context.Context) error {
 			}
 			_ = c.Close(ctx)
 		}
-		pr, err := b.kickAndFloor(ctx, label, ctl, dbs, []int{0}, true, []string{fsrc, ftgt})
+		pr, err := b.kickAndFloor(ctx, label, ctl, dbs, []int{0}, true, []string{fsrc, ftgt}, false, false)
 		if err != nil {
 			return err
 		}
