@@ -1,0 +1,278 @@
+package faults
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ibexrepl/ibex/internal/control"
+	"github.com/ibexrepl/ibex/internal/ibextest"
+	"github.com/ibexrepl/ibex/internal/pgtest"
+	"github.com/ibexrepl/ibex/job"
+)
+
+// tripProxy is a TCP proxy in front of a PostgreSQL server that counts the sessions
+// opened through it and the round trips made on them, and can delay every reply.
+//
+// A round trip is counted each time a client sends after it last received (or sends
+// first on a new session): statements sent together without waiting for their replies (a
+// pipeline, several statements in one simple query, COPY data) are one round trip, a
+// statement that waits for its reply before the next is sent is one each. Opening a
+// session is one (the startup message; trust authentication, no TLS).
+type tripProxy struct {
+	ln       net.Listener
+	upstream string
+	delay    time.Duration
+
+	mu       sync.Mutex
+	sessions int
+	trips    int
+	wg       sync.WaitGroup
+}
+
+func newTripProxy(t *testing.T, upstream string, delay time.Duration) *tripProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &tripProxy{ln: ln, upstream: upstream, delay: delay}
+	go p.serve()
+	t.Cleanup(func() { _ = ln.Close() })
+	return p
+}
+
+func (p *tripProxy) addr() (host, port string) {
+	host, port, _ = net.SplitHostPort(p.ln.Addr().String())
+	return host, port
+}
+
+// counts returns the sessions opened and round trips made so far, and zeroes them.
+func (p *tripProxy) counts() (sessions, trips int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	sessions, trips = p.sessions, p.trips
+	p.sessions, p.trips = 0, 0
+	return sessions, trips
+}
+
+func (p *tripProxy) serve() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		go p.handle(c)
+	}
+}
+
+func (p *tripProxy) handle(client net.Conn) {
+	defer client.Close()
+	server, err := net.Dial("tcp", p.upstream)
+	if err != nil {
+		return
+	}
+	defer server.Close()
+	p.mu.Lock()
+	p.sessions++
+	p.mu.Unlock()
+	// received: the client got data since it last sent (it is waiting no more).
+	var mu sync.Mutex
+	received := true
+	done := make(chan struct{}, 2)
+	go func() { // client -> server
+		defer func() { done <- struct{}{} }()
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := client.Read(buf)
+			if n > 0 {
+				mu.Lock()
+				if received {
+					p.mu.Lock()
+					p.trips++
+					p.mu.Unlock()
+					received = false
+				}
+				mu.Unlock()
+				if _, werr := server.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				if c, ok := server.(*net.TCPConn); ok {
+					_ = c.CloseWrite()
+				}
+				return
+			}
+		}
+	}()
+	go func() { // server -> client, each chunk delayed
+		defer func() { done <- struct{}{} }()
+		type chunk struct {
+			b   []byte
+			due time.Time
+		}
+		q := make(chan chunk, 1024)
+		go func() {
+			defer client.Close()
+			for c := range q {
+				time.Sleep(time.Until(c.due))
+				// Marked before the client can see it: its next send then counts.
+				mu.Lock()
+				received = true
+				mu.Unlock()
+				if _, err := client.Write(c.b); err != nil {
+					for range q {
+					}
+					return
+				}
+			}
+		}()
+		defer close(q)
+		for {
+			buf := make([]byte, 64<<10)
+			n, err := server.Read(buf)
+			if n > 0 {
+				q <- chunk{buf[:n], time.Now().Add(p.delay)}
+			}
+			if err != nil {
+				if !errors.Is(err, io.EOF) {
+					_ = client.Close()
+				}
+				return
+			}
+		}
+	}()
+	<-done
+}
+
+// tripsEnv is a sync s of tables t1..tN from db a (source) to db b (target), each db and
+// the control database reached through a tripProxy delaying replies by delay.
+type tripsEnv struct {
+	e       *env
+	dsns    map[string]string
+	proxies map[string]*tripProxy // a, b, and ctl
+	ctlDSN  string
+}
+
+func newTripsEnv(t *testing.T, tables int, delay time.Duration, ctlDelay time.Duration) *tripsEnv {
+	te := &tripsEnv{e: newEnv(t, pgtest.ClusterOptions{}), dsns: map[string]string{}, proxies: map[string]*tripProxy{}}
+	e := te.e
+	for _, name := range []string{"a", "b"} {
+		d := e.ctl.CreateDB(name)
+		te.dsns[name] = d.DSN
+		for i := 1; i <= tables; i++ {
+			ibextest.Exec(t, d.DSN, fmt.Sprintf(`CREATE TABLE t%d (id int PRIMARY KEY, v text)`, i))
+		}
+		conn := maps.Clone(d.Conn)
+		p := newTripProxy(t, net.JoinHostPort(conn["host"], conn["port"]), delay)
+		te.proxies[name] = p
+		conn["host"], conn["port"] = p.addr()
+		conn["sslmode"] = "disable"
+		e.must(ibextest.AddDBArgs(name, conn)...)
+	}
+	add := []string{"add", "table"}
+	for i := 1; i <= tables; i++ {
+		add = append(add, fmt.Sprintf("t%d", i))
+	}
+	e.must(append(add, "db=a", "herd=h")...)
+	e.must("add", "sync", "s", "herd=h", "dbs=a:source,b:target")
+	// The control database through a proxy too: IBEX_DSN with its host and port.
+	cp := newTripProxy(t, net.JoinHostPort("127.0.0.1", strconv.Itoa(e.ctl.Port)), ctlDelay)
+	te.proxies["ctl"] = cp
+	h, pt := cp.addr()
+	te.ctlDSN = fmt.Sprintf("host=%s port=%s user=postgres dbname=ibexctl sslmode=disable", h, pt)
+	return te
+}
+
+// tripsRun is what one run cost: its wall time (from opening the control database, as
+// `ibex kick` does, to closing it), and per proxy the sessions opened and round trips.
+type tripsRun struct {
+	wall     time.Duration
+	sessions map[string]int
+	trips    map[string]int
+	phases   string
+}
+
+func (r tripsRun) String() string {
+	return fmt.Sprintf("%s; sessions a %d, b %d, control %d; round trips a %d, b %d, control %d",
+		r.wall.Round(time.Millisecond), r.sessions["a"], r.sessions["b"], r.sessions["ctl"], r.trips["a"], r.trips["b"], r.trips["ctl"])
+}
+
+// run changes one row of t1 (key k) and runs the sync as a fresh process would: a new
+// control store, job.Run, the store closed.
+func (te *tripsEnv) run(t *testing.T, k int) tripsRun {
+	t.Helper()
+	ibextest.Exec(t, te.dsns["a"], `INSERT INTO t1 VALUES ($1, 'x')`, k)
+	for _, p := range te.proxies {
+		p.counts()
+	}
+	var log strings.Builder
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	t0 := time.Now()
+	s, err := control.Open(ctx, te.ctlDSN, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := job.Run(ctx, s, "s", job.Options{Logger: slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	s.Close()
+	wall := time.Since(t0)
+	if err != nil || res.State != control.StateGood || res.Inserts != 1 {
+		t.Fatalf("run: %+v, %v\n%s", res, err, log.String())
+	}
+	// Let the proxies see the sessions' last bytes.
+	time.Sleep(50 * time.Millisecond)
+	out := tripsRun{wall: wall, sessions: map[string]int{}, trips: map[string]int{}}
+	for name, p := range te.proxies {
+		out.sessions[name], out.trips[name] = p.counts()
+	}
+	for _, l := range strings.Split(log.String(), "\n") {
+		if i := strings.Index(l, "load="); i >= 0 && strings.Contains(l, "msg=ready") {
+			out.phases = l[i:]
+		}
+	}
+	return out
+}
+
+// TestRunRoundTrips counts, exactly, the sessions and round trips of a run that has one
+// changed row to apply, from a source to a target, with 20 tables in the herd: what a run
+// costs over a network, where each round trip is a network's latency. The bounds are
+// today's counts: a change that adds round trips to a short run fails here.
+func TestRunRoundTrips(t *testing.T) {
+	t.Parallel()
+	te := newTripsEnv(t, 20, 0, 0)
+	mustState(t, te.e.store(), "s", job.Options{}, control.StateEmpty)
+	for r := 1; r <= 3; r++ {
+		got := te.run(t, r)
+		t.Logf("run %d, 20 tables, one row changed: %s", r, got)
+		for name, max := range map[string]int{"a": maxTrips.source, "b": maxTrips.target, "ctl": maxTrips.control} {
+			if got.trips[name] > max {
+				t.Errorf("run %d: %d round trips to %s, want at most %d", r, got.trips[name], name, max)
+			}
+		}
+		for name, max := range map[string]int{"a": maxSessions.source, "b": maxSessions.target, "ctl": maxSessions.control} {
+			if got.sessions[name] > max {
+				t.Errorf("run %d: %d sessions opened on %s, want at most %d", r, got.sessions[name], name, max)
+			}
+		}
+	}
+	if n := count(t, te.dsns["b"], "t1"); n != 3 {
+		t.Errorf("b's t1 has %d rows, want 3", n)
+	}
+}
+
+// The most sessions and round trips a one-row run of TestRunRoundTrips may take, per db.
+var (
+	maxTrips    = struct{ source, target, control int }{100, 100, 100}
+	maxSessions = struct{ source, target, control int }{10, 10, 10}
+)
