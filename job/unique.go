@@ -56,7 +56,7 @@ func (r *runner) uniqueClashes(ctx context.Context, t *table, keys map[string]*k
 	}
 	rows := make([][]uniqueRow, len(r.members))
 	errs := r.each(winners, func(w *member) error {
-		if err := r.shipKeys(ctx, w, t, send[w.idx]); err != nil {
+		if err := r.shipKeys(ctx, w, t, send[w.idx], !w.tx); err != nil {
 			return err
 		}
 		var err error
@@ -160,13 +160,10 @@ func (r *runner) uniqueClashes(ctx context.Context, t *table, keys map[string]*k
 	return out, nil
 }
 
-// readUniques reads, on w's read session, the unique index values and the row of each key
-// in its ibex_w.
+// readUniques reads, on the session shipKeys readied, the unique index values and the row
+// of each key it shipped.
 func (r *runner) readUniques(ctx context.Context, w *member, t *table) ([]uniqueRow, error) {
-	rc, err := r.readConn(ctx, w)
-	if err != nil {
-		return nil, err
-	}
+	rc := w.wconn
 	sel := []string{catalog.QuoteCols("t.", t.keyCols)}
 	for _, u := range t.desc.Uniques {
 		var nulls []string
@@ -176,7 +173,7 @@ func (r *runner) readUniques(ctx context.Context, w *member, t *table) ([]unique
 		sel = append(sel, fmt.Sprintf(`CASE WHEN %s THEN NULL ELSE ROW(%s)::text END`, strings.Join(nulls, " OR "), catalog.QuoteCols("t.", u)))
 	}
 	sel = append(sel, "row_to_json(t)::text")
-	sql := fmt.Sprintf(`COPY (SELECT %s FROM pg_temp.ibex_w w JOIN %s t ON %s) TO STDOUT`, strings.Join(sel, ", "), t.filtered(), catalog.KeyJoin("w", "t", t.keyCols))
+	sql := fmt.Sprintf(`COPY (SELECT %s FROM %s w JOIN %s t ON %s) TO STDOUT`, strings.Join(sel, ", "), w.wkeys, t.filtered(), catalog.KeyJoin("w", "t", t.keyCols))
 	nk, nu := len(t.keyCols), len(t.desc.Uniques)
 	var out []uniqueRow
 	lw := sinks.NewLineWriter(func(line []byte) error {

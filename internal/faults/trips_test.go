@@ -1,6 +1,7 @@
 package faults
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,6 +38,7 @@ type tripProxy struct {
 	mu       sync.Mutex
 	sessions int
 	trips    int
+	log      []string // with IBEX_TRIPS_LOG=1: what each round trip sent first
 	wg       sync.WaitGroup
 }
 
@@ -46,6 +49,9 @@ func newTripProxy(t *testing.T, upstream string, delay time.Duration) *tripProxy
 		t.Fatal(err)
 	}
 	p := &tripProxy{ln: ln, upstream: upstream, delay: delay}
+	if os.Getenv("IBEX_TRIPS_LOG") == "1" {
+		p.log = []string{}
+	}
 	go p.serve()
 	t.Cleanup(func() { _ = ln.Close() })
 	return p
@@ -62,6 +68,12 @@ func (p *tripProxy) counts() (sessions, trips int) {
 	defer p.mu.Unlock()
 	sessions, trips = p.sessions, p.trips
 	p.sessions, p.trips = 0, 0
+	if p.log != nil {
+		for _, l := range p.log {
+			fmt.Fprintf(os.Stderr, "%s trip: %s\n", p.ln.Addr(), l)
+		}
+		p.log = p.log[:0]
+	}
 	return sessions, trips
 }
 
@@ -96,9 +108,13 @@ func (p *tripProxy) handle(client net.Conn) {
 			n, err := client.Read(buf)
 			if n > 0 {
 				mu.Lock()
-				if received {
+				// Terminate ('X', 5 bytes) waits for no reply.
+				if received && !(n == 5 && buf[0] == 'X') {
 					p.mu.Lock()
 					p.trips++
+					if p.log != nil {
+						p.log = append(p.log, fmt.Sprintf("%p %s", client, describeMsg(buf[:n])))
+					}
 					p.mu.Unlock()
 					received = false
 				}
@@ -153,6 +169,35 @@ func (p *tripProxy) handle(client net.Conn) {
 		}
 	}()
 	<-done
+}
+
+// describeMsg names the first protocol message of b (a round trip's first bytes).
+func describeMsg(b []byte) string {
+	if len(b) < 5 {
+		return fmt.Sprintf("%q", b)
+	}
+	switch b[0] {
+	case 'Q', 'P':
+		body := b[5:]
+		if b[0] == 'P' { // statement name, then the query
+			if i := bytes.IndexByte(body, 0); i >= 0 {
+				body = body[i+1:]
+			}
+		}
+		if i := bytes.IndexByte(body, 0); i >= 0 {
+			body = body[:i]
+		}
+		if len(body) > 150 {
+			body = body[:150]
+		}
+		return string(b[0]) + " " + strings.Join(strings.Fields(string(body)), " ")
+	case 'd', 'c':
+		return "COPY data"
+	}
+	if b[0] == 0 {
+		return "startup"
+	}
+	return fmt.Sprintf("message %q", b[0])
 }
 
 // tripsEnv is a sync s of tables t1..tN from db a (source) to db b (target), each db and
