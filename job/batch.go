@@ -107,10 +107,7 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 	}
 	late := make([][]string, len(r.members))
 	errs := r.each(receivers, func(m *member) error {
-		if err := r.begin(ctx, m); err != nil {
-			return err // a sink's errors name its db
-		}
-		p, err := m.sink.PrepareBatch(ctx, t.sinkTables[m.idx], recvKeys[m.idx])
+		p, err := r.beginAndPrepare(ctx, m, t, recvKeys[m.idx]) // a sink's errors name its db
 		late[m.idx] = p.Skipped
 		if err != nil || len(t.rel.Counters) == 0 || !m.isSource() {
 			return err
@@ -233,6 +230,25 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 		slog.Int64("inserts", st.Inserts), slog.Int64("deletes", st.Deletes), slog.Int("conflicts", len(res.conflicts)),
 		slog.Duration("read", t1.Sub(t0)), slog.Duration("delete", t2.Sub(t1)), slog.Duration("copy", tApply.Sub(t2)), slog.Duration("apply", time.Since(tApply)))
 	return res, nil
+}
+
+// beginAndPrepare opens m's transaction if none is open and prepares its batch of t, in
+// one round trip where the sink can (sinks.BeginPreparer).
+func (r *runner) beginAndPrepare(ctx context.Context, m *member, t *table, keys []string) (sinks.Prepared, error) {
+	if !m.tx {
+		sk, err := r.openSink(m)
+		if err != nil {
+			return sinks.Prepared{}, err
+		}
+		if bp, ok := sk.(sinks.BeginPreparer); ok {
+			m.tx = true // rolled back on failure, as after a failed PrepareBatch
+			return bp.BeginAndPrepare(ctx, t.sinkTables[m.idx], keys)
+		}
+	}
+	if err := r.begin(ctx, m); err != nil {
+		return sinks.Prepared{}, err
+	}
+	return m.sink.PrepareBatch(ctx, t.sinkTables[m.idx], keys)
 }
 
 func (r *runner) retry(res batchResult) (batchResult, error) {
