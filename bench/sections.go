@@ -52,6 +52,9 @@ func (b *bench) kickAndFloor(ctx context.Context, label, ctl string, dbs []strin
 		return pr, err
 	}
 	pr.kick = kr
+	if debug && len(kr.stderr) > 0 {
+		progress("%s: the kick's log:\n%s", label, kr.stderr)
+	}
 	progress("%s: kick to done %.3f s, sync %.3f s, inserts %d, deletes %d, conflicts %d, peak RSS %.1f MiB",
 		label, secs(kr.wall), secs(kr.sync), kr.inserts, kr.deletes, kr.conflicts, mib(kr.rssKiB))
 	ok, detail, err := b.env.converged(ctx, dbs)
