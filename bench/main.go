@@ -40,6 +40,7 @@ type config struct {
 	backlogRepeats int
 	captureSeconds int
 	capturePairs   int
+	captureScripts []string
 	smallKicks     int
 	keep           bool
 	quick          bool
@@ -92,7 +93,9 @@ func parseFlags(args []string) (*config, error) {
 	fs.IntVar(&c.compareRepeats, "compare-repeats", 3, "repeats of the compare section")
 	fs.IntVar(&c.smallKicks, "small-kicks", 41, "timed one-row kicks (and as many empty ones) in the small section")
 	fs.IntVar(&c.captureSeconds, "capture-seconds", 10, "length of each pgbench -T run in the capture section")
-	fs.IntVar(&c.capturePairs, "capture-pairs", 5, "interleaved pairs (without, with capture) in the capture section")
+	fs.IntVar(&c.capturePairs, "capture-pairs", 7, "interleaved pairs (without, with capture) per script in the capture section")
+	var captureScripts string
+	fs.StringVar(&captureScripts, "capture-scripts", "tpcb-like,simple-update", "pgbench built-in scripts of the capture section (each gets its pairs)")
 	fs.BoolVar(&c.keep, "keep", false, "keep the ibex_bench_* databases (those of each section's last repeat)")
 	fs.StringVar(&c.ibexBin, "ibex", "", "use this ibex binary instead of building ./cmd/ibex (e.g. to compare two builds)")
 	fs.BoolVar(&c.quick, "quick", false, "skip the heavy sections (counters, growth, backlog, sinks, compare)")
@@ -132,6 +135,15 @@ func parseFlags(args []string) (*config, error) {
 		}
 		if !slices.Contains(c.sinks, s) {
 			c.sinks = append(c.sinks, s)
+		}
+	}
+	for _, sc := range strings.Split(captureScripts, ",") {
+		switch sc = strings.TrimSpace(sc); sc {
+		case "":
+		case "tpcb-like", "simple-update", "select-only":
+			c.captureScripts = append(c.captureScripts, sc)
+		default:
+			return nil, fmt.Errorf("unknown pgbench script %q in -capture-scripts (tpcb-like, simple-update, select-only)", sc)
 		}
 	}
 	if c.growthScript != "simple-update" && c.growthScript != "tpcb-like" {

@@ -370,6 +370,41 @@ func (e *env) pgbench(ctx context.Context, db string, args ...string) (float64, 
 	return strconv.ParseFloat(string(m[1]), 64)
 }
 
+// pgbenchResult is what a pgbench run reported.
+type pgbenchResult struct {
+	tps float64
+	tx  int64 // transactions processed
+}
+
+var txRe = regexp.MustCompile(`number of transactions actually processed: ([0-9]+)`)
+
+// pgbenchRun runs pgbench with args on db and returns its TPS and transactions.
+func (e *env) pgbenchRun(ctx context.Context, db string, args ...string) (pgbenchResult, error) {
+	var res pgbenchResult
+	cmd := exec.CommandContext(ctx, "pgbench", append(args, db)...)
+	cmd.Env = e.toolEnv()
+	b, err := cmd.CombinedOutput()
+	if err != nil {
+		return res, fmt.Errorf("pgbench %s %s: %w\n%s", strings.Join(args, " "), db, err, tail(b, 2000))
+	}
+	m, n := tpsRe.FindSubmatch(b), txRe.FindSubmatch(b)
+	if m == nil || n == nil {
+		return res, fmt.Errorf("pgbench %s %s: no tps or transaction count in its output:\n%s", strings.Join(args, " "), db, tail(b, 2000))
+	}
+	res.tps, _ = strconv.ParseFloat(string(m[1]), 64)
+	res.tx, _ = strconv.ParseInt(string(n[1]), 10, 64)
+	return res, nil
+}
+
+// walLSN is the server's current WAL insert position, in bytes.
+func (e *env) walLSN(ctx context.Context) (int64, error) {
+	var n int64
+	if err := e.admin.QueryRow(ctx, `SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("reading the WAL position: %w", err)
+	}
+	return n, nil
+}
+
 // pgbenchAll runs pgbench -n -t tx on every db concurrently and returns their TPS.
 func (e *env) pgbenchAll(ctx context.Context, dbs []string, tx int, extra ...string) ([]float64, error) {
 	tps := make([]float64, len(dbs))

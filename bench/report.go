@@ -165,3 +165,12 @@ func (r *report) print(w io.Writer) {
 		line(c)
 	}
 }
+
+// minOf is the least of v (0 when empty).
+func minOf(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	m, _ := minmax(v)
+	return m
+}

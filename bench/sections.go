@@ -203,40 +203,57 @@ func (b *bench) capture(ctx context.Context) error {
 	if err := b.env.setupSync(ctx, ctl, []string{capt, tgt}, []string{control.RoleSource, control.RoleTarget}); err != nil {
 		return fmt.Errorf("configuring the sync: %w", err)
 	}
-	args := []string{"-n", "-T", strconv.Itoa(cfg.captureSeconds), "-c", "2", "-j", "2"}
-	progress("capture: warm-up (pgbench -n -T 3 -c 2 -j 2 on each, not recorded)")
-	for _, db := range []string{plain, capt} {
-		if _, err := b.env.pgbench(ctx, db, "-n", "-T", "3", "-c", "2", "-j", "2"); err != nil {
-			return err
-		}
-	}
-	var without, with []float64
-	for r := 1; r <= cfg.capturePairs; r++ {
-		order := []string{plain, capt}
-		if r%2 == 0 {
-			order = []string{capt, plain}
-		}
-		for _, db := range order {
-			if err := b.env.checkpoint(ctx); err != nil {
-				return err
-			}
-			tps, err := b.env.pgbench(ctx, db, args...)
-			if err != nil {
-				return err
-			}
-			progress("capture pair %d/%d: pgbench -T %d -c 2 -j 2 on %s: %.1f tps", r, cfg.capturePairs, cfg.captureSeconds, db, tps)
-			if db == plain {
-				without = append(without, tps)
-			} else {
-				with = append(with, tps)
-			}
-		}
-	}
 	sec := "capture"
-	note := fmt.Sprintf("pgbench -n -T %d -c 2 -j 2, scale %d, interleaved pairs", cfg.captureSeconds, cfg.scale)
-	b.rep.add(sec, "pgbench without capture", uTPS, without, note)
-	b.rep.add(sec, "pgbench with ibex capture", uTPS, with, "")
-	b.rep.add(sec, "TPS ratio with / without", uRatio, ratios(with, without), "target >= 0.90; Bucardo's triggers: 0.74-0.86")
+	for _, script := range cfg.captureScripts {
+		args := []string{"-n", "-b", script, "-T", strconv.Itoa(cfg.captureSeconds), "-c", "2", "-j", "2"}
+		progress("capture %s: warm-up (pgbench -n -b %s -T 3 -c 2 -j 2 on each, not recorded)", script, script)
+		for _, db := range []string{plain, capt} {
+			if _, err := b.env.pgbench(ctx, db, "-n", "-b", script, "-T", "3", "-c", "2", "-j", "2"); err != nil {
+				return err
+			}
+		}
+		var without, with, walWithout, walWith []float64
+		for r := 1; r <= cfg.capturePairs; r++ {
+			order := []string{plain, capt}
+			if r%2 == 0 {
+				order = []string{capt, plain}
+			}
+			for _, db := range order {
+				if err := b.env.checkpoint(ctx); err != nil {
+					return err
+				}
+				lsn0, err := b.env.walLSN(ctx)
+				if err != nil {
+					return err
+				}
+				res, err := b.env.pgbenchRun(ctx, db, args...)
+				if err != nil {
+					return err
+				}
+				lsn1, err := b.env.walLSN(ctx)
+				if err != nil {
+					return err
+				}
+				perTx := 0.0
+				if res.tx > 0 {
+					perTx = float64(lsn1-lsn0) / float64(res.tx)
+				}
+				progress("capture %s pair %d/%d: pgbench -T %d -c 2 -j 2 on %s: %.1f tps, %.0f WAL bytes/tx", script, r, cfg.capturePairs, cfg.captureSeconds, db, res.tps, perTx)
+				if db == plain {
+					without, walWithout = append(without, res.tps), append(walWithout, perTx)
+				} else {
+					with, walWith = append(with, res.tps), append(walWith, perTx)
+				}
+			}
+		}
+		note := fmt.Sprintf("pgbench -n -b %s -T %d -c 2 -j 2, scale %d, interleaved pairs", script, cfg.captureSeconds, cfg.scale)
+		b.rep.add(sec, script+": pgbench without capture", uTPS, without, note)
+		b.rep.add(sec, script+": pgbench with ibex capture", uTPS, with, "")
+		b.rep.add(sec, script+": TPS ratio with / without", uRatio, ratios(with, without), "target >= 0.95 (issue 18); Bucardo's triggers: 0.74-0.86")
+		b.rep.add(sec, script+": WAL bytes/tx without capture", uRows, walWithout, "the server's WAL over the run / its transactions (other sessions' WAL too)")
+		b.rep.add(sec, script+": WAL bytes/tx with capture", uRows, walWith, "")
+		b.rep.add(sec, script+": WAL bytes/tx capture adds", uRows, []float64{minOf(walWith) - minOf(walWithout)}, "min with - min without (the least contaminated runs)")
+	}
 	return b.env.dropNow(ctx, cfg.keep, ctl, capt, tgt, plain)
 }
 
