@@ -39,9 +39,11 @@ bench: ## the benchmark table: ibex vs raw COPY floor and Bucardo (measured when
 	PGHOST=$(BENCH_PGHOST) $(GO) run ./bench $(BENCH_ARGS)
 
 .PHONY: bench-latency
-bench-latency: ## autokick commit-to-visible latency under pgbench -R 300 (IBEX_BENCH_TPS, IBEX_BENCH_SECONDS), and a run's round trips over a 10 ms network
+bench-latency: ## autokick commit-to-visible latency under pgbench -R 300 (IBEX_BENCH_TPS, IBEX_BENCH_SECONDS), a run's round trips over a 10 ms network (counted exactly by TestRunRoundTrips), and one-row kicks from process start to exit (bench section small)
 	IBEX_BENCH=1 $(GO) test -count=1 -run TestAutokickLatency -v ./internal/scheduler/ 2>&1 | grep -E 'latency_test.go|^(ok|FAIL|---)'
 	IBEX_BENCH=1 $(GO) test -count=1 -run TestRemoteRunLatency -v ./internal/faults/ 2>&1 | grep -E 'remote_test.go|^(ok|FAIL|---)'
+	$(GO) test -count=1 -run TestRunRoundTrips -v ./internal/faults/ 2>&1 | grep -E 'trips_test.go|^(ok|FAIL|---)'
+	PGHOST=$(BENCH_PGHOST) $(GO) run ./bench -sections small -bucardo off $(BENCH_ARGS)
 
 .PHONY: lint
 lint: ## gofmt, go vet and terraform fmt

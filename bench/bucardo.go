@@ -529,6 +529,9 @@ func (b *bench) bucardo(ctx context.Context) {
 	note := fmt.Sprintf("ibex seed median (%d repeats) / each Bucardo repeat, same run", len(b.seedKick))
 	b.rep.add(sec, "ibex kick to done / Bucardo kick to done", uRatio, inverse(median(b.seedKick), wall), note)
 	b.rep.add(sec, "ibex sync / Bucardo sync", uRatio, inverse(median(b.seedSync), sync), note)
+	if len(b.parFloor) > 0 {
+		b.rep.add(sec, "parallel floor / Bucardo kick to done", uRatio, inverse(median(b.parFloor), wall), "what plain SQL can reach against Bucardo")
+	}
 }
 
 // inverse returns x / v[i] for every v[i] > 0.

@@ -40,6 +40,8 @@ type config struct {
 	backlogRepeats int
 	captureSeconds int
 	capturePairs   int
+	captureScripts []string
+	smallKicks     int
 	keep           bool
 	quick          bool
 	ibexBin        string
@@ -57,7 +59,7 @@ type config struct {
 	compareRepeats int
 }
 
-var allSections = []string{"seed", "floor", "bucardo", "capture", "counters", "growth", "backlog", "sinks", "compare"}
+var allSections = []string{"seed", "floor", "bucardo", "small", "capture", "counters", "growth", "backlog", "sinks", "compare"}
 
 // allSinks are the sink types the sinks section knows, in its order.
 var allSinks = []string{"mariadb", "sqlite", "redis", "flatfile"}
@@ -71,7 +73,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.IntVar(&c.sources, "sources", 4, "source databases in the seed demo")
 	fs.IntVar(&c.targets, "targets", 1, "target databases in the seed demo")
 	fs.IntVar(&c.repeats, "repeats", 3, "repeats of the seed demo (and of Bucardo's)")
-	fs.StringVar(&sections, "sections", "seed,floor,capture,counters,growth,backlog,sinks,compare", "comma list of sections: "+strings.Join(allSections, ", "))
+	fs.StringVar(&sections, "sections", "seed,floor,small,capture,counters,growth,backlog,sinks,compare", "comma list of sections: "+strings.Join(allSections, ", "))
 	fs.StringVar(&growthScales, "growth-scales", "1,10,100", "pgbench scales of the growth section")
 	fs.IntVar(&c.growthTx, "growth-tx", 2000, "pgbench transactions on the source in the growth section (1 source + 1 target)")
 	fs.StringVar(&c.growthScript, "growth-script", "simple-update", "pgbench built-in script of the growth section: simple-update (one accounts row per transaction, so the changed rows are the same at every scale) or tpcb-like (also one of 10 x scale tellers and one of scale branches)")
@@ -89,8 +91,11 @@ func parseFlags(args []string) (*config, error) {
 	fs.IntVar(&c.compareScale, "compare-scale", 10, "pgbench scale of the compare section's 3 dbs (100,000 accounts rows each)")
 	fs.IntVar(&c.compareDiffs, "compare-diffs", 100, "rows made to differ behind ibex's back in the compare section")
 	fs.IntVar(&c.compareRepeats, "compare-repeats", 3, "repeats of the compare section")
+	fs.IntVar(&c.smallKicks, "small-kicks", 41, "timed one-row kicks (and as many empty ones) in the small section")
 	fs.IntVar(&c.captureSeconds, "capture-seconds", 10, "length of each pgbench -T run in the capture section")
-	fs.IntVar(&c.capturePairs, "capture-pairs", 5, "interleaved pairs (without, with capture) in the capture section")
+	fs.IntVar(&c.capturePairs, "capture-pairs", 7, "interleaved pairs (without, with capture) per script in the capture section")
+	var captureScripts string
+	fs.StringVar(&captureScripts, "capture-scripts", "tpcb-like,simple-update", "pgbench built-in scripts of the capture section (each gets its pairs)")
 	fs.BoolVar(&c.keep, "keep", false, "keep the ibex_bench_* databases (those of each section's last repeat)")
 	fs.StringVar(&c.ibexBin, "ibex", "", "use this ibex binary instead of building ./cmd/ibex (e.g. to compare two builds)")
 	fs.BoolVar(&c.quick, "quick", false, "skip the heavy sections (counters, growth, backlog, sinks, compare)")
@@ -111,7 +116,7 @@ func parseFlags(args []string) (*config, error) {
 		n    int
 	}{{"-scale", c.scale}, {"-tx", c.tx}, {"-sources", c.sources}, {"-repeats", c.repeats}, {"-growth-tx", c.growthTx},
 		{"-growth-repeats", c.growthRepeats}, {"-backlog-rows", c.backlogRows}, {"-backlog-repeats", c.backlogRepeats},
-		{"-capture-seconds", c.captureSeconds}, {"-capture-pairs", c.capturePairs},
+		{"-capture-seconds", c.captureSeconds}, {"-small-kicks", c.smallKicks}, {"-capture-pairs", c.capturePairs},
 		{"-compare-scale", c.compareScale}, {"-compare-diffs", c.compareDiffs}, {"-compare-repeats", c.compareRepeats}, {"-sinks-rows", c.sinksRows}, {"-sinks-repeats", c.sinksRepeats}} {
 		if v.n < 1 {
 			return nil, fmt.Errorf("%s must be at least 1", v.name)
@@ -130,6 +135,15 @@ func parseFlags(args []string) (*config, error) {
 		}
 		if !slices.Contains(c.sinks, s) {
 			c.sinks = append(c.sinks, s)
+		}
+	}
+	for _, sc := range strings.Split(captureScripts, ",") {
+		switch sc = strings.TrimSpace(sc); sc {
+		case "":
+		case "tpcb-like", "simple-update", "select-only":
+			c.captureScripts = append(c.captureScripts, sc)
+		default:
+			return nil, fmt.Errorf("unknown pgbench script %q in -capture-scripts (tpcb-like, simple-update, select-only)", sc)
 		}
 	}
 	if c.growthScript != "simple-update" && c.growthScript != "tpcb-like" {
@@ -288,6 +302,8 @@ type bench struct {
 	rep *report
 	// seed figures kept for the bucardo comparison
 	seedKick, seedSync []float64
+	// parFloor is the seed's parallel floor (every receiver at once), per repeat.
+	parFloor []float64
 	// sinkInfo names the MariaDB and Redis servers the sinks section used.
 	sinkInfo string
 }
@@ -303,6 +319,11 @@ func (b *bench) runSections(ctx context.Context) error {
 		b.bucardo(ctx)
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("bucardo: %w", err)
+		}
+	}
+	if s["small"] {
+		if err := b.small(ctx); err != nil {
+			return fmt.Errorf("small: %w", err)
 		}
 	}
 	if s["capture"] {

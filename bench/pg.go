@@ -370,6 +370,41 @@ func (e *env) pgbench(ctx context.Context, db string, args ...string) (float64, 
 	return strconv.ParseFloat(string(m[1]), 64)
 }
 
+// pgbenchResult is what a pgbench run reported.
+type pgbenchResult struct {
+	tps float64
+	tx  int64 // transactions processed
+}
+
+var txRe = regexp.MustCompile(`number of transactions actually processed: ([0-9]+)`)
+
+// pgbenchRun runs pgbench with args on db and returns its TPS and transactions.
+func (e *env) pgbenchRun(ctx context.Context, db string, args ...string) (pgbenchResult, error) {
+	var res pgbenchResult
+	cmd := exec.CommandContext(ctx, "pgbench", append(args, db)...)
+	cmd.Env = e.toolEnv()
+	b, err := cmd.CombinedOutput()
+	if err != nil {
+		return res, fmt.Errorf("pgbench %s %s: %w\n%s", strings.Join(args, " "), db, err, tail(b, 2000))
+	}
+	m, n := tpsRe.FindSubmatch(b), txRe.FindSubmatch(b)
+	if m == nil || n == nil {
+		return res, fmt.Errorf("pgbench %s %s: no tps or transaction count in its output:\n%s", strings.Join(args, " "), db, tail(b, 2000))
+	}
+	res.tps, _ = strconv.ParseFloat(string(m[1]), 64)
+	res.tx, _ = strconv.ParseInt(string(n[1]), 10, 64)
+	return res, nil
+}
+
+// walLSN is the server's current WAL insert position, in bytes.
+func (e *env) walLSN(ctx context.Context) (int64, error) {
+	var n int64
+	if err := e.admin.QueryRow(ctx, `SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("reading the WAL position: %w", err)
+	}
+	return n, nil
+}
+
 // pgbenchAll runs pgbench -n -t tx on every db concurrently and returns their TPS.
 func (e *env) pgbenchAll(ctx context.Context, dbs []string, tx int, extra ...string) ([]float64, error) {
 	tps := make([]float64, len(dbs))
@@ -442,8 +477,18 @@ func (k kickResult) rowsPerSec() float64 {
 	return float64(k.inserts+k.deletes) / k.sync.Seconds()
 }
 
-// kick runs `ibex kick bench --json` and measures it.
+// kick runs `ibex kick bench --json` and measures it; a run whose state is not good is an
+// error.
 func (e *env) kick(ctx context.Context, ctl string, env ...string) (kickResult, error) {
+	return e.kickWith(ctx, ctl, false, env...)
+}
+
+// kickAny is kick that also accepts a run with nothing to do (state empty).
+func (e *env) kickAny(ctx context.Context, ctl string, env ...string) (kickResult, error) {
+	return e.kickWith(ctx, ctl, true, env...)
+}
+
+func (e *env) kickWith(ctx context.Context, ctl string, allowEmpty bool, env ...string) (kickResult, error) {
 	var kr kickResult
 	cmd := exec.CommandContext(ctx, e.ibexBin, "kick", syncName, "--json")
 	cmd.Env = e.toolEnv(append([]string{"IBEX_DSN=" + e.conninfo(ctl)}, env...)...)
@@ -477,7 +522,7 @@ func (e *env) kick(ctx context.Context, ctl string, env ...string) (kickResult, 
 		return kr, fmt.Errorf("ibex kick %s --json: cannot read its JSON result (%v):\n%s", syncName, jerr, diag)
 	}
 	r := res[0]
-	if r.State != control.StateGood || r.AlreadyRunning || r.Partial || len(r.Skipped) > 0 {
+	if (r.State != control.StateGood && !(allowEmpty && r.State == control.StateEmpty)) || r.AlreadyRunning || r.Partial || len(r.Skipped) > 0 {
 		return kr, fmt.Errorf("ibex kick %s: state %q (already running %v, partial %v, skipped %v, error %q)\n%s",
 			syncName, r.State, r.AlreadyRunning, r.Partial, r.Skipped, r.Error, diag)
 	}
@@ -614,26 +659,57 @@ func (f floorResult) rowsPerSec() float64 {
 }
 
 // floor applies the same changed rows by plain SQL, no replication logic: every db in
-// dbs receives, one after another, in one transaction with session_replication_role =
-// replica, for every source (srcIdx[i] is the index in dbs of source i) other than itself,
-// DELETE ... WHERE key = ANY($1) and COPY FROM STDIN fed by COPY (SELECT ...) TO STDOUT
-// on that source. Connections are opened before the clock starts.
-func (e *env) floor(ctx context.Context, dbs []string, srcIdx []int, owned []keySet) (floorResult, error) {
+// dbs receives, in one transaction with session_replication_role = replica, for every
+// source (srcIdx[i] is the index in dbs of source i) other than itself, DELETE ... WHERE
+// key = ANY($1) and COPY FROM STDIN fed by COPY (SELECT ...) TO STDOUT on that source.
+// Connections are opened before the clock starts.
+//
+// With parallel false the receivers are done one after another (the Bucardo report's
+// floor), each reading from one session per source. With parallel true every receiver has
+// its own session, and its own reading session on every source, and all receivers work at
+// once: ibex applies the receivers of a run concurrently, so that is its honest limit.
+func (e *env) floor(ctx context.Context, dbs []string, srcIdx []int, owned []keySet, parallel bool) (floorResult, error) {
 	var fr floorResult
-	conns := make([]*pgx.Conn, len(dbs))
+	var all []*pgx.Conn
 	defer func() {
-		for _, c := range conns {
-			if c != nil {
-				_ = c.Close(context.WithoutCancel(ctx))
-			}
+		for _, c := range all {
+			_ = c.Close(context.WithoutCancel(ctx))
 		}
 	}()
-	for i, db := range dbs {
+	connect := func(db string) (*pgx.Conn, error) {
 		c, err := e.connect(ctx, db)
+		if err == nil {
+			all = append(all, c)
+		}
+		return c, err
+	}
+	// recv[r] writes into dbs[r]; reads[r][i] reads from dbs[i] for receiver r (the same
+	// connections for every receiver when serial).
+	recv := make([]*pgx.Conn, len(dbs))
+	reads := make([][]*pgx.Conn, len(dbs))
+	for i, db := range dbs {
+		c, err := connect(db)
 		if err != nil {
 			return fr, err
 		}
-		conns[i] = c
+		recv[i] = c
+	}
+	for r := range dbs {
+		if !parallel {
+			reads[r] = recv
+			continue
+		}
+		reads[r] = make([]*pgx.Conn, len(dbs))
+		for _, s := range srcIdx {
+			if s == r {
+				continue
+			}
+			c, err := connect(dbs[s])
+			if err != nil {
+				return fr, err
+			}
+			reads[r][s] = c
+		}
 	}
 	type step struct {
 		src             int
@@ -657,28 +733,22 @@ func (e *env) floor(ctx context.Context, dbs []string, srcIdx []int, owned []key
 				copyIn:  `COPY ` + tbl + ` FROM STDIN`})
 		}
 	}
-	t0 := time.Now()
-	for r, rc := range conns {
-		receives := false
-		for _, st := range steps {
-			receives = receives || st.src != r
-		}
-		if !receives {
-			continue
-		}
+	// receive applies every step into dbs[r] in one transaction; it adds to *got.
+	receive := func(r int, got *floorResult) error {
+		rc := recv[r]
 		// The same session settings as ibex's apply sessions: compressed WAL where the
 		// role may set it.
 		if _, err := rc.Exec(ctx, dbconn.WALCompressionSQL(dbconn.ServerMajor(rc.PgConn()))); err != nil {
-			return fr, fmt.Errorf("floor: wal_compression in %s: %w", dbs[r], err)
+			return fmt.Errorf("floor: wal_compression in %s: %w", dbs[r], err)
 		}
 		if _, err := rc.Exec(ctx, `BEGIN`); err != nil {
-			return fr, fmt.Errorf("floor: BEGIN in %s: %w", dbs[r], err)
+			return fmt.Errorf("floor: BEGIN in %s: %w", dbs[r], err)
 		}
 		// The generic plan of DELETE ... = ANY($1) skips the per-element estimates a custom
 		// plan makes for a large array (3-4x faster here): a floor is the cheapest plain SQL.
 		for _, set := range []string{`SET LOCAL session_replication_role = replica`, `SET LOCAL plan_cache_mode = force_generic_plan`} {
 			if _, err := rc.Exec(ctx, set); err != nil {
-				return fr, fmt.Errorf("floor: %s in %s: %w", set, dbs[r], err)
+				return fmt.Errorf("floor: %s in %s: %w", set, dbs[r], err)
 			}
 		}
 		for _, st := range steps {
@@ -688,15 +758,15 @@ func (e *env) floor(ctx context.Context, dbs []string, srcIdx []int, owned []key
 			ts := time.Now()
 			tag, err := rc.Exec(ctx, st.del, st.keys)
 			if err != nil {
-				return fr, fmt.Errorf("floor: DELETE from %s in %s: %w", st.table, dbs[r], err)
+				return fmt.Errorf("floor: DELETE from %s in %s: %w", st.table, dbs[r], err)
 			}
-			fr.deleted += tag.RowsAffected()
+			got.deleted += tag.RowsAffected()
 			td := time.Now()
-			n, err := pipeCopy(ctx, conns[st.src], rc, st.copyOut, st.copyIn)
+			n, err := pipeCopy(ctx, reads[r][st.src], rc, st.copyOut, st.copyIn)
 			if err != nil {
-				return fr, fmt.Errorf("floor: COPY %s from %s into %s: %w", st.table, dbs[st.src], dbs[r], err)
+				return fmt.Errorf("floor: COPY %s from %s into %s: %w", st.table, dbs[st.src], dbs[r], err)
 			}
-			fr.wrote += n
+			got.wrote += n
 			if debug {
 				progress("  floor %s <- %s %s: %d keys, delete %.3f s, copy %d rows %.3f s", dbs[r], dbs[st.src], st.table, len(st.keys),
 					td.Sub(ts).Seconds(), n, time.Since(td).Seconds())
@@ -704,13 +774,51 @@ func (e *env) floor(ctx context.Context, dbs []string, srcIdx []int, owned []key
 		}
 		tc := time.Now()
 		if _, err := rc.Exec(ctx, `COMMIT`); err != nil {
-			return fr, fmt.Errorf("floor: COMMIT in %s: %w", dbs[r], err)
+			return fmt.Errorf("floor: COMMIT in %s: %w", dbs[r], err)
 		}
 		if debug {
 			progress("  floor %s: COMMIT %.3f s", dbs[r], time.Since(tc).Seconds())
 		}
+		return nil
 	}
+	var receivers []int
+	for r := range dbs {
+		for _, st := range steps {
+			if st.src != r {
+				receivers = append(receivers, r)
+				break
+			}
+		}
+	}
+	t0 := time.Now()
+	if !parallel {
+		for _, r := range receivers {
+			if err := receive(r, &fr); err != nil {
+				return fr, err
+			}
+		}
+		fr.dur = time.Since(t0)
+		return fr, nil
+	}
+	got := make([]floorResult, len(dbs))
+	errs := make([]error, len(dbs))
+	var wg sync.WaitGroup
+	for _, r := range receivers {
+		wg.Add(1)
+		go func(r int) {
+			defer wg.Done()
+			errs[r] = receive(r, &got[r])
+		}(r)
+	}
+	wg.Wait()
 	fr.dur = time.Since(t0)
+	if err := errors.Join(errs...); err != nil {
+		return fr, err
+	}
+	for _, g := range got {
+		fr.deleted += g.deleted
+		fr.wrote += g.wrote
+	}
 	return fr, nil
 }
 

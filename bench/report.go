@@ -12,6 +12,7 @@ import (
 // Units of a figure; they choose its format.
 const (
 	uSec   = "s"
+	uMs    = "ms" // values in seconds, shown in milliseconds
 	uRatio = "x"
 	uMiB   = "MiB"
 	uRows  = "rows"
@@ -92,6 +93,8 @@ func format(unit string, x float64) string {
 	switch unit {
 	case uSec:
 		return fmt.Sprintf("%.3f s", x)
+	case uMs:
+		return fmt.Sprintf("%.1f ms", x*1000)
 	case uRatio:
 		return fmt.Sprintf("%.2fx", x)
 	case uMiB:
@@ -161,4 +164,13 @@ func (r *report) print(w io.Writer) {
 		prev = c[0]
 		line(c)
 	}
+}
+
+// minOf is the least of v (0 when empty).
+func minOf(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	m, _ := minmax(v)
+	return m
 }

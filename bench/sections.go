@@ -17,14 +17,18 @@ func mib(kib int64) float64 { return float64(kib) / 1024 }
 type pairRun struct {
 	kick  kickResult
 	floor floorResult
+	// pfloor is the parallel floor (every receiver at once), when asked for.
+	pfloor floorResult
 }
 
 // kickAndFloor reads the changed keys of the sources, kicks the sync, checks that all
 // dbs converged and, when withFloor, times the raw floor for the same rows. sources are
 // indexes into dbs. floorDBs, when not nil, are a copy of dbs that went through the same
 // changes: the floor runs there, as cold in shared_buffers as the kick was, instead of on
-// dbs right after the kick (where it finds the pages the kick just read).
-func (b *bench) kickAndFloor(ctx context.Context, label, ctl string, dbs []string, sources []int, withFloor bool, floorDBs []string) (pairRun, error) {
+// dbs right after the kick (where it finds the pages the kick just read). withParallel
+// (only with floorDBs nil) also times the parallel floor on dbs, every receiver at once;
+// the two floors take turns going first (parallelFirst), a CHECKPOINT before each.
+func (b *bench) kickAndFloor(ctx context.Context, label, ctl string, dbs []string, sources []int, withFloor bool, floorDBs []string, withParallel, parallelFirst bool) (pairRun, error) {
 	if floorDBs == nil {
 		floorDBs = dbs
 	}
@@ -48,6 +52,9 @@ func (b *bench) kickAndFloor(ctx context.Context, label, ctl string, dbs []strin
 		return pr, err
 	}
 	pr.kick = kr
+	if debug && len(kr.stderr) > 0 {
+		progress("%s: the kick's log:\n%s", label, kr.stderr)
+	}
 	progress("%s: kick to done %.3f s, sync %.3f s, inserts %d, deletes %d, conflicts %d, peak RSS %.1f MiB",
 		label, secs(kr.wall), secs(kr.sync), kr.inserts, kr.deletes, kr.conflicts, mib(kr.rssKiB))
 	ok, detail, err := b.env.converged(ctx, dbs)
@@ -63,22 +70,39 @@ func (b *bench) kickAndFloor(ctx context.Context, label, ctl string, dbs []strin
 		return pr, nil
 	}
 	owned := ownKeys(perSource)
-	if err := b.env.checkpoint(ctx); err != nil {
-		return pr, err
+	order := []bool{false}
+	if withParallel {
+		order = []bool{false, true}
+		if parallelFirst {
+			order = []bool{true, false}
+		}
 	}
-	progress("%s: raw floor (DELETE + COPY of the same rows, plain SQL)", label)
-	fr, err := b.env.floor(ctx, floorDBs, sources, owned)
-	if err != nil {
-		return pr, err
-	}
-	pr.floor = fr
-	progress("%s: floor %.3f s (%d rows deleted, %d copied)", label, secs(fr.dur), fr.deleted, fr.wrote)
-	ok, detail, err = b.env.converged(ctx, floorDBs)
-	if err != nil {
-		return pr, fmt.Errorf("checking convergence after the floor: %w", err)
-	}
-	if !ok {
-		return pr, fmt.Errorf("%s: the floor run broke convergence (a harness bug): %s", label, detail)
+	for _, parallel := range order {
+		if err := b.env.checkpoint(ctx); err != nil {
+			return pr, err
+		}
+		what := "raw floor (DELETE + COPY of the same rows, plain SQL, receivers one after another)"
+		if parallel {
+			what = "parallel floor (the same DELETE + COPY, one session per receiver, all receivers at once)"
+		}
+		progress("%s: %s", label, what)
+		fr, err := b.env.floor(ctx, floorDBs, sources, owned, parallel)
+		if err != nil {
+			return pr, err
+		}
+		if parallel {
+			pr.pfloor = fr
+		} else {
+			pr.floor = fr
+		}
+		progress("%s: %s floor %.3f s (%d rows deleted, %d copied)", label, map[bool]string{false: "serial", true: "parallel"}[parallel], secs(fr.dur), fr.deleted, fr.wrote)
+		ok, detail, err = b.env.converged(ctx, floorDBs)
+		if err != nil {
+			return pr, fmt.Errorf("checking convergence after the floor: %w", err)
+		}
+		if !ok {
+			return pr, fmt.Errorf("%s: the floor run broke convergence (a harness bug): %s", label, detail)
+		}
 	}
 	return pr, nil
 }
@@ -93,6 +117,7 @@ func (b *bench) seed(ctx context.Context) error {
 	dbs, sources := sl.dbs, sl.sources
 	ctl := prefix + "ctl"
 	var wall, sync, rate, rss, ins, del, conf, tps, floor, floorRate, floorRows, kickFloor, syncFloor []float64
+	var pfloor, pfloorRows, kickPFloor, syncPFloor []float64
 	fails := len(b.rep.failures)
 	for r := 1; r <= cfg.repeats; r++ {
 		label := fmt.Sprintf("seed repeat %d/%d", r, cfg.repeats)
@@ -106,7 +131,7 @@ func (b *bench) seed(ctx context.Context) error {
 			return err
 		}
 		tps = append(tps, t...)
-		pr, err := b.kickAndFloor(ctx, label, ctl, dbs, sources, withFloor, nil)
+		pr, err := b.kickAndFloor(ctx, label, ctl, dbs, sources, withFloor, nil, true, r%2 == 0)
 		if err != nil {
 			return err
 		}
@@ -116,6 +141,10 @@ func (b *bench) seed(ctx context.Context) error {
 		if withFloor && pr.floor.dur > 0 {
 			floor, floorRate, floorRows = append(floor, secs(pr.floor.dur)), append(floorRate, pr.floor.rowsPerSec()), append(floorRows, float64(pr.floor.wrote))
 			kickFloor, syncFloor = append(kickFloor, secs(k.wall)/secs(pr.floor.dur)), append(syncFloor, secs(k.sync)/secs(pr.floor.dur))
+		}
+		if withFloor && pr.pfloor.dur > 0 {
+			pfloor, pfloorRows = append(pfloor, secs(pr.pfloor.dur)), append(pfloorRows, float64(pr.pfloor.wrote))
+			kickPFloor, syncPFloor = append(kickPFloor, secs(k.wall)/secs(pr.pfloor.dur)), append(syncPFloor, secs(k.sync)/secs(pr.pfloor.dur))
 		}
 	}
 	b.seedKick, b.seedSync = wall, sync
@@ -143,6 +172,11 @@ func (b *bench) seed(ctx context.Context) error {
 		b.rep.add(sec, "floor rows/s, (del+copy)/time", uRate, floorRate, "")
 		b.rep.add(sec, "ibex kick to done / floor", uRatio, kickFloor, "Bucardo: ~3.2 s / 0.74 s = 4.3x")
 		b.rep.add(sec, "ibex sync / floor", uRatio, syncFloor, "Bucardo: ~2.06 s / 0.74 s = 2.8x")
+		b.rep.add(sec, "parallel floor: all receivers at once", uSec, pfloor, "the same DELETE+COPY, one session per receiver, concurrently")
+		b.rep.add(sec, "parallel floor rows written", uRows, pfloorRows, "")
+		b.rep.add(sec, "ibex kick to done / parallel floor", uRatio, kickPFloor, "target <= 1.2 (ibex applies receivers concurrently)")
+		b.rep.add(sec, "ibex sync / parallel floor", uRatio, syncPFloor, "")
+		b.parFloor = pfloor
 	}
 	return nil
 }
@@ -169,40 +203,57 @@ func (b *bench) capture(ctx context.Context) error {
 	if err := b.env.setupSync(ctx, ctl, []string{capt, tgt}, []string{control.RoleSource, control.RoleTarget}); err != nil {
 		return fmt.Errorf("configuring the sync: %w", err)
 	}
-	args := []string{"-n", "-T", strconv.Itoa(cfg.captureSeconds), "-c", "2", "-j", "2"}
-	progress("capture: warm-up (pgbench -n -T 3 -c 2 -j 2 on each, not recorded)")
-	for _, db := range []string{plain, capt} {
-		if _, err := b.env.pgbench(ctx, db, "-n", "-T", "3", "-c", "2", "-j", "2"); err != nil {
-			return err
-		}
-	}
-	var without, with []float64
-	for r := 1; r <= cfg.capturePairs; r++ {
-		order := []string{plain, capt}
-		if r%2 == 0 {
-			order = []string{capt, plain}
-		}
-		for _, db := range order {
-			if err := b.env.checkpoint(ctx); err != nil {
-				return err
-			}
-			tps, err := b.env.pgbench(ctx, db, args...)
-			if err != nil {
-				return err
-			}
-			progress("capture pair %d/%d: pgbench -T %d -c 2 -j 2 on %s: %.1f tps", r, cfg.capturePairs, cfg.captureSeconds, db, tps)
-			if db == plain {
-				without = append(without, tps)
-			} else {
-				with = append(with, tps)
-			}
-		}
-	}
 	sec := "capture"
-	note := fmt.Sprintf("pgbench -n -T %d -c 2 -j 2, scale %d, interleaved pairs", cfg.captureSeconds, cfg.scale)
-	b.rep.add(sec, "pgbench without capture", uTPS, without, note)
-	b.rep.add(sec, "pgbench with ibex capture", uTPS, with, "")
-	b.rep.add(sec, "TPS ratio with / without", uRatio, ratios(with, without), "target >= 0.90; Bucardo's triggers: 0.74-0.86")
+	for _, script := range cfg.captureScripts {
+		args := []string{"-n", "-b", script, "-T", strconv.Itoa(cfg.captureSeconds), "-c", "2", "-j", "2"}
+		progress("capture %s: warm-up (pgbench -n -b %s -T 3 -c 2 -j 2 on each, not recorded)", script, script)
+		for _, db := range []string{plain, capt} {
+			if _, err := b.env.pgbench(ctx, db, "-n", "-b", script, "-T", "3", "-c", "2", "-j", "2"); err != nil {
+				return err
+			}
+		}
+		var without, with, walWithout, walWith []float64
+		for r := 1; r <= cfg.capturePairs; r++ {
+			order := []string{plain, capt}
+			if r%2 == 0 {
+				order = []string{capt, plain}
+			}
+			for _, db := range order {
+				if err := b.env.checkpoint(ctx); err != nil {
+					return err
+				}
+				lsn0, err := b.env.walLSN(ctx)
+				if err != nil {
+					return err
+				}
+				res, err := b.env.pgbenchRun(ctx, db, args...)
+				if err != nil {
+					return err
+				}
+				lsn1, err := b.env.walLSN(ctx)
+				if err != nil {
+					return err
+				}
+				perTx := 0.0
+				if res.tx > 0 {
+					perTx = float64(lsn1-lsn0) / float64(res.tx)
+				}
+				progress("capture %s pair %d/%d: pgbench -T %d -c 2 -j 2 on %s: %.1f tps, %.0f WAL bytes/tx", script, r, cfg.capturePairs, cfg.captureSeconds, db, res.tps, perTx)
+				if db == plain {
+					without, walWithout = append(without, res.tps), append(walWithout, perTx)
+				} else {
+					with, walWith = append(with, res.tps), append(walWith, perTx)
+				}
+			}
+		}
+		note := fmt.Sprintf("pgbench -n -b %s -T %d -c 2 -j 2, scale %d, interleaved pairs", script, cfg.captureSeconds, cfg.scale)
+		b.rep.add(sec, script+": pgbench without capture", uTPS, without, note)
+		b.rep.add(sec, script+": pgbench with ibex capture", uTPS, with, "")
+		b.rep.add(sec, script+": TPS ratio with / without", uRatio, ratios(with, without), "target >= 0.95 (issue 18); Bucardo's triggers: 0.74-0.86")
+		b.rep.add(sec, script+": WAL bytes/tx without capture", uRows, walWithout, "the server's WAL over the run / its transactions (other sessions' WAL too)")
+		b.rep.add(sec, script+": WAL bytes/tx with capture", uRows, walWith, "")
+		b.rep.add(sec, script+": WAL bytes/tx capture adds", uRows, []float64{minOf(walWith) - minOf(walWithout)}, "min with - min without (the least contaminated runs)")
+	}
 	return b.env.dropNow(ctx, cfg.keep, ctl, capt, tgt, plain)
 }
 
@@ -251,7 +302,7 @@ func (b *bench) growth(ctx context.Context) error {
 					return err
 				}
 			}
-			pr, err := b.kickAndFloor(ctx, label, ctl, dbs, []int{0}, true, []string{fsrc, ftgt})
+			pr, err := b.kickAndFloor(ctx, label, ctl, dbs, []int{0}, true, []string{fsrc, ftgt}, false, false)
 			if err != nil {
 				return err
 			}
@@ -332,7 +383,7 @@ func (b *bench) backlog(ctx context.Context) error {
 			}
 			_ = c.Close(ctx)
 		}
-		pr, err := b.kickAndFloor(ctx, label, ctl, dbs, []int{0}, true, []string{fsrc, ftgt})
+		pr, err := b.kickAndFloor(ctx, label, ctl, dbs, []int{0}, true, []string{fsrc, ftgt}, false, false)
 		if err != nil {
 			return err
 		}

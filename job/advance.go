@@ -47,11 +47,12 @@ func (r *runner) consume(ctx context.Context, t *table, lo, hi, nb int) {
 // advance records the watermarks of every source and receiver that took part in the whole
 // run, then purges change rows every receiver of the sync has applied.
 func (r *runner) advance(ctx context.Context) error {
-	tx, err := r.store.Pool.Begin(ctx)
+	tx, err := r.ctlBegin(ctx)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	cctx := r.ctlCtx(ctx)
 	for _, a := range r.alive() {
 		if !a.isSource() || a.snap == "" {
 			continue
@@ -60,13 +61,13 @@ func (r *runner) advance(ctx context.Context) error {
 			if m == a || !m.receiving() {
 				continue
 			}
-			if err := control.SetWatermark(ctx, tx, r.sync.Name, a.name, m.name, a.snap); err != nil {
+			if err := control.SetWatermark(cctx, tx, r.sync.Name, a.name, m.name, a.snap); err != nil {
 				return fmt.Errorf("recording watermarks: %w", err)
 			}
 			r.wm[[2]string{a.name, m.name}] = a.snap
 		}
 	}
-	if err := tx.Commit(ctx); err != nil {
+	if err := tx.Commit(cctx); err != nil {
 		return fmt.Errorf("recording watermarks: %w", err)
 	}
 	var srcs []*member

@@ -90,7 +90,11 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 	}
 	shipped := make(chan []error, 1)
 	go func() {
-		shipped <- r.each(winners, func(w *member) error { return r.shipKeys(ctx, w, t, send[w.idx]) })
+		shipped <- r.each(winners, func(w *member) error {
+			// A winner that receives nothing in this batch and has no transaction open
+			// sends on its first session: it needs no second one.
+			return r.shipKeys(ctx, w, t, send[w.idx], !w.tx && len(recvKeys[w.idx]) == 0)
+		})
 	}()
 	// Phase 2: each receiver's sink readies the batch (a target deletes the keys; a source
 	// leaves out those its own application changed since the run's snapshot: they win
@@ -103,10 +107,7 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 	}
 	late := make([][]string, len(r.members))
 	errs := r.each(receivers, func(m *member) error {
-		if err := r.begin(ctx, m); err != nil {
-			return err // a sink's errors name its db
-		}
-		p, err := m.sink.PrepareBatch(ctx, t.sinkTables[m.idx], recvKeys[m.idx])
+		p, err := r.beginAndPrepare(ctx, m, t, recvKeys[m.idx]) // a sink's errors name its db
 		late[m.idx] = p.Skipped
 		if err != nil || len(t.rel.Counters) == 0 || !m.isSource() {
 			return err
@@ -151,12 +152,12 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 		// The keys in their order (DISTINCT also folds equal keys that print differently,
 		// which would match one row twice): the index and the table are read in order.
 		sql := fmt.Sprintf(`COPY (SELECT %s%s FROM %s w JOIN %s t ON %s%s) TO STDOUT`,
-			catalog.QuoteCols("t.", t.cols), t.extraCols(), orderedKeys("pg_temp.ibex_w", t, true), t.filtered(), catalog.KeyJoin("w", "t", t.keyCols), t.laterals())
+			catalog.QuoteCols("t.", t.cols), t.extraCols(), w.wkeys, t.filtered(), catalog.KeyJoin("w", "t", t.keyCols), t.laterals())
 		if len(t.rel.Counters) > 0 {
-			sql = t.readAsOf(w.snap)
+			sql = t.readAsOf(w.snap, w.wkeys)
 		}
 		widx := w.idx
-		senders = append(senders, sender{m: w, conn: w.rconn, sql: sql, route: func(key string) (uint64, bool) {
+		senders = append(senders, sender{m: w, conn: w.wconn, sql: sql, route: func(key string) (uint64, bool) {
 			ks := keys[key]
 			if ks == nil || ks.senders()&bit(widx) == 0 {
 				return 0, false
@@ -231,6 +232,25 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 	return res, nil
 }
 
+// beginAndPrepare opens m's transaction if none is open and prepares its batch of t, in
+// one round trip where the sink can (sinks.BeginPreparer).
+func (r *runner) beginAndPrepare(ctx context.Context, m *member, t *table, keys []string) (sinks.Prepared, error) {
+	if !m.tx {
+		sk, err := r.openSink(m)
+		if err != nil {
+			return sinks.Prepared{}, err
+		}
+		if bp, ok := sk.(sinks.BeginPreparer); ok {
+			m.tx = true // rolled back on failure, as after a failed PrepareBatch
+			return bp.BeginAndPrepare(ctx, t.sinkTables[m.idx], keys)
+		}
+	}
+	if err := r.begin(ctx, m); err != nil {
+		return sinks.Prepared{}, err
+	}
+	return m.sink.PrepareBatch(ctx, t.sinkTables[m.idx], keys)
+}
+
 func (r *runner) retry(res batchResult) (batchResult, error) {
 	r.rollbackAll()
 	return res, errRetryBatch
@@ -247,18 +267,33 @@ func orderedKeys(from string, t *table, distinct bool) string {
 	return fmt.Sprintf(`(SELECT %s%s FROM %s ORDER BY %s)`, d, cols, from, cols)
 }
 
-// shipKeys opens w's read session if needed and loads the keys it sends in this batch
-// into its temp table ibex_w.
-func (r *runner) shipKeys(ctx context.Context, w *member, t *table, keys []string) error {
-	rc, err := r.readConn(ctx, w)
-	if err != nil {
-		return err
+// shipKeys readies the keys w sends in this batch on the session that will read its rows
+// (w.wconn). A short key list is written into the reading statement (w.wkeys is then a
+// subquery of the table's own keys, whose size the planner knows), and read on w's first
+// session when mainFree (nothing else uses it meanwhile): a short run then needs no second
+// session. A longer list is loaded into the temp table ibex_w of w's read session (opened
+// if needed), whose join plans are fixed (see readConn).
+func (r *runner) shipKeys(ctx context.Context, w *member, t *table, keys []string, mainFree bool) error {
+	in, inline := catalog.KeyIn("", t.keyCols, keys)
+	if inline && mainFree && w.conn != nil {
+		w.wconn = w.conn
+	} else {
+		rc, err := r.readConn(ctx, w)
+		if err != nil {
+			return err
+		}
+		w.wconn = rc
 	}
 	keyCols := catalog.QuoteCols("", t.keyCols)
-	if _, err := dbconn.ExecAll(ctx, rc, fmt.Sprintf(`DROP TABLE IF EXISTS pg_temp.ibex_w; CREATE TEMP TABLE ibex_w AS SELECT %s FROM %s LIMIT 0`, keyCols, t.ident)); err != nil {
+	if inline {
+		w.wkeys = fmt.Sprintf(`(SELECT DISTINCT %s FROM %s WHERE %s ORDER BY %s)`, keyCols, t.ident, in, keyCols)
+		return nil
+	}
+	w.wkeys = orderedKeys("pg_temp.ibex_w", t, true)
+	if _, err := dbconn.ExecAll(ctx, w.wconn, fmt.Sprintf(`DROP TABLE IF EXISTS pg_temp.ibex_w; CREATE TEMP TABLE ibex_w AS SELECT %s FROM %s LIMIT 0`, keyCols, t.ident)); err != nil {
 		return err
 	}
-	return copyKeys(ctx, rc, "pg_temp.ibex_w", keyCols, keys)
+	return copyKeys(ctx, w.wconn, "pg_temp.ibex_w", keyCols, keys)
 }
 
 // copyKeys loads keys (tab-separated COPY text, as the change rows print them) into a

@@ -181,7 +181,7 @@ func (r *runner) callFunc(ctx context.Context, t *table, fn string, calls []func
 	for i, c := range calls {
 		inputs[i] = c.input
 	}
-	res, err := control.CallConflictFunction(ctx, r.store.Q(), fn, inputs)
+	res, err := control.CallConflictFunction(ctx, r.ctlQ(), fn, inputs)
 	if err != nil {
 		return nil, fmt.Errorf("table %s: %w", t.name, err)
 	}

@@ -50,11 +50,11 @@ func (r *runner) runOnetimecopy(ctx context.Context) error {
 			return nil
 		}
 	}
-	if err := control.SetOnetimecopy(ctx, r.store.Q(), r.sync.Name, 0); err != nil {
+	if err := control.SetOnetimecopy(ctx, r.ctlQ(), r.sync.Name, 0); err != nil {
 		return fmt.Errorf("clearing onetimecopy of sync %s: %w", r.sync.Name, err)
 	}
 	// The copy took in every table of the herd, those added since the sync was made too.
-	if err := control.TakeInTables(ctx, r.store.Q(), r.sync.Name, r.added); err != nil {
+	if err := control.TakeInTables(ctx, r.ctlQ(), r.sync.Name, r.added); err != nil {
 		return fmt.Errorf("sync %s: recording its tables: %w", r.sync.Name, err)
 	}
 	r.added = nil
@@ -231,7 +231,7 @@ func (r *runner) copyAddedTables(ctx context.Context) error {
 			}
 		}
 	}
-	if err := control.TakeInTables(ctx, r.store.Q(), r.sync.Name, r.added); err != nil {
+	if err := control.TakeInTables(ctx, r.ctlQ(), r.sync.Name, r.added); err != nil {
 		return fmt.Errorf("sync %s: recording its tables: %w", r.sync.Name, err)
 	}
 	r.added = nil

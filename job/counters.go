@@ -119,9 +119,9 @@ func (r *runner) skippedDeltas(t *table, keys map[string]*keyState, recv []strin
 	return lines
 }
 
-// readAsOf is the COPY a sender of a table with counters reads the rows of the keys of its
-// temp table ibex_w with, its counters as of its snapshot snap (see above).
-func (t *table) readAsOf(snap string) string {
+// readAsOf is the COPY a sender of a table with counters reads the rows of the keys of
+// wkeys (see shipKeys) with, its counters as of its snapshot snap (see above).
+func (t *table) readAsOf(snap, wkeys string) string {
 	typeOf := map[string]string{}
 	for _, c := range t.desc.Columns {
 		typeOf[c.Name] = c.Type
@@ -135,7 +135,7 @@ func (t *table) readAsOf(snap string) string {
 	}
 	return fmt.Sprintf(`COPY (SELECT %s%s FROM (%s) l, %s w JOIN %s t ON %s%s) TO STDOUT`,
 		strings.Join(sel, ", "), t.extraCols(), capture.LateDeltas(t.change, t.keyCols, t.rel.Counters, snap),
-		orderedKeys("pg_temp.ibex_w", t, true), t.filtered(), catalog.KeyJoin("w", "t", t.keyCols), t.laterals())
+		wkeys, t.filtered(), catalog.KeyJoin("w", "t", t.keyCols), t.laterals())
 }
 
 // noDeltaCount counts keys of counter tables decided without deltas (changes captured

@@ -19,6 +19,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/ibexrepl/ibex/internal/conflict"
 	"github.com/ibexrepl/ibex/internal/control"
 )
@@ -189,7 +193,8 @@ func Run(ctx context.Context, store *control.Store, syncName string, opts Option
 	res.RunID = runID
 	logger.InfoContext(ctx, "run started", slog.String("sync", syncName), slog.Int64("run", runID))
 
-	r := &runner{session: session{store: store, sync: sync, logger: logger.With(slog.String("sync", syncName)), runID: runID}, opts: opts, res: res}
+	r := &runner{session: session{store: store, sync: sync, logger: logger.With(slog.String("sync", syncName)), runID: runID}, opts: opts, res: res,
+		ctl: lockConn}
 	runErr := r.run(ctx)
 	res.Duration = time.Since(res.Started)
 	if n := r.noDeltas.Load(); n > 0 {
@@ -234,4 +239,54 @@ func Run(ctx context.Context, store *control.Store, syncName string, opts Option
 		return res, errors.New(res.Error)
 	}
 	return res, nil
+}
+
+// The run's own statements on the control database (its definition, watermarks,
+// conflicts, sequences) go through the session that holds the sync's lock (runner.ctl)
+// rather than the pool: the pool would open a second session for them, which costs a
+// short run more than all its control statements. Nothing else uses that session during
+// the run (the run's control statements are all made one after another).
+//
+// They are not cut by the run's context: a statement cancelled there closes the session,
+// which would drop the lock and keep the run from being recorded (see Run). A control
+// database that stops answering still fails them after its reply_timeout.
+
+// ctlQuerier runs statements on the lock session, detached from the caller's context.
+type ctlQuerier struct{ c *pgxpool.Conn }
+
+func (q ctlQuerier) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	return q.c.Exec(context.WithoutCancel(ctx), sql, args...)
+}
+
+func (q ctlQuerier) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	return q.c.Query(context.WithoutCancel(ctx), sql, args...)
+}
+
+func (q ctlQuerier) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	return q.c.QueryRow(context.WithoutCancel(ctx), sql, args...)
+}
+
+// ctlQ is the querier of the run's control statements.
+func (r *runner) ctlQ() control.Querier {
+	if r.ctl != nil {
+		return ctlQuerier{r.ctl}
+	}
+	return r.store.Q()
+}
+
+// ctlBegin opens a transaction for the run's control statements; its statements take the
+// context ctlCtx returns.
+func (r *runner) ctlBegin(ctx context.Context) (pgx.Tx, error) {
+	if r.ctl != nil {
+		return r.ctl.Begin(context.WithoutCancel(ctx))
+	}
+	return r.store.Pool.Begin(ctx)
+}
+
+// ctlCtx is the context of the statements of a transaction from ctlBegin.
+func (r *runner) ctlCtx(ctx context.Context) context.Context {
+	if r.ctl != nil {
+		return context.WithoutCancel(ctx)
+	}
+	return ctx
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -68,9 +69,14 @@ func (r *runner) orphanLinks(ctx context.Context, dbs []*member) ([]orphanLink, 
 		byName[qn] = t
 		names = append(names, qn)
 	}
-	fks, err := catalog.ForeignKeys(ctx, dbs[0].conn, names)
-	if err != nil {
-		return nil, fmt.Errorf("db %s: %w", dbs[0].name, err)
+	var fks []catalog.ForeignKey
+	if fk := r.fksOf(dbs[0]); fk != nil && slices.Equal(fk.names, names) {
+		fks = fk.fks // read with the tables' descriptions
+	} else {
+		var err error
+		if fks, err = catalog.ForeignKeys(ctx, dbs[0].conn, names); err != nil {
+			return nil, fmt.Errorf("db %s: %w", dbs[0].name, err)
+		}
 	}
 	for _, fk := range fks {
 		child, parent := byName[fk.Child], byName[fk.Parent]
@@ -408,3 +414,11 @@ func quoteLit(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") +
 
 // customOn reports whether m writes t under a customname.
 func (t *table) customOn(m *member) bool { return m.idx < len(t.custom) && t.custom[m.idx] != nil }
+
+// fksOf is what checkSchemas read of the foreign keys on db m, or nil.
+func (r *runner) fksOf(m *member) *fkeys {
+	if m.idx < len(r.fks) {
+		return r.fks[m.idx]
+	}
+	return nil
+}

@@ -159,15 +159,16 @@ func (r *runner) recordConflicts(ctx context.Context, cs []control.Conflict) err
 	for i := range cs {
 		cs[i].Run = r.res.RunID
 	}
-	tx, err := r.store.Pool.Begin(ctx)
+	tx, err := r.ctlBegin(ctx)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	if err := control.RecordConflicts(ctx, tx, cs); err != nil {
+	cctx := r.ctlCtx(ctx)
+	if err := control.RecordConflicts(cctx, tx, cs); err != nil {
 		return fmt.Errorf("recording conflicts: %w", err)
 	}
-	return tx.Commit(ctx)
+	return tx.Commit(cctx)
 }
 
 // abortCheck reads every pending key (no writes) and fails the run if a row was changed on
@@ -218,15 +219,16 @@ func (r *runner) recordParked(ctx context.Context, es []control.Exception) error
 		r.logger.Warn("row refused by a receiver, parked (on_error=skip)", slog.String("table", es[i].Table), slog.String("db", es[i].DB),
 			slog.String("key", es[i].Key), slog.String("error", es[i].Error))
 	}
-	tx, err := r.store.Pool.Begin(ctx)
+	tx, err := r.ctlBegin(ctx)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	if err := control.RecordExceptions(ctx, tx, es); err != nil {
+	cctx := r.ctlCtx(ctx)
+	if err := control.RecordExceptions(cctx, tx, es); err != nil {
 		return fmt.Errorf("recording parked rows: %w", err)
 	}
-	if err := tx.Commit(ctx); err != nil {
+	if err := tx.Commit(cctx); err != nil {
 		return err
 	}
 	r.res.Parked += int64(len(es))

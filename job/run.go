@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/ibexrepl/ibex/internal/conflict"
 	"github.com/ibexrepl/ibex/internal/control"
 )
@@ -62,6 +64,9 @@ type runner struct {
 	session
 	opts Options
 	res  *Result
+	// ctl is the control database session holding the sync's lock, nil outside Run: the
+	// run's own control statements go through it (ctlQ).
+	ctl *pgxpool.Conn
 	// strategies are the sync's conflict strategies (by type where it sets some).
 	strategies conflict.Strategies
 	// wm holds the watermarks: {source, receiver} -> the source's snapshot as of the last
@@ -99,7 +104,7 @@ type runner struct {
 
 // load reads the sync's definition, its conflict strategy and its watermarks.
 func (r *runner) load(ctx context.Context) error {
-	q := r.store.Q()
+	q := r.ctlQ()
 	if err := r.session.load(ctx, q); err != nil {
 		return err
 	}

@@ -29,6 +29,15 @@ func (s *session) checkSchemas(ctx context.Context, checkCapture bool) error {
 			pgs = append(pgs, m)
 		}
 	}
+	// A run that may delete orphans (orphans.go) reads the foreign keys between the tables
+	// in the same round trip.
+	var fkNames []catalog.QualName
+	if s.runID != 0 && s.sync.OnOrphan != control.OnOrphanKeep && len(s.tables) >= 2 {
+		for _, t := range s.tables {
+			fkNames = append(fkNames, catalog.QualName{Schema: t.rel.Schema, Name: t.rel.Name})
+		}
+	}
+	s.fks = make([]*fkeys, len(s.members))
 	errs := s.each(pgs, func(m *member) error {
 		// Every table's description and capture state in one round trip.
 		b := &pgx.Batch{}
@@ -41,8 +50,16 @@ func (s *session) checkSchemas(ctx context.Context, checkCapture bool) error {
 				states[i] = capture.QueueInstalled(b, s.sync.Name, t.rel.Schema, t.rel.Name)
 			}
 		}
+		var fk *fkeys
+		if fkNames != nil {
+			fk = &fkeys{names: fkNames}
+			catalog.QueueForeignKeys(b, fkNames, &fk.fks, &fk.err)
+		}
 		if err := m.conn.SendBatch(ctx, b).Close(); err != nil {
 			return fmt.Errorf("db %s: describing the tables: %w", m.name, err)
+		}
+		if fk != nil && fk.err == nil {
+			s.fks[m.idx] = fk
 		}
 		for i, t := range s.tables {
 			if errors.Is(derrs[i], catalog.ErrNoTable) && t.custom[m.idx] != nil {

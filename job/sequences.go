@@ -25,7 +25,7 @@ import (
 // sequence an open application transaction holds (sequence.ErrBusy) is only warned of: the
 // next run sets it.
 func (r *runner) syncSequences(ctx context.Context) error {
-	seqs, err := control.HerdSequences(ctx, r.store.Q(), r.sync.Herd)
+	seqs, err := control.HerdSequences(ctx, r.ctlQ(), r.sync.Herd)
 	if err != nil {
 		return err
 	}
@@ -114,7 +114,7 @@ func (r *runner) syncSequences(ctx context.Context) error {
 
 // sequencesOnly says whether the sync's herd, which has no tables, has sequences: a run
 // then only sets them.
-func (r *runner) sequencesOnly(ctx context.Context) bool { return r.hasSequences(ctx, r.store.Q()) }
+func (r *runner) sequencesOnly(ctx context.Context) bool { return r.hasSequences(ctx, r.ctlQ()) }
 
 // hasSequences says whether the sync's herd has sequences.
 func (s *session) hasSequences(ctx context.Context, q control.Querier) bool {

@@ -23,14 +23,18 @@ import (
 
 // member is one db of the sync during a run.
 type member struct {
-	idx     int
-	name    string
-	role    string
-	db      *control.DB
-	conn    *pgx.Conn
-	rconn   *pgx.Conn // sources: a second session that reads rows while conn receives
-	kconn   *pgx.Conn // sources of a multi-batch table: reads the next batch's keys ahead
-	dead    error     // why this db left the run; nil while it takes part
+	idx   int
+	name  string
+	role  string
+	db    *control.DB
+	conn  *pgx.Conn
+	rconn *pgx.Conn // sources: a second session that reads rows while conn receives
+	kconn *pgx.Conn // sources of a multi-batch table: reads the next batch's keys ahead
+	// wconn and wkeys are where the keys a sender sends in the current batch are (see
+	// shipKeys): the session that reads its rows, and the keys as a subquery there.
+	wconn   *pgx.Conn
+	wkeys   string
+	dead    error // why this db left the run; nil while it takes part
 	snap    string
 	tx      bool         // the unit's transaction is open
 	sink    sinks.Sink   // writes the db when it receives (openSink)
@@ -202,6 +206,16 @@ type session struct {
 	created       []string
 	// skipped records each db that left, with why (db name -> reason).
 	skipped map[string]string
+	// fks are the foreign keys between the tables as checkSchemas read them on each db
+	// (by member index; nil: not read).
+	fks []*fkeys
+}
+
+// fkeys are the foreign keys between the tables names, as read on a db.
+type fkeys struct {
+	names []catalog.QualName
+	fks   []catalog.ForeignKey
+	err   error
 }
 
 // load reads the sync's dbgroup, dbs and tables from q.
@@ -306,14 +320,11 @@ func (s *session) connect(ctx context.Context) {
 			return err
 		}
 		m.conn = conn
-		// Rows ibex applies must not fire capture, user triggers or FK checks.
-		if m.replica, err = pgsink.Configure(ctx, conn); err != nil {
+		// Rows ibex applies must not fire capture, user triggers or FK checks; and what
+		// this session applies is the sync's: a makedelta trigger of another sync captures
+		// it with its origin, this sync's own does not (no echo). One round trip.
+		if m.replica, err = pgsink.Configure(ctx, conn, capture.SetOriginSQL(s.sync.Name)); err != nil {
 			return fmt.Errorf("db %s: %w", m.name, err)
-		}
-		// What this session applies is the sync's: a makedelta trigger of another sync
-		// captures it with its origin, this sync's own does not (no echo).
-		if _, err := conn.Exec(ctx, `SELECT set_config($1, $2, false)`, capture.OriginGUC, s.sync.Name); err != nil {
-			return fmt.Errorf("db %s: setting %s: %w", m.name, capture.OriginGUC, err)
 		}
 		return nil
 	})
@@ -370,7 +381,7 @@ func (m *member) close() {
 	if m.target != nil {
 		_ = m.target.Close()
 	}
-	m.conn, m.rconn, m.sink, m.target = nil, nil, nil, nil
+	m.conn, m.rconn, m.sink, m.target, m.wconn = nil, nil, nil, nil, nil
 }
 
 // openTarget opens the sink of a db that is not PostgreSQL, in bounded time.

@@ -73,7 +73,7 @@ func (r *runner) uniqueClashes(ctx context.Context, t *table, keys map[string]*k
 	}
 	rows := make([][]uniqueRow, len(r.members))
 	errs := r.each(winners, func(w *member) error {
-		if err := r.shipKeys(ctx, w, t, send[w.idx]); err != nil {
+		if err := r.shipKeys(ctx, w, t, send[w.idx], !w.tx); err != nil {
 			return err
 		}
 		var err error
@@ -325,13 +325,10 @@ func (r *runner) heldClashes(ctx context.Context, t *table, keys map[string]*key
 // readHeld asks receiver m, on its read session, which of its rows of t under keys not in
 // keys hold, in some unique index, values of incoming (per index: values -> row).
 func (r *runner) readHeld(ctx context.Context, m *member, t *table, keys []string, incoming []map[string]uniqueRow) ([]heldRow, error) {
-	if err := r.shipKeys(ctx, m, t, keys); err != nil {
+	if err := r.shipKeys(ctx, m, t, keys, false); err != nil {
 		return nil, err
 	}
-	rc, err := r.readConn(ctx, m)
-	if err != nil {
-		return nil, err
-	}
+	rc := m.wconn
 	var out []heldRow
 	nk := len(t.keyCols)
 	for i, u := range t.desc.Uniques {
@@ -346,8 +343,8 @@ func (r *runner) readHeld(ctx context.Context, m *member, t *table, keys []strin
 		if err := copyKeys(ctx, rc, "pg_temp.ibex_u", cols, vals); err != nil {
 			return nil, err
 		}
-		sql := fmt.Sprintf(`COPY (SELECT %s, %s, row_to_json(t)::text FROM pg_temp.ibex_u u JOIN %s t ON %s WHERE NOT EXISTS (SELECT 1 FROM pg_temp.ibex_w w WHERE %s)) TO STDOUT`,
-			catalog.QuoteCols("t.", t.keyCols), catalog.QuoteCols("t.", u), t.ident, catalog.KeyJoin("u", "t", u), catalog.KeyJoin("w", "t", t.keyCols))
+		sql := fmt.Sprintf(`COPY (SELECT %s, %s, row_to_json(t)::text FROM pg_temp.ibex_u u JOIN %s t ON %s WHERE NOT EXISTS (SELECT 1 FROM %s w WHERE %s)) TO STDOUT`,
+			catalog.QuoteCols("t.", t.keyCols), catalog.QuoteCols("t.", u), t.ident, catalog.KeyJoin("u", "t", u), m.wkeys, catalog.KeyJoin("w", "t", t.keyCols))
 		lw := sinks.NewLineWriter(func(line []byte) error {
 			f := bytes.Split(line, []byte{'\t'})
 			if len(f) != nk+len(u)+1 {
@@ -378,15 +375,19 @@ func (r *runner) pendingAt(ctx context.Context, t *table, keys []string) (map[st
 		if !a.isSource() {
 			continue
 		}
-		if err := r.shipKeys(ctx, a, t, keys); err != nil {
-			return nil, fmt.Errorf("db %s: %w", a.name, err)
-		}
 		rc, err := r.readConn(ctx, a)
 		if err != nil {
 			return nil, fmt.Errorf("db %s: %w", a.name, err)
 		}
+		keyCols := catalog.QuoteCols("", t.keyCols)
+		if _, err := dbconn.ExecAll(ctx, rc, fmt.Sprintf(`DROP TABLE IF EXISTS pg_temp.ibex_hk; CREATE TEMP TABLE ibex_hk AS SELECT %s FROM %s LIMIT 0`, keyCols, t.ident)); err != nil {
+			return nil, fmt.Errorf("db %s: %w", a.name, err)
+		}
+		if err := copyKeys(ctx, rc, "pg_temp.ibex_hk", keyCols, keys); err != nil {
+			return nil, fmt.Errorf("db %s: %w", a.name, err)
+		}
 		nk := len(t.keyCols)
-		sql := fmt.Sprintf(`COPY (SELECT %s, (extract(epoch FROM max(c.%s)) * 1000000)::bigint FROM pg_temp.ibex_w w JOIN %s c ON %s GROUP BY %s) TO STDOUT`,
+		sql := fmt.Sprintf(`COPY (SELECT %s, (extract(epoch FROM max(c.%s)) * 1000000)::bigint FROM pg_temp.ibex_hk w JOIN %s c ON %s GROUP BY %s) TO STDOUT`,
 			catalog.QuoteCols("w.", t.keyCols), catalog.QuoteCols("", []string{capture.AtCol}), t.change, catalog.KeyJoin("w", "c", t.keyCols), catalog.QuoteCols("w.", t.keyCols))
 		lw := sinks.NewLineWriter(func(line []byte) error {
 			f := bytes.Split(line, []byte{'\t'})
@@ -413,13 +414,10 @@ func (r *runner) pendingAt(ctx context.Context, t *table, keys []string) (map[st
 	return out, nil
 }
 
-// readUniques reads, on w's read session, the unique index values and the row of each key
-// in its ibex_w.
+// readUniques reads, on the session shipKeys readied, the unique index values and the row
+// of each key it shipped.
 func (r *runner) readUniques(ctx context.Context, w *member, t *table) ([]uniqueRow, error) {
-	rc, err := r.readConn(ctx, w)
-	if err != nil {
-		return nil, err
-	}
+	rc := w.wconn
 	sel := []string{catalog.QuoteCols("t.", t.keyCols)}
 	nf := 0
 	for _, u := range t.desc.Uniques {
@@ -427,7 +425,7 @@ func (r *runner) readUniques(ctx context.Context, w *member, t *table) ([]unique
 		nf += len(u)
 	}
 	sel = append(sel, "row_to_json(t)::text")
-	sql := fmt.Sprintf(`COPY (SELECT %s FROM pg_temp.ibex_w w JOIN %s t ON %s) TO STDOUT`, strings.Join(sel, ", "), t.filtered(), catalog.KeyJoin("w", "t", t.keyCols))
+	sql := fmt.Sprintf(`COPY (SELECT %s FROM %s w JOIN %s t ON %s) TO STDOUT`, strings.Join(sel, ", "), w.wkeys, t.filtered(), catalog.KeyJoin("w", "t", t.keyCols))
 	nk := len(t.keyCols)
 	var out []uniqueRow
 	lw := sinks.NewLineWriter(func(line []byte) error {

@@ -124,6 +124,14 @@ func EachTruncated(ts []Truncation, fn func(t *Table) error) error {
 	return nil
 }
 
+// BeginPreparer is a sink that can open a unit's transaction with the first statements
+// of its first batch, one round trip fewer than Begin then PrepareBatch.
+type BeginPreparer interface {
+	// BeginAndPrepare is Begin then PrepareBatch. After an error the transaction may be
+	// open: the caller rolls it back as after a failed PrepareBatch.
+	BeginAndPrepare(ctx context.Context, t *Table, keys []string) (Prepared, error)
+}
+
 // SkippedAdder is a sink that skips keys (a receiver that is itself a source, see
 // Prepared.Skipped) and can still add to counter columns of those rows the deltas the
 // other sources made: a skipped row keeps its own newer change, which is sent to the others

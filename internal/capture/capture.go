@@ -36,6 +36,13 @@ const (
 // change for the sync that applied it (no echo).
 const OriginGUC = "ibex.origin"
 
+// SetOriginSQL is the statement that sets OriginGUC to sync for the session (no
+// parameters: it is sent with other statements in one round trip).
+func SetOriginSQL(sync string) string {
+	lit := "E'" + strings.ReplaceAll(strings.ReplaceAll(sync, `\`, `\\`), "'", "''") + "'"
+	return "SELECT set_config('" + OriginGUC + "', " + lit + ", false)"
+}
+
 // The values of OpCol.
 const (
 	// OpInsert, OpUpdate and OpDelete are a row inserted, updated (its key kept) or deleted;

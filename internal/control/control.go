@@ -97,6 +97,17 @@ func Open(ctx context.Context, dsn string, logger *slog.Logger) (*Store, error) 
 		return nil, fmt.Errorf("control database: IBEX_DSN: %w", err)
 	}
 	cfg.MaxConns = 4
+	// One round trip a statement, as the dbs' sessions (dbconn.Config): the default mode
+	// prepares each new statement first (a second round trip), and a short run sends
+	// dozens of statements once each. Parameters then go as text, typed by their Go type:
+	// maps are jsonb (the only map columns of the control tables).
+	cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeExec
+	cfg.AfterConnect = func(_ context.Context, c *pgx.Conn) error {
+		tm := c.TypeMap()
+		tm.RegisterDefaultPgType(map[string]any(nil), "jsonb")
+		tm.RegisterDefaultPgType(map[string]string(nil), "jsonb")
+		return nil
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("control database: %w", err)

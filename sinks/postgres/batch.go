@@ -28,6 +28,18 @@ func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) 
 	s.batch = nil
 	s.rejected = nil
 	keyCols := catalog.QuoteCols("", t.Key)
+	if s.src == nil && !s.skip && !t.Partial && !t.InPlace {
+		// A target with a short key list: the keys go into the DELETE itself, without a
+		// temp table (creating one costs a short batch more than its statements).
+		if in, ok := catalog.KeyIn("", t.Key, keys); ok {
+			res, err := dbconn.ExecAll(ctx, s.conn, s.begin()+fmt.Sprintf(`DELETE FROM %s WHERE %s`, ident(t), in))
+			if err != nil {
+				return sinks.Prepared{}, s.errf(t, "deleting the keys of", err)
+			}
+			s.batch = &batch{t: t, deleted: res[len(res)-1].CommandTag.RowsAffected()}
+			return sinks.Prepared{}, nil
+		}
+	}
 	temps := fmt.Sprintf(`DROP TABLE IF EXISTS pg_temp.ibex_k; CREATE TEMP TABLE ibex_k ON COMMIT DROP AS SELECT %s FROM %s LIMIT 0`, keyCols, ident(t))
 	if s.src != nil || s.skip || t.Partial || t.InPlace {
 		// Rows for a source, for a target under on_error=skip, or for a table of which a
@@ -42,7 +54,7 @@ func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) 
 		}
 		temps += fmt.Sprintf(`; DROP TABLE IF EXISTS pg_temp.ibex_s; CREATE TEMP TABLE ibex_s ON COMMIT DROP AS SELECT %s FROM %s LIMIT 0`, stage, ident(t))
 	}
-	if _, err := dbconn.ExecAll(ctx, s.conn, temps); err != nil {
+	if _, err := dbconn.ExecAll(ctx, s.conn, s.begin()+temps); err != nil {
 		return sinks.Prepared{}, s.errf(t, "preparing a batch of", err)
 	}
 	if err := copyKeys(ctx, s.conn, "pg_temp.ibex_k", keyCols, keys); err != nil {
@@ -77,6 +89,27 @@ func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) 
 	}
 	s.batch = &batch{t: t, staged: true}
 	return sinks.Prepared{Skipped: late}, nil
+}
+
+// BeginAndPrepare opens the unit's transaction and prepares the batch (see PrepareBatch)
+// in the same round trip.
+func (s *Sink) BeginAndPrepare(ctx context.Context, t *sinks.Table, keys []string) (sinks.Prepared, error) {
+	if s.tx {
+		return s.PrepareBatch(ctx, t, keys)
+	}
+	s.tx, s.beginWith = true, true
+	defer func() { s.beginWith = false }()
+	return s.PrepareBatch(ctx, t, keys)
+}
+
+// begin is the BEGIN that BeginAndPrepare has PrepareBatch send before its first
+// statement, once; "" otherwise.
+func (s *Sink) begin() string {
+	if !s.beginWith {
+		return ""
+	}
+	s.beginWith = false
+	return "BEGIN; "
 }
 
 // WriteRows COPYs the rows of r (COPY text, fields in t.Cols order, one row a line, no

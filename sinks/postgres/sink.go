@@ -48,11 +48,13 @@ func WithSource(src Source) Option {
 
 // Sink is the PostgreSQL sink. It is not safe for concurrent use.
 type Sink struct {
-	conn  *pgx.Conn
-	db    string
-	src   *Source // nil: target mode
-	tx    bool    // the unit's transaction is open
-	batch *batch  // the batch under way, if any
+	conn *pgx.Conn
+	db   string
+	src  *Source // nil: target mode
+	tx   bool    // the unit's transaction is open
+	// beginWith: BeginAndPrepare is under way and BEGIN is not sent yet (see begin).
+	beginWith bool
+	batch     *batch // the batch under way, if any
 	// skip: on_error=skip (SkipRejected): batches are staged, and rows the database
 	// refuses are left out (rejected) instead of failing the batch.
 	skip     bool

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sort"
+
+	"github.com/ibexrepl/ibex/internal/control"
+)
+
+// ---- small runs: the fixed cost of a run
+
+// small measures a run that has almost nothing to do: one source and one target (the
+// three keyed pgbench tables, scale 1), one accounts row changed before each kick, and
+// `ibex kick bench --json` timed from exec to exit, -small-kicks times. A run's fixed
+// costs (process start, the control database, sessions, catalog checks, round trips)
+// are then all there is. An empty kick (nothing pending) is timed the same way.
+func (b *bench) small(ctx context.Context) error {
+	cfg := b.cfg
+	src, tgt, ctl := prefix+"sm_src", prefix+"sm_tgt", prefix+"sm_ctl"
+	progress("small: %s (pgbench -i -s 1) and %s from it, sync %s -> %s (3 tables)", src, tgt, src, tgt)
+	if err := b.env.create(ctx, src, "", false); err != nil {
+		return err
+	}
+	if err := b.env.pgbenchInit(ctx, src, 1); err != nil {
+		return err
+	}
+	if err := b.env.create(ctx, tgt, src, false); err != nil {
+		return err
+	}
+	if err := b.env.setupSync(ctx, ctl, []string{src, tgt}, []string{control.RoleSource, control.RoleTarget}); err != nil {
+		return fmt.Errorf("configuring the sync: %w", err)
+	}
+	c, err := b.env.connect(ctx, src)
+	if err != nil {
+		return err
+	}
+	defer c.Close(context.WithoutCancel(ctx))
+	// Two unrecorded kicks: the first run of a sync does one-time work (it takes in the
+	// tables), and the page cache warms up.
+	for i := 0; i < 2; i++ {
+		if _, err := c.Exec(ctx, `UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = $1`, 1+i); err != nil {
+			return err
+		}
+		if _, err := b.env.kick(ctx, ctl); err != nil {
+			return err
+		}
+	}
+	var one, empty, sync []float64
+	for i := 0; i < cfg.smallKicks; i++ {
+		if _, err := c.Exec(ctx, `UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = $1`, 1+(i*7919)%100000); err != nil {
+			return err
+		}
+		kr, err := b.env.kick(ctx, ctl)
+		if err != nil {
+			return err
+		}
+		if kr.inserts != 1 {
+			b.rep.fail("small: kick %d applied %d rows, want 1", i+1, kr.inserts)
+		}
+		one, sync = append(one, secs(kr.wall)), append(sync, secs(kr.sync))
+		// The same kick with nothing pending (state empty is not an error here).
+		kr, err = b.env.kickAny(ctx, ctl)
+		if err != nil {
+			return err
+		}
+		empty = append(empty, secs(kr.wall))
+	}
+	ok, detail, err := b.env.converged(ctx, []string{src, tgt})
+	if err != nil {
+		return err
+	}
+	if !ok {
+		b.rep.fail("small: the databases did NOT converge: %s", detail)
+	}
+	sec := "small"
+	note := fmt.Sprintf("1 src -> 1 tgt, 3 tables, one row changed, %d kicks", len(one))
+	b.rep.add(sec, "one-row kick to done (exec to exit)", uMs, one, note+"; target <= 25 ms median")
+	b.rep.add(sec, "one-row kick: 90th percentile", uMs, []float64{percentile(one, 0.9)}, "")
+	b.rep.add(sec, "one-row kick: sync (duration_ns)", uMs, sync, "the run itself, without process start and exit")
+	b.rep.add(sec, "empty kick to done (nothing pending)", uMs, empty, "")
+	progress("small: one-row kick median %.1f ms, empty kick median %.1f ms", median(one)*1000, median(empty)*1000)
+	return b.env.dropNow(ctx, cfg.keep, ctl, src, tgt)
+}
+
+// percentile is the p-quantile of v (nearest rank).
+func percentile(v []float64, p float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	i := int(p*float64(len(s))+0.5) - 1
+	if i < 0 {
+		i = 0
+	}
+	if i >= len(s) {
+		i = len(s) - 1
+	}
+	return s[i]
+}
