@@ -210,6 +210,7 @@ func (r *runner) finishKeyRead(kr *keyRead) map[string]*keyState {
 func (r *runner) readAhead(ctx context.Context, t *table, b, nb int) *keyRead {
 	var need []*member
 	for _, a := range r.sources() {
+		a.adopt()
 		if a.kconn == nil {
 			need = append(need, a)
 		}
