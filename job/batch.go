@@ -1,11 +1,14 @@
 package job
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -89,8 +92,12 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 		}
 	}
 	shipped := make(chan []error, 1)
+	plans := make([]readPlan, len(r.members))
 	go func() {
-		shipped <- r.each(winners, func(w *member) error { return r.shipKeys(ctx, w, t, send[w.idx]) })
+		shipped <- r.each(winners, func(w *member) error {
+			plans[w.idx] = planRead(t, send[w.idx])
+			return r.shipKeysPlan(ctx, w, t, send[w.idx], plans[w.idx])
+		})
 	}()
 	// Phase 2: each receiver's sink readies the batch (a target deletes the keys; a source
 	// leaves out those its own application changed since the run's snapshot: they win
@@ -152,8 +159,20 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 		// which would match one row twice): the index and the table are read in order.
 		sql := fmt.Sprintf(`COPY (SELECT %s%s FROM %s w JOIN %s t ON %s%s) TO STDOUT`,
 			catalog.QuoteCols("t.", t.cols), t.extraCols(), orderedKeys("pg_temp.ibex_w", t, true), t.filtered(), catalog.KeyJoin("w", "t", t.keyCols), t.laterals())
-		if len(t.rel.Counters) > 0 {
+		switch p := plans[w.idx]; {
+		case len(t.rel.Counters) > 0:
 			sql = t.readAsOf(w.snap)
+		case p.dense:
+			// The keys fill their range: the range of the key index is read once, merged
+			// with the keys (enable_mergejoin is on for this read, see shipKeysPlan).
+			k := "t." + catalog.QuoteCols("", t.keyCols)
+			sql = fmt.Sprintf(`COPY (SELECT %s FROM pg_temp.ibex_w w JOIN %s t ON %s WHERE %s BETWEEN %d AND %d) TO STDOUT`,
+				catalog.QuoteCols("t.", t.cols), t.ident, catalog.KeyJoin("w", "t", t.keyCols), k, p.lo, p.hi)
+		case p.sorted:
+			// Distinct keys shipped in order: the index is probed in key order without
+			// the server sorting them again.
+			sql = fmt.Sprintf(`COPY (SELECT %s%s FROM pg_temp.ibex_w w JOIN %s t ON %s%s) TO STDOUT`,
+				catalog.QuoteCols("t.", t.cols), t.extraCols(), t.filtered(), catalog.KeyJoin("w", "t", t.keyCols), t.laterals())
 		}
 		widx := w.idx
 		senders = append(senders, sender{m: w, conn: w.rconn, sql: sql, route: func(key string) (uint64, bool) {
@@ -250,15 +269,74 @@ func orderedKeys(from string, t *table, distinct bool) string {
 // shipKeys opens w's read session if needed and loads the keys it sends in this batch
 // into its temp table ibex_w.
 func (r *runner) shipKeys(ctx context.Context, w *member, t *table, keys []string) error {
+	return r.shipKeysPlan(ctx, w, t, keys, readPlan{})
+}
+
+// shipKeysPlan is shipKeys for a read made as p says: merge joins are allowed on the
+// read session for a dense read only (every other read of that session probes the key
+// index: see readConn), set in the same round trip.
+func (r *runner) shipKeysPlan(ctx context.Context, w *member, t *table, keys []string, p readPlan) error {
 	rc, err := r.readConn(ctx, w)
 	if err != nil {
 		return err
 	}
+	merge := "off"
+	if p.dense {
+		merge = "on"
+	}
 	keyCols := catalog.QuoteCols("", t.keyCols)
-	if _, err := dbconn.ExecAll(ctx, rc, fmt.Sprintf(`DROP TABLE IF EXISTS pg_temp.ibex_w; CREATE TEMP TABLE ibex_w AS SELECT %s FROM %s LIMIT 0`, keyCols, t.ident)); err != nil {
+	if _, err := dbconn.ExecAll(ctx, rc, fmt.Sprintf(`SET enable_mergejoin = %s; DROP TABLE IF EXISTS pg_temp.ibex_w; CREATE TEMP TABLE ibex_w AS SELECT %s FROM %s LIMIT 0`, merge, keyCols, t.ident)); err != nil {
 		return err
 	}
 	return copyKeys(ctx, rc, "pg_temp.ibex_w", keyCols, keys)
+}
+
+// readPlan is how a sender reads the rows of a batch's keys.
+type readPlan struct {
+	// sorted: the keys are distinct integers, shipped in increasing order.
+	sorted bool
+	// dense: besides, they are at least denseShare of the integers from lo to hi, so
+	// that reading that range of the key index (at most 1/denseShare entries per key)
+	// merged with the keys costs less than probing the index once per key.
+	dense  bool
+	lo, hi int64
+}
+
+// denseShare is the share of a key range that a batch's keys must fill for its rows to be
+// read by a merge with that range (see readPlan).
+const denseShare = 0.25
+
+// planRead decides how the rows of keys (a sender's keys of a batch of t) are read, and
+// sorts keys when they are integers. Only a one-column integer key written as COPY
+// writes it qualifies (each value has one text, so distinct texts are distinct keys),
+// and only a plain read: no counters, customcols, row filter or partitioned table.
+func planRead(t *table, keys []string) readPlan {
+	if len(keys) == 0 || rangeKind(t) != integerKey {
+		return readPlan{}
+	}
+	type intKey struct {
+		n int64
+		k string
+	}
+	ns := make([]intKey, len(keys))
+	var buf [20]byte
+	for i, k := range keys {
+		n, err := strconv.ParseInt(k, 10, 64)
+		if err != nil || string(strconv.AppendInt(buf[:0], n, 10)) != k {
+			return readPlan{}
+		}
+		ns[i] = intKey{n, k}
+	}
+	slices.SortFunc(ns, func(a, b intKey) int { return cmp.Compare(a.n, b.n) })
+	for i := range ns {
+		keys[i] = ns[i].k
+	}
+	p := readPlan{sorted: true, lo: ns[0].n, hi: ns[len(ns)-1].n}
+	plain := len(t.rel.Counters) == 0 && len(t.extras) == 0 && t.rel.Where == ""
+	if span := float64(p.hi) - float64(p.lo) + 1; plain && float64(len(ns)) >= denseShare*span {
+		p.dense = true
+	}
+	return p
 }
 
 // copyKeys loads keys (tab-separated COPY text, as the change rows print them) into a
