@@ -159,6 +159,20 @@ func Run(ctx context.Context, store *control.Store, syncName string, opts Option
 		return nil, fmt.Errorf("control database: %w", err)
 	}
 	defer lockConn.Release()
+	// The run reads its definition on another session of the pool than lockConn's: open
+	// it while the lock is taken and the run recorded, rather than after.
+	warm := make(chan struct{})
+	if st := store.Pool.Stat(); st.IdleConns() == 0 && st.TotalConns() < st.MaxConns() {
+		go func() {
+			defer close(warm)
+			if c, err := store.Pool.Acquire(ctx); err == nil {
+				c.Release()
+			}
+		}()
+	} else {
+		close(warm)
+	}
+	defer func() { <-warm }()
 	// Taking the lock and recording the run are not cut by the caller's context: a query
 	// cancelled there closes its session, whose lock the server then drops only when it
 	// notices, so that the next run could find the sync "already running" for a moment.
@@ -189,7 +203,7 @@ func Run(ctx context.Context, store *control.Store, syncName string, opts Option
 	res.RunID = runID
 	logger.InfoContext(ctx, "run started", slog.String("sync", syncName), slog.Int64("run", runID))
 
-	r := &runner{session: session{store: store, sync: sync, logger: logger.With(slog.String("sync", syncName)), runID: runID}, opts: opts, res: res}
+	r := &runner{session: session{store: store, sync: sync, logger: logger.With(slog.String("sync", syncName)), runID: runID}, opts: opts, res: res, warm: warm}
 	runErr := r.run(ctx)
 	res.Duration = time.Since(res.Started)
 	if n := r.noDeltas.Load(); n > 0 {

@@ -73,6 +73,9 @@ type runner struct {
 	// readTruncates found of them (tables without any are absent); truncDone is set once
 	// the unit applying them has committed, truncConsumed once they are consumed.
 	truncN map[*table]int64
+	// warm, when set, is closed once Run has opened a session of the control pool
+	// besides the lock's (load waits for it rather than opening another).
+	warm <-chan struct{}
 	// srcPending counts each source's pending changes (by member index), with pendingN.
 	srcPending               []int64
 	truncs                   map[*table]*truncs
@@ -92,6 +95,9 @@ type runner struct {
 
 // load reads the sync's definition, its conflict strategy and its watermarks.
 func (r *runner) load(ctx context.Context) error {
+	if r.warm != nil {
+		<-r.warm // the pool's second session, opened by Run meanwhile
+	}
 	q := r.store.Q()
 	if err := r.session.load(ctx, q); err != nil {
 		return err
