@@ -175,8 +175,8 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 				catalog.QuoteCols("t.", t.cols), t.extraCols(), t.filtered(), catalog.KeyJoin("w", "t", t.keyCols), t.laterals())
 		}
 		widx := w.idx
-		senders = append(senders, sender{m: w, conn: w.rconn, sql: sql, route: func(key string) (uint64, bool) {
-			ks := keys[key]
+		senders = append(senders, sender{m: w, conn: w.rconn, sql: sql, route: func(key []byte) (uint64, bool) {
+			ks := keys[string(key)] // no copy of key for the lookup
 			if ks == nil || ks.senders()&bit(widx) == 0 {
 				return 0, false
 			}
