@@ -1,11 +1,14 @@
 package job
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -89,11 +92,14 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 		}
 	}
 	shipped := make(chan []error, 1)
+	plans := make([]readPlan, len(r.members))
 	go func() {
 		shipped <- r.each(winners, func(w *member) error {
 			// A winner that receives nothing in this batch and has no transaction open
 			// sends on its first session: it needs no second one.
-			return r.shipKeys(ctx, w, t, send[w.idx], !w.tx && len(recvKeys[w.idx]) == 0)
+			var err error
+			plans[w.idx], err = r.shipKeys(ctx, w, t, send[w.idx], !w.tx && len(recvKeys[w.idx]) == 0)
+			return err
 		})
 	}()
 	// Phase 2: each receiver's sink readies the batch (a target deletes the keys; a source
@@ -153,12 +159,19 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 		// which would match one row twice): the index and the table are read in order.
 		sql := fmt.Sprintf(`COPY (SELECT %s%s FROM %s w JOIN %s t ON %s%s) TO STDOUT`,
 			catalog.QuoteCols("t.", t.cols), t.extraCols(), w.wkeys, t.filtered(), catalog.KeyJoin("w", "t", t.keyCols), t.laterals())
-		if len(t.rel.Counters) > 0 {
+		switch p := plans[w.idx]; {
+		case len(t.rel.Counters) > 0:
 			sql = t.readAsOf(w.snap, w.wkeys)
+		case p.dense:
+			// The keys fill their range: the range of the key index is read once, merged
+			// with the keys (enable_mergejoin is on for this read, see shipKeys).
+			k := "t." + catalog.QuoteCols("", t.keyCols)
+			sql = fmt.Sprintf(`COPY (SELECT %s FROM pg_temp.ibex_w w JOIN %s t ON %s WHERE %s BETWEEN %d AND %d) TO STDOUT`,
+				catalog.QuoteCols("t.", t.cols), t.ident, catalog.KeyJoin("w", "t", t.keyCols), k, p.lo, p.hi)
 		}
 		widx := w.idx
-		senders = append(senders, sender{m: w, conn: w.wconn, sql: sql, route: func(key string) (uint64, bool) {
-			ks := keys[key]
+		senders = append(senders, sender{m: w, conn: w.wconn, sql: sql, route: func(key []byte) (uint64, bool) {
+			ks := keys[string(key)] // no copy of key for the lookup
 			if ks == nil || ks.senders()&bit(widx) == 0 {
 				return 0, false
 			}
@@ -268,32 +281,90 @@ func orderedKeys(from string, t *table, distinct bool) string {
 }
 
 // shipKeys readies the keys w sends in this batch on the session that will read its rows
-// (w.wconn). A short key list is written into the reading statement (w.wkeys is then a
-// subquery of the table's own keys, whose size the planner knows), and read on w's first
-// session when mainFree (nothing else uses it meanwhile): a short run then needs no second
-// session. A longer list is loaded into the temp table ibex_w of w's read session (opened
-// if needed), whose join plans are fixed (see readConn).
-func (r *runner) shipKeys(ctx context.Context, w *member, t *table, keys []string, mainFree bool) error {
+// (w.wconn), and returns how they are read. A short key list is written into the reading
+// statement (w.wkeys is then a subquery of the table's own keys, whose size the planner
+// knows), and read on w's first session when mainFree (nothing else uses it meanwhile): a
+// short run then needs no second session. A longer list is loaded into the temp table
+// ibex_w of w's read session (opened if needed), whose join plans are fixed (see
+// readConn), as planRead says: integer keys shipped distinct and in order are read as they
+// are, and merge joins are allowed for a dense read only (set in the same round trip).
+func (r *runner) shipKeys(ctx context.Context, w *member, t *table, keys []string, mainFree bool) (readPlan, error) {
 	in, inline := catalog.KeyIn("", t.keyCols, keys)
 	if inline && mainFree && w.conn != nil {
 		w.wconn = w.conn
 	} else {
 		rc, err := r.readConn(ctx, w)
 		if err != nil {
-			return err
+			return readPlan{}, err
 		}
 		w.wconn = rc
 	}
 	keyCols := catalog.QuoteCols("", t.keyCols)
 	if inline {
 		w.wkeys = fmt.Sprintf(`(SELECT DISTINCT %s FROM %s WHERE %s ORDER BY %s)`, keyCols, t.ident, in, keyCols)
-		return nil
+		return readPlan{}, nil
+	}
+	p := planRead(t, keys)
+	merge := "off"
+	if p.dense {
+		merge = "on"
 	}
 	w.wkeys = orderedKeys("pg_temp.ibex_w", t, true)
-	if _, err := dbconn.ExecAll(ctx, w.wconn, fmt.Sprintf(`DROP TABLE IF EXISTS pg_temp.ibex_w; CREATE TEMP TABLE ibex_w AS SELECT %s FROM %s LIMIT 0`, keyCols, t.ident)); err != nil {
-		return err
+	if p.sorted {
+		w.wkeys = "pg_temp.ibex_w" // distinct and in order already
 	}
-	return copyKeys(ctx, w.wconn, "pg_temp.ibex_w", keyCols, keys)
+	if _, err := dbconn.ExecAll(ctx, w.wconn, fmt.Sprintf(`SET enable_mergejoin = %s; DROP TABLE IF EXISTS pg_temp.ibex_w; CREATE TEMP TABLE ibex_w AS SELECT %s FROM %s LIMIT 0`, merge, keyCols, t.ident)); err != nil {
+		return p, err
+	}
+	return p, copyKeys(ctx, w.wconn, "pg_temp.ibex_w", keyCols, keys)
+}
+
+// readPlan is how a sender reads the rows of a batch's keys.
+type readPlan struct {
+	// sorted: the keys are distinct integers, shipped in increasing order.
+	sorted bool
+	// dense: besides, they are at least denseShare of the integers from lo to hi, so
+	// that reading that range of the key index (at most 1/denseShare entries per key)
+	// merged with the keys costs less than probing the index once per key.
+	dense  bool
+	lo, hi int64
+}
+
+// denseShare is the share of a key range that a batch's keys must fill for its rows to be
+// read by a merge with that range (see readPlan).
+const denseShare = 0.25
+
+// planRead decides how the rows of keys (a sender's keys of a batch of t) are read, and
+// sorts keys when they are integers. Only a one-column integer key written as COPY
+// writes it qualifies (each value has one text, so distinct texts are distinct keys),
+// and only a plain read: no counters, customcols, row filter or partitioned table.
+func planRead(t *table, keys []string) readPlan {
+	if len(keys) == 0 || rangeKind(t) != integerKey {
+		return readPlan{}
+	}
+	type intKey struct {
+		n int64
+		k string
+	}
+	ns := make([]intKey, len(keys))
+	var buf [20]byte
+	for i, k := range keys {
+		n, err := strconv.ParseInt(k, 10, 64)
+		if err != nil || string(strconv.AppendInt(buf[:0], n, 10)) != k {
+			return readPlan{}
+		}
+		ns[i] = intKey{n, k}
+	}
+	slices.SortFunc(ns, func(a, b intKey) int { return cmp.Compare(a.n, b.n) })
+	for i := range ns {
+		keys[i] = ns[i].k
+	}
+	p := readPlan{sorted: true, lo: ns[0].n, hi: ns[len(ns)-1].n}
+	plain := len(t.rel.Counters) == 0 && len(t.extras) == 0 && t.rel.Where == ""
+	if span := float64(p.hi) - float64(p.lo) + 1; plain && float64(len(ns)) >= denseShare*span {
+		p.dense = true
+	}
+	return p
 }
 
 // copyKeys loads keys (tab-separated COPY text, as the change rows print them) into a

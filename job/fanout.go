@@ -55,7 +55,7 @@ type sender struct {
 	// route gives the receivers of a row's key (bit per member index), and whether the
 	// row is a version to build the receivers' row from instead (collected, see build.go);
 	// nil: every row goes to every receiver.
-	route func(key string) (to uint64, collect bool)
+	route func(key []byte) (to uint64, collect bool)
 }
 
 // routedLine is a row built from several versions and its receivers.
@@ -139,12 +139,12 @@ func (r *runner) fanout(ctx context.Context, t *table, nk int, senders []sender,
 					}
 					end++
 				}
-				key := string(line[:end])
-				to, collect := s.route(key)
+				to, collect := s.route(line[:end])
 				if to == 0 {
 					return nil
 				}
 				if collect {
+					key := string(line[:end])
 					smu.Lock()
 					defer smu.Unlock()
 					if collected == nil {

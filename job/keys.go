@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"sync"
 
@@ -104,8 +105,14 @@ func (r *runner) startKeyRead(ctx context.Context, t *table, b, nb int, ahead bo
 		// One need-flag per receiver, in the order of recvs (that of r.watermarks).
 		byCols := t.rel.Detect == control.DetectColumns
 		withOld := keepsOld(r.sync)
-		sql := capture.KeyReadOld(t.change, t.keyCols, a.snap, r.watermarks(a), r.bucketCond(t, changeAlias, b, nb), t.bounds != nil, t.rel.Counters, byCols, withOld)
 		nc, nm := len(t.rel.Counters), len(r.members)
+		// A key that prints one way is grouped here rather than by the server (see
+		// capture.KeyReadRows), when the lines carry nothing but flags.
+		rows := nc == 0 && !byCols && !withOld && rangeKind(t) != noRanges
+		sql := capture.KeyReadOld(t.change, t.keyCols, a.snap, r.watermarks(a), r.bucketCond(t, changeAlias, b, nb), t.bounds != nil, t.rel.Counters, byCols, withOld)
+		if rows {
+			sql = capture.KeyReadRows(t.change, t.keyCols[0], a.snap, r.watermarks(a), r.bucketCond(t, changeAlias, b, nb), t.bounds != nil)
+		}
 		extra := 0
 		if byCols {
 			extra++
@@ -122,10 +129,17 @@ func (r *runner) startKeyRead(ctx context.Context, t *table, b, nb int, ahead bo
 		kr.wg.Add(1)
 		go func() {
 			defer kr.wg.Done()
+			var g *grouper
+			if rows {
+				g = &grouper{p: p, at: map[string]int{}}
+			}
 			lw := sinks.NewLineWriter(func(line []byte) error {
 				f := bytes.Split(line, []byte{'\t'})
 				if len(f) != nk+3+len(recvs)*(1+nc)+extra {
 					return fmt.Errorf("unexpected change row with %d fields", len(f))
+				}
+				if g != nil {
+					return g.add(f, recvs)
 				}
 				at, err := strconv.ParseInt(string(f[nk]), 10, 64)
 				if err != nil {
@@ -177,10 +191,76 @@ func (r *runner) startKeyRead(ctx context.Context, t *table, b, nb int, ahead bo
 			if err == nil {
 				err = lw.Err()
 			}
+			if err == nil && g != nil {
+				g.finish()
+			}
 			kr.errs[a.idx] = err
 		}()
 	}
 	return kr
+}
+
+// grouper merges the change rows of a key (capture.KeyReadRows lines: key, time,
+// insert, delete, need-flags) into the key's entry of a keyPart, as KeyRead's grouping
+// does: the latest time, whether the first change is an insert and the last a delete, and
+// the receivers that lack some change.
+type grouper struct {
+	p  *keyPart
+	at map[string]int // key -> its index in p
+	// per key: the earliest time, and the earliest insert's and the latest delete's
+	// (math.MaxInt64 and math.MinInt64 when none)
+	first, firstIns, lastDel []int64
+}
+
+func (g *grouper) add(f [][]byte, recvs []*member) error {
+	at, err := strconv.ParseInt(string(f[1]), 10, 64)
+	if err != nil {
+		return err
+	}
+	var need uint64
+	for i, m := range recvs {
+		if isT(f[4+i]) {
+			need |= bit(m.idx)
+		}
+	}
+	p := g.p
+	i, ok := g.at[string(f[0])]
+	if !ok {
+		i = len(p.keys)
+		k := string(f[0])
+		g.at[k] = i
+		p.keys = append(p.keys, k)
+		p.at = append(p.at, at)
+		p.kind = append(p.kind, conflict.KindUpdate)
+		p.need = append(p.need, 0)
+		g.first = append(g.first, at)
+		g.firstIns = append(g.firstIns, math.MaxInt64)
+		g.lastDel = append(g.lastDel, math.MinInt64)
+	}
+	p.at[i] = max(p.at[i], at)
+	g.first[i] = min(g.first[i], at)
+	p.need[i] |= need
+	if isT(f[2]) {
+		g.firstIns[i] = min(g.firstIns[i], at)
+	}
+	if isT(f[3]) {
+		g.lastDel[i] = max(g.lastDel[i], at)
+	}
+	return nil
+}
+
+// finish sets each key's kind, as KeyRead's line would say it.
+func (g *grouper) finish() {
+	p := g.p
+	for i := range p.keys {
+		switch {
+		case g.lastDel[i] == p.at[i]:
+			p.kind[i] = conflict.KindDelete
+		case g.firstIns[i] == g.first[i]:
+			p.kind[i] = conflict.KindInsert
+		}
+	}
+	g.at = nil
 }
 
 // finishKeyRead waits for a key read and merges what the sources sent; a source that failed
@@ -236,6 +316,7 @@ func (r *runner) finishKeyRead(kr *keyRead) map[string]*keyState {
 func (r *runner) readAhead(ctx context.Context, t *table, b, nb int) *keyRead {
 	var need []*member
 	for _, a := range r.sources() {
+		a.adopt()
 		if a.kconn == nil {
 			need = append(need, a)
 		}

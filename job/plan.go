@@ -250,8 +250,10 @@ func (r *runner) countPending(ctx context.Context) (total int64, err error) {
 		return 0, err
 	}
 	r.pendingN, r.truncN = map[*table]int64{}, map[*table]int64{}
+	r.srcPending = make([]int64, len(r.members))
 	for _, a := range r.sources() {
 		for j, t := range r.tables {
+			r.srcPending[a.idx] += counts[a.idx][j]
 			// pendingN sizes the batches: row changes only.
 			r.pendingN[t] += counts[a.idx][j] - truncs[a.idx][j]
 			r.truncN[t] += truncs[a.idx][j]

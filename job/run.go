@@ -80,7 +80,9 @@ type runner struct {
 	// truncN counts each table's pending TRUNCATEs (with pendingN); truncs is what
 	// readTruncates found of them (tables without any are absent); truncDone is set once
 	// the unit applying them has committed, truncConsumed once they are consumed.
-	truncN                   map[*table]int64
+	truncN map[*table]int64
+	// srcPending counts each source's pending changes (by member index), with pendingN.
+	srcPending               []int64
 	truncs                   map[*table]*truncs
 	truncDone, truncConsumed bool
 	// only, when not 0, limits the receivers written to these members (a unit applied
@@ -161,6 +163,7 @@ func (r *runner) run(ctx context.Context) error {
 			return r.syncSequences(ctx)
 		}
 	}
+	r.openSourceSessions(ctx)
 	t3 := time.Now()
 	if err := r.checkSchemas(ctx, true); err != nil {
 		return err
@@ -170,6 +173,23 @@ func (r *runner) run(ctx context.Context) error {
 		return err
 	}
 	return r.syncSequences(ctx)
+}
+
+// openSourceSessions starts opening, when the backlog was counted and is not empty, the
+// read session of every live source with changes (it sends rows at the first batch) and, when a table
+// needs more than one batch, every source's key session (it reads the next batch's keys ahead): they
+// open while the tables are described, not at the first batch.
+func (r *runner) openSourceSessions(ctx context.Context) {
+	if r.pendingN == nil {
+		return
+	}
+	multi := false
+	for _, n := range r.pendingN {
+		multi = multi || n > int64(r.batchSize())
+	}
+	for _, a := range r.sources() {
+		a.openEarly(ctx, r.srcPending[a.idx] > 0, multi)
+	}
 }
 
 // runTables applies the tables: a whole copy (fullcopy, onetimecopy), the changes, or both.

@@ -32,8 +32,11 @@ type member struct {
 	kconn *pgx.Conn // sources of a multi-batch table: reads the next batch's keys ahead
 	// wconn and wkeys are where the keys a sender sends in the current batch are (see
 	// shipKeys): the session that reads its rows, and the keys as a subquery there.
-	wconn   *pgx.Conn
-	wkeys   string
+	wconn *pgx.Conn
+	wkeys string
+	// early is the opening of rconn and kconn started before they are needed (openEarly),
+	// nil when none is under way; adopt takes its sessions.
+	early   *earlyConns
 	dead    error // why this db left the run; nil while it takes part
 	snap    string
 	tx      bool         // the unit's transaction is open
@@ -170,18 +173,84 @@ const readLockTimeout = `'5s'`
 // waits for the DDL, a wait no server sees as a deadlock. Giving up lets the db leave the
 // run (its writes rolled back): the DDL goes through, and the next run serves the db.
 func (s *session) readConn(ctx context.Context, m *member) (*pgx.Conn, error) {
+	m.adopt()
 	if m.rconn == nil {
-		c, err := dbconn.Connect(ctx, m.name, m.db.Conn, m.db.Pass)
+		c, err := openReadConn(ctx, m)
 		if err != nil {
 			return nil, err
-		}
-		if _, err := dbconn.ExecAll(ctx, c, `SET enable_hashjoin = off; SET enable_mergejoin = off; SET lock_timeout = `+readLockTimeout); err != nil {
-			_ = c.Close(ctx)
-			return nil, fmt.Errorf("db %s: %w", m.name, err)
 		}
 		m.rconn = c
 	}
 	return m.rconn, nil
+}
+
+// openReadConn opens a read session of m (see readConn).
+func openReadConn(ctx context.Context, m *member) (*pgx.Conn, error) {
+	c, err := dbconn.Connect(ctx, m.name, m.db.Conn, m.db.Pass)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := dbconn.ExecAll(ctx, c, `SET enable_hashjoin = off; SET enable_mergejoin = off; SET lock_timeout = `+readLockTimeout); err != nil {
+		_ = c.Close(ctx)
+		return nil, fmt.Errorf("db %s: %w", m.name, err)
+	}
+	return c, nil
+}
+
+// earlyConns are a source's read and key sessions being opened ahead of their first use.
+type earlyConns struct {
+	done         chan struct{} // closed when both are opened (or failed)
+	rconn, kconn *pgx.Conn     // nil: not asked for, or failed (opened again when needed)
+}
+
+// openEarly starts opening, in the background, source m's read session (with read) and
+// its key session (with key), so that a run with changes to send does not wait for them at its
+// first batch (they are opened while the tables are described and the first keys read).
+// A session that fails to open here is opened again where it is needed, whose error
+// then counts. adopt takes them.
+func (m *member) openEarly(ctx context.Context, read, key bool) {
+	needR, needK := read && m.rconn == nil, key && m.kconn == nil
+	if m.early != nil || m.conn == nil || !(needR || needK) {
+		return
+	}
+	e := &earlyConns{done: make(chan struct{})}
+	m.early = e
+	go func() {
+		defer close(e.done)
+		var wg sync.WaitGroup
+		if needR {
+			wg.Go(func() { e.rconn, _ = openReadConn(ctx, m) })
+		}
+		if needK {
+			wg.Go(func() { e.kconn, _ = dbconn.Connect(ctx, m.name, m.db.Conn, m.db.Pass) })
+		}
+		wg.Wait()
+	}()
+}
+
+// adopt waits for the sessions openEarly is opening and makes them m's (a session m has
+// already is kept, the early one closed).
+func (m *member) adopt() {
+	e := m.early
+	if e == nil {
+		return
+	}
+	<-e.done
+	m.early = nil
+	for _, p := range []struct {
+		dst **pgx.Conn
+		c   *pgx.Conn
+	}{{&m.rconn, e.rconn}, {&m.kconn, e.kconn}} {
+		switch {
+		case p.c == nil:
+		case *p.dst == nil:
+			*p.dst = p.c
+		default:
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = p.c.Close(ctx)
+			cancel()
+		}
+	}
 }
 
 // session is a sync's dbs and tables during one run or one installation of capture: the
@@ -371,6 +440,7 @@ func (s *session) skip(m *member, err error, logMsg string) {
 }
 
 func (m *member) close() {
+	m.adopt() // sessions still opening are closed with the others
 	for _, c := range []*pgx.Conn{m.conn, m.rconn} {
 		if c != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -268,6 +268,33 @@ func KeyReadOld(changeTable string, keys []string, snapshot string, watermarks [
 		strings.Join(pick, ", "), at, kind, strings.Join(flags, ", "), changeTable, Alias, where, strings.Join(group, ", "))
 }
 
+// KeyReadRows is KeyRead without the grouping, for a key of one column that prints one
+// way only (an integer or uuid) and a table without counters or conflict_detect=columns:
+// one line per pending change row instead of one per key, which the caller merges by key
+// (the server's hash aggregate of a large batch costs more than the scan it groups). Each
+// line is the key, the change's time (microseconds since the epoch), whether it is an
+// insert and whether it is a delete (t or f), then one flag per watermark, in their
+// order: t when that receiver has not applied the change (always t without a watermark).
+// With keyRange, bucket comes before the visibility checks, as in KeyRead.
+func KeyReadRows(changeTable, key, snapshot string, watermarks []string, bucket string, keyRange bool) string {
+	d := Alias + "."
+	var flags []string
+	for _, wm := range watermarks {
+		if wm == "" {
+			flags = append(flags, "true")
+			continue
+		}
+		flags = append(flags, "NOT "+visibleIn(d, quoteLiteral(wm)))
+	}
+	where := PendingCond(snapshot, watermarks) + " AND " + bucket + " AND " + isRow(d)
+	if keyRange {
+		where = bucket + " AND " + PendingCond(snapshot, watermarks) + " AND " + isRow(d)
+	}
+	op := d + qi(OpCol)
+	sel := []string{d + qi(key), fmt.Sprintf(`(extract(epoch FROM %s) * 1000000)::bigint`, d+qi(AtCol)), op + " = " + quoteLiteral(OpInsert), op + " = " + quoteLiteral(OpDelete)}
+	return fmt.Sprintf(`COPY (SELECT %s FROM %s %s WHERE %s) TO STDOUT`, strings.Join(append(sel, flags...), ", "), changeTable, Alias, where)
+}
+
 // Consume deletes the change rows of the buckets a run has committed on every db: those of
 // bucket visible in the run's snapshot.
 func Consume(changeTable, bucket, snapshot string) string {

@@ -63,7 +63,7 @@ func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) 
 	if err := s.inTx(t); err != nil {
 		return sinks.Prepared{}, err
 	}
-	s.batch = nil
+	s.drop()
 	b, err := s.newBatch(ctx, t)
 	if err != nil {
 		return sinks.Prepared{}, s.errf(t, "preparing a batch of", err)
@@ -200,16 +200,15 @@ func (s *Sink) WriteRows(ctx context.Context, t *sinks.Table, r io.Reader) (int6
 			open = false
 		}
 		if keys = append(keys, k); len(keys) == chunk {
-			if err := s.addKeys(ctx, b, keys); err != nil {
+			if keys, err = s.addKeys(ctx, b, keys); err != nil {
 				return n, s.errf(t, "writing rows of", err)
 			}
-			keys = keys[:0]
 		}
 	}
 	if open {
 		w.WriteString(";\n")
 	}
-	if err := s.addKeys(ctx, b, keys); err != nil {
+	if _, err := s.addKeys(ctx, b, keys); err != nil {
 		return n, s.errf(t, "writing rows of", err)
 	}
 	if w != nil {
@@ -223,20 +222,45 @@ func (s *Sink) WriteRows(ctx context.Context, t *sinks.Table, r io.Reader) (int6
 }
 
 // addKeys records the keys of rows written (distinct: a batch's through pending, a
-// copy's checked here) in the index. In a batch, a key the index held is a replaced row;
-// in a copy the index holds none of the table's keys, and one it holds came twice.
-func (s *Sink) addKeys(ctx context.Context, b *batch, keys []key) error {
+// copy's checked here) in the index, and returns a slice to collect the next keys in. In
+// a batch, a key the index held is a replaced row, and the keys go to the batch's
+// indexer, which adds them while the rows are written (FinishBatch takes its count);
+// in a copy the index holds none of the table's keys, and one it holds came twice (an
+// error of WriteRows: the keys are added at once).
+func (s *Sink) addKeys(ctx context.Context, b *batch, keys []key) ([]key, error) {
+	if len(keys) == 0 {
+		return keys, nil
+	}
+	if b.pending != nil {
+		if b.ix == nil {
+			b.ix = s.idx.startIndexer(ctx, b.id)
+		}
+		b.ix.send(keys)
+		return make([]key, 0, chunk), nil
+	}
 	added, err := s.idx.add(ctx, b.id, keys)
+	if err != nil {
+		return nil, err
+	}
+	if held := int64(len(keys)) - added; held > 0 {
+		return nil, fmt.Errorf("%d keys come twice in the rows", held)
+	}
+	return keys[:0], nil
+}
+
+// settle waits for the indexer of the batch under way, if any, and adds the keys the
+// index held to its deleted rows.
+func (s *Sink) settle() error {
+	b := s.batch
+	if b == nil || b.ix == nil {
+		return nil
+	}
+	added, sent, err := b.ix.wait()
+	b.ix = nil
 	if err != nil {
 		return err
 	}
-	held := int64(len(keys)) - added
-	switch {
-	case b.pending != nil:
-		b.deleted += held
-	case held > 0:
-		return fmt.Errorf("%d keys come twice in the rows", held)
-	}
+	b.deleted += sent - added
 	return nil
 }
 
@@ -249,7 +273,11 @@ func (s *Sink) FinishBatch(ctx context.Context, t *sinks.Table) (sinks.Counts, e
 	if err != nil {
 		return sinks.Counts{}, s.errf(t, "finishing the batch of", err)
 	}
+	err = s.settle()
 	s.batch = nil
+	if err != nil {
+		return sinks.Counts{}, s.errf(t, "writing rows of", err)
+	}
 	if b.skipped {
 		return sinks.Counts{}, nil
 	}
@@ -270,7 +298,7 @@ func (s *Sink) ReplaceTable(ctx context.Context, t *sinks.Table, ifEmpty bool) (
 	if err := s.inTx(t); err != nil {
 		return false, err
 	}
-	s.batch = nil
+	s.drop()
 	b, err := s.newBatch(ctx, t)
 	if err != nil {
 		return false, s.errf(t, "replacing", err)
@@ -308,7 +336,7 @@ func (s *Sink) truncateTable(ctx context.Context, t *sinks.Table) error {
 	if err := s.inTx(t); err != nil {
 		return err
 	}
-	s.batch = nil
+	s.drop()
 	b, err := s.newBatch(ctx, t)
 	if err != nil {
 		return s.errf(t, "truncating", err)

@@ -304,3 +304,46 @@ func Seed(ctx context.Context, dir string, t *sinks.Table, rows []string) error 
 	}
 	return x.commit()
 }
+
+// indexer adds chunks of keys of one table to the index from a goroutine of its own, so
+// that SQLite's work overlaps the writing of the rows. Until wait returns, only it uses
+// the index's transaction.
+type indexer struct {
+	ch    chan []key
+	done  chan struct{}
+	sent  int64 // keys sent (the sender's)
+	added int64 // keys the index did not hold (the goroutine's, read after done)
+	err   error // its first error (likewise); later chunks are not added
+}
+
+// startIndexer starts an indexer of table id in the index's transaction.
+func (x *index) startIndexer(ctx context.Context, id int64) *indexer {
+	ix := &indexer{ch: make(chan []key, 8), done: make(chan struct{})}
+	go func() {
+		defer close(ix.done)
+		for keys := range ix.ch {
+			if ix.err != nil {
+				continue
+			}
+			n, err := x.add(ctx, id, keys)
+			ix.added += n
+			ix.err = err
+		}
+	}()
+	return ix
+}
+
+// send hands a chunk of keys over (the indexer keeps the slice); at most a few chunks
+// wait. An error of the index comes at wait.
+func (ix *indexer) send(keys []key) {
+	ix.sent += int64(len(keys))
+	ix.ch <- keys
+}
+
+// wait waits for every chunk sent to be added and returns the keys the index did not
+// hold, the keys sent, and the first error.
+func (ix *indexer) wait() (added, sent int64, err error) {
+	close(ix.ch)
+	<-ix.done
+	return ix.added, ix.sent, ix.err
+}

@@ -27,6 +27,16 @@ type key struct {
 // indexKey is the key of fields, the key fields of a row or of a key PrepareBatch got.
 // They are re-encoded as COPY TO writes them, so that both always match.
 func indexKey(fields []conflict.Field) key {
+	if len(fields) == 1 && !fields[0].Null {
+		// One field: its COPY text is its text when that is an integer, which needs
+		// no escape.
+		if n, err := strconv.ParseInt(fields[0].Text, 10, 64); err == nil {
+			var buf [20]byte
+			if string(strconv.AppendInt(buf[:0], n, 10)) == fields[0].Text {
+				return key{isInt: true, n: n}
+			}
+		}
+	}
 	text := conflict.EncodeCopyLine(fields)
 	if n, err := strconv.ParseInt(text, 10, 64); err == nil {
 		var buf [20]byte

@@ -88,6 +88,19 @@ type batch struct {
 	// pending holds the keys of a batch no row came for yet: FinishBatch deletes them
 	// from the index. It is nil in a whole-table copy.
 	pending *keySet
+	// ix adds the keys of a batch's rows to the index while the rows are written (nil
+	// before the first chunk of keys, and in a copy).
+	ix *indexer
+}
+
+// drop abandons the batch under way (a new one starts, or the unit ends), waiting for its
+// indexer: the index's transaction is used by one goroutine at a time.
+func (s *Sink) drop() {
+	if b := s.batch; b != nil && b.ix != nil {
+		_, _, _ = b.ix.wait()
+		b.ix = nil
+	}
+	s.batch = nil
 }
 
 var unsafeName = regexp.MustCompile(`[^A-Za-z0-9_-]`)
@@ -184,7 +197,11 @@ func (s *Sink) Commit(ctx context.Context) error {
 	if !s.tx {
 		return nil
 	}
-	s.batch = nil
+	if err := s.settle(); err != nil {
+		s.Rollback(ctx)
+		return fmt.Errorf("db %s: flatfile: committing: %w", s.db, err)
+	}
+	s.drop()
 	if s.f != nil {
 		final := filepath.Join(s.p.path, fmt.Sprintf("%s%04d.sql", s.prefix, s.nextSeq))
 		if err := s.finishFile(final); err != nil {
@@ -243,7 +260,8 @@ func (s *Sink) Rollback(context.Context) {
 	if !s.tx {
 		return
 	}
-	s.tx, s.batch = false, nil
+	s.drop()
+	s.tx = false
 	if s.f != nil {
 		_ = s.f.Close()
 		_ = os.Remove(s.tmp)

@@ -19,6 +19,9 @@ type batch struct {
 	sent    int64 // rows taken
 	deleted int64
 
+	// del are the batch's keys (PrepareBatch), deleted at FinishBatch unless a row came.
+	del []string
+
 	// exists counts the batch's keys that exist on the server (EXISTS, on a connection of
 	// the pool while the rows come); FinishBatch waits for it. Nil: none asked.
 	exists chan existsResult
@@ -50,8 +53,9 @@ func (s *Sink) current(t *sinks.Table) (*batch, error) {
 	return b, nil
 }
 
-// PrepareBatch queues the deletion of every key of the batch and counts those that
-// exist (as the unit sees them: its queued writes first, the server for the others). The
+// PrepareBatch takes the keys of the batch (FinishBatch deletes those no row came for)
+// and counts those that exist (as the unit sees them: its queued writes first, the
+// server for the others). The
 // server's count runs on another connection while the rows come (the unit's writes are
 // not executed before its EXEC, so it sees the keys as they were before the unit);
 // FinishBatch takes it.
@@ -95,14 +99,27 @@ func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) 
 			b.exists <- existsResult{n, err}
 		}()
 	}
+	b.del = del
+	u.cur = b
+	return sinks.Prepared{}, nil
+}
+
+// queueDeletes queues, at the end of a batch, the DEL of its keys no row came for: a key
+// that got a row was replaced in place (its HSET, and an HDEL of the columns now NULL).
+func (u *unit) queueDeletes(b *batch) {
+	ts := u.table(b.l.base)
+	var del []string
+	for _, rk := range b.del {
+		if st := ts.present[rk]; !st.exists || st.batch != ts.batches {
+			del = append(del, rk)
+		}
+	}
+	b.del = nil
 	for len(del) > 0 {
 		m := min(len(del), keysPerCommand)
-		u.ops = append(u.ops, op{base: l.base, del: del[:m:m]})
+		u.ops = append(u.ops, op{base: b.l.base, del: del[:m:m]})
 		del = del[m:]
 	}
-	u.cur = b
-	u.stream(ctx, false)
-	return sinks.Prepared{}, nil
 }
 
 // countExisting counts the keys that exist on the server (pipelined multi-key EXISTS).
@@ -156,7 +173,7 @@ func (s *Sink) WriteRows(ctx context.Context, t *sinks.Table, r io.Reader) (int6
 		if u.queued += size; u.queued > s.maxUnit {
 			return fmt.Errorf("%w: the unit holds more than %d MiB of rows (Redis applies a unit in one MULTI/EXEC, held in memory until then): lower the sync's batch_size, or turn single_transaction off", ErrUnitTooLarge, s.maxUnit>>20)
 		}
-		u.ops = append(u.ops, op{base: b.l.base, cols: b.l.cols, row: row})
+		u.ops = append(u.ops, op{base: b.l.base, cols: b.l.cols, row: row, nulls: !b.copy})
 		key, _ := rowKey(row)
 		ts.present[key] = keyState{exists: true, batch: ts.batches}
 		u.stream(ctx, false)
@@ -194,6 +211,9 @@ func (s *Sink) FinishBatch(ctx context.Context, t *sinks.Table) (sinks.Counts, e
 		if err := s.finishCopy(ctx, b); err != nil {
 			return sinks.Counts{}, s.errf(t, "finishing the whole-table copy of", err)
 		}
+	} else {
+		s.tx.queueDeletes(b)
+		s.tx.stream(ctx, false)
 	}
 	return sinks.Counts{Written: b.sent, Deleted: b.deleted}, nil
 }

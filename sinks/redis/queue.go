@@ -92,3 +92,26 @@ func hsetArgs(args []any, row string, cols []any) []any {
 	}
 	return args
 }
+
+// hdelArgs appends to args the HDEL command of a packed row's NULL columns: "hdel", the
+// key, their names. It returns nil when the row has no NULL column.
+func hdelArgs(args []any, row string, cols []any) []any {
+	key, i := rowKey(row)
+	start := len(args)
+	for c := 0; i < len(row); c++ {
+		var n uint64
+		n, i = uvarintAt(row, i)
+		if n > 0 {
+			i += int(n) - 1
+			continue
+		}
+		if len(args) == start {
+			args = append(args, "hdel", key)
+		}
+		args = append(args, cols[c])
+	}
+	if len(args) == start {
+		return nil
+	}
+	return args
+}

@@ -89,6 +89,9 @@ type op struct {
 	del     []string // DEL these keys (when row is "")
 	row     string   // HSET this row (after a DEL of its key, with replace)
 	replace bool
+	// nulls: the row replaces its key's hash in place, so an HDEL of its NULL columns
+	// follows the HSET (a batch's rows; a copy's keys are deleted first).
+	nulls bool
 }
 
 // tstate is what the unit's queued writes do to a table, as the unit sees it.

@@ -71,6 +71,14 @@ func (st *streamer) send(ctx context.Context, ops []op) error {
 				start = len(args)
 			}
 			args = hsetArgs(args, o.row, o.cols)
+			if o.nulls {
+				// Replaced in place: the columns now NULL lose their fields.
+				at := len(args)
+				if a := hdelArgs(args, o.row, o.cols); a != nil {
+					pipe.Do(ctx, args[start:at:at]...)
+					start, args = at, a
+				}
+			}
 		}
 		pipe.Do(ctx, args[start:len(args):len(args)]...)
 		st.n++

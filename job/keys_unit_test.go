@@ -1,0 +1,70 @@
+package job
+
+import (
+	"bytes"
+	"slices"
+	"testing"
+
+	"github.com/ibexrepl/ibex/internal/catalog"
+	"github.com/ibexrepl/ibex/internal/conflict"
+)
+
+// TestGrouper checks that change rows merged by the run give what KeyRead's grouping on
+// the server gives: the latest time, the kind of the changes, the receivers lacking some.
+func TestGrouper(t *testing.T) {
+	recvs := []*member{{idx: 1}, {idx: 2}}
+	p := &keyPart{}
+	g := &grouper{p: p, at: map[string]int{}}
+	for _, line := range []string{
+		"1\t10\tt\tf\tf\tf", "1\t20\tf\tf\tt\tf", // insert then update: an insert
+		"2\t7\tf\tt\tf\tt", "2\t5\tf\tf\tf\tf", // update then delete: a delete
+		"3\t5\tf\tt\tf\tf", "3\t9\tt\tf\tf\tf", // delete then insert: an update
+		"4\t3\tf\tf\tt\tt",                     // one update
+		"5\t8\tt\tf\tf\tf", "5\t8\tf\tt\tf\tf", // insert and delete at the same time: a delete
+	} {
+		if err := g.add(bytes.Split([]byte(line), []byte{'\t'}), recvs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g.finish()
+	want := map[string]struct {
+		at   int64
+		kind conflict.Kind
+		need uint64
+	}{
+		"1": {20, conflict.KindInsert, bit(1)},
+		"2": {7, conflict.KindDelete, bit(2)},
+		"3": {9, conflict.KindUpdate, 0},
+		"4": {3, conflict.KindUpdate, bit(1) | bit(2)},
+		"5": {8, conflict.KindDelete, 0},
+	}
+	if len(p.keys) != len(want) {
+		t.Fatalf("keys %v, want %d", p.keys, len(want))
+	}
+	for i, k := range p.keys {
+		w := want[k]
+		if p.at[i] != w.at || p.kind[i] != w.kind || p.need[i] != w.need {
+			t.Errorf("key %s: at %d kind %v need %b, want %d %v %b", k, p.at[i], p.kind[i], p.need[i], w.at, w.kind, w.need)
+		}
+	}
+}
+
+// TestPlanRead checks which keys are read by a merge with their range.
+func TestPlanRead(t *testing.T) {
+	tbl := &table{keyCols: []string{"id"}, desc: &catalog.Table{Columns: []catalog.Column{{Name: "id", Type: "integer"}}}}
+	keys := []string{"5", "3", "4", "1"}
+	p := planRead(tbl, keys)
+	if !p.sorted || !p.dense || p.lo != 1 || p.hi != 5 || !slices.Equal(keys, []string{"1", "3", "4", "5"}) {
+		t.Errorf("dense: %+v %v", p, keys)
+	}
+	if p := planRead(tbl, []string{"1", "1000"}); !p.sorted || p.dense {
+		t.Errorf("sparse: %+v", p)
+	}
+	if p := planRead(tbl, []string{"01", "2"}); p.sorted {
+		t.Errorf("a key printed another way: %+v", p)
+	}
+	tbl.rel.Where = "id > 0"
+	if p := planRead(tbl, []string{"1", "2"}); !p.sorted || p.dense {
+		t.Errorf("row filter: %+v", p)
+	}
+}
