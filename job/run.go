@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/ibexrepl/ibex/internal/catalog"
 	"github.com/ibexrepl/ibex/internal/conflict"
 	"github.com/ibexrepl/ibex/internal/control"
 )
@@ -183,12 +184,19 @@ func (r *runner) openSourceSessions(ctx context.Context) {
 	if r.pendingN == nil {
 		return
 	}
-	multi := false
+	multi, long := false, false
 	for _, n := range r.pendingN {
 		multi = multi || n > int64(r.batchSize())
+		long = long || n > catalog.InlineKeysMax
 	}
 	for _, a := range r.sources() {
-		a.openEarly(ctx, r.srcPending[a.idx] > 0, multi)
+		// A source that only sends short key lists reads them on its first session (see
+		// shipKeys): it needs a read session when a list is long or when it receives too.
+		receives := false
+		for _, o := range r.sources() {
+			receives = receives || (o != a && r.srcPending[o.idx] > 0)
+		}
+		a.openEarly(ctx, r.srcPending[a.idx] > 0 && (long || receives), multi)
 	}
 }
 
