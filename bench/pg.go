@@ -28,8 +28,24 @@ import (
 // debug (IBEX_BENCH_DEBUG=1) prints the floor's steps.
 var debug = os.Getenv("IBEX_BENCH_DEBUG") == "1"
 
-// prefix names every database the harness creates; it never touches any other.
-const prefix = "ibex_bench_"
+// prefix names every database the harness creates; it never touches any other. It is
+// ibex_bench_, or IBEX_BENCH_PREFIX when that starts with ibex_bench_ (lower-case letters,
+// digits and _ after it): two benches on one server then keep to their own databases.
+var prefix = benchPrefix()
+
+var prefixRe = regexp.MustCompile(`^ibex_bench_[a-z0-9_]*$`)
+
+func benchPrefix() string {
+	p := os.Getenv("IBEX_BENCH_PREFIX")
+	if p == "" {
+		return "ibex_bench_"
+	}
+	if !prefixRe.MatchString(p) {
+		fmt.Fprintf(os.Stderr, "IBEX_BENCH_PREFIX=%q must start with ibex_bench_ (then lower-case letters, digits, _)\n", p)
+		os.Exit(2)
+	}
+	return p
+}
 
 // tableSpec is a replicated pgbench table and its (single int4) key column.
 type tableSpec struct{ name, key string }
