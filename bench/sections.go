@@ -241,6 +241,13 @@ func (b *bench) capture(ctx context.Context) error {
 				if err := b.env.checkpoint(ctx); err != nil {
 					return err
 				}
+				if walDB != "" {
+					// Keep the run's WAL until it is read: a temporary slot, released below
+					// (and by the server when the session ends).
+					if _, err := b.env.admin.Exec(ctx, `SELECT pg_create_physical_replication_slot($1, true, true)`, prefix+"wal"); err != nil {
+						return fmt.Errorf("creating a temporary replication slot to keep the run's WAL: %w", err)
+					}
+				}
 				lsn0, err := b.env.walLSN(ctx)
 				if err != nil {
 					return err
@@ -255,7 +262,11 @@ func (b *bench) capture(ctx context.Context) error {
 				}
 				bytes := lsn1 - lsn0
 				if walDB != "" {
-					if bytes, err = b.env.walOfDB(ctx, walDB, oids[db], lsn0, lsn1); err != nil {
+					bytes, err = b.env.walOfDB(ctx, walDB, oids[db], lsn0, lsn1)
+					if _, derr := b.env.admin.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, prefix+"wal"); derr != nil && err == nil {
+						err = derr
+					}
+					if err != nil {
 						return err
 					}
 				}
