@@ -286,7 +286,7 @@ func (b *bench) capture(ctx context.Context) error {
 		b.rep.add(sec, script+": pgbench without capture", uTPS, without, note)
 		b.rep.add(sec, script+": pgbench with ibex capture", uTPS, with, "")
 		b.rep.add(sec, script+": TPS ratio with / without", uRatio, ratios(with, without), "target >= 0.95 (issue 18); Bucardo's triggers: 0.74-0.86")
-		walNote := "the WAL records of the run touching its db (pg_walinspect) / its transactions"
+		walNote := "the WAL records of the run touching its db, without full-page images (pg_walinspect) / its transactions"
 		if walDB == "" {
 			walNote = "the server's WAL over the run / its transactions (other sessions' WAL too)"
 		}
