@@ -412,10 +412,10 @@ func (e *env) pgbenchRun(ctx context.Context, db string, args ...string) (pgbenc
 	return res, nil
 }
 
-// walLSN is the server's current WAL insert position, in bytes.
+// walLSN is the server's current WAL flush position, in bytes (pg_walinspect reads no further).
 func (e *env) walLSN(ctx context.Context) (int64, error) {
 	var n int64
-	if err := e.admin.QueryRow(ctx, `SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint`).Scan(&n); err != nil {
+	if err := e.admin.QueryRow(ctx, `SELECT (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::bigint`).Scan(&n); err != nil {
 		return 0, fmt.Errorf("reading the WAL position: %w", err)
 	}
 	return n, nil
