@@ -28,8 +28,24 @@ import (
 // debug (IBEX_BENCH_DEBUG=1) prints the floor's steps.
 var debug = os.Getenv("IBEX_BENCH_DEBUG") == "1"
 
-// prefix names every database the harness creates; it never touches any other.
-const prefix = "ibex_bench_"
+// prefix names every database the harness creates; it never touches any other. It is
+// ibex_bench_, or IBEX_BENCH_PREFIX when that starts with ibex_bench_ (lower-case letters,
+// digits and _ after it): two benches on one server then keep to their own databases.
+var prefix = benchPrefix()
+
+var prefixRe = regexp.MustCompile(`^ibex_bench_[a-z0-9_]*$`)
+
+func benchPrefix() string {
+	p := os.Getenv("IBEX_BENCH_PREFIX")
+	if p == "" {
+		return "ibex_bench_"
+	}
+	if !prefixRe.MatchString(p) {
+		fmt.Fprintf(os.Stderr, "IBEX_BENCH_PREFIX=%q must start with ibex_bench_ (then lower-case letters, digits, _)\n", p)
+		os.Exit(2)
+	}
+	return p
+}
 
 // tableSpec is a replicated pgbench table and its (single int4) key column.
 type tableSpec struct{ name, key string }
@@ -396,11 +412,32 @@ func (e *env) pgbenchRun(ctx context.Context, db string, args ...string) (pgbenc
 	return res, nil
 }
 
-// walLSN is the server's current WAL insert position, in bytes.
+// walLSN is the server's current WAL flush position, in bytes (pg_walinspect reads no further).
 func (e *env) walLSN(ctx context.Context) (int64, error) {
 	var n int64
-	if err := e.admin.QueryRow(ctx, `SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint`).Scan(&n); err != nil {
+	if err := e.admin.QueryRow(ctx, `SELECT (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::bigint`).Scan(&n); err != nil {
 		return 0, fmt.Errorf("reading the WAL position: %w", err)
+	}
+	return n, nil
+}
+
+// walOfDB sums the WAL records between two positions that touch a relation of database
+// oid (pg_walinspect, installed in db), without their full-page images: the WAL a run on
+// that database wrote, without the other sessions' of the server (commit records, which
+// touch no relation, are left out: capture adds none). Full-page images are left out
+// because their number follows the pages first touched since the last checkpoint, so per
+// transaction it falls as a run lasts, and a faster run would look cheaper.
+func (e *env) walOfDB(ctx context.Context, db string, oid uint32, from, to int64) (int64, error) {
+	c, err := e.connect(ctx, db)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close(context.WithoutCancel(ctx))
+	var n int64
+	err = c.QueryRow(ctx, `SELECT coalesce(sum(record_length - fpi_length), 0)::bigint FROM pg_get_wal_records_info(('0/0'::pg_lsn + $1::numeric), ('0/0'::pg_lsn + $2::numeric)) WHERE block_ref ~ ('rel [0-9]+/' || $3::text || '/')`,
+		from, to, strconv.FormatUint(uint64(oid), 10)).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("reading the WAL of %s: %w", db, err)
 	}
 	return n, nil
 }

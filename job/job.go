@@ -45,6 +45,9 @@ type Options struct {
 	DeadlineMargin time.Duration
 	// Force runs an inactive sync.
 	Force bool
+	// SchemaChecked says the caller has just checked the control schema's version
+	// (control.Store.Check): Run does not check it again.
+	SchemaChecked bool
 	// Progress, when set, is called after each batch and each copied table.
 	Progress func(table string, done, total int)
 	// decide, when set, decides conflicts instead of the sync's strategy (tests of the
@@ -147,8 +150,10 @@ func Run(ctx context.Context, store *control.Store, syncName string, opts Option
 		logger = slog.New(slog.DiscardHandler)
 	}
 	res := &Result{Sync: syncName, Started: time.Now()}
-	if err := store.Check(ctx); err != nil {
-		return nil, err
+	if !opts.SchemaChecked {
+		if err := store.Check(ctx); err != nil {
+			return nil, err
+		}
 	}
 	sync, err := control.GetSync(ctx, store.Q(), syncName)
 	if err != nil {

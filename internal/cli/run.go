@@ -186,7 +186,8 @@ when one failed.`,
 			var failed []string
 			var results []*job.Result
 			for _, n := range args {
-				opts := job.Options{Logger: a.logger, Force: force}
+				// a.open has checked the control schema's version.
+				opts := job.Options{Logger: a.logger, Force: force, SchemaChecked: true}
 				if fi, err := os.Stderr.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 && !a.jsonOut {
 					opts.Progress = func(table string, done, total int) {
 						fmt.Fprintf(os.Stderr, "\r%s: %s batch %d/%d\033[K", n, table, done, total)
