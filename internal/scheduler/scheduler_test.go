@@ -262,8 +262,10 @@ func TestReplicasNeverOverlap(t *testing.T) {
 	time.Sleep(500 * time.Millisecond) // b's ticks come half a second after a's
 	b := start(t, f, "b", scheduler.Config{})
 
-	// Writers on two sources for ~4s, so both schedulers are kicked all the time.
-	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Second)
+	// Writers on two sources for ~4s, so both schedulers are kicked all the time (pgbench's
+	// -T bounds them; the context only guards against a hang: a loaded machine may take
+	// seconds to start pgbench and open its sessions).
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var wg sync.WaitGroup
 	errs := make(chan error, 2)
