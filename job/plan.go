@@ -253,7 +253,7 @@ func (r *runner) countPending(ctx context.Context) (total int64, err error) {
 	r.srcPending = make([]int64, len(r.members))
 	for _, a := range r.sources() {
 		for j, t := range r.tables {
-			r.srcPending[a.idx] += counts[a.idx][j]
+			r.srcPending[a.idx] = max(r.srcPending[a.idx], counts[a.idx][j])
 			// pendingN sizes the batches: row changes only.
 			r.pendingN[t] += counts[a.idx][j] - truncs[a.idx][j]
 			r.truncN[t] += truncs[a.idx][j]

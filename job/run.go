@@ -82,7 +82,8 @@ type runner struct {
 	// readTruncates found of them (tables without any are absent); truncDone is set once
 	// the unit applying them has committed, truncConsumed once they are consumed.
 	truncN map[*table]int64
-	// srcPending counts each source's pending changes (by member index), with pendingN.
+	// srcPending is, by member index, each source's largest count of pending changes of
+	// one table (with pendingN).
 	srcPending               []int64
 	truncs                   map[*table]*truncs
 	truncDone, truncConsumed bool
@@ -176,10 +177,11 @@ func (r *runner) run(ctx context.Context) error {
 	return r.syncSequences(ctx)
 }
 
-// openSourceSessions starts opening, when the backlog was counted and is not empty, the
-// read session of every live source with changes (it sends rows at the first batch) and, when a table
-// needs more than one batch, every source's key session (it reads the next batch's keys ahead): they
-// open while the tables are described, not at the first batch.
+// openSourceSessions starts opening, when the backlog was counted, the read session of
+// every live source that has more changes of a table than a statement takes keys (it
+// sends that table's rows from a temp table of keys at the first batch) and, when a table
+// needs more than one batch, every source's key session (it reads the next batch's keys
+// ahead): they open while the tables are described, not at the first batch.
 func (r *runner) openSourceSessions(ctx context.Context) {
 	if r.pendingN == nil {
 		return
