@@ -56,6 +56,20 @@ func (r *runner) orphanDBs() []*member {
 	return dbs
 }
 
+// orphanScope returns the dbs and the foreign keys an orphan step works on when on: none
+// when the sync has fewer than two tables or no PostgreSQL db receives.
+func (r *runner) orphanScope(ctx context.Context, on bool) ([]*member, []orphanLink, error) {
+	if !on || len(r.tables) < 2 {
+		return nil, nil, nil
+	}
+	dbs := r.orphanDBs()
+	if len(dbs) == 0 {
+		return nil, nil, nil
+	}
+	links, err := r.orphanLinks(ctx, dbs)
+	return dbs, links, err
+}
+
 // orphanLinks reads (once per run, on the first of dbs) the foreign keys between two
 // different tables of the sync.
 func (r *runner) orphanLinks(ctx context.Context, dbs []*member) ([]orphanLink, error) {
@@ -97,15 +111,8 @@ func savedParents(i int) string { return fmt.Sprintf("pg_temp.ibex_parents_%d", 
 // foreign key of the sync references, the keys some live source's pending changes delete
 // are read, and every db saves its rows of those keys in a temp table of its session.
 func (r *runner) saveParents(ctx context.Context) error {
-	if r.sync.OnOrphan != control.OnOrphanRestore || len(r.tables) < 2 {
-		return nil
-	}
-	dbs := r.orphanDBs()
-	if len(dbs) == 0 {
-		return nil
-	}
-	links, err := r.orphanLinks(ctx, dbs)
-	if err != nil {
+	dbs, links, err := r.orphanScope(ctx, r.sync.OnOrphan == control.OnOrphanRestore)
+	if err != nil || len(links) == 0 {
 		return err
 	}
 	r.saved = map[*table]string{}
@@ -180,15 +187,8 @@ func (r *runner) pendingDeletes(ctx context.Context, t *table) ([]string, error)
 // fixOrphans deletes, or restores the parents of, the orphan child rows (see above), and
 // logs them.
 func (r *runner) fixOrphans(ctx context.Context) error {
-	if r.sync.OnOrphan == control.OnOrphanKeep || len(r.tables) < 2 {
-		return nil
-	}
-	dbs := r.orphanDBs()
-	if len(dbs) == 0 {
-		return nil
-	}
-	links, err := r.orphanLinks(ctx, dbs)
-	if err != nil {
+	dbs, links, err := r.orphanScope(ctx, r.sync.OnOrphan != control.OnOrphanKeep)
+	if err != nil || len(links) == 0 {
 		return err
 	}
 	strategy := "on_orphan=" + r.sync.OnOrphan
