@@ -147,8 +147,7 @@ func (r *runner) uniqueClashes(ctx context.Context, t *table, keys map[string]*k
 			if win == "" {
 				// skip, abort: the row is applied nowhere and stays on its source.
 				ks.winner, ks.recv = -1, 0
-				out = append(out, control.Conflict{Sync: r.sync.Name, Table: t.name, Key: keyText(t, ur.key), Type: conflict.TypeUniqueClash,
-					DBs: dbs, Strategy: st.String(), Resolution: "skipped", Row: ur.row})
+				out = append(out, r.clashSkipped(t, ur.key, ur.row, dbs, st))
 				continue
 			}
 			out = append(out, r.loses(t, ur.key, ks, ur.winner, ur.row, win, dbs, st, parked))
@@ -159,14 +158,20 @@ func (r *runner) uniqueClashes(ctx context.Context, t *table, keys map[string]*k
 				if ks := keys[ur.key]; ks != nil && !done[ur.key] {
 					done[ur.key] = true
 					ks.winner, ks.recv = -1, 0
-					out = append(out, control.Conflict{Sync: r.sync.Name, Table: t.name, Key: keyText(t, ur.key), Type: conflict.TypeUniqueClash,
-						DBs: dbs, Strategy: st.String(), Resolution: "skipped", Row: ur.row})
+					out = append(out, r.clashSkipped(t, ur.key, ur.row, dbs, st))
 				}
 			}
 		}
 	}
 	held, err := r.heldClashes(ctx, t, keys, rows, done, st, parked)
 	return append(out, held...), err
+}
+
+// clashSkipped is the conflict logged for the row of key k of a clash that skip or abort
+// leaves where it is.
+func (r *runner) clashSkipped(t *table, k, row string, dbs []string, st conflict.Strategy) control.Conflict {
+	return control.Conflict{Sync: r.sync.Name, Table: t.name, Key: keyText(t, k), Type: conflict.TypeUniqueClash,
+		DBs: dbs, Strategy: st.String(), Resolution: "skipped", Row: row}
 }
 
 // loses applies the loss of a clash to the row of key k from db (member idx w): parked or
@@ -308,8 +313,7 @@ func (r *runner) heldClashes(ctx context.Context, t *table, keys map[string]*key
 		case "":
 			// skip, abort: the incoming row is applied nowhere, the held one stays.
 			ks.winner, ks.recv = -1, 0
-			out = append(out, control.Conflict{Sync: r.sync.Name, Table: t.name, Key: keyText(t, in.key), Type: conflict.TypeUniqueClash,
-				DBs: dbs, Strategy: st.String(), Resolution: "skipped", Row: in.row})
+			out = append(out, r.clashSkipped(t, in.key, in.row, dbs, st))
 		case inDB:
 			// The held row goes, everywhere: its key joins the batch.
 			hs := &keyState{winner: r.memberByName(hc.DB).idx, changes: []conflict.Change{hc}}
