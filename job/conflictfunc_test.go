@@ -2,6 +2,7 @@ package job_test
 
 import (
 	"context"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -124,4 +125,43 @@ $$`)
 			t.Errorf("a failed run changed t3: %s\nwas %s", got, before)
 		}
 	}
+}
+
+// testConflictFunctionReplay: a conflict function's row reaches a receiver whose
+// transaction failed once (deadlock) and was applied again as it reached the others. The
+// function adds up what each source did (old values); called again on the rows the others
+// already hold, it counted every change twice on that receiver.
+func testConflictFunctionReplay(t *testing.T, f *farm) {
+	c := f.cluster(t, "conflictfnreplay", 3)
+	fn := "public.sum_" + strings.ToLower(strings.Map(func(r rune) rune {
+		if (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9') {
+			return r
+		}
+		return '_'
+	}, c.sync))
+	if _, err := c.store.Pool.Exec(context.Background(), `CREATE FUNCTION `+fn+`(v jsonb) RETURNS jsonb LANGUAGE sql AS $$
+  SELECT jsonb_build_object(
+    'bal', (SELECT max((x->'old'->>'bal')::int) + sum((x->'row'->>'bal')::int - (x->'old'->>'bal')::int) FROM jsonb_array_elements(v->'versions') x),
+    'note', 'merged')
+$$`); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = c.store.Pool.Exec(context.Background(), `DROP FUNCTION IF EXISTS `+fn+`(jsonb)`) })
+	c.onAll(`CREATE TABLE acct (id int PRIMARY KEY, bal int, note text); INSERT INTO acct SELECT g, 100, 'init' FROM generate_series(1, 3) g`)
+	c.configure([]string{"acct"}, []string{"t1:source", "t2:source", "t3:target"}, "conflict_strategy=function:"+fn)
+	c.on("t3", `CREATE SEQUENCE once; CREATE FUNCTION once() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN IF nextval('`+c.schema+`.once') = 1 THEN RAISE EXCEPTION 'deadlock, once' USING ERRCODE = 'deadlock_detected'; END IF; RETURN NEW; END$$;
+CREATE TRIGGER once BEFORE INSERT OR UPDATE ON acct FOR EACH ROW EXECUTE FUNCTION once(); ALTER TABLE acct ENABLE ALWAYS TRIGGER once`)
+	c.on("t1", `UPDATE acct SET bal = bal + 10 WHERE id = 1`)
+	c.on("t2", `UPDATE acct SET bal = bal + 5 WHERE id = 1`)
+	lc := &logCounter{msgs: map[string]int{}}
+	c.mustRun(control.StateGood, job.Options{Logger: slog.New(lc)})
+	if n := lc.msgs["receiver transaction failed, retrying"]; n != 1 {
+		t.Errorf("%d retries logged, want 1 (%v)", n, lc.msgs)
+	}
+	for _, db := range c.names {
+		if got := strings.Join(c.strs(db, `SELECT id || ':' || bal || ':' || note FROM acct ORDER BY id`), " "); got != "1:115:merged 2:100:init 3:100:init" {
+			t.Errorf("%s: %s, want 1:115:merged 2:100:init 3:100:init", db, got)
+		}
+	}
+	c.mustRun(control.StateEmpty, job.Options{})
 }

@@ -188,13 +188,14 @@ END;
 	// Small batches: many units per run, so a run applies, records and re-reads often.
 	const batchSize = 50
 	runs := 0
+	lc := &logCounter{msgs: map[string]int{}}
 	for loop := true; loop; {
 		select {
 		case <-done:
 			loop = false
 		default:
 		}
-		res, err := job.Run(ctx, c.store, c.sync, job.Options{BatchSize: batchSize})
+		res, err := job.Run(ctx, c.store, c.sync, job.Options{BatchSize: batchSize, Logger: slog.New(lc)})
 		// A source whose application keeps changing the rows being applied leaves a run
 		// under this load (it catches up later); anything else is a failure.
 		if err != nil && !strings.Contains(err.Error(), "the application keeps changing the rows being applied") {
@@ -218,7 +219,9 @@ END;
 			t.Fatalf("still changes after %d runs: %s", i+1, res.Summary())
 		}
 	}
-	t.Logf("%d runs under load", runs)
+	// A receiver's deadlock with pgbench makes its unit be applied to it again once the
+	// others committed (see testCountersReplay).
+	t.Logf("%d runs under load, %d receiver transactions retried", runs, lc.msgs["receiver transaction failed, retrying"])
 	var deltas int64
 	for _, s := range sources {
 		deltas += c.int(s, `SELECT coalesce(sum(delta), 0) FROM pgbench_history`)
@@ -233,4 +236,31 @@ END;
 	for _, tb := range []string{"pgbench_accounts", "pgbench_branches", "pgbench_tellers"} {
 		c.sameEverywhere(tb, "1")
 	}
+}
+
+// testCountersReplay: a receiver whose transaction fails with a deadlock has the unit
+// applied to it again once the others committed. The built rows of that unit (a counter's
+// deltas added to the winner's value, a conflict function's row) must reach it as the
+// others got them: the winner's row read again then already holds the added deltas, and
+// adding them again counted an increment twice on that receiver (then, sent whole by a
+// later change, on every db). One key changed on t1 (+10) and t2 (+5), t4 failing once.
+func testCountersReplay(t *testing.T, f *farm) {
+	c := f.acctCluster(t, "countersreplay", 4, []string{"t1:source", "t2:source", "t3:source", "t4:target"}, "conflict_strategy=latest")
+	c.on("t4", `CREATE SEQUENCE once; CREATE FUNCTION once() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN IF nextval('`+c.schema+`.once') = 1 THEN RAISE EXCEPTION 'deadlock, once' USING ERRCODE = 'deadlock_detected'; END IF; RETURN NEW; END$$;
+CREATE TRIGGER once BEFORE INSERT OR UPDATE ON acct FOR EACH ROW EXECUTE FUNCTION once(); ALTER TABLE acct ENABLE ALWAYS TRIGGER once`)
+	c.on("t1", `UPDATE acct SET bal = bal + 10, note = 't1' WHERE id = 1`)
+	time.Sleep(2 * time.Millisecond)
+	c.on("t2", `UPDATE acct SET bal = bal + 5, note = 't2' WHERE id = 1`)
+	lc := &logCounter{msgs: map[string]int{}}
+	c.mustRun(control.StateGood, job.Options{Logger: slog.New(lc)})
+	if n := lc.msgs["receiver transaction failed, retrying"]; n != 1 {
+		t.Errorf("%d retries logged, want 1 (%v)", n, lc.msgs)
+	}
+	want := "1:115:t2 2:100:init 3:100:init 4:100:init 5:100:init 6:100:init 7:100:init 8:100:init 9:100:init 10:100:init"
+	for _, db := range c.names {
+		if got := c.acct(db); got != want {
+			t.Errorf("db %s:\n got %s\nwant %s", db, got, want)
+		}
+	}
+	c.mustRun(control.StateEmpty, job.Options{})
 }

@@ -72,6 +72,8 @@ func TestFarm(t *testing.T) {
 		{"CountersBadInput", testCountersBadInput},
 		{"CountersLateKey", testCountersLateKey},
 		{"CountersRacePgbench", testCountersRacePgbench},
+		{"CountersReplay", testCountersReplay},
+		{"ConflictFunctionReplay", testConflictFunctionReplay},
 		{"ConflictFunction", testConflictFunction},
 		{"OnErrorSkip", testOnErrorSkip},
 		{"ColumnMerge", testColumnMerge},

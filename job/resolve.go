@@ -56,6 +56,13 @@ func (r *runner) resolve(t *table, keys map[string]*keyState) []control.Conflict
 // useDecision makes d, the decision on a key changed on several sources whose winner is
 // ks.winner, the key's: counters added, and a row built when it is not the winner's.
 func (r *runner) useDecision(t *table, ks *keyState, d conflict.Decision) {
+	if r.holdsDecided(ks.winner) {
+		// The unit is being applied again to receivers that failed, and the winner
+		// committed it: its row is the one decided (a counter's deltas added, a
+		// function's row), and is sent as it is. Deciding again would build on that
+		// row and add the deltas, or call the function on its result, a second time.
+		return
+	}
 	if len(t.rel.Counters) > 0 && ks.sums != nil && d.Func == "" {
 		d = r.addCounters(t, ks, ks.winner, d)
 	}
@@ -65,6 +72,19 @@ func (r *runner) useDecision(t *table, ks *keyState, d conflict.Decision) {
 			ks.from |= bit(r.memberByName(db).idx)
 		}
 	}
+}
+
+// holdsDecided reports whether member w holds the rows decided in the unit being applied:
+// while the unit is applied again to the receivers whose transaction failed (replay), w
+// is not one of them and committed it. A winner that skipped a key (its application
+// changed it after the run's snapshot) holds its own newer change, which wins next run;
+// its counters, read as of the snapshot, are still the decided ones.
+func (r *runner) holdsDecided(w int) bool {
+	if r.only == 0 || w < 0 || r.only&bit(w) != 0 {
+		return false
+	}
+	m := r.members[w]
+	return m.alive() && m.recvErr == nil && m.retry == nil
 }
 
 // routeKey sets the receivers of a decided key.
