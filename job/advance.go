@@ -44,6 +44,31 @@ func (r *runner) consume(ctx context.Context, t *table, lo, hi, nb int) {
 	}
 }
 
+// consumeCommitted deletes the change rows of every batch committed and not yet consumed,
+// when every db of the sync takes part. It runs before a db stops receiving or leaves the
+// run: the watermarks recorded at the end of the run then leave that db out, so the
+// change rows of the batches it did commit would stay pending for it, and the next run
+// would apply them to it again (a counter's delta added a second time).
+func (r *runner) consumeCommitted(ctx context.Context) {
+	if !r.allReceiving() {
+		return
+	}
+	for _, t := range r.tables {
+		if t.consumed < t.committed {
+			r.consume(ctx, t, t.consumed, t.committed-1, t.nb)
+			t.consumed = t.committed
+		}
+	}
+}
+
+// leave makes m leave the run (see session.drop), the batches committed so far consumed
+// first (see consumeCommitted). A source whose connection is gone keeps its change rows of
+// those batches: they are applied again next run.
+func (r *runner) leave(ctx context.Context, m *member, err error) {
+	r.consumeCommitted(ctx)
+	r.drop(m, err)
+}
+
 // advance records the watermarks of every source and receiver that took part in the whole
 // run, then purges change rows every receiver of the sync has applied.
 func (r *runner) advance(ctx context.Context) error {

@@ -264,3 +264,34 @@ CREATE TRIGGER once BEFORE INSERT OR UPDATE ON acct FOR EACH ROW EXECUTE FUNCTIO
 	}
 	c.mustRun(control.StateEmpty, job.Options{})
 }
+
+// testCountersReceiverLeaves: a source that stops receiving in the middle of a run (a row
+// it refuses) had committed the run's earlier units; their change rows must not stay
+// pending for it, or the next run adds their deltas to its row a second time. Run 1: t1
+// adds 10 to keys 1, 2, 3 and 9, in units {1}, {2}, {3, 9} (batch_size 1, key ranges); t2
+// refuses key 9's row, after committing the first two. Run 2: t2 adds 7 to key 1 (the
+// latest change, so t2's row is the base).
+func testCountersReceiverLeaves(t *testing.T, f *farm) {
+	c := f.acctCluster(t, "countersleave", 4, []string{"t1:source", "t2:source", "t3:source", "t4:target"}, "conflict_strategy=latest")
+	c.on("t2", `CREATE FUNCTION refuse9() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN IF NEW.id = 9 THEN RAISE EXCEPTION 'no 9 here'; END IF; RETURN NEW; END$$;
+CREATE TRIGGER refuse9 BEFORE INSERT OR UPDATE ON acct FOR EACH ROW EXECUTE FUNCTION refuse9(); ALTER TABLE acct ENABLE ALWAYS TRIGGER refuse9`)
+	c.on("t1", `UPDATE acct SET bal = bal + 10, note = 't1' WHERE id IN (1, 2, 3, 9)`)
+	res := c.mustRun(control.StateBad, job.Options{BatchSize: 1})
+	if !strings.Contains(res.Skipped["t2"], "no 9 here") {
+		t.Fatalf("skipped %v: want t2 for 'no 9 here'", res.Skipped)
+	}
+	if got, want := c.acct("t2"), "1:110:t1 2:110:t1 3:100:init 4:100:init 5:100:init 6:100:init 7:100:init 8:100:init 9:100:init 10:100:init"; got != want {
+		t.Fatalf("t2 after run 1 (keys 1 and 2 committed, 3 and 9 refused):\n got %s\nwant %s\n%s\nt3 %s", got, want, res.Summary(), c.acct("t3"))
+	}
+	c.on("t2", `DROP TRIGGER refuse9 ON acct`)
+	time.Sleep(2 * time.Millisecond)
+	c.on("t2", `UPDATE acct SET bal = bal + 7, note = 't2' WHERE id = 1`)
+	c.mustRun(control.StateGood, job.Options{BatchSize: 1})
+	want := "1:117:t2 2:110:t1 3:110:t1 4:100:init 5:100:init 6:100:init 7:100:init 8:100:init 9:110:t1 10:100:init"
+	for _, db := range c.names {
+		if got := c.acct(db); got != want {
+			t.Errorf("db %s:\n got %s\nwant %s", db, got, want)
+		}
+	}
+	c.mustRun(control.StateEmpty, job.Options{})
+}

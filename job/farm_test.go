@@ -73,6 +73,7 @@ func TestFarm(t *testing.T) {
 		{"CountersLateKey", testCountersLateKey},
 		{"CountersRacePgbench", testCountersRacePgbench},
 		{"CountersReplay", testCountersReplay},
+		{"CountersReceiverLeaves", testCountersReceiverLeaves},
 		{"ConflictFunctionReplay", testConflictFunctionReplay},
 		{"ConflictFunction", testConflictFunction},
 		{"OnErrorSkip", testOnErrorSkip},

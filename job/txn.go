@@ -166,11 +166,12 @@ func (r *runner) fail(ctx context.Context, m *member, err error) {
 		// Its session works: it stops receiving but goes on sending its changes, so that
 		// the others' applying them is recorded (a counter's delta applied and not
 		// recorded would be applied again next run).
+		r.consumeCommitted(ctx)
 		m.recvErr = err
 		r.skip(m, err, "db stops receiving in this run")
 		return
 	}
-	r.drop(m, err)
+	r.leave(ctx, m, err)
 }
 
 // applyTables applies every table's pending changes, batch by batch, in units of at most
@@ -213,7 +214,7 @@ func (r *runner) applyTables(ctx context.Context) error {
 			if kr := r.ahead; kr != nil && kr.t == t && kr.b == b {
 				r.ahead = nil
 				if kr.alive == r.aliveMask() {
-					keys = r.finishKeyRead(kr)
+					keys = r.finishKeyRead(ctx, kr)
 				} else {
 					kr.wg.Wait()
 				}
@@ -253,12 +254,7 @@ func (r *runner) applyTables(ctx context.Context) error {
 func (r *runner) stopAtDeadline(ctx context.Context, t *table) {
 	r.res.Partial = true
 	r.logger.WarnContext(ctx, "deadline near: stopping before the next batch", slog.String("table", t.name))
-	for _, t := range r.tables {
-		if t.consumed < t.committed {
-			r.consume(ctx, t, t.consumed, t.committed-1, t.nb)
-			t.consumed = t.committed
-		}
-	}
+	r.consumeCommitted(ctx)
 }
 
 // applyStep applies one batch in the unit's transactions. When a sending db fails, every
