@@ -38,6 +38,7 @@ type config struct {
 	growthRepeats  int
 	backlogRows    int
 	backlogRepeats int
+	backlogSources int
 	captureSeconds int
 	capturePairs   int
 	captureScripts []string
@@ -80,6 +81,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.IntVar(&c.growthRepeats, "growth-repeats", 2, "repeats per scale in the growth section")
 	fs.IntVar(&c.backlogRows, "backlog-rows", 1000000, "pending changed rows in the backlog section")
 	fs.IntVar(&c.backlogRepeats, "backlog-repeats", 2, "repeats of the backlog section")
+	fs.IntVar(&c.backlogSources, "backlog-sources", 4, "sources of the backlog section (the seed demo's shape: each changes its share of the rows; one target)")
 	fs.IntVar(&c.sinksRows, "sinks-rows", 100000, "changed pgbench_accounts rows per kick in the sinks section")
 	fs.IntVar(&c.sinksRepeats, "sinks-repeats", 2, "repeats per sink in the sinks section")
 	fs.IntVar(&c.sinksRSSRows, "sinks-rss-rows", 1000000, "changed rows of the sinks section's one RSS kick into a flatfile target (0 skips it)")
@@ -115,7 +117,7 @@ func parseFlags(args []string) (*config, error) {
 		name string
 		n    int
 	}{{"-scale", c.scale}, {"-tx", c.tx}, {"-sources", c.sources}, {"-repeats", c.repeats}, {"-growth-tx", c.growthTx},
-		{"-growth-repeats", c.growthRepeats}, {"-backlog-rows", c.backlogRows}, {"-backlog-repeats", c.backlogRepeats},
+		{"-growth-repeats", c.growthRepeats}, {"-backlog-rows", c.backlogRows}, {"-backlog-repeats", c.backlogRepeats}, {"-backlog-sources", c.backlogSources},
 		{"-capture-seconds", c.captureSeconds}, {"-small-kicks", c.smallKicks}, {"-capture-pairs", c.capturePairs},
 		{"-compare-scale", c.compareScale}, {"-compare-diffs", c.compareDiffs}, {"-compare-repeats", c.compareRepeats}, {"-sinks-rows", c.sinksRows}, {"-sinks-repeats", c.sinksRepeats}} {
 		if v.n < 1 {
