@@ -15,12 +15,13 @@ import (
 // consumeEvery is how often a multi-batch table's applied change rows are deleted.
 const consumeEvery = 5 * time.Second
 
-// consume deletes the change rows of committed batches (buckets lo to hi) when every db of
-// the sync took part in them, so that the progress of a run killed or stopped later is kept.
+// consume deletes the change rows of batches lo to hi of t, which every db of the sync
+// committed (see table.committed), so that the progress of a run killed or stopped later
+// is kept, and a db that stops receiving later in the run is not given them again next
+// run: the watermarks recorded at the end of the run leave that db out, so change rows it
+// did apply would stay pending for it (a counter's delta added a second time). A source
+// whose session is gone keeps its change rows: they are applied again next run.
 func (r *runner) consume(ctx context.Context, t *table, lo, hi, nb int) {
-	if !r.allReceiving() {
-		return
-	}
 	var srcs []*member
 	for _, a := range r.sources() {
 		if a.snap != "" {
@@ -36,7 +37,7 @@ func (r *runner) consume(ctx context.Context, t *table, lo, hi, nb int) {
 		return err
 	})
 	// A db whose connection broke here leaves the run with this error (the changes it
-	// keeps are applied again next run, which is harmless).
+	// keeps are applied again next run, which is harmless for whole rows).
 	for _, a := range r.members {
 		if errs[a.idx] != nil && a.conn != nil && a.conn.IsClosed() {
 			r.drop(a, fmt.Errorf("db %s: removing applied changes of %s: %w", a.name, t.name, errs[a.idx]))
@@ -44,15 +45,9 @@ func (r *runner) consume(ctx context.Context, t *table, lo, hi, nb int) {
 	}
 }
 
-// consumeCommitted deletes the change rows of every batch committed and not yet consumed,
-// when every db of the sync takes part. It runs before a db stops receiving or leaves the
-// run: the watermarks recorded at the end of the run then leave that db out, so the
-// change rows of the batches it did commit would stay pending for it, and the next run
-// would apply them to it again (a counter's delta added a second time).
+// consumeCommitted consumes, between units, every table's batches committed by every db and
+// not consumed yet.
 func (r *runner) consumeCommitted(ctx context.Context) {
-	if !r.allReceiving() {
-		return
-	}
 	for _, t := range r.tables {
 		if t.consumed < t.committed {
 			r.consume(ctx, t, t.consumed, t.committed-1, t.nb)
@@ -61,17 +56,12 @@ func (r *runner) consumeCommitted(ctx context.Context) {
 	}
 }
 
-// leave makes m leave the run (see session.drop), the batches committed so far consumed
-// first (see consumeCommitted). A source whose connection is gone keeps its change rows of
-// those batches: they are applied again next run.
-func (r *runner) leave(ctx context.Context, m *member, err error) {
-	r.consumeCommitted(ctx)
-	r.drop(m, err)
-}
-
 // advance records the watermarks of every source and receiver that took part in the whole
 // run, then purges change rows every receiver of the sync has applied.
 func (r *runner) advance(ctx context.Context) error {
+	if !r.allReceiving() {
+		r.consumeCommitted(ctx) // a db left after the last unit
+	}
 	tx, err := r.ctlBegin(ctx)
 	if err != nil {
 		return err

@@ -134,7 +134,7 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 		if shipErrs[m.idx] != nil {
 			// A winner that cannot send: it leaves the run, and the batch runs without it.
 			r.rollback(m)
-			r.leave(ctx, m, fmt.Errorf("db %s: reading rows of %s: %w", m.name, t.name, shipErrs[m.idx]))
+			r.drop(m, fmt.Errorf("db %s: reading rows of %s: %w", m.name, t.name, shipErrs[m.idx]))
 			return r.retry(res)
 		}
 		if errs[m.idx] != nil {
@@ -195,7 +195,7 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 		if out.senderErrs != nil {
 			r.rollbackAll()
 			for idx, err := range out.senderErrs {
-				r.leave(ctx, r.members[idx], fmt.Errorf("db %s: reading rows of %s: %w", r.members[idx].name, t.name, err))
+				r.drop(r.members[idx], fmt.Errorf("db %s: reading rows of %s: %w", r.members[idx].name, t.name, err))
 			}
 			return r.retry(res)
 		}

@@ -45,7 +45,7 @@ type keyState struct {
 
 // readKeys reads the pending keys of every live source for one bucket (phase 1).
 func (r *runner) readKeys(ctx context.Context, t *table, b, nb int) map[string]*keyState {
-	return r.finishKeyRead(ctx, r.startKeyRead(ctx, t, b, nb, false))
+	return r.finishKeyRead(r.startKeyRead(ctx, t, b, nb, false))
 }
 
 // keyPart is what one source sent of a bucket's pending keys.
@@ -265,12 +265,12 @@ func (g *grouper) finish() {
 
 // finishKeyRead waits for a key read and merges what the sources sent; a source that failed
 // leaves the run.
-func (r *runner) finishKeyRead(ctx context.Context, kr *keyRead) map[string]*keyState {
+func (r *runner) finishKeyRead(kr *keyRead) map[string]*keyState {
 	kr.wg.Wait()
 	keys := map[string]*keyState{}
 	for _, a := range r.members {
 		if kr.errs[a.idx] != nil {
-			r.leave(ctx, a, fmt.Errorf("db %s: reading changes of %s: %w", a.name, kr.t.name, kr.errs[a.idx]))
+			r.drop(a, fmt.Errorf("db %s: reading changes of %s: %w", a.name, kr.t.name, kr.errs[a.idx]))
 			continue
 		}
 		p := kr.parts[a.idx]

@@ -73,7 +73,7 @@ func (r *runner) buckets(ctx context.Context, t *table) (int, error) {
 			}
 			var n int64
 			if err := a.conn.QueryRow(ctx, capture.CountPending(t.change, a.snap, r.watermarks(a))).Scan(&n); err != nil {
-				r.leave(ctx, a, fmt.Errorf("db %s: counting changes of %s: %w", a.name, t.name, err))
+				r.drop(a, fmt.Errorf("db %s: counting changes of %s: %w", a.name, t.name, err))
 				continue
 			}
 			total += n
@@ -153,7 +153,7 @@ func (r *runner) keyRanges(ctx context.Context, t *table, nb int, kind keyKind) 
 	var total float64
 	for _, a := range srcs {
 		if err := errs[a.idx]; err != nil {
-			r.leave(ctx, a, fmt.Errorf("db %s: splitting the changes of %s: %w", a.name, t.name, err))
+			r.drop(a, fmt.Errorf("db %s: splitting the changes of %s: %w", a.name, t.name, err))
 			continue
 		}
 		if counts[a.idx] == 0 {

@@ -166,12 +166,11 @@ func (r *runner) fail(ctx context.Context, m *member, err error) {
 		// Its session works: it stops receiving but goes on sending its changes, so that
 		// the others' applying them is recorded (a counter's delta applied and not
 		// recorded would be applied again next run).
-		r.consumeCommitted(ctx)
 		m.recvErr = err
 		r.skip(m, err, "db stops receiving in this run")
 		return
 	}
-	r.leave(ctx, m, err)
+	r.drop(m, err)
 }
 
 // applyTables applies every table's pending changes, batch by batch, in units of at most
@@ -214,7 +213,7 @@ func (r *runner) applyTables(ctx context.Context) error {
 			if kr := r.ahead; kr != nil && kr.t == t && kr.b == b {
 				r.ahead = nil
 				if kr.alive == r.aliveMask() {
-					keys = r.finishKeyRead(ctx, kr)
+					keys = r.finishKeyRead(kr)
 				} else {
 					kr.wg.Wait()
 				}
@@ -342,12 +341,21 @@ func (r *runner) finishUnit(ctx context.Context, u *unit) error {
 	if err := r.recordParked(ctx, u.parked); err != nil {
 		return err
 	}
+	all := r.allReceiving()
 	for _, s := range u.steps {
 		if s.trunc {
 			r.truncated()
 			continue
 		}
-		s.t.committed = max(s.t.committed, s.b+1)
+		if all {
+			s.t.committed = max(s.t.committed, s.b+1)
+		}
+	}
+	if !all {
+		// A db stopped receiving or left: the watermarks recorded at the end will leave
+		// it out, so the batches every db committed are consumed now (see consume).
+		r.consumeCommitted(ctx)
+		return nil
 	}
 	// A multi-batch table's committed batches are consumed every consumeEvery (a scan of
 	// the change table each time) so that a run killed later keeps its progress; the purge

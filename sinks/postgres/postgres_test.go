@@ -188,7 +188,7 @@ func TestIdentityAlways(t *testing.T) {
 // that drops the row of id 2.
 func dropTwo(t *testing.T, h *harness, tbl *sinks.Table) {
 	h.exec(t, `CREATE FUNCTION public.drop_two() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN IF NEW.id = 2 THEN RETURN NULL; END IF; RETURN NEW; END$$`)
-	h.exec(t, `CREATE TRIGGER drop_two BEFORE INSERT ON `+ident(tbl)+` FOR EACH ROW EXECUTE FUNCTION public.drop_two()`)
+	h.exec(t, `CREATE TRIGGER drop_two BEFORE INSERT OR UPDATE ON `+ident(tbl)+` FOR EACH ROW EXECUTE FUNCTION public.drop_two()`)
 	h.exec(t, `ALTER TABLE `+ident(tbl)+` ENABLE ALWAYS TRIGGER drop_two`)
 }
 

@@ -50,20 +50,23 @@ func (s *Sink) applySource(ctx context.Context, t *sinks.Table) (int64, int64, e
 			continue
 		}
 		q := pgx.Identifier{c}.Sanitize()
-		sets = append(sets, q+" = excluded."+q)
-	}
-	onConflict := "DO NOTHING"
-	if len(sets) > 0 {
-		onConflict = "DO UPDATE SET " + strings.Join(sets, ", ")
+		sets = append(sets, q+" = s."+q)
 	}
 	// The rows to write, and their number: every one must be written (a trigger or rule
-	// dropping some would leave the receiver in a state no source had).
-	nStaged := fmt.Sprintf(`SELECT count(*) FROM pg_temp.ibex_s s WHERE EXISTS (SELECT 1 FROM pg_temp.ibex_k k WHERE %s)`, catalog.KeyJoin("s", "k", t.Key))
-	staged := fmt.Sprintf(`SELECT %s FROM pg_temp.ibex_s s WHERE EXISTS (SELECT 1 FROM pg_temp.ibex_k k WHERE %s) ORDER BY %s`,
-		catalog.QuoteCols("s.", t.Cols), catalog.KeyJoin("s", "k", t.Key), catalog.QuoteCols("s.", t.Key))
-	returning, nReplaced := replacedCount(t, len(sets) > 0)
-	upsert := fmt.Sprintf(`WITH w AS (INSERT INTO %s AS t (%s) OVERRIDING SYSTEM VALUE %s ON CONFLICT (%s) %s %s)
-SELECT count(*), %s, (%s) FROM w`, id, cols, staged, catalog.QuoteCols("", t.Key), onConflict, returning, nReplaced, nStaged)
+	// dropping some would leave the receiver in a state no source had). The rows there
+	// are updated in place, then the others inserted: an UPDATE joined to the staged rows
+	// costs less than INSERT ... ON CONFLICT DO UPDATE row by row (no speculative insert,
+	// no separate row lock), and an application transaction waiting on one of those rows
+	// still finds the new version and applies its change on top.
+	inK := fmt.Sprintf(`EXISTS (SELECT 1 FROM pg_temp.ibex_k k WHERE %s)`, catalog.KeyJoin("s", "k", t.Key))
+	nStaged := fmt.Sprintf(`SELECT count(*) FROM pg_temp.ibex_s s WHERE %s`, inK)
+	update := `SELECT 0 WHERE false` // nothing to set: the key is the row
+	if len(sets) > 0 {
+		update = fmt.Sprintf(`UPDATE %s t SET %s FROM pg_temp.ibex_s s WHERE %s AND %s`, id, strings.Join(sets, ", "), catalog.KeyJoin("t", "s", t.Key), inK)
+	}
+	upsert := update + "; " + fmt.Sprintf(`WITH w AS (INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM pg_temp.ibex_s s WHERE %s AND NOT EXISTS (SELECT 1 FROM %s t WHERE %s) ORDER BY %s RETURNING 1)
+SELECT count(*), (%s) FROM w`, id, cols, catalog.QuoteCols("s.", t.Cols), inK, id, catalog.KeyJoin("t", "s", t.Key), catalog.QuoteCols("s.", t.Key), nStaged)
+	staged := fmt.Sprintf(`SELECT %s FROM pg_temp.ibex_s s WHERE %s ORDER BY %s`, catalog.QuoteCols("s.", t.Cols), inK, catalog.QuoteCols("s.", t.Key))
 	// When the upsert cannot be used (rows swap the values of another unique column, which
 	// a row-by-row update trips over), delete the keys and insert the rows instead.
 	replace := fmt.Sprintf(`DELETE FROM %s t USING %s k WHERE %s`, id, orderedKeys("pg_temp.ibex_k", t.Key), catalog.KeyJoin("t", "k", t.Key))
@@ -97,20 +100,22 @@ SELECT count(*), %s, (%s) FROM w`, id, cols, staged, catalog.QuoteCols("", t.Key
 		} else if err != nil {
 			return 0, 0, err
 		} else {
-			// res: SAVEPOINT, upsert, then rest.
-			if written, err = scalar(res[1], 0); err != nil {
+			// res: SAVEPOINT, update, insert, then rest.
+			var inserted int64
+			if inserted, err = scalar(res[2], 0); err != nil {
 				return 0, 0, err
 			}
-			if replaced, err = scalar(res[1], 1); err != nil {
+			if want, err = scalar(res[2], 1); err != nil {
 				return 0, 0, err
 			}
-			if want, err = scalar(res[1], 2); err != nil {
-				return 0, 0, err
-			}
+			replaced = res[1].CommandTag.RowsAffected()
+			written = replaced + inserted
 			if len(sets) == 0 {
-				want = written // DO NOTHING: a row already there is left as it is
+				// Every column is the key (or generated): a row already there is left
+				// as it is.
+				replaced, want = 0, inserted
 			}
-			res = res[2:]
+			res = res[3:]
 		}
 		// res: DROP, CREATE (gone), SET, SET, DELETE, SET, SET, check
 		if len(res) != 8 {
