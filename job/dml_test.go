@@ -167,7 +167,7 @@ func (l *logCounter) checkBatches(t *testing.T, batchSize, minBatches, wantKeys 
 	var total int64
 	for _, k := range l.keys {
 		total += k
-		if k > 2*batchSize {
+		if k > batchSize*3/2 {
 			t.Errorf("a batch of %d keys with BatchSize %d", k, batchSize)
 		}
 	}

@@ -144,7 +144,7 @@ func (r *runner) keyRanges(ctx context.Context, t *table, nb int, kind keyKind) 
 	qs := make([][]*string, len(r.members))
 	sqls := make([]string, len(r.members))
 	for _, a := range srcs {
-		sqls[a.idx] = capture.KeyQuantiles(t.change, t.keyCols[0], nb, a.snap, r.watermarks(a))
+		sqls[a.idx] = capture.KeyQuantiles(t.change, t.keyCols[0], quantilePoints(nb), a.snap, r.watermarks(a))
 	}
 	errs := r.each(srcs, func(a *member) error {
 		return a.conn.QueryRow(ctx, sqls[a.idx]).Scan(&counts[a.idx], &qs[a.idx])
@@ -159,7 +159,7 @@ func (r *runner) keyRanges(ctx context.Context, t *table, nb int, kind keyKind) 
 		if counts[a.idx] == 0 {
 			continue
 		}
-		w := float64(counts[a.idx]) / float64(nb)
+		w := float64(counts[a.idx]) / float64(quantilePoints(nb))
 		for _, q := range qs[a.idx] {
 			if q == nil {
 				continue
@@ -178,6 +178,12 @@ func (r *runner) keyRanges(ctx context.Context, t *table, nb int, kind keyKind) 
 	}
 	return splitPoints(points, total, nb, kind), nil
 }
+
+// quantilePoints is how many keys keyRanges samples from each source to cut nb ranges:
+// four per range, so that the ranges of several sources' keys, merged, stay within about a
+// quarter of a range of equal (one point per range gave up to twice the batch budget when
+// the sources changed disjoint ranges), at most 1024.
+func quantilePoints(nb int) int { return min(4*nb, 1024) }
 
 // keyPoint is a quantile of one source's pending keys, weighing that source's share of
 // the changes.

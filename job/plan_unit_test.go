@@ -28,6 +28,19 @@ func appendInt(b []byte, v int64) []byte {
 	return append(b, byte('0'+v%10))
 }
 
+// disjoint returns the points of n sources that each changed its own range of per keys (1
+// to per, per+1 to 2*per, ...), each sampling k keys at the fractions 1/k to k/k.
+func disjoint(n int, per int64, k int) []keyPoint {
+	var ps []keyPoint
+	for s := range int64(n) {
+		for i := 1; i <= k; i++ {
+			v := s*per + per*int64(i)/int64(k)
+			ps = append(ps, keyPoint{v: itoa(v), n: v, w: float64(per) / float64(k)})
+		}
+	}
+	return ps
+}
+
 func TestSplitPoints(t *testing.T) {
 	for _, c := range []struct {
 		name   string
@@ -45,12 +58,14 @@ func TestSplitPoints(t *testing.T) {
 		{"negative keys", intPoints(100, -5, -300, 7), 400, 4, integerKey, []string{"-300", "-5", "7"}},
 		// A key that holds most changes: bounds never repeat, so fewer batches.
 		{"repeated quantiles", intPoints(100, 5, 5, 5), 400, 4, integerKey, []string{"5"}},
-		// Two sources, one with three times the changes (a: 300 changes, quantiles 10 20 30
-		// at weight 75 each; b: 100 changes, quantiles 1000 2000 3000 at weight 25): a bound
-		// falls where the accumulated weight passes each nb-th of the total. (Each source's
-		// points weigh (nb-1)/nb of its changes, so the last bound comes late: the ranges
-		// are about 150, 75, 150 and 25 changes, within a factor of two of equal.)
+		// Two sources, one with three times the changes (a: 300 changes, points 10 20 30
+		// at weight 75 each; b: 100 changes, points 1000 2000 3000 at weight 25): a bound
+		// falls where the accumulated weight passes each nb-th of the total.
 		{"weighted sources", append(intPoints(75, 10, 20, 30), intPoints(25, 1000, 2000, 3000)...), 400, 4, integerKey, []string{"20", "30", "3000"}},
+		// Four sources that changed disjoint quarters of 1..100000, two batches: each
+		// sends quantilePoints(2) = 8 keys (the ends of its eighths, its largest last),
+		// each weighing 25000/8. The bound is where half the changes end: 50000.
+		{"disjoint sources", disjoint(4, 25000, quantilePoints(2)), 100000, 2, integerKey, []string{"50000"}},
 		{"uuid", []keyPoint{{v: "b0000000-0000-0000-0000-000000000000", w: 50}, {v: "30000000-0000-0000-0000-000000000000", w: 50}}, 100, 2, uuidKey,
 			[]string{"'30000000-0000-0000-0000-000000000000'::uuid"}},
 	} {

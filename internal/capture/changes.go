@@ -173,11 +173,13 @@ func CounterAsOf(alias, late string, keys []string, i int, col, typ string) stri
 	return fmt.Sprintf(`CASE WHEN %[1]s IS NULL THEN %[2]s ELSE (coalesce(%[2]s, 0) - %[1]s::numeric)::%[3]s END`, l, v, typ)
 }
 
-// KeyQuantiles splits the pending change rows of changeTable, whose key is the one column
-// key, in n ranges of about equal numbers of rows: it returns one row of the number of
-// pending rows and the n-1 bounds (percentile_disc of the key, as text[]).
+// KeyQuantiles samples the distribution of the pending change rows of changeTable, whose
+// key is the one column key: it returns one row of the number of pending rows and n keys
+// (percentile_disc of the key, as text[]) at the fractions 1/n, 2/n, ..., n/n of them (the
+// last is the largest key), so that each marks the end of a range holding about 1/n of the
+// rows.
 func KeyQuantiles(changeTable, key string, n int, snapshot string, watermarks []string) string {
-	fracs := make([]string, max(n-1, 0))
+	fracs := make([]string, max(n, 0))
 	for i := range fracs {
 		fracs[i] = strconv.FormatFloat(float64(i+1)/float64(n), 'f', -1, 64)
 	}

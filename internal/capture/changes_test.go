@@ -46,9 +46,9 @@ func TestStatements(t *testing.T) {
 		{"SnapshotAndCounts none", capture.SnapshotAndCounts(nil, nil),
 			`SELECT x.s::text, ARRAY[]::int8[], ARRAY[]::int8[] FROM (SELECT pg_current_snapshot() AS s) x`},
 		{"KeyQuantiles", capture.KeyQuantiles(ct, "id", 4, snap, []string{wm1}),
-			`SELECT count(*), percentile_disc(ARRAY[0.25,0.5,0.75]::float8[]) WITHIN GROUP (ORDER BY d."id")::text[] FROM "ibex"."s.public.t" d WHERE ` + pending + ` AND d."$op" <> 't'`},
+			`SELECT count(*), percentile_disc(ARRAY[0.25,0.5,0.75,1]::float8[]) WITHIN GROUP (ORDER BY d."id")::text[] FROM "ibex"."s.public.t" d WHERE ` + pending + ` AND d."$op" <> 't'`},
 		{"KeyQuantiles thirds", capture.KeyQuantiles(ct, `we"ird`, 3, snap, []string{""}),
-			`SELECT count(*), percentile_disc(ARRAY[0.3333333333333333,0.6666666666666666]::float8[]) WITHIN GROUP (ORDER BY d."we""ird")::text[] FROM "ibex"."s.public.t" d WHERE pg_visible_in_snapshot(d."$txid", '10:20:12,15') AND d."$op" <> 't'`},
+			`SELECT count(*), percentile_disc(ARRAY[0.3333333333333333,0.6666666666666666,1]::float8[]) WITHIN GROUP (ORDER BY d."we""ird")::text[] FROM "ibex"."s.public.t" d WHERE pg_visible_in_snapshot(d."$txid", '10:20:12,15') AND d."$op" <> 't'`},
 		{"KeyRead hash bucket", capture.KeyRead(ct, []string{"a", "b"}, snap, []string{wm1, ""}, `(hashtextextended(ROW(d."a", d."b")::text, 0) & 9223372036854775807) % 4 = 1`, false, nil, false),
 			`COPY (SELECT (array_agg(d."a"))[1], (array_agg(d."b"))[1], (extract(epoch FROM max(d."$at")) * 1000000)::bigint, coalesce(min(d."$at") FILTER (WHERE d."$op" = 'i') = min(d."$at"), false), coalesce(max(d."$at") FILTER (WHERE d."$op" = 'd') = max(d."$at"), false), bool_or(NOT pg_visible_in_snapshot(d."$txid", '5:9:6')), true FROM "ibex"."s.public.t" d ` +
 				`WHERE pg_visible_in_snapshot(d."$txid", '10:20:12,15') AND (hashtextextended(ROW(d."a", d."b")::text, 0) & 9223372036854775807) % 4 = 1 AND d."$op" <> 't' GROUP BY d."a"::text, d."b"::text) TO STDOUT`},

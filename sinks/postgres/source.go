@@ -30,7 +30,7 @@ func (s *Sink) dropLate(ctx context.Context, t *sinks.Table) ([]string, error) {
 	return late, nil
 }
 
-// applySource writes the staged rows into a source's table: an upsert for rows the winner
+// applySource writes the staged rows into a source's table: an update of the rows there and an insert of the others for rows the winner
 // has, a delete for keys it no longer has. Under a savepoint, it then checks that the
 // application changed none of those keys between dropLate and the writes (the writes hold
 // the rows now); if it did, it rolls back to the savepoint, leaves those keys out and
@@ -64,10 +64,10 @@ func (s *Sink) applySource(ctx context.Context, t *sinks.Table) (int64, int64, e
 	if len(sets) > 0 {
 		update = fmt.Sprintf(`UPDATE %s t SET %s FROM pg_temp.ibex_s s WHERE %s AND %s`, id, strings.Join(sets, ", "), catalog.KeyJoin("t", "s", t.Key), inK)
 	}
-	upsert := update + "; " + fmt.Sprintf(`WITH w AS (INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM pg_temp.ibex_s s WHERE %s AND NOT EXISTS (SELECT 1 FROM %s t WHERE %s) ORDER BY %s RETURNING 1)
+	write := update + "; " + fmt.Sprintf(`WITH w AS (INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM pg_temp.ibex_s s WHERE %s AND NOT EXISTS (SELECT 1 FROM %s t WHERE %s) ORDER BY %s RETURNING 1)
 SELECT count(*), (%s) FROM w`, id, cols, catalog.QuoteCols("s.", t.Cols), inK, id, catalog.KeyJoin("t", "s", t.Key), catalog.QuoteCols("s.", t.Key), nStaged)
 	staged := fmt.Sprintf(`SELECT %s FROM pg_temp.ibex_s s WHERE %s ORDER BY %s`, catalog.QuoteCols("s.", t.Cols), inK, catalog.QuoteCols("s.", t.Key))
-	// When the upsert cannot be used (rows swap the values of another unique column, which
+	// When the update cannot be done (rows swap the values of another unique column, which
 	// a row-by-row update trips over), delete the keys and insert the rows instead.
 	replace := fmt.Sprintf(`DELETE FROM %s t USING %s k WHERE %s`, id, orderedKeys("pg_temp.ibex_k", t.Key), catalog.KeyJoin("t", "k", t.Key))
 	insert := fmt.Sprintf(`WITH w AS (INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE %s RETURNING 1) SELECT count(*), (%s) FROM w`, id, cols, staged, nStaged)
@@ -75,12 +75,12 @@ SELECT count(*), (%s) FROM w`, id, cols, catalog.QuoteCols("s.", t.Cols), inK, i
 		catalog.QuoteCols("k.", t.Key), catalog.KeyJoin("s", "k", t.Key))
 	del := fmt.Sprintf(`DELETE FROM %s t USING %s k WHERE %s`, id, orderedKeys("pg_temp.ibex_gone", t.Key), catalog.KeyJoin("t", "k", t.Key))
 	check := capture.CountLateChanges("pg_temp.ibex_k", s.src.ChangeTable(t), t.Key, s.src.Snapshot)
-	// The rest after the upsert: delete the keys the winner no longer has, then count the
+	// The rest after the writes: delete the keys the winner no longer has, then count the
 	// keys the application changed meanwhile.
 	rest := gone + "; " + indexed(del) + "; " + check
 	for attempt := 0; ; attempt++ {
 		var written, replaced, deleted, changed, want int64
-		res, err := dbconn.ExecAll(ctx, s.conn, `SAVEPOINT ibex_apply; `+upsert+`; `+rest)
+		res, err := dbconn.ExecAll(ctx, s.conn, `SAVEPOINT ibex_apply; `+write+`; `+rest)
 		if isCode(err, uniqueViolation) {
 			if _, err := s.conn.Exec(ctx, `ROLLBACK TO SAVEPOINT ibex_apply`); err != nil {
 				return 0, 0, err
