@@ -30,8 +30,8 @@ func (s *Sink) dropLate(ctx context.Context, t *sinks.Table) ([]string, error) {
 	return late, nil
 }
 
-// applySource writes the staged rows into a source's table: an update of the rows there and an insert of the others for rows the winner
-// has, a delete for keys it no longer has. Under a savepoint, it then checks that the
+// applySource writes the staged rows into a source's table: the rows it holds are
+// updated and the others inserted, the keys the winner no longer has deleted. Under a savepoint, it then checks that the
 // application changed none of those keys between dropLate and the writes (the writes hold
 // the rows now); if it did, it rolls back to the savepoint, leaves those keys out and
 // writes again. It returns rows written and rows deleted or replaced.
