@@ -200,6 +200,9 @@ END;
 		// transaction keeps deadlocking with pgbench's, stops receiving in a run under this
 		// load (it catches up later); anything else is a failure.
 		if err != nil {
+			if res == nil {
+				t.Fatalf("run under load: %v", err)
+			}
 			for db, why := range res.Skipped {
 				if !strings.Contains(why, "the application keeps changing the rows being applied") && !strings.Contains(why, "(after 4 attempts)") {
 					t.Fatalf("run under load: db %s skipped: %s (%s)", db, why, res.Summary())
