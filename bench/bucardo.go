@@ -13,22 +13,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 )
-
-// pgMajor is the PostgreSQL major version of the PL/Perl package Bucardo needs.
-const pgMajor = "15"
 
 // Bucardo names, as in its 2011 demo.
 const (
@@ -37,164 +30,56 @@ const (
 	bucGroup = "tgroup"
 )
 
-// bucardoTools reports what is missing to run Bucardo ("" when nothing): the bucardo
+// bucardoTools reports what is missing to run Bucardo (empty: nothing): the bucardo
 // CLI, the PostgreSQL pgMajor server binaries and its PL/Perl.
-func bucardoTools() (missing []string, bin string) {
+func bucardoTools() (missing []string) {
 	if _, err := exec.LookPath("bucardo"); err != nil {
 		missing = append(missing, "bucardo")
 	}
-	bin = filepath.Join("/usr/lib/postgresql", pgMajor, "bin")
-	if _, err := os.Stat(filepath.Join(bin, "initdb")); err != nil {
-		missing = append(missing, "postgresql-"+pgMajor+" server binaries ("+bin+")")
+	if m := missingServer(); m != "" {
+		missing = append(missing, m)
 	}
 	if _, err := os.Stat(filepath.Join("/usr/lib/postgresql", pgMajor, "lib", "plperl.so")); err != nil {
 		missing = append(missing, "postgresql-plperl-"+pgMajor)
 	}
-	return missing, bin
+	return missing
 }
 
 // installBucardo runs apt-get install -y bucardo postgresql-plperl-15, with PL/Perl
 // pinned to the installed server version so that apt does not upgrade the running
 // server as a side effect.
 func installBucardo(ctx context.Context) error {
-	if os.Geteuid() != 0 {
-		return errors.New("-bucardo install needs root (apt-get install)")
-	}
-	plperl := "postgresql-plperl-" + pgMajor
-	if v, err := exec.CommandContext(ctx, "dpkg-query", "-W", "-f=${Version}", "postgresql-"+pgMajor).Output(); err == nil && len(bytes.TrimSpace(v)) > 0 {
-		plperl += "=" + string(bytes.TrimSpace(v))
-	}
-	args := []string{"install", "-y", "bucardo", plperl}
-	progress("bucardo: apt-get %s", strings.Join(args, " "))
-	run := func(args ...string) ([]byte, error) {
-		cmd := exec.CommandContext(ctx, "apt-get", args...)
-		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
-		return cmd.CombinedOutput()
-	}
-	out, err := run(args...)
-	if err != nil {
-		progress("bucardo: apt-get install failed; apt-get update, then again")
-		if uo, uerr := run("update"); uerr != nil {
-			return fmt.Errorf("apt-get update: %w\n%s", uerr, tail(uo, 2000))
-		}
-		if out, err = run(args...); err != nil {
-			return fmt.Errorf("apt-get %s: %w\n%s", strings.Join(args, " "), err, tail(out, 2000))
-		}
-	}
-	return nil
+	return aptInstall(ctx, "bucardo", "bucardo", pinnedToServer(ctx, "postgresql-plperl-"+pgMajor))
 }
 
-// bucCluster is the private cluster and Bucardo's files, all under dir.
+// bucCluster is the private cluster and Bucardo's files, all under its directory.
 type bucCluster struct {
-	dir, data, sock, rc, piddir, logdir string
-	bin                                 string
-	port                                int
-	cred                                *syscall.Credential
-	started                             bool
-	db                                  *env // the harness's helpers, pointed at this cluster
-}
-
-// command runs a program as the cluster's OS user, in its own process group (a Ctrl-C
-// reaches the harness, which then stops Bucardo and the cluster cleanly), with a clean
-// environment naming the private cluster.
-func (c *bucCluster) command(ctx context.Context, name string, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Dir = c.dir
-	var env []string
-	for _, e := range os.Environ() {
-		if !strings.HasPrefix(e, "PG") && !strings.HasPrefix(e, "HOME=") && !strings.HasPrefix(e, "PATH=") {
-			env = append(env, e)
-		}
-	}
-	cmd.Env = append(env, "HOME="+filepath.Join(c.dir, "home"), "PGHOST="+c.sock, "PGPORT="+strconv.Itoa(c.port), "PGUSER=postgres",
-		"PATH="+c.bin+":/usr/local/bin:/usr/bin:/bin")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: c.cred}
-	return cmd
-}
-
-func (c *bucCluster) run(ctx context.Context, name string, args ...string) (string, error) {
-	out, err := c.command(ctx, name, args...).CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("%s %s: %w\n%s", filepath.Base(name), strings.Join(args, " "), err, tail(out, 3000))
-	}
-	return string(out), nil
+	*privCluster
+	rc, piddir string
 }
 
 func (c *bucCluster) bucardo(ctx context.Context, args ...string) (string, error) {
 	return c.run(ctx, "bucardo", append([]string{"--bucardorc", c.rc}, args...)...)
 }
 
-// settingsToCopy are the server settings the private cluster takes from the harness's
-// server, so that Bucardo works on the same configuration as ibex.
-var settingsToCopy = []string{"shared_buffers", "fsync", "synchronous_commit", "full_page_writes", "wal_buffers", "max_wal_size",
-	"min_wal_size", "checkpoint_timeout", "checkpoint_completion_target", "work_mem", "maintenance_work_mem", "effective_cache_size",
-	"autovacuum", "jit", "random_page_cost"}
-
-// newBucCluster creates and starts the private cluster.
-func newBucCluster(ctx context.Context, main *env, bin string) (*bucCluster, error) {
-	dir, err := os.MkdirTemp("", "ibex-bench-bucardo-")
-	if err != nil {
+// newBucCluster creates and starts the private cluster and writes Bucardo's rc file.
+func newBucCluster(ctx context.Context, main *env) (*bucCluster, error) {
+	pc, err := newPrivCluster(ctx, main, "bucardo", "ibex-bench-bucardo-", nil)
+	if pc == nil {
 		return nil, err
 	}
-	c := &bucCluster{dir: dir, data: filepath.Join(dir, "data"), sock: filepath.Join(dir, "sock"), rc: filepath.Join(dir, "bucardorc"),
-		piddir: filepath.Join(dir, "run"), logdir: filepath.Join(dir, "log"), bin: bin}
-	uid, gid := os.Getuid(), os.Getgid()
-	if os.Geteuid() == 0 {
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			return c, fmt.Errorf("running as root, the cluster needs the unprivileged OS user postgres: %w", err)
-		}
-		uid, _ = strconv.Atoi(u.Uid)
-		gid, _ = strconv.Atoi(u.Gid)
-		c.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
-	}
-	for _, d := range []string{dir, filepath.Join(dir, "home"), c.sock, c.piddir, c.logdir} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return c, err
-		}
-		if err := os.Chown(d, uid, gid); err != nil {
-			return c, err
-		}
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	c := &bucCluster{privCluster: pc, rc: filepath.Join(pc.dir, "bucardorc")}
 	if err != nil {
 		return c, err
 	}
-	c.port = l.Addr().(*net.TCPAddr).Port
-	_ = l.Close()
-	progress("bucardo: initdb of a private cluster in %s (as OS user uid %d)", dir, uid)
-	if _, err := c.run(ctx, filepath.Join(bin, "initdb"), "-D", c.data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8",
-		"--no-sync", "--no-instructions"); err != nil {
+	if c.piddir, err = c.mkdir("run"); err != nil {
 		return c, err
 	}
-	conf := fmt.Sprintf("port = %d\nlisten_addresses = ''\nunix_socket_directories = '%s'\n", c.port, c.sock)
-	for _, name := range settingsToCopy {
-		var v string
-		if err := main.admin.QueryRow(ctx, `SELECT current_setting($1)`, name).Scan(&v); err == nil {
-			conf += fmt.Sprintf("%s = '%s'\n", name, strings.ReplaceAll(v, "'", "''"))
-		}
-	}
-	if err := os.WriteFile(filepath.Join(c.data, "postgresql.auto.conf"), []byte(conf), 0o600); err != nil {
-		return c, err
-	}
-	if err := os.Chown(filepath.Join(c.data, "postgresql.auto.conf"), uid, gid); err != nil {
-		return c, err
-	}
-	if _, err := c.run(ctx, filepath.Join(bin, "pg_ctl"), "start", "-w", "-t", "60", "-D", c.data, "-l", filepath.Join(c.logdir, "postgres.log")); err != nil {
-		b, _ := os.ReadFile(filepath.Join(c.logdir, "postgres.log"))
-		return c, fmt.Errorf("%w\n%s", err, tail(b, 2000))
-	}
-	c.started = true
 	rc := fmt.Sprintf("dbhost = %s\ndbport = %d\ndbname = bucardo\ndbuser = bucardo\npiddir = %s\nlogdest = %s\n", c.sock, c.port, c.piddir, c.logdir)
 	if err := os.WriteFile(c.rc, []byte(rc), 0o644); err != nil {
-		return c, err
+		return c, fmt.Errorf("writing %s: %w", c.rc, err)
 	}
-	_ = os.Chown(c.rc, uid, gid)
-	c.db = &env{host: c.sock, port: strconv.Itoa(c.port), user: "postgres", tmp: dir}
-	c.db.admin, err = pgx.Connect(ctx, c.db.conninfo("postgres"))
-	if err != nil {
-		return c, fmt.Errorf("connecting to the private cluster: %w", err)
-	}
+	_ = os.Chown(c.rc, c.uid, c.gid)
 	return c, nil
 }
 
@@ -253,21 +138,10 @@ func (c *bucCluster) stopBucardo() {
 
 // destroy stops Bucardo and the cluster and removes the directory.
 func (c *bucCluster) destroy() {
-	c.stopBucardo()
-	if c.db != nil && c.db.admin != nil {
-		_ = c.db.admin.Close(context.Background())
+	if c.piddir != "" {
+		c.stopBucardo()
 	}
-	if c.started {
-		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-		defer cancel()
-		if _, err := c.run(ctx, filepath.Join(c.bin, "pg_ctl"), "stop", "-w", "-t", "60", "-m", "fast", "-D", c.data); err != nil {
-			progress("bucardo: stopping the private cluster: %v; immediate mode", err)
-			_, _ = c.run(ctx, filepath.Join(c.bin, "pg_ctl"), "stop", "-w", "-t", "20", "-m", "immediate", "-D", c.data)
-		}
-	}
-	if err := os.RemoveAll(c.dir); err != nil {
-		progress("bucardo: removing %s: %v", c.dir, err)
-	}
+	c.privCluster.destroy()
 }
 
 // bucRun is one Bucardo kick.
@@ -446,8 +320,8 @@ func (b *bench) bucardoRepeat(ctx context.Context, c *bucCluster, label string) 
 
 // bucardoMeasure runs Bucardo for every repeat; it returns the runs that converged and
 // the first failure (then it stops).
-func (b *bench) bucardoMeasure(ctx context.Context, bin string) ([]bucRun, error) {
-	c, err := newBucCluster(ctx, b.env, bin)
+func (b *bench) bucardoMeasure(ctx context.Context) ([]bucRun, error) {
+	c, err := newBucCluster(ctx, b.env)
 	if c != nil {
 		defer func() {
 			progress("bucardo: stopping Bucardo and the private cluster, removing %s", c.dir)
@@ -476,7 +350,7 @@ func (b *bench) bucardoMeasure(ctx context.Context, bin string) ([]bucRun, error
 func (b *bench) bucardo(ctx context.Context) {
 	sec := "bucardo"
 	mode := b.cfg.bucardoMode
-	missing, bin := bucardoTools()
+	missing := bucardoTools()
 	if mode == "install" && len(missing) > 0 {
 		if err := installBucardo(ctx); err != nil {
 			b.rep.fail("bucardo: installing Bucardo (apt-get install): %v", err)
@@ -484,7 +358,7 @@ func (b *bench) bucardo(ctx context.Context) {
 			b.bucardoReference(sec, "")
 			return
 		}
-		missing, bin = bucardoTools()
+		missing = bucardoTools()
 	}
 	if mode == "off" || len(missing) > 0 {
 		how := "-bucardo off"
@@ -494,7 +368,7 @@ func (b *bench) bucardo(ctx context.Context) {
 		b.bucardoReference(sec, how)
 		return
 	}
-	runs, err := b.bucardoMeasure(ctx, bin)
+	runs, err := b.bucardoMeasure(ctx)
 	if err != nil {
 		var se *stepError
 		stepName := "Bucardo"
