@@ -5,7 +5,7 @@
 // -bucardo install), it also runs Bucardo on the seed workload in a private throwaway
 // cluster and reports ibex's ratio to it. See bench/README.md.
 //
-//	go run ./bench [-quick] [-repeats N] [-sections seed,floor,capture,counters,growth,backlog,sinks,compare] [-bucardo auto|install|off] ...
+//	go run ./bench [-quick] [-repeats N] [-sections seed,floor,capture,counters,growth,backlog,sinks,compare,peers] [-bucardo auto|install|off] [-peers auto|install|off] ...
 //
 // Every database it creates is named ibex_bench_* and is dropped at the end unless -keep.
 package main
@@ -58,9 +58,15 @@ type config struct {
 	compareScale   int
 	compareDiffs   int
 	compareRepeats int
+	peersMode      string
+	peersRepeats   int
+	peersTx        int
+	peersRows      int
+	peersRate      int
+	peersSeconds   int
 }
 
-var allSections = []string{"seed", "floor", "bucardo", "small", "capture", "counters", "growth", "backlog", "sinks", "compare"}
+var allSections = []string{"seed", "floor", "bucardo", "small", "capture", "counters", "growth", "backlog", "sinks", "compare", "peers"}
 
 // allSinks are the sink types the sinks section knows, in its order.
 var allSinks = []string{"mariadb", "sqlite", "redis", "flatfile"}
@@ -93,6 +99,13 @@ func parseFlags(args []string) (*config, error) {
 	fs.IntVar(&c.compareScale, "compare-scale", 10, "pgbench scale of the compare section's 3 dbs (100,000 accounts rows each)")
 	fs.IntVar(&c.compareDiffs, "compare-diffs", 100, "rows made to differ behind ibex's back in the compare section")
 	fs.IntVar(&c.compareRepeats, "compare-repeats", 3, "repeats of the compare section")
+	fs.StringVar(&c.peersMode, "peers", "auto", "peers section (not in the default sections; -sections peers): auto (pglogical measured when postgresql-"+pgMajor+
+		"-pglogical is installed), install (apt-get install -y postgresql-"+pgMajor+"-pglogical first when missing; needs root), off (native logical replication and ibex only)")
+	fs.IntVar(&c.peersRepeats, "peers-repeats", 2, "repeats of the peers section (each system measured once per repeat)")
+	fs.IntVar(&c.peersTx, "peers-tx", 20000, "pgbench transactions per client (4 clients) of the peers section's transaction backlog")
+	fs.IntVar(&c.peersRows, "peers-rows", 1000000, "changed pgbench_accounts rows of the peers section's row backlog (committed in chunks of 100,000)")
+	fs.IntVar(&c.peersRate, "peers-rate", 200, "pgbench -R of the peers section's steady state")
+	fs.IntVar(&c.peersSeconds, "peers-seconds", 20, "length of the peers section's steady state (pgbench -T)")
 	fs.IntVar(&c.smallKicks, "small-kicks", 41, "timed one-row kicks (and as many empty ones) in the small section")
 	fs.IntVar(&c.captureSeconds, "capture-seconds", 10, "length of each pgbench -T run in the capture section")
 	fs.IntVar(&c.capturePairs, "capture-pairs", 7, "interleaved pairs (without, with capture) per script in the capture section")
@@ -100,7 +113,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&captureScripts, "capture-scripts", "tpcb-like,simple-update", "pgbench built-in scripts of the capture section (each gets its pairs)")
 	fs.BoolVar(&c.keep, "keep", false, "keep the ibex_bench_* databases (those of each section's last repeat)")
 	fs.StringVar(&c.ibexBin, "ibex", "", "use this ibex binary instead of building ./cmd/ibex (e.g. to compare two builds)")
-	fs.BoolVar(&c.quick, "quick", false, "skip the heavy sections (counters, growth, backlog, sinks, compare)")
+	fs.BoolVar(&c.quick, "quick", false, "skip the heavy sections (counters, growth, backlog, sinks, compare, peers)")
 	fs.StringVar(&c.bucardoMode, "bucardo", "auto", "bucardo section: auto (measure Bucardo 5.6 in a private cluster when bucardo and PL/Perl "+pgMajor+
 		" are installed, else print reference figures), install (apt-get install -y bucardo postgresql-plperl-"+pgMajor+" first when missing; needs root), off (reference figures only)")
 	fs.Usage = func() {
@@ -119,7 +132,8 @@ func parseFlags(args []string) (*config, error) {
 	}{{"-scale", c.scale}, {"-tx", c.tx}, {"-sources", c.sources}, {"-repeats", c.repeats}, {"-growth-tx", c.growthTx},
 		{"-growth-repeats", c.growthRepeats}, {"-backlog-rows", c.backlogRows}, {"-backlog-repeats", c.backlogRepeats}, {"-backlog-sources", c.backlogSources},
 		{"-capture-seconds", c.captureSeconds}, {"-small-kicks", c.smallKicks}, {"-capture-pairs", c.capturePairs},
-		{"-compare-scale", c.compareScale}, {"-compare-diffs", c.compareDiffs}, {"-compare-repeats", c.compareRepeats}, {"-sinks-rows", c.sinksRows}, {"-sinks-repeats", c.sinksRepeats}} {
+		{"-compare-scale", c.compareScale}, {"-compare-diffs", c.compareDiffs}, {"-compare-repeats", c.compareRepeats}, {"-sinks-rows", c.sinksRows}, {"-sinks-repeats", c.sinksRepeats},
+		{"-peers-repeats", c.peersRepeats}, {"-peers-tx", c.peersTx}, {"-peers-rows", c.peersRows}, {"-peers-rate", c.peersRate}, {"-peers-seconds", c.peersSeconds}} {
 		if v.n < 1 {
 			return nil, fmt.Errorf("%s must be at least 1", v.name)
 		}
@@ -150,6 +164,11 @@ func parseFlags(args []string) (*config, error) {
 	}
 	if c.growthScript != "simple-update" && c.growthScript != "tpcb-like" {
 		return nil, fmt.Errorf("-growth-script must be simple-update or tpcb-like, not %q", c.growthScript)
+	}
+	switch c.peersMode {
+	case "auto", "install", "off":
+	default:
+		return nil, fmt.Errorf("-peers must be auto, install or off, not %q", c.peersMode)
 	}
 	switch c.bucardoMode {
 	case "auto", "install", "off":
@@ -189,7 +208,7 @@ func parseFlags(args []string) (*config, error) {
 		return nil, errors.New("-growth-scales is empty")
 	}
 	if c.quick {
-		for _, s := range []string{"counters", "growth", "backlog", "sinks", "compare"} {
+		for _, s := range []string{"counters", "growth", "backlog", "sinks", "compare", "peers"} {
 			if c.sections[s] {
 				delete(c.sections, s)
 				progress("-quick: skipping section %s", s)
@@ -275,6 +294,9 @@ func run(cfg *config) int {
 		}
 		fmt.Println()
 	}
+	if cfg.sections["peers"] && b.peersInfo != "" {
+		fmt.Printf("peers:      %s\n", b.peersInfo)
+	}
 	fmt.Printf("            median / min / max over the repeats; ratios are paired per repeat (same run, same dbs)\n")
 	fmt.Println()
 	rep.print(os.Stdout)
@@ -308,6 +330,8 @@ type bench struct {
 	parFloor []float64
 	// sinkInfo names the MariaDB and Redis servers the sinks section used.
 	sinkInfo string
+	// peersInfo describes the peers section's setup.
+	peersInfo string
 }
 
 func (b *bench) runSections(ctx context.Context) error {
@@ -356,6 +380,11 @@ func (b *bench) runSections(ctx context.Context) error {
 	if s["compare"] {
 		if err := b.compareBench(ctx); err != nil {
 			return fmt.Errorf("compare: %w", err)
+		}
+	}
+	if s["peers"] {
+		if err := b.peers(ctx); err != nil {
+			return fmt.Errorf("peers: %w", err)
 		}
 	}
 	return nil

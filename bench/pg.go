@@ -70,6 +70,7 @@ type env struct {
 	admin            *pgx.Conn
 	tmp              string
 	ibexBin          string
+	schedBin         string // the scheduler, once schedulerBin found or built it
 	ibexVersion      string
 	pgVersion        string
 	loadAtStart      string
@@ -200,23 +201,67 @@ func (e *env) buildIbex(ctx context.Context, prebuilt string) error {
 		progress("using the prebuilt ibex %s", p)
 		return e.ibexVersionOf(ctx, "prebuilt "+p)
 	}
+	root, err := moduleRoot(ctx)
+	if err != nil {
+		return err
+	}
+	progress("building ibex (go build ./cmd/ibex)")
+	if e.ibexBin, err = e.goBuild(ctx, root, "ibex"); err != nil {
+		return err
+	}
+	return e.ibexVersionOf(ctx, "built from ./cmd/ibex in "+root)
+}
+
+func isFile(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && !st.IsDir()
+}
+
+// moduleRoot is the directory of the ibex module the bench runs in.
+func moduleRoot(ctx context.Context) (string, error) {
 	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
 	if err != nil {
-		return fmt.Errorf("go env GOMOD: %w", err)
+		return "", fmt.Errorf("go env GOMOD: %w", err)
 	}
 	gomod := strings.TrimSpace(string(out))
 	if gomod == "" || gomod == os.DevNull {
-		return errors.New("run the benchmark from inside the ibex module (make bench)")
+		return "", errors.New("run the benchmark from inside the ibex module (make bench)")
 	}
-	root := filepath.Dir(gomod)
-	progress("building ibex (go build ./cmd/ibex)")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", e.tmp+string(filepath.Separator), "./cmd/ibex")
+	return filepath.Dir(gomod), nil
+}
+
+// goBuild builds ./cmd/<name> of the module in root into the temporary directory and
+// returns the binary's path.
+func (e *env) goBuild(ctx context.Context, root, name string) (string, error) {
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", e.tmp+string(filepath.Separator), "./cmd/"+name)
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("building ibex (go build ./cmd/ibex in %s): %w\n%s", root, err, b)
+		return "", fmt.Errorf("building %s (go build ./cmd/%s in %s): %w\n%s", name, name, root, err, b)
 	}
-	e.ibexBin = filepath.Join(e.tmp, "ibex")
-	return e.ibexVersionOf(ctx, "built from ./cmd/ibex in "+root)
+	return filepath.Join(e.tmp, name), nil
+}
+
+// schedulerBin is the ibex scheduler: the one beside a prebuilt -ibex binary when there is
+// one, else built from ./cmd/scheduler (once).
+func (e *env) schedulerBin(ctx context.Context) (string, error) {
+	if e.schedBin != "" {
+		return e.schedBin, nil
+	}
+	if dir := filepath.Dir(e.ibexBin); dir != e.tmp { // a prebuilt -ibex
+		if beside := filepath.Join(dir, "scheduler"); isFile(beside) {
+			e.schedBin = beside
+			return beside, nil
+		}
+	}
+	root, err := moduleRoot(ctx)
+	if err != nil {
+		return "", err
+	}
+	progress("building the ibex scheduler (go build ./cmd/scheduler)")
+	if e.schedBin, err = e.goBuild(ctx, root, "scheduler"); err != nil {
+		return "", err
+	}
+	return e.schedBin, nil
 }
 
 func (e *env) ibexVersionOf(ctx context.Context, where string) error {
@@ -471,25 +516,47 @@ func (e *env) ibex(ctx context.Context, ctl string, args ...string) (string, err
 }
 
 // setupSync creates control db ctl, installs ibex there and configures sync "bench" over
-// dbs (roles "source" or "target") like the seed demo: add db, add table ... herd=, add
-// dbgroup, add sync (which installs capture on the sources).
+// dbs (roles "source" or "target") of e's server and the pgbench tables, like the seed demo.
 func (e *env) setupSync(ctx context.Context, ctl string, dbs, roles []string) error {
+	members := make([]syncMember, len(dbs))
+	for i, db := range dbs {
+		members[i] = syncMember{dbRef: dbRef{at: e, db: db}, role: roles[i]}
+	}
+	return e.setupSyncOf(ctx, ctl, members, pgbenchTables)
+}
+
+// dbRef is database db of the server that at reaches.
+type dbRef struct {
+	at *env
+	db string
+}
+
+// syncMember is one db of a sync, in a role ("source" or "target").
+type syncMember struct {
+	dbRef
+	role string
+}
+
+// setupSyncOf creates control db ctl on e's server, installs ibex there and configures
+// sync "bench" over members and tables like the seed demo: add db, add table ... herd=,
+// add dbgroup, add sync (which installs capture on the sources), autokick off.
+func (e *env) setupSyncOf(ctx context.Context, ctl string, members []syncMember, tables []tableSpec) error {
 	if err := e.create(ctx, ctl, "", false); err != nil {
 		return err
 	}
 	steps := [][]string{{"install"}}
-	var members []string
-	for i, db := range dbs {
+	var group []string
+	for i, m := range members {
 		name := fmt.Sprintf("t%d", i+1)
-		steps = append(steps, []string{"add", "db", name, "dbname=" + db, "host=" + e.host, "port=" + e.port, "user=" + e.user})
-		members = append(members, name+":"+roles[i])
+		steps = append(steps, []string{"add", "db", name, "dbname=" + m.db, "host=" + m.at.host, "port=" + m.at.port, "user=" + m.at.user})
+		group = append(group, name+":"+m.role)
 	}
 	add := []string{"add", "table"}
-	for _, t := range pgbenchTables {
+	for _, t := range tables {
 		add = append(add, t.name)
 	}
 	steps = append(steps, append(add, "db=t1", "herd=therd"),
-		append([]string{"add", "dbgroup", "tgroup"}, members...),
+		append([]string{"add", "dbgroup", "tgroup"}, group...),
 		[]string{"add", "sync", syncName, "herd=therd", "dbs=tgroup", "autokick=false"})
 	for _, s := range steps {
 		if _, err := e.ibex(ctx, ctl, s...); err != nil {
@@ -582,23 +649,33 @@ func (e *env) fingerprint(ctx context.Context, c *pgx.Conn, table string) (strin
 // converged reports whether every replicated table is identical in all dbs; detail
 // names the tables that differ.
 func (e *env) converged(ctx context.Context, dbs []string) (bool, string, error) {
+	refs := make([]dbRef, len(dbs))
+	for i, db := range dbs {
+		refs[i] = dbRef{at: e, db: db}
+	}
+	return convergedOf(ctx, refs, pgbenchTables)
+}
+
+// convergedOf reports whether tables are identical in all dbs (which may be on different
+// servers); detail names the tables that differ.
+func convergedOf(ctx context.Context, dbs []dbRef, tables []tableSpec) (bool, string, error) {
 	prints := make([][]string, len(dbs))
 	errs := make([]error, len(dbs))
 	var wg sync.WaitGroup
-	for i, db := range dbs {
+	for i, d := range dbs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, err := e.connect(ctx, db)
+			c, err := d.at.connect(ctx, d.db)
 			if err != nil {
 				errs[i] = err
 				return
 			}
 			defer c.Close(context.WithoutCancel(ctx))
-			for _, t := range pgbenchTables {
-				fp, err := e.fingerprint(ctx, c, t.name)
+			for _, t := range tables {
+				fp, err := d.at.fingerprint(ctx, c, t.name)
 				if err != nil {
-					errs[i] = fmt.Errorf("fingerprint of %s in %s: %w", t.name, db, err)
+					errs[i] = fmt.Errorf("fingerprint of %s in %s: %w", t.name, d.db, err)
 					return
 				}
 				prints[i] = append(prints[i], fp)
@@ -610,11 +687,11 @@ func (e *env) converged(ctx context.Context, dbs []string) (bool, string, error)
 		return false, "", err
 	}
 	var bad []string
-	for ti, t := range pgbenchTables {
+	for ti, t := range tables {
 		var per []string
 		same := true
 		for i := range dbs {
-			per = append(per, dbs[i]+"="+prints[i][ti])
+			per = append(per, dbs[i].db+"="+prints[i][ti])
 			same = same && prints[i][ti] == prints[0][ti]
 		}
 		if !same {
