@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -207,6 +208,45 @@ func (c *privCluster) run(ctx context.Context, name string, args ...string) (str
 		return string(out), fmt.Errorf("%s %s: %w\n%s", filepath.Base(name), strings.Join(args, " "), err, tail(out, 3000))
 	}
 	return string(out), nil
+}
+
+// appendToList adds item to the list setting name (ALTER SYSTEM, then a reload) and waits
+// until the server uses it. A server without that setting is left alone (false).
+func (c *privCluster) appendToList(ctx context.Context, name, item string) (bool, error) {
+	var cur string
+	err := c.db.admin.QueryRow(ctx, `SELECT setting FROM pg_settings WHERE name = $1`, name).Scan(&cur)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("reading setting %s: %w", name, err)
+	}
+	var items []string
+	for _, it := range strings.Split(cur, ",") {
+		if it = strings.TrimSpace(it); it == item {
+			return true, nil
+		} else if it != "" {
+			items = append(items, sqlLiteral(it))
+		}
+	}
+	items = append(items, sqlLiteral(item))
+	if _, err := c.db.admin.Exec(ctx, `ALTER SYSTEM SET `+pgx.Identifier{name}.Sanitize()+` = `+strings.Join(items, ", ")); err != nil {
+		return false, fmt.Errorf("ALTER SYSTEM SET %s: %w", name, err)
+	}
+	if _, err := c.db.admin.Exec(ctx, `SELECT pg_reload_conf()`); err != nil {
+		return false, fmt.Errorf("pg_reload_conf(): %w", err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if err := c.db.admin.QueryRow(ctx, `SELECT setting FROM pg_settings WHERE name = $1`, name).Scan(&cur); err != nil {
+			return false, fmt.Errorf("reading setting %s: %w", name, err)
+		}
+		if slices.Contains(strings.Split(strings.ReplaceAll(cur, " ", ""), ","), item) {
+			return true, nil
+		}
+		if time.Now().After(deadline) {
+			return false, fmt.Errorf("%s is still %q 30 s after the reload", name, cur)
+		}
+	}
 }
 
 // logTail is the end of the cluster's server log (for error messages).

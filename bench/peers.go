@@ -25,10 +25,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/ibexrepl/ibex/internal/control"
-	"github.com/ibexrepl/ibex/internal/sqlstate"
 )
 
 const (
@@ -142,6 +140,7 @@ func (p *peerSet) slotState(ctx context.Context, name string, streaming bool) er
 // replicator is one replication system from the source db to the target db.
 type replicator interface {
 	name() string
+	key() string // short, in database names
 	// setup configures replication of peerTables and returns once it runs, with nothing pending.
 	setup(ctx context.Context, p *peerSet) error
 	// pause stops applying changes: they stay pending on the source.
@@ -160,6 +159,7 @@ type replicator interface {
 type nativeLR struct{}
 
 func (nativeLR) name() string { return "logical replication" }
+func (nativeLR) key() string  { return "lr" }
 
 func (nativeLR) setup(ctx context.Context, p *peerSet) error {
 	var tables []string
@@ -217,6 +217,7 @@ type pglogical struct {
 }
 
 func (*pglogical) name() string { return "pglogical" }
+func (*pglogical) key() string  { return "pgl" }
 
 func (g *pglogical) setup(ctx context.Context, p *peerSet) error {
 	for _, st := range []struct {
@@ -244,14 +245,13 @@ func (g *pglogical) setup(ctx context.Context, p *peerSet) error {
 		replication_sets := ARRAY['default'], synchronize_structure := false, synchronize_data := false)`, peerSub, p.srcInfo()); err != nil {
 		return fmt.Errorf("pglogical.create_subscription on %s: %w", p.tgt, err)
 	}
+	var status string
 	err := waitFor(ctx, "the pglogical subscription replicating", peerSettle, 50*time.Millisecond, func(ctx context.Context) (bool, error) {
-		var status, slot string
-		err := p.tgtConn.QueryRow(ctx, `SELECT status, slot_name FROM pglogical.show_subscription_status($1)`, peerSub).Scan(&status, &slot)
-		g.slot = slot
+		err := p.tgtConn.QueryRow(ctx, `SELECT status, slot_name FROM pglogical.show_subscription_status($1)`, peerSub).Scan(&status, &g.slot)
 		return status == "replicating", err
 	})
 	if err != nil {
-		return err
+		return fmt.Errorf("%w (status %q)", err, status)
 	}
 	return p.slotState(ctx, g.slot, true)
 }
@@ -298,6 +298,7 @@ type ibexPeer struct {
 }
 
 func (ibexPeer) name() string { return "ibex" }
+func (ibexPeer) key() string  { return "ibex" }
 
 // setup configures a sync source -> target of peerTables (control database on S) and
 // kicks it once (its first run takes the tables in; native and pglogical are streaming
@@ -319,9 +320,16 @@ func (ibexPeer) pause(context.Context, *peerSet) error { return nil }
 func (ibexPeer) catchUp(ctx context.Context, p *peerSet, _ int) error {
 	kctx, cancel := context.WithTimeout(ctx, peerCatchUpMax)
 	defer cancel()
-	kr, err := p.s.db.kick(kctx, p.ctl)
+	var env []string
+	if debug {
+		env = append(env, "IBEX_LOG_LEVEL=debug")
+	}
+	kr, err := p.s.db.kick(kctx, p.ctl, env...)
 	if err != nil {
 		return err
+	}
+	if debug {
+		progress("  the kick's log:\n%s", kr.stderr)
 	}
 	progress("  ibex kick: sync %.3f s, inserts %d, deletes %d, peak RSS %.1f MiB", secs(kr.sync), kr.inserts, kr.deletes, mib(kr.rssKiB))
 	return nil
@@ -368,6 +376,9 @@ func startScheduler(ctx context.Context, bin, dir string, env []string) (*schedP
 	sp := &schedProc{log: f.Name(), done: make(chan error, 1)}
 	sp.cmd = exec.CommandContext(ctx, bin, "--listen", addr, "--reload", "1s")
 	sp.cmd.Env = env
+	if debug {
+		sp.cmd.Env = append(sp.cmd.Env, "IBEX_LOG_LEVEL=debug")
+	}
 	sp.cmd.Stdout, sp.cmd.Stderr = f, f
 	sp.cmd.Cancel = func() error { return sp.cmd.Process.Signal(syscall.SIGTERM) }
 	sp.cmd.WaitDelay = 30 * time.Second
@@ -414,6 +425,12 @@ func (sp *schedProc) logTail() string {
 
 // stop sends SIGTERM and waits (bounded) for the scheduler to exit.
 func (sp *schedProc) stop() error {
+	if debug {
+		defer func() {
+			b, _ := os.ReadFile(sp.log)
+			progress("  the scheduler's log:\n%s", b)
+		}()
+	}
 	_ = sp.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-sp.done:
@@ -511,6 +528,15 @@ func (b *bench) peers(ctx context.Context) error {
 		}
 	}
 	s, t := clusters[0], clusters[1]
+	if withPgl {
+		// PostgreSQL 15.20's output_plugin_libraries (pgoutput and test_decoding by default)
+		// must name pglogical's output plugin for its slot to be created on the provider.
+		for _, c := range clusters {
+			if _, err := c.appendToList(ctx, "output_plugin_libraries", "pglogical_output"); err != nil {
+				return fmt.Errorf("the %s cluster: %w", c.label, err)
+			}
+		}
+	}
 	scale := b.peersScale()
 	tmpl := prefix + "pr_tmpl"
 	for _, c := range clusters {
@@ -538,13 +564,13 @@ func (b *bench) peers(ctx context.Context) error {
 		}
 		for _, sys := range order {
 			label := fmt.Sprintf("peers repeat %d/%d, %s", r+1, cfg.peersRepeats, sys.name())
-			pr, err := b.peerRepeat(ctx, label, sys, s, t, tmpl)
+			pr, err := b.peerRepeat(ctx, label, sys, s, t, tmpl, fmt.Sprintf("%spr%d_%s_", prefix, r+1, sys.key()))
 			runs[sys.name()][r] = pr
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
 			if err != nil {
 				b.rep.fail("%s: %v", label, err)
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
 			}
 		}
 	}
@@ -572,11 +598,12 @@ func (b *bench) peerTemplate(ctx context.Context, c *privCluster, tmpl string, s
 	return nil
 }
 
-// peerRepeat measures one system once, on fresh copies of the templates: the two
-// backlogs, then the steady state. The databases are dropped at the end, also on failure.
-func (b *bench) peerRepeat(ctx context.Context, label string, sys replicator, s, t *privCluster, tmpl string) (pr peerRun, err error) {
+// peerRepeat measures one system once, on fresh copies of the templates named name+"src"
+// and name+"tgt": the two backlogs, then the steady state. Replication is torn down at the
+// end, also on failure.
+func (b *bench) peerRepeat(ctx context.Context, label string, sys replicator, s, t *privCluster, tmpl, name string) (pr peerRun, err error) {
 	pr = nanRun()
-	p := &peerSet{s: s, t: t, src: prefix + "pr_src", tgt: prefix + "pr_tgt", ctl: prefix + "pr_ctl"}
+	p := &peerSet{s: s, t: t, src: name + "src", tgt: name + "tgt", ctl: name + "ctl"}
 	progress("%s: %s (source cluster) and %s (target cluster) from %s (FILE_COPY)", label, p.src, p.tgt, tmpl)
 	if err := s.db.create(ctx, p.src, tmpl, true); err != nil {
 		return pr, err
@@ -594,6 +621,11 @@ func (b *bench) peerRepeat(ctx context.Context, label string, sys replicator, s,
 	defer func() {
 		if terr := b.peerTeardown(ctx, sys, p); terr != nil && err == nil {
 			err = terr
+		}
+	}()
+	defer func() {
+		if err != nil && ctx.Err() == nil {
+			err = fmt.Errorf("%w\nthe source's server log ends:\n%s\nthe target's server log ends:\n%s", err, s.logTail(1500), t.logTail(1500))
 		}
 	}()
 	progress("%s: setting up replication %s -> %s", label, p.src, p.tgt)
@@ -806,8 +838,10 @@ func (b *bench) peerSteady(ctx context.Context, label string, sys replicator, p 
 	return lat, out.res.tps, nil
 }
 
-// peerTeardown undoes a system's setup and drops its databases; replication slots left on
-// the source for its database are dropped too.
+// peerTeardown undoes a system's setup and ends and drops any replication slot left on the
+// source for its database (one would keep WAL and decode the next system's load). The
+// databases stay until the clusters are removed: pglogical 2.4.2 on PostgreSQL 15 makes a
+// DROP DATABASE wait forever while its supervisor runs (2ndQuadrant/pglogical#399, #418).
 func (b *bench) peerTeardown(ctx context.Context, sys replicator, p *peerSet) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*peerSettle)
 	defer cancel()
@@ -817,33 +851,15 @@ func (b *bench) peerTeardown(ctx context.Context, sys replicator, p *peerSet) er
 	}
 	_ = p.srcConn.Close(ctx)
 	_ = p.tgtConn.Close(ctx)
-	if _, err := p.s.db.admin.Exec(ctx, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = $1 AND active`, p.src); err != nil {
-		errs = append(errs, fmt.Errorf("ending the walsenders of %s: %w", p.src, err))
-	}
-	for _, d := range []dbRef{{p.t.db, p.tgt}, {p.s.db, p.ctl}, {p.s.db, p.src}} {
-		if err := dropBusy(ctx, d); err != nil {
-			errs = append(errs, err)
+	for _, q := range []string{
+		`SELECT pg_terminate_backend(active_pid, 10000) FROM pg_replication_slots WHERE database = $1 AND active`,
+		`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1 AND NOT active`,
+	} {
+		if _, err := p.s.db.admin.Exec(ctx, q, p.src); err != nil {
+			errs = append(errs, fmt.Errorf("removing the replication slots of %s: %s: %w", p.src, q, err))
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// dropBusy drops database d, trying again while it is in use (a walsender or a
-// replication worker that is still going away, an active slot) for at most peerSettle.
-func dropBusy(ctx context.Context, d dbRef) error {
-	var err error
-	for deadline := time.Now().Add(peerSettle); ; {
-		err = d.at.drop(ctx, d.db)
-		var pe *pgconn.PgError
-		if err == nil || !errors.As(err, &pe) || pe.Code != sqlstate.ObjectInUse || time.Now().After(deadline) {
-			break
-		}
-		// An inactive slot left on the source by a failed teardown: DROP DATABASE drops
-		// those itself; an active one is ended here.
-		_, _ = d.at.admin.Exec(ctx, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = $1 AND active`, d.db)
-		time.Sleep(250 * time.Millisecond)
-	}
-	return err
 }
 
 // peersReport adds the section's rows.
