@@ -43,8 +43,8 @@ const (
 	peerCatchUpMax = 30 * time.Minute // one catch-up
 	peerLoadMax    = 30 * time.Minute // one backlog load
 	peerTailMax    = 30 * time.Second // the last steady markers becoming visible
-	// How often the target is polled: for a marker of the steady load, and at the end of a
-	// catch-up (which lasts seconds).
+	// How often the target is polled: for the markers of the steady load, and for the
+	// marker that ends a catch-up (which lasts seconds).
 	peerPoll      = 5 * time.Millisecond
 	peerCatchPoll = 10 * time.Millisecond
 	peerMarkEvery = 100 * time.Millisecond
@@ -150,7 +150,7 @@ type replicator interface {
 	catchUp(ctx context.Context, p *peerSet, mark int) error
 	// follow makes the target follow the source continuously until stop.
 	follow(ctx context.Context, p *peerSet) (stop func() error, err error)
-	// teardown undoes setup (best effort: the databases are dropped next).
+	// teardown undoes setup (best effort: the harness then removes any slot left).
 	teardown(ctx context.Context, p *peerSet) error
 }
 
@@ -529,8 +529,9 @@ func (b *bench) peers(ctx context.Context) error {
 	}
 	s, t := clusters[0], clusters[1]
 	if withPgl {
-		// PostgreSQL 15.20's output_plugin_libraries (pgoutput and test_decoding by default)
-		// must name pglogical's output plugin for its slot to be created on the provider.
+		// Where the server has output_plugin_libraries (this machine's PostgreSQL 15.20 does:
+		// pgoutput and test_decoding by default), it must name pglogical's output plugin,
+		// or the provider refuses to create the subscription's slot.
 		for _, c := range clusters {
 			if _, err := c.appendToList(ctx, "output_plugin_libraries", "pglogical_output"); err != nil {
 				return fmt.Errorf("the %s cluster: %w", c.label, err)
