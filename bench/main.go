@@ -3,7 +3,9 @@
 // time, the raw SQL floor for the same rows, capture overhead on pgbench, growth with table
 // size, a large backlog, the targets that are not PostgreSQL against their own bulk paths) and prints them as one table. With Bucardo 5.6 installed (or
 // -bucardo install), it also runs Bucardo on the seed workload in a private throwaway
-// cluster and reports ibex's ratio to it. See bench/README.md.
+// cluster and reports ibex's ratio to it. -sections peers measures ibex against native
+// logical replication and pglogical, one source -> one target, in two private clusters.
+// See bench/README.md.
 //
 //	go run ./bench [-quick] [-repeats N] [-sections seed,floor,capture,counters,growth,backlog,sinks,compare,peers] [-bucardo auto|install|off] [-peers auto|install|off] ...
 //
