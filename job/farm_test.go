@@ -77,6 +77,7 @@ func TestFarm(t *testing.T) {
 		{"ConflictFunctionReplay", testConflictFunctionReplay},
 		{"ConflictFunction", testConflictFunction},
 		{"OnErrorSkip", testOnErrorSkip},
+		{"OnErrorSkipTargets", testOnErrorSkipTargets},
 		{"ColumnMerge", testColumnMerge},
 		{"Orphans", testOrphans},
 		{"OrphansRestore", testOrphansRestore},

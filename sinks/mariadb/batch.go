@@ -21,12 +21,19 @@ func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) 
 	if err := s.inTx(t); err != nil {
 		return sinks.Prepared{}, err
 	}
-	s.batch = nil
+	s.batch, s.rejected = nil, nil
 	mode, err := s.replaceMode(ctx, t)
 	if err != nil {
 		return sinks.Prepared{}, s.errf(t, "reading the unique indexes of", err)
 	}
 	b := &batch{t: t, conv: newConverter(t, t.Cols)}
+	if s.skip {
+		if err := s.prepareSkipping(ctx, t, b, keys); err != nil {
+			return sinks.Prepared{}, err
+		}
+		s.batch = b
+		return sinks.Prepared{}, nil
+	}
 	if mode == deleteFirst {
 		if b.deleted, err = s.keysDo(ctx, t, keys, deleteKeys); err != nil {
 			return sinks.Prepared{}, s.errf(t, "deleting the keys of", err)
@@ -54,6 +61,9 @@ func (s *Sink) WriteRows(ctx context.Context, t *sinks.Table, r io.Reader) (int6
 	}
 	if b.skipped {
 		return 0, s.errf(t, "writing rows of", errors.New("the table holds rows and was skipped"))
+	}
+	if b.skip != nil {
+		return s.writeSkipping(ctx, t, b, r)
 	}
 	var dups int64
 	if b.keys != nil {
@@ -93,6 +103,9 @@ func (s *Sink) FinishBatch(ctx context.Context, t *sinks.Table) (sinks.Counts, e
 	s.batch = nil
 	if b.skipped {
 		return sinks.Counts{}, nil
+	}
+	if b.skip != nil {
+		return s.finishSkipping(ctx, t, b)
 	}
 	if b.written != b.sent {
 		return sinks.Counts{}, s.errf(t, "writing rows of", &sinks.RowCountError{DB: s.db, Written: b.written, Sent: b.sent})

@@ -2,7 +2,6 @@ package mariadb
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -25,6 +24,9 @@ type rowReader struct {
 	rows int64 // rows converted
 	err  error // the conversion error that ended the stream
 	done bool
+	// spool keeps each line read (on_error=skip: the rows are written again when the
+	// load fails); nil: none.
+	spool *sinks.Spool
 }
 
 func newRowReader(src io.Reader, conv *converter, keys *keySet) *rowReader {
@@ -63,6 +65,12 @@ func (r *rowReader) next() {
 		r.err, r.done = fmt.Errorf("reading rows: %w", err), true
 		return
 	}
+	if r.spool != nil {
+		if err := r.spool.Add(line); err != nil {
+			r.err, r.done = err, true
+			return
+		}
+	}
 	if r.keys != nil {
 		if err := r.keys.take(line); err != nil {
 			r.err, r.done = fmt.Errorf("row %d: %w", r.rows+1, err), true
@@ -86,18 +94,23 @@ func (r *rowReader) next() {
 // the rows deleted too; keys records each row's key. When no row was skipped, any warning
 // (a value clipped or refused) is an error.
 func (s *Sink) load(ctx context.Context, into string, conv *converter, keys *keySet, src io.Reader) (taken, affected int64, err error) {
-	rr := newRowReader(src, conv, keys)
+	return s.loadFrom(ctx, into, newRowReader(src, conv, keys), keys != nil)
+}
+
+// loadFrom is load of the rows rr serves, REPLACE with replace.
+func (s *Sink) loadFrom(ctx context.Context, into string, rr *rowReader, replace bool) (taken, affected int64, err error) {
+	conv := rr.conv
 	s.loads++
 	name := fmt.Sprintf("ibex-%p-%d", s, s.loads)
 	mysql.RegisterReaderHandler(name, func() io.Reader { return rr })
 	defer mysql.DeregisterReaderHandler(name)
-	replace := ""
-	if keys != nil {
-		replace = "REPLACE "
+	how := ""
+	if replace {
+		how = "REPLACE "
 	}
 	q := fmt.Sprintf("LOAD DATA LOCAL INFILE %s %sINTO TABLE %s CHARACTER SET binary "+
 		"FIELDS TERMINATED BY '\\t' ENCLOSED BY '' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' STARTING BY '' %s",
-		literal("Reader::"+name), replace, into, conv.targets())
+		literal("Reader::"+name), how, into, conv.targets())
 	res, err := s.conn.ExecContext(ctx, q)
 	if err != nil {
 		s.drop(err)
@@ -142,7 +155,14 @@ func (s *Sink) warnings(ctx context.Context) error {
 		return err
 	}
 	if len(msgs) > 0 {
-		return errors.New("the rows were refused (LOAD DATA warned: " + strings.Join(msgs, "; ") + ")")
+		return &warnedError{msg: strings.Join(msgs, "; ")}
 	}
 	return nil
+}
+
+// warnedError is LOAD DATA's warnings: a value clipped or refused, a row skipped.
+type warnedError struct{ msg string }
+
+func (e *warnedError) Error() string {
+	return "the rows were refused (LOAD DATA warned: " + e.msg + ")"
 }

@@ -59,6 +59,13 @@ type Sink struct {
 	batch   *batch
 	loads   int64                  // LOAD DATA statements run, for unique reader names
 	modes   map[string]replaceMode // by table (ident), looked up once
+	// skip: on_error=skip (SkipRejected, skip.go); rejected, the rows the last batch left
+	// out; spool, the rows of the batch under way; triggers, whether a table (ident) has
+	// triggers, looked up once.
+	skip     bool
+	rejected []sinks.Rejected
+	spool    sinks.Spool
+	triggers map[string]bool
 }
 
 // batch is the state of the batch (or whole-table copy) under way.
@@ -75,6 +82,8 @@ type batch struct {
 	keys     *keySet
 	existed  int64 // keys of the batch that existed before it, when keys is set
 	replaced int64 // rows REPLACE deleted (a row it replaced by an identical one aside)
+	// skip is the state of a batch under on_error=skip; nil otherwise.
+	skip *skipBatch
 }
 
 // Open connects to the db c describes, within its connect_timeout (default 10 s), and
@@ -138,6 +147,7 @@ func scrub(err error, password string) error {
 // Close rolls back an open unit and closes the connection.
 func (s *Sink) Close() error {
 	s.Rollback(context.Background())
+	_ = s.spool.Close()
 	if s.conn != nil {
 		_ = s.conn.Close()
 		s.conn = nil
