@@ -197,8 +197,8 @@ func (s *Sink) finishSkipping(ctx context.Context, t *sinks.Table, b *batch) (si
 		}
 	}
 	if b.written+refused != b.sent {
-		return sinks.Counts{}, s.errf(t, "writing rows of", fmt.Errorf("%d rows written and %d refused: %w", b.written, refused,
-			&sinks.RowCountError{DB: s.db, Written: b.written + refused, Sent: b.sent}))
+		return sinks.Counts{}, s.errf(t, "writing rows of", fmt.Errorf("%w (%d other rows refused)",
+			&sinks.RowCountError{DB: s.db, Written: b.written, Sent: b.sent - refused}, refused))
 	}
 	if err := s.exec(ctx, `RELEASE SAVEPOINT `+batchSavepoint); err != nil {
 		return sinks.Counts{}, s.errf(t, "finishing the batch of", err)

@@ -33,6 +33,8 @@ type batch struct {
 	written  int64   // rows the INSERTs wrote
 	replaced int64   // rows upd replaced
 	deleted  int64
+	// skip is the state of a batch under on_error=skip; nil otherwise.
+	skip *skipBatch
 }
 
 // PrepareBatch readies a batch of t over keys (key fields as COPY text, tab-separated):
@@ -47,6 +49,10 @@ type batch struct {
 func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) (sinks.Prepared, error) {
 	if err := s.inTx(t); err != nil {
 		return sinks.Prepared{}, err
+	}
+	s.rejected = nil
+	if s.skip {
+		return s.prepareSkipping(ctx, t, keys)
 	}
 	b, err := s.newBatch(ctx, t, true)
 	if err != nil {
@@ -185,6 +191,9 @@ func (s *Sink) WriteRows(ctx context.Context, t *sinks.Table, r io.Reader) (int6
 	if b.skipped {
 		return 0, s.fail(t, "writing rows of", errors.New("the table holds rows and was skipped"))
 	}
+	if b.skip != nil {
+		return s.writeSkipping(ctx, t, b, r)
+	}
 	lines := sinks.NewLineReader(r)
 	args := make([]any, len(b.cols))
 	var taken int64
@@ -272,6 +281,10 @@ func (s *Sink) FinishBatch(ctx context.Context, t *sinks.Table) (sinks.Counts, e
 	b, err := s.current(t)
 	if err != nil {
 		return sinks.Counts{}, s.fail(t, "finishing the batch of", err)
+	}
+	if b.skip != nil {
+		defer s.closeBatch()
+		return s.finishSkipping(ctx, t, b)
 	}
 	s.closeBatch()
 	if b.skipped {

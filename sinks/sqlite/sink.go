@@ -47,6 +47,11 @@ type Sink struct {
 	tx     bool   // the unit's transaction is open
 	failed bool   // a statement of the unit failed: Commit refuses
 	batch  *batch // the batch under way, if any
+	// skip: on_error=skip (SkipRejected, skip.go); rejected, the rows the last batch left
+	// out; spool, the rows of the batch under way.
+	skip     bool
+	rejected []sinks.Rejected
+	spool    sinks.Spool
 }
 
 // Open opens (creating it when missing) the database file of c.Params["path"] and sets
@@ -119,6 +124,7 @@ func open(ctx context.Context, db string, p params, log *slog.Logger) (*Sink, er
 // Close closes the connection (a unit still open is rolled back).
 func (s *Sink) Close() error {
 	s.Rollback(context.Background())
+	_ = s.spool.Close()
 	err := s.conn.Close()
 	if err2 := s.pool.Close(); err == nil {
 		err = err2
