@@ -3,19 +3,24 @@ package job_test
 import (
 	"database/sql"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
 	_ "modernc.org/sqlite" // the driver "sqlite", to set up and read the SQLite target
 
+	"github.com/ibexrepl/ibex/internal/catalog"
 	"github.com/ibexrepl/ibex/internal/control"
+	"github.com/ibexrepl/ibex/internal/ibextest"
 	"github.com/ibexrepl/ibex/job"
 	"github.com/ibexrepl/ibex/sinks"
+	"github.com/ibexrepl/ibex/sinks/targets"
 )
 
 // testOnErrorSkipTargets: on_error=skip on targets that are not PostgreSQL. Two
 // PostgreSQL sources, a MariaDB and an SQLite target whose tables have a CHECK the
-// sources do not have (and, on MariaDB, a varchar(5) column where the sources have text).
+// sources do not have (and, on MariaDB, a varchar(5) column where the sources have text),
+// and a Redis target, which refuses no row (on_error=skip has nothing to skip there).
 // Under on_error=stop a refused row fails the batch on the target that refuses it: that
 // target applies nothing of the run and the run is bad, naming the constraint, while the
 // other source is served. Under on_error=skip every other row is applied there (updates,
@@ -31,13 +36,12 @@ func testOnErrorSkipTargets(t *testing.T, f *farm) {
 	init := `INSERT INTO %s VALUES (1,1,'init'),(2,2,'init'),(3,3,'init'),(4,4,'init'),(5,5,'init'),(6,6,'init'),(7,7,'init'),(8,8,'init'),(9,9,'init'),(10,10,'init')`
 
 	// MariaDB: a CHECK, and a varchar(5) note.
-	var mk targetKind
+	kinds := map[string]targetKind{}
 	for _, k := range targetKinds {
-		if k.name == "mariadb" {
-			mk = k
-		}
+		kinds[k.name] = k
 	}
-	mparams := mk.setup(t)
+	mparams := kinds["mariadb"].setup(t)
+	rparams := kinds["redis"].setup(t)
 	root := mariaRoot(t)
 	mtable := "`" + mparams["dbname"] + "`.`" + flat + "`"
 	for _, q := range []string{
@@ -71,8 +75,64 @@ func testOnErrorSkipTargets(t *testing.T, f *farm) {
 	}
 	c.ibex(add...)
 	c.ibex("add", "db", "xs", "type=sqlite", "path="+spath)
-	c.configure([]string{"item"}, []string{"t1:source", "t2:source", "xm:target", "xs:target"})
+	add = []string{"add", "db", "xr", "type=redis"}
+	for k, v := range rparams {
+		add = append(add, k+"="+v)
+	}
+	c.ibex(add...)
+	c.configure([]string{"item"}, []string{"t1:source", "t2:source", "xm:target", "xs:target", "xr:target"})
 	c.ibex("validate", c.sync)
+
+	// The Redis target holds t1's rows (seeded through its sink as the others by hand).
+	rtbl := &sinks.Table{Schema: c.schema, Name: "item", Key: []string{"id"}, Cols: []string{"id", "v", "note"},
+		Columns: []catalog.Column{{Name: "id", Type: "integer", NotNull: true}, {Name: "v", Type: "integer"}, {Name: "note", Type: "text"}}}
+	openRedis := func() sinks.Sink {
+		t.Helper()
+		s, err := targets.Open(ctx, control.DBTypeRedis, sinks.Config{DB: "xr", Params: rparams})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}
+	{
+		s := openRedis()
+		var keys, lines []string
+		for i := 1; i <= 10; i++ {
+			keys = append(keys, fmt.Sprint(i))
+			lines = append(lines, fmt.Sprintf("%d\t%d\tinit", i, i))
+		}
+		err := s.Begin(ctx)
+		if err == nil {
+			_, err = s.PrepareBatch(ctx, rtbl, keys)
+		}
+		if err == nil {
+			_, err = s.WriteRows(ctx, rtbl, sinks.LinesReader(lines))
+		}
+		if err == nil {
+			_, err = s.FinishBatch(ctx, rtbl)
+		}
+		if err == nil {
+			err = s.Commit(ctx)
+		}
+		if err != nil {
+			t.Fatalf("seeding xr: %v", err)
+		}
+	}
+	redisSame := func(what string) {
+		t.Helper()
+		tbl, s := rtbl, openRedis()
+		var got []string
+		if err := s.(sinks.Reader).ReadRows(ctx, tbl, func(line string) error { got = append(got, line); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(got)
+		want := c.strs("t1", `SELECT id || E'\t' || v || E'\t' || note FROM item`)
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Errorf("xr %s: %d rows, want t1's %d:\n%s", what, len(got), len(want), ibextest.DiffLines(want, got))
+		}
+	}
 
 	targetRows := func(db *sql.DB, table string) string {
 		t.Helper()
@@ -130,6 +190,7 @@ func testOnErrorSkipTargets(t *testing.T, f *farm) {
 	if got, want := rows["t2"](), "1:5000:big 2:20:init 3:3:init 4:4:init 5:5:init 6:6:init 7:7:init 8:8:init 9:9:init 10:10:init"; got != want {
 		t.Errorf("t2 after the run under on_error=stop: %s, want %s", got, want)
 	}
+	redisSame("after the run under on_error=stop")
 
 	// on_error=skip: the refused rows are parked, every other row applied.
 	c.ibex("update", "sync", c.sync, "on_error=skip")
@@ -152,6 +213,7 @@ func testOnErrorSkipTargets(t *testing.T, f *farm) {
 			t.Errorf("%s: %s\nwant %s", db, got, want[db])
 		}
 	}
+	redisSame("under on_error=skip")
 	// The exception log: per target, the key, the row as COPY text and the target's error.
 	parked := map[string]string{}
 	prs, err := c.store.Pool.Query(ctx, `SELECT db, key, coalesce(row_text, ''), error FROM ibex.exception WHERE sync = $1 ORDER BY db, key`, c.sync)
@@ -219,4 +281,5 @@ func testOnErrorSkipTargets(t *testing.T, f *farm) {
 		t.Errorf("ibex.exception holds %d rows of the sync (%v), want 6", total, err)
 	}
 	c.mustRun(control.StateEmpty, job.Options{})
+	redisSame("at the end")
 }

@@ -2,9 +2,11 @@ package mariadb_test
 
 import (
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ibexrepl/ibex/internal/catalog"
 	"github.com/ibexrepl/ibex/sinks"
@@ -214,3 +216,60 @@ func TestStopRefuses(t *testing.T) {
 func rowKeyOf(row string) string { k, _, _ := strings.Cut(row, "\t"); return k }
 
 var _ sinks.RowSkipper = (*mariadb.Sink)(nil)
+
+// TestSkipBench compares a batch of 100,000 rows none of which is refused under
+// on_error=stop and under on_error=skip (into an empty table, then replacing every row),
+// best of 5 interleaved rounds. IBEX_BENCH=1 runs it.
+func TestSkipBench(t *testing.T) {
+	if os.Getenv("IBEX_BENCH") != "1" {
+		t.Skip("IBEX_BENCH=1 runs it")
+	}
+	const n = 100_000
+	ctx := t.Context()
+	d := newTestDB(t)
+	filler := strings.Repeat("x", 84)
+	keys := make([]string, n)
+	rows := [2][]string{make([]string, n), make([]string, n)} // then with another abalance
+	for i := 1; i <= n; i++ {
+		keys[i-1] = fmt.Sprint(i)
+		rows[0][i-1] = fmt.Sprintf("%d\t%d\t0\t%s", i, i%10+1, filler)
+		rows[1][i-1] = fmt.Sprintf("%d\t%d\t1\t%s", i, i%10+1, filler)
+	}
+	tbl := func(name string) *sinks.Table {
+		return &sinks.Table{Schema: "public", Name: name, Key: []string{"aid"}, Cols: []string{"aid", "bid", "abalance", "filler"},
+			Columns: []catalog.Column{{Name: "aid", Type: "integer", NotNull: true}, {Name: "bid", Type: "integer"}, {Name: "abalance", Type: "integer"}, {Name: "filler", Type: "character(84)"}}}
+	}
+	run := func(s *mariadb.Sink, tb *sinks.Table, rows []string) time.Duration {
+		start := time.Now()
+		if err := s.Begin(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if c := applyBatch(t, s, tb, keys, rows); c.Written != n {
+			t.Fatalf("wrote %d", c.Written)
+		}
+		if err := s.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return time.Since(start)
+	}
+	best := make([]time.Duration, 4) // stop empty, stop again, skip empty, skip again
+	keep := func(i int, d time.Duration) {
+		if best[i] == 0 || d < best[i] {
+			best[i] = d
+		}
+	}
+	for round := range 5 {
+		for mode, skip := range []bool{false, true} {
+			s := d.open(t)
+			if skip {
+				s.SkipRejected()
+			}
+			tb := tbl(fmt.Sprintf("b%d_%d", round, mode))
+			create(t, s, tb)
+			keep(2*mode, run(s, tb, rows[0]))
+			keep(2*mode+1, run(s, tb, rows[1]))
+		}
+	}
+	t.Logf("%d rows, best of 5: into an empty table: on_error=stop %v, skip %v (%.2fx); replacing them: stop %v, skip %v (%.2fx)",
+		n, ms(best[0]), ms(best[2]), float64(best[2])/float64(best[0]), ms(best[1]), ms(best[3]), float64(best[3])/float64(best[1]))
+}

@@ -2,9 +2,11 @@ package sqlite_test
 
 import (
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ibexrepl/ibex/internal/catalog"
 	"github.com/ibexrepl/ibex/sinks"
@@ -183,4 +185,48 @@ func TestSkipManyRows(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "0 rows written, 1 read (a trigger or rule on db lite dropped rows?): rolled back (1 other rows refused)") {
 		t.Errorf("a row dropped by a trigger: %v, want a row count error", err)
 	}
+}
+
+// TestSkipBench compares a batch of 100,000 rows none of which is refused under
+// on_error=stop and under on_error=skip (into an empty table, then replacing every row),
+// best of 5 interleaved rounds. IBEX_BENCH=1 runs it.
+func TestSkipBench(t *testing.T) {
+	if os.Getenv("IBEX_BENCH") != "1" {
+		t.Skip("IBEX_BENCH=1 runs it")
+	}
+	const n = 100_000
+	filler := strings.Repeat("x", 84)
+	keys := make([]string, n)
+	var rows [2]strings.Builder // then with another abalance
+	for i := 1; i <= n; i++ {
+		keys[i-1] = fmt.Sprint(i)
+		fmt.Fprintf(&rows[0], "%d\t%d\t0\t%s\n", i, i%10+1, filler)
+		fmt.Fprintf(&rows[1], "%d\t%d\t1\t%s\n", i, i%10+1, filler)
+	}
+	tbl := &sinks.Table{Schema: "public", Name: "acc", Key: []string{"aid"}, Cols: []string{"aid", "bid", "abalance", "filler"},
+		Columns: []catalog.Column{{Name: "aid", Type: "integer", NotNull: true}, {Name: "bid", Type: "integer"}, {Name: "abalance", Type: "integer"}, {Name: "filler", Type: "character(84)"}}}
+	best := make([]time.Duration, 4) // stop empty, stop again, skip empty, skip again
+	keep := func(i int, d time.Duration) {
+		if best[i] == 0 || d < best[i] {
+			best[i] = d
+		}
+	}
+	for range 5 {
+		for mode, skip := range []bool{false, true} {
+			s, _ := sinkOn(t, `CREATE TABLE acc (aid INTEGER NOT NULL PRIMARY KEY, bid INTEGER, abalance INTEGER, filler TEXT)`)
+			if skip {
+				s.SkipRejected()
+			}
+			for pass := range 2 {
+				start := time.Now()
+				if c, err := batchOf(t, s, tbl, keys, rows[pass].String()); err != nil || c.Written != n {
+					t.Fatalf("counts %+v, %v", c, err)
+				}
+				keep(2*mode+pass, time.Since(start))
+			}
+		}
+	}
+	ms := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
+	t.Logf("%d rows, best of 5: into an empty table: on_error=stop %v, skip %v (%.2fx); replacing them: stop %v, skip %v (%.2fx)",
+		n, ms(best[0]), ms(best[2]), float64(best[2])/float64(best[0]), ms(best[1]), ms(best[3]), float64(best[3])/float64(best[1]))
 }
