@@ -274,7 +274,8 @@ type Rejected struct {
 
 // RowSkipper is a sink that can leave out the rows its database refuses (a CHECK, foreign
 // key or unique constraint, a trigger, a value its type rejects) instead of failing the
-// batch (a sync's on_error=skip). Every other row of the batch is applied.
+// batch (a sync's on_error=skip). Every other row of the batch is applied. The PostgreSQL,
+// MariaDB/MySQL and SQLite sinks are; Redis and flatfile refuse no row.
 type RowSkipper interface {
 	// SkipRejected switches skipping on, before the first batch.
 	SkipRejected()

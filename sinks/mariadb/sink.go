@@ -14,7 +14,8 @@
 // which would commit) and a plain load. Every value is converted by its
 // column's PostgreSQL type (types.go); a value the target cannot hold exactly is refused
 // with an error naming the table, the column and the value's kind. Names map as TableName
-// says.
+// says. Under on_error=skip a batch is written otherwise, so that a refused row is left out
+// instead of failing it (skip.go).
 package mariadb
 
 import (

@@ -15,7 +15,8 @@
 // docs/sinks/sqlite.md: integers and booleans INTEGER, real and double precision REAL
 // (NaN refused), bytea BLOB, everything else TEXT (numeric as its exact decimal text,
 // timestamptz in UTC as 'YYYY-MM-DD HH:MM:SS[.ffffff]+00:00', arrays as JSON arrays).
-// Tables are ordinary (not STRICT) tables, readable by any SQLite 3.
+// Tables are ordinary (not STRICT) tables, readable by any SQLite 3. Under on_error=skip a
+// refused row is left out instead of failing the batch (skip.go).
 package sqlite
 
 import (
