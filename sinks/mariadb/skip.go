@@ -140,7 +140,13 @@ func (s *Sink) writeSkipping(ctx context.Context, t *sinks.Table, b *batch, r io
 	if sk.direct && !sk.failed {
 		rr := &rowReader{src: src, conv: b.conv, keys: sk.keys, spool: &s.spool}
 		loaded, affected, err := s.loadFrom(ctx, ident(s.schema, t), rr, false)
+		var me *mysql.MySQLError
 		switch {
+		case errors.As(err, &me):
+			// An error of the server (not a warning): the driver closed the connection
+			// after it, and the unit is lost; the batch fails as under on_error=stop.
+			b.sent += taken()
+			return taken(), s.errf(t, "writing rows of", err)
 		case err != nil && !isRowError(err):
 			b.sent += taken()
 			return taken(), s.errf(t, "writing rows of", err)
@@ -217,6 +223,9 @@ func (s *Sink) finishSkipping(ctx context.Context, t *sinks.Table, b *batch) (si
 func (s *Sink) writeAgain(ctx context.Context, t *sinks.Table, b *batch, split bool) error {
 	sk := b.skip
 	if err := s.exec(ctx, `ROLLBACK TO SAVEPOINT `+batchSavepoint); err != nil {
+		if sk.cause != nil {
+			err = fmt.Errorf("%w (after a row was refused: %v)", err, sk.cause)
+		}
 		return s.errf(t, "rolling back the batch of", err)
 	}
 	b.written, b.deleted = 0, 0

@@ -273,3 +273,52 @@ func TestSkipBench(t *testing.T) {
 	t.Logf("%d rows, best of 5: into an empty table: on_error=stop %v, skip %v (%.2fx); replacing them: stop %v, skip %v (%.2fx)",
 		n, ms(best[0]), ms(best[2]), float64(best[2])/float64(best[0]), ms(best[1]), ms(best[3]), float64(best[3])/float64(best[1]))
 }
+
+// Under on_error=skip a lost connection is no refusal: the batch fails (nothing parked),
+// the unit is lost, and the sink goes on with a new connection at the next Begin.
+func TestSkipConnectionLost(t *testing.T) {
+	d := newTestDB(t)
+	tbl := skipTable("integer")
+	skipSetup(t, d, tbl, "intkey")
+	s := d.open(t)
+	s.SkipRejected()
+	ctx := t.Context()
+	if err := s.Begin(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PrepareBatch(ctx, tbl, []string{"1", "6"}); err != nil {
+		t.Fatal(err)
+	}
+	killer := d.root(t)
+	var id int64
+	// The seeding connection of the app is idle: the sink's is the one in a transaction.
+	if err := killer.QueryRowContext(ctx, "SELECT PROCESSLIST_ID FROM performance_schema.threads WHERE PROCESSLIST_DB = ? AND PROCESSLIST_ID IN (SELECT trx_mysql_thread_id FROM information_schema.INNODB_TRX)", d.name).Scan(&id); err != nil {
+		// performance_schema off: the newest connection to the database is the sink's.
+		if err := killer.QueryRowContext(ctx, "SELECT MAX(ID) FROM information_schema.PROCESSLIST WHERE DB = ?", d.name).Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := killer.ExecContext(ctx, fmt.Sprintf("KILL CONNECTION %d", id)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.WriteRows(ctx, tbl, strings.NewReader("1\t5000\tbig\t1.5\n6\t6\tf\t6.5\n"))
+	if err == nil {
+		_, err = s.FinishBatch(ctx, tbl)
+	}
+	if err == nil || len(s.Rejected()) != 0 {
+		t.Fatalf("a batch on a killed connection: %v, rejected %+v; want an error and nothing parked", err, s.Rejected())
+	}
+	s.Rollback(ctx)
+	if err := s.Begin(ctx); err != nil {
+		t.Fatalf("Begin after the connection was lost: %v", err)
+	}
+	if c := applyBatch(t, s, tbl, []string{"1", "6"}, []string{"1\t5000\tbig\t1.5", "6\t6\tf\t6.5"}); c != (sinks.Counts{Written: 1, Deleted: 0}) || len(s.Rejected()) != 1 {
+		t.Fatalf("counts %+v, rejected %+v", c, s.Rejected())
+	}
+	if err := s.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := readRows(t, d, tbl), []string{"1\t1\ta\t1.5", "2\t2\tb\t2.5", "3\t3\tc\t3.5", "4\t4\td\t4.5", "5\t5\te\t5.5", "6\t6\tf\t6.5"}; !slices.Equal(got, want) {
+		t.Errorf("rows %q, want %q", got, want)
+	}
+}
