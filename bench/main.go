@@ -54,6 +54,7 @@ type config struct {
 	sinksRSSRows   int
 	sinks          []string
 	sinksProfile   string
+	sinksOnError   string
 	mariadbAddr    string
 	mariadbUser    string
 	redisAddr      string
@@ -94,6 +95,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.IntVar(&c.sinksRepeats, "sinks-repeats", 2, "repeats per sink in the sinks section")
 	fs.IntVar(&c.sinksRSSRows, "sinks-rss-rows", 1000000, "changed rows of the sinks section's one RSS kick into a flatfile target (0 skips it)")
 	fs.StringVar(&sinkList, "sinks", strings.Join(allSinks, ","), "comma list of the sink types the sinks section measures")
+	fs.StringVar(&c.sinksOnError, "sinks-on-error", "stop", "on_error of the sinks section's syncs: stop, or skip (rows a target refuses are parked; none is refused here)")
 	fs.StringVar(&c.sinksProfile, "sinks-profile", "", "write a CPU profile and the debug log of each timed kick of the sinks section to DIR/<sink>-<repeat>.pprof and .log (IBEX_CPUPROFILE, IBEX_LOG_LEVEL=debug)")
 	fs.StringVar(&c.mariadbAddr, "mariadb", "127.0.0.1:3306", "MariaDB host:port of the sinks section (no password)")
 	fs.StringVar(&c.mariadbUser, "mariadb-user", "root", "MariaDB user of the sinks section (CREATE/DROP DATABASE, local_infile)")
@@ -142,6 +144,9 @@ func parseFlags(args []string) (*config, error) {
 	}
 	if c.sinksRSSRows < 0 {
 		return nil, errors.New("-sinks-rss-rows must be 0 (skip) or more")
+	}
+	if c.sinksOnError != "stop" && c.sinksOnError != "skip" {
+		return nil, fmt.Errorf("-sinks-on-error must be stop or skip, not %q", c.sinksOnError)
 	}
 	for _, s := range strings.Split(sinkList, ",") {
 		s = strings.TrimSpace(s)
@@ -291,6 +296,9 @@ func run(cfg *config) int {
 	}
 	if cfg.sections["sinks"] {
 		fmt.Printf("sinks:      %s: %d changed pgbench_accounts rows per kick, %d repeats each", strings.Join(cfg.sinks, ", "), cfg.sinksRows, cfg.sinksRepeats)
+		if cfg.sinksOnError != "stop" {
+			fmt.Printf(", on_error=%s", cfg.sinksOnError)
+		}
 		if b.sinkInfo != "" {
 			fmt.Printf("; %s", b.sinkInfo)
 		}

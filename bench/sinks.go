@@ -288,8 +288,8 @@ func (b *bench) sinkPair(ctx context.Context, sv *sinkServices, kind string) (tg
 
 // setupSinkSync creates control db ctl and sync bench: src (PostgreSQL, source) -> t2 (a
 // db of another type, target), herd pgbench_accounts only, onetimecopy=1 (the first kick
-// copies the whole table), then `ibex validate bench --create-targets`.
-func (e *env) setupSinkSync(ctx context.Context, ctl, src string, tgt sinkTarget, onetimecopy bool) error {
+// copies the whole table), on_error onError, then `ibex validate bench --create-targets`.
+func (e *env) setupSinkSync(ctx context.Context, ctl, src string, tgt sinkTarget, onetimecopy bool, onError string) error {
 	if err := e.create(ctx, ctl, "", false); err != nil {
 		return err
 	}
@@ -302,7 +302,7 @@ func (e *env) setupSinkSync(ctx context.Context, ctl, src string, tgt sinkTarget
 		append([]string{"add", "db", "t2"}, tgt.addDB...),
 		{"add", "table", "pgbench_accounts", "db=t1", "herd=therd"},
 		{"add", "dbgroup", "tgroup", "t1:source", "t2:target"},
-		{"add", "sync", syncName, "herd=therd", "dbs=tgroup", "autokick=false", "onetimecopy=" + otc},
+		{"add", "sync", syncName, "herd=therd", "dbs=tgroup", "autokick=false", "onetimecopy=" + otc, "on_error=" + onError},
 		{"validate", syncName, "--create-targets"}}
 	for _, s := range steps {
 		if _, err := e.ibex(ctx, ctl, s...); err != nil {
@@ -410,7 +410,7 @@ func (b *bench) sinks(ctx context.Context) error {
 					return err
 				}
 			}
-			if err := b.env.setupSinkSync(ctx, ctl, src, tgt, true); err != nil {
+			if err := b.env.setupSinkSync(ctx, ctl, src, tgt, true, cfg.sinksOnError); err != nil {
 				return fmt.Errorf("configuring the sync: %w", err)
 			}
 			if srcRows, err = b.env.countAccounts(ctx, src); err != nil {
@@ -567,7 +567,7 @@ func (b *bench) sinksRSS(ctx context.Context, sv *sinkServices) error {
 	d := filepath.Join(sv.dir, "ibex_rss_"+randomHex())
 	id := b.env.onCleanup("directory "+d, func(context.Context) error { return os.RemoveAll(d) })
 	tgt := sinkTarget{addDB: []string{"type=flatfile", "path=" + d}, where: "flatfile dir " + d}
-	if err := b.env.setupSinkSync(ctx, ctl, src, tgt, false); err != nil {
+	if err := b.env.setupSinkSync(ctx, ctl, src, tgt, false, cfg.sinksOnError); err != nil {
 		return fmt.Errorf("configuring the sync: %w", err)
 	}
 	if err := b.env.updateAccounts(ctx, label, src, n); err != nil {
