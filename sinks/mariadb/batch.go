@@ -22,18 +22,19 @@ func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) 
 		return sinks.Prepared{}, err
 	}
 	s.batch, s.rejected = nil, nil
-	mode, err := s.replaceMode(ctx, t)
-	if err != nil {
-		return sinks.Prepared{}, s.errf(t, "reading the unique indexes of", err)
-	}
-	b := &batch{t: t, conv: newConverter(t, t.Cols)}
 	if s.skip {
+		b := &batch{t: t, conv: newConverter(t, t.Cols)}
 		if err := s.prepareSkipping(ctx, t, b, keys); err != nil {
 			return sinks.Prepared{}, err
 		}
 		s.batch = b
 		return sinks.Prepared{}, nil
 	}
+	mode, err := s.replaceMode(ctx, t)
+	if err != nil {
+		return sinks.Prepared{}, s.errf(t, "reading the unique indexes of", err)
+	}
+	b := &batch{t: t, conv: newConverter(t, t.Cols)}
 	if mode == deleteFirst {
 		if b.deleted, err = s.keysDo(ctx, t, keys, deleteKeys); err != nil {
 			return sinks.Prepared{}, s.errf(t, "deleting the keys of", err)
