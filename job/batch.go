@@ -93,12 +93,17 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 	}
 	shipped := make(chan []error, 1)
 	plans := make([]readPlan, len(r.members))
+	// A winner that receives nothing in this batch and has no transaction open sends on
+	// its first session: it needs no second one. (Decided here: phase 2 opens
+	// transactions meanwhile.)
+	mainFree := make([]bool, len(r.members))
+	for _, w := range winners {
+		mainFree[w.idx] = !w.tx && len(recvKeys[w.idx]) == 0
+	}
 	go func() {
 		shipped <- r.each(winners, func(w *member) error {
-			// A winner that receives nothing in this batch and has no transaction open
-			// sends on its first session: it needs no second one.
 			var err error
-			plans[w.idx], err = r.shipKeys(ctx, w, t, send[w.idx], !w.tx && len(recvKeys[w.idx]) == 0)
+			plans[w.idx], err = r.shipKeys(ctx, w, t, send[w.idx], mainFree[w.idx])
 			return err
 		})
 	}()

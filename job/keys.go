@@ -79,7 +79,11 @@ type keyRead struct {
 	alive uint64 // the members alive when it started (the flags it reads depend on them)
 	parts []*keyPart
 	errs  []error
-	wg    sync.WaitGroup
+	wg    sync.WaitGroup // the sources' reads and the merge
+	// merged are the keys the sources sent, merged by a goroutine once they are all in
+	// (while the previous batch is applied, for a read ahead); nil when a source failed or
+	// when a TRUNCATE may void some changes: finishKeyRead merges them then.
+	merged map[string]*keyState
 }
 
 // startKeyRead starts reading the pending keys of bucket b of t from every live source, on
@@ -89,6 +93,23 @@ type keyRead struct {
 func (r *runner) startKeyRead(ctx context.Context, t *table, b, nb int, ahead bool) *keyRead {
 	nk := len(t.keyCols)
 	kr := &keyRead{t: t, b: b, alive: r.aliveMask(), parts: make([]*keyPart, len(r.members)), errs: make([]error, len(r.members))}
+	var reads sync.WaitGroup
+	if r.truncs[t] == nil {
+		members := r.members
+		kr.wg.Add(1)
+		defer func() {
+			go func() {
+				defer kr.wg.Done()
+				reads.Wait()
+				for _, err := range kr.errs {
+					if err != nil {
+						return
+					}
+				}
+				kr.merged = mergeParts(members, kr.parts)
+			}()
+		}()
+	}
 	for _, a := range r.alive() {
 		if !a.isSource() {
 			continue
@@ -132,8 +153,10 @@ func (r *runner) startKeyRead(ctx context.Context, t *table, b, nb int, ahead bo
 			hint = int(min(min(r.pendingN[t], r.srcPending[a.idx])/int64(max(nb, 1)), 2*int64(r.batchSize())))
 		}
 		kr.wg.Add(1)
+		reads.Add(1)
 		go func() {
 			defer kr.wg.Done()
+			defer reads.Done()
 			var g *grouper
 			if rows {
 				g = newGrouper(p, hint)
@@ -294,10 +317,29 @@ func (g *grouper) finish() {
 // leaves the run.
 func (r *runner) finishKeyRead(kr *keyRead) map[string]*keyState {
 	kr.wg.Wait()
+	if kr.merged != nil {
+		return kr.merged
+	}
+	for _, a := range r.members {
+		if kr.errs[a.idx] != nil {
+			r.drop(a, fmt.Errorf("db %s: reading changes of %s: %w", a.name, kr.t.name, kr.errs[a.idx]))
+			kr.parts[a.idx] = nil
+			continue
+		}
+		if p := kr.parts[a.idx]; p != nil {
+			r.voidChanges(kr.t, a, p)
+		}
+	}
+	return mergeParts(r.members, kr.parts)
+}
+
+// mergeParts merges what each source (by member index) sent of a bucket's keys into their
+// states. It reads nothing but members' names and indexes and parts.
+func mergeParts(members []*member, parts []*keyPart) map[string]*keyState {
 	// The keys' states and first changes are cut from two blocks, sized for every key
 	// each source sent (one allocation each rather than two per key).
 	n := 0
-	for _, p := range kr.parts {
+	for _, p := range parts {
 		if p != nil {
 			n += len(p.keys)
 		}
@@ -305,16 +347,11 @@ func (r *runner) finishKeyRead(kr *keyRead) map[string]*keyState {
 	keys := make(map[string]*keyState, n)
 	states := make([]keyState, 0, n)
 	changes := make([]conflict.Change, 0, n)
-	for _, a := range r.members {
-		if kr.errs[a.idx] != nil {
-			r.drop(a, fmt.Errorf("db %s: reading changes of %s: %w", a.name, kr.t.name, kr.errs[a.idx]))
-			continue
-		}
-		p := kr.parts[a.idx]
+	for _, a := range members {
+		p := parts[a.idx]
 		if p == nil {
 			continue
 		}
-		r.voidChanges(kr.t, a, p)
 		for i, k := range p.keys {
 			ch := conflict.Change{DB: a.name, At: p.at[i], Kind: p.kind[i]}
 			ks := keys[k]
