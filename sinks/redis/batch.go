@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	goredis "github.com/redis/go-redis/v9"
 
@@ -72,7 +73,14 @@ func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) 
 	ts := u.table(l.base)
 	ts.batches++
 	b := &batch{l: l}
-	var ask, del []string
+	if len(ts.present) == 0 {
+		ts.present = make(map[string]keyState, len(keys))
+	}
+	// ask lists the keys whose existence the server tells: while every key so far is
+	// one, it is del itself (all is set).
+	del := make([]string, 0, len(keys))
+	var ask []string
+	all := true
 	for _, k := range keys {
 		rk, err := l.key(k)
 		if err != nil {
@@ -82,15 +90,21 @@ func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) 
 		switch {
 		case known && st.batch == ts.batches:
 			continue // twice in keys
-		case known:
+		case known || ts.cleared:
 			if st.exists {
 				b.deleted++
 			}
-		case !ts.cleared:
+			if all {
+				ask, all = slices.Clone(del), false
+			}
+		case !all:
 			ask = append(ask, rk)
 		}
 		ts.present[rk] = keyState{batch: ts.batches}
 		del = append(del, rk)
+	}
+	if all {
+		ask = del
 	}
 	if len(ask) > 0 {
 		b.exists = make(chan existsResult, 1)
@@ -101,6 +115,8 @@ func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) 
 	}
 	b.del = del
 	u.cur = b
+	// Room for the batch's rows and DELs in the queue, at once.
+	u.ops = slices.Grow(u.ops, len(del)+len(del)/keysPerCommand+1)
 	return sinks.Prepared{}, nil
 }
 
@@ -117,7 +133,7 @@ func (u *unit) queueDeletes(b *batch) {
 	b.del = nil
 	for len(del) > 0 {
 		m := min(len(del), keysPerCommand)
-		u.ops = append(u.ops, op{base: b.l.base, del: del[:m:m]})
+		u.ops = append(u.ops, op{l: b.l, del: del[:m:m]})
 		del = del[m:]
 	}
 }
@@ -173,7 +189,7 @@ func (s *Sink) WriteRows(ctx context.Context, t *sinks.Table, r io.Reader) (int6
 		if u.queued += size; u.queued > s.maxUnit {
 			return fmt.Errorf("%w: the unit holds more than %d MiB of rows (Redis applies a unit in one MULTI/EXEC, held in memory until then): lower the sync's batch_size, or turn single_transaction off", ErrUnitTooLarge, s.maxUnit>>20)
 		}
-		u.ops = append(u.ops, op{base: b.l.base, cols: b.l.cols, row: row, nulls: !b.copy})
+		u.ops = append(u.ops, op{l: b.l, row: row, nulls: !b.copy})
 		key, _ := rowKey(row)
 		ts.present[key] = keyState{exists: true, batch: ts.batches}
 		u.stream(ctx, false)

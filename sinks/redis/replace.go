@@ -99,7 +99,7 @@ func (s *Sink) copyRow(ctx context.Context, b *batch, row string, size int64) er
 		}
 		return nil
 	}
-	u.ops = append(u.ops, op{base: b.l.base, cols: b.l.cols, row: row, replace: true})
+	u.ops = append(u.ops, op{l: b.l, row: row, replace: true})
 	key, _ := rowKey(row)
 	b.copied[key] = struct{}{}
 	b.bytes += size
@@ -132,7 +132,7 @@ func (s *Sink) goChunked(ctx context.Context, b *batch) error {
 	}
 	kept := u.ops[:0]
 	for _, o := range u.ops[:b.opStart] {
-		if o.base != b.l.base {
+		if o.l.base != b.l.base {
 			kept = append(kept, o)
 		}
 	}
@@ -273,7 +273,7 @@ func (s *Sink) finishQueuedCopy(ctx context.Context, b *batch) (done bool, err e
 	}
 	for len(stale) > 0 {
 		m := min(len(stale), keysPerCommand)
-		u.ops = append(u.ops, op{base: b.l.base, del: stale[:m:m]})
+		u.ops = append(u.ops, op{l: b.l, del: stale[:m:m]})
 		stale = stale[m:]
 	}
 	present := make(map[string]keyState, len(b.copied))

@@ -84,8 +84,7 @@ type unit struct {
 
 // op is a queued write: a DEL of keys, or the HSET of a packed row (queue.go).
 type op struct {
-	base    string   // the table's key base
-	cols    []any    // the table's column names, boxed (layout.cols)
+	l       *layout  // the table's layout: its key base, its column names boxed
 	del     []string // DEL these keys (when row is "")
 	row     string   // HSET this row (after a DEL of its key, with replace)
 	replace bool

@@ -70,11 +70,11 @@ func (st *streamer) send(ctx context.Context, ops []op) error {
 				pipe.Do(ctx, args[start:len(args):len(args)]...)
 				start = len(args)
 			}
-			args = hsetArgs(args, o.row, o.cols)
+			args = hsetArgs(args, o.row, o.l.cols)
 			if o.nulls {
 				// Replaced in place: the columns now NULL lose their fields.
 				at := len(args)
-				if a := hdelArgs(args, o.row, o.cols); a != nil {
+				if a := hdelArgs(args, o.row, o.l.cols); a != nil {
 					pipe.Do(ctx, args[start:at:at]...)
 					start, args = at, a
 				}
