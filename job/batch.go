@@ -103,7 +103,7 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 	go func() {
 		shipped <- r.each(winners, func(w *member) error {
 			var err error
-			plans[w.idx], err = r.shipKeys(ctx, w, t, send[w.idx], mainFree[w.idx])
+			plans[w.idx], err = r.shipKeys(ctx, w, t, send[w.idx], mainFree[w.idx], true)
 			return err
 		})
 	}()
@@ -299,8 +299,9 @@ func orderedKeys(from string, t *table, distinct bool) string {
 // ibex_w of w's read session (opened if needed), whose join plans are fixed (see
 // readConn), as planRead says: integer keys shipped distinct and in order are read as they
 // are, merge joins are allowed for a dense read only (set in the same round trip), and
-// keys that fill their range (readPlan.full) are not shipped at all: the range is read.
-func (r *runner) shipKeys(ctx context.Context, w *member, t *table, keys []string, mainFree bool) (readPlan, error) {
+// with asRange, keys that fill their range (readPlan.full) are not shipped at all: the
+// caller reads the range (w.wkeys is not set). Without it, full is never returned.
+func (r *runner) shipKeys(ctx context.Context, w *member, t *table, keys []string, mainFree, asRange bool) (readPlan, error) {
 	in, inline := catalog.KeyIn("", t.keyCols, keys)
 	if inline && mainFree && w.conn != nil {
 		w.wconn = w.conn
@@ -317,9 +318,10 @@ func (r *runner) shipKeys(ctx context.Context, w *member, t *table, keys []strin
 		return readPlan{}, nil
 	}
 	p := planRead(t, keys)
-	if p.full {
+	if p.full && asRange {
 		return p, nil // read as a range: nothing to ship
 	}
+	p.full = false
 	merge := "off"
 	if p.dense {
 		merge = "on"
