@@ -45,7 +45,7 @@ func (s *Sink) ReplaceTable(ctx context.Context, t *sinks.Table, ifEmpty bool) (
 
 // unitEmpty tells whether a table has no key, as the unit sees it.
 func (s *Sink) unitEmpty(ctx context.Context, base string) (bool, error) {
-	ts := s.tx.table(base)
+	ts := s.tx.settled(base)
 	for _, v := range ts.present {
 		if v.exists {
 			return false, nil
@@ -232,7 +232,7 @@ func (s *Sink) finishCopy(ctx context.Context, b *batch) error {
 // (the copy must go chunked).
 func (s *Sink) finishQueuedCopy(ctx context.Context, b *batch) (done bool, err error) {
 	u := s.tx
-	ts := u.table(b.l.base)
+	ts := u.settled(b.l.base)
 	var existed int64
 	var stale []string
 	take := func(k string) {

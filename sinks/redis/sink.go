@@ -103,6 +103,9 @@ type tstate struct {
 	// batches counts the table's batches in the unit: keyState.batch tells a key
 	// PrepareBatch saw already in this batch (one map access per key).
 	batches uint32
+	// fast is the keys of a batch not in present yet (fastkeys.go); settle puts them
+	// there before anything else reads present.
+	fast *fastKeys
 }
 
 // keyState is a key's state after the unit's queued writes.
@@ -111,12 +114,21 @@ type keyState struct {
 	batch  uint32 // the batch (tstate.batches) that last queued a write of the key
 }
 
+// table returns what the unit's writes do to a table (its fast batch's keys, if any, are
+// not in present: see settled).
 func (u *unit) table(base string) *tstate {
 	ts := u.tables[base]
 	if ts == nil {
 		ts = &tstate{present: map[string]keyState{}}
 		u.tables[base] = ts
 	}
+	return ts
+}
+
+// settled is table with every key in present.
+func (u *unit) settled(base string) *tstate {
+	ts := u.table(base)
+	ts.settle()
 	return ts
 }
 
