@@ -93,12 +93,17 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 	}
 	shipped := make(chan []error, 1)
 	plans := make([]readPlan, len(r.members))
+	// A winner that receives nothing in this batch and has no transaction open sends on
+	// its first session: it needs no second one. (Decided here: phase 2 opens
+	// transactions meanwhile.)
+	mainFree := make([]bool, len(r.members))
+	for _, w := range winners {
+		mainFree[w.idx] = !w.tx && len(recvKeys[w.idx]) == 0
+	}
 	go func() {
 		shipped <- r.each(winners, func(w *member) error {
-			// A winner that receives nothing in this batch and has no transaction open
-			// sends on its first session: it needs no second one.
 			var err error
-			plans[w.idx], err = r.shipKeys(ctx, w, t, send[w.idx], !w.tx && len(recvKeys[w.idx]) == 0)
+			plans[w.idx], err = r.shipKeys(ctx, w, t, send[w.idx], mainFree[w.idx], true)
 			return err
 		})
 	}()
@@ -162,6 +167,12 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 		switch p := plans[w.idx]; {
 		case len(t.rel.Counters) > 0:
 			sql = t.readAsOf(w.snap, w.wkeys)
+		case p.full:
+			// The keys are (nearly) all of their range: the range is read as it is, with no
+			// keys shipped; the route leaves out the rows of keys not in the batch.
+			k := "t." + catalog.QuoteCols("", t.keyCols)
+			sql = fmt.Sprintf(`COPY (SELECT %s FROM %s t WHERE %s BETWEEN %d AND %d) TO STDOUT`,
+				catalog.QuoteCols("t.", t.cols), t.ident, k, p.lo, p.hi)
 		case p.dense:
 			// The keys fill their range: the range of the key index is read once, merged
 			// with the keys (enable_mergejoin is on for this read, see shipKeys).
@@ -287,8 +298,10 @@ func orderedKeys(from string, t *table, distinct bool) string {
 // short run then needs no second session. A longer list is loaded into the temp table
 // ibex_w of w's read session (opened if needed), whose join plans are fixed (see
 // readConn), as planRead says: integer keys shipped distinct and in order are read as they
-// are, and merge joins are allowed for a dense read only (set in the same round trip).
-func (r *runner) shipKeys(ctx context.Context, w *member, t *table, keys []string, mainFree bool) (readPlan, error) {
+// are, merge joins are allowed for a dense read only (set in the same round trip), and
+// with asRange, keys that fill their range (readPlan.full) are not shipped at all: the
+// caller reads the range (w.wkeys is not set). Without it, full is never returned.
+func (r *runner) shipKeys(ctx context.Context, w *member, t *table, keys []string, mainFree, asRange bool) (readPlan, error) {
 	in, inline := catalog.KeyIn("", t.keyCols, keys)
 	if inline && mainFree && w.conn != nil {
 		w.wconn = w.conn
@@ -305,6 +318,10 @@ func (r *runner) shipKeys(ctx context.Context, w *member, t *table, keys []strin
 		return readPlan{}, nil
 	}
 	p := planRead(t, keys)
+	if p.full && asRange {
+		return p, nil // read as a range: nothing to ship
+	}
+	p.full = false
 	merge := "off"
 	if p.dense {
 		merge = "on"
@@ -326,9 +343,17 @@ type readPlan struct {
 	// dense: besides, they are at least denseShare of the integers from lo to hi, so
 	// that reading that range of the key index (at most 1/denseShare entries per key)
 	// merged with the keys costs less than probing the index once per key.
-	dense  bool
+	dense bool
+	// full: besides, they are at least fullShare of that range, so that reading the
+	// whole range (at most 1/fullShare rows per key, the others left out by the route)
+	// costs less than shipping the keys to join them.
+	full   bool
 	lo, hi int64
 }
+
+// fullShare is the share of a key range that a batch's keys must fill for its rows to be
+// read as that range, without shipping the keys (see readPlan).
+const fullShare = 0.75
 
 // denseShare is the share of a key range that a batch's keys must fill for its rows to be
 // read by a merge with that range (see readPlan).
@@ -363,6 +388,7 @@ func planRead(t *table, keys []string) readPlan {
 	plain := len(t.rel.Counters) == 0 && len(t.extras) == 0 && t.rel.Where == ""
 	if span := float64(p.hi) - float64(p.lo) + 1; plain && float64(len(ns)) >= denseShare*span {
 		p.dense = true
+		p.full = float64(len(ns)) >= fullShare*span
 	}
 	return p
 }

@@ -79,7 +79,11 @@ type keyRead struct {
 	alive uint64 // the members alive when it started (the flags it reads depend on them)
 	parts []*keyPart
 	errs  []error
-	wg    sync.WaitGroup
+	wg    sync.WaitGroup // the sources' reads and the merge
+	// merged are the keys the sources sent, merged by a goroutine once they are all in
+	// (while the previous batch is applied, for a read ahead); nil when a source failed or
+	// when a TRUNCATE may void some changes: finishKeyRead merges them then.
+	merged map[string]*keyState
 }
 
 // startKeyRead starts reading the pending keys of bucket b of t from every live source, on
@@ -89,6 +93,23 @@ type keyRead struct {
 func (r *runner) startKeyRead(ctx context.Context, t *table, b, nb int, ahead bool) *keyRead {
 	nk := len(t.keyCols)
 	kr := &keyRead{t: t, b: b, alive: r.aliveMask(), parts: make([]*keyPart, len(r.members)), errs: make([]error, len(r.members))}
+	var reads sync.WaitGroup
+	if r.truncs[t] == nil {
+		members := r.members
+		kr.wg.Add(1)
+		defer func() {
+			go func() {
+				defer kr.wg.Done()
+				reads.Wait()
+				for _, err := range kr.errs {
+					if err != nil {
+						return
+					}
+				}
+				kr.merged = mergeParts(members, kr.parts)
+			}()
+		}()
+	}
 	for _, a := range r.alive() {
 		if !a.isSource() {
 			continue
@@ -126,15 +147,23 @@ func (r *runner) startKeyRead(ctx context.Context, t *table, b, nb int, ahead bo
 		}
 		p := &keyPart{}
 		kr.parts[a.idx] = p
+		// About how many keys the source sends, to size what holds them.
+		var hint int
+		if rows && r.pendingN != nil {
+			hint = int(min(min(r.pendingN[t], r.srcPending[a.idx])/int64(max(nb, 1)), 2*int64(r.batchSize())))
+		}
 		kr.wg.Add(1)
+		reads.Add(1)
 		go func() {
 			defer kr.wg.Done()
+			defer reads.Done()
 			var g *grouper
 			if rows {
-				g = &grouper{p: p, at: map[string]int{}}
+				g = newGrouper(p, hint)
 			}
+			var f [][]byte // a line's fields, reused
 			lw := sinks.NewLineWriter(func(line []byte) error {
-				f := bytes.Split(line, []byte{'\t'})
+				f = splitTabs(f[:0], line)
 				if len(f) != nk+3+len(recvs)*(1+nc)+extra {
 					return fmt.Errorf("unexpected change row with %d fields", len(f))
 				}
@@ -200,6 +229,18 @@ func (r *runner) startKeyRead(ctx context.Context, t *table, b, nb int, ahead bo
 	return kr
 }
 
+// splitTabs appends to dst the tab-separated fields of line (slices of it).
+func splitTabs(dst [][]byte, line []byte) [][]byte {
+	for {
+		i := bytes.IndexByte(line, '\t')
+		if i < 0 {
+			return append(dst, line)
+		}
+		dst = append(dst, line[:i])
+		line = line[i+1:]
+	}
+}
+
 // grouper merges the change rows of a key (capture.KeyReadRows lines: key, time,
 // insert, delete, need-flags) into the key's entry of a keyPart, as KeyRead's grouping
 // does: the latest time, whether the first change is an insert and the last a delete, and
@@ -210,6 +251,15 @@ type grouper struct {
 	// per key: the earliest time, and the earliest insert's and the latest delete's
 	// (math.MaxInt64 and math.MinInt64 when none)
 	first, firstIns, lastDel []int64
+}
+
+// newGrouper returns a grouper into p, sized for about hint keys.
+func newGrouper(p *keyPart, hint int) *grouper {
+	hint = max(hint, 0)
+	p.keys, p.at = make([]string, 0, hint), make([]int64, 0, hint)
+	p.kind, p.need = make([]conflict.Kind, 0, hint), make([]uint64, 0, hint)
+	return &grouper{p: p, at: make(map[string]int, hint),
+		first: make([]int64, 0, hint), firstIns: make([]int64, 0, hint), lastDel: make([]int64, 0, hint)}
 }
 
 func (g *grouper) add(f [][]byte, recvs []*member) error {
@@ -267,24 +317,57 @@ func (g *grouper) finish() {
 // leaves the run.
 func (r *runner) finishKeyRead(kr *keyRead) map[string]*keyState {
 	kr.wg.Wait()
-	keys := map[string]*keyState{}
+	if kr.merged != nil {
+		return kr.merged
+	}
 	for _, a := range r.members {
 		if kr.errs[a.idx] != nil {
 			r.drop(a, fmt.Errorf("db %s: reading changes of %s: %w", a.name, kr.t.name, kr.errs[a.idx]))
+			kr.parts[a.idx] = nil
 			continue
 		}
-		p := kr.parts[a.idx]
+		if p := kr.parts[a.idx]; p != nil {
+			r.voidChanges(kr.t, a, p)
+		}
+	}
+	return mergeParts(r.members, kr.parts)
+}
+
+// mergeParts merges what each source (by member index) sent of a bucket's keys into their
+// states. It reads nothing but members' names and indexes and parts.
+func mergeParts(members []*member, parts []*keyPart) map[string]*keyState {
+	// The keys' states and first changes are cut from two blocks, sized for every key
+	// each source sent (one allocation each rather than two per key).
+	n := 0
+	for _, p := range parts {
+		if p != nil {
+			n += len(p.keys)
+		}
+	}
+	keys := make(map[string]*keyState, n)
+	states := make([]keyState, 0, n)
+	changes := make([]conflict.Change, 0, n)
+	for _, a := range members {
+		p := parts[a.idx]
 		if p == nil {
 			continue
 		}
-		r.voidChanges(kr.t, a, p)
 		for i, k := range p.keys {
+			ch := conflict.Change{DB: a.name, At: p.at[i], Kind: p.kind[i]}
 			ks := keys[k]
-			if ks == nil {
-				ks = &keyState{winner: -1}
+			switch {
+			case ks == nil && len(states) < cap(states):
+				states = append(states, keyState{winner: -1})
+				ks = &states[len(states)-1]
+				changes = append(changes, ch)
+				ks.changes = changes[len(changes)-1 : len(changes) : len(changes)]
 				keys[k] = ks
+			case ks == nil:
+				ks = &keyState{winner: -1, changes: []conflict.Change{ch}}
+				keys[k] = ks
+			default:
+				ks.changes = append(ks.changes, ch)
 			}
-			ks.changes = append(ks.changes, conflict.Change{DB: a.name, At: p.at[i], Kind: p.kind[i]})
 			ks.changer |= bit(a.idx)
 			ks.need |= p.need[i]
 			if p.sums != nil {

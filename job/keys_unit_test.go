@@ -49,13 +49,17 @@ func TestGrouper(t *testing.T) {
 	}
 }
 
-// TestPlanRead checks which keys are read by a merge with their range.
+// TestPlanRead checks which keys are read by a merge with their range, and which as
+// their range alone.
 func TestPlanRead(t *testing.T) {
 	tbl := &table{keyCols: []string{"id"}, desc: &catalog.Table{Columns: []catalog.Column{{Name: "id", Type: "integer"}}}}
 	keys := []string{"5", "3", "4", "1"}
 	p := planRead(tbl, keys)
-	if !p.sorted || !p.dense || p.lo != 1 || p.hi != 5 || !slices.Equal(keys, []string{"1", "3", "4", "5"}) {
-		t.Errorf("dense: %+v %v", p, keys)
+	if !p.sorted || !p.dense || !p.full || p.lo != 1 || p.hi != 5 || !slices.Equal(keys, []string{"1", "3", "4", "5"}) {
+		t.Errorf("full: %+v %v", p, keys)
+	}
+	if p := planRead(tbl, []string{"1", "4", "6", "8"}); !p.sorted || !p.dense || p.full {
+		t.Errorf("dense: %+v", p)
 	}
 	if p := planRead(tbl, []string{"1", "1000"}); !p.sorted || p.dense {
 		t.Errorf("sparse: %+v", p)

@@ -218,11 +218,16 @@ func (r *runner) applyTables(ctx context.Context) error {
 					kr.wg.Wait()
 				}
 			}
+			// This bucket's read starts first: the read ahead may wait for its sessions.
+			var kr *keyRead
+			if keys == nil {
+				kr = r.startKeyRead(ctx, t, b, nb, false)
+			}
 			if b+1 < nb && r.ahead == nil {
 				r.readAhead(ctx, t, b+1, nb)
 			}
-			if keys == nil {
-				keys = r.readKeys(ctx, t, b, nb)
+			if kr != nil {
+				keys = r.finishKeyRead(kr)
 			}
 			if !u.empty() && !r.singleTransaction() && u.keys+len(keys) > budget {
 				if err := r.finishUnit(ctx, u); err != nil {

@@ -73,7 +73,7 @@ func (r *runner) uniqueClashes(ctx context.Context, t *table, keys map[string]*k
 	}
 	rows := make([][]uniqueRow, len(r.members))
 	errs := r.each(winners, func(w *member) error {
-		if _, err := r.shipKeys(ctx, w, t, send[w.idx], !w.tx); err != nil {
+		if _, err := r.shipKeys(ctx, w, t, send[w.idx], !w.tx, false); err != nil {
 			return err
 		}
 		var err error
@@ -329,7 +329,7 @@ func (r *runner) heldClashes(ctx context.Context, t *table, keys map[string]*key
 // readHeld asks receiver m, on its read session, which of its rows of t under keys not in
 // keys hold, in some unique index, values of incoming (per index: values -> row).
 func (r *runner) readHeld(ctx context.Context, m *member, t *table, keys []string, incoming []map[string]uniqueRow) ([]heldRow, error) {
-	if _, err := r.shipKeys(ctx, m, t, keys, false); err != nil {
+	if _, err := r.shipKeys(ctx, m, t, keys, false, false); err != nil {
 		return nil, err
 	}
 	rc := m.wconn

@@ -5,6 +5,9 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"strings"
+
+	"github.com/ibexrepl/ibex/internal/conflict"
 )
 
 // The line plumbing every sink and the run share: a row or a key is one line of COPY text.
@@ -133,5 +136,23 @@ func EachLine(r io.Reader, fn func(line string) error) error {
 		if err := fn(line); err != nil {
 			return err
 		}
+	}
+}
+
+// DecodeLine is conflict.DecodeCopyLine, appending the fields to dst (a slice to reuse
+// from line to line): a line without a backslash or a carriage return (no escape, no
+// NULL), the common case, is split at its tabs without another allocation.
+func DecodeLine(dst []conflict.Field, line string) ([]conflict.Field, error) {
+	if strings.IndexByte(line, '\\') >= 0 || strings.IndexByte(line, '\r') >= 0 || strings.IndexByte(line, '\n') >= 0 {
+		f, err := conflict.DecodeCopyLine(line)
+		return append(dst, f...), err
+	}
+	for {
+		i := strings.IndexByte(line, '\t')
+		if i < 0 {
+			return append(dst, conflict.Field{Text: line}), nil
+		}
+		dst = append(dst, conflict.Field{Text: line[:i]})
+		line = line[i+1:]
 	}
 }

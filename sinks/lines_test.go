@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/ibexrepl/ibex/internal/conflict"
 )
 
 // lwCollect returns a LineWriter that appends a copy of every line it is handed to *lines
@@ -206,5 +208,25 @@ func TestLineReader(t *testing.T) {
 	boom := errors.New("boom")
 	if err := EachLine(strings.NewReader("a\nb\n"), func(string) error { return boom }); !errors.Is(err, boom) {
 		t.Errorf("EachLine = %v, want boom", err)
+	}
+}
+
+// DecodeLine decodes as conflict.DecodeCopyLine does, on the fast path (no backslash) and
+// the other, appending to what it is given.
+func TestDecodeLine(t *testing.T) {
+	for _, line := range []string{"", "a", "1\t2\t\tx y", "\t", `a\tb\tc`, `\N` + "\t1", `x\\y` + "\t" + `\n`, "bad\rline", `end\`, `\.`} {
+		want, werr := conflict.DecodeCopyLine(line)
+		dst := []conflict.Field{{Text: "kept"}}
+		got, err := DecodeLine(dst, line)
+		if (err != nil) != (werr != nil) {
+			t.Errorf("%q: error %v, want %v", line, err, werr)
+			continue
+		}
+		if werr != nil {
+			continue
+		}
+		if len(got) != len(want)+1 || got[0].Text != "kept" || !slices.Equal(got[1:], want) {
+			t.Errorf("%q: %+v, want kept then %+v", line, got, want)
+		}
 	}
 }

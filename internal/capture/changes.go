@@ -73,15 +73,18 @@ func countPendingAt(changeTable, snap string, watermarks []string) string {
 // SnapshotAndCounts takes the source's snapshot and counts, as of it, the pending change
 // rows of each of changeTables: one row of the snapshot as text, an int8 array of the
 // counts (every change row, TRUNCATEs too) and an int8 array of the pending TRUNCATEs,
-// both in the order of changeTables.
+// both in the order of changeTables. Each change table is scanned once.
 func SnapshotAndCounts(changeTables []string, watermarks []string) string {
 	all := make([]string, len(changeTables))
 	truncs := make([]string, len(changeTables))
+	from := []string{`(SELECT pg_current_snapshot() AS s) x`}
 	for i, ct := range changeTables {
-		all[i] = `(` + countPendingAt(ct, "x.s", watermarks) + `)`
-		truncs[i] = `(` + countPendingAt(ct, "x.s", watermarks) + ` AND ` + isTruncate(Alias+".") + `)`
+		c := "c" + strconv.Itoa(i)
+		all[i], truncs[i] = c+".n", c+".t"
+		from = append(from, `LATERAL (SELECT count(*) AS n, count(*) FILTER (WHERE `+isTruncate(Alias+".")+`) AS t FROM `+
+			ct+` `+Alias+` WHERE `+pendingAt(Alias+".", "x.s", watermarks)+`) `+c)
 	}
-	return `SELECT x.s::text, ARRAY[` + strings.Join(all, ", ") + `]::int8[], ARRAY[` + strings.Join(truncs, ", ") + `]::int8[] FROM (SELECT pg_current_snapshot() AS s) x`
+	return `SELECT x.s::text, ARRAY[` + strings.Join(all, ", ") + `]::int8[], ARRAY[` + strings.Join(truncs, ", ") + `]::int8[] FROM ` + strings.Join(from, ", ")
 }
 
 // isRow and isTruncate tell a row change from a TRUNCATE (prefix is "d." or "").

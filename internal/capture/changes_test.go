@@ -39,10 +39,9 @@ func TestStatements(t *testing.T) {
 		{"CountPending", capture.CountPending(ct, snap, []string{wm1}),
 			`SELECT count(*) FROM "ibex"."s.public.t" d WHERE ` + pending},
 		{"SnapshotAndCounts", capture.SnapshotAndCounts([]string{ct, `"ibex"."s.public.u"`}, []string{wm1}),
-			`SELECT x.s::text, ARRAY[(SELECT count(*) FROM "ibex"."s.public.t" d WHERE pg_visible_in_snapshot(d."$txid", x.s) AND NOT (pg_visible_in_snapshot(d."$txid", '5:9:6'))), ` +
-				`(SELECT count(*) FROM "ibex"."s.public.u" d WHERE pg_visible_in_snapshot(d."$txid", x.s) AND NOT (pg_visible_in_snapshot(d."$txid", '5:9:6')))]::int8[], ` +
-				`ARRAY[(SELECT count(*) FROM "ibex"."s.public.t" d WHERE pg_visible_in_snapshot(d."$txid", x.s) AND NOT (pg_visible_in_snapshot(d."$txid", '5:9:6')) AND d."$op" = 't'), ` +
-				`(SELECT count(*) FROM "ibex"."s.public.u" d WHERE pg_visible_in_snapshot(d."$txid", x.s) AND NOT (pg_visible_in_snapshot(d."$txid", '5:9:6')) AND d."$op" = 't')]::int8[] FROM (SELECT pg_current_snapshot() AS s) x`},
+			`SELECT x.s::text, ARRAY[c0.n, c1.n]::int8[], ARRAY[c0.t, c1.t]::int8[] FROM (SELECT pg_current_snapshot() AS s) x, ` +
+				`LATERAL (SELECT count(*) AS n, count(*) FILTER (WHERE d."$op" = 't') AS t FROM "ibex"."s.public.t" d WHERE pg_visible_in_snapshot(d."$txid", x.s) AND NOT (pg_visible_in_snapshot(d."$txid", '5:9:6'))) c0, ` +
+				`LATERAL (SELECT count(*) AS n, count(*) FILTER (WHERE d."$op" = 't') AS t FROM "ibex"."s.public.u" d WHERE pg_visible_in_snapshot(d."$txid", x.s) AND NOT (pg_visible_in_snapshot(d."$txid", '5:9:6'))) c1`},
 		{"SnapshotAndCounts none", capture.SnapshotAndCounts(nil, nil),
 			`SELECT x.s::text, ARRAY[]::int8[], ARRAY[]::int8[] FROM (SELECT pg_current_snapshot() AS s) x`},
 		{"KeyQuantiles", capture.KeyQuantiles(ct, "id", 4, snap, []string{wm1}),

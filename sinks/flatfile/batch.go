@@ -58,7 +58,9 @@ func fieldErr(t *sinks.Table, b *batch, col int, err error) error {
 // PrepareBatch writes the DELETE statements of keys (the key fields as COPY text,
 // tab-separated) and keeps the keys, for WriteRows and FinishBatch to update the key
 // index with: a key that gets a row stays in the index (one lookup says whether it was
-// there, a replaced row), and only the keys no row came for are deleted from it.
+// there, a replaced row), and only the keys no row came for are deleted from it. Keys
+// that are every integer of a range (a batch of a dense key) are counted and added by
+// that range at FinishBatch (finishSpan).
 func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) (sinks.Prepared, error) {
 	if err := s.inTx(t); err != nil {
 		return sinks.Prepared{}, err
@@ -73,7 +75,8 @@ func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) 
 	if nk > 1 {
 		lhs = "(" + d.cols(t.Key) + ")"
 	}
-	b.pending = newKeySet(len(keys))
+	var f []conflict.Field
+	pending := make([]key, 0, len(keys))
 	for i, k := range keys {
 		w, err := s.out()
 		if err != nil {
@@ -84,7 +87,7 @@ func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) 
 		} else {
 			w.WriteString(", ")
 		}
-		f, err := conflict.DecodeCopyLine(k)
+		f, err = sinks.DecodeLine(f[:0], k)
 		if err == nil && len(f) != nk {
 			err = fmt.Errorf("%d fields, the key has %d", len(f), nk)
 		}
@@ -111,8 +114,9 @@ func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) 
 		if i%stmtKeys == stmtKeys-1 || i == len(keys)-1 {
 			w.WriteString(");\n")
 		}
-		b.pending.add(indexKey(f))
+		pending = append(pending, indexKey(f))
 	}
+	b.pending = newKeySet(pending)
 	s.batch = b
 	return sinks.Prepared{}, nil
 }
@@ -145,6 +149,7 @@ func (s *Sink) WriteRows(ctx context.Context, t *sinks.Table, r io.Reader) (int6
 	head += " VALUES\n"
 	var (
 		n       int64
+		f       []conflict.Field
 		w       *bufio.Writer
 		open    bool  // an INSERT statement is open
 		inStmt  int   // its rows
@@ -160,7 +165,7 @@ func (s *Sink) WriteRows(ctx context.Context, t *sinks.Table, r io.Reader) (int6
 		if err != nil {
 			return n, s.errf(t, "reading rows of", err)
 		}
-		f, err := conflict.DecodeCopyLine(line)
+		f, err = sinks.DecodeLine(f[:0], line)
 		if err == nil && len(f) != ncol {
 			err = fmt.Errorf("%d fields, the table has %d columns", len(f), ncol)
 		}
@@ -198,6 +203,9 @@ func (s *Sink) WriteRows(ctx context.Context, t *sinks.Table, r io.Reader) (int6
 		if inStmt++; inStmt >= stmtRows || s.written()-started >= stmtBytes {
 			w.WriteString(";\n")
 			open = false
+		}
+		if b.pending != nil && b.pending.full {
+			continue // FinishBatch updates the index by the range
 		}
 		if keys = append(keys, k); len(keys) == chunk {
 			if keys, err = s.addKeys(ctx, b, keys); err != nil {
@@ -281,6 +289,12 @@ func (s *Sink) FinishBatch(ctx context.Context, t *sinks.Table) (sinks.Counts, e
 	if b.skipped {
 		return sinks.Counts{}, nil
 	}
+	if b.pending != nil && b.pending.full {
+		if err := s.finishSpan(ctx, b); err != nil {
+			return sinks.Counts{}, s.errf(t, "finishing the batch of", err)
+		}
+		return sinks.Counts{Written: b.written, Deleted: b.deleted}, nil
+	}
 	if b.pending != nil && b.pending.len() > 0 {
 		n, err := s.idx.remove(ctx, b.id, b.pending.keys())
 		if err != nil {
@@ -289,6 +303,30 @@ func (s *Sink) FinishBatch(ctx context.Context, t *sinks.Table) (sinks.Counts, e
 		b.deleted += n
 	}
 	return sinks.Counts{Written: b.written, Deleted: b.deleted}, nil
+}
+
+// finishSpan updates the index for a batch whose keys are every integer from lo to hi
+// (keySet.full), by that range rather than key by key: the keys it held there are the
+// batch's deleted (or replaced) rows; then the range is added (when some key was not
+// held) and the keys no row came for are removed.
+func (s *Sink) finishSpan(ctx context.Context, b *batch) error {
+	lo, hi := b.pending.lo, b.pending.hi
+	held, err := s.idx.countRange(ctx, b.id, lo, hi)
+	if err != nil {
+		return err
+	}
+	b.deleted += held
+	if uint64(held) <= uint64(hi)-uint64(lo) {
+		if err := s.idx.addRange(ctx, b.id, lo, hi); err != nil {
+			return err
+		}
+	}
+	if b.pending.len() > 0 {
+		if _, err := s.idx.remove(ctx, b.id, b.pending.keys()); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // ReplaceTable starts a whole-table copy of t: it writes DELETE FROM t and clears t's keys

@@ -243,6 +243,26 @@ func addSQL(n int) string {
 	return `INSERT OR IGNORE INTO ibex_keys (t, k) SELECT ?1, column1 FROM (VALUES ` + placeholders(n, "(?)") + `)`
 }
 
+// countRange returns how many integer keys from lo to hi the index holds for table id
+// (an integer key is an INTEGER value; the others, BLOBs, sort after every number).
+func (x *index) countRange(ctx context.Context, id, lo, hi int64) (int64, error) {
+	var n int64
+	if err := x.tx.QueryRowContext(ctx, `SELECT count(*) FROM ibex_keys WHERE t = ? AND k BETWEEN ? AND ?`, id, lo, hi).Scan(&n); err != nil {
+		return 0, fmt.Errorf("key index: counting a range of keys: %w", err)
+	}
+	return n, nil
+}
+
+// addRange records every integer key from lo to hi of table id as present.
+func (x *index) addRange(ctx context.Context, id, lo, hi int64) error {
+	_, err := x.tx.ExecContext(ctx, `WITH RECURSIVE r(k) AS (SELECT ?2 UNION ALL SELECT k + 1 FROM r WHERE k < ?3)
+		INSERT OR IGNORE INTO ibex_keys (t, k) SELECT ?1, k FROM r`, id, lo, hi)
+	if err != nil {
+		return fmt.Errorf("key index: adding a range of keys: %w", err)
+	}
+	return nil
+}
+
 // clear removes every key of table id and returns how many there were.
 func (x *index) clear(ctx context.Context, id int64) (int64, error) {
 	res, err := x.tx.ExecContext(ctx, `DELETE FROM ibex_keys WHERE t = ?`, id)

@@ -3,6 +3,7 @@ package flatfile_test
 import (
 	"database/sql"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -112,4 +113,77 @@ func TestIndexFormat(t *testing.T) {
 	dir := t.TempDir()
 	_ = openSink(t, dir, 1)
 	_ = openSink(t, dir, 2)
+}
+
+// Batches whose keys are every integer of a range (counted and added by the range) count
+// exactly, whatever the index held in and around the range, and leave the index holding
+// exactly the keys that got rows; a range next to other keys' forms leaves those alone.
+func TestIndexCountsRange(t *testing.T) {
+	dir := t.TempDir()
+	tbl := &sinks.Table{Schema: "public", Name: "t", Key: []string{"k"}, Cols: []string{"k", "v"}}
+	span := func(lo, hi int, rowIf func(int) bool) (keys, rows []string) {
+		for i := lo; i <= hi; i++ {
+			keys = append(keys, strconv.Itoa(i))
+			if rowIf(i) {
+				rows = append(rows, row(strconv.Itoa(i), "v"))
+			}
+		}
+		return keys, rows
+	}
+	all := func(int) bool { return true }
+	even := func(i int) bool { return i%2 == 0 }
+	none := func(int) bool { return false }
+	s := openSink(t, dir, 1)
+	// Text keys that read as numbers, and a long one, are other forms: left alone.
+	if c := unit(t, s, tbl, []string{"01", "+5", "short"}, []string{row("01", "v"), row("+5", "v"), row("short", "v")}); c != (sinks.Counts{Written: 3}) {
+		t.Fatalf("texts: counts %+v", c)
+	}
+	for i, c := range []struct {
+		lo, hi int
+		rowIf  func(int) bool
+		want   sinks.Counts
+		held   int64 // keys of t in the index after
+	}{
+		{1, 100, all, sinks.Counts{Written: 100}, 103},
+		{1, 100, even, sinks.Counts{Written: 50, Deleted: 100}, 53},
+		{51, 150, all, sinks.Counts{Written: 100, Deleted: 25}, 128}, // evens 52..100 held
+		{-3, 2, even, sinks.Counts{Written: 3, Deleted: 1}, 130},     // 2 held; -2, 0, 2 after
+		{1, 1, none, sinks.Counts{Deleted: 0}, 130},                  // 1 was deleted already
+		{-3, 150, none, sinks.Counts{Deleted: 127}, 3},               // all of them: -2, 0, evens 2..50, 51..150
+		{9223372036854775806 - 200, 9223372036854775806, all, sinks.Counts{Written: 201}, 204},
+	} {
+		var keys, rows []string
+		if c.lo > c.hi-300 {
+			keys, rows = span(c.lo, c.hi, c.rowIf)
+		} else {
+			for n := int64(c.lo); ; n++ {
+				keys = append(keys, strconv.FormatInt(n, 10))
+				rows = append(rows, row(strconv.FormatInt(n, 10), "v"))
+				if n == int64(c.hi) {
+					break
+				}
+			}
+		}
+		if got := unit(t, s, tbl, keys, rows); got != c.want {
+			t.Fatalf("batch %d (%d..%d): counts %+v, want %+v", i+1, c.lo, c.hi, got, c.want)
+		}
+		if n := indexKeys(t, dir); n != c.held {
+			t.Fatalf("batch %d (%d..%d): the index holds %d keys, want %d", i+1, c.lo, c.hi, n, c.held)
+		}
+	}
+}
+
+// indexKeys counts the keys dir's index holds (every table).
+func indexKeys(t *testing.T, dir string) int64 {
+	t.Helper()
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, flatfile.IndexFile)+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var n int64
+	if err := db.QueryRow(`SELECT count(*) FROM ibex_keys`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	goredis "github.com/redis/go-redis/v9"
 
@@ -21,6 +22,8 @@ type batch struct {
 
 	// del are the batch's keys (PrepareBatch), deleted at FinishBatch unless a row came.
 	del []string
+	// fast: the batch's keys are tracked in bits, not in the table's present map.
+	fast *fastKeys
 
 	// exists counts the batch's keys that exist on the server (EXISTS, on a connection of
 	// the pool while the rows come); FinishBatch waits for it. Nil: none asked.
@@ -69,10 +72,27 @@ func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) 
 	if err != nil {
 		return sinks.Prepared{}, fmt.Errorf("db %s: %w", s.db, err)
 	}
-	ts := u.table(l.base)
+	ts := u.settled(l.base)
 	ts.batches++
 	b := &batch{l: l}
-	var ask, del []string
+	if len(ts.present) == 0 && !ts.cleared {
+		if f := l.fastKeysOf(keys); f != nil {
+			// Nothing of the table in the unit yet: no key is known, each is asked.
+			f.batch, ts.fast, b.fast, b.del = ts.batches, f, f, f.keys
+			s.startExists(ctx, b, f.keys)
+			u.cur = b
+			u.ops = slices.Grow(u.ops, len(f.keys)+len(f.keys)/keysPerCommand+1)
+			return sinks.Prepared{}, nil
+		}
+	}
+	if len(ts.present) == 0 {
+		ts.present = make(map[string]keyState, len(keys))
+	}
+	// ask lists the keys whose existence the server tells: while every key so far is
+	// one, it is del itself (all is set).
+	del := make([]string, 0, len(keys))
+	var ask []string
+	all := true
 	for _, k := range keys {
 		rk, err := l.key(k)
 		if err != nil {
@@ -82,26 +102,41 @@ func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) 
 		switch {
 		case known && st.batch == ts.batches:
 			continue // twice in keys
-		case known:
+		case known || ts.cleared:
 			if st.exists {
 				b.deleted++
 			}
-		case !ts.cleared:
+			if all {
+				ask, all = slices.Clone(del), false
+			}
+		case !all:
 			ask = append(ask, rk)
 		}
 		ts.present[rk] = keyState{batch: ts.batches}
 		del = append(del, rk)
 	}
-	if len(ask) > 0 {
-		b.exists = make(chan existsResult, 1)
-		go func() {
-			n, err := s.countExisting(ctx, s.client, ask)
-			b.exists <- existsResult{n, err}
-		}()
+	if all {
+		ask = del
 	}
+	s.startExists(ctx, b, ask)
 	b.del = del
 	u.cur = b
+	// Room for the batch's rows and DELs in the queue, at once.
+	u.ops = slices.Grow(u.ops, len(del)+len(del)/keysPerCommand+1)
 	return sinks.Prepared{}, nil
+}
+
+// startExists starts counting, on a connection of the pool, the keys of ask that exist on
+// the server; FinishBatch takes the count.
+func (s *Sink) startExists(ctx context.Context, b *batch, ask []string) {
+	if len(ask) == 0 {
+		return
+	}
+	b.exists = make(chan existsResult, 1)
+	go func() {
+		n, err := s.countExisting(ctx, s.client, ask)
+		b.exists <- existsResult{n, err}
+	}()
 }
 
 // queueDeletes queues, at the end of a batch, the DEL of its keys no row came for: a key
@@ -109,15 +144,24 @@ func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) 
 func (u *unit) queueDeletes(b *batch) {
 	ts := u.table(b.l.base)
 	var del []string
-	for _, rk := range b.del {
-		if st := ts.present[rk]; !st.exists || st.batch != ts.batches {
-			del = append(del, rk)
+	if f := b.fast; f != nil && ts.fast == f {
+		for _, rk := range b.del {
+			if !f.rowCame(rk) {
+				del = append(del, rk)
+			}
+		}
+	} else {
+		ts.settle()
+		for _, rk := range b.del {
+			if st := ts.present[rk]; !st.exists || st.batch != ts.batches {
+				del = append(del, rk)
+			}
 		}
 	}
 	b.del = nil
 	for len(del) > 0 {
 		m := min(len(del), keysPerCommand)
-		u.ops = append(u.ops, op{base: b.l.base, del: del[:m:m]})
+		u.ops = append(u.ops, op{l: b.l, del: del[:m:m]})
 		del = del[m:]
 	}
 }
@@ -173,9 +217,12 @@ func (s *Sink) WriteRows(ctx context.Context, t *sinks.Table, r io.Reader) (int6
 		if u.queued += size; u.queued > s.maxUnit {
 			return fmt.Errorf("%w: the unit holds more than %d MiB of rows (Redis applies a unit in one MULTI/EXEC, held in memory until then): lower the sync's batch_size, or turn single_transaction off", ErrUnitTooLarge, s.maxUnit>>20)
 		}
-		u.ops = append(u.ops, op{base: b.l.base, cols: b.l.cols, row: row, nulls: !b.copy})
-		key, _ := rowKey(row)
-		ts.present[key] = keyState{exists: true, batch: ts.batches}
+		u.ops = append(u.ops, op{l: b.l, row: row, nulls: !b.copy})
+		if f := b.fast; f == nil || ts.fast != f || !f.gotRow(b.l.fields[0].Text) {
+			ts.settle() // a row of a key not in the fast batch: the map from here on
+			key, _ := rowKey(row)
+			ts.present[key] = keyState{exists: true, batch: ts.batches}
+		}
 		u.stream(ctx, false)
 		return nil
 	})

@@ -84,7 +84,8 @@ type layout struct {
 	// cols are t.Cols boxed once, for HSET arguments (a string made an interface
 	// value per row and column would be an allocation each).
 	cols    []any
-	scratch []byte // a row's key while it is packed
+	scratch []byte           // a row's key while it is packed
+	fields  []conflict.Field // a row's fields while it is packed
 }
 
 func newLayout(prefix string, t *sinks.Table) (*layout, error) {
@@ -191,10 +192,11 @@ func (l *layout) key(text string) (string, error) {
 // then its values as stored, NULL fields marked. It returns the packed row and its size
 // in bytes (for a copy's thresholds).
 func (l *layout) packRow(a *arena, line string) (row string, size int64, err error) {
-	fields, err := conflict.DecodeCopyLine(line)
+	l.fields, err = sinks.DecodeLine(l.fields[:0], line)
 	if err != nil {
 		return "", 0, fmt.Errorf("table %s: %w", l.t.Label(), err)
 	}
+	fields := l.fields
 	if len(fields) != len(l.t.Cols) {
 		return "", 0, fmt.Errorf("table %s: a row has %d fields, expected %d", l.t.Label(), len(fields), len(l.t.Cols))
 	}

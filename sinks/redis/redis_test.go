@@ -455,3 +455,99 @@ func TestUnitTooLarge(t *testing.T) {
 		t.Fatalf("a refused unit wrote %d rows", len(got))
 	}
 }
+
+// batchRows runs one batch of tbl (keys, then rows) in the open unit and returns its counts.
+func batchRows(t *testing.T, s *Sink, tbl *sinks.Table, keys, rows []string) sinks.Counts {
+	t.Helper()
+	ctx := t.Context()
+	if _, err := s.PrepareBatch(ctx, tbl, keys); err != nil {
+		t.Fatalf("PrepareBatch: %v", err)
+	}
+	body := ""
+	if len(rows) > 0 {
+		body = strings.Join(rows, "\n") + "\n"
+	}
+	if n, err := s.WriteRows(ctx, tbl, strings.NewReader(body)); err != nil || n != int64(len(rows)) {
+		t.Fatalf("WriteRows = %d, %v", n, err)
+	}
+	c, err := s.FinishBatch(ctx, tbl)
+	if err != nil {
+		t.Fatalf("FinishBatch: %v", err)
+	}
+	return c
+}
+
+func keysOf(from, to int) []string {
+	var out []string
+	for i := from; i <= to; i++ {
+		out = append(out, strconv.Itoa(i))
+	}
+	return out
+}
+
+// TestFastKeys: a unit's first batch of a table whose keys are a range of integers is
+// tracked in bits (fastKeys); its counts, its deletes, and what later batches and copies of
+// the same table in the unit see of it are those of the map: keys without a row deleted, a
+// key twice, a row of a key not in the batch, a second batch re-touching its keys, a copy
+// with ifEmpty after it.
+func TestFastKeys(t *testing.T) {
+	h := newHarness(t)
+	tbl := basicTable("fast")
+	h.Seed(t, tbl, numbered(1, 20, "old"))
+	s := h.open(t)
+	if f := mustLayout(t, tbl).fastKeysOf(keysOf(1, 40)); f == nil || len(f.keys) != 40 {
+		t.Fatalf("fastKeysOf 1..40: %+v", f)
+	}
+	if f := mustLayout(t, tbl).fastKeysOf([]string{"1", "1000"}); f != nil {
+		t.Fatalf("a sparse range is fast: %+v", f)
+	}
+	if f := mustLayout(t, tbl).fastKeysOf([]string{"1", "01"}); f != nil {
+		t.Fatalf("a key printed another way is fast: %+v", f)
+	}
+	unitOf(t, s, func(ctx context.Context) {
+		// Keys 11..30 (11..20 exist), twice over; rows for 11..15 and 21..25, and for 99,
+		// which is not a key of the batch.
+		keys := append(keysOf(11, 30), keysOf(11, 30)...)
+		rows := append(append(numbered(11, 15, "new"), numbered(21, 25, "new")...), numbered(99, 99, "odd")...)
+		if c := batchRows(t, s, tbl, keys, rows); c != (sinks.Counts{Written: 11, Deleted: 10}) {
+			t.Fatalf("first batch: %+v", c)
+		}
+		// A second batch of the table in the unit: 14..16 (14 and 15 got rows above, 16
+		// was deleted) and 99 (written above).
+		if c := batchRows(t, s, tbl, []string{"14", "15", "16", "99"}, numbered(16, 16, "again")); c != (sinks.Counts{Written: 1, Deleted: 3}) {
+			t.Fatalf("second batch: %+v", c)
+		}
+	})
+	want := append(append(append(numbered(1, 10, "old"), numbered(11, 13, "new")...), numbered(16, 16, "again")...), numbered(21, 25, "new")...)
+	if got := h.Rows(t, tbl); !slices.Equal(got, sorted(want)) {
+		t.Fatalf("rows:\n%q\nwant\n%q", got, sorted(want))
+	}
+	// A copy with ifEmpty after a fast batch that deleted every key of the table: empty.
+	unitOf(t, s, func(ctx context.Context) {
+		keys := keysOf(1, 25)
+		if c := batchRows(t, s, tbl, keys, nil); c != (sinks.Counts{Deleted: 19}) {
+			t.Fatalf("deleting batch: %+v", c)
+		}
+		if skipped, err := s.ReplaceTable(ctx, tbl, true); err != nil || skipped {
+			t.Fatalf("ReplaceTable(ifEmpty) after the table was emptied: skipped %v, %v", skipped, err)
+		}
+		if n, err := s.WriteRows(ctx, tbl, strings.NewReader(strings.Join(numbered(5, 6, "copy"), "\n")+"\n")); err != nil || n != 2 {
+			t.Fatalf("WriteRows = %d, %v", n, err)
+		}
+		if c, err := s.FinishBatch(ctx, tbl); err != nil || c != (sinks.Counts{Written: 2}) {
+			t.Fatalf("copy: %+v, %v", c, err)
+		}
+	})
+	if got, want := h.Rows(t, tbl), sorted(numbered(5, 6, "copy")); !slices.Equal(got, want) {
+		t.Fatalf("rows after the copy: %q, want %q", got, want)
+	}
+}
+
+func mustLayout(t *testing.T, tbl *sinks.Table) *layout {
+	t.Helper()
+	l, err := newLayout("p:", tbl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}

@@ -45,7 +45,7 @@ func (s *Sink) ReplaceTable(ctx context.Context, t *sinks.Table, ifEmpty bool) (
 
 // unitEmpty tells whether a table has no key, as the unit sees it.
 func (s *Sink) unitEmpty(ctx context.Context, base string) (bool, error) {
-	ts := s.tx.table(base)
+	ts := s.tx.settled(base)
 	for _, v := range ts.present {
 		if v.exists {
 			return false, nil
@@ -99,7 +99,7 @@ func (s *Sink) copyRow(ctx context.Context, b *batch, row string, size int64) er
 		}
 		return nil
 	}
-	u.ops = append(u.ops, op{base: b.l.base, cols: b.l.cols, row: row, replace: true})
+	u.ops = append(u.ops, op{l: b.l, row: row, replace: true})
 	key, _ := rowKey(row)
 	b.copied[key] = struct{}{}
 	b.bytes += size
@@ -132,7 +132,7 @@ func (s *Sink) goChunked(ctx context.Context, b *batch) error {
 	}
 	kept := u.ops[:0]
 	for _, o := range u.ops[:b.opStart] {
-		if o.base != b.l.base {
+		if o.l.base != b.l.base {
 			kept = append(kept, o)
 		}
 	}
@@ -232,7 +232,7 @@ func (s *Sink) finishCopy(ctx context.Context, b *batch) error {
 // (the copy must go chunked).
 func (s *Sink) finishQueuedCopy(ctx context.Context, b *batch) (done bool, err error) {
 	u := s.tx
-	ts := u.table(b.l.base)
+	ts := u.settled(b.l.base)
 	var existed int64
 	var stale []string
 	take := func(k string) {
@@ -273,7 +273,7 @@ func (s *Sink) finishQueuedCopy(ctx context.Context, b *batch) (done bool, err e
 	}
 	for len(stale) > 0 {
 		m := min(len(stale), keysPerCommand)
-		u.ops = append(u.ops, op{base: b.l.base, del: stale[:m:m]})
+		u.ops = append(u.ops, op{l: b.l, del: stale[:m:m]})
 		stale = stale[m:]
 	}
 	present := make(map[string]keyState, len(b.copied))

@@ -84,8 +84,7 @@ type unit struct {
 
 // op is a queued write: a DEL of keys, or the HSET of a packed row (queue.go).
 type op struct {
-	base    string   // the table's key base
-	cols    []any    // the table's column names, boxed (layout.cols)
+	l       *layout  // the table's layout: its key base, its column names boxed
 	del     []string // DEL these keys (when row is "")
 	row     string   // HSET this row (after a DEL of its key, with replace)
 	replace bool
@@ -104,6 +103,9 @@ type tstate struct {
 	// batches counts the table's batches in the unit: keyState.batch tells a key
 	// PrepareBatch saw already in this batch (one map access per key).
 	batches uint32
+	// fast is the keys of a batch not in present yet (fastkeys.go); settle puts them
+	// there before anything else reads present.
+	fast *fastKeys
 }
 
 // keyState is a key's state after the unit's queued writes.
@@ -112,12 +114,21 @@ type keyState struct {
 	batch  uint32 // the batch (tstate.batches) that last queued a write of the key
 }
 
+// table returns what the unit's writes do to a table (its fast batch's keys, if any, are
+// not in present: see settled).
 func (u *unit) table(base string) *tstate {
 	ts := u.tables[base]
 	if ts == nil {
 		ts = &tstate{present: map[string]keyState{}}
 		u.tables[base] = ts
 	}
+	return ts
+}
+
+// settled is table with every key in present.
+func (u *unit) settled(base string) *tstate {
+	ts := u.table(base)
+	ts.settle()
 	return ts
 }
 

@@ -20,6 +20,7 @@ type streamer struct {
 	done    chan struct{}
 	started bool  // MULTI sent (the goroutine's; read after done)
 	n       int   // ops sent (likewise)
+	args    []any // the goroutine's arguments of a chunk, reused
 	err     error // the first error (likewise); later chunks are not sent
 	closed  bool
 }
@@ -53,8 +54,20 @@ func (st *streamer) send(ctx context.Context, ops []op) error {
 	}
 	// The chunk's command arguments, end to end in one slice (go-redis keeps each
 	// command's until the round trip; an append that moves the slice leaves those as
-	// they are).
-	var args []any
+	// they are), sized for a round trip's commands at once and kept for the next chunk.
+	need := 0
+	for i := range ops[:min(len(ops), commitChunk)] {
+		if o := &ops[i]; o.row == "" {
+			need += 1 + len(o.del)
+		} else {
+			need += 4 + 2*len(o.l.cols) // del or hdel, hset, key, name and value pairs
+		}
+	}
+	if cap(st.args) < need {
+		st.args = make([]any, 0, need)
+	}
+	args := st.args[:0]
+	defer func() { clear(st.args[:cap(st.args)]) }() // let the values go
 	for i := range ops {
 		o := &ops[i]
 		start := len(args)
@@ -70,11 +83,11 @@ func (st *streamer) send(ctx context.Context, ops []op) error {
 				pipe.Do(ctx, args[start:len(args):len(args)]...)
 				start = len(args)
 			}
-			args = hsetArgs(args, o.row, o.cols)
+			args = hsetArgs(args, o.row, o.l.cols)
 			if o.nulls {
 				// Replaced in place: the columns now NULL lose their fields.
 				at := len(args)
-				if a := hdelArgs(args, o.row, o.cols); a != nil {
+				if a := hdelArgs(args, o.row, o.l.cols); a != nil {
 					pipe.Do(ctx, args[start:at:at]...)
 					start, args = at, a
 				}
