@@ -19,11 +19,9 @@ type rowReader struct {
 	src  *sinks.LineReader
 	conv *converter
 	keys *keySet // records each row's key; nil: none
-	out  []byte
-	off  int
+	chunks
 	rows int64 // rows converted
 	err  error // the conversion error that ended the stream
-	done bool
 	// spool keeps each line read (on_error=skip: the rows are written again when the
 	// load fails); nil: none.
 	spool *sinks.Spool
@@ -36,21 +34,33 @@ func newRowReader(src io.Reader, conv *converter, keys *keySet) *rowReader {
 // outChunk is how much converted output a Read gathers before it returns.
 const outChunk = 1 << 20
 
-func (r *rowReader) Read(p []byte) (int, error) {
-	if r.off == len(r.out) {
-		r.out, r.off = r.out[:0], 0
-		if cap(r.out) > 4*outChunk {
-			r.out = nil // a huge row passed: let its buffer go
+func (r *rowReader) Read(p []byte) (int, error) { return r.read(p, r.next) }
+
+// chunks is the output of a reader that converts lines into LOAD DATA text, about
+// outChunk bytes at a time.
+type chunks struct {
+	out  []byte
+	off  int
+	done bool // no line is left to convert
+}
+
+// read copies converted bytes into p; when out is used up, it calls next (which converts
+// one line into out, or sets done) until out holds outChunk bytes or done.
+func (c *chunks) read(p []byte, next func()) (int, error) {
+	if c.off == len(c.out) {
+		c.out, c.off = c.out[:0], 0
+		if cap(c.out) > 4*outChunk {
+			c.out = nil // a huge row passed: let its buffer go
 		}
-		for !r.done && len(r.out) < outChunk {
-			r.next()
+		for !c.done && len(c.out) < outChunk {
+			next()
 		}
-		if len(r.out) == 0 {
+		if len(c.out) == 0 {
 			return 0, io.EOF
 		}
 	}
-	n := copy(p, r.out[r.off:])
-	r.off += n
+	n := copy(p, c.out[c.off:])
+	c.off += n
 	return n, nil
 }
 

@@ -367,26 +367,11 @@ type stageReader struct {
 	keys    []string // each row's key; "" for a row refused
 	refused []sinks.Rejected
 	staged  int64
-	out     []byte
-	off     int
-	err     error
-	done    bool
+	chunks
+	err error
 }
 
-func (r *stageReader) Read(p []byte) (int, error) {
-	if r.off == len(r.out) {
-		r.out, r.off = r.out[:0], 0
-		for !r.done && len(r.out) < outChunk {
-			r.next()
-		}
-		if len(r.out) == 0 {
-			return 0, io.EOF
-		}
-	}
-	n := copy(p, r.out[r.off:])
-	r.off += n
-	return n, nil
-}
+func (r *stageReader) Read(p []byte) (int, error) { return r.read(p, r.next) }
 
 func (r *stageReader) next() {
 	line, err := r.src.Next()
