@@ -450,13 +450,14 @@ func (sp *schedProc) stop() error {
 // peerRun is one system's figures of one repeat (NaN: not measured).
 type peerRun struct {
 	catch, wal, tps [2]float64 // per backlog: catch-up seconds, target WAL MiB, load TPS
+	floor           [2]float64 // per backlog (ibex only): the plain-SQL floor, seconds
 	p50, p99        float64    // steady state, seconds
 	steadyTPS       float64
 }
 
 func nanRun() peerRun {
 	n := math.NaN()
-	return peerRun{catch: [2]float64{n, n}, wal: [2]float64{n, n}, tps: [2]float64{n, n}, p50: n, p99: n, steadyTPS: n}
+	return peerRun{catch: [2]float64{n, n}, wal: [2]float64{n, n}, tps: [2]float64{n, n}, floor: [2]float64{n, n}, p50: n, p99: n, steadyTPS: n}
 }
 
 // peersScale is the pgbench scale of the section: 10, or more when -peers-rows needs it.
@@ -644,11 +645,26 @@ func (b *bench) peerRepeat(ctx context.Context, label string, sys replicator, s,
 		if err != nil {
 			return pr, fmt.Errorf("%s: load: %w", names[k], err)
 		}
+		// ibex's backlog is also applied by plain SQL to a copy of the target (its change
+		// tables name the keys): the floor of the same rows, same run.
+		var fp *peerFloorPrep
+		if _, ok := sys.(ibexPeer); ok {
+			if fp, err = b.prepFloor(ctx, p); err != nil {
+				return pr, fmt.Errorf("%s: %w", names[k], err)
+			}
+		}
 		dur, wal, err := b.peerCatchUp(ctx, bl, sys, p)
 		if err != nil {
 			return pr, fmt.Errorf("%s: %w", names[k], err)
 		}
 		pr.catch[k], pr.wal[k], pr.tps[k] = dur.Seconds(), float64(wal)/(1<<20), tps
+		if fp != nil {
+			fd, err := b.floor(ctx, bl, p, fp)
+			if err != nil {
+				return pr, fmt.Errorf("%s: %w", names[k], err)
+			}
+			pr.floor[k] = fd.Seconds()
+		}
 	}
 	lat, tps, err := b.peerSteady(ctx, label, sys, p)
 	if err != nil {
@@ -917,6 +933,12 @@ func (b *bench) peersReport(systems []replicator, runs map[string][]peerRun, wit
 			b.rep.add(sec, fmt.Sprintf("%s: %s %s", names[k], sys.name(), what), uSec, present(col(sys.name(), func(r peerRun) float64 { return r.catch[k] })), note)
 		}
 		ibexCatch := col(ibex, func(r peerRun) float64 { return r.catch[k] })
+		floor := col(ibex, func(r peerRun) float64 { return r.floor[k] })
+		b.rep.add(sec, fmt.Sprintf("%s: plain-SQL floor", names[k]), uSec, present(floor),
+			"the same rows again by DELETE + COPY on one session into the target, after ibex's catch-up (ibex's change tables name the keys)")
+		b.rep.add(sec, fmt.Sprintf("%s: ibex / plain-SQL floor", names[k]), uRatio, paired(ibexCatch, floor), "paired by repeat")
+		b.rep.add(sec, fmt.Sprintf("%s: plain-SQL floor / %s", names[k], lr), uRatio, paired(floor, col(lr, func(r peerRun) float64 { return r.catch[k] })),
+			"what the same final rows cost PostgreSQL itself on one session, against the streaming catch-up")
 		b.rep.add(sec, fmt.Sprintf("%s: ibex / %s", names[k], lr), uRatio, paired(ibexCatch, col(lr, func(r peerRun) float64 { return r.catch[k] })), targets[k]+" (paired by repeat)")
 		if withPgl {
 			b.rep.add(sec, fmt.Sprintf("%s: ibex / pglogical", names[k]), uRatio, paired(ibexCatch, col("pglogical", func(r peerRun) float64 { return r.catch[k] })), "paired by repeat")
