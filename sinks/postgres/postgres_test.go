@@ -254,6 +254,31 @@ func TestSourceTriggerDroppingRows(t *testing.T) {
 	wantRows(t, h, tbl, "1\tone", "2\ttwo")
 }
 
+// A source's table with a rule: the server refuses MERGE on it (feature_not_supported), and
+// the batch is written by UPDATE and INSERT instead, with the same outcome and counts; the
+// next batch goes straight to them.
+func TestSourceTableWithRule(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	h := newHarness(t, true)
+	tbl := custom(t, h, "ruled", `(id int PRIMARY KEY, name text)`)
+	h.exec(t, `CREATE TABLE public.ruled_log (id int)`)
+	h.exec(t, `CREATE RULE logged AS ON UPDATE TO public.ruled DO ALSO INSERT INTO public.ruled_log VALUES (NEW.id)`)
+	h.Seed(t, tbl, rowsOf("1\tone", "2\ttwo"))
+	s := h.NewSink(t)
+	for i, batch := range [][]string{{"1\tONE", "3\tthree"}, {"2\tTWO", "4\tfour"}} {
+		ok(t, s.Begin(ctx))
+		keys := []string{batch[0][:1], batch[1][:1]}
+		must[sinks.Prepared](t)(s.PrepareBatch(ctx, tbl, keys))
+		must[int64](t)(s.WriteRows(ctx, tbl, reader(rowsOf(batch...))))
+		if c := must[sinks.Counts](t)(s.FinishBatch(ctx, tbl)); c != (sinks.Counts{Written: 2, Deleted: 1}) {
+			t.Fatalf("batch %d: counts %+v, expected 2 written, 1 replaced", i+1, c)
+		}
+		ok(t, s.Commit(ctx))
+	}
+	wantRows(t, h, tbl, "1\tONE", "2\tTWO", "3\tthree", "4\tfour")
+}
+
 // partitioned creates a table partitioned in two.
 func partitioned(t *testing.T, h *harness) *sinks.Table {
 	tbl := custom(t, h, "parted", `(id int PRIMARY KEY, name text) PARTITION BY RANGE (id)`)

@@ -59,6 +59,10 @@ type Sink struct {
 	// refuses are left out (rejected) instead of failing the batch.
 	skip     bool
 	rejected []sinks.Rejected
+	// major is the server's major version (0: not read yet); mergeRefused the tables
+	// (quoted) on which it refused MERGE (see applySource).
+	major        int
+	mergeRefused map[string]bool
 }
 
 // batch is the state of the batch (or whole-table copy) under way.

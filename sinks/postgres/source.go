@@ -7,10 +7,12 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/ibexrepl/ibex/internal/capture"
 	"github.com/ibexrepl/ibex/internal/catalog"
 	"github.com/ibexrepl/ibex/internal/dbconn"
+	"github.com/ibexrepl/ibex/internal/sqlstate"
 	"github.com/ibexrepl/ibex/sinks"
 )
 
@@ -78,9 +80,29 @@ SELECT count(*), (%s) FROM w`, id, cols, catalog.QuoteCols("s.", t.Cols), inK, i
 	// The rest after the writes: delete the keys the winner no longer has, then count the
 	// keys the application changed meanwhile.
 	rest := gone + "; " + indexed(del) + "; " + check
+	// On PostgreSQL 15 and later one MERGE updates the rows there and inserts the others in
+	// a single pass over the key index (about half the time of the UPDATE and the INSERT's
+	// anti-join), with the same UPDATE semantics for a waiting application transaction.
+	useMerge := len(sets) > 0 && s.mergeOK(t)
+	merge := s.mergeSQL(t, sets)
 	for attempt := 0; ; attempt++ {
 		var written, replaced, deleted, changed, want int64
-		res, err := dbconn.ExecAll(ctx, s.conn, `SAVEPOINT ibex_apply; `+write+`; `+rest)
+		var res []*pgconn.Result
+		var err error
+		if useMerge {
+			res, err = dbconn.ExecAll(ctx, s.conn, `SAVEPOINT ibex_apply; `+merge+`; `+rest)
+			if isCode(err, sqlstate.FeatureNotSupported) {
+				// MERGE refused on this table (a rule on it, say): the UPDATE and the INSERT.
+				if _, err := s.conn.Exec(ctx, `ROLLBACK TO SAVEPOINT ibex_apply`); err != nil {
+					return 0, 0, err
+				}
+				s.noMerge(t)
+				useMerge = false
+			}
+		}
+		if !useMerge {
+			res, err = dbconn.ExecAll(ctx, s.conn, `SAVEPOINT ibex_apply; `+write+`; `+rest)
+		}
 		if isCode(err, uniqueViolation) {
 			if _, err := s.conn.Exec(ctx, `ROLLBACK TO SAVEPOINT ibex_apply`); err != nil {
 				return 0, 0, err
@@ -99,6 +121,22 @@ SELECT count(*), (%s) FROM w`, id, cols, catalog.QuoteCols("s.", t.Cols), inK, i
 			res = res[6:]
 		} else if err != nil {
 			return 0, 0, err
+		} else if useMerge {
+			// res: SAVEPOINT, DELETE (staged rows of keys left out), inserted before, SET,
+			// SET, MERGE, SET, SET, inserted after and the staged rows, then rest.
+			var before, after int64
+			if before, err = scalar(res[2], 0); err != nil {
+				return 0, 0, err
+			}
+			if after, err = scalar(res[8], 0); err != nil {
+				return 0, 0, err
+			}
+			if want, err = scalar(res[8], 1); err != nil {
+				return 0, 0, err
+			}
+			written = res[5].CommandTag.RowsAffected()
+			replaced = written - (after - before)
+			res = res[9:]
 		} else {
 			// res: SAVEPOINT, update, insert, then rest.
 			var inserted int64
@@ -163,3 +201,46 @@ func replacedCount(t *sinks.Table, update bool) (returning, count string) {
 	return `RETURNING 1`, fmt.Sprintf(`(SELECT count(*) FROM pg_temp.ibex_s s CROSS JOIN LATERAL (SELECT 1 FROM %s x WHERE %s LIMIT 1) x WHERE EXISTS (SELECT 1 FROM pg_temp.ibex_k k WHERE %s))`,
 		ident(t), catalog.KeyJoin("x", "s", t.Key), catalog.KeyJoin("s", "k", t.Key))
 }
+
+// mergeOK reports whether applySource writes t with MERGE: the server has it (PostgreSQL
+// 15) and did not refuse it on t before.
+func (s *Sink) mergeOK(t *sinks.Table) bool {
+	if s.major == 0 {
+		s.major = dbconn.ServerMajor(s.conn.PgConn())
+	}
+	return s.major >= 15 && !s.mergeRefused[ident(t)]
+}
+
+// noMerge records that the server refused MERGE on t (feature_not_supported).
+func (s *Sink) noMerge(t *sinks.Table) {
+	if s.mergeRefused == nil {
+		s.mergeRefused = map[string]bool{}
+	}
+	s.mergeRefused[ident(t)] = true
+}
+
+// mergeSQL is applySource's write on PostgreSQL 15 and later: the staged rows of keys no
+// longer in pg_temp.ibex_k (left out after the rows arrived) are dropped, then one MERGE
+// updates the rows the table holds (set: "col = s.col" for every column but identity-always
+// ones) and inserts the others, probing the key index in key order (a cost that follows
+// the batch, not the table). Around it, the transaction's count of rows inserted into the
+// table (its partitions') tells inserted rows from updated ones (MERGE's tag counts both),
+// and the last statement also counts the staged rows, which must all be written.
+func (s *Sink) mergeSQL(t *sinks.Table, sets []string) string {
+	id := ident(t)
+	inserted := fmt.Sprintf(`SELECT pg_stat_get_xact_tuples_inserted(%s::regclass)`, quoteLiteral(id))
+	if t.Partitioned {
+		// A partitioned parent holds no rows: its partitions count them.
+		inserted = fmt.Sprintf(`SELECT coalesce(sum(pg_stat_get_xact_tuples_inserted(relid)), 0)::int8 FROM pg_partition_tree(%s::regclass) WHERE isleaf`, quoteLiteral(id))
+	}
+	prune := fmt.Sprintf(`DELETE FROM pg_temp.ibex_s s WHERE NOT EXISTS (SELECT 1 FROM pg_temp.ibex_k k WHERE %s)`, catalog.KeyJoin("s", "k", t.Key))
+	merge := fmt.Sprintf(`MERGE INTO %s t USING (SELECT %s FROM pg_temp.ibex_s ORDER BY %s) s ON %s
+WHEN MATCHED THEN UPDATE SET %s
+WHEN NOT MATCHED THEN INSERT (%s) OVERRIDING SYSTEM VALUE VALUES (%s)`,
+		id, catalog.QuoteCols("", t.Cols), catalog.QuoteCols("", t.Key), catalog.KeyJoin("t", "s", t.Key),
+		strings.Join(sets, ", "), catalog.QuoteCols("", t.Cols), catalog.QuoteCols("s.", t.Cols))
+	return prune + "; " + inserted + "; " + indexed(merge) + "; " + fmt.Sprintf(`SELECT (%s), (SELECT count(*) FROM pg_temp.ibex_s)`, inserted)
+}
+
+// quoteLiteral quotes s as an SQL string literal.
+func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
