@@ -330,10 +330,7 @@ func (r *runner) shipKeys(ctx context.Context, w *member, t *table, keys []strin
 	if p.sorted {
 		w.wkeys = "pg_temp.ibex_w" // distinct and in order already
 	}
-	if _, err := dbconn.ExecAll(ctx, w.wconn, fmt.Sprintf(`SET enable_mergejoin = %s; DROP TABLE IF EXISTS pg_temp.ibex_w; CREATE TEMP TABLE ibex_w AS SELECT %s FROM %s LIMIT 0`, merge, keyCols, t.ident)); err != nil {
-		return p, err
-	}
-	return p, copyKeys(ctx, w.wconn, "pg_temp.ibex_w", keyCols, keys)
+	return p, loadTempKeys(ctx, w.wconn, "SET enable_mergejoin = "+merge, "ibex_w", keyCols, t.ident, keys)
 }
 
 // readPlan is how a sender reads the rows of a batch's keys.
@@ -391,6 +388,20 @@ func planRead(t *table, keys []string) readPlan {
 		p.full = float64(len(ns)) >= fullShare*span
 	}
 	return p
+}
+
+// loadTempKeys (re)creates the temp table pg_temp.<name>, empty, with the columns cols
+// (quoted, comma-separated) of table like, and loads lines into it (copyKeys): two round
+// trips. before, when not "", is sent first in the first one (a setting, or a DROP).
+func loadTempKeys(ctx context.Context, conn *pgx.Conn, before, name, cols, like string, lines []string) error {
+	create := fmt.Sprintf(`DROP TABLE IF EXISTS pg_temp.%s; CREATE TEMP TABLE %s AS SELECT %s FROM %s LIMIT 0`, name, name, cols, like)
+	if before != "" {
+		create = before + "; " + create
+	}
+	if _, err := dbconn.ExecAll(ctx, conn, create); err != nil {
+		return err
+	}
+	return copyKeys(ctx, conn, "pg_temp."+name, cols, lines)
 }
 
 // copyKeys loads keys (tab-separated COPY text, as the change rows print them) into a

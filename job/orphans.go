@@ -14,7 +14,6 @@ import (
 	"github.com/ibexrepl/ibex/internal/catalog"
 	"github.com/ibexrepl/ibex/internal/conflict"
 	"github.com/ibexrepl/ibex/internal/control"
-	"github.com/ibexrepl/ibex/internal/dbconn"
 	"github.com/ibexrepl/ibex/sinks"
 )
 
@@ -136,10 +135,7 @@ func (r *runner) saveParents(ctx context.Context) error {
 			if p.customOn(m) {
 				return nil
 			}
-			if _, err := dbconn.ExecAll(ctx, m.conn, fmt.Sprintf(`DROP TABLE IF EXISTS pg_temp.ibex_pk; CREATE TEMP TABLE ibex_pk AS SELECT %s FROM %s LIMIT 0; DROP TABLE IF EXISTS %s`, keyCols, p.ident, name)); err != nil {
-				return err
-			}
-			if err := copyKeys(ctx, m.conn, "pg_temp.ibex_pk", keyCols, keys); err != nil {
+			if err := loadTempKeys(ctx, m.conn, "DROP TABLE IF EXISTS "+name, "ibex_pk", keyCols, p.ident, keys); err != nil {
 				return err
 			}
 			_, err := m.conn.Exec(ctx, fmt.Sprintf(`CREATE TEMP TABLE %s AS SELECT %s FROM %s t JOIN pg_temp.ibex_pk k ON %s`,
@@ -347,10 +343,7 @@ func (r *runner) restoreParents(ctx context.Context, dbs []*member, l orphanLink
 	have := map[string]bool{}
 	for _, m := range use {
 		var got []string
-		if _, err := dbconn.ExecAll(ctx, m.conn, fmt.Sprintf(`DROP TABLE IF EXISTS pg_temp.ibex_ref; CREATE TEMP TABLE ibex_ref AS SELECT %s FROM %s LIMIT 0`, parentCols, p.ident)); err != nil {
-			return nil, fmt.Errorf("db %s: %w", m.name, err)
-		}
-		if err := copyKeys(ctx, m.conn, "pg_temp.ibex_ref", parentCols, missing); err != nil {
+		if err := loadTempKeys(ctx, m.conn, "", "ibex_ref", parentCols, p.ident, missing); err != nil {
 			return nil, fmt.Errorf("db %s: %w", m.name, err)
 		}
 		lw := sinks.NewLineWriter(func(line []byte) error { got = append(got, string(line)); return nil })

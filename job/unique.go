@@ -13,7 +13,6 @@ import (
 	"github.com/ibexrepl/ibex/internal/catalog"
 	"github.com/ibexrepl/ibex/internal/conflict"
 	"github.com/ibexrepl/ibex/internal/control"
-	"github.com/ibexrepl/ibex/internal/dbconn"
 	"github.com/ibexrepl/ibex/sinks"
 )
 
@@ -340,11 +339,7 @@ func (r *runner) readHeld(ctx context.Context, m *member, t *table, keys []strin
 			continue
 		}
 		cols := catalog.QuoteCols("", u)
-		if _, err := dbconn.ExecAll(ctx, rc, fmt.Sprintf(`DROP TABLE IF EXISTS pg_temp.ibex_u; CREATE TEMP TABLE ibex_u AS SELECT %s FROM %s LIMIT 0`, cols, t.ident)); err != nil {
-			return nil, err
-		}
-		vals := slices.Sorted(maps.Keys(incoming[i]))
-		if err := copyKeys(ctx, rc, "pg_temp.ibex_u", cols, vals); err != nil {
+		if err := loadTempKeys(ctx, rc, "", "ibex_u", cols, t.ident, slices.Sorted(maps.Keys(incoming[i]))); err != nil {
 			return nil, err
 		}
 		sql := fmt.Sprintf(`COPY (SELECT %s, %s, row_to_json(t)::text FROM pg_temp.ibex_u u JOIN %s t ON %s WHERE NOT EXISTS (SELECT 1 FROM %s w WHERE %s)) TO STDOUT`,
@@ -384,10 +379,7 @@ func (r *runner) pendingAt(ctx context.Context, t *table, keys []string) (map[st
 			return nil, fmt.Errorf("db %s: %w", a.name, err)
 		}
 		keyCols := catalog.QuoteCols("", t.keyCols)
-		if _, err := dbconn.ExecAll(ctx, rc, fmt.Sprintf(`DROP TABLE IF EXISTS pg_temp.ibex_hk; CREATE TEMP TABLE ibex_hk AS SELECT %s FROM %s LIMIT 0`, keyCols, t.ident)); err != nil {
-			return nil, fmt.Errorf("db %s: %w", a.name, err)
-		}
-		if err := copyKeys(ctx, rc, "pg_temp.ibex_hk", keyCols, keys); err != nil {
+		if err := loadTempKeys(ctx, rc, "", "ibex_hk", keyCols, t.ident, keys); err != nil {
 			return nil, fmt.Errorf("db %s: %w", a.name, err)
 		}
 		nk := len(t.keyCols)
