@@ -44,6 +44,9 @@ type config struct {
 	captureSeconds int
 	capturePairs   int
 	captureScripts []string
+	// capturePrivate: the capture section runs in private clusters (wal_level replica,
+	// and logical for the publication) instead of on the harness's server.
+	capturePrivate bool
 	smallKicks     int
 	keep           bool
 	quick          bool
@@ -112,8 +115,9 @@ func parseFlags(args []string) (*config, error) {
 	fs.IntVar(&c.peersSeconds, "peers-seconds", 20, "length of the peers section's steady state (pgbench -T)")
 	fs.IntVar(&c.smallKicks, "small-kicks", 41, "timed one-row kicks (and as many empty ones) in the small section")
 	fs.IntVar(&c.captureSeconds, "capture-seconds", 10, "length of each pgbench -T run in the capture section")
-	fs.IntVar(&c.capturePairs, "capture-pairs", 7, "interleaved pairs (without, with capture) per script in the capture section")
+	fs.IntVar(&c.capturePairs, "capture-pairs", 7, "interleaved rounds (without capture, with capture, with a publication) per script in the capture section")
 	var captureScripts string
+	fs.BoolVar(&c.capturePrivate, "capture-clusters", true, "capture section: run in two private clusters (wal_level=replica without/with capture; wal_level=logical with a publication and a consumed slot) instead of on the harness's server (false: no publication figures)")
 	fs.StringVar(&captureScripts, "capture-scripts", "tpcb-like,simple-update", "pgbench built-in scripts of the capture section (each gets its pairs)")
 	fs.BoolVar(&c.keep, "keep", false, "keep the ibex_bench_* databases (those of each section's last repeat)")
 	fs.StringVar(&c.ibexBin, "ibex", "", "use this ibex binary instead of building ./cmd/ibex (e.g. to compare two builds)")
@@ -304,6 +308,9 @@ func run(cfg *config) int {
 		}
 		fmt.Println()
 	}
+	if cfg.sections["capture"] && b.captureInfo != "" {
+		fmt.Printf("capture:    %s\n", b.captureInfo)
+	}
 	if cfg.sections["peers"] && b.peersInfo != "" {
 		fmt.Printf("peers:      %s\n", b.peersInfo)
 	}
@@ -342,6 +349,8 @@ type bench struct {
 	sinkInfo string
 	// peersInfo describes the peers section's setup.
 	peersInfo string
+	// captureInfo describes the capture section's setup.
+	captureInfo string
 }
 
 func (b *bench) runSections(ctx context.Context) error {

@@ -469,18 +469,22 @@ func (e *env) walLSN(ctx context.Context) (int64, error) {
 // walOfDB sums the WAL records between two positions that touch a relation of database
 // oid (pg_walinspect, installed in db), without their full-page images: the WAL a run on
 // that database wrote, without the other sessions' of the server (commit records, which
-// touch no relation, are left out: capture adds none). Full-page images are left out
-// because their number follows the pages first touched since the last checkpoint, so per
-// transaction it falls as a run lasts, and a faster run would look cheaper.
-func (e *env) walOfDB(ctx context.Context, db string, oid uint32, from, to int64) (int64, error) {
+// touch no relation, are left out: capture adds none). With unattributed (a private
+// cluster, where nothing else writes), the records that touch no relation (commits,
+// running transactions) are counted too: wal_level = logical makes commit records larger.
+// Full-page images are left out because their number follows the pages first touched
+// since the last checkpoint, so per transaction it falls as a run lasts, and a faster run
+// would look cheaper.
+func (e *env) walOfDB(ctx context.Context, db string, oid uint32, from, to int64, unattributed bool) (int64, error) {
 	c, err := e.connect(ctx, db)
 	if err != nil {
 		return 0, err
 	}
 	defer c.Close(context.WithoutCancel(ctx))
 	var n int64
-	err = c.QueryRow(ctx, `SELECT coalesce(sum(record_length - fpi_length), 0)::bigint FROM pg_get_wal_records_info(('0/0'::pg_lsn + $1::numeric), ('0/0'::pg_lsn + $2::numeric)) WHERE block_ref ~ ('rel [0-9]+/' || $3::text || '/')`,
-		from, to, strconv.FormatUint(uint64(oid), 10)).Scan(&n)
+	err = c.QueryRow(ctx, `SELECT coalesce(sum(record_length - fpi_length), 0)::bigint FROM pg_get_wal_records_info(('0/0'::pg_lsn + $1::numeric), ('0/0'::pg_lsn + $2::numeric))
+WHERE block_ref ~ ('rel [0-9]+/' || $3::text || '/') OR ($4 AND coalesce(block_ref, '') !~ 'rel [0-9]+/')`,
+		from, to, strconv.FormatUint(uint64(oid), 10), unattributed).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("reading the WAL of %s: %w", db, err)
 	}

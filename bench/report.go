@@ -13,6 +13,7 @@ import (
 const (
 	uSec   = "s"
 	uMs    = "ms" // values in seconds, shown in milliseconds
+	uUs    = "µs" // values in seconds, shown in microseconds
 	uRatio = "x"
 	uMiB   = "MiB"
 	uRows  = "rows"
@@ -95,6 +96,8 @@ func format(unit string, x float64) string {
 		return fmt.Sprintf("%.3f s", x)
 	case uMs:
 		return fmt.Sprintf("%.1f ms", x*1000)
+	case uUs:
+		return fmt.Sprintf("%.0f µs", x*1e6)
 	case uRatio:
 		return fmt.Sprintf("%.2fx", x)
 	case uMiB:
