@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -157,7 +158,7 @@ func (b *bench) captureReport(sec, script string, plain, capt, pub *capSystem) {
 	}
 	cr := ratios(capt.tps, plain.tps)
 	b.rep.add(sec, script+": TPS ratio capture / without", uRatio, cr, "target >= 0.95 (issue 18): median of the rounds' ratios; Bucardo's triggers: 0.74-0.86")
-	b.rep.text(sec, script+": the rounds' capture ratios, sorted", spread(cr), "p25-p75 in brackets")
+	b.rep.text(sec, script+": the rounds' capture ratios, sorted", spread(cr), "between the quartiles in brackets")
 	if pub != nil {
 		pr := ratios(pub.tps, plain.tps)
 		b.rep.add(sec, script+": TPS ratio publication / without", uRatio, pr, "the same rounds")
@@ -192,13 +193,14 @@ func (b *bench) captureReport(sec, script string, plain, capt, pub *capSystem) {
 	}
 }
 
-// spread lists ratios sorted, the interquartile range in brackets.
+// spread lists ratios sorted, those between the quartiles in brackets (the middle half).
 func spread(v []float64) string {
 	s := slices.Sorted(slices.Values(v))
 	if len(s) == 0 {
 		return "-"
 	}
-	lo, hi := (len(s)-1)/4, len(s)-1-(len(s)-1)/4
+	n := float64(len(s) - 1)
+	lo, hi := int(math.Ceil(n/4)), int(math.Floor(3*n/4))
 	parts := make([]string, len(s))
 	for i, x := range s {
 		parts[i] = fmt.Sprintf("%.2f", x)
