@@ -19,9 +19,9 @@ const clockTick = 10 * time.Millisecond
 // own, that of the children it has reaped (backends that ended: cutime, cstime), and that of
 // the children alive now (checkpointer, walsender, backends). pidFile is the cluster's
 // postmaster.pid. Read before and after a run, the difference is what the cluster spent on
-// it, once the run's backends have ended and been reaped: a child that has exited and is
-// not reaped yet (a zombie) shows no CPU time and is not in the postmaster's yet, so
-// zombies says how many there are (read again until none).
+// it, once the run's backends have ended and been reaped: a child that is exiting (or has
+// exited and is not reaped yet) may show no CPU time while it is not in the postmaster's
+// yet, so zombies says how many such children there are (read again until none).
 func serverCPU(pidFile string) (cpu time.Duration, zombies int, err error) {
 	b, err := os.ReadFile(pidFile)
 	if err != nil {
@@ -49,7 +49,7 @@ func serverCPU(pidFile string) (cpu time.Duration, zombies int, err error) {
 		if err != nil || cf[1] != int64(pid) { // gone meanwhile, or not the postmaster's
 			continue
 		}
-		if state == "Z" {
+		if state == "Z" || state == "X" || cf[6]&pfExiting != 0 {
 			zombies++
 		}
 		ticks += cf[11] + cf[12]
@@ -57,9 +57,13 @@ func serverCPU(pidFile string) (cpu time.Duration, zombies int, err error) {
 	return time.Duration(ticks) * clockTick, zombies, nil
 }
 
+// pfExiting is the kernel's flag of a process that is exiting (PF_EXITING, in the flags of
+// /proc/pid/stat).
+const pfExiting = 0x4
+
 // procStat reads the fields of /proc/pid/stat after the command name: the state, and the
-// numbers f[1] the parent's pid, f[11..14] utime, stime, cutime, cstime (fields 14-17 of
-// proc(5)).
+// numbers f[1] the parent's pid, f[6] the kernel flags, f[11..14] utime, stime, cutime,
+// cstime (fields 4, 9 and 14-17 of proc(5)).
 func procStat(pid int) (f []int64, state string, err error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
