@@ -45,9 +45,10 @@ type capSystem struct {
 	db      string
 	oid     uint32
 	walDB   string // a database of its server with pg_walinspect; "" when it could not be installed
-	// tps, wal (bytes per transaction) and cpu (the cluster's CPU seconds per
-	// transaction: private clusters only) of each round.
-	tps, wal, cpu []float64
+	// tps, wal (bytes per transaction), cpu (the cluster's CPU seconds per transaction:
+	// private clusters only) and p10 (the 10th percentile of the transactions' latencies,
+	// seconds) of each round.
+	tps, wal, cpu, p10 []float64
 }
 
 // capSetup is what the capture section runs on, and what it leaves to stop at the end.
@@ -114,7 +115,7 @@ func (b *bench) capture(ctx context.Context) error {
 	for _, script := range cfg.captureScripts {
 		args := []string{"-n", "-b", script, "-T", strconv.Itoa(cfg.captureSeconds), "-c", "2", "-j", "2"}
 		for _, sys := range set.systems {
-			sys.tps, sys.wal, sys.cpu = nil, nil, nil
+			sys.tps, sys.wal, sys.cpu, sys.p10 = nil, nil, nil, nil
 			progress("capture %s: warm-up of %s: pg_prewarm of the pgbench tables and their keys, pgbench -n -b %s -T 3 -c 2 -j 2 (not recorded)", script, sys.key, script)
 			if err := capWarmUp(ctx, sys, script); err != nil {
 				return err
@@ -163,6 +164,15 @@ func (b *bench) captureReport(sec, script string, plain, capt, pub *capSystem) {
 		pr := ratios(pub.tps, plain.tps)
 		b.rep.add(sec, script+": TPS ratio publication / without", uRatio, pr, "the same rounds")
 		b.rep.text(sec, script+": the rounds' publication ratios, sorted", spread(pr), "")
+	}
+	b.rep.add(sec, script+": latency p10 without capture", uMs, plain.p10, "the 10th percentile of the run's transaction latencies (pgbench -l): the transactions that waited least for the CPU")
+	b.rep.add(sec, script+": latency p10 with capture", uMs, capt.p10, "")
+	if pub != nil {
+		b.rep.add(sec, script+": latency p10 with a publication", uMs, pub.p10, "")
+	}
+	b.rep.add(sec, script+": latency p10 ratio without / capture", uRatio, ratios(plain.p10, capt.p10), "per round; read as a TPS ratio (1: capture costs nothing)")
+	if pub != nil {
+		b.rep.add(sec, script+": latency p10 ratio without / publication", uRatio, ratios(plain.p10, pub.p10), "per round")
 	}
 	walNote := "the WAL records of the run touching its db, without full-page images (pg_walinspect) / its transactions"
 	if plain.cluster != nil {
@@ -452,7 +462,16 @@ func capRun(ctx context.Context, label string, sys *capSystem, args []string) er
 			cpuOK = false
 		}
 	}
-	res, err := e.pgbenchRun(ctx, sys.db, args...)
+	logDir, err := os.MkdirTemp("", "ibex-bench-capture-log-")
+	if err != nil {
+		return fmt.Errorf("creating a directory for pgbench's transaction log: %w", err)
+	}
+	defer os.RemoveAll(logDir)
+	res, err := e.pgbenchRun(ctx, sys.db, append(slices.Clone(args), "-l", "--log-prefix", filepath.Join(logDir, "tx"))...)
+	if err != nil {
+		return err
+	}
+	lat, err := txLatencies(logDir)
 	if err != nil {
 		return err
 	}
@@ -485,8 +504,9 @@ func capRun(ctx context.Context, label string, sys *capSystem, args []string) er
 		return fmt.Errorf("%s: pgbench processed no transaction", label)
 	}
 	perTx := float64(bytes) / float64(res.tx)
-	sys.tps, sys.wal = append(sys.tps, res.tps), append(sys.wal, perTx)
-	line := fmt.Sprintf("%s: pgbench %s on %s: %.1f tps, %.0f WAL bytes/tx", label, strings.Join(args, " "), sys.db, res.tps, perTx)
+	p10 := quantile(lat, 0.1)
+	sys.tps, sys.wal, sys.p10 = append(sys.tps, res.tps), append(sys.wal, perTx), append(sys.p10, p10)
+	line := fmt.Sprintf("%s: pgbench %s on %s: %.1f tps, latency p10 %.2f ms, %.0f WAL bytes/tx", label, strings.Join(args, " "), sys.db, res.tps, p10*1000, perTx)
 	if cpuOK {
 		perCPU := cpu.Seconds() / float64(res.tx)
 		sys.cpu = append(sys.cpu, perCPU)
@@ -513,6 +533,46 @@ func capServerCPU(ctx context.Context, sys *capSystem) (time.Duration, error) {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+}
+
+// txLatencies reads the latencies (seconds) of the transactions pgbench -l logged in dir
+// (one file per thread; the third field of each line is the latency in microseconds).
+func txLatencies(dir string) ([]float64, error) {
+	files, err := filepath.Glob(filepath.Join(dir, "tx*"))
+	if err != nil {
+		return nil, err
+	}
+	var lat []float64
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("reading pgbench's transaction log: %w", err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			fields := strings.Fields(line)
+			if len(fields) < 3 {
+				continue
+			}
+			us, err := strconv.ParseFloat(fields[2], 64)
+			if err != nil {
+				return nil, fmt.Errorf("pgbench's transaction log %s: %q: %w", f, line, err)
+			}
+			lat = append(lat, us/1e6)
+		}
+	}
+	if len(lat) == 0 {
+		return nil, fmt.Errorf("pgbench logged no transaction in %s", dir)
+	}
+	return lat, nil
+}
+
+// quantile is the q-quantile of v (nearest rank).
+func quantile(v []float64, q float64) float64 {
+	s := slices.Sorted(slices.Values(v))
+	if len(s) == 0 {
+		return math.NaN()
+	}
+	return s[min(len(s)-1, max(0, int(math.Ceil(q*float64(len(s))))-1))]
 }
 
 // capBackendsGone waits (at most 5 s) until the client backends of db have ended, so that
