@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ibexrepl/ibex/internal/capture"
@@ -45,9 +46,91 @@ func (r *runner) consume(ctx context.Context, t *table, lo, hi, nb int) {
 	}
 }
 
+// aheadConsume is the consume of a table's committed batches under way on the sources'
+// key sessions, while the table's last batch is applied (consumeAhead).
+type aheadConsume struct {
+	t      *table
+	hi     int // batches up to hi are consumed
+	srcs   []*member
+	errs   []error
+	done   chan struct{}
+	cancel context.CancelFunc
+}
+
+// consumeAhead starts consuming the committed batches of t that are not consumed yet on
+// the sources' key sessions, when only t's last batch is left to apply: its keys are read,
+// so those sessions have nothing else to do, and the purge at the end of the run is left
+// with the last batch's change rows instead of the whole backlog's. settleConsume waits
+// for it; until then t.consumed does not move.
+func (r *runner) consumeAhead(ctx context.Context, t *table) {
+	if r.consuming != nil || r.ahead != nil || t.committed != t.nb-1 || t.consumed >= t.committed {
+		return
+	}
+	var srcs []*member
+	for _, a := range r.sources() {
+		if a.snap == "" {
+			continue
+		}
+		if a.kconn == nil || a.early != nil {
+			return // a source without an idle key session: the purge does it all
+		}
+		srcs = append(srcs, a)
+	}
+	if len(srcs) == 0 {
+		return
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	c := &aheadConsume{t: t, hi: t.committed, srcs: srcs, errs: make([]error, len(r.members)), done: make(chan struct{}), cancel: cancel}
+	sqls := make([]string, len(r.members))
+	for _, a := range srcs {
+		sqls[a.idx] = capture.Consume(t.change, r.bucketsCond(t, changeAlias, t.consumed, t.committed-1, t.nb), a.snap)
+	}
+	r.consuming = c
+	go func() {
+		defer close(c.done)
+		var wg sync.WaitGroup
+		for _, a := range srcs {
+			wg.Go(func() {
+				_, c.errs[a.idx] = a.kconn.Exec(cctx, sqls[a.idx])
+			})
+		}
+		wg.Wait()
+	}()
+}
+
+// settleConsume waits for a consumeAhead under way, if any: once every source has
+// consumed, its table's batches count as consumed. A source where it failed keeps its
+// change rows for the purge (or a consume on its first session) to remove; a key session
+// that broke is closed, to be opened again when needed.
+func (r *runner) settleConsume(ctx context.Context) {
+	c := r.consuming
+	if c == nil {
+		return
+	}
+	r.consuming = nil
+	<-c.done
+	c.cancel()
+	failed := false
+	for _, a := range c.srcs {
+		err := c.errs[a.idx]
+		if err == nil {
+			continue
+		}
+		failed = true
+		r.logger.WarnContext(ctx, "removing applied changes failed", slog.String("db", a.name), slog.String("table", c.t.name), slog.String("error", err.Error()))
+		if a.kconn.IsClosed() {
+			a.kconn = nil
+		}
+	}
+	if !failed {
+		c.t.consumed = max(c.t.consumed, c.hi)
+	}
+}
+
 // consumeCommitted consumes, between units, every table's batches committed by every db and
 // not consumed yet.
 func (r *runner) consumeCommitted(ctx context.Context) {
+	r.settleConsume(ctx)
 	for _, t := range r.tables {
 		if t.consumed < t.committed {
 			r.consume(ctx, t, t.consumed, t.committed-1, t.nb)
@@ -57,17 +140,22 @@ func (r *runner) consumeCommitted(ctx context.Context) {
 }
 
 // advance records the watermarks of every source and receiver that took part in the whole
-// run, then purges change rows every receiver of the sync has applied.
+// run, and purges the change rows every receiver of the sync has applied. The purge runs
+// on the sources while the watermarks are recorded on the control database: the rows it
+// removes are those every receiver committed (the watermarks being recorded, and the old
+// ones of receivers that did not take part), so a run that dies before its watermarks are
+// recorded has removed only changes applied everywhere, as consume does between units.
 func (r *runner) advance(ctx context.Context) error {
+	r.settleConsume(ctx)
 	if !r.allReceiving() {
 		r.consumeCommitted(ctx) // a db left after the last unit
 	}
-	tx, err := r.ctlBegin(ctx)
-	if err != nil {
-		return err
+	type mark struct{ source, receiver, snap string }
+	var marks []mark
+	wm := make(map[[2]string]string, len(r.wm))
+	for k, v := range r.wm {
+		wm[k] = v
 	}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	cctx := r.ctlCtx(ctx)
 	for _, a := range r.alive() {
 		if !a.isSource() || a.snap == "" {
 			continue
@@ -76,14 +164,9 @@ func (r *runner) advance(ctx context.Context) error {
 			if m == a || !m.receiving() {
 				continue
 			}
-			if err := control.SetWatermark(cctx, tx, r.sync.Name, a.name, m.name, a.snap); err != nil {
-				return fmt.Errorf("recording watermarks: %w", err)
-			}
-			r.wm[[2]string{a.name, m.name}] = a.snap
+			marks = append(marks, mark{a.name, m.name, a.snap})
+			wm[[2]string{a.name, m.name}] = a.snap
 		}
-	}
-	if err := tx.Commit(cctx); err != nil {
-		return fmt.Errorf("recording watermarks: %w", err)
 	}
 	var srcs []*member
 	purge := make([]string, len(r.members))
@@ -92,7 +175,7 @@ func (r *runner) advance(ctx context.Context) error {
 		var wms []string
 		for _, m := range r.members {
 			if m != a {
-				wms = append(wms, r.wm[[2]string{a.name, m.name}])
+				wms = append(wms, wm[[2]string{a.name, m.name}])
 			}
 		}
 		var stmts []string
@@ -106,11 +189,31 @@ func (r *runner) advance(ctx context.Context) error {
 		}
 		srcs, purge[a.idx] = append(srcs, a), strings.Join(stmts, "; ")
 	}
-	r.each(srcs, func(a *member) error {
-		if _, err := dbconn.ExecAll(ctx, a.conn, purge[a.idx]); err != nil {
-			r.logger.WarnContext(ctx, "purging applied changes failed", slog.String("db", a.name), slog.String("error", err.Error()))
+	purged := make(chan struct{})
+	go func() {
+		defer close(purged)
+		r.each(srcs, func(a *member) error {
+			if _, err := dbconn.ExecAll(ctx, a.conn, purge[a.idx]); err != nil {
+				r.logger.WarnContext(ctx, "purging applied changes failed", slog.String("db", a.name), slog.String("error", err.Error()))
+			}
+			return nil
+		})
+	}()
+	defer func() { <-purged }()
+	tx, err := r.ctlBegin(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	cctx := r.ctlCtx(ctx)
+	for _, k := range marks {
+		if err := control.SetWatermark(cctx, tx, r.sync.Name, k.source, k.receiver, k.snap); err != nil {
+			return fmt.Errorf("recording watermarks: %w", err)
 		}
-		return nil
-	})
+	}
+	if err := tx.Commit(cctx); err != nil {
+		return fmt.Errorf("recording watermarks: %w", err)
+	}
+	r.wm = wm
 	return nil
 }

@@ -91,10 +91,16 @@ type keyRead struct {
 // this one is applied: the rows it reads are not touched by that). Only the SQL is built
 // here, from the run's state; the goroutines touch nothing but their sessions.
 func (r *runner) startKeyRead(ctx context.Context, t *table, b, nb int, ahead bool) *keyRead {
+	return r.startKeyParts(ctx, t, b, nb, ahead, true)
+}
+
+// startKeyParts is startKeyRead; without merge, the sources' parts are left unmerged
+// (readSplit cuts them first).
+func (r *runner) startKeyParts(ctx context.Context, t *table, b, nb int, ahead, merge bool) *keyRead {
 	nk := len(t.keyCols)
 	kr := &keyRead{t: t, b: b, alive: r.aliveMask(), parts: make([]*keyPart, len(r.members)), errs: make([]error, len(r.members))}
 	var reads sync.WaitGroup
-	if r.truncs[t] == nil {
+	if merge && r.truncs[t] == nil {
 		members := r.members
 		kr.wg.Add(1)
 		defer func() {
@@ -397,6 +403,7 @@ func mergeParts(members []*member, parts []*keyPart) map[string]*keyState {
 // parallel, on first use). It returns nil when a key session cannot be opened: the bucket
 // is then read when its turn comes.
 func (r *runner) readAhead(ctx context.Context, t *table, b, nb int) *keyRead {
+	r.settleConsume(ctx) // the key sessions may be consuming the previous table's batches
 	var need []*member
 	for _, a := range r.sources() {
 		a.adopt()

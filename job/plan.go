@@ -64,6 +64,13 @@ func (r *runner) bucketsCond(t *table, alias string, lo, hi, nb int) string {
 
 // buckets decides how many batches a table's backlog needs.
 func (r *runner) buckets(ctx context.Context, t *table) (int, error) {
+	nb, _, err := r.plan(ctx, t, false)
+	return nb, err
+}
+
+// plan is buckets; with oneScan, a backlog of a few key-range batches is read in one scan
+// and cut by the run (readSplit), whose keys it returns.
+func (r *runner) plan(ctx context.Context, t *table, oneScan bool) (int, *splitKeys, error) {
 	batch := r.batchSize()
 	total, counted := r.pendingN[t]
 	if !counted {
@@ -88,20 +95,30 @@ func (r *runner) buckets(ctx context.Context, t *table) (int, error) {
 	if nb > 1 {
 		split = "hash buckets"
 	}
+	var keys *splitKeys
 	if kind := rangeKind(t); nb > 1 && kind != noRanges {
-		bounds, err := r.keyRanges(ctx, t, nb, kind)
-		if err != nil {
-			return 0, err
+		ok := false
+		if oneScan {
+			var n int
+			if n, keys, ok = r.readSplit(ctx, t, nb, batch, kind); ok {
+				nb, split = n, "key ranges, one scan"
+			}
 		}
-		if bounds != nil {
-			t.bounds, nb, split = bounds, len(bounds)+1, "key ranges"
+		if !ok {
+			bounds, err := r.keyRanges(ctx, t, nb, kind)
+			if err != nil {
+				return 0, nil, err
+			}
+			if bounds != nil {
+				t.bounds, nb, split = bounds, len(bounds)+1, "key ranges"
+			}
 		}
 	}
 	t.nb, t.committed, t.consumed = nb, 0, 0
 	if total > 0 {
 		r.logger.Debug("backlog", slog.String("table", t.name), slog.Int64("changes", total), slog.Int("batches", nb), slog.String("split", split))
 	}
-	return nb, nil
+	return nb, keys, nil
 }
 
 // keyKind tells how a key's values sort, for key-range batches.

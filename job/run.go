@@ -75,6 +75,9 @@ type runner struct {
 	wm map[[2]string]string
 	// ahead is the key read of the next batch under way, if any.
 	ahead *keyRead
+	// consuming is the consume of committed batches under way on the key sessions, if any
+	// (consumeAhead).
+	consuming *aheadConsume
 	// pendingN counts each table's pending changes over all sources, taken once per run
 	// by countPending (nil: not taken).
 	pendingN map[*table]int64

@@ -176,6 +176,7 @@ func (r *runner) fail(ctx context.Context, m *member, err error) {
 // applyTables applies every table's pending changes, batch by batch, in units of at most
 // the batch budget of changed keys (see above), then records the watermarks.
 func (r *runner) applyTables(ctx context.Context) error {
+	defer r.settleConsume(ctx)
 	budget := r.batchSize()
 	u := &unit{}
 	r.lastConsume = time.Now()
@@ -198,7 +199,7 @@ func (r *runner) applyTables(ctx context.Context) error {
 			// not even the round trip per source that reads no keys.
 			continue
 		}
-		nb, err := r.buckets(ctx, t)
+		nb, split, err := r.plan(ctx, t, true)
 		if err != nil {
 			return err
 		}
@@ -208,9 +209,12 @@ func (r *runner) applyTables(ctx context.Context) error {
 				return nil
 			}
 			// This bucket's keys may have been read ahead, while the previous batch was
-			// applied; they hold if the same dbs are still taking part.
+			// applied, or with the whole backlog; they hold if the same dbs are still
+			// taking part.
 			var keys map[string]*keyState
-			if kr := r.ahead; kr != nil && kr.t == t && kr.b == b {
+			if split != nil {
+				keys = split.take(b, r.aliveMask())
+			} else if kr := r.ahead; kr != nil && kr.t == t && kr.b == b {
 				r.ahead = nil
 				if kr.alive == r.aliveMask() {
 					keys = r.finishKeyRead(kr)
@@ -223,7 +227,7 @@ func (r *runner) applyTables(ctx context.Context) error {
 			if keys == nil {
 				kr = r.startKeyRead(ctx, t, b, nb, false)
 			}
-			if b+1 < nb && r.ahead == nil {
+			if b+1 < nb && r.ahead == nil && split == nil {
 				r.readAhead(ctx, t, b+1, nb)
 			}
 			if kr != nil {
@@ -365,9 +369,13 @@ func (r *runner) finishUnit(ctx context.Context, u *unit) error {
 	// A multi-batch table's committed batches are consumed every consumeEvery (a scan of
 	// the change table each time) so that a run killed later keeps its progress; the purge
 	// at the end does the rest.
+	r.settleConsume(ctx)
 	if t := u.steps[len(u.steps)-1].t; t != nil && t.nb > 1 && time.Since(r.lastConsume) >= consumeEvery && t.consumed < t.committed {
 		r.consume(ctx, t, t.consumed, t.committed-1, t.nb)
 		t.consumed, r.lastConsume = t.committed, time.Now()
+	} else if t != nil && t.nb > 1 {
+		// Only its last batch left: the key sessions are idle, they consume meanwhile.
+		r.consumeAhead(ctx, t)
 	}
 	return nil
 }

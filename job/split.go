@@ -1,0 +1,166 @@
+package job
+
+import (
+	"cmp"
+	"context"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// A backlog of a few batches is read in one scan of each source's change table and cut
+// into key ranges by the run, instead of asking each source for quantiles of its keys (a
+// scan and a sort of the change rows) and then reading each range (a scan each: the change
+// table has no index). The ranges are cut between the keys themselves, into about equal
+// numbers of changed keys, so that each batch holds the budget's share; the bounds are
+// those of quantile ranges (table.bounds), which the later statements of the table's
+// batches (consume, a batch read again) select as usual.
+
+// oneScanBatches is the most batches a backlog may need to be read in one scan: its keys
+// are all held at once (about oneScanBatches * batch_size).
+const oneScanBatches = 4
+
+// splitKeys is a backlog read in one scan and cut into key ranges: the keys of each range,
+// the first of them merged, the others merged by a goroutine meanwhile.
+type splitKeys struct {
+	t     *table
+	alive uint64 // the members alive when it was read (the flags it read depend on them)
+	wg    sync.WaitGroup
+	maps  []map[string]*keyState // by bucket; nil once taken
+}
+
+// take returns bucket b's keys, or nil when the dbs taking part changed since they were
+// read (the bucket is then read again by its range).
+func (s *splitKeys) take(b int, alive uint64) map[string]*keyState {
+	if b > 0 {
+		s.wg.Wait()
+	}
+	keys := s.maps[b]
+	s.maps[b] = nil
+	if alive != s.alive {
+		return nil
+	}
+	return keys
+}
+
+// readSplit reads every pending key of t (a table whose backlog needs nb batches, 1 < nb
+// <= oneScanBatches, and whose key sorts as kind) in one scan per source, and cuts them
+// into ranges of at most batch keys. It sets t.bounds and returns the number of batches
+// and their keys; ok is false when t does not qualify (TRUNCATEs pending) or a source
+// failed (it has left the run; the caller splits as usual).
+func (r *runner) readSplit(ctx context.Context, t *table, nb, batch int, kind keyKind) (n int, s *splitKeys, ok bool) {
+	if nb <= 1 || nb > oneScanBatches || kind == noRanges || r.truncs[t] != nil {
+		return 0, nil, false
+	}
+	alive := r.aliveMask()
+	kr := r.startKeyParts(ctx, t, 0, 1, false, false)
+	kr.wg.Wait()
+	for _, a := range r.members {
+		if kr.errs[a.idx] != nil {
+			r.finishKeyRead(kr) // drops it
+			return 0, nil, false
+		}
+	}
+	type ref struct {
+		n    int64
+		k    string
+		part int
+		i    int
+	}
+	var refs []ref
+	for pi, p := range kr.parts {
+		if p == nil {
+			continue
+		}
+		for i, k := range p.keys {
+			x := ref{k: k, part: pi, i: i}
+			if kind == integerKey {
+				v, err := strconv.ParseInt(k, 10, 64)
+				if err != nil {
+					return 0, nil, false
+				}
+				x.n = v
+			}
+			refs = append(refs, x)
+		}
+	}
+	order := func(a, b ref) int {
+		if kind == integerKey {
+			return cmp.Compare(a.n, b.n)
+		}
+		return strings.Compare(a.k, b.k)
+	}
+	slices.SortFunc(refs, order)
+	// The distinct keys, in order: the ranges are cut between them.
+	distinct := 0
+	for i := range refs {
+		if i == 0 || order(refs[i-1], refs[i]) != 0 {
+			distinct++
+		}
+	}
+	nb = max(1, (distinct+batch-1)/batch)
+	var bounds []string
+	bucket := make([][]int, len(r.members)) // part -> key index -> bucket
+	for pi, p := range kr.parts {
+		if p != nil {
+			bucket[pi] = make([]int, len(p.keys))
+		}
+	}
+	seen, b := 0, 0
+	for i, x := range refs {
+		if i == 0 || order(refs[i-1], x) != 0 {
+			if b+1 < nb && seen >= (b+1)*distinct/nb {
+				b++
+				if kind == integerKey {
+					bounds = append(bounds, x.k)
+				} else {
+					bounds = append(bounds, "'"+x.k+"'::uuid")
+				}
+			}
+			seen++
+		}
+		bucket[x.part][x.i] = b
+	}
+	parts := make([][]*keyPart, nb)
+	for b := range parts {
+		parts[b] = make([]*keyPart, len(r.members))
+	}
+	for pi, p := range kr.parts {
+		if p == nil {
+			continue
+		}
+		for b := range parts {
+			parts[b][pi] = &keyPart{}
+		}
+		for i := range p.keys {
+			q := parts[bucket[pi][i]][pi]
+			q.keys, q.at = append(q.keys, p.keys[i]), append(q.at, p.at[i])
+			q.kind, q.need = append(q.kind, p.kind[i]), append(q.need, p.need[i])
+			if p.sums != nil {
+				q.sums = append(q.sums, p.sums[i])
+			}
+			if p.cols != nil {
+				q.cols = append(q.cols, p.cols[i])
+			}
+			if p.old != nil {
+				q.old = append(q.old, p.old[i])
+			}
+		}
+	}
+	t.bounds = bounds
+	if len(bounds) == 0 {
+		t.bounds = nil
+	}
+	s = &splitKeys{t: t, alive: alive, maps: make([]map[string]*keyState, nb)}
+	s.maps[0] = mergeParts(r.members, parts[0])
+	if nb > 1 {
+		members := r.members
+		s.wg.Go(func() {
+			for b := 1; b < nb; b++ {
+				s.maps[b] = mergeParts(members, parts[b])
+			}
+		})
+	}
+	return nb, s, true
+}
