@@ -220,8 +220,12 @@ func testBatching(t *testing.T, f *farm) {
 	if got, want := countsOf(res), (counts{I: 2000, D: 2000}); got != want {
 		t.Errorf("second backlog: I/D/C %+v, want %+v", got, want)
 	}
-	if n := len(lc.keys); n < 1000/300 {
-		t.Errorf("%d batches for 1,000 changes with batch_size=300", n)
+	// A backlog of at most four batches is read in one scan and cut between its keys.
+	if diff := cmp.Diff([]int64{250, 250, 250, 250}, lc.keys); diff != "" {
+		t.Errorf("keys of the batches of 1,000 changes with batch_size=300 (-want +got):\n%s", diff)
+	}
+	if got := lc.split[c.qual("item")]; got != "key ranges, one scan" {
+		t.Errorf("1,000 changes with batch_size=300 split by %q, want key ranges, one scan", got)
 	}
 	c.sameEverywhere("item", "id")
 	c.mustRun(control.StateEmpty, job.Options{})
