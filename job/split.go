@@ -1,12 +1,12 @@
 package job
 
 import (
-	"cmp"
 	"context"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
+
+	"github.com/ibexrepl/ibex/internal/conflict"
 )
 
 // A backlog of a few batches is read in one scan of each source's change table and cut
@@ -62,66 +62,55 @@ func (r *runner) readSplit(ctx context.Context, t *table, nb, batch int, kind ke
 			return 0, nil, false
 		}
 	}
-	type ref struct {
-		n    int64
-		k    string
-		part int
-		i    int
+	// Each key's place in the key order: an integer key's value; a uuid's text sorts as
+	// PostgreSQL sorts the uuid.
+	var ns [][]int64 // integerKey: per part, its keys' values
+	var all []int64
+	var texts []string
+	if kind == integerKey {
+		ns = make([][]int64, len(kr.parts))
 	}
-	var refs []ref
 	for pi, p := range kr.parts {
 		if p == nil {
 			continue
 		}
+		if kind != integerKey {
+			texts = append(texts, p.keys...)
+			continue
+		}
+		vs := make([]int64, len(p.keys))
 		for i, k := range p.keys {
-			x := ref{k: k, part: pi, i: i}
-			if kind == integerKey {
-				v, err := strconv.ParseInt(k, 10, 64)
-				if err != nil {
-					return 0, nil, false
-				}
-				x.n = v
+			v, err := strconv.ParseInt(k, 10, 64)
+			if err != nil {
+				return 0, nil, false
 			}
-			refs = append(refs, x)
+			vs[i] = v
 		}
+		ns[pi], all = vs, append(all, vs...)
 	}
-	order := func(a, b ref) int {
-		if kind == integerKey {
-			return cmp.Compare(a.n, b.n)
-		}
-		return strings.Compare(a.k, b.k)
-	}
-	slices.SortFunc(refs, order)
-	// The distinct keys, in order: the ranges are cut between them.
-	distinct := 0
-	for i := range refs {
-		if i == 0 || order(refs[i-1], refs[i]) != 0 {
-			distinct++
-		}
-	}
-	nb = max(1, (distinct+batch-1)/batch)
+	// The distinct keys, in order: the ranges are cut between them, at the first key of
+	// each range.
 	var bounds []string
-	bucket := make([][]int, len(r.members)) // part -> key index -> bucket
-	for pi, p := range kr.parts {
-		if p != nil {
-			bucket[pi] = make([]int, len(p.keys))
+	var ibounds []int64  // integerKey
+	var sbounds []string // uuidKey
+	if kind == integerKey {
+		slices.Sort(all)
+		all = slices.Compact(all)
+		nb = max(1, (len(all)+batch-1)/batch)
+		for b := 1; b < nb; b++ {
+			v := all[b*len(all)/nb]
+			ibounds, bounds = append(ibounds, v), append(bounds, strconv.FormatInt(v, 10))
+		}
+	} else {
+		slices.Sort(texts)
+		texts = slices.Compact(texts)
+		nb = max(1, (len(texts)+batch-1)/batch)
+		for b := 1; b < nb; b++ {
+			v := texts[b*len(texts)/nb]
+			sbounds, bounds = append(sbounds, v), append(bounds, "'"+v+"'::uuid")
 		}
 	}
-	seen, b := 0, 0
-	for i, x := range refs {
-		if i == 0 || order(refs[i-1], x) != 0 {
-			if b+1 < nb && seen >= (b+1)*distinct/nb {
-				b++
-				if kind == integerKey {
-					bounds = append(bounds, x.k)
-				} else {
-					bounds = append(bounds, "'"+x.k+"'::uuid")
-				}
-			}
-			seen++
-		}
-		bucket[x.part][x.i] = b
-	}
+	// Each part cut by the bounds, into parts of the ranges sized at once.
 	parts := make([][]*keyPart, nb)
 	for b := range parts {
 		parts[b] = make([]*keyPart, len(r.members))
@@ -130,11 +119,38 @@ func (r *runner) readSplit(ctx context.Context, t *table, nb, batch int, kind ke
 		if p == nil {
 			continue
 		}
+		in := make([]uint8, len(p.keys))
+		sizes := make([]int, nb)
+		for i, k := range p.keys {
+			b := 0
+			if kind == integerKey {
+				for b < len(ibounds) && ns[pi][i] >= ibounds[b] {
+					b++
+				}
+			} else {
+				for b < len(sbounds) && k >= sbounds[b] {
+					b++
+				}
+			}
+			in[i] = uint8(b)
+			sizes[b]++
+		}
 		for b := range parts {
-			parts[b][pi] = &keyPart{}
+			q := &keyPart{keys: make([]string, 0, sizes[b]), at: make([]int64, 0, sizes[b]),
+				kind: make([]conflict.Kind, 0, sizes[b]), need: make([]uint64, 0, sizes[b])}
+			if p.sums != nil {
+				q.sums = make([][]string, 0, sizes[b])
+			}
+			if p.cols != nil {
+				q.cols = make([]string, 0, sizes[b])
+			}
+			if p.old != nil {
+				q.old = make([]string, 0, sizes[b])
+			}
+			parts[b][pi] = q
 		}
 		for i := range p.keys {
-			q := parts[bucket[pi][i]][pi]
+			q := parts[in[i]][pi]
 			q.keys, q.at = append(q.keys, p.keys[i]), append(q.at, p.at[i])
 			q.kind, q.need = append(q.kind, p.kind[i]), append(q.need, p.need[i])
 			if p.sums != nil {
