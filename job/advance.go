@@ -71,8 +71,9 @@ func (r *runner) consumeAhead(ctx context.Context, t *table) {
 		if a.snap == "" {
 			continue
 		}
-		if a.kconn == nil || a.early != nil {
-			return // a source without an idle key session: the purge does it all
+		a.adopt() // opened early when the backlog was counted
+		if a.kconn == nil {
+			return // a source without a key session: the purge does it all
 		}
 		srcs = append(srcs, a)
 	}
@@ -124,6 +125,7 @@ func (r *runner) settleConsume(ctx context.Context) {
 	}
 	if !failed {
 		c.t.consumed = max(c.t.consumed, c.hi)
+		r.logger.DebugContext(ctx, "consumed ahead", slog.String("table", c.t.name), slog.Int("batches", c.hi))
 	}
 }
 

@@ -227,6 +227,10 @@ func testBatching(t *testing.T, f *farm) {
 	if got := lc.split[c.qual("item")]; got != "key ranges, one scan" {
 		t.Errorf("1,000 changes with batch_size=300 split by %q, want key ranges, one scan", got)
 	}
+	// The first three batches' change rows are consumed while the last one is applied.
+	if n := lc.msgs["consumed ahead"]; n != 1 {
+		t.Errorf("%d consumes ahead, want 1", n)
+	}
 	c.sameEverywhere("item", "id")
 	c.mustRun(control.StateEmpty, job.Options{})
 }
@@ -329,6 +333,23 @@ CREATE TABLE tok (id uuid PRIMARY KEY, v text); INSERT INTO tok SELECT md5('k' |
   WHEN id < 'a0000000-0000-0000-0000-000000000000' THEN 't2' ELSE 'init' END`)
 	if got != 3000 {
 		t.Errorf("%d of 3000 tok rows have the winning value", got)
+	}
+	// A uuid backlog of two batches is read in one scan and cut between its keys.
+	c.on("t2", `UPDATE tok SET v = 'again' WHERE id IN (SELECT id FROM tok ORDER BY id LIMIT 900)`)
+	lc = &logCounter{msgs: map[string]int{}}
+	res = c.mustRun(control.StateGood, job.Options{BatchSize: 500, Logger: slog.New(lc)})
+	if diff := cmp.Diff(map[string]job.Stats{c.qual("tok"): {Inserts: 1800, Deletes: 1800}}, res.Tables); diff != "" {
+		t.Errorf("uuid backlog of two batches: per-table counts (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]int64{450, 450}, lc.keys); diff != "" {
+		t.Errorf("uuid backlog of two batches: keys per batch (-want +got):\n%s", diff)
+	}
+	if got := lc.split[c.qual("tok")]; got != "key ranges, one scan" {
+		t.Errorf("uuid backlog of two batches split by %q, want key ranges, one scan", got)
+	}
+	c.sameEverywhere("tok", "id")
+	if got := c.int("t3", `SELECT count(*) FROM tok WHERE v = 'again'`); got != 900 {
+		t.Errorf("%d tok rows changed again on t3, want 900", got)
 	}
 	c.mustRun(control.StateEmpty, job.Options{})
 }
