@@ -25,6 +25,7 @@ import (
 
 	"github.com/ibexrepl/ibex/internal/conflict"
 	"github.com/ibexrepl/ibex/internal/control"
+	"github.com/ibexrepl/ibex/internal/dbconn"
 )
 
 // DefaultBatchSize is the number of changed keys per batch when the sync sets none.
@@ -48,6 +49,10 @@ type Options struct {
 	// SchemaChecked says the caller has just checked the control schema's version
 	// (control.Store.Check): Run does not check it again.
 	SchemaChecked bool
+	// Sessions, when set, lends the run its sessions to the sync's PostgreSQL dbs and takes
+	// them back, reset, at its end (a long-lived caller: the scheduler keeps them warm
+	// between runs). The run relies on nothing they held before (see dbconn.Pool).
+	Sessions *dbconn.Pool
 	// Progress, when set, is called after each batch and each copied table.
 	Progress func(table string, done, total int)
 	// decide, when set, decides conflicts instead of the sync's strategy (tests of the
@@ -198,7 +203,7 @@ func Run(ctx context.Context, store *control.Store, syncName string, opts Option
 	res.RunID = runID
 	logger.InfoContext(ctx, "run started", slog.String("sync", syncName), slog.Int64("run", runID))
 
-	r := &runner{session: session{store: store, sync: sync, logger: logger.With(slog.String("sync", syncName)), runID: runID}, opts: opts, res: res,
+	r := &runner{session: session{store: store, sync: sync, logger: logger.With(slog.String("sync", syncName)), runID: runID, pool: opts.Sessions}, opts: opts, res: res,
 		ctl: lockConn}
 	runErr := r.run(ctx)
 	res.Duration = time.Since(res.Started)

@@ -12,7 +12,6 @@ import (
 	"github.com/ibexrepl/ibex/internal/capture"
 	"github.com/ibexrepl/ibex/internal/conflict"
 	"github.com/ibexrepl/ibex/internal/control"
-	"github.com/ibexrepl/ibex/internal/dbconn"
 	"github.com/ibexrepl/ibex/sinks"
 )
 
@@ -412,7 +411,7 @@ func (r *runner) readAhead(ctx context.Context, t *table, b, nb int) *keyRead {
 		}
 	}
 	errs := r.each(need, func(a *member) (err error) {
-		a.kconn, err = dbconn.Connect(ctx, a.name, a.db.Conn, a.db.Pass)
+		a.kconn, err = a.dial(ctx, nil)
 		return err
 	})
 	if errors.Join(errs...) != nil {

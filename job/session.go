@@ -53,7 +53,68 @@ type member struct {
 	// apply of them is recorded, but it receives nothing more and its own watermarks as a
 	// receiver stay where they were (see runner.fail).
 	recvErr error
+	// pool, when set, lends the member its sessions and takes them back at the end of the
+	// run (Options.Sessions).
+	pool *dbconn.Pool
 }
+
+// dial opens a session of m, or borrows one from the run's pool, and runs setup on it
+// first (nil: none). A borrowed session whose setup fails (the server closed it while it
+// was idle) is closed and a new one opened; one without setup is pinged to find out.
+func (m *member) dial(ctx context.Context, setup func(*pgx.Conn) error) (*pgx.Conn, error) {
+	ping := setup == nil
+	if ping {
+		setup = func(*pgx.Conn) error { return nil }
+	}
+	if m.pool != nil {
+		c, reused, err := m.pool.Get(ctx, m.name, m.db.Conn, m.db.Pass)
+		if err != nil {
+			return nil, err
+		}
+		check := setup
+		if reused && ping {
+			check = func(c *pgx.Conn) error { return c.PgConn().Ping(ctx) }
+		}
+		if err = check(c); err == nil || !reused || ctx.Err() != nil {
+			if err != nil {
+				closeConn(c)
+				return nil, err
+			}
+			return c, nil
+		}
+		closeConn(c)
+	}
+	c, err := dbconn.Connect(ctx, m.name, m.db.Conn, m.db.Pass)
+	if err != nil {
+		return nil, err
+	}
+	if err := setup(c); err != nil {
+		closeConn(c)
+		return nil, err
+	}
+	return c, nil
+}
+
+// release gives session c of m back to the run's pool (keep, at the end of a run), or
+// closes it.
+func (m *member) release(c *pgx.Conn, keep bool) {
+	if c == nil {
+		return
+	}
+	if keep && m.pool != nil {
+		m.pool.Put(m.name, m.db.Conn, m.db.Pass, c)
+		return
+	}
+	closeConn(c)
+}
+
+// closeConn closes c in bounded time.
+func closeConn(c *pgx.Conn) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	_ = c.Close(ctx)
+	cancel()
+}
+
 
 func (m *member) alive() bool { return m.dead == nil && (m.conn != nil || m.target != nil) }
 
@@ -186,15 +247,12 @@ func (s *session) readConn(ctx context.Context, m *member) (*pgx.Conn, error) {
 
 // openReadConn opens a read session of m (see readConn).
 func openReadConn(ctx context.Context, m *member) (*pgx.Conn, error) {
-	c, err := dbconn.Connect(ctx, m.name, m.db.Conn, m.db.Pass)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := dbconn.ExecAll(ctx, c, `SET enable_hashjoin = off; SET enable_mergejoin = off; SET lock_timeout = `+readLockTimeout); err != nil {
-		_ = c.Close(ctx)
-		return nil, fmt.Errorf("db %s: %w", m.name, err)
-	}
-	return c, nil
+	return m.dial(ctx, func(c *pgx.Conn) error {
+		if _, err := dbconn.ExecAll(ctx, c, `SET enable_hashjoin = off; SET enable_mergejoin = off; SET lock_timeout = `+readLockTimeout); err != nil {
+			return fmt.Errorf("db %s: %w", m.name, err)
+		}
+		return nil
+	})
 }
 
 // earlyConns are a source's read and key sessions being opened ahead of their first use.
@@ -222,7 +280,7 @@ func (m *member) openEarly(ctx context.Context, read, key bool) {
 			wg.Go(func() { e.rconn, _ = openReadConn(ctx, m) })
 		}
 		if needK {
-			wg.Go(func() { e.kconn, _ = dbconn.Connect(ctx, m.name, m.db.Conn, m.db.Pass) })
+			wg.Go(func() { e.kconn, _ = m.dial(ctx, nil) })
 		}
 		wg.Wait()
 	}()
@@ -246,9 +304,7 @@ func (m *member) adopt() {
 		case *p.dst == nil:
 			*p.dst = p.c
 		default:
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			_ = p.c.Close(ctx)
-			cancel()
+			m.release(p.c, true)
 		}
 	}
 }
@@ -277,7 +333,8 @@ type session struct {
 	skipped map[string]string
 	// fks are the foreign keys between the tables as checkSchemas read them on each db
 	// (by member index; nil: not read).
-	fks []*fkeys
+	fks  []*fkeys // pool, when set, lends the members their PostgreSQL sessions (Options.Sessions).
+	pool *dbconn.Pool
 }
 
 // fkeys are the foreign keys between the tables names, as read on a db.
@@ -298,7 +355,7 @@ func (s *session) load(ctx context.Context, q control.Querier) error {
 		if err != nil {
 			return err
 		}
-		s.members = append(s.members, &member{idx: i, name: m.DB, role: m.Role, db: db})
+		s.members = append(s.members, &member{idx: i, name: m.DB, role: m.Role, db: db, pool: s.pool})
 		s.names = append(s.names, m.DB)
 		if m.Role == control.RoleSource {
 			s.sourceNames = append(s.sourceNames, m.DB)
@@ -384,17 +441,19 @@ func (s *session) connect(ctx context.Context) {
 		if !m.pg() {
 			return s.openTarget(ctx, m)
 		}
-		conn, err := dbconn.Connect(ctx, m.name, m.db.Conn, m.db.Pass)
+		// Rows ibex applies must not fire capture, user triggers or FK checks; and what
+		// this session applies is the sync's: a makedelta trigger of another sync captures
+		// it with its origin, this sync's own does not (no echo). One round trip.
+		conn, err := m.dial(ctx, func(c *pgx.Conn) (err error) {
+			if m.replica, err = pgsink.Configure(ctx, c, capture.SetOriginSQL(s.sync.Name)); err != nil {
+				return fmt.Errorf("db %s: %w", m.name, err)
+			}
+			return nil
+		})
 		if err != nil {
 			return err
 		}
 		m.conn = conn
-		// Rows ibex applies must not fire capture, user triggers or FK checks; and what
-		// this session applies is the sync's: a makedelta trigger of another sync captures
-		// it with its origin, this sync's own does not (no echo). One round trip.
-		if m.replica, err = pgsink.Configure(ctx, conn, capture.SetOriginSQL(s.sync.Name)); err != nil {
-			return fmt.Errorf("db %s: %w", m.name, err)
-		}
 		return nil
 	})
 	for _, m := range active {
@@ -414,11 +473,11 @@ func (s *session) drop(m *member, err error) {
 	}
 	if s.ctx != nil && s.ctx.Err() != nil {
 		// The run was cancelled (a deadline, a signal): the db is not to blame.
-		m.close()
+		m.close(false)
 		return
 	}
 	s.skip(m, err, "db leaves this run")
-	m.close()
+	m.close(false)
 }
 
 // skip records why db m is skipped in this run (the run is Bad, status shows it) and logs
@@ -439,14 +498,12 @@ func (s *session) skip(m *member, err error, logMsg string) {
 	}
 }
 
-func (m *member) close() {
+// close closes m's sessions (but its key session, see closeAll), or, with keep, gives them
+// back to the run's pool (Options.Sessions); a db that leaves the run closes them.
+func (m *member) close(keep bool) {
 	m.adopt() // sessions still opening are closed with the others
 	for _, c := range []*pgx.Conn{m.conn, m.rconn} {
-		if c != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			_ = c.Close(ctx)
-			cancel()
-		}
+		m.release(c, keep)
 	}
 	if m.target != nil {
 		_ = m.target.Close()
@@ -501,17 +558,14 @@ func (s *session) openSink(m *member) (sinks.Sink, error) {
 	return sk, nil
 }
 
-// closeAll closes every connection; no read ahead may be under way.
+// closeAll closes every connection, or gives it back to the run's pool; no read ahead may
+// be under way.
 func (s *session) closeAll() {
 	for _, m := range s.members {
-		m.close()
+		m.close(true)
 		// The key session is closed only here, once no read ahead can be using it.
-		if m.kconn != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			_ = m.kconn.Close(ctx)
-			cancel()
-			m.kconn = nil
-		}
+		m.release(m.kconn, true)
+		m.kconn = nil
 	}
 }
 
