@@ -1,7 +1,7 @@
 // Command scheduler is ibex's bundled daemon: it runs every active sync on its schedule
 // and, with autokick, within moments of a change. See docs/scheduler.md.
 //
-//	scheduler [--listen :9187] [--reload 5s] [--shutdown-timeout 60s] [--log-level L] [--log-format text|json]
+//	scheduler [--listen :9187] [--reload 5s] [--shutdown-timeout 60s] [--keep-sessions 1m] [--log-level L] [--log-format text|json]
 //
 // Exit codes: 0 after SIGTERM/SIGINT once running runs ended; 1 it could not start (control
 // database unreachable, address in use); 2 bad usage or configuration.
@@ -59,6 +59,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	shutdown := fs.Duration("shutdown-timeout", scheduler.DefaultShutdownTimeout, "on SIGTERM, how long running runs may go on before they are cancelled")
 	lagEvery := fs.Duration("lag-every", scheduler.DefaultLagEvery, "how often to read every sync's pending changes for /metrics (0: never)")
 	compareEvery := fs.Duration("compare-every", 0, "compare every active sync's tables this often and export ibex_compare_differences (0: never)")
+	keepSessions := fs.Duration("keep-sessions", scheduler.DefaultKeepSessions, "how long the sessions of a run to the syncs' dbs are kept, idle and reset, for the next runs (0: none, each run opens its own)")
 	logLevel := fs.String("log-level", flagset.EnvOr("IBEX_LOG_LEVEL", "normal"), "log level: terse, normal, verbose or debug (IBEX_LOG_LEVEL)")
 	logFormat := fs.String("log-format", flagset.EnvOr("IBEX_LOG_FORMAT", "text"), "log format: text or json (IBEX_LOG_FORMAT)")
 	fs.Usage = func() {
@@ -80,6 +81,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *lagEvery == 0 {
 		*lagEvery = -1 // never
 	}
+	if *keepSessions <= 0 {
+		*keepSessions = -1 // none
+	}
 	if *reload <= 0 || *shutdown <= 0 {
 		fmt.Fprintln(stderr, "scheduler: --reload and --shutdown-timeout must be positive")
 		return 2
@@ -100,6 +104,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		Logger:          logger,
 		LagEvery:        *lagEvery,
 		CompareEvery:    *compareEvery,
+		KeepSessions:    *keepSessions,
 	})
 	if err := s.Run(ctx); err != nil {
 		fmt.Fprintln(stderr, "scheduler: "+err.Error())

@@ -31,6 +31,7 @@ import (
 	"github.com/go-co-op/gocron/v2"
 
 	"github.com/ibexrepl/ibex/internal/control"
+	"github.com/ibexrepl/ibex/internal/dbconn"
 	"github.com/ibexrepl/ibex/internal/metrics"
 	"github.com/ibexrepl/ibex/internal/schedule"
 	"github.com/ibexrepl/ibex/job"
@@ -76,7 +77,18 @@ type Config struct {
 	// (job.Compare) and exports ibex_compare_differences; a sync's compare_every takes
 	// precedence.
 	CompareEvery time.Duration
+	// KeepSessions is how long the sessions a run opened to the syncs' dbs are kept,
+	// idle and reset, for the next runs (job.Options.Sessions; default
+	// DefaultKeepSessions, negative: runs open their own and close them).
+	KeepSessions time.Duration
 }
+
+// DefaultKeepSessions is Config.KeepSessions' default.
+const DefaultKeepSessions = time.Minute
+
+// keptPerDB is how many idle sessions of one db the scheduler keeps: a run of a source
+// that sends and receives uses three (see job/session.go).
+const keptPerDB = 4
 
 // DefaultLagEvery is Config.LagEvery's default.
 const DefaultLagEvery = 30 * time.Second
@@ -105,6 +117,9 @@ type Scheduler struct {
 	httpSrv  *http.Server
 	httpAddr net.Addr
 	ready    chan struct{}
+
+	// sessions keeps the runs' db sessions between runs (nil: none, see KeepSessions).
+	sessions *dbconn.Pool
 }
 
 // entry is the scheduler's state of one sync; guarded by Scheduler.mu.
@@ -150,6 +165,9 @@ func New(cfg Config) *Scheduler {
 	}
 	if cfg.LagEvery == 0 {
 		cfg.LagEvery = DefaultLagEvery
+	}
+	if cfg.KeepSessions == 0 {
+		cfg.KeepSessions = DefaultKeepSessions
 	}
 	return &Scheduler{
 		cfg:       cfg,
@@ -206,6 +224,10 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	s.cron = cron
 	s.runCtx, s.cancelRun = context.WithCancel(context.WithoutCancel(ctx))
 	defer s.cancelRun()
+	if s.cfg.KeepSessions > 0 {
+		s.sessions = dbconn.NewPool(keptPerDB, s.cfg.KeepSessions)
+		defer s.sessions.Close() // after shutdown: no run is going
+	}
 
 	if s.cfg.Listen != "" {
 		if err := s.serveHTTP(); err != nil {
@@ -239,6 +261,9 @@ loop:
 		case <-ctx.Done():
 			break loop
 		case <-t.C:
+			if s.sessions != nil {
+				s.sessions.Prune()
+			}
 			if err := s.reload(ctx, listenCtx); err != nil && ctx.Err() == nil {
 				s.log.WarnContext(ctx, "reloading the syncs failed: keeping the current ones", slog.String("error", err.Error()))
 			}
@@ -396,7 +421,7 @@ func (s *Scheduler) runOnce(name string) (res *job.Result, err error) {
 		}
 		s.met.Observe(name, res, err)
 	}()
-	res, err = job.Run(s.runCtx, s.store, name, job.Options{Logger: s.jobLog})
+	res, err = job.Run(s.runCtx, s.store, name, job.Options{Logger: s.jobLog, Sessions: s.sessions})
 	switch {
 	case res == nil && errors.Is(err, job.ErrInactive):
 		s.log.Debug("sync is inactive: not run", slog.String("sync", name))
