@@ -87,6 +87,7 @@ func TestFarm(t *testing.T) {
 		{"CompareUnderPgbench", testCompareUnderPgbench},
 		{"Repair", testRepair},
 		{"CompareDBDown", testCompareDBDown},
+		{"WarmSessions", testWarmSessions},
 	} {
 		t.Run(ft.name, func(t *testing.T) {
 			t.Parallel()
