@@ -62,15 +62,7 @@ type extra struct {
 // that apply there (the most specific of each). Customcols are for PostgreSQL targets,
 // and not on a table with counters; a filter naming a source db is refused, one for a
 // sync applies to its targets.
-func (s *session) loadScoped(ctx context.Context, q control.Querier) error {
-	ccs, err := control.ListScoped(ctx, q, control.CustomCols)
-	if err != nil {
-		return err
-	}
-	rfs, err := control.ListScoped(ctx, q, control.RowFilters)
-	if err != nil {
-		return err
-	}
+func (s *session) loadScoped(ccs, rfs []control.Scoped) error {
 	for _, t := range s.tables {
 		t.cc = make([]*control.Scoped, len(s.members))
 		t.rf = make([]*control.Scoped, len(s.members))

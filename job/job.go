@@ -276,6 +276,10 @@ func (q ctlQuerier) QueryRow(ctx context.Context, sql string, args ...any) pgx.R
 	return q.c.QueryRow(context.WithoutCancel(ctx), sql, args...)
 }
 
+func (q ctlQuerier) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	return q.c.SendBatch(context.WithoutCancel(ctx), b)
+}
+
 // ctlQ is the querier of the run's control statements.
 func (r *runner) ctlQ() control.Querier {
 	if r.ctl != nil {

@@ -1,6 +1,7 @@
 package job
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ibexrepl/ibex/internal/catalog"
@@ -112,7 +114,14 @@ type runner struct {
 // load reads the sync's definition, its conflict strategy and its watermarks.
 func (r *runner) load(ctx context.Context) error {
 	q := r.ctlQ()
-	if err := r.session.load(ctx, q); err != nil {
+	var wmErr, addedErr error
+	if err := r.session.load(ctx, q, func(b *pgx.Batch) {
+		control.QueueWatermarks(b, r.sync.Name, &r.wm, &wmErr)
+		control.QueueAddedTables(b, r.sync.Name, &r.added, &addedErr)
+	}); err != nil {
+		return err
+	}
+	if err := cmp.Or(wmErr, addedErr); err != nil {
 		return err
 	}
 	var err error
@@ -124,11 +133,7 @@ func (r *runner) load(ctx context.Context) error {
 			return fmt.Errorf("sync %s: %w", r.sync.Name, err)
 		}
 	}
-	if r.wm, err = control.Watermarks(ctx, q, r.sync.Name); err != nil {
-		return err
-	}
-	r.added, err = control.AddedTables(ctx, q, r.sync.Name)
-	return err
+	return nil
 }
 
 // closeAll waits for a read ahead under way, then closes every connection.

@@ -1,6 +1,7 @@
 package job
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -114,7 +115,6 @@ func closeConn(c *pgx.Conn) {
 	_ = c.Close(ctx)
 	cancel()
 }
-
 
 func (m *member) alive() bool { return m.dead == nil && (m.conn != nil || m.target != nil) }
 
@@ -344,16 +344,43 @@ type fkeys struct {
 	err   error
 }
 
-// load reads the sync's dbgroup, dbs and tables from q.
-func (s *session) load(ctx context.Context, q control.Querier) error {
-	group, err := control.GetDBGroup(ctx, q, s.sync.DBGroup)
-	if err != nil {
+// load reads the sync's dbgroup, dbs and tables from q (a control.Batcher), in one round
+// trip with the queries more queues (the run's watermarks, ...).
+func (s *session) load(ctx context.Context, q control.Querier, more ...func(*pgx.Batch)) error {
+	bq, ok := q.(control.Batcher)
+	if !ok {
+		return fmt.Errorf("reading sync %s: the control database's querier %T sends no batch", s.sync.Name, q)
+	}
+	var (
+		group                                      *control.DBGroup
+		dbs                                        map[string]*control.DB
+		herds                                      []control.Herd
+		rels                                       []control.Relation
+		cns                                        []control.CustomName
+		ccs, rfs                                   []control.Scoped
+		groupErr, dbsErr, herdsErr, relsErr, cnErr error
+		ccErr, rfErr                               error
+	)
+	b := &pgx.Batch{}
+	control.QueueGetDBGroup(b, s.sync.DBGroup, &group, &groupErr)
+	control.QueueGroupDBs(b, s.sync.DBGroup, &dbs, &dbsErr)
+	control.QueueHerds(b, &herds, &herdsErr)
+	control.QueueRelations(b, &rels, &relsErr)
+	control.QueueCustomNames(b, &cns, &cnErr)
+	control.QueueListScoped(b, control.CustomCols, &ccs, &ccErr)
+	control.QueueListScoped(b, control.RowFilters, &rfs, &rfErr)
+	for _, f := range more {
+		f(b)
+	}
+	sendErr := bq.SendBatch(ctx, b).Close()
+	// The first query's error is the one that tells (the others failed after it).
+	if err := cmp.Or(groupErr, dbsErr, herdsErr, relsErr, cnErr, ccErr, rfErr, sendErr); err != nil {
 		return err
 	}
 	for i, m := range group.Members {
-		db, err := control.GetDB(ctx, q, m.DB)
-		if err != nil {
-			return err
+		db := dbs[m.DB]
+		if db == nil {
+			return fmt.Errorf("db %s of dbgroup %s %w: see 'ibex list dbs'", m.DB, group.Name, control.ErrNotFound)
 		}
 		s.members = append(s.members, &member{idx: i, name: m.DB, role: m.Role, db: db, pool: s.pool})
 		s.names = append(s.names, m.DB)
@@ -366,14 +393,6 @@ func (s *session) load(ctx context.Context, q control.Querier) error {
 	}
 	if len(s.sourceNames) == 0 {
 		return fmt.Errorf("dbgroup %s has no source: add one with 'ibex update dbgroup %s NAME:source ...'", group.Name, group.Name)
-	}
-	herds, err := control.Herds(ctx, q)
-	if err != nil {
-		return err
-	}
-	rels, err := control.Relations(ctx, q)
-	if err != nil {
-		return err
 	}
 	byName := map[string]control.Relation{}
 	for _, rel := range rels {
@@ -395,20 +414,16 @@ func (s *session) load(ctx context.Context, q control.Querier) error {
 	if len(s.tables) == 0 {
 		return fmt.Errorf("%w: herd %s of sync %s is empty: add tables with 'ibex add table ... herd=%s'", errNoTables, s.sync.Herd, s.sync.Name, s.sync.Herd)
 	}
-	if err := s.loadCustomNames(ctx, q); err != nil {
+	if err := s.loadCustomNames(cns); err != nil {
 		return err
 	}
-	return s.loadScoped(ctx, q)
+	return s.loadScoped(ccs, rfs)
 }
 
 // loadCustomNames gives each table, on each target, the customname that applies there. A
 // customname that would apply to a source is refused: a source's table is the one its
 // capture watches.
-func (s *session) loadCustomNames(ctx context.Context, q control.Querier) error {
-	cs, err := control.CustomNames(ctx, q)
-	if err != nil {
-		return err
-	}
+func (s *session) loadCustomNames(cs []control.CustomName) error {
 	for _, t := range s.tables {
 		t.custom = make([]*control.CustomName, len(s.members))
 		for _, m := range s.members {

@@ -35,16 +35,28 @@ RETURNING id`, c.Table, c.Schema, c.Name, c.DB, c.Sync).Scan(&id)
 
 // CustomNames lists every customname, by table then id.
 func CustomNames(ctx context.Context, q Querier) ([]CustomName, error) {
-	rows, err := q.Query(ctx, `SELECT c.id, r.schemaname || '.' || r.tablename, c.schemaname, c.tablename, coalesce(c.db, ''), coalesce(c.sync, '')
-FROM ibex.customname c JOIN ibex.relation r ON r.id = c.relation ORDER BY 2, 1`)
+	rows, err := q.Query(ctx, customNamesSQL)
 	if err != nil {
 		return nil, err
 	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (CustomName, error) {
-		var c CustomName
-		err := r.Scan(&c.ID, &c.Table, &c.Schema, &c.Name, &c.DB, &c.Sync)
-		return c, err
+	return pgx.CollectRows(rows, scanCustomName)
+}
+
+// QueueCustomNames queues CustomNames' query (see Batcher).
+func QueueCustomNames(b *pgx.Batch, out *[]CustomName, err *error) {
+	b.Queue(customNamesSQL).Query(func(rows pgx.Rows) error {
+		*out, *err = pgx.CollectRows(rows, scanCustomName)
+		return nil
 	})
+}
+
+const customNamesSQL = `SELECT c.id, r.schemaname || '.' || r.tablename, c.schemaname, c.tablename, coalesce(c.db, ''), coalesce(c.sync, '')
+FROM ibex.customname c JOIN ibex.relation r ON r.id = c.relation ORDER BY 2, 1`
+
+func scanCustomName(r pgx.CollectableRow) (CustomName, error) {
+	var c CustomName
+	err := r.Scan(&c.ID, &c.Table, &c.Schema, &c.Name, &c.DB, &c.Sync)
+	return c, err
 }
 
 // RemoveCustomName deletes customname id.

@@ -110,6 +110,13 @@ type Querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
+// Batcher sends a batch of queries in one round trip: the pool, a session, a transaction
+// have SendBatch. The Queue functions (QueueHerds, ...) queue the query of the function of
+// the same name, whose result is in their out argument once the batch's results are read.
+type Batcher interface {
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+}
+
 // Q is the store's default querier (the pool).
 func (s *Store) Q() Querier { return s.Pool }
 
@@ -149,6 +156,27 @@ func DBs(ctx context.Context, q Querier) ([]DB, error) {
 		var d DB
 		err := r.Scan(&d.Name, &d.Type, &d.Conn, &d.Pass, &d.Status, &d.MakeDelta)
 		return d, err
+	})
+}
+
+// groupDBsSQL reads the dbs of dbgroup $1.
+const groupDBsSQL = `SELECT d.name, d.dbtype, d.conn, coalesce(d.pass, ''), d.status, d.makedelta FROM ibex.db d
+WHERE d.name IN (SELECT m.db FROM ibex.dbmap m WHERE m.dbgroup = $1)`
+
+// QueueGroupDBs queues the reading of the dbs of dbgroup group into *out, by name.
+func QueueGroupDBs(b *pgx.Batch, group string, out *map[string]*DB, err *error) {
+	b.Queue(groupDBsSQL, group).Query(func(rows pgx.Rows) error {
+		var ds []*DB
+		ds, *err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (*DB, error) {
+			d := &DB{}
+			err := r.Scan(&d.Name, &d.Type, &d.Conn, &d.Pass, &d.Status, &d.MakeDelta)
+			return d, err
+		})
+		*out = map[string]*DB{}
+		for _, d := range ds {
+			(*out)[d.Name] = d
+		}
+		return nil
 	})
 }
 
@@ -228,15 +256,25 @@ func RemoveDB(ctx context.Context, q Querier, name string) error {
 
 // Relations lists tables with their herds.
 func Relations(ctx context.Context, q Querier) ([]Relation, error) {
-	rows, err := q.Query(ctx, `
-SELECT r.id, r.schemaname, r.tablename, coalesce(r.db, ''), r.keycols, r.keykind,
-       coalesce((SELECT array_agg(m.herd ORDER BY m.herd) FROM ibex.herdmap m WHERE m.relation = r.id), '{}'), r.row_filter, r.counters, r.conflict_detect, r.makedelta
-FROM ibex.relation r ORDER BY r.schemaname, r.tablename`)
+	rows, err := q.Query(ctx, relationsSQL)
 	if err != nil {
 		return nil, err
 	}
 	return pgx.CollectRows(rows, scanRelation)
 }
+
+// QueueRelations queues Relations' query (see Batcher).
+func QueueRelations(b *pgx.Batch, out *[]Relation, err *error) {
+	b.Queue(relationsSQL).Query(func(rows pgx.Rows) error {
+		*out, *err = pgx.CollectRows(rows, scanRelation)
+		return nil
+	})
+}
+
+const relationsSQL = `
+SELECT r.id, r.schemaname, r.tablename, coalesce(r.db, ''), r.keycols, r.keykind,
+       coalesce((SELECT array_agg(m.herd ORDER BY m.herd) FROM ibex.herdmap m WHERE m.relation = r.id), '{}'), r.row_filter, r.counters, r.conflict_detect, r.makedelta
+FROM ibex.relation r ORDER BY r.schemaname, r.tablename`
 
 func scanRelation(r pgx.CollectableRow) (Relation, error) {
 	var x Relation
@@ -312,18 +350,30 @@ JOIN ibex.relation r ON r.id = m.relation WHERE r.schemaname = $1 AND r.tablenam
 
 // Herds lists herds with their tables.
 func Herds(ctx context.Context, q Querier) ([]Herd, error) {
-	rows, err := q.Query(ctx, `
-SELECT h.name, coalesce(array_agg(r.schemaname || '.' || r.tablename ORDER BY m.priority DESC, r.id) FILTER (WHERE r.id IS NOT NULL), '{}')
-FROM ibex.herd h LEFT JOIN ibex.herdmap m ON m.herd = h.name LEFT JOIN ibex.relation r ON r.id = m.relation
-GROUP BY h.name ORDER BY h.name`)
+	rows, err := q.Query(ctx, herdsSQL)
 	if err != nil {
 		return nil, err
 	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Herd, error) {
-		var h Herd
-		err := r.Scan(&h.Name, &h.Tables)
-		return h, err
+	return pgx.CollectRows(rows, scanHerd)
+}
+
+// QueueHerds queues Herds' query (see Batcher).
+func QueueHerds(b *pgx.Batch, out *[]Herd, err *error) {
+	b.Queue(herdsSQL).Query(func(rows pgx.Rows) error {
+		*out, *err = pgx.CollectRows(rows, scanHerd)
+		return nil
 	})
+}
+
+const herdsSQL = `
+SELECT h.name, coalesce(array_agg(r.schemaname || '.' || r.tablename ORDER BY m.priority DESC, r.id) FILTER (WHERE r.id IS NOT NULL), '{}')
+FROM ibex.herd h LEFT JOIN ibex.herdmap m ON m.herd = h.name LEFT JOIN ibex.relation r ON r.id = m.relation
+GROUP BY h.name ORDER BY h.name`
+
+func scanHerd(r pgx.CollectableRow) (Herd, error) {
+	var h Herd
+	err := r.Scan(&h.Name, &h.Tables)
+	return h, err
 }
 
 // EnsureHerd creates a herd if missing.
@@ -383,22 +433,26 @@ func RemoveHerd(ctx context.Context, q Querier, name string) error {
 
 // DBGroups lists dbgroups with members in order.
 func DBGroups(ctx context.Context, q Querier) ([]DBGroup, error) {
-	rows, err := q.Query(ctx, `
-SELECT g.name, coalesce(array_agg(m.db ORDER BY m.position) FILTER (WHERE m.db IS NOT NULL), '{}'),
-       coalesce(array_agg(m.role ORDER BY m.position) FILTER (WHERE m.db IS NOT NULL), '{}')
-FROM ibex.dbgroup g LEFT JOIN ibex.dbmap m ON m.dbgroup = g.name GROUP BY g.name ORDER BY g.name`)
+	rows, err := q.Query(ctx, dbGroupsSQL)
 	if err != nil {
 		return nil, err
 	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (DBGroup, error) {
-		var g DBGroup
-		var dbs, roles []string
-		err := r.Scan(&g.Name, &dbs, &roles)
-		for i := range dbs {
-			g.Members = append(g.Members, Member{DB: dbs[i], Role: roles[i]})
-		}
-		return g, err
-	})
+	return pgx.CollectRows(rows, scanDBGroup)
+}
+
+const dbGroupsSQL = `
+SELECT g.name, coalesce(array_agg(m.db ORDER BY m.position) FILTER (WHERE m.db IS NOT NULL), '{}'),
+       coalesce(array_agg(m.role ORDER BY m.position) FILTER (WHERE m.db IS NOT NULL), '{}')
+FROM ibex.dbgroup g LEFT JOIN ibex.dbmap m ON m.dbgroup = g.name GROUP BY g.name ORDER BY g.name`
+
+func scanDBGroup(r pgx.CollectableRow) (DBGroup, error) {
+	var g DBGroup
+	var dbs, roles []string
+	err := r.Scan(&g.Name, &dbs, &roles)
+	for i := range dbs {
+		g.Members = append(g.Members, Member{DB: dbs[i], Role: roles[i]})
+	}
+	return g, err
 }
 
 // GetDBGroup returns one dbgroup.
@@ -407,6 +461,21 @@ func GetDBGroup(ctx context.Context, q Querier, name string) (*DBGroup, error) {
 	if err != nil {
 		return nil, err
 	}
+	return pickDBGroup(all, name)
+}
+
+// QueueGetDBGroup queues GetDBGroup's query (see Batcher).
+func QueueGetDBGroup(b *pgx.Batch, name string, out **DBGroup, err *error) {
+	b.Queue(dbGroupsSQL).Query(func(rows pgx.Rows) error {
+		var all []DBGroup
+		if all, *err = pgx.CollectRows(rows, scanDBGroup); *err == nil {
+			*out, *err = pickDBGroup(all, name)
+		}
+		return nil
+	})
+}
+
+func pickDBGroup(all []DBGroup, name string) (*DBGroup, error) {
 	for i := range all {
 		if all[i].Name == name {
 			return &all[i], nil
@@ -570,11 +639,21 @@ func SetOnetimecopy(ctx context.Context, q Querier, name string, v int) error {
 // herd).
 func AddedTables(ctx context.Context, q Querier, sync string) ([]string, error) {
 	var out []string
-	err := q.QueryRow(ctx, `SELECT coalesce(array_agg(r.schemaname || '.' || r.tablename ORDER BY r.id), '{}')
-FROM ibex.sync s JOIN ibex.herdmap h ON h.herd = s.herd JOIN ibex.relation r ON r.id = h.relation
-WHERE s.name = $1 AND NOT EXISTS (SELECT 1 FROM ibex.synctable st WHERE st.sync = s.name AND st.relation = h.relation)`, sync).Scan(&out)
+	err := q.QueryRow(ctx, addedTablesSQL, sync).Scan(&out)
 	return out, err
 }
+
+// QueueAddedTables queues AddedTables' query (see Batcher).
+func QueueAddedTables(b *pgx.Batch, sync string, out *[]string, err *error) {
+	b.Queue(addedTablesSQL, sync).QueryRow(func(row pgx.Row) error {
+		*err = row.Scan(out)
+		return nil
+	})
+}
+
+const addedTablesSQL = `SELECT coalesce(array_agg(r.schemaname || '.' || r.tablename ORDER BY r.id), '{}')
+FROM ibex.sync s JOIN ibex.herdmap h ON h.herd = s.herd JOIN ibex.relation r ON r.id = h.relation
+WHERE s.name = $1 AND NOT EXISTS (SELECT 1 FROM ibex.synctable st WHERE st.sync = s.name AND st.relation = h.relation)`
 
 // TakeInTables records that sync has taken in the tables of its herd named (schema.table),
 // and forgets the tables no longer in its herd (added back later, they are copied again).

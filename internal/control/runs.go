@@ -34,13 +34,13 @@ func (r *Run) Duration() time.Duration {
 // runs of the same sync still marked running were left by a process that died: they are
 // closed as bad first.
 func StartRun(ctx context.Context, q Querier, sync, host string, pid int) (int64, error) {
-	if _, err := q.Exec(ctx, `
-UPDATE ibex.run SET state = $2, ended = clock_timestamp(), error = 'the process running it died before it ended (killed, timed out or lost its connection)'
-WHERE sync = $1 AND state = $3`, sync, StateBad, StateRunning); err != nil {
-		return 0, err
-	}
+	// One statement (one round trip, one commit): the runs of sync still recorded as
+	// running died (the caller holds the sync's lock), then the new run.
 	var id int64
-	err := q.QueryRow(ctx, `INSERT INTO ibex.run (sync, host, pid) VALUES ($1, $2, $3) RETURNING id`, sync, host, pid).Scan(&id)
+	err := q.QueryRow(ctx, `WITH dead AS (
+  UPDATE ibex.run SET state = $4, ended = clock_timestamp(), error = 'the process running it died before it ended (killed, timed out or lost its connection)'
+  WHERE sync = $1 AND state = $5 RETURNING id)
+INSERT INTO ibex.run (sync, host, pid) SELECT $1, $2, $3 FROM (SELECT count(*) FROM dead) d RETURNING id`, sync, host, pid, StateBad, StateRunning).Scan(&id)
 	return id, err
 }
 
@@ -141,10 +141,24 @@ FROM ibex.conflict WHERE sync = $1 ORDER BY id DESC LIMIT $2`, sync, limit)
 
 // Watermarks returns snap by (source, receiver) for a sync.
 func Watermarks(ctx context.Context, q Querier, sync string) (map[[2]string]string, error) {
-	rows, err := q.Query(ctx, `SELECT source, receiver, snap FROM ibex.watermark WHERE sync = $1`, sync)
+	rows, err := q.Query(ctx, watermarksSQL, sync)
 	if err != nil {
 		return nil, err
 	}
+	return scanWatermarks(rows)
+}
+
+// QueueWatermarks queues Watermarks' query (see Batcher).
+func QueueWatermarks(b *pgx.Batch, sync string, out *map[[2]string]string, err *error) {
+	b.Queue(watermarksSQL, sync).Query(func(rows pgx.Rows) error {
+		*out, *err = scanWatermarks(rows)
+		return nil
+	})
+}
+
+const watermarksSQL = `SELECT source, receiver, snap FROM ibex.watermark WHERE sync = $1`
+
+func scanWatermarks(rows pgx.Rows) (map[[2]string]string, error) {
 	defer rows.Close()
 	out := map[[2]string]string{}
 	for rows.Next() {

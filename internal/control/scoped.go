@@ -51,16 +51,30 @@ RETURNING id`, k.table, k.col, k.col, k.col), s.Table, s.Text, s.DB, s.Sync).Sca
 
 // ListScoped lists every option of kind k, by table then id.
 func ListScoped(ctx context.Context, q Querier, k ScopedKind) ([]Scoped, error) {
-	rows, err := q.Query(ctx, fmt.Sprintf(`SELECT c.id, r.schemaname || '.' || r.tablename, c.%s, coalesce(c.db, ''), coalesce(c.sync, '')
-FROM %s c JOIN ibex.relation r ON r.id = c.relation ORDER BY 2, 1`, k.col, k.table))
+	rows, err := q.Query(ctx, listScopedSQL(k))
 	if err != nil {
 		return nil, err
 	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Scoped, error) {
-		var s Scoped
-		err := r.Scan(&s.ID, &s.Table, &s.Text, &s.DB, &s.Sync)
-		return s, err
+	return pgx.CollectRows(rows, scanScoped)
+}
+
+// QueueListScoped queues ListScoped's query (see Batcher).
+func QueueListScoped(b *pgx.Batch, k ScopedKind, out *[]Scoped, err *error) {
+	b.Queue(listScopedSQL(k)).Query(func(rows pgx.Rows) error {
+		*out, *err = pgx.CollectRows(rows, scanScoped)
+		return nil
 	})
+}
+
+func listScopedSQL(k ScopedKind) string {
+	return fmt.Sprintf(`SELECT c.id, r.schemaname || '.' || r.tablename, c.%s, coalesce(c.db, ''), coalesce(c.sync, '')
+FROM %s c JOIN ibex.relation r ON r.id = c.relation ORDER BY 2, 1`, k.col, k.table)
+}
+
+func scanScoped(r pgx.CollectableRow) (Scoped, error) {
+	var s Scoped
+	err := r.Scan(&s.ID, &s.Table, &s.Text, &s.DB, &s.Sync)
+	return s, err
 }
 
 // RemoveScoped deletes option id of kind k.
