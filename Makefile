@@ -9,9 +9,13 @@ export PGUSER ?= postgres
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_\/-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+# As the container image: static and without symbol tables, which starts a short run's
+# process about 2-4 ms sooner (issue 18; fewer pages to fault in, no dynamic loader).
+GOBUILD := CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w'
+
 .PHONY: build
-build: ## build ibex, runonce and scheduler into bin/
-	$(GO) build -o bin/ ./cmd/...
+build: ## build ibex, runonce and scheduler into bin/ (static, stripped: as the container image)
+	$(GOBUILD) -o bin/ ./cmd/...
 
 .PHONY: demo
 demo: ## the seed demo end to end on the local PostgreSQL (5 dbs, 4 x 10,000 pgbench tx, one kick)

@@ -5,6 +5,7 @@ import (
 	"html/template"
 	"io"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -111,7 +112,11 @@ func (r *Report) WriteText(w io.Writer) error {
 	return err
 }
 
-var page = template.Must(template.New("report").Parse(`<!DOCTYPE html>
+// page is parsed on first use, not when the program starts (every ibex command would pay
+// for it).
+var page = sync.OnceValue(func() *template.Template { return template.Must(template.New("report").Parse(pageHTML)) })
+
+const pageHTML = `<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>ibex compare {{.Sync}}</title>
 <style>
 body{font-family:system-ui,sans-serif;margin:2em;color:#222}
@@ -131,11 +136,11 @@ code{font-size:.9em}
 {{end}}</table>{{if .Truncated}}<p>More differences were not listed (raise --limit).</p>{{end}}{{end}}{{end}}
 <p>Cells are the md5 of each db's row; an empty cell: the db lacks the row. Rows in flight have captured changes still pending: the next run settles them.</p>
 </body></html>
-`))
+`
 
 // WriteHTML writes the report as a standalone HTML page.
 func (r *Report) WriteHTML(w io.Writer) error {
-	return page.Execute(w, struct {
+	return page().Execute(w, struct {
 		*Report
 		Took string
 	}{r, r.Duration.Round(time.Millisecond).String()})
