@@ -44,15 +44,35 @@ INSERT INTO ibex.run (sync, host, pid) SELECT $1, $2, $3 FROM (SELECT count(*) F
 	return id, err
 }
 
-// EndRun records the outcome of a run.
-func EndRun(ctx context.Context, q Querier, r *Run) error {
+// BatchQuerier is a Querier that also sends batches (a session, the pool, a transaction).
+type BatchQuerier interface {
+	Querier
+	Batcher
+}
+
+// EndRun records the outcome of a run, in one round trip.
+//
+// Its commit does not wait for the WAL to reach the disk (synchronous_commit = off, for
+// this transaction only): the run's record is bookkeeping, and losing it in a crash of
+// the control database's server costs nothing but the record (the run stays "running",
+// and the next run of the sync closes it as bad). What the run did is kept by the commits
+// that recorded it (watermarks, consumed change rows, the receivers' rows), which do wait.
+func EndRun(ctx context.Context, q BatchQuerier, r *Run) error {
 	details := r.Details
 	if details == nil {
 		details = map[string]any{}
 	}
-	_, err := q.Exec(ctx, `UPDATE ibex.run SET state = $2, ended = clock_timestamp(), inserts = $3, deletes = $4,
+	b := &pgx.Batch{}
+	b.Queue(`BEGIN`)
+	b.Queue(`SET LOCAL synchronous_commit = off`)
+	b.Queue(`UPDATE ibex.run SET state = $2, ended = clock_timestamp(), inserts = $3, deletes = $4,
 conflicts = $5, details = $6, error = $7 WHERE id = $1`, r.ID, r.State, r.Inserts, r.Deletes, r.Conflicts, details, r.Error)
-	return err
+	b.Queue(`COMMIT`)
+	if err := q.SendBatch(ctx, b).Close(); err != nil {
+		_, _ = q.Exec(ctx, `ROLLBACK`) // out of the failed transaction, if it is still open
+		return err
+	}
+	return nil
 }
 
 const runCols = `id, sync, state, started, ended, inserts, deletes, conflicts, details, error`
