@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/ibexrepl/ibex/internal/capture"
 	"github.com/ibexrepl/ibex/internal/control"
 	"github.com/ibexrepl/ibex/internal/dbconn"
@@ -202,19 +204,17 @@ func (r *runner) advance(ctx context.Context) error {
 		})
 	}()
 	defer func() { <-purged }()
-	tx, err := r.ctlBegin(ctx)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	cctx := r.ctlCtx(ctx)
-	for _, k := range marks {
-		if err := control.SetWatermark(cctx, tx, r.sync.Name, k.source, k.receiver, k.snap); err != nil {
+	if len(marks) > 0 {
+		// One transaction, sent in one round trip; its commit waits for the WAL flush as any.
+		b := &pgx.Batch{}
+		b.Queue(`BEGIN`)
+		for _, k := range marks {
+			control.QueueSetWatermark(b, r.sync.Name, k.source, k.receiver, k.snap)
+		}
+		b.Queue(`COMMIT`)
+		if err := r.ctlBatch(ctx, b); err != nil {
 			return fmt.Errorf("recording watermarks: %w", err)
 		}
-	}
-	if err := tx.Commit(cctx); err != nil {
-		return fmt.Errorf("recording watermarks: %w", err)
 	}
 	r.wm = wm
 	return nil

@@ -297,6 +297,17 @@ func (r *runner) ctlBegin(ctx context.Context) (pgx.Tx, error) {
 	return r.store.Pool.Begin(ctx)
 }
 
+// ctlBatch sends b, a transaction (BEGIN ... COMMIT), with the run's control statements
+// in one round trip; when it fails, the transaction is rolled back.
+func (r *runner) ctlBatch(ctx context.Context, b *pgx.Batch) error {
+	q := r.ctlQ().(control.BatchQuerier)
+	err := q.SendBatch(ctx, b).Close()
+	if err != nil {
+		_, _ = q.Exec(ctx, `ROLLBACK`) // out of the failed transaction, if it is still open
+	}
+	return err
+}
+
 // ctlCtx is the context of the statements of a transaction from ctlBegin.
 func (r *runner) ctlCtx(ctx context.Context) context.Context {
 	if r.ctl != nil {

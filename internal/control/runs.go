@@ -193,10 +193,17 @@ func scanWatermarks(rows pgx.Rows) (map[[2]string]string, error) {
 
 // SetWatermark records that receiver has applied every change of source visible in snap.
 func SetWatermark(ctx context.Context, q Querier, sync, source, receiver, snap string) error {
-	_, err := q.Exec(ctx, `INSERT INTO ibex.watermark (sync, source, receiver, snap) VALUES ($1, $2, $3, $4)
-ON CONFLICT (sync, source, receiver) DO UPDATE SET snap = excluded.snap, updated = clock_timestamp()`, sync, source, receiver, snap)
+	_, err := q.Exec(ctx, setWatermarkSQL, sync, source, receiver, snap)
 	return err
 }
+
+// QueueSetWatermark queues SetWatermark's statement (see Batcher).
+func QueueSetWatermark(b *pgx.Batch, sync, source, receiver, snap string) {
+	b.Queue(setWatermarkSQL, sync, source, receiver, snap)
+}
+
+const setWatermarkSQL = `INSERT INTO ibex.watermark (sync, source, receiver, snap) VALUES ($1, $2, $3, $4)
+ON CONFLICT (sync, source, receiver) DO UPDATE SET snap = excluded.snap, updated = clock_timestamp()`
 
 // ClearWatermarks forgets a sync's watermarks (its change tables were recreated).
 func ClearWatermarks(ctx context.Context, q Querier, sync string) error {
