@@ -333,7 +333,8 @@ type session struct {
 	skipped map[string]string
 	// fks are the foreign keys between the tables as checkSchemas read them on each db
 	// (by member index; nil: not read).
-	fks  []*fkeys // pool, when set, lends the members their PostgreSQL sessions (Options.Sessions).
+	fks []*fkeys
+	// pool, when set, lends the members their PostgreSQL sessions (Options.Sessions).
 	pool *dbconn.Pool
 }
 
