@@ -4,6 +4,7 @@
 package control
 
 import (
+	"cmp"
 	"context"
 	"embed"
 	"errors"
@@ -155,19 +156,29 @@ func createSchema(ctx context.Context, conn *pgx.Conn) error {
 	return nil
 }
 
-// installedVersion returns 0 when the schema is absent.
-func installedVersion(ctx context.Context, q interface {
-	QueryRow(context.Context, string, ...any) pgx.Row
-}) (int, error) {
+// installedVersion returns 0 when the schema is absent. Both questions go in one round
+// trip: when the table is absent, the second fails, and is not asked for.
+func installedVersion(ctx context.Context, q Batcher) (int, error) {
 	var exists bool
-	if err := q.QueryRow(ctx, `SELECT to_regclass('ibex.schema_version') IS NOT NULL`).Scan(&exists); err != nil {
-		return 0, fmt.Errorf("reading control schema version: %w", err)
+	var v int
+	var existsErr, vErr error
+	b := &pgx.Batch{}
+	b.Queue(`SELECT to_regclass('ibex.schema_version') IS NOT NULL`).QueryRow(func(r pgx.Row) error {
+		existsErr = r.Scan(&exists)
+		return nil
+	})
+	b.Queue(`SELECT coalesce(max(version), 0) FROM ibex.schema_version`).QueryRow(func(r pgx.Row) error {
+		vErr = r.Scan(&v)
+		return nil
+	})
+	sendErr := q.SendBatch(ctx, b).Close()
+	if existsErr != nil {
+		return 0, fmt.Errorf("reading control schema version: %w", existsErr)
 	}
 	if !exists {
 		return 0, nil
 	}
-	var v int
-	if err := q.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM ibex.schema_version`).Scan(&v); err != nil {
+	if err := cmp.Or(vErr, sendErr); err != nil {
 		return 0, fmt.Errorf("reading control schema version: %w", err)
 	}
 	return v, nil

@@ -367,7 +367,7 @@ func TestRunRoundTrips(t *testing.T) {
 	for r := 1; r <= 3; r++ {
 		got := te.run(t, r)
 		t.Logf("run %d, 20 tables, one row changed: %s", r, got)
-		for name, max := range map[string]int{"a": 7, "b": 7, "ctl": 12} {
+		for name, max := range map[string]int{"a": 7, "b": 7, "ctl": 11} {
 			if got.trips[name] > max {
 				t.Errorf("run %d: %d round trips to %s, want at most %d", r, got.trips[name], name, max)
 			}
