@@ -159,11 +159,12 @@ func createSchema(ctx context.Context, conn *pgx.Conn) error {
 // installedVersion returns 0 when the schema is absent. Both questions go in one round
 // trip: when the table is absent, the second fails, and is not asked for.
 func installedVersion(ctx context.Context, q Batcher) (int, error) {
-	var exists bool
+	var exists, answered bool
 	var v int
 	var existsErr, vErr error
 	b := &pgx.Batch{}
 	b.Queue(`SELECT to_regclass('ibex.schema_version') IS NOT NULL`).QueryRow(func(r pgx.Row) error {
+		answered = true
 		existsErr = r.Scan(&exists)
 		return nil
 	})
@@ -172,10 +173,12 @@ func installedVersion(ctx context.Context, q Batcher) (int, error) {
 		return nil
 	})
 	sendErr := q.SendBatch(ctx, b).Close()
-	if existsErr != nil {
+	switch {
+	case !answered: // not sent: a cancelled context, a lost connection
+		return 0, fmt.Errorf("reading control schema version: %w", cmp.Or(sendErr, errors.New("no answer")))
+	case existsErr != nil:
 		return 0, fmt.Errorf("reading control schema version: %w", existsErr)
-	}
-	if !exists {
+	case !exists:
 		return 0, nil
 	}
 	if err := cmp.Or(vErr, sendErr); err != nil {
