@@ -260,6 +260,14 @@ func copyRows(t *testing.T, s *Sink, tbl *sinks.Table, rows []string) sinks.Coun
 	if skipped, err := s.ReplaceTable(ctx, tbl, false); err != nil || skipped {
 		t.Fatalf("ReplaceTable: %v %v", skipped, err)
 	}
+	return writeAndFinish(t, s, tbl, rows)
+}
+
+// writeAndFinish writes rows (COPY text lines) into the batch or copy under way and
+// finishes it, returning its counts.
+func writeAndFinish(t *testing.T, s *Sink, tbl *sinks.Table, rows []string) sinks.Counts {
+	t.Helper()
+	ctx := t.Context()
 	body := ""
 	if len(rows) > 0 {
 		body = strings.Join(rows, "\n") + "\n"
@@ -269,7 +277,7 @@ func copyRows(t *testing.T, s *Sink, tbl *sinks.Table, rows []string) sinks.Coun
 	}
 	c, err := s.FinishBatch(ctx, tbl)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("FinishBatch: %v", err)
 	}
 	return c
 }
@@ -463,18 +471,7 @@ func batchRows(t *testing.T, s *Sink, tbl *sinks.Table, keys, rows []string) sin
 	if _, err := s.PrepareBatch(ctx, tbl, keys); err != nil {
 		t.Fatalf("PrepareBatch: %v", err)
 	}
-	body := ""
-	if len(rows) > 0 {
-		body = strings.Join(rows, "\n") + "\n"
-	}
-	if n, err := s.WriteRows(ctx, tbl, strings.NewReader(body)); err != nil || n != int64(len(rows)) {
-		t.Fatalf("WriteRows = %d, %v", n, err)
-	}
-	c, err := s.FinishBatch(ctx, tbl)
-	if err != nil {
-		t.Fatalf("FinishBatch: %v", err)
-	}
-	return c
+	return writeAndFinish(t, s, tbl, rows)
 }
 
 func keysOf(from, to int) []string {
