@@ -203,7 +203,7 @@ func changedCols(t *catalog.Table) string {
 	parts := make([]string, len(t.Columns))
 	for i, c := range t.Columns {
 		q := qi(c.Name)
-		parts[i] = fmt.Sprintf(`CASE WHEN OLD.%s::text IS DISTINCT FROM NEW.%s::text THEN %s END`, q, q, quoteLiteral(c.Name))
+		parts[i] = fmt.Sprintf(`CASE WHEN OLD.%s::text IS DISTINCT FROM NEW.%s::text THEN %s END`, q, q, catalog.QuoteLiteral(c.Name))
 	}
 	return `array_remove(ARRAY[` + strings.Join(parts, ", ") + `]::text[], NULL)`
 }
@@ -218,7 +218,7 @@ const OldCol = "$old"
 func oldRow(t *catalog.Table) string {
 	var parts, args []string
 	for i, c := range t.Columns {
-		args = append(args, quoteLiteral(c.Name), "OLD."+qi(c.Name)+"::text")
+		args = append(args, catalog.QuoteLiteral(c.Name), "OLD."+qi(c.Name)+"::text")
 		if len(args) == 100 || i == len(t.Columns)-1 {
 			parts = append(parts, "jsonb_build_object("+strings.Join(args, ", ")+")")
 			args = nil
@@ -347,7 +347,7 @@ func DDL(sync string, t *catalog.Table, o Options) []string {
 	}
 	colList := strings.Join(cols, ", ")
 	ins := func(vals []string, op string) string {
-		return fmt.Sprintf("INSERT INTO %s (%s, %s) VALUES (%s, %s);", ct, colList, qi(OpCol), strings.Join(vals, ", "), quoteLiteral(op))
+		return fmt.Sprintf("INSERT INTO %s (%s, %s) VALUES (%s, %s);", ct, colList, qi(OpCol), strings.Join(vals, ", "), catalog.QuoteLiteral(op))
 	}
 	body := fmt.Sprintf(`
 BEGIN
@@ -396,10 +396,10 @@ BEGIN
   END IF;
   EXECUTE format(%s, TG_ARGV[0]);
   RETURN NULL;
-END$t$`, truncFunc(sync), quoteLiteral(OriginGUC), quoteLiteral(OriginGUC), quoteLiteral(sync),
-			quoteLiteral(`INSERT INTO %s (`+qi(OpCol)+`) VALUES (`+quoteLiteral(OpTruncate)+`)`)),
+END$t$`, truncFunc(sync), catalog.QuoteLiteral(OriginGUC), catalog.QuoteLiteral(OriginGUC), catalog.QuoteLiteral(sync),
+			catalog.QuoteLiteral(`INSERT INTO %s (`+qi(OpCol)+`) VALUES (`+catalog.QuoteLiteral(OpTruncate)+`)`)),
 		fmt.Sprintf(`CREATE OR REPLACE TRIGGER %s AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION %s(%s, %s)`,
-			qi(TruncTriggerName(sync)), tbl, truncFunc(sync), quoteLiteral(ct), quoteLiteral(makeDeltaArg(o.MakeDelta))),
+			qi(TruncTriggerName(sync)), tbl, truncFunc(sync), catalog.QuoteLiteral(ct), catalog.QuoteLiteral(makeDeltaArg(o.MakeDelta))),
 	)
 	triggers := []string{TriggerName(sync), TruncTriggerName(sync)}
 	if o.Autokick {
@@ -409,12 +409,12 @@ END$t$`, truncFunc(sync), quoteLiteral(OriginGUC), quoteLiteral(OriginGUC), quot
 		// what this sync applies.
 		when := `current_setting('ibex.applying', true) IS DISTINCT FROM 'on'`
 		if o.MakeDelta {
-			origin := "coalesce(current_setting(" + quoteLiteral(OriginGUC) + ", true), '')"
-			when = fmt.Sprintf(`(%s OR %s <> '') AND %s <> %s`, when, origin, origin, quoteLiteral(sync))
+			origin := "coalesce(current_setting(" + catalog.QuoteLiteral(OriginGUC) + ", true), '')"
+			when = fmt.Sprintf(`(%s OR %s <> '') AND %s <> %s`, when, origin, origin, catalog.QuoteLiteral(sync))
 		}
 		stmts = append(stmts,
 			fmt.Sprintf(`CREATE OR REPLACE FUNCTION ibex.%s() RETURNS trigger LANGUAGE plpgsql AS $k$BEGIN PERFORM pg_notify(%s, %s); RETURN NULL; END$k$`,
-				qi("kick."+sync), quoteLiteral(KickChannel), quoteLiteral(sync)),
+				qi("kick."+sync), catalog.QuoteLiteral(KickChannel), catalog.QuoteLiteral(sync)),
 			fmt.Sprintf(`CREATE OR REPLACE TRIGGER %s AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH STATEMENT WHEN (%s) EXECUTE FUNCTION ibex.%s()`,
 				qi(KickTriggerName(sync)), tbl, when, qi("kick."+sync)))
 		triggers = append(triggers, KickTriggerName(sync))
@@ -431,7 +431,7 @@ END$t$`, truncFunc(sync), quoteLiteral(OriginGUC), quoteLiteral(OriginGUC), quot
 			enable, wrong = "ENABLE ALWAYS", "tgenabled <> 'A'"
 		}
 		stmts = append(stmts, fmt.Sprintf(`DO $e$ BEGIN IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = %s::regclass AND tgname = %s AND %s) THEN EXECUTE %s; END IF; END $e$`,
-			quoteLiteral(tbl), quoteLiteral(tg), wrong, quoteLiteral(fmt.Sprintf(`ALTER TABLE %s %s TRIGGER %s`, tbl, enable, qi(tg)))))
+			catalog.QuoteLiteral(tbl), catalog.QuoteLiteral(tg), wrong, catalog.QuoteLiteral(fmt.Sprintf(`ALTER TABLE %s %s TRIGGER %s`, tbl, enable, qi(tg)))))
 	}
 	return stmts
 }
@@ -455,7 +455,7 @@ func skipApplied(sync string, makeDelta bool, row bool) string {
     RETURN NULL;
   END IF;`
 	}
-	origin := "current_setting(" + quoteLiteral(OriginGUC) + ", true)"
+	origin := "current_setting(" + catalog.QuoteLiteral(OriginGUC) + ", true)"
 	same := ""
 	if row {
 		same = fmt.Sprintf(`
@@ -468,7 +468,7 @@ func skipApplied(sync string, makeDelta bool, row bool) string {
   END IF;
   IF %s = %s THEN
     RETURN NULL;
-  END IF;%s`, origin, origin, quoteLiteral(sync), same)
+  END IF;%s`, origin, origin, catalog.QuoteLiteral(sync), same)
 }
 
 // DropDDL returns the statements that remove capture of table t for sync.
@@ -477,10 +477,10 @@ func DropDDL(sync string, t catalog.QualName) []string {
 	ct := ChangeTable(sync, t.Schema, t.Name).Sanitize()
 	return []string{
 		fmt.Sprintf(`DO $d$ BEGIN IF to_regclass(%s) IS NOT NULL THEN EXECUTE %s; EXECUTE %s; EXECUTE %s; END IF; END $d$`,
-			quoteLiteral(tbl),
-			quoteLiteral(fmt.Sprintf(`DROP TRIGGER IF EXISTS %s ON %s`, qi(TriggerName(sync)), tbl)),
-			quoteLiteral(fmt.Sprintf(`DROP TRIGGER IF EXISTS %s ON %s`, qi(TruncTriggerName(sync)), tbl)),
-			quoteLiteral(fmt.Sprintf(`DROP TRIGGER IF EXISTS %s ON %s`, qi(KickTriggerName(sync)), tbl))),
+			catalog.QuoteLiteral(tbl),
+			catalog.QuoteLiteral(fmt.Sprintf(`DROP TRIGGER IF EXISTS %s ON %s`, qi(TriggerName(sync)), tbl)),
+			catalog.QuoteLiteral(fmt.Sprintf(`DROP TRIGGER IF EXISTS %s ON %s`, qi(TruncTriggerName(sync)), tbl)),
+			catalog.QuoteLiteral(fmt.Sprintf(`DROP TRIGGER IF EXISTS %s ON %s`, qi(KickTriggerName(sync)), tbl))),
 		fmt.Sprintf(`DROP FUNCTION IF EXISTS %s()`, ct),
 		fmt.Sprintf(`DROP TABLE IF EXISTS %s`, ct),
 	}
@@ -494,14 +494,13 @@ func DropSyncDDL(sync string) []string {
 	}
 }
 
-func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 // dropDeltas is the statement dropping the delta columns of change table ct (quoted) that
 // are not those of counters.
 func dropDeltas(ct string, counters []string) string {
 	keep := make([]string, len(counters))
 	for i, c := range counters {
-		keep[i] = quoteLiteral(DeltaCol(c))
+		keep[i] = catalog.QuoteLiteral(DeltaCol(c))
 	}
 	cond := ""
 	if len(keep) > 0 {
@@ -511,7 +510,7 @@ func dropDeltas(ct string, counters []string) string {
   FOR c IN SELECT attname::text FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped AND starts_with(attname::text, %s)%s LOOP
     EXECUTE format('ALTER TABLE %%s DROP COLUMN %%I', %s, c);
   END LOOP;
-END $x$`, quoteLiteral(ct), quoteLiteral(DeltaPrefix), cond, quoteLiteral(ct))
+END $x$`, catalog.QuoteLiteral(ct), catalog.QuoteLiteral(DeltaPrefix), cond, catalog.QuoteLiteral(ct))
 }
 
 // Installed reports whether the capture trigger and change table of sync exist for t, and

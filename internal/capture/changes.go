@@ -47,7 +47,7 @@ func pendingAt(prefix, snap string, watermarks []string) string {
 		if wm == "" {
 			return cond
 		}
-		if c := visibleIn(prefix, quoteLiteral(wm)); !slices.Contains(applied, c) {
+		if c := visibleIn(prefix, catalog.QuoteLiteral(wm)); !slices.Contains(applied, c) {
 			applied = append(applied, c)
 		}
 	}
@@ -58,12 +58,12 @@ func pendingAt(prefix, snap string, watermarks []string) string {
 // on a source: visible in the run's snapshot and not yet applied by every receiver (not
 // visible in every watermark). With no receivers, nothing is pending: "false".
 func PendingCond(snapshot string, watermarks []string) string {
-	return pendingAt(Alias+".", quoteLiteral(snapshot), watermarks)
+	return pendingAt(Alias+".", catalog.QuoteLiteral(snapshot), watermarks)
 }
 
 // CountPending counts the pending change rows (PendingCond) of changeTable.
 func CountPending(changeTable, snapshot string, watermarks []string) string {
-	return countPendingAt(changeTable, quoteLiteral(snapshot), watermarks)
+	return countPendingAt(changeTable, catalog.QuoteLiteral(snapshot), watermarks)
 }
 
 func countPendingAt(changeTable, snap string, watermarks []string) string {
@@ -89,11 +89,11 @@ func SnapshotAndCounts(changeTables []string, watermarks []string) string {
 
 // isRow and isTruncate tell a row change from a TRUNCATE (prefix is "d." or "").
 func isRow(prefix string) string {
-	return prefix + qi(OpCol) + ` <> ` + quoteLiteral(OpTruncate)
+	return prefix + qi(OpCol) + ` <> ` + catalog.QuoteLiteral(OpTruncate)
 }
 
 func isTruncate(prefix string) string {
-	return prefix + qi(OpCol) + ` = ` + quoteLiteral(OpTruncate)
+	return prefix + qi(OpCol) + ` = ` + catalog.QuoteLiteral(OpTruncate)
 }
 
 // microseconds renders a change time as read by KeyRead and TruncateRead (microseconds
@@ -120,7 +120,7 @@ func TruncateRead(changeTable, snapshot string, watermarks []string) string {
 			cols = append(cols, epoch(""))
 			continue
 		}
-		cols = append(cols, epoch(`NOT `+visibleIn(d, quoteLiteral(wm))))
+		cols = append(cols, epoch(`NOT `+visibleIn(d, catalog.QuoteLiteral(wm))))
 	}
 	cols = append(cols, epoch(""))
 	return fmt.Sprintf(`SELECT %s FROM %s %s WHERE %s AND %s`, strings.Join(cols, ", "), changeTable, Alias, isTruncate(d), PendingCond(snapshot, watermarks))
@@ -135,7 +135,7 @@ func ConsumeTruncated(changeTable, snapshot string, deadUpTo int64) string {
 	if deadUpTo > 0 {
 		which = `(` + which + ` OR ` + d + qi(AtCol) + ` <= ` + microseconds(deadUpTo) + `)`
 	}
-	return fmt.Sprintf(`DELETE FROM %s %s WHERE %s AND %s`, changeTable, Alias, which, visibleIn(d, quoteLiteral(snapshot)))
+	return fmt.Sprintf(`DELETE FROM %s %s WHERE %s AND %s`, changeTable, Alias, which, visibleIn(d, catalog.QuoteLiteral(snapshot)))
 }
 
 // ChangedAfter is the condition "the row (named alias, with key columns keys) was changed
@@ -163,7 +163,7 @@ func LateDeltas(changeTable string, keys, counters []string, snapshot string) st
 		sums[i] = fmt.Sprintf(`sum(%s)`, d+qi(DeltaCol(c)))
 	}
 	return fmt.Sprintf(`SELECT coalesce(jsonb_object_agg(k, v), '{}') AS j FROM (SELECT ROW(%s)::text AS k, jsonb_build_array(%s) AS v FROM %s %s WHERE %s AND NOT %s GROUP BY %s) x`,
-		cols, strings.Join(sums, ", "), changeTable, Alias, isRow(d), visibleIn(d, quoteLiteral(snapshot)), cols)
+		cols, strings.Join(sums, ", "), changeTable, Alias, isRow(d), visibleIn(d, catalog.QuoteLiteral(snapshot)), cols)
 }
 
 // CounterAsOf is the value of counter column col (the i-th counter, of type typ) of the row
@@ -229,14 +229,14 @@ func KeyReadOld(changeTable string, keys []string, snapshot string, watermarks [
 			flags = append(flags, "true")
 			continue
 		}
-		flags = append(flags, fmt.Sprintf(`bool_or(NOT %s)`, visibleIn(d, quoteLiteral(wm))))
+		flags = append(flags, fmt.Sprintf(`bool_or(NOT %s)`, visibleIn(d, catalog.QuoteLiteral(wm))))
 	}
 	for _, c := range counters {
 		dc := d + qi(DeltaCol(c))
 		for _, wm := range watermarks {
 			pend := "true"
 			if wm != "" {
-				pend = "NOT " + visibleIn(d, quoteLiteral(wm))
+				pend = "NOT " + visibleIn(d, catalog.QuoteLiteral(wm))
 			}
 			flags = append(flags, fmt.Sprintf(`CASE WHEN count(*) FILTER (WHERE %[1]s AND %[2]s IS NULL) = 0 THEN coalesce(sum(%[2]s) FILTER (WHERE %[1]s), 0) END`, pend, dc))
 		}
@@ -268,7 +268,7 @@ func KeyReadOld(changeTable string, keys []string, snapshot string, watermarks [
 	at := d + qi(AtCol)
 	// Whether the key's first pending change is an insert, whether its last is a delete.
 	kind := fmt.Sprintf(`coalesce(min(%[1]s) FILTER (WHERE %[2]s = %[3]s) = min(%[1]s), false), coalesce(max(%[1]s) FILTER (WHERE %[2]s = %[4]s) = max(%[1]s), false)`,
-		at, d+qi(OpCol), quoteLiteral(OpInsert), quoteLiteral(OpDelete))
+		at, d+qi(OpCol), catalog.QuoteLiteral(OpInsert), catalog.QuoteLiteral(OpDelete))
 	return fmt.Sprintf(`COPY (SELECT %s, (extract(epoch FROM max(%s)) * 1000000)::bigint, %s, %s FROM %s %s WHERE %s GROUP BY %s) TO STDOUT`,
 		strings.Join(pick, ", "), at, kind, strings.Join(flags, ", "), changeTable, Alias, where, strings.Join(group, ", "))
 }
@@ -289,21 +289,21 @@ func KeyReadRows(changeTable, key, snapshot string, watermarks []string, bucket 
 			flags = append(flags, "true")
 			continue
 		}
-		flags = append(flags, "NOT "+visibleIn(d, quoteLiteral(wm)))
+		flags = append(flags, "NOT "+visibleIn(d, catalog.QuoteLiteral(wm)))
 	}
 	where := PendingCond(snapshot, watermarks) + " AND " + bucket + " AND " + isRow(d)
 	if keyRange {
 		where = bucket + " AND " + PendingCond(snapshot, watermarks) + " AND " + isRow(d)
 	}
 	op := d + qi(OpCol)
-	sel := []string{d + qi(key), fmt.Sprintf(`(extract(epoch FROM %s) * 1000000)::bigint`, d+qi(AtCol)), op + " = " + quoteLiteral(OpInsert), op + " = " + quoteLiteral(OpDelete)}
+	sel := []string{d + qi(key), fmt.Sprintf(`(extract(epoch FROM %s) * 1000000)::bigint`, d+qi(AtCol)), op + " = " + catalog.QuoteLiteral(OpInsert), op + " = " + catalog.QuoteLiteral(OpDelete)}
 	return fmt.Sprintf(`COPY (SELECT %s FROM %s %s WHERE %s) TO STDOUT`, strings.Join(append(sel, flags...), ", "), changeTable, Alias, where)
 }
 
 // Consume deletes the change rows of the buckets a run has committed on every db: those of
 // bucket visible in the run's snapshot.
 func Consume(changeTable, bucket, snapshot string) string {
-	return fmt.Sprintf(`DELETE FROM %s %s WHERE %s AND %s`, changeTable, Alias, bucket, visibleIn(Alias+".", quoteLiteral(snapshot)))
+	return fmt.Sprintf(`DELETE FROM %s %s WHERE %s AND %s`, changeTable, Alias, bucket, visibleIn(Alias+".", catalog.QuoteLiteral(snapshot)))
 }
 
 // Purge deletes the change rows every receiver has applied: those visible in all
@@ -315,7 +315,7 @@ func Purge(changeTable string, watermarks []string) string {
 		if wm == "" {
 			return ""
 		}
-		if c := visibleIn("", quoteLiteral(wm)); !slices.Contains(conds, c) {
+		if c := visibleIn("", catalog.QuoteLiteral(wm)); !slices.Contains(conds, c) {
 			conds = append(conds, c)
 		}
 	}
@@ -335,7 +335,7 @@ func DropLateKeys(keyTable, changeTable string, keys []string, snapshot string) 
 		ret[i] = "k." + qi(k)
 	}
 	return fmt.Sprintf(`COPY (DELETE FROM %s k USING %s %s WHERE %s AND NOT %s RETURNING %s) TO STDOUT`,
-		keyTable, changeTable, Alias, catalog.KeyJoin("k", Alias, keys), visibleIn(Alias+".", quoteLiteral(snapshot)), strings.Join(ret, ", "))
+		keyTable, changeTable, Alias, catalog.KeyJoin("k", Alias, keys), visibleIn(Alias+".", catalog.QuoteLiteral(snapshot)), strings.Join(ret, ", "))
 }
 
 // CountLateChanges counts the change rows of the keys of keyTable (named k) that the
@@ -344,7 +344,7 @@ func DropLateKeys(keyTable, changeTable string, keys []string, snapshot string) 
 // meanwhile.
 func CountLateChanges(keyTable, changeTable string, keys []string, snapshot string) string {
 	return fmt.Sprintf(`SELECT count(*) FROM %s k JOIN %s %s ON %s WHERE NOT %s`,
-		keyTable, changeTable, Alias, catalog.KeyJoin("k", Alias, keys), visibleIn(Alias+".", quoteLiteral(snapshot)))
+		keyTable, changeTable, Alias, catalog.KeyJoin("k", Alias, keys), visibleIn(Alias+".", catalog.QuoteLiteral(snapshot)))
 }
 
 // ColsSep separates column names in KeyRead's changed columns (a unit separator, which

@@ -50,7 +50,7 @@ var migrations = []Migration{
 	{
 		Summary: `adds "$op" (row change or TRUNCATE)`,
 		SQL: func(ct string, _ *catalog.Table) []string {
-			return []string{fmt.Sprintf(`ALTER TABLE %s ADD COLUMN IF NOT EXISTS %s "char" NOT NULL DEFAULT %s`, ct, qi(OpCol), quoteLiteral(OpRow))}
+			return []string{fmt.Sprintf(`ALTER TABLE %s ADD COLUMN IF NOT EXISTS %s "char" NOT NULL DEFAULT %s`, ct, qi(OpCol), catalog.QuoteLiteral(OpRow))}
 		},
 	},
 	// 2 -> 3: the origin column, the sync that applied a change captured under makedelta
@@ -72,7 +72,7 @@ const formatRe = `^ibex change table \(format ([0-9]{1,9})\)`
 // formatSQL is the format version of the change table rel (an SQL expression of type
 // regclass, NULL when there is none): 1 when its comment carries none.
 func formatSQL(rel string) string {
-	return fmt.Sprintf(`coalesce(substring(obj_description(%s, 'pg_class') FROM %s)::int, 1)`, rel, quoteLiteral(formatRe))
+	return fmt.Sprintf(`coalesce(substring(obj_description(%s, 'pg_class') FROM %s)::int, 1)`, rel, catalog.QuoteLiteral(formatRe))
 }
 
 // formatComment is the statement recording the current format in the comment of the
@@ -80,7 +80,7 @@ func formatSQL(rel string) string {
 func formatComment(sync string, t *catalog.Table) string {
 	ct := ChangeTable(sync, t.Schema, t.Name).Sanitize()
 	text := "ibex change table (format " + strconv.Itoa(Format()) + ") of sync " + sync + " for table " + t.Ident().Sanitize()
-	return fmt.Sprintf(`COMMENT ON TABLE %s IS %s`, ct, quoteLiteral(text))
+	return fmt.Sprintf(`COMMENT ON TABLE %s IS %s`, ct, catalog.QuoteLiteral(text))
 }
 
 // MigrateDDL returns the statements that bring the change table of sync for t from format

@@ -74,3 +74,6 @@ func KeyIn(prefix string, cols []string, keys []string) (cond string, ok bool) {
 	b.WriteByte(')')
 	return b.String(), true
 }
+
+// QuoteLiteral quotes s as an SQL string literal (standard_conforming_strings on).
+func QuoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }

@@ -84,7 +84,10 @@ SELECT count(*), (%s) FROM w`, id, cols, catalog.QuoteCols("s.", t.Cols), inK, i
 	// a single pass over the key index (about half the time of the UPDATE and the INSERT's
 	// anti-join), with the same UPDATE semantics for a waiting application transaction.
 	useMerge := len(sets) > 0 && s.mergeOK(t)
-	merge := s.mergeSQL(t, sets)
+	var merge string
+	if useMerge {
+		merge = s.mergeSQL(t, sets)
+	}
 	for attempt := 0; ; attempt++ {
 		var written, replaced, deleted, changed, want int64
 		var res []*pgconn.Result
@@ -228,10 +231,10 @@ func (s *Sink) noMerge(t *sinks.Table) {
 // and the last statement also counts the staged rows, which must all be written.
 func (s *Sink) mergeSQL(t *sinks.Table, sets []string) string {
 	id := ident(t)
-	inserted := fmt.Sprintf(`SELECT pg_stat_get_xact_tuples_inserted(%s::regclass)`, quoteLiteral(id))
+	inserted := fmt.Sprintf(`SELECT pg_stat_get_xact_tuples_inserted(%s::regclass)`, catalog.QuoteLiteral(id))
 	if t.Partitioned {
 		// A partitioned parent holds no rows: its partitions count them.
-		inserted = fmt.Sprintf(`SELECT coalesce(sum(pg_stat_get_xact_tuples_inserted(relid)), 0)::int8 FROM pg_partition_tree(%s::regclass) WHERE isleaf`, quoteLiteral(id))
+		inserted = fmt.Sprintf(`SELECT coalesce(sum(pg_stat_get_xact_tuples_inserted(relid)), 0)::int8 FROM pg_partition_tree(%s::regclass) WHERE isleaf`, catalog.QuoteLiteral(id))
 	}
 	prune := fmt.Sprintf(`DELETE FROM pg_temp.ibex_s s WHERE NOT EXISTS (SELECT 1 FROM pg_temp.ibex_k k WHERE %s)`, catalog.KeyJoin("s", "k", t.Key))
 	merge := fmt.Sprintf(`MERGE INTO %s t USING (SELECT %s FROM pg_temp.ibex_s ORDER BY %s) s ON %s
@@ -241,6 +244,3 @@ WHEN NOT MATCHED THEN INSERT (%s) OVERRIDING SYSTEM VALUE VALUES (%s)`,
 		strings.Join(sets, ", "), catalog.QuoteCols("", t.Cols), catalog.QuoteCols("s.", t.Cols))
 	return prune + "; " + inserted + "; " + indexed(merge) + "; " + fmt.Sprintf(`SELECT (%s), (SELECT count(*) FROM pg_temp.ibex_s)`, inserted)
 }
-
-// quoteLiteral quotes s as an SQL string literal.
-func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
