@@ -43,12 +43,14 @@ func (s *session) checkSchemas(ctx context.Context, checkCapture bool) error {
 		b := &pgx.Batch{}
 		ds := make([]*catalog.Table, len(s.tables))
 		derrs := make([]error, len(s.tables))
-		states := make([]*capture.State, len(s.tables))
+		names, rels := make([]catalog.QualName, len(s.tables)), make([]catalog.QualName, len(s.tables))
 		for i, t := range s.tables {
-			catalog.QueueDescribe(b, t.on(m), &ds[i], &derrs[i])
-			if checkCapture && m.isSource() && !s.fullcopy {
-				states[i] = capture.QueueInstalled(b, s.sync.Name, t.rel.Schema, t.rel.Name)
-			}
+			names[i], rels[i] = t.on(m), catalog.QualName{Schema: t.rel.Schema, Name: t.rel.Name}
+		}
+		catalog.QueueDescribeAll(b, names, ds, derrs)
+		states := make([]*capture.State, len(s.tables))
+		if checkCapture && m.isSource() && !s.fullcopy {
+			states = capture.QueueInstalled(b, s.sync.Name, rels)
 		}
 		var fk *fkeys
 		if fkNames != nil {

@@ -526,11 +526,17 @@ func Installed(ctx context.Context, q catalog.Querier, sync string, t *catalog.T
 
 // Inspect reads what a db has of sync's capture on table schema.name.
 func Inspect(ctx context.Context, q catalog.Querier, sync, schema, name string) (*State, error) {
-	c := &State{}
-	if err := q.QueryRow(ctx, installedSQL, installedArgs(sync, schema, name)...).Scan(c.dest()...); err != nil {
+	names := []catalog.QualName{{Schema: schema, Name: name}}
+	rows, err := q.Query(ctx, installedSQL, installedArgs(sync, names)...)
+	if err != nil {
 		return nil, fmt.Errorf("checking capture of %s: %w", pgx.Identifier{schema, name}.Sanitize(), err)
 	}
-	return c, nil
+	states := []*State{{}}
+	scanStates(rows, names, states)
+	if states[0].Err != nil {
+		return nil, states[0].Err
+	}
+	return states[0], nil
 }
 
 // State is what a db has of a sync's capture on one table, read by QueueInstalled or
@@ -597,39 +603,75 @@ func (c *State) Migratable(t *catalog.Table) bool {
 	return c.table && c.sameKey(t) && c.format < Format()
 }
 
-// QueueInstalled queues Inspect's query for table schema.name on b, so that it goes in
-// the same round trip as the table's description (catalog.QueueDescribe). The result is
-// in the returned state once the batch's results are read.
-func QueueInstalled(b *pgx.Batch, sync, schema, name string) *State {
-	c := &State{}
-	b.Queue(installedSQL, installedArgs(sync, schema, name)...).QueryRow(func(row pgx.Row) error {
-		if err := row.Scan(c.dest()...); err != nil {
-			c.Err = fmt.Errorf("checking capture of %s: %w", pgx.Identifier{schema, name}.Sanitize(), err)
-		}
+// QueueInstalled queues on b the one query that reads what the db has of sync's capture on
+// every table of names, so that it goes in the same round trip as the tables' description
+// (catalog.QueueDescribeAll) and is planned once. The states, in the order of names, are
+// filled once the batch's results are read (each state's Err says when it could not be).
+func QueueInstalled(b *pgx.Batch, sync string, names []catalog.QualName) []*State {
+	states := make([]*State, len(names))
+	for i := range states {
+		states[i] = &State{}
+	}
+	b.Queue(installedSQL, installedArgs(sync, names)...).Query(func(rows pgx.Rows) error {
+		scanStates(rows, names, states)
 		return nil
 	})
-	return c
+	return states
 }
 
-// installedSQL reads whether the triggers are in place, the change table's key columns
-// (those that are not bookkeeping columns, in order), whether it exists and its format
-// (formatSQL). The triggers: the row trigger, the table's own (not the clone PostgreSQL
-// puts on a partition of a table carrying it, tgparentid <> 0, which DDL cannot replace),
-// enabled, with no clone of it disabled on a partition (changes written there would not
-// be captured; CREATE OR REPLACE TRIGGER on the parent enables them again); and the
-// TRUNCATE trigger, enabled.
-var installedSQL = `
-SELECT EXISTS (SELECT 1 FROM pg_trigger p WHERE p.tgrelid = to_regclass($1) AND p.tgname = $2 AND p.tgparentid = 0 AND p.tgenabled <> 'D'
-               AND NOT EXISTS (SELECT 1 FROM pg_trigger c WHERE c.tgparentid = p.oid AND c.tgenabled = 'D'))
-       AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = $5 AND tgenabled <> 'D'),
-       coalesce((SELECT array_agg(attname::text ORDER BY attnum) FROM pg_attribute WHERE attrelid = to_regclass($3) AND attnum > 0 AND NOT attisdropped AND attname::text <> ALL ($4::text[]) AND NOT starts_with(attname::text, $6)), '{}'),
-       to_regclass($3) IS NOT NULL,
-       ` + formatSQL("to_regclass($3)") + `,
-       coalesce((SELECT array_agg(substr(attname::text, length($6) + 1) ORDER BY attname) FROM pg_attribute WHERE attrelid = to_regclass($3) AND attnum > 0 AND NOT attisdropped AND starts_with(attname::text, $6)), '{}'),
-       EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($3) AND attname = $7 AND NOT attisdropped),
-       coalesce((SELECT bool_and(tgenabled = 'A') FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname IN ($2, $5) AND tgparentid = 0), false),
-       EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($3) AND attname = $8 AND NOT attisdropped)`
+// scanStates reads installedSQL's rows, one per table of names, in order, into states.
+func scanStates(rows pgx.Rows, names []catalog.QualName, states []*State) {
+	defer rows.Close()
+	i := 0
+	for ; rows.Next() && i < len(names); i++ {
+		if err := rows.Scan(states[i].dest()...); err != nil {
+			states[i].Err = fmt.Errorf("checking capture of %s: %w", pgx.Identifier{names[i].Schema, names[i].Name}.Sanitize(), err)
+		}
+	}
+	err := rows.Err()
+	if err == nil && i != len(names) {
+		err = fmt.Errorf("%d rows for %d tables", i, len(names))
+	}
+	for ; err != nil && i < len(names); i++ {
+		states[i].Err = fmt.Errorf("checking capture of %s: %w", pgx.Identifier{names[i].Schema, names[i].Name}.Sanitize(), err)
+	}
+}
 
-func installedArgs(sync, schema, name string) []any {
-	return []any{pgx.Identifier{schema, name}.Sanitize(), TriggerName(sync), ChangeTable(sync, schema, name).Sanitize(), append(columnNames(), ColsCol, OldCol), TruncTriggerName(sync), DeltaPrefix, ColsCol, OldCol}
+// installedSQL reads, for each table of $1 (its change table is the same place of $8),
+// whether the triggers are in place, the change table's key columns (those that are not
+// bookkeeping columns, in order), whether it exists and its format (formatSQL), the
+// counters whose deltas it records, whether the triggers fire always, whether it records
+// the columns updates changed and old rows. The triggers: the row trigger, the table's
+// own (not the clone PostgreSQL puts on a partition of a table carrying it, tgparentid <>
+// 0, which DDL cannot replace), enabled, with no clone of it disabled on a partition
+// (changes written there would not be captured; CREATE OR REPLACE TRIGGER on the parent
+// enables them again); and the TRUNCATE trigger, enabled.
+var installedSQL = `
+SELECT coalesce(g.row_ok AND g.trunc_ok, false), coalesce(a.cols, '{}'), r.c IS NOT NULL,
+       ` + formatSQL("r.c") + `,
+       coalesce(a.deltas, '{}'), coalesce(a.columns, false), coalesce(g.always, false), coalesce(a.old, false)
+FROM unnest($1::text[], $8::text[]) WITH ORDINALITY AS x(tbl, chg, ord)
+CROSS JOIN LATERAL (SELECT to_regclass(x.tbl) AS t, to_regclass(x.chg) AS c) r
+LEFT JOIN LATERAL (
+  SELECT bool_or(p.tgname = $2 AND p.tgparentid = 0 AND p.tgenabled <> 'D'
+                 AND NOT EXISTS (SELECT 1 FROM pg_trigger d WHERE d.tgparentid = p.oid AND d.tgenabled = 'D')) AS row_ok,
+         bool_or(p.tgname = $4 AND p.tgenabled <> 'D') AS trunc_ok,
+         bool_and(p.tgenabled = 'A') FILTER (WHERE p.tgparentid = 0) AS always
+  FROM pg_trigger p WHERE p.tgrelid = r.t AND p.tgname IN ($2, $4)
+) g ON true
+LEFT JOIN LATERAL (
+  SELECT array_agg(attname::text ORDER BY attnum) FILTER (WHERE attname::text <> ALL ($3::text[]) AND NOT starts_with(attname::text, $5)) AS cols,
+         array_agg(substr(attname::text, length($5) + 1) ORDER BY attname) FILTER (WHERE starts_with(attname::text, $5)) AS deltas,
+         bool_or(attname = $6) AS columns, bool_or(attname = $7) AS old
+  FROM pg_attribute WHERE attrelid = r.c AND attnum > 0 AND NOT attisdropped
+) a ON true
+ORDER BY x.ord`
+
+func installedArgs(sync string, names []catalog.QualName) []any {
+	tables, changes := make([]string, len(names)), make([]string, len(names))
+	for i, n := range names {
+		tables[i] = pgx.Identifier{n.Schema, n.Name}.Sanitize()
+		changes[i] = ChangeTable(sync, n.Schema, n.Name).Sanitize()
+	}
+	return []any{tables, TriggerName(sync), append(columnNames(), ColsCol, OldCol), TruncTriggerName(sync), DeltaPrefix, ColsCol, OldCol, changes}
 }

@@ -376,7 +376,7 @@ func TestFormatMigrationKeepsRows(t *testing.T) {
 	}
 	// The run's check (QueueInstalled, in the describe batch) says so too.
 	b := &pgx.Batch{}
-	qs := capture.QueueInstalled(b, "s", "public", "t")
+	qs := capture.QueueInstalled(b, "s", []catalog.QualName{{Schema: "public", Name: "t"}})[0]
 	if err := s.conn.SendBatch(context.Background(), b).Close(); err != nil || qs.Err != nil {
 		t.Fatal(err, qs.Err)
 	}
