@@ -494,7 +494,6 @@ func DropSyncDDL(sync string) []string {
 	}
 }
 
-
 // dropDeltas is the statement dropping the delta columns of change table ct (quoted) that
 // are not those of counters.
 func dropDeltas(ct string, counters []string) string {
