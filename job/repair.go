@@ -298,7 +298,7 @@ func (c *comparison) applyOn(ctx context.Context, m *member, plans map[*table][]
 			return err
 		}
 		defer conn.Close(context.WithoutCancel(ctx))
-		if _, err := pgsink.Configure(ctx, conn); err != nil {
+		if _, err := pgsink.Configure(ctx, conn, dbconn.WALCompressionSQL(dbconn.ServerMajor(conn.PgConn()))); err != nil {
 			return err
 		}
 		var sopts []pgsink.Option

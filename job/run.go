@@ -174,6 +174,7 @@ func (r *runner) run(ctx context.Context) error {
 		}
 	}
 	r.openSourceSessions(ctx)
+	r.compressWAL = r.manyRows()
 	t3 := time.Now()
 	if err := r.checkSchemas(ctx, true); err != nil {
 		return err
@@ -183,6 +184,24 @@ func (r *runner) run(ctx context.Context) error {
 		return err
 	}
 	return r.syncSequences(ctx)
+}
+
+// compressWALRows is how many pending changes make a run compress its WAL (see
+// dbconn.WALCompressionSQL): below it, the few full-page images a run writes are not
+// worth the millisecond that asking costs a new session.
+const compressWALRows = 1000
+
+// manyRows reports whether the run may write compressWALRows rows or more: its changes
+// were counted to that many, or not counted (a copy).
+func (r *runner) manyRows() bool {
+	if r.pendingN == nil {
+		return true
+	}
+	var n int64
+	for _, c := range r.pendingN {
+		n += c
+	}
+	return n >= compressWALRows
 }
 
 // openSourceSessions starts opening, when the backlog was counted, the read session of

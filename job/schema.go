@@ -12,6 +12,7 @@ import (
 	"github.com/ibexrepl/ibex/internal/capture"
 	"github.com/ibexrepl/ibex/internal/catalog"
 	"github.com/ibexrepl/ibex/internal/control"
+	"github.com/ibexrepl/ibex/internal/dbconn"
 	"github.com/ibexrepl/ibex/sinks"
 )
 
@@ -51,6 +52,9 @@ func (s *session) checkSchemas(ctx context.Context, checkCapture bool) error {
 		states := make([]*capture.State, len(s.tables))
 		if checkCapture && m.isSource() && !s.fullcopy {
 			states = capture.QueueInstalled(b, s.sync.Name, rels)
+		}
+		if s.compressWAL {
+			b.Queue(dbconn.WALCompressionSQL(dbconn.ServerMajor(m.conn.PgConn())))
 		}
 		var fk *fkeys
 		if fkNames != nil {

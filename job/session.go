@@ -329,6 +329,9 @@ type session struct {
 	// and columns they lack (ibex validate --create-targets); created lists them.
 	createTargets bool
 	created       []string
+	// compressWAL: checkSchemas also turns on wal_compression on the PostgreSQL dbs
+	// (dbconn.WALCompressionSQL), for a run with many rows to write.
+	compressWAL bool
 	// skipped records each db that left, with why (db name -> reason).
 	skipped map[string]string
 	// fks are the foreign keys between the tables as checkSchemas read them on each db
