@@ -160,12 +160,17 @@ func Run(ctx context.Context, store *control.Store, syncName string, opts Option
 			return nil, err
 		}
 	}
-	sync, err := control.GetSync(ctx, store.Q(), syncName)
+	sync, dbs, err := control.GetSyncAndDBs(ctx, store.Q(), syncName)
 	if err != nil {
 		return nil, err
 	}
 	if sync.Status != control.StatusActive && !opts.Force {
 		return nil, fmt.Errorf("sync %q: %w: run 'ibex update sync %s status=active' first", syncName, ErrInactive, syncName)
+	}
+	var pre *predials
+	if opts.Sessions == nil {
+		pre = startPredials(ctx, dbs)
+		defer pre.close()
 	}
 
 	lockConn, err := store.Pool.Acquire(ctx)
@@ -203,7 +208,7 @@ func Run(ctx context.Context, store *control.Store, syncName string, opts Option
 	res.RunID = runID
 	logger.InfoContext(ctx, "run started", slog.String("sync", syncName), slog.Int64("run", runID))
 
-	r := &runner{session: session{store: store, sync: sync, logger: logger.With(slog.String("sync", syncName)), runID: runID, pool: opts.Sessions}, opts: opts, res: res,
+	r := &runner{session: session{store: store, sync: sync, logger: logger.With(slog.String("sync", syncName)), runID: runID, pool: opts.Sessions, pre: pre}, opts: opts, res: res,
 		ctl: lockConn}
 	runErr := r.run(ctx)
 	res.Duration = time.Since(res.Started)

@@ -57,6 +57,8 @@ type member struct {
 	// pool, when set, lends the member its sessions and takes them back at the end of the
 	// run (Options.Sessions).
 	pool *dbconn.Pool
+	// pre holds the first session of the db when the run opened it ahead (predials).
+	pre *predials
 }
 
 // dial opens a session of m, or borrows one from the run's pool, and runs setup on it
@@ -66,6 +68,18 @@ func (m *member) dial(ctx context.Context, setup func(*pgx.Conn) error) (*pgx.Co
 	ping := setup == nil
 	if ping {
 		setup = func(*pgx.Conn) error { return nil }
+	}
+	if c, err, ok := m.pre.take(ctx, m.name, m.db.Conn, m.db.Pass); ok {
+		if err == nil {
+			err = setup(c)
+		}
+		if err != nil {
+			if c != nil {
+				closeConn(c)
+			}
+			return nil, err
+		}
+		return c, nil
 	}
 	if m.pool != nil {
 		c, reused, err := m.pool.Get(ctx, m.name, m.db.Conn, m.db.Pass)
@@ -339,6 +353,8 @@ type session struct {
 	fks []*fkeys
 	// pool, when set, lends the members their PostgreSQL sessions (Options.Sessions).
 	pool *dbconn.Pool
+	// pre are the sessions the run opened ahead (predials), nil when none.
+	pre *predials
 }
 
 // fkeys are the foreign keys between the tables names, as read on a db.
@@ -386,7 +402,7 @@ func (s *session) load(ctx context.Context, q control.Querier, more ...func(*pgx
 		if db == nil {
 			return fmt.Errorf("db %s of dbgroup %s %w: see 'ibex list dbs'", m.DB, group.Name, control.ErrNotFound)
 		}
-		s.members = append(s.members, &member{idx: i, name: m.DB, role: m.Role, db: db, pool: s.pool})
+		s.members = append(s.members, &member{idx: i, name: m.DB, role: m.Role, db: db, pool: s.pool, pre: s.pre})
 		s.names = append(s.names, m.DB)
 		if m.Role == control.RoleSource {
 			s.sourceNames = append(s.sourceNames, m.DB)

@@ -1,6 +1,7 @@
 package control
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -163,9 +164,17 @@ func DBs(ctx context.Context, q Querier) ([]DB, error) {
 const groupDBsSQL = `SELECT d.name, d.dbtype, d.conn, coalesce(d.pass, ''), d.status, d.makedelta FROM ibex.db d
 WHERE d.name IN (SELECT m.db FROM ibex.dbmap m WHERE m.dbgroup = $1)`
 
+// syncDBsSQL is groupDBsSQL for the dbgroup of sync $1.
+const syncDBsSQL = `SELECT d.name, d.dbtype, d.conn, coalesce(d.pass, ''), d.status, d.makedelta FROM ibex.db d
+WHERE d.name IN (SELECT m.db FROM ibex.dbmap m JOIN ibex.sync s ON s.dbgroup = m.dbgroup WHERE s.name = $1)`
+
 // QueueGroupDBs queues the reading of the dbs of dbgroup group into *out, by name.
 func QueueGroupDBs(b *pgx.Batch, group string, out *map[string]*DB, err *error) {
-	b.Queue(groupDBsSQL, group).Query(func(rows pgx.Rows) error {
+	queueDBs(b, groupDBsSQL, group, out, err)
+}
+
+func queueDBs(b *pgx.Batch, sql, arg string, out *map[string]*DB, err *error) {
+	b.Queue(sql, arg).Query(func(rows pgx.Rows) error {
 		var ds []*DB
 		ds, *err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (*DB, error) {
 			d := &DB{}
@@ -576,6 +585,37 @@ func GetSync(ctx context.Context, q Querier, name string) (*Sync, error) {
 		return nil, notFound("sync", name)
 	}
 	return &s, err
+}
+
+// GetSyncAndDBs returns one sync and, read in the same round trip, the dbs of its dbgroup
+// by name (nil when q sends no batch): a run starts opening their sessions while it takes
+// the sync's lock, and reads them again under it.
+func GetSyncAndDBs(ctx context.Context, q Querier, name string) (*Sync, map[string]*DB, error) {
+	bq, ok := q.(Batcher)
+	if !ok {
+		s, err := GetSync(ctx, q, name)
+		return s, nil, err
+	}
+	var (
+		s              Sync
+		dbs            map[string]*DB
+		syncErr, dbErr error
+	)
+	b := &pgx.Batch{}
+	b.Queue(`SELECT id, `+syncCols+` FROM ibex.sync WHERE name = $1`, name).Query(func(rows pgx.Rows) error {
+		s, syncErr = pgx.CollectExactlyOneRow(rows, scanSync)
+		return nil
+	})
+	queueDBs(b, syncDBsSQL, name, &dbs, &dbErr)
+	if err := bq.SendBatch(ctx, b).Close(); err != nil {
+		return nil, nil, err
+	}
+	if errors.Is(syncErr, pgx.ErrNoRows) {
+		return nil, nil, notFound("sync", name)
+	} else if err := cmp.Or(syncErr, dbErr); err != nil {
+		return nil, nil, err
+	}
+	return &s, dbs, nil
 }
 
 // PutSync inserts (create) or replaces a sync (s.ID is the control database's to give).
