@@ -113,10 +113,14 @@ func Open(ctx context.Context, dsn string, logger *slog.Logger) (*Store, error) 
 	if err != nil {
 		return nil, fmt.Errorf("control database: %w", err)
 	}
-	if err := pool.Ping(ctx); err != nil {
+	// Opening the first session is the check: its startup ends with the server ready for
+	// queries (a ping would add a round trip before the first real statement).
+	c, err := pool.Acquire(ctx)
+	if err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("control database %s: cannot connect: %w", describe(cfg.ConnConfig), err)
 	}
+	c.Release()
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
