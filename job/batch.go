@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"slices"
 	"strconv"
 	"time"
@@ -58,20 +59,22 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 
 	// Receivers and what each gets from each winner (or, for a built row, from each db
 	// whose version it is built from).
+	// The keys each receiver gets and each sender sends, in one pass.
 	recvKeys := make([][]string, len(r.members))
+	send := make([][]string, len(r.members))
 	fromWinner := make([]uint64, len(r.members)) // sender idx -> receivers
 	for k, ks := range keys {
-		if ks.winner < 0 {
+		if ks.winner < 0 || ks.recv == 0 {
 			continue
 		}
+		from := ks.senders()
 		for _, m := range r.members {
 			if ks.recv&bit(m.idx) != 0 {
 				recvKeys[m.idx] = append(recvKeys[m.idx], k)
-				for _, w := range r.members {
-					if ks.senders()&bit(w.idx) != 0 {
-						fromWinner[w.idx] |= bit(m.idx)
-					}
-				}
+			}
+			if from&bit(m.idx) != 0 {
+				fromWinner[m.idx] |= ks.recv
+				send[m.idx] = append(send[m.idx], k)
 			}
 		}
 	}
@@ -79,16 +82,9 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 	t1 := time.Now()
 	// While phase 2 runs, each winner's read session opens and receives the keys it sends.
 	var winners []*member
-	send := make([][]string, len(r.members))
 	for _, w := range r.alive() {
-		if fromWinner[w.idx] == 0 {
-			continue
-		}
-		winners = append(winners, w)
-		for k, ks := range keys {
-			if ks.senders()&bit(w.idx) != 0 && ks.recv != 0 {
-				send[w.idx] = append(send[w.idx], k)
-			}
+		if fromWinner[w.idx] != 0 {
+			winners = append(winners, w)
 		}
 	}
 	shipped := make(chan []error, 1)
@@ -317,7 +313,7 @@ func (r *runner) shipKeys(ctx context.Context, w *member, t *table, keys []strin
 		w.wkeys = fmt.Sprintf(`(SELECT DISTINCT %s FROM %s WHERE %s ORDER BY %s)`, keyCols, t.ident, in, keyCols)
 		return readPlan{}, nil
 	}
-	p := planRead(t, keys)
+	p := planRead(t, keys, asRange)
 	if p.full && asRange {
 		return p, nil // read as a range: nothing to ship
 	}
@@ -359,34 +355,44 @@ const denseShare = 0.25
 // planRead decides how the rows of keys (a sender's keys of a batch of t) are read, and
 // sorts keys when they are integers. Only a one-column integer key written as COPY
 // writes it qualifies (each value has one text, so distinct texts are distinct keys),
-// and only a plain read: no counters, customcols, row filter or partitioned table.
-func planRead(t *table, keys []string) readPlan {
+// and only a plain read: no counters, customcols, row filter or partitioned table. With
+// asRange, keys that fill their range (full) are left unsorted: they are not shipped.
+func planRead(t *table, keys []string, asRange bool) readPlan {
 	if len(keys) == 0 || rangeKind(t) != integerKey {
 		return readPlan{}
 	}
-	type intKey struct {
-		n int64
-		k string
-	}
-	ns := make([]intKey, len(keys))
+	ns := make([]int64, len(keys))
 	var buf [20]byte
+	lo, hi := int64(math.MaxInt64), int64(math.MinInt64)
 	for i, k := range keys {
 		n, err := strconv.ParseInt(k, 10, 64)
 		if err != nil || string(strconv.AppendInt(buf[:0], n, 10)) != k {
 			return readPlan{}
 		}
-		ns[i] = intKey{n, k}
+		ns[i], lo, hi = n, min(lo, n), max(hi, n)
 	}
-	slices.SortFunc(ns, func(a, b intKey) int { return cmp.Compare(a.n, b.n) })
-	for i := range ns {
-		keys[i] = ns[i].k
-	}
-	p := readPlan{sorted: true, lo: ns[0].n, hi: ns[len(ns)-1].n}
+	p := readPlan{lo: lo, hi: hi}
 	plain := len(t.rel.Counters) == 0 && len(t.extras) == 0 && t.rel.Where == ""
 	if span := float64(p.hi) - float64(p.lo) + 1; plain && float64(len(ns)) >= denseShare*span {
 		p.dense = true
 		p.full = float64(len(ns)) >= fullShare*span
 	}
+	if p.full && asRange {
+		return p
+	}
+	type intKey struct {
+		n int64
+		k string
+	}
+	sorted := make([]intKey, len(keys))
+	for i, k := range keys {
+		sorted[i] = intKey{ns[i], k}
+	}
+	slices.SortFunc(sorted, func(a, b intKey) int { return cmp.Compare(a.n, b.n) })
+	for i := range sorted {
+		keys[i] = sorted[i].k
+	}
+	p.sorted = true
 	return p
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"strconv"
 	"sync"
@@ -29,8 +30,10 @@ type keyState struct {
 	from  uint64
 	// dropRow: the key's row is deleted on every receiver in recv, its own source too
 	// (a unique clash's losing row): no db sends it.
-	dropRow  bool
-	decision conflict.Decision
+	dropRow bool
+	// decision is the built row's decision (with built); a pointer, as few keys have
+	// one: a batch holds a state per changed key.
+	decision *conflict.Decision
 	// sums are, on a table with counters, each changer's sums of deltas (by source member
 	// index; see keyPart.sums).
 	sums map[int][]string
@@ -63,6 +66,9 @@ type keyPart struct {
 	cols []string
 	// old are, when capture keeps old rows, per key the old row (see keyState.old).
 	old []string
+	// ints are, when the run grouped a one-column integer key (grouper), the keys'
+	// values; nil otherwise.
+	ints []int64
 }
 
 // nullText is NULL in COPY text.
@@ -135,6 +141,7 @@ func (r *runner) startKeyParts(ctx context.Context, t *table, b, nb int, ahead, 
 		// A key that prints one way is grouped here rather than by the server (see
 		// capture.KeyReadRows), when the lines carry nothing but flags.
 		rows := nc == 0 && !byCols && !withOld && rangeKind(t) != noRanges
+		ints := rows && rangeKind(t) == integerKey
 		sql := capture.KeyReadOld(t.change, t.keyCols, a.snap, r.watermarks(a), r.bucketCond(t, changeAlias, b, nb), t.bounds != nil, t.rel.Counters, byCols, withOld)
 		if rows {
 			sql = capture.KeyReadRows(t.change, t.keyCols[0], a.snap, r.watermarks(a), r.bucketCond(t, changeAlias, b, nb), t.bounds != nil)
@@ -164,63 +171,68 @@ func (r *runner) startKeyParts(ctx context.Context, t *table, b, nb int, ahead, 
 			defer reads.Done()
 			var g *grouper
 			if rows {
-				g = newGrouper(p, hint)
+				g = newGrouper(p, hint, ints)
+			}
+			var lw interface {
+				io.Writer
+				Err() error
 			}
 			var f [][]byte // a line's fields, reused
-			lw := sinks.NewLineWriter(func(line []byte) error {
-				f = splitTabs(f[:0], line)
-				if len(f) != nk+3+len(recvs)*(1+nc)+extra {
-					return fmt.Errorf("unexpected change row with %d fields", len(f))
-				}
-				if g != nil {
-					return g.add(f, recvs)
-				}
-				at, err := strconv.ParseInt(string(f[nk]), 10, 64)
-				if err != nil {
-					return err
-				}
-				kind := conflict.KindUpdate
-				if isT(f[nk+2]) {
-					kind = conflict.KindDelete
-				} else if isT(f[nk+1]) {
-					kind = conflict.KindInsert
-				}
-				var need uint64
-				for i, m := range recvs {
-					if isT(f[nk+3+i]) {
-						need |= bit(m.idx)
+			if g != nil {
+				lw = newTupleWriter(func(f [][]byte) error { return g.addBinary(f, recvs) })
+			} else {
+				lw = sinks.NewLineWriter(func(line []byte) error {
+					f = splitTabs(f[:0], line)
+					if len(f) != nk+3+len(recvs)*(1+nc)+extra {
+						return fmt.Errorf("unexpected change row with %d fields", len(f))
 					}
-				}
-				p.keys = append(p.keys, string(bytes.Join(f[:nk], []byte{'\t'})))
-				p.at = append(p.at, at)
-				p.kind = append(p.kind, kind)
-				p.need = append(p.need, need)
-				if nc > 0 {
-					sums := make([]string, nc*nm)
-					at := nk + 3 + len(recvs)
-					for c := range nc {
-						for i, m := range recvs {
-							sums[c*nm+m.idx] = string(f[at+c*len(recvs)+i])
+					at, err := strconv.ParseInt(string(f[nk]), 10, 64)
+					if err != nil {
+						return err
+					}
+					kind := conflict.KindUpdate
+					if isT(f[nk+2]) {
+						kind = conflict.KindDelete
+					} else if isT(f[nk+1]) {
+						kind = conflict.KindInsert
+					}
+					var need uint64
+					for i, m := range recvs {
+						if isT(f[nk+3+i]) {
+							need |= bit(m.idx)
 						}
 					}
-					p.sums = append(p.sums, sums)
-				}
-				if byCols {
-					p.cols = append(p.cols, string(f[nk+3+len(recvs)*(1+nc)]))
-				}
-				if withOld {
-					old := ""
-					if v := f[len(f)-1]; string(v) != nullText {
-						fs, err := conflict.DecodeCopyLine(string(v))
-						if err != nil || len(fs) != 1 {
-							return fmt.Errorf("unexpected old row %q", v)
+					p.keys = append(p.keys, string(bytes.Join(f[:nk], []byte{'\t'})))
+					p.at = append(p.at, at)
+					p.kind = append(p.kind, kind)
+					p.need = append(p.need, need)
+					if nc > 0 {
+						sums := make([]string, nc*nm)
+						at := nk + 3 + len(recvs)
+						for c := range nc {
+							for i, m := range recvs {
+								sums[c*nm+m.idx] = string(f[at+c*len(recvs)+i])
+							}
 						}
-						old = fs[0].Text
+						p.sums = append(p.sums, sums)
 					}
-					p.old = append(p.old, old)
-				}
-				return nil
-			})
+					if byCols {
+						p.cols = append(p.cols, string(f[nk+3+len(recvs)*(1+nc)]))
+					}
+					if withOld {
+						old := ""
+						if v := f[len(f)-1]; string(v) != nullText {
+							fs, err := conflict.DecodeCopyLine(string(v))
+							if err != nil || len(fs) != 1 {
+								return fmt.Errorf("unexpected old row %q", v)
+							}
+							old = fs[0].Text
+						}
+						p.old = append(p.old, old)
+					}
+					return nil
+				})
+			}
 			_, err := conn.PgConn().CopyTo(ctx, lw, sql)
 			if err == nil {
 				err = lw.Err()
@@ -253,24 +265,71 @@ func splitTabs(dst [][]byte, line []byte) [][]byte {
 type grouper struct {
 	p  *keyPart
 	at map[string]int // key -> its index in p
+	// atN is at for an integer key (by its value: an integer column prints one way),
+	// whose values go to p.ints too.
+	atN map[int64]int32
+	// text is a key's text, reused
+	text []byte
 	// per key: the earliest time, and the earliest insert's and the latest delete's
 	// (math.MaxInt64 and math.MinInt64 when none)
 	first, firstIns, lastDel []int64
 }
 
-// newGrouper returns a grouper into p, sized for about hint keys.
-func newGrouper(p *keyPart, hint int) *grouper {
+// newGrouper returns a grouper into p, sized for about hint keys; with ints, the keys
+// are integers.
+func newGrouper(p *keyPart, hint int, ints bool) *grouper {
 	hint = max(hint, 0)
 	p.keys, p.at = make([]string, 0, hint), make([]int64, 0, hint)
 	p.kind, p.need = make([]conflict.Kind, 0, hint), make([]uint64, 0, hint)
-	return &grouper{p: p, at: make(map[string]int, hint),
-		first: make([]int64, 0, hint), firstIns: make([]int64, 0, hint), lastDel: make([]int64, 0, hint)}
+	g := &grouper{p: p, first: make([]int64, 0, hint), firstIns: make([]int64, 0, hint), lastDel: make([]int64, 0, hint)}
+	if ints {
+		p.ints, g.atN = make([]int64, 0, hint), make(map[int64]int32, hint)
+	} else {
+		g.at = make(map[string]int, hint)
+	}
+	return g
 }
 
+// atoi parses a decimal integer as PostgreSQL prints one, without allocating.
+func atoi(b []byte) (int64, bool) {
+	neg := len(b) > 0 && b[0] == '-'
+	if neg {
+		b = b[1:]
+	}
+	if len(b) == 0 || len(b) > 19 {
+		return 0, false
+	}
+	var n uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + uint64(c-'0')
+	}
+	if neg {
+		if n > 1<<63 {
+			return 0, false
+		}
+		return -int64(n), true
+	}
+	if n > math.MaxInt64 {
+		return 0, false
+	}
+	return int64(n), true
+}
+
+// add merges a change row read as text (key, time in microseconds, insert, delete,
+// need-flags).
 func (g *grouper) add(f [][]byte, recvs []*member) error {
-	at, err := strconv.ParseInt(string(f[1]), 10, 64)
-	if err != nil {
-		return err
+	at, ok := atoi(f[1])
+	if !ok {
+		return fmt.Errorf("unexpected change time %q", f[1])
+	}
+	var n int64
+	if g.atN != nil {
+		if n, ok = atoi(f[0]); !ok {
+			return fmt.Errorf("unexpected integer key %q", f[0])
+		}
 	}
 	var need uint64
 	for i, m := range recvs {
@@ -278,13 +337,79 @@ func (g *grouper) add(f [][]byte, recvs []*member) error {
 			need |= bit(m.idx)
 		}
 	}
+	g.put(f[0], n, at, isT(f[2]), isT(f[3]), need)
+	return nil
+}
+
+// addBinary merges a change row read in COPY's binary format (capture.KeyReadRows: the
+// key, the time as stored, insert, delete, need-flags).
+func (g *grouper) addBinary(f [][]byte, recvs []*member) error {
+	if len(f) != 4+len(recvs) {
+		return fmt.Errorf("unexpected change row with %d fields", len(f))
+	}
+	t, ok := binaryInt(f[1])
+	if !ok || len(f[1]) != 8 || t == math.MaxInt64 || t == math.MinInt64 {
+		return fmt.Errorf("unexpected change time %x", f[1])
+	}
+	at := t + pgEpochMicros
+	var n int64
+	var k []byte
+	if g.atN != nil {
+		if n, ok = binaryInt(f[0]); !ok {
+			return fmt.Errorf("unexpected integer key %x", f[0])
+		}
+	} else if k, ok = appendUUID(g.text[:0], f[0]); !ok {
+		return fmt.Errorf("unexpected uuid key %x", f[0])
+	}
+	g.text = k
+	ins, ok1 := binaryBool(f[2])
+	del, ok2 := binaryBool(f[3])
+	if !ok1 || !ok2 {
+		return fmt.Errorf("unexpected change kind %x %x", f[2], f[3])
+	}
+	var need uint64
+	for i, m := range recvs {
+		v, ok := binaryBool(f[4+i])
+		if !ok {
+			return fmt.Errorf("unexpected flag %x", f[4+i])
+		}
+		if v {
+			need |= bit(m.idx)
+		}
+	}
+	g.put(k, n, at, ins, del, need)
+	return nil
+}
+
+// put merges one change of a key: its text k, or with atN its value n (k is then made
+// from n when the key is new, or taken as it is when not nil).
+func (g *grouper) put(k []byte, n, at int64, ins, del bool, need uint64) {
 	p := g.p
-	i, ok := g.at[string(f[0])]
+	var i int
+	var ok bool
+	if g.atN != nil {
+		var j int32
+		j, ok = g.atN[n]
+		i = int(j)
+	} else {
+		i, ok = g.at[string(k)]
+	}
 	if !ok {
 		i = len(p.keys)
-		k := string(f[0])
-		g.at[k] = i
-		p.keys = append(p.keys, k)
+		var key string
+		if g.atN != nil {
+			if k == nil {
+				g.text = strconv.AppendInt(g.text[:0], n, 10)
+				k = g.text
+			}
+			key = string(k)
+			g.atN[n] = int32(i)
+			p.ints = append(p.ints, n)
+		} else {
+			key = string(k)
+			g.at[key] = i
+		}
+		p.keys = append(p.keys, key)
 		p.at = append(p.at, at)
 		p.kind = append(p.kind, conflict.KindUpdate)
 		p.need = append(p.need, 0)
@@ -295,13 +420,12 @@ func (g *grouper) add(f [][]byte, recvs []*member) error {
 	p.at[i] = max(p.at[i], at)
 	g.first[i] = min(g.first[i], at)
 	p.need[i] |= need
-	if isT(f[2]) {
+	if ins {
 		g.firstIns[i] = min(g.firstIns[i], at)
 	}
-	if isT(f[3]) {
+	if del {
 		g.lastDel[i] = max(g.lastDel[i], at)
 	}
-	return nil
 }
 
 // finish sets each key's kind, as KeyRead's line would say it.
@@ -315,7 +439,7 @@ func (g *grouper) finish() {
 			p.kind[i] = conflict.KindInsert
 		}
 	}
-	g.at = nil
+	g.at, g.atN = nil, nil
 }
 
 // finishKeyRead waits for a key read and merges what the sources sent; a source that failed
@@ -348,6 +472,9 @@ func mergeParts(members []*member, parts []*keyPart) map[string]*keyState {
 		if p != nil {
 			n += len(p.keys)
 		}
+	}
+	if keys := mergeOne(members, parts, n); keys != nil {
+		return keys
 	}
 	keys := make(map[string]*keyState, n)
 	states := make([]keyState, 0, n)
@@ -394,6 +521,43 @@ func mergeParts(members []*member, parts []*keyPart) map[string]*keyState {
 				ks.old[a.idx] = p.old[i]
 			}
 		}
+	}
+	return keys
+}
+
+// mergeOne is mergeParts when one source sent all n keys of a bucket, each once (a key
+// read groups its change rows by key): every key gets a state of its own without a lookup
+// first. It returns nil when more than one source sent keys, or when a key came twice
+// (mergeParts merges them then).
+func mergeOne(members []*member, parts []*keyPart, n int) map[string]*keyState {
+	var a *member
+	for _, m := range members {
+		if p := parts[m.idx]; p != nil && len(p.keys) > 0 {
+			if a != nil {
+				return nil
+			}
+			a = m
+		}
+	}
+	if a == nil {
+		return nil
+	}
+	p := parts[a.idx]
+	if p.sums != nil || p.cols != nil || p.old != nil {
+		return nil
+	}
+	keys := make(map[string]*keyState, n)
+	states := make([]keyState, n)
+	changes := make([]conflict.Change, n)
+	for i, k := range p.keys {
+		changes[i] = conflict.Change{DB: a.name, At: p.at[i], Kind: p.kind[i]}
+		ks := &states[i]
+		ks.winner, ks.changes = -1, changes[i:i+1:i+1]
+		ks.changer, ks.need = bit(a.idx), p.need[i]
+		keys[k] = ks
+	}
+	if len(keys) != n {
+		return nil
 	}
 	return keys
 }

@@ -3,6 +3,7 @@ package job
 import (
 	"bytes"
 	"slices"
+	"strconv"
 	"testing"
 
 	"github.com/ibexrepl/ibex/internal/catalog"
@@ -12,9 +13,15 @@ import (
 // TestGrouper checks that change rows merged by the run give what KeyRead's grouping on
 // the server gives: the latest time, the kind of the changes, the receivers lacking some.
 func TestGrouper(t *testing.T) {
+	for _, ints := range []bool{false, true} {
+		testGrouper(t, ints)
+	}
+}
+
+func testGrouper(t *testing.T, ints bool) {
 	recvs := []*member{{idx: 1}, {idx: 2}}
 	p := &keyPart{}
-	g := &grouper{p: p, at: map[string]int{}}
+	g := newGrouper(p, 0, ints)
 	for _, line := range []string{
 		"1\t10\tt\tf\tf\tf", "1\t20\tf\tf\tt\tf", // insert then update: an insert
 		"2\t7\tf\tt\tf\tt", "2\t5\tf\tf\tf\tf", // update then delete: a delete
@@ -46,6 +53,27 @@ func TestGrouper(t *testing.T) {
 		if p.at[i] != w.at || p.kind[i] != w.kind || p.need[i] != w.need {
 			t.Errorf("key %s: at %d kind %v need %b, want %d %v %b", k, p.at[i], p.kind[i], p.need[i], w.at, w.kind, w.need)
 		}
+		if ints && (len(p.ints) != len(p.keys) || strconv.FormatInt(p.ints[i], 10) != k) {
+			t.Errorf("key %s: ints %v", k, p.ints)
+		}
+	}
+	if !ints && p.ints != nil {
+		t.Errorf("ints %v without an integer key", p.ints)
+	}
+}
+
+// TestAtoi checks the integer parsing of key reads against strconv.
+func TestAtoi(t *testing.T) {
+	for _, s := range []string{"0", "7", "-7", "9223372036854775807", "-9223372036854775808"} {
+		n, ok := atoi([]byte(s))
+		if want, _ := strconv.ParseInt(s, 10, 64); !ok || n != want {
+			t.Errorf("atoi(%q) = %d, %v", s, n, ok)
+		}
+	}
+	for _, s := range []string{"", "-", "9223372036854775808", "-9223372036854775809", "1a", "+1", "99999999999999999999"} {
+		if _, ok := atoi([]byte(s)); ok {
+			t.Errorf("atoi(%q) ok", s)
+		}
 	}
 }
 
@@ -54,21 +82,25 @@ func TestGrouper(t *testing.T) {
 func TestPlanRead(t *testing.T) {
 	tbl := &table{keyCols: []string{"id"}, desc: &catalog.Table{Columns: []catalog.Column{{Name: "id", Type: "integer"}}}}
 	keys := []string{"5", "3", "4", "1"}
-	p := planRead(tbl, keys)
+	p := planRead(tbl, keys, false)
 	if !p.sorted || !p.dense || !p.full || p.lo != 1 || p.hi != 5 || !slices.Equal(keys, []string{"1", "3", "4", "5"}) {
 		t.Errorf("full: %+v %v", p, keys)
 	}
-	if p := planRead(tbl, []string{"1", "4", "6", "8"}); !p.sorted || !p.dense || p.full {
+	keys = []string{"5", "3", "4", "1"}
+	if p := planRead(tbl, keys, true); p.sorted || !p.full || p.lo != 1 || p.hi != 5 {
+		t.Errorf("full, read as a range: %+v %v", p, keys)
+	}
+	if p := planRead(tbl, []string{"1", "4", "6", "8"}, false); !p.sorted || !p.dense || p.full {
 		t.Errorf("dense: %+v", p)
 	}
-	if p := planRead(tbl, []string{"1", "1000"}); !p.sorted || p.dense {
+	if p := planRead(tbl, []string{"1", "1000"}, false); !p.sorted || p.dense {
 		t.Errorf("sparse: %+v", p)
 	}
-	if p := planRead(tbl, []string{"01", "2"}); p.sorted {
+	if p := planRead(tbl, []string{"01", "2"}, false); p.sorted {
 		t.Errorf("a key printed another way: %+v", p)
 	}
 	tbl.rel.Where = "id > 0"
-	if p := planRead(tbl, []string{"1", "2"}); !p.sorted || p.dense {
+	if p := planRead(tbl, []string{"1", "2"}, false); !p.sorted || p.dense {
 		t.Errorf("row filter: %+v", p)
 	}
 }

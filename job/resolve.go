@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/bits"
 	"slices"
 	"strings"
 
@@ -17,7 +18,11 @@ func (r *runner) resolve(t *table, keys map[string]*keyState) []control.Conflict
 	var out []control.Conflict
 	for k, ks := range keys {
 		if len(ks.changes) == 1 {
-			ks.winner = r.memberByName(ks.changes[0].DB).idx
+			// Its one changer (mergeParts set its bit with the change).
+			ks.winner = bits.TrailingZeros64(ks.changer)
+			if ks.changer == 0 || ks.changer&(ks.changer-1) != 0 {
+				ks.winner = r.memberByName(ks.changes[0].DB).idx
+			}
 		} else {
 			typ := conflict.Classify(ks.changes)
 			st := r.strategies.For(typ)
@@ -67,7 +72,7 @@ func (r *runner) useDecision(t *table, ks *keyState, d conflict.Decision) {
 		d = r.addCounters(t, ks, ks.winner, d)
 	}
 	if !d.Whole() {
-		ks.built, ks.decision = true, d
+		ks.built, ks.decision = true, &d
 		for _, db := range d.Sources() {
 			ks.from |= bit(r.memberByName(db).idx)
 		}

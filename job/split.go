@@ -78,13 +78,16 @@ func (r *runner) readSplit(ctx context.Context, t *table, nb, batch int, kind ke
 			texts = append(texts, p.keys...)
 			continue
 		}
-		vs := make([]int64, len(p.keys))
-		for i, k := range p.keys {
-			v, err := strconv.ParseInt(k, 10, 64)
-			if err != nil {
-				return 0, nil, false
+		vs := p.ints // the grouper's, or parsed here
+		if len(vs) != len(p.keys) {
+			vs = make([]int64, len(p.keys))
+			for i, k := range p.keys {
+				v, err := strconv.ParseInt(k, 10, 64)
+				if err != nil {
+					return 0, nil, false
+				}
+				vs[i] = v
 			}
-			vs[i] = v
 		}
 		ns[pi], all = vs, append(all, vs...)
 	}

@@ -134,6 +134,9 @@ func (r *runner) voidChanges(t *table, a *member, p *keyPart) {
 		if p.cols != nil {
 			p.cols[n] = p.cols[i]
 		}
+		if p.ints != nil {
+			p.ints[n] = p.ints[i]
+		}
 		n++
 	}
 	p.keys, p.at, p.kind, p.need = p.keys[:n], p.at[:n], p.kind[:n], p.need[:n]
@@ -142,6 +145,9 @@ func (r *runner) voidChanges(t *table, a *member, p *keyPart) {
 	}
 	if p.cols != nil {
 		p.cols = p.cols[:n]
+	}
+	if p.ints != nil {
+		p.ints = p.ints[:n]
 	}
 }
 
