@@ -2,11 +2,13 @@ package job
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strconv"
 	"sync"
 
@@ -67,7 +69,7 @@ type keyPart struct {
 	// old are, when capture keeps old rows, per key the old row (see keyState.old).
 	old []string
 	// ints are, when the run grouped a one-column integer key (grouper), the keys'
-	// values; nil otherwise.
+	// values, in increasing order (as keys are then); nil otherwise.
 	ints []int64
 }
 
@@ -265,29 +267,35 @@ func splitTabs(dst [][]byte, line []byte) [][]byte {
 type grouper struct {
 	p  *keyPart
 	at map[string]int // key -> its index in p
-	// atN is at for an integer key (by its value: an integer column prints one way),
-	// whose values go to p.ints too.
-	atN map[int64]int32
-	// text is a key's text, reused
-	text []byte
 	// per key: the earliest time, and the earliest insert's and the latest delete's
 	// (math.MaxInt64 and math.MinInt64 when none)
 	first, firstIns, lastDel []int64
+	// ints: the key is an integer (an integer column prints one way): its change rows
+	// are kept as they come in rows, then sorted by key and grouped by finish (no map),
+	// which leaves the part's keys in order, with their values in p.ints.
+	ints bool
+	rows []intChange
+	text []byte // a key's text, reused
+}
+
+// intChange is a change row of an integer key.
+type intChange struct {
+	n, at    int64
+	need     uint64
+	ins, del bool
 }
 
 // newGrouper returns a grouper into p, sized for about hint keys; with ints, the keys
 // are integers.
 func newGrouper(p *keyPart, hint int, ints bool) *grouper {
 	hint = max(hint, 0)
+	if ints {
+		return &grouper{p: p, ints: true, rows: make([]intChange, 0, hint)}
+	}
 	p.keys, p.at = make([]string, 0, hint), make([]int64, 0, hint)
 	p.kind, p.need = make([]conflict.Kind, 0, hint), make([]uint64, 0, hint)
-	g := &grouper{p: p, first: make([]int64, 0, hint), firstIns: make([]int64, 0, hint), lastDel: make([]int64, 0, hint)}
-	if ints {
-		p.ints, g.atN = make([]int64, 0, hint), make(map[int64]int32, hint)
-	} else {
-		g.at = make(map[string]int, hint)
-	}
-	return g
+	return &grouper{p: p, at: make(map[string]int, hint),
+		first: make([]int64, 0, hint), firstIns: make([]int64, 0, hint), lastDel: make([]int64, 0, hint)}
 }
 
 // atoi parses a decimal integer as PostgreSQL prints one, without allocating.
@@ -325,19 +333,21 @@ func (g *grouper) add(f [][]byte, recvs []*member) error {
 	if !ok {
 		return fmt.Errorf("unexpected change time %q", f[1])
 	}
-	var n int64
-	if g.atN != nil {
-		if n, ok = atoi(f[0]); !ok {
-			return fmt.Errorf("unexpected integer key %q", f[0])
-		}
-	}
 	var need uint64
 	for i, m := range recvs {
 		if isT(f[4+i]) {
 			need |= bit(m.idx)
 		}
 	}
-	g.put(f[0], n, at, isT(f[2]), isT(f[3]), need)
+	if g.ints {
+		n, ok := atoi(f[0])
+		if !ok {
+			return fmt.Errorf("unexpected integer key %q", f[0])
+		}
+		g.rows = append(g.rows, intChange{n: n, at: at, need: need, ins: isT(f[2]), del: isT(f[3])})
+		return nil
+	}
+	g.put(f[0], at, isT(f[2]), isT(f[3]), need)
 	return nil
 }
 
@@ -352,16 +362,6 @@ func (g *grouper) addBinary(f [][]byte, recvs []*member) error {
 		return fmt.Errorf("unexpected change time %x", f[1])
 	}
 	at := t + pgEpochMicros
-	var n int64
-	var k []byte
-	if g.atN != nil {
-		if n, ok = binaryInt(f[0]); !ok {
-			return fmt.Errorf("unexpected integer key %x", f[0])
-		}
-	} else if k, ok = appendUUID(g.text[:0], f[0]); !ok {
-		return fmt.Errorf("unexpected uuid key %x", f[0])
-	}
-	g.text = k
 	ins, ok1 := binaryBool(f[2])
 	del, ok2 := binaryBool(f[3])
 	if !ok1 || !ok2 {
@@ -377,38 +377,31 @@ func (g *grouper) addBinary(f [][]byte, recvs []*member) error {
 			need |= bit(m.idx)
 		}
 	}
-	g.put(k, n, at, ins, del, need)
+	if g.ints {
+		n, ok := binaryInt(f[0])
+		if !ok {
+			return fmt.Errorf("unexpected integer key %x", f[0])
+		}
+		g.rows = append(g.rows, intChange{n: n, at: at, need: need, ins: ins, del: del})
+		return nil
+	}
+	k, ok := appendUUID(g.text[:0], f[0])
+	if !ok {
+		return fmt.Errorf("unexpected uuid key %x", f[0])
+	}
+	g.text = k
+	g.put(k, at, ins, del, need)
 	return nil
 }
 
-// put merges one change of a key: its text k, or with atN its value n (k is then made
-// from n when the key is new, or taken as it is when not nil).
-func (g *grouper) put(k []byte, n, at int64, ins, del bool, need uint64) {
+// put merges one change of the key whose text is k.
+func (g *grouper) put(k []byte, at int64, ins, del bool, need uint64) {
 	p := g.p
-	var i int
-	var ok bool
-	if g.atN != nil {
-		var j int32
-		j, ok = g.atN[n]
-		i = int(j)
-	} else {
-		i, ok = g.at[string(k)]
-	}
+	i, ok := g.at[string(k)]
 	if !ok {
 		i = len(p.keys)
-		var key string
-		if g.atN != nil {
-			if k == nil {
-				g.text = strconv.AppendInt(g.text[:0], n, 10)
-				k = g.text
-			}
-			key = string(k)
-			g.atN[n] = int32(i)
-			p.ints = append(p.ints, n)
-		} else {
-			key = string(k)
-			g.at[key] = i
-		}
+		key := string(k)
+		g.at[key] = i
 		p.keys = append(p.keys, key)
 		p.at = append(p.at, at)
 		p.kind = append(p.kind, conflict.KindUpdate)
@@ -428,9 +421,14 @@ func (g *grouper) put(k []byte, n, at int64, ins, del bool, need uint64) {
 	}
 }
 
-// finish sets each key's kind, as KeyRead's line would say it.
+// finish sets each key's kind, as KeyRead's line would say it; an integer key's change
+// rows are grouped first, in key order.
 func (g *grouper) finish() {
 	p := g.p
+	if g.ints {
+		g.groupInts()
+		return
+	}
 	for i := range p.keys {
 		switch {
 		case g.lastDel[i] == p.at[i]:
@@ -439,8 +437,58 @@ func (g *grouper) finish() {
 			p.kind[i] = conflict.KindInsert
 		}
 	}
-	g.at, g.atN = nil, nil
+	g.at = nil
 }
+
+// groupInts sorts the change rows of integer keys by key (they often come in order
+// already) and merges each key's.
+func (g *grouper) groupInts() {
+	rows := g.rows
+	if !slices.IsSortedFunc(rows, cmpIntChange) {
+		slices.SortFunc(rows, cmpIntChange)
+	}
+	n := 0
+	for i := range rows {
+		if i == 0 || rows[i].n != rows[i-1].n {
+			n++
+		}
+	}
+	p := g.p
+	p.keys, p.ints, p.at = make([]string, 0, n), make([]int64, 0, n), make([]int64, 0, n)
+	p.kind, p.need = make([]conflict.Kind, 0, n), make([]uint64, 0, n)
+	for i := 0; i < len(rows); {
+		j := i + 1
+		for j < len(rows) && rows[j].n == rows[i].n {
+			j++
+		}
+		last, first := int64(math.MinInt64), int64(math.MaxInt64)
+		firstIns, lastDel := int64(math.MaxInt64), int64(math.MinInt64)
+		var need uint64
+		for _, c := range rows[i:j] {
+			last, first, need = max(last, c.at), min(first, c.at), need|c.need
+			if c.ins {
+				firstIns = min(firstIns, c.at)
+			}
+			if c.del {
+				lastDel = max(lastDel, c.at)
+			}
+		}
+		kind := conflict.KindUpdate
+		switch {
+		case lastDel == last:
+			kind = conflict.KindDelete
+		case firstIns == first:
+			kind = conflict.KindInsert
+		}
+		g.text = strconv.AppendInt(g.text[:0], rows[i].n, 10)
+		p.keys, p.ints = append(p.keys, string(g.text)), append(p.ints, rows[i].n)
+		p.at, p.kind, p.need = append(p.at, last), append(p.kind, kind), append(p.need, need)
+		i = j
+	}
+	g.rows = nil
+}
+
+func cmpIntChange(a, b intChange) int { return cmp.Compare(a.n, b.n) }
 
 // finishKeyRead waits for a key read and merges what the sources sent; a source that failed
 // leaves the run.

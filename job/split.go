@@ -44,6 +44,24 @@ func (s *splitKeys) take(b int, alive uint64) map[string]*keyState {
 	return keys
 }
 
+// slice returns the keys from i to j of p (sharing p's arrays, capped: appending copies).
+func (p *keyPart) slice(i, j int) *keyPart {
+	q := &keyPart{keys: p.keys[i:j:j], at: p.at[i:j:j], kind: p.kind[i:j:j], need: p.need[i:j:j]}
+	if p.sums != nil {
+		q.sums = p.sums[i:j:j]
+	}
+	if p.cols != nil {
+		q.cols = p.cols[i:j:j]
+	}
+	if p.old != nil {
+		q.old = p.old[i:j:j]
+	}
+	if p.ints != nil {
+		q.ints = p.ints[i:j:j]
+	}
+	return q
+}
+
 // readSplit reads every pending key of t (a table whose backlog needs nb batches, 1 < nb
 // <= oneScanBatches, and whose key sorts as kind) in one scan per source, and cuts them
 // into ranges of at most batch keys. It sets t.bounds and returns the number of batches
@@ -70,6 +88,13 @@ func (r *runner) readSplit(ctx context.Context, t *table, nb, batch int, kind ke
 	if kind == integerKey {
 		ns = make([][]int64, len(kr.parts))
 	}
+	nparts, sorted := 0, true // sorted: every part's keys are in order (the grouper's)
+	for _, p := range kr.parts {
+		if p != nil {
+			nparts++
+			sorted = sorted && len(p.ints) == len(p.keys)
+		}
+	}
 	for pi, p := range kr.parts {
 		if p == nil {
 			continue
@@ -89,7 +114,12 @@ func (r *runner) readSplit(ctx context.Context, t *table, nb, batch int, kind ke
 				vs[i] = v
 			}
 		}
-		ns[pi], all = vs, append(all, vs...)
+		ns[pi] = vs
+		if nparts == 1 && sorted {
+			all = vs // distinct and in order already
+		} else {
+			all = append(all, vs...)
+		}
 	}
 	// The distinct keys, in order: the ranges are cut between them, at the first key of
 	// each range.
@@ -97,8 +127,10 @@ func (r *runner) readSplit(ctx context.Context, t *table, nb, batch int, kind ke
 	var ibounds []int64  // integerKey
 	var sbounds []string // uuidKey
 	if kind == integerKey {
-		slices.Sort(all)
-		all = slices.Compact(all)
+		if nparts > 1 || !sorted {
+			slices.Sort(all)
+			all = slices.Compact(all)
+		}
 		nb = max(1, (len(all)+batch-1)/batch)
 		for b := 1; b < nb; b++ {
 			v := all[b*len(all)/nb]
@@ -120,6 +152,19 @@ func (r *runner) readSplit(ctx context.Context, t *table, nb, batch int, kind ke
 	}
 	for pi, p := range kr.parts {
 		if p == nil {
+			continue
+		}
+		if kind == integerKey && sorted {
+			// Keys in order: each range's are a run of them, taken as they are.
+			lo := 0
+			for b := range parts {
+				hi := len(p.keys)
+				if b < len(ibounds) {
+					hi, _ = slices.BinarySearch(p.ints, ibounds[b])
+				}
+				parts[b][pi] = p.slice(lo, hi)
+				lo = hi
+			}
 			continue
 		}
 		in := make([]uint8, len(p.keys))
