@@ -63,10 +63,13 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 	recvKeys := make([][]string, len(r.members))
 	send := make([][]string, len(r.members))
 	fromWinner := make([]uint64, len(r.members)) // sender idx -> receivers
+	var ix keyIndexer
+	ix.init(t, len(keys))
 	for k, ks := range keys {
 		if ks.winner < 0 || ks.recv == 0 {
 			continue
 		}
+		ix.add(k, ks)
 		from := ks.senders()
 		for _, m := range r.members {
 			if ks.recv&bit(m.idx) != 0 {
@@ -79,6 +82,7 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 		}
 	}
 
+	index := ix.index()
 	t1 := time.Now()
 	// While phase 2 runs, each winner's read session opens and receives the keys it sends.
 	var winners []*member
@@ -178,7 +182,10 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 		}
 		widx := w.idx
 		senders = append(senders, sender{m: w, conn: w.wconn, sql: sql, route: func(key []byte) (uint64, bool) {
-			ks := keys[string(key)] // no copy of key for the lookup
+			ks, ok := index.get(key)
+			if !ok {
+				ks = keys[string(key)] // no copy of key for the lookup
+			}
 			if ks == nil || ks.senders()&bit(widx) == 0 {
 				return 0, false
 			}

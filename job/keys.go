@@ -299,7 +299,7 @@ func newGrouper(p *keyPart, hint int, ints bool) *grouper {
 }
 
 // atoi parses a decimal integer as PostgreSQL prints one, without allocating.
-func atoi(b []byte) (int64, bool) {
+func atoi[T string | []byte](b T) (int64, bool) {
 	neg := len(b) > 0 && b[0] == '-'
 	if neg {
 		b = b[1:]
@@ -308,7 +308,8 @@ func atoi(b []byte) (int64, bool) {
 		return 0, false
 	}
 	var n uint64
-	for _, c := range b {
+	for i := range len(b) {
+		c := b[i]
 		if c < '0' || c > '9' {
 			return 0, false
 		}
@@ -443,10 +444,7 @@ func (g *grouper) finish() {
 // groupInts sorts the change rows of integer keys by key (they often come in order
 // already) and merges each key's.
 func (g *grouper) groupInts() {
-	rows := g.rows
-	if !slices.IsSortedFunc(rows, cmpIntChange) {
-		slices.SortFunc(rows, cmpIntChange)
-	}
+	rows := sortIntChanges(g.rows)
 	n := 0
 	for i := range rows {
 		if i == 0 || rows[i].n != rows[i-1].n {
@@ -486,6 +484,35 @@ func (g *grouper) groupInts() {
 		i = j
 	}
 	g.rows = nil
+}
+
+// sortIntChanges sorts change rows by key: as they are when they came in order, by
+// counting when their keys are dense (a span of at most 4 per row), else by comparing.
+func sortIntChanges(rows []intChange) []intChange {
+	if len(rows) < 2 || slices.IsSortedFunc(rows, cmpIntChange) {
+		return rows
+	}
+	lo, hi := rows[0].n, rows[0].n
+	for _, c := range rows {
+		lo, hi = min(lo, c.n), max(hi, c.n)
+	}
+	if span := uint64(hi - lo); span >= 4*uint64(len(rows)) {
+		slices.SortFunc(rows, cmpIntChange)
+		return rows
+	}
+	at := make([]int32, hi-lo+2) // key n's rows start at at[n-lo]
+	for _, c := range rows {
+		at[c.n-lo+1]++
+	}
+	for i := 1; i < len(at); i++ {
+		at[i] += at[i-1]
+	}
+	out := make([]intChange, len(rows))
+	for _, c := range rows {
+		out[at[c.n-lo]] = c
+		at[c.n-lo]++
+	}
+	return out
 }
 
 func cmpIntChange(a, b intChange) int { return cmp.Compare(a.n, b.n) }

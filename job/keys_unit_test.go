@@ -104,3 +104,59 @@ func TestPlanRead(t *testing.T) {
 		t.Errorf("row filter: %+v", p)
 	}
 }
+
+// TestSortIntChanges checks the orders of change rows by key: in order, dense, sparse.
+func TestSortIntChanges(t *testing.T) {
+	for _, keys := range [][]int64{{1, 2, 2, 3}, {5, 3, 4, 3, 9, 1, 2}, {1 << 40, -7, 12, 1 << 40, 0}, {-3, -1, -2, -3}} {
+		var rows []intChange
+		for i, n := range keys {
+			rows = append(rows, intChange{n: n, at: int64(i)})
+		}
+		got := sortIntChanges(slices.Clone(rows))
+		if len(got) != len(rows) || !slices.IsSortedFunc(got, cmpIntChange) {
+			t.Errorf("%v: %v", keys, got)
+		}
+		seen := map[int64]bool{}
+		for _, c := range got {
+			if keys[c.at] != c.n || seen[c.at] {
+				t.Errorf("%v: %v", keys, got)
+			}
+			seen[c.at] = true
+		}
+	}
+}
+
+// TestKeyIndex checks the array index of a batch's integer keys: found by their text,
+// absent keys nil, no index for sparse or non-canonical keys.
+func TestKeyIndex(t *testing.T) {
+	tbl := &table{keyCols: []string{"id"}, desc: &catalog.Table{Columns: []catalog.Column{{Name: "id", Type: "bigint"}}}}
+	states := map[string]*keyState{"-2": {}, "0": {}, "1": {}, "3": {}}
+	var x keyIndexer
+	x.init(tbl, len(states))
+	for k, ks := range states {
+		x.add(k, ks)
+	}
+	ix := x.index()
+	if ix == nil {
+		t.Fatal("no index")
+	}
+	for _, k := range []string{"-2", "0", "1", "3", "-1", "2", "4", "-3", "99999999999"} {
+		ks, ok := ix.get([]byte(k))
+		if !ok || ks != states[k] {
+			t.Errorf("get(%s) = %p, %v; want %p", k, ks, ok, states[k])
+		}
+	}
+	if _, ok := ix.get([]byte("x")); ok {
+		t.Error("a key that is no integer is found")
+	}
+	for _, keys := range [][]string{{"1", "100"}, {"1", "02"}} {
+		var y keyIndexer
+		y.init(tbl, len(keys))
+		for _, k := range keys {
+			y.add(k, &keyState{})
+		}
+		if y.index() != nil {
+			t.Errorf("%v: an index", keys)
+		}
+	}
+}
