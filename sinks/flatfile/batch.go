@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 
 	"github.com/ibexrepl/ibex/internal/conflict"
 	"github.com/ibexrepl/ibex/sinks"
@@ -59,8 +60,8 @@ func fieldErr(t *sinks.Table, b *batch, col int, err error) error {
 // tab-separated) and keeps the keys, for WriteRows and FinishBatch to update the key
 // index with: a key that gets a row stays in the index (one lookup says whether it was
 // there, a replaced row), and only the keys no row came for are deleted from it. Keys
-// that are every integer of a range (a batch of a dense key) are counted and added by
-// that range at FinishBatch (finishSpan).
+// that are every integer of a range (a batch of a dense key) are counted by that range
+// while the rows are written, and added by it at FinishBatch (finishSpan).
 func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) (sinks.Prepared, error) {
 	if err := s.inTx(t); err != nil {
 		return sinks.Prepared{}, err
@@ -77,6 +78,11 @@ func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) 
 	}
 	var f []conflict.Field
 	pending := make([]key, 0, len(keys))
+	// A key of one integer column written as an integer prints as its text (no escape,
+	// no decoding): taken as it is.
+	intCol := nk == 1 && !b.types[0].Array &&
+		(b.types[0].Kind == pgtext.Int16 || b.types[0].Kind == pgtext.Int32 || b.types[0].Kind == pgtext.Int64)
+	var buf [20]byte
 	for i, k := range keys {
 		w, err := s.out()
 		if err != nil {
@@ -86,6 +92,16 @@ func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) 
 			w.WriteString("DELETE FROM " + d.table(t) + " WHERE " + lhs + " IN (")
 		} else {
 			w.WriteString(", ")
+		}
+		if intCol {
+			if n, err := strconv.ParseInt(k, 10, 64); err == nil && string(strconv.AppendInt(buf[:0], n, 10)) == k {
+				w.WriteString(k)
+				if i%stmtKeys == stmtKeys-1 || i == len(keys)-1 {
+					w.WriteString(");\n")
+				}
+				pending = append(pending, key{isInt: true, n: n})
+				continue
+			}
 		}
 		f, err = sinks.DecodeLine(f[:0], k)
 		if err == nil && len(f) != nk {
@@ -118,6 +134,9 @@ func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) 
 	}
 	b.pending = newKeySet(pending)
 	s.batch = b
+	if b.pending.full {
+		s.countHeld(ctx, b, b.pending.lo, b.pending.hi)
+	}
 	return sinks.Prepared{}, nil
 }
 
@@ -281,6 +300,7 @@ func (s *Sink) FinishBatch(ctx context.Context, t *sinks.Table) (sinks.Counts, e
 	if err != nil {
 		return sinks.Counts{}, s.errf(t, "finishing the batch of", err)
 	}
+	defer b.takeHeld() // a count finishSpan did not take
 	err = s.settle()
 	s.batch = nil
 	if err != nil {
@@ -311,7 +331,11 @@ func (s *Sink) FinishBatch(ctx context.Context, t *sinks.Table) (sinks.Counts, e
 // held) and the keys no row came for are removed.
 func (s *Sink) finishSpan(ctx context.Context, b *batch) error {
 	lo, hi := b.pending.lo, b.pending.hi
-	held, err := s.idx.countRange(ctx, b.id, lo, hi)
+	c, ok := b.takeHeld() // counted while the rows were written
+	if !ok {
+		c.n, c.err = s.idx.countRange(ctx, b.id, lo, hi)
+	}
+	held, err := c.n, c.err
 	if err != nil {
 		return err
 	}

@@ -91,14 +91,47 @@ type batch struct {
 	// ix adds the keys of a batch's rows to the index while the rows are written (nil
 	// before the first chunk of keys, and in a copy).
 	ix *indexer
+	// held counts, for a batch of every integer of a range (keySet.full), the keys the
+	// index held in that range, while the rows are written (the index has nothing else
+	// to do then): finishSpan takes it. nil when none is under way.
+	held chan heldCount
+}
+
+// heldCount is a count of keys the index held, or its error.
+type heldCount struct {
+	n   int64
+	err error
+}
+
+// countHeld starts counting the keys the index holds from lo to hi.
+func (s *Sink) countHeld(ctx context.Context, b *batch, lo, hi int64) {
+	ch := make(chan heldCount, 1)
+	b.held = ch
+	go func() {
+		n, err := s.idx.countRange(ctx, b.id, lo, hi)
+		ch <- heldCount{n, err}
+	}()
+}
+
+// takeHeld waits for the count countHeld started, if any.
+func (b *batch) takeHeld() (heldCount, bool) {
+	if b.held == nil {
+		return heldCount{}, false
+	}
+	c := <-b.held
+	b.held = nil
+	return c, true
 }
 
 // drop abandons the batch under way (a new one starts, or the unit ends), waiting for its
 // indexer: the index's transaction is used by one goroutine at a time.
 func (s *Sink) drop() {
-	if b := s.batch; b != nil && b.ix != nil {
-		_, _, _ = b.ix.wait()
-		b.ix = nil
+	if b := s.batch; b != nil {
+		if b.ix != nil {
+			_, _, _ = b.ix.wait()
+			b.ix = nil
+		}
+		b.takeHeld()
 	}
 	s.batch = nil
 }
