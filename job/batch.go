@@ -49,23 +49,33 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 		return res, nil
 	}
 	res.keys = len(keys)
-	res.conflicts = r.resolve(t, keys)
-	clashes, err := r.uniqueClashes(ctx, t, keys, res.rejected)
-	if err != nil {
-		r.rollbackAll()
-		return res, fmt.Errorf("table %s: %w", t.name, err)
+	// Without unique indexes, each key is resolved in the pass that lists it below.
+	inPass := len(t.desc.Uniques) == 0
+	if !inPass {
+		res.conflicts = r.resolve(t, keys)
+		clashes, err := r.uniqueClashes(ctx, t, keys, res.rejected)
+		if err != nil {
+			r.rollbackAll()
+			return res, fmt.Errorf("table %s: %w", t.name, err)
+		}
+		res.conflicts = append(res.conflicts, clashes...)
 	}
-	res.conflicts = append(res.conflicts, clashes...)
 
 	// Receivers and what each gets from each winner (or, for a built row, from each db
-	// whose version it is built from).
-	// The keys each receiver gets and each sender sends, in one pass.
+	// whose version it is built from): the keys each receiver gets and each sender
+	// sends, in one pass.
 	recvKeys := make([][]string, len(r.members))
 	send := make([][]string, len(r.members))
 	fromWinner := make([]uint64, len(r.members)) // sender idx -> receivers
 	var ix keyIndexer
 	ix.init(t, len(keys))
+	mask := r.routeMask()
 	for k, ks := range keys {
+		if inPass {
+			if c, ok := r.resolveKey(t, k, ks, mask); ok {
+				res.conflicts = append(res.conflicts, c)
+			}
+		}
 		if ks.winner < 0 || ks.recv == 0 {
 			continue
 		}

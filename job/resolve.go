@@ -16,46 +16,54 @@ import (
 // resolve picks each key's winner and receivers; it returns the conflicts.
 func (r *runner) resolve(t *table, keys map[string]*keyState) []control.Conflict {
 	var out []control.Conflict
+	recv := r.routeMask()
 	for k, ks := range keys {
-		if len(ks.changes) == 1 {
-			// Its one changer (mergeParts set its bit with the change).
-			ks.winner = bits.TrailingZeros64(ks.changer)
-			if ks.changer == 0 || ks.changer&(ks.changer-1) != 0 {
-				ks.winner = r.memberByName(ks.changes[0].DB).idx
-			}
-		} else {
-			typ := conflict.Classify(ks.changes)
-			st := r.strategies.For(typ)
-			d, overlap, byCols := r.mergeColumns(t, ks, st, typ)
-			if !byCols {
-				d = r.decide(st, ks.changes)
-			} else if !overlap {
-				// Sources changed different columns: merged, not a conflict.
-				ks.winner = r.memberByName(d.Winner).idx
-				r.useDecision(t, ks, d)
-				r.routeKey(ks)
-				continue
-			}
-			w := d.Winner
-			c := control.Conflict{Sync: r.sync.Name, Table: t.name, Key: keyText(t, k), Type: typ, Strategy: st.String(), Resolution: "applied"}
-			for _, ch := range ks.changes {
-				c.DBs = append(c.DBs, ch.DB)
-			}
-			if w == "" {
-				c.Resolution = "skipped"
-				if st.Kind == conflict.Abort {
-					c.Resolution = "aborted"
-				}
-			} else {
-				c.Winner = w
-				ks.winner = r.memberByName(w).idx
-				r.useDecision(t, ks, d)
-			}
+		if c, ok := r.resolveKey(t, k, ks, recv); ok {
 			out = append(out, c)
 		}
-		r.routeKey(ks)
 	}
 	return out
+}
+
+// resolveKey picks the winner of key k and its receivers (of the members in recv, see
+// routeMask); ok reports a conflict, c.
+func (r *runner) resolveKey(t *table, k string, ks *keyState, recv uint64) (c control.Conflict, ok bool) {
+	defer r.routeKeyIn(ks, recv)
+	if len(ks.changes) == 1 {
+		// Its one changer (mergeParts set its bit with the change).
+		ks.winner = bits.TrailingZeros64(ks.changer)
+		if ks.changer == 0 || ks.changer&(ks.changer-1) != 0 {
+			ks.winner = r.memberByName(ks.changes[0].DB).idx
+		}
+		return c, false
+	}
+	typ := conflict.Classify(ks.changes)
+	st := r.strategies.For(typ)
+	d, overlap, byCols := r.mergeColumns(t, ks, st, typ)
+	if !byCols {
+		d = r.decide(st, ks.changes)
+	} else if !overlap {
+		// Sources changed different columns: merged, not a conflict.
+		ks.winner = r.memberByName(d.Winner).idx
+		r.useDecision(t, ks, d)
+		return c, false
+	}
+	w := d.Winner
+	c = control.Conflict{Sync: r.sync.Name, Table: t.name, Key: keyText(t, k), Type: typ, Strategy: st.String(), Resolution: "applied"}
+	for _, ch := range ks.changes {
+		c.DBs = append(c.DBs, ch.DB)
+	}
+	if w == "" {
+		c.Resolution = "skipped"
+		if st.Kind == conflict.Abort {
+			c.Resolution = "aborted"
+		}
+	} else {
+		c.Winner = w
+		ks.winner = r.memberByName(w).idx
+		r.useDecision(t, ks, d)
+	}
+	return c, true
 }
 
 // useDecision makes d, the decision on a key changed on several sources whose winner is
@@ -92,20 +100,29 @@ func (r *runner) holdsDecided(w int) bool {
 	return m.alive() && m.recvErr == nil && m.retry == nil
 }
 
-// routeKey sets the receivers of a decided key.
-func (r *runner) routeKey(ks *keyState) {
+// routeMask is the members a decided key may be routed to: those alive and receiving.
+func (r *runner) routeMask() uint64 {
+	var mask uint64
+	for _, m := range r.members {
+		if m.alive() && r.receives(m) {
+			mask |= bit(m.idx)
+		}
+	}
+	return mask
+}
+
+// routeKeyIn sets the receivers of a decided key, among the members in mask (routeMask):
+// those that changed it (but a winner whose own row it is) or lack a change of it.
+func (r *runner) routeKeyIn(ks *keyState, mask uint64) {
 	if ks.winner < 0 {
 		return
 	}
-	for _, m := range r.members {
+	to := (ks.changer | ks.need) & mask
+	if !ks.built {
 		// A built row differs from every version: the winner receives it too.
-		if (m.idx == ks.winner && !ks.built) || !m.alive() || !r.receives(m) {
-			continue
-		}
-		if ks.changer&bit(m.idx) != 0 || ks.need&bit(m.idx) != 0 {
-			ks.recv |= bit(m.idx)
-		}
+		to &^= bit(ks.winner)
 	}
+	ks.recv |= to
 }
 
 // mergeColumns decides, on a table with conflict_detect=columns, a row that several
