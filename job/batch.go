@@ -35,15 +35,16 @@ type batchResult struct {
 }
 
 // batch applies one bucket of one table in the receivers' open transactions (the unit
-// commits them). It returns errRetryBatch when a sending db failed: every receiver's
-// transaction was rolled back and the unit must run again without it. A receiver that
+// commits them): keys, with their order when known (see keyOrder), or nil to read them.
+// It returns errRetryBatch when a sending db failed: every receiver's transaction was
+// rolled back and the unit must run again without it. A receiver that
 // fails leaves the batch through fail (rolled back; retried with the unit or left out of
 // the run); the others go on.
-func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string]*keyState) (batchResult, error) {
+func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string]*keyState, order *keyOrder) (batchResult, error) {
 	res := batchResult{inserts: make([]int64, len(r.members)), deletes: make([]int64, len(r.members)), rejected: make([][]control.Exception, len(r.members))}
 	t0 := time.Now()
 	if keys == nil {
-		keys = r.readKeys(ctx, t, b, nb)
+		keys, order = r.readKeys(ctx, t, b, nb), nil
 	}
 	if len(keys) == 0 {
 		return res, nil
@@ -70,14 +71,14 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 	var ix keyIndexer
 	ix.init(t, len(keys))
 	mask := r.routeMask()
-	for k, ks := range keys {
+	list := func(k string, ks *keyState) {
 		if inPass {
 			if c, ok := r.resolveKey(t, k, ks, mask); ok {
 				res.conflicts = append(res.conflicts, c)
 			}
 		}
 		if ks.winner < 0 || ks.recv == 0 {
-			continue
+			return
 		}
 		ix.add(k, ks)
 		from := ks.senders()
@@ -89,6 +90,16 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 				fromWinner[m.idx] |= ks.recv
 				send[m.idx] = append(send[m.idx], k)
 			}
+		}
+	}
+	if inPass && order != nil && len(order.names) == len(keys) {
+		// The states in memory order (the keys are those of the map: nothing added any).
+		for i := range order.states {
+			list(order.names[i], &order.states[i])
+		}
+	} else {
+		for k, ks := range keys {
+			list(k, ks)
 		}
 	}
 

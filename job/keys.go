@@ -91,6 +91,15 @@ type keyRead struct {
 	// (while the previous batch is applied, for a read ahead); nil when a source failed or
 	// when a TRUNCATE may void some changes: finishKeyRead merges them then.
 	merged map[string]*keyState
+	order  *keyOrder // merged's keys in the order of their states, when mergeOne made them
+}
+
+// keyOrder is a batch's keys in the order of their states (one source's keys, merged by
+// mergeOne: in key order for an integer key), so that a walk over all of them reads the
+// states in memory order rather than in the map's.
+type keyOrder struct {
+	names  []string
+	states []keyState
 }
 
 // startKeyRead starts reading the pending keys of bucket b of t from every live source, on
@@ -119,7 +128,7 @@ func (r *runner) startKeyParts(ctx context.Context, t *table, b, nb int, ahead, 
 						return
 					}
 				}
-				kr.merged = mergeParts(members, kr.parts)
+				kr.merged, kr.order = mergeParts(members, kr.parts)
 			}()
 		}()
 	}
@@ -520,9 +529,16 @@ func cmpIntChange(a, b intChange) int { return cmp.Compare(a.n, b.n) }
 // finishKeyRead waits for a key read and merges what the sources sent; a source that failed
 // leaves the run.
 func (r *runner) finishKeyRead(kr *keyRead) map[string]*keyState {
+	keys, _ := r.finishKeyReadOrder(kr)
+	return keys
+}
+
+// finishKeyReadOrder is finishKeyRead, with the keys' order when there is one (see
+// keyOrder).
+func (r *runner) finishKeyReadOrder(kr *keyRead) (map[string]*keyState, *keyOrder) {
 	kr.wg.Wait()
 	if kr.merged != nil {
-		return kr.merged
+		return kr.merged, kr.order
 	}
 	for _, a := range r.members {
 		if kr.errs[a.idx] != nil {
@@ -538,8 +554,9 @@ func (r *runner) finishKeyRead(kr *keyRead) map[string]*keyState {
 }
 
 // mergeParts merges what each source (by member index) sent of a bucket's keys into their
-// states. It reads nothing but members' names and indexes and parts.
-func mergeParts(members []*member, parts []*keyPart) map[string]*keyState {
+// states, and returns their order when one source sent them all (see keyOrder; nil
+// otherwise). It reads nothing but members' names and indexes and parts.
+func mergeParts(members []*member, parts []*keyPart) (map[string]*keyState, *keyOrder) {
 	// The keys' states and first changes are cut from two blocks, sized for every key
 	// each source sent (one allocation each rather than two per key).
 	n := 0
@@ -548,8 +565,8 @@ func mergeParts(members []*member, parts []*keyPart) map[string]*keyState {
 			n += len(p.keys)
 		}
 	}
-	if keys := mergeOne(members, parts, n); keys != nil {
-		return keys
+	if keys, order := mergeOne(members, parts, n); keys != nil {
+		return keys, order
 	}
 	keys := make(map[string]*keyState, n)
 	states := make([]keyState, 0, n)
@@ -597,29 +614,29 @@ func mergeParts(members []*member, parts []*keyPart) map[string]*keyState {
 			}
 		}
 	}
-	return keys
+	return keys, nil
 }
 
 // mergeOne is mergeParts when one source sent all n keys of a bucket, each once (a key
 // read groups its change rows by key): every key gets a state of its own without a lookup
 // first. It returns nil when more than one source sent keys, or when a key came twice
-// (mergeParts merges them then).
-func mergeOne(members []*member, parts []*keyPart, n int) map[string]*keyState {
+// (mergeParts merges them then). The keys' order is that of the source's.
+func mergeOne(members []*member, parts []*keyPart, n int) (map[string]*keyState, *keyOrder) {
 	var a *member
 	for _, m := range members {
 		if p := parts[m.idx]; p != nil && len(p.keys) > 0 {
 			if a != nil {
-				return nil
+				return nil, nil
 			}
 			a = m
 		}
 	}
 	if a == nil {
-		return nil
+		return nil, nil
 	}
 	p := parts[a.idx]
 	if p.sums != nil || p.cols != nil || p.old != nil {
-		return nil
+		return nil, nil
 	}
 	keys := make(map[string]*keyState, n)
 	states := make([]keyState, n)
@@ -632,9 +649,9 @@ func mergeOne(members []*member, parts []*keyPart, n int) map[string]*keyState {
 		keys[k] = ks
 	}
 	if len(keys) != n {
-		return nil
+		return nil, nil
 	}
-	return keys
+	return keys, &keyOrder{names: p.keys, states: states}
 }
 
 // readAhead starts reading bucket b of t on the sources' key sessions (opened here, in

@@ -28,20 +28,22 @@ type splitKeys struct {
 	alive uint64 // the members alive when it was read (the flags it read depend on them)
 	wg    sync.WaitGroup
 	maps  []map[string]*keyState // by bucket; nil once taken
+	order []*keyOrder            // by bucket, when known
 }
 
-// take returns bucket b's keys, or nil when the dbs taking part changed since they were
-// read (the bucket is then read again by its range).
-func (s *splitKeys) take(b int, alive uint64) map[string]*keyState {
+// take returns bucket b's keys and their order when known (see keyOrder), or nil when
+// the dbs taking part changed since they were read (the bucket is then read again by its
+// range).
+func (s *splitKeys) take(b int, alive uint64) (map[string]*keyState, *keyOrder) {
 	if b > 0 {
 		s.wg.Wait()
 	}
-	keys := s.maps[b]
-	s.maps[b] = nil
+	keys, order := s.maps[b], s.order[b]
+	s.maps[b], s.order[b] = nil, nil
 	if alive != s.alive {
-		return nil
+		return nil, nil
 	}
-	return keys
+	return keys, order
 }
 
 // slice returns the keys from i to j of p (sharing p's arrays, capped: appending copies).
@@ -216,13 +218,13 @@ func (r *runner) readSplit(ctx context.Context, t *table, nb, batch int, kind ke
 	if len(bounds) == 0 {
 		t.bounds = nil
 	}
-	s = &splitKeys{t: t, alive: alive, maps: make([]map[string]*keyState, nb)}
-	s.maps[0] = mergeParts(r.members, parts[0])
+	s = &splitKeys{t: t, alive: alive, maps: make([]map[string]*keyState, nb), order: make([]*keyOrder, nb)}
+	s.maps[0], s.order[0] = mergeParts(r.members, parts[0])
 	if nb > 1 {
 		members := r.members
 		s.wg.Go(func() {
 			for b := 1; b < nb; b++ {
-				s.maps[b] = mergeParts(members, parts[b])
+				s.maps[b], s.order[b] = mergeParts(members, parts[b])
 			}
 		})
 	}

@@ -184,7 +184,7 @@ func (r *runner) applyTables(ctx context.Context) error {
 		// TRUNCATEs are committed in a unit of their own (whatever single_transaction
 		// says): a receiver's TRUNCATE holds an exclusive lock on its table until it
 		// commits, which the batches' reads of that db's rows would wait for.
-		if err := r.applyStep(ctx, u, step{trunc: true}, nil); err != nil {
+		if err := r.applyStep(ctx, u, step{trunc: true}, nil, nil); err != nil {
 			return err
 		}
 		if err := r.finishUnit(ctx, u); err != nil {
@@ -212,12 +212,13 @@ func (r *runner) applyTables(ctx context.Context) error {
 			// applied, or with the whole backlog; they hold if the same dbs are still
 			// taking part.
 			var keys map[string]*keyState
+			var order *keyOrder
 			if split != nil {
-				keys = split.take(b, r.aliveMask())
+				keys, order = split.take(b, r.aliveMask())
 			} else if kr := r.ahead; kr != nil && kr.t == t && kr.b == b {
 				r.ahead = nil
 				if kr.alive == r.aliveMask() {
-					keys = r.finishKeyRead(kr)
+					keys, order = r.finishKeyReadOrder(kr)
 				} else {
 					kr.wg.Wait()
 				}
@@ -231,7 +232,7 @@ func (r *runner) applyTables(ctx context.Context) error {
 				r.readAhead(ctx, t, b+1, nb)
 			}
 			if kr != nil {
-				keys = r.finishKeyRead(kr)
+				keys, order = r.finishKeyReadOrder(kr)
 			}
 			if !u.empty() && !r.singleTransaction() && u.keys+len(keys) > budget {
 				if err := r.finishUnit(ctx, u); err != nil {
@@ -243,7 +244,7 @@ func (r *runner) applyTables(ctx context.Context) error {
 					return nil
 				}
 			}
-			if err := r.applyStep(ctx, u, step{t: t, b: b, nb: nb}, keys); err != nil {
+			if err := r.applyStep(ctx, u, step{t: t, b: b, nb: nb}, keys, order); err != nil {
 				return err
 			}
 			if r.opts.Progress != nil {
@@ -265,17 +266,18 @@ func (r *runner) stopAtDeadline(ctx context.Context, t *table) {
 	r.consumeCommitted(ctx)
 }
 
-// applyStep applies one batch in the unit's transactions. When a sending db fails, every
-// receiver has rolled the unit back: its earlier batches are applied again first (without
-// that db), then this one.
-func (r *runner) applyStep(ctx context.Context, u *unit, s step, keys map[string]*keyState) error {
+// applyStep applies one batch in the unit's transactions (its keys read already, with
+// their order when known, or nil). When a sending db fails, every receiver has rolled
+// the unit back: its earlier batches are applied again first (without that db), then
+// this one.
+func (r *runner) applyStep(ctx context.Context, u *unit, s step, keys map[string]*keyState, order *keyOrder) error {
 	for {
 		var res batchResult
 		var err error
 		if s.trunc {
 			res, err = r.truncate(ctx)
 		} else {
-			res, err = r.batch(ctx, s.t, s.b, s.nb, keys)
+			res, err = r.batch(ctx, s.t, s.b, s.nb, keys, order)
 		}
 		if errors.Is(err, errRetryBatch) {
 			done := u.steps
@@ -284,11 +286,11 @@ func (r *runner) applyStep(ctx context.Context, u *unit, s step, keys map[string
 				m.retry = nil // rolled back with the others: it takes part again
 			}
 			for _, p := range done {
-				if err := r.applyStep(ctx, u, p, nil); err != nil {
+				if err := r.applyStep(ctx, u, p, nil, nil); err != nil {
 					return err
 				}
 			}
-			keys = nil
+			keys, order = nil, nil
 			continue
 		}
 		if err != nil {
@@ -390,7 +392,7 @@ func (r *runner) replay(ctx context.Context, u *unit, redo []*member, mask uint6
 	}
 	again := &unit{}
 	for _, s := range u.steps {
-		if err := r.applyStep(ctx, again, s, nil); err != nil {
+		if err := r.applyStep(ctx, again, s, nil, nil); err != nil {
 			return err
 		}
 	}
