@@ -287,11 +287,50 @@ type grouper struct {
 	text []byte // a key's text, reused
 }
 
-// intChange is a change row of an integer key.
+// intChange is a change row of an integer key, or the merge of several of the key's:
+// the latest and earliest times, the earliest insert's and the latest delete's
+// (math.MaxInt64 and math.MinInt64 when none), the receivers lacking one.
 type intChange struct {
-	n, at    int64
-	need     uint64
-	ins, del bool
+	n, last, first    int64
+	firstIns, lastDel int64
+	need              uint64
+}
+
+// newIntChange is the intChange of one change row.
+func newIntChange(n, at int64, need uint64, ins, del bool) intChange {
+	c := intChange{n: n, last: at, first: at, firstIns: math.MaxInt64, lastDel: math.MinInt64, need: need}
+	if ins {
+		c.firstIns = at
+	}
+	if del {
+		c.lastDel = at
+	}
+	return c
+}
+
+// merge adds o (of the same key) to c.
+func (c *intChange) merge(o intChange) {
+	c.last, c.first = max(c.last, o.last), min(c.first, o.first)
+	c.firstIns, c.lastDel = min(c.firstIns, o.firstIns), max(c.lastDel, o.lastDel)
+	c.need |= o.need
+}
+
+// minCompact is how many change rows the grouper of an integer key holds before it
+// first merges them by key (compact).
+const minCompact = 1 << 16
+
+// addInt keeps a change row of an integer key. When the rows fill their slice, they are
+// merged by key first (the slice is doubled when that freed less than half of it): what
+// is held grows with the keys, not with the changes of each (a key changed a million
+// times between runs).
+func (g *grouper) addInt(c intChange) {
+	if n := len(g.rows); n == cap(g.rows) && n >= minCompact {
+		g.rows = mergeIntChanges(g.rows)
+		if len(g.rows) > n/2 {
+			g.rows = slices.Grow(g.rows, n)
+		}
+	}
+	g.rows = append(g.rows, c)
 }
 
 // newGrouper returns a grouper into p, sized for about hint keys; with ints, the keys
@@ -354,7 +393,7 @@ func (g *grouper) add(f [][]byte, recvs []*member) error {
 		if !ok {
 			return fmt.Errorf("unexpected integer key %q", f[0])
 		}
-		g.rows = append(g.rows, intChange{n: n, at: at, need: need, ins: isT(f[2]), del: isT(f[3])})
+		g.addInt(newIntChange(n, at, need, isT(f[2]), isT(f[3])))
 		return nil
 	}
 	g.put(f[0], at, isT(f[2]), isT(f[3]), need)
@@ -392,7 +431,7 @@ func (g *grouper) addBinary(f [][]byte, recvs []*member) error {
 		if !ok {
 			return fmt.Errorf("unexpected integer key %x", f[0])
 		}
-		g.rows = append(g.rows, intChange{n: n, at: at, need: need, ins: ins, del: del})
+		g.addInt(newIntChange(n, at, need, ins, del))
 		return nil
 	}
 	k, ok := appendUUID(g.text[:0], f[0])
@@ -453,46 +492,40 @@ func (g *grouper) finish() {
 // groupInts sorts the change rows of integer keys by key (they often come in order
 // already) and merges each key's.
 func (g *grouper) groupInts() {
-	rows := sortIntChanges(g.rows)
-	n := 0
-	for i := range rows {
-		if i == 0 || rows[i].n != rows[i-1].n {
-			n++
-		}
-	}
+	rows := mergeIntChanges(g.rows)
 	p := g.p
+	n := len(rows)
 	p.keys, p.ints, p.at = make([]string, 0, n), make([]int64, 0, n), make([]int64, 0, n)
 	p.kind, p.need = make([]conflict.Kind, 0, n), make([]uint64, 0, n)
-	for i := 0; i < len(rows); {
-		j := i + 1
-		for j < len(rows) && rows[j].n == rows[i].n {
-			j++
-		}
-		last, first := int64(math.MinInt64), int64(math.MaxInt64)
-		firstIns, lastDel := int64(math.MaxInt64), int64(math.MinInt64)
-		var need uint64
-		for _, c := range rows[i:j] {
-			last, first, need = max(last, c.at), min(first, c.at), need|c.need
-			if c.ins {
-				firstIns = min(firstIns, c.at)
-			}
-			if c.del {
-				lastDel = max(lastDel, c.at)
-			}
-		}
+	for _, c := range rows {
 		kind := conflict.KindUpdate
 		switch {
-		case lastDel == last:
+		case c.lastDel == c.last:
 			kind = conflict.KindDelete
-		case firstIns == first:
+		case c.firstIns == c.first:
 			kind = conflict.KindInsert
 		}
-		g.text = strconv.AppendInt(g.text[:0], rows[i].n, 10)
-		p.keys, p.ints = append(p.keys, string(g.text)), append(p.ints, rows[i].n)
-		p.at, p.kind, p.need = append(p.at, last), append(p.kind, kind), append(p.need, need)
-		i = j
+		g.text = strconv.AppendInt(g.text[:0], c.n, 10)
+		p.keys, p.ints = append(p.keys, string(g.text)), append(p.ints, c.n)
+		p.at, p.kind, p.need = append(p.at, c.last), append(p.kind, kind), append(p.need, c.need)
 	}
 	g.rows = nil
+}
+
+// mergeIntChanges sorts change rows by key and merges each key's into one, in place of
+// rows (or of the slice the sort returned).
+func mergeIntChanges(rows []intChange) []intChange {
+	rows = sortIntChanges(rows)
+	n := 0
+	for i, c := range rows {
+		if i > 0 && c.n == rows[n-1].n {
+			rows[n-1].merge(c)
+			continue
+		}
+		rows[n] = c
+		n++
+	}
+	return rows[:n]
 }
 
 // sortIntChanges sorts change rows by key: as they are when they came in order, by

@@ -2,6 +2,7 @@ package job
 
 import (
 	"bytes"
+	"fmt"
 	"slices"
 	"strconv"
 	"testing"
@@ -110,7 +111,7 @@ func TestSortIntChanges(t *testing.T) {
 	for _, keys := range [][]int64{{1, 2, 2, 3}, {5, 3, 4, 3, 9, 1, 2}, {1 << 40, -7, 12, 1 << 40, 0}, {-3, -1, -2, -3}} {
 		var rows []intChange
 		for i, n := range keys {
-			rows = append(rows, intChange{n: n, at: int64(i)})
+			rows = append(rows, intChange{n: n, last: int64(i)})
 		}
 		got := sortIntChanges(slices.Clone(rows))
 		if len(got) != len(rows) || !slices.IsSortedFunc(got, cmpIntChange) {
@@ -118,10 +119,10 @@ func TestSortIntChanges(t *testing.T) {
 		}
 		seen := map[int64]bool{}
 		for _, c := range got {
-			if keys[c.at] != c.n || seen[c.at] {
+			if keys[c.last] != c.n || seen[c.last] {
 				t.Errorf("%v: %v", keys, got)
 			}
-			seen[c.at] = true
+			seen[c.last] = true
 		}
 	}
 }
@@ -157,6 +158,40 @@ func TestKeyIndex(t *testing.T) {
 		}
 		if y.index() != nil {
 			t.Errorf("%v: an index", keys)
+		}
+	}
+}
+
+// TestGrouperCompacts checks that the change rows of an integer key changed many times
+// are merged as they come (what is held grows with the keys), to the same result.
+func TestGrouperCompacts(t *testing.T) {
+	recvs := []*member{{idx: 1}}
+	p := &keyPart{}
+	g := newGrouper(p, 0, true)
+	const changes = 5 * minCompact
+	for i := range changes {
+		line := fmt.Sprintf("%d\t%d\tf\tf\tf", i%3, 100+i)
+		if i == 7 {
+			line = "1\t50\tt\tf\tf" // key 1's first change, an insert
+		}
+		if err := g.add(bytes.Split([]byte(line), []byte{'\t'}), recvs); err != nil {
+			t.Fatal(err)
+		}
+		if cap(g.rows) > 2*minCompact {
+			t.Fatalf("%d change rows of 3 keys held in %d", i+1, cap(g.rows))
+		}
+	}
+	g.finish()
+	if !slices.Equal(p.keys, []string{"0", "1", "2"}) || !slices.Equal(p.ints, []int64{0, 1, 2}) {
+		t.Fatalf("keys %v %v", p.keys, p.ints)
+	}
+	for k, want := range []conflict.Kind{conflict.KindUpdate, conflict.KindInsert, conflict.KindUpdate} {
+		last := changes - 1
+		for last%3 != k {
+			last--
+		}
+		if p.kind[k] != want || p.at[k] != int64(100+last) {
+			t.Errorf("key %d: kind %v at %d, want %v at %d", k, p.kind[k], p.at[k], want, 100+last)
 		}
 	}
 }
