@@ -195,9 +195,12 @@ func Run(ctx context.Context, store *control.Store, syncName string, opts Option
 		logger.InfoContext(ctx, "sync is already running", slog.String("sync", syncName))
 		return res, nil
 	}
+	unlocked := false // by EndRun's round trip
 	defer func() {
 		// A lost connection releases the lock by itself; otherwise unlock on the same session.
-		_ = control.UnlockSync(context.WithoutCancel(ctx), lockConn, sync)
+		if !unlocked {
+			_ = control.UnlockSync(context.WithoutCancel(ctx), lockConn, sync)
+		}
 	}()
 
 	host, _ := os.Hostname()
@@ -241,8 +244,10 @@ func Run(ctx context.Context, store *control.Store, syncName string, opts Option
 		res.State = control.StateGood
 	}
 	rec.State, rec.Error = res.State, res.Error
-	if err := control.EndRun(context.WithoutCancel(ctx), lockConn, rec); err != nil {
+	if err := control.EndRun(context.WithoutCancel(ctx), lockConn, rec, control.UnlockSyncAfter(sync)); err != nil {
 		logger.ErrorContext(ctx, "recording the end of the run failed", slog.String("error", err.Error()))
+	} else {
+		unlocked = true
 	}
 	logger.InfoContext(ctx, "run ended", slog.String("sync", syncName), slog.Int64("run", runID), slog.String("state", res.State),
 		slog.Int64("inserts", res.Inserts), slog.Int64("deletes", res.Deletes), slog.Int64("conflicts", res.Conflicts),

@@ -3,6 +3,8 @@ package control
 import (
 	"context"
 	"fmt"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // SyncLockNamespace is the first key of the two-int advisory lock a run of a sync holds on
@@ -22,8 +24,15 @@ func TryLockSync(ctx context.Context, q Querier, s *Sync) (bool, error) {
 
 // UnlockSync releases the run lock of sync s that the session of q holds.
 func UnlockSync(ctx context.Context, q Querier, s *Sync) error {
-	if _, err := q.Exec(ctx, `SELECT pg_advisory_unlock($1, $2)`, SyncLockNamespace, s.ID); err != nil {
+	if _, err := q.Exec(ctx, unlockSQL, SyncLockNamespace, s.ID); err != nil {
 		return fmt.Errorf("releasing the lock of sync %q: %w", s.Name, err)
 	}
 	return nil
 }
+
+// UnlockSyncAfter returns what queues UnlockSync's statement on a batch (EndRun's also).
+func UnlockSyncAfter(s *Sync) func(*pgx.Batch) {
+	return func(b *pgx.Batch) { b.Queue(unlockSQL, SyncLockNamespace, s.ID) }
+}
+
+const unlockSQL = `SELECT pg_advisory_unlock($1, $2)`

@@ -57,7 +57,10 @@ type BatchQuerier interface {
 // the control database's server costs nothing but the record (the run stays "running",
 // and the next run of the sync closes it as bad). What the run did is kept by the commits
 // that recorded it (watermarks, consumed change rows, the receivers' rows), which do wait.
-func EndRun(ctx context.Context, q BatchQuerier, r *Run) error {
+//
+// The statements of also (UnlockSyncAfter) go in the same round trip, after the COMMIT:
+// they run only when the record was committed.
+func EndRun(ctx context.Context, q BatchQuerier, r *Run, also ...func(*pgx.Batch)) error {
 	details := r.Details
 	if details == nil {
 		details = map[string]any{}
@@ -68,6 +71,9 @@ func EndRun(ctx context.Context, q BatchQuerier, r *Run) error {
 	b.Queue(`UPDATE ibex.run SET state = $2, ended = clock_timestamp(), inserts = $3, deletes = $4,
 conflicts = $5, details = $6, error = $7 WHERE id = $1`, r.ID, r.State, r.Inserts, r.Deletes, r.Conflicts, details, r.Error)
 	b.Queue(`COMMIT`)
+	for _, f := range also {
+		f(b)
+	}
 	if err := q.SendBatch(ctx, b).Close(); err != nil {
 		_, _ = q.Exec(ctx, `ROLLBACK`) // out of the failed transaction, if it is still open
 		return err
