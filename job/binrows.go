@@ -5,6 +5,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+
+	"github.com/ibexrepl/ibex/sinks"
 )
 
 // A key read of change rows (capture.KeyReadRows) comes in COPY's binary format: the
@@ -23,41 +25,26 @@ const pgEpochMicros = 946684800 * 1000000
 // tupleWriter is an io.Writer taking a binary COPY stream: it calls fn with each tuple's
 // fields (nil for a NULL; slices of its buffer, valid during the call).
 type tupleWriter struct {
+	*sinks.FrameWriter
 	fn     func(fields [][]byte) error
-	buf    []byte
 	header bool // the header was read
 	done   bool // the trailer was read
 	fields [][]byte
-	err    error
 }
 
-func newTupleWriter(fn func(fields [][]byte) error) *tupleWriter { return &tupleWriter{fn: fn} }
+func newTupleWriter(fn func(fields [][]byte) error) *tupleWriter {
+	w := &tupleWriter{fn: fn}
+	w.FrameWriter = sinks.NewFrameWriter(w.parse)
+	return w
+}
 
 // Err is fn's error or the stream's, if any; a stream that ended without its trailer is
 // one.
 func (w *tupleWriter) Err() error {
-	if w.err == nil && !w.done {
-		return errors.New("binary COPY stream without its end")
+	if err := w.FrameWriter.Err(); err != nil || w.done {
+		return err
 	}
-	return w.err
-}
-
-func (w *tupleWriter) Write(p []byte) (int, error) {
-	if w.err != nil {
-		return 0, w.err
-	}
-	n := len(p)
-	if len(w.buf) > 0 {
-		w.buf = append(w.buf, p...)
-		p = w.buf
-	}
-	rest, err := w.parse(p)
-	if err != nil {
-		w.err = err
-		return 0, err
-	}
-	w.buf = append(w.buf[:0], rest...)
-	return n, nil
+	return errors.New("binary COPY stream without its end")
 }
 
 // parse takes every whole tuple of p and returns what is left.

@@ -41,23 +41,25 @@ func (k *linesReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// LineWriter splits a stream written to it (a COPY TO) into lines, without the newline,
-// and hands each to fn; fn must not keep the slice. pgconn writes one CopyData message
-// (one row) per Write, but lines split across writes are handled too. The first error of
-// fn ends the stream and is kept (Err).
-type LineWriter struct {
-	fn  func(line []byte) error
-	buf []byte
-	err error
+// FrameWriter hands a stream written to it (a COPY TO) to parse in whole frames: parse
+// takes every whole frame at the start of p and returns what is left, the start of a frame
+// split across writes, which is kept and put before the next Write. The first error of
+// parse ends the stream and is kept (Err).
+type FrameWriter struct {
+	parse func(p []byte) (rest []byte, err error)
+	buf   []byte
+	err   error
 }
 
-// NewLineWriter returns a LineWriter handing each line to fn.
-func NewLineWriter(fn func(line []byte) error) *LineWriter { return &LineWriter{fn: fn} }
+// NewFrameWriter returns a FrameWriter handing the stream to parse.
+func NewFrameWriter(parse func(p []byte) (rest []byte, err error)) *FrameWriter {
+	return &FrameWriter{parse: parse}
+}
 
-// Err is the error fn returned, if any.
-func (w *LineWriter) Err() error { return w.err }
+// Err is the error parse returned, if any.
+func (w *FrameWriter) Err() error { return w.err }
 
-func (w *LineWriter) Write(p []byte) (int, error) {
+func (w *FrameWriter) Write(p []byte) (int, error) {
 	if w.err != nil {
 		return 0, w.err
 	}
@@ -66,19 +68,35 @@ func (w *LineWriter) Write(p []byte) (int, error) {
 		w.buf = append(w.buf, p...)
 		p = w.buf
 	}
-	for {
-		i := bytes.IndexByte(p, '\n')
-		if i < 0 {
-			break
-		}
-		if err := w.fn(p[:i]); err != nil {
-			w.err = err
-			return 0, err
-		}
-		p = p[i+1:]
+	rest, err := w.parse(p)
+	if err != nil {
+		w.err = err
+		return 0, err
 	}
-	w.buf = append(w.buf[:0], p...)
+	w.buf = append(w.buf[:0], rest...)
 	return n, nil
+}
+
+// LineWriter splits a stream written to it (a COPY TO) into lines, without the newline,
+// and hands each to fn; fn must not keep the slice. pgconn writes one CopyData message
+// (one row) per Write, but lines split across writes are handled too. The first error of
+// fn ends the stream and is kept (Err).
+type LineWriter struct{ *FrameWriter }
+
+// NewLineWriter returns a LineWriter handing each line to fn.
+func NewLineWriter(fn func(line []byte) error) *LineWriter {
+	return &LineWriter{NewFrameWriter(func(p []byte) ([]byte, error) {
+		for {
+			i := bytes.IndexByte(p, '\n')
+			if i < 0 {
+				return p, nil
+			}
+			if err := fn(p[:i]); err != nil {
+				return nil, err
+			}
+			p = p[i+1:]
+		}
+	})}
 }
 
 // LineReader reads the lines of a stream (the rows WriteRows takes), of any length; a

@@ -13,10 +13,10 @@ import (
 // lwCollect returns a LineWriter that appends a copy of every line it is handed to *lines
 // (the slice fn gets may point into the writer's buffer: fn must not keep it).
 func lwCollect(lines *[]string) *LineWriter {
-	return &LineWriter{fn: func(line []byte) error {
+	return NewLineWriter(func(line []byte) error {
 		*lines = append(*lines, string(line))
 		return nil
-	}}
+	})
 }
 
 // lwWrite writes each chunk to w, failing the test unless every Write takes it whole.
@@ -87,13 +87,13 @@ func TestLineWriterFinalPartialLineKept(t *testing.T) {
 func TestLineWriterErrorStops(t *testing.T) {
 	boom := errors.New("boom")
 	var lines []string
-	w := &LineWriter{fn: func(line []byte) error {
+	w := NewLineWriter(func(line []byte) error {
 		lines = append(lines, string(line))
 		if string(line) == "b" {
 			return boom
 		}
 		return nil
-	}}
+	})
 	n, err := w.Write([]byte("a\nb\nc\n"))
 	if !errors.Is(err, boom) || n != 0 {
 		t.Fatalf("Write = %d, %v; want 0 and fn's error", n, err)
@@ -117,7 +117,7 @@ func TestLineWriterErrorOnHeldOverLine(t *testing.T) {
 	// The line that fails is the one completed from the buffer.
 	boom := errors.New("boom")
 	calls := 0
-	w := &LineWriter{fn: func([]byte) error { calls++; return boom }}
+	w := NewLineWriter(func([]byte) error { calls++; return boom })
 	lwWrite(t, w, "partial")
 	if n, err := w.Write([]byte(" line\nnext\n")); !errors.Is(err, boom) || n != 0 {
 		t.Fatalf("Write = %d, %v; want 0 and fn's error", n, err)
