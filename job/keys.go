@@ -375,31 +375,6 @@ func atoi[T string | []byte](b T) (int64, bool) {
 	return int64(n), true
 }
 
-// add merges a change row read as text (key, time in microseconds, insert, delete,
-// need-flags).
-func (g *grouper) add(f [][]byte, recvs []*member) error {
-	at, ok := atoi(f[1])
-	if !ok {
-		return fmt.Errorf("unexpected change time %q", f[1])
-	}
-	var need uint64
-	for i, m := range recvs {
-		if isT(f[4+i]) {
-			need |= bit(m.idx)
-		}
-	}
-	if g.ints {
-		n, ok := atoi(f[0])
-		if !ok {
-			return fmt.Errorf("unexpected integer key %q", f[0])
-		}
-		g.addInt(newIntChange(n, at, need, isT(f[2]), isT(f[3])))
-		return nil
-	}
-	g.put(f[0], at, isT(f[2]), isT(f[3]), need)
-	return nil
-}
-
 // addBinary merges a change row read in COPY's binary format (capture.KeyReadRows: the
 // key, the time as stored, insert, delete, need-flags).
 func (g *grouper) addBinary(f [][]byte, recvs []*member) error {
