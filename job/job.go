@@ -160,19 +160,6 @@ func Run(ctx context.Context, store *control.Store, syncName string, opts Option
 			return nil, err
 		}
 	}
-	sync, dbs, err := control.GetSyncAndDBs(ctx, store.Q(), syncName)
-	if err != nil {
-		return nil, err
-	}
-	if sync.Status != control.StatusActive && !opts.Force {
-		return nil, fmt.Errorf("sync %q: %w: run 'ibex update sync %s status=active' first", syncName, ErrInactive, syncName)
-	}
-	var pre *predials
-	if opts.Sessions == nil {
-		pre = startPredials(ctx, dbs)
-		defer pre.close()
-	}
-
 	lockConn, err := store.Pool.Acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("control database: %w", err)
@@ -184,9 +171,20 @@ func Run(ctx context.Context, store *control.Store, syncName string, opts Option
 	// The run itself stops at once when the context has ended.
 	lctx, lcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer lcancel()
-	got, err := control.TryLockSync(lctx, lockConn, sync)
+	// The sync, its dbs and its lock in one round trip.
+	sync, dbs, got, err := control.GetSyncAndLock(lctx, lockConn, syncName)
 	if err != nil {
 		return nil, err
+	}
+	unlocked := !got // by EndRun's round trip, or never taken
+	defer func() {
+		// A lost connection releases the lock by itself; otherwise unlock on the same session.
+		if !unlocked {
+			_ = control.UnlockSync(context.WithoutCancel(ctx), lockConn, sync)
+		}
+	}()
+	if sync.Status != control.StatusActive && !opts.Force {
+		return nil, fmt.Errorf("sync %q: %w: run 'ibex update sync %s status=active' first", syncName, ErrInactive, syncName)
 	}
 	if !got {
 		res.State = control.StateAlreadyRunning
@@ -195,13 +193,13 @@ func Run(ctx context.Context, store *control.Store, syncName string, opts Option
 		logger.InfoContext(ctx, "sync is already running", slog.String("sync", syncName))
 		return res, nil
 	}
-	unlocked := false // by EndRun's round trip
-	defer func() {
-		// A lost connection releases the lock by itself; otherwise unlock on the same session.
-		if !unlocked {
-			_ = control.UnlockSync(context.WithoutCancel(ctx), lockConn, sync)
-		}
-	}()
+	// The first session of each db opens while the run is recorded and its definition
+	// read (only under the lock: kicks that find the sync running open none).
+	var pre *predials
+	if opts.Sessions == nil {
+		pre = startPredials(ctx, dbs)
+		defer pre.close()
+	}
 
 	host, _ := os.Hostname()
 	runID, err := control.StartRun(lctx, lockConn, syncName, host, os.Getpid())

@@ -2,7 +2,10 @@ package job_test
 
 import (
 	"context"
+	"net"
+	"strconv"
 	stdsync "sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -105,5 +108,81 @@ func TestRunLockPerSync(t *testing.T) {
 	}
 	if err != nil || res == nil || !res.AlreadyRunning {
 		t.Errorf("a run of s14208 while another holds its lock: %s (error %v), want already running", summary(res), err)
+	}
+}
+
+// TestAlreadyRunningOpensNoSessions: a run that finds its sync already running opens no
+// session to its dbs (the sessions opened ahead start only under the lock): kicks racing
+// for a busy sync cost the dbs nothing. The source's address is a listener counting the
+// connections it is offered.
+func TestAlreadyRunningOpensNoSessions(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	ctl, src, dst := pgtest.NewDB(t, ""), pgtest.NewDB(t, ""), pgtest.NewDB(t, "")
+	ibex := func(args ...string) {
+		t.Helper()
+		if out, errs, code := ibextest.Ibex(ctl.DSN, args...); code != 0 {
+			t.Fatalf("ibex %q: exit %d\n%s%s", args, code, out, errs)
+		}
+	}
+	ibex("install")
+	for name, db := range map[string]*pgtest.DB{"src": src, "dst": dst} {
+		pgtest.Exec(t, db.DSN, `CREATE TABLE ta (id int PRIMARY KEY, v text)`)
+		ibex(ibextest.AddDBArgs(name, db.Conn)...)
+	}
+	ibex("add", "table", "public.ta", "db=src", "herd=ha")
+	ibex("add", "dbgroup", "g", "src:source", "dst:target")
+	ibex("add", "sync", "s", "herd=ha", "dbs=g", "autokick=false")
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	var offered atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			offered.Add(1)
+			_ = c.Close()
+		}
+	}()
+	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	pgtest.Exec(t, ctl.DSN, `UPDATE ibex.db SET conn = conn || jsonb_build_object('host', '127.0.0.1', 'port', '`+port+`') WHERE name = 'src'`)
+
+	store, err := control.Open(ctx, ctl.DSN, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(store.Close)
+	sy, err := control.GetSync(ctx, store.Q(), "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder := pgtest.Conn(t, ctl.DSN)
+	if got, err := control.TryLockSync(ctx, holder, sy); !got || err != nil {
+		t.Fatalf("taking the lock: %v, %v", got, err)
+	}
+	for i := 0; i < 5; i++ {
+		res, err := job.Run(ctx, store, "s", job.Options{})
+		if err != nil || res == nil || !res.AlreadyRunning {
+			t.Fatalf("run %d while the lock is held: %+v, %v; want already running", i, res, err)
+		}
+	}
+	time.Sleep(100 * time.Millisecond) // a dial started in the background would be counted by now
+	if n := offered.Load(); n != 0 {
+		t.Errorf("runs that found the sync running opened %d connections to the source, want 0", n)
+	}
+
+	// Under the lock, the run dials the source (and fails there: nothing answers).
+	if err := control.UnlockSync(ctx, holder, sy); err != nil {
+		t.Fatal(err)
+	}
+	res, _ := job.Run(ctx, store, "s", job.Options{})
+	if res == nil || res.AlreadyRunning || offered.Load() == 0 {
+		t.Errorf("the run holding the lock: %+v, %d connections offered to the source; want a run that dialed it", res, offered.Load())
 	}
 }

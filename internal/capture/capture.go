@@ -65,7 +65,7 @@ type column struct {
 
 // columns are the bookkeeping columns of the current format, in table order, before the
 // key columns. They are the one definition of the change format: DDL creates them,
-// installedSQL tells them from the key columns, and the statements of changes.go read
+// QueueInstalled tells them from the key columns, and the statements of changes.go read
 // them. A format migration that adds or drops one changes this list (see format.go).
 var columns = []column{
 	{TxidCol, "xid8", "pg_current_xact_id()", false},
@@ -515,27 +515,12 @@ END $x$`, catalog.QuoteLiteral(ct), catalog.QuoteLiteral(DeltaPrefix), cond, cat
 // Installed reports whether the capture trigger and change table of sync exist for t, and
 // whether the change table is current: t's key columns, the current format, the deltas of
 // counters.
-func Installed(ctx context.Context, q catalog.Querier, sync string, t *catalog.Table, counters []string) (bool, error) {
+func Installed(ctx context.Context, q catalog.Batcher, sync string, t *catalog.Table, counters []string) (bool, error) {
 	c, err := Inspect(ctx, q, sync, t.Schema, t.Name)
 	if err != nil {
 		return false, err
 	}
 	return c.Matches(t) && c.Counts(counters), nil
-}
-
-// Inspect reads what a db has of sync's capture on table schema.name.
-func Inspect(ctx context.Context, q catalog.Querier, sync, schema, name string) (*State, error) {
-	names := []catalog.QualName{{Schema: schema, Name: name}}
-	rows, err := q.Query(ctx, installedSQL, installedArgs(sync, names)...)
-	if err != nil {
-		return nil, fmt.Errorf("checking capture of %s: %w", pgx.Identifier{schema, name}.Sanitize(), err)
-	}
-	states := []*State{{}}
-	scanStates(rows, names, states)
-	if states[0].Err != nil {
-		return nil, states[0].Err
-	}
-	return states[0], nil
 }
 
 // State is what a db has of a sync's capture on one table, read by QueueInstalled or
@@ -550,10 +535,6 @@ type State struct {
 	columns bool     // the change table records the columns updates changed (ColsCol)
 	old     bool     // the change table records old rows (OldCol)
 	Err     error
-}
-
-func (c *State) dest() []any {
-	return []any{&c.trigger, &c.cols, &c.table, &c.format, &c.deltas, &c.columns, &c.always, &c.old}
 }
 
 // MakesDelta reports whether the triggers are as makedelta wants them: enabled always
@@ -600,77 +581,4 @@ func (c *State) Format() int {
 // changes). Whether the trigger is there does not matter: DDL puts it back.
 func (c *State) Migratable(t *catalog.Table) bool {
 	return c.table && c.sameKey(t) && c.format < Format()
-}
-
-// QueueInstalled queues on b the one query that reads what the db has of sync's capture on
-// every table of names, so that it goes in the same round trip as the tables' description
-// (catalog.QueueDescribeAll) and is planned once. The states, in the order of names, are
-// filled once the batch's results are read (each state's Err says when it could not be).
-func QueueInstalled(b *pgx.Batch, sync string, names []catalog.QualName) []*State {
-	states := make([]*State, len(names))
-	for i := range states {
-		states[i] = &State{}
-	}
-	b.Queue(installedSQL, installedArgs(sync, names)...).Query(func(rows pgx.Rows) error {
-		scanStates(rows, names, states)
-		return nil
-	})
-	return states
-}
-
-// scanStates reads installedSQL's rows, one per table of names, in order, into states.
-func scanStates(rows pgx.Rows, names []catalog.QualName, states []*State) {
-	defer rows.Close()
-	i := 0
-	for ; rows.Next() && i < len(names); i++ {
-		if err := rows.Scan(states[i].dest()...); err != nil {
-			states[i].Err = fmt.Errorf("checking capture of %s: %w", pgx.Identifier{names[i].Schema, names[i].Name}.Sanitize(), err)
-		}
-	}
-	err := rows.Err()
-	if err == nil && i != len(names) {
-		err = fmt.Errorf("%d rows for %d tables", i, len(names))
-	}
-	for ; err != nil && i < len(names); i++ {
-		states[i].Err = fmt.Errorf("checking capture of %s: %w", pgx.Identifier{names[i].Schema, names[i].Name}.Sanitize(), err)
-	}
-}
-
-// installedSQL reads, for each table of $1 (its change table is the same place of $8),
-// whether the triggers are in place, the change table's key columns (those that are not
-// bookkeeping columns, in order), whether it exists and its format (formatSQL), the
-// counters whose deltas it records, whether the triggers fire always, whether it records
-// the columns updates changed and old rows. The triggers: the row trigger, the table's
-// own (not the clone PostgreSQL puts on a partition of a table carrying it, tgparentid <>
-// 0, which DDL cannot replace), enabled, with no clone of it disabled on a partition
-// (changes written there would not be captured; CREATE OR REPLACE TRIGGER on the parent
-// enables them again); and the TRUNCATE trigger, enabled.
-var installedSQL = `
-SELECT coalesce(g.row_ok AND g.trunc_ok, false), coalesce(a.cols, '{}'), r.c IS NOT NULL,
-       ` + formatSQL("r.c") + `,
-       coalesce(a.deltas, '{}'), coalesce(a.columns, false), coalesce(g.always, false), coalesce(a.old, false)
-FROM unnest($1::text[], $8::text[]) WITH ORDINALITY AS x(tbl, chg, ord)
-CROSS JOIN LATERAL (SELECT to_regclass(x.tbl) AS t, to_regclass(x.chg) AS c) r
-LEFT JOIN LATERAL (
-  SELECT bool_or(p.tgname = $2 AND p.tgparentid = 0 AND p.tgenabled <> 'D'
-                 AND NOT EXISTS (SELECT 1 FROM pg_trigger d WHERE d.tgparentid = p.oid AND d.tgenabled = 'D')) AS row_ok,
-         bool_or(p.tgname = $4 AND p.tgenabled <> 'D') AS trunc_ok,
-         bool_and(p.tgenabled = 'A') FILTER (WHERE p.tgparentid = 0) AS always
-  FROM pg_trigger p WHERE p.tgrelid = r.t AND p.tgname IN ($2, $4)
-) g ON true
-LEFT JOIN LATERAL (
-  SELECT array_agg(attname::text ORDER BY attnum) FILTER (WHERE attname::text <> ALL ($3::text[]) AND NOT starts_with(attname::text, $5)) AS cols,
-         array_agg(substr(attname::text, length($5) + 1) ORDER BY attname) FILTER (WHERE starts_with(attname::text, $5)) AS deltas,
-         bool_or(attname = $6) AS columns, bool_or(attname = $7) AS old
-  FROM pg_attribute WHERE attrelid = r.c AND attnum > 0 AND NOT attisdropped
-) a ON true
-ORDER BY x.ord`
-
-func installedArgs(sync string, names []catalog.QualName) []any {
-	tables, changes := make([]string, len(names)), make([]string, len(names))
-	for i, n := range names {
-		tables[i] = pgx.Identifier{n.Schema, n.Name}.Sanitize()
-		changes[i] = ChangeTable(sync, n.Schema, n.Name).Sanitize()
-	}
-	return []any{tables, TriggerName(sync), append(columnNames(), ColsCol, OldCol), TruncTriggerName(sync), DeltaPrefix, ColsCol, OldCol, changes}
 }

@@ -69,12 +69,6 @@ func Format() int { return 1 + len(migrations) }
 // formatRe finds the version in a change table's comment.
 const formatRe = `^ibex change table \(format ([0-9]{1,9})\)`
 
-// formatSQL is the format version of the change table rel (an SQL expression of type
-// regclass, NULL when there is none): 1 when its comment carries none.
-func formatSQL(rel string) string {
-	return fmt.Sprintf(`coalesce(substring(obj_description(%s, 'pg_class') FROM %s)::int, 1)`, rel, catalog.QuoteLiteral(formatRe))
-}
-
 // formatComment is the statement recording the current format in the comment of the
 // change table of sync for t.
 func formatComment(sync string, t *catalog.Table) string {

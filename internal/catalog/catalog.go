@@ -4,11 +4,9 @@ package catalog
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
-	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -200,130 +198,6 @@ func splitIdent(s string) ([]string, error) {
 		}
 	}
 	return parts, nil
-}
-
-// Describe reads a table's columns and key: its primary key, or failing that the
-// narrowest valid, non-partial unique index over NOT NULL columns.
-func Describe(ctx context.Context, q Querier, name QualName) (*Table, error) {
-	names, ts, errs := []QualName{name}, make([]*Table, 1), make([]error, 1)
-	rows, err := q.Query(ctx, describeSQL, describeArg(names))
-	if err != nil {
-		return nil, fmt.Errorf("describing table %s: %w", name, err)
-	}
-	if err := scanTables(rows, names, ts, errs); err != nil {
-		return nil, err
-	}
-	return ts[0], errs[0]
-}
-
-// QueueDescribeAll queues on b the one query that describes every table of names, so
-// that the tables of a db are described in one statement, planned once (on a session
-// that has just started, planning a catalog query costs more than running it). Once the
-// batch's results are read, ts[i] holds the description of names[i] or errs[i] the error
-// (ErrNoTable when the table does not exist).
-func QueueDescribeAll(b *pgx.Batch, names []QualName, ts []*Table, errs []error) {
-	b.Queue(describeSQL, describeArg(names)).Query(func(rows pgx.Rows) error {
-		return scanTables(rows, names, ts, errs)
-	})
-}
-
-func describeArg(names []QualName) []string {
-	idents := make([]string, len(names))
-	for i, n := range names {
-		idents[i] = pgx.Identifier{n.Schema, n.Name}.Sanitize()
-	}
-	return idents
-}
-
-// scanTables reads describeSQL's rows, one per table of names, in order.
-func scanTables(rows pgx.Rows, names []QualName, ts []*Table, errs []error) error {
-	defer rows.Close()
-	i := 0
-	for rows.Next() {
-		if i == len(names) {
-			return fmt.Errorf("describing %d tables: more rows than tables", len(names))
-		}
-		ts[i], errs[i] = scanTable(rows, names[i])
-		i++
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("describing tables: %w", err)
-	}
-	if i != len(names) {
-		return fmt.Errorf("describing %d tables: %d rows", len(names), i)
-	}
-	return nil
-}
-
-// describeSQL reads, in one query, for each table of $1 (in order): its columns (in order,
-// generated ones left out), its preferred key (the primary key, else the narrowest valid,
-// immediate, non-partial unique index on plain NOT NULL columns: its key columns, not its
-// INCLUDE ones), whether it is partitioned, and the columns of each such unique index.
-const describeSQL = `
-WITH t AS (SELECT n.ord, to_regclass(n.name)::oid AS oid FROM unnest($1::text[]) WITH ORDINALITY AS n(name, ord)),
-c AS (
-  SELECT a.attrelid, array_agg(a.attname::text ORDER BY a.attnum) AS names,
-    array_agg(format_type(a.atttypid, a.atttypmod) ORDER BY a.attnum) AS types,
-    array_agg(a.attnotnull ORDER BY a.attnum) AS notnull, array_agg(a.attidentity = 'a' ORDER BY a.attnum) AS ident
-  FROM pg_attribute a JOIN t ON a.attrelid = t.oid
-  WHERE a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
-  GROUP BY a.attrelid
-),
-u AS (
-  SELECT i.indrelid, i.indexrelid, i.indisprimary, array_agg(a.attname::text ORDER BY k.ord) AS cols,
-    bool_and(a.attnotnull) AS notnull, count(*) AS n
-  FROM pg_index i JOIN t ON i.indrelid = t.oid
-  CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
-  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-  WHERE i.indisunique AND i.indisvalid AND i.indimmediate AND i.indpred IS NULL AND i.indexprs IS NULL
-    AND k.ord <= i.indnkeyatts -- the key columns, not INCLUDE columns
-  GROUP BY i.indrelid, i.indexrelid, i.indisprimary
-)
-SELECT t.oid IS NOT NULL, coalesce(c.names, '{}'), coalesce(c.types, '{}'), coalesce(c.notnull, '{}'), coalesce(c.ident, '{}'),
-  k.indisprimary, k.cols, coalesce(r.relkind = 'p', false),
-  coalesce((SELECT json_agg(u.cols ORDER BY u.indexrelid)::text FROM u WHERE u.indrelid = t.oid), '[]')
-FROM t LEFT JOIN c ON c.attrelid = t.oid LEFT JOIN pg_class r ON r.oid = t.oid
-LEFT JOIN LATERAL (
-  SELECT u.indisprimary, u.cols FROM u WHERE u.indrelid = t.oid AND u.notnull
-  ORDER BY u.indisprimary DESC, u.n, u.indexrelid LIMIT 1
-) k ON true
-ORDER BY t.ord`
-
-func scanTable(row pgx.Row, name QualName) (*Table, error) {
-	var found bool
-	var names, types []string
-	var notNull, identity []bool
-	var primary *bool
-	var keyCols []string
-	var partitioned bool
-	var uniques string
-	if err := row.Scan(&found, &names, &types, &notNull, &identity, &primary, &keyCols, &partitioned, &uniques); err != nil {
-		return nil, fmt.Errorf("describing table %s: %w", name, err)
-	}
-	if !found {
-		return nil, fmt.Errorf("table %s: %w", name, ErrNoTable)
-	}
-	t := &Table{Schema: name.Schema, Name: name.Name, KeyKind: KeyNone, Partitioned: partitioned}
-	for i := range names {
-		t.Columns = append(t.Columns, Column{Name: names[i], Type: types[i], NotNull: notNull[i], IdentityAlways: identity[i]})
-	}
-	if primary != nil {
-		t.KeyCols = keyCols
-		t.KeyKind = KeyUnique
-		if *primary {
-			t.KeyKind = KeyPrimary
-		}
-	}
-	var all [][]string
-	if err := json.Unmarshal([]byte(uniques), &all); err != nil {
-		return nil, fmt.Errorf("describing table %s: its unique indexes: %w", name, err)
-	}
-	for _, u := range all {
-		if !slices.Equal(u, t.KeyCols) {
-			t.Uniques = append(t.Uniques, u)
-		}
-	}
-	return t, nil
 }
 
 // ColumnNames returns the table's column names in order.

@@ -253,3 +253,41 @@ func TestCompare(t *testing.T) {
 		t.Errorf("Compare:\n%s\nwant:\n%s", got, want)
 	}
 }
+
+// TestDescribeAll: tables described together in one batch (missing ones among them) are
+// described as one at a time, in the order asked, with their other unique indexes and
+// whether they are partitioned.
+func TestDescribeAll(t *testing.T) {
+	t.Parallel()
+	c := connect(t, keysSQL)
+	ctx := context.Background()
+	names := []catalog.QualName{{Schema: "public", Name: "uq_narrow"}, {Schema: "public", Name: "nosuch"}, {Schema: "public", Name: "parted"},
+		{Schema: "My Schema", Name: "Order Lines"}, {Schema: "public", Name: "pk_and_uq"}, {Schema: "public", Name: "uq_mixed"}, {Schema: "public", Name: "cols"}}
+	ts, errs := make([]*catalog.Table, len(names)), make([]error, len(names))
+	b := &pgx.Batch{}
+	catalog.QueueDescribeAll(b, names, ts, errs)
+	if err := c.SendBatch(ctx, b).Close(); err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range names {
+		one, err := catalog.Describe(ctx, c, n)
+		if !errors.Is(errs[i], err) && (err == nil || errs[i] == nil || err.Error() != errs[i].Error()) {
+			t.Errorf("%s: error %v together, %v alone", n, errs[i], err)
+		}
+		if diff := cmp.Diff(one, ts[i]); diff != "" {
+			t.Errorf("%s: together vs alone (-alone +together):\n%s", n, diff)
+		}
+	}
+	if !errors.Is(errs[1], catalog.ErrNoTable) {
+		t.Errorf("nosuch: %v, want ErrNoTable", errs[1])
+	}
+	want := map[string][][]string{"uq_narrow": {{"a", "b"}, {"c"}}, "pk_and_uq": {{"c"}}, "uq_mixed": {{"a"}}, "parted": nil, "cols": nil}
+	for i, n := range names {
+		if w, ok := want[n.Name]; ok && ts[i] != nil && !cmp.Equal(w, ts[i].Uniques) {
+			t.Errorf("%s: other unique indexes %q, want %q", n, ts[i].Uniques, w)
+		}
+		if ts[i] != nil && ts[i].Partitioned != (n.Name == "parted") {
+			t.Errorf("%s: partitioned %v", n, ts[i].Partitioned)
+		}
+	}
+}

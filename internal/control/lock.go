@@ -1,7 +1,9 @@
 package control
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -20,6 +22,59 @@ func TryLockSync(ctx context.Context, q Querier, s *Sync) (bool, error) {
 		return false, fmt.Errorf("taking the lock of sync %q: %w", s.Name, err)
 	}
 	return got, nil
+}
+
+// GetSyncAndLock reads sync name and the dbs of its dbgroup (by name) and tries to take
+// its run lock (see TryLockSync), all in one round trip on the session of q (a
+// connection). locked reports whether this session now holds the lock; when it does and
+// an error is returned, it has been released. A run opens the dbs' sessions only once it
+// holds the lock, so that kicks finding their sync already running open none.
+func GetSyncAndLock(ctx context.Context, q Batcher, name string) (s *Sync, dbs map[string]*DB, locked bool, err error) {
+	var (
+		sy                      Sync
+		lockedID                *int32
+		syncErr, dbErr, lockErr error
+	)
+	b := &pgx.Batch{}
+	b.Queue(`SELECT id, `+syncCols+` FROM ibex.sync WHERE name = $1`, name).Query(func(rows pgx.Rows) error {
+		sy, syncErr = pgx.CollectExactlyOneRow(rows, scanSync)
+		return nil
+	})
+	queueDBs(b, syncDBsSQL, name, &dbs, &dbErr)
+	b.Queue(`SELECT id FROM ibex.sync WHERE name = $2 AND pg_try_advisory_lock($1, id)`, SyncLockNamespace, name).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var id int32
+			if lockErr = rows.Scan(&id); lockErr != nil {
+				return nil
+			}
+			lockedID = &id
+		}
+		lockErr = rows.Err()
+		return nil
+	})
+	sendErr := q.SendBatch(ctx, b).Close()
+	if lockedID != nil && (sendErr != nil || syncErr != nil || *lockedID != sy.ID) {
+		// Taken, but the sync was not read with it (or was replaced in between): let go.
+		_, _ = q.SendBatch(context.WithoutCancel(ctx), unlockBatch(*lockedID)).Exec()
+		lockedID = nil
+	}
+	switch {
+	case sendErr != nil:
+		return nil, nil, false, fmt.Errorf("reading sync %q: %w", name, sendErr)
+	case errors.Is(syncErr, pgx.ErrNoRows):
+		return nil, nil, false, notFound("sync", name)
+	case cmp.Or(syncErr, dbErr) != nil:
+		return nil, nil, false, cmp.Or(syncErr, dbErr)
+	case lockErr != nil:
+		return nil, nil, false, fmt.Errorf("taking the lock of sync %q: %w", name, lockErr)
+	}
+	return &sy, dbs, lockedID != nil, nil
+}
+
+func unlockBatch(id int32) *pgx.Batch {
+	b := &pgx.Batch{}
+	b.Queue(unlockSQL, SyncLockNamespace, id)
+	return b
 }
 
 // UnlockSync releases the run lock of sync s that the session of q holds.

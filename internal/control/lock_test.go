@@ -2,6 +2,7 @@ package control_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"slices"
 	"testing"
@@ -67,6 +68,54 @@ func TestSyncLock(t *testing.T) {
 		t.Fatal(err)
 	}
 	try(c2, syncs[0], true)
+}
+
+// TestGetSyncAndLock: the sync, its dbs and its lock in one round trip; a sync held by
+// another session is read but not locked; an unknown sync leaves no lock behind.
+func TestGetSyncAndLock(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t, "")
+	s := open(t, db.DSN)
+	if _, err := s.Migrate(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	syncs := twoSyncs(t, s.Q())
+	c1, c2 := pgtest.Conn(t, db.DSN), pgtest.Conn(t, db.DSN)
+	held := func(c *pgx.Conn) int {
+		t.Helper()
+		var n int
+		if err := c.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	sy, dbs, locked, err := control.GetSyncAndLock(ctx, c1, syncs[0].Name)
+	if err != nil || !locked || sy.ID != syncs[0].ID || sy.Name != syncs[0].Name || len(dbs) != 1 || dbs["a"] == nil {
+		t.Fatalf("GetSyncAndLock(%s) = %+v, %v, %v, %v; want it with db a, locked", syncs[0].Name, sy, dbs, locked, err)
+	}
+	if got, err := control.TryLockSync(ctx, c2, syncs[0]); got || err != nil {
+		t.Errorf("TryLockSync on another session while GetSyncAndLock holds it: %v, %v; want false", got, err)
+	}
+	sy, _, locked, err = control.GetSyncAndLock(ctx, c2, syncs[0].Name)
+	if err != nil || locked || sy == nil || sy.ID != syncs[0].ID {
+		t.Errorf("GetSyncAndLock(%s) from another session: %+v, %v, %v; want the sync, not locked", syncs[0].Name, sy, locked, err)
+	}
+	if n := held(c2); n != 0 {
+		t.Errorf("the other session holds %d advisory locks, want 0", n)
+	}
+	if _, _, locked, err := control.GetSyncAndLock(ctx, c2, "nosuch"); !errors.Is(err, control.ErrNotFound) || locked {
+		t.Errorf("GetSyncAndLock(nosuch) = %v, %v; want ErrNotFound", locked, err)
+	}
+	if n := held(c2); n != 0 {
+		t.Errorf("after an unknown sync, the session holds %d advisory locks, want 0", n)
+	}
+	if err := control.UnlockSync(ctx, c1, syncs[0]); err != nil {
+		t.Fatal(err)
+	}
+	if n := held(c1); n != 0 {
+		t.Errorf("after UnlockSync, %d advisory locks held, want 0", n)
+	}
 }
 
 // TestUpgradeNumbersSyncs: the syncs of a control schema of version 1 get their ids when

@@ -1,7 +1,6 @@
 package control
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -585,37 +584,6 @@ func GetSync(ctx context.Context, q Querier, name string) (*Sync, error) {
 		return nil, notFound("sync", name)
 	}
 	return &s, err
-}
-
-// GetSyncAndDBs returns one sync and, read in the same round trip, the dbs of its dbgroup
-// by name (nil when q sends no batch): a run starts opening their sessions while it takes
-// the sync's lock, and reads them again under it.
-func GetSyncAndDBs(ctx context.Context, q Querier, name string) (*Sync, map[string]*DB, error) {
-	bq, ok := q.(Batcher)
-	if !ok {
-		s, err := GetSync(ctx, q, name)
-		return s, nil, err
-	}
-	var (
-		s              Sync
-		dbs            map[string]*DB
-		syncErr, dbErr error
-	)
-	b := &pgx.Batch{}
-	b.Queue(`SELECT id, `+syncCols+` FROM ibex.sync WHERE name = $1`, name).Query(func(rows pgx.Rows) error {
-		s, syncErr = pgx.CollectExactlyOneRow(rows, scanSync)
-		return nil
-	})
-	queueDBs(b, syncDBsSQL, name, &dbs, &dbErr)
-	if err := bq.SendBatch(ctx, b).Close(); err != nil {
-		return nil, nil, err
-	}
-	if errors.Is(syncErr, pgx.ErrNoRows) {
-		return nil, nil, notFound("sync", name)
-	} else if err := cmp.Or(syncErr, dbErr); err != nil {
-		return nil, nil, err
-	}
-	return &s, dbs, nil
 }
 
 // PutSync inserts (create) or replaces a sync (s.ID is the control database's to give).
