@@ -155,11 +155,6 @@ func Run(ctx context.Context, store *control.Store, syncName string, opts Option
 		logger = slog.New(slog.DiscardHandler)
 	}
 	res := &Result{Sync: syncName, Started: time.Now()}
-	if !opts.SchemaChecked {
-		if err := store.Check(ctx); err != nil {
-			return nil, err
-		}
-	}
 	lockConn, err := store.Pool.Acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("control database: %w", err)
@@ -171,8 +166,9 @@ func Run(ctx context.Context, store *control.Store, syncName string, opts Option
 	// The run itself stops at once when the context has ended.
 	lctx, lcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer lcancel()
-	// The sync, its dbs and its lock in one round trip.
-	sync, dbs, got, err := control.GetSyncAndLock(lctx, lockConn, syncName)
+	// The control schema's version (unless checked already), the sync, its dbs and its
+	// lock in one round trip.
+	sync, dbs, got, err := control.GetSyncAndLock(lctx, lockConn, syncName, !opts.SchemaChecked)
 	if err != nil {
 		return nil, err
 	}

@@ -10,13 +10,15 @@ import (
 	"github.com/ibexrepl/ibex/internal/dbconn"
 )
 
-// predials are the first sessions of a run's PostgreSQL dbs, opened while the control
-// database takes the sync's lock, records the run and reads the definition: opening a
-// session (connection, authentication, a new server process) costs a short run more than
-// those control statements, which it then overlaps. The run reads its dbs again under the
-// lock; member.dial takes a session only for a db whose name, connection keywords and
-// password reference are still those it was opened with. Sessions no member took are
-// closed at the end of the run (close).
+// predials are the first sessions of a run's PostgreSQL dbs, opened once the run holds
+// the sync's lock, while the control database records the run and reads the definition:
+// opening a session (connection, authentication, a new server process) costs a short run
+// more than those control statements, which it then overlaps. (Not before the lock: kicks
+// racing for a busy sync would each open sessions for nothing, a storm of new server
+// processes on a small machine.) The run reads its dbs again with the definition;
+// member.dial takes a session only for a db whose name, connection keywords and password
+// reference are still those it was opened with. Sessions no member took are closed at
+// the end of the run (close).
 //
 // A run whose sessions come from a pool (Options.Sessions) opens none ahead.
 type predials struct {

@@ -160,35 +160,53 @@ func createSchema(ctx context.Context, conn *pgx.Conn) error {
 	return nil
 }
 
-// installedVersion returns 0 when the schema is absent. Both questions go in one round
-// trip: when the table is absent, the second fails, and is not asked for.
+// installedVersion returns 0 when the schema is absent.
 func installedVersion(ctx context.Context, q Batcher) (int, error) {
-	var exists, answered bool
-	var v int
-	var existsErr, vErr error
 	b := &pgx.Batch{}
+	vq := queueVersion(b)
+	return vq.result(q.SendBatch(ctx, b).Close())
+}
+
+// versionQuery is the answer of the statements queueVersion queues.
+type versionQuery struct {
+	answered, exists, read bool
+	v                      int
+	existsErr, vErr        error
+}
+
+// queueVersion queues the two questions of the installed version: whether the version
+// table exists and, when it does, the highest version (when it is absent, the second
+// fails, and the statements queued after it are not run).
+func queueVersion(b *pgx.Batch) *versionQuery {
+	vq := &versionQuery{}
 	b.Queue(`SELECT to_regclass('ibex.schema_version') IS NOT NULL`).QueryRow(func(r pgx.Row) error {
-		answered = true
-		existsErr = r.Scan(&exists)
+		vq.answered = true
+		vq.existsErr = r.Scan(&vq.exists)
 		return nil
 	})
 	b.Queue(`SELECT coalesce(max(version), 0) FROM ibex.schema_version`).QueryRow(func(r pgx.Row) error {
-		vErr = r.Scan(&v)
+		vq.read = true
+		vq.vErr = r.Scan(&vq.v)
 		return nil
 	})
-	sendErr := q.SendBatch(ctx, b).Close()
+	return vq
+}
+
+// result is the installed version (0: not installed); sendErr is the batch's error.
+func (vq *versionQuery) result(sendErr error) (int, error) {
 	switch {
-	case !answered: // not sent: a cancelled context, a lost connection
+	case !vq.answered: // not sent: a cancelled context, a lost connection
 		return 0, fmt.Errorf("reading control schema version: %w", cmp.Or(sendErr, errors.New("no answer")))
-	case existsErr != nil:
-		return 0, fmt.Errorf("reading control schema version: %w", existsErr)
-	case !exists:
+	case vq.existsErr != nil:
+		return 0, fmt.Errorf("reading control schema version: %w", vq.existsErr)
+	case !vq.exists:
 		return 0, nil
+	case !vq.read:
+		return 0, fmt.Errorf("reading control schema version: %w", cmp.Or(sendErr, errors.New("no answer")))
+	case vq.vErr != nil:
+		return 0, fmt.Errorf("reading control schema version: %w", vq.vErr)
 	}
-	if err := cmp.Or(vErr, sendErr); err != nil {
-		return 0, fmt.Errorf("reading control schema version: %w", err)
-	}
-	return v, nil
+	return vq.v, nil
 }
 
 // Version returns the installed schema version (0: not installed).
@@ -201,6 +219,11 @@ func (s *Store) Check(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	return checkVersion(v)
+}
+
+// checkVersion is Check's verdict on installed version v.
+func checkVersion(v int) error {
 	want := SchemaVersion()
 	switch {
 	case v == 0:

@@ -40,6 +40,22 @@ func TestMigrateAndCheck(t *testing.T) {
 	if !errors.Is(err, control.ErrNotInstalled) || err.Error() != "the ibex control schema is not installed in this database: run 'ibex install' first" {
 		t.Errorf("Check before install: %v", err)
 	}
+	// A run checks the version with reading its sync and taking its lock (one round trip):
+	// the same verdict, and no lock left behind.
+	runConn := pgtest.Conn(t, db.DSN+" default_query_exec_mode=exec") // as the store's pool
+	sameAsCheck := func(what string) {
+		t.Helper()
+		want := s.Check(ctx)
+		_, _, locked, err := control.GetSyncAndLock(ctx, runConn, "s14208", true)
+		if locked || err == nil || want == nil || err.Error() != want.Error() {
+			t.Errorf("GetSyncAndLock %s: locked %v, %v; want Check's %v", what, locked, err, want)
+		}
+		var n int
+		if err := runConn.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()`).Scan(&n); err != nil || n != 0 {
+			t.Errorf("GetSyncAndLock %s: %d advisory locks held (%v), want 0", what, n, err)
+		}
+	}
+	sameAsCheck("before install")
 	if _, err := s.Migrate(ctx, false); !errors.Is(err, control.ErrNotInstalled) {
 		t.Errorf("Migrate(upgrade) before install: %v", err)
 	}
@@ -73,7 +89,14 @@ func TestMigrateAndCheck(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	twoSyncs(t, s.Q())
+	if sy, _, locked, err := control.GetSyncAndLock(ctx, runConn, "s14208", true); err != nil || !locked || sy.Name != "s14208" {
+		t.Errorf("GetSyncAndLock after install: %+v, %v, %v", sy, locked, err)
+	} else if err := control.UnlockSync(ctx, runConn, sy); err != nil {
+		t.Fatal(err)
+	}
 	set(v + 1)
+	sameAsCheck("of a newer schema")
 	err = s.Check(ctx)
 	if !errors.Is(err, control.ErrSchemaNew) || err.Error() != fmt.Sprintf("the ibex control schema is newer than this ibex (schema version %d, this ibex knows up to %d): use a newer ibex binary", v+1, v) {
 		t.Errorf("Check of a newer schema: %v", err)
@@ -88,6 +111,7 @@ func TestMigrateAndCheck(t *testing.T) {
 		older = -1 // with one migration, any version below is "older" (0 means not installed)
 	}
 	set(older)
+	sameAsCheck("of an older schema")
 	err = s.Check(ctx)
 	if !errors.Is(err, control.ErrSchemaOld) || err.Error() != fmt.Sprintf("the ibex control schema is older than this ibex (schema version %d, ibex needs %d): run 'ibex upgrade'", older, v) {
 		t.Errorf("Check of an older schema: %v", err)

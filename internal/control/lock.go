@@ -26,16 +26,23 @@ func TryLockSync(ctx context.Context, q Querier, s *Sync) (bool, error) {
 
 // GetSyncAndLock reads sync name and the dbs of its dbgroup (by name) and tries to take
 // its run lock (see TryLockSync), all in one round trip on the session of q (a
-// connection). locked reports whether this session now holds the lock; when it does and
+// connection); with check, the control schema's version is checked first in the same
+// round trip (see Store.Check: its error is returned), which needs a session that sends
+// batches unprepared (pgx.QueryExecModeExec, as the store's pool does): on a missing
+// schema, preparing them first would fail before the version is read. locked reports whether this session now holds the lock; when it does and
 // an error is returned, it has been released. A run opens the dbs' sessions only once it
 // holds the lock, so that kicks finding their sync already running open none.
-func GetSyncAndLock(ctx context.Context, q Batcher, name string) (s *Sync, dbs map[string]*DB, locked bool, err error) {
+func GetSyncAndLock(ctx context.Context, q Batcher, name string, check bool) (s *Sync, dbs map[string]*DB, locked bool, err error) {
 	var (
 		sy                      Sync
 		lockedID                *int32
 		syncErr, dbErr, lockErr error
+		vq                      *versionQuery
 	)
 	b := &pgx.Batch{}
+	if check {
+		vq = queueVersion(b)
+	}
 	b.Queue(`SELECT id, `+syncCols+` FROM ibex.sync WHERE name = $1`, name).Query(func(rows pgx.Rows) error {
 		sy, syncErr = pgx.CollectExactlyOneRow(rows, scanSync)
 		return nil
@@ -53,12 +60,21 @@ func GetSyncAndLock(ctx context.Context, q Batcher, name string) (s *Sync, dbs m
 		return nil
 	})
 	sendErr := q.SendBatch(ctx, b).Close()
-	if lockedID != nil && (sendErr != nil || syncErr != nil || *lockedID != sy.ID) {
+	var versionErr error
+	if vq != nil {
+		v, err := vq.result(sendErr)
+		versionErr = cmp.Or(err, checkVersion(v))
+	}
+	if lockedID != nil && (versionErr != nil || sendErr != nil || syncErr != nil || *lockedID != sy.ID) {
 		// Taken, but the sync was not read with it (or was replaced in between): let go.
-		_, _ = q.SendBatch(context.WithoutCancel(ctx), unlockBatch(*lockedID)).Exec()
+		br := q.SendBatch(context.WithoutCancel(ctx), unlockBatch(*lockedID))
+		_, _ = br.Exec()
+		_ = br.Close()
 		lockedID = nil
 	}
 	switch {
+	case versionErr != nil:
+		return nil, nil, false, versionErr
 	case sendErr != nil:
 		return nil, nil, false, fmt.Errorf("reading sync %q: %w", name, sendErr)
 	case errors.Is(syncErr, pgx.ErrNoRows):

@@ -90,21 +90,21 @@ func TestGetSyncAndLock(t *testing.T) {
 		}
 		return n
 	}
-	sy, dbs, locked, err := control.GetSyncAndLock(ctx, c1, syncs[0].Name)
+	sy, dbs, locked, err := control.GetSyncAndLock(ctx, c1, syncs[0].Name, true)
 	if err != nil || !locked || sy.ID != syncs[0].ID || sy.Name != syncs[0].Name || len(dbs) != 1 || dbs["a"] == nil {
 		t.Fatalf("GetSyncAndLock(%s) = %+v, %v, %v, %v; want it with db a, locked", syncs[0].Name, sy, dbs, locked, err)
 	}
 	if got, err := control.TryLockSync(ctx, c2, syncs[0]); got || err != nil {
 		t.Errorf("TryLockSync on another session while GetSyncAndLock holds it: %v, %v; want false", got, err)
 	}
-	sy, _, locked, err = control.GetSyncAndLock(ctx, c2, syncs[0].Name)
+	sy, _, locked, err = control.GetSyncAndLock(ctx, c2, syncs[0].Name, false)
 	if err != nil || locked || sy == nil || sy.ID != syncs[0].ID {
 		t.Errorf("GetSyncAndLock(%s) from another session: %+v, %v, %v; want the sync, not locked", syncs[0].Name, sy, locked, err)
 	}
 	if n := held(c2); n != 0 {
 		t.Errorf("the other session holds %d advisory locks, want 0", n)
 	}
-	if _, _, locked, err := control.GetSyncAndLock(ctx, c2, "nosuch"); !errors.Is(err, control.ErrNotFound) || locked {
+	if _, _, locked, err := control.GetSyncAndLock(ctx, c2, "nosuch", true); !errors.Is(err, control.ErrNotFound) || locked {
 		t.Errorf("GetSyncAndLock(nosuch) = %v, %v; want ErrNotFound", locked, err)
 	}
 	if n := held(c2); n != 0 {
