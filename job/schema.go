@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -61,9 +63,11 @@ func (s *session) checkSchemas(ctx context.Context, checkCapture bool) error {
 			fk = &fkeys{names: fkNames}
 			catalog.QueueForeignKeys(b, fkNames, &fk.fks, &fk.err)
 		}
+		tb := time.Now()
 		if err := m.conn.SendBatch(ctx, b).Close(); err != nil {
 			return fmt.Errorf("db %s: describing the tables: %w", m.name, err)
 		}
+		s.logger.DebugContext(ctx, "described", slog.String("db", m.name), slog.Int("statements", b.Len()), slog.Duration("took", time.Since(tb)))
 		if fk != nil && fk.err == nil {
 			s.fks[m.idx] = fk
 		}
