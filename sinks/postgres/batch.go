@@ -87,7 +87,7 @@ func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) 
 	if err != nil {
 		return sinks.Prepared{}, s.errf(t, "leaving out the keys changed meanwhile of", err)
 	}
-	s.batch = &batch{t: t, staged: true}
+	s.batch = &batch{t: t, staged: true, keys: len(keys)}
 	return sinks.Prepared{Skipped: late}, nil
 }
 
@@ -166,7 +166,9 @@ func (s *Sink) FinishBatch(ctx context.Context, t *sinks.Table) (sinks.Counts, e
 		return sinks.Counts{Written: written, Deleted: deleted}, nil
 	}
 	if b.staged {
-		apply := s.applySource
+		apply := func(ctx context.Context, t *sinks.Table) (int64, int64, error) {
+			return s.applySource(ctx, t, b.keys <= catalog.InlineKeysMax)
+		}
 		if s.skip {
 			apply = s.applySkipping
 		}

@@ -72,6 +72,7 @@ type batch struct {
 	skipped bool  // ReplaceTable left a non-empty table alone
 	staged  bool  // source mode: rows go to pg_temp.ibex_s and FinishBatch applies them
 	partial bool  // a target's table with other columns than t.Cols: staged, then updated in place
+	keys    int   // keys of the batch (a source's, before those left out)
 	sent    int64 // rows WriteRows took
 	written int64 // rows COPY wrote
 	deleted int64

@@ -36,8 +36,9 @@ func (s *Sink) dropLate(ctx context.Context, t *sinks.Table) ([]string, error) {
 // updated and the others inserted, the keys the winner no longer has deleted. Under a savepoint, it then checks that the
 // application changed none of those keys between dropLate and the writes (the writes hold
 // the rows now); if it did, it rolls back to the savepoint, leaves those keys out and
-// writes again. It returns rows written and rows deleted or replaced.
-func (s *Sink) applySource(ctx context.Context, t *sinks.Table) (int64, int64, error) {
+// writes again. It returns rows written and rows deleted or replaced. fewKeys: the batch
+// has at most catalog.InlineKeysMax keys.
+func (s *Sink) applySource(ctx context.Context, t *sinks.Table, fewKeys bool) (int64, int64, error) {
 	id := ident(t)
 	cols := catalog.QuoteCols("", t.Cols)
 	// Key columns are set too: 1.50 replaces an equal 1.5 (identity-always columns, which
@@ -73,13 +74,24 @@ SELECT count(*), (%s) FROM w`, id, cols, catalog.QuoteCols("s.", t.Cols), inK, i
 	// a row-by-row update trips over), delete the keys and insert the rows instead.
 	replace := fmt.Sprintf(`DELETE FROM %s t USING %s k WHERE %s`, id, orderedKeys("pg_temp.ibex_k", t.Key), catalog.KeyJoin("t", "k", t.Key))
 	insert := fmt.Sprintf(`WITH w AS (INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE %s RETURNING 1) SELECT count(*), (%s) FROM w`, id, cols, staged, nStaged)
-	gone := fmt.Sprintf(`DROP TABLE IF EXISTS pg_temp.ibex_gone; CREATE TEMP TABLE ibex_gone ON COMMIT DROP AS SELECT %s FROM pg_temp.ibex_k k WHERE NOT EXISTS (SELECT 1 FROM pg_temp.ibex_s s WHERE %s)`,
+	goneKeys := fmt.Sprintf(`SELECT %s FROM pg_temp.ibex_k k WHERE NOT EXISTS (SELECT 1 FROM pg_temp.ibex_s s WHERE %s)`,
 		catalog.QuoteCols("k.", t.Key), catalog.KeyJoin("s", "k", t.Key))
-	del := fmt.Sprintf(`DELETE FROM %s t USING %s k WHERE %s`, id, orderedKeys("pg_temp.ibex_gone", t.Key), catalog.KeyJoin("t", "k", t.Key))
 	check := capture.CountLateChanges("pg_temp.ibex_k", s.src.ChangeTable(t), t.Key, s.src.Snapshot)
 	// The rest after the writes: delete the keys the winner no longer has, then count the
-	// keys the application changed meanwhile.
-	rest := gone + "; " + indexed(del) + "; " + check
+	// keys the application changed meanwhile. A short key list finds them in the DELETE
+	// itself (nested loops over a few keys); a long one first lists them in a temp table
+	// (hashed against the staged rows: the DELETE's nested loops would probe the staged rows
+	// once a key), which costs a short batch more than its statements.
+	var rest string
+	restAt := 0 // where the DELETE's results start in rest's
+	if fewKeys {
+		del := fmt.Sprintf(`DELETE FROM %s t USING (%s ORDER BY %s) k WHERE %s`, id, goneKeys, catalog.QuoteCols("", t.Key), catalog.KeyJoin("t", "k", t.Key))
+		rest = indexed(del) + "; " + check
+	} else {
+		gone := `DROP TABLE IF EXISTS pg_temp.ibex_gone; CREATE TEMP TABLE ibex_gone ON COMMIT DROP AS ` + goneKeys
+		del := fmt.Sprintf(`DELETE FROM %s t USING %s k WHERE %s`, id, orderedKeys("pg_temp.ibex_gone", t.Key), catalog.KeyJoin("t", "k", t.Key))
+		rest, restAt = gone+"; "+indexed(del)+"; "+check, 2
+	}
 	// On PostgreSQL 15 and later one MERGE updates the rows there and inserts the others in
 	// a single pass over the key index (about half the time of the UPDATE and the INSERT's
 	// anti-join), with the same UPDATE semantics for a waiting application transaction.
@@ -158,12 +170,12 @@ SELECT count(*), (%s) FROM w`, id, cols, catalog.QuoteCols("s.", t.Cols), inK, i
 			}
 			res = res[3:]
 		}
-		// res: DROP, CREATE (gone), SET, SET, DELETE, SET, SET, check
-		if len(res) != 8 {
-			return 0, 0, fmt.Errorf("%d results, expected 8", len(res))
+		// res: [DROP, CREATE (gone),] SET, SET, DELETE, SET, SET, check
+		if len(res) != restAt+6 {
+			return 0, 0, fmt.Errorf("%d results, expected %d", len(res), restAt+6)
 		}
-		deleted = replaced + res[4].CommandTag.RowsAffected()
-		if changed, err = scalar(res[7], 0); err != nil {
+		deleted = replaced + res[restAt+2].CommandTag.RowsAffected()
+		if changed, err = scalar(res[restAt+5], 0); err != nil {
 			return 0, 0, err
 		}
 		if written != want {
