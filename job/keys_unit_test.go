@@ -83,25 +83,32 @@ func TestAtoi(t *testing.T) {
 func TestPlanRead(t *testing.T) {
 	tbl := &table{keyCols: []string{"id"}, desc: &catalog.Table{Columns: []catalog.Column{{Name: "id", Type: "integer"}}}}
 	keys := []string{"5", "3", "4", "1"}
-	p := planRead(tbl, keys, false)
-	if !p.sorted || !p.dense || !p.full || p.lo != 1 || p.hi != 5 || !slices.Equal(keys, []string{"1", "3", "4", "5"}) {
-		t.Errorf("full: %+v %v", p, keys)
+	p, got := planRead(tbl, keys, false)
+	if !p.sorted || !p.dense || !p.full || p.lo != 1 || p.hi != 5 || !slices.Equal(got, []string{"1", "3", "4", "5"}) {
+		t.Errorf("full: %+v %v", p, got)
+	}
+	if !slices.Equal(keys, []string{"5", "3", "4", "1"}) {
+		t.Errorf("planRead wrote the keys it was given: %v", keys)
+	}
+	keys = []string{"1", "3", "4", "5"}
+	if p, got := planRead(tbl, keys, false); !p.sorted || &got[0] != &keys[0] {
+		t.Errorf("keys in order: %+v, not the keys given", p)
 	}
 	keys = []string{"5", "3", "4", "1"}
-	if p := planRead(tbl, keys, true); p.sorted || !p.full || p.lo != 1 || p.hi != 5 {
-		t.Errorf("full, read as a range: %+v %v", p, keys)
+	if p, got := planRead(tbl, keys, true); p.sorted || !p.full || p.lo != 1 || p.hi != 5 || !slices.Equal(got, keys) {
+		t.Errorf("full, read as a range: %+v %v", p, got)
 	}
-	if p := planRead(tbl, []string{"1", "4", "6", "8"}, false); !p.sorted || !p.dense || p.full {
-		t.Errorf("dense: %+v", p)
+	if p, got := planRead(tbl, []string{"8", "1", "4", "6"}, false); !p.sorted || !p.dense || p.full || !slices.Equal(got, []string{"1", "4", "6", "8"}) {
+		t.Errorf("dense: %+v %v", p, got)
 	}
-	if p := planRead(tbl, []string{"1", "1000"}, false); !p.sorted || p.dense {
+	if p, _ := planRead(tbl, []string{"1", "1000"}, false); !p.sorted || p.dense {
 		t.Errorf("sparse: %+v", p)
 	}
-	if p := planRead(tbl, []string{"01", "2"}, false); p.sorted {
+	if p, _ := planRead(tbl, []string{"01", "2"}, false); p.sorted {
 		t.Errorf("a key printed another way: %+v", p)
 	}
 	tbl.rel.Where = "id > 0"
-	if p := planRead(tbl, []string{"1", "2"}, false); !p.sorted || p.dense {
+	if p, _ := planRead(tbl, []string{"1", "2"}, false); !p.sorted || p.dense {
 		t.Errorf("row filter: %+v", p)
 	}
 }
