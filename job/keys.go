@@ -279,51 +279,96 @@ type grouper struct {
 	// per key: the earliest time, and the earliest insert's and the latest delete's
 	// (math.MaxInt64 and math.MinInt64 when none)
 	first, firstIns, lastDel []int64
-	// ints: the key is an integer (an integer column prints one way): its change rows
-	// are kept as they come in rows, then sorted by key and grouped by finish (no map),
-	// which leaves the part's keys in order, with their values in p.ints.
-	ints bool
-	rows []intChange
-	text []byte // a key's text, reused
+	// ints: the key is an integer (an integer column prints one way). Change rows that
+	// come in key order (a table updated in key order, the common case) are merged as
+	// they come, into p.ints, p.at and p.need and the keys' earliest times and flags
+	// (firsts, flags): cur is the key under way. A row out of order turns them into rows,
+	// which are kept as they come, then sorted by key and merged by finish (no map).
+	// Either way the part's keys end in order, with their values in p.ints.
+	ints   bool
+	sorted bool // rows come in key order so far
+	cur    intChange
+	hasCur bool
+	firsts []int64
+	flags  []uint8 // per key, intIns | intDel
+	rows   []intChange
+	text   []byte // a key's text, reused
 }
 
 // intChange is a change row of an integer key, or the merge of several of the key's:
-// the latest and earliest times, the earliest insert's and the latest delete's
-// (math.MaxInt64 and math.MinInt64 when none), the receivers lacking one.
+// the latest and earliest times, whether a change at the earliest time is an insert and
+// one at the latest a delete (what the key's changes did to its row), the receivers
+// lacking one.
 type intChange struct {
-	n, last, first    int64
-	firstIns, lastDel int64
-	need              uint64
+	n, last, first int64
+	need           uint64
+	ins, del       bool
 }
 
 // newIntChange is the intChange of one change row.
 func newIntChange(n, at int64, need uint64, ins, del bool) intChange {
-	c := intChange{n: n, last: at, first: at, firstIns: math.MaxInt64, lastDel: math.MinInt64, need: need}
-	if ins {
-		c.firstIns = at
-	}
-	if del {
-		c.lastDel = at
-	}
-	return c
+	return intChange{n: n, last: at, first: at, need: need, ins: ins, del: del}
 }
 
 // merge adds o (of the same key) to c.
 func (c *intChange) merge(o intChange) {
-	c.last, c.first = max(c.last, o.last), min(c.first, o.first)
-	c.firstIns, c.lastDel = min(c.firstIns, o.firstIns), max(c.lastDel, o.lastDel)
+	switch {
+	case o.last > c.last:
+		c.last, c.del = o.last, o.del
+	case o.last == c.last:
+		c.del = c.del || o.del
+	}
+	switch {
+	case o.first < c.first:
+		c.first, c.ins = o.first, o.ins
+	case o.first == c.first:
+		c.ins = c.ins || o.ins
+	}
 	c.need |= o.need
 }
+
+// kind is what the key's changes did to its row, as KeyRead's line says it.
+func (c *intChange) kind() conflict.Kind {
+	switch {
+	case c.del:
+		return conflict.KindDelete
+	case c.ins:
+		return conflict.KindInsert
+	}
+	return conflict.KindUpdate
+}
+
+// The flags of a key merged in order.
+const (
+	intIns uint8 = 1 << iota
+	intDel
+)
 
 // minCompact is how many change rows the grouper of an integer key holds before it
 // first merges them by key (compact).
 const minCompact = 1 << 16
 
-// addInt keeps a change row of an integer key. When the rows fill their slice, they are
-// merged by key first (the slice is doubled when that freed less than half of it): what
-// is held grows with the keys, not with the changes of each (a key changed a million
-// times between runs).
+// addInt merges a change row of an integer key: into the key under way while rows come
+// in key order, else kept. When the rows kept fill their slice, they are merged by key
+// first (the slice is doubled when that freed less than half of it): what is held grows
+// with the keys, not with the changes of each (a key changed a million times between
+// runs).
 func (g *grouper) addInt(c intChange) {
+	if g.sorted {
+		switch {
+		case !g.hasCur:
+			g.cur, g.hasCur = c, true
+			return
+		case c.n == g.cur.n:
+			g.cur.merge(c)
+			return
+		case c.n > g.cur.n:
+			g.emit()
+			g.cur = c
+			return
+		}
+		g.unsort()
+	}
 	if n := len(g.rows); n == cap(g.rows) && n >= minCompact {
 		g.rows = mergeIntChanges(g.rows)
 		if len(g.rows) > n/2 {
@@ -333,12 +378,42 @@ func (g *grouper) addInt(c intChange) {
 	g.rows = append(g.rows, c)
 }
 
+// emit adds the key under way, complete, to the keys merged in order.
+func (g *grouper) emit() {
+	c, p := &g.cur, g.p
+	var f uint8
+	if c.ins {
+		f |= intIns
+	}
+	if c.del {
+		f |= intDel
+	}
+	p.ints, p.at, p.need = append(p.ints, c.n), append(p.at, c.last), append(p.need, c.need)
+	g.firsts, g.flags = append(g.firsts, c.first), append(g.flags, f)
+}
+
+// unsort turns the keys merged in order, and the key under way, into rows, for a row
+// that came out of order.
+func (g *grouper) unsort() {
+	p := g.p
+	g.rows = make([]intChange, len(p.ints), max(2*(len(p.ints)+1), cap(p.ints)))
+	for i, n := range p.ints {
+		g.rows[i] = intChange{n: n, last: p.at[i], first: g.firsts[i], need: p.need[i], ins: g.flags[i]&intIns != 0, del: g.flags[i]&intDel != 0}
+	}
+	if g.hasCur {
+		g.rows = append(g.rows, g.cur)
+	}
+	g.sorted, g.hasCur = false, false
+	p.ints, p.at, p.need, g.firsts, g.flags = nil, nil, nil, nil, nil
+}
+
 // newGrouper returns a grouper into p, sized for about hint keys; with ints, the keys
 // are integers.
 func newGrouper(p *keyPart, hint int, ints bool) *grouper {
 	hint = max(hint, 0)
 	if ints {
-		return &grouper{p: p, ints: true, rows: make([]intChange, 0, hint)}
+		p.ints, p.at, p.need = make([]int64, 0, hint), make([]int64, 0, hint), make([]uint64, 0, hint)
+		return &grouper{p: p, ints: true, sorted: true, firsts: make([]int64, 0, hint), flags: make([]uint8, 0, hint)}
 	}
 	p.keys, p.at = make([]string, 0, hint), make([]int64, 0, hint)
 	p.kind, p.need = make([]conflict.Kind, 0, hint), make([]uint64, 0, hint)
@@ -446,11 +521,15 @@ func (g *grouper) put(k []byte, at int64, ins, del bool, need uint64) {
 }
 
 // finish sets each key's kind, as KeyRead's line would say it; an integer key's change
-// rows are grouped first, in key order.
+// rows, when some came out of order, are sorted and grouped first.
 func (g *grouper) finish() {
 	p := g.p
 	if g.ints {
-		g.groupInts()
+		if g.sorted {
+			g.finishSorted()
+		} else {
+			g.groupInts()
+		}
 		return
 	}
 	for i := range p.keys {
@@ -464,26 +543,51 @@ func (g *grouper) finish() {
 	g.at = nil
 }
 
-// groupInts sorts the change rows of integer keys by key (they often come in order
-// already) and merges each key's.
+// finishSorted completes the keys merged in order: their kinds, and their texts, cut
+// from one string.
+func (g *grouper) finishSorted() {
+	p := g.p
+	if g.hasCur {
+		g.emit()
+		g.hasCur = false
+	}
+	p.kind = make([]conflict.Kind, len(p.ints))
+	for i, f := range g.flags {
+		c := intChange{ins: f&intIns != 0, del: f&intDel != 0}
+		p.kind[i] = c.kind()
+	}
+	p.keys = intTexts(p.ints, g.text[:0])
+	g.firsts, g.flags = nil, nil
+}
+
+// intTexts returns the texts of ns, cut from one string (built in buf).
+func intTexts(ns []int64, buf []byte) []string {
+	ends := make([]int32, len(ns))
+	for i, n := range ns {
+		buf = strconv.AppendInt(buf, n, 10)
+		ends[i] = int32(len(buf))
+	}
+	all := string(buf)
+	out := make([]string, len(ns))
+	start := int32(0)
+	for i, e := range ends {
+		out[i], start = all[start:e], e
+	}
+	return out
+}
+
+// groupInts sorts the change rows of integer keys by key and merges each key's.
 func (g *grouper) groupInts() {
 	rows := mergeIntChanges(g.rows)
 	p := g.p
 	n := len(rows)
-	p.keys, p.ints, p.at = make([]string, 0, n), make([]int64, 0, n), make([]int64, 0, n)
-	p.kind, p.need = make([]conflict.Kind, 0, n), make([]uint64, 0, n)
-	for _, c := range rows {
-		kind := conflict.KindUpdate
-		switch {
-		case c.lastDel == c.last:
-			kind = conflict.KindDelete
-		case c.firstIns == c.first:
-			kind = conflict.KindInsert
-		}
-		g.text = strconv.AppendInt(g.text[:0], c.n, 10)
-		p.keys, p.ints = append(p.keys, string(g.text)), append(p.ints, c.n)
-		p.at, p.kind, p.need = append(p.at, c.last), append(p.kind, kind), append(p.need, c.need)
+	p.ints, p.at = make([]int64, n), make([]int64, n)
+	p.kind, p.need = make([]conflict.Kind, n), make([]uint64, n)
+	for i := range rows {
+		c := &rows[i]
+		p.ints[i], p.at[i], p.kind[i], p.need[i] = c.n, c.last, c.kind(), c.need
 	}
+	p.keys = intTexts(p.ints, g.text[:0])
 	g.rows = nil
 }
 

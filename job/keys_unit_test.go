@@ -3,8 +3,10 @@ package job
 import (
 	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/ibexrepl/ibex/internal/catalog"
@@ -226,4 +228,71 @@ func (g *grouper) add(f [][]byte, recvs []*member) error {
 	}
 	g.put(f[0], at, isT(f[2]), isT(f[3]), need)
 	return nil
+}
+
+// TestGrouperIntsAsText checks that integer keys, merged in order as they come or, once
+// a row comes out of order, sorted first, give what the grouping of keys as texts gives,
+// for change rows in key order, nearly in order and shuffled.
+func TestGrouperIntsAsText(t *testing.T) {
+	recvs := []*member{{idx: 1}, {idx: 2}}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for round := range 300 {
+		nrows := 1 + rng.IntN(40)
+		lines := make([]string, nrows)
+		for i := range lines {
+			bools := func() string {
+				if rng.IntN(3) == 0 {
+					return "t"
+				}
+				return "f"
+			}
+			lines[i] = fmt.Sprintf("%d\t%d\t%s\t%s\t%s\t%s", rng.IntN(8)-2, rng.IntN(6), bools(), bools(), bools(), bools())
+		}
+		switch round % 3 {
+		case 0: // in key order
+			slices.SortStableFunc(lines, func(a, b string) int {
+				x, _ := strconv.Atoi(strings.Split(a, "\t")[0])
+				y, _ := strconv.Atoi(strings.Split(b, "\t")[0])
+				return x - y
+			})
+		case 1: // in order, then one row out of it
+			slices.SortStableFunc(lines, func(a, b string) int {
+				x, _ := strconv.Atoi(strings.Split(a, "\t")[0])
+				y, _ := strconv.Atoi(strings.Split(b, "\t")[0])
+				return x - y
+			})
+			if nrows > 2 {
+				i := rng.IntN(nrows - 1)
+				lines = append(lines[:i:i], append([]string{lines[nrows-1]}, lines[i:nrows-1]...)...)
+			}
+		}
+		ip, tp := &keyPart{}, &keyPart{}
+		gi, gt := newGrouper(ip, rng.IntN(3)*nrows, true), newGrouper(tp, 0, false)
+		for _, line := range lines {
+			f := bytes.Split([]byte(line), []byte{'\t'})
+			if err := gi.add(f, recvs); err != nil {
+				t.Fatal(err)
+			}
+			if err := gt.add(f, recvs); err != nil {
+				t.Fatal(err)
+			}
+		}
+		gi.finish()
+		gt.finish()
+		want := map[string][3]int64{}
+		for i, k := range tp.keys {
+			want[k] = [3]int64{tp.at[i], int64(tp.kind[i]), int64(tp.need[i])}
+		}
+		if len(ip.keys) != len(want) || len(ip.ints) != len(ip.keys) {
+			t.Fatalf("round %d: keys %v (ints %v), want %d keys", round, ip.keys, ip.ints, len(want))
+		}
+		for i, k := range ip.keys {
+			if i > 0 && ip.ints[i] <= ip.ints[i-1] || strconv.FormatInt(ip.ints[i], 10) != k {
+				t.Fatalf("round %d: keys %v ints %v not in order", round, ip.keys, ip.ints)
+			}
+			if got := [3]int64{ip.at[i], int64(ip.kind[i]), int64(ip.need[i])}; got != want[k] {
+				t.Errorf("round %d, key %s: at, kind, need %v, want %v (rows %q)", round, k, got, want[k], lines)
+			}
+		}
+	}
 }
