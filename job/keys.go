@@ -26,16 +26,24 @@ type keyState struct {
 	recv    uint64 // members that receive the winner's row
 	winner  int    // member index, -1: none (skip)
 	// built is set when the row receivers get is built from several versions (a conflict
-	// decision that is not a whole row, see build.go): the members in from send their
-	// version, and every receiver in recv, the winner too, gets the built row.
+	// decision that is not a whole row, see build.go): the members in more.from send
+	// their version, and every receiver in recv, the winner too, gets the built row.
 	built bool
-	from  uint64
 	// dropRow: the key's row is deleted on every receiver in recv, its own source too
 	// (a unique clash's losing row): no db sends it.
 	dropRow bool
-	// decision is the built row's decision (with built); a pointer, as few keys have
-	// one: a batch holds a state per changed key.
-	decision *conflict.Decision
+	// more is what few keys have (nil: none of it): a batch holds a state per changed
+	// key, kept small.
+	more *keyMore
+}
+
+// keyMore is what a key's state holds besides, for a built row, or on a table with
+// counters, conflict_detect=columns or old rows.
+type keyMore struct {
+	// from and decision: the members that send their version of a built row, and its
+	// decision.
+	from     uint64
+	decision conflict.Decision
 	// sums are, on a table with counters, each changer's sums of deltas (by source member
 	// index; see keyPart.sums).
 	sums map[int][]string
@@ -45,6 +53,36 @@ type keyState struct {
 	// old are, when capture keeps old rows (a conflict function), each changer's row as
 	// its first pending change found it (by source member index): JSON, "" for none.
 	old map[int]string
+}
+
+// extra returns ks.more, made when missing.
+func (ks *keyState) extra() *keyMore {
+	if ks.more == nil {
+		ks.more = &keyMore{}
+	}
+	return ks.more
+}
+
+// sums, cols and old are ks.more's (nil without).
+func (ks *keyState) sums() map[int][]string {
+	if ks.more == nil {
+		return nil
+	}
+	return ks.more.sums
+}
+
+func (ks *keyState) cols() map[int]string {
+	if ks.more == nil {
+		return nil
+	}
+	return ks.more.cols
+}
+
+func (ks *keyState) old() map[int]string {
+	if ks.more == nil {
+		return nil
+	}
+	return ks.more.old
 }
 
 // readKeys reads the pending keys of every live source for one bucket (phase 1).
@@ -707,22 +745,22 @@ func mergeParts(members []*member, parts []*keyPart) (map[string]*keyState, *key
 			ks.changer |= bit(a.idx)
 			ks.need |= p.need[i]
 			if p.sums != nil {
-				if ks.sums == nil {
-					ks.sums = map[int][]string{}
+				if x := ks.extra(); x.sums == nil {
+					x.sums = map[int][]string{}
 				}
-				ks.sums[a.idx] = p.sums[i]
+				ks.more.sums[a.idx] = p.sums[i]
 			}
 			if p.cols != nil {
-				if ks.cols == nil {
-					ks.cols = map[int]string{}
+				if x := ks.extra(); x.cols == nil {
+					x.cols = map[int]string{}
 				}
-				ks.cols[a.idx] = p.cols[i]
+				ks.more.cols[a.idx] = p.cols[i]
 			}
 			if p.old != nil && p.old[i] != "" {
-				if ks.old == nil {
-					ks.old = map[int]string{}
+				if x := ks.extra(); x.old == nil {
+					x.old = map[int]string{}
 				}
-				ks.old[a.idx] = p.old[i]
+				ks.more.old[a.idx] = p.old[i]
 			}
 		}
 	}
