@@ -78,7 +78,10 @@ func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) 
 		lhs = "(" + d.cols(t.Key) + ")"
 	}
 	var f []conflict.Field
-	pending := make([]key, 0, len(keys))
+	// The keys, as integers while they all are one (8 bytes a key rather than a key's
+	// 32), as keys once one is not.
+	var ints []int64
+	var pending []key
 	// A key of one integer column written as an integer prints as its text (no escape,
 	// no decoding): taken as it is.
 	intCol := nk == 1 && !b.types[0].Array &&
@@ -100,9 +103,23 @@ func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) 
 				if i%stmtKeys == stmtKeys-1 || i == len(keys)-1 {
 					w.WriteString(");\n")
 				}
-				pending = append(pending, key{isInt: true, n: n})
+				if pending == nil {
+					if ints == nil {
+						ints = make([]int64, 0, len(keys))
+					}
+					ints = append(ints, n)
+				} else {
+					pending = append(pending, key{isInt: true, n: n})
+				}
 				continue
 			}
+		}
+		if pending == nil {
+			pending = make([]key, len(ints), len(keys))
+			for j, n := range ints {
+				pending[j] = key{isInt: true, n: n}
+			}
+			ints = nil
 		}
 		f, err = sinks.DecodeLine(f[:0], k)
 		if err == nil && len(f) != nk {
@@ -133,7 +150,11 @@ func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) 
 		}
 		pending = append(pending, indexKey(f))
 	}
-	b.pending = newKeySet(pending)
+	if pending != nil {
+		b.pending = newKeySet(pending)
+	} else {
+		b.pending = newIntKeySet(ints)
+	}
 	s.batch = b
 	if b.pending.full {
 		s.countHeld(ctx, b, b.pending.lo, b.pending.hi)

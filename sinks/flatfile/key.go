@@ -133,6 +133,28 @@ type keySet struct {
 	lo, hi int64
 }
 
+// newIntKeySet is newKeySet of integer keys ns.
+func newIntKeySet(ns []int64) *keySet {
+	s := &keySet{}
+	if len(ns) == 0 {
+		return s
+	}
+	lo, hi := ns[0], ns[0]
+	for _, n := range ns {
+		lo, hi = min(lo, n), max(hi, n)
+	}
+	if uint64(hi)-uint64(lo) < uint64(len(ns)) {
+		s.base, s.bits = lo, make([]uint64, (uint64(hi)-uint64(lo))/64+1)
+	}
+	for _, n := range ns {
+		s.add(key{isInt: true, n: n})
+	}
+	if s.bits != nil && uint64(s.n) == uint64(hi)-uint64(lo)+1 {
+		s.full, s.lo, s.hi = true, lo, hi
+	}
+	return s
+}
+
 // newKeySet returns the set of keys (which may repeat).
 func newKeySet(keys []key) *keySet {
 	s := &keySet{}

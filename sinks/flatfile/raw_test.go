@@ -60,3 +60,23 @@ func TestRawKeyAsIndexKey(t *testing.T) {
 		}
 	}
 }
+
+// newIntKeySet holds what newKeySet of the same integer keys holds.
+func TestIntKeySetAsKeySet(t *testing.T) {
+	for _, ns := range [][]int64{nil, {5}, {1, 2, 3, 4}, {4, 2, 3, 1, 2}, {1, 3, 5}, {-3, -1, 0, 1, 2},
+		{1, 1000000}, {9223372036854775806, 9223372036854775807, -9223372036854775808}} {
+		keys := make([]key, len(ns))
+		for i, n := range ns {
+			keys[i] = key{isInt: true, n: n}
+		}
+		got, want := newIntKeySet(ns), newKeySet(keys)
+		if got.full != want.full || got.lo != want.lo || got.hi != want.hi || got.len() != want.len() {
+			t.Errorf("%v: full %v %d..%d len %d, newKeySet %v %d..%d len %d", ns, got.full, got.lo, got.hi, got.len(), want.full, want.lo, want.hi, want.len())
+		}
+		for _, n := range ns {
+			if got.take(key{isInt: true, n: n}) != want.take(key{isInt: true, n: n}) {
+				t.Errorf("%v: take %d differs", ns, n)
+			}
+		}
+	}
+}
