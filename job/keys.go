@@ -598,8 +598,13 @@ func (g *grouper) finishSorted() {
 	g.firsts, g.flags = nil, nil
 }
 
-// intTexts returns the texts of ns, cut from one string (built in buf).
+// intTexts returns the texts of ns (in increasing order), cut from one string (built in
+// buf, grown once to their size).
 func intTexts(ns []int64, buf []byte) []string {
+	if len(ns) > 0 {
+		w := max(len(strconv.FormatInt(ns[0], 10)), len(strconv.FormatInt(ns[len(ns)-1], 10)))
+		buf = slices.Grow(buf[:0], w*len(ns))
+	}
 	ends := make([]int32, len(ns))
 	for i, n := range ns {
 		buf = strconv.AppendInt(buf, n, 10)
