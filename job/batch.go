@@ -10,6 +10,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -35,7 +36,8 @@ type batchResult struct {
 }
 
 // batch applies one bucket of one table in the receivers' open transactions (the unit
-// commits them): keys, with their order when known (see keyOrder), or nil to read them.
+// commits them): keys, with their order when known (see keyOrder; keys is then nil when
+// its map is not made yet: it is made here when needed), or both nil to read them.
 // It returns errRetryBatch when a sending db failed: every receiver's transaction was
 // rolled back and the unit must run again without it. A receiver that
 // fails leaves the batch through fail (rolled back; retried with the unit or left out of
@@ -43,16 +45,21 @@ type batchResult struct {
 func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string]*keyState, order *keyOrder) (batchResult, error) {
 	res := batchResult{inserts: make([]int64, len(r.members)), deletes: make([]int64, len(r.members)), rejected: make([][]control.Exception, len(r.members))}
 	t0 := time.Now()
-	if keys == nil {
-		keys, order = r.readKeys(ctx, t, b, nb), nil
+	if keys == nil && order == nil {
+		keys = r.readKeys(ctx, t, b, nb)
 	}
-	if len(keys) == 0 {
+	n := batchLen(keys, order)
+	if n == 0 {
 		return res, nil
 	}
-	res.keys = len(keys)
+	res.keys = n
 	// Without unique indexes, each key is resolved in the pass that lists it below.
 	inPass := len(t.desc.Uniques) == 0
+	// The map of the keys, made once when first needed (from several goroutines) when the
+	// keys came without one.
+	keyMapOnce := sync.OnceValue(func() map[string]*keyState { return keyMap(keys, order) })
 	if !inPass {
+		keys = keyMapOnce()
 		res.conflicts = r.resolve(t, keys)
 		clashes, err := r.uniqueClashes(ctx, t, keys, res.rejected)
 		if err != nil {
@@ -108,7 +115,7 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 			return err
 		}
 		// A source may skip keys: it still adds the other sources' counter deltas to them.
-		lines := r.skippedDeltas(t, keys, recvKeys[m.idx], m)
+		lines := r.skippedDeltas(t, keyMapOnce(), recvKeys[m.idx], m)
 		if len(lines) == 0 {
 			return nil
 		}
@@ -133,7 +140,7 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 			}
 		}
 		for _, k := range late[m.idx] {
-			keys[k].recv &^= bit(m.idx)
+			keyMapOnce()[k].recv &^= bit(m.idx)
 		}
 	}
 
@@ -168,7 +175,7 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 		senders = append(senders, sender{m: w, conn: w.wconn, sql: sql, route: func(key []byte) (uint64, bool) {
 			ks, ok := index.get(key)
 			if !ok {
-				ks = keys[string(key)] // no copy of key for the lookup
+				ks = keyMapOnce()[string(key)] // no copy of key for the lookup
 			}
 			if ks == nil || ks.senders()&bit(widx) == 0 {
 				return 0, false
@@ -184,7 +191,7 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 	}
 	if len(senders) > 0 && len(recvs) > 0 {
 		out := r.fanout(ctx, t, len(t.keyCols), senders, recvs, func(versions map[string]map[int][]byte) ([]routedLine, error) {
-			return r.buildRows(ctx, t, keys, versions)
+			return r.buildRows(ctx, t, keyMapOnce(), versions)
 		})
 		if out.buildErr != nil {
 			r.rollbackAll()
@@ -237,7 +244,7 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 		st.Inserts += res.inserts[m.idx]
 		st.Deletes += res.deletes[m.idx]
 	}
-	r.logger.Debug("batch applied", slog.String("table", t.name), slog.Int("bucket", b), slog.Int("keys", len(keys)),
+	r.logger.Debug("batch applied", slog.String("table", t.name), slog.Int("bucket", b), slog.Int("keys", n),
 		slog.Int64("inserts", st.Inserts), slog.Int64("deletes", st.Deletes), slog.Int("conflicts", len(res.conflicts)),
 		slog.Duration("read", t1.Sub(t0)), slog.Duration("delete", t2.Sub(t1)), slog.Duration("copy", tApply.Sub(t2)), slog.Duration("apply", time.Since(tApply)))
 	return res, nil
@@ -247,14 +254,14 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 // lists, by member index, the keys each receiver gets and each sender sends, the
 // receivers each sender sends to, and the index of the keys sent. The keys are walked in
 // memory order when their order is known (order; the keys are then those of the map:
-// nothing added any), else in the map's, fixed once: a first pass counts each member's
+// nothing added any; keys may be nil then), else in the map's, fixed once: a first pass counts each member's
 // keys, a second lists them into slices of that size; a member that gets (or sends)
 // every key, in the order walked, shares that order's list of names instead (read only:
 // planRead copies what it sorts).
 func (r *runner) listKeys(t *table, keys map[string]*keyState, order *keyOrder, inPass bool, res *batchResult) (recvKeys, send [][]string, fromWinner []uint64, ix keyIndexer) {
 	var names []string
 	var states []*keyState // without order: the map's states, in names' order
-	inOrder := inPass && order != nil && len(order.names) == len(keys)
+	inOrder := inPass && order != nil && (keys == nil || len(order.names) == len(keys))
 	if inOrder {
 		names = order.names
 	} else {

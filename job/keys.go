@@ -684,15 +684,14 @@ func cmpIntChange(a, b intChange) int { return cmp.Compare(a.n, b.n) }
 // finishKeyRead waits for a key read and merges what the sources sent; a source that failed
 // leaves the run.
 func (r *runner) finishKeyRead(kr *keyRead) map[string]*keyState {
-	keys, _ := r.finishKeyReadOrder(kr)
-	return keys
+	return keyMap(r.finishKeyReadOrder(kr))
 }
 
 // finishKeyReadOrder is finishKeyRead, with the keys' order when there is one (see
-// keyOrder).
+// keyOrder): the map is then nil when not made yet (see mergeOne).
 func (r *runner) finishKeyReadOrder(kr *keyRead) (map[string]*keyState, *keyOrder) {
 	kr.wg.Wait()
-	if kr.merged != nil {
+	if kr.merged != nil || kr.order != nil {
 		return kr.merged, kr.order
 	}
 	for _, a := range r.members {
@@ -710,7 +709,8 @@ func (r *runner) finishKeyReadOrder(kr *keyRead) (map[string]*keyState, *keyOrde
 
 // mergeParts merges what each source (by member index) sent of a bucket's keys into their
 // states, and returns their order when one source sent them all (see keyOrder; nil
-// otherwise). It reads nothing but members' names and indexes and parts.
+// otherwise); the map is then nil when the keys are integers in order (see mergeOne). It
+// reads nothing but members' names and indexes and parts.
 func mergeParts(members []*member, parts []*keyPart) (map[string]*keyState, *keyOrder) {
 	// The keys' states and first changes are cut from two blocks, sized for every key
 	// each source sent (one allocation each rather than two per key).
@@ -720,7 +720,7 @@ func mergeParts(members []*member, parts []*keyPart) (map[string]*keyState, *key
 			n += len(p.keys)
 		}
 	}
-	if keys, order := mergeOne(members, parts, n); keys != nil {
+	if keys, order := mergeOne(members, parts, n); keys != nil || order != nil {
 		return keys, order
 	}
 	keys := make(map[string]*keyState, n)
@@ -775,7 +775,10 @@ func mergeParts(members []*member, parts []*keyPart) (map[string]*keyState, *key
 // mergeOne is mergeParts when one source sent all n keys of a bucket, each once (a key
 // read groups its change rows by key): every key gets a state of its own without a lookup
 // first. It returns nil when more than one source sent keys, or when a key came twice
-// (mergeParts merges them then). The keys' order is that of the source's.
+// (mergeParts merges them then). The keys' order is that of the source's. Integer keys
+// the run grouped (keyPart.ints, in increasing order: each once) get no map: the batch
+// finds their states by value (keyIndex), and makes the map only when it needs one
+// (keyOrder.index).
 func mergeOne(members []*member, parts []*keyPart, n int) (map[string]*keyState, *keyOrder) {
 	var a *member
 	for _, m := range members {
@@ -793,20 +796,58 @@ func mergeOne(members []*member, parts []*keyPart, n int) (map[string]*keyState,
 	if p.sums != nil || p.cols != nil || p.old != nil {
 		return nil, nil
 	}
-	keys := make(map[string]*keyState, n)
 	states := make([]keyState, n)
 	changes := make([]conflict.Change, n)
-	for i, k := range p.keys {
+	for i := range p.keys {
 		changes[i] = conflict.Change{DB: a.name, At: p.at[i], Kind: p.kind[i]}
 		ks := &states[i]
 		ks.winner, ks.changes = -1, changes[i:i+1:i+1]
 		ks.changer, ks.need = bit(a.idx), p.need[i]
-		keys[k] = ks
 	}
+	order := &keyOrder{names: p.keys, states: states}
+	if increasing(p.ints) && len(p.ints) == n {
+		return nil, order
+	}
+	keys := order.index()
 	if len(keys) != n {
 		return nil, nil
 	}
-	return keys, &keyOrder{names: p.keys, states: states}
+	return keys, order
+}
+
+// increasing reports whether ns are in strictly increasing order.
+func increasing(ns []int64) bool {
+	for i := 1; i < len(ns); i++ {
+		if ns[i] <= ns[i-1] {
+			return false
+		}
+	}
+	return true
+}
+
+// index makes the map of o's keys to their states.
+func (o *keyOrder) index() map[string]*keyState {
+	keys := make(map[string]*keyState, len(o.names))
+	for i, k := range o.names {
+		keys[k] = &o.states[i]
+	}
+	return keys
+}
+
+// keyMap is keys, or, when only their order is known (see mergeOne), the map of its keys.
+func keyMap(keys map[string]*keyState, order *keyOrder) map[string]*keyState {
+	if keys == nil && order != nil {
+		return order.index()
+	}
+	return keys
+}
+
+// batchLen is how many keys a batch has: len(keys), or order's when keys is nil.
+func batchLen(keys map[string]*keyState, order *keyOrder) int {
+	if keys == nil && order != nil {
+		return len(order.names)
+	}
+	return len(keys)
 }
 
 // readAhead starts reading bucket b of t on the sources' key sessions (opened here, in

@@ -296,3 +296,33 @@ func TestGrouperIntsAsText(t *testing.T) {
 		}
 	}
 }
+
+// TestMergeOneLazyMap checks that one source's integer keys in order come with their
+// order and no map, which keyMap then makes to the same states, and that other keys
+// (texts, integers out of order) come with their map.
+func TestMergeOneLazyMap(t *testing.T) {
+	members := []*member{{idx: 0, name: "a"}, {idx: 1, name: "b"}}
+	part := func(keys []string, ints []int64) *keyPart {
+		p := &keyPart{keys: keys, ints: ints}
+		for range keys {
+			p.at, p.kind, p.need = append(p.at, 1), append(p.kind, conflict.KindUpdate), append(p.need, bit(1))
+		}
+		return p
+	}
+	keys, order := mergeParts(members, []*keyPart{part([]string{"1", "2", "5"}, []int64{1, 2, 5}), nil})
+	if keys != nil || order == nil || batchLen(keys, order) != 3 {
+		t.Fatalf("integers in order: map %v, order %v", keys, order)
+	}
+	m := keyMap(keys, order)
+	for i, k := range order.names {
+		if m[k] != &order.states[i] || m[k].changer != bit(0) || m[k].need != bit(1) || len(m[k].changes) != 1 {
+			t.Errorf("key %s: state %+v", k, m[k])
+		}
+	}
+	for _, p := range []*keyPart{part([]string{"x", "y"}, nil), part([]string{"5", "2"}, []int64{5, 2})} {
+		keys, order := mergeParts(members, []*keyPart{p, nil})
+		if len(keys) != 2 || order == nil || batchLen(keys, order) != 2 {
+			t.Errorf("keys %v: map %v, order %v", p.keys, keys, order)
+		}
+	}
+}
