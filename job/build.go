@@ -49,7 +49,7 @@ func (r *runner) buildRows(ctx context.Context, t *table, keys map[string]*keySt
 		if ks == nil || !ks.built {
 			continue
 		}
-		d := ks.more.decision
+		d := *ks.more.decision
 		if _, ok := byIdx[ks.winner]; !ok && d.Func == "" {
 			continue // the winner deleted the row: deleted everywhere
 		}

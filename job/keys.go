@@ -41,9 +41,10 @@ type keyState struct {
 // counters, conflict_detect=columns or old rows.
 type keyMore struct {
 	// from and decision: the members that send their version of a built row, and its
-	// decision.
+	// decision (a pointer: few keys have one, and more of a counter table's keys is
+	// made for their sums).
 	from     uint64
-	decision conflict.Decision
+	decision *conflict.Decision
 	// sums are, on a table with counters, each changer's sums of deltas (by source member
 	// index; see keyPart.sums).
 	sums map[int][]string

@@ -81,7 +81,7 @@ func (r *runner) useDecision(t *table, ks *keyState, d conflict.Decision) {
 	}
 	if !d.Whole() {
 		x := ks.extra()
-		ks.built, x.decision = true, d
+		ks.built, x.decision = true, &d
 		for _, db := range d.Sources() {
 			x.from |= bit(r.memberByName(db).idx)
 		}
