@@ -10,6 +10,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -35,7 +36,8 @@ type batchResult struct {
 }
 
 // batch applies one bucket of one table in the receivers' open transactions (the unit
-// commits them): keys, with their order when known (see keyOrder), or nil to read them.
+// commits them): keys, with their order when known (see keyOrder; keys is then nil when
+// its map is not made yet: it is made here when needed), or both nil to read them.
 // It returns errRetryBatch when a sending db failed: every receiver's transaction was
 // rolled back and the unit must run again without it. A receiver that
 // fails leaves the batch through fail (rolled back; retried with the unit or left out of
@@ -43,16 +45,21 @@ type batchResult struct {
 func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string]*keyState, order *keyOrder) (batchResult, error) {
 	res := batchResult{inserts: make([]int64, len(r.members)), deletes: make([]int64, len(r.members)), rejected: make([][]control.Exception, len(r.members))}
 	t0 := time.Now()
-	if keys == nil {
-		keys, order = r.readKeys(ctx, t, b, nb), nil
+	if keys == nil && order == nil {
+		keys = r.readKeys(ctx, t, b, nb)
 	}
-	if len(keys) == 0 {
+	n := batchLen(keys, order)
+	if n == 0 {
 		return res, nil
 	}
-	res.keys = len(keys)
+	res.keys = n
 	// Without unique indexes, each key is resolved in the pass that lists it below.
 	inPass := len(t.desc.Uniques) == 0
+	// The map of the keys, made once when first needed (from several goroutines) when the
+	// keys came without one.
+	keyMapOnce := sync.OnceValue(func() map[string]*keyState { return keyMap(keys, order) })
 	if !inPass {
+		keys = keyMapOnce()
 		res.conflicts = r.resolve(t, keys)
 		clashes, err := r.uniqueClashes(ctx, t, keys, res.rejected)
 		if err != nil {
@@ -64,45 +71,8 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 
 	// Receivers and what each gets from each winner (or, for a built row, from each db
 	// whose version it is built from): the keys each receiver gets and each sender
-	// sends, in one pass.
-	recvKeys := make([][]string, len(r.members))
-	send := make([][]string, len(r.members))
-	fromWinner := make([]uint64, len(r.members)) // sender idx -> receivers
-	var ix keyIndexer
-	ix.init(t, len(keys))
-	mask := r.routeMask()
-	list := func(k string, ks *keyState) {
-		if inPass {
-			if c, ok := r.resolveKey(t, k, ks, mask); ok {
-				res.conflicts = append(res.conflicts, c)
-			}
-		}
-		if ks.winner < 0 || ks.recv == 0 {
-			return
-		}
-		ix.add(k, ks)
-		from := ks.senders()
-		for _, m := range r.members {
-			if ks.recv&bit(m.idx) != 0 {
-				recvKeys[m.idx] = append(recvKeys[m.idx], k)
-			}
-			if from&bit(m.idx) != 0 {
-				fromWinner[m.idx] |= ks.recv
-				send[m.idx] = append(send[m.idx], k)
-			}
-		}
-	}
-	if inPass && order != nil && len(order.names) == len(keys) {
-		// The states in memory order (the keys are those of the map: nothing added any).
-		for i := range order.states {
-			list(order.names[i], &order.states[i])
-		}
-	} else {
-		for k, ks := range keys {
-			list(k, ks)
-		}
-	}
-
+	// sends, counted in one pass (which resolves each key), listed in a second.
+	recvKeys, send, fromWinner, ix := r.listKeys(t, keys, order, inPass, &res)
 	index := ix.index()
 	t1 := time.Now()
 	// While phase 2 runs, each winner's read session opens and receives the keys it sends.
@@ -145,7 +115,7 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 			return err
 		}
 		// A source may skip keys: it still adds the other sources' counter deltas to them.
-		lines := r.skippedDeltas(t, keys, recvKeys[m.idx], m)
+		lines := r.skippedDeltas(t, keyMapOnce(), recvKeys[m.idx], m)
 		if len(lines) == 0 {
 			return nil
 		}
@@ -170,7 +140,7 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 			}
 		}
 		for _, k := range late[m.idx] {
-			keys[k].recv &^= bit(m.idx)
+			keyMapOnce()[k].recv &^= bit(m.idx)
 		}
 	}
 
@@ -205,7 +175,7 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 		senders = append(senders, sender{m: w, conn: w.wconn, sql: sql, route: func(key []byte) (uint64, bool) {
 			ks, ok := index.get(key)
 			if !ok {
-				ks = keys[string(key)] // no copy of key for the lookup
+				ks = keyMapOnce()[string(key)] // no copy of key for the lookup
 			}
 			if ks == nil || ks.senders()&bit(widx) == 0 {
 				return 0, false
@@ -221,7 +191,7 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 	}
 	if len(senders) > 0 && len(recvs) > 0 {
 		out := r.fanout(ctx, t, len(t.keyCols), senders, recvs, func(versions map[string]map[int][]byte) ([]routedLine, error) {
-			return r.buildRows(ctx, t, keys, versions)
+			return r.buildRows(ctx, t, keyMapOnce(), versions)
 		})
 		if out.buildErr != nil {
 			r.rollbackAll()
@@ -274,10 +244,103 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 		st.Inserts += res.inserts[m.idx]
 		st.Deletes += res.deletes[m.idx]
 	}
-	r.logger.Debug("batch applied", slog.String("table", t.name), slog.Int("bucket", b), slog.Int("keys", len(keys)),
+	r.logger.Debug("batch applied", slog.String("table", t.name), slog.Int("bucket", b), slog.Int("keys", n),
 		slog.Int64("inserts", st.Inserts), slog.Int64("deletes", st.Deletes), slog.Int("conflicts", len(res.conflicts)),
 		slog.Duration("read", t1.Sub(t0)), slog.Duration("delete", t2.Sub(t1)), slog.Duration("copy", tApply.Sub(t2)), slog.Duration("apply", time.Since(tApply)))
 	return res, nil
+}
+
+// listKeys resolves, when inPass, each key of a batch (its conflicts go to res) and
+// lists, by member index, the keys each receiver gets and each sender sends, the
+// receivers each sender sends to, and the index of the keys sent. The keys are walked in
+// memory order when their order is known (order; the keys are then those of the map:
+// nothing added any; keys may be nil then), else in the map's, fixed once: a first pass counts each member's
+// keys, a second lists them into slices of that size; a member that gets (or sends)
+// every key, in the order walked, shares that order's list of names instead (read only:
+// planRead copies what it sorts).
+func (r *runner) listKeys(t *table, keys map[string]*keyState, order *keyOrder, inPass bool, res *batchResult) (recvKeys, send [][]string, fromWinner []uint64, ix keyIndexer) {
+	var names []string
+	var states []*keyState // without order: the map's states, in names' order
+	inOrder := inPass && order != nil && (keys == nil || len(order.names) == len(keys))
+	if inOrder {
+		names = order.names
+	} else {
+		names, states = make([]string, 0, len(keys)), make([]*keyState, 0, len(keys))
+		for k, ks := range keys {
+			names, states = append(names, k), append(states, ks)
+		}
+	}
+	state := func(i int) *keyState {
+		if inOrder {
+			return &order.states[i]
+		}
+		return states[i]
+	}
+	nm := len(r.members)
+	recvKeys, send, fromWinner = make([][]string, nm), make([][]string, nm), make([]uint64, nm)
+	nRecv, nSend := make([]int, nm), make([]int, nm)
+	ix.init(t, len(names))
+	mask := r.routeMask()
+	for i, k := range names {
+		ks := state(i)
+		if inPass {
+			if c, ok := r.resolveKey(t, k, ks, mask); ok {
+				res.conflicts = append(res.conflicts, c)
+			}
+		}
+		if ks.winner < 0 || ks.recv == 0 {
+			continue
+		}
+		ix.add(k, ks)
+		from := ks.senders()
+		for _, m := range r.members {
+			if ks.recv&bit(m.idx) != 0 {
+				nRecv[m.idx]++
+			}
+			if from&bit(m.idx) != 0 {
+				fromWinner[m.idx] |= ks.recv
+				nSend[m.idx]++
+			}
+		}
+	}
+	var fill uint64 // members whose lists are made here
+	all := names[:len(names):len(names)]
+	for _, m := range r.members {
+		switch n := nRecv[m.idx]; {
+		case n == len(names):
+			recvKeys[m.idx] = all
+		case n > 0:
+			recvKeys[m.idx], fill = make([]string, 0, n), fill|bit(m.idx)
+		}
+		switch n := nSend[m.idx]; {
+		case n == len(names):
+			send[m.idx] = all
+		case n > 0:
+			send[m.idx], fill = make([]string, 0, n), fill|bit(m.idx)
+		}
+	}
+	if fill == 0 {
+		return recvKeys, send, fromWinner, ix
+	}
+	for i, k := range names {
+		ks := state(i)
+		if ks.winner < 0 || ks.recv == 0 {
+			continue
+		}
+		from := ks.senders()
+		for _, m := range r.members {
+			if fill&bit(m.idx) == 0 {
+				continue
+			}
+			if ks.recv&bit(m.idx) != 0 && nRecv[m.idx] < len(names) {
+				recvKeys[m.idx] = append(recvKeys[m.idx], k)
+			}
+			if from&bit(m.idx) != 0 && nSend[m.idx] < len(names) {
+				send[m.idx] = append(send[m.idx], k)
+			}
+		}
+	}
+	return recvKeys, send, fromWinner, ix
 }
 
 // beginAndPrepare opens m's transaction if none is open and prepares its batch of t, in
@@ -341,7 +404,7 @@ func (r *runner) shipKeys(ctx context.Context, w *member, t *table, keys []strin
 		w.wkeys = fmt.Sprintf(`(SELECT DISTINCT %s FROM %s WHERE %s ORDER BY %s)`, keyCols, t.ident, in, keyCols)
 		return readPlan{}, nil
 	}
-	p := planRead(t, keys, asRange)
+	p, keys := planRead(t, keys, asRange)
 	if p.full && asRange {
 		return p, nil // read as a range: nothing to ship
 	}
@@ -381,22 +444,26 @@ const fullShare = 0.75
 const denseShare = 0.25
 
 // planRead decides how the rows of keys (a sender's keys of a batch of t) are read, and
-// sorts keys when they are integers. Only a one-column integer key written as COPY
-// writes it qualifies (each value has one text, so distinct texts are distinct keys),
-// and only a plain read: no counters, customcols, row filter or partitioned table. With
-// asRange, keys that fill their range (full) are left unsorted: they are not shipped.
-func planRead(t *table, keys []string, asRange bool) readPlan {
+// returns the keys to ship: integers in increasing order (keys itself when they are in
+// order already, else a sorted copy: keys is not written, other goroutines may read it),
+// else keys as they are. Only a one-column integer key written as COPY writes it
+// qualifies (each value has one text, so distinct texts are distinct keys), and only a
+// plain read: no counters, customcols, row filter or partitioned table. With asRange,
+// keys that fill their range (full) are not sorted: they are not shipped.
+func planRead(t *table, keys []string, asRange bool) (readPlan, []string) {
 	if len(keys) == 0 || rangeKind(t) != integerKey {
-		return readPlan{}
+		return readPlan{}, keys
 	}
 	ns := make([]int64, len(keys))
 	var buf [20]byte
 	lo, hi := int64(math.MaxInt64), int64(math.MinInt64)
+	inOrder := true
 	for i, k := range keys {
-		n, err := strconv.ParseInt(k, 10, 64)
-		if err != nil || string(strconv.AppendInt(buf[:0], n, 10)) != k {
-			return readPlan{}
+		n, ok := atoi(k)
+		if !ok || string(strconv.AppendInt(buf[:0], n, 10)) != k {
+			return readPlan{}, keys
 		}
+		inOrder = inOrder && (i == 0 || n > ns[i-1])
 		ns[i], lo, hi = n, min(lo, n), max(hi, n)
 	}
 	p := readPlan{lo: lo, hi: hi}
@@ -406,7 +473,11 @@ func planRead(t *table, keys []string, asRange bool) readPlan {
 		p.full = float64(len(ns)) >= fullShare*span
 	}
 	if p.full && asRange {
-		return p
+		return p, keys
+	}
+	p.sorted = true
+	if inOrder {
+		return p, keys
 	}
 	type intKey struct {
 		n int64
@@ -417,11 +488,11 @@ func planRead(t *table, keys []string, asRange bool) readPlan {
 		sorted[i] = intKey{ns[i], k}
 	}
 	slices.SortFunc(sorted, func(a, b intKey) int { return cmp.Compare(a.n, b.n) })
+	out := make([]string, len(keys))
 	for i := range sorted {
-		keys[i] = sorted[i].k
+		out[i] = sorted[i].k
 	}
-	p.sorted = true
-	return p
+	return p, out
 }
 
 // loadTempKeys (re)creates the temp table pg_temp.<name>, empty, with the columns cols

@@ -29,7 +29,7 @@ func (ks *keyState) senders() uint64 {
 		return 0 // deleted everywhere (a unique clash's losing row)
 	}
 	if ks.built {
-		return ks.from
+		return ks.more.from
 	}
 	if ks.winner < 0 {
 		return 0
@@ -49,7 +49,7 @@ func (r *runner) buildRows(ctx context.Context, t *table, keys map[string]*keySt
 		if ks == nil || !ks.built {
 			continue
 		}
-		d := *ks.decision
+		d := *ks.more.decision
 		if _, ok := byIdx[ks.winner]; !ok && d.Func == "" {
 			continue // the winner deleted the row: deleted everywhere
 		}
@@ -127,7 +127,7 @@ func (r *runner) funcCall(t *table, k string, ks *keyState, vs map[string][]conf
 	}{Table: t.name, Key: map[string]string{}}
 	kf, err := conflict.DecodeCopyLine(k)
 	if err != nil || len(kf) != len(t.keyCols) {
-		return c, false, fmt.Errorf("key %s: cannot decode it for conflict function %s", keyText(t, k), ks.decision.Func)
+		return c, false, fmt.Errorf("key %s: cannot decode it for conflict function %s", keyText(t, k), ks.more.decision.Func)
 	}
 	for i, f := range kf {
 		in.Key[t.keyCols[i]] = f.Text
@@ -137,7 +137,7 @@ func (r *runner) funcCall(t *table, k string, ks *keyState, vs map[string][]conf
 	}
 	for _, ch := range ks.changes {
 		v := funcVersion{DB: ch.DB, At: time.UnixMicro(ch.At).UTC().Format(time.RFC3339Nano), Kind: kindName(ch.Kind), Old: json.RawMessage("null")}
-		if old := ks.old[r.memberByName(ch.DB).idx]; old != "" {
+		if old := ks.old()[r.memberByName(ch.DB).idx]; old != "" {
 			v.Old = json.RawMessage(old)
 		}
 		if row, ok := vs[ch.DB]; ok {

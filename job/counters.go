@@ -51,7 +51,7 @@ func (r *runner) othersDelta(ks *keyState, c, to int) (sum string, ok bool) {
 		if src == nil || src.idx == to || ch.Kind == conflict.KindDelete {
 			continue
 		}
-		d := ks.sums[src.idx][c*nm+to]
+		d := ks.sums()[src.idx][c*nm+to]
 		if d == "" || d == nullText {
 			return "", false
 		}
@@ -97,7 +97,7 @@ func (r *runner) skippedDeltas(t *table, keys map[string]*keyState, recv []strin
 	var lines []string
 	for _, k := range recv {
 		ks := keys[k]
-		if ks == nil || ks.sums == nil {
+		if ks == nil || ks.sums() == nil {
 			continue
 		}
 		line := k

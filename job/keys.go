@@ -26,15 +26,24 @@ type keyState struct {
 	recv    uint64 // members that receive the winner's row
 	winner  int    // member index, -1: none (skip)
 	// built is set when the row receivers get is built from several versions (a conflict
-	// decision that is not a whole row, see build.go): the members in from send their
-	// version, and every receiver in recv, the winner too, gets the built row.
+	// decision that is not a whole row, see build.go): the members in more.from send
+	// their version, and every receiver in recv, the winner too, gets the built row.
 	built bool
-	from  uint64
 	// dropRow: the key's row is deleted on every receiver in recv, its own source too
 	// (a unique clash's losing row): no db sends it.
 	dropRow bool
-	// decision is the built row's decision (with built); a pointer, as few keys have
-	// one: a batch holds a state per changed key.
+	// more is what few keys have (nil: none of it): a batch holds a state per changed
+	// key, kept small.
+	more *keyMore
+}
+
+// keyMore is what a key's state holds besides, for a built row, or on a table with
+// counters, conflict_detect=columns or old rows.
+type keyMore struct {
+	// from and decision: the members that send their version of a built row, and its
+	// decision (a pointer: few keys have one, and more of a counter table's keys is
+	// made for their sums).
+	from     uint64
 	decision *conflict.Decision
 	// sums are, on a table with counters, each changer's sums of deltas (by source member
 	// index; see keyPart.sums).
@@ -45,6 +54,36 @@ type keyState struct {
 	// old are, when capture keeps old rows (a conflict function), each changer's row as
 	// its first pending change found it (by source member index): JSON, "" for none.
 	old map[int]string
+}
+
+// extra returns ks.more, made when missing.
+func (ks *keyState) extra() *keyMore {
+	if ks.more == nil {
+		ks.more = &keyMore{}
+	}
+	return ks.more
+}
+
+// sums, cols and old are ks.more's (nil without).
+func (ks *keyState) sums() map[int][]string {
+	if ks.more == nil {
+		return nil
+	}
+	return ks.more.sums
+}
+
+func (ks *keyState) cols() map[int]string {
+	if ks.more == nil {
+		return nil
+	}
+	return ks.more.cols
+}
+
+func (ks *keyState) old() map[int]string {
+	if ks.more == nil {
+		return nil
+	}
+	return ks.more.old
 }
 
 // readKeys reads the pending keys of every live source for one bucket (phase 1).
@@ -279,51 +318,96 @@ type grouper struct {
 	// per key: the earliest time, and the earliest insert's and the latest delete's
 	// (math.MaxInt64 and math.MinInt64 when none)
 	first, firstIns, lastDel []int64
-	// ints: the key is an integer (an integer column prints one way): its change rows
-	// are kept as they come in rows, then sorted by key and grouped by finish (no map),
-	// which leaves the part's keys in order, with their values in p.ints.
-	ints bool
-	rows []intChange
-	text []byte // a key's text, reused
+	// ints: the key is an integer (an integer column prints one way). Change rows that
+	// come in key order (a table updated in key order, the common case) are merged as
+	// they come, into p.ints, p.at and p.need and the keys' earliest times and flags
+	// (firsts, flags): cur is the key under way. A row out of order turns them into rows,
+	// which are kept as they come, then sorted by key and merged by finish (no map).
+	// Either way the part's keys end in order, with their values in p.ints.
+	ints   bool
+	sorted bool // rows come in key order so far
+	cur    intChange
+	hasCur bool
+	firsts []int64
+	flags  []uint8 // per key, intIns | intDel
+	rows   []intChange
+	text   []byte // a key's text, reused
 }
 
 // intChange is a change row of an integer key, or the merge of several of the key's:
-// the latest and earliest times, the earliest insert's and the latest delete's
-// (math.MaxInt64 and math.MinInt64 when none), the receivers lacking one.
+// the latest and earliest times, whether a change at the earliest time is an insert and
+// one at the latest a delete (what the key's changes did to its row), the receivers
+// lacking one.
 type intChange struct {
-	n, last, first    int64
-	firstIns, lastDel int64
-	need              uint64
+	n, last, first int64
+	need           uint64
+	ins, del       bool
 }
 
 // newIntChange is the intChange of one change row.
 func newIntChange(n, at int64, need uint64, ins, del bool) intChange {
-	c := intChange{n: n, last: at, first: at, firstIns: math.MaxInt64, lastDel: math.MinInt64, need: need}
-	if ins {
-		c.firstIns = at
-	}
-	if del {
-		c.lastDel = at
-	}
-	return c
+	return intChange{n: n, last: at, first: at, need: need, ins: ins, del: del}
 }
 
 // merge adds o (of the same key) to c.
 func (c *intChange) merge(o intChange) {
-	c.last, c.first = max(c.last, o.last), min(c.first, o.first)
-	c.firstIns, c.lastDel = min(c.firstIns, o.firstIns), max(c.lastDel, o.lastDel)
+	switch {
+	case o.last > c.last:
+		c.last, c.del = o.last, o.del
+	case o.last == c.last:
+		c.del = c.del || o.del
+	}
+	switch {
+	case o.first < c.first:
+		c.first, c.ins = o.first, o.ins
+	case o.first == c.first:
+		c.ins = c.ins || o.ins
+	}
 	c.need |= o.need
 }
+
+// kind is what the key's changes did to its row, as KeyRead's line says it.
+func (c *intChange) kind() conflict.Kind {
+	switch {
+	case c.del:
+		return conflict.KindDelete
+	case c.ins:
+		return conflict.KindInsert
+	}
+	return conflict.KindUpdate
+}
+
+// The flags of a key merged in order.
+const (
+	intIns uint8 = 1 << iota
+	intDel
+)
 
 // minCompact is how many change rows the grouper of an integer key holds before it
 // first merges them by key (compact).
 const minCompact = 1 << 16
 
-// addInt keeps a change row of an integer key. When the rows fill their slice, they are
-// merged by key first (the slice is doubled when that freed less than half of it): what
-// is held grows with the keys, not with the changes of each (a key changed a million
-// times between runs).
+// addInt merges a change row of an integer key: into the key under way while rows come
+// in key order, else kept. When the rows kept fill their slice, they are merged by key
+// first (the slice is doubled when that freed less than half of it): what is held grows
+// with the keys, not with the changes of each (a key changed a million times between
+// runs).
 func (g *grouper) addInt(c intChange) {
+	if g.sorted {
+		switch {
+		case !g.hasCur:
+			g.cur, g.hasCur = c, true
+			return
+		case c.n == g.cur.n:
+			g.cur.merge(c)
+			return
+		case c.n > g.cur.n:
+			g.emit()
+			g.cur = c
+			return
+		}
+		g.unsort()
+	}
 	if n := len(g.rows); n == cap(g.rows) && n >= minCompact {
 		g.rows = mergeIntChanges(g.rows)
 		if len(g.rows) > n/2 {
@@ -333,12 +417,42 @@ func (g *grouper) addInt(c intChange) {
 	g.rows = append(g.rows, c)
 }
 
+// emit adds the key under way, complete, to the keys merged in order.
+func (g *grouper) emit() {
+	c, p := &g.cur, g.p
+	var f uint8
+	if c.ins {
+		f |= intIns
+	}
+	if c.del {
+		f |= intDel
+	}
+	p.ints, p.at, p.need = append(p.ints, c.n), append(p.at, c.last), append(p.need, c.need)
+	g.firsts, g.flags = append(g.firsts, c.first), append(g.flags, f)
+}
+
+// unsort turns the keys merged in order, and the key under way, into rows, for a row
+// that came out of order.
+func (g *grouper) unsort() {
+	p := g.p
+	g.rows = make([]intChange, len(p.ints), max(2*(len(p.ints)+1), cap(p.ints)))
+	for i, n := range p.ints {
+		g.rows[i] = intChange{n: n, last: p.at[i], first: g.firsts[i], need: p.need[i], ins: g.flags[i]&intIns != 0, del: g.flags[i]&intDel != 0}
+	}
+	if g.hasCur {
+		g.rows = append(g.rows, g.cur)
+	}
+	g.sorted, g.hasCur = false, false
+	p.ints, p.at, p.need, g.firsts, g.flags = nil, nil, nil, nil, nil
+}
+
 // newGrouper returns a grouper into p, sized for about hint keys; with ints, the keys
 // are integers.
 func newGrouper(p *keyPart, hint int, ints bool) *grouper {
 	hint = max(hint, 0)
 	if ints {
-		return &grouper{p: p, ints: true, rows: make([]intChange, 0, hint)}
+		p.ints, p.at, p.need = make([]int64, 0, hint), make([]int64, 0, hint), make([]uint64, 0, hint)
+		return &grouper{p: p, ints: true, sorted: true, firsts: make([]int64, 0, hint), flags: make([]uint8, 0, hint)}
 	}
 	p.keys, p.at = make([]string, 0, hint), make([]int64, 0, hint)
 	p.kind, p.need = make([]conflict.Kind, 0, hint), make([]uint64, 0, hint)
@@ -446,11 +560,15 @@ func (g *grouper) put(k []byte, at int64, ins, del bool, need uint64) {
 }
 
 // finish sets each key's kind, as KeyRead's line would say it; an integer key's change
-// rows are grouped first, in key order.
+// rows, when some came out of order, are sorted and grouped first.
 func (g *grouper) finish() {
 	p := g.p
 	if g.ints {
-		g.groupInts()
+		if g.sorted {
+			g.finishSorted()
+		} else {
+			g.groupInts()
+		}
 		return
 	}
 	for i := range p.keys {
@@ -464,26 +582,56 @@ func (g *grouper) finish() {
 	g.at = nil
 }
 
-// groupInts sorts the change rows of integer keys by key (they often come in order
-// already) and merges each key's.
+// finishSorted completes the keys merged in order: their kinds, and their texts, cut
+// from one string.
+func (g *grouper) finishSorted() {
+	p := g.p
+	if g.hasCur {
+		g.emit()
+		g.hasCur = false
+	}
+	p.kind = make([]conflict.Kind, len(p.ints))
+	for i, f := range g.flags {
+		c := intChange{ins: f&intIns != 0, del: f&intDel != 0}
+		p.kind[i] = c.kind()
+	}
+	p.keys = intTexts(p.ints, g.text[:0])
+	g.firsts, g.flags = nil, nil
+}
+
+// intTexts returns the texts of ns (in increasing order), cut from one string (built in
+// buf, grown once to their size).
+func intTexts(ns []int64, buf []byte) []string {
+	if len(ns) > 0 {
+		w := max(len(strconv.FormatInt(ns[0], 10)), len(strconv.FormatInt(ns[len(ns)-1], 10)))
+		buf = slices.Grow(buf[:0], w*len(ns))
+	}
+	ends := make([]int32, len(ns))
+	for i, n := range ns {
+		buf = strconv.AppendInt(buf, n, 10)
+		ends[i] = int32(len(buf))
+	}
+	all := string(buf)
+	out := make([]string, len(ns))
+	start := int32(0)
+	for i, e := range ends {
+		out[i], start = all[start:e], e
+	}
+	return out
+}
+
+// groupInts sorts the change rows of integer keys by key and merges each key's.
 func (g *grouper) groupInts() {
 	rows := mergeIntChanges(g.rows)
 	p := g.p
 	n := len(rows)
-	p.keys, p.ints, p.at = make([]string, 0, n), make([]int64, 0, n), make([]int64, 0, n)
-	p.kind, p.need = make([]conflict.Kind, 0, n), make([]uint64, 0, n)
-	for _, c := range rows {
-		kind := conflict.KindUpdate
-		switch {
-		case c.lastDel == c.last:
-			kind = conflict.KindDelete
-		case c.firstIns == c.first:
-			kind = conflict.KindInsert
-		}
-		g.text = strconv.AppendInt(g.text[:0], c.n, 10)
-		p.keys, p.ints = append(p.keys, string(g.text)), append(p.ints, c.n)
-		p.at, p.kind, p.need = append(p.at, c.last), append(p.kind, kind), append(p.need, c.need)
+	p.ints, p.at = make([]int64, n), make([]int64, n)
+	p.kind, p.need = make([]conflict.Kind, n), make([]uint64, n)
+	for i := range rows {
+		c := &rows[i]
+		p.ints[i], p.at[i], p.kind[i], p.need[i] = c.n, c.last, c.kind(), c.need
 	}
+	p.keys = intTexts(p.ints, g.text[:0])
 	g.rows = nil
 }
 
@@ -537,15 +685,14 @@ func cmpIntChange(a, b intChange) int { return cmp.Compare(a.n, b.n) }
 // finishKeyRead waits for a key read and merges what the sources sent; a source that failed
 // leaves the run.
 func (r *runner) finishKeyRead(kr *keyRead) map[string]*keyState {
-	keys, _ := r.finishKeyReadOrder(kr)
-	return keys
+	return keyMap(r.finishKeyReadOrder(kr))
 }
 
 // finishKeyReadOrder is finishKeyRead, with the keys' order when there is one (see
-// keyOrder).
+// keyOrder): the map is then nil when not made yet (see mergeOne).
 func (r *runner) finishKeyReadOrder(kr *keyRead) (map[string]*keyState, *keyOrder) {
 	kr.wg.Wait()
-	if kr.merged != nil {
+	if kr.merged != nil || kr.order != nil {
 		return kr.merged, kr.order
 	}
 	for _, a := range r.members {
@@ -563,7 +710,8 @@ func (r *runner) finishKeyReadOrder(kr *keyRead) (map[string]*keyState, *keyOrde
 
 // mergeParts merges what each source (by member index) sent of a bucket's keys into their
 // states, and returns their order when one source sent them all (see keyOrder; nil
-// otherwise). It reads nothing but members' names and indexes and parts.
+// otherwise); the map is then nil when the keys are integers in order (see mergeOne). It
+// reads nothing but members' names and indexes and parts.
 func mergeParts(members []*member, parts []*keyPart) (map[string]*keyState, *keyOrder) {
 	// The keys' states and first changes are cut from two blocks, sized for every key
 	// each source sent (one allocation each rather than two per key).
@@ -573,7 +721,7 @@ func mergeParts(members []*member, parts []*keyPart) (map[string]*keyState, *key
 			n += len(p.keys)
 		}
 	}
-	if keys, order := mergeOne(members, parts, n); keys != nil {
+	if keys, order := mergeOne(members, parts, n); keys != nil || order != nil {
 		return keys, order
 	}
 	keys := make(map[string]*keyState, n)
@@ -603,22 +751,22 @@ func mergeParts(members []*member, parts []*keyPart) (map[string]*keyState, *key
 			ks.changer |= bit(a.idx)
 			ks.need |= p.need[i]
 			if p.sums != nil {
-				if ks.sums == nil {
-					ks.sums = map[int][]string{}
+				if x := ks.extra(); x.sums == nil {
+					x.sums = map[int][]string{}
 				}
-				ks.sums[a.idx] = p.sums[i]
+				ks.more.sums[a.idx] = p.sums[i]
 			}
 			if p.cols != nil {
-				if ks.cols == nil {
-					ks.cols = map[int]string{}
+				if x := ks.extra(); x.cols == nil {
+					x.cols = map[int]string{}
 				}
-				ks.cols[a.idx] = p.cols[i]
+				ks.more.cols[a.idx] = p.cols[i]
 			}
 			if p.old != nil && p.old[i] != "" {
-				if ks.old == nil {
-					ks.old = map[int]string{}
+				if x := ks.extra(); x.old == nil {
+					x.old = map[int]string{}
 				}
-				ks.old[a.idx] = p.old[i]
+				ks.more.old[a.idx] = p.old[i]
 			}
 		}
 	}
@@ -628,7 +776,10 @@ func mergeParts(members []*member, parts []*keyPart) (map[string]*keyState, *key
 // mergeOne is mergeParts when one source sent all n keys of a bucket, each once (a key
 // read groups its change rows by key): every key gets a state of its own without a lookup
 // first. It returns nil when more than one source sent keys, or when a key came twice
-// (mergeParts merges them then). The keys' order is that of the source's.
+// (mergeParts merges them then). The keys' order is that of the source's. Integer keys
+// the run grouped (keyPart.ints, in increasing order: each once) get no map: the batch
+// finds their states by value (keyIndex), and makes the map only when it needs one
+// (keyOrder.index).
 func mergeOne(members []*member, parts []*keyPart, n int) (map[string]*keyState, *keyOrder) {
 	var a *member
 	for _, m := range members {
@@ -646,20 +797,58 @@ func mergeOne(members []*member, parts []*keyPart, n int) (map[string]*keyState,
 	if p.sums != nil || p.cols != nil || p.old != nil {
 		return nil, nil
 	}
-	keys := make(map[string]*keyState, n)
 	states := make([]keyState, n)
 	changes := make([]conflict.Change, n)
-	for i, k := range p.keys {
+	for i := range p.keys {
 		changes[i] = conflict.Change{DB: a.name, At: p.at[i], Kind: p.kind[i]}
 		ks := &states[i]
 		ks.winner, ks.changes = -1, changes[i:i+1:i+1]
 		ks.changer, ks.need = bit(a.idx), p.need[i]
-		keys[k] = ks
 	}
+	order := &keyOrder{names: p.keys, states: states}
+	if increasing(p.ints) && len(p.ints) == n {
+		return nil, order
+	}
+	keys := order.index()
 	if len(keys) != n {
 		return nil, nil
 	}
-	return keys, &keyOrder{names: p.keys, states: states}
+	return keys, order
+}
+
+// increasing reports whether ns are in strictly increasing order.
+func increasing(ns []int64) bool {
+	for i := 1; i < len(ns); i++ {
+		if ns[i] <= ns[i-1] {
+			return false
+		}
+	}
+	return true
+}
+
+// index makes the map of o's keys to their states.
+func (o *keyOrder) index() map[string]*keyState {
+	keys := make(map[string]*keyState, len(o.names))
+	for i, k := range o.names {
+		keys[k] = &o.states[i]
+	}
+	return keys
+}
+
+// keyMap is keys, or, when only their order is known (see mergeOne), the map of its keys.
+func keyMap(keys map[string]*keyState, order *keyOrder) map[string]*keyState {
+	if keys == nil && order != nil {
+		return order.index()
+	}
+	return keys
+}
+
+// batchLen is how many keys a batch has: len(keys), or order's when keys is nil.
+func batchLen(keys map[string]*keyState, order *keyOrder) int {
+	if keys == nil && order != nil {
+		return len(order.names)
+	}
+	return len(keys)
 }
 
 // readAhead starts reading bucket b of t on the sources' key sessions (opened here, in

@@ -3,8 +3,10 @@ package job
 import (
 	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/ibexrepl/ibex/internal/catalog"
@@ -83,25 +85,32 @@ func TestAtoi(t *testing.T) {
 func TestPlanRead(t *testing.T) {
 	tbl := &table{keyCols: []string{"id"}, desc: &catalog.Table{Columns: []catalog.Column{{Name: "id", Type: "integer"}}}}
 	keys := []string{"5", "3", "4", "1"}
-	p := planRead(tbl, keys, false)
-	if !p.sorted || !p.dense || !p.full || p.lo != 1 || p.hi != 5 || !slices.Equal(keys, []string{"1", "3", "4", "5"}) {
-		t.Errorf("full: %+v %v", p, keys)
+	p, got := planRead(tbl, keys, false)
+	if !p.sorted || !p.dense || !p.full || p.lo != 1 || p.hi != 5 || !slices.Equal(got, []string{"1", "3", "4", "5"}) {
+		t.Errorf("full: %+v %v", p, got)
+	}
+	if !slices.Equal(keys, []string{"5", "3", "4", "1"}) {
+		t.Errorf("planRead wrote the keys it was given: %v", keys)
+	}
+	keys = []string{"1", "3", "4", "5"}
+	if p, got := planRead(tbl, keys, false); !p.sorted || &got[0] != &keys[0] {
+		t.Errorf("keys in order: %+v, not the keys given", p)
 	}
 	keys = []string{"5", "3", "4", "1"}
-	if p := planRead(tbl, keys, true); p.sorted || !p.full || p.lo != 1 || p.hi != 5 {
-		t.Errorf("full, read as a range: %+v %v", p, keys)
+	if p, got := planRead(tbl, keys, true); p.sorted || !p.full || p.lo != 1 || p.hi != 5 || !slices.Equal(got, keys) {
+		t.Errorf("full, read as a range: %+v %v", p, got)
 	}
-	if p := planRead(tbl, []string{"1", "4", "6", "8"}, false); !p.sorted || !p.dense || p.full {
-		t.Errorf("dense: %+v", p)
+	if p, got := planRead(tbl, []string{"8", "1", "4", "6"}, false); !p.sorted || !p.dense || p.full || !slices.Equal(got, []string{"1", "4", "6", "8"}) {
+		t.Errorf("dense: %+v %v", p, got)
 	}
-	if p := planRead(tbl, []string{"1", "1000"}, false); !p.sorted || p.dense {
+	if p, _ := planRead(tbl, []string{"1", "1000"}, false); !p.sorted || p.dense {
 		t.Errorf("sparse: %+v", p)
 	}
-	if p := planRead(tbl, []string{"01", "2"}, false); p.sorted {
+	if p, _ := planRead(tbl, []string{"01", "2"}, false); p.sorted {
 		t.Errorf("a key printed another way: %+v", p)
 	}
 	tbl.rel.Where = "id > 0"
-	if p := planRead(tbl, []string{"1", "2"}, false); !p.sorted || p.dense {
+	if p, _ := planRead(tbl, []string{"1", "2"}, false); !p.sorted || p.dense {
 		t.Errorf("row filter: %+v", p)
 	}
 }
@@ -219,4 +228,101 @@ func (g *grouper) add(f [][]byte, recvs []*member) error {
 	}
 	g.put(f[0], at, isT(f[2]), isT(f[3]), need)
 	return nil
+}
+
+// TestGrouperIntsAsText checks that integer keys, merged in order as they come or, once
+// a row comes out of order, sorted first, give what the grouping of keys as texts gives,
+// for change rows in key order, nearly in order and shuffled.
+func TestGrouperIntsAsText(t *testing.T) {
+	recvs := []*member{{idx: 1}, {idx: 2}}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for round := range 300 {
+		nrows := 1 + rng.IntN(40)
+		lines := make([]string, nrows)
+		for i := range lines {
+			bools := func() string {
+				if rng.IntN(3) == 0 {
+					return "t"
+				}
+				return "f"
+			}
+			lines[i] = fmt.Sprintf("%d\t%d\t%s\t%s\t%s\t%s", rng.IntN(8)-2, rng.IntN(6), bools(), bools(), bools(), bools())
+		}
+		switch round % 3 {
+		case 0: // in key order
+			slices.SortStableFunc(lines, func(a, b string) int {
+				x, _ := strconv.Atoi(strings.Split(a, "\t")[0])
+				y, _ := strconv.Atoi(strings.Split(b, "\t")[0])
+				return x - y
+			})
+		case 1: // in order, then one row out of it
+			slices.SortStableFunc(lines, func(a, b string) int {
+				x, _ := strconv.Atoi(strings.Split(a, "\t")[0])
+				y, _ := strconv.Atoi(strings.Split(b, "\t")[0])
+				return x - y
+			})
+			if nrows > 2 {
+				i := rng.IntN(nrows - 1)
+				lines = append(lines[:i:i], append([]string{lines[nrows-1]}, lines[i:nrows-1]...)...)
+			}
+		}
+		ip, tp := &keyPart{}, &keyPart{}
+		gi, gt := newGrouper(ip, rng.IntN(3)*nrows, true), newGrouper(tp, 0, false)
+		for _, line := range lines {
+			f := bytes.Split([]byte(line), []byte{'\t'})
+			if err := gi.add(f, recvs); err != nil {
+				t.Fatal(err)
+			}
+			if err := gt.add(f, recvs); err != nil {
+				t.Fatal(err)
+			}
+		}
+		gi.finish()
+		gt.finish()
+		want := map[string][3]int64{}
+		for i, k := range tp.keys {
+			want[k] = [3]int64{tp.at[i], int64(tp.kind[i]), int64(tp.need[i])}
+		}
+		if len(ip.keys) != len(want) || len(ip.ints) != len(ip.keys) {
+			t.Fatalf("round %d: keys %v (ints %v), want %d keys", round, ip.keys, ip.ints, len(want))
+		}
+		for i, k := range ip.keys {
+			if i > 0 && ip.ints[i] <= ip.ints[i-1] || strconv.FormatInt(ip.ints[i], 10) != k {
+				t.Fatalf("round %d: keys %v ints %v not in order", round, ip.keys, ip.ints)
+			}
+			if got := [3]int64{ip.at[i], int64(ip.kind[i]), int64(ip.need[i])}; got != want[k] {
+				t.Errorf("round %d, key %s: at, kind, need %v, want %v (rows %q)", round, k, got, want[k], lines)
+			}
+		}
+	}
+}
+
+// TestMergeOneLazyMap checks that one source's integer keys in order come with their
+// order and no map, which keyMap then makes to the same states, and that other keys
+// (texts, integers out of order) come with their map.
+func TestMergeOneLazyMap(t *testing.T) {
+	members := []*member{{idx: 0, name: "a"}, {idx: 1, name: "b"}}
+	part := func(keys []string, ints []int64) *keyPart {
+		p := &keyPart{keys: keys, ints: ints}
+		for range keys {
+			p.at, p.kind, p.need = append(p.at, 1), append(p.kind, conflict.KindUpdate), append(p.need, bit(1))
+		}
+		return p
+	}
+	keys, order := mergeParts(members, []*keyPart{part([]string{"1", "2", "5"}, []int64{1, 2, 5}), nil})
+	if keys != nil || order == nil || batchLen(keys, order) != 3 {
+		t.Fatalf("integers in order: map %v, order %v", keys, order)
+	}
+	m := keyMap(keys, order)
+	for i, k := range order.names {
+		if m[k] != &order.states[i] || m[k].changer != bit(0) || m[k].need != bit(1) || len(m[k].changes) != 1 {
+			t.Errorf("key %s: state %+v", k, m[k])
+		}
+	}
+	for _, p := range []*keyPart{part([]string{"x", "y"}, nil), part([]string{"5", "2"}, []int64{5, 2})} {
+		keys, order := mergeParts(members, []*keyPart{p, nil})
+		if len(keys) != 2 || order == nil || batchLen(keys, order) != 2 {
+			t.Errorf("keys %v: map %v, order %v", p.keys, keys, order)
+		}
+	}
 }

@@ -76,13 +76,14 @@ func (r *runner) useDecision(t *table, ks *keyState, d conflict.Decision) {
 		// row and add the deltas, or call the function on its result, a second time.
 		return
 	}
-	if len(t.rel.Counters) > 0 && ks.sums != nil && d.Func == "" {
+	if len(t.rel.Counters) > 0 && ks.sums() != nil && d.Func == "" {
 		d = r.addCounters(t, ks, ks.winner, d)
 	}
 	if !d.Whole() {
-		ks.built, ks.decision = true, &d
+		x := ks.extra()
+		ks.built, x.decision = true, &d
 		for _, db := range d.Sources() {
-			ks.from |= bit(r.memberByName(db).idx)
+			x.from |= bit(r.memberByName(db).idx)
 		}
 	}
 }
@@ -133,7 +134,7 @@ func (r *runner) routeKeyIn(ks *keyState, mask uint64) {
 // conflict function, a change whose columns are not known); overlap reports whether some
 // column was changed by several sources. Counter columns are left to the counters.
 func (r *runner) mergeColumns(t *table, ks *keyState, st conflict.Strategy, typ string) (d conflict.Decision, overlap, byCols bool) {
-	if ks.cols == nil || typ != conflict.TypeUpdateUpdate || st.Kind == conflict.Function {
+	if ks.cols() == nil || typ != conflict.TypeUpdateUpdate || st.Kind == conflict.Function {
 		return d, false, false
 	}
 	by := map[string][]conflict.Change{}
@@ -142,7 +143,7 @@ func (r *runner) mergeColumns(t *table, ks *keyState, st conflict.Strategy, typ 
 		if m == nil {
 			return d, false, false
 		}
-		raw, ok := ks.cols[m.idx]
+		raw, ok := ks.cols()[m.idx]
 		if !ok || raw == nullText {
 			return d, false, false
 		}

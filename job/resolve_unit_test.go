@@ -1,11 +1,13 @@
 package job
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/ibexrepl/ibex/internal/catalog"
 	"github.com/ibexrepl/ibex/internal/conflict"
 	"github.com/ibexrepl/ibex/internal/control"
 )
@@ -130,4 +132,96 @@ func compareStrings(x, y string) int {
 		return 1
 	}
 	return 0
+}
+
+// listKeys lists, after resolving each key, what every receiver gets and every sender
+// sends as the one-pass listing did; a member that gets every key of an ordered batch
+// shares the order's names.
+func TestListKeys(t *testing.T) {
+	tab := &table{name: "public.t", keyCols: []string{"id"}, desc: &catalog.Table{Columns: []catalog.Column{{Name: "id", Type: "integer"}}}}
+	const a, b, c = 0, 1, 2
+	one := func(db string, idx int, need uint64) keyState {
+		return keyState{changes: []conflict.Change{{DB: db, At: 10}}, changer: bit(idx), need: need, winner: -1}
+	}
+	both := func(atA, atB int64) keyState {
+		return keyState{changes: []conflict.Change{{DB: "a", At: atA}, {DB: "b", At: atB}}, changer: bit(a) | bit(b), winner: -1}
+	}
+	// want lists, in the walk's order, the keys each member gets and sends.
+	want := func(names []string, states []*keyState) (recv, send [3][]string) {
+		for i, k := range names {
+			ks := states[i]
+			if ks.winner < 0 || ks.recv == 0 {
+				continue
+			}
+			for m := range 3 {
+				if ks.recv&bit(m) != 0 {
+					recv[m] = append(recv[m], k)
+				}
+				if ks.senders()&bit(m) != 0 {
+					send[m] = append(send[m], k)
+				}
+			}
+		}
+		return recv, send
+	}
+	check := func(t *testing.T, r *runner, names []string, states []keyState, ordered bool) (recv, send [][]string) {
+		t.Helper()
+		keys := map[string]*keyState{}
+		for i, k := range names {
+			keys[k] = &states[i]
+		}
+		var order *keyOrder
+		if ordered {
+			order = &keyOrder{names: names, states: states}
+		}
+		var res batchResult
+		recv, send, from, _ := r.listKeys(tab, keys, order, true, &res)
+		walked := names // without order, the lists are compared as sets
+		ptrs := make([]*keyState, len(walked))
+		for i, k := range walked {
+			ptrs[i] = keys[k]
+		}
+		wr, ws := want(walked, ptrs)
+		for m := range 3 {
+			gotR, gotS := recv[m], send[m]
+			if !ordered {
+				gotR, gotS = slices.Sorted(slices.Values(gotR)), slices.Sorted(slices.Values(gotS))
+				slices.Sort(wr[m])
+				slices.Sort(ws[m])
+			}
+			if !slices.Equal(gotR, wr[m]) || !slices.Equal(gotS, ws[m]) {
+				t.Errorf("member %d: gets %v sends %v, want %v %v", m, gotR, gotS, wr[m], ws[m])
+			}
+			var to uint64
+			for _, k := range walked {
+				if ks := keys[k]; ks.winner >= 0 && ks.recv != 0 && ks.senders()&bit(m) != 0 {
+					to |= ks.recv
+				}
+			}
+			if from[m] != to {
+				t.Errorf("member %d sends to %b, want %b", m, from[m], to)
+			}
+		}
+		return recv, send
+	}
+	for _, ordered := range []bool{true, false} {
+		t.Run(fmt.Sprintf("mixed, ordered %v", ordered), func(t *testing.T) {
+			r := resolveRunner(t, "latest")
+			names := []string{"1", "2", "3", "4", "5"}
+			states := []keyState{one("a", a, bit(b)|bit(c)), one("b", b, bit(c)), both(10, 20), both(30, 20), one("a", a, 0)}
+			check(t, r, names, states, ordered)
+		})
+	}
+	t.Run("one source, every key to one target", func(t *testing.T) {
+		r := resolveRunner(t, "latest")
+		names := []string{"1", "2", "3"}
+		states := []keyState{one("a", a, bit(c)), one("a", a, bit(c)), one("a", a, bit(c))}
+		recv, send := check(t, r, names, states, true)
+		if &recv[c][0] != &names[0] || &send[a][0] != &names[0] {
+			t.Errorf("the lists of every key are not the order's names")
+		}
+		if cap(recv[c]) != len(names) {
+			t.Errorf("a shared list can grow into the names: cap %d", cap(recv[c]))
+		}
+	})
 }

@@ -27,7 +27,7 @@ type splitKeys struct {
 	t     *table
 	alive uint64 // the members alive when it was read (the flags it read depend on them)
 	wg    sync.WaitGroup
-	maps  []map[string]*keyState // by bucket; nil once taken
+	maps  []map[string]*keyState // by bucket; nil once taken, or while only order is made (mergeOne)
 	order []*keyOrder            // by bucket, when known
 }
 

@@ -225,7 +225,7 @@ func (r *runner) applyTables(ctx context.Context) error {
 			}
 			// This bucket's read starts first: the read ahead may wait for its sessions.
 			var kr *keyRead
-			if keys == nil {
+			if keys == nil && order == nil {
 				kr = r.startKeyRead(ctx, t, b, nb, false)
 			}
 			if b+1 < nb && r.ahead == nil && split == nil {
@@ -234,7 +234,7 @@ func (r *runner) applyTables(ctx context.Context) error {
 			if kr != nil {
 				keys, order = r.finishKeyReadOrder(kr)
 			}
-			if !u.empty() && !r.singleTransaction() && u.keys+len(keys) > budget {
+			if !u.empty() && !r.singleTransaction() && u.keys+batchLen(keys, order) > budget {
 				if err := r.finishUnit(ctx, u); err != nil {
 					return err
 				}

@@ -113,6 +113,12 @@ func NewLineReader(r io.Reader) *LineReader {
 
 // Next returns the next line without its newline, or io.EOF after the last.
 func (l *LineReader) Next() (string, error) {
+	b, err := l.NextBytes()
+	return string(b), err
+}
+
+// NextBytes is Next without a copy: the line is valid until the next call.
+func (l *LineReader) NextBytes() ([]byte, error) {
 	l.buf = l.buf[:0]
 	if cap(l.buf) > 4<<20 {
 		l.buf = nil // a huge row passed: let its buffer go
@@ -122,20 +128,20 @@ func (l *LineReader) Next() (string, error) {
 		switch {
 		case err == nil:
 			if len(l.buf) == 0 {
-				return string(part[:len(part)-1]), nil
+				return part[:len(part)-1], nil
 			}
 			l.buf = append(l.buf, part[:len(part)-1]...)
-			return string(l.buf), nil
+			return l.buf, nil
 		case errors.Is(err, bufio.ErrBufferFull):
 			l.buf = append(l.buf, part...)
 		case err == io.EOF:
 			l.buf = append(l.buf, part...)
 			if len(l.buf) == 0 {
-				return "", io.EOF
+				return nil, io.EOF
 			}
-			return string(l.buf), nil
+			return l.buf, nil
 		default:
-			return "", err
+			return nil, err
 		}
 	}
 }

@@ -2,6 +2,7 @@ package flatfile
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -77,7 +78,10 @@ func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) 
 		lhs = "(" + d.cols(t.Key) + ")"
 	}
 	var f []conflict.Field
-	pending := make([]key, 0, len(keys))
+	// The keys, as integers while they all are one (8 bytes a key rather than a key's
+	// 32), as keys once one is not.
+	var ints []int64
+	var pending []key
 	// A key of one integer column written as an integer prints as its text (no escape,
 	// no decoding): taken as it is.
 	intCol := nk == 1 && !b.types[0].Array &&
@@ -99,9 +103,23 @@ func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) 
 				if i%stmtKeys == stmtKeys-1 || i == len(keys)-1 {
 					w.WriteString(");\n")
 				}
-				pending = append(pending, key{isInt: true, n: n})
+				if pending == nil {
+					if ints == nil {
+						ints = make([]int64, 0, len(keys))
+					}
+					ints = append(ints, n)
+				} else {
+					pending = append(pending, key{isInt: true, n: n})
+				}
 				continue
 			}
+		}
+		if pending == nil {
+			pending = make([]key, len(ints), len(keys))
+			for j, n := range ints {
+				pending[j] = key{isInt: true, n: n}
+			}
+			ints = nil
 		}
 		f, err = sinks.DecodeLine(f[:0], k)
 		if err == nil && len(f) != nk {
@@ -132,7 +150,11 @@ func (s *Sink) PrepareBatch(ctx context.Context, t *sinks.Table, keys []string) 
 		}
 		pending = append(pending, indexKey(f))
 	}
-	b.pending = newKeySet(pending)
+	if pending != nil {
+		b.pending = newKeySet(pending)
+	} else {
+		b.pending = newIntKeySet(ints)
+	}
 	s.batch = b
 	if b.pending.full {
 		s.countHeld(ctx, b, b.pending.lo, b.pending.hi)
@@ -168,7 +190,8 @@ func (s *Sink) WriteRows(ctx context.Context, t *sinks.Table, r io.Reader) (int6
 	head += " VALUES\n"
 	var (
 		n       int64
-		f       []conflict.Field
+		f       []conflict.Field // a row's fields, when decoded (an escape, a NULL)
+		raw     [][]byte         // else its fields' bytes (valid until the next line)
 		w       *bufio.Writer
 		open    bool  // an INSERT statement is open
 		inStmt  int   // its rows
@@ -177,21 +200,38 @@ func (s *Sink) WriteRows(ctx context.Context, t *sinks.Table, r io.Reader) (int6
 		lr      = sinks.NewLineReader(r)
 	)
 	for {
-		line, err := lr.Next()
+		line, err := lr.NextBytes()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
 			return n, s.errf(t, "reading rows of", err)
 		}
-		f, err = sinks.DecodeLine(f[:0], line)
-		if err == nil && len(f) != ncol {
-			err = fmt.Errorf("%d fields, the table has %d columns", len(f), ncol)
+		// A line without a backslash (no escape, no NULL) or a carriage return is its
+		// fields' text as it is, split at its tabs without a copy; the others are
+		// decoded.
+		f, raw = f[:0], raw[:0]
+		decoded := bytes.IndexByte(line, '\\') >= 0 || bytes.IndexByte(line, '\r') >= 0
+		nf := 0
+		if decoded {
+			f, err = sinks.DecodeLine(f, string(line))
+			nf = len(f)
+		} else {
+			raw = splitTabs(raw, line)
+			nf = len(raw)
+		}
+		if err == nil && nf != ncol {
+			err = fmt.Errorf("%d fields, the table has %d columns", nf, ncol)
 		}
 		if err != nil {
 			return n, s.errf(t, "writing rows of", fmt.Errorf("row %d: %w", n+1, err))
 		}
-		k := indexKey(f[:nk])
+		var k key
+		if decoded {
+			k = indexKey(f[:nk])
+		} else {
+			k = rawKey(raw[:nk])
+		}
 		if b.pending != nil {
 			if !b.pending.take(k) {
 				return n, s.errf(t, "writing rows of", fmt.Errorf("row %d: its key comes twice in the rows, or is not one of the batch's keys", n+1))
@@ -209,11 +249,16 @@ func (s *Sink) WriteRows(ctx context.Context, t *sinks.Table, r io.Reader) (int6
 			w.WriteString(",\n")
 		}
 		w.WriteByte('(')
-		for c := range f {
+		for c := range nf {
 			if c > 0 {
 				w.WriteString(", ")
 			}
-			if err := d.value(w, b.types[c], f[c]); err != nil {
+			if decoded {
+				err = d.value(w, b.types[c], f[c])
+			} else {
+				err = d.rawValue(w, b.types[c], raw[c])
+			}
+			if err != nil {
 				return n, s.errf(t, "writing rows of", fmt.Errorf("row %d: %w", n+1, fieldErr(t, b, c, err)))
 			}
 		}

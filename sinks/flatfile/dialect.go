@@ -2,6 +2,7 @@ package flatfile
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -173,6 +174,74 @@ func (d Dialect) value(w *bufio.Writer, typ pgtext.Type, f conflict.Field) error
 	// text, varchar, char, uuid, json, jsonb, time, timetz, interval, enums, other: the
 	// PostgreSQL text output.
 	return d.str(w, s)
+}
+
+// rawValue is value for a field that is not NULL, given as the bytes of its text (a
+// field of a COPY line without a backslash is its text as it is), without making a
+// string of it for integers, numbers and plain strings (see plain), written as value
+// writes them. The others go to value.
+func (d Dialect) rawValue(w *bufio.Writer, typ pgtext.Type, b []byte) error {
+	switch k := typ.Kind; {
+	case typ.Array:
+		// A string, below.
+	case k == pgtext.Int16 || k == pgtext.Int32 || k == pgtext.Int64:
+		if !shortInt(b) {
+			return d.value(w, typ, conflict.Field{Text: string(b)})
+		}
+		_, err := w.Write(b)
+		return err
+	case k == pgtext.Numeric || k == pgtext.Float32 || k == pgtext.Float64:
+		if !numberRe.Match(b) {
+			return d.value(w, typ, conflict.Field{Text: string(b)})
+		}
+		_, err := w.Write(b)
+		return err
+	case d == MySQL && (k == pgtext.Bool || k == pgtext.Bytes || k == pgtext.Date || k == pgtext.Timestamp || k == pgtext.TimestampTZ):
+		return d.value(w, typ, conflict.Field{Text: string(b)})
+	}
+	if !plainBytes(b) {
+		return d.value(w, typ, conflict.Field{Text: string(b)})
+	}
+	// As str writes a plain string.
+	w.WriteByte('\'')
+	for {
+		i := bytes.IndexByte(b, '\'')
+		if i < 0 {
+			break
+		}
+		w.Write(b[:i+1])
+		w.WriteByte('\'')
+		b = b[i+1:]
+	}
+	w.Write(b)
+	return w.WriteByte('\'')
+}
+
+// shortInt reports whether b is an integer strconv.ParseInt takes for certain: an
+// optional minus sign and 1 to 18 digits.
+func shortInt(b []byte) bool {
+	if len(b) > 0 && b[0] == '-' {
+		b = b[1:]
+	}
+	if len(b) == 0 || len(b) > 18 {
+		return false
+	}
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// plainBytes is plain of a string's bytes.
+func plainBytes(b []byte) bool {
+	for _, c := range b {
+		if c == '\\' || c < 0x20 || c == 0x7f {
+			return false
+		}
+	}
+	return utf8.Valid(b)
 }
 
 // mysqlDatetime is a DATETIME(6) literal's text (fractional digits only when there are).

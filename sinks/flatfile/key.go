@@ -1,7 +1,9 @@
 package flatfile
 
 import (
+	"bytes"
 	"crypto/sha256"
+	"math"
 	"math/bits"
 	"strconv"
 
@@ -52,6 +54,60 @@ func indexKey(fields []conflict.Field) key {
 	return key{b: string(h[:hashedKey])}
 }
 
+// rawKey is indexKey of key fields given as the bytes of their text (fields without an
+// escape or a NULL), without a copy for one integer written as COPY writes it.
+func rawKey(fields [][]byte) key {
+	if len(fields) == 1 {
+		if n, ok := canonicalInt(fields[0]); ok {
+			return key{isInt: true, n: n}
+		}
+	}
+	fs := make([]conflict.Field, len(fields))
+	for i, b := range fields {
+		fs[i] = conflict.Field{Text: string(b)}
+	}
+	return indexKey(fs)
+}
+
+// canonicalInt parses b when it is an int64 as strconv.AppendInt writes it (no +, no
+// leading zero, no -0).
+func canonicalInt(b []byte) (int64, bool) {
+	neg := len(b) > 0 && b[0] == '-'
+	d := b
+	if neg {
+		d = d[1:]
+	}
+	if len(d) == 0 || len(d) > 19 || (d[0] == '0' && (len(d) > 1 || neg)) {
+		return 0, false
+	}
+	var u uint64
+	for _, c := range d {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		u = u*10 + uint64(c-'0')
+	}
+	switch {
+	case neg && u <= 1<<63:
+		return int64(-u), true
+	case !neg && u <= math.MaxInt64:
+		return int64(u), true
+	}
+	return 0, false
+}
+
+// splitTabs appends to dst the tab-separated fields of line (slices of it).
+func splitTabs(dst [][]byte, line []byte) [][]byte {
+	for {
+		i := bytes.IndexByte(line, '\t')
+		if i < 0 {
+			return append(dst, line)
+		}
+		dst = append(dst, line[:i])
+		line = line[i+1:]
+	}
+}
+
 // arg is k's SQLite value.
 func (k key) arg() any {
 	if k.isInt {
@@ -75,6 +131,28 @@ type keySet struct {
 	// full is set by newKeySet when the set is every integer from lo to hi.
 	full   bool
 	lo, hi int64
+}
+
+// newIntKeySet is newKeySet of integer keys ns.
+func newIntKeySet(ns []int64) *keySet {
+	s := &keySet{}
+	if len(ns) == 0 {
+		return s
+	}
+	lo, hi := ns[0], ns[0]
+	for _, n := range ns {
+		lo, hi = min(lo, n), max(hi, n)
+	}
+	if uint64(hi)-uint64(lo) < uint64(len(ns)) {
+		s.base, s.bits = lo, make([]uint64, (uint64(hi)-uint64(lo))/64+1)
+	}
+	for _, n := range ns {
+		s.add(key{isInt: true, n: n})
+	}
+	if s.bits != nil && uint64(s.n) == uint64(hi)-uint64(lo)+1 {
+		s.full, s.lo, s.hi = true, lo, hi
+	}
+	return s
 }
 
 // newKeySet returns the set of keys (which may repeat).

@@ -73,6 +73,7 @@ type Sink struct {
 	f     *os.File // the unit's temp file, once a statement was written
 	w     *bufio.Writer
 	cw    *countingWriter
+	spare *bufio.Writer // the last unit's file's writer (1 MB), for the next one's
 	tmp   string
 	batch *batch
 }
@@ -263,7 +264,7 @@ func (s *Sink) finishFile(final string) error {
 		}
 	}
 	f := s.f
-	s.f, s.w, s.cw = nil, nil, nil
+	s.f, s.w, s.cw, s.spare = nil, nil, nil, s.w
 	if err := f.Close(); err != nil {
 		_ = os.Remove(s.tmp)
 		return err
@@ -298,7 +299,7 @@ func (s *Sink) Rollback(context.Context) {
 	if s.f != nil {
 		_ = s.f.Close()
 		_ = os.Remove(s.tmp)
-		s.f, s.w, s.cw = nil, nil, nil
+		s.f, s.w, s.cw, s.spare = nil, nil, nil, s.w
 	}
 	s.idx.rollback()
 }
@@ -319,7 +320,11 @@ func (s *Sink) out() (*bufio.Writer, error) {
 	}
 	s.f = f
 	s.cw = &countingWriter{w: f}
-	s.w = bufio.NewWriterSize(s.cw, 1<<20)
+	if s.w, s.spare = s.spare, nil; s.w != nil {
+		s.w.Reset(s.cw) // what a unit rolled back left in it is dropped
+	} else {
+		s.w = bufio.NewWriterSize(s.cw, 1<<20)
+	}
 	s.w.WriteString(s.p.dialect.header())
 	return s.w, nil
 }
