@@ -65,8 +65,12 @@ func GetSyncAndLock(ctx context.Context, q Batcher, name string, check bool) (s 
 		v, err := vq.result(sendErr)
 		versionErr = cmp.Or(err, checkVersion(v))
 	}
-	if lockedID != nil && (versionErr != nil || sendErr != nil || syncErr != nil || *lockedID != sy.ID) {
-		// Taken, but the sync was not read with it (or was replaced in between): let go.
+	var replaced error
+	if lockedID != nil && syncErr == nil && *lockedID != sy.ID {
+		replaced = fmt.Errorf("sync %q was replaced while it was read: run again", name)
+	}
+	if lockedID != nil && cmp.Or(versionErr, sendErr, syncErr, dbErr, replaced) != nil {
+		// Taken, but the run cannot go on with what was read: let go.
 		br := q.SendBatch(context.WithoutCancel(ctx), unlockBatch(*lockedID))
 		_, _ = br.Exec()
 		_ = br.Close()
@@ -83,6 +87,8 @@ func GetSyncAndLock(ctx context.Context, q Batcher, name string, check bool) (s 
 		return nil, nil, false, cmp.Or(syncErr, dbErr)
 	case lockErr != nil:
 		return nil, nil, false, fmt.Errorf("taking the lock of sync %q: %w", name, lockErr)
+	case replaced != nil:
+		return nil, nil, false, replaced
 	}
 	return &sy, dbs, lockedID != nil, nil
 }
