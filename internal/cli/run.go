@@ -179,15 +179,16 @@ when one failed.`,
 				ctx, cancel = context.WithTimeout(ctx, timeout)
 				defer cancel()
 			}
-			store, err := a.open(ctx, true)
+			// Each run checks the control schema's version in its first round trip (with
+			// reading its sync and taking its lock): not checked here on its own.
+			store, err := a.open(ctx, false)
 			if err != nil {
 				return err
 			}
 			var failed []string
 			var results []*job.Result
 			for _, n := range args {
-				// a.open has checked the control schema's version.
-				opts := job.Options{Logger: a.logger, Force: force, SchemaChecked: true}
+				opts := job.Options{Logger: a.logger, Force: force}
 				if fi, err := os.Stderr.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 && !a.jsonOut {
 					opts.Progress = func(table string, done, total int) {
 						fmt.Fprintf(os.Stderr, "\r%s: %s batch %d/%d\033[K", n, table, done, total)
