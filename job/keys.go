@@ -232,7 +232,7 @@ func (r *runner) startKeyParts(ctx context.Context, t *table, b, nb int, ahead, 
 				lw = newTupleWriter(func(f [][]byte) error { return g.addBinary(f, recvs) })
 			} else {
 				lw = sinks.NewLineWriter(func(line []byte) error {
-					f = splitTabs(f[:0], line)
+					f = sinks.SplitTabs(f[:0], line)
 					if len(f) != nk+3+len(recvs)*(1+nc)+extra {
 						return fmt.Errorf("unexpected change row with %d fields", len(f))
 					}
@@ -294,18 +294,6 @@ func (r *runner) startKeyParts(ctx context.Context, t *table, b, nb int, ahead, 
 		}()
 	}
 	return kr
-}
-
-// splitTabs appends to dst the tab-separated fields of line (slices of it).
-func splitTabs(dst [][]byte, line []byte) [][]byte {
-	for {
-		i := bytes.IndexByte(line, '\t')
-		if i < 0 {
-			return append(dst, line)
-		}
-		dst = append(dst, line[:i])
-		line = line[i+1:]
-	}
 }
 
 // grouper merges the change rows of a key (capture.KeyReadRows lines: key, time,

@@ -21,18 +21,7 @@ import (
 func TestRunLockPerSync(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	ctl, src, dst := pgtest.NewDB(t, ""), pgtest.NewDB(t, ""), pgtest.NewDB(t, "")
-	ibex := func(args ...string) {
-		t.Helper()
-		if out, errs, code := ibextest.Ibex(ctl.DSN, args...); code != 0 {
-			t.Fatalf("ibex %q: exit %d\n%s%s", args, code, out, errs)
-		}
-	}
-	ibex("install")
-	for name, db := range map[string]*pgtest.DB{"src": src, "dst": dst} {
-		pgtest.Exec(t, db.DSN, `CREATE TABLE ta (id int PRIMARY KEY, v text); CREATE TABLE tb (id int PRIMARY KEY, v text)`)
-		ibex(ibextest.AddDBArgs(name, db.Conn)...)
-	}
+	ctl, src, ibex := srcDst(t, `CREATE TABLE ta (id int PRIMARY KEY, v text); CREATE TABLE tb (id int PRIMARY KEY, v text)`)
 	ibex("add", "table", "public.ta", "db=src", "herd=ha")
 	ibex("add", "table", "public.tb", "db=src", "herd=hb")
 	ibex("add", "dbgroup", "g", "src:source", "dst:target")
@@ -118,18 +107,7 @@ func TestRunLockPerSync(t *testing.T) {
 func TestAlreadyRunningOpensNoSessions(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	ctl, src, dst := pgtest.NewDB(t, ""), pgtest.NewDB(t, ""), pgtest.NewDB(t, "")
-	ibex := func(args ...string) {
-		t.Helper()
-		if out, errs, code := ibextest.Ibex(ctl.DSN, args...); code != 0 {
-			t.Fatalf("ibex %q: exit %d\n%s%s", args, code, out, errs)
-		}
-	}
-	ibex("install")
-	for name, db := range map[string]*pgtest.DB{"src": src, "dst": dst} {
-		pgtest.Exec(t, db.DSN, `CREATE TABLE ta (id int PRIMARY KEY, v text)`)
-		ibex(ibextest.AddDBArgs(name, db.Conn)...)
-	}
+	ctl, _, ibex := srcDst(t, `CREATE TABLE ta (id int PRIMARY KEY, v text)`)
 	ibex("add", "table", "public.ta", "db=src", "herd=ha")
 	ibex("add", "dbgroup", "g", "src:source", "dst:target")
 	ibex("add", "sync", "s", "herd=ha", "dbs=g", "autokick=false")
@@ -185,4 +163,23 @@ func TestAlreadyRunningOpensNoSessions(t *testing.T) {
 	if res == nil || res.AlreadyRunning || offered.Load() == 0 {
 		t.Errorf("the run holding the lock: %+v, %d connections offered to the source; want a run that dialed it", res, offered.Load())
 	}
+}
+
+// srcDst makes a control database with ibex installed and dbs src and dst, each with the
+// tables of ddl, and returns the control database, src and a function running ibex on it.
+func srcDst(t *testing.T, ddl string) (ctl, src *pgtest.DB, ibex func(args ...string)) {
+	t.Helper()
+	ctl, src, dst := pgtest.NewDB(t, ""), pgtest.NewDB(t, ""), pgtest.NewDB(t, "")
+	ibex = func(args ...string) {
+		t.Helper()
+		if out, errs, code := ibextest.Ibex(ctl.DSN, args...); code != 0 {
+			t.Fatalf("ibex %q: exit %d\n%s%s", args, code, out, errs)
+		}
+	}
+	ibex("install")
+	for name, db := range map[string]*pgtest.DB{"src": src, "dst": dst} {
+		pgtest.Exec(t, db.DSN, ddl)
+		ibex(ibextest.AddDBArgs(name, db.Conn)...)
+	}
+	return ctl, src, ibex
 }

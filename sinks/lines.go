@@ -180,3 +180,16 @@ func DecodeLine(dst []conflict.Field, line string) ([]conflict.Field, error) {
 		line = line[i+1:]
 	}
 }
+
+// SplitTabs appends to dst the tab-separated fields of line (slices of it): a COPY text
+// line's fields, still escaped.
+func SplitTabs(dst [][]byte, line []byte) [][]byte {
+	for {
+		i := bytes.IndexByte(line, '\t')
+		if i < 0 {
+			return append(dst, line)
+		}
+		dst = append(dst, line[:i])
+		line = line[i+1:]
+	}
+}

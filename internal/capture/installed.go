@@ -71,7 +71,8 @@ type installed struct {
 // QueueInstalled queues on b the statements that read what the db has of sync's capture
 // on every table of names, so that they go in the same round trip as the tables'
 // description (catalog.QueueDescribeAll). The states, in the order of names, are filled
-// once the batch's results are read (when a statement fails, every state's Err says so).
+// once the batch's results are read without error (when a statement fails, or a row does
+// not scan, the batch's Close returns the error).
 func QueueInstalled(b *pgx.Batch, sync string, names []catalog.QualName) []*State {
 	states := make([]*State, len(names))
 	for i := range states {
@@ -79,68 +80,41 @@ func QueueInstalled(b *pgx.Batch, sync string, names []catalog.QualName) []*Stat
 	}
 	in := &installed{triggers: map[uint32][]installedTrigger{}, cols: map[uint32][]string{}, comments: map[uint32]string{}}
 	tables, changes := installedArgs(names, sync)
-	failed := func(err error) error {
-		for i, s := range states {
-			s.Err = fmt.Errorf("checking capture of %s: %w", pgx.Identifier{names[i].Schema, names[i].Name}.Sanitize(), err)
-		}
-		return nil
-	}
-	// Each callback returns nil (a statement that failed is in every state's Err), so that
-	// the batch goes on to the next one's callback; the last builds the states.
-	var err error
+	var rel uint32
+	var t, c *uint32
 	b.Queue(installedRelsSQL, tables, changes).Query(func(rows pgx.Rows) error {
-		for rows.Next() {
-			var t, c *uint32
-			if err = rows.Scan(&t, &c); err != nil {
-				break
-			}
+		_, err := pgx.ForEachRow(rows, []any{&t, &c}, func() error {
 			in.tables, in.changes = append(in.tables, t), append(in.changes, c)
-		}
-		err = firstErr(err, rows.Err())
-		return nil
+			return nil
+		})
+		return err
 	})
+	var tg installedTrigger
 	b.Queue(installedTriggersSQL, tables, TriggerName(sync), TruncTriggerName(sync)).Query(func(rows pgx.Rows) error {
-		for rows.Next() {
-			var rel uint32
-			var tg installedTrigger
-			if e := rows.Scan(&rel, &tg.row, &tg.own, &tg.enabled, &tg.always, &tg.disabledClone); e != nil {
-				err = firstErr(err, e)
-				break
-			}
+		_, err := pgx.ForEachRow(rows, []any{&rel, &tg.row, &tg.own, &tg.enabled, &tg.always, &tg.disabledClone}, func() error {
 			in.triggers[rel] = append(in.triggers[rel], tg)
-		}
-		err = firstErr(err, rows.Err())
-		return nil
+			return nil
+		})
+		return err
 	})
+	var name string
 	b.Queue(installedColumnsSQL, changes).Query(func(rows pgx.Rows) error {
-		for rows.Next() {
-			var rel uint32
-			var name string
-			if e := rows.Scan(&rel, &name); e != nil {
-				err = firstErr(err, e)
-				break
-			}
+		_, err := pgx.ForEachRow(rows, []any{&rel, &name}, func() error {
 			in.cols[rel] = append(in.cols[rel], name)
-		}
-		err = firstErr(err, rows.Err())
-		return nil
+			return nil
+		})
+		return err
 	})
 	b.Queue(installedCommentsSQL, changes).Query(func(rows pgx.Rows) error {
-		for rows.Next() {
-			var rel uint32
-			var text string
-			if e := rows.Scan(&rel, &text); e != nil {
-				err = firstErr(err, e)
-				break
-			}
-			in.comments[rel] = text
-		}
-		err = firstErr(err, rows.Err())
-		if err == nil && len(in.tables) != len(names) {
-			err = fmt.Errorf("%d rows for %d tables", len(in.tables), len(names))
-		}
+		_, err := pgx.ForEachRow(rows, []any{&rel, &name}, func() error {
+			in.comments[rel] = name
+			return nil
+		})
 		if err != nil {
-			return failed(err)
+			return err
+		}
+		if len(in.tables) != len(names) {
+			return fmt.Errorf("checking capture: %d rows for %d tables", len(in.tables), len(names))
 		}
 		for i := range names {
 			in.state(i, states[i])
@@ -148,13 +122,6 @@ func QueueInstalled(b *pgx.Batch, sync string, names []catalog.QualName) []*Stat
 		return nil
 	})
 	return states
-}
-
-func firstErr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
 }
 
 // state fills s with what the db has for the i-th table.

@@ -50,9 +50,8 @@ func TestMigrateAndCheck(t *testing.T) {
 		if locked || err == nil || want == nil || err.Error() != want.Error() {
 			t.Errorf("GetSyncAndLock %s: locked %v, %v; want Check's %v", what, locked, err, want)
 		}
-		var n int
-		if err := runConn.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()`).Scan(&n); err != nil || n != 0 {
-			t.Errorf("GetSyncAndLock %s: %d advisory locks held (%v), want 0", what, n, err)
+		if n := advisoryLocks(t, runConn); n != 0 {
+			t.Errorf("GetSyncAndLock %s: %d advisory locks held, want 0", what, n)
 		}
 	}
 	sameAsCheck("before install")
@@ -156,11 +155,7 @@ func TestOpenSocketSettings(t *testing.T) {
 func TestObjects(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	db := pgtest.NewDB(t, "")
-	s := open(t, db.DSN)
-	if _, err := s.Migrate(ctx, true); err != nil {
-		t.Fatal(err)
-	}
+	_, s := installedStore(t)
 	q := s.Q()
 
 	// dbs

@@ -38,11 +38,7 @@ INSERT INTO ibex.dbgroup (name) VALUES ('g'); INSERT INTO ibex.dbmap VALUES ('g'
 func TestSyncLock(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	db := pgtest.NewDB(t, "")
-	s := open(t, db.DSN)
-	if _, err := s.Migrate(ctx, true); err != nil {
-		t.Fatal(err)
-	}
+	db, s := installedStore(t)
 	syncs := twoSyncs(t, s.Q())
 	for i, sy := range syncs {
 		got, err := control.GetSync(ctx, s.Q(), sy.Name)
@@ -75,21 +71,9 @@ func TestSyncLock(t *testing.T) {
 func TestGetSyncAndLock(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	db := pgtest.NewDB(t, "")
-	s := open(t, db.DSN)
-	if _, err := s.Migrate(ctx, true); err != nil {
-		t.Fatal(err)
-	}
+	db, s := installedStore(t)
 	syncs := twoSyncs(t, s.Q())
 	c1, c2 := pgtest.Conn(t, db.DSN), pgtest.Conn(t, db.DSN)
-	held := func(c *pgx.Conn) int {
-		t.Helper()
-		var n int
-		if err := c.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()`).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
 	sy, dbs, locked, err := control.GetSyncAndLock(ctx, c1, syncs[0].Name, true)
 	if err != nil || !locked || sy.ID != syncs[0].ID || sy.Name != syncs[0].Name || len(dbs) != 1 || dbs["a"] == nil {
 		t.Fatalf("GetSyncAndLock(%s) = %+v, %v, %v, %v; want it with db a, locked", syncs[0].Name, sy, dbs, locked, err)
@@ -101,19 +85,19 @@ func TestGetSyncAndLock(t *testing.T) {
 	if err != nil || locked || sy == nil || sy.ID != syncs[0].ID {
 		t.Errorf("GetSyncAndLock(%s) from another session: %+v, %v, %v; want the sync, not locked", syncs[0].Name, sy, locked, err)
 	}
-	if n := held(c2); n != 0 {
+	if n := advisoryLocks(t, c2); n != 0 {
 		t.Errorf("the other session holds %d advisory locks, want 0", n)
 	}
 	if _, _, locked, err := control.GetSyncAndLock(ctx, c2, "nosuch", true); !errors.Is(err, control.ErrNotFound) || locked {
 		t.Errorf("GetSyncAndLock(nosuch) = %v, %v; want ErrNotFound", locked, err)
 	}
-	if n := held(c2); n != 0 {
+	if n := advisoryLocks(t, c2); n != 0 {
 		t.Errorf("after an unknown sync, the session holds %d advisory locks, want 0", n)
 	}
 	if err := control.UnlockSync(ctx, c1, syncs[0]); err != nil {
 		t.Fatal(err)
 	}
-	if n := held(c1); n != 0 {
+	if n := advisoryLocks(t, c1); n != 0 {
 		t.Errorf("after UnlockSync, %d advisory locks held, want 0", n)
 	}
 }
@@ -166,4 +150,25 @@ INSERT INTO ibex.sync (name, herd, dbgroup) VALUES ('s14208', 'h', 'g'), ('s1895
 	if sy.ID == 0 || slices.Contains(ids, sy.ID) {
 		t.Errorf("id of a sync added after the upgrade: %d (others %v)", sy.ID, ids)
 	}
+}
+
+// installedStore is a new database with the control schema installed, and its store.
+func installedStore(t *testing.T) (*pgtest.DB, *control.Store) {
+	t.Helper()
+	db := pgtest.NewDB(t, "")
+	s := open(t, db.DSN)
+	if _, err := s.Migrate(context.Background(), true); err != nil {
+		t.Fatal(err)
+	}
+	return db, s
+}
+
+// advisoryLocks is the number of advisory locks the session of c holds.
+func advisoryLocks(t *testing.T, c *pgx.Conn) int {
+	t.Helper()
+	var n int
+	if err := c.QueryRow(context.Background(), `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

@@ -217,7 +217,7 @@ func (s *Sink) WriteRows(ctx context.Context, t *sinks.Table, r io.Reader) (int6
 			f, err = sinks.DecodeLine(f, string(line))
 			nf = len(f)
 		} else {
-			raw = splitTabs(raw, line)
+			raw = sinks.SplitTabs(raw, line)
 			nf = len(raw)
 		}
 		if err == nil && nf != ncol {

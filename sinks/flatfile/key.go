@@ -1,7 +1,6 @@
 package flatfile
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"math"
 	"math/bits"
@@ -94,18 +93,6 @@ func canonicalInt(b []byte) (int64, bool) {
 		return int64(u), true
 	}
 	return 0, false
-}
-
-// splitTabs appends to dst the tab-separated fields of line (slices of it).
-func splitTabs(dst [][]byte, line []byte) [][]byte {
-	for {
-		i := bytes.IndexByte(line, '\t')
-		if i < 0 {
-			return append(dst, line)
-		}
-		dst = append(dst, line[:i])
-		line = line[i+1:]
-	}
 }
 
 // arg is k's SQLite value.
