@@ -45,10 +45,9 @@ FROM pg_index WHERE indrelid = ANY (` + regclasses("$1") + `)
 ORDER BY indexrelid`
 
 type attr struct {
-	num     int16
-	col     Column
-	gen     bool
-	notNull bool
+	num int16
+	col Column
+	gen bool // a generated column: not among the table's columns, but an index may use it
 }
 
 type uniqueIndex struct {
