@@ -4,7 +4,10 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/ibexrepl/ibex/internal/catalog"
+	"github.com/ibexrepl/ibex/internal/control"
 )
 
 func intPoints(w float64, vs ...int64) []keyPoint {
@@ -124,6 +127,47 @@ func TestBucketsCond(t *testing.T) {
 	} {
 		if got := r.bucketsCond(c.t, "d.", c.lo, c.hi, c.nb); got != c.want {
 			t.Errorf("bucketsCond(%v, %d..%d of %d) = %s, want %s", c.t.keyCols, c.lo, c.hi, c.nb, got, c.want)
+		}
+	}
+}
+
+// TestWALReceivers: a run with many rows compresses the WAL of the members that may
+// receive rows (targets, and a source when another source has changes to send), not of a
+// source that only sends; a run with few rows compresses none; a copy (changes not
+// counted) all.
+func TestWALReceivers(t *testing.T) {
+	pgdb := &control.DB{Type: control.DBTypePostgres}
+	mk := func(roles ...string) *runner {
+		r := &runner{}
+		for i, role := range roles {
+			r.members = append(r.members, &member{idx: i, name: string(rune('a' + i)), role: role, db: pgdb, conn: &pgx.Conn{}}) // a session that is never used
+		}
+		return r
+	}
+	tb := &table{}
+	cases := []struct {
+		name    string
+		roles   []string
+		pending []int64 // per member; nil: not counted
+		want    uint64
+	}{
+		{"copy", []string{control.RoleSource, control.RoleTarget}, nil, 0b11},
+		{"one source sends", []string{control.RoleSource, control.RoleTarget}, []int64{5000, 0}, 0b10},
+		{"few rows", []string{control.RoleSource, control.RoleTarget}, []int64{10, 0}, 0},
+		{"two sources, one sends", []string{control.RoleSource, control.RoleSource, control.RoleTarget}, []int64{5000, 0, 0}, 0b110},
+		{"two sources send", []string{control.RoleSource, control.RoleSource}, []int64{3000, 3000}, 0b11},
+	}
+	for _, c := range cases {
+		r := mk(c.roles...)
+		if c.pending != nil {
+			r.pendingN = map[*table]int64{}
+			r.srcPending = c.pending
+			for _, n := range c.pending {
+				r.pendingN[tb] += n
+			}
+		}
+		if got := r.walReceivers(); got != c.want {
+			t.Errorf("%s: walReceivers %03b, want %03b", c.name, got, c.want)
 		}
 	}
 }

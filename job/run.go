@@ -174,7 +174,7 @@ func (r *runner) run(ctx context.Context) error {
 		}
 	}
 	r.openSourceSessions(ctx)
-	r.compressWAL = r.manyRows()
+	r.compressWAL = r.walReceivers()
 	t3 := time.Now()
 	if err := r.checkSchemas(ctx, true); err != nil {
 		return err
@@ -191,17 +191,36 @@ func (r *runner) run(ctx context.Context) error {
 // worth the millisecond that asking costs a new session.
 const compressWALRows = 1000
 
-// manyRows reports whether the run may write compressWALRows rows or more: its changes
-// were counted to that many, or not counted (a copy).
-func (r *runner) manyRows() bool {
+// walReceivers returns the members (bit(m.idx)) whose sessions compress their WAL: every
+// member when the run may write compressWALRows rows or more (its changes were counted to
+// that many, or not counted: a copy), but of the sources only those that receive some
+// (another source has changes to send): a source that only sends writes no rows, and on
+// a new session the question costs a few milliseconds (it reads pg_settings).
+func (r *runner) walReceivers() uint64 {
+	var all uint64
+	for _, m := range r.members {
+		all |= bit(m.idx)
+	}
 	if r.pendingN == nil {
-		return true
+		return all
 	}
 	var n int64
 	for _, c := range r.pendingN {
 		n += c
 	}
-	return n >= compressWALRows
+	if n < compressWALRows {
+		return 0
+	}
+	for _, a := range r.sources() {
+		receives := false
+		for _, o := range r.sources() {
+			receives = receives || (o != a && r.srcPending[o.idx] > 0)
+		}
+		if !receives {
+			all &^= bit(a.idx)
+		}
+	}
+	return all
 }
 
 // openSourceSessions starts opening, when the backlog was counted, the read session of

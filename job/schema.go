@@ -55,7 +55,7 @@ func (s *session) checkSchemas(ctx context.Context, checkCapture bool) error {
 		if checkCapture && m.isSource() && !s.fullcopy {
 			states = capture.QueueInstalled(b, s.sync.Name, rels)
 		}
-		if s.compressWAL {
+		if s.compressWAL&bit(m.idx) != 0 {
 			b.Queue(dbconn.WALCompressionSQL(dbconn.ServerMajor(m.conn.PgConn())))
 		}
 		var fk *fkeys

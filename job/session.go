@@ -344,8 +344,9 @@ type session struct {
 	createTargets bool
 	created       []string
 	// compressWAL: checkSchemas also turns on wal_compression on the PostgreSQL dbs
-	// (dbconn.WALCompressionSQL), for a run with many rows to write.
-	compressWAL bool
+	// (dbconn.WALCompressionSQL) of the members it holds (bit(m.idx)), for a run with many
+	// rows to write to them.
+	compressWAL uint64
 	// skipped records each db that left, with why (db name -> reason).
 	skipped map[string]string
 	// fks are the foreign keys between the tables as checkSchemas read them on each db
