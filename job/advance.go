@@ -217,5 +217,57 @@ func (r *runner) advance(ctx context.Context) error {
 		}
 	}
 	r.wm = wm
+	r.vacuum = r.vacuums()
 	return nil
+}
+
+// vacuumChanges is how many of a table's changes a run must have removed from a source's
+// change table for advance to vacuum it there (capture.Vacuum): about a hundred pages of
+// change rows, whose scan costs each later run milliseconds until they are vacuumed.
+const vacuumChanges = 10000
+
+// vacuums returns, by member index, the tables whose change table is vacuumed on that
+// source at the end of the run (vacuumChanges): those it had vacuumChanges changes or
+// more of, all applied by this run.
+func (r *runner) vacuums() [][]*table {
+	out := make([][]*table, len(r.members))
+	for _, t := range r.tables {
+		for _, a := range r.sources() {
+			if a.snap != "" && r.changesOf[t] != nil && r.changesOf[t][a.idx] >= vacuumChanges {
+				out[a.idx] = append(out[a.idx], t)
+			}
+		}
+	}
+	return out
+}
+
+// vacuumChanges vacuums, on each source at once, the change tables advance chose (see
+// capture.Vacuum), before the run's sessions are closed or given back: after the run's
+// end is recorded (its lock let go), so that the run's duration is that of its changes,
+// and a run of the same sync may already start meanwhile. A failure is only logged: the
+// table is left to autovacuum.
+func (r *runner) vacuumChanges() {
+	vac := r.vacuum
+	r.vacuum = nil
+	ctx := r.ctx
+	if vac == nil || ctx == nil || ctx.Err() != nil {
+		return
+	}
+	var srcs []*member
+	for _, a := range r.sources() {
+		if len(vac[a.idx]) > 0 && !a.conn.IsClosed() {
+			srcs = append(srcs, a)
+		}
+	}
+	r.each(srcs, func(a *member) error {
+		for _, t := range vac[a.idx] {
+			t0 := time.Now()
+			if _, err := a.conn.Exec(ctx, capture.Vacuum(t.change)); err != nil {
+				r.logger.WarnContext(ctx, "vacuuming a change table failed", slog.String("db", a.name), slog.String("table", t.name), slog.String("error", err.Error()))
+				return nil
+			}
+			r.logger.DebugContext(ctx, "vacuumed", slog.String("db", a.name), slog.String("table", t.name), slog.Int64("changes", r.changesOf[t][a.idx]), slog.Duration("took", time.Since(t0)))
+		}
+		return nil
+	})
 }

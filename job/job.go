@@ -209,6 +209,7 @@ func Run(ctx context.Context, store *control.Store, syncName string, opts Option
 		ctl: lockConn}
 	runErr := r.run(ctx)
 	res.Duration = time.Since(res.Started)
+	defer r.closeAll() // after the run's end is recorded: closeAll may vacuum change tables
 	if n := r.noDeltas.Load(); n > 0 {
 		logger.WarnContext(ctx, "counters: some keys had changes captured before their columns were counters, and were decided as whole rows", slog.String("sync", syncName), slog.Int64("keys", n))
 	}

@@ -83,6 +83,7 @@ func (r *runner) plan(ctx context.Context, t *table, oneScan bool) (int, *splitK
 				r.drop(a, fmt.Errorf("db %s: counting changes of %s: %w", a.name, t.name, err))
 				continue
 			}
+			r.noteChanges(t, a, n)
 			total += n
 		}
 	}
@@ -276,6 +277,7 @@ func (r *runner) countPending(ctx context.Context) (total int64, err error) {
 	r.srcPending = make([]int64, len(r.members))
 	for _, a := range r.sources() {
 		for j, t := range r.tables {
+			r.noteChanges(t, a, counts[a.idx][j])
 			r.srcPending[a.idx] = max(r.srcPending[a.idx], counts[a.idx][j])
 			// pendingN sizes the batches: row changes only.
 			r.pendingN[t] += counts[a.idx][j] - truncs[a.idx][j]
@@ -284,6 +286,17 @@ func (r *runner) countPending(ctx context.Context) (total int64, err error) {
 		}
 	}
 	return total, nil
+}
+
+// noteChanges records that source a had n changes of t pending (see runner.changesOf).
+func (r *runner) noteChanges(t *table, a *member, n int64) {
+	if r.changesOf == nil {
+		r.changesOf = map[*table][]int64{}
+	}
+	if r.changesOf[t] == nil {
+		r.changesOf[t] = make([]int64, len(r.members))
+	}
+	r.changesOf[t][a.idx] = n
 }
 
 // batchSize is the run's batch budget: changed keys per batch and per unit.

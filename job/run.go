@@ -89,7 +89,13 @@ type runner struct {
 	truncN map[*table]int64
 	// srcPending is, by member index, each source's largest count of pending changes of
 	// one table (with pendingN).
-	srcPending               []int64
+	srcPending []int64
+	// changesOf is, by table and member index, the changes each source had pending when
+	// counted (countPending or plan): after a run that removed vacuumChanges of them or
+	// more, advance vacuums that change table there.
+	changesOf map[*table][]int64
+	// vacuum are, by member index, the change tables closeAll vacuums (vacuumChanges).
+	vacuum                   [][]*table
 	truncs                   map[*table]*truncs
 	truncDone, truncConsumed bool
 	// only, when not 0, limits the receivers written to these members (a unit applied
@@ -142,14 +148,14 @@ func (r *runner) closeAll() {
 		r.ahead.wg.Wait()
 		r.ahead = nil
 	}
+	r.vacuumChanges()
 	r.session.closeAll()
 }
 
 var snapRe = regexp.MustCompile(`^[0-9]+:[0-9]+:[0-9,]*$`)
 
 func (r *runner) run(ctx context.Context) error {
-	r.ctx = ctx
-	defer r.closeAll()
+	r.ctx = ctx // its sessions are closed by Run (closeAll), once the run is recorded
 	defer func() {
 		if len(r.skipped) > 0 {
 			r.res.Skipped = r.skipped
