@@ -260,14 +260,18 @@ func (r *runner) vacuumChanges() {
 		}
 	}
 	r.each(srcs, func(a *member) error {
+		var changes, names []string
+		var n int64
 		for _, t := range vac[a.idx] {
-			t0 := time.Now()
-			if _, err := a.conn.Exec(ctx, capture.Vacuum(t.change)); err != nil {
-				r.logger.WarnContext(ctx, "vacuuming a change table failed", slog.String("db", a.name), slog.String("table", t.name), slog.String("error", err.Error()))
-				return nil
-			}
-			r.logger.DebugContext(ctx, "vacuumed", slog.String("db", a.name), slog.String("table", t.name), slog.Int64("changes", r.changesOf[t][a.idx]), slog.Duration("took", time.Since(t0)))
+			changes, names = append(changes, t.change), append(names, t.name)
+			n += r.changesOf[t][a.idx]
 		}
+		t0 := time.Now()
+		if _, err := a.conn.Exec(ctx, capture.Vacuum(changes...)); err != nil {
+			r.logger.WarnContext(ctx, "vacuuming change tables failed", slog.String("db", a.name), slog.String("tables", strings.Join(names, ", ")), slog.String("error", err.Error()))
+			return nil
+		}
+		r.logger.DebugContext(ctx, "vacuumed", slog.String("db", a.name), slog.String("tables", strings.Join(names, ", ")), slog.Int64("changes", n), slog.Duration("took", time.Since(t0)))
 		return nil
 	})
 }

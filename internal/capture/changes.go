@@ -327,14 +327,14 @@ func Purge(changeTable string, watermarks []string) string {
 	return `DELETE FROM ` + changeTable + ` WHERE ` + strings.Join(conds, " AND ")
 }
 
-// Vacuum is the VACUUM that frees the space of a change table's purged rows once a run
-// has removed many: until then every scan of the table (each run counts, reads and purges
-// it) steps over the dead rows, and a run after a large backlog took several times as
-// long until autovacuum came by. SKIP_LOCKED: a table another session holds a conflicting
-// lock on is left alone (for the next run, or autovacuum); VACUUM never blocks the
-// application's writes.
-func Vacuum(changeTable string) string {
-	return `VACUUM (SKIP_LOCKED) ` + changeTable
+// Vacuum is the VACUUM that frees the space of change tables' purged rows once a run has
+// removed many: until then every scan of a table (each run counts, reads and purges it)
+// steps over the dead rows, and a run after a large backlog took several times as long
+// until autovacuum came by. One statement for all the tables (a list); SKIP_LOCKED: a
+// table another session holds a conflicting lock on is left alone (for the next run, or
+// autovacuum); VACUUM never blocks the application's writes.
+func Vacuum(changeTables ...string) string {
+	return `VACUUM (SKIP_LOCKED) ` + strings.Join(changeTables, ", ")
 }
 
 // DropLateKeys is the COPY TO STDOUT that, on a source receiving rows, deletes from
