@@ -221,19 +221,20 @@ func (r *runner) advance(ctx context.Context) error {
 	return nil
 }
 
-// vacuumChanges is how many of a table's changes a run must have removed from a source's
-// change table for advance to vacuum it there (capture.Vacuum): about a hundred pages of
-// change rows, whose scan costs each later run milliseconds until they are vacuumed.
-const vacuumChanges = 10000
+// vacuumMinChanges is how many of a table's changes a run must have removed from a
+// source's change table for the run to vacuum it there (capture.Vacuum): about a hundred
+// pages of change rows, whose scan costs each later run milliseconds until they are
+// vacuumed.
+const vacuumMinChanges = 10000
 
 // vacuums returns, by member index, the tables whose change table is vacuumed on that
-// source at the end of the run (vacuumChanges): those it had vacuumChanges changes or
+// source at the end of the run (vacuumChanges): those it had vacuumMinChanges changes or
 // more of, all applied by this run.
 func (r *runner) vacuums() [][]*table {
 	out := make([][]*table, len(r.members))
 	for _, t := range r.tables {
 		for _, a := range r.sources() {
-			if a.snap != "" && r.changesOf[t] != nil && r.changesOf[t][a.idx] >= vacuumChanges {
+			if a.snap != "" && r.changesOf[t] != nil && r.changesOf[t][a.idx] >= vacuumMinChanges {
 				out[a.idx] = append(out[a.idx], t)
 			}
 		}

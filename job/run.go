@@ -91,8 +91,8 @@ type runner struct {
 	// one table (with pendingN).
 	srcPending []int64
 	// changesOf is, by table and member index, the changes each source had pending when
-	// counted (countPending or plan): after a run that removed vacuumChanges of them or
-	// more, advance vacuums that change table there.
+	// counted (countPending or plan): a run that removed vacuumMinChanges of them or more
+	// vacuums that change table there (advance chooses, closeAll vacuums).
 	changesOf map[*table][]int64
 	// vacuum are, by member index, the change tables closeAll vacuums (vacuumChanges).
 	vacuum                   [][]*table
@@ -218,11 +218,7 @@ func (r *runner) walReceivers() uint64 {
 		return 0
 	}
 	for _, a := range r.sources() {
-		receives := false
-		for _, o := range r.sources() {
-			receives = receives || (o != a && r.srcPending[o.idx] > 0)
-		}
-		if !receives {
+		if !r.receivesChanges(a) {
 			all &^= bit(a.idx)
 		}
 	}
@@ -246,12 +242,19 @@ func (r *runner) openSourceSessions(ctx context.Context) {
 	for _, a := range r.sources() {
 		// A source that only sends short key lists reads them on its first session (see
 		// shipKeys): it needs a read session when a list is long or when it receives too.
-		receives := false
-		for _, o := range r.sources() {
-			receives = receives || (o != a && r.srcPending[o.idx] > 0)
-		}
-		a.openEarly(ctx, r.srcPending[a.idx] > 0 && (long || receives), multi)
+		a.openEarly(ctx, r.srcPending[a.idx] > 0 && (long || r.receivesChanges(a)), multi)
 	}
+}
+
+// receivesChanges reports whether source a has rows to receive: another source has
+// changes pending (counted).
+func (r *runner) receivesChanges(a *member) bool {
+	for _, o := range r.sources() {
+		if o != a && r.srcPending[o.idx] > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // runTables applies the tables: a whole copy (fullcopy, onetimecopy), the changes, or both.
