@@ -172,3 +172,52 @@ func advisoryLocks(t *testing.T, c *pgx.Conn) int {
 	}
 	return n
 }
+
+// TestStartRunLongHistory: with a long run history, StartRun finds the runs left running
+// without reading the history (a few buffers, not thousands), and closes them as bad.
+func TestStartRunLongHistory(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, s := installedStore(t)
+	c, err := pgx.Connect(ctx, db.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	if _, err := c.Exec(ctx, `INSERT INTO ibex.run (sync, host, pid, state, ended) SELECT 's', 'h', 1, 'empty', now() FROM generate_series(1, 200000);
+		INSERT INTO ibex.run (sync, host, pid) VALUES ('s', 'h', 2);
+		ANALYZE ibex.run`); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := c.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var plan []struct {
+		Plan struct {
+			Hit  int64 `json:"Shared Hit Blocks"`
+			Read int64 `json:"Shared Read Blocks"`
+		}
+	}
+	if err := tx.QueryRow(ctx, `EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) `+control.StartRunSQL, "s", "h", 3, control.StateBad, control.StateRunning).Scan(&plan); err != nil {
+		t.Fatal(err)
+	}
+	_ = tx.Rollback(ctx)
+	if len(plan) != 1 {
+		t.Fatalf("plan: %+v", plan)
+	}
+	if n := plan[0].Plan.Hit + plan[0].Plan.Read; n > 100 {
+		t.Errorf("StartRun read %d buffers with 200,001 runs recorded, want at most 100", n)
+	}
+	id, err := control.StartRun(ctx, s.Q(), "s", "h", 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var running, bad int
+	if err := c.QueryRow(ctx, `SELECT count(*) FILTER (WHERE state = 'running'), count(*) FILTER (WHERE state = 'bad') FROM ibex.run WHERE sync = 's'`).Scan(&running, &bad); err != nil {
+		t.Fatal(err)
+	}
+	if running != 1 || bad != 1 {
+		t.Errorf("after StartRun: %d running, %d bad; want 1 (run %d) and 1 (the one left running)", running, bad, id)
+	}
+}
