@@ -235,45 +235,6 @@ func testBatching(t *testing.T, f *farm) {
 	c.mustRun(control.StateEmpty, job.Options{})
 }
 
-// testVacuumAfterLargeBacklog: a run that removed 12,000 change rows of each of two
-// tables from a source vacuums their change tables there, in one statement (the dead
-// rows' pages are freed: the tables are empty again), and a run of a few changes does
-// not. Every scan of a change table steps over its dead rows until they are vacuumed:
-// after a backlog of 1,000,000 rows, one-row runs took 236-475 ms until autovacuum came
-// by, 80-101 ms after a VACUUM.
-func testVacuumAfterLargeBacklog(t *testing.T, f *farm) {
-	c := f.cluster(t, "vacuum", 2)
-	c.onAll(`CREATE TABLE item (id int PRIMARY KEY, v text); INSERT INTO item SELECT g, 'init' FROM generate_series(1, 12000) g;
-		CREATE TABLE "Other item" (id bigint PRIMARY KEY, v text); INSERT INTO "Other item" SELECT g, 'init' FROM generate_series(1, 12000) g`)
-	c.configure([]string{"item", `"Other item"`}, []string{"t1:source", "t2:target"})
-	c.on("t1", `UPDATE item SET v = 'new' WHERE id <= 12000; UPDATE "Other item" SET v = 'new'`)
-	size := func() int64 {
-		return c.int("t1", `SELECT pg_relation_size($1::regclass) + pg_relation_size($2::regclass)`, c.changeTable("item"), c.changeTable("Other item"))
-	}
-	if n := size(); n == 0 {
-		t.Fatal("the change tables are empty before the run")
-	}
-	lc := &logCounter{msgs: map[string]int{}}
-	res := c.mustRun(control.StateGood, job.Options{Logger: slog.New(lc)})
-	if got, want := countsOf(res), (counts{I: 24000, D: 24000}); got != want {
-		t.Errorf("I/D/C %+v, want %+v", got, want)
-	}
-	if n := size(); n != 0 {
-		t.Errorf("the change tables hold %d bytes after a run that removed their 12,000 rows each, want 0 (vacuumed)", n)
-	}
-	if n := lc.msgs["vacuumed"]; n != 1 {
-		t.Errorf("%d VACUUM statements, want 1 (both tables in one)", n)
-	}
-	c.on("t1", `UPDATE item SET v = 'few' WHERE id <= 10`)
-	lc = &logCounter{msgs: map[string]int{}}
-	c.mustRun(control.StateGood, job.Options{Logger: slog.New(lc)})
-	if n := lc.msgs["vacuumed"]; n != 0 {
-		t.Errorf("a run of 10 changes vacuumed %d times, want none", n)
-	}
-	c.sameEverywhere("item", "id")
-	c.sameEverywhere(`"Other item"`, "id")
-}
-
 // testLeastPrivilege: with the dbs reached as a role that is not superuser and owns the
 // tables (so session_replication_role cannot be set and ibex.applying is used instead),
 // the sync is added, replicates, and applied rows are not captured again.

@@ -33,7 +33,6 @@ func TestFarm(t *testing.T) {
 		{"SchemaDrift", testSchemaDrift},
 		{"Batching", testBatching},
 		{"BatchingSkewAndTextKey", testBatchingSkewAndTextKey},
-		{"VacuumAfterLargeBacklog", testVacuumAfterLargeBacklog},
 		{"KeyTypesAndHostileNames", testKeyTypesAndHostileNames},
 		{"KeyRewrittenToEqualValue", testKeyRewrittenToEqualValue},
 		{"KeyColumnsNamedLikeChangeColumns", testKeyColumnsNamedLikeChangeColumns},

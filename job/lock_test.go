@@ -21,7 +21,7 @@ import (
 func TestRunLockPerSync(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	ctl, src, ibex := srcDst(t, `CREATE TABLE ta (id int PRIMARY KEY, v text); CREATE TABLE tb (id int PRIMARY KEY, v text)`)
+	ctl, src, _, ibex := srcDst(t, `CREATE TABLE ta (id int PRIMARY KEY, v text); CREATE TABLE tb (id int PRIMARY KEY, v text)`)
 	ibex("add", "table", "public.ta", "db=src", "herd=ha")
 	ibex("add", "table", "public.tb", "db=src", "herd=hb")
 	ibex("add", "dbgroup", "g", "src:source", "dst:target")
@@ -107,7 +107,7 @@ func TestRunLockPerSync(t *testing.T) {
 func TestAlreadyRunningOpensNoSessions(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	ctl, _, ibex := srcDst(t, `CREATE TABLE ta (id int PRIMARY KEY, v text)`)
+	ctl, _, _, ibex := srcDst(t, `CREATE TABLE ta (id int PRIMARY KEY, v text)`)
 	ibex("add", "table", "public.ta", "db=src", "herd=ha")
 	ibex("add", "dbgroup", "g", "src:source", "dst:target")
 	ibex("add", "sync", "s", "herd=ha", "dbs=g", "autokick=false")
@@ -166,10 +166,11 @@ func TestAlreadyRunningOpensNoSessions(t *testing.T) {
 }
 
 // srcDst makes a control database with ibex installed and dbs src and dst, each with the
-// tables of ddl, and returns the control database, src and a function running ibex on it.
-func srcDst(t *testing.T, ddl string) (ctl, src *pgtest.DB, ibex func(args ...string)) {
+// tables of ddl, and returns the control database, src, dst and a function running ibex
+// on it.
+func srcDst(t *testing.T, ddl string) (ctl, src, dst *pgtest.DB, ibex func(args ...string)) {
 	t.Helper()
-	ctl, src, dst := pgtest.NewDB(t, ""), pgtest.NewDB(t, ""), pgtest.NewDB(t, "")
+	ctl, src, dst = pgtest.NewDB(t, ""), pgtest.NewDB(t, ""), pgtest.NewDB(t, "")
 	ibex = func(args ...string) {
 		t.Helper()
 		if out, errs, code := ibextest.Ibex(ctl.DSN, args...); code != 0 {
@@ -181,5 +182,5 @@ func srcDst(t *testing.T, ddl string) (ctl, src *pgtest.DB, ibex func(args ...st
 		pgtest.Exec(t, db.DSN, ddl)
 		ibex(ibextest.AddDBArgs(name, db.Conn)...)
 	}
-	return ctl, src, ibex
+	return ctl, src, dst, ibex
 }
