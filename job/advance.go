@@ -234,7 +234,7 @@ func (r *runner) vacuums() [][]*table {
 	out := make([][]*table, len(r.members))
 	for _, t := range r.tables {
 		for _, a := range r.sources() {
-			if a.snap != "" && r.changesOf[t] != nil && r.changesOf[t][a.idx] >= vacuumMinChanges {
+			if a.snap != "" && r.changesPending(t, a) >= vacuumMinChanges {
 				out[a.idx] = append(out[a.idx], t)
 			}
 		}
@@ -265,7 +265,7 @@ func (r *runner) vacuumChanges() {
 		var n int64
 		for _, t := range vac[a.idx] {
 			changes, names = append(changes, t.change), append(names, t.name)
-			n += r.changesOf[t][a.idx]
+			n += r.changesPending(t, a)
 		}
 		t0 := time.Now()
 		if _, err := a.conn.Exec(ctx, capture.Vacuum(changes...)); err != nil {

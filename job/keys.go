@@ -212,7 +212,7 @@ func (r *runner) startKeyParts(ctx context.Context, t *table, b, nb int, ahead, 
 		// About how many keys the source sends, to size what holds them.
 		var hint int
 		if rows && r.pendingN != nil {
-			hint = int(min(min(r.pendingN[t], r.srcPending[a.idx])/int64(max(nb, 1)), 2*int64(r.batchSize())))
+			hint = int(min(min(r.pendingN[t], r.changesPending(t, a))/int64(max(nb, 1)), 2*int64(r.batchSize())))
 		}
 		kr.wg.Add(1)
 		reads.Add(1)
@@ -739,22 +739,25 @@ func mergeParts(members []*member, parts []*keyPart) (map[string]*keyState, *key
 			ks.changer |= bit(a.idx)
 			ks.need |= p.need[i]
 			if p.sums != nil {
-				if x := ks.extra(); x.sums == nil {
+				x := ks.extra()
+				if x.sums == nil {
 					x.sums = map[int][]string{}
 				}
-				ks.more.sums[a.idx] = p.sums[i]
+				x.sums[a.idx] = p.sums[i]
 			}
 			if p.cols != nil {
-				if x := ks.extra(); x.cols == nil {
+				x := ks.extra()
+				if x.cols == nil {
 					x.cols = map[int]string{}
 				}
-				ks.more.cols[a.idx] = p.cols[i]
+				x.cols[a.idx] = p.cols[i]
 			}
 			if p.old != nil && p.old[i] != "" {
-				if x := ks.extra(); x.old == nil {
+				x := ks.extra()
+				if x.old == nil {
 					x.old = map[int]string{}
 				}
-				ks.more.old[a.idx] = p.old[i]
+				x.old[a.idx] = p.old[i]
 			}
 		}
 	}

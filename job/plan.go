@@ -274,11 +274,9 @@ func (r *runner) countPending(ctx context.Context) (total int64, err error) {
 		return 0, err
 	}
 	r.pendingN, r.truncN = map[*table]int64{}, map[*table]int64{}
-	r.srcPending = make([]int64, len(r.members))
 	for _, a := range r.sources() {
 		for j, t := range r.tables {
 			r.noteChanges(t, a, counts[a.idx][j])
-			r.srcPending[a.idx] = max(r.srcPending[a.idx], counts[a.idx][j])
 			// pendingN sizes the batches: row changes only.
 			r.pendingN[t] += counts[a.idx][j] - truncs[a.idx][j]
 			r.truncN[t] += truncs[a.idx][j]
@@ -286,6 +284,15 @@ func (r *runner) countPending(ctx context.Context) (total int64, err error) {
 		}
 	}
 	return total, nil
+}
+
+// changesPending is how many changes of t source a had pending when counted (0: not
+// counted).
+func (r *runner) changesPending(t *table, a *member) int64 {
+	if c := r.changesOf[t]; c != nil {
+		return c[a.idx]
+	}
+	return 0
 }
 
 // noteChanges records that source a had n changes of t pending (see runner.changesOf).

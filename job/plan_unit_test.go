@@ -161,7 +161,7 @@ func TestWALReceivers(t *testing.T) {
 		r := mk(c.roles...)
 		if c.pending != nil {
 			r.pendingN = map[*table]int64{}
-			r.srcPending = c.pending
+			r.changesOf = map[*table][]int64{tb: c.pending}
 			for _, n := range c.pending {
 				r.pendingN[tb] += n
 			}

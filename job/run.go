@@ -87,12 +87,9 @@ type runner struct {
 	// readTruncates found of them (tables without any are absent); truncDone is set once
 	// the unit applying them has committed, truncConsumed once they are consumed.
 	truncN map[*table]int64
-	// srcPending is, by member index, each source's largest count of pending changes of
-	// one table (with pendingN).
-	srcPending []int64
 	// changesOf is, by table and member index, the changes each source had pending when
-	// counted (countPending or plan): a run that removed vacuumMinChanges of them or more
-	// vacuums that change table there (advance chooses, closeAll vacuums).
+	// counted (countPending or plan; see srcPending): a run that removed vacuumMinChanges
+	// of them or more vacuums that change table there (advance chooses, closeAll vacuums).
 	changesOf map[*table][]int64
 	// vacuum are, by member index, the change tables closeAll vacuums (vacuumChanges).
 	vacuum                   [][]*table
@@ -242,15 +239,25 @@ func (r *runner) openSourceSessions(ctx context.Context) {
 	for _, a := range r.sources() {
 		// A source that only sends short key lists reads them on its first session (see
 		// shipKeys): it needs a read session when a list is long or when it receives too.
-		a.openEarly(ctx, r.srcPending[a.idx] > 0 && (long || r.receivesChanges(a)), multi)
+		a.openEarly(ctx, r.srcPending(a) > 0 && (long || r.receivesChanges(a)), multi)
 	}
+}
+
+// srcPending is source a's largest count of pending changes of one table (0 when not
+// counted).
+func (r *runner) srcPending(a *member) int64 {
+	var n int64
+	for _, c := range r.changesOf {
+		n = max(n, c[a.idx])
+	}
+	return n
 }
 
 // receivesChanges reports whether source a has rows to receive: another source has
 // changes pending (counted).
 func (r *runner) receivesChanges(a *member) bool {
 	for _, o := range r.sources() {
-		if o != a && r.srcPending[o.idx] > 0 {
+		if o != a && r.srcPending(o) > 0 {
 			return true
 		}
 	}

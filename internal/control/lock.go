@@ -71,7 +71,9 @@ func GetSyncAndLock(ctx context.Context, q Batcher, name string, check bool) (s 
 	}
 	if lockedID != nil && cmp.Or(versionErr, sendErr, syncErr, dbErr, replaced) != nil {
 		// Taken, but the run cannot go on with what was read: let go.
-		br := q.SendBatch(context.WithoutCancel(ctx), unlockBatch(*lockedID))
+		ub := &pgx.Batch{}
+		queueUnlock(ub, *lockedID)
+		br := q.SendBatch(context.WithoutCancel(ctx), ub)
 		_, _ = br.Exec()
 		_ = br.Close()
 		lockedID = nil
@@ -93,11 +95,8 @@ func GetSyncAndLock(ctx context.Context, q Batcher, name string, check bool) (s 
 	return &sy, dbs, lockedID != nil, nil
 }
 
-func unlockBatch(id int32) *pgx.Batch {
-	b := &pgx.Batch{}
-	b.Queue(unlockSQL, SyncLockNamespace, id)
-	return b
-}
+// queueUnlock queues on b the release of the run lock of the sync with id.
+func queueUnlock(b *pgx.Batch, id int32) { b.Queue(unlockSQL, SyncLockNamespace, id) }
 
 // UnlockSync releases the run lock of sync s that the session of q holds.
 func UnlockSync(ctx context.Context, q Querier, s *Sync) error {
@@ -109,7 +108,7 @@ func UnlockSync(ctx context.Context, q Querier, s *Sync) error {
 
 // UnlockSyncAfter returns what queues UnlockSync's statement on a batch (EndRun's also).
 func UnlockSyncAfter(s *Sync) func(*pgx.Batch) {
-	return func(b *pgx.Batch) { b.Queue(unlockSQL, SyncLockNamespace, s.ID) }
+	return func(b *pgx.Batch) { queueUnlock(b, s.ID) }
 }
 
 const unlockSQL = `SELECT pg_advisory_unlock($1, $2)`
