@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -174,6 +175,10 @@ func (r *runner) advance(ctx context.Context) error {
 	}
 	var srcs []*member
 	purge := make([]string, len(r.members))
+	// A change table the run removed many rows of is emptied by TRUNCATE when nothing else
+	// is left in it (capture.PurgeAll); it is vacuumed after the run all the same, which
+	// costs next to nothing once it is empty.
+	big := r.vacuums()
 	for _, a := range r.sources() {
 		// Every receiver of the sync, taking part in this run or not.
 		var wms []string
@@ -184,7 +189,11 @@ func (r *runner) advance(ctx context.Context) error {
 		}
 		var stmts []string
 		for _, t := range r.tables {
-			if sql := capture.Purge(t.change, wms); sql != "" {
+			purgeSQL := capture.Purge
+			if slices.Contains(big[a.idx], t) {
+				purgeSQL = capture.PurgeAll
+			}
+			if sql := purgeSQL(t.change, wms); sql != "" {
 				stmts = append(stmts, sql)
 			}
 		}
@@ -217,7 +226,7 @@ func (r *runner) advance(ctx context.Context) error {
 		}
 	}
 	r.wm = wm
-	r.vacuum = r.vacuums()
+	r.vacuum = big
 	return nil
 }
 

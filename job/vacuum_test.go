@@ -3,6 +3,7 @@ package job_test
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -15,9 +16,9 @@ import (
 )
 
 // TestVacuumAfterLargeBacklog: a run that removed 12,000 change rows of each of two
-// tables from a source vacuums their change tables there, in one statement (the dead
-// rows' pages are freed: the tables are empty again), and a run of a few changes does
-// not. Every scan of a change table steps over its dead rows until they are vacuumed:
+// tables from a source empties their change tables there by TRUNCATE (nothing else is
+// left in them) and vacuums them, in one statement (after a DELETE, the dead rows' pages
+// are freed: the tables are empty again), and a run of a few changes does not. Every scan of a change table steps over its dead rows until they are vacuumed:
 // after a backlog of 1,000,000 rows, one-row runs took 236-475 ms until autovacuum came
 // by, 80-101 ms after a VACUUM. Databases of its own, not the farm's: another test's open
 // transaction in the same database would keep VACUUM from removing the rows.
@@ -48,6 +49,18 @@ func TestVacuumAfterLargeBacklog(t *testing.T) {
 	if n := size(); n == 0 {
 		t.Fatal("the change tables are empty before the run")
 	}
+	// Nothing else is left in them after the run: they are emptied by TRUNCATE (a new file
+	// each), not by a DELETE of every row (capture.PurgeAll).
+	files := func() string {
+		t.Helper()
+		var f string
+		if err := c.QueryRow(ctx, `SELECT pg_relation_filenode($1::regclass) || ' ' || pg_relation_filenode($2::regclass)`,
+			capture.ChangeTable("s", "public", "item").Sanitize(), capture.ChangeTable("s", "public", "Other item").Sanitize()).Scan(&f); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	filesBefore := files()
 	store, err := control.Open(ctx, ctl.DSN, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -68,6 +81,9 @@ func TestVacuumAfterLargeBacklog(t *testing.T) {
 	}
 	if n := size(); n != 0 {
 		t.Errorf("the change tables hold %d bytes after a run that removed their 12,000 rows each, want 0 (vacuumed)", n)
+	}
+	if f := files(); strings.Fields(f)[0] == strings.Fields(filesBefore)[0] || strings.Fields(f)[1] == strings.Fields(filesBefore)[1] {
+		t.Errorf("change tables' files %s after the run, %s before: want both new (TRUNCATE)", f, filesBefore)
 	}
 	if n := lc.msgs["vacuumed"]; n != 1 {
 		t.Errorf("%d VACUUM statements, want 1 (both tables in one)", n)

@@ -446,3 +446,62 @@ CREATE TABLE t_1 PARTITION OF t FOR VALUES FROM (0) TO (100); CREATE TABLE t_2 P
 		t.Errorf("%d change rows for a row written in the partition whose clone was disabled, want 1", n)
 	}
 }
+
+// TestPurgeAll: a change table whose every row all receivers have is emptied by TRUNCATE
+// (a new file: no dead rows left); one that still holds a row a receiver lacks, or that
+// another session holds a lock on (a transaction that wrote to the captured table is
+// open), keeps that row and loses only the applied ones, by DELETE, and the lock is not
+// held after the statement.
+func TestPurgeAll(t *testing.T) {
+	ctx := context.Background()
+	s := newSource(t)
+	file := func() int64 { return s.int(`SELECT pg_relation_filenode(` + catalog.QuoteLiteral(s.ct) + `::regclass)::int8`) }
+	purge := func(sql string) {
+		t.Helper()
+		if _, err := s.conn.PgConn().Exec(ctx, sql).ReadAll(); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	rows := func() int64 { return s.int(`SELECT count(*) FROM ` + s.ct) }
+
+	// Every row applied: TRUNCATE.
+	s.exec(`INSERT INTO t SELECT g, 'a' FROM generate_series(1, 100) g`)
+	wm := s.snapshot()
+	before := file()
+	purge(capture.PurgeAll(s.ct, []string{wm, wm}))
+	if n, f := rows(), file(); n != 0 || f == before {
+		t.Errorf("all applied: %d rows left, file %d (before %d); want 0 rows in a new file (TRUNCATE)", n, f, before)
+	}
+
+	// A row committed after the watermark: DELETE of the others.
+	s.exec(`UPDATE t SET v = 'b' WHERE id <= 10`)
+	wm = s.snapshot()
+	s.exec(`UPDATE t SET v = 'late' WHERE id = 50`)
+	before = file()
+	purge(capture.PurgeAll(s.ct, []string{wm}))
+	if n, f := rows(), file(); n != 1 || f != before {
+		t.Errorf("a late row: %d rows left, file %d (before %d); want 1 row in the same file (DELETE)", n, f, before)
+	}
+
+	// Another transaction open on the captured table: NOWAIT fails, DELETE of the applied
+	// rows, and its row is there once it commits.
+	wm = s.snapshot()
+	other := pgtest.Conn(t, s.dsn)
+	if _, err := other.Exec(ctx, `BEGIN; UPDATE t SET v = 'open' WHERE id = 60`); err != nil {
+		t.Fatal(err)
+	}
+	before = file()
+	purge(capture.PurgeAll(s.ct, []string{wm}))
+	if _, err := other.Exec(ctx, `COMMIT`); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.changeRows(); len(got) != 1 || !strings.HasSuffix(got[0], ",60)") || file() != before {
+		t.Errorf("a writer open: rows %q, file %d (before %d); want only id 60's row, the same file", got, file(), before)
+	}
+	if n := s.int(`SELECT count(*) FROM pg_locks WHERE relation = ` + catalog.QuoteLiteral(s.ct) + `::regclass`); n != 0 {
+		t.Errorf("%d locks held on the change table after the purge, want 0", n)
+	}
+	if got := capture.PurgeAll(s.ct, []string{wm, ""}); got != "" {
+		t.Errorf("a receiver without a watermark: %q, want no statement", got)
+	}
+}
