@@ -455,7 +455,9 @@ CREATE TABLE t_1 PARTITION OF t FOR VALUES FROM (0) TO (100); CREATE TABLE t_2 P
 func TestPurgeAll(t *testing.T) {
 	ctx := context.Background()
 	s := newSource(t)
-	file := func() int64 { return s.int(`SELECT pg_relation_filenode(` + catalog.QuoteLiteral(s.ct) + `::regclass)::int8`) }
+	file := func() int64 {
+		return s.int(`SELECT pg_relation_filenode(` + catalog.QuoteLiteral(s.ct) + `::regclass)::int8`)
+	}
 	purge := func(sql string) {
 		t.Helper()
 		if _, err := s.conn.PgConn().Exec(ctx, sql).ReadAll(); err != nil {
