@@ -66,7 +66,7 @@ type aheadConsume struct {
 // with the last batch's change rows instead of the whole backlog's. settleConsume waits
 // for it; until then t.consumed does not move.
 func (r *runner) consumeAhead(ctx context.Context, t *table) {
-	if r.consuming != nil || r.ahead != nil || t.committed != t.nb-1 || t.consumed >= t.committed {
+	if r.consuming != nil || r.ahead != nil || t.committed != t.nb-1 || t.consumed >= t.committed || r.truncatable(t) {
 		return
 	}
 	var srcs []*member
@@ -100,6 +100,30 @@ func (r *runner) consumeAhead(ctx context.Context, t *table) {
 		}
 		wg.Wait()
 	}()
+}
+
+// truncateRowsMax is how many changes of a table a source may have for the purge at the
+// end of the run to be likely to empty its change table there by TRUNCATE (at most
+// capture.TruncateMaxBytes): about 100 bytes a change row, 60 with a one-column integer key.
+const truncateRowsMax = capture.TruncateMaxBytes / 100
+
+// truncatable says whether the purge at the end of the run will likely empty t's change
+// table by TRUNCATE on every source that has changes of it (capture.PurgeAll, chosen by
+// vacuums): consumeAhead then leaves t's committed batches to it, instead of deleting their
+// change rows on the same sources while t's last batch is read there. Should the TRUNCATE
+// not happen (a transaction open on the captured table), the purge deletes them all.
+func (r *runner) truncatable(t *table) bool {
+	some := false
+	for _, a := range r.sources() {
+		switch n := r.changesPending(t, a); {
+		case n == 0:
+		case n < vacuumMinChanges || n > truncateRowsMax:
+			return false
+		default:
+			some = true
+		}
+	}
+	return some
 }
 
 // settleConsume waits for a consumeAhead under way, if any: once every source has

@@ -171,3 +171,31 @@ func TestWALReceivers(t *testing.T) {
 		}
 	}
 }
+
+// TestTruncatable: a table whose change table the end of the run will likely empty by
+// TRUNCATE on every source with changes of it (10,000 to truncateRowsMax changes there)
+// is not consumed ahead; one with fewer or more changes on some source is.
+func TestTruncatable(t *testing.T) {
+	pgdb := &control.DB{Type: control.DBTypePostgres}
+	tb := &table{}
+	cases := []struct {
+		name    string
+		pending []int64 // per member: two sources and a target
+		want    bool
+	}{
+		{"100,000 on one source", []int64{100000, 0, 0}, true},
+		{"on both sources", []int64{20000, 10000, 0}, true},
+		{"few on one", []int64{100000, 9999, 0}, false},
+		{"too many", []int64{truncateRowsMax + 1, 0, 0}, false},
+		{"none", []int64{0, 0, 0}, false},
+	}
+	for _, c := range cases {
+		r := &runner{changesOf: map[*table][]int64{tb: c.pending}}
+		for i, role := range []string{control.RoleSource, control.RoleSource, control.RoleTarget} {
+			r.members = append(r.members, &member{idx: i, name: string(rune('a' + i)), role: role, db: pgdb, conn: &pgx.Conn{}})
+		}
+		if got := r.truncatable(tb); got != c.want {
+			t.Errorf("%s: truncatable %v, want %v", c.name, got, c.want)
+		}
+	}
+}
