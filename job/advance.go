@@ -214,7 +214,8 @@ func (r *runner) advance(ctx context.Context) error {
 		var stmts []string
 		for _, t := range r.tables {
 			purgeSQL := capture.Purge
-			if slices.Contains(big[a.idx], t) {
+			// PurgeAll is a transaction of its own: only on a session in none.
+			if slices.Contains(big[a.idx], t) && a.conn != nil && a.conn.PgConn().TxStatus() == 'I' {
 				purgeSQL = capture.PurgeAll
 			}
 			if sql := purgeSQL(t.change, wms); sql != "" {
