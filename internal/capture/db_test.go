@@ -451,7 +451,7 @@ CREATE TABLE t_1 PARTITION OF t FOR VALUES FROM (0) TO (100); CREATE TABLE t_2 P
 // (a new file: no dead rows left); one that still holds a row a receiver lacks, or that
 // another session holds a lock on (a transaction that wrote to the captured table is
 // open), keeps that row and loses only the applied ones, by DELETE, and the lock is not
-// held after the statement.
+// held after the statement; one larger than TruncateMaxBytes is purged by DELETE.
 func TestPurgeAll(t *testing.T) {
 	ctx := context.Background()
 	s := newSource(t)
@@ -502,6 +502,17 @@ func TestPurgeAll(t *testing.T) {
 	}
 	if n := s.int(`SELECT count(*) FROM pg_locks WHERE relation = ` + catalog.QuoteLiteral(s.ct) + `::regclass`); n != 0 {
 		t.Errorf("%d locks held on the change table after the purge, want 0", n)
+	}
+	// Larger than TruncateMaxBytes: the check would hold the lock too long; DELETE.
+	s.exec(`INSERT INTO ` + s.ct + ` (id, "$op") SELECT g, 'u' FROM generate_series(1, 400000) g`)
+	if n := s.int(`SELECT pg_relation_size(` + catalog.QuoteLiteral(s.ct) + `::regclass)`); n <= capture.TruncateMaxBytes {
+		t.Fatalf("the change table is %d bytes, want more than %d", n, capture.TruncateMaxBytes)
+	}
+	wm = s.snapshot()
+	before = file()
+	purge(capture.PurgeAll(s.ct, []string{wm}))
+	if n, f := rows(), file(); n != 0 || f != before {
+		t.Errorf("a large table: %d rows left, file %d (before %d); want 0 rows in the same file (DELETE)", n, f, before)
 	}
 	if got := capture.PurgeAll(s.ct, []string{wm, ""}); got != "" {
 		t.Errorf("a receiver without a watermark: %q, want no statement", got)
