@@ -312,6 +312,16 @@ func Consume(changeTable, bucket, snapshot string) string {
 // watermarks (one per receiver of the source). It returns "" when there is nothing it may
 // delete (no receivers, or one without a watermark).
 func Purge(changeTable string, watermarks []string) string {
+	cond := appliedCond(watermarks)
+	if cond == "" {
+		return ""
+	}
+	return `DELETE FROM ` + changeTable + ` WHERE ` + cond
+}
+
+// appliedCond is the condition of the change rows every receiver has applied (visible in
+// all watermarks), "" when none may be removed (no receivers, or one without a watermark).
+func appliedCond(watermarks []string) string {
 	var conds []string
 	for _, wm := range watermarks {
 		if wm == "" {
@@ -321,10 +331,7 @@ func Purge(changeTable string, watermarks []string) string {
 			conds = append(conds, c)
 		}
 	}
-	if len(conds) == 0 {
-		return ""
-	}
-	return `DELETE FROM ` + changeTable + ` WHERE ` + strings.Join(conds, " AND ")
+	return strings.Join(conds, " AND ")
 }
 
 // TruncateMaxBytes is the largest change table PurgeAll empties with TRUNCATE: the check
@@ -340,11 +347,10 @@ const TruncateMaxBytes = 16 << 20
 // are deleted as Purge does, after the block's lock is let go. It is one transaction
 // (BEGIN; DO; COMMIT), so that the lock lasts only that long.
 func PurgeAll(changeTable string, watermarks []string) string {
-	del := Purge(changeTable, watermarks)
-	if del == "" {
+	cond := appliedCond(watermarks)
+	if cond == "" {
 		return ""
 	}
-	cond := strings.TrimPrefix(del, `DELETE FROM `+changeTable+` WHERE `)
 	body := fmt.Sprintf(`
 BEGIN
   IF pg_relation_size(%s::regclass) <= %d THEN
@@ -359,8 +365,8 @@ BEGIN
       NULL; -- the lock is let go with the block
     END;
   END IF;
-  %s;
-END`, catalog.QuoteLiteral(changeTable), TruncateMaxBytes, changeTable, changeTable, cond, changeTable, del)
+  DELETE FROM %s WHERE %s;
+END`, catalog.QuoteLiteral(changeTable), TruncateMaxBytes, changeTable, changeTable, cond, changeTable, changeTable, cond)
 	tag := dollarTag(body)
 	return `BEGIN; DO ` + tag + body + tag + `; COMMIT`
 }
