@@ -317,7 +317,7 @@ func DDL(sync string, t *catalog.Table, o Options) []string {
 	for _, c := range o.Counters {
 		dt := deltaType(typeOf[c])
 		colDefs = append(colDefs, qi(DeltaCol(c))+" "+dt)
-		alter = append(alter, fmt.Sprintf(`ALTER TABLE %s ADD COLUMN IF NOT EXISTS %s %s`, ct, qi(DeltaCol(c)), dt))
+		alter = append(alter, alterColumn(ct, DeltaCol(c), dt))
 		cols = append(cols, qi(DeltaCol(c)))
 		newV := "coalesce(NEW." + qi(c) + ", 0)::" + dt
 		oldV := "coalesce(OLD." + qi(c) + ", 0)::" + dt
@@ -327,23 +327,23 @@ func DDL(sync string, t *catalog.Table, o Options) []string {
 	}
 	if o.Columns {
 		colDefs = append(colDefs, qi(ColsCol)+" text[]")
-		alter = append(alter, fmt.Sprintf(`ALTER TABLE %s ADD COLUMN IF NOT EXISTS %s text[]`, ct, qi(ColsCol)))
+		alter = append(alter, alterColumn(ct, ColsCol, "text[]"))
 		cols = append(cols, qi(ColsCol))
 		newVals = append(newVals, "NULL")
 		oldVals = append(oldVals, "NULL")
 		updVals = append(updVals, changedCols(t))
 	} else {
-		alter = append(alter, fmt.Sprintf(`ALTER TABLE %s DROP COLUMN IF EXISTS %s`, ct, qi(ColsCol)))
+		alter = append(alter, alterColumn(ct, ColsCol, ""))
 	}
 	if o.OldRow {
 		colDefs = append(colDefs, qi(OldCol)+" jsonb")
-		alter = append(alter, fmt.Sprintf(`ALTER TABLE %s ADD COLUMN IF NOT EXISTS %s jsonb`, ct, qi(OldCol)))
+		alter = append(alter, alterColumn(ct, OldCol, "jsonb"))
 		cols = append(cols, qi(OldCol))
 		newVals = append(newVals, "NULL")
 		oldVals = append(oldVals, oldRow(t))
 		updVals = append(updVals, oldRow(t))
 	} else {
-		alter = append(alter, fmt.Sprintf(`ALTER TABLE %s DROP COLUMN IF EXISTS %s`, ct, qi(OldCol)))
+		alter = append(alter, alterColumn(ct, OldCol, ""))
 	}
 	colList := strings.Join(cols, ", ")
 	ins := func(vals []string, op string) string {
@@ -496,6 +496,23 @@ func DropSyncDDL(sync string) []string {
 
 // dropDeltas is the statement dropping the delta columns of change table ct (quoted) that
 // are not those of counters.
+// alterColumn adds column col of type typ to change table ct, or drops it when typ is "",
+// only when the catalog says it must: ALTER TABLE takes the change table's ACCESS EXCLUSIVE
+// lock even when ADD COLUMN IF NOT EXISTS or DROP COLUMN IF EXISTS has nothing to do, and
+// an install that locked the change table before the captured table (its trigger comes
+// after) deadlocked with the application's writers, which lock them the other way round.
+func alterColumn(ct, col, typ string) string {
+	has := fmt.Sprintf(`EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = %s::regclass AND attname = %s AND NOT attisdropped)`,
+		catalog.QuoteLiteral(ct), catalog.QuoteLiteral(col))
+	alter := `DROP COLUMN ` + qi(col)
+	if typ != "" {
+		has, alter = "NOT "+has, `ADD COLUMN `+qi(col)+` `+typ
+	}
+	body := fmt.Sprintf(` BEGIN IF %s THEN ALTER TABLE %s %s; END IF; END `, has, ct, alter)
+	tag := dollarTag(body)
+	return `DO ` + tag + body + tag
+}
+
 func dropDeltas(ct string, counters []string) string {
 	keep := make([]string, len(counters))
 	for i, c := range counters {

@@ -518,3 +518,53 @@ func TestPurgeAll(t *testing.T) {
 		t.Errorf("a receiver without a watermark: %q, want no statement", got)
 	}
 }
+
+// TestInstallUnderWrites: installing capture again (ibex ddl, validate) while the
+// application writes to the table: the install waits for the writer's transaction and the
+// writer's change row is recorded, no deadlock. The install's statements on the change
+// table took its ACCESS EXCLUSIVE lock before the trigger's on the table (ALTER TABLE ...
+// ADD COLUMN IF NOT EXISTS locks even when the column is there), while a writer locks the
+// table, then the change table (its trigger's insert): each waited for the other.
+func TestInstallUnderWrites(t *testing.T) {
+	ctx := context.Background()
+	s := newSource(t)
+	s.exec(`INSERT INTO t VALUES (1, 'a')`)
+	writer := pgtest.Conn(t, s.dsn)
+	if _, err := writer.Exec(ctx, `BEGIN; LOCK TABLE t IN ROW EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	installer := pgtest.Conn(t, s.dsn)
+	done := make(chan error, 1)
+	go func() {
+		done <- pgx.BeginFunc(ctx, installer, func(tx pgx.Tx) error {
+			for _, st := range capture.DDL("s", s.desc, capture.Options{}) {
+				if _, err := tx.Exec(ctx, st); err != nil {
+					return fmt.Errorf("%s: %w", st, err)
+				}
+			}
+			return nil
+		})
+	}()
+	// The install is waiting for the writer's lock on t.
+	for i := 0; ; i++ {
+		if s.int(`SELECT count(*) FROM pg_locks WHERE NOT granted AND pid = `+strconv.Itoa(int(installer.PgConn().PID()))) > 0 {
+			break
+		}
+		if i == 100 {
+			t.Fatal("the install is not waiting for the writer")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := writer.Exec(ctx, `UPDATE t SET v = 'b' WHERE id = 1`); err != nil {
+		t.Fatalf("the writer's update: %v", err)
+	}
+	if _, err := writer.Exec(ctx, `COMMIT`); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("install: %v", err)
+	}
+	if n := s.int(`SELECT count(*) FROM ` + s.ct + ` WHERE id = 1 AND "$op" = 'u'`); n != 1 {
+		t.Errorf("%d change rows of the writer's update, want 1", n)
+	}
+}
