@@ -211,17 +211,19 @@ func (r *runner) advance(ctx context.Context) error {
 				wms = append(wms, wm[[2]string{a.name, m.name}])
 			}
 		}
-		var stmts []string
+		// PurgeAll is a transaction of its own (only on a session in none): they go first,
+		// so that no other purge's DELETE joins the transaction that holds its lock.
+		var all, stmts []string
 		for _, t := range r.tables {
-			purgeSQL := capture.Purge
-			// PurgeAll is a transaction of its own: only on a session in none.
 			if slices.Contains(big[a.idx], t) && a.conn != nil && a.conn.PgConn().TxStatus() == 'I' {
-				purgeSQL = capture.PurgeAll
-			}
-			if sql := purgeSQL(t.change, wms); sql != "" {
+				if sql := capture.PurgeAll(t.change, wms); sql != "" {
+					all = append(all, sql)
+				}
+			} else if sql := capture.Purge(t.change, wms); sql != "" {
 				stmts = append(stmts, sql)
 			}
 		}
+		stmts = append(all, stmts...)
 		if len(stmts) == 0 {
 			continue
 		}
