@@ -18,9 +18,10 @@ import (
 // TestVacuumAfterLargeBacklog: a run that removed 12,000 change rows of each of two
 // tables from a source empties their change tables there by TRUNCATE (nothing else is
 // left in them) and vacuums them, in one statement (after a DELETE, the dead rows' pages
-// are freed: the tables are empty again), and a run of a few changes does not. Every scan of a change table steps over its dead rows until they are vacuumed:
-// after a backlog of 1,000,000 rows, one-row runs took 236-475 ms until autovacuum came
-// by, 80-101 ms after a VACUUM. Databases of its own, not the farm's: another test's open
+// are freed: the tables are empty again), and a run of a few changes does not. Every scan
+// of a change table steps over its dead rows until they are vacuumed: after a backlog of
+// 1,000,000 rows, one-row runs took 236-475 ms until autovacuum came by, 80-101 ms after
+// a VACUUM. Databases of its own, not the farm's: another test's open
 // transaction in the same database would keep VACUUM from removing the rows.
 func TestVacuumAfterLargeBacklog(t *testing.T) {
 	t.Parallel()

@@ -494,8 +494,6 @@ func DropSyncDDL(sync string) []string {
 	}
 }
 
-// dropDeltas is the statement dropping the delta columns of change table ct (quoted) that
-// are not those of counters.
 // alterColumn adds column col of type typ to change table ct, or drops it when typ is "",
 // only when the catalog says it must: ALTER TABLE takes the change table's ACCESS EXCLUSIVE
 // lock even when ADD COLUMN IF NOT EXISTS or DROP COLUMN IF EXISTS has nothing to do, and
@@ -513,6 +511,8 @@ func alterColumn(ct, col, typ string) string {
 	return `DO ` + tag + body + tag
 }
 
+// dropDeltas is the statement dropping the delta columns of change table ct (quoted) that
+// are not those of counters.
 func dropDeltas(ct string, counters []string) string {
 	keep := make([]string, len(counters))
 	for i, c := range counters {
