@@ -526,8 +526,34 @@ func TestPurgeAll(t *testing.T) {
 // ADD COLUMN IF NOT EXISTS locks even when the column is there), while a writer locks the
 // table, then the change table (its trigger's insert): each waited for the other.
 func TestInstallUnderWrites(t *testing.T) {
-	ctx := context.Background()
 	s := newSource(t)
+	installUnderWrites(t, s, capture.DDL("s", s.desc, capture.Options{}))
+}
+
+// TestMigrateUnderWrites is TestInstallUnderWrites for a format migration that alters the
+// change table: the migration locks the table first, as the writers do, so that its
+// ALTER of the change table does not wait behind a writer that then waits for it.
+func TestMigrateUnderWrites(t *testing.T) {
+	s := newSource(t)
+	capture.BumpFormatWithSQLForTest(t, func(ct string) []string {
+		// Its own default again: an ACCESS EXCLUSIVE lock on the change table, its
+		// columns as DDL makes them.
+		return []string{`ALTER TABLE ` + ct + ` ALTER COLUMN "$at" SET DEFAULT clock_timestamp()`}
+	})
+	st := s.inspect()
+	if !st.Migratable(s.desc) {
+		t.Fatal("not migratable after the bump")
+	}
+	installUnderWrites(t, s, append(capture.MigrateDDL("s", s.desc, st.Format()), capture.DDL("s", s.desc, capture.Options{})...))
+	if st := s.inspect(); !st.Matches(s.desc) || st.Format() != capture.Format() {
+		t.Errorf("migrated: matches %v, format %d", st.Matches(s.desc), st.Format())
+	}
+}
+
+// installUnderWrites runs stmts in one transaction while a writer holds t, then lets the
+// writer update a row and commit: the install must finish, the update be captured.
+func installUnderWrites(t *testing.T, s *source, stmts []string) {
+	ctx := context.Background()
 	s.exec(`INSERT INTO t VALUES (1, 'a')`)
 	writer := pgtest.Conn(t, s.dsn)
 	if _, err := writer.Exec(ctx, `BEGIN; LOCK TABLE t IN ROW EXCLUSIVE MODE`); err != nil {
@@ -537,7 +563,7 @@ func TestInstallUnderWrites(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- pgx.BeginFunc(ctx, installer, func(tx pgx.Tx) error {
-			for _, st := range capture.DDL("s", s.desc, capture.Options{}) {
+			for _, st := range stmts {
 				if _, err := tx.Exec(ctx, st); err != nil {
 					return fmt.Errorf("%s: %w", st, err)
 				}
@@ -566,5 +592,33 @@ func TestInstallUnderWrites(t *testing.T) {
 	}
 	if n := s.int(`SELECT count(*) FROM ` + s.ct + ` WHERE id = 1 AND "$op" = 'u'`); n != 1 {
 		t.Errorf("%d change rows of the writer's update, want 1", n)
+	}
+}
+
+// TestInstallUnderReads installs capture again (without autokick, whose trigger it drops
+// if there is one) while an application transaction that read the table is open: the
+// install must not wait for readers (it takes no lock that conflicts with a SELECT).
+func TestInstallUnderReads(t *testing.T) {
+	for _, autokick := range []bool{false, true} {
+		t.Run(fmt.Sprintf("autokick=%v", autokick), func(t *testing.T) {
+			ctx := context.Background()
+			s := newSource(t)
+			reader := pgtest.Conn(t, s.dsn)
+			if _, err := reader.Exec(ctx, `BEGIN; SELECT count(*) FROM t`); err != nil {
+				t.Fatal(err)
+			}
+			defer reader.Exec(ctx, `ROLLBACK`)
+			stmts := append([]string{`SET LOCAL lock_timeout = '3s'`}, capture.DDL("s", s.desc, capture.Options{Autokick: autokick})...)
+			if err := pgx.BeginFunc(ctx, s.conn, func(tx pgx.Tx) error {
+				for _, st := range stmts {
+					if _, err := tx.Exec(ctx, st); err != nil {
+						return fmt.Errorf("%s: %w", st, err)
+					}
+				}
+				return nil
+			}); err != nil {
+				t.Fatalf("install beside a reader: %v", err)
+			}
+		})
 	}
 }

@@ -19,3 +19,14 @@ func BumpFormatForTest(t testing.TB) {
 	})
 	t.Cleanup(func() { migrations = old })
 }
+
+// BumpFormatWithSQLForTest is BumpFormatForTest with a migration whose statements, on
+// the change table ct (quoted), are sql's.
+func BumpFormatWithSQLForTest(t testing.TB, sql func(ct string) []string) {
+	old := migrations
+	migrations = append(slices.Clip(migrations), Migration{
+		Summary: "a test's version bump",
+		SQL:     func(ct string, _ *catalog.Table) []string { return sql(ct) },
+	})
+	t.Cleanup(func() { migrations = old })
+}

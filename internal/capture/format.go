@@ -80,9 +80,15 @@ func formatComment(sync string, t *catalog.Table) string {
 // MigrateDDL returns the statements that bring the change table of sync for t from format
 // version from (State.Format) to the current one, in place, and record the new version.
 // Run DDL after them, in the same transaction.
+//
+// The first locks t as DDL's CREATE TRIGGER does (SHARE ROW EXCLUSIVE): the application's
+// writers lock t, then the change table (their trigger's insert), so a migration that
+// altered the change table first could wait for a writer's lock on t while the writer
+// waits for the change table: a deadlock (TestMigrateUnderWrites). Locking t first, it
+// waits for the writers before it touches the change table.
 func MigrateDDL(sync string, t *catalog.Table, from int) []string {
 	ct := ChangeTable(sync, t.Schema, t.Name).Sanitize()
-	var stmts []string
+	stmts := []string{`LOCK TABLE ` + t.Ident().Sanitize() + ` IN SHARE ROW EXCLUSIVE MODE`}
 	for v := max(from, 1); v < Format(); v++ {
 		stmts = append(stmts, migrations[v-1].SQL(ct, t)...)
 	}
