@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"slices"
 	"testing"
+
+	"github.com/ibexrepl/ibex/internal/conflict"
 )
 
 // TestTupleWriter checks that a binary COPY stream is cut into its tuples whatever the
@@ -82,5 +84,60 @@ func TestBinaryValues(t *testing.T) {
 	}
 	if v, ok := binaryBool([]byte{1}); !ok || !v {
 		t.Error("binaryBool(1)")
+	}
+}
+
+// TestAddBinary feeds the grouper change rows as capture.KeyReadRows sends them (the
+// key and the time as stored, the operation's byte, one boolean per receiver) and checks
+// the kinds, times and need-flags it makes of them; a row of another shape is an error.
+func TestAddBinary(t *testing.T) {
+	recvs := []*member{{idx: 1}, {idx: 2}}
+	row := func(key int64, at int64, op byte, need1, need2 bool) [][]byte {
+		k := binary.BigEndian.AppendUint64(nil, uint64(key))
+		ts := binary.BigEndian.AppendUint64(nil, uint64(at-pgEpochMicros))
+		b := func(v bool) []byte {
+			if v {
+				return []byte{1}
+			}
+			return []byte{0}
+		}
+		return [][]byte{k, ts, {op}, b(need1), b(need2)}
+	}
+	{
+		p := &keyPart{}
+		g := newGrouper(p, 0, true)
+		for _, f := range [][][]byte{
+			row(1, 10, 'i', true, false), row(1, 20, 'u', false, false), // an insert
+			row(2, 5, 'u', false, false), row(2, 7, 'd', false, true), // a delete
+			row(3, 5, 'd', false, false), row(3, 9, 'i', false, false), // an update
+			row(4, 3, 'r', true, true), // a format 1 row change: an update
+		} {
+			if err := g.addBinary(f, recvs); err != nil {
+				t.Fatal(err)
+			}
+		}
+		g.finish()
+		want := []struct {
+			at   int64
+			kind conflict.Kind
+			need uint64
+		}{{20, conflict.KindInsert, bit(1)}, {7, conflict.KindDelete, bit(2)}, {9, conflict.KindUpdate, 0}, {3, conflict.KindUpdate, bit(1) | bit(2)}}
+		if !slices.Equal(p.keys, []string{"1", "2", "3", "4"}) {
+			t.Fatalf("keys %v", p.keys)
+		}
+		for i, w := range want {
+			if p.at[i] != w.at || p.kind[i] != w.kind || p.need[i] != w.need {
+				t.Errorf("key %s: at %d kind %v need %b, want %d %v %b", p.keys[i], p.at[i], p.kind[i], p.need[i], w.at, w.kind, w.need)
+			}
+		}
+	}
+	g := newGrouper(&keyPart{}, 0, true)
+	bad := row(1, 10, 'i', true, true)
+	if err := g.addBinary(bad[:4], recvs); err == nil || err.Error() != "unexpected change row with 4 fields" {
+		t.Errorf("a row without a flag: %v", err)
+	}
+	bad[2] = []byte("ii")
+	if err := g.addBinary(bad, recvs); err == nil || err.Error() != "unexpected change kind 6969" {
+		t.Errorf("a two-byte kind: %v", err)
 	}
 }

@@ -478,9 +478,9 @@ func atoi[T string | []byte](b T) (int64, bool) {
 }
 
 // addBinary merges a change row read in COPY's binary format (capture.KeyReadRows: the
-// key, the time as stored, insert, delete, need-flags).
+// key, the time as stored, the operation's byte, need-flags).
 func (g *grouper) addBinary(f [][]byte, recvs []*member) error {
-	if len(f) != 4+len(recvs) {
+	if len(f) != 3+len(recvs) {
 		return fmt.Errorf("unexpected change row with %d fields", len(f))
 	}
 	t, ok := binaryInt(f[1])
@@ -488,16 +488,15 @@ func (g *grouper) addBinary(f [][]byte, recvs []*member) error {
 		return fmt.Errorf("unexpected change time %x", f[1])
 	}
 	at := t + pgEpochMicros
-	ins, ok1 := binaryBool(f[2])
-	del, ok2 := binaryBool(f[3])
-	if !ok1 || !ok2 {
-		return fmt.Errorf("unexpected change kind %x %x", f[2], f[3])
+	if len(f[2]) != 1 {
+		return fmt.Errorf("unexpected change kind %x", f[2])
 	}
+	ins, del := f[2][0] == capture.OpInsert[0], f[2][0] == capture.OpDelete[0]
 	var need uint64
 	for i, m := range recvs {
-		v, ok := binaryBool(f[4+i])
+		v, ok := binaryBool(f[3+i])
 		if !ok {
-			return fmt.Errorf("unexpected flag %x", f[4+i])
+			return fmt.Errorf("unexpected flag %x", f[3+i])
 		}
 		if v {
 			need |= bit(m.idx)

@@ -279,15 +279,23 @@ func KeyReadOld(changeTable string, keys []string, snapshot string, watermarks [
 // (the server's hash aggregate of a large batch costs more than the scan it groups). It
 // is a COPY in binary format (the key and the time are sent as stored, not printed: the
 // time's text as microseconds cost the server about as much as the rest of the scan),
-// each tuple: the key, the change's time (timestamptz), whether it is an insert and
-// whether it is a delete (booleans), then one boolean per watermark, in their order:
-// true when that receiver has not applied the change (always true without a watermark).
-// With keyRange, bucket comes before the visibility checks, as in KeyRead.
+// each tuple: the key, the change's time (timestamptz), its operation (OpCol, "char":
+// one byte, OpInsert, OpUpdate, OpDelete or OpRow), then one boolean per watermark, in
+// their order: true when that receiver has not applied the change (always true without a
+// watermark, and when every watermark is the same: the condition itself says so). With
+// keyRange, bucket comes before the visibility checks, as in KeyRead.
 func KeyReadRows(changeTable, key, snapshot string, watermarks []string, bucket string, keyRange bool) string {
 	d := Alias + "."
+	// Every receiver at the same watermark (a single receiver; or all of them served by
+	// the same runs): the pending condition is that no receiver has applied the change,
+	// so every flag is true, sent as a constant rather than checked again per row.
+	same := len(watermarks) > 0 && watermarks[0] != ""
+	for _, wm := range watermarks {
+		same = same && wm == watermarks[0]
+	}
 	var flags []string
 	for _, wm := range watermarks {
-		if wm == "" {
+		if wm == "" || same {
 			flags = append(flags, "true")
 			continue
 		}
@@ -297,8 +305,7 @@ func KeyReadRows(changeTable, key, snapshot string, watermarks []string, bucket 
 	if keyRange {
 		where = bucket + " AND " + PendingCond(snapshot, watermarks) + " AND " + isRow(d)
 	}
-	op := d + qi(OpCol)
-	sel := []string{d + qi(key), d + qi(AtCol), op + " = " + catalog.QuoteLiteral(OpInsert), op + " = " + catalog.QuoteLiteral(OpDelete)}
+	sel := []string{d + qi(key), d + qi(AtCol), d + qi(OpCol)}
 	return fmt.Sprintf(`COPY (SELECT %s FROM %s %s WHERE %s) TO STDOUT (FORMAT binary)`, strings.Join(append(sel, flags...), ", "), changeTable, Alias, where)
 }
 

@@ -1,6 +1,7 @@
 package capture_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/ibexrepl/ibex/internal/capture"
@@ -97,6 +98,29 @@ func TestReserved(t *testing.T) {
 	}{{"$txid", true}, {"$at", true}, {"$op", true}, {"id", false}, {"txid", false}} {
 		if got := capture.Reserved(c.name); got != c.want {
 			t.Errorf("Reserved(%q) = %v", c.name, got)
+		}
+	}
+}
+
+// TestKeyReadRows checks the columns of a key read of change rows: the key, the time,
+// the operation, then one need-flag per watermark, constant where the pending condition
+// already decides it (no watermark; every watermark the same).
+func TestKeyReadRows(t *testing.T) {
+	const from = ` FROM "ibex"."s.public.t" d WHERE `
+	vis := func(wm string) string { return `pg_visible_in_snapshot(d."$txid", '` + wm + `')` }
+	for _, c := range []struct {
+		wms   []string
+		flags string
+	}{
+		{[]string{"5:9:6"}, `true`},
+		{[]string{"5:9:6", "5:9:6"}, `true, true`},
+		{[]string{"5:9:6", "8:8:"}, `NOT ` + vis("5:9:6") + `, NOT ` + vis("8:8:")},
+		{[]string{"", "8:8:"}, `true, NOT ` + vis("8:8:")},
+	} {
+		got := capture.KeyReadRows(`"ibex"."s.public.t"`, "id", "10:10:", c.wms, "true", false)
+		want := `COPY (SELECT d."id", d."$at", d."$op", ` + c.flags + from
+		if !strings.HasPrefix(got, want) || !strings.HasSuffix(got, `) TO STDOUT (FORMAT binary)`) {
+			t.Errorf("watermarks %q:\n%s\nwant it to start with\n%s", c.wms, got, want)
 		}
 	}
 }
