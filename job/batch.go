@@ -91,10 +91,27 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 	for _, w := range winners {
 		mainFree[w.idx] = !w.tx && len(recvKeys[w.idx]) == 0
 	}
+	// A winner that reads a full key range starts its COPY now (see prefetch.go); what
+	// the batch does not take is dropped when it returns, before its sessions are used
+	// again.
+	pres := make([]*prefetch, len(r.members))
+	shipDone := make(chan struct{})
+	defer func() {
+		<-shipDone
+		for _, p := range pres {
+			if p != nil {
+				p.discard()
+			}
+		}
+	}()
 	go func() {
+		defer close(shipDone)
 		shipped <- r.each(winners, func(w *member) error {
 			var err error
 			plans[w.idx], err = r.shipKeys(ctx, w, t, send[w.idx], mainFree[w.idx], true)
+			if err == nil && plans[w.idx].full && len(t.rel.Counters) == 0 {
+				pres[w.idx] = startPrefetch(ctx, w.wconn, t.fullRangeSQL(plans[w.idx]))
+			}
 			return err
 		})
 	}()
@@ -134,6 +151,12 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 			return r.retry(res)
 		}
 		if errs[m.idx] != nil {
+			if p := pres[m.idx]; p != nil {
+				// Its sessions may be closed (it leaves the run): its read ends first. A
+				// sender that stays reads its rows again below.
+				p.discard()
+				pres[m.idx] = nil
+			}
 			r.fail(ctx, m, errs[m.idx])
 			if !m.alive() && fromWinner[m.idx] != 0 {
 				return r.retry(res)
@@ -160,11 +183,9 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 			sql = t.readAsOf(w.snap, w.wkeys)
 		case p.full:
 			// The keys are (nearly) all of their range: the range is read as it is, with no
-			// keys shipped; the route leaves out the rows of keys not in the batch. The
-			// range is read by a bitmap scan (fullRangeRead), in the heap's order.
-			k := "t." + catalog.QuoteCols("", t.keyCols)
-			sql = fmt.Sprintf(fullRangeRead+`COPY (SELECT %s FROM %s t WHERE %s BETWEEN %d AND %d) TO STDOUT`,
-				catalog.QuoteCols("t.", t.cols), t.ident, k, p.lo, p.hi)
+			// keys shipped; the route leaves out the rows of keys not in the batch. Its
+			// COPY started during phase 2 (pres) unless the sender failed there.
+			sql = t.fullRangeSQL(p)
 		case p.dense:
 			// The keys fill their range: the range of the key index is read once, merged
 			// with the keys (enable_mergejoin is on for this read, see shipKeys).
@@ -173,7 +194,7 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 				catalog.QuoteCols("t.", t.cols), t.ident, catalog.KeyJoin("w", "t", t.keyCols), k, p.lo, p.hi)
 		}
 		widx := w.idx
-		senders = append(senders, sender{m: w, conn: w.wconn, sql: sql, route: func(key []byte) (uint64, bool) {
+		senders = append(senders, sender{m: w, conn: w.wconn, sql: sql, pre: pres[w.idx], route: func(key []byte) (uint64, bool) {
 			ks, ok := index.get(key)
 			if !ok {
 				ks = keyMapOnce()[string(key)] // no copy of key for the lookup
@@ -434,6 +455,14 @@ type readPlan struct {
 	// costs less than shipping the keys to join them.
 	full   bool
 	lo, hi int64
+}
+
+// fullRangeSQL is the COPY of the rows of p's key range (readPlan.full): every column of
+// t, by a bitmap scan (fullRangeRead).
+func (t *table) fullRangeSQL(p readPlan) string {
+	k := "t." + catalog.QuoteCols("", t.keyCols)
+	return fmt.Sprintf(fullRangeRead+`COPY (SELECT %s FROM %s t WHERE %s BETWEEN %d AND %d) TO STDOUT`,
+		catalog.QuoteCols("t.", t.cols), t.ident, k, p.lo, p.hi)
 }
 
 // fullRangeRead precedes the COPY of a full key range (readPlan.full), in the same

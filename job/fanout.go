@@ -52,6 +52,9 @@ type sender struct {
 	m    *member
 	conn *pgx.Conn
 	sql  string
+	// pre, when not nil, is sql started ahead on conn (see prefetch.go): its stream is
+	// read instead of running sql.
+	pre *prefetch
 	// route gives the receivers of a row's key (bit per member index), and whether the
 	// row is a version to build the receivers' row from instead (collected, see build.go);
 	// nil: every row goes to every receiver.
@@ -163,7 +166,13 @@ func (r *runner) fanout(ctx context.Context, t *table, nk int, senders []sender,
 				}
 				return nil
 			})
-			if _, err := s.conn.PgConn().CopyTo(ctx, lw, s.sql); err != nil {
+			var err error
+			if s.pre != nil {
+				err = s.pre.writeTo(lw)
+			} else {
+				_, err = s.conn.PgConn().CopyTo(ctx, lw, s.sql)
+			}
+			if err != nil {
 				smu.Lock()
 				serrs[s.m.idx] = err
 				smu.Unlock()

@@ -1,0 +1,94 @@
+package job
+
+import (
+	"context"
+	"io"
+	"sync"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// A sender whose rows need no keys shipped first (a full key range, readPlan.full) starts
+// its COPY ... TO STDOUT while the receivers ready the batch (phase 2 of batch), so that
+// the source reads rows while the receivers delete keys or make their temp tables. The
+// rows wait in a bounded buffer (prefetchBytes), with the source's session waiting
+// beyond it, until the batch's stream takes them.
+
+// prefetchBytes bounds the rows a prefetch holds before its reader takes them.
+const prefetchBytes = 4 << 20
+
+// prefetchChunk is the size of the chunks the rows are held in.
+const prefetchChunk = 64 << 10
+
+// prefetch is a COPY ... TO STDOUT running ahead of its reader.
+type prefetch struct {
+	ch    chan []byte   // chunks of the stream, closed when the COPY ended
+	stop  chan struct{} // closed when the reader gives up: the rest is dropped
+	once  sync.Once
+	done  chan struct{} // closed when the COPY ended; err is set then
+	err   error
+	chunk []byte // the chunk being filled (the COPY's goroutine)
+}
+
+// startPrefetch starts sql (a COPY ... TO STDOUT) on conn, which nothing else may use
+// until the prefetch is taken (writeTo) or dropped (discard).
+func startPrefetch(ctx context.Context, conn *pgx.Conn, sql string) *prefetch {
+	p := &prefetch{ch: make(chan []byte, prefetchBytes/prefetchChunk), stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		_, err := conn.PgConn().CopyTo(ctx, p, sql)
+		if err == nil && len(p.chunk) > 0 {
+			p.send()
+		}
+		close(p.ch)
+		p.err = err
+	}()
+	return p
+}
+
+// Write takes a piece of the stream (one CopyData message), copied: pgconn reuses it.
+func (p *prefetch) Write(b []byte) (int, error) {
+	if p.chunk == nil {
+		p.chunk = make([]byte, 0, max(prefetchChunk, len(b)))
+	}
+	p.chunk = append(p.chunk, b...)
+	if len(p.chunk) >= prefetchChunk {
+		p.send()
+	}
+	return len(b), nil
+}
+
+// send hands the chunk to the reader, or drops it once the reader gave up.
+func (p *prefetch) send() {
+	select {
+	case p.ch <- p.chunk:
+	case <-p.stop:
+	}
+	p.chunk = nil
+}
+
+// writeTo writes the whole stream to w and returns the COPY's error. After an error of
+// w the rest of the stream is read and dropped (the session stays usable) and w's error
+// is returned when the COPY's is nil.
+func (p *prefetch) writeTo(w io.Writer) error {
+	var werr error
+	for c := range p.ch {
+		if werr == nil {
+			_, werr = w.Write(c)
+		}
+	}
+	<-p.done
+	if p.err != nil {
+		return p.err
+	}
+	return werr
+}
+
+// discard drops what the prefetch reads and waits for its COPY to end, unless writeTo
+// took it already: the session is then free again.
+func (p *prefetch) discard() {
+	p.once.Do(func() { close(p.stop) })
+	for range p.ch {
+	}
+	<-p.done
+}
