@@ -35,23 +35,17 @@ func visibleIn(prefix, snap string) string {
 	return fmt.Sprintf(`pg_visible_in_snapshot(%s%s, %s)`, prefix, qi(TxidCol), snap)
 }
 
-// pendingAt is PendingCond as of snap, an SQL expression of type pg_snapshot. Receivers
-// that took part in the same runs share a watermark: it is said once.
+// pendingAt is PendingCond as of snap, an SQL expression of type pg_snapshot: visible
+// in it and not applied by every receiver (appliedAt).
 func pendingAt(prefix, snap string, watermarks []string) string {
 	if len(watermarks) == 0 {
 		return "false"
 	}
 	cond := visibleIn(prefix, snap)
-	var applied []string
-	for _, wm := range watermarks {
-		if wm == "" {
-			return cond
-		}
-		if c := visibleIn(prefix, catalog.QuoteLiteral(wm)); !slices.Contains(applied, c) {
-			applied = append(applied, c)
-		}
+	if applied := appliedAt(prefix, watermarks); applied != "" {
+		cond += " AND NOT (" + applied + ")"
 	}
-	return cond + " AND NOT (" + strings.Join(applied, " AND ") + ")"
+	return cond
 }
 
 // PendingCond is the condition selecting the change rows (named Alias) that a run handles
@@ -286,20 +280,19 @@ func KeyReadOld(changeTable string, keys []string, snapshot string, watermarks [
 // keyRange, bucket comes before the visibility checks, as in KeyRead.
 func KeyReadRows(changeTable, key, snapshot string, watermarks []string, bucket string, keyRange bool) string {
 	d := Alias + "."
-	// Every receiver at the same watermark (a single receiver; or all of them served by
-	// the same runs): the pending condition is that no receiver has applied the change,
-	// so every flag is true, sent as a constant rather than checked again per row.
-	same := len(watermarks) > 0 && watermarks[0] != ""
-	for _, wm := range watermarks {
-		same = same && wm == watermarks[0]
-	}
+	// A flag whose check is the whole applied condition (every receiver at the same
+	// watermark: a single receiver, or all of them served by the same runs) is what the
+	// pending condition says already: true, sent as a constant rather than checked again
+	// per row.
+	applied := appliedAt(d, watermarks)
 	var flags []string
 	for _, wm := range watermarks {
-		if wm == "" || same {
+		c := visibleIn(d, catalog.QuoteLiteral(wm))
+		if wm == "" || c == applied {
 			flags = append(flags, "true")
 			continue
 		}
-		flags = append(flags, "NOT "+visibleIn(d, catalog.QuoteLiteral(wm)))
+		flags = append(flags, "NOT "+c)
 	}
 	where := PendingCond(snapshot, watermarks) + " AND " + bucket + " AND " + isRow(d)
 	if keyRange {
@@ -328,13 +321,17 @@ func Purge(changeTable string, watermarks []string) string {
 
 // appliedCond is the condition of the change rows every receiver has applied (visible in
 // all watermarks), "" when none may be removed (no receivers, or one without a watermark).
-func appliedCond(watermarks []string) string {
+func appliedCond(watermarks []string) string { return appliedAt("", watermarks) }
+
+// appliedAt is appliedCond for change rows named by prefix. Receivers that took part in
+// the same runs share a watermark: it is said once.
+func appliedAt(prefix string, watermarks []string) string {
 	var conds []string
 	for _, wm := range watermarks {
 		if wm == "" {
 			return ""
 		}
-		if c := visibleIn("", catalog.QuoteLiteral(wm)); !slices.Contains(conds, c) {
+		if c := visibleIn(prefix, catalog.QuoteLiteral(wm)); !slices.Contains(conds, c) {
 			conds = append(conds, c)
 		}
 	}

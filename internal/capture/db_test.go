@@ -55,16 +55,21 @@ func (s *source) install(before ...string) {
 
 func (s *source) tx(stmts ...string) {
 	s.t.Helper()
-	if err := pgx.BeginFunc(context.Background(), s.conn, func(tx pgx.Tx) error {
+	if err := runTx(context.Background(), s.conn, stmts); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// runTx runs stmts in one transaction on c; an error names its statement.
+func runTx(ctx context.Context, c *pgx.Conn, stmts []string) error {
+	return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
 		for _, st := range stmts {
-			if _, err := tx.Exec(context.Background(), st); err != nil {
-				return err
+			if _, err := tx.Exec(ctx, st); err != nil {
+				return fmt.Errorf("%s: %w", st, err)
 			}
 		}
 		return nil
-	}); err != nil {
-		s.t.Fatal(err)
-	}
+	})
 }
 
 func (s *source) exec(sql string, args ...any) int64 {
@@ -561,16 +566,7 @@ func installUnderWrites(t *testing.T, s *source, stmts []string) {
 	}
 	installer := pgtest.Conn(t, s.dsn)
 	done := make(chan error, 1)
-	go func() {
-		done <- pgx.BeginFunc(ctx, installer, func(tx pgx.Tx) error {
-			for _, st := range stmts {
-				if _, err := tx.Exec(ctx, st); err != nil {
-					return fmt.Errorf("%s: %w", st, err)
-				}
-			}
-			return nil
-		})
-	}()
+	go func() { done <- runTx(ctx, installer, stmts) }()
 	// The install is waiting for the writer's lock on t.
 	for i := 0; ; i++ {
 		if s.int(`SELECT count(*) FROM pg_locks WHERE NOT granted AND pid = `+strconv.Itoa(int(installer.PgConn().PID()))) > 0 {
@@ -609,14 +605,7 @@ func TestInstallUnderReads(t *testing.T) {
 			}
 			defer reader.Exec(ctx, `ROLLBACK`)
 			stmts := append([]string{`SET LOCAL lock_timeout = '3s'`}, capture.DDL("s", s.desc, capture.Options{Autokick: autokick})...)
-			if err := pgx.BeginFunc(ctx, s.conn, func(tx pgx.Tx) error {
-				for _, st := range stmts {
-					if _, err := tx.Exec(ctx, st); err != nil {
-						return fmt.Errorf("%s: %w", st, err)
-					}
-				}
-				return nil
-			}); err != nil {
+			if err := runTx(ctx, s.conn, stmts); err != nil {
 				t.Fatalf("install beside a reader: %v", err)
 			}
 		})
