@@ -28,12 +28,16 @@ type prefetch struct {
 	done  chan struct{} // closed when the COPY ended; err is set then
 	err   error
 	chunk []byte // the chunk being filled (the COPY's goroutine)
+	// free holds chunks the reader is done with, for the COPY's goroutine to fill again:
+	// the stream reuses a few chunks instead of allocating (and faulting in) new ones.
+	free chan []byte
 }
 
 // startPrefetch starts sql (a COPY ... TO STDOUT) on conn, which nothing else may use
 // until the prefetch is taken (writeTo) or dropped (discard).
 func startPrefetch(ctx context.Context, conn *pgx.Conn, sql string) *prefetch {
-	p := &prefetch{ch: make(chan []byte, prefetchBytes/prefetchChunk), stop: make(chan struct{}), done: make(chan struct{})}
+	n := prefetchBytes / prefetchChunk
+	p := &prefetch{ch: make(chan []byte, n), stop: make(chan struct{}), done: make(chan struct{}), free: make(chan []byte, n)}
 	go func() {
 		defer close(p.done)
 		_, err := conn.PgConn().CopyTo(ctx, p, sql)
@@ -46,16 +50,29 @@ func startPrefetch(ctx context.Context, conn *pgx.Conn, sql string) *prefetch {
 	return p
 }
 
-// Write takes a piece of the stream (one CopyData message), copied: pgconn reuses it.
+// Write takes a piece of the stream (one CopyData message), copied: pgconn reuses it. A
+// chunk is sent when the next piece would not fit in it, so that it never grows.
 func (p *prefetch) Write(b []byte) (int, error) {
-	if p.chunk == nil {
-		p.chunk = make([]byte, 0, max(prefetchChunk, len(b)))
-	}
-	p.chunk = append(p.chunk, b...)
-	if len(p.chunk) >= prefetchChunk {
+	if len(p.chunk) > 0 && len(p.chunk)+len(b) > cap(p.chunk) {
 		p.send()
 	}
+	if p.chunk == nil {
+		p.chunk = p.newChunk(len(b))
+	}
+	p.chunk = append(p.chunk, b...)
 	return len(b), nil
+}
+
+// newChunk is an empty chunk that holds at least n bytes: a free one when there is one.
+func (p *prefetch) newChunk(n int) []byte {
+	select {
+	case c := <-p.free:
+		if cap(c) >= n {
+			return c[:0]
+		}
+	default:
+	}
+	return make([]byte, 0, max(prefetchChunk, n))
 }
 
 // send hands the chunk to the reader, or drops it once the reader gave up.
@@ -75,6 +92,11 @@ func (p *prefetch) writeTo(w io.Writer) error {
 	for c := range p.ch {
 		if werr == nil {
 			_, werr = w.Write(c)
+		}
+		// w does not keep c (io.Writer): it can be filled again.
+		select {
+		case p.free <- c:
+		default:
 		}
 	}
 	<-p.done
