@@ -404,7 +404,7 @@ func orderedKeys(from string, t *table, distinct bool) string {
 // (w.wconn), and returns how they are read. A short key list is written into the reading
 // statement (w.wkeys is then a subquery of the table's own keys, whose size the planner
 // knows), and read on w's first session when mainFree (nothing else uses it meanwhile): a
-// short run then needs no second session. A longer list is loaded into the temp table
+// short run then needs no second session; so is a range read as it is (below). A longer list is loaded into the temp table
 // ibex_w of w's read session (opened if needed), whose join plans are fixed (see
 // readConn), as planRead says: integer keys shipped distinct and in order are read as they
 // are, merge joins are allowed for a dense read only (set in the same round trip), and
@@ -412,7 +412,13 @@ func orderedKeys(from string, t *table, distinct bool) string {
 // caller reads the range (w.wkeys is not set). Without it, full is never returned.
 func (r *runner) shipKeys(ctx context.Context, w *member, t *table, keys []string, mainFree, asRange bool) (readPlan, error) {
 	in, inline := catalog.KeyIn("", t.keyCols, keys)
-	if inline && mainFree && w.conn != nil {
+	var p readPlan
+	if !inline {
+		p, keys = planRead(t, keys, asRange)
+	}
+	// A range read as it is needs no temp table either.
+	asIs := p.full && asRange
+	if (inline || asIs) && mainFree && w.conn != nil {
 		w.wconn = w.conn
 	} else {
 		rc, err := r.readConn(ctx, w)
@@ -426,8 +432,7 @@ func (r *runner) shipKeys(ctx context.Context, w *member, t *table, keys []strin
 		w.wkeys = fmt.Sprintf(`(SELECT DISTINCT %s FROM %s WHERE %s ORDER BY %s)`, keyCols, t.ident, in, keyCols)
 		return readPlan{}, nil
 	}
-	p, keys := planRead(t, keys, asRange)
-	if p.full && asRange {
+	if asIs {
 		return p, nil // read as a range: nothing to ship
 	}
 	p.full = false
