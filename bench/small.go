@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/ibexrepl/ibex/internal/control"
 )
@@ -64,8 +67,19 @@ func (b *bench) small(ctx context.Context) error {
 			return err
 		}
 	}
-	var one, empty, sync []float64
+	var one, empty, sync, start, session []float64
 	for i := 0; i < cfg.smallKicks; i++ {
+		// The machine's own fixed costs, interleaved with the kicks: the same binary's
+		// process start to exit, and one session opened, asked SELECT 1 and closed.
+		d, err := b.processStart(ctx)
+		if err != nil {
+			return err
+		}
+		start = append(start, secs(d))
+		if d, err = b.sessionTime(ctx, src); err != nil {
+			return err
+		}
+		session = append(session, secs(d))
 		if _, err := c.Exec(ctx, `UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = $1`, 1+(i*7919)%100000); err != nil {
 			return err
 		}
@@ -97,8 +111,47 @@ func (b *bench) small(ctx context.Context) error {
 	b.rep.add(sec, "one-row kick: 90th percentile", uMs, []float64{percentile(one, 0.9)}, "")
 	b.rep.add(sec, "one-row kick: sync (duration_ns)", uMs, sync, "the run itself, without process start and exit")
 	b.rep.add(sec, "empty kick to done (nothing pending)", uMs, empty, "")
+	// A kick cannot do less than start, open a session to the control database (which
+	// names the dbs) and then the dbs' sessions (at once): its floor on this machine.
+	floor := make([]float64, len(start))
+	for i := range start {
+		floor[i] = start[i] + 2*session[i]
+	}
+	b.rep.add(sec, "process start: ibex --version, exec to exit", uMs, start, "the same binary; what every kick pays before its first query")
+	b.rep.add(sec, "one session: connect, SELECT 1, close", uMs, session, "pgx over the same route: the server's cost of a new session")
+	b.rep.add(sec, "fixed floor: start + 2 sessions in turn", uMs, floor, "the control database's session, then the dbs' (at once)")
+	ratios := make([]float64, len(one))
+	for i := range one {
+		ratios[i] = one[i] / floor[i]
+	}
+	b.rep.add(sec, "one-row kick / fixed floor", uRatio, ratios, "")
 	progress("small: one-row kick median %.1f ms, empty kick median %.1f ms", median(one)*1000, median(empty)*1000)
 	return b.env.dropNow(ctx, cfg.keep, ctl, src, tgt)
+}
+
+// processStart times the ibex binary's `--version` from exec to exit.
+func (b *bench) processStart(ctx context.Context) (time.Duration, error) {
+	t0 := time.Now()
+	if out, err := exec.CommandContext(ctx, b.env.ibexBin, "--version").CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("%s --version: %w\n%s", b.env.ibexBin, err, out)
+	}
+	return time.Since(t0), nil
+}
+
+// sessionTime times one session to db: connected, SELECT 1, closed.
+func (b *bench) sessionTime(ctx context.Context, db string) (time.Duration, error) {
+	t0 := time.Now()
+	c, err := b.env.connect(ctx, db)
+	if err != nil {
+		return 0, err
+	}
+	var one int
+	err = c.QueryRow(ctx, `SELECT 1`).Scan(&one)
+	cerr := c.Close(ctx)
+	if err = errors.Join(err, cerr); err != nil {
+		return 0, fmt.Errorf("a session to %s: %w", db, err)
+	}
+	return time.Since(t0), nil
 }
 
 // smallSocket is the directory of the local server's unix socket (Debian's).
