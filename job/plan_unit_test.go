@@ -199,3 +199,34 @@ func TestTruncatable(t *testing.T) {
 		}
 	}
 }
+
+func TestKeySessionUseful(t *testing.T) {
+	pgdb := &control.DB{Type: control.DBTypePostgres}
+	oneKey := control.Relation{KeyCols: []string{"id"}}
+	twoKeys := control.Relation{KeyCols: []string{"a", "b"}}
+	cases := []struct {
+		name    string
+		rel     control.Relation
+		pending int64 // on the first source; pendingN is the same
+		truncs  int64
+		want    bool
+	}{
+		{"one batch", oneKey, 50000, 0, false},
+		{"two batches, read in one scan, emptied by TRUNCATE", oneKey, 100000, 0, false},
+		{"two batches of a two-column key: read ahead", twoKeys, 100000, 0, true},
+		{"a TRUNCATE pending: read ahead", oneKey, 100000, 1, true},
+		{"five batches: read ahead", oneKey, 250000, 0, true},
+		{"too many to TRUNCATE: consumed ahead", oneKey, truncateRowsMax + 1, 0, true},
+	}
+	for _, c := range cases {
+		tb := &table{rel: c.rel}
+		r := &runner{changesOf: map[*table][]int64{tb: {c.pending, 0}}, pendingN: map[*table]int64{tb: c.pending}, truncN: map[*table]int64{tb: c.truncs}}
+		r.tables, r.sync = []*table{tb}, &control.Sync{}
+		for i, role := range []string{control.RoleSource, control.RoleTarget} {
+			r.members = append(r.members, &member{idx: i, name: string(rune('a' + i)), role: role, db: pgdb, conn: &pgx.Conn{}})
+		}
+		if got := r.keySessionUseful(); got != c.want {
+			t.Errorf("%s: keySessionUseful %v, want %v", c.name, got, c.want)
+		}
+	}
+}

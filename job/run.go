@@ -231,16 +231,39 @@ func (r *runner) openSourceSessions(ctx context.Context) {
 	if r.pendingN == nil {
 		return
 	}
-	multi, long := false, false
+	long := false
 	for _, n := range r.pendingN {
-		multi = multi || n > int64(r.batchSize())
 		long = long || n > catalog.InlineKeysMax
 	}
+	key := r.keySessionUseful()
 	for _, a := range r.sources() {
 		// A source that only sends short key lists reads them on its first session (see
 		// shipKeys): it needs a read session when a list is long or when it receives too.
-		a.openEarly(ctx, r.srcPending(a) > 0 && (long || r.receivesChanges(a)), multi)
+		a.openEarly(ctx, r.srcPending(a) > 0 && (long || r.receivesChanges(a)), key)
 	}
+}
+
+// keySessionUseful reports whether the sources' key sessions may serve the run, so that
+// openSourceSessions opens them early: a table of several batches reads the next batch's
+// keys ahead on them (readAhead), unless one scan reads all its keys (readSplit: one key
+// column, as the table's key is recorded, no TRUNCATE pending, at most oneScanBatches
+// batches), and consumes its committed batches on them while the last one is applied
+// (consumeAhead), unless its change table is to be emptied by TRUNCATE (truncatable).
+// Otherwise nothing uses them; readAhead opens them when a table's key turns out not to
+// be split by one scan after all.
+func (r *runner) keySessionUseful() bool {
+	batch := int64(r.batchSize())
+	for _, t := range r.tables {
+		n := r.pendingN[t]
+		if n <= batch {
+			continue
+		}
+		oneScan := len(t.rel.KeyCols) == 1 && r.truncN[t] == 0 && n <= oneScanBatches*batch
+		if !oneScan || !r.truncatable(t) {
+			return true
+		}
+	}
+	return false
 }
 
 // srcPending is source a's largest count of pending changes of one table (0 when not
