@@ -95,7 +95,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.IntVar(&c.backlogRepeats, "backlog-repeats", 2, "repeats of the backlog section")
 	fs.IntVar(&c.backlogSources, "backlog-sources", 4, "sources of the backlog section (the seed demo's shape: each changes its share of the rows; one target)")
 	fs.IntVar(&c.sinksRows, "sinks-rows", 100000, "changed pgbench_accounts rows per kick in the sinks section")
-	fs.IntVar(&c.sinksRepeats, "sinks-repeats", 5, "repeats per sink in the sinks section")
+	fs.IntVar(&c.sinksRepeats, "sinks-repeats", 11, "repeats per sink in the sinks section")
 	fs.IntVar(&c.sinksRSSRows, "sinks-rss-rows", 1000000, "changed rows of the sinks section's one RSS kick into a flatfile target (0 skips it)")
 	fs.StringVar(&sinkList, "sinks", strings.Join(allSinks, ","), "comma list of the sink types the sinks section measures")
 	fs.StringVar(&c.sinksOnError, "sinks-on-error", "stop", "on_error of the sinks section's syncs: stop, or skip (rows a target refuses are parked; none is refused here)")
