@@ -404,12 +404,13 @@ func orderedKeys(from string, t *table, distinct bool) string {
 // (w.wconn), and returns how they are read. A short key list is written into the reading
 // statement (w.wkeys is then a subquery of the table's own keys, whose size the planner
 // knows), and read on w's first session when mainFree (nothing else uses it meanwhile): a
-// short run then needs no second session; so is a range read as it is (below). A longer list is loaded into the temp table
+// short run then needs no second session. A longer list is loaded into the temp table
 // ibex_w of w's read session (opened if needed), whose join plans are fixed (see
 // readConn), as planRead says: integer keys shipped distinct and in order are read as they
 // are, merge joins are allowed for a dense read only (set in the same round trip), and
 // with asRange, keys that fill their range (readPlan.full) are not shipped at all: the
-// caller reads the range (w.wkeys is not set). Without it, full is never returned.
+// caller reads the range (w.wkeys is not set), on w's first session when mainFree, as a
+// short list. Without asRange, full is never returned.
 func (r *runner) shipKeys(ctx context.Context, w *member, t *table, keys []string, mainFree, asRange bool) (readPlan, error) {
 	in, inline := catalog.KeyIn("", t.keyCols, keys)
 	var p readPlan
