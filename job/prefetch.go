@@ -31,6 +31,7 @@ type prefetch struct {
 	// free holds chunks the reader is done with, for the COPY's goroutine to fill again:
 	// the stream reuses a few chunks instead of allocating (and faulting in) new ones.
 	free chan []byte
+	made int // chunks allocated, the others were reused (the COPY's goroutine)
 }
 
 // startPrefetch starts sql (a COPY ... TO STDOUT) on conn, which nothing else may use
@@ -72,6 +73,7 @@ func (p *prefetch) newChunk(n int) []byte {
 		}
 	default:
 	}
+	p.made++
 	return make([]byte, 0, max(prefetchChunk, n))
 }
 

@@ -49,6 +49,28 @@ func TestPrefetch(t *testing.T) {
 	}
 	p.discard() // taken: nothing to do
 	usable("after a prefetch read")
+	// The chunks the reader wrote were filled again: about the buffer's worth were made
+	// for a stream of more than twice its size.
+	if limit := prefetchBytes/prefetchChunk + 2; p.made > limit {
+		t.Fatalf("%d chunks made for a %d-byte stream, want at most %d", p.made, want.Len(), limit)
+	}
+
+	// Rows of every size, some larger than a chunk (a message is never split), come out
+	// as the server sent them.
+	const mixed = `COPY (SELECT g, repeat('y', CASE WHEN g % 50 = 0 THEN 200000 ELSE g % 300 END) FROM generate_series(1, 3000) g) TO STDOUT`
+	want.Reset()
+	if _, err := c.PgConn().CopyTo(ctx, &want, mixed); err != nil {
+		t.Fatal(err)
+	}
+	p = startPrefetch(ctx, c, mixed)
+	got.Reset()
+	if err := p.writeTo(&got); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.Bytes(), want.Bytes()) {
+		t.Fatalf("the prefetched stream of mixed rows differs: %d bytes, want %d", got.Len(), want.Len())
+	}
+	usable("after a stream of mixed rows")
 
 	p = startPrefetch(ctx, c, sql)
 	if err := p.writeTo(failingWriter{}); err == nil || err.Error() != "receiver gone" {
