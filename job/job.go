@@ -198,16 +198,18 @@ func Run(ctx context.Context, store *control.Store, syncName string, opts Option
 	}
 
 	host, _ := os.Hostname()
-	runID, err := control.StartRun(lctx, lockConn, syncName, host, os.Getpid())
-	if err != nil {
-		return nil, fmt.Errorf("recording the run of sync %s: %w", syncName, err)
-	}
-	res.RunID = runID
-	logger.InfoContext(ctx, "run started", slog.String("sync", syncName), slog.Int64("run", runID))
-
-	r := &runner{session: session{store: store, sync: sync, logger: logger.With(slog.String("sync", syncName)), runID: runID, pool: opts.Sessions, pre: pre}, opts: opts, res: res,
-		ctl: lockConn}
+	r := &runner{session: session{store: store, sync: sync, logger: logger.With(slog.String("sync", syncName)), pool: opts.Sessions, pre: pre}, opts: opts, res: res,
+		ctl: lockConn, host: host}
+	// The run is recorded in the round trip that reads its definition (runner.load), or,
+	// when that failed before it, here, with the error.
 	runErr := r.run(ctx)
+	if r.runID == 0 {
+		if r.runID, err = control.StartRun(lctx, lockConn, syncName, host, os.Getpid()); err != nil {
+			return nil, fmt.Errorf("recording the run of sync %s: %w", syncName, errors.Join(runErr, err))
+		}
+		r.started()
+	}
+	runID := r.runID
 	res.Duration = time.Since(res.Started)
 	defer r.closeAll() // after the run's end is recorded: closeAll may vacuum change tables
 	if n := r.noDeltas.Load(); n > 0 {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"regexp"
 	"time"
 
@@ -77,6 +78,12 @@ type runner struct {
 	wm map[[2]string]string
 	// ahead is the key read of the next batch under way, if any.
 	ahead *keyRead
+	// host is this machine's name, recorded with the run.
+	host string
+	// seqs are the herd's sequences as load read them (seqsRead), or why it could not.
+	seqs     []control.Sequence
+	seqsErr  error
+	seqsRead bool
 	// consuming is the consume of committed batches under way on the key sessions, if any
 	// (consumeAhead).
 	consuming *aheadConsume
@@ -118,16 +125,34 @@ type runner struct {
 func (r *runner) load(ctx context.Context) error {
 	q := r.ctlQ()
 	var wmErr, addedErr error
-	if err := r.session.load(ctx, q, func(b *pgx.Batch) {
+	var seqs []control.Sequence
+	var seqsErr, startErr error
+	var runID int64
+	err := r.session.load(ctx, q, func(b *pgx.Batch) {
 		control.QueueWatermarks(b, r.sync.Name, &r.wm, &wmErr)
 		control.QueueAddedTables(b, r.sync.Name, &r.added, &addedErr)
-	}); err != nil {
+		// The herd's sequences too, for syncSequences at the end: a round trip fewer.
+		control.QueueHerdSequences(b, r.sync.Herd, &seqs, &seqsErr)
+		// Last, so that it runs only when the reads before it succeeded: the run's record
+		// (a read that failed leaves it to Run, which records the run with the error).
+		control.QueueStartRun(b, r.sync.Name, r.host, os.Getpid(), &runID, &startErr)
+	})
+	if err == nil || errors.Is(err, errNoTables) { // the batch was read
+		r.seqs, r.seqsErr, r.seqsRead = seqs, seqsErr, true
+		if startErr == nil && runID != 0 {
+			r.runID = runID
+			r.started()
+		}
+	}
+	if err != nil {
 		return err
+	}
+	if startErr != nil {
+		return fmt.Errorf("recording the run of sync %s: %w", r.sync.Name, startErr)
 	}
 	if err := cmp.Or(wmErr, addedErr); err != nil {
 		return err
 	}
-	var err error
 	if r.strategies, err = conflict.ParseAll(r.sync.ConflictStrategy, r.sync.ConflictByType, r.names, r.sourceNames); err != nil {
 		return fmt.Errorf("sync %s: %w", r.sync.Name, err)
 	}
@@ -137,6 +162,12 @@ func (r *runner) load(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// started records that the run has its id: the result carries it and the log says so.
+func (r *runner) started() {
+	r.res.RunID = r.runID
+	r.logger.Info("run started", slog.Int64("run", r.runID))
 }
 
 // closeAll waits for a read ahead under way, then closes every connection.

@@ -25,7 +25,7 @@ import (
 // sequence an open application transaction holds (sequence.ErrBusy) is only warned of: the
 // next run sets it.
 func (r *runner) syncSequences(ctx context.Context) error {
-	seqs, err := control.HerdSequences(ctx, r.ctlQ(), r.sync.Herd)
+	seqs, err := r.herdSequences(ctx)
 	if err != nil {
 		return err
 	}
@@ -114,7 +114,18 @@ func (r *runner) syncSequences(ctx context.Context) error {
 
 // sequencesOnly says whether the sync's herd, which has no tables, has sequences: a run
 // then only sets them.
-func (r *runner) sequencesOnly(ctx context.Context) bool { return r.hasSequences(ctx, r.ctlQ()) }
+func (r *runner) sequencesOnly(ctx context.Context) bool {
+	seqs, err := r.herdSequences(ctx)
+	return err == nil && len(seqs) > 0
+}
+
+// herdSequences returns the herd's sequences, as the run's load read them when it did.
+func (r *runner) herdSequences(ctx context.Context) ([]control.Sequence, error) {
+	if r.seqsRead {
+		return r.seqs, r.seqsErr
+	}
+	return control.HerdSequences(ctx, r.ctlQ(), r.sync.Herd)
+}
 
 // hasSequences says whether the sync's herd has sequences.
 func (s *session) hasSequences(ctx context.Context, q control.Querier) bool {

@@ -41,6 +41,15 @@ func StartRun(ctx context.Context, q Querier, sync, host string, pid int) (int64
 	return id, err
 }
 
+// QueueStartRun queues StartRun in b: *id and *err are set when b's results are read. Put
+// last in a batch, it runs only when the statements before it succeeded.
+func QueueStartRun(b *pgx.Batch, sync, host string, pid int, id *int64, err *error) {
+	b.Queue(startRunSQL, sync, host, pid, StateBad, StateRunning).QueryRow(func(row pgx.Row) error {
+		*err = row.Scan(id)
+		return nil
+	})
+}
+
 // startRunSQL is StartRun's statement. The runs still running are found by the partial
 // index run_running_idx (migration 19), not among the sync's whole history: with a
 // million runs recorded (about eleven hours of autokick at 25 runs a second), the

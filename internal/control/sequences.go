@@ -45,13 +45,27 @@ func Sequences(ctx context.Context, q Querier) ([]Sequence, error) {
 
 // HerdSequences lists the sequences of a herd, by schema and name.
 func HerdSequences(ctx context.Context, q Querier, herd string) ([]Sequence, error) {
-	rows, err := q.Query(ctx, `SELECT `+sequenceCols+` FROM ibex.sequence s
-WHERE EXISTS (SELECT 1 FROM ibex.herdseq m WHERE m.sequence = s.id AND m.herd = $1) ORDER BY s.schemaname, s.seqname`, herd)
+	rows, err := q.Query(ctx, herdSequencesSQL, herd)
 	if err != nil {
 		return nil, fmt.Errorf("listing the sequences of herd %s: %w", herd, err)
 	}
 	return pgx.CollectRows(rows, scanSequence)
 }
+
+// QueueHerdSequences queues HerdSequences in b: *out and *err are set when b's results
+// are read.
+func QueueHerdSequences(b *pgx.Batch, herd string, out *[]Sequence, err *error) {
+	b.Queue(herdSequencesSQL, herd).Query(func(rows pgx.Rows) error {
+		*out, *err = pgx.CollectRows(rows, scanSequence)
+		if *err != nil {
+			*err = fmt.Errorf("listing the sequences of herd %s: %w", herd, *err)
+		}
+		return nil
+	})
+}
+
+const herdSequencesSQL = `SELECT ` + sequenceCols + ` FROM ibex.sequence s
+WHERE EXISTS (SELECT 1 FROM ibex.herdseq m WHERE m.sequence = s.id AND m.herd = $1) ORDER BY s.schemaname, s.seqname`
 
 // GetSequence returns one sequence.
 func GetSequence(ctx context.Context, q Querier, schema, name string) (*Sequence, error) {
