@@ -108,9 +108,7 @@ func TestAlreadyRunningOpensNoSessions(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	ctl, _, _, ibex := srcDst(t, `CREATE TABLE ta (id int PRIMARY KEY, v text)`)
-	ibex("add", "table", "public.ta", "db=src", "herd=ha")
-	ibex("add", "dbgroup", "g", "src:source", "dst:target")
-	ibex("add", "sync", "s", "herd=ha", "dbs=g", "autokick=false")
+	srcDstSync(ibex, "public.ta")
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -131,11 +129,7 @@ func TestAlreadyRunningOpensNoSessions(t *testing.T) {
 	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 	pgtest.Exec(t, ctl.DSN, `UPDATE ibex.db SET conn = conn || jsonb_build_object('host', '127.0.0.1', 'port', '`+port+`') WHERE name = 'src'`)
 
-	store, err := control.Open(ctx, ctl.DSN, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(store.Close)
+	store := openStore(t, ctl.DSN)
 	sy, err := control.GetSync(ctx, store.Q(), "s")
 	if err != nil {
 		t.Fatal(err)
@@ -183,4 +177,23 @@ func srcDst(t *testing.T, ddl string) (ctl, src, dst *pgtest.DB, ibex func(args 
 		ibex(ibextest.AddDBArgs(name, db.Conn)...)
 	}
 	return ctl, src, dst, ibex
+}
+
+// srcDstSync configures, on srcDst's dbs, the sync s from src to dst of tables (as typed
+// on the command line, read on src): herd h, dbgroup g, no autokick.
+func srcDstSync(ibex func(args ...string), tables ...string) {
+	ibex(append(append([]string{"add", "table"}, tables...), "db=src", "herd=h")...)
+	ibex("add", "dbgroup", "g", "src:source", "dst:target")
+	ibex("add", "sync", "s", "herd=h", "dbs=g", "autokick=false")
+}
+
+// openStore opens the control database at dsn, closed when the test ends.
+func openStore(t *testing.T, dsn string) *control.Store {
+	t.Helper()
+	store, err := control.Open(context.Background(), dsn, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(store.Close)
+	return store
 }

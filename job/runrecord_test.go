@@ -18,14 +18,8 @@ func TestRunRecorded(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	ctl, src, _, ibex := srcDst(t, `CREATE TABLE item (id int PRIMARY KEY, v text)`)
-	ibex("add", "table", "public.item", "db=src", "herd=h")
-	ibex("add", "dbgroup", "g", "src:source", "dst:target")
-	ibex("add", "sync", "s", "herd=h", "dbs=g", "autokick=false")
-	store, err := control.Open(ctx, ctl.DSN, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
+	srcDstSync(ibex, "public.item")
+	store := openStore(t, ctl.DSN)
 	recorded := func(res *job.Result) (state, errText string) {
 		t.Helper()
 		if res == nil || res.RunID == 0 {

@@ -29,9 +29,7 @@ func TestVacuumAfterLargeBacklog(t *testing.T) {
 	ctl, src, dst, ibex := srcDst(t, `CREATE TABLE item (id int PRIMARY KEY, v text); INSERT INTO item SELECT g, 'init' FROM generate_series(1, 12000) g;
 		CREATE TABLE "Other item" (id bigint PRIMARY KEY, v text); INSERT INTO "Other item" SELECT g, 'init' FROM generate_series(1, 12000) g;
 		CREATE TABLE few (id int PRIMARY KEY, v text); INSERT INTO few SELECT g, 'init' FROM generate_series(1, 10) g`)
-	ibex("add", "table", "public.item", `public."Other item"`, "public.few", "db=src", "herd=h")
-	ibex("add", "dbgroup", "g", "src:source", "dst:target")
-	ibex("add", "sync", "s", "herd=h", "dbs=g", "autokick=false")
+	srcDstSync(ibex, "public.item", `public."Other item"`, "public.few")
 	pgtest.Exec(t, src.DSN, `UPDATE item SET v = 'new' WHERE id <= 12000; UPDATE "Other item" SET v = 'new'; UPDATE few SET v = 'new'`)
 
 	c, err := pgx.Connect(ctx, src.DSN)
@@ -63,11 +61,7 @@ func TestVacuumAfterLargeBacklog(t *testing.T) {
 		return f
 	}
 	filesBefore := files()
-	store, err := control.Open(ctx, ctl.DSN, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(store.Close)
+	store := openStore(t, ctl.DSN)
 	run := func(want string, batch int) (*job.Result, *logCounter) {
 		t.Helper()
 		lc := &logCounter{msgs: map[string]int{}}
