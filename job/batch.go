@@ -189,9 +189,8 @@ func (r *runner) batch(ctx context.Context, t *table, b, nb int, keys map[string
 		case p.dense:
 			// The keys fill their range: the range of the key index is read once, merged
 			// with the keys (enable_mergejoin is on for this read, see shipKeys).
-			k := "t." + catalog.QuoteCols("", t.keyCols)
-			sql = fmt.Sprintf(`COPY (SELECT %s FROM pg_temp.ibex_w w JOIN %s t ON %s WHERE %s BETWEEN %d AND %d) TO STDOUT`,
-				catalog.QuoteCols("t.", t.cols), t.ident, catalog.KeyJoin("w", "t", t.keyCols), k, p.lo, p.hi)
+			sql = fmt.Sprintf(`COPY (SELECT %s FROM pg_temp.ibex_w w JOIN %s t ON %s WHERE %s) TO STDOUT`,
+				catalog.QuoteCols("t.", t.cols), t.ident, catalog.KeyJoin("w", "t", t.keyCols), t.inRange(p))
 		}
 		widx := w.idx
 		senders = append(senders, sender{m: w, conn: w.wconn, sql: sql, pre: pres[w.idx], route: func(key []byte) (uint64, bool) {
@@ -466,9 +465,13 @@ type readPlan struct {
 // fullRangeSQL is the COPY of the rows of p's key range (readPlan.full): every column of
 // t, by a bitmap scan (fullRangeRead).
 func (t *table) fullRangeSQL(p readPlan) string {
-	k := "t." + catalog.QuoteCols("", t.keyCols)
-	return fmt.Sprintf(fullRangeRead+`COPY (SELECT %s FROM %s t WHERE %s BETWEEN %d AND %d) TO STDOUT`,
-		catalog.QuoteCols("t.", t.cols), t.ident, k, p.lo, p.hi)
+	return fmt.Sprintf(fullRangeRead+`COPY (SELECT %s FROM %s t WHERE %s) TO STDOUT`,
+		catalog.QuoteCols("t.", t.cols), t.ident, t.inRange(p))
+}
+
+// inRange is the condition of the rows of t (as t) whose integer key is in p's range.
+func (t *table) inRange(p readPlan) string {
+	return fmt.Sprintf(`t.%s BETWEEN %d AND %d`, catalog.QuoteCols("", t.keyCols), p.lo, p.hi)
 }
 
 // fullRangeRead precedes the COPY of a full key range (readPlan.full), in the same
