@@ -54,7 +54,7 @@ func (b *bench) counters(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			pr, err := b.kickAndFloor(ctx, label, ctl, dbs, sources, false, nil, false, false)
+			pr, err := b.kickAndFloor(ctx, label, ctl, dbs, sources, floors{})
 			if err != nil {
 				return err
 			}

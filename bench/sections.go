@@ -22,22 +22,28 @@ type pairRun struct {
 	pfloor floorResult
 }
 
+// floors says which raw floors kickAndFloor times after the kick, and on which dbs.
+type floors struct {
+	serial, parallel bool // the receivers one after another; every receiver at once
+	// serialDBs and parallelDBs, when not nil, are copies of the kick's dbs made before
+	// the kick, that went through the same changes: that floor runs there, as cold (in
+	// shared_buffers, in pruning and hint bits, after the same CHECKPOINT) as the kick
+	// found its dbs, instead of on the kick's dbs right after it (where it finds the pages
+	// the kick read, pruned and set hint bits on). nil: on the kick's dbs.
+	serialDBs, parallelDBs []string
+	parallelFirst bool // both on the kick's dbs: the parallel one goes first
+}
+
+func (f floors) any() bool { return f.serial || f.parallel }
+
 // kickAndFloor reads the changed keys of the sources, kicks the sync, checks that all
-// dbs converged and, when withFloor, times the raw floor for the same rows. sources are
-// indexes into dbs. floorDBs, when not nil, are a copy of dbs that went through the same
-// changes: the floor runs there, as cold in shared_buffers as the kick was, instead of on
-// dbs right after the kick (where it finds the pages the kick just read). withParallel
-// also times the parallel floor, every receiver at once; the two floors take turns going
-// first (parallelFirst), a CHECKPOINT before each. On copies only one floor can run (the
-// first changes them): withParallel then times the parallel floor alone.
-func (b *bench) kickAndFloor(ctx context.Context, label, ctl string, dbs []string, sources []int, withFloor bool, floorDBs []string, withParallel, parallelFirst bool) (pairRun, error) {
-	copies := floorDBs != nil
-	if !copies {
-		floorDBs = dbs
-	}
+// dbs converged and times the raw floors fl asks for, for the same rows. sources are
+// indexes into dbs. The floors run one after another (see floors.parallelFirst), a
+// CHECKPOINT before each.
+func (b *bench) kickAndFloor(ctx context.Context, label, ctl string, dbs []string, sources []int, fl floors) (pairRun, error) {
 	var pr pairRun
 	var perSource []keySet
-	if withFloor {
+	if fl.any() {
 		for _, s := range sources {
 			ks, err := b.env.readKeys(ctx, dbs[s])
 			if err != nil {
@@ -69,29 +75,35 @@ func (b *bench) kickAndFloor(ctx context.Context, label, ctl string, dbs []strin
 		return pr, nil
 	}
 	progress("%s: converged (all %d databases identical)", label, len(dbs))
-	if !withFloor {
+	if !fl.any() {
 		return pr, nil
 	}
 	owned := ownKeys(perSource)
-	order := []bool{false}
-	switch {
-	case withParallel && copies:
-		order = []bool{true} // the copies take one floor
-	case withParallel:
-		order = []bool{false, true}
-		if parallelFirst {
-			order = []bool{true, false}
-		}
+	var order []bool
+	if fl.serial {
+		order = append(order, false)
+	}
+	if fl.parallel {
+		order = append(order, true)
+	}
+	if len(order) == 2 && fl.parallelFirst {
+		order = []bool{true, false}
 	}
 	for _, parallel := range order {
 		if err := b.env.checkpoint(ctx); err != nil {
 			return pr, err
 		}
+		floorDBs, where := dbs, "on the kick's dbs"
+		if parallel && fl.parallelDBs != nil {
+			floorDBs, where = fl.parallelDBs, "on copies made before the kick"
+		} else if !parallel && fl.serialDBs != nil {
+			floorDBs, where = fl.serialDBs, "on copies made before the kick"
+		}
 		what := "raw floor (DELETE + COPY of the same rows, plain SQL, receivers one after another)"
 		if parallel {
 			what = "parallel floor (the same DELETE + COPY, one session per receiver, all receivers at once)"
 		}
-		progress("%s: %s", label, what)
+		progress("%s: %s, %s", label, what, where)
 		fr, err := b.env.floor(ctx, floorDBs, sources, owned, parallel)
 		if err != nil {
 			return pr, err
@@ -137,7 +149,21 @@ func (b *bench) seed(ctx context.Context) error {
 			return err
 		}
 		tps = append(tps, t...)
-		pr, err := b.kickAndFloor(ctx, label, ctl, dbs, sources, withFloor, nil, true, r%2 == 0)
+		// The floors' copies of the dbs, as the kick will find them.
+		fl := floors{serial: withFloor, parallel: withFloor, parallelFirst: r%2 == 0}
+		if withFloor {
+			progress("%s: two copies of the %d databases for the floors (FILE_COPY)", label, n)
+			for _, db := range dbs {
+				fs, fp := db+"_fs", db+"_fp"
+				for _, c := range []string{fs, fp} {
+					if err := b.env.create(ctx, c, db, true); err != nil {
+						return err
+					}
+				}
+				fl.serialDBs, fl.parallelDBs = append(fl.serialDBs, fs), append(fl.parallelDBs, fp)
+			}
+		}
+		pr, err := b.kickAndFloor(ctx, label, ctl, dbs, sources, fl)
 		if err != nil {
 			return err
 		}
@@ -173,12 +199,12 @@ func (b *bench) seed(ctx context.Context) error {
 	b.rep.text(sec, "converged", conv, note)
 	if withFloor {
 		sec = "floor"
-		b.rep.add(sec, "raw floor: DELETE+COPY, dbs serially", uSec, floor, "same rows, same dbs, after the kick; Bucardo report: ~0.74 s")
+		b.rep.add(sec, "raw floor: DELETE+COPY, dbs serially", uSec, floor, "same rows, on copies of the dbs made before the kick; Bucardo report: ~0.74 s")
 		b.rep.add(sec, "floor rows written", uRows, floorRows, "each changed row into every db but its source")
 		b.rep.add(sec, "floor rows/s, (del+copy)/time", uRate, floorRate, "")
 		b.rep.add(sec, "ibex kick to done / floor", uRatio, kickFloor, "Bucardo: ~3.2 s / 0.74 s = 4.3x")
 		b.rep.add(sec, "ibex sync / floor", uRatio, syncFloor, "Bucardo: ~2.06 s / 0.74 s = 2.8x")
-		b.rep.add(sec, "parallel floor: all receivers at once", uSec, pfloor, "the same DELETE+COPY, one session per receiver, concurrently")
+		b.rep.add(sec, "parallel floor: all receivers at once", uSec, pfloor, "the same DELETE+COPY, one session per receiver, concurrently, on copies made before the kick")
 		b.rep.add(sec, "parallel floor rows written", uRows, pfloorRows, "")
 		b.rep.add(sec, "ibex kick to done / parallel floor", uRatio, kickPFloor, "target <= 1.2 (ibex applies receivers concurrently)")
 		b.rep.add(sec, "ibex sync / parallel floor", uRatio, syncPFloor, "")
@@ -236,7 +262,7 @@ func (b *bench) growth(ctx context.Context) error {
 					return err
 				}
 			}
-			pr, err := b.kickAndFloor(ctx, label, ctl, dbs, []int{0}, true, []string{fsrc, ftgt}, false, false)
+			pr, err := b.kickAndFloor(ctx, label, ctl, dbs, []int{0}, floors{serial: true, serialDBs: []string{fsrc, ftgt}})
 			if err != nil {
 				return err
 			}
@@ -326,7 +352,7 @@ func (b *bench) backlog(ctx context.Context) error {
 				}
 			}
 		}
-		pr, err := b.kickAndFloor(ctx, label, ctl, dbs, sources, true, fdbs, true, true)
+		pr, err := b.kickAndFloor(ctx, label, ctl, dbs, sources, floors{parallel: true, parallelDBs: fdbs})
 		if err != nil {
 			return err
 		}

@@ -131,11 +131,10 @@ func TestBucketsCond(t *testing.T) {
 	}
 }
 
-// TestWALReceivers: a run with many rows compresses the WAL of the members that may
-// receive rows (targets, and a source when another source has changes to send), not of a
-// source that only sends; a run with few rows compresses none; a copy (changes not
-// counted) all.
-func TestWALReceivers(t *testing.T) {
+// TestWALMembers: a run with many rows compresses the WAL of every member, a source that
+// only sends too (its reads prune pages); a run with few rows compresses none; a copy
+// (changes not counted) all.
+func TestWALMembers(t *testing.T) {
 	pgdb := &control.DB{Type: control.DBTypePostgres}
 	mk := func(roles ...string) *runner {
 		r := &runner{}
@@ -152,9 +151,9 @@ func TestWALReceivers(t *testing.T) {
 		want    uint64
 	}{
 		{"copy", []string{control.RoleSource, control.RoleTarget}, nil, 0b11},
-		{"one source sends", []string{control.RoleSource, control.RoleTarget}, []int64{5000, 0}, 0b10},
+		{"one source sends", []string{control.RoleSource, control.RoleTarget}, []int64{5000, 0}, 0b11},
 		{"few rows", []string{control.RoleSource, control.RoleTarget}, []int64{10, 0}, 0},
-		{"two sources, one sends", []string{control.RoleSource, control.RoleSource, control.RoleTarget}, []int64{5000, 0, 0}, 0b110},
+		{"two sources, one sends", []string{control.RoleSource, control.RoleSource, control.RoleTarget}, []int64{5000, 0, 0}, 0b111},
 		{"two sources send", []string{control.RoleSource, control.RoleSource}, []int64{3000, 3000}, 0b11},
 	}
 	for _, c := range cases {
@@ -166,8 +165,8 @@ func TestWALReceivers(t *testing.T) {
 				r.pendingN[tb] += n
 			}
 		}
-		if got := r.walReceivers(); got != c.want {
-			t.Errorf("%s: walReceivers %03b, want %03b", c.name, got, c.want)
+		if got := r.walMembers(); got != c.want {
+			t.Errorf("%s: walMembers %03b, want %03b", c.name, got, c.want)
 		}
 	}
 }

@@ -207,8 +207,11 @@ func (r *runner) run(ctx context.Context) error {
 			return r.syncSequences(ctx)
 		}
 	}
+	r.compressWAL = r.walMembers()
+	for _, m := range r.members {
+		m.compressReads = r.compressWAL&bit(m.idx) != 0
+	}
 	r.openSourceSessions(ctx)
-	r.compressWAL = r.walReceivers()
 	t3 := time.Now()
 	if err := r.checkSchemas(ctx, true); err != nil {
 		return err
@@ -225,12 +228,13 @@ func (r *runner) run(ctx context.Context) error {
 // worth the millisecond that asking costs a new session.
 const compressWALRows = 1000
 
-// walReceivers returns the members (bit(m.idx)) whose sessions compress their WAL: every
-// member when the run may write compressWALRows rows or more (its changes were counted to
-// that many, or not counted: a copy), but of the sources only those that receive some
-// (another source has changes to send): a source that only sends writes no rows, and on
-// a new session the question costs a few milliseconds (it reads pg_settings).
-func (r *runner) walReceivers() uint64 {
+// walMembers returns the members (bit(m.idx)) whose sessions compress their WAL: every
+// member when the run may write or read compressWALRows rows or more (its changes were
+// counted to that many, or not counted: a copy). A source that only sends writes WAL too:
+// its reads prune the pages of the table they read, and right after a checkpoint each
+// pruned page is a full-page image (in the seed demo, half of the run's WAL was images
+// written by the senders' reads).
+func (r *runner) walMembers() uint64 {
 	var all uint64
 	for _, m := range r.members {
 		all |= bit(m.idx)
@@ -244,11 +248,6 @@ func (r *runner) walReceivers() uint64 {
 	}
 	if n < compressWALRows {
 		return 0
-	}
-	for _, a := range r.sources() {
-		if !r.receivesChanges(a) {
-			all &^= bit(a.idx)
-		}
 	}
 	return all
 }

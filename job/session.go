@@ -59,6 +59,10 @@ type member struct {
 	pool *dbconn.Pool
 	// pre holds the first session of the db when the run opened it ahead (predials).
 	pre *predials
+	// compressReads: its read session turns on wal_compression (dbconn.WALCompressionSQL)
+	// when it opens: reading a user table prunes its pages, and right after a checkpoint
+	// each page pruned is written whole to the WAL.
+	compressReads bool
 }
 
 // dial opens a session of m, or borrows one from the run's pool, and runs setup on it
@@ -262,7 +266,11 @@ func (s *session) readConn(ctx context.Context, m *member) (*pgx.Conn, error) {
 // openReadConn opens a read session of m (see readConn).
 func openReadConn(ctx context.Context, m *member) (*pgx.Conn, error) {
 	return m.dial(ctx, func(c *pgx.Conn) error {
-		if _, err := dbconn.ExecAll(ctx, c, `SET enable_hashjoin = off; SET enable_mergejoin = off; SET lock_timeout = `+readLockTimeout); err != nil {
+		setup := `SET enable_hashjoin = off; SET enable_mergejoin = off; SET lock_timeout = ` + readLockTimeout
+		if m.compressReads {
+			setup += "; " + dbconn.WALCompressionSQL(dbconn.ServerMajor(c.PgConn()))
+		}
+		if _, err := dbconn.ExecAll(ctx, c, setup); err != nil {
 			return fmt.Errorf("db %s: %w", m.name, err)
 		}
 		return nil
@@ -345,7 +353,8 @@ type session struct {
 	created       []string
 	// compressWAL: checkSchemas also turns on wal_compression on the PostgreSQL dbs
 	// (dbconn.WALCompressionSQL) of the members it holds (bit(m.idx)), for a run with many
-	// rows to write to them.
+	// rows to write or read (see runner.walMembers); their read sessions turn it on too
+	// (member.compressReads).
 	compressWAL uint64
 	// skipped records each db that left, with why (db name -> reason).
 	skipped map[string]string
