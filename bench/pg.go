@@ -798,10 +798,17 @@ func (e *env) floor(ctx context.Context, dbs []string, srcIdx []int, owned []key
 	}()
 	connect := func(db string) (*pgx.Conn, error) {
 		c, err := e.connect(ctx, db)
-		if err == nil {
-			all = append(all, c)
+		if err != nil {
+			return nil, err
 		}
-		return c, err
+		all = append(all, c)
+		// The same session settings as ibex's sessions, which read as well as write: a read
+		// prunes the pages it reads, and right after a checkpoint that writes them whole to
+		// the WAL. Compressed where the role may set it.
+		if _, err := c.Exec(ctx, dbconn.WALCompressionSQL(dbconn.ServerMajor(c.PgConn()))); err != nil {
+			return nil, fmt.Errorf("floor: wal_compression in %s: %w", db, err)
+		}
+		return c, nil
 	}
 	// recv[r] writes into dbs[r]; reads[r][i] reads from dbs[i] for receiver r (the same
 	// connections for every receiver when serial).
@@ -856,11 +863,6 @@ func (e *env) floor(ctx context.Context, dbs []string, srcIdx []int, owned []key
 	// receive applies every step into dbs[r] in one transaction; it adds to *got.
 	receive := func(r int, got *floorResult) error {
 		rc := recv[r]
-		// The same session settings as ibex's apply sessions: compressed WAL where the
-		// role may set it.
-		if _, err := rc.Exec(ctx, dbconn.WALCompressionSQL(dbconn.ServerMajor(rc.PgConn()))); err != nil {
-			return fmt.Errorf("floor: wal_compression in %s: %w", dbs[r], err)
-		}
 		if _, err := rc.Exec(ctx, `BEGIN`); err != nil {
 			return fmt.Errorf("floor: BEGIN in %s: %w", dbs[r], err)
 		}
