@@ -31,7 +31,7 @@ type floors struct {
 	// found its dbs, instead of on the kick's dbs right after it (where it finds the pages
 	// the kick read, pruned and set hint bits on). nil: on the kick's dbs.
 	serialDBs, parallelDBs []string
-	parallelFirst          bool // both on the kick's dbs: the parallel one goes first
+	parallelFirst          bool // with both floors: the parallel one goes first
 }
 
 func (f floors) any() bool { return f.serial || f.parallel }
