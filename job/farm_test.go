@@ -21,6 +21,7 @@ func TestFarm(t *testing.T) {
 		{"ConflictAbort", testConflictAbort},
 		{"ConflictOneKeyAbort", testConflictOneKeyAbort},
 		{"ConflictByType", testConflictByType},
+		{"ConflictLogUnitRetried", testConflictLogUnitRetried},
 		{"InsertsKeyChangesDeletes", testInsertsKeyChangesDeletes},
 		{"NoEcho", testNoEcho},
 		{"InFlightTransactions", testInFlightTransactions},

@@ -262,7 +262,10 @@ func Run(ctx context.Context, store *control.Store, syncName string, opts Option
 // conflicts, sequences) go through the session that holds the sync's lock (runner.ctl)
 // rather than the pool: the pool would open a second session for them, which costs a
 // short run more than all its control statements. Nothing else uses that session during
-// the run (the run's control statements are all made one after another).
+// the run (the run's control statements are all made one after another; the copy of a
+// unit's conflicts made while its later batches are applied, conflictlog.go, is made only
+// when no conflict function needs the session meanwhile, and waited for before the next
+// control statement).
 //
 // They are not cut by the run's context: a statement cancelled there closes the session,
 // which would drop the lock and keep the run from being recorded (see Run). A control

@@ -99,6 +99,8 @@ type unit struct {
 	// committed; parked those of receivers that committed, to record.
 	rejected map[int][]control.Exception
 	parked   []control.Exception
+	// clog is the copy of its conflicts to the control database under way (conflictlog.go).
+	clog *conflictLog
 }
 
 func (u *unit) empty() bool { return len(u.steps) == 0 }
@@ -179,6 +181,7 @@ func (r *runner) applyTables(ctx context.Context) error {
 	defer r.settleConsume(ctx)
 	budget := r.batchSize()
 	u := &unit{}
+	defer func() { r.abortLog(ctx, u) }() // a unit left without finishUnit
 	r.lastConsume = time.Now()
 	if r.truncating() {
 		// TRUNCATEs are committed in a unit of their own (whatever single_transaction
@@ -247,6 +250,7 @@ func (r *runner) applyTables(ctx context.Context) error {
 			if err := r.applyStep(ctx, u, step{t: t, b: b, nb: nb}, keys, order); err != nil {
 				return err
 			}
+			r.logAhead(ctx, u)
 			if r.opts.Progress != nil {
 				r.opts.Progress(t.name, b+1, nb)
 			}
@@ -281,6 +285,7 @@ func (r *runner) applyStep(ctx context.Context, u *unit, s step, keys map[string
 		}
 		if errors.Is(err, errRetryBatch) {
 			done := u.steps
+			r.abortLog(ctx, u)
 			*u = unit{}
 			for _, m := range r.members {
 				m.retry = nil // rolled back with the others: it takes part again
@@ -346,7 +351,7 @@ func (r *runner) finishUnit(ctx context.Context, u *unit) error {
 	r.res.addConflicts(u.conflicts)
 	// The conflicts are recorded before the batches' change rows are consumed: a run that
 	// dies in between finds them again next time.
-	if err := r.recordConflicts(ctx, u.conflicts); err != nil {
+	if err := r.commitConflicts(ctx, u); err != nil {
 		return err
 	}
 	if err := r.recordParked(ctx, u.parked); err != nil {
