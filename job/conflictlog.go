@@ -45,9 +45,7 @@ func (r *runner) logAhead(ctx context.Context, u *unit) {
 	prev := l.done
 	cs := u.conflicts[l.n:]
 	l.n = len(u.conflicts)
-	for i := range cs {
-		cs[i].Run = r.res.RunID
-	}
+	r.stampRun(cs)
 	done := make(chan struct{})
 	l.done = done
 	go func() {
@@ -101,9 +99,7 @@ func (r *runner) commitConflicts(ctx context.Context, u *unit) error {
 		return r.recordConflicts(ctx, u.conflicts)
 	}
 	rest := u.conflicts[l.n:]
-	for i := range rest {
-		rest[i].Run = r.res.RunID
-	}
+	r.stampRun(rest)
 	cctx := r.ctlCtx(ctx)
 	if err := control.RecordConflicts(cctx, l.tx, rest); err != nil {
 		r.abortLog(ctx, u)
@@ -115,4 +111,11 @@ func (r *runner) commitConflicts(ctx context.Context, u *unit) error {
 		return fmt.Errorf("recording conflicts: %w", err)
 	}
 	return nil
+}
+
+// stampRun sets the run of conflicts to this run.
+func (r *runner) stampRun(cs []control.Conflict) {
+	for i := range cs {
+		cs[i].Run = r.res.RunID
+	}
 }

@@ -199,9 +199,7 @@ func (r *runner) recordConflicts(ctx context.Context, cs []control.Conflict) err
 	if len(cs) == 0 {
 		return nil
 	}
-	for i := range cs {
-		cs[i].Run = r.res.RunID
-	}
+	r.stampRun(cs)
 	tx, err := r.ctlBegin(ctx)
 	if err != nil {
 		return err

@@ -80,10 +80,8 @@ type runner struct {
 	ahead *keyRead
 	// host is this machine's name, recorded with the run.
 	host string
-	// seqs are the herd's sequences as load read them (seqsRead), or why it could not.
-	seqs     []control.Sequence
-	seqsErr  error
-	seqsRead bool
+	// seqs are the herd's sequences as load read them (nil when it did not).
+	seqs *herdSeqs
 	// consuming is the consume of committed batches under way on the key sessions, if any
 	// (consumeAhead).
 	consuming *aheadConsume
@@ -138,7 +136,7 @@ func (r *runner) load(ctx context.Context) error {
 		control.QueueStartRun(b, r.sync.Name, r.host, os.Getpid(), &runID, &startErr)
 	})
 	if err == nil || errors.Is(err, errNoTables) { // the batch was read
-		r.seqs, r.seqsErr, r.seqsRead = seqs, seqsErr, true
+		r.seqs = &herdSeqs{seqs, seqsErr}
 		if startErr == nil && runID != 0 {
 			r.runID = runID
 			r.started()

@@ -119,10 +119,16 @@ func (r *runner) sequencesOnly(ctx context.Context) bool {
 	return err == nil && len(seqs) > 0
 }
 
+// herdSeqs is the herd's sequences as a read found them, or why it could not.
+type herdSeqs struct {
+	seqs []control.Sequence
+	err  error
+}
+
 // herdSequences returns the herd's sequences, as the run's load read them when it did.
 func (r *runner) herdSequences(ctx context.Context) ([]control.Sequence, error) {
-	if r.seqsRead {
-		return r.seqs, r.seqsErr
+	if r.seqs != nil {
+		return r.seqs.seqs, r.seqs.err
 	}
 	return control.HerdSequences(ctx, r.ctlQ(), r.sync.Herd)
 }
